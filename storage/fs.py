@@ -1,0 +1,168 @@
+"""Every path the project reads or writes goes through here: local paths, file://, s3://, gs://.
+
+fsspec does the work; this module adds atomic writes, root confinement and the
+output layout of an ingest run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class PathEscapeError(ValueError):
+    """A path (from metadata, parameters or a shard) that leaves its configured root."""
+
+
+def split_uri(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """'s3://bucket/x' -> (S3FileSystem, 'bucket/x'); '/tmp/x' -> (LocalFileSystem, '/tmp/x')."""
+    fs, path = fsspec.core.url_to_fs(str(uri))
+    return fs, path
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in str(uri) or str(uri).startswith("file://")
+
+
+def join(root: str, *parts: str) -> str:
+    root = str(root)
+    if is_local(root):
+        return os.path.join(root.removeprefix("file://"), *parts)
+    return posixpath.join(root, *parts)
+
+
+def confine(root: str, relative: str) -> str:
+    """Join a relative path under a LOCAL root, refusing '..', absolute paths and symlinks out."""
+    if not relative or os.path.isabs(relative) or "\x00" in relative:
+        raise PathEscapeError(f"{relative!r}: absolute or empty path refused (must be relative to {root})")
+    parts = relative.replace("\\", "/").split("/")
+    if any(p == ".." for p in parts):
+        raise PathEscapeError(f"{relative!r}: '..' refused (must stay under {root})")
+    real_root = os.path.realpath(root)
+    target = os.path.realpath(os.path.join(real_root, relative))
+    if os.path.commonpath([real_root, target]) != real_root:
+        raise PathEscapeError(f"{relative!r}: resolves outside {root} (symlink out of the data root)")
+    return os.path.join(root, relative)
+
+
+def exists(uri: str) -> bool:
+    fs, path = split_uri(uri)
+    return fs.exists(path)
+
+
+def makedirs(uri: str) -> None:
+    fs, path = split_uri(uri)
+    fs.makedirs(path, exist_ok=True)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = split_uri(uri)
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+@contextmanager
+def atomic_open(uri: str) -> Iterator:
+    """Write to a hidden temp file beside the target, then rename into place.
+
+    A crash at any point leaves either the old file or the new file, never a partial
+    one under the final name (object stores: the upload is only visible once complete).
+    """
+    fs, path = split_uri(uri)
+    parent, name = posixpath.split(path) if not is_local(uri) else os.path.split(path)
+    fs.makedirs(parent, exist_ok=True)
+    if not is_local(uri):
+        with fs.open(path, "wb") as f:  # S3/GCS uploads are atomic on close
+            yield f
+        return
+    tmp = os.path.join(parent, f".{name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_bytes(uri: str, data: bytes) -> None:
+    with atomic_open(uri) as f:
+        f.write(data)
+
+
+def write_parquet(table: pa.Table, uri: str) -> None:
+    with atomic_open(uri) as f:
+        pq.write_table(table, f)
+
+
+def read_parquet(uri: str) -> pa.Table:
+    fs, path = split_uri(uri)
+    with fs.open(path, "rb") as f:
+        return pq.read_table(f)
+
+
+def sha256_of(uri: str, chunk: int = 1 << 20) -> str:
+    fs, path = split_uri(uri)
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def list_files(uri: str, suffix: str) -> list[str]:
+    """Files under uri (recursive) ending in suffix, as URIs in the same scheme, sorted."""
+    fs, path = split_uri(uri)
+    if not fs.exists(path):
+        return []
+    found = sorted(p for p in fs.find(path) if p.endswith(suffix) and not posixpath.basename(p).startswith("."))
+    if is_local(uri):
+        return found
+    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    return [f"{protocol}://{p}" for p in found]
+
+
+@dataclass(frozen=True)
+class IngestLayout:
+    """Where one ingest run's outputs live under its output root (local or object storage)."""
+
+    root: str
+
+    @property
+    def manifest(self) -> str:
+        return join(self.root, "manifest.parquet")
+
+    @property
+    def shard_index(self) -> str:
+        return join(self.root, "shards.parquet")
+
+    @property
+    def quarantine(self) -> str:
+        return join(self.root, "quarantine.parquet")
+
+    @property
+    def config(self) -> str:
+        return join(self.root, "ingest_config.json")
+
+    @property
+    def shards_dir(self) -> str:
+        return join(self.root, "shards")
+
+    def shard(self, split: str, part: str, chunk: int) -> str:
+        return join(self.root, "shards", split, f"{part}-{chunk:05d}.tar")
+
+    @staticmethod
+    def record_of(shard_uri: str) -> str:
+        """The sidecar JSON that marks a shard complete (written after the tar)."""
+        return shard_uri + ".json"

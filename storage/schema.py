@@ -1,0 +1,161 @@
+"""The shard schema: the one contract between ingest (writer) and training (reader).
+
+A shard is a POSIX tar (WebDataset layout) holding clips of ONE split. Each clip is a
+sample whose ``__key__`` is ``{video_id}/{clip:03d}`` and whose members are:
+
+- ``f00.jpg`` .. ``f{T-1}.jpg``  face crops, RGB, ``size x size``, JPEG (see docs/ingest.md)
+- ``mel.npy``                     log-mel, float16, shape ``(F, Tm)`` = (n_mels, mel frames)
+- ``json``                        :class:`ClipMeta` as UTF-8 JSON
+
+Readers decode with :func:`decode_sample` only: explicit decoders for these member
+names, ``np.load(allow_pickle=False)``, and a refusal of any other member (a shard
+carrying ``.pickle``/``.pyd`` is rejected, never executed).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+LABELS = {"REAL": 0, "FAKE": 1}
+SPLITS = ("train", "val", "test")
+FRAME_EXT = "jpg"
+MEL_MEMBER = "mel.npy"
+META_MEMBER = "json"
+_FRAME_RE = re.compile(r"^f(\d{2})\.jpg$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+/\d{3}$")
+
+
+class ShardFormatError(ValueError):
+    """A shard sample that does not follow this schema (or carries unsafe members)."""
+
+
+@dataclass(frozen=True)
+class ClipMeta:
+    """Per-clip metadata stored as the sample's ``json`` member."""
+
+    video_id: str
+    clip: int
+    label: str  # "REAL" | "FAKE"
+    split: str
+    group: str  # the REAL original's id: a fake and its original share it
+    original: str | None
+    start_s: float  # clip start in the video, seconds
+    fps: float  # sampling rate of the face frames (5.0 by default)
+    num_frames: int
+    face_box: list[float]  # mean smoothed box [x0, y0, x1, y1], pixels of the upright frame
+    det_score: float  # mean detector score over the clip's frames (0 where tracked only)
+    detected_frac: float  # fraction of the clip's frames with a real detection
+    mel_hop_s: float
+    part: str = ""
+    manipulation: str | None = None  # generator fakes carry their type; DFDC has none
+    schema: int = SCHEMA_VERSION
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def target(self) -> int:
+        return LABELS[self.label]
+
+
+def sample_key(video_id: str, clip: int) -> str:
+    key = f"{video_id}/{clip:03d}"
+    if not _KEY_RE.match(key):
+        raise ShardFormatError(f"invalid sample key {key!r}: video ids must match [A-Za-z0-9_-]+")
+    return key
+
+
+def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
+    """(H, W, 3) uint8 RGB -> JPEG bytes."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """JPEG bytes -> (H, W, 3) uint8 RGB."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        if im.format != "JPEG":
+            raise ShardFormatError(f"frame is {im.format}, expected JPEG")
+        return np.asarray(im.convert("RGB"))
+
+
+def encode_npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def encode_sample(
+    frames: np.ndarray, mel: np.ndarray, meta: ClipMeta, jpeg_quality: int = 90
+) -> dict[str, bytes | str]:
+    """frames (T, H, W, 3) uint8, mel (F, Tm) -> a WebDataset sample dict of bytes."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ShardFormatError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    if frames.shape[0] != meta.num_frames:
+        raise ShardFormatError(f"{frames.shape[0]} frames but meta says {meta.num_frames}")
+    if len(frames) > 100:
+        raise ShardFormatError("at most 100 frames per clip")
+    sample: dict[str, bytes | str] = {"__key__": sample_key(meta.video_id, meta.clip)}
+    for i, frame in enumerate(frames):
+        sample[f"f{i:02d}.{FRAME_EXT}"] = encode_jpeg(frame, jpeg_quality)
+    sample[MEL_MEMBER] = encode_npy(np.ascontiguousarray(mel, dtype=np.float16))
+    sample[META_MEMBER] = json.dumps(asdict(meta), sort_keys=True).encode("utf-8")
+    return sample
+
+
+@dataclass
+class DecodedClip:
+    key: str
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    mel: np.ndarray  # (F, Tm) float16
+    meta: ClipMeta
+
+
+def decode_sample(sample: dict) -> DecodedClip:
+    """A raw WebDataset sample (member name -> bytes) -> DecodedClip.
+
+    Only this schema's member names are accepted; anything else raises
+    ShardFormatError, so nothing in a shared shard is ever unpickled or imported.
+    """
+    key = sample.get("__key__")
+    if not isinstance(key, str) or not _KEY_RE.match(key):
+        raise ShardFormatError(f"invalid sample key {key!r}")
+    frames: dict[int, np.ndarray] = {}
+    mel = meta = None
+    for name, value in sample.items():
+        if name.startswith("__"):  # __key__, __url__, __local_path__ added by webdataset
+            continue
+        if not isinstance(value, (bytes, bytearray)):
+            raise ShardFormatError(f"{key}: member {name!r} is not raw bytes")
+        m = _FRAME_RE.match(name)
+        if m:
+            frames[int(m.group(1))] = decode_jpeg(value)
+        elif name == MEL_MEMBER:
+            mel = decode_npy(value)
+        elif name == META_MEMBER:
+            raw = json.loads(value.decode("utf-8"))
+            if not isinstance(raw, dict):
+                raise ShardFormatError(f"{key}: json member is not an object")
+            meta = ClipMeta(**raw)
+        else:
+            raise ShardFormatError(f"{key}: unexpected member {name!r} (refused: only frames, mel.npy, json)")
+    if meta is None or mel is None or not frames:
+        raise ShardFormatError(f"{key}: incomplete sample (needs frames, mel.npy and json)")
+    if sorted(frames) != list(range(meta.num_frames)):
+        raise ShardFormatError(f"{key}: frames {sorted(frames)} do not match num_frames={meta.num_frames}")
+    if mel.ndim != 2 or mel.dtype != np.float16:
+        raise ShardFormatError(f"{key}: mel must be 2-D float16, got {mel.shape} {mel.dtype}")
+    return DecodedClip(key=key, frames=np.stack([frames[i] for i in range(meta.num_frames)]), mel=mel, meta=meta)
