@@ -1,0 +1,202 @@
+"""Prefect flow ``ingest-dfdc``: scan -> manifest -> Ray fan-out over shards -> index -> summary.
+
+Ray remote calls run inside one Prefect task rather than through prefect-ray's
+RayTaskRunner: the runner has broken across Prefect minor releases, does not pass the
+Prefect API URL to remote workers and pulls task results into the flow process. Here
+Prefect sees coarse steps with small results, Ray sees one task per shard, and workers
+write shards to storage and return small JSON-able records.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict
+from typing import Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from storage import fs
+from tasks import ingest as steps
+from tasks.preprocess import PreprocessConfig
+from tasks.shards import WorkUnit, is_complete, process_unit
+from tasks.video import Limits
+
+
+class IngestConfig(BaseModel):
+    """Parameters of ingest-dfdc (validated by Prefect, shown as a form in the UI)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data: str = Field(description="DFDC root: dfdc_train_part_*/ folders or one folder with metadata.json")
+    out: str = Field(description="output root (local path or s3://...) for shards and parquet files")
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    folds: int = Field(5, ge=1, le=20)
+    seed: int = 0
+    videos_per_shard: int = Field(128, ge=1)
+    jpeg_quality: int = Field(90, ge=50, le=100)
+    face_size: int = Field(224, ge=32, le=512)
+    frames_per_clip: int = Field(16, ge=2, le=64)
+    clip_fps: float = Field(5.0, gt=0, le=30)
+    max_clips: int = Field(3, ge=1)
+    face_margin: float = Field(1.3, ge=1.0, le=3.0)
+    min_face_frac: float = Field(0.5, ge=0.0, le=1.0)
+    require_audio: bool = True
+    max_duration_s: float = 600.0
+    max_bytes: int = 2_000_000_000
+    max_pixels: int = 3840 * 2160
+    read_seconds: float = 60.0
+    executor: Literal["ray", "local"] = "ray"
+    ray_address: str | None = Field(None, description="Ray cluster address; default: $RAY_ADDRESS, else a local Ray")
+    num_workers: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all)")
+    retries: int = Field(2, ge=0, le=10)
+    progress: bool = True
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, v):
+        if any(r < 0 for r in v) or sum(v) <= 0:
+            raise ValueError("ratios must be non-negative and not all zero")
+        return v
+
+    def preprocess(self) -> PreprocessConfig:
+        return PreprocessConfig(
+            frames_per_clip=self.frames_per_clip,
+            clip_fps=self.clip_fps,
+            max_clips=self.max_clips,
+            face_size=self.face_size,
+            face_margin=self.face_margin,
+            min_face_frac=self.min_face_frac,
+            require_audio=self.require_audio,
+            limits=Limits(self.max_bytes, self.max_duration_s, self.max_pixels, self.read_seconds),
+        )
+
+
+def init_ray(address: str | None, num_cpus: int | None):
+    """Join $RAY_ADDRESS / the given cluster, or start a local Ray bound to 127.0.0.1."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    return ray
+
+
+@task(name="scan-and-plan", cache_policy=NO_CACHE)
+def scan_and_plan(cfg: IngestConfig) -> tuple[list[WorkUnit], "steps.ScanResult", object]:
+    log = get_run_logger()
+    result = steps.scan(cfg.data)
+    layout = fs.IngestLayout(cfg.out)
+    units, planned = steps.plan(
+        result, cfg.data, layout, ratios=cfg.ratios, folds=cfg.folds, seed=cfg.seed, videos_per_shard=cfg.videos_per_shard
+    )
+    fs.write_parquet(planned, layout.manifest)  # the planned manifest is visible before any decode
+    stale = steps.remove_stale_shards(layout, units)
+    log.info(
+        "scanned %s: %d videos in %d units, %d refused before decoding, %d fakes with absent originals; removed %d stale shards",
+        cfg.data, len(result.entries), len(units), len(result.rejected), len(result.missing_originals), len(stale),
+    )
+    for r in result.rejected:
+        log.warning("refused %s: %s", r.rel_path, r.error)
+    return units, result, planned
+
+
+@task(name="process-units", cache_policy=NO_CACHE)
+def process_units(units: list[WorkUnit], cfg: IngestConfig) -> tuple[list[dict], list[tuple[WorkUnit, str]], int]:
+    """Fan the units out (Ray or in-process); returns (records, failed units, skipped count)."""
+    log = get_run_logger()
+    pre = cfg.preprocess()
+    config_hash = pre.hash()
+    records, failed, todo = [], [], []
+    for u in units:
+        done = is_complete(u, config_hash)
+        (records.append(done) if done else todo.append(u))
+    skipped = len(records)
+    log.info("%d units already complete, %d to process", skipped, len(todo))
+    bar = _progress(len(todo), cfg.progress)
+    for unit, rec, error in _run(todo, pre, cfg):
+        if error is None:
+            records.append(rec)
+            log.info("shard %s: %d clips, %d videos, %d quarantined, %.1fs",
+                     unit.shard, rec["samples"], len(rec["videos"]), len(rec["quarantined"]), rec["seconds"])
+        else:
+            failed.append((unit, error))
+            log.error("unit %s failed after %d retries: %s", unit.shard, cfg.retries, error)
+        bar.update(1)
+    bar.close()
+    return records, failed, skipped
+
+
+def _run(todo: list[WorkUnit], pre: PreprocessConfig, cfg: IngestConfig):
+    """Yield (unit, record dict, error) as units finish."""
+    if not todo:
+        return
+    if cfg.executor == "local":
+        for u in todo:
+            try:
+                yield u, asdict(process_unit(u, pre, jpeg_quality=cfg.jpeg_quality)), None
+            except Exception as e:  # storage errors (disk full...) fail the unit, not the run
+                yield u, None, f"{type(e).__name__}: {e}"
+        return
+    ray = init_ray(cfg.ray_address, cfg.num_workers)
+    remote = ray.remote(num_cpus=1, max_retries=cfg.retries, retry_exceptions=True)(_process_unit_dict)
+    pending = {remote.remote(u, pre, cfg.jpeg_quality): u for u in todo}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            unit = pending.pop(ref)
+            try:
+                yield unit, ray.get(ref), None
+            except Exception as e:  # RayTaskError / WorkerCrashedError after the retries
+                yield unit, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _process_unit_dict(unit: WorkUnit, pre: PreprocessConfig, jpeg_quality: int) -> dict:
+    return asdict(process_unit(unit, pre, jpeg_quality=jpeg_quality))
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="ingest shards", unit="shard", disable=not (enabled and sys.stderr.isatty()))
+
+
+@task(name="write-index", cache_policy=NO_CACHE)
+def write_index(cfg: IngestConfig, planned, records, result, failed, skipped: int, seconds: float) -> dict:
+    layout = fs.IngestLayout(cfg.out)
+    manifest, shards, quarantine = steps.finalize(planned, records, result, failed)
+    steps.write_outputs(layout, manifest, shards, quarantine, {**cfg.model_dump(), "preprocess_hash": cfg.preprocess().hash()})
+    summary = steps.summary_markdown(manifest, shards, quarantine, seconds, skipped)
+    create_markdown_artifact(markdown=summary, key="ingest-summary", description=f"ingest of {cfg.data}")
+    statuses = manifest.column("status").to_pylist()
+    return {
+        "out": cfg.out,
+        "manifest": layout.manifest,
+        "shard_index": layout.shard_index,
+        "quarantine": layout.quarantine,
+        "videos": len(statuses),
+        "ingested": statuses.count("ingested"),
+        "quarantined": quarantine.num_rows,
+        "shards": shards.num_rows,
+        "clips": int(sum(shards.column("samples").to_pylist())),
+        "skipped_units": skipped,
+        "seconds": round(seconds, 2),
+    }
+
+
+@flow(name="ingest-dfdc", log_prints=True)
+def ingest_dfdc(config: IngestConfig) -> dict:
+    """DFDC videos -> WebDataset shards + manifest.parquet + shards.parquet + quarantine.parquet."""
+    t0 = time.perf_counter()
+    with steps.output_lock(config.out):
+        units, result, planned = scan_and_plan(config)
+        records, failed, skipped = process_units(units, config)
+        return write_index(config, planned, records, result, failed, skipped, time.perf_counter() - t0)

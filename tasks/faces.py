@@ -1,0 +1,161 @@
+"""Find, track, smooth and crop the main face with mediapipe, offline.
+
+mediapipe 0.10.21 ships both BlazeFace models inside its wheel, so nothing is downloaded:
+- full-range (192x192 input) finds small faces in a whole (downscaled) frame;
+- short-range (128x128 input) refines on a crop around the last box, where the face is
+  large. Frames where neither finds the face keep the tracked box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+Box = np.ndarray  # (4,) float [x0, y0, x1, y1] in pixels
+
+
+@dataclass(frozen=True)
+class FaceTrack:
+    boxes: np.ndarray  # (N, 4) smoothed square boxes [x0, y0, x1, y1], pixels
+    scores: np.ndarray  # (N,) detector score, 0 where the box was tracked, not detected
+    detected: np.ndarray  # (N,) bool
+
+
+class FaceDetector:
+    """Holds the two mediapipe graphs; build once per worker (they take ~100 ms to load)."""
+
+    def __init__(self, min_score: float = 0.5, detect_side: int = 640, refine_side: int = 256):
+        import mediapipe as mp
+
+        fd = mp.solutions.face_detection
+        self.full = fd.FaceDetection(model_selection=1, min_detection_confidence=min_score)
+        self.short = fd.FaceDetection(model_selection=0, min_detection_confidence=min_score)
+        self.detect_side = detect_side
+        self.refine_side = refine_side
+
+    def close(self) -> None:
+        self.full.close()
+        self.short.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @staticmethod
+    def _run(graph, rgb: np.ndarray) -> list[tuple[Box, float]]:
+        h, w = rgb.shape[:2]
+        result = graph.process(rgb)
+        out = []
+        for d in result.detections or []:
+            bb = d.location_data.relative_bounding_box
+            box = np.array([bb.xmin * w, bb.ymin * h, (bb.xmin + bb.width) * w, (bb.ymin + bb.height) * h])
+            out.append((box, float(d.score[0])))
+        return out
+
+    def detect(self, rgb: np.ndarray) -> list[tuple[Box, float]]:
+        """Full-range detection on the whole frame, downscaled so its long side is detect_side."""
+        h, w = rgb.shape[:2]
+        scale = min(1.0, self.detect_side / max(h, w))
+        small = cv2.resize(rgb, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+        return [(box / scale, s) for box, s in self._run(self.full, np.ascontiguousarray(small))]
+
+    def refine(self, rgb: np.ndarray, box: Box) -> list[tuple[Box, float]]:
+        """Short-range detection on a square crop twice the size of box, resized to refine_side."""
+        (cx, cy), side = _center(box), 2.0 * _side(box)
+        x0, y0 = cx - side / 2, cy - side / 2
+        crop = crop_square(rgb, np.array([x0, y0, x0 + side, y0 + side]), self.refine_side)
+        scale = side / self.refine_side
+        return [(b * scale + np.array([x0, y0, x0, y0]), s) for b, s in self._run(self.short, crop)]
+
+
+def _center(box: Box) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+
+def _side(box: Box) -> float:
+    return float(max(box[2] - box[0], box[3] - box[1]))
+
+
+def iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _main_face(dets: list[tuple[Box, float]]) -> tuple[Box, float]:
+    """The largest confident face: area weighted by score."""
+    return max(dets, key=lambda d: (d[0][2] - d[0][0]) * (d[0][3] - d[0][1]) * d[1])
+
+
+def _follow(dets: list[tuple[Box, float]], last: Box, min_iou: float = 0.2) -> tuple[Box, float] | None:
+    best = max(dets, key=lambda d: iou(d[0], last), default=None)
+    return best if best is not None and iou(best[0], last) >= min_iou else None
+
+
+def track_face(frames: np.ndarray, detector: FaceDetector, smooth_window: int = 5) -> FaceTrack:
+    """(N, H, W, 3) uint8 frames -> the main face's smoothed box per frame.
+
+    Raises ValueError when no face is found in any frame.
+    """
+    n = len(frames)
+    raw = np.zeros((n, 4))
+    scores = np.zeros(n)
+    detected = np.zeros(n, dtype=bool)
+    last: Box | None = None
+    for i, frame in enumerate(frames):
+        hit = None
+        if last is not None:
+            hit = _follow(detector.refine(frame, last), last) or _follow(detector.detect(frame), last)
+        else:
+            dets = detector.detect(frame)
+            hit = _main_face(dets) if dets else None
+        if hit is not None:
+            last = hit[0]
+            raw[i], scores[i], detected[i] = hit[0], hit[1], True
+        elif last is not None:
+            raw[i] = last
+    if not detected.any():
+        raise ValueError("no face detected in any sampled frame")
+    first = int(np.argmax(detected))
+    raw[:first] = raw[first]  # frames before the first detection take its box
+    return FaceTrack(boxes=smooth_boxes(raw, smooth_window), scores=scores, detected=detected)
+
+
+def smooth_boxes(boxes: np.ndarray, window: int = 5) -> np.ndarray:
+    """(N, 4) boxes -> (N, 4) square boxes with a centred moving average of centre and side."""
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    series = np.stack([cx, cy, side], axis=1)  # (N, 3)
+    if window > 1 and len(boxes) > 1:
+        pad = window // 2
+        padded = np.pad(series, ((pad, pad), (0, 0)), mode="edge")  # (N + 2*pad, 3)
+        kernel = np.ones(window) / window
+        series = np.stack([np.convolve(padded[:, j], kernel, mode="valid") for j in range(3)], axis=1)
+    half = series[:, 2] / 2
+    return np.stack([series[:, 0] - half, series[:, 1] - half, series[:, 0] + half, series[:, 1] + half], axis=1)
+
+
+def crop_square(rgb: np.ndarray, box: Box, size: int, margin: float = 1.0) -> np.ndarray:
+    """Crop box (scaled by margin about its centre) from rgb, zero-padding outside, -> (size, size, 3)."""
+    (cx, cy), side = _center(box), max(_side(box) * margin, 2.0)
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    s = int(round(side))
+    h, w = rgb.shape[:2]
+    crop = np.zeros((s, s, 3), dtype=rgb.dtype)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + s, w), min(y0 + s, h)
+    if sx1 > sx0 and sy1 > sy0:
+        crop[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
+    interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
+    return cv2.resize(crop, (size, size), interpolation=interp)
+
+
+def crop_track(frames: np.ndarray, track: FaceTrack, size: int, margin: float) -> np.ndarray:
+    """(N, H, W, 3) frames + track -> (N, size, size, 3) uint8 face crops."""
+    return np.stack([crop_square(f, b, size, margin) for f, b in zip(frames, track.boxes)])

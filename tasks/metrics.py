@@ -1,0 +1,271 @@
+"""Binary-classification metrics for FAKE (1) vs REAL (0) predictions, clip and video level.
+
+Everything here is a pure function of label and probability arrays, computed with
+scikit-learn so that the numbers match what anyone re-scoring our predictions would get.
+
+Conventions, fixed for the whole project:
+
+- ``y_true``: int array ``[N]`` in ``{0, 1}``, 1 is FAKE (``storage.schema.LABELS``).
+- ``p_fake``: float array ``[N]`` in ``[0, 1]``, the predicted probability of FAKE.
+- A sample is predicted FAKE when ``p_fake >= threshold`` (the same ``>=`` that
+  ``sklearn.metrics.roc_curve`` uses, so a threshold read off a curve reproduces its point).
+- Metric names are the suffixes of our MLflow keys: ``flatten("val_video", m)["val_video_auc"]``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    f1_score,
+    log_loss,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+# DFDC's public scoring clips probabilities before the log loss, so that one confident
+# mistake costs ~16 nats instead of infinity.
+PROB_EPS = 1e-7
+CRITERIA = ("f1", "youden", "eer")
+AGGREGATIONS = ("mean", "max", "logit_mean")
+
+
+def _check(y_true, p_fake) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true)
+    p = np.asarray(p_fake, dtype=np.float64)
+    if y.ndim != 1 or p.ndim != 1 or len(y) != len(p):
+        raise ValueError(f"y_true and p_fake must be 1-D of equal length, got {y.shape} and {p.shape}")
+    if len(y) == 0:
+        raise ValueError("no samples to score")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"y_true must hold only 0 (REAL) and 1 (FAKE), got {np.unique(y)[:5]}")
+    if not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
+        raise ValueError("p_fake must be finite probabilities in [0, 1]")
+    return y.astype(np.int64), p
+
+
+def _both_classes(y: np.ndarray) -> bool:
+    return 0 < int(y.sum()) < len(y)
+
+
+def equal_error_rate(y_true, p_fake) -> float:
+    """EER: the error where false-positive and false-negative rates are equal.
+
+    Linearly interpolated between the two ROC points whose ``fpr - fnr`` changes sign.
+    NaN when only one class is present.
+    """
+    y, p = _check(y_true, p_fake)
+    if not _both_classes(y):
+        return math.nan
+    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
+    fnr = 1.0 - tpr
+    diff = fpr - fnr  # -1 at the first point (nothing positive), +1 at the last: monotone
+    i = int(np.argmax(diff >= 0))
+    if diff[i] == 0 or i == 0:
+        return float(fpr[i])
+    t = diff[i - 1] / (diff[i - 1] - diff[i])  # fraction of the segment (i-1, i) to the crossing
+    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
+
+
+def binary_metrics(y_true, p_fake, threshold: float = 0.5) -> dict[str, float]:
+    """Threshold-free and thresholded metrics of FAKE probabilities.
+
+    Keys: auc, average_precision, log_loss, accuracy, balanced_accuracy, precision, recall,
+    f1, eer, n, n_pos, threshold. auc/average_precision/eer are NaN with one class present.
+    """
+    y, p = _check(y_true, p_fake)
+    pred = (p >= threshold).astype(np.int64)
+    both = _both_classes(y)
+    with warnings.catch_warnings():
+        # One-class input: balanced accuracy warns that predictions hold an unseen class.
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        balanced = balanced_accuracy_score(y, pred)
+    return {
+        "auc": float(roc_auc_score(y, p)) if both else math.nan,
+        "average_precision": float(average_precision_score(y, p)) if both else math.nan,
+        "log_loss": float(log_loss(y, np.clip(p, PROB_EPS, 1 - PROB_EPS), labels=[0, 1])),
+        "accuracy": float(accuracy_score(y, pred)),
+        "balanced_accuracy": float(balanced),
+        "precision": float(precision_score(y, pred, labels=[0, 1], zero_division=0)),
+        "recall": float(recall_score(y, pred, labels=[0, 1], zero_division=0)),
+        "f1": float(f1_score(y, pred, labels=[0, 1], zero_division=0)),
+        "eer": equal_error_rate(y, p),
+        "n": float(len(y)),
+        "n_pos": float(y.sum()),
+        "threshold": float(threshold),
+    }
+
+
+def all_fake_f1(n: float, n_pos: float) -> float:
+    """F1 of the predictor that calls everything FAKE: precision n_pos/n, recall 1."""
+    return 2.0 * n_pos / (n + n_pos) if n_pos > 0 else 0.0
+
+
+def binary_entropy(prior: float, y_true) -> float:
+    """Mean log loss (nats) of the constant prediction ``prior`` on labels ``y_true``."""
+    y = np.asarray(y_true, dtype=np.float64)
+    q = min(max(prior, PROB_EPS), 1 - PROB_EPS)
+    frac = float(y.mean())
+    return -(frac * math.log(q) + (1 - frac) * math.log(1 - q))
+
+
+def choose_threshold(y_true, p_fake, criterion: str = "f1") -> float:
+    """Pick a decision threshold on validation predictions.
+
+    ``f1``: maximise F1; ``youden``: maximise TPR - FPR; ``eer``: the ROC point where FPR
+    and FNR are closest. Only thresholds that call at least one sample FAKE are considered.
+    Raises ValueError for an unknown criterion or one-class labels.
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; choose one of {CRITERIA}")
+    y, p = _check(y_true, p_fake)
+    if not _both_classes(y):
+        raise ValueError("choosing a threshold needs both classes in y_true")
+    if criterion == "f1":
+        precision, recall, thresholds = precision_recall_curve(y, p)
+        precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
+        denom = precision + recall
+        f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
+        return float(thresholds[int(np.argmax(f1))])
+    fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
+    fpr, tpr, thresholds = fpr[1:], tpr[1:], thresholds[1:]  # drop the +inf "nothing FAKE" point
+    if criterion == "youden":
+        return float(thresholds[int(np.argmax(tpr - fpr))])
+    return float(thresholds[int(np.argmin(np.abs(fpr - (1.0 - tpr))))])
+
+
+def aggregate_by_video(
+    video_ids: Sequence[str], y_true, p_fake, how: str = "mean"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clip -> video: one label and one probability per video, ids sorted.
+
+    ``how``: ``mean`` of probabilities, ``max`` (a video is as fake as its most fake clip) or
+    ``logit_mean`` (mean in logit space, so confident clips weigh more). Raises ValueError when
+    a video's clips disagree on the label.
+    """
+    if how not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {how!r}; choose one of {AGGREGATIONS}")
+    y, p = _check(y_true, p_fake)
+    ids = np.asarray(video_ids)
+    if ids.shape != y.shape:
+        raise ValueError(f"video_ids {ids.shape} and labels {y.shape} differ in length")
+    uniq, inv = np.unique(ids, return_inverse=True)
+    counts = np.bincount(inv, minlength=len(uniq))
+    y_min = np.full(len(uniq), 1, dtype=np.int64)
+    y_max = np.zeros(len(uniq), dtype=np.int64)
+    np.minimum.at(y_min, inv, y)
+    np.maximum.at(y_max, inv, y)
+    if (y_min != y_max).any():
+        bad = uniq[y_min != y_max]
+        raise ValueError(f"{len(bad)} video(s) with clips of both labels, e.g. {bad[:3].tolist()}")
+    if how == "mean":
+        agg = np.bincount(inv, weights=p, minlength=len(uniq)) / counts
+    elif how == "max":
+        agg = np.zeros(len(uniq))
+        np.maximum.at(agg, inv, p)
+    else:
+        q = np.clip(p, PROB_EPS, 1 - PROB_EPS)
+        z = np.bincount(inv, weights=np.log(q) - np.log1p(-q), minlength=len(uniq)) / counts
+        agg = 1.0 / (1.0 + np.exp(-z))
+    return uniq, y_max, agg
+
+
+def baselines(y_train, y_eval) -> dict[str, dict[str, float]]:
+    """Metrics of two trivial predictors on ``y_eval``, fitted on ``y_train``.
+
+    ``majority``: the train majority class with (almost) certainty (ties go to FAKE), so its
+    log loss shows the cost of confident mistakes. ``prior``: the train FAKE fraction for every
+    sample; AUC 0.5, log loss = the cross-entropy of the train prior on the eval labels.
+    """
+    y_tr = np.asarray(y_train)
+    if len(y_tr) == 0:
+        raise ValueError("y_train is empty")
+    prior = float(np.mean(y_tr))
+    majority_p = 1 - PROB_EPS if prior >= 0.5 else PROB_EPS
+    n = len(np.asarray(y_eval))
+    return {
+        "majority": binary_metrics(y_eval, np.full(n, majority_p)),
+        "prior": binary_metrics(y_eval, np.full(n, prior)),
+    }
+
+
+def bootstrap_auc_ci(
+    y_true, p_fake, *, n_resamples: int = 200, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of ROC AUC, resampling samples with a seeded RNG.
+
+    Resamples holding one class are skipped; (NaN, NaN) when fewer than half are usable.
+    """
+    y, p = _check(y_true, p_fake)
+    if not _both_classes(y):
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(n_resamples):
+        idx = rng.integers(0, len(y), len(y))
+        if _both_classes(y[idx]):
+            aucs.append(roc_auc_score(y[idx], p[idx]))
+    if len(aucs) < n_resamples / 2:
+        return math.nan, math.nan
+    lo, hi = np.quantile(aucs, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def evaluate_predictions(
+    clip_video_ids: Sequence[str],
+    y_true,
+    p_fake,
+    *,
+    threshold_val: float | None = None,
+    y_train=None,
+    how: str = "mean",
+) -> dict[str, dict]:
+    """Clip- and video-level metrics of one split's clip predictions.
+
+    Returns ``{"clip": m, "video": m}`` (threshold 0.5), plus ``"clip@val_threshold"`` and
+    ``"video@val_threshold"`` when ``threshold_val`` is given, plus
+    ``"baselines": {"clip": {"majority": m, "prior": m}, "video": {...}}`` when ``y_train``
+    (train labels; the prior is their FAKE fraction) is given.
+    """
+    _, y_vid, p_vid = aggregate_by_video(clip_video_ids, y_true, p_fake, how=how)
+    out: dict[str, dict] = {
+        "clip": binary_metrics(y_true, p_fake),
+        "video": binary_metrics(y_vid, p_vid),
+    }
+    if threshold_val is not None:
+        out["clip@val_threshold"] = binary_metrics(y_true, p_fake, threshold_val)
+        out["video@val_threshold"] = binary_metrics(y_vid, p_vid, threshold_val)
+    if y_train is not None:
+        out["baselines"] = {"clip": baselines(y_train, y_true), "video": baselines(y_train, y_vid)}
+    return out
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")
+
+
+def flatten(prefix: str, metrics: Mapping) -> dict[str, float]:
+    """Nested metric dicts -> flat MLflow keys joined by ``_``.
+
+    ``flatten("val", {"video": {"auc": 0.8}}) == {"val_video_auc": 0.8}``; ``@`` becomes
+    ``_at_`` (MLflow rejects it): ``test_video_at_val_threshold_f1``. Non-numeric leaves are
+    dropped; NaN is kept (MLflow stores it).
+    """
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}_{key}" if prefix else str(key)
+        name = _UNSAFE.sub("_", name.replace("@", "_at_"))
+        if isinstance(value, Mapping):
+            flat.update(flatten(name, value))
+        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat

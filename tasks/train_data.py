@@ -1,0 +1,288 @@
+"""Shards -> batches: the WebDataset input pipeline of training and evaluation.
+
+One pipeline, a list of small stages (webdataset style)::
+
+    shard URLs of one split (shards.parquet), permuted by (seed, epoch)
+    -> split by node, then by DataLoader worker (each shard read by exactly one worker)
+    -> open through fsspec (local paths and s3:// alike, via storage.fs)
+    -> tar members -> raw samples -> storage.schema.decode_sample
+    -> [REAL only] -> tensors -> seeded shuffle buffer -> exact per-worker epoch length -> batch
+
+Everything random is seeded from ``(seed, epoch, worker)``, so an epoch's batches are the
+same on every run: that is what makes resumed training equal an uninterrupted one.
+
+Tensors (letters as in ``avff_model``): ``video`` (B, 3, T, H, W) float32 ImageNet-normalised,
+``audio`` (B, 1, F, Tm) float32 normalised with :data:`AUDIO_MEAN` / :data:`AUDIO_STD`,
+``target`` (B,) float32 (FAKE = 1), ``video_id`` list[str], ``clip`` (B,) int64.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from storage import fs
+from storage.schema import SPLITS, DecodedClip, decode_sample
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Log-mel statistics of AudioSet fbanks (AST/AudioMAE normalisation: (x - mean) / (2 * std));
+# our ingest writes natural-log power mels of 16 kHz audio on the same scale.
+AUDIO_MEAN = -4.2677393
+AUDIO_STD = 4.5689974
+
+
+@dataclass(frozen=True)
+class InputShape:
+    """The clip shape a shard set holds; the model config must agree with it."""
+
+    img_size: int
+    num_frames: int
+    n_mels: int
+    mel_frames: int
+
+
+def shard_urls(layout: fs.IngestLayout, split: str) -> list[str]:
+    """The URIs of one split's shards, in index order."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    index = fs.read_parquet(layout.shard_index)
+    rows = index.filter(pc.equal(index["split"], split))
+    return [str(p) for p in rows["path"].to_pylist()]
+
+
+def split_counts(layout: fs.IngestLayout, split: str) -> int:
+    """Number of samples (clips) in one split, from the shard index."""
+    index = fs.read_parquet(layout.shard_index)
+    rows = index.filter(pc.equal(index["split"], split))
+    return int(pc.sum(rows["samples"]).as_py() or 0)
+
+
+def clip_to_tensors(
+    clip: DecodedClip, audio_mean: float = AUDIO_MEAN, audio_std: float = AUDIO_STD
+) -> dict:
+    """A decoded clip -> one sample of model inputs (see the module docstring)."""
+    frames = torch.from_numpy(clip.frames)  # (T, H, W, 3) uint8
+    video = frames.permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+    video = (video - mean) / std
+    mel = torch.from_numpy(clip.mel.astype(np.float32))  # (F, Tm)
+    audio = ((mel - audio_mean) / (2.0 * audio_std)).unsqueeze(0)  # (1, F, Tm)
+    return {
+        "video": video,
+        "audio": audio,
+        "target": float(clip.meta.target),
+        "video_id": clip.meta.video_id,
+        "clip": int(clip.meta.clip),
+    }
+
+
+def collate(samples: list[dict]) -> dict:
+    """List of samples -> batch dict (tensors stacked, ids kept as a list)."""
+    return {
+        "video": torch.stack([s["video"] for s in samples]),  # (B, 3, T, H, W)
+        "audio": torch.stack([s["audio"] for s in samples]),  # (B, 1, F, Tm)
+        "target": torch.tensor([s["target"] for s in samples], dtype=torch.float32),  # (B,)
+        "video_id": [s["video_id"] for s in samples],
+        "clip": torch.tensor([s["clip"] for s in samples], dtype=torch.int64),  # (B,)
+    }
+
+
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+class _EpochShards(IterableDataset):
+    """Stage 0: the shard URLs of an epoch, permuted by (seed, epoch, pass).
+
+    With ``repeat`` the permutations continue pass after pass (an endless stream that the
+    epoch-length stage cuts); every worker computes the same order, then takes its slice.
+    """
+
+    def __init__(self, urls: list[str], *, shuffle: bool, seed: int, epoch: int, repeat: bool):
+        self.urls, self.shuffle, self.seed, self.epoch, self.repeat = urls, shuffle, seed, epoch, repeat
+
+    def __iter__(self) -> Iterator[dict]:
+        n_pass = 0
+        while True:
+            order = list(self.urls)
+            if self.shuffle:
+                rng = np.random.default_rng([self.seed, self.epoch, n_pass])
+                order = [order[i] for i in rng.permutation(len(order))]
+            yield from ({"url": u} for u in order)
+            n_pass += 1
+            if not self.repeat:
+                return
+
+
+def _open_shards(src: Iterable[dict]) -> Iterator[dict]:
+    """{url} -> {url, stream}: every shard is opened through fsspec (storage.fs)."""
+    for item in src:
+        fsys, path = fs.split_uri(item["url"])
+        stream = fsys.open(path, "rb")
+        try:
+            yield {**item, "stream": stream}
+        finally:
+            stream.close()
+
+
+def _decode(src: Iterable[dict]) -> Iterator[DecodedClip]:
+    return (decode_sample(sample) for sample in src)
+
+
+def _real_only(src: Iterable[DecodedClip]) -> Iterator[DecodedClip]:
+    return (c for c in src if c.meta.label == "REAL")
+
+
+class _ToTensors:
+    def __init__(self, audio_mean: float, audio_std: float):
+        self.audio_mean, self.audio_std = audio_mean, audio_std
+
+    def __call__(self, src: Iterable[DecodedClip]) -> Iterator[dict]:
+        return (clip_to_tensors(c, self.audio_mean, self.audio_std) for c in src)
+
+
+class _SeededShuffle:
+    """A shuffle buffer whose RNG is seeded by (seed, epoch, worker id)."""
+
+    def __init__(self, bufsize: int, seed: int, epoch: int):
+        self.bufsize, self.seed, self.epoch = bufsize, seed, epoch
+
+    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
+        worker, _ = _worker()
+        rng = random.Random(f"{self.seed}:{self.epoch}:{worker}")
+        buf: list[dict] = []
+        for sample in src:
+            buf.append(sample)
+            if len(buf) >= self.bufsize:
+                # swap a random element to the end and yield it: O(1) per sample
+                k = rng.randrange(len(buf))
+                buf[k], buf[-1] = buf[-1], buf[k]
+                yield buf.pop()
+        rng.shuffle(buf)
+        yield from buf
+
+
+class _TakePerWorker:
+    """Cut an (endless) stream so that all workers together yield exactly ``total`` samples.
+
+    ``DataPipeline.with_epoch(n)`` counts per worker and cannot split a total that the
+    worker count does not divide; worker k takes ``total // W`` plus one if k < total % W.
+    """
+
+    def __init__(self, total: int):
+        self.total = total
+
+    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
+        worker, n_workers = _worker()
+        n = self.total // n_workers + (1 if worker < self.total % n_workers else 0)
+        for i, sample in enumerate(src):
+            if i >= n:
+                return
+            yield sample
+
+
+def make_dataset(
+    urls: list[str],
+    *,
+    batch_size: int,
+    shuffle: bool,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    epoch: int = 0,
+    samples_per_epoch: int | None = None,
+    real_only: bool = False,
+    audio_mean: float = AUDIO_MEAN,
+    audio_std: float = AUDIO_STD,
+) -> wds.DataPipeline:
+    """The pipeline over ``urls`` (an IterableDataset yielding batch dicts).
+
+    ``samples_per_epoch=None``: one pass, every sample exactly once across all workers.
+    Otherwise the shard stream repeats and the epoch is exactly that many samples.
+    """
+    if not urls:
+        raise ValueError("no shards to read")
+    stages: list = [
+        _EpochShards(urls, shuffle=shuffle, seed=seed, epoch=epoch, repeat=samples_per_epoch is not None),
+        wds.split_by_node,
+        wds.split_by_worker,
+        _open_shards,
+        # wds.tarfile_samples without its gopen: streams come from fsspec above
+        wds.filters.pipelinefilter(wds.tariterators.tar_file_expander)(handler=wds.reraise_exception),
+        wds.filters.pipelinefilter(wds.tariterators.group_by_keys)(handler=wds.reraise_exception),
+        _decode,
+    ]
+    if real_only:
+        stages.append(_real_only)
+    stages.append(_ToTensors(audio_mean, audio_std))
+    if shuffle and shuffle_buffer > 1:
+        stages.append(_SeededShuffle(shuffle_buffer, seed, epoch))
+    if samples_per_epoch is not None:
+        stages.append(_TakePerWorker(samples_per_epoch))
+    stages.append(wds.batched(batch_size, collation_fn=collate, partial=True))
+    return wds.DataPipeline(*stages)
+
+
+def make_loader(
+    layout: fs.IngestLayout,
+    split: str,
+    *,
+    batch_size: int,
+    num_workers: int = 0,
+    shuffle_buffer: int = 256,
+    seed: int = 0,
+    epoch: int = 0,
+    samples_per_epoch: int | None = None,
+    real_only: bool = False,
+    shuffle: bool | None = None,
+    pin_memory: bool | None = None,
+) -> DataLoader:
+    """A DataLoader over one split's shards for one epoch (build a new one each epoch).
+
+    ``shuffle`` defaults to ``split == "train"``. Workers are capped at the shard count so
+    none starts without a shard. Batches are dicts (see the module docstring).
+    """
+    urls = shard_urls(layout, split)
+    if not urls:
+        raise ValueError(f"no {split!r} shards in {layout.shard_index}")
+    shuffle = split == "train" if shuffle is None else shuffle
+    dataset = make_dataset(
+        urls,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+        epoch=epoch,
+        samples_per_epoch=samples_per_epoch,
+        real_only=real_only,
+    )
+    workers = min(num_workers, len(urls))
+    return DataLoader(
+        dataset,
+        batch_size=None,  # batched inside the pipeline
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        # worker torch RNGs (unused by the pipeline today) derive from this: deterministic too
+        generator=torch.Generator().manual_seed(seed * 100_003 + epoch),
+        persistent_workers=False,
+        prefetch_factor=2 if workers > 0 else None,
+    )
+
+
+def infer_input_shape(layout: fs.IngestLayout, split: str = "train") -> InputShape:
+    """Read the first clip of a split to learn its frame size, frame count and mel shape."""
+    batch = next(iter(make_dataset(shard_urls(layout, split)[:1], batch_size=1, shuffle=False)))
+    _, _, t, h, w = batch["video"].shape  # (1, 3, T, H, W)
+    _, _, f, tm = batch["audio"].shape  # (1, 1, F, Tm)
+    if h != w:
+        raise ValueError(f"face crops must be square, got {h}x{w}")
+    return InputShape(img_size=h, num_frames=t, n_mels=f, mel_frames=tm)
