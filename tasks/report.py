@@ -29,6 +29,8 @@ IMBALANCE_MAJORITY = 0.70
 F1_EQUAL_TOL = 0.005
 # Val AUC (best epoch) above test AUC by more than this: a val/test shift worth a look.
 VAL_TEST_AUC_GAP = 0.05
+# The model "beats" a baseline's log loss only by more than float noise.
+LOG_LOSS_TOL = 1e-6
 CI_LEVEL = 0.95
 
 _LEVELS = ("clip", "video")
@@ -149,7 +151,9 @@ def _moves(before: float, after: float) -> str:
     if before == 0 or math.isnan(before) or math.isnan(after):
         return "changes by an undefined fraction"
     rel = (after - before) / abs(before)
-    return f"{'falls' if rel <= 0 else 'rises'} {_pct(abs(rel))}"
+    if rel == 0:
+        return "is unchanged"
+    return f"{'falls' if rel < 0 else 'rises'} {_pct(abs(rel))}"
 
 
 def _flat(d: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -333,16 +337,21 @@ def _diagnosis_section(d: CurveDiagnosis) -> list[str]:
             f"at least {MIN_EPOCHS_TO_DIAGNOSE} are needed to read a trend.",
             "",
         ]
+    lowest = "" if d.train_min == d.train_last else (
+        f" (its lowest, {_f(d.train_min)}, is {_pct(d.train_fall_total)} below the first epoch)"
+    )
     lines.append(
         f"Over epochs {d.epochs[0]}–{d.epochs[-1]}{stage}, train loss {_moves(d.train_first, d.train_last)} "
-        f"from {_f(d.train_first)} to {_f(d.train_last)} (lowest {_f(d.train_min)}; "
-        f"fall from the first epoch to the lowest {_pct(d.train_fall_total)})."
+        f"from {_f(d.train_first)} to {_f(d.train_last)}{lowest}."
     )
-    lines.append(
-        f"Val loss reaches its minimum {_f(d.val_min)} at epoch {d.val_min_epoch} and ends at {_f(d.val_last)}, "
-        f"{_pct(d.val_rise)} above that minimum; from epoch {d.val_min_epoch} on, train loss "
-        f"{_moves(d.train_at_val_min, d.train_last)} ({_f(d.train_at_val_min)} → {_f(d.train_last)})."
-    )
+    if d.val_min_epoch == d.epochs[-1]:
+        lines.append(f"Val loss is lowest at the last epoch, {d.val_min_epoch} ({_f(d.val_min)}): it has not risen.")
+    else:
+        lines.append(
+            f"Val loss reaches its minimum {_f(d.val_min)} at epoch {d.val_min_epoch} and ends at {_f(d.val_last)}, "
+            f"{_pct(d.val_rise)} above that minimum; from epoch {d.val_min_epoch} on, train loss "
+            f"{_moves(d.train_at_val_min, d.train_last)} ({_f(d.train_at_val_min)} → {_f(d.train_last)})."
+        )
     if d.verdict == "overfitting":
         why = (
             f"val loss rose {_pct(d.val_rise)} (threshold {_pct(OVERFIT_MIN_VAL_RISE)}) above its minimum at "
@@ -411,7 +420,7 @@ def _test_section(run: ReportInputs, ci: tuple[float, float]) -> tuple[list[str]
                     f"({_signed(_num(m.get('accuracy')) - _num(major.get('accuracy')))})"
                 )
             lines.append(text + ".")
-            if not ll < p_ll:
+            if not _beats(ll, p_ll):
                 w = (
                     f"{level} log loss {_f(ll)} does not beat the prior baseline's {_f(p_ll)} "
                     f"({_signed(ll - p_ll)}): the model's probabilities are no better than predicting the train "
@@ -459,6 +468,10 @@ def _test_section(run: ReportInputs, ci: tuple[float, float]) -> tuple[list[str]
     return lines + [""], warns
 
 
+def _beats(log_loss: float, prior_log_loss: float) -> bool:
+    return log_loss < prior_log_loss - LOG_LOSS_TOL
+
+
 def _majority_fraction(stats: Mapping[str, int]) -> tuple[float, str]:
     """(majority-class fraction, which counts it came from) of one split's stats."""
     for unit in ("videos", "clips"):
@@ -471,51 +484,72 @@ def _majority_fraction(stats: Mapping[str, int]) -> tuple[float, str]:
 def _recommendations(
     run: ReportInputs, d: CurveDiagnosis, test_ci: tuple[float, float], val_ci: tuple[float, float] | None
 ) -> list[str]:
+    """Items each fired by a measured condition; ``passed`` records the checks that did not fire."""
     items: list[str] = []
+    passed: list[str] = []
     if d.verdict == "overfitting":
         items.append(
             f"**Overfitting** (val loss +{_pct(d.val_rise)} from its minimum {_f(d.val_min)} at epoch "
             f"{d.val_min_epoch}; train loss −{_pct(d.train_fall_after_val_min)} after it): stronger augmentation, "
             f"more weight decay/dropout, or a smaller patience so training stops nearer epoch {d.val_min_epoch}."
         )
-    if d.verdict == "underfitting":
+    elif d.verdict == "underfitting":
         lrs = [_num(r.get("lr")) for r in run.history if not math.isnan(_num(r.get("lr")))]
         lr_txt = f"; lr ranged {_lr(min(lrs))}–{_lr(max(lrs))}" if lrs else ""
         items.append(
             f"**Underfitting** (train loss fell {_pct(d.train_fall_total)} over epochs {d.epochs[0]}–{d.epochs[-1]}"
             f"{lr_txt}): raise the learning rate or train longer, and check that inputs and labels reach the model."
         )
-    train = run.dataset.get("train")
-    if train:
-        frac, counts = _majority_fraction(train)
-        if frac > IMBALANCE_MAJORITY:
-            items.append(
-                f"**Class imbalance** (train majority class {_f(frac)} > {IMBALANCE_MAJORITY}; {counts}): weight "
-                f"the loss by class or balance the sampler, and monitor AUC/log loss rather than accuracy/F1."
-            )
+    else:
+        passed.append(f"curve diagnosis {d.verdict}")
+
+    frac, counts = _majority_fraction(run.dataset.get("train", {}))
+    if frac > IMBALANCE_MAJORITY:
+        items.append(
+            f"**Class imbalance** (train majority class {_f(frac)} > {IMBALANCE_MAJORITY}; {counts}): weight "
+            f"the loss by class or balance the sampler, and monitor AUC/log loss rather than accuracy/F1."
+        )
+    elif not math.isnan(frac):
+        passed.append(f"train majority class {_f(frac)} ≤ {IMBALANCE_MAJORITY}")
+
     for name, ci in (("test video", test_ci), ("val video", val_ci)):
-        if ci is not None and not math.isnan(ci[0]) and ci[0] <= 0.5 <= ci[1]:
+        if ci is None or math.isnan(ci[0]):
+            continue
+        ci_txt = f"{name} AUC {int(CI_LEVEL * 100)}% CI [{_f(ci[0])}, {_f(ci[1])}]"
+        if ci[0] <= 0.5 <= ci[1]:
             items.append(
-                f"**AUC within noise of chance** ({name} AUC {int(CI_LEVEL * 100)}% CI [{_f(ci[0])}, {_f(ci[1])}] "
-                f"includes 0.5): evaluate on more videos (and train on more) before drawing conclusions."
+                f"**AUC within noise of chance** ({ci_txt} includes 0.5): evaluate on more videos (and train on "
+                f"more) before drawing conclusions."
             )
-    for level in _LEVELS:
-        m, prior = run.test.get(level), run.test.get("baselines", {}).get(level, {}).get("prior")
-        if m and prior and not _num(m.get("log_loss")) < _num(prior.get("log_loss")):
-            items.append(
-                f"**No gain over the prior on {level} log loss** ({_f(m.get('log_loss'))} vs "
-                f"{_f(prior.get('log_loss'))}): calibrate (temperature scaling on val) and check whether the model "
-                f"learned anything beyond the class frequency."
-            )
+        else:
+            passed.append(f"{ci_txt} excludes 0.5")
+
+    no_gain, gain, f1_equal, f1_apart = [], [], [], []
     for level in _LEVELS:
         m = run.test.get(level)
-        if m:
-            f1_all = all_fake_f1(_num(m.get("n")), _num(m.get("n_pos")))
-            if abs(_num(m.get("f1")) - f1_all) <= F1_EQUAL_TOL:
-                items.append(
-                    f"**{level.capitalize()} F1 equals the all-FAKE F1** ({_f(m.get('f1'))} vs {_f(f1_all)}): choose "
-                    f"the threshold on val (tasks.metrics.choose_threshold) and report balanced accuracy."
-                )
+        if not m:
+            continue
+        prior = run.test.get("baselines", {}).get(level, {}).get("prior")
+        if prior:
+            ll, p_ll = _num(m.get("log_loss")), _num(prior.get("log_loss"))
+            (gain if _beats(ll, p_ll) else no_gain).append(f"{level} {_f(ll)} vs {_f(p_ll)}")
+        f1, f1_all = _num(m.get("f1")), all_fake_f1(_num(m.get("n")), _num(m.get("n_pos")))
+        (f1_equal if abs(f1 - f1_all) <= F1_EQUAL_TOL else f1_apart).append(f"{level} {_f(f1)} vs {_f(f1_all)}")
+    if no_gain:
+        items.append(
+            f"**No gain over the prior on log loss** ({'; '.join(no_gain)}): calibrate (temperature scaling on "
+            f"val) and check whether the model learned anything beyond the class frequency."
+        )
+    if gain:
+        passed.append(f"log loss below the prior ({'; '.join(gain)})")
+    if f1_equal:
+        items.append(
+            f"**F1 equals the all-FAKE F1** ({'; '.join(f1_equal)}): choose the threshold on val "
+            f"(tasks.metrics.choose_threshold) and report balanced accuracy."
+        )
+    if f1_apart:
+        passed.append(f"F1 apart from the all-FAKE F1 ({'; '.join(f1_apart)})")
+
     best = next((r for i, r in enumerate(run.history) if _epoch(r, i) == run.best_epoch), None)
     val_auc = _num(best.get("val_video_auc")) if best else math.nan
     test_auc = _num(run.test.get("video", {}).get("auc"))
@@ -525,19 +559,23 @@ def _recommendations(
             f"gap {_f(val_auc - test_auc)} > {VAL_TEST_AUC_GAP}): check the val/test split for source or group "
             f"differences, and that checkpoint selection did not overfit val."
         )
+    elif not math.isnan(val_auc - test_auc):
+        passed.append(f"val AUC {_f(val_auc)} minus test AUC {_f(test_auc)} ≤ {VAL_TEST_AUC_GAP}")
+
     if run.history and not run.early_stopped and run.best_epoch == _epoch(run.history[-1], len(run.history) - 1):
         items.append(
             f"**Still improving** (the best {run.monitor} is at the last epoch {run.best_epoch} and early stopping "
             f"did not trigger): train for more epochs."
         )
+
     lines = ["## Recommendations", ""]
-    if not items:
-        return lines + [
-            f"No check fired: curves {d.verdict}, test video AUC CI [{_f(test_ci[0])}, {_f(test_ci[1])}], "
-            f"log loss below the prior at every level reported, F1 away from the all-FAKE F1.",
-            "",
-        ]
-    return lines + [f"- {it}" for it in items] + [""]
+    if items:
+        lines += [f"- {it}" for it in items]
+    else:
+        lines.append("No check fired.")
+    if passed:
+        lines += ["", "Checks that did not fire: " + "; ".join(passed) + "."]
+    return lines + [""]
 
 
 def write_training_report(run: ReportInputs) -> str:

@@ -1,0 +1,142 @@
+"""Patch discriminators (stage 1) and the stage-2 classifier heads.
+
+Classifier heads live in a registry keyed by ``AVFFConfig.fusion``. Each head declares
+the token features it ``inputs`` (a subset of "video", "audio", "a2v", "v2a", each
+(B, L, D) as produced by :meth:`avff_model.AVFF.forward_features`), so the model only
+computes what the head reads, and returns one logit per sample, (B,), FAKE = 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .layers import Block, init_weights
+
+
+class PatchDiscriminator(nn.Module):
+    """Per-patch real/reconstructed logit: patches (B, L, P) -> (B, L)."""
+
+    def __init__(self, patch_dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(patch_dim, hidden), nn.LeakyReLU(0.2),
+            nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
+            nn.Linear(hidden, 1),
+        )  # fmt: skip
+        self.apply(init_weights)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        return self.net(patches).squeeze(-1)  # (B, L)
+
+
+def mlp_head(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
+    """(B, in_dim) -> (B, 1)."""
+    return nn.Sequential(
+        nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1)
+    )
+
+
+_HEADS: dict[str, type[nn.Module]] = {}
+
+
+def register_head(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    def deco(cls: type[nn.Module]) -> type[nn.Module]:
+        _HEADS[name] = cls
+        return cls
+
+    return deco
+
+
+def list_heads() -> list[str]:
+    return sorted(_HEADS)
+
+
+def build_head(name: str, *, video_width: int, audio_width: int, hidden: int, heads: int,
+               dropout: float) -> nn.Module:  # fmt: skip
+    """The registered head ``name``; unknown names raise KeyError listing the known ones."""
+    if name not in _HEADS:
+        raise KeyError(f"unknown fusion head {name!r}; known: {', '.join(list_heads())}")
+    head = _HEADS[name](video_width, audio_width, hidden, heads, dropout)
+    head.apply(init_weights)
+    return head
+
+
+@register_head("avff_concat")
+class AVFFConcatHead(nn.Module):
+    """The paper: MLP on concat(pooled video, audio, A2V(audio), V2A(video))."""
+
+    inputs = ("video", "audio", "a2v", "v2a")
+
+    def __init__(self, dv: int, da: int, hidden: int, heads: int, dropout: float):
+        super().__init__()
+        self.mlp = mlp_head(2 * dv + 2 * da, hidden, dropout)
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        z = torch.cat([feats[k].mean(dim=1) for k in self.inputs], dim=1)  # (B, 2 D_v + 2 D_a)
+        return self.mlp(z).squeeze(-1)  # (B,)
+
+
+@register_head("attention")
+class AttentionHead(nn.Module):
+    """A small cross-modal transformer over [CLS; video tokens; audio tokens]."""
+
+    inputs = ("video", "audio")
+
+    def __init__(self, dv: int, da: int, hidden: int, heads: int, dropout: float):
+        super().__init__()
+        self.proj_v, self.proj_a = nn.Linear(dv, hidden), nn.Linear(da, hidden)
+        self.cls = nn.Parameter(0.02 * torch.randn(1, 1, hidden))
+        self.modality = nn.Parameter(0.02 * torch.randn(2, hidden))  # tells video from audio tokens
+        self.block = Block(hidden, heads, dropout=dropout)
+        self.norm = nn.LayerNorm(hidden)
+        self.out = nn.Linear(hidden, 1)
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        v = self.proj_v(feats["video"]) + self.modality[0]  # (B, L_v, Dh)
+        a = self.proj_a(feats["audio"]) + self.modality[1]  # (B, L_a, Dh)
+        cls = self.cls.expand(v.shape[0], -1, -1).to(v.dtype)  # (B, 1, Dh)
+        x = self.block(torch.cat([cls, v, a], dim=1))  # (B, 1 + L_v + L_a, Dh)
+        return self.out(self.norm(x[:, 0])).squeeze(-1)  # (B,)
+
+
+@register_head("late")
+class LateHead(nn.Module):
+    """Late fusion: the mean of a video-only and an audio-only logit."""
+
+    inputs = ("video", "audio")
+
+    def __init__(self, dv: int, da: int, hidden: int, heads: int, dropout: float):
+        super().__init__()
+        self.video, self.audio = mlp_head(dv, hidden, dropout), mlp_head(da, hidden, dropout)
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        lv = self.video(feats["video"].mean(dim=1))  # (B, 1)
+        la = self.audio(feats["audio"].mean(dim=1))  # (B, 1)
+        return (0.5 * (lv + la)).squeeze(-1)  # (B,)
+
+
+@register_head("video_only")
+class VideoOnlyHead(nn.Module):
+    inputs = ("video",)
+
+    def __init__(self, dv: int, da: int, hidden: int, heads: int, dropout: float):
+        super().__init__()
+        self.mlp = mlp_head(dv, hidden, dropout)
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.mlp(feats["video"].mean(dim=1)).squeeze(-1)  # (B,)
+
+
+@register_head("audio_only")
+class AudioOnlyHead(nn.Module):
+    inputs = ("audio",)
+
+    def __init__(self, dv: int, da: int, hidden: int, heads: int, dropout: float):
+        super().__init__()
+        self.mlp = mlp_head(da, hidden, dropout)
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.mlp(feats["audio"].mean(dim=1)).squeeze(-1)  # (B,)

@@ -1,0 +1,243 @@
+"""AVFF: the two-stage audio-visual model (Oorloff et al., CVPR 2024).
+
+Stage 1 (:meth:`AVFF.pretrain_losses`): complementary slice masking, encoders, A2V/V2A
+fusion, per-modality decoders; contrastive + masked reconstruction + adversarial losses.
+Stage 2 (:meth:`AVFF.forward`): unmasked encoders (+ A2V/V2A) -> fusion head -> (B,) logits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.func import functional_call
+
+from . import losses as L
+from .audio_encoder import AudioEncoder
+from .config import AVFFConfig
+from .decoders import Decoder
+from .fusion import CrossModalMap, complementary_slice_mask, fuse_tokens, slice_ids, token_masks
+from .heads import PatchDiscriminator, build_head
+from .layers import init_weights
+from .video_encoder import VideoEncoder
+
+log = logging.getLogger(__name__)
+
+ENCODER_PREFIXES = ("video_encoder.", "audio_encoder.", "a2v.", "v2a.")
+DISCRIMINATOR_PREFIXES = ("video_disc.", "audio_disc.")
+HEAD_PREFIX = "head."
+FEATURES = ("video", "audio", "a2v", "v2a")
+
+
+@dataclass
+class PretrainOutputs:
+    """Everything one masked stage-1 pass produces (targets already normalised if configured)."""
+
+    pred_video: torch.Tensor  # (B, L_v, P_v)
+    pred_audio: torch.Tensor  # (B, L_a, P_a)
+    target_video: torch.Tensor  # (B, L_v, P_v)
+    target_audio: torch.Tensor  # (B, L_a, P_a)
+    mask_video: torch.Tensor  # (B, L_v) bool, True = hidden from the video encoder
+    mask_audio: torch.Tensor  # (B, L_a) bool, True = hidden from the audio encoder
+    slice_mask: torch.Tensor  # (B, K) bool, True = slice hidden from video
+    z_video: torch.Tensor  # (B, E) contrastive embeddings
+    z_audio: torch.Tensor  # (B, E)
+
+
+@dataclass
+class EncoderLoadReport:
+    loaded: list[str]
+    missing: list[str]  # encoder keys of the model absent from the file (left as initialised)
+    unexpected: list[str]  # keys in the file the model has no use for (ignored)
+
+
+def _frozen_call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` with its parameters detached: gradients reach ``x`` but not ``module``."""
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    return functional_call(module, params, (x,))
+
+
+class AVFF(nn.Module):
+    def __init__(self, cfg: AVFFConfig):
+        super().__init__()
+        self.cfg = cfg
+        dv, da, lv, la = cfg.video_width, cfg.audio_width, cfg.num_video_tokens, cfg.num_audio_tokens
+        self.video_encoder = VideoEncoder(
+            cfg.img_size, cfg.num_frames, cfg.tubelet, cfg.patch, dv, cfg.video_depth, cfg.video_heads,
+            cfg.mlp_ratio, cfg.dropout,
+        )  # fmt: skip
+        self.audio_encoder = AudioEncoder(
+            cfg.n_mels, cfg.mel_frames, cfg.audio_patch, da, cfg.audio_depth, cfg.audio_heads,
+            cfg.mlp_ratio, cfg.dropout,
+        )  # fmt: skip
+        self.a2v = CrossModalMap(la, lv, da, dv, cfg.audio_heads, cfg.mlp_ratio, cfg.dropout)
+        self.v2a = CrossModalMap(lv, la, dv, da, cfg.video_heads, cfg.mlp_ratio, cfg.dropout)
+        dec = (cfg.decoder_width, cfg.decoder_depth, cfg.decoder_heads)
+        self.video_decoder = Decoder(cfg.video_grid, dv, *dec, cfg.video_patch_dim, cfg.mlp_ratio, cfg.dropout)
+        self.audio_decoder = Decoder(cfg.audio_grid, da, *dec, cfg.audio_patch_dim, cfg.mlp_ratio, cfg.dropout)
+        self.video_proj = nn.Linear(dv, cfg.contrastive_dim)
+        self.audio_proj = nn.Linear(da, cfg.contrastive_dim)
+        self.video_proj.apply(init_weights)
+        self.audio_proj.apply(init_weights)
+        scale = torch.tensor(1.0 / cfg.temperature).log()
+        if cfg.learn_temperature:
+            self.logit_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("logit_scale", scale)
+        self.video_disc = PatchDiscriminator(cfg.video_patch_dim, cfg.disc_hidden)
+        self.audio_disc = PatchDiscriminator(cfg.audio_patch_dim, cfg.disc_hidden)
+        self.head = build_head(
+            cfg.fusion, video_width=dv, audio_width=da, hidden=cfg.head_hidden, heads=cfg.head_heads,
+            dropout=cfg.dropout,
+        )  # fmt: skip
+        k = cfg.num_slices
+        ve, ae = self.video_encoder, self.audio_encoder
+        self.register_buffer("video_slices", slice_ids(ve.token_time(), ve.num_time, k), persistent=False)  # (L_v,)
+        self.register_buffer("audio_slices", slice_ids(ae.token_time(), ae.num_time, k), persistent=False)  # (L_a,)
+
+    # ---------------------------------------------------------------- stage 1
+    def sample_masks(
+        self, batch: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> slice_mask (B, K), mask_video (B, L_v), mask_audio (B, L_a); bool, True = hidden."""
+        device = self.video_slices.device
+        slice_mask = complementary_slice_mask(batch, self.cfg.num_slices, device=device, generator=generator)
+        return (slice_mask, *token_masks(slice_mask, self.video_slices, self.audio_slices))
+
+    def pretrain_forward(
+        self, video: torch.Tensor, audio: torch.Tensor, generator: torch.Generator | None = None
+    ) -> PretrainOutputs:
+        """video (B, 3, T, H, W), audio (B, 1, F, Tm) -> the tensors the stage-1 losses need."""
+        slice_mask, mask_v, mask_a = self.sample_masks(video.shape[0], generator)
+        v = self.video_encoder(video, mask_v)  # (B, L_v, D_v)
+        a = self.audio_encoder(audio, mask_a)  # (B, L_a, D_a)
+        # each decoder: own tokens where visible, the other modality's prediction where hidden
+        pred_v = self.video_decoder(fuse_tokens(v, self.a2v(a), mask_v))  # (B, L_v, P_v)
+        pred_a = self.audio_decoder(fuse_tokens(a, self.v2a(v), mask_a))  # (B, L_a, P_a)
+        target_v = self.video_encoder.patchify(video)  # (B, L_v, P_v)
+        target_a = self.audio_encoder.patchify(audio)  # (B, L_a, P_a)
+        if self.cfg.norm_pix_loss:
+            target_v, target_a = L.normalize_patches(target_v), L.normalize_patches(target_a)
+        if self.cfg.contrastive_on_masked:  # pool the visible tokens of the masked pass
+            pv = (v * (~mask_v)[..., None]).sum(1) / (~mask_v).sum(1, keepdim=True)  # (B, D_v)
+            pa = (a * (~mask_a)[..., None]).sum(1) / (~mask_a).sum(1, keepdim=True)  # (B, D_a)
+        else:  # an unmasked pass: the embeddings stage 2 classifies (see docs/model.md)
+            pv = self.video_encoder(video).mean(dim=1)  # (B, D_v)
+            pa = self.audio_encoder(audio).mean(dim=1)  # (B, D_a)
+        return PretrainOutputs(
+            pred_v, pred_a, target_v, target_a, mask_v, mask_a, slice_mask, self.video_proj(pv), self.audio_proj(pa)
+        )
+
+    def losses_from_outputs(self, out: PretrainOutputs) -> dict[str, torch.Tensor]:
+        """The stage-1 loss dict (see :meth:`pretrain_losses`) from one pass's outputs."""
+        cfg = self.cfg
+        contrastive = L.info_nce(out.z_video, out.z_audio, self.logit_scale)
+        recon_v = L.masked_mse(out.pred_video, out.target_video, out.mask_video)
+        recon_a = L.masked_mse(out.pred_audio, out.target_audio, out.mask_audio)
+        # generator side: discriminator weights frozen, so this term never trains them
+        adv_gen = L.generator_adv_loss(_frozen_call(self.video_disc, out.pred_video), out.mask_video)
+        adv_gen = adv_gen + L.generator_adv_loss(_frozen_call(self.audio_disc, out.pred_audio), out.mask_audio)
+        # discriminator side: reconstructions detached, so this term never trains the generator
+        disc = L.discriminator_loss(
+            self.video_disc(out.target_video), self.video_disc(out.pred_video.detach()), out.mask_video
+        ) + L.discriminator_loss(
+            self.audio_disc(out.target_audio), self.audio_disc(out.pred_audio.detach()), out.mask_audio
+        )  # fmt: skip
+        loss = cfg.w_contrastive * contrastive + cfg.w_recon * (recon_v + recon_a) + cfg.w_adv * adv_gen
+        return {
+            "loss": loss, "contrastive": contrastive, "recon_video": recon_v, "recon_audio": recon_a,
+            "adv_gen": adv_gen, "disc_loss": disc,
+        }  # fmt: skip
+
+    def pretrain_losses(
+        self, video: torch.Tensor, audio: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Scalar losses: "loss" (generator total), "contrastive", "recon_video", "recon_audio",
+        "adv_gen" and "disc_loss" (discriminators on detached reconstructions).
+
+        "loss" has no gradient w.r.t. the discriminators and "disc_loss" none w.r.t. the
+        rest, so ``(loss + disc_loss).backward()`` then stepping both optimisers is valid.
+        """
+        return self.losses_from_outputs(self.pretrain_forward(video, audio, generator))
+
+    # ---------------------------------------------------------------- stage 2
+    def forward_features(
+        self, video: torch.Tensor, audio: torch.Tensor, features: tuple[str, ...] = FEATURES
+    ) -> dict[str, torch.Tensor]:
+        """Unmasked token features: "video" (B, L_v, D_v), "audio" (B, L_a, D_a),
+        "a2v" (B, L_v, D_v), "v2a" (B, L_a, D_a); only those in ``features`` are computed."""
+        need = set(features)
+        out: dict[str, torch.Tensor] = {}
+        if need & {"video", "v2a"}:
+            out["video"] = self.video_encoder(video)
+        if need & {"audio", "a2v"}:
+            out["audio"] = self.audio_encoder(audio)
+        if "a2v" in need:
+            out["a2v"] = self.a2v(out["audio"])
+        if "v2a" in need:
+            out["v2a"] = self.v2a(out["video"])
+        return {k: out[k] for k in features}
+
+    def embed(self, video: torch.Tensor, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Mean-pooled features: "video" (B, D_v), "audio" (B, D_a), "a2v" (B, D_v), "v2a" (B, D_a)."""
+        return {k: t.mean(dim=1) for k, t in self.forward_features(video, audio).items()}
+
+    def forward_head(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(feats)  # (B,)
+
+    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Stage-2 logits (B,), FAKE = 1; the decoders and discriminators are unused."""
+        return self.forward_head(self.forward_features(video, audio, self.head.inputs))
+
+    classify = forward
+
+    # ---------------------------------------------------------------- parameters and weights
+    def _params(self, keep) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if keep(name)]
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """Everything but the discriminators and the classifier head (stage-1 optimiser)."""
+        return self._params(lambda n: not n.startswith((*DISCRIMINATOR_PREFIXES, HEAD_PREFIX)))
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        return self._params(lambda n: n.startswith(DISCRIMINATOR_PREFIXES))
+
+    def classifier_parameters(self) -> list[nn.Parameter]:
+        """Encoders, A2V/V2A and the head: what stage 2 fine-tunes."""
+        return self._params(lambda n: n.startswith((*ENCODER_PREFIXES, HEAD_PREFIX)))
+
+    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
+        """Encoder + A2V/V2A weights (position embeddings are fixed and not stored)."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
+
+    def save_pretrained_encoders(self, path: str | Path) -> None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.encoder_state_dict().items()}, str(path))
+
+    def load_pretrained_encoders(self, path: str | Path, *, strict: bool = False) -> EncoderLoadReport:
+        """Load encoder (+ A2V/V2A) weights from a local safetensors file; nothing is downloaded.
+
+        Shape mismatches always raise ValueError; missing/unexpected keys are logged, and
+        raise KeyError when ``strict``. Returns what was loaded, missing and ignored.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no encoder weights at {path} (load_pretrained_encoders never downloads)")
+        state, own = load_file(str(path)), self.encoder_state_dict()
+        shared = sorted(set(state) & set(own))
+        bad = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+               for k in shared if state[k].shape != own[k].shape]  # fmt: skip
+        if bad:
+            raise ValueError(f"shape mismatch loading {path}:\n  " + "\n  ".join(bad))
+        report = EncoderLoadReport(shared, sorted(set(own) - set(state)), sorted(set(state) - set(own)))
+        if report.missing or report.unexpected:
+            msg = f"{path}: {len(report.missing)} missing keys {report.missing[:8]}, " \
+                  f"{len(report.unexpected)} unexpected keys {report.unexpected[:8]}"  # fmt: skip
+            if strict:
+                raise KeyError(msg)
+            log.warning(msg)
+        self.load_state_dict({k: state[k] for k in shared}, strict=False)
+        return report

@@ -1,0 +1,93 @@
+"""Closed-form size estimates for a config, without building the model.
+
+:func:`estimate_params` is exact (a test checks it against ``AVFF(cfg)`` for every preset
+and head). :func:`estimate_activation_bytes` is a rough model of the memory a stage-1
+training step keeps for backward under 16-bit autocast; see docs/model.md.
+"""
+
+from __future__ import annotations
+
+from .config import AVFFConfig
+
+
+def _block(d: int, mlp_ratio: float) -> int:
+    h = int(d * mlp_ratio)
+    return 4 * d * d + 2 * d * h + 9 * d + h  # 2 LayerNorms, qkv, proj, fc1, fc2
+
+
+def _mlp_head(d_in: int, hidden: int) -> int:
+    return 2 * d_in + d_in * hidden + hidden + hidden + 1  # LayerNorm, Linear, Linear(hidden, 1)
+
+
+def _head(cfg: AVFFConfig) -> int:
+    dv, da, h = cfg.video_width, cfg.audio_width, cfg.head_hidden
+    return {
+        "avff_concat": _mlp_head(2 * dv + 2 * da, h),
+        "attention": (dv + 1) * h + (da + 1) * h + 3 * h + _block(h, 4.0) + 2 * h + h + 1,
+        "late": _mlp_head(dv, h) + _mlp_head(da, h),
+        "video_only": _mlp_head(dv, h),
+        "audio_only": _mlp_head(da, h),
+    }[cfg.fusion]
+
+
+def estimate_params(cfg: AVFFConfig) -> dict[str, int]:
+    """Parameter counts per component and their "total"."""
+    r, lv, la, dv, da = cfg.mlp_ratio, cfg.num_video_tokens, cfg.num_audio_tokens, cfg.video_width, cfg.audio_width
+    wd, e, hd = cfg.decoder_width, cfg.contrastive_dim, cfg.disc_hidden
+
+    def encoder(in_vol: int, d: int, depth: int) -> int:
+        return in_vol * d + d + d + depth * _block(d, r) + 2 * d  # patch conv, mask token, blocks, norm
+
+    def cross(l_in: int, l_out: int, d_in: int, d_out: int) -> int:
+        return _block(d_in, r) + (l_in + 1) * l_out + (d_in + 1) * d_out
+
+    def decoder(d_enc: int, p: int) -> int:
+        return (d_enc + 1) * wd + cfg.decoder_depth * _block(wd, r) + 2 * wd + (wd + 1) * p
+
+    def disc(p: int) -> int:
+        return (p + 1) * hd + (hd + 1) * hd + hd + 1
+
+    counts = {
+        "video_encoder": encoder(cfg.video_patch_dim, dv, cfg.video_depth),
+        "audio_encoder": encoder(cfg.audio_patch_dim, da, cfg.audio_depth),
+        "a2v": cross(la, lv, da, dv),
+        "v2a": cross(lv, la, dv, da),
+        "video_decoder": decoder(dv, cfg.video_patch_dim),
+        "audio_decoder": decoder(da, cfg.audio_patch_dim),
+        "contrastive": (dv + 1) * e + (da + 1) * e + int(cfg.learn_temperature),
+        "discriminators": disc(cfg.video_patch_dim) + disc(cfg.audio_patch_dim),
+        "head": _head(cfg),
+    }
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def _stack_bytes(tokens: int, width: int, depth: int, mlp_ratio: float) -> int:
+    """Bytes kept for backward by ``depth`` blocks over ``tokens`` tokens (all samples).
+
+    Per token and block under 16-bit autocast with fp32 weights: the fp32 residual into
+    each LayerNorm (2 x 4D), 16-bit inputs of qkv/proj/fc1 (3 x 2D), q, k, v and the
+    attention output (4 x 2D), fc1 output and GELU output (2 x 2 * mlp_ratio * D).
+    Flash / memory-efficient attention keeps no (L, L) matrix.
+    """
+    per_token = (8 + 6 + 8 + 4 * mlp_ratio) * width
+    return int(per_token * tokens * depth)
+
+
+def estimate_activation_bytes(cfg: AVFFConfig, batch: int) -> dict[str, int]:
+    """Rough bytes of activations one stage-1 step keeps for backward (16-bit autocast).
+
+    Counts the transformer stacks only (they dominate); patch embeddings, targets and
+    losses add a few percent. Add ~16 bytes per parameter for fp32 weights, gradients
+    and Adam state, plus the framework's own workspace.
+    """
+    lv, la, r = batch * cfg.num_video_tokens, batch * cfg.num_audio_tokens, cfg.mlp_ratio
+    passes = 1 if cfg.contrastive_on_masked else 2  # the unmasked contrastive pass
+    out = {
+        "video_encoder": passes * _stack_bytes(lv, cfg.video_width, cfg.video_depth, r),
+        "audio_encoder": passes * _stack_bytes(la, cfg.audio_width, cfg.audio_depth, r),
+        "a2v_v2a": _stack_bytes(la, cfg.audio_width, 1, r) + _stack_bytes(lv, cfg.video_width, 1, r),
+        "decoders": _stack_bytes(lv + la, cfg.decoder_width, cfg.decoder_depth, r),
+    }
+    out["total"] = sum(out.values())
+    return out

@@ -1,0 +1,339 @@
+"""Behavioural tests of avff_model on the tiny preset (CPU, seconds)."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+import avff_model
+from avff_model import AVFF, estimate_activation_bytes, estimate_params, get_config, list_configs, list_heads
+from avff_model.fusion import complementary_slice_mask, slice_ids
+from avff_model.layers import patchify_audio, patchify_video, unpatchify_audio, unpatchify_video
+from avff_model.losses import info_nce, masked_mse
+
+B = 2
+TERMS = ("contrastive", "recon_video", "recon_audio", "adv_gen")
+
+
+def make_model(seed: int = 0, **overrides) -> AVFF:
+    torch.manual_seed(seed)
+    return AVFF(get_config("tiny", **overrides))
+
+
+def make_batch(cfg, batch: int = B, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    video = torch.randn(batch, 3, cfg.num_frames, cfg.img_size, cfg.img_size, generator=g)
+    audio = torch.randn(batch, 1, cfg.n_mels, cfg.mel_frames, generator=g)
+    return video, audio
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------- configs and sizes
+def test_presets_registered_and_unknown_names_raise():
+    assert {"tiny", "laptop", "paper"} <= set(list_configs())
+    with pytest.raises(KeyError, match="tiny"):
+        get_config("nope")
+    assert get_config("tiny", num_slices=4).num_slices == 4
+    with pytest.raises(ValueError, match="img_size % patch"):
+        get_config("tiny", img_size=70)
+    with pytest.raises(ValueError, match="num_slices even"):
+        get_config("tiny", num_slices=3)
+    with pytest.raises(KeyError, match="avff_concat"):
+        make_model(fusion="nope")
+
+
+def test_paper_preset_matches_the_paper():
+    cfg = get_config("paper")
+    assert (cfg.video_width, cfg.video_depth, cfg.video_heads) == (768, 12, 12)
+    assert (cfg.audio_width, cfg.audio_depth, cfg.audio_heads) == (768, 12, 12)
+    assert cfg.video_grid == (8, 14, 14) and cfg.audio_grid == (8, 20) and cfg.num_slices == 8
+
+
+@pytest.mark.parametrize("name", list_configs())
+def test_estimate_params_is_exact_for_every_preset(name):
+    cfg = get_config(name)
+    with torch.device("meta"):  # no memory, no init cost: construction + counting only
+        model = AVFF(cfg)
+    assert sum(p.numel() for p in model.parameters()) == estimate_params(cfg)["total"]
+
+
+@pytest.mark.parametrize("head", list_heads())
+def test_estimate_params_is_exact_for_every_head(head):
+    cfg = get_config("tiny", fusion=head, learn_temperature=False)
+    with torch.device("meta"):
+        model = AVFF(cfg)
+    assert sum(p.numel() for p in model.parameters()) == estimate_params(cfg)["total"]
+
+
+def test_laptop_preset_fits_an_8gb_gpu_at_batch_32():
+    cfg = get_config("laptop")
+    state = 16 * estimate_params(cfg)["total"]  # fp32 weights + grads + Adam m, v
+    assert estimate_activation_bytes(cfg, 32)["total"] + state < 6 * 2**30
+
+
+# ---------------------------------------------------------------- shapes
+def test_patchify_round_trips():
+    cfg = get_config("tiny")
+    video, audio = make_batch(cfg)
+    pv = patchify_video(video, cfg.tubelet, cfg.patch)
+    pa = patchify_audio(audio, cfg.audio_patch)
+    assert pv.shape == (B, cfg.num_video_tokens, cfg.video_patch_dim)
+    assert pa.shape == (B, cfg.num_audio_tokens, cfg.audio_patch_dim)
+    assert torch.equal(unpatchify_video(pv, cfg.video_grid, cfg.tubelet, cfg.patch), video)
+    assert torch.equal(unpatchify_audio(pa, cfg.audio_grid, cfg.audio_patch), audio)
+    # token i of the patch embedding sees exactly patch i: zero one patch, only its token moves
+    model = make_model()
+    tokens = model.video_encoder.patch_embed(video)
+    pv[:, 5] = 0
+    tokens2 = model.video_encoder.patch_embed(unpatchify_video(pv, cfg.video_grid, cfg.tubelet, cfg.patch))
+    changed = (tokens - tokens2).abs().sum(dim=(0, 2)) > 0  # (L_v,)
+    assert changed.nonzero().flatten().tolist() == [5]
+
+
+def test_shapes_of_every_output():
+    model = make_model()
+    cfg = model.cfg
+    video, audio = make_batch(cfg)
+    out = model.pretrain_forward(video, audio, gen())
+    lv, la = cfg.num_video_tokens, cfg.num_audio_tokens
+    assert (lv, la) == (128, 160)
+    assert out.pred_video.shape == out.target_video.shape == (B, lv, cfg.video_patch_dim)
+    assert out.pred_audio.shape == out.target_audio.shape == (B, la, cfg.audio_patch_dim)
+    assert out.mask_video.shape == (B, lv) and out.mask_audio.shape == (B, la)
+    assert out.z_video.shape == out.z_audio.shape == (B, cfg.contrastive_dim)
+    losses = model.losses_from_outputs(out)
+    assert set(losses) == {"loss", "contrastive", "recon_video", "recon_audio", "adv_gen", "disc_loss"}
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
+    emb = model.embed(video, audio)
+    dv, da = cfg.video_width, cfg.audio_width
+    expected = {"video": (B, dv), "a2v": (B, dv), "audio": (B, da), "v2a": (B, da)}
+    assert {k: tuple(v.shape) for k, v in emb.items()} == expected
+    assert model(video, audio).shape == (B,)
+    with pytest.raises(ValueError, match="video must be"):
+        model(video[:, :, :8], audio)
+
+
+# ---------------------------------------------------------------- complementary masking
+def test_slices_cover_time_in_order():
+    video_slices = slice_ids(torch.arange(8), 8, 8)
+    assert video_slices.tolist() == list(range(8))  # one tubelet step per slice
+    audio_slices = slice_ids(torch.arange(20), 20, 8)  # 20 mel columns over 8 slices
+    assert torch.bincount(audio_slices).tolist() == [3, 2, 3, 2, 3, 2, 3, 2]
+    assert (audio_slices.diff() >= 0).all()
+
+
+def test_masks_are_complementary_per_sample():
+    model = make_model()
+    k = model.cfg.num_slices
+    slice_mask, mask_v, mask_a = model.sample_masks(16, gen(3))
+    assert (slice_mask.sum(dim=1) == k // 2).all()
+    for b in range(16):
+        hidden_v = set(model.video_slices[mask_v[b]].tolist())
+        hidden_a = set(model.audio_slices[mask_a[b]].tolist())
+        assert hidden_v.isdisjoint(hidden_a) and hidden_v | hidden_a == set(range(k))
+        assert len(hidden_v) == len(hidden_a) == k // 2
+        # a token is hidden iff its slice is: nothing partial
+        assert set(model.video_slices[~mask_v[b]].tolist()) == hidden_a
+        assert set(model.audio_slices[~mask_a[b]].tolist()) == hidden_v
+    assert len({tuple(row.tolist()) for row in slice_mask}) > 1  # masks differ across samples
+
+
+def test_masking_is_deterministic_under_a_seeded_generator():
+    draw = lambda seed: complementary_slice_mask(8, 8, generator=gen(seed))  # noqa: E731
+    assert torch.equal(draw(1), draw(1)) and not torch.equal(draw(1), draw(2))
+    model = make_model()
+    video, audio = make_batch(model.cfg)
+    first, second = model.pretrain_losses(video, audio, gen(7)), model.pretrain_losses(video, audio, gen(7))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not torch.equal(first["recon_video"], model.pretrain_losses(video, audio, gen(8))["recon_video"])
+
+
+# ---------------------------------------------------------------- losses
+def test_only_hidden_patches_are_scored():
+    model = make_model()
+    video, audio = make_batch(model.cfg)
+    out = model.pretrain_forward(video, audio, gen())
+    base = model.losses_from_outputs(out)
+    visible_v, visible_a = ~out.mask_video[..., None], ~out.mask_audio[..., None]
+    scrambled = dataclasses.replace(
+        out,
+        pred_video=torch.where(visible_v, out.pred_video + 100.0, out.pred_video),
+        pred_audio=torch.where(visible_a, out.pred_audio - 100.0, out.pred_audio),
+        target_video=torch.where(visible_v, torch.zeros_like(out.target_video), out.target_video),
+    )
+    after = model.losses_from_outputs(scrambled)
+    for key in ("recon_video", "recon_audio", "adv_gen", "disc_loss"):
+        torch.testing.assert_close(after[key], base[key])
+    hidden_changed = dataclasses.replace(out, pred_video=torch.where(visible_v, out.pred_video, out.pred_video + 1.0))
+    assert model.losses_from_outputs(hidden_changed)["recon_video"] > base["recon_video"]
+
+
+def test_masked_mse_and_info_nce_values():
+    pred, target = torch.zeros(1, 4, 3), torch.ones(1, 4, 3)
+    target[0, :2] = 5.0
+    assert masked_mse(pred, target, torch.tensor([[False, False, True, True]])).item() == 1.0
+    z = torch.eye(4)
+    aligned = info_nce(z, z, torch.tensor(2.0))
+    shuffled = info_nce(z, z.roll(1, dims=0), torch.tensor(2.0))
+    assert aligned < shuffled
+
+
+def test_gradients_reach_both_encoders_from_every_term():
+    model = make_model()
+    video, audio = make_batch(model.cfg)
+    losses = model.pretrain_losses(video, audio, gen())
+    encoders = {"video": list(model.video_encoder.parameters()), "audio": list(model.audio_encoder.parameters())}
+    for term in TERMS:
+        for name, params in encoders.items():
+            grads = torch.autograd.grad(losses[term], params, retain_graph=True, allow_unused=True)
+            total = sum(g.abs().sum() for g in grads if g is not None)
+            assert total > 0, f"{term} does not reach the {name} encoder"
+
+
+def test_adversarial_terms_train_only_their_side():
+    model = make_model()
+    video, audio = make_batch(model.cfg)
+    losses = model.pretrain_losses(video, audio, gen())
+    gen_params, disc_params = model.generator_parameters(), model.discriminator_parameters()
+    d_grads = torch.autograd.grad(losses["disc_loss"], gen_params + disc_params, retain_graph=True, allow_unused=True)
+    assert all(g is None for g in d_grads[: len(gen_params)])  # nothing flows into the generator
+    assert all(g is not None for g in d_grads[len(gen_params):])
+    g_grads = torch.autograd.grad(losses["loss"], disc_params, allow_unused=True)
+    assert all(g is None for g in g_grads)  # the generator loss never trains the discriminators
+
+
+def test_parameter_groups_partition_the_model():
+    for head in list_heads():
+        model = make_model(fusion=head)
+        ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+        g, d = ids(model.generator_parameters()), ids(model.discriminator_parameters())
+        h = ids(model.head.parameters())
+        assert g.isdisjoint(d) and g.isdisjoint(h) and d.isdisjoint(h)
+        assert g | d | h == ids(model.parameters())
+        enc = ids(p for m in (model.video_encoder, model.audio_encoder, model.a2v, model.v2a) for p in m.parameters())
+        assert ids(model.classifier_parameters()) == enc | h
+
+
+def smooth_batch(cfg, batch: int = B, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Low-frequency inputs: learnable in a few steps, unlike white noise."""
+    g = torch.Generator().manual_seed(seed)
+    size = (cfg.num_frames, cfg.img_size, cfg.img_size)
+    video = F.interpolate(torch.randn(batch, 3, 4, 4, 4, generator=g), size=size, mode="trilinear")
+    audio = F.interpolate(torch.randn(batch, 1, 8, 10, generator=g), size=(cfg.n_mels, cfg.mel_frames), mode="bilinear")
+    return video, audio
+
+
+def test_overfits_a_fixed_tiny_batch():
+    model = make_model()
+    video, audio = smooth_batch(model.cfg)
+    opt_g = torch.optim.Adam(model.generator_parameters(), lr=2e-3)
+    opt_d = torch.optim.Adam(model.discriminator_parameters(), lr=2e-3)
+    history = []
+    for _ in range(30):
+        losses = model.pretrain_losses(video, audio, gen(0))  # fixed batch, fixed masks
+        opt_g.zero_grad(), opt_d.zero_grad()
+        (losses["loss"] + losses["disc_loss"]).backward()  # valid: the two sides share no gradient
+        opt_g.step(), opt_d.step()
+        assert all(torch.isfinite(v) for v in losses.values())
+        history.append({k: v.item() for k, v in losses.items()})
+    first, last = history[0], history[-1]
+    assert last["loss"] < 0.6 * first["loss"]
+    assert last["recon_video"] < 0.9 * first["recon_video"] and last["recon_audio"] < 0.5 * first["recon_audio"]
+    assert last["contrastive"] < 0.1 * first["contrastive"]
+
+
+def test_masked_contrastive_and_normalised_targets():
+    model = make_model(contrastive_on_masked=True, norm_pix_loss=True)
+    video, audio = make_batch(model.cfg)
+    out = model.pretrain_forward(video, audio, gen())
+    torch.testing.assert_close(out.target_video.mean(-1), torch.zeros(B, model.cfg.num_video_tokens), atol=1e-5, rtol=0)
+    # pooled from visible tokens only: the masked pass alone, no second encoder pass
+    calls = []
+    model.video_encoder.register_forward_hook(lambda *args: calls.append(1))
+    losses = model.losses_from_outputs(model.pretrain_forward(video, audio, gen()))
+    assert len(calls) == 1 and torch.isfinite(losses["contrastive"])
+    losses["loss"].backward()
+    assert model.video_proj.weight.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- stage 2 heads
+@pytest.mark.parametrize("head", list_heads())
+def test_every_head_gives_one_logit_per_sample_and_trains(head):
+    model = make_model(fusion=head)
+    video, audio = make_batch(model.cfg)
+    logits = model(video, audio)
+    assert logits.shape == (B,) and torch.isfinite(logits).all()
+    torch.testing.assert_close(model.classify(video, audio), logits)
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([0.0, 1.0])).backward()
+    assert all(p.grad is not None for p in model.head.parameters())
+
+
+@pytest.mark.parametrize(("head", "ignored"), [("video_only", "audio"), ("audio_only", "video")])
+def test_single_modality_heads_ignore_the_other_input(head, ignored):
+    model = make_model(fusion=head).eval()
+    video, audio = make_batch(model.cfg)
+    other_video, other_audio = make_batch(model.cfg, seed=1)
+    with torch.no_grad():
+        base = model(video, audio)
+        if ignored == "audio":
+            assert torch.equal(model(video, other_audio), base)
+            assert not torch.allclose(model(other_video, audio), base)
+        else:
+            assert torch.equal(model(other_video, audio), base)
+            assert not torch.allclose(model(video, other_audio), base)
+
+
+def test_all_required_heads_are_registered():
+    assert set(list_heads()) == {"avff_concat", "attention", "late", "video_only", "audio_only"}
+
+
+# ---------------------------------------------------------------- weights
+def test_pretrained_encoders_round_trip_through_safetensors(tmp_path, caplog):
+    source, target = make_model(seed=0), make_model(seed=1)
+    path = tmp_path / "encoders.safetensors"
+    source.save_pretrained_encoders(path)
+    head_before = {k: v.clone() for k, v in target.head.state_dict().items()}
+    report = target.load_pretrained_encoders(path, strict=True)
+    assert report.missing == [] and report.unexpected == [] and len(report.loaded) > 0
+    for key, value in source.encoder_state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+    assert all(torch.equal(v, target.head.state_dict()[k]) for k, v in head_before.items())  # untouched
+    video, audio = make_batch(source.cfg)
+    torch.testing.assert_close(target.embed(video, audio)["video"], source.embed(video, audio)["video"])
+
+    # a partial file with a stray key: reported (and logged), raises only when strict
+    state = load_file(str(path))
+    state.pop("a2v.proj.weight")
+    state["text_encoder.weight"] = torch.zeros(1)
+    save_file(state, str(tmp_path / "partial.safetensors"))
+    report = target.load_pretrained_encoders(tmp_path / "partial.safetensors")
+    assert report.missing == ["a2v.proj.weight"] and report.unexpected == ["text_encoder.weight"]
+    assert "a2v.proj.weight" in caplog.text
+    with pytest.raises(KeyError, match="a2v.proj.weight"):
+        target.load_pretrained_encoders(tmp_path / "partial.safetensors", strict=True)
+
+    # wrong shapes always raise; a missing file is never downloaded
+    state = load_file(str(path))
+    state["video_encoder.norm.weight"] = torch.zeros(3)
+    save_file(state, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match="video_encoder.norm.weight"):
+        target.load_pretrained_encoders(tmp_path / "bad.safetensors")
+    with pytest.raises(FileNotFoundError):
+        target.load_pretrained_encoders(tmp_path / "absent.safetensors")
+
+
+def test_package_imports_no_orchestration_libraries():
+    for path in Path(avff_model.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] in {"prefect", "ray", "mlflow"} for n in names), path
