@@ -23,6 +23,7 @@ def _add_ingest(sub) -> None:
     p.add_argument("--max-clips", type=int, default=3)
     p.add_argument("--no-require-audio", action="store_true", help="keep videos without audio (silent mel)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ratios", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--num-workers", type=int, default=None)
 
 
@@ -38,6 +39,7 @@ def _ingest(args) -> int:
         max_clips=args.max_clips,
         require_audio=not args.no_require_audio,
         seed=args.seed,
+        ratios=tuple(args.ratios),
         num_workers=args.num_workers,
     )
     result = ingest_dfdc(cfg)

@@ -86,6 +86,8 @@ def init_ray(address: str | None, num_cpus: int | None):
     if address:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     else:
+        # single-node mode is what makes Ray 2.60 bind every port to 127.0.0.1
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     return ray
 

@@ -161,7 +161,15 @@ def finalize(
 
 
 def remove_stale_shards(layout: fs.IngestLayout, units: list[WorkUnit]) -> list[str]:
-    """Delete shards (and records) under the output that the current plan no longer writes."""
+    """Delete shards (and records) the current plan no longer writes, and temp files of killed runs.
+
+    Call only while holding :func:`output_lock`: no other writer can own a temp file then.
+    """
+    if fs.is_local(layout.root):
+        for dirpath, _, files in os.walk(layout.shards_dir.removeprefix("file://")):
+            for f in files:
+                if f.startswith(".") and f.endswith(".tmp"):
+                    os.remove(os.path.join(dirpath, f))
     keep = {u.shard for u in units}
     stale = [p for p in fs.list_files(layout.shards_dir, ".tar") if p not in keep]
     for p in stale:

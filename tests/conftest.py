@@ -1,0 +1,94 @@
+"""Session-wide fixtures: one generated DFDC-format sample, one ingest of it, one Ray head.
+
+Expensive things (Ray start-up, video generation, ingest) happen once per test session.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+FACE_SIZE = 64  # the tiny model's input size
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def dfdc_sample(tmp_path_factory) -> Path:
+    """A small DFDC-format dataset: 2 parts, reals + every manipulation type."""
+    from tasks.sample_data import make_dfdc_sample
+
+    return Path(make_dfdc_sample(tmp_path_factory.mktemp("dfdc") / "data", n_real=6, parts=2, duration_s=7.0, size=(160, 160), seed=0))
+
+
+@pytest.fixture(scope="session")
+def ingest_config():
+    from flows.ingest import IngestConfig
+
+    def make(data, out, **kw):
+        defaults = dict(face_size=FACE_SIZE, videos_per_shard=8, executor="local", progress=False, ratios=(0.6, 0.2, 0.2))
+        return IngestConfig(data=str(data), out=str(out), **{**defaults, **kw})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def ingested(dfdc_sample, ingest_config, tmp_path_factory) -> Path:
+    """The sample ingested once through the real Prefect flow (in-process executor)."""
+    from flows.ingest import ingest_dfdc
+
+    out = tmp_path_factory.mktemp("ingest") / "out"
+    ingest_dfdc(ingest_config(dfdc_sample, out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """A real Ray head bound to 127.0.0.1, started once; stopped by its pid."""
+    port = free_port()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    proc = subprocess.Popen(
+        [ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+         "--include-dashboard", "false", "--disable-usage-stats", "--block"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    address = f"127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ray start exited with {proc.returncode}")
+            time.sleep(1)
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    try:
+        yield address
+    finally:
+        try:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
