@@ -12,6 +12,10 @@ A checkpoint is a directory (local or object storage, via :mod:`storage.fs`) of 
 ``torch.load(weights_only=True)``: a pickle that would run code is refused, never executed.
 Each file is written atomically; ``state.pt`` goes last and names the weights' hash, so a
 crash between the two writes is detected on load instead of pairing mismatched files.
+
+:class:`CheckpointStore` never rewrites a checkpoint in place: each save is a new directory
+``<root>/epoch-0003`` and ``last.json`` / ``best.json`` are pointers written atomically after
+it is complete, so a crash at any moment leaves the previous ``last`` intact.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import io
 import json
 import pickle
 import random
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,7 +96,10 @@ def save_checkpoint(directory: str, model: torch.nn.Module, config: dict, state:
 
 def load_weights(directory_or_file: str) -> tuple[dict[str, torch.Tensor], dict, bytes]:
     """Weights, model config and the raw file bytes of ``model.safetensors`` (safe: no pickle)."""
-    uri = directory_or_file if str(directory_or_file).endswith(".safetensors") else fs.join(directory_or_file, WEIGHTS)
+    uri = str(directory_or_file)
+    if not uri.endswith(".safetensors"):
+        direct = fs.join(uri, WEIGHTS)
+        uri = direct if fs.exists(direct) else fs.join(resolve_checkpoint(uri), WEIGHTS)
     if not fs.exists(uri):
         raise CheckpointError(f"no weights at {uri}")
     raw = fs.read_bytes(uri)
@@ -107,7 +115,8 @@ def load_weights(directory_or_file: str) -> tuple[dict[str, torch.Tensor], dict,
 
 
 def load_checkpoint(directory: str) -> Checkpoint:
-    """Load a checkpoint written by :func:`save_checkpoint`; raises CheckpointError if unsafe."""
+    """Load a checkpoint (see :func:`resolve_checkpoint`); raises CheckpointError if unsafe."""
+    directory = resolve_checkpoint(directory)
     state_uri = fs.join(directory, STATE)
     if not fs.exists(state_uri):
         raise CheckpointError(f"no {STATE} in {directory} (not a checkpoint, or an interrupted write)")
@@ -121,3 +130,80 @@ def load_checkpoint(directory: str) -> Checkpoint:
     if hashlib.sha256(raw).hexdigest() != payload["weights_sha256"]:
         raise CheckpointError(f"{directory}: {WEIGHTS} does not belong to {STATE} (interrupted save?)")
     return Checkpoint(weights=weights, config=config, state=payload["state"])
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+class CheckpointStore:
+    """Immutable checkpoint directories under ``root`` plus ``{tag}.json`` pointers to them."""
+
+    def __init__(self, root: str):
+        self.root = str(root)
+
+    def path(self, name: str) -> str:
+        if not _NAME_RE.match(name):
+            raise CheckpointError(f"invalid checkpoint name {name!r}")
+        return fs.join(self.root, name)
+
+    def save(self, name: str, model: torch.nn.Module, config: dict, state: dict, tags: tuple[str, ...] = ()) -> str:
+        """Write checkpoint ``name`` then point each of ``tags`` (e.g. "last", "best") at it."""
+        directory = save_checkpoint(self.path(name), model, config, state)
+        for tag in tags:
+            self.mark(tag, name)
+        return directory
+
+    def mark(self, tag: str, name: str) -> None:
+        self.path(name)  # validates the name
+        fs.atomic_write_bytes(self.path(tag) + ".json", json.dumps({"checkpoint": name}).encode())
+
+    def resolve(self, tag: str) -> str | None:
+        """The directory ``tag`` points at, or None when there is no such pointer."""
+        pointer = self.path(tag) + ".json"
+        if not fs.exists(pointer):
+            return None
+        name = json.loads(fs.read_bytes(pointer)).get("checkpoint", "")
+        return self.path(str(name))
+
+    def adopt(self, source_root: str, tags: tuple[str, ...]) -> None:
+        """Copy the checkpoints ``tags`` point at in another store (a resume source) into this
+        one, for tags this store lacks; files are copied as bytes, never deserialised."""
+        source = CheckpointStore(source_root)
+        for tag in tags:
+            src = source.resolve(tag)
+            if src is None or self.resolve(tag) is not None:
+                continue
+            name = src.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+            for member in (WEIGHTS, STATE):
+                fs.atomic_write_bytes(fs.join(self.path(name), member), fs.read_bytes(fs.join(src, member)))
+            self.mark(tag, name)
+
+    def prune(self, keep_tags: tuple[str, ...] = ("last", "best", "pretrained")) -> None:
+        """Delete checkpoint directories no pointer refers to."""
+        keep = {self.resolve(t) for t in keep_tags} - {None}
+        fsys, root = fs.split_uri(self.root)
+        if not fsys.exists(root):
+            return
+        for entry in fsys.ls(root, detail=True):
+            if entry["type"] != "directory":
+                continue
+            name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+            if _NAME_RE.match(name) and self.path(name) not in keep and fs.exists(fs.join(self.path(name), STATE)):
+                fsys.rm(entry["name"], recursive=True)
+
+
+def resolve_checkpoint(uri: str) -> str:
+    """A checkpoint directory from a directory, a ``{tag}.json`` pointer, or a training output
+    directory (its ``checkpoints/last.json``)."""
+    uri = str(uri)
+    if fs.exists(fs.join(uri, STATE)):
+        return uri
+    if uri.endswith(".json") and fs.exists(uri):
+        parent, tag = uri.rsplit("/", 1) if "/" in uri else (".", uri)
+        found = CheckpointStore(parent).resolve(tag.removesuffix(".json"))
+        if found:
+            return found
+    found = CheckpointStore(fs.join(uri, "checkpoints")).resolve("last")
+    if found:
+        return found
+    raise CheckpointError(f"no checkpoint at {uri} (expected {STATE}, a pointer .json, or checkpoints/last.json)")

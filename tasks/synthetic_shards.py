@@ -83,7 +83,7 @@ def write_synthetic_shards(
                 vid = f"{split}{i:03d}"
                 manifest_rows.append({
                     "video_id": vid, "label": labels[i], "split": split, "group": vid,
-                    "fold": i % 5, "part": "synthetic",
+                    "fold": i % 5, "part": "synthetic", "status": "ingested", "clips": clips_per_video,
                 })  # fmt: skip
     fs.write_parquet(pa.Table.from_pylist(index_rows), layout.shard_index)
     fs.write_parquet(pa.Table.from_pylist(manifest_rows), layout.manifest)

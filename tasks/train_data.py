@@ -33,8 +33,8 @@ from storage.schema import SPLITS, DecodedClip, decode_sample
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Log-mel statistics of AudioSet fbanks (AST/AudioMAE normalisation: (x - mean) / (2 * std));
-# our ingest writes natural-log power mels of 16 kHz audio on the same scale.
+# AudioSet statistics of Kaldi fbanks, normalised as AST/AudioMAE do: (x - mean) / (2 * std).
+# Ingest writes the same features (tasks.audio.log_mel: kaldi.fbank, 128 bins, 25/10 ms).
 AUDIO_MEAN = -4.2677393
 AUDIO_STD = 4.5689974
 
@@ -104,24 +104,21 @@ def _worker() -> tuple[int, int]:
 class _EpochShards(IterableDataset):
     """Stage 0: the shard URLs of an epoch, permuted by (seed, epoch, pass).
 
-    With ``repeat`` the permutations continue pass after pass (an endless stream that the
-    epoch-length stage cuts); every worker computes the same order, then takes its slice.
+    Each iteration is one pass; a repeating pipeline iterates again and gets the next
+    pass's permutation. Every worker computes the same order, then takes its slice.
     """
 
-    def __init__(self, urls: list[str], *, shuffle: bool, seed: int, epoch: int, repeat: bool):
-        self.urls, self.shuffle, self.seed, self.epoch, self.repeat = urls, shuffle, seed, epoch, repeat
+    def __init__(self, urls: list[str], *, shuffle: bool, seed: int, epoch: int):
+        self.urls, self.shuffle, self.seed, self.epoch = urls, shuffle, seed, epoch
+        self.passes = 0
 
     def __iter__(self) -> Iterator[dict]:
-        n_pass = 0
-        while True:
-            order = list(self.urls)
-            if self.shuffle:
-                rng = np.random.default_rng([self.seed, self.epoch, n_pass])
-                order = [order[i] for i in rng.permutation(len(order))]
-            yield from ({"url": u} for u in order)
-            n_pass += 1
-            if not self.repeat:
-                return
+        order = list(self.urls)
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, self.epoch, self.passes])
+            order = [order[i] for i in rng.permutation(len(order))]
+        self.passes += 1
+        return iter([{"url": u} for u in order])
 
 
 def _open_shards(src: Iterable[dict]) -> Iterator[dict]:
@@ -156,10 +153,12 @@ class _SeededShuffle:
 
     def __init__(self, bufsize: int, seed: int, epoch: int):
         self.bufsize, self.seed, self.epoch = bufsize, seed, epoch
+        self.passes = 0
 
     def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
         worker, _ = _worker()
-        rng = random.Random(f"{self.seed}:{self.epoch}:{worker}")
+        rng = random.Random(f"{self.seed}:{self.epoch}:{worker}:{self.passes}")
+        self.passes += 1
         buf: list[dict] = []
         for sample in src:
             buf.append(sample)
@@ -177,6 +176,7 @@ class _TakePerWorker:
 
     ``DataPipeline.with_epoch(n)`` counts per worker and cannot split a total that the
     worker count does not divide; worker k takes ``total // W`` plus one if k < total % W.
+    Under multi-process (DDP) training the total is per process, like the shard split.
     """
 
     def __init__(self, total: int):
@@ -207,12 +207,13 @@ def make_dataset(
     """The pipeline over ``urls`` (an IterableDataset yielding batch dicts).
 
     ``samples_per_epoch=None``: one pass, every sample exactly once across all workers.
-    Otherwise the shard stream repeats and the epoch is exactly that many samples.
+    Otherwise passes repeat (each shuffled anew, the shuffle buffer flushed between passes,
+    so no sample repeats before the data runs out) and the epoch is exactly that many samples.
     """
     if not urls:
         raise ValueError("no shards to read")
     stages: list = [
-        _EpochShards(urls, shuffle=shuffle, seed=seed, epoch=epoch, repeat=samples_per_epoch is not None),
+        _EpochShards(urls, shuffle=shuffle, seed=seed, epoch=epoch),
         wds.split_by_node,
         wds.split_by_worker,
         _open_shards,
@@ -226,10 +227,14 @@ def make_dataset(
     stages.append(_ToTensors(audio_mean, audio_std))
     if shuffle and shuffle_buffer > 1:
         stages.append(_SeededShuffle(shuffle_buffer, seed, epoch))
-    if samples_per_epoch is not None:
-        stages.append(_TakePerWorker(samples_per_epoch))
-    stages.append(wds.batched(batch_size, collation_fn=collate, partial=True))
-    return wds.DataPipeline(*stages)
+    one_pass = wds.DataPipeline(*stages)
+    if samples_per_epoch is None:
+        return wds.DataPipeline(one_pass, wds.batched(batch_size, collation_fn=collate, partial=True))
+    return wds.DataPipeline(
+        one_pass.repeat(),  # endless passes, cut below
+        _TakePerWorker(samples_per_epoch),
+        wds.batched(batch_size, collation_fn=collate, partial=True),
+    )
 
 
 def make_loader(

@@ -232,7 +232,7 @@ class StepContext:
     scaler: torch.amp.GradScaler | None = None
     start_step: int = 0  # global optimizer step before this epoch
     log_every: int = 1
-    prefix: str = "train"
+    prefix: str | None = None  # metric key prefix; default train_step / pretrain_step
 
 
 def _check_finite(losses: dict[str, torch.Tensor], step: int) -> dict[str, float]:
@@ -266,6 +266,7 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """Stage 2: one pass of BCE-with-logits over ``loader``; returns mean loss and step count."""
     ctx = ctx or StepContext()
+    prefix = ctx.prefix or "train_step"
     scaler = ctx.scaler or make_scaler(device, ctx.precision)
     params = _params_of(optimizer)
     model.train()
@@ -290,8 +291,8 @@ def train_one_epoch(
         total += values["loss"] * len(target)
         n_samples += len(target)
         if steps % ctx.log_every == 0:
-            log.log_metrics({f"{ctx.prefix}_loss": values["loss"], f"{ctx.prefix}_grad_norm": grad_norm,
-                             f"{ctx.prefix}_lr": lr}, step=step + 1)  # fmt: skip
+            log.log_metrics({f"{prefix}_loss": values["loss"], f"{prefix}_grad_norm": grad_norm,
+                             f"{prefix}_lr": lr}, step=step + 1)  # fmt: skip
     if steps == 0:
         raise ValueError("the training loader yielded no batches")
     return {"loss": total / n_samples, "steps": float(steps), "samples": float(n_samples)}
@@ -315,7 +316,8 @@ def pretrain_one_epoch(
     generator (the model guarantees it), so one backward of their sum feeds both optimizers.
     Returns the epoch mean of every loss term plus the step count.
     """
-    ctx = ctx or StepContext(prefix="pretrain")
+    ctx = ctx or StepContext()
+    prefix = ctx.prefix or "pretrain_step"
     scaler = ctx.scaler or make_scaler(device, ctx.precision)
     gen_params, disc_params = _params_of(optimizer), _params_of(disc_optimizer)
     model.train()
@@ -344,9 +346,9 @@ def pretrain_one_epoch(
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v * b
         if steps % ctx.log_every == 0:
-            metrics = {f"{ctx.prefix}_{k}": v for k, v in values.items()}
-            metrics.update({f"{ctx.prefix}_grad_norm": grad_norm, f"{ctx.prefix}_disc_grad_norm": disc_norm,
-                            f"{ctx.prefix}_lr": lr})  # fmt: skip
+            metrics = {f"{prefix}_{k}": v for k, v in values.items()}
+            metrics.update({f"{prefix}_grad_norm": grad_norm, f"{prefix}_disc_grad_norm": disc_norm,
+                            f"{prefix}_lr": lr})  # fmt: skip
             log.log_metrics(metrics, step=step + 1)
     if steps == 0:
         raise ValueError("the pretraining loader yielded no batches")

@@ -1,0 +1,159 @@
+"""Scoring a trained AVFF: from safetensors weights + config JSON, never from a pickle.
+
+- :class:`Scorer`      a model in eval mode that turns (video, audio) into P(FAKE)
+- :func:`load_model`   a Scorer from a checkpoint dir, a ``.safetensors`` file, a pyfunc model
+                        dir, or an MLflow ``models:/`` / ``runs:/`` URI (artifacts only: no code
+                        from the registry runs here)
+- :class:`AVFFPyfunc`  the MLflow pyfunc wrapper, logged as "models from code" by
+                        :func:`log_pyfunc_model`: its artifacts are the weights and the config
+                        JSON, so loading it unpickles nothing
+
+Inputs follow the loader contract (:mod:`tasks.train_data`): video (B, 3, T, H, W) and audio
+(B, 1, F, Tm) float32, already normalised.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+
+from avff_model import AVFF, AVFFConfig
+from tasks.checkpoint import load_weights
+
+WEIGHTS_ARTIFACT = "weights"
+CONFIG_ARTIFACT = "config"
+# the models-from-code entry point MLflow executes at load time; written at log time so that
+# no importable module of ours has the side effect of calling set_model
+_ENTRY = "import mlflow\nfrom tasks.serving import AVFFPyfunc\n\nmlflow.models.set_model(AVFFPyfunc())\n"
+_PACKAGES = ("avff_model", "storage", "tasks")
+# input examples are stored as JSON: skip them for configs whose one clip is this large
+_MAX_EXAMPLE_VALUES = 1 << 18
+
+
+class Scorer:
+    """P(FAKE) of clips, in batches, on one device."""
+
+    def __init__(self, model: AVFF, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = model.cfg
+
+    @classmethod
+    def from_weights(cls, weights: dict[str, torch.Tensor], config: dict, device: str = "auto") -> Scorer:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = AVFF(AVFFConfig(**config))
+        model.load_state_dict(weights)
+        return cls(model, device)
+
+    @torch.inference_mode()
+    def predict_proba(self, video, audio, batch_size: int = 16) -> np.ndarray:
+        """video (B, 3, T, H, W), audio (B, 1, F, Tm) (numpy or torch) -> (B,) float32 P(FAKE)."""
+        video, audio = torch.as_tensor(np.asarray(video), dtype=torch.float32), torch.as_tensor(
+            np.asarray(audio), dtype=torch.float32
+        )
+        cfg = self.config
+        want_v, want_a = (3, cfg.num_frames, cfg.img_size, cfg.img_size), (1, cfg.n_mels, cfg.mel_frames)
+        if tuple(video.shape[1:]) != want_v or tuple(audio.shape[1:]) != want_a or len(video) != len(audio):
+            raise ValueError(f"expected video (B, {want_v}) and audio (B, {want_a}), got "
+                             f"{tuple(video.shape)} and {tuple(audio.shape)}")  # fmt: skip
+        out = []
+        for i in range(0, len(video), batch_size):
+            logits = self.model(video[i : i + batch_size].to(self.device), audio[i : i + batch_size].to(self.device))
+            out.append(torch.sigmoid(logits.float()).cpu())  # (b,)
+        return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def _from_model_dir(path: Path, device: str) -> Scorer:
+    """A pyfunc model directory as logged by :func:`log_pyfunc_model` (its artifacts/ only)."""
+    weights = sorted(path.glob("artifacts/*.safetensors"))
+    configs = sorted(path.glob("artifacts/*.json"))
+    if len(weights) != 1:
+        raise FileNotFoundError(f"{path}: expected one artifacts/*.safetensors, found {len(weights)}")
+    state, meta_config, _ = load_weights(str(weights[0]))
+    config = json.loads(configs[0].read_text()) if configs else meta_config
+    return Scorer.from_weights(state, config, device)
+
+
+def load_model(uri_or_path: str, device: str = "auto") -> Scorer:
+    """A Scorer from weights (see the module docstring for what ``uri_or_path`` may be)."""
+    uri = str(uri_or_path)
+    if uri.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            return _from_model_dir(local, device)
+    local = Path(uri.removeprefix("file://"))
+    if "://" not in uri.removeprefix("file://") and (local / "MLmodel").exists():
+        return _from_model_dir(local, device)
+    state, config, _ = load_weights(uri)
+    if not config:
+        raise ValueError(f"{uri}: the weights carry no model config metadata")
+    return Scorer.from_weights(state, config, device)
+
+
+class AVFFPyfunc(mlflow.pyfunc.PythonModel):
+    """pyfunc: ``{"video": (B, 3, T, H, W), "audio": (B, 1, F, Tm)}`` float32 -> (B,) P(FAKE)."""
+
+    def load_context(self, context) -> None:
+        weights, _, _ = load_weights(context.artifacts[WEIGHTS_ARTIFACT])
+        config = json.loads(Path(context.artifacts[CONFIG_ARTIFACT]).read_text())
+        self.scorer = Scorer.from_weights(weights, config)
+
+    def predict(self, context, model_input, params=None):
+        if not isinstance(model_input, dict) or not {"video", "audio"} <= set(model_input):
+            raise ValueError("model_input must be a dict with 'video' and 'audio' arrays")
+        return self.scorer.predict_proba(model_input["video"], model_input["audio"])
+
+
+def log_pyfunc_model(
+    weights_path: str,
+    config: dict,
+    *,
+    name: str = "model",
+    registered_model_name: str | None = None,
+    code_root: str | None = None,
+) -> mlflow.models.model.ModelInfo:
+    """Log (and optionally register) the pyfunc in the active MLflow run.
+
+    ``weights_path``: a local ``model.safetensors``. The project's packages are shipped as
+    code_paths (from ``code_root``, default: this checkout) so the model loads without them
+    installed. Pip requirements are pinned from this environment instead of inferred (which
+    would load the model in a subprocess).
+    """
+    import safetensors
+
+    root = Path(code_root) if code_root else Path(__file__).resolve().parent.parent
+    cfg = AVFFConfig(**config)
+    example_values = 3 * cfg.num_frames * cfg.img_size**2 + cfg.n_mels * cfg.mel_frames
+    video = np.zeros((1, 3, cfg.num_frames, cfg.img_size, cfg.img_size), np.float32)
+    audio = np.zeros((1, 1, cfg.n_mels, cfg.mel_frames), np.float32)
+    example = {"video": video, "audio": audio}
+    scorer = Scorer.from_weights(load_weights(weights_path)[0], config, "cpu")
+    signature = mlflow.models.infer_signature(example, scorer.predict_proba(video, audio))
+    with tempfile.TemporaryDirectory() as tmp:
+        entry = Path(tmp) / "avff_pyfunc.py"
+        entry.write_text(_ENTRY)
+        config_path = Path(tmp) / "model_config.json"
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(entry),
+            artifacts={WEIGHTS_ARTIFACT: str(weights_path), CONFIG_ARTIFACT: str(config_path)},
+            code_paths=[str(root / p) for p in _PACKAGES],
+            signature=signature,
+            input_example=example if example_values <= _MAX_EXAMPLE_VALUES else None,
+            pip_requirements=[
+                f"torch=={torch.__version__.split('+')[0]}",
+                f"numpy=={np.__version__}",
+                f"safetensors=={safetensors.__version__}",
+                f"mlflow=={mlflow.__version__}",
+                "fsspec",
+                "pyarrow",
+            ],
+            registered_model_name=registered_model_name,
+        )

@@ -1,0 +1,465 @@
+"""The whole training run as one plain function, shared by the Prefect flow and the CLI.
+
+:func:`run_training` does, in order:
+
+1. stage 1 ("pretrain", REAL clips only): AVFF's self-supervised losses, generator and
+   discriminator optimizers;
+2. stage 2 ("classify", both labels): BCE fine-tuning with per-epoch validation (clip and
+   video metrics), early stopping on ``monitor``, ``best`` and ``last`` checkpoints;
+3. test evaluation at the best checkpoint, with the decision threshold chosen on val;
+4. plots, predictions, the markdown report; everything logged through ``log``.
+
+Every epoch ends in a checkpoint that holds weights, optimizer/scheduler/scaler and RNG
+states, and the epoch counter; batches depend only on (seed, epoch). So a run interrupted
+after epoch k and restarted with ``resume_from`` ends with the same weights and metrics as
+one that never stopped.
+
+Output layout under ``output_dir`` (local or object storage)::
+
+    checkpoints/epoch-0003/{model.safetensors,state.pt}   checkpoints/{last,best,pretrained}.json
+    plots/*.png   predictions/{val,test}.parquet   report.md   model_config.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from safetensors.torch import save as save_safetensors
+
+from avff_model import AVFF, AVFFConfig, get_config
+from storage import fs
+from tasks import metrics as M
+from tasks import plots
+from tasks.checkpoint import CheckpointStore, capture_rng, load_checkpoint, resolve_checkpoint, restore_rng
+from tasks.report import ReportInputs, write_training_report
+from tasks.tracking import Logger, flatten_params
+from tasks.train_data import InputShape, infer_input_shape, make_loader, split_counts
+from tasks.train_engine import (
+    EarlyStopping,
+    StepContext,
+    build_optimizer,
+    build_scheduler,
+    evaluate,
+    make_scaler,
+    pretrain_one_epoch,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+    train_one_epoch,
+)
+
+STAGES = ("both", "pretrain", "classify")
+_MAX_METRICS = ("auc", "average_precision", "accuracy", "balanced_accuracy", "precision", "recall", "f1")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything one training run needs; the flow's TrainConfig maps onto it field by field."""
+
+    data: str  # ingest output root (shards.parquet, manifest.parquet, shards/)
+    output_dir: str  # checkpoints, plots, predictions and the report go here
+    model_config: str = "tiny"
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # AVFFConfig field -> value
+    stages: str = "both"  # both | pretrain | classify
+    pretrain_epochs: int = 1
+    epochs: int = 10  # stage-2 epochs (at most: early stopping may end sooner)
+    batch_size: int = 8
+    eval_batch_size: int | None = None  # None: batch_size
+    lr: float = 1e-4
+    pretrain_lr: float | None = None  # None: lr
+    optimizer: str = "adamw"  # adamw | adam | lion
+    scheduler: str = "warmup_cosine"  # warmup_cosine | cosine_warm_restarts | constant
+    warmup: int = 0  # optimizer steps of linear warmup (per stage)
+    cycle_epochs: int = 1  # cosine_warm_restarts: epochs per cosine cycle
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (CPU always runs fp32)
+    patience: int = 3
+    min_delta: float = 0.0
+    monitor: str = "val_video_log_loss"
+    monitor_mode: str = "auto"  # auto | min | max
+    threshold_criterion: str = "f1"  # f1 | youden | eer, chosen on val video predictions
+    seed: int = 0
+    num_workers: int = 0
+    samples_per_epoch: int | None = None  # None: one pass over the split per epoch
+    shuffle_buffer: int = 256
+    device: str = "auto"
+    resume_from: str | None = None  # a checkpoint dir, a pointer .json, or a previous output_dir
+    pretrained_encoders: str | None = None  # safetensors of encoder weights, loaded before stage 2
+    log_every: int = 1  # per-step metrics every this many optimizer steps
+    log_checkpoints: bool = True  # log the best/last checkpoints as artifacts
+    report_bootstrap: int = 200  # bootstrap resamples of the report's AUC confidence intervals
+
+    def __post_init__(self) -> None:
+        if self.stages not in STAGES:
+            raise ValueError(f"stages must be one of {STAGES}, got {self.stages!r}")
+        if self.monitor_mode not in ("auto", "min", "max"):
+            raise ValueError(f"monitor_mode must be auto, min or max, got {self.monitor_mode!r}")
+        if self.batch_size < 1 or self.epochs < 0 or self.pretrain_epochs < 0:
+            raise ValueError("batch_size must be >= 1 and epoch counts >= 0")
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    model_config: dict
+    device: str
+    precision: str
+    history: list[dict]
+    epochs_run: int  # epochs trained in this call (not counting resumed ones)
+    best_epoch: int | None
+    stopped_early: bool
+    best_checkpoint: str | None
+    last_checkpoint: str | None
+    threshold: float | None = None
+    test_metrics: dict[str, float] = field(default_factory=dict)  # flattened, "test_..." keys
+    report_path: str | None = None
+    plots: list[str] = field(default_factory=list)
+    predictions: dict[str, str] = field(default_factory=dict)
+    encoders: str | None = None  # encoder weights after stage 1 (a later run's pretrained_encoders)
+
+
+def monitor_mode(name: str) -> str:
+    """``max`` for scores (auc, f1, ...), ``min`` for losses and error rates."""
+    return "max" if name.endswith(_MAX_METRICS) else "min"
+
+
+def resolve_model_config(name: str, overrides: Mapping[str, Any], shape: InputShape) -> AVFFConfig:
+    """The preset with the data's input shape applied, then ``overrides``; a conflict raises."""
+    data_shape = dataclasses.asdict(shape)
+    clash = {k: (v, data_shape[k]) for k, v in overrides.items() if k in data_shape and v != data_shape[k]}
+    if clash:
+        raise ValueError(f"model overrides contradict the shards' clip shape (override, data): {clash}")
+    return get_config(name, **{**data_shape, **overrides})
+
+
+def _dataset_stats(layout: fs.IngestLayout) -> tuple[dict[str, dict[str, int]], dict[str, np.ndarray]]:
+    """Per-split counts for the report and clip-level train labels (for baselines), from the manifest."""
+    manifest = fs.read_parquet(layout.manifest)
+    if "status" in manifest.column_names:
+        manifest = manifest.filter(pc.equal(manifest["status"], "ingested"))
+    rows = manifest.to_pylist()
+    stats: dict[str, dict[str, int]] = {}
+    labels: dict[str, np.ndarray] = {}
+    for split in ("train", "val", "test"):
+        mine = [r for r in rows if r["split"] == split]
+        clips = [int(r.get("clips") or 1) for r in mine]
+        y = np.repeat([1 if r["label"] == "FAKE" else 0 for r in mine], clips).astype(np.int64)
+        labels[split] = y
+        stats[split] = {
+            "videos_real": sum(1 for r in mine if r["label"] == "REAL"),
+            "videos_fake": sum(1 for r in mine if r["label"] == "FAKE"),
+            "clips_real": int((y == 0).sum()),
+            "clips_fake": int((y == 1).sum()),
+            "groups": len({r.get("group") for r in mine}),
+        }
+    return stats, labels
+
+
+def _steps_per_epoch(n_samples: int, batch_size: int) -> int:
+    return max(1, math.ceil(n_samples / batch_size))
+
+
+def _write_predictions(uri: str, preds) -> None:
+    table = pa.table({"video_id": preds.video_ids, "clip": preds.clips, "y": preds.y, "p_fake": preds.p})
+    fs.write_parquet(table, uri)
+
+
+class _Run:
+    """State of one run_training call; methods are its phases (kept small and in order)."""
+
+    def __init__(self, cfg: TrainSettings, log: Logger):
+        self.cfg, self.log = cfg, log
+        self.layout = fs.IngestLayout(cfg.data)
+        self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.store = CheckpointStore(fs.join(cfg.output_dir, "checkpoints"))
+        self.mode = monitor_mode(cfg.monitor) if cfg.monitor_mode == "auto" else cfg.monitor_mode
+        seed_everything(cfg.seed)
+        self.model_cfg = resolve_model_config(cfg.model_config, cfg.overrides, infer_input_shape(self.layout))
+        self.config_dict = dataclasses.asdict(self.model_cfg)
+        self.model = AVFF(self.model_cfg).to(self.device)
+        self.stats, self.labels = _dataset_stats(self.layout)
+        self.history: list[dict] = []
+        self.epoch = 0  # global epochs completed (both stages): the x axis of every curve
+        self.global_step = 0
+        self.epochs_run = 0
+        self.stopped_early = False
+        self.es = EarlyStopping(cfg.patience, cfg.min_delta, self.mode)
+        self.resume: dict | None = None
+        self.encoders_uri = fs.join(cfg.output_dir, "encoders.safetensors")
+
+    # ------------------------------------------------------------ setup
+
+    def load_resume(self) -> None:
+        if not self.cfg.resume_from:
+            return
+        source = resolve_checkpoint(self.cfg.resume_from)
+        ckpt = load_checkpoint(source)
+        if ckpt.config != self.config_dict:
+            diff = {k: (ckpt.config.get(k), v) for k, v in self.config_dict.items() if ckpt.config.get(k) != v}
+            raise ValueError(f"resume_from holds a different model config (checkpoint, now): {diff}")
+        self.model.load_state_dict(ckpt.weights)
+        st = ckpt.state
+        self.history = list(st["history"])
+        self.epoch, self.global_step = int(st["epoch"]), int(st["global_step"])
+        if st.get("early_stopping"):
+            self.es.load_state_dict(st["early_stopping"])
+        self.resume = st
+        # resuming into a new output_dir: bring the best/pretrained checkpoints along
+        self.store.adopt(source.rstrip("/").rsplit("/", 1)[0], ("best", "pretrained"))
+
+    def log_params(self) -> None:
+        self.log.log_params(flatten_params(self.config_dict, "model"))
+        self.log.log_params({"resolved.device": str(self.device), "resolved.precision": self.precision,
+                             "resolved.monitor_mode": self.mode})  # fmt: skip
+
+    def _loader(self, split: str, *, epoch: int, real_only: bool = False, train: bool = False):
+        cfg = self.cfg
+        return make_loader(
+            self.layout, split,
+            batch_size=cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size),
+            num_workers=cfg.num_workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch,
+            samples_per_epoch=cfg.samples_per_epoch if train else None, real_only=real_only, shuffle=train,
+            pin_memory=self.device.type == "cuda",
+        )  # fmt: skip
+
+    def _schedule(self, optimizer, n_samples: int, epochs: int):
+        cfg = self.cfg
+        per_epoch = _steps_per_epoch(cfg.samples_per_epoch or n_samples, cfg.batch_size)
+        return build_scheduler(
+            optimizer, cfg.scheduler, total_steps=per_epoch * max(epochs, 1), warmup_steps=cfg.warmup,
+            cycle_steps=per_epoch * max(cfg.cycle_epochs, 1),
+        )  # fmt: skip
+
+    def _state(self, stage: str, stage_epoch: int, optimizers: dict, schedulers: dict, scaler) -> dict:
+        return {
+            "stage": stage, "stage_epoch": stage_epoch, "epoch": self.epoch, "global_step": self.global_step,
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+            "scaler": scaler.state_dict(), "early_stopping": self.es.state_dict(), "history": self.history,
+            "rng": capture_rng(), "seed": self.cfg.seed,
+        }  # fmt: skip
+
+    def _restore(self, stage: str, optimizers: dict, schedulers: dict, scaler) -> int:
+        """Stage epochs already done (from resume_from), restoring optimizer and RNG states."""
+        st = self.resume
+        if st is None:
+            return 0
+        order = {"pretrain": 0, "classify": 1}
+        if order[st["stage"]] > order[stage]:
+            return -1  # this stage finished before the checkpoint
+        if st["stage"] != stage:
+            return 0
+        for k, o in optimizers.items():
+            o.load_state_dict(st["optimizers"][k])
+        for k, s in schedulers.items():
+            s.load_state_dict(st["schedulers"][k])
+        scaler.load_state_dict(st["scaler"])
+        restore_rng(st["rng"])
+        return int(st["stage_epoch"])
+
+    # ------------------------------------------------------------ stage 1
+
+    def pretrain(self) -> None:
+        cfg = self.cfg
+        lr = cfg.pretrain_lr or cfg.lr
+        wd = cfg.weight_decay
+        gen = build_optimizer(self.model.generator_parameters(), cfg.optimizer, lr=lr, weight_decay=wd)
+        disc = build_optimizer(self.model.discriminator_parameters(), cfg.optimizer, lr=lr, weight_decay=wd)
+        n_real = self.stats["train"]["clips_real"]
+        optimizers = {"generator": gen, "discriminator": disc}
+        schedulers = {k: self._schedule(o, n_real, cfg.pretrain_epochs) for k, o in optimizers.items()}
+        scaler = make_scaler(self.device, self.precision)
+        done = self._restore("pretrain", optimizers, schedulers, scaler)
+        if done < 0:
+            return
+        for stage_epoch in range(done, cfg.pretrain_epochs):
+            loader = self._loader("train", epoch=self.epoch, real_only=True, train=True)
+            ctx = StepContext(self.precision, cfg.grad_clip, scaler, self.global_step, cfg.log_every)
+            out = pretrain_one_epoch(self.model, loader, gen, device=self.device, log=self.log, disc_optimizer=disc,
+                                     scheduler=schedulers["generator"], disc_scheduler=schedulers["discriminator"],
+                                     ctx=ctx)  # fmt: skip
+            self.global_step += int(out["steps"])
+            self.epoch += 1
+            self.epochs_run += 1
+            metrics = {f"pretrain_{k}": v for k, v in out.items() if k not in ("steps", "samples")}
+            self.history.append({"epoch": self.epoch, "stage": "pretrain", **metrics, "lr": gen.param_groups[0]["lr"]})
+            final = stage_epoch + 1 == cfg.pretrain_epochs
+            self.store.save(f"epoch-{self.epoch:04d}", self.model, self.config_dict,
+                            self._state("pretrain", stage_epoch + 1, optimizers, schedulers, scaler),
+                            ("last", "pretrained") if final else ("last",))  # fmt: skip
+            self.store.prune()
+            if final:  # what a later classify-only run takes as pretrained_encoders
+                encoders = {k: v.detach().cpu().contiguous() for k, v in self.model.encoder_state_dict().items()}
+                fs.atomic_write_bytes(self.encoders_uri, save_safetensors(encoders))
+            self.log.log_metrics({**metrics, "lr": gen.param_groups[0]["lr"]}, step=self.epoch)
+
+    # ------------------------------------------------------------ stage 2
+
+    def _load_encoders(self) -> None:
+        path = self.cfg.pretrained_encoders
+        if not path or (self.resume and self.resume["stage"] == "classify"):
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            local = path
+            if not fs.is_local(path):
+                local = str(Path(tmp) / "encoders.safetensors")
+                Path(local).write_bytes(fs.read_bytes(path))
+            report = self.model.load_pretrained_encoders(local.removeprefix("file://"))
+        self.log.log_params({"pretrained_encoders.loaded": len(report.loaded),
+                             "pretrained_encoders.missing": len(report.missing)})  # fmt: skip
+
+    def _validate(self) -> dict[str, float]:
+        preds = evaluate(self.model, self._loader("val", epoch=0), device=self.device, precision=self.precision)
+        flat = M.flatten("val", M.evaluate_predictions(preds.video_ids, preds.y, preds.p))
+        flat["val_loss"] = flat["val_clip_log_loss"]
+        if self.cfg.monitor not in flat:
+            raise KeyError(f"monitor {self.cfg.monitor!r} is not a validation metric; known: {sorted(flat)}")
+        return flat
+
+    def classify(self) -> None:
+        cfg = self.cfg
+        self._load_encoders()
+        opt = build_optimizer(self.model.classifier_parameters(), cfg.optimizer, lr=cfg.lr,
+                              weight_decay=cfg.weight_decay)  # fmt: skip
+        n = split_counts(self.layout, "train")
+        optimizers, schedulers = {"classifier": opt}, {"classifier": self._schedule(opt, n, cfg.epochs)}
+        scaler = make_scaler(self.device, self.precision)
+        done = self._restore("classify", optimizers, schedulers, scaler)
+        if done < 0:
+            return
+        if done and self.es.should_stop:
+            self.stopped_early = True
+            return
+        for stage_epoch in range(done, cfg.epochs):
+            loader = self._loader("train", epoch=self.epoch, train=True)
+            ctx = StepContext(self.precision, cfg.grad_clip, scaler, self.global_step, cfg.log_every)
+            lr = opt.param_groups[0]["lr"]
+            out = train_one_epoch(self.model, loader, opt, device=self.device, log=self.log,
+                                  scheduler=schedulers["classifier"], ctx=ctx)  # fmt: skip
+            self.global_step += int(out["steps"])
+            self.epoch += 1
+            self.epochs_run += 1
+            val = self._validate()
+            improved = self.es.step(val[cfg.monitor], self.epoch)
+            row = {"epoch": self.epoch, "stage": "classify", "train_loss": out["loss"], **val, "lr": lr}
+            self.history.append(row)
+            state = self._state("classify", stage_epoch + 1, optimizers, schedulers, scaler)
+            tags = ("last", "best") if improved else ("last",)
+            self.store.save(f"epoch-{self.epoch:04d}", self.model, self.config_dict, state, tags)
+            self.store.prune()
+            self.log.log_metrics({k: v for k, v in row.items() if k not in ("epoch", "stage")}, step=self.epoch)
+            if self.es.should_stop:
+                self.stopped_early = True
+                break
+
+    # ------------------------------------------------------------ test, plots, report
+
+    def finish(self, result: TrainResult) -> None:
+        cfg = self.cfg
+        best = self.store.resolve("best")
+        if best is None:
+            return
+        self.model.load_state_dict(load_checkpoint(best).weights)
+        val = evaluate(self.model, self._loader("val", epoch=0), device=self.device, precision=self.precision)
+        test = evaluate(self.model, self._loader("test", epoch=0), device=self.device, precision=self.precision)
+        _, yv, pv = M.aggregate_by_video(val.video_ids, val.y, val.p)
+        try:
+            threshold = M.choose_threshold(yv, pv, cfg.threshold_criterion)
+        except ValueError:  # one-class val: no threshold can be chosen there
+            threshold = None
+        metrics = M.evaluate_predictions(test.video_ids, test.y, test.p, threshold_val=threshold,
+                                         y_train=self.labels["train"])  # fmt: skip
+        result.threshold = threshold
+        result.test_metrics = M.flatten("test", metrics)
+        self.log.log_metrics(result.test_metrics, step=self.es.best_epoch)
+        if threshold is not None:
+            self.log.log_metrics({"val_threshold": threshold}, step=self.es.best_epoch)
+        out = cfg.output_dir
+        for split, preds in (("val", val), ("test", test)):
+            uri = fs.join(out, "predictions", f"{split}.parquet")
+            _write_predictions(uri, preds)
+            result.predictions[split] = uri
+        _, yt, pt = M.aggregate_by_video(test.video_ids, test.y, test.p)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(out.removeprefix("file://")) / "plots" if fs.is_local(out) else Path(tmp) / "plots"
+            paths = plots.plot_curves(self.history, local)
+            paths += plots.plot_roc_pr(yt, pt, local, "test_video")
+            paths += plots.plot_roc_pr(test.y, test.p, local, "test_clip")
+            paths.append(plots.plot_confusion(yt, pt, 0.5 if threshold is None else threshold, local, "test_video"))
+            report = write_training_report(ReportInputs(
+                history=self.history, dataset=self.stats, config=self._config_for_report(), test=metrics,
+                early_stopped=self.stopped_early, best_epoch=self.es.best_epoch, monitor=cfg.monitor,
+                monitor_mode=self.mode, y_test_video=yt, p_test_video=pt, y_val_video=yv, p_val_video=pv,
+                seed=cfg.seed, n_bootstrap=cfg.report_bootstrap,
+            ))  # fmt: skip
+            report_local = local.parent / "report.md"
+            report_local.parent.mkdir(parents=True, exist_ok=True)
+            report_local.write_text(report)
+            for p in [*paths, report_local]:
+                self.log.log_artifact(str(p), "plots" if p.suffix == ".png" else None)
+            if fs.is_local(out):
+                result.plots = [str(p) for p in paths]
+                result.report_path = str(report_local)
+            else:  # object storage: upload what was rendered locally
+                for p in paths:
+                    fs.atomic_write_bytes(fs.join(out, "plots", p.name), p.read_bytes())
+                    result.plots.append(fs.join(out, "plots", p.name))
+                result.report_path = fs.join(out, "report.md")
+                fs.atomic_write_bytes(result.report_path, report.encode())
+        for uri in result.predictions.values():
+            self._log_remote(uri, "predictions")
+        if cfg.log_checkpoints:
+            for tag in ("best", "last"):
+                self._log_remote(self.store.resolve(tag), f"checkpoints/{tag}")
+
+    def _log_remote(self, uri: str | None, artifact_path: str) -> None:
+        if uri is None:
+            return
+        if fs.is_local(uri):
+            self.log.log_artifact(uri.removeprefix("file://"), artifact_path)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            fsys, path = fs.split_uri(uri)
+            local = Path(tmp) / Path(path).name
+            fsys.get(path, str(local), recursive=True)
+            self.log.log_artifact(str(local), artifact_path)
+
+    def _config_for_report(self) -> dict:
+        settings = {k: v for k, v in dataclasses.asdict(self.cfg).items()}
+        return {"train": settings, "model": self.config_dict,
+                "resolved": {"device": str(self.device), "precision": self.precision}}  # fmt: skip
+
+
+def run_training(cfg: TrainSettings, *, log: Logger) -> TrainResult:
+    """Stage 1 -> stage 2 -> test at the best checkpoint -> plots and report (module docstring)."""
+    run = _Run(cfg, log)
+    run.load_resume()
+    run.log_params()
+    fs.atomic_write_bytes(fs.join(cfg.output_dir, "model_config.json"),
+                          json.dumps(run.config_dict, indent=2, sort_keys=True).encode())  # fmt: skip
+    if cfg.stages in ("both", "pretrain"):
+        run.pretrain()
+    if cfg.stages in ("both", "classify"):
+        run.classify()
+    result = TrainResult(
+        output_dir=cfg.output_dir, model_config=run.config_dict, device=str(run.device), precision=run.precision,
+        history=run.history, epochs_run=run.epochs_run,
+        best_epoch=run.es.best_epoch if run.es.best is not None else None, stopped_early=run.stopped_early,
+        best_checkpoint=run.store.resolve("best"), last_checkpoint=run.store.resolve("last"),
+        encoders=run.encoders_uri if fs.exists(run.encoders_uri) else None,
+    )  # fmt: skip
+    if cfg.stages in ("both", "classify"):
+        run.finish(result)
+    return result
