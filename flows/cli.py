@@ -67,16 +67,30 @@ def _sample(args) -> int:
     return 0
 
 
+def _add_stack(sub) -> None:
+    from deployments.stack import add_arguments
+
+    add_arguments(sub.add_parser("stack", help="start/stop the local Prefect + MLflow (+ Ray) stack"))
+
+
+def _stack(args) -> int:
+    from deployments.stack import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="avff", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    commands = {"ingest": (_add_ingest, _ingest), "sample": (_add_sample, _sample)}
-    for optional in ("flows.cli_train", "flows.cli_predict", "flows.cli_stack"):
-        try:
-            module = __import__(optional, fromlist=["COMMANDS"])
-        except ImportError:
-            continue
-        commands.update(module.COMMANDS)
+    from flows import cli_predict, cli_train
+
+    commands = {
+        "ingest": (_add_ingest, _ingest),
+        "sample": (_add_sample, _sample),
+        "stack": (_add_stack, _stack),
+        **cli_train.COMMANDS,
+        **cli_predict.COMMANDS,
+    }
     for add, _ in commands.values():
         add(sub)
     args = parser.parse_args(argv)

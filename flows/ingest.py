@@ -175,7 +175,7 @@ def _progress(total: int, enabled: bool):
 def write_index(cfg: IngestConfig, planned, records, result, failed, skipped: int, seconds: float) -> dict:
     layout = fs.IngestLayout(cfg.out)
     manifest, shards, quarantine = steps.finalize(planned, records, result, failed)
-    steps.write_outputs(layout, manifest, shards, quarantine, {**cfg.model_dump(), "preprocess_hash": cfg.preprocess().hash()})
+    steps.write_outputs(layout, manifest, shards, quarantine, {**cfg.model_dump(), "preprocess": cfg.preprocess().to_dict(), "preprocess_hash": cfg.preprocess().hash()})
     summary = steps.summary_markdown(manifest, shards, quarantine, seconds, skipped)
     create_markdown_artifact(markdown=summary, key="ingest-summary", description=f"ingest of {cfg.data}")
     statuses = manifest.column("status").to_pylist()

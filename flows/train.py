@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import subprocess
 import tempfile
@@ -111,13 +112,21 @@ def run_tags(config: TrainConfig) -> dict[str, str]:
     return tags
 
 
+def ingest_preprocess(data: str) -> dict | None:
+    """The PreprocessConfig ingest used for these shards, so `avff predict` can repeat it exactly."""
+    path = fs.IngestLayout(data).config
+    if not fs.exists(path):
+        return None
+    return json.loads(fs.read_bytes(path)).get("preprocess")
+
+
 @task(name="train", cache_policy=NO_CACHE)
 def train(settings: TrainSettings, logger: MLflowLogger) -> TrainResult:
     return run_training(settings, log=logger)
 
 
 @task(name="register-model", cache_policy=NO_CACHE)
-def register_model(result: TrainResult, registered_model: str, run_id: str) -> str | None:
+def register_model(result: TrainResult, registered_model: str, run_id: str, data: str) -> str | None:
     """Log the best checkpoint as a pyfunc in run ``run_id`` and register it; returns the version.
 
     Nothing is registered without a stage-2 best checkpoint (a pretrain-only run has no classifier).
@@ -131,7 +140,8 @@ def register_model(result: TrainResult, registered_model: str, run_id: str) -> s
     with attach, tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / WEIGHTS
         weights.write_bytes(fs.read_bytes(fs.join(resolve_checkpoint(best), WEIGHTS)))
-        info = log_pyfunc_model(str(weights), result.model_config, registered_model_name=registered_model)
+        info = log_pyfunc_model(str(weights), result.model_config, registered_model_name=registered_model,
+                                preprocess=ingest_preprocess(data))  # fmt: skip
     version = info.registered_model_version
     return None if version is None else str(version)
 
@@ -148,7 +158,7 @@ def train_avff(config: TrainConfig) -> dict:
         # the tracking URI may carry credentials: it is the run's location, not a parameter
         logger.log_params(flatten_params(config.model_dump(by_alias=True, exclude={"tracking_uri"}), "train"))
         result = train(config.settings(), logger)
-        version = register_model(result, config.registered_model, run.info.run_id)
+        version = register_model(result, config.registered_model, run.info.run_id, config.data)
     if result.report_path:  # the same report in the Prefect UI
         create_markdown_artifact(markdown=fs.read_bytes(result.report_path).decode(), key="training-report",
                                  description=f"MLflow run {run.info.run_id}")  # fmt: skip

@@ -52,6 +52,17 @@ class PreprocessConfig:
     def mel_frames(self) -> int:
         return int(round(self.clip_seconds / self.mel.hop_s))
 
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        d = {k: v for k, v in d.items() if k in known}
+        if isinstance(d.get("limits"), dict):
+            d["limits"] = Limits(**d["limits"])
+        return cls(**d)
+
     def hash(self) -> str:
         """Identifies the output: a change here invalidates previously written shards."""
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]

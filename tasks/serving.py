@@ -27,6 +27,8 @@ from tasks.checkpoint import load_weights
 
 WEIGHTS_ARTIFACT = "weights"
 CONFIG_ARTIFACT = "config"
+PREPROCESS_ARTIFACT = "preprocess"  # the ingest PreprocessConfig the model was trained on
+CONFIG_FILE, PREPROCESS_FILE = "model_config.json", "preprocess.json"
 # the models-from-code entry point MLflow executes at load time; written at log time so that
 # no importable module of ours has the side effect of calling set_model
 _ENTRY = "import mlflow\nfrom tasks.serving import AVFFPyfunc\n\nmlflow.models.set_model(AVFFPyfunc())\n"
@@ -38,10 +40,11 @@ _MAX_EXAMPLE_VALUES = 1 << 18
 class Scorer:
     """P(FAKE) of clips, in batches, on one device."""
 
-    def __init__(self, model: AVFF, device: str | torch.device = "cpu"):
+    def __init__(self, model: AVFF, device: str | torch.device = "cpu", preprocess: dict | None = None):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = model.cfg
+        self.preprocess = preprocess  # ingest's PreprocessConfig as a dict, when the model carries it
 
     @classmethod
     def from_weights(cls, weights: dict[str, torch.Tensor], config: dict, device: str = "auto") -> Scorer:
@@ -72,12 +75,14 @@ class Scorer:
 def _from_model_dir(path: Path, device: str) -> Scorer:
     """A pyfunc model directory as logged by :func:`log_pyfunc_model` (its artifacts/ only)."""
     weights = sorted(path.glob("artifacts/*.safetensors"))
-    configs = sorted(path.glob("artifacts/*.json"))
     if len(weights) != 1:
         raise FileNotFoundError(f"{path}: expected one artifacts/*.safetensors, found {len(weights)}")
     state, meta_config, _ = load_weights(str(weights[0]))
-    config = json.loads(configs[0].read_text()) if configs else meta_config
-    return Scorer.from_weights(state, config, device)
+    config_file, preprocess_file = path / "artifacts" / CONFIG_FILE, path / "artifacts" / PREPROCESS_FILE
+    config = json.loads(config_file.read_text()) if config_file.exists() else meta_config
+    scorer = Scorer.from_weights(state, config, device)
+    scorer.preprocess = json.loads(preprocess_file.read_text()) if preprocess_file.exists() else None
+    return scorer
 
 
 def load_model(uri_or_path: str, device: str = "auto") -> Scorer:
@@ -117,6 +122,7 @@ def log_pyfunc_model(
     name: str = "model",
     registered_model_name: str | None = None,
     code_root: str | None = None,
+    preprocess: dict | None = None,
 ) -> mlflow.models.model.ModelInfo:
     """Log (and optionally register) the pyfunc in the active MLflow run.
 
@@ -138,12 +144,16 @@ def log_pyfunc_model(
     with tempfile.TemporaryDirectory() as tmp:
         entry = Path(tmp) / "avff_pyfunc.py"
         entry.write_text(_ENTRY)
-        config_path = Path(tmp) / "model_config.json"
+        config_path = Path(tmp) / CONFIG_FILE
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+        artifacts = {WEIGHTS_ARTIFACT: str(weights_path), CONFIG_ARTIFACT: str(config_path)}
+        if preprocess is not None:
+            (Path(tmp) / PREPROCESS_FILE).write_text(json.dumps(preprocess, indent=2, sort_keys=True))
+            artifacts[PREPROCESS_ARTIFACT] = str(Path(tmp) / PREPROCESS_FILE)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(entry),
-            artifacts={WEIGHTS_ARTIFACT: str(weights_path), CONFIG_ARTIFACT: str(config_path)},
+            artifacts=artifacts,
             code_paths=[str(root / p) for p in _PACKAGES],
             signature=signature,
             input_example=example if example_values <= _MAX_EXAMPLE_VALUES else None,

@@ -20,11 +20,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FACE_SIZE = 64  # the tiny model's input size
 
+# intra-op threads spin on a shared 2-core box (the tiny model ran ~100x slower with 2)
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One throwaway Prefect API (sqlite in a temp dir) for every flow run of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -47,13 +62,30 @@ def ingest_config():
 
 
 @pytest.fixture(scope="session")
-def ingested(dfdc_sample, ingest_config, tmp_path_factory) -> Path:
+def ingested(prefect_server, dfdc_sample, ingest_config, tmp_path_factory) -> Path:
     """The sample ingested once through the real Prefect flow (in-process executor)."""
     from flows.ingest import ingest_dfdc
 
     out = tmp_path_factory.mktemp("ingest") / "out"
     ingest_dfdc(ingest_config(dfdc_sample, out))
     return out
+
+
+@pytest.fixture(scope="session")
+def trained(prefect_server, ingested, tmp_path_factory) -> dict:
+    """The tiny AVFF trained on the ingested sample through the real train-avff flow and a sqlite MLflow."""
+    import mlflow
+
+    from flows.train import TrainConfig, train_avff
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    mlflow.MlflowClient(uri).create_experiment("avff", artifact_location=str(root / "artifacts"))
+    config = TrainConfig(data=str(ingested), checkpoint_dir=str(root / "train"), model_config="tiny", pretrain_epochs=1,
+                         epochs=3, batch_size=8, num_workers=0, device="cpu", tracking_uri=uri, experiment="avff")  # fmt: skip
+    result = train_avff(config)
+    mlflow.set_tracking_uri(None)
+    return {**result, "tracking_uri": uri}
 
 
 @pytest.fixture(scope="session")

@@ -17,24 +17,6 @@ from tasks.synthetic_shards import write_synthetic_shards
 REGISTERED = "avff-dfdc"
 
 
-@pytest.fixture(scope="session")
-def prefect_server():
-    """A throwaway Prefect API (sqlite in a temp dir); prints how long it took to start."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    quiet = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-    saved = {k: os.environ.get(k) for k in quiet}
-    os.environ.update(quiet)  # the server subprocess inherits these: no telemetry calls out
-    t0 = time.perf_counter()
-    try:
-        with prefect_test_harness(server_startup_timeout=60):
-            print(f"\nprefect_test_harness started in {time.perf_counter() - t0:.1f}s")
-            yield
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Intra-op threads spin on a shared 2-core box (100x slower here); tiny models need one."""

@@ -1,0 +1,58 @@
+"""``avff predict VIDEO... [--model avff-dfdc@latest|PATH] [--json]``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="score videos with a registered (or local) AVFF model")
+    p.add_argument("videos", nargs="+")
+    p.add_argument("--model", default="avff-dfdc@latest",
+                   help="NAME@VERSION|NAME@latest|NAME@alias (MLflow registry), models:/ or runs:/ URI, or a local path")
+    p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else http://127.0.0.1:5000")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="one JSON object per video on stdout")
+
+
+def model_uri(spec: str) -> str:
+    """'avff-dfdc@latest' -> 'models:/avff-dfdc/latest'; '@3' -> version 3; '@champion' -> alias."""
+    if "://" in spec or spec.startswith(("models:/", "runs:/")) or os.path.exists(spec):
+        return spec
+    name, _, ref = spec.partition("@")
+    ref = ref or "latest"
+    return f"models:/{name}/{ref}" if ref == "latest" or ref.isdigit() else f"models:/{name}@{ref}"
+
+
+def _predict(args) -> int:
+    import mlflow
+    from tqdm import tqdm
+
+    from flows.train import resolve_tracking_uri
+    from tasks.faces import FaceDetector
+    from tasks.predict import preprocess_for, score_video
+    from tasks.serving import load_model
+
+    uri = model_uri(args.model)
+    if uri.startswith(("models:/", "runs:/")):
+        mlflow.set_tracking_uri(resolve_tracking_uri(args.tracking_uri))
+    scorer = load_model(uri, device=args.device)
+    pre = preprocess_for(scorer)
+    failed = 0
+    with FaceDetector(min_score=pre.min_det_score, detect_side=pre.detect_side) as detector:
+        for path in tqdm(args.videos, desc="predict", unit="video", disable=len(args.videos) < 2 or not sys.stderr.isatty()):
+            s = score_video(path, scorer, pre, detector)
+            failed += s.p_fake is None
+            if args.json:
+                print(json.dumps(asdict(s)), flush=True)
+            elif s.p_fake is None:
+                print(f"{path}: cannot score ({s.reason}): {s.error}", flush=True)
+            else:
+                print(f"{path}: P(FAKE) = {s.p_fake:.3f}  ({s.clips} clips, face in {s.face_frac:.0%} of sampled frames)", flush=True)
+    return 1 if failed == len(args.videos) else 0
+
+
+COMMANDS = {"predict": (_add_predict, _predict)}
