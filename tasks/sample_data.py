@@ -23,16 +23,26 @@ from __future__ import annotations
 
 import json
 import string
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from fractions import Fraction
-from functools import lru_cache
 from pathlib import Path
 
 import av
 import numpy as np
-from scipy import ndimage
 
-from tasks.synth_speech import frame_envelope, render_speech, speech_plan
+from tasks.synth_face import (
+    Look,
+    Scene,
+    blend_face,
+    degrade_face,
+    draw_look,
+    draw_scene,
+    face_sources,
+    face_sprite,
+    render,
+)
+from tasks.synth_speech import SpeechPlan, frame_envelope, render_speech, speech_plan
 
 MANIPULATIONS = (
     "lipsync_offset",  # audio shifted 100-500 ms against the mouth
@@ -82,8 +92,9 @@ def write_video(
     The container follows the suffix (``.mp4``, ``.mkv``, ``.avi``). ``codec`` is any PyAV
     video encoder (``libx264``, ``libx265``, ``mjpeg``...); H.264/HEVC get ``yuv420p``, MJPEG
     ``yuvj420p``, both of which need even H and W. ``rotation_deg`` (counter-clockwise) is
-    written as a display matrix, which readers see as ``VideoFrame.rotation``; the pixels
-    are stored unrotated. Audio is AAC, interleaved with the video frame by frame.
+    written as a display matrix, which readers see as ``VideoFrame.rotation`` (in (-180, 180],
+    so 270 reads back as -90); the pixels are stored unrotated. ``crf`` applies to x264/x265.
+    Audio is AAC at ``audio_bitrate``, interleaved with the video frame by frame.
     """
     path = Path(path)
     frames_rgb = np.asarray(frames_rgb)
@@ -100,8 +111,10 @@ def write_video(
         vs = out.add_stream(codec, rate=rate)
         vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
         vs.codec_context.thread_count = 1  # deterministic bytes; parallelism is per video
-        if codec in ("libx264", "libx265"):
+        if codec == "libx264":
             vs.options = {"crf": str(crf), "preset": "ultrafast"}
+        if codec == "libx265":
+            vs.options = {"crf": str(crf), "preset": "ultrafast", "x265-params": "log-level=error"}
         if codec == "mjpeg":
             vs.codec_context.qmin = vs.codec_context.qmax = 4
         if rotation_deg % 360:
@@ -111,6 +124,7 @@ def write_video(
             audio = np.asarray(audio, dtype=np.float32).reshape(-1)
             aus = out.add_stream("aac", rate=audio_rate, layout="mono")
             aus.bit_rate = audio_bitrate
+            aus.options = {"aac_coder": "fast"}  # ~3x faster than twoloop, same for every video
         sent = 0
         for i in range(n):
             vf = av.VideoFrame.from_ndarray(frames_rgb[i], format="rgb24")
@@ -133,89 +147,225 @@ def _audio_frame(samples: np.ndarray, rate: int, pts: int) -> av.AudioFrame:
     return frame
 
 
-# --------------------------------------------------------------------------- face sources
-
-# Face square of each source in its own pixels, (x0, y0, side): chosen so that every
-# source shares the LFW layout below (the astronaut's was measured with mediapipe).
-_ASTRONAUT_SQUARE = (173.0, 62.0, 122.0)
-# Landmarks in face-square units (mean mediapipe keypoints over the LFW faces).
-_EYE_Y, _EYES_X, _MOUTH = 0.345, (0.15, 0.72), (0.42, 0.72)
-_MASK_CENTER, _MASK_AXES = (0.46, 0.52), (0.44, 0.58)  # soft ellipse that cuts the face out
-# LFW faces (of the 100 in lfw_subset) that mediapipe's full-range model finds reliably.
-_LFW_FACES = tuple(range(100))
-
-
-@lru_cache(maxsize=1)
-def _face_sources() -> tuple[tuple[np.ndarray, tuple[float, float, float]], ...]:
-    """(image (h, w, C) float32 in [0, 1], face square) per source; C is 3 or 1 (gray)."""
-    from skimage import data
-
-    astro = data.astronaut().astype(np.float32) / 255.0
-    lfw = data.lfw_subset().astype(np.float32)  # (200, 25, 25): 100 faces, then non-faces
-    sources = [(astro, _ASTRONAUT_SQUARE)]
-    sources += [(lfw[i][..., None], (0.0, 0.0, 25.0)) for i in _LFW_FACES]
-    return tuple(sources)
+# --------------------------------------------------------------------------- audio helpers
 
 
 @dataclass(frozen=True)
-class Look:
-    """How one identity's face is rendered: source photo, colour and mirroring."""
+class _Speaker:
+    """A real clip's voice: clean speech over [-_PAD_S, duration + _PAD_S] and its lead."""
 
-    source: int
-    tone: tuple[float, float, float]  # RGB gain (tints the gray LFW faces)
-    hue_deg: float
-    flip: bool
-
-
-def _draw_look(rng: np.random.Generator, source: int) -> Look:
-    skin = np.array([1.0, 0.78, 0.62]) * rng.uniform(0.75, 1.15)
-    skin *= 1.0 + rng.uniform(-0.08, 0.08, 3)
-    return Look(source, tuple(skin.tolist()), rng.uniform(-15, 15), bool(rng.random() < 0.5))
+    plan: SpeechPlan
+    stream: np.ndarray  # (n_stream,) float32
+    lead_s: float
 
 
-def _face_sprite(look: Look, face_px: int) -> np.ndarray:
-    """RGBA sprite (P, P, 4) float32 with the face square (face_px wide) at its centre."""
-    img, (x0, y0, side) = _face_sources()[look.source]
-    p = _sprite_size(face_px)
-    u = (np.arange(p, dtype=np.float32) - (p - face_px) / 2 + 0.5) / face_px  # face units
-    ys, xs = np.meshgrid(y0 + u * side - 0.5, x0 + u * side - 0.5, indexing="ij")  # (P, P)
-    ratio = side / face_px
-    order = 3 if ratio < 1 else 1
-    chans = []
-    for c in range(img.shape[-1]):
-        ch = ndimage.gaussian_filter(img[..., c], 0.45 * ratio) if ratio > 1.2 else img[..., c]
-        chans.append(ndimage.map_coordinates(ch, [ys, xs], order=order, mode="nearest"))
-    rgb = np.stack(chans, -1) * np.asarray(look.tone, np.float32)  # (P, P, C) -> (P, P, 3)
-    rgb = _hue_rotate(rgb, look.hue_deg)
-    uy, ux = np.meshgrid(u, u, indexing="ij")
-    r2 = ((ux - _MASK_CENTER[0]) / _MASK_AXES[0]) ** 2 + ((uy - _MASK_CENTER[1]) / _MASK_AXES[1]) ** 2
-    alpha = np.clip((1.0 - r2) / 0.18, 0.0, 1.0)
-    sprite = np.concatenate([np.clip(rgb, 0, 1), alpha[..., None]], -1).astype(np.float32)
-    return sprite[:, ::-1].copy() if look.flip else sprite
+def _speaker(rng: np.random.Generator, duration_s: float, rate: int, lead_range: tuple[float, float]) -> _Speaker:
+    plan = speech_plan(rng, duration_s + 2 * _PAD_S)
+    return _Speaker(plan, render_speech(plan, rate), rng.uniform(*lead_range))
 
 
-def _sprite_size(face_px: int) -> int:
-    return int(np.ceil(face_px * 1.35 / 2) * 2)
+def _clip_audio(stream: np.ndarray, lead_s: float, rate: int, duration_s: float, shift_s: float = 0.0) -> np.ndarray:
+    """The clip's clean audio (n,): a window of ``stream`` (``shift_s > 0`` delays it against
+    the video) whose first ``lead_s`` seconds are silenced, with a 20 ms fade-in."""
+    start = int(round((_PAD_S - shift_s) * rate))
+    return _silence(stream[start : start + int(round(duration_s * rate))].copy(), lead_s, rate)
 
 
-def _hue_rotate(rgb: np.ndarray, deg: float) -> np.ndarray:
-    """Rotate hue by ``deg`` in YIQ space; rgb (..., 3)."""
-    to_yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
-    rot = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-    m = np.linalg.inv(to_yiq) @ rot @ to_yiq
-    return (rgb @ m.T.astype(np.float32)).astype(np.float32)
+def _silence(x: np.ndarray, lead_s: float, rate: int) -> np.ndarray:
+    """Zero the first ``lead_s`` seconds of ``x`` in place and fade in over 20 ms."""
+    n = min(len(x), int(round(lead_s * rate)))
+    fade = min(int(0.02 * rate), len(x) - n)
+    x[:n] = 0.0
+    x[n : n + fade] *= np.linspace(0.0, 1.0, fade, dtype=x.dtype)
+    return x
 
 
-def _landmarks(face_px: int, flip: bool) -> dict[str, float]:
-    """Eye band and mouth centre in sprite pixels."""
-    off = (_sprite_size(face_px) - face_px) / 2
-    fx = (lambda x: 1.0 - x) if flip else (lambda x: x)
-    ex = sorted((fx(_EYES_X[0]), fx(_EYES_X[1])))
-    return {
-        "eye_y": off + _EYE_Y * face_px,
-        "eye_x0": off + ex[0] * face_px,
-        "eye_x1": off + ex[1] * face_px,
-        "mouth_x": off + fx(_MOUTH[0]) * face_px,
-        "mouth_y": off + _MOUTH[1] * face_px,
-    }
+def _mouth(audio: np.ndarray, rate: int, fps: float, n_frames: int) -> np.ndarray:
+    """Mouth opening (N,) in [0, 1]: the frame envelope over its 95th percentile."""
+    env = frame_envelope(audio, rate, fps, n_frames)
+    return np.clip(env / max(float(np.percentile(env, 95)), 1e-9), 0.0, 1.0)
+
+
+def _finish(x: np.ndarray, rng: np.random.Generator, controls: ShortcutControls) -> np.ndarray:
+    """Per-video loudness and noise floor, drawn the same way for every label."""
+    rms = max(float(np.sqrt(np.mean(x.astype(np.float64) ** 2))), 1e-9)
+    x = x * (10 ** (rng.uniform(*controls.loudness_dbfs) / 20) / rms)
+    x = x + rng.standard_normal(len(x)) * 10 ** (rng.uniform(*controls.noise_floor_dbfs) / 20)
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- manipulations
+
+
+@dataclass(frozen=True)
+class _Original:
+    """What a manipulation may reuse of its real clip, and the sample it belongs to."""
+
+    look: Look
+    scene: Scene
+    speaker: _Speaker
+    audio: np.ndarray  # (n,) clean clip audio
+    mouth: np.ndarray  # (N,)
+    frames: np.ndarray  # (N, H, W, 3) uint8
+    others: list[_Speaker]  # the other reals' voices
+    n_sources: int
+    duration_s: float
+    fps: float
+    rate: int
+    lead_range: tuple[float, float]
+
+
+_Manipulation = Callable[[np.random.Generator, _Original], tuple[np.ndarray, np.ndarray]]
+_REGISTRY: dict[str, _Manipulation] = {}
+
+
+def _manipulation(fn: _Manipulation) -> _Manipulation:
+    """Register ``fn`` under its name without the underscore: (frames, clean audio) of a fake."""
+    _REGISTRY[fn.__name__.lstrip("_")] = fn
+    return fn
+
+
+@_manipulation
+def _lipsync_offset(rng: np.random.Generator, o: _Original) -> tuple[np.ndarray, np.ndarray]:
+    shift = rng.uniform(0.1, 0.5) * rng.choice([-1.0, 1.0])
+    # A fresh lead from the same distribution: a shifted track must not start later on average.
+    return o.frames, _clip_audio(o.speaker.stream, rng.uniform(*o.lead_range), o.rate, o.duration_s, shift)
+
+
+@_manipulation
+def _audio_swap(rng: np.random.Generator, o: _Original) -> tuple[np.ndarray, np.ndarray]:
+    other = o.others[rng.integers(len(o.others))] if o.others else _speaker(rng, o.duration_s, o.rate, o.lead_range)
+    return o.frames, _clip_audio(other.stream, other.lead_s, o.rate, o.duration_s)
+
+
+@_manipulation
+def _mouth_decorrelated(rng: np.random.Generator, o: _Original) -> tuple[np.ndarray, np.ndarray]:
+    voice = _speaker(rng, o.duration_s, o.rate, o.lead_range)
+    unrelated = _clip_audio(voice.stream, voice.lead_s, o.rate, o.duration_s)
+    return render(o.scene, _mouth(unrelated, o.rate, o.fps, len(o.frames))), o.audio
+
+
+@_manipulation
+def _face_blend(rng: np.random.Generator, o: _Original) -> tuple[np.ndarray, np.ndarray]:
+    donor_source = (o.look.source + rng.integers(1, o.n_sources)) % o.n_sources
+    # The donor keeps the target's tint, as face-swap pipelines colour-correct; a residual
+    # per-channel gain leaves the mismatch a detector can find at the seam.
+    donor = face_sprite(replace(o.look, source=int(donor_source)), o.scene.face_px)
+    gain = 1.0 + rng.uniform(-0.15, 0.15, 3).astype(np.float32)
+    return render(o.scene, o.mouth, blend_face(o.scene.sprite, donor, o.scene.face_px, gain)), o.audio
+
+
+@_manipulation
+def _visual_artifact(rng: np.random.Generator, o: _Original) -> tuple[np.ndarray, np.ndarray]:
+    return degrade_face(o.frames, o.scene, rng), o.audio
+
+
+@_manipulation
+def _audio_pitch(rng: np.random.Generator, o: _Original) -> tuple[np.ndarray, np.ndarray]:
+    up = rng.random() < 0.5
+    f0_factor = rng.uniform(1.35, 1.6) ** (1 if up else -1)
+    formant_factor = rng.uniform(1.1, 1.2) ** (1 if up else -1)
+    change_at = _PAD_S + rng.uniform(0.35, 0.65) * o.duration_s
+    stream = render_speech(o.speaker.plan, o.rate, change_at_s=change_at, f0_factor=f0_factor,
+                           formant_factor=formant_factor)
+    return o.frames, _clip_audio(stream, o.speaker.lead_s, o.rate, o.duration_s)
+
+
+if tuple(_REGISTRY) != MANIPULATIONS:  # the order keys the random streams: append only
+    raise RuntimeError(f"registered {tuple(_REGISTRY)} != MANIPULATIONS {MANIPULATIONS}")
+
+
+# --------------------------------------------------------------------------- the sample
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    """Independent stream per (real, purpose): a subset of manipulations changes nothing else."""
+    return np.random.default_rng([seed, *key])
+
+
+def _video_ids(seed: int, n_real: int) -> np.ndarray:
+    """(n_real, 1 + len(MANIPULATIONS)) unique 10-letter ids, column 0 the real."""
+    rng, letters = _rng(seed, 1 << 30), np.array(list(string.ascii_lowercase))
+    ids: dict[str, None] = {}
+    while len(ids) < n_real * (1 + len(MANIPULATIONS)):
+        ids["".join(rng.choice(letters, 10))] = None
+    return np.array(list(ids)).reshape(n_real, 1 + len(MANIPULATIONS))
+
+
+def _write(path: Path, frames: np.ndarray, audio: np.ndarray, rng: np.random.Generator, fps: float, rate: int,
+           controls: ShortcutControls) -> None:
+    crf = int(rng.integers(controls.crf[0], controls.crf[1] + 1))
+    write_video(path, frames, fps, _finish(audio, rng, controls), rate, crf=crf)
+
+
+def make_dfdc_sample(
+    out_dir: str | Path,
+    *,
+    n_real: int = 8,
+    parts: int = 1,
+    duration_s: float = 4.0,
+    size: tuple[int, int] = (256, 256),
+    fps: float = 25,
+    seed: int = 0,
+    manipulations: Sequence[str] = MANIPULATIONS,
+    audio_rate: int = 44100,
+    controls: ShortcutControls = ShortcutControls(),
+) -> Path:
+    """Write ``n_real`` real clips and one fake per manipulation each; return ``out_dir``.
+
+    ``size`` is (H, W), even. Reals go round-robin into ``parts`` folders
+    ``dfdc_train_part_{i}`` (fakes beside their original), each with a ``metadata.json``;
+    ``parts=0`` writes everything, metadata included, straight into ``out_dir``.
+    ``manipulations`` picks the fakes (any subset of :data:`MANIPULATIONS`); ``controls`` sets
+    the label-independent nuisance distributions. Same arguments, same bytes: every draw comes
+    from ``seed``, keyed by (real, purpose), so a subset of manipulations leaves the rest unchanged.
+    Files already in ``out_dir`` are overwritten or left alone, never listed.
+    """
+    unknown = sorted(set(manipulations) - set(MANIPULATIONS))
+    if unknown:
+        raise ValueError(f"unknown manipulations {unknown}; known: {MANIPULATIONS}")
+    if n_real < 1 or not 0 <= parts <= n_real:
+        raise ValueError(f"need n_real >= 1 and 0 <= parts <= n_real, got {n_real=} {parts=}")
+    if size[0] % 2 or size[1] % 2 or min(size) < 64:
+        raise ValueError(f"size (H, W) must be even and at least 64 pixels, got {size}")
+    out_dir = Path(out_dir)
+    n_frames = int(round(duration_s * fps))
+    ids = _video_ids(seed, n_real)
+    n_sources = len(face_sources())
+    sources = _rng(seed, 1 << 29).permutation(n_sources)
+    voices = [_speaker(_rng(seed, k, 1), duration_s, audio_rate, controls.lead_silence_s) for k in range(n_real)]
+    metadata: dict[Path, dict[str, dict]] = {}
+    for k, voice in enumerate(voices):
+        folder = out_dir / PART_DIR.format(k % parts) if parts else out_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = metadata.setdefault(folder, {})
+        look = draw_look(_rng(seed, k, 0), int(sources[k % n_sources]))
+        scene = draw_scene(_rng(seed, k, 3), look, size, n_frames, fps)
+        audio = _clip_audio(voice.stream, voice.lead_s, audio_rate, duration_s)
+        mouth = _mouth(audio, audio_rate, fps, n_frames)
+        frames = render(scene, mouth)
+        real = f"{ids[k, 0]}.mp4"
+        _write(folder / real, frames, audio, _rng(seed, k, 2), fps, audio_rate, controls)
+        meta[real] = {"label": "REAL", "split": "train", "original": None, "manipulation": None}
+        original = _Original(look, scene, voice, audio, mouth, frames, voices[:k] + voices[k + 1 :], n_sources,
+                             duration_s, fps, audio_rate, controls.lead_silence_s)
+        for name in dict.fromkeys(manipulations):
+            m = MANIPULATIONS.index(name)
+            rng = _rng(seed, k, 10 + m)
+            fake_frames, fake_audio = _REGISTRY[name](rng, original)
+            if controls.planted_fake_lead_s > 0:  # on top of the zeros the fake already starts with
+                lead = np.flatnonzero(fake_audio)[:1].sum() / audio_rate + controls.planted_fake_lead_s
+                fake_audio = _silence(fake_audio.copy(), lead, audio_rate)
+            fake = f"{ids[k, 1 + m]}.mp4"
+            _write(folder / fake, fake_frames, fake_audio, rng, fps, audio_rate, controls)
+            meta[fake] = {"label": "FAKE", "split": "train", "original": real, "manipulation": name}
+    for folder, meta in metadata.items():
+        (folder / METADATA).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    return out_dir
+
+
+def make_single_folder_sample(out_dir: str | Path, **kwargs) -> Path:
+    """Flat sample like DFDC's ``train_sample_videos/``: ``make_dfdc_sample(parts=0, ...)``."""
+    if "parts" in kwargs:
+        raise TypeError("make_single_folder_sample writes no parts; use make_dfdc_sample")
+    return make_dfdc_sample(out_dir, parts=0, **kwargs)
