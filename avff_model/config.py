@@ -50,6 +50,7 @@ class AVFFConfig:
     head_hidden: int = 512
     head_heads: int = 8  # only the "attention" head uses it
     dropout: float = 0.0
+    aux_heads: bool = False  # extra video_only + audio_only heads for auxiliary uni-modal losses
 
     def __post_init__(self) -> None:
         checks = {

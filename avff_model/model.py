@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 ENCODER_PREFIXES = ("video_encoder.", "audio_encoder.", "a2v.", "v2a.")
 DISCRIMINATOR_PREFIXES = ("video_disc.", "audio_disc.")
 HEAD_PREFIX = "head."
+AUX_PREFIX = "aux_heads."
+CONTRASTIVE_PREFIXES = ("video_proj.", "audio_proj.", "logit_scale")
 FEATURES = ("video", "audio", "a2v", "v2a")
 
 
@@ -94,6 +96,12 @@ class AVFF(nn.Module):
             cfg.fusion, video_width=dv, audio_width=da, hidden=cfg.head_hidden, heads=cfg.head_heads,
             dropout=cfg.dropout,
         )  # fmt: skip
+        # uni-modal heads whose losses regularise stage 2 (never part of forward's logit)
+        self.aux_heads = nn.ModuleDict({
+            m: build_head(f"{m}_only", video_width=dv, audio_width=da, hidden=cfg.head_hidden, heads=cfg.head_heads,
+                          dropout=cfg.dropout)
+            for m in ("video", "audio")
+        }) if cfg.aux_heads else None  # fmt: skip
         k = cfg.num_slices
         ve, ae = self.video_encoder, self.audio_encoder
         self.register_buffer("video_slices", slice_ids(ve.token_time(), ve.num_time, k), persistent=False)  # (L_v,)
@@ -195,20 +203,50 @@ class AVFF(nn.Module):
 
     classify = forward
 
+    def forward_with_features(
+        self, video: torch.Tensor, audio: torch.Tensor, features: tuple[str, ...] = ()
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Stage-2 logits (B,) and the token features the head and ``features`` need, one encoder pass."""
+        need = tuple(dict.fromkeys((*self.head.inputs, *features)))
+        feats = self.forward_features(video, audio, need)
+        return self.forward_head(feats), feats
+
+    def aux_logits(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Uni-modal logits {"video": (B,), "audio": (B,)} of the auxiliary heads (cfg.aux_heads)."""
+        if self.aux_heads is None:
+            raise RuntimeError("this AVFF has no auxiliary heads: build it with aux_heads=True")
+        return {m: head(feats) for m, head in self.aux_heads.items()}
+
+    def contrastive_loss(self, feats: dict[str, torch.Tensor], keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Stage 1's InfoNCE on unmasked pooled "video" / "audio" features (B, L, D), rows where ``keep``.
+
+        Zero (no gradient) with fewer than two rows kept: InfoNCE needs a negative.
+        """
+        pv, pa = feats["video"].mean(dim=1), feats["audio"].mean(dim=1)  # (B, D_v), (B, D_a)
+        if keep is not None:
+            pv, pa = pv[keep], pa[keep]  # (B', D)
+        if pv.shape[0] < 2:
+            return torch.zeros((), device=pv.device)
+        return L.info_nce(self.video_proj(pv), self.audio_proj(pa), self.logit_scale)
+
     # ---------------------------------------------------------------- parameters and weights
     def _params(self, keep) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if keep(name)]
 
     def generator_parameters(self) -> list[nn.Parameter]:
-        """Everything but the discriminators and the classifier head (stage-1 optimiser)."""
-        return self._params(lambda n: not n.startswith((*DISCRIMINATOR_PREFIXES, HEAD_PREFIX)))
+        """Everything but the discriminators and the classifier heads (stage-1 optimiser)."""
+        return self._params(lambda n: not n.startswith((*DISCRIMINATOR_PREFIXES, HEAD_PREFIX, AUX_PREFIX)))
 
     def discriminator_parameters(self) -> list[nn.Parameter]:
         return self._params(lambda n: n.startswith(DISCRIMINATOR_PREFIXES))
 
     def classifier_parameters(self) -> list[nn.Parameter]:
-        """Encoders, A2V/V2A and the head: what stage 2 fine-tunes."""
-        return self._params(lambda n: n.startswith((*ENCODER_PREFIXES, HEAD_PREFIX)))
+        """Encoders, A2V/V2A and the head (+ auxiliary heads): what stage 2 fine-tunes."""
+        return self._params(lambda n: n.startswith((*ENCODER_PREFIXES, HEAD_PREFIX, AUX_PREFIX)))
+
+    def contrastive_parameters(self) -> list[nn.Parameter]:
+        """The InfoNCE projections and temperature: stage 2 adds them when it keeps a contrastive term."""
+        return self._params(lambda n: n.startswith(CONTRASTIVE_PREFIXES))
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """Encoder + A2V/V2A weights (position embeddings are fixed and not stored)."""

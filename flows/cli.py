@@ -82,7 +82,7 @@ def _stack(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="avff", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    from flows import cli_evaluate, cli_predict, cli_train
+    from flows import cli_evaluate, cli_experiments, cli_predict, cli_train
 
     commands = {
         "ingest": (_add_ingest, _ingest),
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         **cli_train.COMMANDS,
         **cli_predict.COMMANDS,
         **cli_evaluate.COMMANDS,
+        **cli_experiments.COMMANDS,
     }
     for add, _ in commands.values():
         add(sub)

@@ -22,9 +22,12 @@ from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from avff_model import list_heads
 from storage import fs
+from tasks.augment import AudioAugment, VideoAugment, audio_augment_preset, video_augment_preset
+from tasks.batch_augment import MixAugment
 from tasks.checkpoint import WEIGHTS, resolve_checkpoint
 from tasks.mlflow_logger import MLflowLogger
 from tasks.serving import log_pyfunc_model
@@ -69,6 +72,43 @@ class TrainConfig(BaseModel):
     registered_model: str = "avff-dfdc"
     tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else " + DEFAULT_TRACKING_URI)
     pretrained_encoders: str | None = Field(None, description="safetensors of encoder weights for stage 2")
+    cycle_epochs: int = Field(1, ge=1, description="cosine_warm_restarts: epochs of the first cycle (T_0)")
+    cycle_mult: float = Field(1.0, ge=1, description="cosine_warm_restarts: growth of each next cycle (T_mult)")
+    # experiment switches (docs/experiments.md); every default is "off" / the preset's value
+    fusion: str | None = Field(None, description="stage-2 head: avff_concat, attention, late, video_only, audio_only")
+    dropout: float | None = Field(None, ge=0, lt=1, description="model dropout; None: the preset's")
+    video_augment: VideoAugment = Field(default_factory=VideoAugment,
+                                        description="per-clip video augmentation, or a preset: none | light | strong")
+    audio_augment: AudioAugment = Field(default_factory=AudioAugment,
+                                        description="per-clip log-mel augmentation, or a preset: none | sync_safe")
+    mix: MixAugment = Field(default_factory=MixAugment, description="Mixup / CutMix of training batches")
+    loss: Literal["bce", "focal"] = "bce"
+    focal_gamma: float = Field(2.0, ge=0)
+    class_weight: Literal["none", "prior"] = Field("none", description="prior: FAKE weight n_real / n_fake of train")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    aux_weight: float = Field(0.0, ge=0, description="weight of the video-only + audio-only auxiliary BCE terms")
+    contrastive_weight: float = Field(0.0, ge=0, description="weight of the stage-2 InfoNCE on REAL clips")
+    curriculum_epochs: int = Field(0, ge=0, description="self-paced curriculum ramp length; 0 disables")
+    curriculum_start: float = Field(0.5, gt=0, le=1, description="easiest fraction of clips at the first epoch")
+    progressive_epochs: int = Field(0, ge=0, description="progressive down-up resizing ramp length; 0 disables")
+    progressive_start: float = Field(0.5, gt=0, le=1, description="frame scale at the first epoch")
+
+    @field_validator("fusion")
+    @classmethod
+    def _known_fusion(cls, v: str | None) -> str | None:
+        if v is not None and v not in list_heads():
+            raise ValueError(f"unknown fusion {v!r}; known: {', '.join(list_heads())}")
+        return v
+
+    @field_validator("video_augment", mode="before")
+    @classmethod
+    def _video_preset(cls, v):
+        return video_augment_preset(v) if isinstance(v, str) else v
+
+    @field_validator("audio_augment", mode="before")
+    @classmethod
+    def _audio_preset(cls, v):
+        return audio_augment_preset(v) if isinstance(v, str) else v
 
     def settings(self) -> TrainSettings:
         """The plain training settings (tasks/ takes no pydantic or Prefect types)."""
@@ -80,7 +120,14 @@ class TrainConfig(BaseModel):
             precision=self.precision, patience=self.patience, min_delta=self.min_delta, monitor=self.monitor,
             seed=self.seed, num_workers=self.num_workers, samples_per_epoch=self.samples_per_epoch,
             shuffle_buffer=self.shuffle_buffer, device=self.device, resume_from=self.resume_from,
-            pretrained_encoders=self.pretrained_encoders,
+            pretrained_encoders=self.pretrained_encoders, cycle_epochs=self.cycle_epochs, cycle_mult=self.cycle_mult,
+            fusion=self.fusion,
+            dropout=self.dropout, video_augment=self.video_augment, audio_augment=self.audio_augment, mix=self.mix,
+            loss=self.loss, focal_gamma=self.focal_gamma, class_weight=self.class_weight,
+            label_smoothing=self.label_smoothing, aux_weight=self.aux_weight,
+            contrastive_weight=self.contrastive_weight, curriculum_epochs=self.curriculum_epochs,
+            curriculum_start=self.curriculum_start, progressive_epochs=self.progressive_epochs,
+            progressive_start=self.progressive_start,
         )  # fmt: skip
 
     def config_hash(self) -> str:

@@ -2,14 +2,17 @@
 
 One pipeline, a list of small stages (webdataset style)::
 
-    shard URLs of one split (shards.parquet), permuted by (seed, epoch)
+    shard URLs of one or more splits (shards.parquet), permuted by (seed, epoch)
     -> split by node, then by DataLoader worker (each shard read by exactly one worker)
     -> open through fsspec (local paths and s3:// alike, via storage.fs)
-    -> tar members -> raw samples -> storage.schema.decode_sample
-    -> [REAL only] -> tensors -> seeded shuffle buffer -> exact per-worker epoch length -> batch
+    -> tar members -> raw samples -> [keep: video ids / clips, from the JSON member only]
+    -> storage.schema.decode_sample -> [REAL only] -> tensors [+ per-clip augmentation]
+    -> seeded shuffle buffer -> exact per-worker epoch length -> batch
 
-Everything random is seeded from ``(seed, epoch, worker)``, so an epoch's batches are the
-same on every run: that is what makes resumed training equal an uninterrupted one.
+Everything random is seeded from ``(seed, epoch, worker)`` (augmentation from ``(seed, epoch,
+clip)``), so an epoch's batches are the same on every run: that is what makes resumed
+training equal an uninterrupted one. Augmentation (:mod:`tasks.augment`) runs only in
+shuffled (training) loaders; asking an evaluation loader for it raises.
 
 Tensors (letters as in ``avff_model``): ``video`` (B, 3, T, H, W) float32 ImageNet-normalised,
 ``audio`` (B, 1, F, Tm) float32 normalised with :data:`AUDIO_MEAN` / :data:`AUDIO_STD`,
@@ -18,8 +21,9 @@ Tensors (letters as in ``avff_model``): ``video`` (B, 3, T, H, W) float32 ImageN
 
 from __future__ import annotations
 
+import json
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +33,8 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from storage import fs
-from storage.schema import SPLITS, DecodedClip, decode_sample
+from storage.schema import META_MEMBER, SPLITS, DecodedClip, decode_sample
+from tasks.augment import ClipAugment, augment_mel, augment_video, clip_generator
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,13 +54,18 @@ class InputShape:
     mel_frames: int
 
 
-def shard_urls(layout: fs.IngestLayout, split: str) -> list[str]:
-    """The URIs of one split's shards, in index order."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+def shard_urls(layout: fs.IngestLayout, split: str | Sequence[str]) -> list[str]:
+    """The URIs of one split's shards (or of several splits', split by split), in index order."""
+    splits = (split,) if isinstance(split, str) else tuple(split)
+    bad = [s for s in splits if s not in SPLITS]
+    if bad or not splits:
+        raise ValueError(f"unknown split {bad or split!r}; expected one of {SPLITS}")
     index = fs.read_parquet(layout.shard_index)
-    rows = index.filter(pc.equal(index["split"], split))
-    return [str(p) for p in rows["path"].to_pylist()]
+    urls: list[str] = []
+    for name in splits:
+        rows = index.filter(pc.equal(index["split"], name))
+        urls += [str(p) for p in rows["path"].to_pylist()]
+    return urls
 
 
 def split_counts(layout: fs.IngestLayout, split: str) -> int:
@@ -66,15 +76,24 @@ def split_counts(layout: fs.IngestLayout, split: str) -> int:
 
 
 def clip_to_tensors(
-    clip: DecodedClip, audio_mean: float = AUDIO_MEAN, audio_std: float = AUDIO_STD
-) -> dict:
-    """A decoded clip -> one sample of model inputs (see the module docstring)."""
+    clip: DecodedClip, audio_mean: float = AUDIO_MEAN, audio_std: float = AUDIO_STD,
+    augment: ClipAugment | None = None, generator: torch.Generator | None = None,
+) -> dict:  # fmt: skip
+    """A decoded clip -> one sample of model inputs (see the module docstring).
+
+    ``augment`` transforms the clip before normalisation: frames in [0, 1], the raw log-mel.
+    """
     frames = torch.from_numpy(clip.frames)  # (T, H, W, 3) uint8
     video = frames.permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
+    mel = torch.from_numpy(clip.mel.astype(np.float32))  # (F, Tm)
+    if augment is not None and augment.enabled:
+        if generator is None:
+            raise ValueError("augmentation needs a seeded generator")
+        video = augment_video(video, augment.video, generator)
+        mel = augment_mel(mel, augment.audio, generator)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
     video = (video - mean) / std
-    mel = torch.from_numpy(clip.mel.astype(np.float32))  # (F, Tm)
     audio = ((mel - audio_mean) / (2.0 * audio_std)).unsqueeze(0)  # (1, F, Tm)
     return {
         "video": video,
@@ -140,12 +159,42 @@ def _real_only(src: Iterable[DecodedClip]) -> Iterator[DecodedClip]:
     return (c for c in src if c.meta.label == "REAL")
 
 
+class _Keep:
+    """Keep raw samples whose video id (and (video id, clip)) is listed, before any JPEG decode.
+
+    Reads only the schema's JSON member; a sample without one passes on to decode_sample,
+    which rejects it with the schema's error.
+    """
+
+    def __init__(self, videos: frozenset[str] | None, clips: frozenset[tuple[str, int]] | None):
+        self.videos, self.clips = videos, clips
+
+    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
+        for sample in src:
+            raw = sample.get(META_MEMBER)
+            if isinstance(raw, (bytes, bytearray)):
+                meta = json.loads(raw)
+                if self.videos is not None and meta.get("video_id") not in self.videos:
+                    continue
+                if self.clips is not None and (meta.get("video_id"), meta.get("clip")) not in self.clips:
+                    continue
+            yield sample
+
+
 class _ToTensors:
-    def __init__(self, audio_mean: float, audio_std: float):
-        self.audio_mean, self.audio_std = audio_mean, audio_std
+    """DecodedClip -> tensors; with ``augment``, each clip draws from its own (seed, epoch, pass, key) generator."""
+
+    def __init__(self, audio_mean: float, audio_std: float, augment: ClipAugment | None = None, seed: int = 0,
+                 epoch: int = 0):  # fmt: skip
+        self.audio_mean, self.audio_std, self.augment = audio_mean, audio_std, augment
+        self.seed, self.epoch, self.passes = seed, epoch, 0
 
     def __call__(self, src: Iterable[DecodedClip]) -> Iterator[dict]:
-        return (clip_to_tensors(c, self.audio_mean, self.audio_std) for c in src)
+        passes = self.passes
+        self.passes += 1
+        for c in src:
+            g = clip_generator(self.seed, self.epoch, f"{c.key}#{passes}") if self.augment else None
+            yield clip_to_tensors(c, self.audio_mean, self.audio_std, self.augment, g)
 
 
 class _SeededShuffle:
@@ -203,15 +252,23 @@ def make_dataset(
     real_only: bool = False,
     audio_mean: float = AUDIO_MEAN,
     audio_std: float = AUDIO_STD,
+    augment: ClipAugment | None = None,
+    keep_videos: frozenset[str] | None = None,
+    keep_clips: frozenset[tuple[str, int]] | None = None,
 ) -> wds.DataPipeline:
     """The pipeline over ``urls`` (an IterableDataset yielding batch dicts).
 
     ``samples_per_epoch=None``: one pass, every sample exactly once across all workers.
     Otherwise passes repeat (each shuffled anew, the shuffle buffer flushed between passes,
     so no sample repeats before the data runs out) and the epoch is exactly that many samples.
+    ``keep_videos`` / ``keep_clips`` (video id, clip) drop every other sample (CV folds,
+    curriculum); ``augment`` needs ``shuffle`` (training loaders only).
     """
     if not urls:
         raise ValueError("no shards to read")
+    if augment is not None and augment.enabled and not shuffle:
+        raise ValueError("augmentation is for training loaders only (shuffle=True); evaluation never augments")
+    augment = augment if augment is not None and augment.enabled else None
     stages: list = [
         _EpochShards(urls, shuffle=shuffle, seed=seed, epoch=epoch),
         wds.split_by_node,
@@ -220,11 +277,13 @@ def make_dataset(
         # wds.tarfile_samples without its gopen: streams come from fsspec above
         wds.filters.pipelinefilter(wds.tariterators.tar_file_expander)(handler=wds.reraise_exception),
         wds.filters.pipelinefilter(wds.tariterators.group_by_keys)(handler=wds.reraise_exception),
-        _decode,
     ]
+    if keep_videos is not None or keep_clips is not None:
+        stages.append(_Keep(keep_videos, keep_clips))
+    stages.append(_decode)
     if real_only:
         stages.append(_real_only)
-    stages.append(_ToTensors(audio_mean, audio_std))
+    stages.append(_ToTensors(audio_mean, audio_std, augment, seed, epoch))
     if shuffle and shuffle_buffer > 1:
         stages.append(_SeededShuffle(shuffle_buffer, seed, epoch))
     one_pass = wds.DataPipeline(*stages)
@@ -239,7 +298,7 @@ def make_dataset(
 
 def make_loader(
     layout: fs.IngestLayout,
-    split: str,
+    split: str | Sequence[str],
     *,
     batch_size: int,
     num_workers: int = 0,
@@ -250,11 +309,15 @@ def make_loader(
     real_only: bool = False,
     shuffle: bool | None = None,
     pin_memory: bool | None = None,
+    augment: ClipAugment | None = None,
+    keep_videos: frozenset[str] | None = None,
+    keep_clips: frozenset[tuple[str, int]] | None = None,
 ) -> DataLoader:
-    """A DataLoader over one split's shards for one epoch (build a new one each epoch).
+    """A DataLoader over one split's shards (or several splits') for one epoch (build a new one each epoch).
 
     ``shuffle`` defaults to ``split == "train"``. Workers are capped at the shard count so
-    none starts without a shard. Batches are dicts (see the module docstring).
+    none starts without a shard. Batches are dicts (see the module docstring). ``augment``,
+    ``keep_videos`` and ``keep_clips``: see :func:`make_dataset`.
     """
     urls = shard_urls(layout, split)
     if not urls:
@@ -269,6 +332,9 @@ def make_loader(
         epoch=epoch,
         samples_per_epoch=samples_per_epoch,
         real_only=real_only,
+        augment=augment,
+        keep_videos=keep_videos,
+        keep_clips=keep_clips,
     )
     workers = min(num_workers, len(urls))
     return DataLoader(

@@ -2,7 +2,9 @@
 
 - :func:`pretrain_one_epoch`  stage 1: AVFF's generator losses and its discriminators,
   two optimizers stepped in that order after one backward pass
-- :func:`train_one_epoch`     stage 2: BCE-with-logits on REAL (0) and FAKE (1) clips
+- :func:`train_one_epoch`     stage 2: BCE-with-logits on REAL (0) and FAKE (1) clips, or any
+  injected ``objective`` (:class:`tasks.losses.Objective`), after an optional batch
+  ``transform`` (:class:`tasks.batch_augment.BatchTransform`: Mixup/CutMix, down-up resizing)
 - :func:`evaluate`            clip probabilities of a whole loader
 
 Both training functions fail fast on a non-finite loss, clip gradients, step their
@@ -22,9 +24,10 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+
+from tasks.losses import Objective
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 OPTIMIZERS = ("adamw", "adam", "lion")
@@ -139,12 +142,13 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], name: str = "adamw", *
 
 
 def lr_factor(step: int, name: str, *, total_steps: int, warmup_steps: int = 0, cycle_steps: int | None = None,
-              min_factor: float = 0.0) -> float:  # fmt: skip
+              min_factor: float = 0.0, cycle_mult: float = 1.0) -> float:  # fmt: skip
     """The learning-rate multiplier after ``step`` optimizer steps (pure, so resumable).
 
     Linear warmup over ``warmup_steps``, then: ``constant`` 1; ``warmup_cosine`` one cosine
     to ``min_factor`` at ``total_steps``; ``cosine_warm_restarts`` (SGDR) cosines of
-    ``cycle_steps`` each, restarting at 1.
+    ``cycle_steps`` first, each next cycle ``cycle_mult`` times longer (PyTorch's T_0 and
+    T_mult of CosineAnnealingWarmRestarts), restarting at 1.
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -156,6 +160,9 @@ def lr_factor(step: int, name: str, *, total_steps: int, warmup_steps: int = 0, 
         progress = min(t / span, 1.0)
     elif name == "cosine_warm_restarts":
         cycle = max(cycle_steps or total_steps - warmup_steps, 1)
+        while t >= cycle and cycle_mult > 1:  # skip whole cycles, each cycle_mult times longer
+            t -= cycle
+            cycle = max(round(cycle * cycle_mult), 1)
         progress = (t % cycle) / cycle
     else:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}")
@@ -163,14 +170,15 @@ def lr_factor(step: int, name: str, *, total_steps: int, warmup_steps: int = 0, 
 
 
 def build_scheduler(optimizer: Optimizer, name: str = "warmup_cosine", *, total_steps: int, warmup_steps: int = 0,
-                    cycle_steps: int | None = None, min_factor: float = 0.0) -> LRScheduler:  # fmt: skip
+                    cycle_steps: int | None = None, min_factor: float = 0.0,
+                    cycle_mult: float = 1.0) -> LRScheduler:  # fmt: skip
     """A LambdaLR over :func:`lr_factor`, stepped once per optimizer step."""
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}")
 
     def factor(step: int) -> float:
         return lr_factor(step, name, total_steps=total_steps, warmup_steps=warmup_steps,
-                         cycle_steps=cycle_steps, min_factor=min_factor)  # fmt: skip
+                         cycle_steps=cycle_steps, min_factor=min_factor, cycle_mult=cycle_mult)  # fmt: skip
 
     return LambdaLR(optimizer, factor)
 
@@ -263,39 +271,50 @@ def train_one_epoch(
     log: MetricLog,
     scheduler: LRScheduler | None = None,
     ctx: StepContext | None = None,
+    objective: Objective | None = None,
+    transform: Callable[[dict], dict] | None = None,
 ) -> dict[str, float]:
-    """Stage 2: one pass of BCE-with-logits over ``loader``; returns mean loss and step count."""
+    """Stage 2: one pass over ``loader``; returns the epoch mean of every loss term and the step count.
+
+    ``objective(model, video, audio, target) -> {"loss": total, term: value}`` defaults to plain
+    BCE-with-logits; ``transform(batch) -> batch`` runs on the device before the forward pass.
+    """
     ctx = ctx or StepContext()
+    objective = objective or Objective()
     prefix = ctx.prefix or "train_step"
     scaler = ctx.scaler or make_scaler(device, ctx.precision)
     params = _params_of(optimizer)
     model.train()
-    total, n_samples, steps = 0.0, 0, 0
+    sums: dict[str, float] = {}
+    n_samples, steps = 0, 0
     for batch in loader:
-        video = batch["video"].to(device, non_blocking=True)  # (B, 3, T, H, W)
-        audio = batch["audio"].to(device, non_blocking=True)  # (B, 1, F, Tm)
-        target = batch["target"].to(device, non_blocking=True)  # (B,)
+        batch = {**batch, **{k: batch[k].to(device, non_blocking=True) for k in ("video", "audio", "target")}}
+        if transform is not None:
+            batch = transform(batch)
+        video, audio, target = batch["video"], batch["audio"], batch["target"]  # (B, 3, T, H, W), (B, 1, F, Tm), (B,)
         step = ctx.start_step + steps
         with autocast(device, ctx.precision):
-            logits = model(video, audio)  # (B,)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), target)
-        values = _check_finite({"loss": loss}, step)
+            losses = objective(model, video, audio, target)
+        values = _check_finite(losses, step)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(losses["loss"]).backward()
         grad_norm = _clip_and_step(optimizer, params, scaler, ctx.grad_clip)
         scaler.update()
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
         steps += 1
-        total += values["loss"] * len(target)
         n_samples += len(target)
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v * len(target)
         if steps % ctx.log_every == 0:
-            log.log_metrics({f"{prefix}_loss": values["loss"], f"{prefix}_grad_norm": grad_norm,
-                             f"{prefix}_lr": lr}, step=step + 1)  # fmt: skip
+            # "cls" alone equals "loss": log the terms only when the objective has several
+            shown = values if len(values) > 2 else {"loss": values["loss"]}
+            metrics = {f"{prefix}_{k}": v for k, v in shown.items()}
+            log.log_metrics({**metrics, f"{prefix}_grad_norm": grad_norm, f"{prefix}_lr": lr}, step=step + 1)
     if steps == 0:
         raise ValueError("the training loader yielded no batches")
-    return {"loss": total / n_samples, "steps": float(steps), "samples": float(n_samples)}
+    return {**{k: v / n_samples for k, v in sums.items()}, "steps": float(steps), "samples": float(n_samples)}
 
 
 def pretrain_one_epoch(

@@ -9,6 +9,13 @@
 3. test evaluation at the best checkpoint, with the decision threshold chosen on val;
 4. plots, predictions, the markdown report; everything logged through ``log``.
 
+Stage-2 options, all off by default (docs/experiments.md): per-clip video/audio augmentation
+in the train loader, Mixup/CutMix and progressive down-up resizing per batch, focal loss,
+class weights from the training prior, label smoothing, auxiliary uni-modal and contrastive
+terms, a self-paced curriculum. With ``fold=k`` the run is one fold of grouped
+cross-validation (:mod:`tasks.folds`): train+val pooled, fold k validates, test is never
+read, and the run ends after scoring the fold at its best checkpoint (no report).
+
 Every epoch ends in a checkpoint that holds weights, optimizer/scheduler/scaler and RNG
 states, and the epoch counter; batches depend only on (seed, epoch). So a run interrupted
 after epoch k and restarted with ``resume_from`` ends with the same weights and metrics as
@@ -33,14 +40,20 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from safetensors.torch import save as save_safetensors
 
-from avff_model import AVFF, AVFFConfig, get_config
+import torch
+
+from avff_model import AVFF, AVFFConfig, get_config, list_heads
 from storage import fs
 from tasks import metrics as M
 from tasks import plots
+from tasks.augment import AudioAugment, ClipAugment, VideoAugment
+from tasks.batch_augment import BatchTransform, MixAugment
 from tasks.checkpoint import CheckpointStore, capture_rng, load_checkpoint, resolve_checkpoint, restore_rng
+from tasks.curriculum import clip_difficulty, easiest_clips, linear_ramp
+from tasks.folds import POOL, FoldSplit, fold_split, manifest_rows
+from tasks.losses import Objective, pos_weight_from_labels
 from tasks.report import ReportInputs, write_training_report
 from tasks.tracking import Logger, flatten_params
 from tasks.train_data import InputShape, infer_input_shape, make_loader, split_counts
@@ -59,6 +72,7 @@ from tasks.train_engine import (
 )
 
 STAGES = ("both", "pretrain", "classify")
+CLASS_WEIGHTS = ("none", "prior")
 _MAX_METRICS = ("auc", "average_precision", "accuracy", "balanced_accuracy", "precision", "recall", "f1")
 
 
@@ -80,7 +94,8 @@ class TrainSettings:
     optimizer: str = "adamw"  # adamw | adam | lion
     scheduler: str = "warmup_cosine"  # warmup_cosine | cosine_warm_restarts | constant
     warmup: int = 0  # optimizer steps of linear warmup (per stage)
-    cycle_epochs: int = 1  # cosine_warm_restarts: epochs per cosine cycle
+    cycle_epochs: int = 1  # cosine_warm_restarts: epochs of the first cosine cycle (T_0)
+    cycle_mult: float = 1.0  # cosine_warm_restarts: each cycle this many times longer than the last (T_mult)
     weight_decay: float = 0.05
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     precision: str = "auto"  # auto | bf16 | fp16 | fp32 (CPU always runs fp32)
@@ -99,6 +114,26 @@ class TrainSettings:
     log_every: int = 1  # per-step metrics every this many optimizer steps
     log_checkpoints: bool = True  # log the best/last checkpoints as artifacts
     report_bootstrap: int = 200  # bootstrap resamples of the report's AUC confidence intervals
+    # model switches (None: the preset's value; a different value in `overrides` raises)
+    fusion: str | None = None  # a head of avff_model.heads: avff_concat | attention | late | video_only | audio_only
+    dropout: float | None = None
+    # stage-2 augmentation: clips in the train loader, batches in the engine (never val/test)
+    video_augment: VideoAugment = field(default_factory=VideoAugment)
+    audio_augment: AudioAugment = field(default_factory=AudioAugment)
+    mix: MixAugment = field(default_factory=MixAugment)
+    # stage-2 objective (tasks.losses)
+    loss: str = "bce"  # bce | focal
+    focal_gamma: float = 2.0
+    class_weight: str = "none"  # none | prior: FAKE weight n_real / n_fake of the training clips
+    label_smoothing: float = 0.0
+    aux_weight: float = 0.0  # > 0 adds video-only and audio-only heads (model aux_heads) and their BCE
+    contrastive_weight: float = 0.0  # InfoNCE on the batch's REAL clips
+    # stage-2 schedules over epochs (tasks.curriculum); 0 epochs disables
+    curriculum_epochs: int = 0  # ramp length: easiest fraction curriculum_start -> 1
+    curriculum_start: float = 0.5
+    progressive_epochs: int = 0  # ramp length: frame scale progressive_start -> 1 (down-up resize)
+    progressive_start: float = 0.5
+    fold: int | None = None  # grouped CV: train+val pooled, this manifest fold validates, test untouched
 
     def __post_init__(self) -> None:
         if self.stages not in STAGES:
@@ -107,6 +142,34 @@ class TrainSettings:
             raise ValueError(f"monitor_mode must be auto, min or max, got {self.monitor_mode!r}")
         if self.batch_size < 1 or self.epochs < 0 or self.pretrain_epochs < 0:
             raise ValueError("batch_size must be >= 1 and epoch counts >= 0")
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS}, got {self.class_weight!r}")
+        if self.fusion is not None and self.fusion not in list_heads():
+            raise ValueError(f"unknown fusion {self.fusion!r}; known: {', '.join(list_heads())}")
+        for name in ("curriculum_start", "progressive_start"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.curriculum_epochs < 0 or self.progressive_epochs < 0:
+            raise ValueError("curriculum_epochs and progressive_epochs must be >= 0")
+        self.objective(None)  # validates loss, gamma, smoothing and weights
+
+    def objective(self, pos_weight: float | None) -> Objective:
+        """The stage-2 loss these settings describe, with the FAKE weight resolved from the data."""
+        return Objective(loss=self.loss, focal_gamma=self.focal_gamma, pos_weight=pos_weight,
+                         label_smoothing=self.label_smoothing, aux_weight=self.aux_weight,
+                         contrastive_weight=self.contrastive_weight)  # fmt: skip
+
+    def model_overrides(self) -> dict[str, Any]:
+        """``overrides`` plus the named model switches; a switch contradicting an override raises."""
+        named = {"fusion": self.fusion, "dropout": self.dropout, "aux_heads": True if self.aux_weight > 0 else None}
+        out = dict(self.overrides)
+        for key, value in named.items():
+            if value is None:
+                continue
+            if key in out and out[key] != value:
+                raise ValueError(f"{key}={value!r} contradicts overrides[{key!r}]={out[key]!r}")
+            out[key] = value
+        return out
 
 
 @dataclass
@@ -127,6 +190,7 @@ class TrainResult:
     plots: list[str] = field(default_factory=list)
     predictions: dict[str, str] = field(default_factory=dict)
     encoders: str | None = None  # encoder weights after stage 1 (a later run's pretrained_encoders)
+    val_metrics: dict[str, float] = field(default_factory=dict)  # "best_val_..." keys, at the best checkpoint
 
 
 def monitor_mode(name: str) -> str:
@@ -143,16 +207,21 @@ def resolve_model_config(name: str, overrides: Mapping[str, Any], shape: InputSh
     return get_config(name, **{**data_shape, **overrides})
 
 
-def _dataset_stats(layout: fs.IngestLayout) -> tuple[dict[str, dict[str, int]], dict[str, np.ndarray]]:
-    """Per-split counts for the report and clip-level train labels (for baselines), from the manifest."""
-    manifest = fs.read_parquet(layout.manifest)
-    if "status" in manifest.column_names:
-        manifest = manifest.filter(pc.equal(manifest["status"], "ingested"))
-    rows = manifest.to_pylist()
+def _role(row: dict, view: FoldSplit | None) -> str | None:
+    """The role ("train" | "val" | "test") a manifest row plays in this run, None if unused."""
+    if view is None:
+        return row["split"]
+    return "val" if row["video_id"] in view.val else "train" if row["video_id"] in view.train else None
+
+
+def _dataset_stats(
+    rows: list[dict], view: FoldSplit | None = None
+) -> tuple[dict[str, dict[str, int]], dict[str, np.ndarray]]:
+    """Per-role counts for the report and clip-level labels (for baselines and class weights), from the manifest."""
     stats: dict[str, dict[str, int]] = {}
     labels: dict[str, np.ndarray] = {}
     for split in ("train", "val", "test"):
-        mine = [r for r in rows if r["split"] == split]
+        mine = [r for r in rows if _role(r, view) == split]
         clips = [int(r.get("clips") or 1) for r in mine]
         y = np.repeat([1 if r["label"] == "FAKE" else 0 for r in mine], clips).astype(np.int64)
         labels[split] = y
@@ -186,10 +255,13 @@ class _Run:
         self.store = CheckpointStore(fs.join(cfg.output_dir, "checkpoints"))
         self.mode = monitor_mode(cfg.monitor) if cfg.monitor_mode == "auto" else cfg.monitor_mode
         seed_everything(cfg.seed)
-        self.model_cfg = resolve_model_config(cfg.model_config, cfg.overrides, infer_input_shape(self.layout))
+        rows = manifest_rows(self.layout)
+        self.view = None if cfg.fold is None else fold_split(rows, cfg.fold)
+        shape = infer_input_shape(self.layout)
+        self.model_cfg = resolve_model_config(cfg.model_config, cfg.model_overrides(), shape)
         self.config_dict = dataclasses.asdict(self.model_cfg)
         self.model = AVFF(self.model_cfg).to(self.device)
-        self.stats, self.labels = _dataset_stats(self.layout)
+        self.stats, self.labels = _dataset_stats(rows, self.view)
         self.history: list[dict] = []
         self.epoch = 0  # global epochs completed (both stages): the x axis of every curve
         self.global_step = 0
@@ -206,8 +278,10 @@ class _Run:
             return
         source = resolve_checkpoint(self.cfg.resume_from)
         ckpt = load_checkpoint(source)
-        if ckpt.config != self.config_dict:
-            diff = {k: (ckpt.config.get(k), v) for k, v in self.config_dict.items() if ckpt.config.get(k) != v}
+        # fields added to AVFFConfig after the checkpoint was written take their defaults
+        saved = {**dataclasses.asdict(AVFFConfig()), **ckpt.config}
+        if saved != self.config_dict:
+            diff = {k: (saved.get(k), v) for k, v in self.config_dict.items() if saved.get(k) != v}
             raise ValueError(f"resume_from holds a different model config (checkpoint, now): {diff}")
         self.model.load_state_dict(ckpt.weights)
         st = ckpt.state
@@ -224,14 +298,23 @@ class _Run:
         self.log.log_params({"resolved.device": str(self.device), "resolved.precision": self.precision,
                              "resolved.monitor_mode": self.mode})  # fmt: skip
 
-    def _loader(self, split: str, *, epoch: int, real_only: bool = False, train: bool = False):
+    def _loader(self, split: str, *, epoch: int, real_only: bool = False, train: bool = False,
+                augment: bool = False, keep_clips: frozenset[tuple[str, int]] | None = None):  # fmt: skip
+        """One epoch's loader of a role; ``augment`` only ever reaches a ``train`` loader."""
         cfg = self.cfg
+        shards, keep_videos = split, None
+        if self.view is not None:  # a CV fold: pooled shards, filtered by the fold's video ids
+            if split == "test":
+                raise ValueError("a cross-validation fold never reads the test split")
+            shards, keep_videos = POOL, self.view.train if split == "train" else self.view.val
+        clip_augment = ClipAugment(cfg.video_augment, cfg.audio_augment) if train and augment else None
         return make_loader(
-            self.layout, split,
+            self.layout, shards,
             batch_size=cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size),
             num_workers=cfg.num_workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch,
             samples_per_epoch=cfg.samples_per_epoch if train else None, real_only=real_only, shuffle=train,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=self.device.type == "cuda", augment=clip_augment, keep_videos=keep_videos,
+            keep_clips=keep_clips,
         )  # fmt: skip
 
     def _schedule(self, optimizer, n_samples: int, epochs: int):
@@ -239,7 +322,7 @@ class _Run:
         per_epoch = _steps_per_epoch(cfg.samples_per_epoch or n_samples, cfg.batch_size)
         return build_scheduler(
             optimizer, cfg.scheduler, total_steps=per_epoch * max(epochs, 1), warmup_steps=cfg.warmup,
-            cycle_steps=per_epoch * max(cfg.cycle_epochs, 1),
+            cycle_steps=per_epoch * max(cfg.cycle_epochs, 1), cycle_mult=cfg.cycle_mult,
         )  # fmt: skip
 
     def _state(self, stage: str, stage_epoch: int, optimizers: dict, schedulers: dict, scaler) -> dict:
@@ -320,6 +403,26 @@ class _Run:
         self.log.log_params({"pretrained_encoders.loaded": len(report.loaded),
                              "pretrained_encoders.missing": len(report.missing)})  # fmt: skip
 
+    def _curriculum(self, stage_epoch: int) -> tuple[float, frozenset[tuple[str, int]] | None]:
+        """(fraction, kept clips) of this stage-2 epoch: the easiest clips under the current model."""
+        cfg = self.cfg
+        if cfg.curriculum_epochs == 0:
+            return 1.0, None
+        fraction = linear_ramp(stage_epoch, start=cfg.curriculum_start, epochs=cfg.curriculum_epochs)
+        if fraction >= 1.0:
+            return 1.0, None
+        preds = evaluate(self.model, self._loader("train", epoch=0), device=self.device, precision=self.precision)
+        keys = list(zip(preds.video_ids, preds.clips.tolist()))
+        return fraction, easiest_clips(keys, preds.y, clip_difficulty(preds.y, preds.p), fraction)
+
+    def _transform(self, stage_epoch: int) -> BatchTransform | None:
+        """Mixup/CutMix and the progressive scale of this epoch, seeded by (seed, epoch)."""
+        cfg = self.cfg
+        scale = linear_ramp(stage_epoch, start=cfg.progressive_start, epochs=cfg.progressive_epochs)
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
+        transform = BatchTransform(cfg.mix, scale=scale, generator=g)
+        return transform if transform.active else None
+
     def _validate(self) -> dict[str, float]:
         preds = evaluate(self.model, self._loader("val", epoch=0), device=self.device, precision=self.precision)
         flat = M.flatten("val", M.evaluate_predictions(preds.video_ids, preds.y, preds.p))
@@ -331,9 +434,15 @@ class _Run:
     def classify(self) -> None:
         cfg = self.cfg
         self._load_encoders()
-        opt = build_optimizer(self.model.classifier_parameters(), cfg.optimizer, lr=cfg.lr,
-                              weight_decay=cfg.weight_decay)  # fmt: skip
-        n = split_counts(self.layout, "train")
+        params = self.model.classifier_parameters()
+        if cfg.contrastive_weight > 0:  # the InfoNCE projections and temperature learn too
+            params += self.model.contrastive_parameters()
+        opt = build_optimizer(params, cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        pos_weight = pos_weight_from_labels(self.labels["train"]) if cfg.class_weight == "prior" else None
+        objective = cfg.objective(pos_weight)
+        if pos_weight is not None:
+            self.log.log_params({"resolved.pos_weight": pos_weight})
+        n = split_counts(self.layout, "train") if self.view is None else len(self.labels["train"])
         optimizers, schedulers = {"classifier": opt}, {"classifier": self._schedule(opt, n, cfg.epochs)}
         scaler = make_scaler(self.device, self.precision)
         done = self._restore("classify", optimizers, schedulers, scaler)
@@ -343,17 +452,25 @@ class _Run:
             self.stopped_early = True
             return
         for stage_epoch in range(done, cfg.epochs):
-            loader = self._loader("train", epoch=self.epoch, train=True)
+            fraction, keep = self._curriculum(stage_epoch)
+            transform = self._transform(stage_epoch)
+            loader = self._loader("train", epoch=self.epoch, train=True, augment=True, keep_clips=keep)
             ctx = StepContext(self.precision, cfg.grad_clip, scaler, self.global_step, cfg.log_every)
             lr = opt.param_groups[0]["lr"]
             out = train_one_epoch(self.model, loader, opt, device=self.device, log=self.log,
-                                  scheduler=schedulers["classifier"], ctx=ctx)  # fmt: skip
+                                  scheduler=schedulers["classifier"], ctx=ctx, objective=objective,
+                                  transform=transform)  # fmt: skip
             self.global_step += int(out["steps"])
             self.epoch += 1
             self.epochs_run += 1
             val = self._validate()
             improved = self.es.step(val[cfg.monitor], self.epoch)
-            row = {"epoch": self.epoch, "stage": "classify", "train_loss": out["loss"], **val, "lr": lr}
+            terms = {f"train_{k}": v for k, v in out.items() if k not in ("loss", "cls", "steps", "samples")}
+            if cfg.curriculum_epochs:
+                terms["curriculum_fraction"] = fraction
+            if cfg.progressive_epochs:
+                terms["progressive_scale"] = transform.scale if transform else 1.0
+            row = {"epoch": self.epoch, "stage": "classify", "train_loss": out["loss"], **terms, **val, "lr": lr}
             self.history.append(row)
             state = self._state("classify", stage_epoch + 1, optimizers, schedulers, scaler)
             tags = ("last", "best") if improved else ("last",)
@@ -373,6 +490,14 @@ class _Run:
             return
         self.model.load_state_dict(load_checkpoint(best).weights)
         val = evaluate(self.model, self._loader("val", epoch=0), device=self.device, precision=self.precision)
+        val_metrics = M.evaluate_predictions(val.video_ids, val.y, val.p, y_train=self.labels["train"])
+        result.val_metrics = M.flatten("best_val", val_metrics)
+        self.log.log_metrics(result.val_metrics, step=self.es.best_epoch)
+        if self.view is not None:  # a CV fold: score the fold, never the test split
+            uri = fs.join(cfg.output_dir, "predictions", "val.parquet")
+            _write_predictions(uri, val)
+            result.predictions["val"] = uri
+            return
         test = evaluate(self.model, self._loader("test", epoch=0), device=self.device, precision=self.precision)
         _, yv, pv = M.aggregate_by_video(val.video_ids, val.y, val.p)
         try:

@@ -160,3 +160,17 @@ def test_precision_resolution():
     assert resolve_precision("auto", CPU) == "fp32" and resolve_precision("bf16", CPU) == "fp32"
     with pytest.raises(ValueError):
         resolve_precision("int8", CPU)
+
+
+def test_warm_restart_cycles_grow_like_pytorchs_t_mult():
+    """cycle_steps / cycle_mult are CosineAnnealingWarmRestarts' T_0 / T_mult (the reference report's 10 / 2)."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    ref = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=3, T_mult=2)
+    expected = []
+    for _ in range(30):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        ref.step()
+    ours = [lr_factor(s, "cosine_warm_restarts", total_steps=30, cycle_steps=3, cycle_mult=2) for s in range(30)]
+    assert ours == pytest.approx(expected, abs=1e-9)
+    assert [s for s in range(1, 30) if ours[s] == 1.0] == [3, 9, 21]  # cycles of 3, 6, 12 steps

@@ -1,0 +1,72 @@
+"""``avff cv`` and ``avff ablate``: flags -> CVConfig / AblationConfig -> the flows (picked up by flows.cli).
+
+Both take every ``avff train`` flag for the training run they repeat, e.g.::
+
+    avff cv --data ./data/shards --out ./data/cv --folds 0 1 2 3 4 --class-weight prior
+    avff ablate --data ./data/shards --out ./data/ablation --seeds 0 1 2 \\
+        --variant 'concat={"fusion": "avff_concat"}' --variant 'video={"fusion": "video_only"}'
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flows.cli_train import add_train_arguments, train_config
+
+
+def _add_cv(sub) -> None:
+    p = sub.add_parser("cv", help="grouped k-fold cross-validation (train+val pooled, test untouched)")
+    add_train_arguments(p)
+    p.add_argument("--folds", type=int, nargs="+", default=None, help="default: every fold of the manifest")
+    p.add_argument("--max-parallel", type=int, default=1, help="folds at once (Prefect thread pool)")
+    p.add_argument("--log-checkpoints", action="store_true", help="log each fold's checkpoints to MLflow")
+
+
+def _cv(args) -> int:
+    from flows.experiments import CVConfig, cv_avff
+
+    config = CVConfig(train=train_config(args), folds=args.folds, max_parallel=args.max_parallel,
+                      log_checkpoints=args.log_checkpoints)  # fmt: skip
+    print(json.dumps(cv_avff(config), indent=2, default=str))
+    return 0
+
+
+def _variants(items: list[str], path: str | None) -> dict[str, dict]:
+    out: dict[str, dict] = json.loads(Path(path).read_text()) if path else {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--variant needs NAME=JSON, got {item!r}")
+        out[name] = json.loads(value)
+    if not out:
+        raise SystemExit("give at least one --variant NAME=JSON or --variants-file")
+    return out
+
+
+def _add_ablate(sub) -> None:
+    p = sub.add_parser("ablate", help="compare named variants of a training config over seeds")
+    add_train_arguments(p)
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                   help="a variant: TrainConfig overrides, e.g. 'focal={\"loss\": \"focal\"}' ('base={}' for the base)")
+    p.add_argument("--variants-file", default=None, help="a JSON object name -> overrides (merged with --variant)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--split", choices=["val", "test"], default="val", help="where the table compares")
+    p.add_argument("--level", choices=["video", "clip"], default="video")
+    p.add_argument("--max-parallel", type=int, default=1, help="runs at once (Prefect thread pool)")
+    p.add_argument("--log-checkpoints", action="store_true")
+
+
+def _ablate(args) -> int:
+    from flows.experiments import AblationConfig, ablate_avff
+
+    config = AblationConfig(base=train_config(args), variants=_variants(args.variant, args.variants_file),
+                            seeds=args.seeds, split=args.split, level=args.level, max_parallel=args.max_parallel,
+                            log_checkpoints=args.log_checkpoints)  # fmt: skip
+    out = ablate_avff(config)
+    print(out["table"])
+    print(json.dumps({k: v for k, v in out.items() if k != "table"}, indent=2, default=str))
+    return 0
+
+
+COMMANDS = {"cv": (_add_cv, _cv), "ablate": (_add_ablate, _ablate)}

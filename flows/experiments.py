@@ -1,0 +1,249 @@
+"""Prefect flows ``cv-avff`` and ``ablate-avff``: many training runs under one MLflow parent run.
+
+- ``cv-avff``: grouped k-fold cross-validation over the manifest's ``fold`` column; train+val
+  pooled, fold k validates, the test split is never read (:mod:`tasks.folds`). One child run
+  per fold; the parent logs ``cv_mean_*`` / ``cv_std_*`` of every fold metric and a table.
+- ``ablate-avff``: named variants (overrides of a base :class:`~flows.train.TrainConfig`) x
+  seeds, one child run each; the parent gets a comparison table (markdown + bar plot of AUC
+  and log loss with seed error bars) with the trivial baselines as rows.
+
+Child runs are MLflow runs tagged ``mlflow.parentRunId`` (what ``nested=True`` sets), created
+through an explicit client so they can run in worker threads. Runs go one after another
+(``max_parallel=1``, reproducible) or fan out as Prefect tasks on a ThreadPoolTaskRunner of
+``max_parallel`` threads: every run then shares the process's CPU/GPU and global RNG (model
+initialisation draws from it), so parallel runs are not bitwise reproducible. Nothing is
+registered in the model registry: these flows compare, ``train-avff`` ships.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from flows.train import TrainConfig, resolve_tracking_uri, run_tags
+from storage import fs
+from tasks import experiments as X
+from tasks.folds import fold_split, list_folds, manifest_rows
+from tasks.mlflow_logger import MLflowLogger
+from tasks.tracking import flatten_params
+from tasks.training import TrainSettings, run_training
+
+# a variant may not move these: they are the experiment's, not the variant's
+_RESERVED = {"checkpoint_dir", "seed", "experiment", "tracking_uri", "registered_model", "resume_from", "data"}
+CV_TABLE = ("best_val_video_auc", "best_val_video_log_loss", "best_val_video_balanced_accuracy",
+            "best_val_clip_auc", "best_val_clip_log_loss")  # fmt: skip
+
+
+class CVConfig(BaseModel):
+    """Parameters of cv-avff."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    train: TrainConfig = Field(description="the training run each fold repeats (checkpoint_dir: root of fold-k/)")
+    folds: list[int] | None = Field(None, description="folds to run; default every fold of train+val")
+    max_parallel: int = Field(1, ge=1, description="1: folds in sequence; n: n folds at once (thread pool)")
+    log_checkpoints: bool = Field(False, description="log each fold's best/last checkpoints to MLflow")
+
+
+class AblationConfig(BaseModel):
+    """Parameters of ablate-avff."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base: TrainConfig = Field(description="what every variant starts from (checkpoint_dir: root of variant/seed-s/)")
+    variants: dict[str, dict[str, Any]] = Field(min_length=1, description="name -> TrainConfig overrides")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    split: Literal["val", "test"] = Field("val", description="where the table compares (val: no test peeking)")
+    level: Literal["video", "clip"] = "video"
+    max_parallel: int = Field(1, ge=1, description="1: runs in sequence; n: n runs at once (thread pool)")
+    log_checkpoints: bool = False
+
+    @field_validator("variants")
+    @classmethod
+    def _valid_variants(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, overrides in v.items():
+            X.check_name(name)
+            reserved = _RESERVED & set(overrides)
+            if reserved:
+                raise ValueError(f"variant {name!r} may not override {sorted(reserved)}")
+        return v
+
+    def variant_config(self, name: str, seed: int) -> TrainConfig:
+        """The base config with variant ``name``'s overrides (nested dicts merge), for ``seed``."""
+        overrides = dict(self.variants[name])
+        if "model_preset" in overrides:  # the field's Python name; the dump uses the alias
+            overrides["model_config"] = overrides.pop("model_preset")
+        base = self.base.model_dump(by_alias=True)
+        merged = X.deep_merge(base, overrides)
+        merged.update(seed=seed, checkpoint_dir=fs.join(self.base.checkpoint_dir, name, f"seed-{seed}"))
+        return TrainConfig.model_validate(merged)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildJob:
+    """One training run under the parent: its name, settings, params and tags."""
+
+    name: str
+    settings: TrainSettings
+    params: dict[str, Any]
+    tags: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Parent:
+    tracking_uri: str
+    experiment_id: str
+    run_id: str
+
+
+@task(name="train-child", cache_policy=NO_CACHE)
+def train_child(job: ChildJob, parent: Parent) -> dict:
+    """One training run as an MLflow child of ``parent``; returns its id and flat metrics."""
+    client = MlflowClient(parent.tracking_uri)
+    run = client.create_run(parent.experiment_id, tags={MLFLOW_PARENT_RUN_ID: parent.run_id,
+                                                        MLFLOW_RUN_NAME: job.name, **job.tags})  # fmt: skip
+    logger = MLflowLogger(client, run.info.run_id)
+    logger.log_params(job.params)
+    try:
+        result = run_training(job.settings, log=logger)
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return {"name": job.name, "run_id": run.info.run_id, "best_epoch": result.best_epoch,
+            "metrics": {**result.val_metrics, **result.test_metrics}}  # fmt: skip
+
+
+def run_children(jobs: list[ChildJob], parent: Parent, max_parallel: int) -> list[dict]:
+    """In order, one at a time; or as Prefect tasks on ``max_parallel`` threads (results in job order)."""
+    if max_parallel <= 1:
+        return [train_child(job, parent) for job in jobs]
+    with ThreadPoolTaskRunner(max_workers=max_parallel) as runner:
+        futures = [runner.submit(train_child, parameters={"job": job, "parent": parent}) for job in jobs]
+        return [f.result() for f in futures]
+
+
+def _open_parent(train: TrainConfig, kind: str) -> tuple[mlflow.ActiveRun, MLflowLogger, Parent]:
+    """Start the parent run (fluent, so the flow's thread owns it) in the train config's experiment."""
+    mlflow.set_tracking_uri(resolve_tracking_uri(train.tracking_uri))
+    experiment = mlflow.set_experiment(train.experiment)
+    run = mlflow.start_run(run_name=f"{kind}-{train.config_hash()[:8]}")
+    logger = MLflowLogger(MlflowClient(), run.info.run_id)
+    logger.set_tags({**run_tags(train), "avff.experiment": kind})
+    return run, logger, Parent(mlflow.get_tracking_uri(), experiment.experiment_id, run.info.run_id)
+
+
+def _log_text(logger: MLflowLogger, files: dict[str, str | bytes], artifact_path: str | None = None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, content in files.items():
+            p = Path(tmp) / name
+            p.write_bytes(content.encode() if isinstance(content, str) else content)
+            logger.log_artifact(str(p), artifact_path)
+
+
+def _train_params(config: TrainConfig) -> dict[str, Any]:
+    return flatten_params(config.model_dump(by_alias=True, exclude={"tracking_uri"}), "train")
+
+
+def fold_jobs(config: CVConfig) -> tuple[list[int], list[ChildJob]]:
+    """The folds to run and one job each; raises before any training on unknown or unusable folds."""
+    train = config.train
+    rows = manifest_rows(fs.IngestLayout(train.data))
+    folds = config.folds if config.folds is not None else list_folds(rows)
+    for k in folds:  # unknown folds, empty sides, groups across folds
+        fold_split(rows, k)
+    base = dataclasses.replace(train.settings(), log_checkpoints=config.log_checkpoints)
+    jobs = [
+        ChildJob(f"fold-{k}", dataclasses.replace(base, fold=k, output_dir=fs.join(train.checkpoint_dir, f"fold-{k}")),
+                 {**_train_params(train), "cv.fold": k}, {"avff.fold": str(k)})
+        for k in folds
+    ]  # fmt: skip
+    return folds, jobs
+
+
+def log_cv_summary(logger: MLflowLogger, folds: list[int], results: list[dict]) -> tuple[dict[str, X.Spread], str]:
+    """``cv_mean_*`` / ``cv_std_*`` metrics (step 0), ``cv_summary.md`` and ``cv_folds.json`` in the parent."""
+    per_fold = {k: r["metrics"] for k, r in zip(folds, results)}
+    summary = X.summarize(list(per_fold.values()))
+    logger.log_metrics(X.summary_metrics(summary, "cv"), step=0)
+    table = X.cv_markdown(per_fold, CV_TABLE)
+    runs = {str(k): {"run_id": r["run_id"], "best_epoch": r["best_epoch"], "metrics": r["metrics"]}
+            for k, r in zip(folds, results)}  # fmt: skip
+    _log_text(logger, {"cv_summary.md": table, "cv_folds.json": json.dumps(runs, indent=2, default=str)})
+    return summary, table
+
+
+@flow(name="cv-avff", log_prints=True)
+def cv_avff(config: CVConfig) -> dict:
+    """Grouped k-fold CV of one training config: a child run per fold, mean and std in the parent."""
+    folds, jobs = fold_jobs(config)
+    run, logger, parent = _open_parent(config.train, "cv")
+    with run:
+        logger.log_params({**_train_params(config.train), "cv.folds": json.dumps(folds),
+                           "cv.max_parallel": config.max_parallel})  # fmt: skip
+        results = run_children(jobs, parent, config.max_parallel)
+        summary, table = log_cv_summary(logger, folds, results)
+    create_markdown_artifact(markdown=table, key="cv-summary", description=f"MLflow run {parent.run_id}")
+    get_run_logger().info("cv-avff: %d folds under MLflow run %s", len(folds), parent.run_id)
+    return {"run_id": parent.run_id, "child_run_ids": [r["run_id"] for r in results], "folds": folds,
+            "mean": {k: s.mean for k, s in summary.items()}, "std": {k: s.std for k, s in summary.items()}}  # fmt: skip
+
+
+def ablation_jobs(config: AblationConfig) -> list[ChildJob]:
+    """One job per variant x seed, in that order."""
+    jobs = []
+    for name in config.variants:
+        for seed in config.seeds:
+            train = config.variant_config(name, seed)
+            settings = dataclasses.replace(train.settings(), log_checkpoints=config.log_checkpoints)
+            jobs.append(ChildJob(f"{name}-seed{seed}", settings, _train_params(train),
+                                 {"avff.variant": name, "avff.seed": str(seed)}))  # fmt: skip
+    return jobs
+
+
+def log_comparison(logger: MLflowLogger, config: AblationConfig, jobs: list[ChildJob],
+                   results: list[dict]) -> tuple[list[X.ComparisonRow], str]:  # fmt: skip
+    """The table, the bar plot and runs.json under ``ablation/`` in the parent; row metrics at step 0."""
+    by_variant: dict[str, list[dict]] = {name: [] for name in config.variants}
+    for job, r in zip(jobs, results):
+        by_variant[job.tags["avff.variant"]].append(r["metrics"])
+    rows = X.comparison_rows(by_variant, split=config.split, level=config.level)
+    table = X.comparison_markdown(rows, split=config.split, level=config.level, seeds=config.seeds)
+    for row in rows:
+        logger.log_metrics({f"{row.name}_{m}_{stat}": getattr(row.get(m), stat)
+                            for m in X.TABLE_METRICS for stat in ("mean", "std")}, step=0)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        logger.log_artifact(str(X.plot_comparison(rows, Path(tmp) / "comparison.png")), "ablation")
+    runs = [{"variant": j.tags["avff.variant"], "seed": int(j.tags["avff.seed"]), **r} for j, r in zip(jobs, results)]
+    _log_text(logger, {"comparison.md": table, "runs.json": json.dumps(runs, indent=2, default=str)}, "ablation")
+    return rows, table
+
+
+@flow(name="ablate-avff", log_prints=True)
+def ablate_avff(config: AblationConfig) -> dict:
+    """Variants x seeds as child runs; a comparison table and bar plot in the parent run."""
+    jobs = ablation_jobs(config)
+    run, logger, parent = _open_parent(config.base, "ablation")
+    with run:
+        logger.log_params({**_train_params(config.base),
+                           "ablation.variants": json.dumps(config.variants, sort_keys=True),
+                           "ablation.seeds": json.dumps(config.seeds), "ablation.split": config.split,
+                           "ablation.level": config.level})  # fmt: skip
+        results = run_children(jobs, parent, config.max_parallel)
+        rows, table = log_comparison(logger, config, jobs, results)
+    create_markdown_artifact(markdown=table, key="ablation-comparison", description=f"MLflow run {parent.run_id}")
+    get_run_logger().info("ablate-avff: %d runs under MLflow run %s", len(results), parent.run_id)
+    return {"run_id": parent.run_id, "child_run_ids": [r["run_id"] for r in results], "table": table,
+            "rows": {r.name: {m: dataclasses.asdict(r.get(m)) for m in X.TABLE_METRICS} for r in rows}}  # fmt: skip
