@@ -64,6 +64,7 @@ def main() -> None:
     from tasks.sample_data import make_dfdc_sample
 
     torch.set_num_threads(1)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     out = Path(args.out)
     t0 = time.time()
     train_data = make_dfdc_sample(out / "train_data", n_real=args.n_real, parts=2, duration_s=7.0, size=(160, 160), seed=args.seed)
