@@ -37,7 +37,7 @@ def _ingest(data: Path, out: Path) -> None:
     from flows.ingest import IngestConfig, ingest_dfdc
 
     ingest_dfdc(IngestConfig(data=str(data), out=str(out), face_size=64, videos_per_shard=16, executor="local",
-                             ratios=(0.8, 0.2, 0.0), progress=False))  # fmt: skip
+                             ratios=(0.7, 0.15, 0.15), progress=False))  # fmt: skip
 
 
 def _score(model_dir: str, data: Path) -> list[dict]:
@@ -99,7 +99,7 @@ def write_doc(path: Path, results: dict, args, seconds: float) -> None:
         f"({seconds / 60:.0f} min on {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}).",
         "",
         f"Training: {args.n_real} real identities × (1 real + 6 fakes), 7 s at 160², ingested at 64² (2 clips per video), "
-        f"80/20 grouped train/val split. Evaluation: a held-out generated set of {args.n_real_external} other identities "
+        f"70/15/15 grouped train/val/test split. Evaluation: a held-out generated set of {args.n_real_external} other identities "
         "(another seed), video level. Each cell: **AUC / log loss**; per type, that type's fakes against all real videos. "
         f"The prior baseline (constant P(FAKE) = the set's fake fraction) has AUC 0.50 and log loss "
         f"{first['overall']['prior_log_loss']:.2f} overall.",
