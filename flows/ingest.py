@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict
 from typing import Literal
 
@@ -46,10 +47,10 @@ class IngestConfig(BaseModel):
     face_margin: float = Field(1.3, ge=1.0, le=3.0)
     min_face_frac: float = Field(0.5, ge=0.0, le=1.0)
     require_audio: bool = True
-    max_duration_s: float = 600.0
-    max_bytes: int = 2_000_000_000
-    max_pixels: int = 3840 * 2160
-    read_seconds: float = 60.0
+    max_duration_s: float = Field(600.0, gt=0)
+    max_bytes: int = Field(2_000_000_000, gt=0)
+    max_pixels: int = Field(3840 * 2160, gt=0)
+    read_seconds: float = Field(60.0, gt=0)
     executor: Literal["ray", "local"] = "ray"
     ray_address: str | None = Field(None, description="Ray cluster address; default: $RAY_ADDRESS, else a local Ray")
     num_workers: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all)")
@@ -127,8 +128,9 @@ def process_units(units: list[WorkUnit], cfg: IngestConfig) -> tuple[list[dict],
     for unit, rec, error in _run(todo, pre, cfg):
         if error is None:
             records.append(rec)
-            log.info("shard %s: %d clips, %d videos, %d quarantined, %.1fs",
-                     unit.shard, rec["samples"], len(rec["videos"]), len(rec["quarantined"]), rec["seconds"])
+            log.info("shard %s: %d clips, %d videos, %d quarantined, %.1fs%s",
+                     unit.shard, rec["samples"], len(rec["videos"]), len(rec["quarantined"]), rec["seconds"],
+                     f" on Ray node {rec['node']}" if rec.get("node") else "")
         else:
             failed.append((unit, error))
             log.error("unit %s failed after %d retries: %s", unit.shard, cfg.retries, error)
@@ -157,12 +159,20 @@ def _run(todo: list[WorkUnit], pre: PreprocessConfig, cfg: IngestConfig):
             unit = pending.pop(ref)
             try:
                 yield unit, ray.get(ref), None
-            except Exception as e:  # RayTaskError / WorkerCrashedError after the retries
-                yield unit, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            except Exception as e:  # RayTaskError (wrapping the worker's exception) / WorkerCrashedError
+                cause = getattr(e, "cause", None) or e
+                yield unit, None, f"{type(cause).__name__}: {cause}"
 
 
 def _process_unit_dict(unit: WorkUnit, pre: PreprocessConfig, jpeg_quality: int) -> dict:
-    return asdict(process_unit(unit, pre, jpeg_quality=jpeg_quality))
+    """process_unit in a Ray worker; the record also names the node that ran it.
+
+    ``node`` travels back to the flow (logs, ``units_per_node`` in the result) only: the
+    shard's ``.tar.json`` completion record is written inside process_unit, without it.
+    """
+    import ray
+
+    return {**asdict(process_unit(unit, pre, jpeg_quality=jpeg_quality)), "node": ray.get_runtime_context().get_node_id()}
 
 
 def _progress(total: int, enabled: bool):
@@ -190,6 +200,8 @@ def write_index(cfg: IngestConfig, planned, records, result, failed, skipped: in
         "shards": shards.num_rows,
         "clips": int(sum(shards.column("samples").to_pylist())),
         "skipped_units": skipped,
+        # Ray node id -> units it processed in this run (empty for executor="local" or all skipped)
+        "units_per_node": dict(Counter(r["node"] for r in records if r.get("node"))),
         "seconds": round(seconds, 2),
     }
 
@@ -201,4 +213,10 @@ def ingest_dfdc(config: IngestConfig) -> dict:
     with steps.output_lock(config.out):
         units, result, planned = scan_and_plan(config)
         records, failed, skipped = process_units(units, config)
-        return write_index(config, planned, records, result, failed, skipped, time.perf_counter() - t0)
+        summary = write_index(config, planned, records, result, failed, skipped, time.perf_counter() - t0)
+    if failed:  # indexes are written (the rest is usable), but the run must not look complete
+        raise RuntimeError(
+            f"{len(failed)} of {len(units)} shards failed after retries (their videos are in quarantine.parquet "
+            f"as worker_failed; rerun to retry them): " + "; ".join(f"{u.shard}: {e}" for u, e in failed[:3])
+        )
+    return summary

@@ -81,8 +81,17 @@ def atomic_open(uri: str) -> Iterator:
     parent, name = posixpath.split(path) if not is_local(uri) else os.path.split(path)
     fs.makedirs(parent, exist_ok=True)
     if not is_local(uri):
-        with fs.open(path, "wb") as f:  # S3/GCS uploads are atomic on close
+        # autocommit=False: closing uploads the data but publishes nothing; commit() makes the
+        # object appear. A plain `with fs.open(...)` would PUT the partial buffer on an exception.
+        f = fs.open(path, "wb", autocommit=False)
+        try:
             yield f
+        except BaseException:
+            f.discard()  # aborts a multipart upload already started (S3, GCS)
+            f.closed = True  # and never flush what is buffered
+            raise
+        f.close()
+        f.commit()
         return
     tmp = os.path.join(parent, f".{name}.{uuid.uuid4().hex}.tmp")
     try:

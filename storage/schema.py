@@ -149,12 +149,20 @@ def decode_sample(sample: dict) -> DecodedClip:
             raw = json.loads(value.decode("utf-8"))
             if not isinstance(raw, dict):
                 raise ShardFormatError(f"{key}: json member is not an object")
-            meta = ClipMeta(**raw)
+            try:
+                meta = ClipMeta(**raw)
+            except TypeError as e:  # missing or unknown fields
+                raise ShardFormatError(f"{key}: json member is not a ClipMeta ({e})") from e
         else:
             raise ShardFormatError(f"{key}: unexpected member {name!r} (refused: only frames, mel.npy, json)")
     if meta is None or mel is None or not frames:
         raise ShardFormatError(f"{key}: incomplete sample (needs frames, mel.npy and json)")
-    if sorted(frames) != list(range(meta.num_frames)):
+    if not isinstance(meta.clip, int) or f"{meta.video_id}/{meta.clip:03d}" != key:
+        raise ShardFormatError(f"{key}: json names video {meta.video_id!r} clip {meta.clip!r}, not this sample")
+    if meta.label not in LABELS or meta.split not in SPLITS:
+        raise ShardFormatError(f"{key}: label {meta.label!r} / split {meta.split!r} not in {sorted(LABELS)} / {SPLITS}")
+    # compare the count first: num_frames comes from the shard and may be absurd (10**12)
+    if meta.num_frames != len(frames) or sorted(frames) != list(range(len(frames))):
         raise ShardFormatError(f"{key}: frames {sorted(frames)} do not match num_frames={meta.num_frames}")
     if mel.ndim != 2 or mel.dtype != np.float16:
         raise ShardFormatError(f"{key}: mel must be 2-D float16, got {mel.shape} {mel.dtype}")

@@ -131,7 +131,7 @@ def scan_dfdc(root: str) -> ScanResult:
             try:
                 path = confine(part_dir, name)
             except PathEscapeError as e:
-                result.rejected.append(Rejection(part, str(name), "path_escape", f"{part}/metadata.json: {e}"))
+                result.rejected.append(Rejection(part, rel(name), "path_escape", f"{part}/metadata.json: {e}"))
                 continue
             if not os.path.isfile(path):
                 result.rejected.append(Rejection(part, rel(name), "missing_file", f"{rel(name)}: listed in metadata.json but not on disk"))

@@ -107,7 +107,9 @@ def read_record(shard: str) -> dict | None:
 def is_complete(unit: WorkUnit, config_hash: str) -> dict | None:
     record = read_record(unit.shard)
     if record and record.get("signature") == unit.signature(config_hash):
-        return record
+        # the record lies beside the planned shard: index that path, not the one it names
+        # (after the output root was moved, or the record edited, that one is elsewhere)
+        return {**record, "shard": unit.shard}
     return None
 
 

@@ -17,6 +17,16 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Prefect's temporary API server needs far more than its 20 s default on a busy 2-core machine
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+# Ray 2.60's `ray start` turns token auth on whenever ~/.ray/auth_token exists (anything that
+# ran ray.init() locally creates it), but a driver joining by address does not: pin the mode
+# for this session, with a token that lives only in this process tree.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", __import__("uuid").uuid4().hex)
+# the raylet dies when its agents (30 s) or workers (60 s) register late, as on a loaded machine
+os.environ.setdefault("RAY_agent_register_timeout_ms", "300000")
+os.environ.setdefault("RAY_worker_register_timeout_seconds", "300")
 
 FACE_SIZE = 64  # the tiny model's input size
 
@@ -110,6 +120,11 @@ def ray_address():
                 raise RuntimeError(f"ray start exited with {proc.returncode}")
             time.sleep(1)
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+
+    ray.init(address=address, log_to_driver=False)  # fails here, clearly, if the head is not usable
+    if proc.poll() is not None:
+        raise RuntimeError(f"ray head exited with {proc.returncode}")
     try:
         yield address
     finally:
