@@ -119,11 +119,18 @@ def write_doc(path: Path, results: dict, args, seconds: float) -> None:
         weak = [v for v, a in aucs.items() if a < 0.6]
         lines.append(f"- **{t}**: best {best} (AUC {aucs[best]:.2f})" + (f"; near chance: {', '.join(weak)}" if weak else "") + ".")
     av = {v: sum(results[v]["by_type"][t]["auc"] for t in AV_TYPES if t in results[v]["by_type"]) / len(AV_TYPES) for v in VARIANTS}
-    verdict = "beats" if av["avff_concat"] > max(av["video_only"], av["audio_only"]) else "does NOT beat"
-    lines += ["", f"On the audio-visual manipulations (mean AUC over {', '.join(AV_TYPES)}), the audio-visual model "
-              f"{verdict} the uni-modal variants: avff_concat {av['avff_concat']:.2f}, video_only {av['video_only']:.2f}, "
-              f"audio_only {av['audio_only']:.2f}. These are small models on small synthetic data: the numbers say "
-              "which signals each variant can use, not how AVFF does on DFDC."]  # fmt: skip
+    ranked = sorted(av.values(), reverse=True)
+    if max(av.values()) < 0.6 or ranked[0] - ranked[1] < 0.05:
+        verdict = ("does not clearly beat the uni-modal variants (all near chance or within 0.05 AUC of each other, "
+                   "which is noise at this size), so this run does NOT show the audio-visual advantage")
+    elif av["avff_concat"] == ranked[0]:
+        verdict = "beats the uni-modal variants"
+    else:
+        verdict = "does NOT beat the uni-modal variants"
+    lines += ["", f"On the audio-visual manipulations (mean AUC over {', '.join(AV_TYPES)}): avff_concat "
+              f"{av['avff_concat']:.2f}, video_only {av['video_only']:.2f}, audio_only {av['audio_only']:.2f}. "
+              f"The audio-visual model {verdict}. These are small models on small synthetic data: the numbers say "
+              "which signals each variant picked up, not how AVFF does on DFDC."]  # fmt: skip
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {path}")
 
