@@ -89,7 +89,9 @@ def init_ray(address: str | None, num_cpus: int | None):
     else:
         # single-node mode is what makes Ray 2.60 bind every port to 127.0.0.1
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        # address="local": always a new Ray of our own, never another user's running one
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False)  # fmt: skip
     return ray
 
 
