@@ -30,6 +30,9 @@ DATA=${DFDC_ROOT:-$ROOT/data/sample}
 SHARDS=${AVFF_SHARDS:-$ROOT/data/shards}
 TRAIN_OUT=${AVFF_TRAIN_OUT:-$ROOT/data/train}
 export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true
+# Ray 2.60 sees `uv run` in a driver's parents and makes every worker `uv run` a fresh env in its
+# working_dir copy (no .venv there: the workers die and tasks hang). Workers use this venv instead.
+export RAY_ENABLE_UV_RUN_RUNTIME_ENV=0
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 elapsed() { echo "$(( $(date +%s) - $1 ))s"; }

@@ -217,7 +217,8 @@ class Stack:
         """What a client (CLI, script, worker) exports to use this stack."""
         env = {"PREFECT_API_URL": self.prefect_api, "MLFLOW_TRACKING_URI": self.mlflow_uri}
         if self._running("ray"):
-            env.update(RAY_ADDRESS=self.ray_address, **self._ray_auth())
+            # =0: clients keep 127.0.0.1 as their node address instead of resolving it to the host's IP
+            env.update(RAY_ADDRESS=self.ray_address, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", **self._ray_auth())
         return env
 
     def _ray_auth(self) -> dict[str, str]:

@@ -19,6 +19,9 @@ fi
 uv sync --extra test --frozen
 
 export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true
+# Ray 2.60 sees `uv run` in a driver's parents and makes every worker `uv run` a fresh env in its
+# working_dir copy (no .venv there: the workers die and tasks hang). Workers use this venv instead.
+export RAY_ENABLE_UV_RUN_RUNTIME_ENV=0
 # a shell that ran `eval "$(avff stack env)"` must not point the tests at the user's servers
 unset PREFECT_API_URL MLFLOW_TRACKING_URI RAY_ADDRESS
 status=0

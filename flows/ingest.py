@@ -79,6 +79,9 @@ class IngestConfig(BaseModel):
 
 def init_ray(address: str | None, num_cpus: int | None):
     """Join $RAY_ADDRESS / the given cluster, or start a local Ray bound to 127.0.0.1."""
+    # a driver under `uv run` would otherwise make Ray start workers with `uv run` in a copy of the
+    # working dir, outside this venv (read when ray is first imported: also set by our scripts)
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     import ray
 
     if ray.is_initialized():

@@ -24,6 +24,8 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 # for this session, with a token that lives only in this process tree.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("RAY_AUTH_TOKEN", __import__("uuid").uuid4().hex)
+# workers use this venv, even when pytest runs under `uv run` (see deployments/test.sh)
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 # the raylet dies when its agents (30 s) or workers (60 s) register late, as on a loaded machine
 os.environ.setdefault("RAY_agent_register_timeout_ms", "300000")
 os.environ.setdefault("RAY_worker_register_timeout_seconds", "300")
