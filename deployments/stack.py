@@ -50,6 +50,9 @@ _QUIET = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
     "RAY_USAGE_STATS_ENABLED": "0",
+    # with `uv run` among a driver's ancestors (e.g. `uv run pytest` started the worker), Ray 2.60
+    # runs every worker through `uv run` in a copy of the working dir: no venv there, tasks hang
+    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "PYTHONUNBUFFERED": "1",
 }
@@ -406,16 +409,35 @@ class Stack:
                                  f"{log_tail(self._log(svc.name))}")  # fmt: skip
             time.sleep(1.0)
 
+    def _wait_ray(self, attempts: int = 3) -> None:
+        """Ray's own start-up has fixed 15-30 s deadlines (agents, node registration) that a busy
+        box can miss while the other servers boot; a failed start is retried on new ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._wait(self._service("ray"))
+            except StackError as e:
+                if attempt == attempts or "exited during start" not in str(e):
+                    raise
+                print(f"ray start failed (attempt {attempt}/{attempts}), retrying", file=sys.stderr)
+                self._stop("ray")
+                self._start(self._service("ray"))
+
     def _stop(self, name: str, grace: float = 30.0) -> bool:
         """SIGTERM the service (Ray: its `ray start` process, which stops its own daemons), then
-        SIGKILL whatever of its process group is left after ``grace`` seconds."""
+        SIGKILL whatever of its process group is left after ``grace`` seconds. True when it ran."""
+        try:
+            saved = json.loads(self._state_file(name).read_text())
+        except (OSError, ValueError):
+            return False
         state = self._running(name)
         self._state_file(name).unlink(missing_ok=True)
-        if state is None:
+        pid, pgid = saved["pid"], saved["pgid"]
+        if state is None and (alive(pid) or not group_members(pgid)):
+            # the pid now runs something else (recycled), or nothing of ours is left. Children
+            # still in the group of a *dead* leader are ours: Linux reuses no pid that is a live pgid.
             return False
-        pid, pgid = state["pid"], state["pgid"]
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM) if name == "ray" else os.killpg(pgid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM) if name == "ray" and state else os.killpg(pgid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while (alive(pid) or group_members(pgid)) and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -425,7 +447,7 @@ class Stack:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
         alive(pid)  # reap
-        return True
+        return state is not None
 
     # ------------------------------------------------------------ public API
 
@@ -433,14 +455,15 @@ class Stack:
         """Start what is not running (Prefect, MLflow, optionally Ray, then the worker); wait
         until each is healthy; return the URLs."""
         with self._locked():
-            names = ["prefect", "mlflow"] + (["ray"] if ray else [])
-            services = [self._service(n) for n in names]
+            services = [self._service(n) for n in ["prefect", "mlflow"] + (["ray"] if ray else [])]
             for svc in services:  # every port checked before anything starts: no half-started stack
                 self._check(svc)
             for svc in services:  # start all, then wait: the servers boot in parallel
                 self._start(svc)
-            for svc in services:
+            for svc in services[:2]:
                 self._wait(svc)
+            if ray:
+                self._wait_ray()
             worker = self._service("worker")
             state = self._running("worker")
             if state and state["env"] != _client_env(worker.env):

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test under tests/, the end-to-end stack test included (what .ci/run runs):
 #
-#     bash deployments/test.sh                 # all tests
-#     bash deployments/test.sh -m "not slow"   # without the tests that start servers
+#     bash deployments/test.sh                       # all tests (pyproject's testpaths: tests/)
+#     bash deployments/test.sh -m "not slow"         # without the tests that start servers
+#     bash deployments/test.sh tests/e2e/test_stack.py   # just these
 #
 # Installs from uv.lock (uv's cache, default ~/.cache/uv or $UV_CACHE_DIR, makes reruns fast).
 # Nothing else needs starting: tests/e2e starts its own stack (Prefect server + worker,
@@ -25,7 +26,7 @@ export RAY_ENABLE_UV_RUN_RUNTIME_ENV=0
 # a shell that ran `eval "$(avff stack env)"` must not point the tests at the user's servers
 unset PREFECT_API_URL MLFLOW_TRACKING_URI RAY_ADDRESS
 status=0
-uv run --frozen --no-sync pytest tests "$@" || status=$?
+uv run --frozen --no-sync pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "error: pytest collected no tests" >&2
     exit 1

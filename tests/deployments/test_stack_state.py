@@ -60,6 +60,18 @@ def test_down_stops_the_service_and_its_children(tmp_path):
     assert not [p for p in family if st.alive(p)] and stack.pids() == {}
 
 
+def test_down_kills_what_a_crashed_service_left_in_its_group(tmp_path):
+    script = "import subprocess; subprocess.Popen(['sleep', '60'])"  # the leader exits, its child stays
+    argv = [sys.executable, "-c", script]
+    proc = subprocess.Popen(argv, start_new_session=True)
+    proc.wait()
+    (orphan,) = st.group_members(proc.pid)
+    _write_state(tmp_path, "ray", proc, argv)
+    stack = st.Stack(tmp_path)
+    assert stack.pids() == {}  # not running...
+    assert stack.down() == [] and not st.alive(orphan)  # ...but nothing of it is left either
+
+
 def test_port_free_sees_a_listener():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -59,13 +59,15 @@ def stack(request):
     Its home (logs, DBs, Ray session) is kept when a test failed."""
     home = Path(tempfile.mkdtemp(prefix="avff-e2e-"))
     s = Stack(home, prefect_port=free_port(), mlflow_port=free_port(), ray_port=free_port(), ray_cpus=2)
+    failed = True
     try:
         with timed("stack up (cold)"):
             s.up(ray=True)
         yield s
+        failed = bool(request.session.testsfailed)
     finally:
         s.down()
-        if request.session.testsfailed:
+        if failed:
             KEPT.append(str(home))
         else:
             shutil.rmtree(home, ignore_errors=True)
