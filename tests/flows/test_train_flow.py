@@ -17,15 +17,6 @@ from tasks.synthetic_shards import write_synthetic_shards
 REGISTERED = "avff-dfdc"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Intra-op threads spin on a shared 2-core box (100x slower here); tiny models need one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def mlflow_store(tmp_path, monkeypatch):
     import mlflow

@@ -38,15 +38,6 @@ run_training(TrainSettings(**json.loads(sys.argv[1])), log=InMemoryLogger())
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Intra-op threads spin on a shared 2-core box; the tiny model needs one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("shards"))

@@ -16,15 +16,6 @@ from tasks.train_data import IMAGENET_MEAN, IMAGENET_STD, InputShape, infer_inpu
 N_TRAIN = 32  # 16 videos x 2 clips in 4 shards
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Intra-op threads spin on a shared 2-core box (100x slower here); tiny models need one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory):
     return write_synthetic_shards(str(tmp_path_factory.mktemp("data")))

@@ -28,15 +28,6 @@ SMALL = dict(img_size=32, num_frames=4, n_mels=32, mel_frames=32, num_slices=2)
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Intra-op threads spin on a shared 2-core box (100x slower here); tiny models need one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(seed: int = 0) -> AVFF:
     torch.manual_seed(seed)
     return AVFF(get_config("tiny", **SMALL))

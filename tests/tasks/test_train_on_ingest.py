@@ -15,15 +15,6 @@ from tasks.training import TrainSettings, run_training
 pytestmark = pytest.mark.slow  # needs the session's sample generation + ingest (about a minute)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Intra-op threads spin on a shared 2-core box (100x slower here); tiny models need one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_ingest_output_trains_with_the_tiny_preset(ingested, tmp_path):
     layout = fs.IngestLayout(str(ingested))
     ingest = json.loads(fs.read_bytes(layout.config))

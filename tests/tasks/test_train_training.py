@@ -17,15 +17,6 @@ from tasks.training import TrainSettings, run_training
 SMALL = {"num_slices": 2}  # the data sets img_size 32, 4 frames, 32x32 mels; K must fit 2 time tokens
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Intra-op threads spin on a shared 2-core box (100x slower here); tiny models need one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("data"))
