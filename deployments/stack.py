@@ -320,9 +320,12 @@ class Stack:
                     "--port", str(self.ports["ray"]), "--num-cpus", str(self.ray_cpus), "--include-dashboard", "false",
                     "--disable-usage-stats", "--temp-dir", str(self._ray_temp()), *ports, "--block"]  # fmt: skip
             env.update(self._ray_auth())
+            env.pop("RAY_AUTH_TOKEN", None)  # one token source: an inherited RAY_AUTH_TOKEN competes with the file
             return Service(name, argv, env, self.ports["ray"], self._ray_started)
         if name == "worker":
             env.update(self.env())
+            if "RAY_AUTH_TOKEN_PATH" in env:  # our Ray: its token file, not an inherited token
+                env.pop("RAY_AUTH_TOKEN", None)
             env["PREFECT_WORKER_QUERY_SECONDS"] = os.environ.get("PREFECT_WORKER_QUERY_SECONDS", "2")
             argv = [str(self.bin / "prefect"), "worker", "start", "--pool", self.pool, "--type", "process",
                     "--name", self._worker_name()]  # fmt: skip
