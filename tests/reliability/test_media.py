@@ -35,8 +35,12 @@ def test_variable_frame_rate_picks_the_frame_nearest_each_time(media, tmp_path, 
 
 
 def _read_bytes() -> int:
-    """Bytes this process has read through read(2) so far (Linux /proc/self/io)."""
-    with open("/proc/self/io") as f:
+    """Bytes this thread has read through read(2) so far (Linux /proc/thread-self/io).
+
+    Per thread, not per process: session fixtures (Prefect, Ray, MLflow clients) keep background
+    threads reading sockets, which would otherwise count. PyAV demuxes in the calling thread.
+    """
+    with open("/proc/thread-self/io") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
 
 
