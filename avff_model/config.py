@@ -39,6 +39,7 @@ class AVFFConfig:
     w_contrastive: float = 0.01
     w_recon: float = 1.0
     w_adv: float = 0.1
+    w_sync: float = 0.0  # ours, not the paper's: InfoNCE across the time slices of a clip (losses.sync_nce)
     temperature: float = 0.07  # initial value when learnable
     learn_temperature: bool = True
     contrastive_dim: int = 256  # shared space of the InfoNCE projections

@@ -47,26 +47,70 @@ def token_masks(
     return mask_v, mask_a
 
 
+def time_overlap(out_time: torch.Tensor, out_steps: int, in_time: torch.Tensor, in_steps: int) -> torch.Tensor:
+    """(L_out, L_in): how much of each output token's time span each input token covers; rows sum to 1.
+
+    Both grids span the same clip, so token time index i of n covers [i/n, (i+1)/n).
+    """
+    lo_o, hi_o = out_time[:, None] / out_steps, (out_time[:, None] + 1) / out_steps  # (L_out, 1)
+    lo_i, hi_i = in_time[None] / in_steps, (in_time[None] + 1) / in_steps  # (1, L_in)
+    overlap = (torch.minimum(hi_o, hi_i) - torch.maximum(lo_o, lo_i)).clamp(min=0)  # (L_out, L_in)
+    return overlap / overlap.sum(dim=1, keepdim=True)
+
+
 class CrossModalMap(nn.Module):
     """A2V / V2A: tokens of one modality -> predicted tokens of the other.
 
     (B, L_in, D_in) -> transformer block -> linear over the token axis (L_in -> L_out)
     -> linear over the width (D_in -> D_out) -> (B, L_out, D_out). The token-axis map is
     what moves information between the two token grids (which share no positions).
+
+    ``align`` (L_out, L_in), if given, initialises the token-axis map: :func:`time_overlap`
+    makes each predicted token start as the mean of the input tokens at the same time, so
+    from the first step a video token and its A2V prediction describe the same moment
+    (a random token map would have to learn that alignment from data first).
     """
 
     def __init__(self, l_in: int, l_out: int, d_in: int, d_out: int, heads: int, mlp_ratio: float = 4.0,
-                 dropout: float = 0.0):  # fmt: skip
+                 dropout: float = 0.0, align: torch.Tensor | None = None):  # fmt: skip
         super().__init__()
         self.block = Block(d_in, heads, mlp_ratio, dropout)
         self.token_map = nn.Linear(l_in, l_out)
         self.proj = nn.Linear(d_in, d_out)
         self.apply(init_weights)
+        if align is not None:
+            with torch.no_grad():
+                self.token_map.weight.copy_(align)  # (L_out, L_in)
+                self.token_map.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block(x)  # (B, L_in, D_in)
         x = self.token_map(x.transpose(1, 2))  # (B, D_in, L_out)
         return self.proj(x.transpose(1, 2))  # (B, L_out, D_out)
+
+
+def slice_pool(tokens: torch.Tensor, slices: torch.Tensor, num_slices: int) -> torch.Tensor:
+    """tokens (B, L, D), slices (L,) slice index of each token -> (B, K, D) per-slice means."""
+    onehot = torch.nn.functional.one_hot(slices, num_slices).to(tokens.dtype)  # (L, K)
+    return torch.einsum("bld,lk->bkd", tokens, onehot) / onehot.sum(dim=0)[None, :, None]
+
+
+def sync_candidates(audio: torch.Tensor, num_slices: int, window: tuple[int, int], shifts: tuple[int, ...]) -> torch.Tensor:
+    """audio (B, 1, F, Tm) -> (1 + N, B, 1, F, Tm): the clip's audio, then N time-shifted copies.
+
+    Every candidate keeps only slices ``window`` = [lo, hi) and is 0 (the normalised mean)
+    elsewhere; candidate n holds the audio of slices [lo + shifts[n], hi + shifts[n]) there.
+    All candidates are contiguous audio with the same blank edges at the same positions:
+    no splice, no moved silence, no position tells the in-sync one apart, only lip sync.
+    """
+    lo, hi = window
+    if lo + min(shifts) < 0 or hi + max(shifts) > num_slices:
+        raise ValueError(f"window {window} shifted by {shifts} leaves the clip's {num_slices} slices")
+    step = audio.shape[-1] // num_slices  # mel frames per slice
+    out = audio.new_zeros((1 + len(shifts), *audio.shape))  # (1 + N, B, 1, F, Tm)
+    for n, d in enumerate((0, *shifts)):
+        out[n, ..., lo * step : hi * step] = audio[..., (lo + d) * step : (hi + d) * step]
+    return out
 
 
 def fuse_tokens(own: torch.Tensor, cross: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -66,17 +66,27 @@ def build_head(name: str, *, video_width: int, audio_width: int, hidden: int, he
 
 @register_head("avff_concat")
 class AVFFConcatHead(nn.Module):
-    """The paper: MLP on concat(pooled video, audio, A2V(audio), V2A(video))."""
+    """The paper's classifier: uni-modal and cross-modal features concatenated token by token.
+
+    On the video grid each token is video_t ⊕ A2V(audio)_t, on the audio grid audio_t ⊕
+    V2A(video)_t; a per-token MLP sees both halves before anything is averaged, so it can
+    compare what one modality shows with what the other predicts at the same place and time
+    (a mouth that does not match the sound). Pooling first would compare clip averages only,
+    and no average of a mouth track and a sound track tells whether they move together.
+    """
 
     inputs = ("video", "audio", "a2v", "v2a")
 
     def __init__(self, dv: int, da: int, hidden: int, heads: int, dropout: float):
         super().__init__()
-        self.mlp = mlp_head(2 * dv + 2 * da, hidden, dropout)
+        self.video_tokens = nn.Sequential(nn.LayerNorm(2 * dv), nn.Linear(2 * dv, hidden), nn.GELU())
+        self.audio_tokens = nn.Sequential(nn.LayerNorm(2 * da), nn.Linear(2 * da, hidden), nn.GELU())
+        self.mlp = mlp_head(2 * hidden, hidden, dropout)
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        z = torch.cat([feats[k].mean(dim=1) for k in self.inputs], dim=1)  # (B, 2 D_v + 2 D_a)
-        return self.mlp(z).squeeze(-1)  # (B,)
+        v = self.video_tokens(torch.cat([feats["video"], feats["a2v"]], dim=-1)).mean(dim=1)  # (B, H)
+        a = self.audio_tokens(torch.cat([feats["audio"], feats["v2a"]], dim=-1)).mean(dim=1)  # (B, H)
+        return self.mlp(torch.cat([v, a], dim=1)).squeeze(-1)  # (B,)
 
 
 @register_head("attention")

@@ -21,6 +21,22 @@ def info_nce(za: torch.Tensor, zb: torch.Tensor, logit_scale: torch.Tensor) -> t
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
 
+def sync_nce(zv: torch.Tensor, za: torch.Tensor, za_shifted: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Pick the in-sync audio: InfoNCE of a clip's video against its own audio and N shifted copies.
+
+    zv, za (B, K, E) per-time-slice embeddings of a clip's video and audio; za_shifted
+    (N, B, K, E) the same clip's audio rolled in time. A candidate's score is the mean over
+    slices of the cosine between video slice k and audio slice k. Identity, voice, content
+    and token positions are the same in every candidate, so only lip sync tells them apart.
+    """
+    zv = F.normalize(zv.float(), dim=-1)
+    cands = torch.cat([za[None], za_shifted], dim=0)  # (1 + N, B, K, E)
+    cands = F.normalize(cands.float(), dim=-1)
+    sims = (cands * zv[None]).sum(dim=-1).mean(dim=-1)  # (1 + N, B)
+    logits = logit_scale.float().clamp(max=4.6052).exp() * sims.t()  # (B, 1 + N)
+    return F.cross_entropy(logits, torch.zeros(zv.shape[0], dtype=torch.long, device=zv.device))
+
+
 def normalize_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """MAE's norm_pix_loss targets: each patch (B, L, P) to zero mean, unit variance."""
     mean = patches.mean(dim=-1, keepdim=True)  # (B, L, 1)

@@ -20,7 +20,7 @@ from . import losses as L
 from .audio_encoder import AudioEncoder
 from .config import AVFFConfig
 from .decoders import Decoder
-from .fusion import CrossModalMap, complementary_slice_mask, fuse_tokens, slice_ids, token_masks
+from .fusion import CrossModalMap, complementary_slice_mask, fuse_tokens, slice_ids, slice_pool, sync_candidates, time_overlap, token_masks
 from .heads import PatchDiscriminator, build_head
 from .layers import init_weights
 from .video_encoder import VideoEncoder
@@ -33,6 +33,11 @@ HEAD_PREFIX = "head."
 AUX_PREFIX = "aux_heads."
 CONTRASTIVE_PREFIXES = ("video_proj.", "audio_proj.", "logit_scale")
 FEATURES = ("video", "audio", "a2v", "v2a")
+
+
+# w_sync compares video slices [2, 6) with the audio of those slices and with the audio moved by
+# -2, -1, +1, +2 slices (0.4 s each at 3.2 s / 8 slices; see fusion.sync_candidates).
+SYNC_WINDOW, SYNC_SHIFTS = (2, 6), (-2, -1, 1, 2)
 
 
 @dataclass
@@ -48,6 +53,9 @@ class PretrainOutputs:
     slice_mask: torch.Tensor  # (B, K) bool, True = slice hidden from video
     z_video: torch.Tensor  # (B, E) contrastive embeddings
     z_audio: torch.Tensor  # (B, E)
+    zs_video: torch.Tensor | None = None  # (B, K', E) SYNC_WINDOW slices of the unmasked pass (w_sync > 0)
+    zs_audio: torch.Tensor | None = None  # (B, K', E) the same slices' audio alone (sync_candidates)
+    zs_audio_shifted: torch.Tensor | None = None  # (N, B, K, E) the clip's audio moved by SYNC_SHIFTS
 
 
 @dataclass
@@ -76,8 +84,10 @@ class AVFF(nn.Module):
             cfg.n_mels, cfg.mel_frames, cfg.audio_patch, da, cfg.audio_depth, cfg.audio_heads,
             cfg.mlp_ratio, cfg.dropout,
         )  # fmt: skip
-        self.a2v = CrossModalMap(la, lv, da, dv, cfg.audio_heads, cfg.mlp_ratio, cfg.dropout)
-        self.v2a = CrossModalMap(lv, la, dv, da, cfg.video_heads, cfg.mlp_ratio, cfg.dropout)
+        ve, ae = self.video_encoder, self.audio_encoder
+        v_time, a_time = (ve.token_time(), ve.num_time), (ae.token_time(), ae.num_time)
+        self.a2v = CrossModalMap(la, lv, da, dv, cfg.audio_heads, cfg.mlp_ratio, cfg.dropout, time_overlap(*v_time, *a_time))
+        self.v2a = CrossModalMap(lv, la, dv, da, cfg.video_heads, cfg.mlp_ratio, cfg.dropout, time_overlap(*a_time, *v_time))
         dec = (cfg.decoder_width, cfg.decoder_depth, cfg.decoder_heads)
         self.video_decoder = Decoder(cfg.video_grid, dv, *dec, cfg.video_patch_dim, cfg.mlp_ratio, cfg.dropout)
         self.audio_decoder = Decoder(cfg.audio_grid, da, *dec, cfg.audio_patch_dim, cfg.mlp_ratio, cfg.dropout)
@@ -103,7 +113,6 @@ class AVFF(nn.Module):
             for m in ("video", "audio")
         }) if cfg.aux_heads else None  # fmt: skip
         k = cfg.num_slices
-        ve, ae = self.video_encoder, self.audio_encoder
         self.register_buffer("video_slices", slice_ids(ve.token_time(), ve.num_time, k), persistent=False)  # (L_v,)
         self.register_buffer("audio_slices", slice_ids(ae.token_time(), ae.num_time, k), persistent=False)  # (L_a,)
 
@@ -130,15 +139,27 @@ class AVFF(nn.Module):
         target_a = self.audio_encoder.patchify(audio)  # (B, L_a, P_a)
         if self.cfg.norm_pix_loss:
             target_v, target_a = L.normalize_patches(target_v), L.normalize_patches(target_a)
+        zs_v = zs_a = None
+        if not self.cfg.contrastive_on_masked or self.cfg.w_sync > 0:  # the tokens stage 2 classifies
+            v_full, a_full = self.video_encoder(video), self.audio_encoder(audio)  # (B, L_v, D_v), (B, L_a, D_a)
         if self.cfg.contrastive_on_masked:  # pool the visible tokens of the masked pass
             pv = (v * (~mask_v)[..., None]).sum(1) / (~mask_v).sum(1, keepdim=True)  # (B, D_v)
             pa = (a * (~mask_a)[..., None]).sum(1) / (~mask_a).sum(1, keepdim=True)  # (B, D_a)
-        else:  # an unmasked pass: the embeddings stage 2 classifies (see docs/model.md)
-            pv = self.video_encoder(video).mean(dim=1)  # (B, D_v)
-            pa = self.audio_encoder(audio).mean(dim=1)  # (B, D_a)
+        else:  # an unmasked pass (see docs/model.md)
+            pv, pa = v_full.mean(dim=1), a_full.mean(dim=1)  # (B, D_v), (B, D_a)
+        zs_shift = None
+        if self.cfg.w_sync > 0:
+            k, (lo, hi) = self.cfg.num_slices, SYNC_WINDOW
+            zs_v = self.video_proj(slice_pool(v_full, self.video_slices, k)[:, lo:hi])  # (B, K', E)
+            cands = sync_candidates(audio, k, SYNC_WINDOW, SYNC_SHIFTS)  # (1 + N, B, 1, F, Tm)
+            a_c = self.audio_encoder(cands.flatten(0, 1))  # ((1 + N) B, L_a, D_a)
+            z_c = self.audio_proj(slice_pool(a_c, self.audio_slices, k)[:, lo:hi])  # ((1 + N) B, K', E)
+            z_c = z_c.reshape(1 + len(SYNC_SHIFTS), audio.shape[0], hi - lo, -1)  # (1 + N, B, K', E)
+            zs_a, zs_shift = z_c[0], z_c[1:]
         return PretrainOutputs(
-            pred_v, pred_a, target_v, target_a, mask_v, mask_a, slice_mask, self.video_proj(pv), self.audio_proj(pa)
-        )
+            pred_v, pred_a, target_v, target_a, mask_v, mask_a, slice_mask, self.video_proj(pv), self.audio_proj(pa),
+            zs_v, zs_a, zs_shift,
+        )  # fmt: skip
 
     def losses_from_outputs(self, out: PretrainOutputs) -> dict[str, torch.Tensor]:
         """The stage-1 loss dict (see :meth:`pretrain_losses`) from one pass's outputs."""
@@ -156,9 +177,13 @@ class AVFF(nn.Module):
             self.audio_disc(out.target_audio), self.audio_disc(out.pred_audio.detach()), out.mask_audio
         )  # fmt: skip
         loss = cfg.w_contrastive * contrastive + cfg.w_recon * (recon_v + recon_a) + cfg.w_adv * adv_gen
+        extra = {}
+        if out.zs_video is not None:
+            extra["sync"] = L.sync_nce(out.zs_video, out.zs_audio, out.zs_audio_shifted, self.logit_scale)
+            loss = loss + cfg.w_sync * extra["sync"]
         return {
             "loss": loss, "contrastive": contrastive, "recon_video": recon_v, "recon_audio": recon_a,
-            "adv_gen": adv_gen, "disc_loss": disc,
+            "adv_gen": adv_gen, "disc_loss": disc, **extra,
         }  # fmt: skip
 
     def pretrain_losses(

@@ -19,10 +19,14 @@ def _mlp_head(d_in: int, hidden: int) -> int:
     return 2 * d_in + d_in * hidden + hidden + hidden + 1  # LayerNorm, Linear, Linear(hidden, 1)
 
 
+def _token_mlp(d_in: int, hidden: int) -> int:
+    return 2 * d_in + d_in * hidden + hidden  # LayerNorm, Linear
+
+
 def _head(cfg: AVFFConfig) -> int:
     dv, da, h = cfg.video_width, cfg.audio_width, cfg.head_hidden
     return {
-        "avff_concat": _mlp_head(2 * dv + 2 * da, h),
+        "avff_concat": _token_mlp(2 * dv, h) + _token_mlp(2 * da, h) + _mlp_head(2 * h, h),
         "attention": (dv + 1) * h + (da + 1) * h + 3 * h + _block(h, 4.0) + 2 * h + h + 1,
         "late": _mlp_head(dv, h) + _mlp_head(da, h),
         "video_only": _mlp_head(dv, h),

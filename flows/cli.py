@@ -24,6 +24,7 @@ def _add_ingest(sub) -> None:
     p.add_argument("--no-require-audio", action="store_true", help="keep videos without audio (silent mel)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ratios", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST"))
+    p.add_argument("--folds", type=int, default=5, help="k of the manifest's grouped k-fold column (cv-avff)")
     p.add_argument("--num-workers", type=int, default=None)
 
 
@@ -39,6 +40,7 @@ def _ingest(args) -> int:
         max_clips=args.max_clips,
         require_audio=not args.no_require_audio,
         seed=args.seed,
+        folds=args.folds,
         ratios=tuple(args.ratios),
         num_workers=args.num_workers,
     )

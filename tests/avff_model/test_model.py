@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,10 @@ from safetensors.torch import load_file, save_file
 
 import avff_model
 from avff_model import AVFF, estimate_activation_bytes, estimate_params, get_config, list_configs, list_heads
-from avff_model.fusion import complementary_slice_mask, slice_ids
+from avff_model.fusion import complementary_slice_mask, slice_ids, sync_candidates, time_overlap
+from avff_model.heads import build_head
 from avff_model.layers import patchify_audio, patchify_video, unpatchify_audio, unpatchify_video
-from avff_model.losses import info_nce, masked_mse
+from avff_model.losses import info_nce, masked_mse, sync_nce
 
 B = 2
 TERMS = ("contrastive", "recon_video", "recon_audio", "adv_gen")
@@ -337,3 +339,58 @@ def test_package_imports_no_orchestration_libraries():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n.split(".")[0] in {"prefect", "ray", "mlflow"} for n in names), path
+
+
+# ---------------------------------------------------------------- time alignment and lip sync
+def test_cross_modal_maps_start_time_aligned():
+    """A2V's token map starts as the time-overlap average: a constant audio column lands at its time."""
+    model = make_model()
+    ve, ae = model.video_encoder, model.audio_encoder
+    align = time_overlap(ve.token_time(), ve.num_time, ae.token_time(), ae.num_time)  # (L_v, L_a)
+    torch.testing.assert_close(align.sum(dim=1), torch.ones(align.shape[0]))
+    torch.testing.assert_close(model.a2v.token_map.weight, align)
+    # video step 0 of 8 covers [0, 1/8): audio columns 0, 1 (of 20) fully and half of column 2
+    row = align[0][ae.token_time() < 3].reshape(-1, 3)[0]  # one frequency row, columns 0..2
+    torch.testing.assert_close(row / row.sum(), torch.tensor([0.4, 0.4, 0.2]))
+    assert (align[0][ae.token_time() >= 3] == 0).all()
+
+
+def test_concat_head_compares_modalities_token_by_token():
+    """Same per-modality averages, different pairing over time -> different logits (pooling first could not tell)."""
+    head = build_head("avff_concat", video_width=4, audio_width=4, hidden=16, heads=1, dropout=0.0)
+    t = torch.arange(8.0)[None, :, None].repeat(1, 1, 4)  # (1, 8, 4) a ramp over time
+    in_sync = {"video": t, "a2v": t, "audio": t, "v2a": t}
+    shuffled = {"video": t, "a2v": t.flip(1), "audio": t, "v2a": t.flip(1)}  # same means, other order
+    assert not torch.allclose(head(in_sync), head(shuffled))
+
+
+def test_sync_candidates_are_contiguous_windows_with_the_same_blank_edges():
+    audio = torch.arange(320.0).expand(2, 1, 128, 320)  # mel frame index as the value
+    cands = sync_candidates(audio, 8, (2, 6), (-2, 1))  # slices of 40 frames
+    assert cands.shape == (3, 2, 1, 128, 320)
+    assert (cands[..., :80] == 0).all() and (cands[..., 240:] == 0).all()
+    for n, d in enumerate((0, -2, 1)):
+        torch.testing.assert_close(cands[n, 0, 0, 0, 80:240], torch.arange(80.0, 240.0) + 40 * d)
+    with pytest.raises(ValueError, match="leaves the clip"):
+        sync_candidates(audio, 8, (2, 6), (-3,))
+
+
+def test_sync_nce_scores_the_in_sync_candidate():
+    zv = torch.randn(3, 4, 8)
+    chance = sync_nce(zv, zv, torch.stack([zv, zv]), torch.tensor(0.0))
+    assert chance.item() == pytest.approx(math.log(3), abs=1e-5)  # three identical candidates
+    good = sync_nce(zv, zv, torch.stack([-zv, -zv]), torch.tensor(math.log(10.0)))
+    bad = sync_nce(zv, -zv, torch.stack([zv, -zv]), torch.tensor(math.log(10.0)))
+    assert good.item() < 1e-3 < math.log(3) < bad.item()
+
+
+def test_sync_loss_is_added_only_when_weighted_and_trains_both_encoders():
+    video, audio = make_batch(get_config("tiny"))
+    assert "sync" not in make_model().pretrain_losses(video, audio, gen())
+    model = make_model(w_sync=1.0)
+    losses = model.pretrain_losses(video, audio, gen())
+    assert math.isfinite(losses["sync"].item())
+    model.zero_grad()
+    losses["sync"].backward()
+    for enc in (model.video_encoder, model.audio_encoder):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
