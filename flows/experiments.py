@@ -162,6 +162,9 @@ def fold_jobs(config: CVConfig) -> tuple[list[int], list[ChildJob]]:
     train = config.train
     rows = manifest_rows(fs.IngestLayout(train.data))
     folds = config.folds if config.folds is not None else list_folds(rows)
+    if not folds:
+        raise ValueError(f"no ingested train/val videos in {fs.IngestLayout(train.data).manifest}: nothing to "
+                         "cross-validate (were they all quarantined? see quarantine.parquet next to it)")  # fmt: skip
     for k in folds:  # unknown folds, empty sides, groups across folds
         fold_split(rows, k)
     base = dataclasses.replace(train.settings(), log_checkpoints=config.log_checkpoints)

@@ -57,6 +57,12 @@ class IngestConfig(BaseModel):
     retries: int = Field(2, ge=0, le=10)
     progress: bool = True
 
+    @field_validator("data", "out")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        """Local paths become absolute here, in the flow's working directory: Ray workers run elsewhere."""
+        return os.path.abspath(v) if fs.is_local(v) and not v.startswith("file://") else v
+
     @field_validator("ratios")
     @classmethod
     def _ratios(cls, v):
@@ -180,6 +186,16 @@ def _process_unit_dict(unit: WorkUnit, pre: PreprocessConfig, jpeg_quality: int)
     return {**asdict(process_unit(unit, pre, jpeg_quality=jpeg_quality)), "node": ray.get_runtime_context().get_node_id()}
 
 
+def _quarantine_reasons(uri: str, show: int = 3) -> str:
+    """'error x 56 (first: <file>: <message>)' for the commonest reasons in quarantine.parquet."""
+    rows = fs.read_parquet(uri).to_pylist()
+    counts = Counter(r["reason"] for r in rows)
+    first = {}
+    for r in rows:
+        first.setdefault(r["reason"], (r.get("error") or "").strip().splitlines()[-1:] or [""])
+    return "; ".join(f"{reason} x {n} (e.g. {first[reason][0][:200]})" for reason, n in counts.most_common(show))
+
+
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
@@ -219,6 +235,11 @@ def ingest_dfdc(config: IngestConfig) -> dict:
         units, result, planned = scan_and_plan(config)
         records, failed, skipped = process_units(units, config)
         summary = write_index(config, planned, records, result, failed, skipped, time.perf_counter() - t0)
+    if summary["videos"] and not summary["ingested"] and not failed:  # nothing usable: say why, do not look done
+        raise RuntimeError(
+            f"none of the {summary['videos']} videos under {config.data} was ingested; reasons per video in "
+            f"{summary['quarantine']}: " + _quarantine_reasons(summary["quarantine"])
+        )
     if failed:  # indexes are written (the rest is usable), but the run must not look complete
         raise RuntimeError(
             f"{len(failed)} of {len(units)} shards failed after retries (their videos are in quarantine.parquet "

@@ -126,3 +126,31 @@ def test_second_ingest_on_same_output_refuses(tmp_path):
                 pass
     with output_lock(str(tmp_path)):  # released: usable again
         pass
+
+
+def test_relative_local_paths_are_resolved_where_the_flow_runs(tmp_path, monkeypatch):
+    """Ray workers run in their own directory: the flow hands them absolute paths."""
+    from flows.ingest import IngestConfig
+
+    monkeypatch.chdir(tmp_path)
+    cfg = IngestConfig(data="data/sample", out="./data/shards")
+    assert (cfg.data, cfg.out) == (str(tmp_path / "data" / "sample"), str(tmp_path / "data" / "shards"))
+    assert IngestConfig(data="s3://bucket/dfdc", out="s3://bucket/shards").out == "s3://bucket/shards"
+
+
+def test_a_run_that_ingests_nothing_fails_and_says_why(tmp_path, ingest_config, prefect_server):
+    """Every video unusable: the flow run fails naming the reason; CV on that output refuses before training."""
+    from flows.experiments import CVConfig, fold_jobs
+    from flows.ingest import ingest_dfdc
+    from flows.train import TrainConfig
+
+    part = tmp_path / "dfdc" / "dfdc_train_part_0"
+    part.mkdir(parents=True)
+    (part / "aaaa.mp4").write_bytes(b"this is not a video")
+    (part / "metadata.json").write_text(json.dumps({"aaaa.mp4": {"label": "REAL", "split": "train", "original": None}}))
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match=r"none of the 1 videos .* was ingested.*aaaa\.mp4"):
+        ingest_dfdc(ingest_config(tmp_path / "dfdc", out))
+    assert pq.read_table(out / "quarantine.parquet").num_rows == 1  # recorded before failing
+    with pytest.raises(ValueError, match="nothing to cross-validate"):
+        fold_jobs(CVConfig(train=TrainConfig(data=str(out), checkpoint_dir=str(tmp_path / "cv"))))
