@@ -94,11 +94,12 @@ def test_killed_run_resumes_to_identical_shards(ingested, dfdc_sample, tmp_path)
            "--executor", "local", "--face-size", "64", "--videos-per-shard", "8"]
     # the session fixture used ratios (0.6, 0.2, 0.2); the CLI must match it for identical output
     cmd += ["--ratios", "0.6", "0.2", "0.2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # its own process group: kill -9 takes the CLI *and* the temporary Prefect server it started
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and not list((out / "shards").rglob("*.tar.json")):
         time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = len(list((out / "shards").rglob("*.tar.json")))
     assert 1 <= done_before < len(_shard_hashes(ingested)), "kill landed mid-run"
