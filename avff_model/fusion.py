@@ -95,6 +95,12 @@ def slice_pool(tokens: torch.Tensor, slices: torch.Tensor, num_slices: int) -> t
     return torch.einsum("bld,lk->bkd", tokens, onehot) / onehot.sum(dim=0)[None, :, None]
 
 
+# The lip-sync comparison (w_sync loss, "sync" features): video slices [2, 6) against the audio of
+# those slices and against the same audio moved by -2, -1, +1, +2 slices (0.4 s each at 3.2 s / 8).
+SYNC_WINDOW, SYNC_SHIFTS = (2, 6), (-2, -1, 1, 2)
+SYNC_FEATURES = 2 * len(SYNC_SHIFTS) + 1  # width of the "sync" feature (see AVFF.sync_similarities)
+
+
 def sync_candidates(audio: torch.Tensor, num_slices: int, window: tuple[int, int], shifts: tuple[int, ...]) -> torch.Tensor:
     """audio (B, 1, F, Tm) -> (1 + N, B, 1, F, Tm): the clip's audio, then N time-shifted copies.
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .fusion import SYNC_FEATURES
 from .layers import Block, init_weights
 
 
@@ -83,10 +84,29 @@ class AVFFConcatHead(nn.Module):
         self.audio_tokens = nn.Sequential(nn.LayerNorm(2 * da), nn.Linear(2 * da, hidden), nn.GELU())
         self.mlp = mlp_head(2 * hidden, hidden, dropout)
 
-    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+    def pooled(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         v = self.video_tokens(torch.cat([feats["video"], feats["a2v"]], dim=-1)).mean(dim=1)  # (B, H)
         a = self.audio_tokens(torch.cat([feats["audio"], feats["v2a"]], dim=-1)).mean(dim=1)  # (B, H)
-        return self.mlp(torch.cat([v, a], dim=1)).squeeze(-1)  # (B,)
+        return torch.cat([v, a], dim=1)  # (B, 2H)
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.mlp(self.pooled(feats)).squeeze(-1)  # (B,)
+
+
+@register_head("avff_sync")
+class AVFFSyncHead(AVFFConcatHead):
+    """avff_concat plus the lip-sync scores (``AVFF.sync_similarities``): how well the clip's own
+    audio fits its mouth compared with the same audio moved by 0.4-0.8 s. Meaningful after a
+    stage 1 with ``w_sync > 0``, which trains the projections the scores are measured in."""
+
+    inputs = (*AVFFConcatHead.inputs, "sync")
+
+    def __init__(self, dv: int, da: int, hidden: int, heads: int, dropout: float):
+        super().__init__(dv, da, hidden, heads, dropout)
+        self.mlp = mlp_head(2 * hidden + SYNC_FEATURES, hidden, dropout)
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.mlp(torch.cat([self.pooled(feats), feats["sync"]], dim=1)).squeeze(-1)  # (B,)
 
 
 @register_head("attention")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.func import functional_call
@@ -20,7 +21,10 @@ from . import losses as L
 from .audio_encoder import AudioEncoder
 from .config import AVFFConfig
 from .decoders import Decoder
-from .fusion import CrossModalMap, complementary_slice_mask, fuse_tokens, slice_ids, slice_pool, sync_candidates, time_overlap, token_masks
+from .fusion import (
+    SYNC_SHIFTS, SYNC_WINDOW, CrossModalMap, complementary_slice_mask, fuse_tokens, slice_ids, slice_pool,
+    sync_candidates, time_overlap, token_masks,
+)
 from .heads import PatchDiscriminator, build_head
 from .layers import init_weights
 from .video_encoder import VideoEncoder
@@ -35,9 +39,6 @@ CONTRASTIVE_PREFIXES = ("video_proj.", "audio_proj.", "logit_scale")
 FEATURES = ("video", "audio", "a2v", "v2a")
 
 
-# w_sync compares video slices [2, 6) with the audio of those slices and with the audio moved by
-# -2, -1, +1, +2 slices (0.4 s each at 3.2 s / 8 slices; see fusion.sync_candidates).
-SYNC_WINDOW, SYNC_SHIFTS = (2, 6), (-2, -1, 1, 2)
 
 
 @dataclass
@@ -149,17 +150,30 @@ class AVFF(nn.Module):
             pv, pa = v_full.mean(dim=1), a_full.mean(dim=1)  # (B, D_v), (B, D_a)
         zs_shift = None
         if self.cfg.w_sync > 0:
-            k, (lo, hi) = self.cfg.num_slices, SYNC_WINDOW
-            zs_v = self.video_proj(slice_pool(v_full, self.video_slices, k)[:, lo:hi])  # (B, K', E)
-            cands = sync_candidates(audio, k, SYNC_WINDOW, SYNC_SHIFTS)  # (1 + N, B, 1, F, Tm)
-            a_c = self.audio_encoder(cands.flatten(0, 1))  # ((1 + N) B, L_a, D_a)
-            z_c = self.audio_proj(slice_pool(a_c, self.audio_slices, k)[:, lo:hi])  # ((1 + N) B, K', E)
-            z_c = z_c.reshape(1 + len(SYNC_SHIFTS), audio.shape[0], hi - lo, -1)  # (1 + N, B, K', E)
+            zs_v, z_c = self.sync_embeddings(v_full, audio)  # (B, K', E), (1 + N, B, K', E)
             zs_a, zs_shift = z_c[0], z_c[1:]
         return PretrainOutputs(
             pred_v, pred_a, target_v, target_a, mask_v, mask_a, slice_mask, self.video_proj(pv), self.audio_proj(pa),
             zs_v, zs_a, zs_shift,
         )  # fmt: skip
+
+    def sync_embeddings(self, video_tokens: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unmasked video tokens (B, L_v, D_v) and audio (B, 1, F, Tm) -> the SYNC_WINDOW slices'
+        video embeddings (B, K', E) and those of the clip's audio and its moved copies (1 + N, B, K', E)."""
+        k, (lo, hi) = self.cfg.num_slices, SYNC_WINDOW
+        zv = self.video_proj(slice_pool(video_tokens, self.video_slices, k)[:, lo:hi])  # (B, K', E)
+        cands = sync_candidates(audio, k, SYNC_WINDOW, SYNC_SHIFTS)  # (1 + N, B, 1, F, Tm)
+        a_c = self.audio_encoder(cands.flatten(0, 1))  # ((1 + N) B, L_a, D_a)
+        z_c = self.audio_proj(slice_pool(a_c, self.audio_slices, k)[:, lo:hi])  # ((1 + N) B, K', E)
+        return zv, z_c.reshape(1 + len(SYNC_SHIFTS), audio.shape[0], hi - lo, -1)
+
+    def sync_similarities(self, video_tokens: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """-> (B, 2N + 1): mean cosine of the video with its own audio and with each moved copy,
+        then own minus each copy (positive where the clip's own audio fits its mouth best)."""
+        zv, z_c = self.sync_embeddings(video_tokens, audio)
+        zv, z_c = F.normalize(zv.float(), dim=-1), F.normalize(z_c.float(), dim=-1)
+        sims = (z_c * zv[None]).sum(dim=-1).mean(dim=-1).t()  # (B, 1 + N)
+        return torch.cat([sims, sims[:, :1] - sims[:, 1:]], dim=1).to(video_tokens.dtype)  # (B, 2N + 1)
 
     def losses_from_outputs(self, out: PretrainOutputs) -> dict[str, torch.Tensor]:
         """The stage-1 loss dict (see :meth:`pretrain_losses`) from one pass's outputs."""
@@ -202,10 +216,11 @@ class AVFF(nn.Module):
         self, video: torch.Tensor, audio: torch.Tensor, features: tuple[str, ...] = FEATURES
     ) -> dict[str, torch.Tensor]:
         """Unmasked token features: "video" (B, L_v, D_v), "audio" (B, L_a, D_a),
-        "a2v" (B, L_v, D_v), "v2a" (B, L_a, D_a); only those in ``features`` are computed."""
+        "a2v" (B, L_v, D_v), "v2a" (B, L_a, D_a), and "sync" (B, 2N + 1) lip-sync scores
+        (:meth:`sync_similarities`); only those in ``features`` are computed."""
         need = set(features)
         out: dict[str, torch.Tensor] = {}
-        if need & {"video", "v2a"}:
+        if need & {"video", "v2a", "sync"}:
             out["video"] = self.video_encoder(video)
         if need & {"audio", "a2v"}:
             out["audio"] = self.audio_encoder(audio)
@@ -213,6 +228,8 @@ class AVFF(nn.Module):
             out["a2v"] = self.a2v(out["audio"])
         if "v2a" in need:
             out["v2a"] = self.v2a(out["video"])
+        if "sync" in need:
+            out["sync"] = self.sync_similarities(out["video"], audio)
         return {k: out[k] for k in features}
 
     def embed(self, video: torch.Tensor, audio: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -274,8 +291,9 @@ class AVFF(nn.Module):
         return self._params(lambda n: n.startswith(CONTRASTIVE_PREFIXES))
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
-        """Encoder + A2V/V2A weights (position embeddings are fixed and not stored)."""
-        return {k: v for k, v in self.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
+        """Encoder + A2V/V2A weights and the contrastive projections (the "sync" features use them);
+        position embeddings are fixed and not stored."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith((*ENCODER_PREFIXES, *CONTRASTIVE_PREFIXES))}
 
     def save_pretrained_encoders(self, path: str | Path) -> None:
         save_file({k: v.detach().cpu().contiguous() for k, v in self.encoder_state_dict().items()}, str(path))

@@ -43,7 +43,7 @@ def add_train_arguments(p) -> None:
     g.add_argument("--grad-clip", type=float, help="max gradient norm; 0 disables")
     g.add_argument("--cycle-epochs", type=int, help="cosine_warm_restarts: epochs of the first cycle (T_0)")
     g.add_argument("--cycle-mult", type=float, help="cosine_warm_restarts: growth of each next cycle (T_mult)")
-    g.add_argument("--fusion", help="avff_concat | attention | late | video_only | audio_only")
+    g.add_argument("--fusion", help="avff_concat | avff_sync | attention | late | video_only | audio_only")
     g.add_argument("--dropout", type=float)
     g.add_argument("--video-augment", metavar="PRESET|JSON", help="none | light | strong, or a VideoAugment JSON")
     g.add_argument("--audio-augment", metavar="PRESET|JSON", help="none | sync_safe, or an AudioAugment JSON")

@@ -75,7 +75,7 @@ class TrainConfig(BaseModel):
     cycle_epochs: int = Field(1, ge=1, description="cosine_warm_restarts: epochs of the first cycle (T_0)")
     cycle_mult: float = Field(1.0, ge=1, description="cosine_warm_restarts: growth of each next cycle (T_mult)")
     # experiment switches (docs/experiments.md); every default is "off" / the preset's value
-    fusion: str | None = Field(None, description="stage-2 head: avff_concat, attention, late, video_only, audio_only")
+    fusion: str | None = Field(None, description="stage-2 head: avff_concat, avff_sync, attention, late, video_only, audio_only")
     dropout: float | None = Field(None, ge=0, lt=1, description="model dropout; None: the preset's")
     video_augment: VideoAugment = Field(default_factory=VideoAugment,
                                         description="per-clip video augmentation, or a preset: none | light | strong")

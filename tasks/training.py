@@ -115,7 +115,7 @@ class TrainSettings:
     log_checkpoints: bool = True  # log the best/last checkpoints as artifacts
     report_bootstrap: int = 200  # bootstrap resamples of the report's AUC confidence intervals
     # model switches (None: the preset's value; a different value in `overrides` raises)
-    fusion: str | None = None  # a head of avff_model.heads: avff_concat | attention | late | video_only | audio_only
+    fusion: str | None = None  # a head of avff_model.heads: avff_concat | avff_sync | attention | late | video_only | audio_only
     dropout: float | None = None
     # stage-2 augmentation: clips in the train loader, batches in the engine (never val/test)
     video_augment: VideoAugment = field(default_factory=VideoAugment)

@@ -295,7 +295,7 @@ def test_single_modality_heads_ignore_the_other_input(head, ignored):
 
 
 def test_all_required_heads_are_registered():
-    assert set(list_heads()) == {"avff_concat", "attention", "late", "video_only", "audio_only"}
+    assert set(list_heads()) == {"avff_concat", "avff_sync", "attention", "late", "video_only", "audio_only"}
 
 
 # ---------------------------------------------------------------- weights
@@ -394,3 +394,18 @@ def test_sync_loss_is_added_only_when_weighted_and_trains_both_encoders():
     losses["sync"].backward()
     for enc in (model.video_encoder, model.audio_encoder):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
+
+
+def test_sync_features_compare_own_audio_with_moved_copies():
+    model = make_model(fusion="avff_sync").eval()
+    video, audio = make_batch(model.cfg)
+    with torch.no_grad():
+        feats = model.forward_features(video, audio, ("sync",))
+        sync = feats["sync"]  # (B, 2N + 1): own, N copies, own minus each copy
+        n = (sync.shape[1] - 1) // 2
+        assert sync.shape == (B, 9) and n == 4
+        assert (sync[:, : n + 1].abs() <= 1 + 1e-5).all()
+        torch.testing.assert_close(sync[:, n + 1 :], sync[:, :1] - sync[:, 1 : n + 1])
+        assert model(video, audio).shape == (B,)
+    # the projections the scores live in travel with the pretrained encoders
+    assert {"video_proj.weight", "audio_proj.weight", "logit_scale"} <= set(model.encoder_state_dict())
