@@ -101,7 +101,9 @@ SYNC_WINDOW, SYNC_SHIFTS = (2, 6), (-2, -1, 1, 2)
 SYNC_FEATURES = 2 * len(SYNC_SHIFTS) + 1  # width of the "sync" feature (see AVFF.sync_similarities)
 
 
-def sync_candidates(audio: torch.Tensor, num_slices: int, window: tuple[int, int], shifts: tuple[int, ...]) -> torch.Tensor:
+def sync_candidates(
+    audio: torch.Tensor, num_slices: int, window: tuple[int, int], shifts: tuple[int, ...]
+) -> torch.Tensor:
     """audio (B, 1, F, Tm) -> (1 + N, B, 1, F, Tm): the clip's audio, then N time-shifted copies.
 
     Every candidate keeps only slices ``window`` = [lo, hi) and is 0 (the normalised mean)

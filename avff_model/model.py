@@ -39,8 +39,6 @@ CONTRASTIVE_PREFIXES = ("video_proj.", "audio_proj.", "logit_scale")
 FEATURES = ("video", "audio", "a2v", "v2a")
 
 
-
-
 @dataclass
 class PretrainOutputs:
     """Everything one masked stage-1 pass produces (targets already normalised if configured)."""
@@ -56,7 +54,7 @@ class PretrainOutputs:
     z_audio: torch.Tensor  # (B, E)
     zs_video: torch.Tensor | None = None  # (B, K', E) SYNC_WINDOW slices of the unmasked pass (w_sync > 0)
     zs_audio: torch.Tensor | None = None  # (B, K', E) the same slices' audio alone (sync_candidates)
-    zs_audio_shifted: torch.Tensor | None = None  # (N, B, K, E) the clip's audio moved by SYNC_SHIFTS
+    zs_audio_shifted: torch.Tensor | None = None  # (N, B, K', E) the clip's audio moved by SYNC_SHIFTS
 
 
 @dataclass
@@ -87,8 +85,9 @@ class AVFF(nn.Module):
         )  # fmt: skip
         ve, ae = self.video_encoder, self.audio_encoder
         v_time, a_time = (ve.token_time(), ve.num_time), (ae.token_time(), ae.num_time)
-        self.a2v = CrossModalMap(la, lv, da, dv, cfg.audio_heads, cfg.mlp_ratio, cfg.dropout, time_overlap(*v_time, *a_time))
-        self.v2a = CrossModalMap(lv, la, dv, da, cfg.video_heads, cfg.mlp_ratio, cfg.dropout, time_overlap(*a_time, *v_time))
+        a2v_align, v2a_align = time_overlap(*v_time, *a_time), time_overlap(*a_time, *v_time)  # (L_v, L_a), (L_a, L_v)
+        self.a2v = CrossModalMap(la, lv, da, dv, cfg.audio_heads, cfg.mlp_ratio, cfg.dropout, a2v_align)
+        self.v2a = CrossModalMap(lv, la, dv, da, cfg.video_heads, cfg.mlp_ratio, cfg.dropout, v2a_align)
         dec = (cfg.decoder_width, cfg.decoder_depth, cfg.decoder_heads)
         self.video_decoder = Decoder(cfg.video_grid, dv, *dec, cfg.video_patch_dim, cfg.mlp_ratio, cfg.dropout)
         self.audio_decoder = Decoder(cfg.audio_grid, da, *dec, cfg.audio_patch_dim, cfg.mlp_ratio, cfg.dropout)
