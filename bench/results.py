@@ -164,8 +164,8 @@ def write_doc(path: Path, results: dict, args, seconds: float | None) -> None:
         "",
         f"Reproduce: `python bench/results.py {_command_line()}` "
         f"({f'{seconds / 60:.0f} min' if seconds else 'time not recorded'} on {os.cpu_count()} CPU cores, "
-        f"{platform.processor() or platform.machine()}, with the sample and ingest steps already done; "
-        "generating and ingesting from scratch adds about 1 CPU-s per video).",
+        f"{platform.processor() or platform.machine()}, from an empty `--out`; a rerun skips the sample, "
+        "ingest and stage-1 steps whose outputs exist).",
         "",
         (f"Stage 1 (once, shared by every variant): {args.pretrain_real} real-only identities of another seed, "
          f"{args.pretrain_epochs} epochs, lip-sync loss weight w_sync={args.w_sync:g}; then each variant trains "
