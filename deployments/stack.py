@@ -123,6 +123,18 @@ def _tcp_open(port: int) -> bool:
     return False
 
 
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float, name: str, poll: float = 0.2) -> None:
+    """Until something accepts on 127.0.0.1:``port``; raises if ``proc`` exits first or after ``timeout`` s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}")
+        if _tcp_open(port):
+            return
+        time.sleep(poll)
+    raise TimeoutError(f"{name} not listening on {HOST}:{port} after {timeout}s")
+
+
 def cmdline(pid: int) -> list[str] | None:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -5,14 +5,15 @@ Expensive things (Ray start-up, video generation, ingest) happen once per test s
 
 from __future__ import annotations
 
+import math
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from deployments.stack import free_port, wait_for_port
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging
@@ -36,12 +37,6 @@ FACE_SIZE = 64  # the tiny model's input size
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +96,30 @@ def trained(prefect_server, ingested, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def assert_same_run():
+    """check(reference, other): two TrainResults are the same run (weights bit for bit, history, test metrics)."""
+    import torch
+
+    from tasks.checkpoint import load_checkpoint
+
+    def same(a, b) -> bool:
+        return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+    def check(reference, other) -> None:
+        assert other.best_epoch == reference.best_epoch
+        for tag in ("best_checkpoint", "last_checkpoint"):
+            a, b = load_checkpoint(getattr(reference, tag)), load_checkpoint(getattr(other, tag))
+            assert a.weights.keys() == b.weights.keys()
+            assert all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights), tag
+        assert len(other.history) == len(reference.history)
+        for ra, rb in zip(reference.history, other.history):
+            assert ra.keys() == rb.keys() and all(same(ra[k], rb[k]) for k in ra), (ra, rb)
+        assert all(same(reference.test_metrics[k], other.test_metrics[k]) for k in reference.test_metrics)
+
+    return check
+
+
+@pytest.fixture(scope="session")
 def ray_address():
     """A real Ray head bound to 127.0.0.1, started once; stopped by its pid."""
     port = free_port()
@@ -112,15 +131,7 @@ def ray_address():
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     address = f"127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ray start exited with {proc.returncode}")
-            time.sleep(1)
+    wait_for_port(port, proc, timeout=180, name="ray start", poll=1.0)
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
 

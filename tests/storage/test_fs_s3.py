@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import fsspec
 import pyarrow as pa
 import pytest
 
-from deployments.stack import free_port
+from deployments.stack import free_port, wait_for_port
 from storage import fs
 
 
@@ -38,7 +36,7 @@ def bucket(tmp_path_factory) -> str:
            "AWS_ENDPOINT_URL": endpoint, "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}  # fmt: skip
     s3fs_class = fsspec.get_filesystem_class("s3")
     try:
-        _wait_for_port(port, proc, timeout=60)
+        wait_for_port(port, proc, timeout=60, name="moto_server")
         with pytest.MonkeyPatch.context() as mp:
             for k, v in env.items():
                 mp.setenv(k, v)
@@ -56,17 +54,6 @@ def bucket(tmp_path_factory) -> str:
             proc.wait()
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"moto_server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"moto_server not listening on 127.0.0.1:{port} after {timeout}s")
 
 
 def _open_uploads(bucket: str) -> list:
