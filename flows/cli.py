@@ -26,6 +26,8 @@ def _add_ingest(sub) -> None:
     p.add_argument("--ratios", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--folds", type=int, default=5, help="k of the manifest's grouped k-fold column (cv-avff)")
     p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--identities", default=None, metavar="FILE",
+                   help="csv/parquet with columns video, identity: videos of one identity share a split")
 
 
 def _ingest(args) -> int:
@@ -43,6 +45,7 @@ def _ingest(args) -> int:
         folds=args.folds,
         ratios=tuple(args.ratios),
         num_workers=args.num_workers,
+        identities=args.identities,
     )
     result = ingest_dfdc(cfg)
     print(json.dumps(result, indent=2))

@@ -25,6 +25,7 @@ from storage import fs
 from tasks import ingest as steps
 from tasks.preprocess import PreprocessConfig
 from tasks.shards import WorkUnit, is_complete, process_unit
+from tasks.splits import identity_groups, read_identities
 from tasks.video import Limits
 
 
@@ -53,15 +54,18 @@ class IngestConfig(BaseModel):
     read_seconds: float = Field(60.0, gt=0)
     executor: Literal["ray", "local"] = "ray"
     ray_address: str | None = Field(None, description="Ray cluster address; default: $RAY_ADDRESS, else a local Ray")
+    identities: str | None = Field(
+        None, description="optional .csv/.parquet table `video -> identity` (columns video, identity): merges split groups"
+    )
     num_workers: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all)")
     retries: int = Field(2, ge=0, le=10)
     progress: bool = True
 
-    @field_validator("data", "out")
+    @field_validator("data", "out", "identities")
     @classmethod
-    def _absolute(cls, v: str) -> str:
+    def _absolute(cls, v: str | None) -> str | None:
         """Local paths become absolute here, in the flow's working directory: Ray workers run elsewhere."""
-        return os.path.abspath(v) if fs.is_local(v) and not v.startswith("file://") else v
+        return os.path.abspath(v) if v and fs.is_local(v) and not v.startswith("file://") else v
 
     @field_validator("ratios")
     @classmethod
@@ -109,9 +113,13 @@ def scan_and_plan(cfg: IngestConfig) -> tuple[list[WorkUnit], "steps.ScanResult"
     log = get_run_logger()
     result = steps.scan(cfg.data)
     layout = fs.IngestLayout(cfg.out)
+    grouping = identity_groups(result.entries, read_identities(cfg.identities) if cfg.identities else None)
+    for line in grouping.warnings():
+        log.warning("metadata links: %s", line)
     units, planned = steps.plan(
-        result, cfg.data, layout, ratios=cfg.ratios, folds=cfg.folds, seed=cfg.seed, videos_per_shard=cfg.videos_per_shard
-    )
+        result, cfg.data, layout, ratios=cfg.ratios, folds=cfg.folds, seed=cfg.seed,
+        videos_per_shard=cfg.videos_per_shard, grouping=grouping,
+    )  # fmt: skip
     fs.write_parquet(planned, layout.manifest)  # the planned manifest is visible before any decode
     stale = steps.remove_stale_shards(layout, units)
     log.info(
@@ -207,7 +215,7 @@ def write_index(cfg: IngestConfig, planned, records, result, failed, skipped: in
     layout = fs.IngestLayout(cfg.out)
     manifest, shards, quarantine = steps.finalize(planned, records, result, failed)
     steps.write_outputs(layout, manifest, shards, quarantine, {**cfg.model_dump(), "preprocess": cfg.preprocess().to_dict(), "preprocess_hash": cfg.preprocess().hash()})
-    summary = steps.summary_markdown(manifest, shards, quarantine, seconds, skipped)
+    summary = steps.summary_markdown(manifest, shards, quarantine, seconds, skipped, ratios=cfg.ratios)
     create_markdown_artifact(markdown=summary, key="ingest-summary", description=f"ingest of {cfg.data}")
     statuses = manifest.column("status").to_pylist()
     return {

@@ -18,7 +18,7 @@ import pyarrow as pa
 from storage import fs
 from tasks.metadata import ScanResult, scan_dfdc
 from tasks.shards import UnitVideo, WorkUnit, fingerprint, plan_units
-from tasks.splits import assign_splits
+from tasks.splits import Grouping, assign_splits, split_balance
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -96,9 +96,14 @@ def plan(
     folds: int,
     seed: int,
     videos_per_shard: int,
+    grouping: Grouping | None = None,
 ) -> tuple[list[WorkUnit], pa.Table]:
-    """Splits + work units + the planned manifest (probe columns filled in after processing)."""
-    assignment = assign_splits(result.entries, ratios, folds, seed)
+    """Splits + work units + the planned manifest (probe columns filled in after processing).
+
+    ``grouping``: :func:`tasks.splits.identity_groups` of the entries (with an identity map);
+    default: groups from the metadata's ``original`` links alone.
+    """
+    assignment = assign_splits(result.entries, ratios, folds, seed, grouping=grouping)
     videos = []
     for e in result.entries:
         a = assignment[e.video_id]
@@ -180,13 +185,17 @@ def remove_stale_shards(layout: fs.IngestLayout, units: list[WorkUnit]) -> list[
     return stale
 
 
-def summary_markdown(manifest: pa.Table, shards: pa.Table, quarantine: pa.Table, seconds: float, skipped: int) -> str:
+def summary_markdown(
+    manifest: pa.Table, shards: pa.Table, quarantine: pa.Table, seconds: float, skipped: int,
+    ratios: tuple[float, float, float] | None = None,
+) -> str:  # fmt: skip
     m = manifest.to_pylist()
     ingested = [r for r in m if r["status"] == "ingested"]
     clips = sum(r["clips"] or 0 for r in ingested)
     total_bytes = sum(shards.column("bytes").to_pylist()) if shards.num_rows else 0
     reasons = Counter(quarantine.column("reason").to_pylist())
-    by_split = Counter((r["split"], r["label"]) for r in ingested)
+    balance = split_balance(ingested)
+    target = dict(zip(balance, (r / sum(ratios) for r in ratios))) if ratios else {}
     lines = [
         "# ingest-dfdc summary",
         "",
@@ -196,9 +205,13 @@ def summary_markdown(manifest: pa.Table, shards: pa.Table, quarantine: pa.Table,
         f"- units skipped as already complete: {skipped}",
         f"- wall time: {seconds:.1f} s; throughput {len(m) / max(seconds, 1e-9):.2f} videos/s",
         "",
-        "| split | REAL | FAKE |",
-        "|---|---|---|",
-        *[f"| {s} | {by_split[(s, 'REAL')]} | {by_split[(s, 'FAKE')]} |" for s in ("train", "val", "test")],
+        "| split | groups | REAL | FAKE | share of videos (target) | FAKE fraction |",
+        "|---|---:|---:|---:|---:|---:|",
+        *[f"| {s} | {b['groups']} | {b['real']} | {b['fake']} | {b['share']:.3f}"
+          + (f" ({target[s]:.3f})" if target else "") + f" | {b['fake_fraction']:.3f} |" for s, b in balance.items()],
+        "",
+        "Splits hash each group's key with the seed (stable as data grows, stratified by label only in "
+        "expectation): on few groups the shares scatter around the targets.",
         "",
         "| quarantine reason | videos |",
         "|---|---|",
