@@ -11,7 +11,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--model", default="avff-dfdc@latest")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--experiment", default="avff-eval")
-    p.add_argument("--prior", type=float, default=None, help="training FAKE fraction for the prior baseline")
+    p.add_argument("--prior", type=float, default=None, help="the training split's video-level FAKE fraction (prior baseline; unknown when omitted)")
     p.add_argument("--out", default=None)
 
 

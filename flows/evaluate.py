@@ -23,6 +23,7 @@ from tasks.faces import FaceDetector
 from tasks.metadata import scan_dfdc
 from tasks.predict import preprocess_for, score_video
 from tasks.serving import load_model
+from tasks.splits import identity_groups
 
 
 class EvaluateConfig(BaseModel):
@@ -32,7 +33,10 @@ class EvaluateConfig(BaseModel):
     model: str = Field("avff-dfdc@latest", description="NAME@latest|NAME@VERSION|models:/...|runs:/...|local path")
     tracking_uri: str | None = None
     experiment: str = "avff-eval"
-    prior: float | None = Field(None, ge=0, le=1, description="training FAKE fraction for the prior baseline")
+    prior: float | None = Field(
+        None, ge=0, le=1,
+        description="the training split's video-level FAKE fraction, for the prior baseline (unknown when not given)",
+    )  # fmt: skip
     out: str | None = Field(None, description="where to write evaluation.md and scores.json (default: a temp dir)")
 
 
@@ -44,12 +48,13 @@ def score_videos(cfg: EvaluateConfig) -> list[dict]:
         log.warning("refused %s: %s", r.rel_path, r.error)
     scorer = load_model(model_uri(cfg.model))
     pre = preprocess_for(scorer)
+    groups = identity_groups(scan.entries).groups  # the bootstrap's unit: a REAL and its fakes
     rows = []
     with FaceDetector(min_score=pre.min_det_score, detect_side=pre.detect_side) as det:
         for i, e in enumerate(scan.entries):
             s = score_video(os.path.join(cfg.data, e.rel_path), scorer, pre, det)
             rows.append({"video_id": e.video_id, "label": e.label, "manipulation": e.manipulation,
-                         "p_fake": s.p_fake, "clips": s.clips, "reason": s.reason})  # fmt: skip
+                         "group": groups[e.video_id], "p_fake": s.p_fake, "clips": s.clips, "reason": s.reason})  # fmt: skip
             if s.p_fake is None:
                 log.warning("cannot score %s: %s", e.rel_path, s.error)
             if (i + 1) % 10 == 0:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from sklearn.metrics import (
@@ -201,26 +201,104 @@ def baselines(y_train, y_eval) -> dict[str, dict[str, float]]:
     }
 
 
-def bootstrap_auc_ci(
-    y_true, p_fake, *, n_resamples: int = 200, alpha: float = 0.05, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of ROC AUC, resampling samples with a seeded RNG.
+def group_bootstrap(
+    stat: Callable[[np.ndarray], float], groups: Sequence, *, n_resamples: int = 1000, seed: int = 0
+) -> np.ndarray:
+    """``stat(idx)`` over resamples of whole groups: (n_resamples,) values, NaN where ``stat`` is NaN.
 
-    Resamples holding one class are skipped; (NaN, NaN) when fewer than half are usable.
+    Each resample draws as many groups as there are, with replacement, and passes the
+    concatenated indices of their members, so a REAL video and its fakes (or one person's
+    videos) enter or leave a resample together: resampling videos independently would treat
+    correlated videos as independent evidence and give too narrow an interval.
+    """
+    keys = np.asarray(groups)
+    _, inv = np.unique(keys, return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(inv))]
+    members = [order[bounds[g] : bounds[g + 1]] for g in range(len(bounds) - 1)]
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_resamples)
+    for i in range(n_resamples):
+        drawn = rng.integers(0, len(members), len(members))
+        out[i] = stat(np.concatenate([members[g] for g in drawn]))
+    return out
+
+
+def percentile_interval(values: np.ndarray, alpha: float = 0.05, min_valid: float = 0.5) -> tuple[float, float]:
+    """(lo, hi) percentiles of the finite ``values``; (NaN, NaN) when fewer than ``min_valid`` are finite."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0 or len(v) < min_valid * len(values):
+        return math.nan, math.nan
+    lo, hi = np.quantile(v, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def auc_or_nan(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC, NaN when only one class is present."""
+    return float(roc_auc_score(y, p)) if _both_classes(y) else math.nan
+
+
+def bootstrap_auc_ci(
+    y_true, p_fake, *, groups: Sequence | None = None, n_resamples: int = 200, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of ROC AUC with a seeded RNG, resampling ``groups`` (default: samples).
+
+    Pass the group of each sample (e.g. the manifest's ``group``: a REAL and its fakes) whenever
+    samples share a source. Resamples holding one class are skipped; (NaN, NaN) when fewer than
+    half are usable.
     """
     y, p = _check(y_true, p_fake)
     if not _both_classes(y):
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    aucs = []
-    for _ in range(n_resamples):
-        idx = rng.integers(0, len(y), len(y))
-        if _both_classes(y[idx]):
-            aucs.append(roc_auc_score(y[idx], p[idx]))
-    if len(aucs) < n_resamples / 2:
-        return math.nan, math.nan
-    lo, hi = np.quantile(aucs, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
+    keys = np.arange(len(y)) if groups is None else np.asarray(groups)
+    if len(keys) != len(y):
+        raise ValueError(f"groups ({len(keys)}) and labels ({len(y)}) differ in length")
+    aucs = group_bootstrap(lambda idx: auc_or_nan(y[idx], p[idx]), keys, n_resamples=n_resamples, seed=seed)
+    return percentile_interval(aucs, alpha)
+
+
+def paired_auc_difference(
+    y_true, p_a, p_b, groups: Sequence, *, n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> dict[str, float]:
+    """AUC(a) - AUC(b) on the same samples, with a paired group-bootstrap interval.
+
+    Both models are scored on the same resampled groups, so what they share (hard videos,
+    easy identities) cancels. Keys: diff, lo, hi, and p_le_0, the share of resamples where a
+    does not beat b (a one-sided bootstrap p-value); "a beats b beyond noise" is ``lo > 0``.
+    """
+    y, pa = _check(y_true, p_a)
+    _, pb = _check(y_true, p_b)
+
+    def diff(idx: np.ndarray) -> float:
+        return auc_or_nan(y[idx], pa[idx]) - auc_or_nan(y[idx], pb[idx])
+
+    values = group_bootstrap(diff, groups, n_resamples=n_resamples, seed=seed)
+    lo, hi = percentile_interval(values, alpha)
+    finite = values[np.isfinite(values)]
+    return {"diff": diff(np.arange(len(y))), "lo": lo, "hi": hi,
+            "p_le_0": float((finite <= 0).mean()) if len(finite) else math.nan}  # fmt: skip
+
+
+# metrics that are NaN when the labels hold one class only (binary_metrics' keys)
+ONE_CLASS_NAN = ("auc", "average_precision", "eer")
+
+
+def check_monitor_defined(monitor: str, n_real: int, n_fake: int, split: str = "val") -> None:
+    """Raise ValueError when ``monitor`` (e.g. ``val_video_auc``) cannot be computed on ``split``.
+
+    AUC, AP and EER are NaN on one-class labels: early stopping on them would never find a
+    best epoch, and training would end with no checkpoint, no test and no report.
+    """
+    if n_real and n_fake:
+        return
+    if monitor.endswith(ONE_CLASS_NAN) or not (n_real or n_fake):
+        have = f"{n_real} REAL and {n_fake} FAKE videos"
+        raise ValueError(
+            f"monitor {monitor!r} is undefined: the {split} split holds {have}. Re-split so that {split} holds "
+            f"both classes (more data, other ratios/seed, an identity map) or monitor a loss such as "
+            f"{split}_video_log_loss."
+        )
 
 
 def evaluate_predictions(
@@ -230,14 +308,15 @@ def evaluate_predictions(
     *,
     threshold_val: float | None = None,
     y_train=None,
+    y_train_video=None,
     how: str = "mean",
 ) -> dict[str, dict]:
     """Clip- and video-level metrics of one split's clip predictions.
 
     Returns ``{"clip": m, "video": m}`` (threshold 0.5), plus ``"clip@val_threshold"`` and
-    ``"video@val_threshold"`` when ``threshold_val`` is given, plus
-    ``"baselines": {"clip": {"majority": m, "prior": m}, "video": {...}}`` when ``y_train``
-    (train labels; the prior is their FAKE fraction) is given.
+    ``"video@val_threshold"`` when ``threshold_val`` is given, plus ``"baselines"``: ``"clip"``
+    from ``y_train`` (the training clips' labels) and ``"video"`` from ``y_train_video`` (one
+    label per training video: the video-level prior, not the clip-level one), each given.
     """
     _, y_vid, p_vid = aggregate_by_video(clip_video_ids, y_true, p_fake, how=how)
     out: dict[str, dict] = {
@@ -247,8 +326,13 @@ def evaluate_predictions(
     if threshold_val is not None:
         out["clip@val_threshold"] = binary_metrics(y_true, p_fake, threshold_val)
         out["video@val_threshold"] = binary_metrics(y_vid, p_vid, threshold_val)
+    base = {}
     if y_train is not None:
-        out["baselines"] = {"clip": baselines(y_train, y_true), "video": baselines(y_train, y_vid)}
+        base["clip"] = baselines(y_train, y_true)
+    if y_train_video is not None:
+        base["video"] = baselines(y_train_video, y_vid)
+    if base:
+        out["baselines"] = base
     return out
 
 

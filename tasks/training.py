@@ -262,6 +262,10 @@ class _Run:
         self.config_dict = dataclasses.asdict(self.model_cfg)
         self.model = AVFF(self.model_cfg).to(self.device)
         self.stats, self.labels = _dataset_stats(rows, self.view)
+        if cfg.stages in ("both", "classify"):  # fail now, not after stage 1 with no best epoch
+            M.check_monitor_defined(cfg.monitor, self.stats["val"]["videos_real"], self.stats["val"]["videos_fake"])
+        # one label per training video: the video-level prior of the video-level baselines
+        self.train_videos = np.repeat([0, 1], [self.stats["train"]["videos_real"], self.stats["train"]["videos_fake"]])
         self.history: list[dict] = []
         self.epoch = 0  # global epochs completed (both stages): the x axis of every curve
         self.global_step = 0
@@ -427,6 +431,9 @@ class _Run:
         preds = evaluate(self.model, self._loader("val", epoch=0), device=self.device, precision=self.precision)
         flat = M.flatten("val", M.evaluate_predictions(preds.video_ids, preds.y, preds.p))
         flat["val_loss"] = flat["val_clip_log_loss"]
+        if math.isnan(flat.get(self.cfg.monitor, 0.0)):
+            raise ValueError(f"monitor {self.cfg.monitor!r} is NaN at epoch {self.epoch} (val: {len(set(preds.video_ids))} "
+                             f"videos, {int(preds.y.sum())} FAKE clips of {len(preds.y)}): no best epoch could be kept")  # fmt: skip
         if self.cfg.monitor not in flat:
             raise KeyError(f"monitor {self.cfg.monitor!r} is not a validation metric; known: {sorted(flat)}")
         return flat
@@ -490,7 +497,8 @@ class _Run:
             return
         self.model.load_state_dict(load_checkpoint(best).weights)
         val = evaluate(self.model, self._loader("val", epoch=0), device=self.device, precision=self.precision)
-        val_metrics = M.evaluate_predictions(val.video_ids, val.y, val.p, y_train=self.labels["train"])
+        val_metrics = M.evaluate_predictions(val.video_ids, val.y, val.p, y_train=self.labels["train"],
+                                             y_train_video=self.train_videos)  # fmt: skip
         result.val_metrics = M.flatten("best_val", val_metrics)
         self.log.log_metrics(result.val_metrics, step=self.es.best_epoch)
         if self.view is not None:  # a CV fold: score the fold, never the test split
@@ -505,7 +513,7 @@ class _Run:
         except ValueError:  # one-class val: no threshold can be chosen there
             threshold = None
         metrics = M.evaluate_predictions(test.video_ids, test.y, test.p, threshold_val=threshold,
-                                         y_train=self.labels["train"])  # fmt: skip
+                                         y_train=self.labels["train"], y_train_video=self.train_videos)  # fmt: skip
         result.threshold = threshold
         result.test_metrics = M.flatten("test", metrics)
         self.log.log_metrics(result.test_metrics, step=self.es.best_epoch)

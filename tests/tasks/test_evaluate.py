@@ -29,4 +29,25 @@ def test_prior_baseline_and_markdown():
     result = evaluate_videos(_rows(), prior=0.5)
     assert result["overall"]["prior_log_loss"] == pytest.approx(np.log(2), abs=1e-3)
     md = evaluation_markdown(result, "t")
-    assert "| face_blend | 10 | 5 | 1.000 |" in md and "could not be scored: 1" in md
+    assert "| face_blend | 10 | 5 | 15 | 1.000 | [1.000, 1.000] |" in md and "could not be scored: 1" in md
+
+
+def test_the_prior_is_never_taken_from_the_evaluated_labels():
+    fakes_only = [r for r in _rows() if r["label"] == "FAKE"]
+    result = evaluate_videos(fakes_only)  # the old code's prior: this set's FAKE fraction, 1.0 -> "log loss 0.000"
+    assert result["prior"] is None
+    assert np.isnan(result["overall"]["prior_log_loss"]) and np.isnan(result["overall"]["majority_accuracy"])
+    md = evaluation_markdown(result, "t")
+    assert "unknown" in md and "never estimated from the evaluated labels" in md
+    with pytest.raises(ValueError, match="probability"):
+        evaluate_videos(_rows(), prior=1.5)
+
+
+def test_auc_interval_resamples_groups():
+    rows = [dict(r, group=r["video_id"][:1]) for r in _rows()]  # three groups: r, a, b (x is unscored)
+    result = evaluate_videos(rows, prior=0.5, n_bootstrap=100)
+    assert result["overall"]["n_groups"] == 3
+    lo, hi = result["overall"]["auc_lo"], result["overall"]["auc_hi"]
+    assert lo <= result["overall"]["auc"] <= hi
+    per_video = evaluate_videos(_rows(), prior=0.5, n_bootstrap=100)["overall"]
+    assert per_video["n_groups"] == 20 and (lo, hi) != (per_video["auc_lo"], per_video["auc_hi"])

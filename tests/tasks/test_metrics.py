@@ -12,10 +12,13 @@ from tasks.metrics import (
     binary_entropy,
     binary_metrics,
     bootstrap_auc_ci,
+    check_monitor_defined,
     choose_threshold,
     equal_error_rate,
     evaluate_predictions,
     flatten,
+    group_bootstrap,
+    paired_auc_difference,
 )
 
 
@@ -154,13 +157,15 @@ def test_evaluate_predictions_and_flatten():
     y = np.repeat([0] * 8 + [1] * 12, 3)
     rng = np.random.default_rng(2)
     p = np.clip(0.4 * y + rng.uniform(0, 0.6, len(y)), 0, 1)
-    out = evaluate_predictions(ids, y, p, threshold_val=0.4, y_train=[1, 1, 1, 0])
+    # train: 2 videos, one REAL of 1 clip and one FAKE of 3: clip prior 0.75, video prior 0.5
+    out = evaluate_predictions(ids, y, p, threshold_val=0.4, y_train=[1, 1, 1, 0], y_train_video=[1, 0])
     assert set(out) == {"clip", "video", "clip@val_threshold", "video@val_threshold", "baselines"}
     assert out["clip"]["n"] == 60 and out["video"]["n"] == 20 and out["video"]["n_pos"] == 12
     _, yv, pv = aggregate_by_video(ids, y, p)
     assert out["video"]["auc"] == pytest.approx(skm.roc_auc_score(yv, pv))
     assert out["video@val_threshold"]["threshold"] == 0.4
-    assert out["baselines"]["video"]["prior"]["log_loss"] == pytest.approx(binary_entropy(0.75, yv))
+    assert out["baselines"]["video"]["prior"]["log_loss"] == pytest.approx(binary_entropy(0.5, yv))
+    assert out["baselines"]["clip"]["prior"]["log_loss"] == pytest.approx(binary_entropy(0.75, y))
     flat = flatten("test", out)
     assert flat["test_video_auc"] == out["video"]["auc"]
     assert flat["test_video_at_val_threshold_f1"] == out["video@val_threshold"]["f1"]
@@ -168,3 +173,58 @@ def test_evaluate_predictions_and_flatten():
     assert all("@" not in k for k in flat)
     assert flatten("val_video", {"auc": 0.8, "note": "x"}) == {"val_video_auc": 0.8}
     assert set(evaluate_predictions(ids, y, p)) == {"clip", "video"}
+
+
+def _grouped_preds(n_groups=60, per_group=7, seed=0):
+    """A REAL and its fakes per group; the fakes of one original share how well they were made
+    (a per-group offset on their score), so they are correlated evidence, not independent."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n_groups), per_group)
+    y = np.tile([0] + [1] * (per_group - 1), n_groups)
+    offset = rng.normal(0, 1.0, n_groups)[groups] * y
+    score = 0.6 * y + offset + rng.normal(0, 0.3, len(y))
+    return y, 1 / (1 + np.exp(-score)), groups
+
+
+def test_group_bootstrap_resamples_whole_groups():
+    seen = []
+    group_bootstrap(lambda idx: seen.append(np.sort(idx)) or 0.0, ["b", "a", "b", "c"], n_resamples=30, seed=1)
+    members = {"a": [1], "b": [0, 2], "c": [3]}
+    for idx in seen:
+        assert len(idx) >= 3
+        counts = np.bincount(idx, minlength=4)
+        assert counts[0] == counts[2]  # the two videos of group b always come together
+
+
+def test_group_bootstrap_interval_is_wider_than_the_video_bootstrap_on_correlated_videos():
+    y, p, groups = _grouped_preds()
+    auc = skm.roc_auc_score(y, p)
+    by_video = bootstrap_auc_ci(y, p, n_resamples=400, seed=0)
+    by_group = bootstrap_auc_ci(y, p, groups=groups, n_resamples=400, seed=0)
+    assert by_group[0] < auc < by_group[1]
+    assert by_group[1] - by_group[0] > 1.3 * (by_video[1] - by_video[0])
+    assert bootstrap_auc_ci(y, p, groups=np.arange(len(y)), n_resamples=50, seed=4) == \
+        bootstrap_auc_ci(y, p, n_resamples=50, seed=4)  # one group per video = the video bootstrap
+
+
+def test_paired_auc_difference_tells_a_real_gain_from_noise():
+    y, p, groups = _grouped_preds(seed=1)
+    rng = np.random.default_rng(5)
+    better = np.clip(p + 0.25 * y, 0, 1)
+    noisy_twin = np.clip(p + rng.normal(0, 0.01, len(p)), 0, 1)
+    gain = paired_auc_difference(y, better, p, groups, n_resamples=300, seed=0)
+    assert gain["diff"] == pytest.approx(skm.roc_auc_score(y, better) - skm.roc_auc_score(y, p))
+    assert gain["lo"] > 0 and gain["p_le_0"] < 0.025
+    tie = paired_auc_difference(y, noisy_twin, p, groups, n_resamples=300, seed=0)
+    assert tie["lo"] < 0 < tie["hi"]
+
+
+def test_a_monitor_undefined_on_one_class_val_is_refused():
+    check_monitor_defined("val_video_auc", 3, 5)
+    check_monitor_defined("val_video_log_loss", 0, 5)  # a loss is defined on one class
+    with pytest.raises(ValueError, match="holds 0 REAL and 5 FAKE"):
+        check_monitor_defined("val_video_auc", 0, 5)
+    with pytest.raises(ValueError, match="undefined"):
+        check_monitor_defined("val_clip_eer", 4, 0)
+    with pytest.raises(ValueError, match="undefined"):
+        check_monitor_defined("val_video_log_loss", 0, 0)
