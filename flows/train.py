@@ -1,9 +1,13 @@
 """Prefect flow ``train-avff``: one MLflow run around :func:`tasks.training.run_training`.
 
-The flow resolves the tracking URI, opens a run, tags it (git commit, manifest sha256,
-config hash), hands training an :class:`~tasks.mlflow_logger.MLflowLogger`, then logs the
-best weights as a pyfunc model (models from code: weights + config JSON, no pickle) and
-registers it. Training itself knows nothing of Prefect or MLflow.
+The flow checks its inputs, opens an MLflow run named after the Prefect flow run and tagged
+with it (git commit, manifest sha256, config hash, the flow run's id and URL), logs the
+manifest as the run's dataset, hands training an :class:`~tasks.mlflow_logger.MLflowLogger`,
+then logs the best weights as a pyfunc model (models from code: weights + config JSON +
+decision threshold, no pickle). The model enters the registry only if it beats the prior on
+val (``register_if``, :mod:`tasks.registry`), with a model card as its description and the
+aliases ``candidate`` and (when it beats the current one) ``champion``. Training itself
+knows nothing of Prefect or MLflow.
 """
 
 from __future__ import annotations
@@ -19,20 +23,25 @@ from typing import Any, Literal
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from avff_model import list_heads
+from avff_model import list_configs, list_heads
+from flows import links
+from flows.preflight import require_ingest_output, require_path
 from storage import fs
 from tasks.augment import AudioAugment, VideoAugment, audio_augment_preset, video_augment_preset
 from tasks.batch_augment import MixAugment
 from tasks.checkpoint import WEIGHTS, resolve_checkpoint
 from tasks.mlflow_logger import MLflowLogger
+from tasks.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
+from tasks.registry import monitored_key, prior_gate
 from tasks.serving import log_pyfunc_model
 from tasks.tracking import flatten_params
-from tasks.training import TrainResult, TrainSettings, run_training
+from tasks.training import TrainResult, TrainSettings, monitor_mode, run_training
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
 
@@ -60,7 +69,7 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     patience: int = Field(3, ge=1)
     min_delta: float = Field(0.0, ge=0)
-    monitor: str = "val_video_log_loss"
+    monitor: str = Field("val_video_log_loss", description="val metric for early stopping, best checkpoint, registry gate")
     seed: int = 0
     num_workers: int = Field(2, ge=0)
     samples_per_epoch: int | None = Field(None, ge=1, description="None: one pass over train per epoch")
@@ -70,6 +79,9 @@ class TrainConfig(BaseModel):
     resume_from: str | None = Field(None, description="checkpoint dir, pointer .json or earlier checkpoint_dir")
     experiment: str = "avff"
     registered_model: str = "avff-dfdc"
+    register_if: Literal["beats_prior", "always", "never"] = Field("beats_prior", description="beats_prior: register only a model whose "
+                                              "monitored val metric beats the prior baseline | always | never")
+    min_improvement: float = Field(0.0, ge=0, description="margin by which the model must beat the prior to register")
     tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else " + DEFAULT_TRACKING_URI)
     pretrained_encoders: str | None = Field(None, description="safetensors of encoder weights for stage 2")
     cycle_epochs: int = Field(1, ge=1, description="cosine_warm_restarts: epochs of the first cycle (T_0)")
@@ -92,6 +104,19 @@ class TrainConfig(BaseModel):
     curriculum_start: float = Field(0.5, gt=0, le=1, description="easiest fraction of clips at the first epoch")
     progressive_epochs: int = Field(0, ge=0, description="progressive down-up resizing ramp length; 0 disables")
     progressive_start: float = Field(0.5, gt=0, le=1, description="frame scale at the first epoch")
+
+    @field_validator("model_preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        if v not in list_configs():
+            raise ValueError(f"unknown model preset {v!r}; known: {', '.join(list_configs())}")
+        return v
+
+    @field_validator("monitor")
+    @classmethod
+    def _known_monitor(cls, v: str) -> str:
+        monitored_key(v)  # raises on a name that is no val metric
+        return v
 
     @field_validator("fusion")
     @classmethod
@@ -167,52 +192,146 @@ def ingest_preprocess(data: str) -> dict | None:
     return json.loads(fs.read_bytes(path)).get("preprocess")
 
 
+def check_inputs(config: TrainConfig) -> None:
+    """Fail before any run starts on inputs that cannot work (flows.preflight.ConfigError)."""
+    require_ingest_output(config.data)
+    require_path(config.pretrained_encoders, "pretrained_encoders")
+    require_path(config.resume_from, "resume_from")
+
+
+def log_dataset(manifest_uri: str, digest: str, run_id: str) -> None:
+    """The manifest as the run's input dataset (MLflow's Datasets panel), named by its digest."""
+    import pandas as pd
+
+    frame = pd.DataFrame(fs.read_parquet(manifest_uri).to_pylist())
+    dataset = mlflow.data.from_pandas(frame, source=manifest_uri, targets="label", name="dfdc-manifest",
+                                      digest=digest[:16])  # fmt: skip
+    with _attached(run_id):
+        mlflow.log_input(dataset, context="training")
+
+
+def _attached(run_id: str):
+    """The fluent API needs the run active in this thread (a Prefect task may run in another)."""
+    active = mlflow.active_run()
+    return contextlib.nullcontext() if active and active.info.run_id == run_id else mlflow.start_run(run_id=run_id)
+
+
 @task(name="train", cache_policy=NO_CACHE)
 def train(settings: TrainSettings, logger: MLflowLogger) -> TrainResult:
     return run_training(settings, log=logger)
 
 
-@task(name="register-model", cache_policy=NO_CACHE)
-def register_model(result: TrainResult, registered_model: str, run_id: str, data: str) -> str | None:
-    """Log the best checkpoint as a pyfunc in run ``run_id`` and register it; returns the version.
-
-    Nothing is registered without a stage-2 best checkpoint (a pretrain-only run has no classifier).
-    """
-    best = result.best_checkpoint
-    if best is None:
+def _champion_tags(client: MlflowClient, name: str) -> dict[str, str] | None:
+    try:
+        return dict(client.get_model_version_by_alias(name, "champion").tags)
+    except MlflowException:  # no such model or alias yet
         return None
-    active = mlflow.active_run()
-    # the fluent log_model needs the run active in this thread (a task may run in another)
-    attach = contextlib.nullcontext() if active and active.info.run_id == run_id else mlflow.start_run(run_id=run_id)
-    with attach, tempfile.TemporaryDirectory() as tmp:
+
+
+def _log_model(result: TrainResult, run_id: str, data: str, criterion: str) -> str:
+    """Log the best checkpoint as a pyfunc in run ``run_id``; returns its model URI."""
+    with _attached(run_id), tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / WEIGHTS
-        weights.write_bytes(fs.read_bytes(fs.join(resolve_checkpoint(best), WEIGHTS)))
-        info = log_pyfunc_model(str(weights), result.model_config, registered_model_name=registered_model,
-                                preprocess=ingest_preprocess(data))  # fmt: skip
-    version = info.registered_model_version
-    return None if version is None else str(version)
+        weights.write_bytes(fs.read_bytes(fs.join(resolve_checkpoint(result.best_checkpoint), WEIGHTS)))
+        decision = {"threshold": 0.5 if result.threshold is None else result.threshold,
+                    "criterion": criterion if result.threshold is not None else "default"}  # fmt: skip
+        info = log_pyfunc_model(str(weights), result.model_config, preprocess=ingest_preprocess(data), decision=decision)
+    return info.model_uri
+
+
+def _fake_fraction(dataset: dict, split: str = "train") -> float | None:
+    d = dataset.get(split) or {}
+    n = d.get("videos_real", 0) + d.get("videos_fake", 0)
+    return d.get("videos_fake", 0) / n if n else None
+
+
+@task(name="register-model", cache_policy=NO_CACHE)
+def register_model(result: TrainResult, config: TrainConfig, run_id: str, run_link: str | None,
+                   flow_run: dict[str, str]) -> dict:  # fmt: skip
+    """Log the best model; register it only past the prior gate; set ``candidate`` / ``champion``.
+
+    Returns {"version", "aliases", "gate"}; version None when nothing was registered (no
+    stage-2 checkpoint, or the gate refused).
+    """
+    log = get_run_logger()
+    if result.best_checkpoint is None:  # a pretrain-only run has no classifier
+        return {"version": None, "aliases": [], "gate": "no stage-2 checkpoint"}
+    mode = monitor_mode(config.monitor)
+    gate = prior_gate(result.val_metrics, config.monitor, mode, register_if=config.register_if,
+                      min_improvement=config.min_improvement)  # fmt: skip
+    model_uri = _log_model(result, run_id, config.data, TrainSettings.threshold_criterion)
+    client = MlflowClient()
+    client.set_tag(run_id, "registry", ("registered: " if gate.register else "not registered: ") + gate.reason)
+    if not gate.register:
+        log.warning("not registering the model in %s: %s", config.registered_model, gate.reason)
+        return {"version": None, "aliases": [], "gate": gate.reason}
+    manifest_sha = fs.sha256_of(fs.IngestLayout(config.data).manifest)
+    promote, why = champion_verdict(gate, mode, manifest_sha, _champion_tags(client, config.registered_model))
+    version = mlflow.register_model(model_uri, config.registered_model, tags=_version_tags(gate, result, manifest_sha, flow_run)).version
+    card = _card(gate, result, config, manifest_sha, run_link, flow_run)
+    client.update_model_version(config.registered_model, version, description=card)
+    aliases = ["candidate", "champion"] if promote else ["candidate"]
+    for alias in aliases:
+        client.set_registered_model_alias(config.registered_model, alias, version)
+    log.info("registered %s version %s (%s); champion: %s", config.registered_model, version, ", ".join(aliases), why)
+    return {"version": str(version), "aliases": aliases, "gate": gate.reason, "champion": why}
+
+
+def _version_tags(gate: Gate, result: TrainResult, manifest_sha: str, flow_run: dict[str, str]) -> dict[str, str]:
+    tags = {TAG_MONITOR: gate.metric, TAG_VALUE: repr(gate.value), "prior_value": repr(gate.prior),
+            TAG_DATA: manifest_sha, "threshold": repr(result.threshold)}  # fmt: skip
+    fraction = _fake_fraction(result.dataset)
+    if fraction is not None:  # evaluate-avff's prior baseline
+        tags["train_fake_fraction"] = repr(fraction)
+    return {**tags, **links.flow_run_tags(flow_run)}
+
+
+def _card(gate: Gate, result: TrainResult, config: TrainConfig, manifest_sha: str, run_link: str | None,
+          flow_run: dict[str, str]) -> str:  # fmt: skip
+    model = {"preset": config.model_preset, "fusion": result.model_config.get("fusion"),
+             "img_size": result.model_config.get("img_size"), "num_frames": result.model_config.get("num_frames"),
+             "best_epoch": result.best_epoch}  # fmt: skip
+    card_links = {"MLflow run": run_link or "(this version's run)"}
+    if flow_run:
+        card_links["Prefect flow run"] = flow_run.get("url") or flow_run["id"]
+    return model_card(gate=gate, data=config.data, manifest_sha256=manifest_sha, dataset=result.dataset,
+                      val_metrics=result.val_metrics, test_metrics=result.test_metrics, threshold=result.threshold,
+                      threshold_criterion=TrainSettings.threshold_criterion, preprocess=ingest_preprocess(config.data),
+                      model=model, links=card_links)  # fmt: skip
 
 
 @flow(name="train-avff", log_prints=True)
 def train_avff(config: TrainConfig) -> dict:
-    """Train AVFF on ingested shards, track the run in MLflow and register the best model."""
+    """Train AVFF on ingested shards, track the run in MLflow and register the best model if it beats the prior."""
     log = get_run_logger()
-    mlflow.set_tracking_uri(resolve_tracking_uri(config.tracking_uri))
-    mlflow.set_experiment(config.experiment)
-    with mlflow.start_run() as run:
-        logger = MLflowLogger(MlflowClient(), run.info.run_id)
-        logger.set_tags(run_tags(config))
+    check_inputs(config)
+    tracking_uri = resolve_tracking_uri(config.tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.set_experiment(config.experiment)
+    flow_run = links.flow_run()
+    with mlflow.start_run(run_name=flow_run.get("name")) as run:
+        run_id = run.info.run_id
+        run_link = links.run_url(tracking_uri, experiment.experiment_id, run_id)
+        links.link_artifact(run_link, f"MLflow run {run_id}", "mlflow-run", "the MLflow run of this flow run")
+        logger = MLflowLogger(MlflowClient(), run_id)
+        tags = run_tags(config)
+        logger.set_tags({**tags, **links.flow_run_tags(flow_run)})
         # the tracking URI may carry credentials: it is the run's location, not a parameter
         logger.log_params(flatten_params(config.model_dump(by_alias=True, exclude={"tracking_uri"}), "train"))
+        log_dataset(fs.IngestLayout(config.data).manifest, tags["manifest_sha256"], run_id)
         result = train(config.settings(), logger)
-        version = register_model(result, config.registered_model, run.info.run_id, config.data)
+        registry = register_model(result, config, run_id, run_link, flow_run)
+    header = _artifact_header(run_id, run_link, config.registered_model, registry, tracking_uri)
     if result.report_path:  # the same report in the Prefect UI
-        create_markdown_artifact(markdown=fs.read_bytes(result.report_path).decode(), key="training-report",
-                                 description=f"MLflow run {run.info.run_id}")  # fmt: skip
-    log.info("run %s: best epoch %s, model version %s", run.info.run_id, result.best_epoch, version)
+        create_markdown_artifact(markdown=header + fs.read_bytes(result.report_path).decode(), key="training-report",
+                                 description=f"MLflow run {run_id}")  # fmt: skip
+    log.info("run %s: best epoch %s, model version %s", run_id, result.best_epoch, registry["version"])
     return {
-        "run_id": run.info.run_id,
-        "model_version": version,
+        "run_id": run_id,
+        "run_url": run_link,
+        "model_version": registry["version"],
+        "aliases": registry["aliases"],
+        "registry": registry["gate"],
         "report": result.report_path,
         "test_metrics": {k: v for k, v in result.test_metrics.items() if k.startswith(("test_clip_", "test_video_"))},
         "best_epoch": result.best_epoch,
@@ -220,3 +339,13 @@ def train_avff(config: TrainConfig) -> dict:
         "output_dir": result.output_dir,
     }
 
+
+def _artifact_header(run_id: str, run_link: str | None, name: str, registry: dict, tracking_uri: str) -> str:
+    """The training report's first lines in Prefect: where the run and the model are."""
+    version = registry["version"]
+    if version is None:
+        model = f"not registered: {registry['gate']}"
+    else:
+        url = links.model_version_url(tracking_uri, name, version)
+        model = f"{links.markdown_link(f'{name} version {version}', url)} ({', '.join(registry['aliases'])})"
+    return f"MLflow run {links.markdown_link(run_id, run_link)} · model: {model}\n\n"

@@ -28,7 +28,8 @@ from tasks.checkpoint import load_weights
 WEIGHTS_ARTIFACT = "weights"
 CONFIG_ARTIFACT = "config"
 PREPROCESS_ARTIFACT = "preprocess"  # the ingest PreprocessConfig the model was trained on
-CONFIG_FILE, PREPROCESS_FILE = "model_config.json", "preprocess.json"
+DECISION_ARTIFACT = "decision"  # {"threshold": t, "criterion": ...}: P(FAKE) >= t is a FAKE verdict
+CONFIG_FILE, PREPROCESS_FILE, DECISION_FILE = "model_config.json", "preprocess.json", "decision.json"
 # the models-from-code entry point MLflow executes at load time; written at log time so that
 # no importable module of ours has the side effect of calling set_model
 _ENTRY = "import mlflow\nfrom tasks.serving import AVFFPyfunc\n\nmlflow.models.set_model(AVFFPyfunc())\n"
@@ -45,6 +46,7 @@ class Scorer:
         self.model = model.to(self.device).eval()
         self.config = model.cfg
         self.preprocess = preprocess  # ingest's PreprocessConfig as a dict, when the model carries it
+        self.threshold: float | None = None  # the decision threshold chosen on val, when the model carries it
 
     @classmethod
     def from_weights(cls, weights: dict[str, torch.Tensor], config: dict, device: str = "auto") -> Scorer:
@@ -82,6 +84,9 @@ def _from_model_dir(path: Path, device: str) -> Scorer:
     config = json.loads(config_file.read_text()) if config_file.exists() else meta_config
     scorer = Scorer.from_weights(state, config, device)
     scorer.preprocess = json.loads(preprocess_file.read_text()) if preprocess_file.exists() else None
+    decision_file = path / "artifacts" / DECISION_FILE
+    if decision_file.exists():
+        scorer.threshold = json.loads(decision_file.read_text()).get("threshold")
     return scorer
 
 
@@ -123,6 +128,7 @@ def log_pyfunc_model(
     registered_model_name: str | None = None,
     code_root: str | None = None,
     preprocess: dict | None = None,
+    decision: dict | None = None,
 ) -> mlflow.models.model.ModelInfo:
     """Log (and optionally register) the pyfunc in the active MLflow run.
 
@@ -150,6 +156,9 @@ def log_pyfunc_model(
         if preprocess is not None:
             (Path(tmp) / PREPROCESS_FILE).write_text(json.dumps(preprocess, indent=2, sort_keys=True))
             artifacts[PREPROCESS_ARTIFACT] = str(Path(tmp) / PREPROCESS_FILE)
+        if decision is not None:
+            (Path(tmp) / DECISION_FILE).write_text(json.dumps(decision, indent=2, sort_keys=True))
+            artifacts[DECISION_ARTIFACT] = str(Path(tmp) / DECISION_FILE)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(entry),

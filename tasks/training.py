@@ -191,6 +191,7 @@ class TrainResult:
     predictions: dict[str, str] = field(default_factory=dict)
     encoders: str | None = None  # encoder weights after stage 1 (a later run's pretrained_encoders)
     val_metrics: dict[str, float] = field(default_factory=dict)  # "best_val_..." keys, at the best checkpoint
+    dataset: dict[str, dict[str, int]] = field(default_factory=dict)  # role -> videos/clips per label, groups
 
 
 def monitor_mode(name: str) -> str:
@@ -591,7 +592,7 @@ def run_training(cfg: TrainSettings, *, log: Logger) -> TrainResult:
         history=run.history, epochs_run=run.epochs_run,
         best_epoch=run.es.best_epoch if run.es.best is not None else None, stopped_early=run.stopped_early,
         best_checkpoint=run.store.resolve("best"), last_checkpoint=run.store.resolve("last"),
-        encoders=run.encoders_uri if fs.exists(run.encoders_uri) else None,
+        encoders=run.encoders_uri if fs.exists(run.encoders_uri) else None, dataset=run.stats,
     )  # fmt: skip
     if cfg.stages in ("both", "classify"):
         run.finish(result)

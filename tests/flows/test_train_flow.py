@@ -29,21 +29,40 @@ def mlflow_store(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(None)
 
 
-def test_flow_tracks_the_run_and_registers_a_loadable_pyfunc(prefect_server, mlflow_store, tmp_path):
-    import mlflow
+def _config(tmp_path, uri: str, out: str = "out", **kw):
+    from flows.train import TrainConfig
 
-    from flows.train import TrainConfig, train_avff
-
-    data = str(tmp_path / "data")
-    layout = write_synthetic_shards(data)
-    config = TrainConfig(
-        data=data, model_config="tiny", overrides={"num_slices": 2}, pretrain_epochs=1, epochs=2, batch_size=8,
-        lr=1e-3, num_workers=0, shuffle_buffer=16, device="cpu", checkpoint_dir=str(tmp_path / "out"),
-        experiment="avff-test", registered_model=REGISTERED, tracking_uri=mlflow_store,
+    fields = dict(
+        data=str(tmp_path / "data"), model_config="tiny", overrides={"num_slices": 2}, pretrain_epochs=1, epochs=2,
+        batch_size=8, lr=1e-3, num_workers=0, shuffle_buffer=16, device="cpu", checkpoint_dir=str(tmp_path / out),
+        experiment="avff-test", registered_model=REGISTERED, tracking_uri=uri,
     )  # fmt: skip
-    out = train_avff(config)
+    return TrainConfig(**{**fields, **kw})
+
+
+def _artifacts(flow_run_id) -> dict:
+    """key -> the Prefect artifact a flow run created."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.key: a for a in found}
+
+
+def test_flow_tracks_the_run_and_registers_a_loadable_pyfunc(prefect_server, mlflow_store, tmp_path, monkeypatch):
+    import mlflow
+    from prefect.client.orchestration import get_client
+
+    from flows.train import train_avff
+
+    monkeypatch.setenv("AVFF_MLFLOW_UI_URL", "http://mlflow.example:5000")
+    layout = write_synthetic_shards(str(tmp_path / "data"))
+    state = train_avff(_config(tmp_path, mlflow_store), return_state=True)
+    out = state.result()
 
     assert out["model_version"] == "1" and Path(out["report"]).exists()
+    assert out["aliases"] == ["candidate", "champion"] and out["registry"].startswith("val_video_log_loss")
     assert out["test_metrics"]["test_video_auc"] > 0.8
     client = mlflow.MlflowClient(mlflow_store)
     run = client.get_run(out["run_id"])
@@ -55,6 +74,30 @@ def test_flow_tracks_the_run_and_registers_a_loadable_pyfunc(prefect_server, mlf
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_video_auc")] == [2, 3]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_step_loss")] == list(range(3, 11))
     assert "test_video_auc" in run.data.metrics
+
+    # tied to the Prefect flow run, both ways
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as prefect:
+        flow_run = prefect.read_flow_run(flow_run_id)
+    assert run.info.run_name == flow_run.name and tags["prefect.flow_run_id"] == str(flow_run_id)
+    run_url = f"http://mlflow.example:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert out["run_url"] == run_url
+    artifacts = _artifacts(flow_run_id)
+    assert f"({run_url})" in artifacts["mlflow-run"].data  # Prefect stores a link artifact as markdown
+    assert artifacts["training-report"].data.startswith(f"MLflow run [{run.info.run_id}]({run_url})")
+    assert "avff-dfdc version 1](http://mlflow.example:5000/#/models/avff-dfdc/versions/1) (candidate, champion)" in (
+        artifacts["training-report"].data)
+    # the manifest is the run's dataset, named by its digest
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == fs.sha256_of(layout.manifest)[:16]
+    assert dataset_input.dataset.name == "dfdc-manifest" and dataset_input.tags[0].value == "training"
+
+    # the registry: a model card, aliases, the decision threshold inside the model
+    version = client.get_model_version(REGISTERED, "1")
+    assert version.description.startswith("# AVFF deepfake detector") and "| prior baseline |" in version.description
+    assert version.tags["monitor"] == "val_video_log_loss" and float(version.tags["monitor_value"]) < float(
+        version.tags["prior_value"])
+    assert str(client.get_model_version_by_alias(REGISTERED, "champion").version) == "1"
 
     def listing(path=None):
         return {f.path for f in client.list_artifacts(run.info.run_id, path)}
@@ -77,3 +120,31 @@ def test_flow_tracks_the_run_and_registers_a_loadable_pyfunc(prefect_server, mlf
     np.testing.assert_allclose(scorer.predict_proba(video, audio), p, rtol=1e-5, atol=1e-6)
     best = load_model(str(tmp_path / "out" / "checkpoints" / "best.json"), device="cpu")
     np.testing.assert_allclose(best.predict_proba(video, audio), p, rtol=1e-5, atol=1e-6)
+    assert scorer.threshold == pytest.approx(float(version.tags["threshold"]))
+
+
+def test_registry_takes_only_models_that_beat_the_prior_and_the_champion(prefect_server, mlflow_store, tmp_path):
+    import mlflow
+
+    from flows.train import train_avff
+
+    write_synthetic_shards(str(tmp_path / "data"))
+    client = mlflow.MlflowClient(mlflow_store)
+    good = train_avff(_config(tmp_path, mlflow_store, "good", stages="classify", epochs=2))
+    assert good["model_version"] == "1" and good["aliases"] == ["candidate", "champion"]
+
+    # an impossible margin over the prior: logged in its run, never registered
+    refused = train_avff(_config(tmp_path, mlflow_store, "refused", stages="classify", epochs=1, min_improvement=10.0))
+    assert refused["model_version"] is None and "does not beat the prior" in refused["registry"]
+    assert len(client.search_model_versions(f"name='{REGISTERED}'")) == 1
+    assert client.get_run(refused["run_id"]).data.tags["registry"].startswith("not registered: ")
+    experiment = client.get_run(refused["run_id"]).info.experiment_id
+    kept = client.search_logged_models([experiment], filter_string=f"source_run_id = '{refused['run_id']}'")
+    assert len(kept) == 1  # the model stays in its run, to be registered by hand if wanted
+
+    # registered on request, but a barely trained model does not take the champion alias
+    weak = train_avff(_config(tmp_path, mlflow_store, "weak", stages="classify", epochs=1, lr=1e-9,
+                              register_if="always"))  # fmt: skip
+    assert weak["model_version"] == "2" and weak["aliases"] == ["candidate"]
+    assert str(client.get_model_version_by_alias(REGISTERED, "candidate").version) == "2"
+    assert str(client.get_model_version_by_alias(REGISTERED, "champion").version) == "1"
