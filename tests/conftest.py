@@ -80,7 +80,10 @@ def ingested(prefect_server, dfdc_sample, ingest_config, tmp_path_factory) -> Pa
 
 @pytest.fixture(scope="session")
 def trained(prefect_server, ingested, tmp_path_factory) -> dict:
-    """The tiny AVFF trained on the ingested sample through the real train-avff flow and a sqlite MLflow."""
+    """The tiny AVFF trained on the ingested sample through the real train-avff flow and a sqlite MLflow.
+
+    Registered whatever its quality (register_if=always): the tests using it need a model version.
+    """
     import mlflow
 
     from flows.train import TrainConfig, train_avff
@@ -89,7 +92,8 @@ def trained(prefect_server, ingested, tmp_path_factory) -> dict:
     uri = f"sqlite:///{root}/mlflow.db"
     mlflow.MlflowClient(uri).create_experiment("avff", artifact_location=str(root / "artifacts"))
     config = TrainConfig(data=str(ingested), checkpoint_dir=str(root / "train"), model_config="tiny", pretrain_epochs=1,
-                         epochs=3, batch_size=8, num_workers=0, device="cpu", tracking_uri=uri, experiment="avff")  # fmt: skip
+                         epochs=3, batch_size=8, num_workers=0, device="cpu", tracking_uri=uri, experiment="avff",
+                         register_if="always")  # fmt: skip
     result = train_avff(config)
     mlflow.set_tracking_uri(None)
     return {**result, "tracking_uri": uri}
