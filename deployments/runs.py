@@ -116,6 +116,7 @@ def train_summary(uri: str, experiment: str = "avff", model: str = "avff-dfdc") 
         "metrics": {m["key"]: m["value"] for m in data.get("metrics", [])},
         "model": model,
         "model_version": versions[0]["version"] if versions else None,
+        "registry": {t["key"]: t["value"] for t in data.get("tags", [])}.get("registry"),  # the gate's reason
         "report": os.path.join(checkpoint_dir, "report.md") if checkpoint_dir else None,
         "report_artifact": f"{info['artifact_uri']}/report.md",
     }
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"MLflow UI:      {uri}\n"
           f"MLflow run:     {summary['run_id']} ({summary['status']})  {summary['mlflow_ui']}\n"
           f"test metrics:   {headline}\n"
-          f"registered:     {summary['model']} version {summary['model_version']}\n"
+          f"registry:       {summary['model']} version {summary['model_version']}: {summary['registry']}\n"
           f"report:         {summary['report']}  (MLflow artifact {summary['report_artifact']})")  # fmt: skip
     return 0
 

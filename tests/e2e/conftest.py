@@ -127,8 +127,9 @@ def train_run(ingest_run, stack, cli_env) -> tuple[dict, Path]:
     """train-avff/local through the worker; MLflow found through the worker's environment."""
     _, shards = ingest_run
     out = stack.home / "data" / "train"
+    # register_if=always: one epoch need not beat the prior, and the test checks registration itself
     config = {"data": str(shards), "checkpoint_dir": str(out), "model_config": "tiny", "pretrain_epochs": 1,
-              "epochs": 1, "batch_size": 8, "num_workers": 0, "device": "cpu"}  # fmt: skip
+              "epochs": 1, "batch_size": 8, "num_workers": 0, "device": "cpu", "register_if": "always"}  # fmt: skip
     # a tiny model on a shared 2-core box: intra-op threads only spin (a process-pool job variable)
     with timed("flow run train-avff/local"):
         return run_deployment("train-avff/local", config, cli_env, job_env={"OMP_NUM_THREADS": "1"}), out
