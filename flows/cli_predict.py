@@ -27,6 +27,14 @@ def model_uri(spec: str) -> str:
     return f"models:/{name}/{ref}" if ref == "latest" or ref.isdigit() else f"models:/{name}@{ref}"
 
 
+def verdict(p_fake: float | None, threshold: float | None) -> dict:
+    """FAKE when P(FAKE) >= the model's threshold (chosen on val at training), else REAL; 0.5 without one."""
+    source = "model" if threshold is not None else "default"
+    t = 0.5 if threshold is None else float(threshold)
+    label = None if p_fake is None else ("FAKE" if p_fake >= t else "REAL")
+    return {"verdict": label, "threshold": t, "threshold_source": source}
+
+
 def _predict(args) -> int:
     import mlflow
     from tqdm import tqdm
@@ -46,12 +54,15 @@ def _predict(args) -> int:
         for path in tqdm(args.videos, desc="predict", unit="video", disable=len(args.videos) < 2 or not sys.stderr.isatty()):
             s = score_video(path, scorer, pre, detector)
             failed += s.p_fake is None
+            decision = verdict(s.p_fake, scorer.threshold)
             if args.json:
-                print(json.dumps(asdict(s)), flush=True)
+                print(json.dumps({**asdict(s), **decision}), flush=True)
             elif s.p_fake is None:
                 print(f"{path}: cannot score ({s.reason}): {s.error}", flush=True)
             else:
-                print(f"{path}: P(FAKE) = {s.p_fake:.3f}  ({s.clips} clips, face in {s.face_frac:.0%} of sampled frames)", flush=True)
+                print(f"{path}: {decision['verdict']}  P(FAKE) = {s.p_fake:.3f}, threshold {decision['threshold']:.3f}"
+                      f"{'' if decision['threshold_source'] == 'model' else ' (default: the model carries none)'}  "
+                      f"({s.clips} clips, face in {s.face_frac:.0%} of sampled frames)", flush=True)  # fmt: skip
     return 1 if failed == len(args.videos) else 0
 
 
