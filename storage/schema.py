@@ -54,6 +54,8 @@ class ClipMeta:
     mel_hop_s: float
     part: str = ""
     manipulation: str | None = None  # generator fakes carry their type; DFDC has none
+    frame_times: list[float] = field(default_factory=list)  # each frame's presentation time, seconds
+    mel_start_s: float | None = None  # the mel window's start: the first frame's time, on the mel hop grid
     schema: int = SCHEMA_VERSION
     extra: dict = field(default_factory=dict)
 

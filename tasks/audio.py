@@ -39,8 +39,14 @@ class MelSpec:
         return self.hop / self.sample_rate
 
 
-def decode_audio(path: str, sample_rate: int = 16000, max_seconds: float = 60.0) -> np.ndarray:
-    """The first audio stream as (n,) float32 mono at sample_rate; raises VideoError('no_audio')."""
+def decode_audio(path: str, sample_rate: int = 16000, max_seconds: float = 60.0, start_time: float | None = None) -> np.ndarray:
+    """The first audio stream as (n,) float32 mono at sample_rate; raises VideoError.
+
+    With ``start_time`` (seconds, the video stream's start: ``VideoInfo.start_time``), sample 0
+    is the sound at the video's t=0: audio that starts later is preceded by silence, audio that
+    starts earlier is trimmed. Reasons: 'no_audio' (no stream), 'undecodable' (a stream that
+    gives no samples, e.g. chunk offsets past the end of the file).
+    """
     try:
         container = av.open(path, metadata_errors="ignore")
     except (av.error.FFmpegError, OSError) as e:
@@ -53,8 +59,11 @@ def decode_audio(path: str, sample_rate: int = 16000, max_seconds: float = 60.0)
         chunks: list[np.ndarray] = []
         limit = int(max_seconds * sample_rate)
         got = 0
+        first_time: float | None = None
         try:
             for frame in c.decode(stream):
+                if first_time is None and frame.time is not None:
+                    first_time = float(frame.time)
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
                     got += chunks[-1].size
@@ -66,8 +75,18 @@ def decode_audio(path: str, sample_rate: int = 16000, max_seconds: float = 60.0)
             if not chunks:
                 raise VideoError("undecodable", f"{path}: audio stream does not decode ({e})") from e
     if not chunks:
-        raise VideoError("no_audio", f"{path}: audio stream has no samples")
-    return np.concatenate(chunks)[:limit].astype(np.float32)
+        raise VideoError("undecodable", f"{path}: audio stream #{stream.index} gives no samples (damaged or cut off)")
+    wave = np.concatenate(chunks)
+    if start_time is not None and first_time is not None:
+        wave = _align(wave, int(round((first_time - start_time) * sample_rate)))
+    return wave[:limit].astype(np.float32)
+
+
+def _align(wave: np.ndarray, offset: int) -> np.ndarray:
+    """Shift (n,) wave by offset samples: > 0 prepends silence, < 0 drops leading samples."""
+    if offset > 0:
+        return np.concatenate([np.zeros(offset, wave.dtype), wave])
+    return wave[-offset:]
 
 
 def log_mel(wave: np.ndarray, spec: MelSpec = MelSpec()) -> np.ndarray:

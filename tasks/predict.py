@@ -8,6 +8,8 @@ training data went through), then ``clip_to_tensors`` (the training loader's nor
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +44,7 @@ def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_q
             video_id="predict", clip=clip.index, label="REAL", split="test", group="predict", original=None,
             start_s=clip.start_s, fps=pre.clip_fps, num_frames=pre.frames_per_clip, face_box=clip.face_box,
             det_score=clip.det_score, detected_frac=clip.detected_frac, mel_hop_s=pre.mel.hop_s,
+            frame_times=clip.frame_times, mel_start_s=clip.mel_start_s,
         )  # fmt: skip
         raw = encode_sample(clip.frames, clip.mel, meta, jpeg_quality)
         samples.append(clip_to_tensors(decode_sample(raw)))
@@ -51,11 +54,23 @@ def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_q
 
 
 def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector) -> VideoScore:
-    """P(FAKE) of one video (mean over its clips), or the reason it cannot be scored."""
+    """P(FAKE) of one video (mean over its clips), or the reason it cannot be scored.
+
+    Never raises for one bad video: a missing path, a symlink loop, a directory or a decoder
+    failure is this video's ``reason``, and the videos after it are still scored.
+    """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return VideoScore(path, None, 0, 0.0, [], "unreadable", f"{path}: not a regular file")
         video, audio, face_frac = clip_inputs(path, pre, detector)
     except VideoError as e:
         return VideoScore(path, None, 0, 0.0, [], e.reason, str(e))
+    except FileNotFoundError:
+        return VideoScore(path, None, 0, 0.0, [], "missing_file", f"{path}: no such file")
+    except OSError as e:  # a symlink loop, no permission, an I/O error
+        return VideoScore(path, None, 0, 0.0, [], "unreadable", f"{path}: {e.strerror or e}")
+    except Exception as e:  # an unexpected library error: this video's, not the batch's
+        return VideoScore(path, None, 0, 0.0, [], "error", f"{path}: {type(e).__name__}: {e}")
     p = scorer.predict_proba(video, audio)
     return VideoScore(path, float(np.mean(p)), len(p), face_frac, [float(x) for x in p])
 

@@ -36,8 +36,8 @@ class PreprocessConfig:
     hop_ms: float = 10.0
     require_audio: bool = True
     min_audio_rms: float = 1e-4  # below: a silent track, refused
-    skip_bidir: bool = True
-    max_frame_error_s: float = 0.1
+    skip_nonref: bool = True  # decode non-reference frames only where they are targets (bit-exact)
+    max_frame_error_s: float = 0.25  # a requested time with no frame this close: the clip is off the stream
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -77,6 +77,8 @@ class Clip:
     face_box: list[float]
     det_score: float
     detected_frac: float
+    frame_times: list[float] = field(default_factory=list)  # (T,) seconds: what was actually shown
+    mel_start_s: float = 0.0  # the mel window starts at the first frame's time (on the hop grid)
 
 
 @dataclass
@@ -105,29 +107,22 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
     starts = clip_starts(duration, cfg.clip_seconds, cfg.max_clips)
     if not starts:
         raise VideoError("too_short", f"{path}: {info.duration:.2f}s is shorter than one {cfg.clip_seconds:.1f}s clip")
-    times = [s + i / cfg.clip_fps for s in starts for i in range(cfg.frames_per_clip)]
+    times = np.array([s + i / cfg.clip_fps for s in starts for i in range(cfg.frames_per_clip)])  # (N,) sorted
 
     with timer("audio"):
-        if info.has_audio:
-            wave = decode_audio(path, cfg.sample_rate, max_seconds=duration + 1.0)
-            rms = float(np.sqrt(np.mean(wave**2))) if wave.size else 0.0
-            if rms < cfg.min_audio_rms:
-                raise VideoError("silent_audio", f"{path}: audio track is silent (RMS {rms:.2e} < {cfg.min_audio_rms})")
-        elif cfg.require_audio:
-            raise VideoError("no_audio", f"{path}: no audio stream (AVFF needs audio; set require_audio=False to keep)")
-        else:
-            wave = np.zeros(int(duration * cfg.sample_rate), np.float32)
-        mel = log_mel(wave, cfg.mel)  # (F, Tm_total)
-
+        mel = log_mel(_audio(path, info, cfg, starts[-1] + cfg.clip_seconds), cfg.mel)  # (F, Tm_total)
     with timer("decode"):
         frames, got = sample_frames(
             path,
-            times,
+            times.tolist(),
             rotation=info.rotation,
-            skip_bidir=cfg.skip_bidir,
-            max_error_s=cfg.max_frame_error_s,
+            skip_nonref=cfg.skip_nonref,
             read_seconds=cfg.limits.read_seconds,
-        )
+            max_pixels=cfg.limits.max_pixels,
+        )  # (N, H, W, 3), (N,)
+    on_time = [np.abs(got[sl] - times[sl]).max() <= cfg.max_frame_error_s for sl in _clip_slices(starts, cfg)]
+    if not any(on_time):
+        raise _off_stream(path, info, times, got, cfg.max_frame_error_s)
     with timer("detect"):
         try:
             track = track_face(frames, detector, cfg.smooth_window)
@@ -137,34 +132,66 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
         crops = crop_track(frames, track, cfg.face_size, cfg.face_margin)  # (N, S, S, 3)
 
     clips: list[Clip] = []
-    T = cfg.frames_per_clip
-    error = np.abs(got - np.asarray(sorted(times)))
-    for k, start in enumerate(starts):
-        sl = slice(k * T, (k + 1) * T)
-        if error[sl].max() > max(cfg.max_frame_error_s, 1.0 / max(info.fps, 1.0)) * 1.5:
-            continue  # the stream ended early (truncated): this clip's frames are not where they should be
+    for k, (start, sl) in enumerate(zip(starts, _clip_slices(starts, cfg))):
         det = track.detected[sl]
-        if det.mean() < cfg.min_face_frac:
+        if not on_time[k] or det.mean() < cfg.min_face_frac:
             continue
+        mel_start = round(float(got[sl][0]) / cfg.mel.hop_s) * cfg.mel.hop_s  # aligned to the frame shown
         clips.append(
             Clip(
                 index=k,
                 start_s=start,
                 frames=crops[sl],
-                mel=mel_window(mel, start, cfg.mel_frames, cfg.mel.hop_s, pad_value=SILENCE_LOG_MEL),
+                mel=mel_window(mel, mel_start, cfg.mel_frames, cfg.mel.hop_s, pad_value=SILENCE_LOG_MEL),
                 face_box=[float(x) for x in track.boxes[sl].mean(axis=0)],
                 det_score=float(track.scores[sl][det].mean()) if det.any() else 0.0,
                 detected_frac=float(det.mean()),
+                frame_times=[round(float(t), 6) for t in got[sl]],
+                mel_start_s=round(mel_start, 6),
             )
         )
     if not clips:
-        if error.max() > 1.0:
-            raise VideoError("truncated", f"{path}: stream ends before the container's duration ({info.duration:.1f}s)")
+        best = max(float(track.detected[sl].mean()) for k, sl in enumerate(_clip_slices(starts, cfg)) if on_time[k])
         raise VideoError(
             "no_face",
-            f"{path}: face found in {track.detected.mean():.0%} of sampled frames; no clip reaches min_face_frac={cfg.min_face_frac}",
+            f"{path}: the best clip has a face in {best:.0%} of its frames, below min_face_frac={cfg.min_face_frac} "
+            f"({track.detected.mean():.0%} of all sampled frames)",
         )
     return Preprocessed(info=info, clips=clips, stage_seconds=timer.seconds, face_frac=float(track.detected.mean()))
+
+
+def _clip_slices(starts: list[float], cfg: PreprocessConfig) -> list[slice]:
+    T = cfg.frames_per_clip
+    return [slice(k * T, (k + 1) * T) for k in range(len(starts))]
+
+
+def _audio(path: str, info: VideoInfo, cfg: PreprocessConfig, duration: float) -> np.ndarray:
+    """(n,) float32 wave of the first duration seconds, sample 0 at the video's t=0; silence when allowed."""
+    if info.has_audio:
+        wave = decode_audio(path, cfg.sample_rate, max_seconds=duration + 0.5, start_time=info.start_time)
+        rms = float(np.sqrt(np.mean(wave**2))) if wave.size else 0.0
+        if rms < cfg.min_audio_rms:
+            raise VideoError("silent_audio", f"{path}: audio track is silent (RMS {rms:.2e} < {cfg.min_audio_rms})")
+        return wave
+    if cfg.require_audio:
+        raise VideoError("no_audio", f"{path}: no audio stream (AVFF needs audio; set require_audio=False to keep)")
+    return np.zeros(int(duration * cfg.sample_rate), np.float32)
+
+
+def _off_stream(path: str, info: VideoInfo, times: np.ndarray, got: np.ndarray, tol: float) -> VideoError:
+    """Why no clip has its frames where they should be: the stream ends early, or it has holes."""
+    last = float(got.max())
+    if last < times.max() - tol:
+        return VideoError(
+            "truncated",
+            f"{path}: video frames end at {last:.2f}s, so no clip's frames are there "
+            f"(the container says {info.duration:.1f}s)",
+        )
+    worst = int(np.argmax(np.abs(got - times)))
+    return VideoError(
+        "frame_gap",
+        f"{path}: no frame within {tol}s of {times[worst]:.2f}s (nearest at {got[worst]:.2f}s) in every clip",
+    )
 
 
 class _Timer:

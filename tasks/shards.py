@@ -3,7 +3,8 @@
 A unit is the videos of one (split, part) chunk, sorted by id, so its shard name is
 stable across runs and new parts add new units without touching old ones. A shard is
 complete when its ``.tar.json`` record exists (written after the tar is in place); a
-rerun skips a unit whose record matches the unit's videos, fingerprints and config hash.
+rerun skips a unit whose record matches the unit's videos, fingerprints and config hash and
+whose tar still has the size and sha256 the record names (else the shard is rewritten).
 """
 
 from __future__ import annotations
@@ -104,9 +105,25 @@ def read_record(shard: str) -> dict | None:
         return None  # unreadable record: the unit is simply redone
 
 
+def shard_intact(shard: str, record: dict) -> bool:
+    """The shard's bytes are the ones its record (and shards.parquet) names: size, then sha256.
+
+    A record proves a write finished, not that the bytes survived: a shard damaged since
+    (bit rot, a partial overwrite) must be rewritten, not indexed.
+    """
+    try:
+        fsys, path = fs.split_uri(shard)
+        if fsys.size(path) != record.get("bytes"):
+            return False
+        return fs.sha256_of(shard) == record.get("sha256")
+    except OSError:
+        return False
+
+
 def is_complete(unit: WorkUnit, config_hash: str) -> dict | None:
+    """The unit's record when its shard is complete, matches the unit and verifies; else None."""
     record = read_record(unit.shard)
-    if record and record.get("signature") == unit.signature(config_hash):
+    if record and record.get("signature") == unit.signature(config_hash) and shard_intact(unit.shard, record):
         # the record lies beside the planned shard: index that path, not the one it names
         # (after the output root was moved, or the record edited, that one is elsewhere)
         return {**record, "shard": unit.shard}
@@ -177,6 +194,8 @@ def _add_video(writer, v: UnitVideo, cfg: PreprocessConfig, detector, record: Un
             mel_hop_s=cfg.mel.hop_s,
             part=v.part,
             manipulation=v.manipulation,
+            frame_times=clip.frame_times,
+            mel_start_s=clip.mel_start_s,
         )
         writer.write(encode_sample(clip.frames, clip.mel, meta, jpeg_quality))
         record.samples += 1
