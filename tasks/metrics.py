@@ -280,6 +280,42 @@ def paired_auc_difference(
             "p_le_0": float((finite <= 0).mean()) if len(finite) else math.nan}  # fmt: skip
 
 
+def seed_mean_auc(
+    runs: Sequence[tuple], *, n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> dict[str, float | list[float]]:
+    """Mean AUC over runs (seeds) with a hierarchical group-bootstrap interval.
+
+    ``runs``: ``[(y, p, groups)]``, one per seed, or ``[(y, p_a, p_b, groups)]`` for the paired
+    difference AUC(a) - AUC(b). Each resample draws groups within every run independently and
+    averages the runs' values, so the interval covers the evaluation sets' sampling noise and
+    what the seeds' spread adds to it. Keys: mean, lo, hi, per_seed, and (paired) p_le_0.
+    """
+    stats, per_seed, groups = [], [], []
+    for run in runs:
+        y, *ps, g = run
+        y, p0 = _check(y, ps[0])
+        ps = [p0, *(_check(y, q)[1] for q in ps[1:])]
+
+        def stat(idx, y=y, ps=ps) -> float:
+            values = [auc_or_nan(y[idx], q[idx]) for q in ps]
+            return values[0] - values[1] if len(values) == 2 else values[0]
+
+        stats.append(stat)
+        per_seed.append(stat(np.arange(len(y))))
+        groups.append(g)
+    if not stats:
+        raise ValueError("no runs to average")
+    draws = np.stack([group_bootstrap(f, g, n_resamples=n_resamples, seed=seed + i)
+                      for i, (f, g) in enumerate(zip(stats, groups))])  # (runs, n_resamples)  # fmt: skip
+    means = draws.mean(0)  # NaN where any run's resample held one class
+    lo, hi = percentile_interval(means, alpha)
+    out = {"mean": float(np.mean(per_seed)), "lo": lo, "hi": hi, "per_seed": [float(v) for v in per_seed]}
+    finite = means[np.isfinite(means)]
+    if len(runs[0]) == 4:
+        out["p_le_0"] = float((finite <= 0).mean()) if len(finite) else math.nan
+    return out
+
+
 # metrics that are NaN when the labels hold one class only (binary_metrics' keys)
 ONE_CLASS_NAN = ("auc", "average_precision", "eer")
 

@@ -6,6 +6,14 @@ height follows the amplitude envelope of a synthetic speech track (:mod:`tasks.s
 Each real gets one fake per requested manipulation (:data:`MANIPULATIONS`), written beside
 it in the same part, as DFDC does.
 
+Identity pools: ``pool`` (``train``, ``pretrain`` or ``external``, :data:`tasks.synth_face.POOLS`)
+picks the face photos (and synthetic morphs of them) from that pool only, and keys every random
+stream, voices included, by the pool, so a training set, a stage-1 set and an external test set
+share no face and no voice whatever their seeds (``tests/tasks/test_sample_data.py`` checks it).
+Each real uses a different face while the pool has photos left, then morphs, and only then
+repeats faces. ``identities.csv`` (``video,identity``: the face's name) is written beside the data;
+``avff ingest --identities`` takes it.
+
 Shortcut control: leading silence, loudness, noise floor and encoder quality are drawn per
 video from ONE distribution, whatever the label, so that container/audio statistics alone
 cannot tell REAL from FAKE (``tests/tasks/test_sample_data.py`` checks it). Fakes that keep
@@ -32,15 +40,17 @@ import av
 import numpy as np
 
 from tasks.synth_face import (
+    POOLS,
     Look,
     Scene,
     blend_face,
     degrade_face,
     draw_look,
     draw_scene,
-    face_sources,
     face_sprite,
+    pool_sources,
     render,
+    source_name,
 )
 from tasks.synth_speech import SpeechPlan, frame_envelope, render_speech, speech_plan
 
@@ -54,6 +64,9 @@ MANIPULATIONS = (
 )
 PART_DIR = "dfdc_train_part_{}"
 METADATA = "metadata.json"
+IDENTITIES = "identities.csv"
+# extra random-stream key per pool; "train" has none, so its streams are those of earlier versions
+_POOL_KEYS = {"train": (), "pretrain": (1 << 28,), "external": ((1 << 28) + 1,)}
 _PAD_S = 0.6  # speech rendered beyond the clip on both sides, so shifted windows exist
 
 
@@ -208,7 +221,7 @@ class _Original:
     mouth: np.ndarray  # (N,)
     frames: np.ndarray  # (N, H, W, 3) uint8
     others: list[_Speaker]  # the other reals' voices
-    n_sources: int
+    donors: tuple[int, ...]  # faces of the same pool a face swap may paste in
     duration_s: float
     fps: float
     rate: int
@@ -247,7 +260,8 @@ def _mouth_decorrelated(rng: np.random.Generator, o: _Original) -> tuple[np.ndar
 
 @_manipulation
 def _face_blend(rng: np.random.Generator, o: _Original) -> tuple[np.ndarray, np.ndarray]:
-    donor_source = (o.look.source + rng.integers(1, o.n_sources)) % o.n_sources
+    donors = [d for d in o.donors if d != o.look.source]
+    donor_source = donors[rng.integers(len(donors))]
     # The donor keeps the target's tint, as face-swap pipelines colour-correct; a residual
     # per-channel gain leaves the mismatch a detector can find at the seam.
     donor = face_sprite(replace(o.look, source=int(donor_source)), o.scene.face_px)
@@ -283,13 +297,22 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng([seed, *key])
 
 
-def _video_ids(seed: int, n_real: int) -> np.ndarray:
+def _video_ids(seed: int, n_real: int, pool: str = "train") -> np.ndarray:
     """(n_real, 1 + len(MANIPULATIONS)) unique 10-letter ids, column 0 the real."""
-    rng, letters = _rng(seed, 1 << 30), np.array(list(string.ascii_lowercase))
+    rng, letters = _rng(seed, *_POOL_KEYS[pool], 1 << 30), np.array(list(string.ascii_lowercase))
     ids: dict[str, None] = {}
     while len(ids) < n_real * (1 + len(MANIPULATIONS)):
         ids["".join(rng.choice(letters, 10))] = None
     return np.array(list(ids)).reshape(n_real, 1 + len(MANIPULATIONS))
+
+
+def pool_faces(seed: int, n_real: int, pool: str = "train") -> list[int]:
+    """The face source of each of ``n_real`` reals: the pool's photos in a seeded order, then its
+    morphs, then repeats. Only ever sources of ``pool``, whatever the seed."""
+    photos, morphs = pool_sources(pool)
+    order = _rng(seed, *_POOL_KEYS[pool], 1 << 29)
+    faces = [photos[i] for i in order.permutation(len(photos))] + [morphs[i] for i in order.permutation(len(morphs))]
+    return [int(faces[k % len(faces)]) for k in range(n_real)]
 
 
 def _write(path: Path, frames: np.ndarray, audio: np.ndarray, rng: np.random.Generator, fps: float, rate: int,
@@ -310,6 +333,7 @@ def make_dfdc_sample(
     manipulations: Sequence[str] = MANIPULATIONS,
     audio_rate: int = 44100,
     controls: ShortcutControls = ShortcutControls(),
+    pool: str = "train",
 ) -> Path:
     """Write ``n_real`` real clips and one fake per manipulation each; return ``out_dir``.
 
@@ -319,6 +343,7 @@ def make_dfdc_sample(
     ``manipulations`` picks the fakes (any subset of :data:`MANIPULATIONS`); ``controls`` sets
     the label-independent nuisance distributions. Same arguments, same bytes: every draw comes
     from ``seed``, keyed by (real, purpose), so a subset of manipulations leaves the rest unchanged.
+    ``pool`` (module docstring) keeps faces and voices apart from the other pools'.
     Files already in ``out_dir`` are overwritten or left alone, never listed.
     """
     unknown = sorted(set(manipulations) - set(MANIPULATIONS))
@@ -328,30 +353,34 @@ def make_dfdc_sample(
         raise ValueError(f"need n_real >= 1 and 0 <= parts <= n_real, got {n_real=} {parts=}")
     if size[0] % 2 or size[1] % 2 or min(size) < 64:
         raise ValueError(f"size (H, W) must be even and at least 64 pixels, got {size}")
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}; choose one of {POOLS}")
     out_dir = Path(out_dir)
     n_frames = int(round(duration_s * fps))
-    ids = _video_ids(seed, n_real)
-    n_sources = len(face_sources())
-    sources = _rng(seed, 1 << 29).permutation(n_sources)
-    voices = [_speaker(_rng(seed, k, 1), duration_s, audio_rate, controls.lead_silence_s) for k in range(n_real)]
+    ids = _video_ids(seed, n_real, pool)
+    faces, donors = pool_faces(seed, n_real, pool), pool_sources(pool)[0]
+    rng_of = lambda *key: _rng(seed, *_POOL_KEYS[pool], *key)  # noqa: E731  (every stream keyed by the pool)
+    voices = [_speaker(rng_of(k, 1), duration_s, audio_rate, controls.lead_silence_s) for k in range(n_real)]
     metadata: dict[Path, dict[str, dict]] = {}
+    identities = ["video,identity"]
     for k, voice in enumerate(voices):
         folder = out_dir / PART_DIR.format(k % parts) if parts else out_dir
         folder.mkdir(parents=True, exist_ok=True)
         meta = metadata.setdefault(folder, {})
-        look = draw_look(_rng(seed, k, 0), int(sources[k % n_sources]))
-        scene = draw_scene(_rng(seed, k, 3), look, size, n_frames, fps)
+        look = draw_look(rng_of(k, 0), faces[k])
+        scene = draw_scene(rng_of(k, 3), look, size, n_frames, fps)
         audio = _clip_audio(voice.stream, voice.lead_s, audio_rate, duration_s)
         mouth = _mouth(audio, audio_rate, fps, n_frames)
         frames = render(scene, mouth)
         real = f"{ids[k, 0]}.mp4"
-        _write(folder / real, frames, audio, _rng(seed, k, 2), fps, audio_rate, controls)
+        _write(folder / real, frames, audio, rng_of(k, 2), fps, audio_rate, controls)
         meta[real] = {"label": "REAL", "split": "train", "original": None, "manipulation": None}
-        original = _Original(look, scene, voice, audio, mouth, frames, voices[:k] + voices[k + 1 :], n_sources,
+        identities.append(f"{real},{source_name(faces[k])}")
+        original = _Original(look, scene, voice, audio, mouth, frames, voices[:k] + voices[k + 1 :], donors,
                              duration_s, fps, audio_rate, controls.lead_silence_s)
         for name in dict.fromkeys(manipulations):
             m = MANIPULATIONS.index(name)
-            rng = _rng(seed, k, 10 + m)
+            rng = rng_of(k, 10 + m)
             fake_frames, fake_audio = _REGISTRY[name](rng, original)
             if controls.planted_fake_lead_s > 0:  # on top of the zeros the fake already starts with
                 lead = np.flatnonzero(fake_audio)[:1].sum() / audio_rate + controls.planted_fake_lead_s
@@ -359,8 +388,10 @@ def make_dfdc_sample(
             fake = f"{ids[k, 1 + m]}.mp4"
             _write(folder / fake, fake_frames, fake_audio, rng, fps, audio_rate, controls)
             meta[fake] = {"label": "FAKE", "split": "train", "original": real, "manipulation": name}
+            identities.append(f"{fake},{source_name(faces[k])}")
     for folder, meta in metadata.items():
         (folder / METADATA).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    (out_dir / IDENTITIES).write_text("\n".join(identities) + "\n")
     return out_dir
 
 

@@ -1,7 +1,10 @@
 """Synthetic talking faces: a face photo animated over a background, numpy only.
 
 The identities are the scikit-image astronaut and the LFW faces of ``lfw_subset`` (upscaled),
-varied by scale, tint, hue, mirroring, background and head roll. A :class:`Scene` fixes one
+varied by scale, tint, hue, mirroring, background and head roll, plus synthetic identities:
+*morphs*, the pixel average of two aligned LFW faces. Sources fall into disjoint pools
+(:data:`POOLS`: ``train``, ``pretrain``, ``external``) by a fixed rule that no seed changes;
+a morph only mixes photos of its own pool, so no face is shared between pools. A :class:`Scene` fixes one
 shot (background, sprite, head drift, blinks); :func:`render` then draws a dark mouth
 ellipse whose height follows a per-frame opening in [0, 1]. ``blend_face`` and
 ``degrade_face`` are the two purely visual manipulations.
@@ -30,9 +33,14 @@ _LFW_UNRELIABLE = {4, 9, 13, 16, 20, 22, 23, 30, 45, 47, 52, 54, 56, 59, 82, 89}
 _LFW_FACES = tuple(i for i in range(100) if i not in _LFW_UNRELIABLE)
 
 
+# Photo i belongs to pool _POOL_OF_SLOT[i % 10]: half train, 3/10 stage-1 pretraining, 1/5 external.
+POOLS = ("train", "pretrain", "external")
+_POOL_OF_SLOT = ("train", "pretrain", "train", "external", "train", "pretrain", "train", "external", "train", "pretrain")
+_MORPHS_PER_POOL = 400
+
+
 @lru_cache(maxsize=1)
-def face_sources() -> tuple[tuple[np.ndarray, tuple[float, float, float]], ...]:
-    """(image (h, w, C) float32 in [0, 1], face square) per source; C is 3 or 1 (gray)."""
+def _photos() -> tuple[tuple[np.ndarray, tuple[float, float, float]], ...]:
     from skimage import data
 
     astro = data.astronaut().astype(np.float32) / 255.0
@@ -40,6 +48,60 @@ def face_sources() -> tuple[tuple[np.ndarray, tuple[float, float, float]], ...]:
     sources = [(astro, _ASTRONAUT_SQUARE)]
     sources += [(lfw[i][..., None], (0.0, 0.0, 25.0)) for i in _LFW_FACES]
     return tuple(sources)
+
+
+def photo_pool(photo: int) -> str:
+    """The pool of photo ``photo`` (an index into the photos, the first entries of :func:`face_sources`)."""
+    return _POOL_OF_SLOT[photo % len(_POOL_OF_SLOT)]
+
+
+@lru_cache(maxsize=1)
+def _morph_pairs() -> tuple[tuple[int, int], ...]:
+    """(a, b) photo pairs of each pool's LFW faces, in a fixed shuffled order, pool after pool."""
+    pairs = []
+    for pool in POOLS:
+        faces = [i for i in range(1, len(_photos())) if photo_pool(i) == pool]  # LFW only: same layout
+        mine = [(a, b) for k, a in enumerate(faces) for b in faces[k + 1 :]]
+        order = np.random.default_rng(2026).permutation(len(mine))[:_MORPHS_PER_POOL]
+        pairs += [mine[i] for i in order]
+    return tuple(pairs)
+
+
+@lru_cache(maxsize=1)
+def face_sources() -> tuple[tuple[np.ndarray, tuple[float, float, float]], ...]:
+    """(image (h, w, C) float32 in [0, 1], face square) per source; C is 3 or 1 (gray).
+
+    The photos come first (index 0 the astronaut, then the LFW faces), then the morphs of
+    :func:`_morph_pairs` (synthetic identities: the mean of two aligned LFW faces of one pool).
+    """
+    photos = _photos()
+    morphs = [((photos[a][0] + photos[b][0]) / 2, photos[a][1]) for a, b in _morph_pairs()]
+    return photos + tuple(morphs)
+
+
+def source_pool(source: int) -> str:
+    """The pool of any source (photo or morph)."""
+    n = len(_photos())
+    return photo_pool(source) if source < n else photo_pool(_morph_pairs()[source - n][0])
+
+
+def source_name(source: int) -> str:
+    """A stable name of the face: ``photo17`` or ``morph17+42`` (the photos it mixes)."""
+    n = len(_photos())
+    if source < n:
+        return f"photo{source}"
+    a, b = _morph_pairs()[source - n]
+    return f"morph{a}+{b}"
+
+
+def pool_sources(pool: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(photos, morphs) of ``pool``: source indices, disjoint from every other pool's."""
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}; choose one of {POOLS}")
+    n = len(_photos())
+    photos = tuple(i for i in range(n) if photo_pool(i) == pool)
+    morphs = tuple(n + k for k, (a, _) in enumerate(_morph_pairs()) if photo_pool(a) == pool)
+    return photos, morphs
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from tasks.metrics import (
     flatten,
     group_bootstrap,
     paired_auc_difference,
+    seed_mean_auc,
 )
 
 
@@ -228,3 +229,17 @@ def test_a_monitor_undefined_on_one_class_val_is_refused():
         check_monitor_defined("val_clip_eer", 4, 0)
     with pytest.raises(ValueError, match="undefined"):
         check_monitor_defined("val_video_log_loss", 0, 0)
+
+
+def test_seed_mean_auc_averages_seeds_and_pairs_models():
+    runs = [_grouped_preds(n_groups=30, seed=s) for s in range(3)]
+    out = seed_mean_auc(runs, n_resamples=200, seed=0)
+    per_seed = [skm.roc_auc_score(y, p) for y, p, _ in runs]
+    assert out["per_seed"] == pytest.approx(per_seed) and out["mean"] == pytest.approx(np.mean(per_seed))
+    assert out["lo"] < out["mean"] < out["hi"]
+    one = seed_mean_auc(runs[:1], n_resamples=200, seed=0)
+    assert one["hi"] - one["lo"] > out["hi"] - out["lo"]  # three evaluation sets pin the mean down better than one
+    paired = seed_mean_auc([(y, np.clip(p + 0.25 * y, 0, 1), p, g) for y, p, g in runs], n_resamples=200)
+    assert paired["lo"] > 0 and paired["p_le_0"] == 0.0
+    same = seed_mean_auc([(y, p, p, g) for y, p, g in runs], n_resamples=50)
+    assert same["mean"] == same["lo"] == same["hi"] == 0.0

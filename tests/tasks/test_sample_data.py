@@ -12,13 +12,17 @@ import numpy as np
 import pytest
 
 from tasks.sample_data import (
+    IDENTITIES,
     MANIPULATIONS,
     METADATA,
     ShortcutControls,
     make_dfdc_sample,
     make_single_folder_sample,
+    pool_faces,
     write_video,
 )
+from tasks.splits import read_identities
+from tasks.synth_face import POOLS, face_sources, photo_pool, pool_sources, source_pool
 
 FPS, DURATION, SIZE, N_REAL = 25, 2.0, (256, 256), 8
 
@@ -70,9 +74,9 @@ def _by_manipulation(videos, name: str | None) -> list[Path]:
 
 def test_metadata_is_dfdc_shaped_and_fakes_sit_beside_their_real(sample, videos):
     parts = sorted(p.name for p in sample.iterdir())
-    assert parts == ["dfdc_train_part_0", "dfdc_train_part_1"]
+    assert parts == ["dfdc_train_part_0", "dfdc_train_part_1", IDENTITIES]
     assert len(videos) == N_REAL * (1 + len(MANIPULATIONS))
-    for part in sample.iterdir():
+    for part in (p for p in sample.iterdir() if p.is_dir()):
         meta = json.loads((part / METADATA).read_text())
         assert sorted(meta) == sorted(p.name for p in part.glob("*.mp4"))  # every file listed, no extra
         for name, entry in meta.items():
@@ -219,6 +223,62 @@ def test_same_seed_gives_identical_files_and_frames(tmp_path):
     assert fa.shape == (15, 96, 128, 3) and np.array_equal(fa, fb) and np.array_equal(aa, ab)
     other = make_dfdc_sample(tmp_path / "c", **{**kw, "seed": 8})
     assert json.loads((other / part / METADATA).read_text()).keys().isdisjoint(json.loads(meta))
+
+
+# ----------------------------------------------------------------------------- identity pools
+
+
+def test_pools_partition_the_faces_and_morphs_mix_only_their_own_pool():
+    photos = {p: set(pool_sources(p)[0]) for p in POOLS}
+    morphs = {p: set(pool_sources(p)[1]) for p in POOLS}
+    everything = [photos[p] | morphs[p] for p in POOLS]
+    assert sum(map(len, everything)) == len(set().union(*everything)) == len(face_sources())  # a partition
+    for p in POOLS:
+        assert all(photo_pool(i) == p for i in photos[p]) and all(source_pool(m) == p for m in morphs[p])
+    # every morph is the mean of two photos of its own pool
+    imgs = face_sources()
+    for p in POOLS:
+        lfw = sorted(i for i in photos[p] if i > 0)
+        for m in sorted(morphs[p])[:20]:
+            assert any(np.allclose(imgs[m][0], (imgs[a][0] + imgs[b][0]) / 2) for a in lfw for b in lfw if a < b)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 1000, 1007])
+def test_training_pretraining_and_external_sets_share_no_face_whatever_the_seeds(seed):
+    # the benchmark's sizes: 40 training identities, 300 stage-1 identities, 12 external ones
+    used = {p: pool_faces(seed, n, p) for p, n in (("train", 40), ("pretrain", 300), ("external", 12))}
+    for p, faces in used.items():
+        assert {source_pool(f) for f in faces} == {p}
+        assert len(set(faces)) == len(faces)  # no face repeats within a set of this size either
+    assert not set(used["train"]) & set(pool_faces(seed + 7, 300, "pretrain"))
+    assert not set(used["train"]) & set(pool_faces(seed + 1000, 12, "external"))
+
+
+def test_generated_pools_have_disjoint_faces_and_voices(tmp_path):
+    kw = dict(n_real=2, parts=0, duration_s=1.0, size=(96, 96), manipulations=("audio_swap", "face_blend"), seed=3)
+    made = {p: make_dfdc_sample(tmp_path / p, pool=p, **kw) for p in POOLS}
+    names = {p: set(read_identities(str(made[p] / IDENTITIES)).values()) for p in POOLS}
+    assert all(len(names[p]) == 2 for p in POOLS)
+    assert not (names["train"] & names["pretrain"] or names["train"] & names["external"]
+                or names["pretrain"] & names["external"])  # fmt: skip
+    ids = {p: read_identities(str(made[p] / IDENTITIES)) for p in POOLS}
+    meta = {p: json.loads((made[p] / METADATA).read_text()) for p in POOLS}
+    for p in POOLS:  # every video listed, a fake under its original's face
+        assert set(ids[p]) == {n.removesuffix(".mp4") for n in meta[p]}
+        for name, e in meta[p].items():
+            if e["original"]:
+                assert ids[p][name.removesuffix(".mp4")] == ids[p][e["original"].removesuffix(".mp4")]
+    voices = {}
+    for p in POOLS:
+        reals = sorted(n for n, e in meta[p].items() if e["label"] == "REAL")
+        voices[p] = [_decode(made[p] / n)[1] for n in reals]
+    for a, b in (("train", "pretrain"), ("train", "external"), ("pretrain", "external")):
+        for va in voices[a]:
+            for vb in voices[b]:
+                n = min(len(va), len(vb))
+                assert abs(np.corrcoef(va[:n], vb[:n])[0, 1]) < 0.3, (a, b)  # different voices, not one reused
+    with pytest.raises(ValueError, match="pool"):
+        make_dfdc_sample(tmp_path / "x", pool="holdout", **kw)
 
 
 # ----------------------------------------------------------------------------- shortcuts
