@@ -8,6 +8,7 @@ import pytest
 from tasks.faces import FaceDetector
 from tasks.preprocess import PreprocessConfig, preprocess_video
 from tasks.video import Limits, probe, sample_frames
+from tasks.sample_data import write_video
 
 
 def _counter_vfr(media, path, times_ms: np.ndarray):
@@ -47,7 +48,7 @@ def _read_bytes() -> int:
 @pytest.fixture(scope="module")
 def long_video(tmp_path_factory, footage):
     """A 120 s talking-face video whose bytes are spread evenly over time (a noisy band on top)."""
-    from tasks.sample_data import write_video
+
 
     fps, seconds, rate = 5, 120, 16000
     src = np.arange(fps * seconds) * 25 // fps % len(footage.a)  # 25 fps footage, looped
@@ -75,3 +76,170 @@ def test_a_long_video_is_read_only_as_far_as_read_seconds(long_video):
     before = _read_bytes()
     decode_audio(str(long_video), max_seconds=130.0)
     assert _read_bytes() - before > 0.9 * size
+
+
+def _write_offset(path, frames: np.ndarray, audio: np.ndarray, offset_s: float, fps: int = 25, rate: int = 44100):
+    """frames + audio whose timestamps both start at offset_s (as MPEG-TS and offset mkv files do)."""
+    import av
+    from fractions import Fraction
+
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=Fraction(fps))
+        vs.width, vs.height, vs.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        vs.codec_context.thread_count = 1
+        vs.options = {"preset": "ultrafast", "crf": "18"}
+        aus = out.add_stream("aac", rate=rate, layout="mono")
+        for i, frame in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts, vf.time_base = int(round(offset_s * fps)) + i, Fraction(1, fps)
+            out.mux(vs.encode(vf))
+        out.mux(vs.encode())
+        af = av.AudioFrame.from_ndarray(np.asarray(audio, np.float32)[None, :], format="flt", layout="mono")  # (1, n)
+        af.sample_rate, af.pts, af.time_base = rate, int(round(offset_s * rate)), Fraction(1, rate)
+        out.mux(aus.encode(af))
+        out.mux(aus.encode())
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".ts", ".mkv"])
+def test_a_stream_that_starts_at_100_s_ingests_like_one_that_starts_at_0(footage, tmp_path, suffix):
+    """Times are seconds from the stream's start: an offset is not a truncation, and sound stays on its frame."""
+    frames, audio = footage.a[:175], footage.audio[: 7 * 44100]
+    at0 = _write_offset(tmp_path / f"zero{suffix}", frames, audio, 0.0)
+    at100 = _write_offset(tmp_path / f"late{suffix}", frames, audio, 100.0)
+    assert probe(str(at100)).start_time == pytest.approx(100.0, abs=0.1)
+    cfg = PreprocessConfig(face_size=64, max_clips=2)
+    with FaceDetector() as detector:
+        a = preprocess_video(str(at0), cfg, detector)
+        b = preprocess_video(str(at100), cfg, detector)
+    assert [c.index for c in b.clips] == [c.index for c in a.clips] == [0, 1]
+    for ca, cb in zip(a.clips, b.clips):
+        np.testing.assert_allclose(cb.frame_times, ca.frame_times, atol=1e-3)
+        assert np.array_equal(ca.frames, cb.frames)
+        # the same sound under the same frames: AAC in another container, so close, not equal
+        assert np.corrcoef(ca.mel.ravel(), cb.mel.ravel())[0, 1] > 0.99
+
+
+def test_audio_that_starts_after_the_video_is_preceded_by_silence(footage, tmp_path):
+    """Audio timestamps 0.5 s after the video's: sample 0 of the wave is the video's t=0."""
+    import av
+    from fractions import Fraction
+
+    from tasks.audio import decode_audio
+
+    path = tmp_path / "late_audio.mkv"
+    rate = 16000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(2 * rate) / rate)).astype(np.float32)
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=Fraction(25))
+        vs.width = vs.height = 64
+        vs.pix_fmt = "yuv420p"
+        aus = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+        for i in range(75):
+            vf = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i, np.uint8), format="rgb24")
+            vf.pts, vf.time_base = i, Fraction(1, 25)
+            out.mux(vs.encode(vf))
+        out.mux(vs.encode())
+        af = av.AudioFrame.from_ndarray(np.round(tone * 32767).astype(np.int16)[None, :], format="s16", layout="mono")
+        af.sample_rate, af.pts, af.time_base = rate, rate // 2, Fraction(1, rate)
+        out.mux(aus.encode(af))
+        out.mux(aus.encode())
+    wave = decode_audio(str(path), rate, start_time=probe(str(path)).start_time)
+    assert np.abs(wave[: rate // 2 - 10]).max() < 1e-3  # 0.5 s of silence, then the tone, to the sample
+    np.testing.assert_allclose(wave[rate // 2 + 100 : rate // 2 + 1100], tone[100:1100], atol=2e-3)
+
+
+def test_a_resolution_change_mid_stream_is_refused_with_a_stable_reason(media, tmp_path):
+    """Two H.264 segments of different sizes in one MPEG-TS stream (TS is concatenable)."""
+    from tasks.video import VideoError
+
+    parts = []
+    for k, side in enumerate((64, 128)):  # the second segment's timestamps follow the first's
+        frames = np.full((50, side, side, 3), 100, np.uint8)
+        parts.append(media.write_av(tmp_path / f"p{k}.ts", frames, times_s=2.0 * k + np.arange(50) / 25))
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    with pytest.raises(VideoError) as err:
+        sample_frames(str(joined), [0.5, 1.0, 2.5, 3.5])
+    assert err.value.reason == "resolution_change" and "64x64 -> 128x128" in str(err.value)
+    with pytest.raises(VideoError) as err:  # a frame past max_pixels is refused, not converted
+        sample_frames(str(parts[1]), [0.5], max_pixels=64 * 64)
+    assert err.value.reason == "too_large"
+
+
+def _patch_audio_chunk_offsets(path, past: int) -> None:
+    """Point every chunk offset of the mp4's sound track past the end of the file (stco boxes)."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+
+    def boxes(start, end):
+        while start + 8 <= end:
+            size, kind = struct.unpack(">I4s", data[start : start + 8])
+            yield kind, start, start + size
+            start += size
+
+    moov = next((s, e) for k, s, e in boxes(0, len(data)) if k == b"moov")
+    for kind, s, e in boxes(moov[0] + 8, moov[1]):
+        if kind != b"trak" or b"soun" not in data[s:e]:
+            continue
+        stack = [(s + 8, e)]
+        while stack:
+            a, b = stack.pop()
+            for k, bs, be in boxes(a, b):
+                if k in (b"mdia", b"minf", b"stbl"):
+                    stack.append((bs + 8, be))
+                elif k == b"stco":
+                    n = struct.unpack(">I", data[bs + 12 : bs + 16])[0]
+                    for i in range(n):
+                        struct.pack_into(">I", data, bs + 16 + 4 * i, len(data) + past + i)
+    path.write_bytes(bytes(data))
+
+
+def test_audio_whose_chunks_lie_past_the_end_of_the_file_is_undecodable_not_missing(footage, tmp_path):
+    from tasks.audio import decode_audio
+    from tasks.video import VideoError
+
+    path = write_video(tmp_path / "v.mp4", footage.a[:50], 25, footage.audio[: 2 * 44100], 44100)
+    _patch_audio_chunk_offsets(path, past=1000)
+    with pytest.raises(VideoError) as err:
+        decode_audio(str(path))
+    assert err.value.reason == "undecodable" and "v.mp4" in str(err.value)
+
+
+def _vfr_copy(media, path, footage, max_gap: int, hole: tuple[int, int] | None = None):
+    """footage.a with frames dropped irregularly (gaps up to max_gap frames, like mpdecimate), timestamps kept."""
+    n = len(footage.a)  # 7 s at 25 fps
+    rng = np.random.default_rng(1)
+    keep = [0]
+    for i in range(1, n):
+        if hole and hole[0] <= i < hole[1]:
+            continue
+        if rng.random() < 0.3 or i - keep[-1] >= max_gap or i == n - 1:
+            keep.append(i)
+    keep = np.asarray(keep)
+    return media.write_av(path, footage.a[keep], times_s=keep / 25.0, audio=footage.audio[: n * 44100 // 25])
+
+
+def test_a_variable_frame_rate_copy_ingests_like_the_constant_rate_original(footage, media, tmp_path):
+    """Gaps up to 0.48 s between frames: the same clips, every face found (it was refused 'no_face' with
+    'face found in 100% of sampled frames', because a frame 0.2 s off its time dropped the clip)."""
+    cfr = media.write_av(tmp_path / "cfr.mp4", footage.a, audio=footage.audio[: len(footage.a) * 44100 // 25])
+    vfr = _vfr_copy(media, tmp_path / "vfr.mp4", footage, max_gap=12)
+    cfg = PreprocessConfig(face_size=64)
+    with FaceDetector() as detector:
+        a = preprocess_video(str(cfr), cfg, detector)
+        b = preprocess_video(str(vfr), cfg, detector)
+    assert [c.index for c in b.clips] == [c.index for c in a.clips] == [0, 1]
+    for clip in b.clips:
+        assert clip.detected_frac == 1.0
+        assert max(abs(t - (clip.start_s + i / 5)) for i, t in enumerate(clip.frame_times)) <= 0.25
+
+
+def test_a_hole_in_the_stream_is_a_frame_gap_not_a_missing_face(footage, media, tmp_path):
+    from tasks.video import VideoError
+
+    holed = _vfr_copy(media, tmp_path / "hole.mp4", footage, max_gap=3, hole=(25, 140))  # nothing in 1.0-5.6 s
+    with FaceDetector() as detector, pytest.raises(VideoError) as err:
+        preprocess_video(str(holed), PreprocessConfig(face_size=64), detector)
+    assert err.value.reason == "frame_gap" and "hole.mp4" in str(err.value)
