@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
@@ -84,8 +85,52 @@ def _stack(args) -> int:
     return run(args)
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: the cause a Ray/pydantic wrapper hides, whitespace collapsed."""
+    exc = getattr(exc, "cause", None) or exc  # RayTaskError: the worker's own exception
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and type(exc).__name__ == "ValidationError":  # pydantic: one clause per field
+        text = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in errors())
+    else:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+    name = type(exc).__name__
+    return text if name in ("RuntimeError", "ValueError", "StackError", "ValidationError") else f"{name}: {text}"
+
+
+class _NoTraceback(logging.Formatter):
+    """Wraps a console formatter: the first line of each record, its traceback left out.
+
+    The record is restored afterwards, so Prefect's API handler (the UI's run logs) keeps it whole.
+    """
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record).split("\n", 1)[0]
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _console_without_tracebacks() -> None:
+    """Prefect prints a failed flow's traceback on the console; without --debug only its first line."""
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()  # what the first flow would do; later set-ups are incremental and keep handlers
+    for name in ("", "prefect"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler.formatter, _NoTraceback):
+                handler.setFormatter(_NoTraceback(handler.formatter))
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; an error is one line on stderr and exit status 1 (--debug: the traceback)."""
     parser = argparse.ArgumentParser(prog="avff", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
     from flows import cli_evaluate, cli_experiments, cli_predict, cli_train
 
@@ -104,7 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # without PREFECT_API_URL a flow starts a temporary local server; on a busy machine it needs > 20 s
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    return commands[args.command][1](args)
+    if not args.debug and args.command not in ("sample", "stack"):
+        _console_without_tracebacks()
+    try:
+        return commands[args.command][1](args)
+    except KeyboardInterrupt:
+        print(f"avff {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        print(f"avff {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

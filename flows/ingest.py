@@ -19,10 +19,11 @@ from typing import Literal
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from storage import fs
 from tasks import ingest as steps
+from tasks.metadata import refusal_counts
 from tasks.preprocess import PreprocessConfig
 from tasks.shards import WorkUnit, is_complete, process_unit
 from tasks.splits import identity_groups, read_identities
@@ -66,6 +67,15 @@ class IngestConfig(BaseModel):
     def _absolute(cls, v: str | None) -> str | None:
         """Local paths become absolute here, in the flow's working directory: Ray workers run elsewhere."""
         return os.path.abspath(v) if v and fs.is_local(v) and not v.startswith("file://") else v
+
+    @model_validator(mode="after")
+    def _out_not_in_data(self):
+        """Shards written into the data root would be scanned as input by the next run."""
+        if fs.is_local(self.data) and fs.is_local(self.out):
+            data, out = (os.path.realpath(p.removeprefix("file://")) for p in (self.data, self.out))
+            if os.path.commonpath([data, out]) == data:
+                raise ValueError(f"output folder {self.out} is inside the input folder {self.data}: choose an output outside it")
+        return self
 
     @field_validator("ratios")
     @classmethod
@@ -126,8 +136,10 @@ def scan_and_plan(cfg: IngestConfig) -> tuple[list[WorkUnit], "steps.ScanResult"
         "scanned %s: %d videos in %d units, %d refused before decoding, %d fakes with absent originals; removed %d stale shards",
         cfg.data, len(result.entries), len(units), len(result.rejected), len(result.missing_originals), len(stale),
     )
-    for r in result.rejected:
-        log.warning("refused %s: %s", r.rel_path, r.error)
+    # one line per reason, not per file: 100,000 refusals must not become 100,000 log records
+    for reason, (n, first) in refusal_counts(result.rejected).items():
+        log.warning("refused before decoding: %s x %d (e.g. %s); every file is listed in %s",
+                    reason, n, first[:300], layout.quarantine)
     return units, result, planned
 
 
@@ -243,10 +255,11 @@ def ingest_dfdc(config: IngestConfig) -> dict:
         units, result, planned = scan_and_plan(config)
         records, failed, skipped = process_units(units, config)
         summary = write_index(config, planned, records, result, failed, skipped, time.perf_counter() - t0)
-    if summary["videos"] and not summary["ingested"] and not failed:  # nothing usable: say why, do not look done
+    if not summary["ingested"] and not failed:  # nothing usable, whichever stage refused it: say why, do not look done
+        total = summary["videos"] + len(result.rejected)
         raise RuntimeError(
-            f"none of the {summary['videos']} videos under {config.data} was ingested; reasons per video in "
-            f"{summary['quarantine']}: " + _quarantine_reasons(summary["quarantine"])
+            f"none of the {total} videos under {config.data} was ingested; reasons per video in "
+            f"{summary['quarantine']}: " + (_quarantine_reasons(summary["quarantine"]) or "no videos found")
         )
     if failed:  # indexes are written (the rest is usable), but the run must not look complete
         raise RuntimeError(

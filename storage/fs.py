@@ -6,9 +6,13 @@ output layout of an ingest run.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import posixpath
+import socket
+import sys
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -140,6 +144,56 @@ def list_files(uri: str, suffix: str) -> list[str]:
         return found
     protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     return [f"{protocol}://{p}" for p in found]
+
+
+class LockedError(RuntimeError):
+    """Another process holds the lock of an output folder."""
+
+
+class HeldLock:
+    """The open lock file while held; :meth:`describe` adds what the holder is (e.g. its run id)."""
+
+    def __init__(self, f):
+        self._f = f
+        command = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])[:300]
+        self.owner = f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        self._tail = f"command: {command}"
+        self.describe("")
+
+    def describe(self, text: str) -> None:
+        self._f.seek(0)
+        self._f.truncate()
+        self._f.write(", ".join(t for t in (self.owner, text, self._tail) if t))
+        self._f.flush()
+
+
+@contextmanager
+def exclusive_lock(root: str, name: str, what: str, error: type[LockedError] = LockedError) -> Iterator[HeldLock | None]:
+    """One writer per output folder: ``root/name`` is flock'ed while the block runs.
+
+    The file says who holds it (pid, host, start time), so a second writer's refusal names the
+    first. A lock left by a process that died is stale by construction: the kernel releases
+    ``flock`` with the process, so the next writer takes it over (its old text is replaced).
+    Object storage has no such lock: yields None (writes there are atomic per object).
+    """
+    if not is_local(root):
+        yield None
+        return
+    local = str(root).removeprefix("file://")
+    os.makedirs(local, exist_ok=True)
+    path = os.path.join(local, name)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            f.seek(0)
+            holder = f.read().strip() or "pid ?"
+            raise error(f"another {what} is writing to {root} (lock {path}, held by {holder})") from e
+        held = HeldLock(f)
+        try:
+            yield held
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,9 @@ Nothing here imports Prefect or Ray: ``flows/ingest.py`` wires these together an
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import asdict
 
 import pyarrow as pa
@@ -54,33 +52,13 @@ SHARDS_SCHEMA = pa.schema(
 )
 
 
-class IngestLockedError(RuntimeError):
+class IngestLockedError(fs.LockedError):
     pass
 
 
-@contextmanager
 def output_lock(out: str):
     """One ingest per output root at a time: a second run refuses instead of corrupting."""
-    if not fs.is_local(out):
-        yield  # object storage: writes are atomic per object; concurrent runs are the user's call
-        return
-    root = out.removeprefix("file://")
-    os.makedirs(root, exist_ok=True)
-    path = os.path.join(root, ".ingest.lock")
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            f.seek(0)
-            raise IngestLockedError(f"another ingest is writing to {out} (lock {path}, held by pid {f.read().strip() or '?'})") from e
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return fs.exclusive_lock(out, ".ingest.lock", "ingest", IngestLockedError)
 
 
 def scan(data: str) -> ScanResult:

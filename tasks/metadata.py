@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 
 from storage.fs import PathEscapeError, confine
@@ -37,6 +38,14 @@ class Rejection:
     rel_path: str
     reason: str  # a stable code: missing_metadata, bad_metadata, path_escape, ...
     error: str  # the human-readable explanation, naming the file
+
+
+def refusal_counts(rejected: list[Rejection]) -> dict[str, tuple[int, str]]:
+    """reason -> (count, first error), commonest first: what a log line shows instead of every file."""
+    counts: dict[str, list] = {}
+    for r in rejected:
+        counts.setdefault(r.reason, [0, r.error])[0] += 1
+    return {k: (n, first) for k, (n, first) in sorted(counts.items(), key=lambda kv: -kv[1][0])}
 
 
 @dataclass
@@ -78,15 +87,50 @@ def find_parts(root: str) -> list[tuple[str, str]]:
     return parts
 
 
+class _Object(dict):
+    """A JSON object that remembers keys it saw more than once with different values."""
+
+    conflicts: frozenset = frozenset()
+
+
+def _object_pairs(pairs: list[tuple[str, object]]) -> _Object:
+    obj = _Object()
+    conflicts = set()
+    for k, v in pairs:
+        if k in obj and obj[k] != v:
+            conflicts.add(k)  # json.load would keep the last silently: refuse instead of guessing
+        obj[k] = v
+    obj.conflicts = frozenset(conflicts)
+    return obj
+
+
 def _load_metadata(part: str, part_dir: str) -> tuple[dict | None, str | None]:
+    """(entries, None) or (None, why): never hangs (FIFO), never raises on what the file holds."""
     path = os.path.join(part_dir, "metadata.json")
-    if not os.path.exists(path):
-        return None, f"{path}: metadata.json missing"
     try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait forever for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None, f"{path}: metadata.json missing"
+    except OSError as e:  # a symlink loop, no permission, ...
+        return None, f"{path}: cannot open ({e.strerror or e})"
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        return None, f"{path}: is {kind}, not a JSON file"
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, f"{path}: not valid UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})"
+    try:
+        meta = json.loads(text, object_pairs_hook=_object_pairs)
+    except json.JSONDecodeError as e:
         return None, f"{path}: not valid JSON ({e})"
+    except RecursionError:
+        return None, f"{path}: not valid JSON (nested too deep)"
     if not isinstance(meta, dict):
         return None, f"{path}: top level must be an object mapping file -> entry, got {type(meta).__name__}"
     return meta, None
@@ -110,31 +154,64 @@ def _check_entry(name: object, entry: object) -> str | None:
     return None
 
 
+def _conflict(name: str, entry: object, conflicts: frozenset) -> str | None:
+    """Keys given twice with different values: json would keep the last one; we refuse."""
+    if name in conflicts:
+        return f"{name}: listed more than once with different entries (refused rather than guessing which)"
+    inner = getattr(entry, "conflicts", frozenset())
+    if inner:
+        return f"{name}: field(s) {', '.join(sorted(inner))} given more than once with different values"
+    return None
+
+
+def _file_size(part_dir: str, name: str, listing: dict) -> tuple[int, None] | tuple[None, tuple[str, str]]:
+    """(bytes, None) for an entry naming a regular file under the part, else (None, (reason, why)).
+
+    A plain file name absent from the part's listing is missing without touching the disk
+    (100,000 missing entries cost one listdir, not 100,000 stats); anything else (sub-paths,
+    '..', symlinks) goes through ``confine``.
+    """
+    plain = name and "/" not in name and "\x00" not in name and name not in (".", "..")
+    if plain and name not in listing:
+        return None, ("missing_file", "listed in metadata.json but not on disk")
+    try:
+        path = confine(part_dir, name)
+    except PathEscapeError as e:
+        return None, ("path_escape", str(e))
+    try:
+        st = os.stat(path)
+    except OSError as e:  # gone, or a symlink loop
+        return None, ("missing_file", f"listed in metadata.json but not readable ({e.strerror})")
+    if not stat.S_ISREG(st.st_mode):
+        return None, ("missing_file", "listed in metadata.json but not a regular file")
+    return st.st_size, None
+
+
 def scan_dfdc(root: str) -> ScanResult:
     """List every video under root with its metadata; refuse what cannot be trusted."""
     result = ScanResult()
     seen: dict[str, str] = {}  # video_id -> part
     for part, part_dir in find_parts(root):
         meta, error = _load_metadata(part, part_dir)
-        on_disk = sorted(f for f in os.listdir(part_dir) if f.lower().endswith(VIDEO_SUFFIXES))
+        listing = {e.name: e for e in os.scandir(part_dir)}  # one listdir per part, not a stat per entry
+        on_disk = sorted(f for f in listing if f.lower().endswith(VIDEO_SUFFIXES))
         rel_dir = os.path.relpath(part_dir, root)
         rel = (lambda f: f if rel_dir == "." else os.path.join(rel_dir, f))
         if meta is None:
             reason = "missing_metadata" if "missing" in error else "bad_metadata"
             result.rejected += [Rejection(part, rel(f), reason, f"{rel(f)}: {error}") for f in on_disk]
             continue
+        conflicts = getattr(meta, "conflicts", frozenset())
         for name, entry in meta.items():
-            problem = _check_entry(name, entry)
+            problem = _check_entry(name, entry) or _conflict(name, entry, conflicts)
             if problem:
                 result.rejected.append(Rejection(part, rel(str(name)), "bad_metadata", f"{part}/metadata.json: {problem}"))
                 continue
-            try:
-                path = confine(part_dir, name)
-            except PathEscapeError as e:
-                result.rejected.append(Rejection(part, rel(name), "path_escape", f"{part}/metadata.json: {e}"))
-                continue
-            if not os.path.isfile(path):
-                result.rejected.append(Rejection(part, rel(name), "missing_file", f"{rel(name)}: listed in metadata.json but not on disk"))
+            size, refused = _file_size(part_dir, name, listing)
+            if refused:
+                reason, why = refused
+                where = f"{part}/metadata.json" if reason == "path_escape" else rel(name)
+                result.rejected.append(Rejection(part, rel(name), reason, f"{where}: {why}"))
                 continue
             vid = video_id_of(name)
             if vid in seen:
@@ -152,7 +229,7 @@ def scan_dfdc(root: str) -> ScanResult:
                     rel_path=rel(name),
                     label=entry["label"],
                     original=video_id_of(original) if original else None,
-                    bytes=os.path.getsize(path),
+                    bytes=size,
                     manipulation=manipulation if isinstance(manipulation, str) else None,
                 )
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -204,9 +205,9 @@ def _lock_holder(out: Path, candidates: list[subprocess.Popen], timeout: float =
     lock = out / ".ingest.lock"
     deadline = time.time() + timeout
     while time.time() < deadline:
-        try:
-            pid = int(lock.read_text().strip() or 0)
-        except (OSError, ValueError):
+        try:  # "pid N on host H since T, command: ..." (storage.fs.exclusive_lock)
+            pid = int(re.match(r"pid (\d+)", lock.read_text()).group(1))
+        except (OSError, AttributeError):
             pid = 0
         for p in candidates:
             if p.pid == pid:
