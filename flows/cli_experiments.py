@@ -12,21 +12,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flows.cli_train import add_train_arguments, train_config
+from flows.cli_train import add_train_arguments, checked_train_config
 
 
 def _add_cv(sub) -> None:
     p = sub.add_parser("cv", help="grouped k-fold cross-validation (train+val pooled, test untouched)")
     add_train_arguments(p)
     p.add_argument("--folds", type=int, nargs="+", default=None, help="default: every fold of the manifest")
-    p.add_argument("--max-parallel", type=int, default=1, help="folds at once (Prefect thread pool)")
+    p.add_argument("--max-parallel", type=int, default=1, help="folds at once (Prefect thread pool; default: %(default)s)")
     p.add_argument("--log-checkpoints", action="store_true", help="log each fold's checkpoints to MLflow")
 
 
 def _cv(args) -> int:
+    train, status = checked_train_config(args, "cv")
+    if train is None:
+        return status
     from flows.experiments import CVConfig, cv_avff
 
-    config = CVConfig(train=train_config(args), folds=args.folds, max_parallel=args.max_parallel,
+    config = CVConfig(train=train, folds=args.folds, max_parallel=args.max_parallel,
                       log_checkpoints=args.log_checkpoints)  # fmt: skip
     print(json.dumps(cv_avff(config), indent=2, default=str))
     return 0
@@ -50,17 +53,20 @@ def _add_ablate(sub) -> None:
     p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                    help="a variant: TrainConfig overrides, e.g. 'focal={\"loss\": \"focal\"}' ('base={}' for the base)")
     p.add_argument("--variants-file", default=None, help="a JSON object name -> overrides (merged with --variant)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--split", choices=["val", "test"], default="val", help="where the table compares")
-    p.add_argument("--level", choices=["video", "clip"], default="video")
-    p.add_argument("--max-parallel", type=int, default=1, help="runs at once (Prefect thread pool)")
-    p.add_argument("--log-checkpoints", action="store_true")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="(default: %(default)s)")
+    p.add_argument("--split", choices=["val", "test"], default="val", help="where the table compares (default: %(default)s)")
+    p.add_argument("--level", choices=["video", "clip"], default="video", help="(default: %(default)s)")
+    p.add_argument("--max-parallel", type=int, default=1, help="runs at once (Prefect thread pool; default: %(default)s)")
+    p.add_argument("--log-checkpoints", action="store_true", help="log each run's checkpoints to MLflow")
 
 
 def _ablate(args) -> int:
+    base, status = checked_train_config(args, "ablate")
+    if base is None:
+        return status
     from flows.experiments import AblationConfig, ablate_avff
 
-    config = AblationConfig(base=train_config(args), variants=_variants(args.variant, args.variants_file),
+    config = AblationConfig(base=base, variants=_variants(args.variant, args.variants_file),
                             seeds=args.seeds, split=args.split, level=args.level, max_parallel=args.max_parallel,
                             log_checkpoints=args.log_checkpoints)  # fmt: skip
     out = ablate_avff(config)

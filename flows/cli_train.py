@@ -3,40 +3,127 @@
 :func:`add_train_arguments` and :func:`train_config` are shared with ``avff cv`` and
 ``avff ablate`` (flows/cli_experiments.py), so every training switch is a flag of all three.
 Experiment switches default to None here: a flag left out keeps TrainConfig's default.
+
+Bad flags fail before any Prefect or MLflow run starts, as one line with exit status 2:
+numbers, ``--model`` and ``--data`` (no manifest: run ``avff ingest`` first) while parsing,
+in well under a second; the rest (``--monitor``, ``--set``, ...) when TrainConfig validates,
+after the flow modules import (seconds).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
+import warnings
 from typing import Any
+
+# TrainConfig's field -> its flag here, to name the flag in one-line errors
+_FLAG_OF = {"model_config": "--model", "model_preset": "--model", "checkpoint_dir": "--out", "overrides": "--override"}
+
+
+def _at_least(minimum: int | float, kind: type = int):
+    """An argparse type: a number >= ``minimum``, refused while parsing (before anything starts)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _ingest_output(text: str) -> str:
+    """An argparse type: a folder ``avff ingest`` wrote (it holds manifest.parquet)."""
+    from flows.preflight import ConfigError, require_ingest_output
+
+    try:
+        require_ingest_output(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _preset(text: str) -> str:
+    """An argparse type: a model preset name of avff_model (``tiny``, ``laptop``, ``paper``)."""
+    from flows.preflight import model_presets
+
+    known = model_presets()
+    if text not in known:
+        raise argparse.ArgumentTypeError(f"unknown model preset {text!r}; known: {', '.join(known)}")
+    return text
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make ``parser`` report a bad flag as one line (not the usage of 50 flags), exit status 2."""
+
+    def error(message: str):
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+    parser.error = error  # argparse has no hook for this but overriding the method
+    return parser
+
+
+def usage_error(command: str, error: Exception) -> int:
+    """Print a config error as one line naming the flag; exit status 2 (like argparse)."""
+    errors = getattr(error, "errors", None)
+    if callable(errors):  # a pydantic ValidationError: one clause per field
+        clauses = []
+        for e in errors():
+            field = str(e["loc"][0]) if e["loc"] else "config"
+            flag = _FLAG_OF.get(field, "--" + field.replace("_", "-"))
+            clauses.append(f"{flag}: {e['msg'].removeprefix('Value error, ')}")
+        text = "; ".join(clauses)
+    else:
+        text = " ".join(str(error).split())
+    print(f"avff {command}: error: {text}", file=sys.stderr)
+    return 2
 
 
 def add_train_arguments(p) -> None:
     """Every TrainConfig field as a flag (``--set FIELD=JSON`` reaches any field, nested ones merged)."""
-    p.add_argument("--data", required=True, help="ingest output root (shards.parquet, manifest.parquet)")
-    p.add_argument("--out", required=True, help="checkpoint/output dir, local or s3://")
-    p.add_argument("--model", default="tiny", help="AVFF preset: tiny | laptop | paper")
+    one_line_errors(p)
+    count, positive = _at_least(0), _at_least(1)
+    p.add_argument("--data", required=True, type=_ingest_output,
+                   help="ingest output root (holds manifest.parquet, shards.parquet); local or s3://")
+    p.add_argument("--out", required=True, help="output dir for checkpoints, plots, report.md; local or s3://")
+    p.add_argument("--model", default="tiny", type=_preset, help="AVFF preset: tiny | laptop | paper (default: %(default)s)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
                    help="AVFFConfig override, e.g. --override fusion='\"late\"' --override dropout=0.1")
-    p.add_argument("--stages", choices=["both", "pretrain", "classify"], default="both")
-    p.add_argument("--pretrain-epochs", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--optimizer", choices=["adamw", "adam", "lion"], default="adamw")
-    p.add_argument("--scheduler", choices=["warmup_cosine", "cosine_warm_restarts", "constant"], default="warmup_cosine")
-    p.add_argument("--warmup", type=int, default=0, help="optimizer steps of linear warmup")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
-    p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--monitor", default="val_video_log_loss")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--samples-per-epoch", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--resume-from", default=None)
-    p.add_argument("--pretrained-encoders", default=None)
-    p.add_argument("--experiment", default="avff")
-    p.add_argument("--registered-model", default="avff-dfdc")
+    p.add_argument("--stages", choices=["both", "pretrain", "classify"], default="both",
+                   help="pretrain: self-supervised stage 1 only; classify: stage 2 only (default: %(default)s)")
+    p.add_argument("--pretrain-epochs", type=count, default=1, help="stage-1 epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=count, default=10, help="stage-2 epochs at most (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive, default=8, help="(default: %(default)s)")
+    p.add_argument("--lr", type=_at_least(1e-12, float), default=1e-4, help="learning rate (default: %(default)s)")
+    p.add_argument("--optimizer", choices=["adamw", "adam", "lion"], default="adamw", help="(default: %(default)s)")
+    p.add_argument("--scheduler", choices=["warmup_cosine", "cosine_warm_restarts", "constant"],
+                   default="warmup_cosine", help="(default: %(default)s)")  # fmt: skip
+    p.add_argument("--warmup", type=count, default=0, help="optimizer steps of linear warmup (default: %(default)s)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
+                   help="auto: bf16/fp16 on GPU, fp32 on CPU (default: %(default)s)")  # fmt: skip
+    p.add_argument("--patience", type=positive, default=3,
+                   help="stop after this many epochs without improvement (default: %(default)s)")  # fmt: skip
+    p.add_argument("--monitor", default="val_video_log_loss",
+                   help="val metric for early stopping, the best checkpoint and the registry gate (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--num-workers", type=count, default=2, help="data loader processes (default: %(default)s)")
+    p.add_argument("--samples-per-epoch", type=positive, default=None, help="default: one pass over train")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
+    p.add_argument("--resume-from", default=None, help="a checkpoint dir, pointer .json, or an earlier --out")
+    p.add_argument("--pretrained-encoders", default=None, help="encoders.safetensors of a stage-1 run, for stage 2")
+    p.add_argument("--experiment", default="avff", help="MLflow experiment (default: %(default)s)")
+    p.add_argument("--registered-model", default="avff-dfdc", help="MLflow registered model (default: %(default)s)")
+    p.add_argument("--register-if", choices=["beats_prior", "always", "never"], default="beats_prior",
+                   help="beats_prior: register only a model whose --monitor beats the prior baseline on val "
+                   "(default: %(default)s)")  # fmt: skip
+    p.add_argument("--min-improvement", type=_at_least(0.0, float), default=0.0,
+                   help="margin by which it must beat the prior (default: %(default)s)")  # fmt: skip
     p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else http://127.0.0.1:5000")
     g = p.add_argument_group("experiment switches (docs/experiments.md; left out = TrainConfig's default)")
     g.add_argument("--weight-decay", type=float)
@@ -97,7 +184,8 @@ def train_config(args):
         precision=args.precision, patience=args.patience, monitor=args.monitor, seed=args.seed,
         num_workers=args.num_workers, samples_per_epoch=args.samples_per_epoch, device=args.device,
         resume_from=args.resume_from, pretrained_encoders=args.pretrained_encoders, experiment=args.experiment,
-        registered_model=args.registered_model, tracking_uri=args.tracking_uri,
+        registered_model=args.registered_model, register_if=args.register_if, min_improvement=args.min_improvement,
+        tracking_uri=args.tracking_uri,
     )  # fmt: skip
     fields.update({k: getattr(args, k) for k in _SWITCHES if getattr(args, k) is not None})
     for name in ("video_augment", "audio_augment"):
@@ -111,13 +199,39 @@ def train_config(args):
 
 
 def _add_train(sub) -> None:
-    add_train_arguments(sub.add_parser("train", help="train AVFF on ingested shards, tracked in MLflow"))
+    add_train_arguments(sub.add_parser(
+        "train", help="train AVFF on ingested shards, tracked in MLflow",
+        description="Train AVFF on the shards of `avff ingest` (a train-avff flow run), track it in MLflow and "
+        "register the model if it beats the prior baseline on val.",
+    ))  # fmt: skip
+
+
+def checked_train_config(args, command: str):
+    """(TrainConfig, 0), or (None, 2) after printing why the flags cannot work (before any run starts)."""
+    from pydantic import ValidationError
+
+    from flows.preflight import ConfigError
+
+    try:
+        # recorded, not printed: import-time warnings (MLflow's about the pyfunc's type hints) are not
+        # the user's business; record=True because MLflow resets the filters around its own warning
+        with warnings.catch_warnings(record=True):
+            config = train_config(args)
+            from flows.train import check_inputs
+
+        check_inputs(config)
+    except (ValidationError, ConfigError) as e:
+        return None, usage_error(command, e)
+    return config, 0
 
 
 def _train(args) -> int:
+    config, status = checked_train_config(args, "train")
+    if config is None:
+        return status
     from flows.train import train_avff
 
-    print(json.dumps(train_avff(train_config(args)), indent=2, default=str))
+    print(json.dumps(train_avff(config), indent=2, default=str))
     return 0
 
 

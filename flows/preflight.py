@@ -1,26 +1,63 @@
 """Checks of a flow's inputs that need no heavy import, run before any Prefect or MLflow run starts.
 
-The CLI calls them before it imports the flows (torch, Prefect and MLflow take seconds to
-import); the flows call them again first thing, for runs started from a deployment.
+The CLI calls them while parsing its flags, before it imports the flows (torch, Prefect and
+MLflow take seconds to import); the flows call them again first thing, for runs started
+from a deployment or the UI. Local paths are checked with ``os`` alone (importing
+``storage.fs`` pulls in pyarrow, a second on a busy machine); object storage through it.
 """
 
 from __future__ import annotations
 
-from storage import fs
+import importlib.util
+import os
+import sys
+
+MANIFEST = "manifest.parquet"  # storage.fs.IngestLayout.manifest's name (a test keeps them equal)
 
 
 class ConfigError(ValueError):
     """A config that cannot work; its message is one line that says what to do."""
 
 
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def exists(uri: str) -> bool:
+    if _is_local(uri):
+        return os.path.exists(uri.removeprefix("file://"))
+    from storage import fs
+
+    return fs.exists(uri)
+
+
 def require_ingest_output(data: str) -> None:
     """``data`` must be an ingest output root (it holds manifest.parquet)."""
-    layout = fs.IngestLayout(data)
-    if not fs.exists(layout.manifest):
-        raise ConfigError(f"{data} holds no {layout.manifest.rsplit('/', 1)[-1]}: it is not an ingest output; "
+    manifest = os.path.join(data, MANIFEST) if _is_local(data) else data.rstrip("/") + "/" + MANIFEST
+    if not exists(manifest):
+        raise ConfigError(f"{data} holds no {MANIFEST}, so it is no ingest output: "
                           f"run `avff ingest --data <videos> --out {data}` first")  # fmt: skip
 
 
+def model_presets() -> list[str]:
+    """avff_model's preset names without importing torch: its config module is pure Python.
+
+    ``import avff_model.config`` would run the package's ``__init__`` (the model, torch), so
+    the module is loaded from its file; TrainConfig's validator, on the real registry, stays
+    the authority (a test keeps both lists equal).
+    """
+    package = importlib.util.find_spec("avff_model")  # finds the package without running it
+    path = os.path.join(package.submodule_search_locations[0], "config.py")
+    spec = importlib.util.spec_from_file_location("_avff_model_presets", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module.list_configs()
+
+
 def require_path(path: str | None, what: str) -> None:
-    if path and not fs.exists(path):
+    if path and not exists(path):
         raise ConfigError(f"{what} {path} does not exist")
