@@ -17,12 +17,18 @@ from dataclasses import asdict
 from typing import Literal
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from storage import fs
 from tasks import ingest as steps
+from tasks import ingest_summary
 from tasks.metadata import refusal_counts
 from tasks.preprocess import PreprocessConfig
 from tasks.shards import WorkUnit, is_complete, process_unit
@@ -156,6 +162,7 @@ def process_units(units: list[WorkUnit], cfg: IngestConfig) -> tuple[list[dict],
     skipped = len(records)
     log.info("%d units already complete, %d to process", skipped, len(todo))
     bar = _progress(len(todo), cfg.progress)
+    ui = _ProgressArtifact(sum(len(u.videos) for u in todo))
     for unit, rec, error in _run(todo, pre, cfg):
         if error is None:
             records.append(rec)
@@ -166,6 +173,7 @@ def process_units(units: list[WorkUnit], cfg: IngestConfig) -> tuple[list[dict],
             failed.append((unit, error))
             log.error("unit %s failed after %d retries: %s", unit.shard, cfg.retries, error)
         bar.update(1)
+        ui.add(len(unit.videos))
     bar.close()
     return records, failed, skipped
 
@@ -222,6 +230,20 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, desc="ingest shards", unit="shard", disable=not (enabled and sys.stderr.isatty()))
 
 
+class _ProgressArtifact:
+    """The Prefect UI's progress bar of the units to process: videos done / total, rate, ETA."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+        percent, text = ingest_summary.progress(0, total, 0.0)
+        self.id = create_progress_artifact(percent, key="ingest-progress", description=text)
+
+    def add(self, videos: int) -> None:
+        self.done += videos
+        percent, text = ingest_summary.progress(self.done, self.total, time.perf_counter() - self.t0)
+        update_progress_artifact(self.id, percent, description=text)
+
+
 @task(name="write-index", cache_policy=NO_CACHE)
 def write_index(cfg: IngestConfig, planned, records, result, failed, skipped: int, seconds: float) -> dict:
     layout = fs.IngestLayout(cfg.out)
@@ -229,6 +251,10 @@ def write_index(cfg: IngestConfig, planned, records, result, failed, skipped: in
     steps.write_outputs(layout, manifest, shards, quarantine, {**cfg.model_dump(), "preprocess": cfg.preprocess().to_dict(), "preprocess_hash": cfg.preprocess().hash()})
     summary = steps.summary_markdown(manifest, shards, quarantine, seconds, skipped, ratios=cfg.ratios)
     create_markdown_artifact(markdown=summary, key="ingest-summary", description=f"ingest of {cfg.data}")
+    if quarantine.num_rows:  # every refused video by name, not only counts per reason
+        create_table_artifact(ingest_summary.refused_rows(quarantine), key="ingest-refused",
+                              description=f"videos of {cfg.data} not ingested: name, reason, message "
+                              f"(all of them in {layout.quarantine})")  # fmt: skip
     statuses = manifest.column("status").to_pylist()
     return {
         "out": cfg.out,

@@ -14,6 +14,7 @@ from dataclasses import asdict
 import pyarrow as pa
 
 from storage import fs
+from tasks.ingest_summary import probe_lines, totals, totals_lines
 from tasks.metadata import ScanResult, scan_dfdc
 from tasks.shards import UnitVideo, WorkUnit, fingerprint, plan_units
 from tasks.splits import Grouping, assign_splits, split_balance
@@ -177,7 +178,7 @@ def summary_markdown(
     lines = [
         "# ingest-dfdc summary",
         "",
-        f"- videos listed: {len(m)}; ingested: {len(ingested)}; quarantined: {quarantine.num_rows}",
+        *totals_lines(totals(manifest, quarantine)),
         f"- clips written: {clips} in {shards.num_rows} shards, {total_bytes / 1e6:.1f} MB "
         f"({total_bytes / max(len(ingested), 1) / 1e3:.0f} kB per video)",
         f"- units skipped as already complete: {skipped}",
@@ -194,6 +195,12 @@ def summary_markdown(
         "| quarantine reason | videos |",
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in sorted(reasons.items())],
+        "",
+        "Every refused video, by name: the `ingest-refused` table artifact and quarantine.parquet.",
+        "",
+        "Probe facts of the ingested videos:",
+        "",
+        *probe_lines(manifest),
     ]
     return "\n".join(lines) + "\n"
 
