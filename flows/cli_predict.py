@@ -22,6 +22,8 @@ def model_uri(spec: str) -> str:
     """'avff-dfdc@latest' -> 'models:/avff-dfdc/latest'; '@3' -> version 3; '@champion' -> alias."""
     if "://" in spec or spec.startswith(("models:/", "runs:/")) or os.path.exists(spec):
         return spec
+    if "/" in spec or spec.endswith(".safetensors"):  # a path, not a registry name: do not ask MLflow for it
+        raise FileNotFoundError(f"model {spec!r}: no such file or directory")
     name, _, ref = spec.partition("@")
     ref = ref or "latest"
     return f"models:/{name}/{ref}" if ref == "latest" or ref.isdigit() else f"models:/{name}@{ref}"
@@ -63,7 +65,9 @@ def _predict(args) -> int:
                 print(f"{path}: {decision['verdict']}  P(FAKE) = {s.p_fake:.3f}, threshold {decision['threshold']:.3f}"
                       f"{'' if decision['threshold_source'] == 'model' else ' (default: the model carries none)'}  "
                       f"({s.clips} clips, face in {s.face_frac:.0%} of sampled frames)", flush=True)  # fmt: skip
-    return 1 if failed == len(args.videos) else 0
+    if failed:
+        print(f"avff predict: {failed} of {len(args.videos)} videos could not be scored (reasons above)", file=sys.stderr)
+    return 1 if failed else 0  # any video not scored: a script must notice
 
 
 COMMANDS = {"predict": (_add_predict, _predict)}

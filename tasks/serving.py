@@ -14,6 +14,7 @@ Inputs follow the loader contract (:mod:`tasks.train_data`): video (B, 3, T, H, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from avff_model import AVFF, AVFFConfig
-from tasks.checkpoint import load_weights
+from tasks.checkpoint import CheckpointError, load_weights
 
 WEIGHTS_ARTIFACT = "weights"
 CONFIG_ARTIFACT = "config"
@@ -38,6 +39,48 @@ _PACKAGES = ("avff_model", "storage", "tasks")
 _MAX_EXAMPLE_VALUES = 1 << 18
 
 
+# Upper bounds of a model config we agree to build: the paper preset is ViT-B (768 wide, 12
+# deep); these leave room for larger variants but refuse a tiny file asking for a 13 GB model.
+CONFIG_BOUNDS: dict[str, float] = {
+    "img_size": 1024, "num_frames": 128, "tubelet": 16, "patch": 64, "n_mels": 512, "mel_frames": 4096,
+    "audio_patch": 64, "video_width": 4096, "video_depth": 48, "video_heads": 64, "audio_width": 4096,
+    "audio_depth": 48, "audio_heads": 64, "mlp_ratio": 8.0, "decoder_width": 4096, "decoder_depth": 48,
+    "decoder_heads": 64, "num_slices": 128, "contrastive_dim": 4096, "disc_hidden": 4096, "head_hidden": 4096,
+    "head_heads": 64,
+}  # fmt: skip
+
+
+def checked_config(config: dict, weights: dict[str, torch.Tensor]) -> AVFFConfig:
+    """The AVFFConfig of a checkpoint, checked against bounds and against its tensors' shapes.
+
+    The shapes come from the model built on the ``meta`` device (no memory), so a config that
+    disagrees with its weights is refused before a real parameter is allocated.
+    """
+    known = {f.name for f in dataclasses.fields(AVFFConfig)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise CheckpointError(f"model config has unknown fields {unknown}")
+    for name, bound in CONFIG_BOUNDS.items():
+        value = config.get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= bound:
+            raise CheckpointError(f"model config {name}={value!r} is outside (0, {bound:g}]: refused before building")
+    try:
+        cfg = AVFFConfig(**config)
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in AVFF(cfg).state_dict().items()}
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"invalid model config: {e}") from e
+    got = {k: tuple(v.shape) for k, v in weights.items()}
+    if got != expected:
+        missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+        wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
+        raise CheckpointError(
+            f"weights do not match their model config: {len(missing)} missing, {len(extra)} unexpected, "
+            f"{len(wrong)} of another shape" + (f" (e.g. {wrong[0]}: {got[wrong[0]]} vs {expected[wrong[0]]})" if wrong else "")
+        )
+    return cfg
+
+
 class Scorer:
     """P(FAKE) of clips, in batches, on one device."""
 
@@ -50,9 +93,12 @@ class Scorer:
 
     @classmethod
     def from_weights(cls, weights: dict[str, torch.Tensor], config: dict, device: str = "auto") -> Scorer:
+        """The model ``config`` describes, holding ``weights``; refused (CheckpointError) before
+        anything is allocated when the config is out of bounds or does not match the tensors."""
+        cfg = checked_config(config, weights)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = AVFF(AVFFConfig(**config))
+        model = AVFF(cfg)
         model.load_state_dict(weights)
         return cls(model, device)
 
