@@ -1,22 +1,30 @@
 """Per-manipulation results of the tiny AVFF and its uni-modal ablations on the generator's benchmark.
 
-    python bench/results.py [--n-real 16] [--epochs 8] [--out /tmp/avff-results]
+    python bench/results.py [--seeds 3] [--n-real 16] [--epochs 8] [--out /tmp/avff-results]
     python bench/results.py --pretrain-real 300 --w-sync 1 ...   # the command docs/results.md names
+    python bench/results.py --seeds 2 --n-real 6 --n-real-external 2 --duration 3.5 --pretrain-epochs 1 \
+        --epochs 1 --out /tmp/avff-smoke --doc /tmp/avff-smoke/results.md   # smoke run, ~3 min
 
-Generates a training set and a held-out external set (another seed: other identities and
-voices), ingests the training set, trains three variants of the `tiny` preset that differ
-only in the fusion head (avff_concat = the paper's audio-visual model, video_only,
-audio_only), scores the external set with each through `avff predict`'s code path, and
-writes docs/results.md: video-level AUC and log loss per manipulation type, beside the
-prior baseline. With ``--pretrain-real N`` stage 1 runs once on N real-only identities (the
-lip-sync loss weighted by ``--w-sync``) and every variant trains stage 2 from it. Everything on
-CPU; 2-30 minutes on 2 cores depending on the sizes.
+Per seed: generates a training set (identity pool ``train``) and a held-out external set (pool
+``external``: other faces and voices, never seen in training or stage 1), ingests the training
+set, trains the variants of the `tiny` preset that differ only in the fusion head (avff_concat =
+the paper's audio-visual model, video_only, audio_only, ...), and scores the external set with
+each through `avff predict`'s code path. With ``--pretrain-real N`` stage 1 runs per seed on N
+real-only identities of the ``pretrain`` pool (generated and ingested once), the lip-sync loss
+weighted by ``--w-sync``, and every variant trains stage 2 from it.
+
+The doc (``--doc``, default docs/results.md) reports per cell the mean video-level AUC over seeds
+with a 95 % interval from a group bootstrap (a REAL video and its fakes resampled together,
+within each seed's external set: :func:`tasks.metrics.seed_mean_auc`), a paired comparison of
+each audio-visual variant against each uni-modal one, the prior baseline from each training
+split's FAKE fraction, and the videos that could not be scored. Everything on CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -27,40 +35,66 @@ from pathlib import Path
 import torch
 
 from av_signal import signal_table
+from storage import fs
 from tasks.checkpoint import WEIGHTS, resolve_checkpoint
 from tasks.evaluate import evaluate_videos
 from tasks.faces import FaceDetector
 from tasks.metadata import scan_dfdc
+from tasks.metrics import seed_mean_auc
 from tasks.predict import preprocess_for, score_video
+from tasks.sample_data import make_dfdc_sample
 from tasks.serving import load_model
+from tasks.splits import assign_splits, identity_groups
 from tasks.tracking import InMemoryLogger
 from tasks.training import TrainSettings, run_training
 
 VARIANTS = ("avff_concat", "video_only", "audio_only")
 UNI_MODAL = ("video_only", "audio_only")
 AV_TYPES = ("lipsync_offset", "audio_swap", "mouth_decorrelated")
+KINDS = {"lipsync_offset": "audio-visual", "audio_swap": "audio-visual", "mouth_decorrelated": "audio-visual",
+         "face_blend": "visual", "visual_artifact": "visual", "audio_pitch": "audio"}  # fmt: skip
+RATIOS = (0.7, 0.15, 0.15)
+SIZE = (160, 160)
 
 
-def _ingest(data: Path, out: Path, ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> None:
+def _split_seed(data: Path, ratios: tuple[float, float, float]) -> int:
+    """The first split seed whose hash split gives every split with a positive ratio a REAL and a
+    FAKE video: on a handful of groups seed 0 can leave a split empty (tasks/splits.py)."""
+    entries = scan_dfdc(str(data)).entries
+    need = {(s, label) for s, r in zip(("train", "val", "test"), ratios) if r > 0 for label in ("REAL", "FAKE")}
+    for seed in range(100):
+        a = assign_splits(entries, ratios, seed=seed)
+        if need <= {(a[e.video_id].split, e.label) for e in entries}:
+            return seed
+    raise ValueError(f"no split seed below 100 gives every split both labels on {data}: generate more identities")
+
+
+def _ingest(data: Path, out: Path, ratios: tuple[float, float, float] = RATIOS, search_seed: bool = True) -> None:
     from flows.ingest import IngestConfig, ingest_dfdc
 
     if not (out / "shards.parquet").exists():
+        seed = _split_seed(data, ratios) if search_seed else 0
         ingest_dfdc(IngestConfig(data=str(data), out=str(out), face_size=64, videos_per_shard=16, executor="local",
-                                 ratios=ratios, progress=False))  # fmt: skip
+                                 ratios=ratios, seed=seed, progress=False))  # fmt: skip
 
 
-def _pretrain(args, out: Path) -> str:
-    """Stage 1 once, on ``--pretrain-real`` real-only identities (another seed): -> encoders.safetensors."""
-    from tasks.sample_data import make_dfdc_sample
+def _train_prior(shards: Path) -> float:
+    """The video-level FAKE fraction of the ingested training split: the prior baseline's P(FAKE)."""
+    rows = [r for r in fs.read_parquet(str(shards / "manifest.parquet")).to_pylist()
+            if r["split"] == "train" and r["status"] == "ingested"]  # fmt: skip
+    return sum(r["label"] == "FAKE" for r in rows) / len(rows)
 
-    encoders = out / "pretrain" / "encoders.safetensors"
+
+def _pretrain(args, out: Path, seed: int) -> str:
+    """Stage 1 for one seed on ``--pretrain-real`` identities of the pretrain pool -> encoders.safetensors."""
+    encoders = out / f"seed{seed}" / "pretrain" / "encoders.safetensors"
     if not encoders.exists():
-        data = make_dfdc_sample(out / "pretrain_data", n_real=args.pretrain_real, parts=2, duration_s=7.0,
-                                size=(160, 160), seed=args.seed + 7, manipulations=())  # fmt: skip
-        _ingest(data, out / "pretrain_shards", ratios=(1.0, 0.0, 0.0))
-        settings = TrainSettings(data=str(out / "pretrain_shards"), output_dir=str(out / "pretrain"), stages="pretrain",
+        data = make_dfdc_sample(out / "pretrain_data", n_real=args.pretrain_real, parts=2, duration_s=args.duration,
+                                size=SIZE, seed=args.seed, manipulations=(), pool="pretrain")  # fmt: skip
+        _ingest(data, out / "pretrain_shards", ratios=(1.0, 0.0, 0.0), search_seed=False)  # reals only, all train
+        settings = TrainSettings(data=str(out / "pretrain_shards"), output_dir=str(encoders.parent), stages="pretrain",
                                  pretrain_epochs=args.pretrain_epochs, batch_size=8, lr=1e-3, device="cpu",
-                                 seed=args.seed, overrides={"w_sync": args.w_sync} if args.w_sync else {})  # fmt: skip
+                                 seed=seed, overrides={"w_sync": args.w_sync} if args.w_sync else {})  # fmt: skip
         run_training(settings, log=InMemoryLogger())
     return str(encoders)
 
@@ -68,11 +102,14 @@ def _pretrain(args, out: Path) -> str:
 def _score(model_dir: str, data: Path) -> list[dict]:
     scorer = load_model(model_dir, device="cpu")
     pre = preprocess_for(scorer)
+    entries = scan_dfdc(str(data)).entries
+    groups = identity_groups(entries).groups
     rows = []
     with FaceDetector() as det:
-        for e in scan_dfdc(str(data)).entries:
+        for e in entries:
             s = score_video(str(data / e.rel_path), scorer, pre, det)
-            rows.append({"video_id": e.video_id, "label": e.label, "manipulation": e.manipulation, "p_fake": s.p_fake})
+            rows.append({"video_id": e.video_id, "label": e.label, "manipulation": e.manipulation,
+                         "group": groups[e.video_id], "p_fake": s.p_fake, "reason": s.reason})  # fmt: skip
     return rows
 
 
@@ -88,54 +125,115 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
+def run_seed(args, out: Path, seed: int) -> dict[str, dict]:
+    """Train (unless --score-only) and score every variant for one seed: {variant: {rows, prior, best_epoch}}."""
+    root = out / f"seed{seed}"
+    train_data = make_dfdc_sample(root / "train_data", n_real=args.n_real, parts=2, duration_s=args.duration, size=SIZE,
+                                  seed=seed)  # fmt: skip
+    external = make_dfdc_sample(root / "external", n_real=args.n_real_external, parts=0, duration_s=args.duration,
+                                size=SIZE, seed=seed + 1000, pool="external")  # fmt: skip
+    _ingest(train_data, root / "shards")
+    shared = {}
+    if args.pretrain_real and not args.score_only:
+        shared = {"stages": "classify", "pretrained_encoders": _pretrain(args, out, seed)}
+    prior = _train_prior(root / "shards")
+    results = {}
+    for variant in args.variants:
+        fields = {"pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "batch_size": 8, "lr": 3e-4,
+                  "patience": 4, "device": "cpu", "seed": seed, "report_bootstrap": 20, **shared,
+                  **_overrides(args.set)}  # fmt: skip
+        settings = TrainSettings(data=str(root / "shards"), output_dir=str(root / variant), fusion=variant, **fields)
+        best_epoch = None if args.score_only else run_training(settings, log=InMemoryLogger()).best_epoch
+        ckpt = resolve_checkpoint(str(root / variant / "checkpoints" / "best.json"))
+        rows = _score(os.path.join(ckpt, WEIGHTS), external)
+        (root / variant / "scores.json").write_text(json.dumps({"rows": rows, "prior": prior}, indent=1))
+        results[variant] = {"rows": rows, "prior": prior, "best_epoch": best_epoch}
+        overall = evaluate_videos(rows, prior=prior, n_bootstrap=0)["overall"]
+        print(f"seed {seed} {variant}: external AUC {overall['auc']:.3f} (best epoch {best_epoch})", flush=True)
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds seed, seed+1, ... (each its own data and runs)")
     ap.add_argument("--n-real", type=int, default=16)
     ap.add_argument("--n-real-external", type=int, default=8)
+    ap.add_argument("--duration", type=float, default=7.0, help="seconds per generated video (>= 3.5: one 3.2 s clip)")
     ap.add_argument("--pretrain-epochs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pretrain-real", type=int, default=0,
-                    help="N > 0: stage 1 once on N real-only identities, then every variant classifies from it")
+                    help="N > 0: stage 1 per seed on N real-only identities, then every variant classifies from it")
     ap.add_argument("--w-sync", type=float, default=0.0, help="stage-1 lip-sync loss weight (with --pretrain-real)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                     help="override a TrainSettings field for every variant, e.g. --set lr=1e-3")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), help="fusion heads to train (default: all three)")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="group-bootstrap resamples per interval")
     ap.add_argument("--score-only", action="store_true",
                     help="no training: score the variants' existing best checkpoints under --out and rewrite the doc")
     ap.add_argument("--out", default="/tmp/avff-results")
     ap.add_argument("--doc", default=str(Path(__file__).resolve().parents[1] / "docs" / "results.md"))
     args = ap.parse_args()
-    from tasks.sample_data import make_dfdc_sample
-
+    if args.seeds < 1:
+        ap.error("--seeds must be at least 1")
     torch.set_num_threads(1)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     out = Path(args.out)
     t0 = time.time()
-    train_data = make_dfdc_sample(out / "train_data", n_real=args.n_real, parts=2, duration_s=7.0, size=(160, 160), seed=args.seed)
-    external = make_dfdc_sample(out / "external", n_real=args.n_real_external, parts=0, duration_s=7.0, size=(160, 160),
-                                seed=args.seed + 1000)  # fmt: skip
-    _ingest(train_data, out / "shards")
-    shared = {}
-    if args.pretrain_real and not args.score_only:
-        shared = {"stages": "classify", "pretrained_encoders": _pretrain(args, out)}
-    results = {}
-    for variant in args.variants:
-        fields = {"pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "batch_size": 8, "lr": 3e-4,
-                  "patience": 4, "device": "cpu", "seed": args.seed, "report_bootstrap": 20, **shared,
-                  **_overrides(args.set)}  # fmt: skip
-        settings = TrainSettings(data=str(out / "shards"), output_dir=str(out / variant), fusion=variant, **fields)
-        best_epoch = "?" if args.score_only else run_training(settings, log=InMemoryLogger()).best_epoch
-        ckpt = resolve_checkpoint(str(out / variant / "checkpoints" / "best.json"))
-        rows = _score(os.path.join(ckpt, WEIGHTS), external)
-        results[variant] = evaluate_videos(rows, prior=None)
-        by_type = " ".join(f"{t}={g['auc']:.2f}" for t, g in results[variant]["by_type"].items())
-        print(f"{variant}: external AUC {results[variant]['overall']['auc']:.3f} (best epoch {best_epoch}) {by_type}")
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    per_seed = {s: run_seed(args, out, s) for s in seeds}
     timing = out / "run_seconds.txt"  # wall time of the training run, kept for --score-only rewrites
     if not args.score_only:
         timing.write_text(f"{time.time() - t0:.0f}\n")
-    if set(UNI_MODAL) < set(results):  # the uni-modal baselines and at least one audio-visual variant
-        write_doc(Path(args.doc), results, args, float(timing.read_text()) if timing.exists() else None)
+    if any(v in UNI_MODAL for v in args.variants) and any(v not in UNI_MODAL for v in args.variants):
+        summary = summarise(per_seed, args.variants, args.bootstrap)
+        write_doc(Path(args.doc), summary, args, float(timing.read_text()) if timing.exists() else None)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _subset(rows: list[dict], types: tuple[str, ...] | None) -> list[dict]:
+    """Scored reals plus the scored fakes of ``types`` (None: every fake)."""
+    return [r for r in rows if r["p_fake"] is not None and (r["label"] == "REAL" or types is None
+                                                            or r["manipulation"] in types)]  # fmt: skip
+
+
+def _arrays(rows: list[dict], variants: list[str], by_variant: dict[str, list[dict]]) -> tuple:
+    """(y, p per variant..., groups) on the videos every variant scored (paired)."""
+    scored = set.intersection(*({r["video_id"] for r in by_variant[v] if r["p_fake"] is not None} for v in variants))
+    keep = [r for r in rows if r["video_id"] in scored]
+    p = {v: {r["video_id"]: r["p_fake"] for r in by_variant[v]} for v in variants}
+    y = [int(r["label"] == "FAKE") for r in keep]
+    return (y, *([p[v][r["video_id"]] for r in keep] for v in variants), [r["group"] for r in keep])
+
+
+def summarise(per_seed: dict[int, dict], variants: list[str], n_boot: int) -> dict:
+    """Cells (mean AUC and interval per variant and subset), paired comparisons, counts and baselines."""
+    first = next(iter(per_seed.values()))
+    types = sorted({r["manipulation"] for r in first[variants[0]]["rows"] if r["label"] == "FAKE"})
+    subsets = {"all": None, "audio-visual fakes": AV_TYPES, **{t: (t,) for t in types}}
+    cells = {}
+    for name, sel in subsets.items():
+        for v in variants:
+            runs = [_arrays(_subset(res[v]["rows"], sel), [v], {v: res[v]["rows"]}) for res in per_seed.values()]
+            cells[(name, v)] = seed_mean_auc(runs, n_resamples=n_boot)
+    paired = {}
+    for a in (v for v in variants if v not in UNI_MODAL):
+        for b in (v for v in variants if v in UNI_MODAL):
+            for name in ("audio-visual fakes", "all"):
+                runs = [_arrays(_subset(res[a]["rows"], subsets[name]), [a, b], {a: res[a]["rows"], b: res[b]["rows"]})
+                        for res in per_seed.values()]  # fmt: skip
+                paired[(a, b, name)] = seed_mean_auc(runs, n_resamples=n_boot)
+    evals = {(s, v): evaluate_videos(res[v]["rows"], prior=res[v]["prior"], n_bootstrap=0)
+             for s, res in per_seed.items() for v in variants}  # fmt: skip
+    return {"seeds": list(per_seed), "types": types, "subsets": list(subsets), "cells": cells, "paired": paired,
+            "evals": evals, "variants": variants,
+            "n_videos": {s: len(res[variants[0]]["rows"]) for s, res in per_seed.items()},
+            "unscored": {v: sum(evals[(s, v)]["unscored"] for s in per_seed) for v in variants}}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the doc
 
 
 def _command_line() -> str:
@@ -152,13 +250,44 @@ def _command_line() -> str:
     return shlex.join(keep)
 
 
-def write_doc(path: Path, results: dict, args, seconds: float | None) -> None:
-    def cell(g: dict) -> str:
-        return f"{g['auc']:.2f} / {g['log_loss']:.2f}"
+def _ci(c: dict) -> str:
+    fmt = lambda x: "n/a" if x is None or math.isnan(x) else f"{x:.2f}"  # noqa: E731
+    return f"{fmt(c['mean'])} [{fmt(c['lo'])}, {fmt(c['hi'])}]"
 
-    variants = list(results)  # in the order they ran
-    types = list(next(iter(results.values()))["by_type"])
-    first = next(iter(results.values()))
+
+def _mean(xs) -> float:
+    xs = [x for x in xs if not math.isnan(x)]
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def _table(summary: dict) -> list[str]:
+    variants = summary["variants"]
+    lines = ["| videos | kind | " + " | ".join(variants) + " |", "|---|---|" + "---:|" * len(variants)]
+    for name in summary["subsets"]:
+        label = f"**{name}**" if name in ("all", "audio-visual fakes") else name
+        kind = KINDS.get(name, "")
+        lines.append(f"| {label} | {kind} | " + " | ".join(_ci(summary["cells"][(name, v)]) for v in variants) + " |")
+    evals, seeds = summary["evals"], summary["seeds"]
+    lines.append("| log loss, all (mean over seeds) | | " + " | ".join(
+        f"{_mean([evals[(s, v)]['overall']['log_loss'] for s in seeds]):.2f}" for v in variants) + " |")  # fmt: skip
+    return lines
+
+
+def _verdicts(summary: dict) -> list[str]:
+    lines = []
+    for (a, b, name), c in summary["paired"].items():
+        beats = c["lo"] > 0
+        word = "beats" if beats else ("is beaten by" if c["hi"] < 0 else "does not separate from")
+        lines.append(f"- **{a} vs {b}**, {name}: AUC difference {_ci(c)} (one-sided bootstrap p = {c['p_le_0']:.3f}): "
+                     f"{a} {word} {b}{' beyond noise' if beats or c['hi'] < 0 else ' (the interval holds 0)'}.")
+    return lines
+
+
+def write_doc(path: Path, summary: dict, args, seconds: float | None) -> None:
+    seeds, evals, variants = summary["seeds"], summary["evals"], summary["variants"]
+    prior_ll = _mean([evals[(s, variants[0])]["overall"]["prior_log_loss"] for s in seeds])
+    priors = [evals[(s, variants[0])]["prior"] for s in seeds]
+    unscored = ", ".join(f"{v} {n}" for v, n in summary["unscored"].items())
     lines = [
         "# Results on the generator's benchmark (tiny preset, CPU)",
         "",
@@ -167,68 +296,51 @@ def write_doc(path: Path, results: dict, args, seconds: float | None) -> None:
         f"{platform.processor() or platform.machine()}, from an empty `--out`; a rerun skips the sample, "
         "ingest and stage-1 steps whose outputs exist).",
         "",
-        (f"Stage 1 (once, shared by every variant): {args.pretrain_real} real-only identities of another seed, "
+        (f"Stage 1 per seed on {args.pretrain_real} real-only identities of the generator's `pretrain` pool, "
          f"{args.pretrain_epochs} epochs, lip-sync loss weight w_sync={args.w_sync:g}; then each variant trains "
          "stage 2 only, from those encoders. " if args.pretrain_real else "") +
-        f"Training: {args.n_real} real identities × (1 real + 6 fakes), 7 s at 160², ingested at 64² (2 clips per video), "
-        f"70/15/15 grouped train/val/test split. Evaluation: a held-out generated set of {args.n_real_external} other identities "
-        "(another seed), video level. Each cell: **AUC / log loss**; per type, that type's fakes against all real videos. "
-        f"The prior baseline (constant P(FAKE) = the set's fake fraction) has AUC 0.50 and log loss "
-        f"{first['overall']['prior_log_loss']:.2f} overall.",
+        f"Seeds {seeds}: each seed generates its own training set of {args.n_real} identities of the `train` pool × "
+        f"(1 real + 6 fakes), {args.duration:g} s at 160², ingested at 64² with a 70/15/15 grouped split, and its own "
+        f"external set of {args.n_real_external} identities of the `external` pool (faces and voices never seen in "
+        "training or stage 1). Video level, on the external sets.",
         "",
-        "| manipulation | kind | " + " | ".join(variants) + " |",
-        "|---|---|" + "---:|" * len(variants),
-        "| **all** | | " + " | ".join(cell(results[v]["overall"]) for v in variants) + " |",
+        "Each cell: **mean AUC over the seeds [95 % interval]**; the interval is a group bootstrap "
+        f"({args.bootstrap} resamples; a REAL and its fakes are resampled together within each seed's external "
+        "set, and the seeds' AUCs averaged). Per type: that type's fakes against all real videos. The prior "
+        f"baseline (constant P(FAKE) = the training split's video-level FAKE fraction, {', '.join(f'{p:.2f}' for p in priors)}) "
+        f"has AUC 0.50 and log loss {prior_ll:.2f} (mean over seeds). Videos that could not be scored, "
+        f"over {sum(summary['n_videos'].values())} external videos: {unscored}.",
+        "",
+        *_table(summary),
+        "",
+        "## Does audio-visual beat uni-modal beyond noise?",
+        "",
+        "Paired comparison on the same external videos (mean over seeds of AUC(audio-visual) − AUC(uni-modal), "
+        "95 % group-bootstrap interval): a variant beats another beyond noise when the interval excludes 0.",
+        "",
+        *_verdicts(summary),
     ]
-    kinds = {"lipsync_offset": "audio-visual", "audio_swap": "audio-visual", "mouth_decorrelated": "audio-visual",
-             "face_blend": "visual", "visual_artifact": "visual", "audio_pitch": "audio"}  # fmt: skip
-    for t in types:
-        lines.append(f"| {t} | {kinds.get(t, '?')} | " + " | ".join(cell(results[v]["by_type"][t]) for v in variants) + " |")
-    lines += ["", "## What the table shows", ""]
-    for t in types:
-        aucs = {v: results[v]["by_type"][t]["auc"] for v in variants}
-        best = max(aucs, key=aucs.get)
-        weak = [v for v, a in aucs.items() if a < 0.6]
-        lines.append(f"- **{t}**: best {best} (AUC {aucs[best]:.2f})" + (f"; near chance: {', '.join(weak)}" if weak else "") + ".")
-    av = {v: sum(results[v]["by_type"][t]["auc"] for t in AV_TYPES) / len(AV_TYPES) for v in variants}
-    uni = max(av[v] for v in UNI_MODAL)
-    full = max((v for v in variants if v not in UNI_MODAL), key=av.get)
-    if av[full] < 0.6 or av[full] - uni < 0.05:
-        verdict = (f"{full}, the best audio-visual variant, does not clearly beat the uni-modal ones (near chance or "
-                   "within 0.05 AUC, which is noise at this size): this run does NOT show the audio-visual advantage")
-    else:
-        verdict = f"{full}, the best audio-visual variant, beats the best uni-modal one by {av[full] - uni:.2f} AUC"
-    lines += ["", f"On the audio-visual manipulations (mean AUC over {', '.join(AV_TYPES)}): "
-              + ", ".join(f"{v} {av[v]:.2f}" for v in variants) + f". {verdict}. These are small models on "
-              "small synthetic data: the numbers say which signals each variant picked up, not how AVFF does on DFDC."]
-    lines += ["", "## Is the signal there? (`bench/av_signal.py`)", "",
-              "A hand-made lip-sync score on the same training shards, no learning: per clip, the correlation "
-              "of the mouth region's darkness with the loudness of the mel frames at each frame's time.", "",
-              *signal_table(args.out), "",
-              "Where this separates REAL from a fake type and the models above do not, the signal survived "
-              "ingest and the models failed to learn it: the limit is learning (data, model size, steps), "
-              "not the benchmark or the pipeline.", "",
-              "## What it takes, and what did not work", "",
-              "- **Stage 1 on many identities.** With `--pretrain-real N`, stage 1 runs once on N real-only "
-              "identities of another seed, with the lip-sync loss weighted by `--w-sync` (docs/model.md, deviation "
-              "10), and every variant, the uni-modal ones included, trains stage 2 from those same encoders: the "
-              "variants differ only in what their head reads.",
-              "- **`avff_sync` adds the lip-sync scores to the head**; `avff_concat` (the paper's head, token "
-              "pairs of own and cross-modal features) reads the same sync-pretrained encoders and learns the "
-              "comparison itself. Compare the two columns to see whether the explicit scores help at this size.",
-              "- **Calibration:** the variants train with class weights from the prior (balanced loss), which "
-              "shifts probabilities towards 0.5, so their log loss can sit above the prior baseline's while AUC "
-              "(ranking) improves. Calibrate on val (temperature scaling) before reading probabilities.",
-              "- **Without `--pretrain-real`** (stage 1 on the training split's REAL clips only) no variant "
-              "generalised to unseen identities. Measured on 2026-11-26: external AUC 0.39-0.53 with 12 or 40 "
-              "identities, longer schedules, class weights from the prior, and the lip-sync loss, which memorised "
-              "28 identities (training loss ~0, in-sync margin ~0 on held-out clips).",
-              "- **Noise:** per type, each cell is REAL videos against as many fakes of one type, with "
-              f"{args.n_real_external} of each. A difference of ±0.1 is within noise. Read the pattern across the "
-              "three audio-visual types, not single cells.",
-              "- **Next:** more identities, and the `laptop` preset on a GPU."]
+    lines += _appendix(args, out_root=str(Path(args.out) / f"seed{seeds[0]}"))
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {path}")
+
+
+def _appendix(args, out_root: str) -> list[str]:
+    return ["", "## Is the signal there? (`bench/av_signal.py`)", "",
+            f"A hand-made lip-sync score on the training shards of seed {args.seed}, no learning: per clip, the "
+            "correlation of the mouth region's darkness with the loudness of the mel frames at each frame's time.", "",
+            *signal_table(out_root), "",
+            "Where this separates REAL from a fake type and the models above do not, the signal survived "
+            "ingest and the models failed to learn it: the limit is learning (data, model size, steps), "
+            "not the benchmark or the pipeline.", "",
+            "## Reading the numbers", "",
+            "- **Held out means held out**: training, stage-1 and external sets draw faces from disjoint photo pools "
+            "(and synthetic morphs of a pool's own photos) and voices from pool-keyed random streams "
+            "(`tasks/synth_face.py`, tested in `tests/tasks/test_sample_data.py`).",
+            "- **Calibration:** with class weights from the prior (balanced loss) probabilities shift towards 0.5, "
+            "so log loss can sit above the prior baseline's while AUC (ranking) improves.",
+            "- **Small data:** these are small models on small synthetic data: the numbers say which signals each "
+            "variant picked up, not how AVFF does on DFDC."]  # fmt: skip
 
 
 if __name__ == "__main__":
