@@ -576,8 +576,23 @@ class _Run:
                 "resolved": {"device": str(self.device), "precision": self.precision}}  # fmt: skip
 
 
+class TrainLockedError(fs.LockedError):
+    """Another training run is writing to the same output folder."""
+
+
 def run_training(cfg: TrainSettings, *, log: Logger) -> TrainResult:
-    """Stage 1 -> stage 2 -> test at the best checkpoint -> plots and report (module docstring)."""
+    """Stage 1 -> stage 2 -> test at the best checkpoint -> plots and report (module docstring).
+
+    One run per ``output_dir`` at a time (the lock ingest uses): a second refuses at once,
+    naming the first (pid, host, MLflow run).
+    """
+    with fs.exclusive_lock(cfg.output_dir, ".train.lock", "training run", TrainLockedError) as held:
+        if held is not None and getattr(log, "run_id", None):
+            held.describe(f"MLflow run {log.run_id}")
+        return _run_training(cfg, log=log)
+
+
+def _run_training(cfg: TrainSettings, *, log: Logger) -> TrainResult:
     run = _Run(cfg, log)
     run.load_resume()
     run.log_params()

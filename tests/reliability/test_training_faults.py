@@ -1,4 +1,5 @@
-"""Faults during training: kill -9 mid-epoch, and an MLflow server that cannot be reached.
+"""Faults during training: kill -9 / SIGTERM mid-epoch, a second run into the same folder, a disk
+that fills during a checkpoint write, and an MLflow server that cannot be reached.
 
 Covered elsewhere: a crash raised after epoch k resumes to the uninterrupted result
 (tests/tasks/test_train_training.py::test_resume_after_a_crash_equals_the_uninterrupted_run),
@@ -8,8 +9,10 @@ and a checkpoint carrying a code-running pickle is refused
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,11 +20,16 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
+from avff_model import AVFF
+from avff_model.config import get_config
 from deployments.stack import free_port
+from storage import fs
+from tasks.checkpoint import WEIGHTS, CheckpointError, CheckpointStore, load_checkpoint
 from tasks.synthetic_shards import write_synthetic_shards
 from tasks.tracking import InMemoryLogger
-from tasks.training import TrainSettings, run_training
+from tasks.training import TrainLockedError, TrainSettings, run_training
 
 SETTINGS = dict(overrides={"num_slices": 2}, pretrain_epochs=1, epochs=3, batch_size=8, lr=1e-3, patience=5, seed=0,
                 device="cpu", shuffle_buffer=16, report_bootstrap=20)  # fmt: skip
@@ -50,9 +58,11 @@ def _pointer(out: Path, tag: str = "last") -> str | None:
 
 
 @pytest.mark.slow
-def test_training_killed_mid_epoch_resumes_to_the_uninterrupted_result(data, tmp_path, assert_same_run):
-    """kill -9 a training process right after its epoch-2 checkpoint (so inside epoch 3),
-    resume from its output dir: same weights, history and test metrics as a run never killed."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_training_killed_mid_epoch_resumes_to_the_uninterrupted_result(data, tmp_path, assert_same_run, sig):
+    """kill -9 (or SIGTERM, what a scheduler sends first) a training process right after its
+    epoch-2 checkpoint (so inside epoch 3), resume from its output dir: same weights, history
+    and test metrics as a run never killed."""
     reference = run_training(TrainSettings(data=data, output_dir=str(tmp_path / "ref"), **SETTINGS), log=InMemoryLogger())
 
     out = tmp_path / "killed"
@@ -64,9 +74,10 @@ def test_training_killed_mid_epoch_resumes_to_the_uninterrupted_result(data, tmp
     while time.time() < deadline and proc.poll() is None and _pointer(out) != "epoch-0002":
         time.sleep(0.01)
     alive = proc.poll() is None
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(sig)
     _, err = proc.communicate()
     assert alive and _pointer(out) == "epoch-0002", f"kill missed the run (rc {proc.returncode}): {err[-2000:]}"
+    assert proc.returncode == -sig
     assert not (out / "report.md").exists()
 
     resumed = run_training(dataclasses.replace(settings, resume_from=str(out)), log=InMemoryLogger())
@@ -89,3 +100,121 @@ def test_unreachable_mlflow_fails_the_flow_loudly_before_any_training(data, tmp_
         train_avff(config)
     assert "Connection refused" in str(caught.value) or "Max retries" in str(caught.value), caught.value
     assert not (out / "checkpoints").exists()
+
+
+def _lock_text(out: Path) -> str:
+    try:
+        return (out / ".train.lock").read_text()
+    except OSError:
+        return ""
+
+
+def test_a_second_training_into_the_same_folder_refuses_at_once_naming_the_first(data, tmp_path):
+    """A training process holds its output folder (frozen with SIGSTOP so the overlap is
+    certain); a second run_training into it refuses within seconds, naming the first's pid and
+    host, and writes nothing. Thawed, the first completes. Its lock file, left behind, names a
+    dead process and blocks no one (flock dies with its holder)."""
+    out = tmp_path / "out"
+    kwargs = dict(data=data, output_dir=str(out), **{**SETTINGS, "epochs": 1})
+    proc = subprocess.Popen([sys.executable, "-c", _TRAIN, json.dumps(kwargs)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and f"pid {proc.pid} " not in _lock_text(out):
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGSTOP)
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        before = sorted(p.name for p in out.rglob("*"))
+        t0 = time.perf_counter()
+        with pytest.raises(TrainLockedError, match=rf"another training run is writing to {out} .*held by pid {proc.pid} on host"):
+            run_training(TrainSettings(**kwargs), log=InMemoryLogger())
+        assert time.perf_counter() - t0 < 10
+        assert sorted(p.name for p in out.rglob("*")) == before
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert (out / "report.md").exists() and _pointer(out) is not None
+    assert f"pid {proc.pid} " in _lock_text(out)  # stale: its holder is gone
+    with fs.exclusive_lock(str(out), ".train.lock", "training run") as held:
+        assert held is not None and _lock_text(out).startswith(f"pid {os.getpid()} ")
+
+
+_SAVE_TWICE = """
+import dataclasses, errno, resource, signal, sys, torch
+from avff_model import AVFF
+from avff_model.config import get_config
+from tasks.checkpoint import CheckpointStore
+root, limit = sys.argv[1], int(sys.argv[2])
+cfg = get_config("tiny")
+torch.manual_seed(0)
+model = AVFF(cfg)
+store = CheckpointStore(root)
+store.save("epoch-0001", model, dataclasses.asdict(cfg), {"epoch": 1}, tags=("last",))
+with torch.no_grad():
+    for p in model.parameters():
+        p.add_(1.0)
+if limit:  # a real write failure (EFBIG) at the kernel, from this file size on
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+try:
+    store.save("epoch-0002", model, dataclasses.asdict(cfg), {"epoch": 2}, tags=("last",))
+    print("saved")
+except OSError as e:
+    print("failed", errno.errorcode[e.errno])
+"""
+
+
+@contextlib.contextmanager
+def _small_tmpfs(path: Path, size: int):
+    """A tmpfs of ``size`` bytes at ``path`` (real ENOSPC), or skip where mounting is not allowed."""
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()[:200]})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.mark.parametrize("fault", ["enospc_tmpfs", "efbig_rlimit"])
+def test_disk_full_during_a_checkpoint_write_leaves_the_previous_checkpoint_loadable(tmp_path, fault):
+    """Checkpoint 1 is saved, then the disk fills while checkpoint 2 is written: the save fails
+    with the kernel's own error, ``last`` still names checkpoint 1 and it loads bit for bit, no
+    temp file is left, and once there is room again the next save works.
+
+    Two real faults: a tmpfs sized to hold one checkpoint and a half (ENOSPC; needs root, else
+    skipped) and RLIMIT_FSIZE below the weights' size (EFBIG; any user). Both fail the real
+    write() through the real file objects of ``storage.fs.atomic_open``.
+    """
+    reference = tmp_path / "reference"
+    done = subprocess.run([sys.executable, "-c", _SAVE_TWICE, str(reference), "0"], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.stdout.split() == ["saved"], done.stderr[-3000:]
+    one = sum(p.stat().st_size for p in (reference / "epoch-0001").iterdir())
+    weights = (reference / "epoch-0001" / WEIGHTS).stat().st_size
+    with contextlib.ExitStack() as stack:
+        if fault == "enospc_tmpfs":
+            root = stack.enter_context(_small_tmpfs(tmp_path / "disk", one + one // 2)) / "checkpoints"
+            limit, expected = 0, "ENOSPC"
+        else:
+            root, limit, expected = tmp_path / "checkpoints", weights // 2, "EFBIG"
+        done = subprocess.run([sys.executable, "-c", _SAVE_TWICE, str(root), str(limit)], capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert done.stdout.split() == ["failed", expected], (done.stdout, done.stderr[-3000:])
+        store = CheckpointStore(str(root))
+        assert store.resolve("last") == str(root / "epoch-0001")
+        kept, ref = load_checkpoint(str(root / "last.json")), load_checkpoint(str(reference / "epoch-0001"))
+        assert kept.state == {"epoch": 1} and kept.weights.keys() == ref.weights.keys()
+        assert all(torch.equal(kept.weights[k], ref.weights[k]) for k in ref.weights)
+        assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+        with pytest.raises(CheckpointError):
+            load_checkpoint(str(root / "epoch-0002"))  # the half-written one is never taken for a checkpoint
+        if fault == "enospc_tmpfs":
+            subprocess.run(["mount", "-o", f"remount,size={4 * one}", str(root.parent)], check=True)
+        second = load_checkpoint(str(reference / "epoch-0002"))
+        model = AVFF(get_config("tiny"))
+        model.load_state_dict(second.weights)
+        store.save("epoch-0002", model, second.config, second.state, tags=("last",))  # room again: it works
+        assert load_checkpoint(str(root / "last.json")).state == {"epoch": 2}
