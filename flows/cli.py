@@ -1,4 +1,4 @@
-"""The ``avff`` command: sample, ingest, train, evaluate, predict, stack.
+"""The ``avff`` command: sample, ingest, train, evaluate, predict, cv, ablate, stack.
 
 Each subcommand builds the flow's typed config from its flags and calls the flow (so a
 CLI run is a Prefect flow run too: against PREFECT_API_URL when set, else a temporary
@@ -15,18 +15,24 @@ import sys
 
 
 def _add_ingest(sub) -> None:
-    p = sub.add_parser("ingest", help="DFDC folder -> WebDataset shards + parquet manifests")
+    p = sub.add_parser("ingest", help="DFDC folder -> WebDataset shards + parquet manifests",
+                       description="Decode each video, crop the tracked face, extract the log-mel and write "
+                       "WebDataset shards + manifest.parquet (an ingest-dfdc flow run).")  # fmt: skip
     p.add_argument("--data", required=True, help="DFDC root (dfdc_train_part_*/) or one folder with metadata.json")
     p.add_argument("--out", required=True, help="output root, local or s3://")
-    p.add_argument("--executor", choices=["ray", "local"], default="ray")
-    p.add_argument("--face-size", type=int, default=224)
-    p.add_argument("--videos-per-shard", type=int, default=128)
-    p.add_argument("--max-clips", type=int, default=3)
+    p.add_argument("--executor", choices=["ray", "local"], default="ray",
+                   help="ray: one task per shard ($RAY_ADDRESS or a local Ray); local: in this process "
+                   "(default: %(default)s)")  # fmt: skip
+    p.add_argument("--face-size", type=int, default=224, help="face crop side in pixels (default: %(default)s)")
+    p.add_argument("--videos-per-shard", type=int, default=128, help="(default: %(default)s)")
+    p.add_argument("--max-clips", type=int, default=3, help="clips per video at most (default: %(default)s)")
     p.add_argument("--no-require-audio", action="store_true", help="keep videos without audio (silent mel)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ratios", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST"))
-    p.add_argument("--folds", type=int, default=5, help="k of the manifest's grouped k-fold column (cv-avff)")
-    p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split assignment (default: %(default)s)")
+    p.add_argument("--ratios", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST"),
+                   help="split shares (default: 0.7 0.15 0.15)")  # fmt: skip
+    p.add_argument("--folds", type=int, default=5, help="k of the manifest's grouped k-fold column, for avff cv "
+                   "(default: %(default)s)")  # fmt: skip
+    p.add_argument("--num-workers", type=int, default=None, help="CPUs of a local Ray (default: all)")
     p.add_argument("--identities", default=None, metavar="FILE",
                    help="csv/parquet with columns video, identity: videos of one identity share a split")
 
@@ -55,12 +61,12 @@ def _ingest(args) -> int:
 
 def _add_sample(sub) -> None:
     p = sub.add_parser("sample", help="write a small synthetic DFDC-format dataset (real + labelled fakes)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--n-real", type=int, default=8)
-    p.add_argument("--parts", type=int, default=1)
-    p.add_argument("--duration", type=float, default=4.0)
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder to write (dfdc_train_part_*/ with metadata.json)")
+    p.add_argument("--n-real", type=int, default=8, help="real videos per part; each gets its fakes (default: %(default)s)")
+    p.add_argument("--parts", type=int, default=1, help="dfdc_train_part_* folders; 0: one flat folder (default: %(default)s)")
+    p.add_argument("--duration", type=float, default=4.0, help="seconds per video (default: %(default)s)")
+    p.add_argument("--size", type=int, default=256, help="frame side in pixels (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
 
 
 def _sample(args) -> int:
@@ -127,9 +133,32 @@ def _console_without_tracebacks() -> None:
                 handler.setFormatter(_NoTraceback(handler.formatter))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; an error is one line on stderr and exit status 1 (--debug: the traceback)."""
-    parser = argparse.ArgumentParser(prog="avff", description=__doc__.splitlines()[0])
+DESCRIPTION = "Raw DFDC videos in, a trained audio-visual deepfake detector (AVFF) out."
+EPILOG = """typical order:
+  avff ingest --data VIDEOS --out SHARDS     videos -> shards (refused videos: SHARDS/quarantine.parquet)
+  avff train --data SHARDS --out RUN         train, track in MLflow, register if it beats the prior
+  avff evaluate --data VIDEOS                score the registered champion on other videos
+  avff predict a.mp4 b.mp4                   FAKE / REAL per video
+
+Each command is a Prefect flow run: the Prefect UI shows it when PREFECT_API_URL is set
+(avff stack up), MLflow at $MLFLOW_TRACKING_URI (default http://127.0.0.1:5000).
+`avff COMMAND --help` lists a command's options and defaults."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("avff")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    """The ``avff`` parser and {command: (add_parser, run)}."""
+    parser = argparse.ArgumentParser(prog="avff", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
     from flows import cli_evaluate, cli_experiments, cli_predict, cli_train
@@ -145,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     for add, _ in commands.values():
         add(sub)
+    return parser, commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; an error is one line on stderr and exit status 1 (--debug: the traceback)."""
+    parser, commands = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # without PREFECT_API_URL a flow starts a temporary local server; on a busy machine it needs > 20 s

@@ -14,7 +14,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--model", default="avff-dfdc@latest",
                    help="NAME@VERSION|NAME@latest|NAME@alias (MLflow registry), models:/ or runs:/ URI, or a local path")
     p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else http://127.0.0.1:5000")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per video on stdout")
 
 
