@@ -1,4 +1,4 @@
-"""``avff evaluate --data DIR [--model avff-dfdc@latest]``: the evaluate-avff flow from the shell."""
+"""``avff evaluate --data DIR [--model avff-dfdc@champion]``: the evaluate-avff flow from the shell."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ import json
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="score a registered model on a DFDC-format folder (overall + per manipulation)")
-    p.add_argument("--data", required=True)
-    p.add_argument("--model", default="avff-dfdc@latest")
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--experiment", default="avff-eval")
-    p.add_argument("--prior", type=float, default=None, help="the training split's video-level FAKE fraction (prior baseline; unknown when omitted)")
-    p.add_argument("--out", default=None)
+    p = sub.add_parser("evaluate", help="score a registered model on a DFDC-format folder (overall + per manipulation)",
+                       description="Score every video of a DFDC-format folder with a registered model; metrics "
+                       "overall and per manipulation type beside the baselines, logged to MLflow.")  # fmt: skip
+    p.add_argument("--data", required=True, help="DFDC-format folder (dfdc_train_part_*/ or one with metadata.json)")
+    p.add_argument("--model", default="avff-dfdc@champion",
+                   help="NAME@alias, NAME@VERSION, NAME@latest, models:/ or runs:/ URI, or a local path "
+                   "(default: %(default)s)")  # fmt: skip
+    p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else http://127.0.0.1:5000")
+    p.add_argument("--experiment", default="avff", help="MLflow experiment of the evaluation run (default: %(default)s)")
+    p.add_argument("--prior", type=float, default=None,
+                   help="FAKE fraction of the prior baseline (default: the model's training data)")
+    p.add_argument("--out", default=None, help="folder for evaluation.md and scores.json (default: a temp dir)")
 
 
 def _evaluate(args) -> int:
@@ -22,7 +27,8 @@ def _evaluate(args) -> int:
                          experiment=args.experiment, prior=args.prior, out=args.out)  # fmt: skip
     result = evaluate_avff(cfg)
     print(open(f"{result['out']}/evaluation.md").read())
-    print(json.dumps({"run_id": result["run_id"], "out": result["out"]}))
+    print(json.dumps({"run_id": result["run_id"], "run_url": result["run_url"], "model_uri": result["model_uri"],
+                      "out": result["out"]}))  # fmt: skip
     return 0
 
 

@@ -1,21 +1,30 @@
 """Prefect flow ``evaluate-avff``: score a registered model on any DFDC-format folder, no retraining.
 
 Reports video-level AUC, AP, log loss and accuracy overall and per manipulation type (when
-the metadata names one), beside the trivial baselines, into MLflow and as markdown.
+the metadata names one), beside the trivial baselines, into MLflow and as markdown. The
+prior baseline is the FAKE fraction of the model's own training data (a tag of its model
+version); a model that loses to it on the evaluated set is said so, in the log and the table.
+Results go to the training experiment, in a run named after the flow run and tagged with
+the concrete model version scored (``@champion`` resolved), so the registry page, the
+training run and every evaluation of a model point at each other.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+from dataclasses import dataclass
 
 import mlflow
+from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows import links
 from flows.cli_predict import model_uri
 from flows.train import resolve_tracking_uri
 from tasks.evaluate import evaluate_videos, evaluation_markdown
@@ -23,38 +32,70 @@ from tasks.faces import FaceDetector
 from tasks.metadata import scan_dfdc
 from tasks.predict import preprocess_for, score_video
 from tasks.serving import load_model
-from tasks.splits import identity_groups
 
 
 class EvaluateConfig(BaseModel):
+    """Parameters of evaluate-avff (validated by Prefect, shown as a form in the UI)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
     data: str = Field(description="a DFDC-format folder (dfdc_train_part_*/ or one folder with metadata.json)")
-    model: str = Field("avff-dfdc@latest", description="NAME@latest|NAME@VERSION|models:/...|runs:/...|local path")
-    tracking_uri: str | None = None
-    experiment: str = "avff-eval"
-    prior: float | None = Field(
-        None, ge=0, le=1,
-        description="the training split's video-level FAKE fraction, for the prior baseline (unknown when not given)",
-    )  # fmt: skip
+    model: str = Field("avff-dfdc@champion", description="NAME@alias|NAME@VERSION|NAME@latest|models:/...|runs:/...|local path")
+    tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else http://127.0.0.1:5000")
+    experiment: str = Field("avff", description="MLflow experiment of the evaluation run (the training one by default)")
+    prior: float | None = Field(None, ge=0, le=1, description="FAKE fraction of the prior baseline; default: the "
+                                "model's training data (its version's train_fake_fraction tag)")
     out: str | None = Field(None, description="where to write evaluation.md and scores.json (default: a temp dir)")
 
 
+@dataclass(frozen=True)
+class ResolvedModel:
+    """The concrete model a spec names: ``uri`` loads exactly the version scored."""
+
+    uri: str
+    name: str | None = None
+    version: str | None = None
+    run_id: str | None = None  # the training run that logged it
+    train_fake_fraction: float | None = None
+
+
+def resolve_model(spec: str) -> ResolvedModel:
+    """'avff-dfdc@champion' / '@latest' / '@3' -> that registry version (aliases do not move under us)."""
+    uri = model_uri(spec)
+    if not uri.startswith("models:/"):
+        return ResolvedModel(uri)
+    client = MlflowClient()
+    ref = uri.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    else:
+        name, _, number = ref.partition("/")
+        if number == "latest":
+            versions = client.search_model_versions(f"name='{name}'")
+            if not versions:
+                raise LookupError(f"registered model {name!r} has no versions")
+            number = str(max(int(v.version) for v in versions))
+        version = client.get_model_version(name, number)
+    fraction = version.tags.get("train_fake_fraction")
+    return ResolvedModel(f"models:/{name}/{version.version}", name, str(version.version), version.run_id,
+                         float(fraction) if fraction is not None else None)  # fmt: skip
+
+
 @task(name="score-videos", cache_policy=NO_CACHE)
-def score_videos(cfg: EvaluateConfig) -> list[dict]:
+def score_videos(data: str, uri: str) -> list[dict]:
     log = get_run_logger()
-    scan = scan_dfdc(cfg.data)
+    scan = scan_dfdc(data)
     for r in scan.rejected:
         log.warning("refused %s: %s", r.rel_path, r.error)
-    scorer = load_model(model_uri(cfg.model))
+    scorer = load_model(uri)
     pre = preprocess_for(scorer)
-    groups = identity_groups(scan.entries).groups  # the bootstrap's unit: a REAL and its fakes
     rows = []
     with FaceDetector(min_score=pre.min_det_score, detect_side=pre.detect_side) as det:
         for i, e in enumerate(scan.entries):
-            s = score_video(os.path.join(cfg.data, e.rel_path), scorer, pre, det)
+            s = score_video(os.path.join(data, e.rel_path), scorer, pre, det)
             rows.append({"video_id": e.video_id, "label": e.label, "manipulation": e.manipulation,
-                         "group": groups[e.video_id], "p_fake": s.p_fake, "clips": s.clips, "reason": s.reason})  # fmt: skip
+                         "p_fake": s.p_fake, "clips": s.clips, "reason": s.reason})  # fmt: skip
             if s.p_fake is None:
                 log.warning("cannot score %s: %s", e.rel_path, s.error)
             if (i + 1) % 10 == 0:
@@ -62,26 +103,79 @@ def score_videos(cfg: EvaluateConfig) -> list[dict]:
     return rows
 
 
-@flow(name="evaluate-avff", log_prints=True)
-def evaluate_avff(config: EvaluateConfig) -> dict:
-    """Score every video of config.data with config.model; log metrics, table and scores to MLflow."""
-    mlflow.set_tracking_uri(resolve_tracking_uri(config.tracking_uri))
-    rows = score_videos(config)
-    result = evaluate_videos(rows, prior=config.prior)
-    markdown = evaluation_markdown(result, f"evaluate-avff: {config.model} on {config.data}")
-    out = config.out or tempfile.mkdtemp(prefix="avff-eval-")
+def json_safe(value):
+    """NaN and infinities -> None, recursively: scores.json must be valid JSON (no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def loses_to_prior(overall: dict) -> bool:
+    """The model's log loss is no better than the constant prior's on the evaluated set."""
+    ll, prior = overall.get("log_loss"), overall.get("prior_log_loss")
+    return ll is not None and prior is not None and not ll < prior
+
+
+def _write_outputs(out: str, markdown: str, rows: list[dict], result: dict) -> None:
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "evaluation.md"), "w") as f:
         f.write(markdown)
     with open(os.path.join(out, "scores.json"), "w") as f:
-        json.dump({"rows": rows, "result": result}, f, indent=2, default=str)
-    mlflow.set_experiment(config.experiment)
-    with mlflow.start_run(tags={"model": config.model, "data": config.data}) as run:
-        mlflow.log_params({"model": config.model, "data": config.data})
-        metrics = {f"eval_{k}": v for k, v in result["overall"].items() if isinstance(v, (int, float))}
-        for m, g in result["by_type"].items():
-            metrics.update({f"eval_{m}_{k}": v for k, v in g.items() if isinstance(v, (int, float))})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=0)
+        json.dump(json_safe({"rows": rows, "result": result}), f, indent=2, allow_nan=False, default=str)
+
+
+def _metrics(result: dict) -> dict[str, float]:
+    metrics = {f"eval_{k}": v for k, v in result["overall"].items() if isinstance(v, (int, float))}
+    for m, g in result["by_type"].items():
+        metrics.update({f"eval_{m}_{k}": v for k, v in g.items() if isinstance(v, (int, float))})
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _run_tags(model: ResolvedModel, config: EvaluateConfig, flow_run: dict[str, str], loses: bool) -> dict[str, str]:
+    tags = {"model": config.model, "model_uri": model.uri, "data": config.data, "avff.kind": "evaluation",
+            "loses_to_prior": str(loses).lower(), **links.flow_run_tags(flow_run)}  # fmt: skip
+    if model.version is not None:
+        tags.update({"model_name": model.name, "model_version": model.version})
+    if model.run_id:
+        tags["training_run_id"] = model.run_id
+    return tags
+
+
+@flow(name="evaluate-avff", log_prints=True)
+def evaluate_avff(config: EvaluateConfig) -> dict:
+    """Score every video of config.data with config.model; log metrics, table and scores to MLflow."""
+    log = get_run_logger()
+    tracking_uri = resolve_tracking_uri(config.tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    model = resolve_model(config.model)
+    prior = config.prior if config.prior is not None else model.train_fake_fraction
+    if prior is None:
+        log.warning("no training FAKE fraction for %s: the prior baseline uses the evaluated set's own", model.uri)
+    rows = score_videos(config.data, model.uri)
+    result = evaluate_videos(rows, prior=prior)
+    title = f"evaluate-avff: {model.name} version {model.version}" if model.version else f"evaluate-avff: {model.uri}"
+    markdown = evaluation_markdown(result, f"{title} on {config.data}")
+    loses = loses_to_prior(result["overall"])
+    if loses:
+        warning = (f"the model loses to the prior on the evaluated set: log loss {result['overall']['log_loss']:.4f} "
+                   f">= {result['overall']['prior_log_loss']:.4f} for a constant P(FAKE) = {result['prior']:.3f}")  # fmt: skip
+        log.warning(warning)
+        markdown += f"\n**Warning**: {warning}.\n"
+    out = config.out or tempfile.mkdtemp(prefix="avff-eval-")
+    _write_outputs(out, markdown, rows, result)
+    experiment = mlflow.set_experiment(config.experiment)
+    flow_run = links.flow_run()
+    with mlflow.start_run(run_name=flow_run.get("name"), tags=_run_tags(model, config, flow_run, loses)) as run:
+        mlflow.log_params({"model": config.model, "model_uri": model.uri, "data": config.data, "prior": result["prior"]})
+        mlflow.log_metrics(_metrics(result), step=0)
         mlflow.log_artifacts(out, artifact_path="evaluation")
-    create_markdown_artifact(markdown=markdown, key="evaluation", description=f"MLflow run {run.info.run_id}")
-    return {"run_id": run.info.run_id, "out": out, "overall": result["overall"], "by_type": result["by_type"]}
+    run_link = links.run_url(tracking_uri, experiment.experiment_id, run.info.run_id)
+    links.link_artifact(run_link, f"MLflow run {run.info.run_id}", "mlflow-run", "the MLflow run of this evaluation")
+    header = f"MLflow run {links.markdown_link(run.info.run_id, run_link)}\n\n"
+    create_markdown_artifact(markdown=header + markdown, key="evaluation", description=f"MLflow run {run.info.run_id}")
+    return {"run_id": run.info.run_id, "run_url": run_link, "model_uri": model.uri, "model_version": model.version,
+            "loses_to_prior": loses, "out": out, "overall": result["overall"], "by_type": result["by_type"]}  # fmt: skip
