@@ -414,14 +414,13 @@ class Stack:
         pid = json.loads(self._state_file(svc.name).read_text())["pid"]
         while True:
             if not alive(pid):  # not _running(): before exec, /proc shows the parent's command line
-                raise StackError(f"{svc.name} exited during start; last lines of {self._log(svc.name)}:\n"
+                raise StackError(f"{svc.name} exited during start (log: {self._log(svc.name)}); its last lines:\n"
                                  f"{log_tail(self._log(svc.name))}")  # fmt: skip
             if svc.healthy():
                 return
             if time.monotonic() > deadline:
-                raise StackError(f"{svc.name} not healthy after {self.timeout:.0f}s (AVFF_STACK_TIMEOUT; `avff stack "
-                                 f"down` stops what started); last lines of {self._log(svc.name)}:\n"
-                                 f"{log_tail(self._log(svc.name))}")  # fmt: skip
+                raise StackError(f"{svc.name} not healthy after {self.timeout:.0f}s (AVFF_STACK_TIMEOUT; log: "
+                                 f"{self._log(svc.name)}); its last lines:\n{log_tail(self._log(svc.name))}")  # fmt: skip
             time.sleep(1.0)
 
     def _wait_ray(self, attempts: int = 3) -> None:
@@ -473,18 +472,29 @@ class Stack:
             services = [self._service(n) for n in ["prefect", "mlflow"] + (["ray"] if ray else [])]
             for svc in services:  # every port checked before anything starts: no half-started stack
                 self._check(svc)
-            for svc in services:  # start all, then wait: the servers boot in parallel
-                self._start(svc)
-            for svc in services[:2]:
-                self._wait(svc)
-            if ray:
-                self._wait_ray()
-            worker = self._service("worker")
-            state = self._running("worker")
-            if state and state["env"] != _client_env(worker.env):
-                self._stop("worker")  # started before Ray was: restart it with RAY_ADDRESS
-            self._start(worker)
-            self._wait(worker)
+            started: list[str] = []
+            try:
+                for svc in services:  # start all, then wait: the servers boot in parallel
+                    if self._start(svc):
+                        started.append(svc.name)
+                for svc in services[:2]:
+                    self._wait(svc)
+                if ray:
+                    self._wait_ray()
+                worker = self._service("worker")
+                state = self._running("worker")
+                if state and state["env"] != _client_env(worker.env):
+                    self._stop("worker")  # started before Ray was: restart it with RAY_ADDRESS
+                if self._start(worker):
+                    started.append("worker")
+                self._wait(worker)
+            except BaseException:
+                # a failed `up` leaves the machine as it found it: what this call started is stopped
+                # (services that already ran before it are left alone)
+                for name in SERVICES:
+                    if name in started:
+                        self._stop(name)
+                raise
             return self.urls()
 
     def down(self) -> list[str]:
@@ -544,7 +554,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(exports(stack.env()))
     except StackError as e:
-        print(f"error: {e}", file=sys.stderr)
+        # one line (the log file it names has the rest); `up` has already stopped what it started
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
     return 0
 
