@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -85,8 +86,9 @@ class Clip:
 class Preprocessed:
     info: VideoInfo
     clips: list[Clip]
-    stage_seconds: dict[str, float]
+    stage_seconds: dict[str, float]  # wall-clock per stage
     face_frac: float  # over all sampled frames
+    stage_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage
 
 
 def clip_starts(duration: float, clip_seconds: float, max_clips: int) -> list[float]:
@@ -157,7 +159,9 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
             f"{path}: the best clip has a face in {best:.0%} of its frames, below min_face_frac={cfg.min_face_frac} "
             f"({track.detected.mean():.0%} of all sampled frames)",
         )
-    return Preprocessed(info=info, clips=clips, stage_seconds=timer.seconds, face_frac=float(track.detected.mean()))
+    return Preprocessed(
+        info=info, clips=clips, stage_seconds=timer.seconds, face_frac=float(track.detected.mean()), stage_cpu=timer.cpu
+    )
 
 
 def _clip_slices(starts: list[float], cfg: PreprocessConfig) -> list[slice]:
@@ -195,17 +199,17 @@ def _off_stream(path: str, info: VideoInfo, times: np.ndarray, got: np.ndarray, 
 
 
 class _Timer:
+    """Wall and CPU seconds per named stage (CPU: the whole process, so one video per process)."""
+
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
 
+    @contextmanager
     def __call__(self, name: str):
-        timer = self
-
-        class _Ctx:
-            def __enter__(self):
-                self.t = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.seconds[name] = timer.seconds.get(name, 0.0) + time.perf_counter() - self.t
-
-        return _Ctx()
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - wall
+            self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - cpu

@@ -206,6 +206,7 @@ def _add_video(writer, v: UnitVideo, cfg: PreprocessConfig, detector, record: Un
             "face_frac": result.face_frac,
             **{k: getattr(result.info, k) for k in ("duration", "fps", "width", "height", "rotation", "codec", "has_audio", "audio_rate")},
             "seconds": result.stage_seconds,
+            "cpu_seconds": result.stage_cpu,
         }
     )
 

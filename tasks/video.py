@@ -237,6 +237,7 @@ def _decode_targets(path: str, order: list[int], skip_nonref: bool, max_pixels: 
     done = 0
     with _open(path) as c:
         v = c.streams.video[0]
+        v.thread_type = "NONE"  # one video per core (Ray fans out): threads would only add CPU
         cc = v.codec_context
         skip = skip_nonref and cc.name in EXACT_SKIP_CODECS
         size = None
@@ -269,6 +270,7 @@ def _decode_all_nearest(path: str, want: np.ndarray, read_seconds: float, max_pi
     best: dict[int, int] = {}  # requested index -> frame number
     with _open(path) as c:
         v = c.streams.video[0]
+        v.thread_type = "NONE"
         start = float(v.start_time * v.time_base) if v.start_time is not None else None
         size = None
         try:
