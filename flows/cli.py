@@ -104,7 +104,7 @@ def one_line(exc: BaseException) -> str:
 
 
 class _NoTraceback(logging.Formatter):
-    """Wraps a console formatter: the first line of each record, its traceback left out.
+    """Wraps a console formatter: records without their traceback, errors cut to their first line.
 
     The record is restored afterwards, so Prefect's API handler (the UI's run logs) keeps it whole.
     """
@@ -117,7 +117,8 @@ class _NoTraceback(logging.Formatter):
         saved = record.exc_info, record.exc_text, record.stack_info
         record.exc_info = record.exc_text = record.stack_info = None
         try:
-            return self.inner.format(record).split("\n", 1)[0]
+            text = self.inner.format(record)
+            return text.split("\n", 1)[0] if record.levelno >= logging.ERROR else text
         finally:
             record.exc_info, record.exc_text, record.stack_info = saved
 

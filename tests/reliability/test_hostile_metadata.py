@@ -200,3 +200,5 @@ def test_an_output_folder_inside_the_input_folder_is_refused(tmp_path, ingest_co
     (line,) = _error_lines(out.stderr)
     assert "is inside the input folder" in line
     assert not (data / "dfdc_train_part_0" / "out").exists()
+    debug = _cli("--debug", "ingest", "--data", str(data), "--out", str(data / "out"), timeout=300)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "is inside the input folder" in debug.stderr
