@@ -1,7 +1,8 @@
 """The logging interface training writes to, so that ``tasks/`` never imports a tracker.
 
 The flow injects an MLflow adapter (:mod:`tasks.mlflow_logger`); tests and scripts use
-:class:`InMemoryLogger`. Metrics always carry a step.
+:class:`InMemoryLogger`. Metrics always carry a step; numbers that make no curve (baselines,
+one-off summaries) go in a table (rows of dicts, shown as a table in MLflow's artifact view).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ class Logger(Protocol):
 
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
+    def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None: ...
+
 
 @dataclass
 class InMemoryLogger:
@@ -29,6 +32,7 @@ class InMemoryLogger:
     metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     artifacts: list[tuple[str, str | None]] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self.params.update(params)
@@ -42,6 +46,9 @@ class InMemoryLogger:
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.tags.update({k: str(v) for k, v in tags.items()})
+
+    def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
+        self.tables[artifact_file] = [dict(r) for r in rows]
 
     def last(self, key: str) -> float:
         return self.metrics[key][-1][1]

@@ -74,6 +74,18 @@ from tasks.train_engine import (
 STAGES = ("both", "pretrain", "classify")
 CLASS_WEIGHTS = ("none", "prior")
 _MAX_METRICS = ("auc", "average_precision", "accuracy", "balanced_accuracy", "precision", "recall", "f1")
+# What MLflow's run page charts: per-epoch curves and a short summary at the best checkpoint.
+# Every other number (both levels, both thresholds, the baselines) is one row of the run's
+# metrics table artifact (METRICS_TABLE) and of report.md: single points make no chart.
+CURVE_METRICS = ("train_loss", "val_loss", "lr", "val_video_auc", "val_video_average_precision", "val_video_log_loss",
+                 "val_video_balanced_accuracy", "val_video_f1", "val_clip_auc", "val_clip_log_loss")  # fmt: skip
+SUMMARY_METRICS = ("best_val_video_auc", "best_val_video_log_loss", "test_video_auc", "test_video_average_precision",
+                   "test_video_log_loss", "test_video_balanced_accuracy", "test_video_f1", "test_video_eer",
+                   "test_video_at_val_threshold_balanced_accuracy", "test_video_at_val_threshold_f1",
+                   "test_clip_auc", "test_clip_log_loss")  # fmt: skip
+METRICS_TABLE = "metrics_table.json"
+_PREDICTORS = (("model", "{level}"), ("model @ val threshold", "{level}@val_threshold"),
+               ("prior baseline", "baselines.{level}.prior"), ("majority baseline", "baselines.{level}.majority"))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -240,6 +252,32 @@ def _steps_per_epoch(n_samples: int, batch_size: int) -> int:
     return max(1, math.ceil(n_samples / batch_size))
 
 
+def curve_metrics(row: Mapping[str, Any], monitor: str) -> dict[str, float]:
+    """The per-epoch values worth a chart: CURVE_METRICS, the monitor, objective terms, schedules."""
+    keep = set(CURVE_METRICS) | {monitor, "curriculum_fraction", "progressive_scale"}
+    return {k: v for k, v in row.items() if k in keep or k.startswith("train_")}
+
+
+def summary_metrics(flat: Mapping[str, float], monitor: str) -> dict[str, float]:
+    """SUMMARY_METRICS (and the monitor at the best checkpoint) out of flattened best_val_/test_ keys."""
+    keep = set(SUMMARY_METRICS) | {"best_" + ("val_clip_log_loss" if monitor == "val_loss" else monitor)}
+    return {k: v for k, v in flat.items() if k in keep}
+
+
+def metrics_table(by_split: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (split, level, predictor) of :func:`tasks.metrics.evaluate_predictions` outputs."""
+    rows = []
+    for split, metrics in by_split.items():
+        for level in ("video", "clip"):
+            for predictor, path in _PREDICTORS:
+                node: Any = metrics
+                for key in path.format(level=level).split("."):
+                    node = node.get(key) if isinstance(node, Mapping) else None
+                if node is not None:
+                    rows.append({"split": split, "level": level, "predictor": predictor, **node})
+    return rows
+
+
 def _write_predictions(uri: str, preds) -> None:
     table = pa.table({"video_id": preds.video_ids, "clip": preds.clips, "y": preds.y, "p_fake": preds.p})
     fs.write_parquet(table, uri)
@@ -391,7 +429,9 @@ class _Run:
             if final:  # what a later classify-only run takes as pretrained_encoders
                 encoders = {k: v.detach().cpu().contiguous() for k, v in self.model.encoder_state_dict().items()}
                 fs.atomic_write_bytes(self.encoders_uri, save_safetensors(encoders))
-            self.log.log_metrics({**metrics, "lr": gen.param_groups[0]["lr"]}, step=self.epoch)
+            # per-epoch means of the terms would repeat the per-step curves (pretrain_step_*): the total only
+            self.log.log_metrics({"pretrain_loss": metrics["pretrain_loss"], "lr": gen.param_groups[0]["lr"]},
+                                 step=self.epoch)  # fmt: skip
 
     # ------------------------------------------------------------ stage 2
 
@@ -484,7 +524,7 @@ class _Run:
             tags = ("last", "best") if improved else ("last",)
             self.store.save(f"epoch-{self.epoch:04d}", self.model, self.config_dict, state, tags)
             self.store.prune()
-            self.log.log_metrics({k: v for k, v in row.items() if k not in ("epoch", "stage")}, step=self.epoch)
+            self.log.log_metrics(curve_metrics(row, cfg.monitor), step=self.epoch)
             if self.es.should_stop:
                 self.stopped_early = True
                 break
@@ -501,8 +541,9 @@ class _Run:
         val_metrics = M.evaluate_predictions(val.video_ids, val.y, val.p, y_train=self.labels["train"],
                                              y_train_video=self.train_videos)  # fmt: skip
         result.val_metrics = M.flatten("best_val", val_metrics)
-        self.log.log_metrics(result.val_metrics, step=self.es.best_epoch)
+        self.log.log_metrics(summary_metrics(result.val_metrics, cfg.monitor), step=self.es.best_epoch)
         if self.view is not None:  # a CV fold: score the fold, never the test split
+            self.log.log_table(metrics_table({"val": val_metrics}), METRICS_TABLE)
             uri = fs.join(cfg.output_dir, "predictions", "val.parquet")
             _write_predictions(uri, val)
             result.predictions["val"] = uri
@@ -517,9 +558,9 @@ class _Run:
                                          y_train=self.labels["train"], y_train_video=self.train_videos)  # fmt: skip
         result.threshold = threshold
         result.test_metrics = M.flatten("test", metrics)
-        self.log.log_metrics(result.test_metrics, step=self.es.best_epoch)
-        if threshold is not None:
-            self.log.log_metrics({"val_threshold": threshold}, step=self.es.best_epoch)
+        self.log.log_metrics(summary_metrics(result.test_metrics, cfg.monitor), step=self.es.best_epoch)
+        self.log.log_table(metrics_table({"val": val_metrics, "test": metrics}), METRICS_TABLE)
+        self.log.set_tags({"best_epoch": str(self.es.best_epoch), "val_threshold": str(threshold)})
         out = cfg.output_dir
         for split, preds in (("val", val), ("test", test)):
             uri = fs.join(out, "predictions", f"{split}.parquet")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -74,6 +75,16 @@ def test_flow_tracks_the_run_and_registers_a_loadable_pyfunc(prefect_server, mlf
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_video_auc")] == [2, 3]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_step_loss")] == list(range(3, 11))
     assert "test_video_auc" in run.data.metrics
+
+    # a run page one can read: curves and a short summary as metrics, the rest in a table
+    assert len(run.data.metrics) < 40 and not [k for k in run.data.metrics if "baselines" in k], sorted(run.data.metrics)
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "metrics_table.json", str(tmp_path))).read_text())
+    rows = [dict(zip(table["columns"], r)) for r in table["data"]]
+    prior = next(r for r in rows if (r["split"], r["level"], r["predictor"]) == ("test", "video", "prior baseline"))
+    assert prior["auc"] == 0.5 and prior["log_loss"] > 0
+    model = next(r for r in rows if (r["split"], r["level"], r["predictor"]) == ("test", "video", "model"))
+    assert model["auc"] == pytest.approx(run.data.metrics["test_video_auc"])
+    assert tags["best_epoch"] == str(out["best_epoch"])
 
     # tied to the Prefect flow run, both ways
     flow_run_id = state.state_details.flow_run_id
