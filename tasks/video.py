@@ -142,14 +142,18 @@ def nearest_frames(frame_times: np.ndarray, times: np.ndarray) -> np.ndarray:
     return np.where(use_left, left, right)
 
 
+KEEP_PACKET_BYTES = 256 << 20  # demuxed packets kept for the decode pass; past this, the file is read again
+
+
 @dataclass(frozen=True)
 class _Timeline:
-    """The presented frames' timestamps, read by demuxing only."""
+    """The presented frames' timestamps, read by demuxing only, and the packets read."""
 
     pts: np.ndarray  # (M,) int64, sorted, in time_base units
     time_base: float
     origin: int  # pts of t=0 (the stream's start time)
     exact: bool  # every packet had a timestamp: frames can be chosen before decoding
+    packets: list | None  # in decode order, up to the last one needed; None when too large to keep
 
     def seconds(self) -> np.ndarray:
         return (self.pts - self.origin) * self.time_base  # (M,)
@@ -159,6 +163,8 @@ def _timeline(c, v, until_s: float) -> _Timeline:
     tb = float(v.time_base)
     origin = v.start_time
     pts: list[int] = []
+    packets: list | None = []
+    kept = 0
     exact = True
     for packet in c.demux(v):
         if packet.size == 0:  # the demuxer's final flush packet
@@ -166,6 +172,10 @@ def _timeline(c, v, until_s: float) -> _Timeline:
         if packet.pts is None:
             exact = False
             break
+        if packets is not None:
+            packets.append(packet)
+            kept += packet.size
+            packets = packets if kept <= KEEP_PACKET_BYTES else None
         if packet.is_discard:  # decoded for reference only (edit lists): never presented
             continue
         if origin is None:
@@ -176,7 +186,7 @@ def _timeline(c, v, until_s: float) -> _Timeline:
     arr = np.unique(np.asarray(pts, dtype=np.int64))
     if origin is None:
         origin = int(arr[0]) if arr.size else 0
-    return _Timeline(arr, tb, int(origin), exact and arr.size > 0)
+    return _Timeline(arr, tb, int(origin), exact and arr.size > 0, packets)
 
 
 def sample_frames(
@@ -194,7 +204,7 @@ def sample_frames(
     at that timestamp. With ``skip_nonref`` the decoder skips frames that no other frame
     references unless they are a target; it decodes everything where it cannot tell (no packet
     timestamps, a codec outside :data:`EXACT_SKIP_CODECS`). Raises VideoError ('undecodable',
-    'resolution_change').
+    'resolution_change', 'too_large').
     """
     if not times:
         return np.zeros((0, 0, 0, 3), np.uint8), np.zeros(0)
@@ -205,12 +215,18 @@ def sample_frames(
             line = _timeline(c, v, min(float(want[-1]), read_seconds))
         except av.error.FFmpegError as e:
             raise VideoError("undecodable", f"{path}: video packets cannot be read ({e})") from e
-    if line.exact:
-        index = nearest_frames(line.seconds(), want)
-        frames = _decode_targets(path, line.pts[index].tolist(), skip_nonref, max_pixels, rotation)
-        if frames is not None:
-            return frames, line.seconds()[index]
-        # a target packet gave no frame (corrupt data, a decoder that renumbers pts): decode everything
+        if line.exact:
+            index = nearest_frames(line.seconds(), want)
+            if line.packets is not None:  # decode what was read, with this container's decoder
+                packets = [*line.packets, None]  # None flushes the frames the decoder still holds
+                frames = _decode_targets(path, v, packets, line.pts[index].tolist(), skip_nonref, max_pixels, rotation)
+            else:
+                with _open(path) as again:
+                    v2 = again.streams.video[0]
+                    frames = _decode_targets(path, v2, again.demux(v2), line.pts[index].tolist(), skip_nonref, max_pixels, rotation)
+            if frames is not None:
+                return frames, line.seconds()[index]
+            # a target packet gave no frame (corrupt data, a decoder that renumbers pts): decode everything
     return _decode_all_nearest(path, want, read_seconds, max_pixels, rotation)
 
 
@@ -225,7 +241,7 @@ def _check_size(path: str, frame, first: tuple[int, int] | None, max_pixels: int
     return size
 
 
-def _decode_targets(path: str, order: list[int], skip_nonref: bool, max_pixels: int, rotation: int):
+def _decode_targets(path: str, v, packets, order: list[int], skip_nonref: bool, max_pixels: int, rotation: int):
     """Frames at the pts in ``order`` -> (N, H, W, 3) RGB, or None when a target gave no frame.
 
     Reference frames are always decoded; a non-reference frame only when it is a target.
@@ -235,31 +251,32 @@ def _decode_targets(path: str, order: list[int], skip_nonref: bool, max_pixels: 
         slots.setdefault(pts, []).append(i)
     frames: np.ndarray | None = None
     done = 0
-    with _open(path) as c:
-        v = c.streams.video[0]
-        v.thread_type = "NONE"  # one video per core (Ray fans out): threads would only add CPU
-        cc = v.codec_context
-        skip = skip_nonref and cc.name in EXACT_SKIP_CODECS
-        size = None
-        try:
-            for packet in c.demux(v):
-                if skip:  # the decoder reads this per packet
-                    cc.skip_frame = "DEFAULT" if packet.pts in slots else "NONREF"
-                for frame in cc.decode(packet if packet.size else None):
-                    size = _check_size(path, frame, size, max_pixels)
-                    rows = slots.pop(frame.pts, None)
-                    if rows is None:
-                        continue
-                    rgb = _upright(frame.to_ndarray(format="rgb24"), rotation)  # (H, W, 3)
-                    if frames is None:  # one array, filled as frames come: no list of copies to stack
-                        frames = np.empty((len(order), *rgb.shape), np.uint8)  # (N, H, W, 3)
-                    frames[rows] = rgb
-                    done += len(rows)
-                if not slots:
-                    break
-        except av.error.FFmpegError as e:
-            if done == 0:
-                raise VideoError("undecodable", f"{path}: video stream does not decode ({e})") from e
+    v.thread_type = "NONE"  # one video per core (Ray fans out): threads would only add CPU
+    cc = v.codec_context
+    skip = skip_nonref and cc.name in EXACT_SKIP_CODECS
+    size = None
+    try:
+        for packet in packets:
+            if packet is not None and packet.size == 0:
+                packet = None  # the demuxer's flush packet
+            if skip:  # the decoder reads this per packet
+                cc.skip_frame = "DEFAULT" if packet is None or packet.pts in slots else "NONREF"
+            for frame in cc.decode(packet):
+                size = _check_size(path, frame, size, max_pixels)
+                rows = slots.pop(frame.pts, None)
+                if rows is None:
+                    continue
+                rgb = _upright(frame.to_ndarray(format="rgb24"), rotation)  # (H, W, 3)
+                if frames is None:  # one array, filled as frames come: no list of copies to stack
+                    frames = np.empty((len(order), *rgb.shape), np.uint8)  # (N, H, W, 3)
+                for row in rows:
+                    frames[row] = rgb
+                done += len(rows)
+            if not slots:
+                break
+    except av.error.FFmpegError as e:
+        if done == 0:
+            raise VideoError("undecodable", f"{path}: video stream does not decode ({e})") from e
     return frames if not slots else None
 
 
