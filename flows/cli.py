@@ -63,7 +63,8 @@ def _add_sample(sub) -> None:
     p = sub.add_parser("sample", help="write a small synthetic DFDC-format dataset (real + labelled fakes)")
     p.add_argument("--out", required=True, help="folder to write (dfdc_train_part_*/ with metadata.json)")
     p.add_argument("--n-real", type=int, default=8, help="real videos per part; each gets its fakes (default: %(default)s)")
-    p.add_argument("--parts", type=int, default=1, help="dfdc_train_part_* folders; 0: one flat folder (default: %(default)s)")
+    p.add_argument("--parts", type=int, default=1,
+                   help="dfdc_train_part_* folders; 0: one flat folder (default: %(default)s)")
     p.add_argument("--duration", type=float, default=4.0, help="seconds per video (default: %(default)s)")
     p.add_argument("--size", type=int, default=256, help="frame side in pixels (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")

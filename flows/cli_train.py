@@ -138,7 +138,8 @@ def add_train_arguments(p) -> None:
     g.add_argument("--cutmix-alpha", type=float, help="CutMix Beta(alpha, alpha) of training batches; 0 off (default 0)")
     g.add_argument("--loss", choices=["bce", "focal"], help="stage-2 loss (default bce)")
     g.add_argument("--focal-gamma", type=float, help="focal loss gamma (default 2.0)")
-    g.add_argument("--class-weight", choices=["none", "prior"], help="prior: FAKE weight n_real / n_fake of train (default none)")
+    g.add_argument("--class-weight", choices=["none", "prior"],
+                   help="prior: FAKE weight n_real / n_fake of train (default none)")
     g.add_argument("--label-smoothing", type=float, help="in [0, 1) (default 0)")
     g.add_argument("--aux-weight", type=float, help="weight of video-only + audio-only auxiliary BCE terms (default 0)")
     g.add_argument("--contrastive-weight", type=float, help="weight of the stage-2 InfoNCE on REAL clips (default 0)")

@@ -63,7 +63,8 @@ def test_the_flow_refuses_before_opening_an_mlflow_run(prefect_server, tmp_path)
     config = TrainConfig(data=str(tmp_path / "nowhere"), checkpoint_dir=str(tmp_path / "o"), tracking_uri=uri)
     with pytest.raises(ConfigError, match="run `avff ingest"):
         train_avff(config)
-    assert mlflow.MlflowClient(uri).search_runs([e.experiment_id for e in mlflow.MlflowClient(uri).search_experiments()]) == []
+    client = mlflow.MlflowClient(uri)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
 
 
 def test_the_fast_checks_agree_with_the_real_registries(tmp_path):

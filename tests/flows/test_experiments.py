@@ -97,8 +97,12 @@ def test_variants_may_not_move_what_the_experiment_owns(tmp_path):
     assert v.checkpoint_dir.endswith("drop/seed-1")
 
 
-def test_cli_flags_build_the_same_configs_the_flows_take(tmp_path):
+def test_cli_flags_build_the_same_configs_the_flows_take(tmp_path, monkeypatch):
     import argparse
+
+    monkeypatch.chdir(tmp_path)  # --data d must look like an ingest output: the flag is checked while parsing
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "manifest.parquet").touch()
 
     from flows import cli_experiments, cli_train
     from flows.cli_train import train_config
