@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -235,8 +236,17 @@ def percentile_interval(values: np.ndarray, alpha: float = 0.05, min_valid: floa
 
 
 def auc_or_nan(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC AUC, NaN when only one class is present."""
-    return float(roc_auc_score(y, p)) if _both_classes(y) else math.nan
+    """ROC AUC of int labels ``y`` [N] and scores ``p`` [N], NaN when only one class is present.
+
+    The Mann-Whitney form (tied scores count one half), equal to ``sklearn.metrics.roc_auc_score``
+    (tested) and ~50x cheaper on small arrays: the bootstraps call it 10^4-10^5 times.
+    """
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = rankdata(p)  # average ranks of ties
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def bootstrap_auc_ci(

@@ -7,6 +7,7 @@ from sklearn import metrics as skm
 from tasks.metrics import (
     PROB_EPS,
     aggregate_by_video,
+    auc_or_nan,
     all_fake_f1,
     baselines,
     binary_entropy,
@@ -243,3 +244,13 @@ def test_seed_mean_auc_averages_seeds_and_pairs_models():
     assert paired["lo"] > 0 and paired["p_le_0"] == 0.0
     same = seed_mean_auc([(y, p, p, g) for y, p, g in runs], n_resamples=50)
     assert same["mean"] == same["lo"] == same["hi"] == 0.0
+
+
+def test_the_bootstraps_fast_auc_equals_sklearn_with_and_without_ties():
+    rng = np.random.default_rng(0)
+    for n in (2, 5, 40, 500):
+        y = rng.integers(0, 2, n)
+        y[:2] = [0, 1]
+        for p in (rng.uniform(0, 1, n), np.round(rng.uniform(0, 1, n), 1), np.full(n, 0.3)):  # ties, all tied
+            assert auc_or_nan(y, p) == pytest.approx(skm.roc_auc_score(y, p), abs=1e-12)
+    assert math.isnan(auc_or_nan(np.array([1, 1]), np.array([0.2, 0.3])))
