@@ -3,7 +3,7 @@
     python bench/results.py [--seeds 3] [--n-real 16] [--epochs 8] [--out /tmp/avff-results]
     python bench/results.py --pretrain-real 300 --w-sync 1 ...   # the command docs/results.md names
     python bench/results.py --seeds 2 --n-real 6 --n-real-external 2 --duration 3.5 --pretrain-epochs 1 \
-        --epochs 1 --out /tmp/avff-smoke --doc /tmp/avff-smoke/results.md   # smoke run, ~3 min
+        --epochs 1 --out /tmp/avff-smoke --doc /tmp/avff-smoke/results.md   # smoke, 2 min (shared 2 cores)
 
 Per seed: generates a training set (identity pool ``train``) and a held-out external set (pool
 ``external``: other faces and voices, never seen in training or stage 1), ingests the training
