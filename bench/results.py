@@ -312,6 +312,9 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None) -> None:
         f"over {sum(summary['n_videos'].values())} external videos: {unscored}.",
         "",
         *_table(summary),
+        *(["", f"**Too few groups for these intervals**: {args.n_real_external} external identities per seed; a "
+            "group bootstrap needs a few dozen groups to be trusted (a smoke run, not a result)."]
+          if args.n_real_external < 10 else []),
         "",
         "## Does audio-visual beat uni-modal beyond noise?",
         "",
