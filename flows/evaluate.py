@@ -40,7 +40,8 @@ class EvaluateConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
     data: str = Field(description="a DFDC-format folder (dfdc_train_part_*/ or one folder with metadata.json)")
-    model: str = Field("avff-dfdc@champion", description="NAME@alias|NAME@VERSION|NAME@latest|models:/...|runs:/...|local path")
+    model: str = Field("avff-dfdc@champion",
+                       description="NAME@alias|NAME@VERSION|NAME@latest|models:/...|runs:/...|local path")
     tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else http://127.0.0.1:5000")
     experiment: str = Field("avff", description="MLflow experiment of the evaluation run (the training one by default)")
     prior: float | None = Field(None, ge=0, le=1, description="FAKE fraction of the prior baseline; default: the "
@@ -161,8 +162,9 @@ def evaluate_avff(config: EvaluateConfig) -> dict:
     markdown = evaluation_markdown(result, f"{title} on {config.data}")
     loses = loses_to_prior(result["overall"])
     if loses:
-        warning = (f"the model loses to the prior on the evaluated set: log loss {result['overall']['log_loss']:.4f} "
-                   f">= {result['overall']['prior_log_loss']:.4f} for a constant P(FAKE) = {result['prior']:.3f}")  # fmt: skip
+        overall = result["overall"]
+        warning = (f"the model loses to the prior on the evaluated set: log loss {overall['log_loss']:.4f} >= "
+                   f"{overall['prior_log_loss']:.4f} for a constant P(FAKE) = {result['prior']:.3f}")  # fmt: skip
         log.warning(warning)
         markdown += f"\n**Warning**: {warning}.\n"
     out = config.out or tempfile.mkdtemp(prefix="avff-eval-")

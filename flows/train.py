@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,8 +80,9 @@ class TrainConfig(BaseModel):
     resume_from: str | None = Field(None, description="checkpoint dir, pointer .json or earlier checkpoint_dir")
     experiment: str = "avff"
     registered_model: str = "avff-dfdc"
-    register_if: Literal["beats_prior", "always", "never"] = Field("beats_prior", description="beats_prior: register only a model whose "
-                                              "monitored val metric beats the prior baseline | always | never")
+    register_if: Literal["beats_prior", "always", "never"] = Field(
+        "beats_prior", description="beats_prior: register only a model whose monitored val metric beats the prior "
+        "baseline | always | never")  # fmt: skip
     min_improvement: float = Field(0.0, ge=0, description="margin by which the model must beat the prior to register")
     tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else " + DEFAULT_TRACKING_URI)
     pretrained_encoders: str | None = Field(None, description="safetensors of encoder weights for stage 2")
@@ -204,8 +206,13 @@ def log_dataset(manifest_uri: str, digest: str, run_id: str) -> None:
     import pandas as pd
 
     frame = pd.DataFrame(fs.read_parquet(manifest_uri).to_pylist())
-    dataset = mlflow.data.from_pandas(frame, source=manifest_uri, targets="label", name="dfdc-manifest",
-                                      digest=digest[:16])  # fmt: skip
+    try:
+        with warnings.catch_warnings():  # "the source can be interpreted in multiple ways" (all of them local)
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(frame, source=manifest_uri, targets="label", name="dfdc-manifest",
+                                              digest=digest[:16])  # fmt: skip
+    except MlflowException:  # a storage scheme MLflow has no dataset source for (e.g. memory://)
+        dataset = mlflow.data.from_pandas(frame, targets="label", name="dfdc-manifest", digest=digest[:16])
     with _attached(run_id):
         mlflow.log_input(dataset, context="training")
 
@@ -267,7 +274,8 @@ def register_model(result: TrainResult, config: TrainConfig, run_id: str, run_li
         return {"version": None, "aliases": [], "gate": gate.reason}
     manifest_sha = fs.sha256_of(fs.IngestLayout(config.data).manifest)
     promote, why = champion_verdict(gate, mode, manifest_sha, _champion_tags(client, config.registered_model))
-    version = mlflow.register_model(model_uri, config.registered_model, tags=_version_tags(gate, result, manifest_sha, flow_run)).version
+    tags = _version_tags(gate, result, manifest_sha, flow_run)
+    version = mlflow.register_model(model_uri, config.registered_model, tags=tags).version
     card = _card(gate, result, config, manifest_sha, run_link, flow_run)
     client.update_model_version(config.registered_model, version, description=card)
     aliases = ["candidate", "champion"] if promote else ["candidate"]
