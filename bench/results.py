@@ -3,7 +3,7 @@
     python bench/results.py [--seeds 3] [--n-real 16] [--epochs 8] [--out /tmp/avff-results]
     python bench/results.py --pretrain-real 300 --w-sync 1 ...   # the command docs/results.md names
     python bench/results.py --seeds 2 --n-real 6 --n-real-external 2 --duration 3.5 --pretrain-epochs 1 \
-        --epochs 1 --out /tmp/avff-smoke --doc /tmp/avff-smoke/results.md   # smoke, 2 min (shared 2 cores)
+        --epochs 1 --probes 1 --out /tmp/avff-smoke --doc /tmp/avff-smoke/results.md   # smoke, 2-3 min
 
 Per seed: generates a training set (identity pool ``train``) and a held-out external set (pool
 ``external``: other faces and voices, never seen in training or stage 1), ingests the training
@@ -17,7 +17,9 @@ The doc (``--doc``, default docs/results.md) reports per cell the mean video-lev
 with a 95 % interval from a group bootstrap (a REAL video and its fakes resampled together,
 within each seed's external set: :func:`tasks.metrics.seed_mean_auc`), a paired comparison of
 each audio-visual variant against each uni-modal one, the prior baseline from each training
-split's FAKE fraction, and the videos that could not be scored. Everything on CPU.
+split's FAKE fraction, the videos that could not be scored, and shortcut probes (``--probes N``:
+how each model's P(FAKE) moves on N REAL external clips when the audio is shifted, leading silence
+is added or cut, or the clip is re-encoded at a lower quality; :mod:`tasks.probes`). Everything on CPU.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from tasks.faces import FaceDetector
 from tasks.metadata import scan_dfdc
 from tasks.metrics import seed_mean_auc
 from tasks.predict import preprocess_for, score_video
+from tasks.probes import shortcut_probes
 from tasks.sample_data import make_dfdc_sample
 from tasks.serving import load_model
 from tasks.splits import assign_splits, identity_groups
@@ -113,6 +116,20 @@ def _score(model_dir: str, data: Path) -> list[dict]:
     return rows
 
 
+def _probe(model_dir: str, data: Path, n: int, work: Path) -> dict[str, list[float]]:
+    """Shortcut probes (tasks/probes.py) on the first ``n`` REAL videos of ``data``: probe -> deltas of P(FAKE)."""
+    scorer = load_model(model_dir, device="cpu")
+    pre = preprocess_for(scorer)
+    reals = sorted(e.rel_path for e in scan_dfdc(str(data)).entries if e.label == "REAL")[:n]
+    deltas: dict[str, list[float]] = {}
+    with FaceDetector() as det:
+        for rel in reals:
+            for r in shortcut_probes(data / rel, lambda path: score_video(path, scorer, pre, det).p_fake, work):
+                if r.probe != "control":  # an edit the model cannot score (e.g. too short) stays n/a
+                    deltas.setdefault(r.probe, []).extend([] if r.delta is None else [r.delta])
+    return deltas
+
+
 def _overrides(pairs: list[str]) -> dict:
     """["lr=1e-3", "class_weight=\"prior\""] -> {"lr": 0.001, "class_weight": "prior"} (bare words are strings)."""
     out = {}
@@ -146,8 +163,10 @@ def run_seed(args, out: Path, seed: int) -> dict[str, dict]:
         best_epoch = None if args.score_only else run_training(settings, log=InMemoryLogger()).best_epoch
         ckpt = resolve_checkpoint(str(root / variant / "checkpoints" / "best.json"))
         rows = _score(os.path.join(ckpt, WEIGHTS), external)
-        (root / variant / "scores.json").write_text(json.dumps({"rows": rows, "prior": prior}, indent=1))
-        results[variant] = {"rows": rows, "prior": prior, "best_epoch": best_epoch}
+        probes = _probe(os.path.join(ckpt, WEIGHTS), external, args.probes, root / variant / "probes") \
+            if args.probes and seed == args.seed else {}  # fmt: skip
+        (root / variant / "scores.json").write_text(json.dumps({"rows": rows, "prior": prior, "probes": probes}, indent=1))
+        results[variant] = {"rows": rows, "prior": prior, "best_epoch": best_epoch, "probes": probes}
         overall = evaluate_videos(rows, prior=prior, n_bootstrap=0)["overall"]
         print(f"seed {seed} {variant}: external AUC {overall['auc']:.3f} (best epoch {best_epoch})", flush=True)
     return results
@@ -169,6 +188,8 @@ def main() -> None:
                     help="override a TrainSettings field for every variant, e.g. --set lr=1e-3")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), help="fusion heads to train (default: all three)")
     ap.add_argument("--bootstrap", type=int, default=1000, help="group-bootstrap resamples per interval")
+    ap.add_argument("--probes", type=int, default=3,
+                    help="shortcut probes on this many REAL external videos of the first seed (0: none)")
     ap.add_argument("--score-only", action="store_true",
                     help="no training: score the variants' existing best checkpoints under --out and rewrite the doc")
     ap.add_argument("--out", default="/tmp/avff-results")
@@ -227,8 +248,9 @@ def summarise(per_seed: dict[int, dict], variants: list[str], n_boot: int) -> di
                 paired[(a, b, name)] = seed_mean_auc(runs, n_resamples=n_boot)
     evals = {(s, v): evaluate_videos(res[v]["rows"], prior=res[v]["prior"], n_bootstrap=0)
              for s, res in per_seed.items() for v in variants}  # fmt: skip
+    probes = {v: first[v].get("probes") or {} for v in variants}
     return {"seeds": list(per_seed), "types": types, "subsets": list(subsets), "cells": cells, "paired": paired,
-            "evals": evals, "variants": variants,
+            "evals": evals, "variants": variants, "probes": probes,
             "n_videos": {s: len(res[variants[0]]["rows"]) for s, res in per_seed.items()},
             "unscored": {v: sum(evals[(s, v)]["unscored"] for s in per_seed) for v in variants}}  # fmt: skip
 
@@ -283,6 +305,22 @@ def _verdicts(summary: dict) -> list[str]:
     return lines
 
 
+def _probe_table(summary: dict) -> list[str]:
+    """Mean change of P(FAKE) per probe and variant, on REAL external clips of the first seed."""
+    probes, variants = summary["probes"], summary["variants"]
+    names = list(dict.fromkeys(n for v in variants for n in probes[v]))
+    if not names:
+        return []
+    n = max(len(d) for v in variants for d in probes[v].values())
+    cell = lambda d: f"{sum(d) / len(d):+.3f}" if d else "n/a"  # noqa: E731
+    return ["", "## Shortcut probes (`tasks/probes.py`)", "",
+            f"Mean change of P(FAKE) on {n} REAL external clip(s) of seed {summary['seeds'][0]}, against the same clip "
+            "re-encoded unchanged. A model that reads lip sync should rise when the audio is shifted; one that moves "
+            "when leading silence is added or cut, or at another encoder quality, keys on an artefact.", "",
+            "| probe | " + " | ".join(variants) + " |", "|---|" + "---:|" * len(variants),
+            *(f"| {name} | " + " | ".join(cell(probes[v].get(name, [])) for v in variants) + " |" for name in names)]
+
+
 def write_doc(path: Path, summary: dict, args, seconds: float | None) -> None:
     seeds, evals, variants = summary["seeds"], summary["evals"], summary["variants"]
     prior_ll = _mean([evals[(s, variants[0])]["overall"]["prior_log_loss"] for s in seeds])
@@ -322,6 +360,7 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None) -> None:
         "95 % group-bootstrap interval): a variant beats another beyond noise when the interval excludes 0.",
         "",
         *_verdicts(summary),
+        *_probe_table(summary),
     ]
     lines += _appendix(args, out_root=str(Path(args.out) / f"seed{seeds[0]}"))
     path.write_text("\n".join(lines) + "\n")
