@@ -68,13 +68,16 @@ def _add_sample(sub) -> None:
     p.add_argument("--duration", type=float, default=4.0, help="seconds per video (default: %(default)s)")
     p.add_argument("--size", type=int, default=256, help="frame side in pixels (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--pool", choices=["train", "pretrain", "external"], default="train",
+                   help="identity pool: sets of different pools share no face or voice (default: %(default)s)")
 
 
 def _sample(args) -> int:
     from tasks.sample_data import make_dfdc_sample
 
     path = make_dfdc_sample(
-        args.out, n_real=args.n_real, parts=args.parts, duration_s=args.duration, size=(args.size, args.size), seed=args.seed
+        args.out, n_real=args.n_real, parts=args.parts, duration_s=args.duration, size=(args.size, args.size), seed=args.seed,
+        pool=args.pool,
     )
     print(path)
     return 0
