@@ -13,6 +13,7 @@ Measured recall on the real clips: docs/ingest.md.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -137,8 +138,8 @@ def _follow(dets: list[tuple[Box, float]], last: Box, min_iou: float = 0.2) -> t
     return best if best is not None and iou(best[0], last) >= min_iou else None
 
 
-def track_face(frames: np.ndarray, detector: FaceDetector, smooth_window: int = 5) -> FaceTrack:
-    """(N, H, W, 3) uint8 frames -> the main face's smoothed box per frame.
+def track_face(frames: Sequence[np.ndarray], detector: FaceDetector, smooth_window: int = 5) -> FaceTrack:
+    """N (H, W, 3) uint8 frames (an array or a list) -> the main face's smoothed box per frame.
 
     Raises ValueError when no face is found in any frame.
     """
@@ -195,6 +196,6 @@ def crop_square(rgb: np.ndarray, box: Box, size: int, margin: float = 1.0) -> np
     return cv2.resize(crop, (size, size), interpolation=interp)
 
 
-def crop_track(frames: np.ndarray, track: FaceTrack, size: int, margin: float) -> np.ndarray:
-    """(N, H, W, 3) frames + track -> (N, size, size, 3) uint8 face crops."""
+def crop_track(frames: Sequence[np.ndarray], track: FaceTrack, size: int, margin: float) -> np.ndarray:
+    """N (H, W, 3) frames + track -> (N, size, size, 3) uint8 face crops."""
     return np.stack([crop_square(f, b, size, margin) for f, b in zip(frames, track.boxes)])

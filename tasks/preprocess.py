@@ -17,7 +17,7 @@ import numpy as np
 
 from tasks.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, mel_window
 from tasks.faces import FaceDetector, crop_track, track_face
-from tasks.video import Limits, VideoError, VideoInfo, probe, sample_frames
+from tasks.video import Limits, VideoError, VideoInfo, probe, read_frames
 
 
 @dataclass(frozen=True)
@@ -114,14 +114,14 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
     with timer("audio"):
         mel = log_mel(_audio(path, info, cfg, starts[-1] + cfg.clip_seconds), cfg.mel)  # (F, Tm_total)
     with timer("decode"):
-        frames, got = sample_frames(
+        frames, got = read_frames(
             path,
             times.tolist(),
             rotation=info.rotation,
             skip_nonref=cfg.skip_nonref,
             read_seconds=cfg.limits.read_seconds,
             max_pixels=cfg.limits.max_pixels,
-        )  # (N, H, W, 3), (N,)
+        )  # N x (H, W, 3), (N,)
     on_time = [np.abs(got[sl] - times[sl]).max() <= cfg.max_frame_error_s for sl in _clip_slices(starts, cfg)]
     if not any(on_time):
         raise _off_stream(path, info, times, got, cfg.max_frame_error_s)

@@ -206,8 +206,27 @@ def sample_frames(
     timestamps, a codec outside :data:`EXACT_SKIP_CODECS`). Raises VideoError ('undecodable',
     'resolution_change', 'too_large').
     """
+    frames, got = read_frames(path, times, rotation=rotation, skip_nonref=skip_nonref,
+                              read_seconds=read_seconds, max_pixels=max_pixels)  # fmt: skip
+    if not frames:
+        return np.zeros((0, 0, 0, 3), np.uint8), got
+    return np.stack(frames), got  # (N, H, W, 3)
+
+
+def read_frames(
+    path: str,
+    times: list[float],
+    *,
+    rotation: int = 0,
+    skip_nonref: bool = True,
+    read_seconds: float = 60.0,
+    max_pixels: int = 3840 * 2160,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """:func:`sample_frames` as a list of (H, W, 3) arrays, one per sorted time (a frame picked
+    twice is the same array). Ingest uses this: no (N, H, W, 3) copy, whose fresh 300 MB per
+    1080p video cost up to 0.2 CPU-s in page faults (docs/performance.md)."""
     if not times:
-        return np.zeros((0, 0, 0, 3), np.uint8), np.zeros(0)
+        return [], np.zeros(0)
     want = np.sort(np.asarray(times, dtype=np.float64))  # (N,)
     with _open(path) as c:
         v = c.streams.video[0]
@@ -217,13 +236,14 @@ def sample_frames(
             raise VideoError("undecodable", f"{path}: video packets cannot be read ({e})") from e
         if line.exact:
             index = nearest_frames(line.seconds(), want)
+            order = line.pts[index].tolist()
             if line.packets is not None:  # decode what was read, with this container's decoder
                 packets = [*line.packets, None]  # None flushes the frames the decoder still holds
-                frames = _decode_targets(path, v, packets, line.pts[index].tolist(), skip_nonref, max_pixels, rotation)
+                frames = _decode_targets(path, v, packets, order, skip_nonref, max_pixels, rotation)
             else:
                 with _open(path) as again:
                     v2 = again.streams.video[0]
-                    frames = _decode_targets(path, v2, again.demux(v2), line.pts[index].tolist(), skip_nonref, max_pixels, rotation)
+                    frames = _decode_targets(path, v2, again.demux(v2), order, skip_nonref, max_pixels, rotation)
             if frames is not None:
                 return frames, line.seconds()[index]
             # a target packet gave no frame (corrupt data, a decoder that renumbers pts): decode everything
@@ -242,14 +262,14 @@ def _check_size(path: str, frame, first: tuple[int, int] | None, max_pixels: int
 
 
 def _decode_targets(path: str, v, packets, order: list[int], skip_nonref: bool, max_pixels: int, rotation: int):
-    """Frames at the pts in ``order`` -> (N, H, W, 3) RGB, or None when a target gave no frame.
+    """Frames at the pts in ``order`` -> [(H, W, 3) RGB], or None when a target gave no frame.
 
     Reference frames are always decoded; a non-reference frame only when it is a target.
     """
     slots: dict[int, list[int]] = {}
     for i, pts in enumerate(order):
         slots.setdefault(pts, []).append(i)
-    frames: np.ndarray | None = None
+    frames: list = [None] * len(order)
     done = 0
     v.thread_type = "NONE"  # one video per core (Ray fans out): threads would only add CPU
     cc = v.codec_context
@@ -267,8 +287,6 @@ def _decode_targets(path: str, v, packets, order: list[int], skip_nonref: bool, 
                 if rows is None:
                     continue
                 rgb = _upright(frame.to_ndarray(format="rgb24"), rotation)  # (H, W, 3)
-                if frames is None:  # one array, filled as frames come: no list of copies to stack
-                    frames = np.empty((len(order), *rgb.shape), np.uint8)  # (N, H, W, 3)
                 for row in rows:
                     frames[row] = rgb
                 done += len(rows)
@@ -313,4 +331,4 @@ def _decode_all_nearest(path: str, want: np.ndarray, read_seconds: float, max_pi
     if not best:
         raise VideoError("undecodable", f"{path}: no decodable video frames")
     order = [best[i] for i in range(len(want))]
-    return np.stack([frames[k] for k in order]), np.asarray([times[k] for k in order], dtype=np.float64)
+    return [frames[k] for k in order], np.asarray([times[k] for k in order], dtype=np.float64)
