@@ -7,6 +7,7 @@ one-off summaries) go in a table (rows of dicts, shown as a table in MLflow's ar
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,6 +53,30 @@ class InMemoryLogger:
 
     def last(self, key: str) -> float:
         return self.metrics[key][-1][1]
+
+
+@dataclass
+class JsonlLogger(InMemoryLogger):
+    """An InMemoryLogger that also appends every metric call to ``path`` as a JSON line
+    (``{"step": s, "metrics": {...}}``): readable from another process, e.g. a rank-0 child."""
+
+    path: str = ""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        super().log_metrics(metrics, step)
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": int(step), "metrics": {k: float(v) for k, v in metrics.items()}}) + "\n")
+
+
+def read_jsonl_metrics(path: str) -> dict[str, list[tuple[int, float]]]:
+    """What a :class:`JsonlLogger` wrote: ``metrics[key]`` as a list of (step, value)."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    with open(path) as f:
+        for line in f:
+            rec = json.loads(line)
+            for k, v in rec["metrics"].items():
+                out.setdefault(k, []).append((rec["step"], v))
+    return out
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

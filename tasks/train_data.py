@@ -140,6 +140,24 @@ class _EpochShards(IterableDataset):
         return iter([{"url": u} for u in order])
 
 
+class _SplitByNode:
+    """Stage 1: this rank's shards, ``urls[rank::world]`` (webdataset's split_by_node, made explicit).
+
+    The rank is read from torch.distributed when the pipeline is built, in the training
+    process, not from ``RANK``/``WORLD_SIZE`` in the environment as webdataset does: after the
+    process group closes, rank 0 alone reads every shard (the final test evaluation).
+    """
+
+    def __init__(self) -> None:
+        on = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.rank, self.world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if on else (0, 1)
+
+    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
+        for i, item in enumerate(src):
+            if i % self.world == self.rank:
+                yield item
+
+
 def _open_shards(src: Iterable[dict]) -> Iterator[dict]:
     """{url} -> {url, stream}: every shard is opened through fsspec (storage.fs)."""
     for item in src:
@@ -255,6 +273,7 @@ def make_dataset(
     augment: ClipAugment | None = None,
     keep_videos: frozenset[str] | None = None,
     keep_clips: frozenset[tuple[str, int]] | None = None,
+    split_by_rank: bool = True,
 ) -> wds.DataPipeline:
     """The pipeline over ``urls`` (an IterableDataset yielding batch dicts).
 
@@ -262,7 +281,8 @@ def make_dataset(
     Otherwise passes repeat (each shuffled anew, the shuffle buffer flushed between passes,
     so no sample repeats before the data runs out) and the epoch is exactly that many samples.
     ``keep_videos`` / ``keep_clips`` (video id, clip) drop every other sample (CV folds,
-    curriculum); ``augment`` needs ``shuffle`` (training loaders only).
+    curriculum); ``augment`` needs ``shuffle`` (training loaders only). ``split_by_rank=False``:
+    every rank of a process group reads every shard.
     """
     if not urls:
         raise ValueError("no shards to read")
@@ -271,7 +291,7 @@ def make_dataset(
     augment = augment if augment is not None and augment.enabled else None
     stages: list = [
         _EpochShards(urls, shuffle=shuffle, seed=seed, epoch=epoch),
-        wds.split_by_node,
+        *([_SplitByNode()] if split_by_rank else []),
         wds.split_by_worker,
         _open_shards,
         # wds.tarfile_samples without its gopen: streams come from fsspec above
@@ -351,7 +371,7 @@ def make_loader(
 
 def infer_input_shape(layout: fs.IngestLayout, split: str = "train") -> InputShape:
     """Read the first clip of a split to learn its frame size, frame count and mel shape."""
-    batch = next(iter(make_dataset(shard_urls(layout, split)[:1], batch_size=1, shuffle=False)))
+    batch = next(iter(make_dataset(shard_urls(layout, split)[:1], batch_size=1, shuffle=False, split_by_rank=False)))
     _, _, t, h, w = batch["video"].shape  # (1, 3, T, H, W)
     _, _, f, tm = batch["audio"].shape  # (1, 1, F, Tm)
     if h != w:

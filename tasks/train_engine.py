@@ -27,6 +27,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
+from tasks.distributed import all_mean
 from tasks.losses import Objective
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -243,8 +244,27 @@ class StepContext:
     prefix: str | None = None  # metric key prefix; default train_step / pretrain_step
 
 
-def _check_finite(losses: dict[str, torch.Tensor], step: int) -> dict[str, float]:
-    values = {k: float(v.detach()) for k, v in losses.items()}
+def _step_values(losses: dict[str, torch.Tensor], batch: int, step: int) -> tuple[dict[str, float], int]:
+    """The step's loss values averaged over ranks (weighted by batch), and the global batch size.
+
+    Checked after the reduction, so every rank raises together on a non-finite loss.
+    """
+    values, batch = all_mean(losses, batch)
+    return _check_finite(values, step), batch
+
+
+def _in_forward(model: torch.nn.Module, fn: Callable, *args):
+    """``fn(model, *args)``; a :class:`tasks.distributed.DataParallel` runs it inside DDP's forward."""
+    run = getattr(model, "run_in_forward", None)
+    return run(fn, *args) if run is not None else fn(model, *args)
+
+
+def _pretrain_losses(model: torch.nn.Module, video: torch.Tensor, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+    return model.pretrain_losses(video, audio)
+
+
+def _check_finite(losses: dict[str, torch.Tensor] | dict[str, float], step: int) -> dict[str, float]:
+    values = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in losses.items()}
     bad = {k: v for k, v in values.items() if not math.isfinite(v)}
     if bad:
         raise NonFiniteLossError(f"non-finite loss at step {step}: {bad}")
@@ -294,8 +314,8 @@ def train_one_epoch(
         video, audio, target = batch["video"], batch["audio"], batch["target"]  # (B, 3, T, H, W), (B, 1, F, Tm), (B,)
         step = ctx.start_step + steps
         with autocast(device, ctx.precision):
-            losses = objective(model, video, audio, target)
-        values = _check_finite(losses, step)
+            losses = _in_forward(model, objective, video, audio, target)
+        values, batch_size = _step_values(losses, len(target), step)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["loss"]).backward()
         grad_norm = _clip_and_step(optimizer, params, scaler, ctx.grad_clip)
@@ -304,9 +324,9 @@ def train_one_epoch(
         if scheduler is not None:
             scheduler.step()
         steps += 1
-        n_samples += len(target)
+        n_samples += batch_size
         for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v * len(target)
+            sums[k] = sums.get(k, 0.0) + v * batch_size
         if steps % ctx.log_every == 0:
             # "cls" alone equals "loss": log the terms only when the objective has several
             shown = values if len(values) > 2 else {"loss": values["loss"]}
@@ -347,8 +367,8 @@ def pretrain_one_epoch(
         audio = batch["audio"].to(device, non_blocking=True)  # (B, 1, F, Tm)
         step = ctx.start_step + steps
         with autocast(device, ctx.precision):
-            losses = model.pretrain_losses(video, audio)
-        values = _check_finite(losses, step)
+            losses = _in_forward(model, _pretrain_losses, video, audio)
+        values, b = _step_values(losses, video.shape[0], step)
         optimizer.zero_grad(set_to_none=True)
         disc_optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["loss"] + losses["disc_loss"]).backward()
@@ -360,7 +380,6 @@ def pretrain_one_epoch(
             if sched is not None:
                 sched.step()
         steps += 1
-        b = video.shape[0]
         n_samples += b
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v * b

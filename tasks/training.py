@@ -33,7 +33,7 @@ import dataclasses
 import json
 import math
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -456,7 +456,7 @@ class _Run:
         fraction = linear_ramp(stage_epoch, start=cfg.curriculum_start, epochs=cfg.curriculum_epochs)
         if fraction >= 1.0:
             return 1.0, None
-        preds = evaluate(self.model, self._loader("train", epoch=0), device=self.device, precision=self.precision)
+        preds = self._predict("train")
         keys = list(zip(preds.video_ids, preds.clips.tolist()))
         return fraction, easiest_clips(keys, preds.y, clip_difficulty(preds.y, preds.p), fraction)
 
@@ -468,8 +468,12 @@ class _Run:
         transform = BatchTransform(cfg.mix, scale=scale, generator=g)
         return transform if transform.active else None
 
+    def _predict(self, split: str):
+        """Clip predictions of a whole split (in order, unshuffled) under the current weights."""
+        return evaluate(self.model, self._loader(split, epoch=0), device=self.device, precision=self.precision)
+
     def _validate(self) -> dict[str, float]:
-        preds = evaluate(self.model, self._loader("val", epoch=0), device=self.device, precision=self.precision)
+        preds = self._predict("val")
         flat = M.flatten("val", M.evaluate_predictions(preds.video_ids, preds.y, preds.p))
         flat["val_loss"] = flat["val_clip_log_loss"]
         if math.isnan(flat.get(self.cfg.monitor, 0.0)):
@@ -621,7 +625,7 @@ class TrainLockedError(fs.LockedError):
     """Another training run is writing to the same output folder."""
 
 
-def run_training(cfg: TrainSettings, *, log: Logger) -> TrainResult:
+def run_training(cfg: TrainSettings, *, log: Logger, make_run: Callable[[TrainSettings, Logger], _Run] | None = None) -> TrainResult:
     """Stage 1 -> stage 2 -> test at the best checkpoint -> plots and report (module docstring).
 
     One run per ``output_dir`` at a time (the lock ingest uses): a second refuses at once,
@@ -630,11 +634,12 @@ def run_training(cfg: TrainSettings, *, log: Logger) -> TrainResult:
     with fs.exclusive_lock(cfg.output_dir, ".train.lock", "training run", TrainLockedError) as held:
         if held is not None and getattr(log, "run_id", None):
             held.describe(f"MLflow run {log.run_id}")
-        return _run_training(cfg, log=log)
+        return _run_training(cfg, log=log, make_run=make_run)
 
 
-def _run_training(cfg: TrainSettings, *, log: Logger) -> TrainResult:
-    run = _Run(cfg, log)
+def _run_training(cfg: TrainSettings, *, log: Logger, make_run: Callable[[TrainSettings, Logger], _Run] | None = None) -> TrainResult:
+    """The run itself; ``make_run`` builds its state (:class:`tasks.train_distributed.DistributedRun` per rank)."""
+    run = (make_run or _Run)(cfg, log)
     run.load_resume()
     run.log_params()
     fs.atomic_write_bytes(fs.join(cfg.output_dir, "model_config.json"),

@@ -13,8 +13,10 @@ from __future__ import annotations
 import functools
 import math
 import os
+import pickle
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -95,10 +97,17 @@ def test_both_stages_run_under_ddp_and_the_adversarial_step_keeps_ranks_identica
     assert [r["stage"] for r in res.history] == ["pretrain", "classify"]
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _launch(data: str, out: Path, log: Path, **kw) -> subprocess.Popen:
-    cfg = _settings(data, out, batch_size=8, epochs=200, patience=1000, **kw)
-    code = ("import sys, tasks.train_distributed as T, tasks.training as R; "
-            f"T.spawn(R.TrainSettings(**{cfg.__dict__!r}), 2, backend='gloo')")  # fmt: skip
+    """A 2-rank run in its own process tree (the test kills one of its ranks)."""
+    cfg = out.parent / "settings.pkl"
+    cfg.write_bytes(pickle.dumps(_settings(data, out, batch_size=8, epochs=200, patience=1000, **kw)))
+    code = f"import pickle, tasks.train_distributed as T; T.spawn(pickle.load(open({str(cfg)!r}, 'rb')), 2, backend='gloo')"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stderr=open(log, "w"))
 
@@ -109,7 +118,9 @@ def test_a_kill_9_of_one_rank_leaves_a_run_that_resumes_on_another_world_size(da
     try:
         deadline = time.monotonic() + 120
         pids: dict[int, int] = {}
-        while time.monotonic() < deadline and not (pids.get(1) and (out / "checkpoints" / "last.json").exists()):
+        while proc.poll() is None and time.monotonic() < deadline and not (
+            pids.get(1) and (out / "checkpoints" / "last.json").exists()
+        ):
             pids = {int(r): int(p) for r, p in re.findall(r"^rank (\d+)/2 pid (\d+)$", err.read_text(), re.M)}
             time.sleep(0.05)
         assert 1 in pids and (out / "checkpoints" / "last.json").exists(), err.read_text()
@@ -125,13 +136,13 @@ def test_a_kill_9_of_one_rank_leaves_a_run_that_resumes_on_another_world_size(da
     assert done >= 1 and ckpt.state["global_batch"] == 16
 
     # a different global batch is refused before any step (one in-process gloo rank)
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", "29517")
-    monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("WORLD_SIZE", "1")
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "RANK": "0", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
     with pytest.raises(ValueError, match="global batch of 16"):
         train_rank(_settings(data, tmp_path / "refused", batch_size=8, resume_from=str(out)), backend="gloo")
 
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
     # one rank of 16 = two ranks of 8: resumes and finishes one more epoch, test and report included
     res = train_rank(_settings(data, out, batch_size=16, epochs=done + 1, patience=1000, resume_from=str(out)),
                      backend="gloo")  # fmt: skip
