@@ -187,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser, commands = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # MLflow prints "View run ... at" on stdout, which holds the command's JSON (with the run URL in it)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # without PREFECT_API_URL a flow starts a temporary local server; on a busy machine it needs > 20 s
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not args.debug and args.command not in ("sample", "stack"):

@@ -137,8 +137,12 @@ def _metrics(result: dict) -> dict[str, float]:
 
 
 def _run_tags(model: ResolvedModel, config: EvaluateConfig, flow_run: dict[str, str], loses: bool) -> dict[str, str]:
+    scored = f"{model.name} version {model.version}" if model.version else model.uri
+    made_by = links.markdown_link(flow_run["name"], flow_run.get("url")) if flow_run else "none"
+    note = (f"Evaluation of {scored} on `{config.data}` by Prefect flow run {made_by} (evaluate-avff)."
+            + (" **The model loses to the prior on this set.**" if loses else ""))  # fmt: skip
     tags = {"model": config.model, "model_uri": model.uri, "data": config.data, "avff.kind": "evaluation",
-            "loses_to_prior": str(loses).lower(), **links.flow_run_tags(flow_run)}  # fmt: skip
+            "loses_to_prior": str(loses).lower(), "mlflow.note.content": note, **links.flow_run_tags(flow_run)}  # fmt: skip
     if model.version is not None:
         tags.update({"model_name": model.name, "model_version": model.version})
     if model.run_id:

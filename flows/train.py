@@ -329,7 +329,9 @@ def train_avff(config: TrainConfig) -> dict:
         log_dataset(fs.IngestLayout(config.data).manifest, tags["manifest_sha256"], run_id)
         result = train(config.settings(), logger)
         registry = register_model(result, config, run_id, run_link, flow_run)
-    header = _artifact_header(run_id, run_link, config.registered_model, registry, tracking_uri)
+        model_line = _model_line(config.registered_model, registry, tracking_uri)
+        logger.set_tags({"mlflow.note.content": _run_note(flow_run, model_line)})  # the run page's description
+    header = f"MLflow run {links.markdown_link(run_id, run_link)} · model: {model_line}\n\n"
     if result.report_path:  # the same report in the Prefect UI
         create_markdown_artifact(markdown=header + fs.read_bytes(result.report_path).decode(), key="training-report",
                                  description=f"MLflow run {run_id}")  # fmt: skip
@@ -348,12 +350,18 @@ def train_avff(config: TrainConfig) -> dict:
     }
 
 
-def _artifact_header(run_id: str, run_link: str | None, name: str, registry: dict, tracking_uri: str) -> str:
-    """The training report's first lines in Prefect: where the run and the model are."""
+def _model_line(name: str, registry: dict, tracking_uri: str) -> str:
+    """Markdown: the registered version (linked) and its aliases, or why nothing was registered."""
     version = registry["version"]
     if version is None:
-        model = f"not registered: {registry['gate']}"
-    else:
-        url = links.model_version_url(tracking_uri, name, version)
-        model = f"{links.markdown_link(f'{name} version {version}', url)} ({', '.join(registry['aliases'])})"
-    return f"MLflow run {links.markdown_link(run_id, run_link)} · model: {model}\n\n"
+        return f"not registered: {registry['gate']}"
+    url = links.model_version_url(tracking_uri, name, version)
+    return f"{links.markdown_link(f'{name} version {version}', url)} ({', '.join(registry['aliases'])})"
+
+
+def _run_note(flow_run: dict[str, str], model_line: str) -> str:
+    """The MLflow run's description: which flow run made it, what became of the model, where the numbers are."""
+    made_by = (f"Prefect flow run {links.markdown_link(flow_run['name'], flow_run.get('url'))} (train-avff)"
+               if flow_run else "train-avff, outside a Prefect flow run")  # fmt: skip
+    return (f"Made by {made_by}.\n\nModel: {model_line}.\n\nArtifacts: `report.md` (the training report), "
+            "`metrics_table.json` (val and test, clip and video level, against the prior and majority baselines).")

@@ -91,6 +91,8 @@ def test_flow_tracks_the_run_and_registers_a_loadable_pyfunc(prefect_server, mlf
     with get_client(sync_client=True) as prefect:
         flow_run = prefect.read_flow_run(flow_run_id)
     assert run.info.run_name == flow_run.name and tags["prefect.flow_run_id"] == str(flow_run_id)
+    assert tags["mlflow.note.content"].startswith("Made by Prefect flow run ") and flow_run.name in tags["mlflow.note.content"]
+    assert "avff-dfdc version 1](http://mlflow.example:5000/#/models/avff-dfdc/versions/1)" in tags["mlflow.note.content"]
     run_url = f"http://mlflow.example:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
     assert out["run_url"] == run_url
     artifacts = _artifacts(flow_run_id)
