@@ -207,7 +207,7 @@ def _add_train(sub) -> None:
     ))  # fmt: skip
 
 
-def checked_train_config(args, command: str):
+def checked_train_config(args, command: str, *, splits: bool = False):
     """(TrainConfig, 0), or (None, 2) after printing why the flags cannot work (before any run starts)."""
     from pydantic import ValidationError
 
@@ -220,14 +220,14 @@ def checked_train_config(args, command: str):
             config = train_config(args)
             from flows.train import check_inputs
 
-        check_inputs(config)
+        check_inputs(config, splits=splits)
     except (ValidationError, ConfigError) as e:
         return None, usage_error(command, e)
     return config, 0
 
 
 def _train(args) -> int:
-    config, status = checked_train_config(args, "train")
+    config, status = checked_train_config(args, "train", splits=True)
     if config is None:
         return status
     from flows.train import train_avff

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from avff_model import list_configs, list_heads
 from flows import links
-from flows.preflight import require_ingest_output, require_path
+from flows.preflight import ConfigError, require_ingest_output, require_path
 from storage import fs
 from tasks.augment import AudioAugment, VideoAugment, audio_augment_preset, video_augment_preset
 from tasks.batch_augment import MixAugment
@@ -194,11 +194,29 @@ def ingest_preprocess(data: str) -> dict | None:
     return json.loads(fs.read_bytes(path)).get("preprocess")
 
 
-def check_inputs(config: TrainConfig) -> None:
-    """Fail before any run starts on inputs that cannot work (flows.preflight.ConfigError)."""
+def check_inputs(config: TrainConfig, *, splits: bool = True) -> None:
+    """Fail before any run starts on inputs that cannot work (flows.preflight.ConfigError).
+
+    ``splits``: the manifest must have ingested videos in every split this run reads (cv/ablate
+    pool train and val into folds, and pass False).
+    """
     require_ingest_output(config.data)
     require_path(config.pretrained_encoders, "pretrained_encoders")
     require_path(config.resume_from, "resume_from")
+    if splits:
+        needed = ("train",) if config.stages == "pretrain" else ("train", "val", "test")
+        require_splits(config.data, needed)
+
+
+def require_splits(data: str, needed: tuple[str, ...]) -> None:
+    """Every split in ``needed`` holds ingested videos of the manifest of ``data``."""
+    rows = fs.read_parquet(fs.IngestLayout(data).manifest).select(["split", "status"]).to_pylist()
+    counts = {s: sum(r["split"] == s and r["status"] == "ingested" for r in rows) for s in ("train", "val", "test")}
+    empty = [s for s in needed if counts[s] == 0]
+    if empty:
+        shown = ", ".join(f"{s} {n}" for s, n in counts.items())
+        raise ConfigError(f"no ingested video in the {' and '.join(empty)} split of {data} ({shown} videos): ingest "
+                          "more videos or other --ratios, or see quarantine.parquet for the refused ones")  # fmt: skip
 
 
 def log_dataset(manifest_uri: str, digest: str, run_id: str) -> None:

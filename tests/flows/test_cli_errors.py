@@ -73,3 +73,20 @@ def test_the_fast_checks_agree_with_the_real_registries(tmp_path):
 
     assert model_presets() == list_configs()
     assert fs.IngestLayout(str(tmp_path)).manifest.endswith("/" + MANIFEST)
+
+
+def test_an_empty_split_is_refused_before_any_run(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.ingest import MANIFEST_SCHEMA
+
+    rows = [{"video_id": f"v{i}", "label": "FAKE" if i % 2 else "REAL", "split": "train", "status": "ingested"}
+            for i in range(4)] + [{"video_id": "q", "label": "REAL", "split": "val", "status": "quarantined"}]  # fmt: skip
+    (tmp_path / "shards").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), tmp_path / "shards" / MANIFEST)
+    out, _ = _avff("train", "--data", str(tmp_path / "shards"), "--out", str(tmp_path / "o"),
+                   env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})  # fmt: skip
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "no ingested video in the val and test split of" in out.stderr and "(train 4, val 0, test 0 videos)" in out.stderr
+    assert not (tmp_path / "mlflow.db").exists()
