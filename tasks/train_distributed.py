@@ -160,10 +160,11 @@ class DistributedRun(_Run):
 
 
 def train_rank(cfg: TrainSettings, make_log: Callable[[], Logger] | None = None, *, backend: str = "auto",
-               timeout_s: float = 600.0) -> TrainResult:  # fmt: skip
+               timeout_s: float = 600.0) -> TrainResult | None:  # fmt: skip
     """One rank's run, from the environment's process group (torchrun, Ray Train, :func:`spawn`).
 
-    Rank 0 takes the output folder's lock and logs through ``make_log()``; the others run silent.
+    Rank 0 takes the output folder's lock, logs through ``make_log()`` and returns the result;
+    the others run silent and return None.
     """
     world = D.init_world(backend, device=cfg.device, timeout_s=timeout_s)
     try:
@@ -175,7 +176,8 @@ def train_rank(cfg: TrainSettings, make_log: Callable[[], Logger] | None = None,
         if world.is_main:
             log = make_log() if make_log is not None else SilentLogger()
             return run_training(cfg, log=log, make_run=make_run)
-        return _run_training(cfg, log=SilentLogger(), make_run=make_run)
+        _run_training(cfg, log=SilentLogger(), make_run=make_run)
+        return None
     finally:
         D.close_world()
 

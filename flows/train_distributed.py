@@ -1,0 +1,77 @@
+"""Launch data-parallel training (:mod:`tasks.train_distributed`) on one node or a Ray cluster.
+
+- ``ray_address`` None: :func:`tasks.train_distributed.spawn`, ``world_size`` processes on
+  this machine (one per GPU with nccl, CPU processes with gloo)
+- ``ray_address`` set (``auto``, ``ray://host:10001``, ``host:6379``, or ``local`` for a
+  Ray started here): Ray Train's TorchTrainer, ``world_size`` workers, one GPU each when
+  ``use_gpu`` (the same Ray the ingest uses, so one cluster runs both). The output folder
+  must be storage every worker reaches (s3://, or a shared mount), as for a resume.
+
+Rank 0 logs to the flow's MLflow run through ``make_log`` (a picklable factory: it runs in
+rank 0's process); the result is rank 0's :class:`tasks.training.TrainResult`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+
+from storage import fs
+from tasks.tracking import Logger
+from tasks.train_distributed import spawn, train_rank
+from tasks.training import TrainResult, TrainSettings
+
+
+def mlflow_logger(tracking_uri: str, run_id: str):
+    """An MLflowLogger on ``run_id``, built in the process that logs (rank 0)."""
+    from mlflow import MlflowClient
+
+    from tasks.mlflow_logger import MLflowLogger
+
+    return MLflowLogger(MlflowClient(tracking_uri), run_id)
+
+
+RESULT = "train_result.json"  # rank 0's TrainResult, handed from the Ray workers to the driver
+
+
+def _ray_loop(config: dict) -> None:
+    """One Ray Train worker: Ray has set up the process group; rank 0 writes the result beside the checkpoints."""
+    settings = config["settings"]
+    result = train_rank(settings, config["make_log"], backend=config["backend"])
+    if result is not None:  # rank 0
+        fs.atomic_write_bytes(fs.join(settings.output_dir, RESULT), json.dumps(dataclasses.asdict(result)).encode())
+
+
+def train_on_ray(settings: TrainSettings, *, world_size: int, ray_address: str,
+                 make_log: Callable[[], Logger] | None = None) -> TrainResult:  # fmt: skip
+    """``world_size`` Ray Train workers, one GPU each when the cluster has GPUs; rank 0's result."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    if not ray.is_initialized():
+        ray.init(address=None if ray_address == "local" else ray_address, log_to_driver=True)
+    use_gpu = settings.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1
+    trainer = TorchTrainer(
+        _ray_loop,
+        train_loop_config={"settings": settings, "make_log": make_log, "backend": "nccl" if use_gpu else "gloo"},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=world_size, use_gpu=use_gpu),
+        run_config=RunConfig(name="train-avff"),
+    )  # fmt: skip
+    trainer.fit()
+    return TrainResult(**json.loads(fs.read_bytes(fs.join(settings.output_dir, RESULT))))
+
+
+def train_data_parallel(settings: TrainSettings, *, world_size: int, ray_address: str | None = None,
+                        make_log: Callable[[], Logger] | None = None) -> TrainResult:  # fmt: skip
+    """``world_size`` ranks of ``settings`` (batch_size per rank), on this node or on Ray."""
+    if ray_address is not None:
+        return train_on_ray(settings, world_size=world_size, ray_address=ray_address, make_log=make_log)
+    import torch
+
+    use_gpu = settings.device != "cpu" and torch.cuda.is_available()
+    if use_gpu and world_size > torch.cuda.device_count():
+        raise ValueError(f"world_size={world_size} but this machine has {torch.cuda.device_count()} GPUs")
+    return spawn(settings, world_size, make_log, backend="nccl" if use_gpu else "gloo")
