@@ -112,7 +112,12 @@ def add_train_arguments(p) -> None:
     p.add_argument("--monitor", default="val_video_log_loss",
                    help="val metric for early stopping, the best checkpoint and the registry gate (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    p.add_argument("--num-workers", type=count, default=2, help="data loader processes (default: %(default)s)")
+    p.add_argument("--num-workers", type=count, default=2, help="data loader processes per rank (default: %(default)s)")
+    p.add_argument("--world-size", type=positive, default=1,
+                   help="data-parallel ranks: GPUs of this machine, or CPU processes; --batch-size is per rank "
+                   "(default: %(default)s)")  # fmt: skip
+    p.add_argument("--ray-address", default=None,
+                   help="run the ranks as Ray Train workers on this Ray cluster (auto | host:6379 | local)")
     p.add_argument("--samples-per-epoch", type=positive, default=None, help="default: one pass over train")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     p.add_argument("--resume-from", default=None, help="a checkpoint dir, pointer .json, or an earlier --out")
@@ -183,7 +188,8 @@ def train_config(args):
         stages=args.stages, pretrain_epochs=args.pretrain_epochs, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, optimizer=args.optimizer, scheduler=args.scheduler, warmup=args.warmup,
         precision=args.precision, patience=args.patience, monitor=args.monitor, seed=args.seed,
-        num_workers=args.num_workers, samples_per_epoch=args.samples_per_epoch, device=args.device,
+        num_workers=args.num_workers, world_size=args.world_size, ray_address=args.ray_address,
+        samples_per_epoch=args.samples_per_epoch, device=args.device,
         resume_from=args.resume_from, pretrained_encoders=args.pretrained_encoders, experiment=args.experiment,
         registered_model=args.registered_model, register_if=args.register_if, min_improvement=args.min_improvement,
         tracking_uri=args.tracking_uri,

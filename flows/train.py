@@ -13,6 +13,7 @@ knows nothing of Prefect or MLflow.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from avff_model import list_configs, list_heads
 from flows import links
+from flows.train_distributed import mlflow_logger, train_data_parallel
 from flows.preflight import ConfigError, require_ingest_output, require_path
 from storage import fs
 from tasks.augment import AudioAugment, VideoAugment, audio_augment_preset, video_augment_preset
@@ -72,7 +74,10 @@ class TrainConfig(BaseModel):
     min_delta: float = Field(0.0, ge=0)
     monitor: str = Field("val_video_log_loss", description="val metric for early stopping, best checkpoint, registry gate")
     seed: int = 0
-    num_workers: int = Field(2, ge=0)
+    num_workers: int = Field(2, ge=0, description="data loader processes per rank")
+    world_size: int = Field(1, ge=1, description="data-parallel ranks (GPUs, or CPU processes); batch_size is per rank")
+    ray_address: str | None = Field(None, description="run the ranks as Ray Train workers on this cluster "
+                                    "(auto | host:6379 | ray://host:10001 | local); None: processes on this machine")
     samples_per_epoch: int | None = Field(None, ge=1, description="None: one pass over train per epoch")
     shuffle_buffer: int = Field(256, ge=0)
     device: str = "auto"
@@ -242,8 +247,14 @@ def _attached(run_id: str):
 
 
 @task(name="train", cache_policy=NO_CACHE)
-def train(settings: TrainSettings, logger: MLflowLogger) -> TrainResult:
-    return run_training(settings, log=logger)
+def train(settings: TrainSettings, logger: MLflowLogger, world_size: int = 1, ray_address: str | None = None,
+          tracking_uri: str | None = None) -> TrainResult:  # fmt: skip
+    if world_size == 1 and ray_address is None:
+        return run_training(settings, log=logger)
+    get_run_logger().info("data-parallel: %d ranks x batch %d = global batch %d (%s)", world_size, settings.batch_size,
+                          world_size * settings.batch_size, f"Ray at {ray_address}" if ray_address else "this machine")
+    make_log = functools.partial(mlflow_logger, tracking_uri, logger.run_id)
+    return train_data_parallel(settings, world_size=world_size, ray_address=ray_address, make_log=make_log)
 
 
 def _champion_tags(client: MlflowClient, name: str) -> dict[str, str] | None:
@@ -345,7 +356,7 @@ def train_avff(config: TrainConfig) -> dict:
         # the tracking URI may carry credentials: it is the run's location, not a parameter
         logger.log_params(flatten_params(config.model_dump(by_alias=True, exclude={"tracking_uri"}), "train"))
         log_dataset(fs.IngestLayout(config.data).manifest, tags["manifest_sha256"], run_id)
-        result = train(config.settings(), logger)
+        result = train(config.settings(), logger, config.world_size, config.ray_address, tracking_uri)
         registry = register_model(result, config, run_id, run_link, flow_run)
         model_line = _model_line(config.registered_model, registry, tracking_uri)
         logger.set_tags({"mlflow.note.content": _run_note(flow_run, model_line)})  # the run page's description
