@@ -10,11 +10,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Block, init_weights, sincos_pos_embed
+from .layers import Block, init_weights, run_blocks, sincos_pos_embed
 
 
 class Decoder(nn.Module):
     """tokens (B, L, D_enc) -> patches (B, L, P)."""
+
+    grad_checkpointing = False  # AVFF.set_grad_checkpointing
 
     def __init__(
         self, grid: tuple[int, ...], enc_width: int, width: int, depth: int, heads: int, patch_dim: int,
@@ -30,6 +32,5 @@ class Decoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embed(tokens) + self.pos_embed  # (B, L, Dd)
-        for block in self.blocks:
-            x = block(x)
+        x = run_blocks(self.blocks, x, self.grad_checkpointing)
         return self.pred(self.norm(x))  # (B, L, P)

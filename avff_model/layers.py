@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 
@@ -157,6 +158,8 @@ class MaskedViT(nn.Module):
     sample keeps all L tokens (see docs/model.md for why tokens are not dropped).
     """
 
+    grad_checkpointing = False  # AVFF.set_grad_checkpointing: recompute block activations in backward
+
     def __init__(
         self, embed: nn.Module, grid: tuple[int, ...], width: int, depth: int, heads: int,
         mlp_ratio: float = 4.0, dropout: float = 0.0,
@@ -182,6 +185,16 @@ class MaskedViT(nn.Module):
         if mask is not None:
             x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)  # (B, L, D)
         x = x + self.pos_embed
-        for block in self.blocks:
-            x = block(x)
+        x = run_blocks(self.blocks, x, self.grad_checkpointing)
         return self.norm(x)
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, checkpointed: bool) -> torch.Tensor:
+    """``x`` through every block; ``checkpointed`` (training with gradients only) keeps each block's
+    input and recomputes its activations in backward: less memory, about one more forward."""
+    for block in blocks:
+        if checkpointed and block.training and torch.is_grad_enabled():
+            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)  # (B, L, D)
+        else:
+            x = block(x)  # (B, L, D)
+    return x
