@@ -205,11 +205,43 @@ def assign_splits(
     if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
         raise ValueError(f"ratios must be three non-negative numbers, got {ratios}")
     grouping = grouping or identity_groups(entries, identities)
+    keys = sorted({grouping.groups[e.video_id] for e in entries})
+    split = _fill_empty_splits({k: split_of(k, ratios, seed) for k in keys}, ratios, seed)
     out = {}
     for e in entries:
         key = grouping.groups[e.video_id]
-        out[e.video_id] = Assignment(group=key, split=split_of(key, ratios, seed), fold=fold_of(key, folds, seed))
+        out[e.video_id] = Assignment(group=key, split=split[key], fold=fold_of(key, folds, seed))
     return out
+
+
+def _fill_empty_splits(split: dict[str, str], ratios: tuple[float, float, float], seed: int) -> dict[str, str]:
+    """Tiny datasets only: a split with a positive ratio that the hash left empty takes the group
+    whose hash lies nearest its interval, from a split that keeps at least one group.
+
+    With more than a few dozen groups no split is empty and nothing moves; on a handful (the
+    demo's 8) the run still gets a validation and a test split. The price: on such tiny data,
+    adding groups can move the group that was moved here.
+    """
+    total = sum(ratios)
+    bounds, edge = {}, 0.0
+    for name, r in zip(SPLITS, ratios):
+        bounds[name] = (edge, edge + r / total)
+        edge += r / total
+    for name, r in zip(SPLITS, ratios):
+        counts = {s: list(split.values()).count(s) for s in SPLITS}
+        if r <= 0 or counts[name] > 0:
+            continue
+        donors = [k for k, s in split.items() if counts[s] > 1]
+        if not donors:
+            break  # fewer groups than splits: nothing to spare
+        lo, hi = bounds[name]
+
+        def distance(k: str) -> float:
+            u = _unit(k, seed, "split")
+            return max(lo - u, u - hi, 0.0)
+
+        split[min(donors, key=lambda k: (distance(k), k))] = name
+    return split
 
 
 def split_balance(rows: Iterable[Mapping]) -> dict[str, dict[str, float]]:

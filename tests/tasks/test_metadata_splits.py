@@ -215,3 +215,19 @@ def test_summary_reports_achieved_ratios_and_label_balance():
                           QUARANTINE_SCHEMA.empty_table(), 1.0, 0, ratios=(0.7, 0.15, 0.15))  # fmt: skip
     assert "| train | 2 | 2 | 6 | 0.500 (0.700) | 0.750 |" in md
     assert "| val | 1 | 1 | 3 | 0.250 (0.150) | 0.750 |" in md
+
+
+def test_a_tiny_dataset_still_gets_every_split_and_a_large_one_is_pure_hash():
+    """8 groups: the hash alone leaves a split empty for some seeds; the fill gives each split a group."""
+    from tasks.splits import split_of
+
+    entries = [VideoEntry(f"r{i}", "p0", f"p0/r{i}.mp4", "REAL", None, 1) for i in range(8)]
+    empty_by_hash = [s for s in range(20) if len({split_of(e.video_id, (0.7, 0.15, 0.15), s) for e in entries}) < 3]
+    assert empty_by_hash, "the test needs a seed whose hash leaves a split empty"
+    for seed in empty_by_hash:
+        got = assign_splits(entries, seed=seed)
+        assert {a.split for a in got.values()} == {"train", "val", "test"}
+        assert sum(a.split == "train" for a in got.values()) >= 4
+    many = [VideoEntry(f"r{i}", "p0", f"p0/r{i}.mp4", "REAL", None, 1) for i in range(400)]
+    got = assign_splits(many, seed=0)
+    assert all(a.split == split_of(k, (0.7, 0.15, 0.15), 0) for k, a in got.items())
