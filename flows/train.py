@@ -40,6 +40,7 @@ from tasks.augment import AudioAugment, VideoAugment, audio_augment_preset, vide
 from tasks.batch_augment import MixAugment
 from tasks.checkpoint import WEIGHTS, resolve_checkpoint
 from tasks.mlflow_logger import MLflowLogger
+from tasks.progress import ProgressLog
 from tasks.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
 from tasks.registry import monitored_key, prior_gate
 from tasks.serving import log_pyfunc_model
@@ -249,11 +250,13 @@ def _attached(run_id: str):
 @task(name="train", cache_policy=NO_CACHE)
 def train(settings: TrainSettings, logger: MLflowLogger, world_size: int = 1, ray_address: str | None = None,
           tracking_uri: str | None = None) -> TrainResult:  # fmt: skip
+    """run_training on this process, or on ``world_size`` data-parallel ranks; progress lines every 10 s."""
     if world_size == 1 and ray_address is None:
-        return run_training(settings, log=logger)
+        return run_training(settings, log=ProgressLog(logger, get_run_logger().info, global_batch=settings.batch_size))
     get_run_logger().info("data-parallel: %d ranks x batch %d = global batch %d (%s)", world_size, settings.batch_size,
                           world_size * settings.batch_size, f"Ray at {ray_address}" if ray_address else "this machine")
-    make_log = functools.partial(mlflow_logger, tracking_uri, logger.run_id)
+    # rank 0 logs to this MLflow run; its progress lines go to its stdout (the worker's log)
+    make_log = functools.partial(mlflow_logger, tracking_uri, logger.run_id, world_size * settings.batch_size)
     return train_data_parallel(settings, world_size=world_size, ray_address=ray_address, make_log=make_log)
 
 

@@ -14,22 +14,25 @@ rank 0's process); the result is rank 0's :class:`tasks.training.TrainResult`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable
 
 from storage import fs
+from tasks.progress import ProgressLog
 from tasks.tracking import Logger
 from tasks.train_distributed import spawn, train_rank
 from tasks.training import TrainResult, TrainSettings
 
 
-def mlflow_logger(tracking_uri: str, run_id: str):
-    """An MLflowLogger on ``run_id``, built in the process that logs (rank 0)."""
+def mlflow_logger(tracking_uri: str, run_id: str, global_batch: int) -> ProgressLog:
+    """An MLflowLogger on ``run_id`` built in the process that logs (rank 0), with progress lines on its stdout."""
     from mlflow import MlflowClient
 
     from tasks.mlflow_logger import MLflowLogger
 
-    return MLflowLogger(MlflowClient(tracking_uri), run_id)
+    return ProgressLog(MLflowLogger(MlflowClient(tracking_uri), run_id), functools.partial(print, flush=True),
+                       global_batch=global_batch)  # fmt: skip
 
 
 RESULT = "train_result.json"  # rank 0's TrainResult, handed from the Ray workers to the driver
