@@ -124,7 +124,9 @@ class DataParallel:
         # find_unused_parameters: each stage leaves parts of AVFF unused (the classifier head in
         # stage 1, decoders and discriminators in stage 2). broadcast_buffers off: AVFF has no
         # BatchNorm; its buffers are constants (position embeddings, slice ids).
-        ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+        ids = None
+        if device.type == "cuda":
+            ids = [device.index if device.index is not None else torch.cuda.current_device()]
         self.ddp = DistributedDataParallel(_Dispatch(model), device_ids=ids, find_unused_parameters=True,
                                            broadcast_buffers=False)  # fmt: skip
 

@@ -70,7 +70,8 @@ class _MainOnlyStore:
 
     def save(self, name, model, config, state, tags=()) -> str:
         if self.world.is_main:
-            return self.store.save(name, model.module if isinstance(model, D.DataParallel) else model, config, state, tags)
+            plain = model.module if isinstance(model, D.DataParallel) else model
+            return self.store.save(name, plain, config, state, tags)
         return self.store.path(name)
 
     def prune(self, *args, **kwargs) -> None:
@@ -147,7 +148,8 @@ class DistributedRun(_Run):
     def _validate(self) -> dict[str, float]:
         flat = super()._validate()
         if not D.same_everywhere(flat[self.cfg.monitor]):
-            raise RuntimeError(f"ranks disagree on {self.cfg.monitor} at epoch {self.epoch}: early stopping would diverge")
+            raise RuntimeError(f"ranks disagree on {self.cfg.monitor} at epoch {self.epoch}: "
+                               "early stopping would diverge")  # fmt: skip
         return flat
 
     def finish(self, result: TrainResult) -> None:
@@ -190,7 +192,8 @@ def _free_port() -> int:
 
 def _spawned(rank: int, world_size: int, port: int, cfg: TrainSettings, make_log, backend: str, result: str) -> None:
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
-                       "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})  # fmt: skip
+                       "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)})  # fmt: skip
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     print(f"rank {rank}/{world_size} pid {os.getpid()}", file=sys.stderr, flush=True)
     out = train_rank(cfg, make_log, backend=backend)

@@ -625,7 +625,8 @@ class TrainLockedError(fs.LockedError):
     """Another training run is writing to the same output folder."""
 
 
-def run_training(cfg: TrainSettings, *, log: Logger, make_run: Callable[[TrainSettings, Logger], _Run] | None = None) -> TrainResult:
+def run_training(cfg: TrainSettings, *, log: Logger,
+                 make_run: Callable[[TrainSettings, Logger], _Run] | None = None) -> TrainResult:  # fmt: skip
     """Stage 1 -> stage 2 -> test at the best checkpoint -> plots and report (module docstring).
 
     One run per ``output_dir`` at a time (the lock ingest uses): a second refuses at once,
@@ -637,7 +638,8 @@ def run_training(cfg: TrainSettings, *, log: Logger, make_run: Callable[[TrainSe
         return _run_training(cfg, log=log, make_run=make_run)
 
 
-def _run_training(cfg: TrainSettings, *, log: Logger, make_run: Callable[[TrainSettings, Logger], _Run] | None = None) -> TrainResult:
+def _run_training(cfg: TrainSettings, *, log: Logger,
+                  make_run: Callable[[TrainSettings, Logger], _Run] | None = None) -> TrainResult:  # fmt: skip
     """The run itself; ``make_run`` builds its state (:class:`tasks.train_distributed.DistributedRun` per rank)."""
     run = (make_run or _Run)(cfg, log)
     run.load_resume()

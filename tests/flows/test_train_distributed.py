@@ -32,7 +32,8 @@ def test_ray_train_with_two_workers_trains_like_one_process(ray_address, data, t
     ref = run_training(_settings(data, tmp_path / "ref"), log=ref_log)
     res = train_data_parallel(_settings(data, tmp_path / "ray", batch_size=8), world_size=2, ray_address=ray_address,
                               make_log=functools.partial(JsonlLogger, path=str(tmp_path / "ray.jsonl")))  # fmt: skip
-    a, b = read_jsonl_metrics(ref_log.path)["train_step_loss"], read_jsonl_metrics(str(tmp_path / "ray.jsonl"))["train_step_loss"]
+    a = read_jsonl_metrics(ref_log.path)["train_step_loss"]
+    b = read_jsonl_metrics(str(tmp_path / "ray.jsonl"))["train_step_loss"]
     assert len(a) == len(b) == 2
     assert all(math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-5) for (_, x), (_, y) in zip(a, b)), (a, b)
     assert math.isclose(ref.history[0]["val_loss"], res.history[0]["val_loss"], rel_tol=1e-4)

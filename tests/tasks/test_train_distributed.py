@@ -107,7 +107,8 @@ def _launch(data: str, out: Path, log: Path, **kw) -> subprocess.Popen:
     """A 2-rank run in its own process tree (the test kills one of its ranks)."""
     cfg = out.parent / "settings.pkl"
     cfg.write_bytes(pickle.dumps(_settings(data, out, batch_size=8, epochs=200, patience=1000, **kw)))
-    code = f"import pickle, tasks.train_distributed as T; T.spawn(pickle.load(open({str(cfg)!r}, 'rb')), 2, backend='gloo')"
+    code = ("import pickle, tasks.train_distributed as T; "
+            f"T.spawn(pickle.load(open({str(cfg)!r}, 'rb')), 2, backend='gloo')")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stderr=open(log, "w"))
 
