@@ -157,3 +157,19 @@ def test_crops_equal_between_a_real_clip_and_its_lossless_all_intra_copy(tmp_pat
     assert len(a.clips) == len(b.clips) == 1
     assert a.clips[0].frame_times == b.clips[0].frame_times
     assert np.array_equal(a.clips[0].frames, b.clips[0].frames), "the crops must not depend on how the pixels were coded"
+
+
+def test_an_edit_list_cut_samples_the_presented_frames_exactly(tmp_path):
+    """`ffmpeg -ss 0.5 -c copy` keeps the GOP's leading frames as references and hides them with an
+    edit list (packets flagged discard): they are decoded but never picked, and t=0 is the cut."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    src = _encode(tmp_path / "src.mp4", *STREAMS["h264_bpyramid"], n=120)
+    cut = tmp_path / "cut.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-ss", "0.5", "-i", str(src), "-t", "2.5",
+                    "-c", "copy", str(cut)], check=True)  # fmt: skip
+    with av.open(str(cut)) as c:
+        assert any(p.is_discard for p in c.demux(video=0)), "the copy must carry an edit list"
+    _assert_exact(cut, [k / 7 for k in range(15)])
