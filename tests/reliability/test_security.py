@@ -174,13 +174,14 @@ def test_resource_bounds_come_from_config_and_nonsense_is_refused(ingest_config,
     switch a check off (zero, negative) is refused before any video is opened."""
     from tasks.video import Limits
 
-    cfg = ingest_config(tmp_path, tmp_path / "out", max_bytes=10_000, max_duration_s=5.0, max_pixels=64 * 64,
+    data = tmp_path / "data"  # the output may not sit inside the input
+    cfg = ingest_config(data, tmp_path / "out", max_bytes=10_000, max_duration_s=5.0, max_pixels=64 * 64,
                         read_seconds=4.0)  # fmt: skip
     assert cfg.preprocess().limits == Limits(max_bytes=10_000, max_duration_s=5.0, max_pixels=4096, read_seconds=4.0)
     for bad in (dict(max_bytes=0), dict(max_duration_s=-1.0), dict(max_pixels=0), dict(read_seconds=0.0),
                 dict(max_duration_s=float("nan"))):  # fmt: skip
         with pytest.raises(ValueError, match=next(iter(bad))):
-            ingest_config(tmp_path, tmp_path / "out", **bad).preprocess()
+            ingest_config(data, tmp_path / "out", **bad).preprocess()
     for bad in (dict(frames_per_clip=65), dict(max_clips=0), dict(face_size=4096)):
         with pytest.raises(ValidationError):
-            ingest_config(tmp_path, tmp_path / "out", **bad)
+            ingest_config(data, tmp_path / "out", **bad)
