@@ -66,15 +66,25 @@ def resolve_backend(backend: str, device: str = "auto") -> str:
     return "nccl" if cuda else "gloo"
 
 
-def init_world(backend: str = "auto", *, device: str = "auto", timeout_s: float = 600.0) -> World:
-    """Join the process group described by the environment (idempotent); pin this rank's CUDA device."""
+def init_world(backend: str = "auto", *, device: str = "auto", timeout_s: float = 600.0,
+               init_method: str | None = None) -> World:  # fmt: skip
+    """Join the process group described by the environment (idempotent); pin this rank's CUDA device.
+
+    ``init_method`` (e.g. ``file:///tmp/x``, one node) replaces MASTER_ADDR/MASTER_PORT; RANK and
+    WORLD_SIZE still come from the environment.
+    """
     if dist.is_initialized():
         return current_world()
     backend = resolve_backend(backend, device)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if backend == "nccl":
         torch.cuda.set_device(local_rank)  # "cuda" below means this rank's device
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if init_method is None:
+        dist.init_process_group(backend, timeout=timeout)
+    else:
+        rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=size, timeout=timeout)
     return current_world()
 
 

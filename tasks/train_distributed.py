@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -162,13 +161,13 @@ class DistributedRun(_Run):
 
 
 def train_rank(cfg: TrainSettings, make_log: Callable[[], Logger] | None = None, *, backend: str = "auto",
-               timeout_s: float = 600.0) -> TrainResult | None:  # fmt: skip
+               timeout_s: float = 600.0, init_method: str | None = None) -> TrainResult | None:  # fmt: skip
     """One rank's run, from the environment's process group (torchrun, Ray Train, :func:`spawn`).
 
     Rank 0 takes the output folder's lock, logs through ``make_log()`` and returns the result;
     the others run silent and return None.
     """
-    world = D.init_world(backend, device=cfg.device, timeout_s=timeout_s)
+    world = D.init_world(backend, device=cfg.device, timeout_s=timeout_s, init_method=init_method)
     try:
         cfg = per_rank_settings(cfg, world.world_size)
 
@@ -184,19 +183,13 @@ def train_rank(cfg: TrainSettings, make_log: Callable[[], Logger] | None = None,
         D.close_world()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _spawned(rank: int, world_size: int, port: int, cfg: TrainSettings, make_log, backend: str, result: str) -> None:
+def _spawned(rank: int, world_size: int, rendezvous: str, cfg: TrainSettings, make_log, backend: str,
+             result: str) -> None:  # fmt: skip
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
-                       "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1",
-                       "MASTER_PORT": str(port)})  # fmt: skip
+                       "LOCAL_WORLD_SIZE": str(world_size)})  # fmt: skip
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     print(f"rank {rank}/{world_size} pid {os.getpid()}", file=sys.stderr, flush=True)
-    out = train_rank(cfg, make_log, backend=backend)
+    out = train_rank(cfg, make_log, backend=backend, init_method=f"file://{rendezvous}")
     if rank == 0:
         torch.save(dataclasses.asdict(out), result)
 
@@ -211,7 +204,8 @@ def spawn(cfg: TrainSettings, world_size: int, make_log: Callable[[], Logger] | 
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
     with tempfile.TemporaryDirectory() as tmp:
-        result = str(Path(tmp) / "result.pt")
-        mp.spawn(_spawned, args=(world_size, _free_port(), cfg, make_log, backend, result), nprocs=world_size,
+        # a file rendezvous on one node: no TCP port to pick, none another process can take first
+        result, rendezvous = str(Path(tmp) / "result.pt"), str(Path(tmp) / "rendezvous")
+        mp.spawn(_spawned, args=(world_size, rendezvous, cfg, make_log, backend, result), nprocs=world_size,
                  join=True)  # fmt: skip
         return TrainResult(**torch.load(result, weights_only=False))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import numpy as np
 import torch
@@ -14,9 +13,9 @@ from tasks import distributed as D
 from tasks.train_engine import Predictions
 
 
-def _rank(rank: int, port: int, out: str) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    world = D.init_world("gloo", device="cpu", timeout_s=60)
+def _rank(rank: int, out: str) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": "2"})
+    world = D.init_world("gloo", device="cpu", timeout_s=60, init_method=f"file://{out}/rendezvous")
     try:
         batches = [{"i": i} for i in range(3 + 2 * rank)]  # rank 0: 3 batches, rank 1: 5
         taken = [b["i"] for b in D.even_batches(batches)]
@@ -34,10 +33,7 @@ def _rank(rank: int, port: int, out: str) -> None:
 
 
 def test_even_batches_all_mean_and_gather_on_two_gloo_ranks(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_rank, args=(port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_rank, args=(str(tmp_path),), nprocs=2, join=True)
     r0, r1 = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
     assert r0["world"] == [0, 2] and r1["world"] == [1, 2]
     assert r0["taken"] == r1["taken"] == [0, 1, 2]  # the longer rank stops with the shorter: DDP never waits forever

@@ -16,7 +16,6 @@ import os
 import pickle
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -97,12 +96,6 @@ def test_both_stages_run_under_ddp_and_the_adversarial_step_keeps_ranks_identica
     assert [r["stage"] for r in res.history] == ["pretrain", "classify"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(data: str, out: Path, log: Path, **kw) -> subprocess.Popen:
     """A 2-rank run in its own process tree (the test kills one of its ranks)."""
     cfg = out.parent / "settings.pkl"
@@ -137,15 +130,14 @@ def test_a_kill_9_of_one_rank_leaves_a_run_that_resumes_on_another_world_size(da
     assert done >= 1 and ckpt.state["global_batch"] == 16
 
     # a different global batch is refused before any step (one in-process gloo rank)
-    for name, value in {"MASTER_ADDR": "127.0.0.1", "RANK": "0", "WORLD_SIZE": "1"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
     with pytest.raises(ValueError, match="global batch of 16"):
-        train_rank(_settings(data, tmp_path / "refused", batch_size=8, resume_from=str(out)), backend="gloo")
+        train_rank(_settings(data, tmp_path / "refused", batch_size=8, resume_from=str(out)), backend="gloo",
+                   init_method=f"file://{tmp_path}/rendezvous-1")  # fmt: skip
 
-    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
     # one rank of 16 = two ranks of 8: resumes and finishes one more epoch, test and report included
     res = train_rank(_settings(data, out, batch_size=16, epochs=done + 1, patience=1000, resume_from=str(out)),
-                     backend="gloo")  # fmt: skip
+                     backend="gloo", init_method=f"file://{tmp_path}/rendezvous-2")  # fmt: skip
     assert res.epochs_run == 1 and len(res.history) == done + 1
     assert res.history[-1]["epoch"] == done + 1 and res.test_metrics
