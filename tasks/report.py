@@ -578,6 +578,31 @@ def _recommendations(
     return lines + [""]
 
 
+def _headline(run: ReportInputs, ci: tuple[float, float]) -> list[str]:
+    """The answer first: test video AUC (with its interval) and log loss beside both baselines."""
+    m = run.test.get("video")
+    if not m:
+        return ["No test videos were scored.", ""]
+    b = run.test.get("baselines", {}).get("video", {})
+    prior, major = b.get("prior") or {}, b.get("majority") or {}
+    auc, ll, p_ll = _num(m.get("auc")), _num(m.get("log_loss")), _num(prior.get("log_loss"))
+    rows = [
+        ["AUC", f"{_f(auc)} [{_f(ci[0])}, {_f(ci[1])}]", _f(prior.get("auc")), _f(major.get("auc"))],
+        ["log loss", _f(ll), _f(p_ll), _f(major.get("log_loss"))],
+    ]
+    if math.isnan(p_ll):
+        verdict = "no prior baseline was computed"
+    elif _beats(ll, p_ll):
+        verdict = f"the model **beats** the prior's log loss by {_f(p_ll - ll)}"
+    else:
+        verdict = f"the model **does not beat** the prior's log loss ({_signed(ll - p_ll)})"
+    return [
+        f"**Test, video level ({int(_num(m.get('n')))} videos, {int(_num(m.get('n_pos')))} FAKE):** {verdict}; "
+        f"AUC interval: {int(CI_LEVEL * 100)} % bootstrap over videos.",
+        "",
+    ] + _table(["test video", "model", "prior baseline", "majority baseline"], rows) + [""]
+
+
 def write_training_report(run: ReportInputs) -> str:
     """The markdown report of one training run (see the module docstring)."""
     diagnosis = diagnose_curves(
@@ -589,7 +614,7 @@ def write_training_report(run: ReportInputs) -> str:
     if run.y_val_video is not None and run.p_val_video is not None:
         val_ci = _auc_ci(run.y_val_video, run.p_val_video, run)
     test_lines, warns = _test_section(run, test_ci)
-    lines = [f"# {run.title}", ""]
+    lines = [f"# {run.title}", ""] + _headline(run, test_ci)
     if warns:
         lines += [f"**{len(warns)} warning(s)**, detailed below:", ""] + [f"- {w}" for w in warns] + [""]
     lines += _dataset_section(run.dataset)

@@ -137,3 +137,18 @@ def test_degenerate_run_reports_without_crashing():
     assert "The history is empty" in text
     assert "test video AUC CI is undefined (2 videos" in text
     assert "no baselines were computed" in text
+
+
+def test_the_headline_comes_first_with_interval_and_both_baselines():
+    def head(kind):
+        ids, y, p = _predictions(kind)
+        y_train_video = np.r_[np.ones(50), np.zeros(50)]
+        test = evaluate_predictions(ids, y, p, y_train=np.repeat(y_train_video, 3), y_train_video=y_train_video)
+        text = write_training_report(_inputs(_history(*GOOD), kind=kind, test=test))
+        return text.split("## ")[0]  # everything before the first section
+
+    good = head("good")
+    assert "Test, video level (40 videos, 20 FAKE)" in good and "**beats** the prior" in good
+    assert re.search(r"\| AUC \| 1\.000 \[1\.000, 1\.000\] \| 0\.500 \| 0\.500 \|", good)  # interval, both baselines
+    assert re.search(r"\| log loss \| 0\.\d{3} \| 0\.693 \|", good)
+    assert "**does not beat** the prior" in head("prior")
