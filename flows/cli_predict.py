@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
+import warnings
 from dataclasses import asdict
 
 
@@ -37,19 +40,80 @@ def verdict(p_fake: float | None, threshold: float | None) -> dict:
     return {"verdict": label, "threshold": t, "threshold_source": source}
 
 
-def _predict(args) -> int:
+@contextlib.contextmanager
+def quiet_libraries():
+    """Python keeps writing to stderr; native libraries (TFLite's delegate notes, mediapipe's absl
+    warnings) write to file descriptor 2, which points at /dev/null meanwhile. Also off: MLflow's
+    download bars, its INFO logs and its type-hint warning. ``--debug`` skips all of this."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    python_stderr = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        sys.stderr.close()
+        sys.stderr = python_stderr
+
+
+def _load(spec: str, tracking_uri: str | None, device: str):
+    """The scorer for ``--model``; a registry name/version/alias that does not exist is one clear error."""
     import mlflow
-    from tqdm import tqdm
+    from mlflow.exceptions import MlflowException
 
     from flows.train import resolve_tracking_uri
-    from tasks.faces import FaceDetector
-    from tasks.predict import preprocess_for, score_video
     from tasks.serving import load_model
 
-    uri = model_uri(args.model)
-    if uri.startswith(("models:/", "runs:/")):
-        mlflow.set_tracking_uri(resolve_tracking_uri(args.tracking_uri))
-    scorer = load_model(uri, device=args.device)
+    uri = model_uri(spec)
+    if not uri.startswith(("models:/", "runs:/")):
+        return load_model(uri, device=device)
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    try:
+        return load_model(uri, device=device)
+    except MlflowException as e:
+        if "not found" not in str(e).lower() and "RESOURCE_DOES_NOT_EXIST" not in str(e):
+            raise
+        raise LookupError(f"model {spec!r} is not in the registry at {mlflow.get_tracking_uri()}: {_known(spec)}") from None
+
+
+def _known(spec: str) -> str:
+    """What the registry does hold under spec's name: its versions and aliases."""
+    from mlflow import MlflowClient
+
+    name = spec.partition("@")[0]
+    client = MlflowClient()
+    try:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        aliases = client.get_registered_model(name).aliases
+    except Exception:
+        versions, aliases = [], {}
+    if not versions:
+        return f"no model named {name!r} (train one with `avff train`)"
+    named = ", ".join(f"@{a} = {v}" for a, v in sorted(aliases.items()))
+    return f"{name} has versions {', '.join(map(str, versions))}" + (f" and aliases {named}" if named else "")
+
+
+def _predict(args) -> int:
+    with contextlib.nullcontext() if getattr(args, "debug", False) else quiet_libraries():
+        return _score_all(args)
+
+
+def _score_all(args) -> int:
+    from tqdm import tqdm
+
+    from tasks.faces import FaceDetector
+    from tasks.predict import preprocess_for, score_video
+
+    scorer = _load(args.model, args.tracking_uri, args.device)
     pre = preprocess_for(scorer)
     failed = 0
     with FaceDetector(min_score=pre.min_det_score, detect_side=pre.detect_side) as detector:

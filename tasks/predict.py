@@ -64,7 +64,11 @@ def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector
             return VideoScore(path, None, 0, 0.0, [], "unreadable", f"{path}: not a regular file")
         video, audio, face_frac = clip_inputs(path, pre, detector)
     except VideoError as e:
-        return VideoScore(path, None, 0, 0.0, [], e.reason, str(e))
+        error = str(e)
+        if e.reason == "no_audio" and pre.require_audio:
+            error = (f"{path}: no audio stream, and this model was trained on videos with audio; a model trained on "
+                     f"shards ingested with --no-require-audio (a silent log-mel) scores such videos")  # fmt: skip
+        return VideoScore(path, None, 0, 0.0, [], e.reason, error)
     except FileNotFoundError:
         return VideoScore(path, None, 0, 0.0, [], "missing_file", f"{path}: no such file")
     except OSError as e:  # a symlink loop, no permission, an I/O error

@@ -4,9 +4,8 @@
 - :func:`load_model`   a Scorer from a checkpoint dir, a ``.safetensors`` file, a pyfunc model
                         dir, or an MLflow ``models:/`` / ``runs:/`` URI (artifacts only: no code
                         from the registry runs here)
-- :class:`AVFFPyfunc`  the MLflow pyfunc wrapper, logged as "models from code" by
-                        :func:`log_pyfunc_model`: its artifacts are the weights and the config
-                        JSON, so loading it unpickles nothing
+- :func:`log_pyfunc_model`  logs :class:`tasks.pyfunc_model.AVFFPyfunc` as "models from code":
+                        its artifacts are the weights and the config JSON, so loading it unpickles nothing
 
 Inputs follow the loader contract (:mod:`tasks.train_data`): video (B, 3, T, H, W) and audio
 (B, 1, F, Tm) float32, already normalised.
@@ -33,7 +32,7 @@ DECISION_ARTIFACT = "decision"  # {"threshold": t, "criterion": ...}: P(FAKE) >=
 CONFIG_FILE, PREPROCESS_FILE, DECISION_FILE = "model_config.json", "preprocess.json", "decision.json"
 # the models-from-code entry point MLflow executes at load time; written at log time so that
 # no importable module of ours has the side effect of calling set_model
-_ENTRY = "import mlflow\nfrom tasks.serving import AVFFPyfunc\n\nmlflow.models.set_model(AVFFPyfunc())\n"
+_ENTRY = "import mlflow\nfrom tasks.pyfunc_model import AVFFPyfunc\n\nmlflow.models.set_model(AVFFPyfunc())\n"
 _PACKAGES = ("avff_model", "storage", "tasks")
 # input examples are stored as JSON: skip them for configs whose one clip is this large
 _MAX_EXAMPLE_VALUES = 1 << 18
@@ -150,20 +149,6 @@ def load_model(uri_or_path: str, device: str = "auto") -> Scorer:
     if not config:
         raise ValueError(f"{uri}: the weights carry no model config metadata")
     return Scorer.from_weights(state, config, device)
-
-
-class AVFFPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc: ``{"video": (B, 3, T, H, W), "audio": (B, 1, F, Tm)}`` float32 -> (B,) P(FAKE)."""
-
-    def load_context(self, context) -> None:
-        weights, _, _ = load_weights(context.artifacts[WEIGHTS_ARTIFACT])
-        config = json.loads(Path(context.artifacts[CONFIG_ARTIFACT]).read_text())
-        self.scorer = Scorer.from_weights(weights, config)
-
-    def predict(self, context, model_input, params=None):
-        if not isinstance(model_input, dict) or not {"video", "audio"} <= set(model_input):
-            raise ValueError("model_input must be a dict with 'video' and 'audio' arrays")
-        return self.scorer.predict_proba(model_input["video"], model_input["audio"])
 
 
 def log_pyfunc_model(

@@ -68,3 +68,44 @@ def test_predict_cli_scores_real_and_fake_and_explains_failures(trained, dfdc_sa
         assert 0.0 <= r["p_fake"] <= 1.0 and r["clips"] == 2 and r["face_frac"] > 0.5
         assert r["p_fake"] == pytest.approx(np.mean(r["clip_p_fake"]))
     assert rows[2]["p_fake"] is None and rows[2]["reason"] == "no_audio" and "no_audio.mp4" in rows[2]["error"]
+    assert "--no-require-audio" in rows[2]["error"]  # says which model would score it
+    # quiet by default: no TFLite/mediapipe chatter on fd 2, no MLflow type-hint warning, no traceback
+    for noise in ("XNNPACK", "W0000", "UserWarning", "Traceback"):
+        assert noise not in out.stderr, out.stderr[-2000:]
+
+
+def test_a_video_without_audio_is_scored_by_a_model_trained_without_audio(trained, dfdc_sample, tmp_path):
+    """The same weights with require_audio=False in their preprocess config score it on a silent mel."""
+    import dataclasses
+
+    import av
+
+    from tasks.predict import score_video
+    from tasks.sample_data import write_video
+
+    meta = json.loads(next(dfdc_sample.rglob("metadata.json")).read_text())
+    part = next(dfdc_sample.rglob("metadata.json")).parent
+    real = next(part / n for n, e in meta.items() if e["label"] == "REAL")
+    with av.open(str(real)) as c:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    mute = write_video(tmp_path / "mute.mp4", frames, 25)  # the same face, no audio stream
+    scorer = _scorer(trained)
+    pre = preprocess_for(scorer)
+    with FaceDetector() as det:
+        refused = score_video(str(mute), scorer, pre, det)
+        scored = score_video(str(mute), scorer, dataclasses.replace(pre, require_audio=False), det)
+    assert refused.reason == "no_audio" and refused.p_fake is None
+    assert scored.reason is None and 0.0 <= scored.p_fake <= 1.0 and scored.clips >= 1
+
+
+def test_a_model_version_that_does_not_exist_is_one_clear_line(trained, dfdc_sample):
+    video = next(dfdc_sample.rglob("*.mp4"))
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "predict", str(video), "--model", "avff-dfdc@999",
+         "--tracking-uri", trained["tracking_uri"]],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 1
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stderr[-2000:]
+    assert "avff-dfdc@999" in lines[0] and "not in the registry" in lines[0] and "has versions" in lines[0]
