@@ -18,13 +18,16 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--prior", type=float, default=None,
                    help="FAKE fraction of the prior baseline (default: the model's training data)")
     p.add_argument("--out", default=None, help="folder for evaluation.md and scores.json (default: a temp dir)")
+    p.add_argument("--probes", type=int, default=0,
+                   help="shortcut probes (audio shifted, silence added/cut, re-encoded) on this many REAL videos "
+                   "(default: %(default)s)")  # fmt: skip
 
 
 def _evaluate(args) -> int:
     from flows.evaluate import EvaluateConfig, evaluate_avff
 
     cfg = EvaluateConfig(data=args.data, model=args.model, tracking_uri=args.tracking_uri,
-                         experiment=args.experiment, prior=args.prior, out=args.out)  # fmt: skip
+                         experiment=args.experiment, prior=args.prior, out=args.out, probes=args.probes)  # fmt: skip
     result = evaluate_avff(cfg)
     print(open(f"{result['out']}/evaluation.md").read())
     print(json.dumps({"run_id": result["run_id"], "run_url": result["run_url"], "model_uri": result["model_uri"],

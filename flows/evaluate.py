@@ -31,6 +31,7 @@ from tasks.evaluate import evaluate_videos, evaluation_markdown
 from tasks.faces import FaceDetector
 from tasks.metadata import scan_dfdc
 from tasks.predict import preprocess_for, score_video
+from tasks.probes import shortcut_probes
 from tasks.serving import load_model
 
 
@@ -47,6 +48,8 @@ class EvaluateConfig(BaseModel):
     prior: float | None = Field(None, ge=0, le=1, description="FAKE fraction of the prior baseline; default: the "
                                 "model's training data (its version's train_fake_fraction tag)")
     out: str | None = Field(None, description="where to write evaluation.md and scores.json (default: a temp dir)")
+    probes: int = Field(0, ge=0, le=50, description="shortcut probes on this many REAL videos: how P(FAKE) moves "
+                        "when the audio is shifted, leading silence is added or cut, or the video is re-encoded")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,38 @@ def resolve_model(spec: str) -> ResolvedModel:
     fraction = version.tags.get("train_fake_fraction")
     return ResolvedModel(f"models:/{name}/{version.version}", name, str(version.version), version.run_id,
                          float(fraction) if fraction is not None else None)  # fmt: skip
+
+
+@task(name="shortcut-probes", cache_policy=NO_CACHE)
+def probe_model(data: str, uri: str, n: int, work_dir: str) -> list[dict]:
+    """tasks.probes on the first n REAL videos that have audio: one row per (video, probe)."""
+    scan = scan_dfdc(data)
+    scorer = load_model(uri)
+    pre = preprocess_for(scorer)
+    rows: list[dict] = []
+    with FaceDetector(min_score=pre.min_det_score, detect_side=pre.detect_side) as det:
+        def score(path: str) -> float | None:
+            return score_video(path, scorer, pre, det).p_fake
+
+        for e in [e for e in scan.entries if e.label == "REAL"][:n]:
+            for r in shortcut_probes(os.path.join(data, e.rel_path), score, os.path.join(work_dir, e.video_id)):
+                rows.append({"video_id": e.video_id, "probe": r.probe, "p_fake": r.p_fake, "delta": r.delta})
+    return rows
+
+
+def probes_markdown(rows: list[dict]) -> str:
+    """Mean change of P(FAKE) per probe against the re-encoded control, over the probed videos."""
+    by: dict[str, list[float]] = {}
+    for r in rows:
+        if r["probe"] != "control" and r["delta"] is not None:
+            by.setdefault(r["probe"], []).append(r["delta"])
+    videos = len({r["video_id"] for r in rows})
+    lines = [f"## Shortcut probes ({videos} REAL videos)", "",
+             "Mean change of P(FAKE) against the same video re-encoded unchanged. A model that reads lip sync "
+             "rises when the audio is shifted; one that moves with leading silence or encoder quality keys on an "
+             "artefact.", "", "| probe | mean ΔP(FAKE) | videos |", "|---|---:|---:|"]  # fmt: skip
+    lines += [f"| {name} | {sum(d) / len(d):+.3f} | {len(d)} |" for name, d in by.items()]
+    return "\n".join(lines) + "\n"
 
 
 @task(name="score-videos", cache_policy=NO_CACHE)
@@ -159,7 +194,8 @@ def evaluate_avff(config: EvaluateConfig) -> dict:
     model = resolve_model(config.model)
     prior = config.prior if config.prior is not None else model.train_fake_fraction
     if prior is None:
-        log.warning("no training FAKE fraction for %s: the prior baseline uses the evaluated set's own", model.uri)
+        log.warning("no training FAKE fraction for %s (and no --prior): the baselines are reported unknown, "
+                    "never estimated from the evaluated labels", model.uri)
     rows = score_videos(config.data, model.uri)
     result = evaluate_videos(rows, prior=prior)
     title = f"evaluate-avff: {model.name} version {model.version}" if model.version else f"evaluate-avff: {model.uri}"
@@ -172,6 +208,10 @@ def evaluate_avff(config: EvaluateConfig) -> dict:
         log.warning(warning)
         markdown += f"\n**Warning**: {warning}.\n"
     out = config.out or tempfile.mkdtemp(prefix="avff-eval-")
+    if config.probes:
+        with tempfile.TemporaryDirectory(prefix="avff-probes-") as work:
+            result["probes"] = probe_model(config.data, model.uri, config.probes, work)
+        markdown += "\n" + probes_markdown(result["probes"])
     _write_outputs(out, markdown, rows, result)
     experiment = mlflow.set_experiment(config.experiment)
     flow_run = links.flow_run()

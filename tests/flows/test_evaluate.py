@@ -14,7 +14,8 @@ def test_evaluate_flow_reports_per_manipulation(trained, tmp_path):
     data = make_dfdc_sample(tmp_path / "external", n_real=2, parts=0, duration_s=3.5, size=(160, 160), seed=123)
     mlflow.MlflowClient(trained["tracking_uri"]).set_registered_model_alias("avff-dfdc", "scored", trained["model_version"])
     result = evaluate_avff(EvaluateConfig(data=str(data), model="avff-dfdc@scored",
-                                          tracking_uri=trained["tracking_uri"], out=str(tmp_path / "eval")))  # fmt: skip
+                                          tracking_uri=trained["tracking_uri"], out=str(tmp_path / "eval"),
+                                          probes=1))  # fmt: skip
     assert set(result["by_type"]) == set(MANIPULATIONS)
     assert result["overall"]["n_real"] == 2 and result["overall"]["n_fake"] == 2 * len(MANIPULATIONS)
     scores = json.loads((tmp_path / "eval" / "scores.json").read_text(), parse_constant=pytest.fail)  # no NaN
@@ -36,6 +37,12 @@ def test_evaluate_flow_reports_per_manipulation(trained, tmp_path):
     assert run.data.tags["loses_to_prior"] == str(result["loses_to_prior"]).lower()
     warned = "the model loses to the prior on the evaluated set" in (tmp_path / "eval" / "evaluation.md").read_text()
     assert warned == result["loses_to_prior"]
+    # shortcut probes on one REAL video: every probe scored against the re-encoded control
+    probes = {r["probe"]: r for r in scores["result"]["probes"]}
+    assert {"control", "audio_shift_+0.5s", "audio_shift_-1s", "silence_added_0.5s", "reencoded_crf35"} <= set(probes)
+    assert probes["control"]["delta"] == 0.0
+    assert all(probes[k]["delta"] is not None for k in ("audio_shift_+0.5s", "reencoded_crf35"))
+    assert "## Shortcut probes (1 REAL videos)" in (tmp_path / "eval" / "evaluation.md").read_text()
 
 
 def test_json_safe_turns_nan_into_null():
