@@ -284,6 +284,41 @@ def _fake_fraction(dataset: dict, split: str = "train") -> float | None:
     return d.get("videos_fake", 0) / n if n else None
 
 
+RUN_FILE = "mlflow_run.json"  # in checkpoint_dir: the MLflow run that trains there, for --resume-from
+
+
+def remember_run(checkpoint_dir: str, run_id: str) -> None:
+    fs.atomic_write_bytes(fs.join(checkpoint_dir, RUN_FILE), json.dumps({"run_id": run_id}).encode())
+
+
+def resumable_run(resume_from: str | None, experiment_id: str) -> str | None:
+    """The MLflow run that wrote resume_from's checkpoints, when it is in this experiment; else None.
+
+    resume_from is a checkpoint root, a pointer .json or an epoch directory: the run file sits
+    in the root, so the folder itself, its parent and its grandparent are looked at.
+    """
+    if not resume_from:
+        return None
+    folder = resume_from.rstrip("/")
+    for _ in range(3):
+        uri = fs.join(folder, RUN_FILE)
+        if fs.exists(uri):
+            run_id = json.loads(fs.read_bytes(uri)).get("run_id")
+            try:
+                run = MlflowClient().get_run(run_id)
+            except MlflowException:
+                return None  # another tracking server, or a deleted run: a new run it is
+            return run_id if run.info.experiment_id == experiment_id else None
+        folder = os.path.dirname(folder)
+    return None
+
+
+def split_changed_params(logged: dict[str, str], params: dict) -> tuple[dict, dict]:
+    """(params to log: new or unchanged, params whose value differs from the logged one)."""
+    new = {k: v for k, v in params.items() if logged.get(k, str(v)[:6000]) == str(v)[:6000]}
+    return new, {k: v for k, v in params.items() if k not in new}
+
+
 @task(name="register-model", cache_policy=NO_CACHE)
 def register_model(result: TrainResult, config: TrainConfig, run_id: str, run_link: str | None,
                    flow_run: dict[str, str]) -> dict:  # fmt: skip
@@ -295,11 +330,16 @@ def register_model(result: TrainResult, config: TrainConfig, run_id: str, run_li
     log = get_run_logger()
     if result.best_checkpoint is None:  # a pretrain-only run has no classifier
         return {"version": None, "aliases": [], "gate": "no stage-2 checkpoint"}
+    client = MlflowClient()
+    earlier = [v for v in client.search_model_versions(f"name='{config.registered_model}'") if v.run_id == run_id]
+    if earlier:  # a resumed run that had already registered: one run, one version
+        version = max(int(v.version) for v in earlier)
+        log.info("run %s already registered %s version %s: not registering again", run_id, config.registered_model, version)
+        return {"version": str(version), "aliases": [], "gate": f"already registered as version {version} by this run"}
     mode = monitor_mode(config.monitor)
     gate = prior_gate(result.val_metrics, config.monitor, mode, register_if=config.register_if,
                       min_improvement=config.min_improvement)  # fmt: skip
     model_uri = _log_model(result, run_id, config.data, TrainSettings.threshold_criterion)
-    client = MlflowClient()
     client.set_tag(run_id, "registry", ("registered: " if gate.register else "not registered: ") + gate.reason)
     if not gate.register:
         log.warning("not registering the model in %s: %s", config.registered_model, gate.reason)
@@ -349,15 +389,22 @@ def train_avff(config: TrainConfig) -> dict:
     mlflow.set_tracking_uri(tracking_uri)
     experiment = mlflow.set_experiment(config.experiment)
     flow_run = links.flow_run()
-    with mlflow.start_run(run_name=flow_run.get("name")) as run:
+    resumed = resumable_run(config.resume_from, experiment.experiment_id)
+    with mlflow.start_run(run_id=resumed) if resumed else mlflow.start_run(run_name=flow_run.get("name")) as run:
         run_id = run.info.run_id
+        remember_run(config.checkpoint_dir, run_id)
         run_link = links.run_url(tracking_uri, experiment.experiment_id, run_id)
         links.link_artifact(run_link, f"MLflow run {run_id}", "mlflow-run", "the MLflow run of this flow run")
         logger = MLflowLogger(MlflowClient(), run_id)
         tags = run_tags(config)
         logger.set_tags({**tags, **links.flow_run_tags(flow_run)})
         # the tracking URI may carry credentials: it is the run's location, not a parameter
-        logger.log_params(flatten_params(config.model_dump(by_alias=True, exclude={"tracking_uri"}), "train"))
+        params = flatten_params(config.model_dump(by_alias=True, exclude={"tracking_uri"}), "train")
+        if resumed:  # MLflow refuses to change a logged param: what changed on resume becomes a tag
+            log.info("resuming MLflow run %s from %s: its curves continue", run_id, config.resume_from)
+            params, changed = split_changed_params(run.data.params, params)
+            logger.set_tags({f"resumed.{k}": str(v) for k, v in changed.items()})
+        logger.log_params(params)
         log_dataset(fs.IngestLayout(config.data).manifest, tags["manifest_sha256"], run_id)
         result = train(config.settings(), logger, config.world_size, config.ray_address, tracking_uri)
         registry = register_model(result, config, run_id, run_link, flow_run)

@@ -161,3 +161,28 @@ def test_registry_takes_only_models_that_beat_the_prior_and_the_champion(prefect
     assert weak["model_version"] == "2" and weak["aliases"] == ["candidate"]
     assert str(client.get_model_version_by_alias(REGISTERED, "candidate").version) == "2"
     assert str(client.get_model_version_by_alias(REGISTERED, "champion").version) == "1"
+
+
+def test_resume_from_continues_the_same_mlflow_run_and_registers_once(prefect_server, mlflow_store, tmp_path):
+    """Stopped after one epoch, resumed to two, then to three: one MLflow run whose curves continue,
+    the changed setting as a tag, and one registered version."""
+    import mlflow
+
+    from flows.train import train_avff
+
+    write_synthetic_shards(str(tmp_path / "data"))
+    first = train_avff(_config(tmp_path, mlflow_store, epochs=1, register_if="never"))
+    assert first["model_version"] is None
+    out = str(tmp_path / "out")
+    second = train_avff(_config(tmp_path, mlflow_store, epochs=2, register_if="always", resume_from=out))
+    third = train_avff(_config(tmp_path, mlflow_store, epochs=3, register_if="always", resume_from=out))
+    assert first["run_id"] == second["run_id"] == third["run_id"]
+    client = mlflow.MlflowClient(mlflow_store)
+    run = client.get_run(first["run_id"])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_video_auc")] == [2, 3, 4]
+    assert run.data.params["train.epochs"] == "1" and run.data.tags["resumed.train.epochs"] == "3"
+    assert run.data.tags["resumed.train.resume_from"] == out
+    assert second["model_version"] == third["model_version"] == "1"
+    assert [str(v.version) for v in client.search_model_versions(f"name='{REGISTERED}'")] == ["1"]
+    assert third["registry"] == "already registered as version 1 by this run"
+    assert len(client.search_runs([run.info.experiment_id])) == 1
