@@ -85,6 +85,8 @@ class ReportInputs:
     title: str = "AVFF training report"
     n_bootstrap: int = 200
     seed: int = 0
+    groups_test_video: Sequence[str] | None = None  # ``[V]`` group of each test video: CIs resample groups
+    groups_val_video: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -373,8 +375,15 @@ def _diagnosis_section(d: CurveDiagnosis) -> list[str]:
     return lines + [""]
 
 
-def _auc_ci(y, p, run: ReportInputs) -> tuple[float, float]:
-    return bootstrap_auc_ci(y, p, n_resamples=run.n_bootstrap, alpha=1 - CI_LEVEL, seed=run.seed)
+def _auc_ci(y, p, run: ReportInputs, groups: Sequence[str] | None = None) -> tuple[float, float]:
+    return bootstrap_auc_ci(y, p, groups=groups, n_resamples=run.n_bootstrap, alpha=1 - CI_LEVEL, seed=run.seed)
+
+
+def _resampled(run: ReportInputs, groups: Sequence[str] | None, n_videos: int) -> str:
+    """What the bootstrap resampled: groups (a REAL and its fakes together) when known, else videos."""
+    if groups is None:
+        return f"{n_videos} videos"
+    return f"{len(set(groups))} groups of {n_videos} videos (a REAL and its fakes resampled together)"
 
 
 def _test_section(run: ReportInputs, ci: tuple[float, float]) -> tuple[list[str], list[str]]:
@@ -452,7 +461,7 @@ def _test_section(run: ReportInputs, ci: tuple[float, float]) -> tuple[list[str]
     v_auc = _num(test.get("video", {}).get("auc"))
     lines.append(
         f"Test video AUC {_f(v_auc)}, {int(CI_LEVEL * 100)}% bootstrap CI [{_f(lo)}, {_f(hi)}] "
-        f"({run.n_bootstrap} resamples of {n_vid} videos, seed {run.seed})."
+        f"({run.n_bootstrap} resamples of {_resampled(run, run.groups_test_video, n_vid)}, seed {run.seed})."
     )
     if math.isnan(lo):
         w = f"the test video AUC CI is undefined ({n_vid} videos, a single class or too few resamples with both)."
@@ -598,7 +607,8 @@ def _headline(run: ReportInputs, ci: tuple[float, float]) -> list[str]:
         verdict = f"the model **does not beat** the prior's log loss ({_signed(ll - p_ll)})"
     return [
         f"**Test, video level ({int(_num(m.get('n')))} videos, {int(_num(m.get('n_pos')))} FAKE):** {verdict}; "
-        f"AUC interval: {int(CI_LEVEL * 100)} % bootstrap over videos.",
+        f"AUC interval: {int(CI_LEVEL * 100)} % bootstrap over "
+        f"{'groups (a REAL and its fakes together)' if run.groups_test_video is not None else 'videos'}.",
         "",
     ] + _table(["test video", "model", "prior baseline", "majority baseline"], rows) + [""]
 
@@ -609,10 +619,10 @@ def write_training_report(run: ReportInputs) -> str:
         run.history,
         stage=next((r.get("stage") for i, r in enumerate(run.history) if _epoch(r, i) == run.best_epoch), None),
     )
-    test_ci = _auc_ci(run.y_test_video, run.p_test_video, run)
+    test_ci = _auc_ci(run.y_test_video, run.p_test_video, run, run.groups_test_video)
     val_ci = None
     if run.y_val_video is not None and run.p_val_video is not None:
-        val_ci = _auc_ci(run.y_val_video, run.p_val_video, run)
+        val_ci = _auc_ci(run.y_val_video, run.p_val_video, run, run.groups_val_video)
     test_lines, warns = _test_section(run, test_ci)
     lines = [f"# {run.title}", ""] + _headline(run, test_ci)
     if warns:
@@ -625,7 +635,8 @@ def write_training_report(run: ReportInputs) -> str:
     if val_ci is not None:
         lines += [
             f"Val video AUC {int(CI_LEVEL * 100)}% bootstrap CI [{_f(val_ci[0])}, {_f(val_ci[1])}] "
-            f"({run.n_bootstrap} resamples of {len(np.asarray(run.y_val_video))} videos, seed {run.seed}).",
+            f"({run.n_bootstrap} resamples of {_resampled(run, run.groups_val_video, len(np.asarray(run.y_val_video)))}, "
+            f"seed {run.seed}).",
             "",
         ]
     lines += _recommendations(run, diagnosis, test_ci, val_ci)

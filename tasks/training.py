@@ -301,6 +301,7 @@ class _Run:
         self.config_dict = dataclasses.asdict(self.model_cfg)
         self.model = AVFF(self.model_cfg).to(self.device)
         self.stats, self.labels = _dataset_stats(rows, self.view)
+        self.group_of = {r["video_id"]: r.get("group") or r["video_id"] for r in rows}  # report CIs resample groups
         if cfg.stages in ("both", "classify"):  # fail now, not after stage 1 with no best epoch
             M.check_monitor_defined(cfg.monitor, self.stats["val"]["videos_real"], self.stats["val"]["videos_fake"])
         # one label per training video: the video-level prior of the video-level baselines
@@ -570,7 +571,8 @@ class _Run:
             uri = fs.join(out, "predictions", f"{split}.parquet")
             _write_predictions(uri, preds)
             result.predictions[split] = uri
-        _, yt, pt = M.aggregate_by_video(test.video_ids, test.y, test.p)
+        vt, yt, pt = M.aggregate_by_video(test.video_ids, test.y, test.p)
+        vv = M.aggregate_by_video(val.video_ids, val.y, val.p)[0]
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(out.removeprefix("file://")) / "plots" if fs.is_local(out) else Path(tmp) / "plots"
             paths = plots.plot_curves(self.history, local)
@@ -582,6 +584,7 @@ class _Run:
                 early_stopped=self.stopped_early, best_epoch=self.es.best_epoch, monitor=cfg.monitor,
                 monitor_mode=self.mode, y_test_video=yt, p_test_video=pt, y_val_video=yv, p_val_video=pv,
                 seed=cfg.seed, n_bootstrap=cfg.report_bootstrap,
+                groups_test_video=[self.group_of.get(v, v) for v in vt], groups_val_video=[self.group_of.get(v, v) for v in vv],
             ))  # fmt: skip
             report_local = local.parent / "report.md"
             report_local.parent.mkdir(parents=True, exist_ok=True)

@@ -1,3 +1,4 @@
+import dataclasses
 import re
 
 import numpy as np
@@ -152,3 +153,12 @@ def test_the_headline_comes_first_with_interval_and_both_baselines():
     assert re.search(r"\| AUC \| 1\.000 \[1\.000, 1\.000\] \| 0\.500 \| 0\.500 \|", good)  # interval, both baselines
     assert re.search(r"\| log loss \| 0\.\d{3} \| 0\.693 \|", good)
     assert "**does not beat** the prior" in head("prior")
+
+
+def test_intervals_resample_groups_when_the_groups_are_known():
+    run = _inputs(_history(*GOOD))
+    groups = [f"g{i % 8}" for i in range(len(run.y_test_video))]  # 40 videos in 8 groups
+    text = write_training_report(dataclasses.replace(run, groups_test_video=groups))
+    assert "resamples of 8 groups of 40 videos (a REAL and its fakes resampled together)" in text
+    assert "bootstrap over groups" in text.split("## ")[0]
+    assert "resamples of 40 videos" in write_training_report(run)  # without groups: videos, said so
