@@ -39,7 +39,7 @@ from storage import fs
 from tasks.augment import AudioAugment, VideoAugment, audio_augment_preset, video_augment_preset
 from tasks.batch_augment import MixAugment
 from tasks.checkpoint import WEIGHTS, resolve_checkpoint
-from tasks.mlflow_logger import MLflowLogger
+from tasks.mlflow_logger import MLflowLogger, param_value
 from tasks.progress import ProgressLog
 from tasks.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
 from tasks.registry import monitored_key, prior_gate
@@ -315,7 +315,7 @@ def resumable_run(resume_from: str | None, experiment_id: str) -> str | None:
 
 def split_changed_params(logged: dict[str, str], params: dict) -> tuple[dict, dict]:
     """(params to log: new or unchanged, params whose value differs from the logged one)."""
-    new = {k: v for k, v in params.items() if logged.get(k, str(v)[:6000]) == str(v)[:6000]}
+    new = {k: v for k, v in params.items() if logged.get(k, param_value(v)) == param_value(v)}
     return new, {k: v for k, v in params.items() if k not in new}
 
 

@@ -16,6 +16,11 @@ _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAM_CHARS = 6000
 
 
+def param_value(value: Any) -> str:
+    """A parameter as MLflow stores it: its string form, cut to MLflow's length limit."""
+    return str(value)[:_MAX_PARAM_CHARS]
+
+
 class MLflowLogger:
     """Logs to one MLflow run through an explicit client (no global tracking state)."""
 
@@ -23,7 +28,7 @@ class MLflowLogger:
         self.client, self.run_id = client, run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        items = [Param(str(k), str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()]
+        items = [Param(str(k), param_value(v)) for k, v in params.items()]
         for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[i : i + _MAX_PARAMS_PER_BATCH])
 

@@ -122,7 +122,8 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
             read_seconds=cfg.limits.read_seconds,
             max_pixels=cfg.limits.max_pixels,
         )  # N x (H, W, 3), (N,)
-    on_time = [np.abs(got[sl] - times[sl]).max() <= cfg.max_frame_error_s for sl in _clip_slices(starts, cfg)]
+    slices = _clip_slices(starts, cfg)
+    on_time = [np.abs(got[sl] - times[sl]).max() <= cfg.max_frame_error_s for sl in slices]
     if not any(on_time):
         raise _off_stream(path, info, times, got, cfg.max_frame_error_s)
     with timer("detect"):
@@ -134,7 +135,7 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
         crops = crop_track(frames, track, cfg.face_size, cfg.face_margin)  # (N, S, S, 3)
 
     clips: list[Clip] = []
-    for k, (start, sl) in enumerate(zip(starts, _clip_slices(starts, cfg))):
+    for k, (start, sl) in enumerate(zip(starts, slices)):
         det = track.detected[sl]
         if not on_time[k] or det.mean() < cfg.min_face_frac:
             continue
@@ -153,7 +154,7 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
             )
         )
     if not clips:
-        best = max(float(track.detected[sl].mean()) for k, sl in enumerate(_clip_slices(starts, cfg)) if on_time[k])
+        best = max(float(track.detected[sl].mean()) for sl, ok in zip(slices, on_time) if ok)
         raise VideoError(
             "no_face",
             f"{path}: the best clip has a face in {best:.0%} of its frames, below min_face_frac={cfg.min_face_frac} "

@@ -104,7 +104,6 @@ def probe(path: str, limits: Limits = Limits()) -> VideoInfo:
         except av.error.FFmpegError as e:
             raise VideoError("undecodable", f"{path}: first video frame does not decode ({e})") from e
         width, height = (v.height, v.width) if rotation in (90, 270) else (v.width, v.height)
-        start_time = float(v.start_time * v.time_base) if v.start_time is not None and v.time_base else 0.0
         if not math.isnan(duration) and duration > limits.max_duration_s:
             raise VideoError("too_long", f"{path}: {duration:.1f}s exceeds max_duration_s={limits.max_duration_s}")
         return VideoInfo(
@@ -116,8 +115,15 @@ def probe(path: str, limits: Limits = Limits()) -> VideoInfo:
             codec=v.codec_context.name,
             has_audio=audio is not None,
             audio_rate=int(audio.rate) if audio is not None else 0,
-            start_time=start_time,
+            start_time=_start_seconds(v) or 0.0,
         )
+
+
+def _start_seconds(stream) -> float | None:
+    """The stream's first timestamp in seconds (t=0 of every time here); None when the container has none."""
+    if stream.start_time is None or not stream.time_base:
+        return None
+    return float(stream.start_time * stream.time_base)
 
 
 def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
@@ -306,7 +312,7 @@ def _decode_all_nearest(path: str, want: np.ndarray, read_seconds: float, max_pi
     with _open(path) as c:
         v = c.streams.video[0]
         v.thread_type = "NONE"
-        start = float(v.start_time * v.time_base) if v.start_time is not None else None
+        start = _start_seconds(v)
         size = None
         try:
             for frame in c.decode(v):
