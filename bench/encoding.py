@@ -20,15 +20,15 @@ import av
 import numpy as np
 
 from storage.schema import decode_jpeg, decode_npy, encode_jpeg, encode_npy
-from tasks.faces import FaceDetector
-from tasks.preprocess import PreprocessConfig, preprocess_video
+from tasks.ingest.faces import FaceDetector
+from tasks.ingest.preprocess import PreprocessConfig, preprocess_video
 
 
 def _default_video() -> str:
     shared = sorted(Path(__file__).resolve().parents[2].glob("shared/data/dfdc_sample/*.mp4"))
     if shared:
         return str(shared[0])
-    from tasks.sample_data import make_dfdc_sample
+    from tasks.synthetic.dfdc_sample import make_dfdc_sample
 
     root = make_dfdc_sample(tempfile.mkdtemp(), n_real=1, size=(640, 640), duration_s=10.0)
     return str(next(Path(root).rglob("*.mp4")))

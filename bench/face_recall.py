@@ -24,8 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tasks.faces import FaceDetector, track_face
-from tasks.video import probe, sample_frames
+from tasks.ingest.faces import FaceDetector, track_face
+from tasks.ingest.video import probe, sample_frames
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TIMES = [s + i / 5 for s in (0.0, 3.2, 6.4) for i in range(16)]

@@ -12,7 +12,7 @@ than wall-clock time. Every number is a median over ``--reps``.
               other. Bit-exact on the frames it keeps, and the floor for any exact sampler.
 - ``bidir``   ``skip_frame="BIDIR"``, shown for history only: it is NOT a correct decode (DFDC's
               B-pyramid uses B-frames as references; docs/ingest.md).
-- ``avff``    ``tasks.shards.process_unit`` (the public unit of ingest work: probe, audio + mel,
+- ``avff``    ``tasks.ingest.write_unit.process_unit`` (the public unit of ingest work: probe, audio + mel,
               exact frame sampling, face detection and tracking, crops, JPEG, tar) with one face
               detector, as a Ray worker holds it. Its cost per video is the marginal cost: a
               unit of ``--copies`` copies of every clip minus a unit of one copy, divided by the
@@ -34,9 +34,9 @@ from pathlib import Path
 
 import av
 
-from tasks.faces import FaceDetector
-from tasks.preprocess import PreprocessConfig
-from tasks.shards import UnitVideo, WorkUnit, fingerprint, process_unit
+from tasks.ingest.faces import FaceDetector
+from tasks.ingest.preprocess import PreprocessConfig
+from tasks.ingest.write_unit import UnitVideo, WorkUnit, fingerprint, process_unit
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dfdc_sample"

@@ -15,11 +15,11 @@ weighted by ``--w-sync``, and every variant trains stage 2 from it.
 
 The doc (``--doc``, default docs/results.md) reports per cell the mean video-level AUC over seeds
 with a 95 % interval from a group bootstrap (a REAL video and its fakes resampled together,
-within each seed's external set: :func:`tasks.metrics.seed_mean_auc`), a paired comparison of
+within each seed's external set: :func:`tasks.evaluate.metrics.seed_mean_auc`), a paired comparison of
 each audio-visual variant against each uni-modal one, the prior baseline from each training
 split's FAKE fraction, the videos that could not be scored, and shortcut probes (``--probes N``:
 how each model's P(FAKE) moves on N REAL external clips when the audio is shifted, leading silence
-is added or cut, or the clip is re-encoded at a lower quality; :mod:`tasks.probes`). Everything on CPU.
+is added or cut, or the clip is re-encoded at a lower quality; :mod:`tasks.evaluate.probes`). Everything on CPU.
 """
 
 from __future__ import annotations
@@ -38,18 +38,18 @@ import torch
 
 from av_signal import signal_table
 from storage import fs
-from tasks.checkpoint import WEIGHTS, resolve_checkpoint
-from tasks.evaluate import evaluate_videos
-from tasks.faces import FaceDetector
-from tasks.metadata import scan_dfdc
-from tasks.metrics import seed_mean_auc
-from tasks.predict import preprocess_for, score_video
-from tasks.probes import shortcut_probes
-from tasks.sample_data import make_dfdc_sample
-from tasks.serving import load_model
-from tasks.splits import assign_splits, identity_groups
-from tasks.tracking import InMemoryLogger
-from tasks.training import TrainSettings, run_training
+from tasks.train.checkpoint import WEIGHTS, resolve_checkpoint
+from tasks.evaluate.videos import evaluate_videos
+from tasks.ingest.faces import FaceDetector
+from tasks.ingest.scan import scan_dfdc
+from tasks.evaluate.metrics import seed_mean_auc
+from tasks.serve.predict import preprocess_for, score_video
+from tasks.evaluate.probes import shortcut_probes
+from tasks.synthetic.dfdc_sample import make_dfdc_sample
+from tasks.serve.scorer import load_model
+from tasks.ingest.splits import assign_splits, identity_groups
+from tasks.tracking.logger import InMemoryLogger
+from tasks.train.run import TrainSettings, run_training
 
 VARIANTS = ("avff_concat", "video_only", "audio_only")
 UNI_MODAL = ("video_only", "audio_only")
@@ -62,7 +62,7 @@ SIZE = (160, 160)
 
 def _split_seed(data: Path, ratios: tuple[float, float, float]) -> int:
     """The first split seed whose hash split gives every split with a positive ratio a REAL and a
-    FAKE video: on a handful of groups seed 0 can leave a split empty (tasks/splits.py)."""
+    FAKE video: on a handful of groups seed 0 can leave a split empty (tasks/ingest/splits.py)."""
     entries = scan_dfdc(str(data)).entries
     need = {(s, label) for s, r in zip(("train", "val", "test"), ratios) if r > 0 for label in ("REAL", "FAKE")}
     for seed in range(100):
@@ -117,7 +117,7 @@ def _score(model_dir: str, data: Path) -> list[dict]:
 
 
 def _probe(model_dir: str, data: Path, n: int, work: Path) -> dict[str, list[float]]:
-    """Shortcut probes (tasks/probes.py) on the first ``n`` REAL videos of ``data``: probe -> deltas of P(FAKE)."""
+    """Shortcut probes (tasks/evaluate/probes.py) on the first ``n`` REAL videos of ``data``: probe -> deltas of P(FAKE)."""
     scorer = load_model(model_dir, device="cpu")
     pre = preprocess_for(scorer)
     reals = sorted(e.rel_path for e in scan_dfdc(str(data)).entries if e.label == "REAL")[:n]
@@ -313,7 +313,7 @@ def _probe_table(summary: dict) -> list[str]:
         return []
     n = max(len(d) for v in variants for d in probes[v].values())
     cell = lambda d: f"{sum(d) / len(d):+.3f}" if d else "n/a"  # noqa: E731
-    return ["", "## Shortcut probes (`tasks/probes.py`)", "",
+    return ["", "## Shortcut probes (`tasks/evaluate/probes.py`)", "",
             f"Mean change of P(FAKE) on {n} REAL external clip(s) of seed {summary['seeds'][0]}, against the same clip "
             "re-encoded unchanged. A model that reads lip sync should rise when the audio is shifted; one that moves "
             "when leading silence is added or cut, or at another encoder quality, keys on an artefact.", "",
@@ -378,7 +378,7 @@ def _appendix(args, out_root: str) -> list[str]:
             "## Reading the numbers", "",
             "- **Held out means held out**: training, stage-1 and external sets draw faces from disjoint photo pools "
             "(and synthetic morphs of a pool's own photos) and voices from pool-keyed random streams "
-            "(`tasks/synth_face.py`, tested in `tests/tasks/test_sample_data.py`).",
+            "(`tasks/synthetic/faces.py`, tested in `tests/tasks/synthetic/test_dfdc_sample.py`).",
             "- **Calibration:** with class weights from the prior (balanced loss) probabilities shift towards 0.5, "
             "so log loss can sit above the prior baseline's while AUC (ranking) improves.",
             "- **Small data:** these are small models on small synthetic data: the numbers say which signals each "

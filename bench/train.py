@@ -4,15 +4,15 @@
     python bench/train.py --shards DIR --configs tiny,laptop --batch 32 --reps 5
 
 Shards: ``--shards DIR`` (an ingest output: shards.parquet, manifest.parquet, shards/), else
-made once by the project's generator (``tasks.sample_data.make_dfdc_sample``, 10 s clips with
-3 face clips each) and ingest's plain functions (``tasks.ingest`` + ``tasks.shards.process_unit``,
+made once by the project's generator (``tasks.synthetic.dfdc_sample.make_dfdc_sample``, 10 s clips with
+3 face clips each) and ingest's plain functions (``tasks.ingest.units`` + ``tasks.ingest.write_unit.process_unit``,
 the body of the ``ingest-dfdc`` flow without Prefect), cached under
 ``$TMPDIR/avff-bench-train-shards`` for the next run.
 
 Measured, each a median over ``--reps`` repetitions run in turn (loader, stage-2 step,
 stage-1 step, real stage 2, real stage 1), so drift on a shared machine hits them alike:
 
-- ``loader``    samples/s of ``tasks.train_data.make_loader`` over the train split (JPEG decode,
+- ``loader``    samples/s of ``tasks.train.data.make_loader`` over the train split (JPEG decode,
                 normalisation, shuffle, batching), 0 and ``os.cpu_count()`` worker processes;
                 steady state after the first batch (worker start-up reported on its own).
 - ``step``      samples/s of ``train_one_epoch`` (stage 2: BCE, classifier params) and
@@ -22,7 +22,7 @@ stage-1 step, real stage 2, real stage 1), so drift on a shared machine hits the
 - ``train``     the same two engine functions fed by the real loader (stage 1 reads REAL clips only).
 
 The model config is the named preset with the shards' clip shape applied, exactly as
-``tasks.training`` resolves it (so ``tiny`` trains on 224 px crops here). Targets: loader/step
+``tasks.train.run`` resolves it (so ``tiny`` trains on 224 px crops here). Targets: loader/step
 >= 2 for each stage. On CUDA also peak memory (``torch.cuda.max_memory_allocated``) and GPU
 utilisation / memory sampled by ``nvidia-smi`` every 200 ms during real training. The epoch
 estimate is for the 400-video DFDC sample, 1200 clips, at the measured real-training rate plus
@@ -60,10 +60,10 @@ def make_shards(root: Path, n_real: int = 12, size: tuple[int, int] = (256, 256)
     """Generated sample -> ingest (plain functions, in-process); returns the ingest output root."""
     from flows.ingest import IngestConfig
     from storage import fs
-    from tasks import ingest as steps
-    from tasks.faces import FaceDetector
-    from tasks.sample_data import MANIPULATIONS, make_dfdc_sample
-    from tasks.shards import process_unit
+    from tasks.ingest import units as steps
+    from tasks.ingest.faces import FaceDetector
+    from tasks.synthetic.dfdc_sample import MANIPULATIONS, make_dfdc_sample
+    from tasks.ingest.write_unit import process_unit
 
     data, out = root / "data", root / "out"
     if not (data / "dfdc_train_part_0").exists():
@@ -167,7 +167,7 @@ class GpuSampler:
 
 
 def loader_rate(layout, batch: int, workers: int, batches: int, seed: int, real_only: bool = False) -> dict:
-    from tasks.train_data import make_loader
+    from tasks.train.data import make_loader
 
     loader = Stamped(make_loader(layout, "train", batch_size=batch, num_workers=workers, samples_per_epoch=batch * batches,
                                  seed=seed, epoch=seed, pin_memory=False, real_only=real_only))  # fmt: skip
@@ -185,7 +185,7 @@ def loader_stage_costs(layout, clips: int = 32, reps: int = 3) -> dict:
     import webdataset as wds
 
     from storage.schema import decode_sample
-    from tasks.train_data import clip_to_tensors, collate, shard_urls
+    from tasks.train.data import clip_to_tensors, collate, shard_urls
 
     raw = []
     for url in shard_urls(layout, "train"):
@@ -228,8 +228,8 @@ class Trainer:
 
     def __init__(self, name: str, shape, device, precision: str, grad_checkpointing: bool = False):
         from avff_model import AVFF
-        from tasks.train_engine import StepContext, build_optimizer, make_scaler
-        from tasks.training import resolve_model_config
+        from tasks.train.engine import StepContext, build_optimizer, make_scaler
+        from tasks.train.run import resolve_model_config
 
         self.cfg = resolve_model_config(name, {}, shape)
         self.device, self.precision = device, precision
@@ -244,7 +244,7 @@ class Trainer:
         self.ctx = lambda: StepContext(precision=precision, grad_clip=1.0, scaler=self.scaler)
 
     def run(self, stage: str, loader: Iterable[dict]) -> dict:
-        from tasks.train_engine import pretrain_one_epoch, train_one_epoch
+        from tasks.train.engine import pretrain_one_epoch, train_one_epoch
 
         if stage == "classify":
             return train_one_epoch(self.model, loader, self.cls_opt, device=self.device, log=NullLog(), ctx=self.ctx())
@@ -265,7 +265,7 @@ def step_rate(trainer: Trainer, stage: str, batch: dict, steps: int) -> dict:
 def train_rate(trainer: Trainer, stage: str, layout, batch: int, workers: int, steps: int, seed: int) -> dict:
     import torch
 
-    from tasks.train_data import make_loader
+    from tasks.train.data import make_loader
 
     loader = Stamped(make_loader(layout, "train", batch_size=batch, num_workers=workers, samples_per_epoch=batch * steps,
                                  real_only=stage == "pretrain", seed=seed, epoch=seed,
@@ -315,8 +315,8 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from storage import fs
-    from tasks.train_data import infer_input_shape, split_counts
-    from tasks.train_engine import resolve_device, resolve_precision
+    from tasks.train.data import infer_input_shape, split_counts
+    from tasks.train.engine import resolve_device, resolve_precision
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shards", help="an ingest output root (default: make once under $TMPDIR)")

@@ -73,7 +73,7 @@ def _add_sample(sub) -> None:
 
 
 def _sample(args) -> int:
-    from tasks.sample_data import make_dfdc_sample
+    from tasks.synthetic.dfdc_sample import make_dfdc_sample
 
     path = make_dfdc_sample(
         args.out, n_real=args.n_real, parts=args.parts, duration_s=args.duration, size=(args.size, args.size), seed=args.seed,

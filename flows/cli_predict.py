@@ -71,7 +71,7 @@ def _load(spec: str, tracking_uri: str | None, device: str):
     from mlflow.exceptions import MlflowException
 
     from flows.train import resolve_tracking_uri
-    from tasks.serving import load_model
+    from tasks.serve.scorer import load_model
 
     uri = model_uri(spec)
     if not uri.startswith(("models:/", "runs:/")):
@@ -110,8 +110,8 @@ def _predict(args) -> int:
 def _score_all(args) -> int:
     from tqdm import tqdm
 
-    from tasks.faces import FaceDetector
-    from tasks.predict import preprocess_for, score_video
+    from tasks.ingest.faces import FaceDetector
+    from tasks.serve.predict import preprocess_for, score_video
 
     scorer = _load(args.model, args.tracking_uri, args.device)
     pre = preprocess_for(scorer)

@@ -181,7 +181,7 @@ def _preset_or_json(value: str) -> Any:
 def train_config(args):
     """The TrainConfig the flags describe (validated; unknown --set fields raise)."""
     from flows.train import TrainConfig
-    from tasks.experiments import deep_merge
+    from tasks.evaluate.experiments import deep_merge
 
     fields: dict[str, Any] = dict(
         data=args.data, checkpoint_dir=args.out, model_config=args.model, overrides=_parse_overrides(args.override),

@@ -27,12 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows import links
 from flows.cli_predict import model_uri
 from flows.train import resolve_tracking_uri
-from tasks.evaluate import evaluate_videos, evaluation_markdown
-from tasks.faces import FaceDetector
-from tasks.metadata import scan_dfdc
-from tasks.predict import preprocess_for, score_video
-from tasks.probes import shortcut_probes
-from tasks.serving import load_model
+from tasks.evaluate.videos import evaluate_videos, evaluation_markdown
+from tasks.ingest.faces import FaceDetector
+from tasks.ingest.scan import scan_dfdc
+from tasks.serve.predict import preprocess_for, score_video
+from tasks.evaluate.probes import shortcut_probes
+from tasks.serve.scorer import load_model
 
 
 class EvaluateConfig(BaseModel):
@@ -88,7 +88,7 @@ def resolve_model(spec: str) -> ResolvedModel:
 
 @task(name="shortcut-probes", cache_policy=NO_CACHE)
 def probe_model(data: str, uri: str, n: int, work_dir: str) -> list[dict]:
-    """tasks.probes on the first n REAL videos that have audio: one row per (video, probe)."""
+    """tasks.evaluate.probes on the first n REAL videos that have audio: one row per (video, probe)."""
     scan = scan_dfdc(data)
     scorer = load_model(uri)
     pre = preprocess_for(scorer)

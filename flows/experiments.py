@@ -1,7 +1,7 @@
 """Prefect flows ``cv-avff`` and ``ablate-avff``: many training runs under one MLflow parent run.
 
 - ``cv-avff``: grouped k-fold cross-validation over the manifest's ``fold`` column; train+val
-  pooled, fold k validates, the test split is never read (:mod:`tasks.folds`). One child run
+  pooled, fold k validates, the test split is never read (:mod:`tasks.ingest.folds`). One child run
   per fold; the parent logs ``cv_mean_*`` / ``cv_std_*`` of every fold metric and a table.
 - ``ablate-avff``: named variants (overrides of a base :class:`~flows.train.TrainConfig`) x
   seeds, one child run each; the parent gets a comparison table (markdown + bar plot of AUC
@@ -34,11 +34,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flows.train import TrainConfig, resolve_tracking_uri, run_tags
 from storage import fs
-from tasks import experiments as X
-from tasks.folds import fold_split, list_folds, manifest_rows
-from tasks.mlflow_logger import MLflowLogger
-from tasks.tracking import flatten_params
-from tasks.training import TrainSettings, run_training
+from tasks.evaluate import experiments as X
+from tasks.ingest.folds import fold_split, list_folds, manifest_rows
+from tasks.tracking.mlflow_adapter import MLflowLogger
+from tasks.tracking.logger import flatten_params
+from tasks.train.run import TrainSettings, run_training
 
 # a variant may not move these: they are the experiment's, not the variant's
 _RESERVED = {"checkpoint_dir", "seed", "experiment", "tracking_uri", "registered_model", "resume_from", "data"}

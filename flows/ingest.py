@@ -27,13 +27,13 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from storage import fs
-from tasks import ingest as steps
-from tasks import ingest_summary
-from tasks.metadata import refusal_counts
-from tasks.preprocess import PreprocessConfig
-from tasks.shards import WorkUnit, is_complete, process_unit
-from tasks.splits import identity_groups, read_identities
-from tasks.video import Limits
+from tasks.ingest import units as steps
+from tasks.ingest import summary as ingest_summary
+from tasks.ingest.scan import refusal_counts
+from tasks.ingest.preprocess import PreprocessConfig
+from tasks.ingest.write_unit import WorkUnit, is_complete, process_unit
+from tasks.ingest.splits import identity_groups, read_identities
+from tasks.ingest.video import Limits
 
 
 class IngestConfig(BaseModel):

@@ -1,11 +1,11 @@
-"""Prefect flow ``train-avff``: one MLflow run around :func:`tasks.training.run_training`.
+"""Prefect flow ``train-avff``: one MLflow run around :func:`tasks.train.run.run_training`.
 
 The flow checks its inputs, opens an MLflow run named after the Prefect flow run and tagged
 with it (git commit, manifest sha256, config hash, the flow run's id and URL), logs the
-manifest as the run's dataset, hands training an :class:`~tasks.mlflow_logger.MLflowLogger`,
+manifest as the run's dataset, hands training an :class:`~tasks.tracking.mlflow_adapter.MLflowLogger`,
 then logs the best weights as a pyfunc model (models from code: weights + config JSON +
 decision threshold, no pickle). The model enters the registry only if it beats the prior on
-val (``register_if``, :mod:`tasks.registry`), with a model card as its description and the
+val (``register_if``, :mod:`tasks.evaluate.registry`), with a model card as its description and the
 aliases ``candidate`` and (when it beats the current one) ``champion``. Training itself
 knows nothing of Prefect or MLflow.
 """
@@ -36,16 +36,16 @@ from flows import links
 from flows.train_distributed import mlflow_logger, train_data_parallel
 from flows.preflight import ConfigError, require_ingest_output, require_path
 from storage import fs
-from tasks.augment import AudioAugment, VideoAugment, audio_augment_preset, video_augment_preset
-from tasks.batch_augment import MixAugment
-from tasks.checkpoint import WEIGHTS, resolve_checkpoint
-from tasks.mlflow_logger import MLflowLogger, param_value
-from tasks.progress import ProgressLog
-from tasks.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
-from tasks.registry import monitored_key, prior_gate
-from tasks.serving import log_pyfunc_model
-from tasks.tracking import flatten_params
-from tasks.training import TrainResult, TrainSettings, monitor_mode, run_training
+from tasks.train.augment import AudioAugment, VideoAugment, audio_augment_preset, video_augment_preset
+from tasks.train.batch_augment import MixAugment
+from tasks.train.checkpoint import WEIGHTS, resolve_checkpoint
+from tasks.tracking.mlflow_adapter import MLflowLogger, param_value
+from tasks.train.progress import ProgressLog
+from tasks.evaluate.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
+from tasks.evaluate.registry import monitored_key, prior_gate
+from tasks.serve.scorer import log_pyfunc_model
+from tasks.tracking.logger import flatten_params
+from tasks.train.run import TrainResult, TrainSettings, monitor_mode, run_training
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
 

@@ -1,6 +1,6 @@
-"""Launch data-parallel training (:mod:`tasks.train_distributed`) on one node or a Ray cluster.
+"""Launch data-parallel training (:mod:`tasks.train.run_distributed`) on one node or a Ray cluster.
 
-- ``ray_address`` None: :func:`tasks.train_distributed.spawn`, ``world_size`` processes on
+- ``ray_address`` None: :func:`tasks.train.run_distributed.spawn`, ``world_size`` processes on
   this machine (one per GPU with nccl, CPU processes with gloo)
 - ``ray_address`` set (``auto``, ``ray://host:10001``, ``host:6379``, or ``local`` for a
   Ray started here): Ray Train's TorchTrainer, ``world_size`` workers, one GPU each when
@@ -8,7 +8,7 @@
   must be storage every worker reaches (s3://, or a shared mount), as for a resume.
 
 Rank 0 logs to the flow's MLflow run through ``make_log`` (a picklable factory: it runs in
-rank 0's process); the result is rank 0's :class:`tasks.training.TrainResult`.
+rank 0's process); the result is rank 0's :class:`tasks.train.run.TrainResult`.
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ import json
 from collections.abc import Callable
 
 from storage import fs
-from tasks.progress import ProgressLog
-from tasks.tracking import Logger
-from tasks.train_distributed import spawn, train_rank
-from tasks.training import TrainResult, TrainSettings
+from tasks.train.progress import ProgressLog
+from tasks.tracking.logger import Logger
+from tasks.train.run_distributed import spawn, train_rank
+from tasks.train.run import TrainResult, TrainSettings
 
 
 def mlflow_logger(tracking_uri: str, run_id: str, global_batch: int) -> ProgressLog:
     """An MLflowLogger on ``run_id`` built in the process that logs (rank 0), with progress lines on its stdout."""
     from mlflow import MlflowClient
 
-    from tasks.mlflow_logger import MLflowLogger
+    from tasks.tracking.mlflow_adapter import MLflowLogger
 
     return ProgressLog(MLflowLogger(MlflowClient(tracking_uri), run_id), functools.partial(print, flush=True),
                        global_batch=global_batch)  # fmt: skip

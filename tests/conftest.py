@@ -52,7 +52,7 @@ def prefect_server():
 @pytest.fixture(scope="session")
 def dfdc_sample(tmp_path_factory) -> Path:
     """A small DFDC-format dataset: 2 parts, reals + every manipulation type."""
-    from tasks.sample_data import make_dfdc_sample
+    from tasks.synthetic.dfdc_sample import make_dfdc_sample
 
     return Path(make_dfdc_sample(tmp_path_factory.mktemp("dfdc") / "data", n_real=6, parts=2, duration_s=7.0, size=(160, 160), seed=0))
 
@@ -104,7 +104,7 @@ def assert_same_run():
     """check(reference, other): two TrainResults are the same run (weights bit for bit, history, test metrics)."""
     import torch
 
-    from tasks.checkpoint import load_checkpoint
+    from tasks.train.checkpoint import load_checkpoint
 
     def same(a, b) -> bool:
         return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))

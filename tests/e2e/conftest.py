@@ -104,7 +104,7 @@ def run_deployment(name: str, config: dict, env: dict[str, str], job_env: dict[s
 
 @pytest.fixture(scope="session")
 def e2e_sample(stack) -> Path:
-    from tasks.sample_data import make_dfdc_sample
+    from tasks.synthetic.dfdc_sample import make_dfdc_sample
 
     with timed("sample (n_real=4)"):
         return Path(make_dfdc_sample(stack.home / "data" / "sample", n_real=4, duration_s=4.0, size=(128, 128)))
@@ -114,7 +114,7 @@ def e2e_sample(stack) -> Path:
 def ingest_run(deployed, e2e_sample, stack, cli_env) -> tuple[dict, Path]:
     """ingest-dfdc/local through the worker, fanned out on the stack's Ray head."""
     out = stack.home / "data" / "shards"
-    # 4 identities; splits hash each group (tasks/splits.py): seed 3 happens to give 2/1/1 groups, so that
+    # 4 identities; splits hash each group (tasks/ingest/splits.py): seed 3 happens to give 2/1/1 groups, so that
     # every split (test included) gets videos
     config = {"data": str(e2e_sample), "out": str(out), "executor": "ray", "face_size": 64, "videos_per_shard": 4,
               "ratios": [0.5, 0.25, 0.25], "seed": 3, "progress": False}  # fmt: skip

@@ -79,7 +79,7 @@ def test_an_empty_split_is_refused_before_any_run(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.ingest import MANIFEST_SCHEMA
+    from tasks.ingest.units import MANIFEST_SCHEMA
 
     rows = [{"video_id": f"v{i}", "label": "FAKE" if i % 2 else "REAL", "split": "train", "status": "ingested"}
             for i in range(4)] + [{"video_id": "q", "label": "REAL", "split": "val", "status": "quarantined"}]  # fmt: skip

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.synthetic_shards import write_synthetic_shards
+from tasks.synthetic.shards import write_synthetic_shards
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ def _artifacts(flow_run_id) -> dict:
 
 def test_ingest_shows_refused_videos_by_name(prefect_server, ingest_config, tmp_path):
     from flows.ingest import ingest_dfdc
-    from tasks.sample_data import make_dfdc_sample
+    from tasks.synthetic.dfdc_sample import make_dfdc_sample
 
     data = make_dfdc_sample(tmp_path / "data", n_real=1, parts=0, duration_s=3.5, size=(160, 160), seed=5)
     meta = json.loads((data / "metadata.json").read_text())

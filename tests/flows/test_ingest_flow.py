@@ -15,7 +15,7 @@ import pytest
 import webdataset as wds
 
 from storage.schema import decode_sample
-from tasks.ingest import IngestLockedError, output_lock
+from tasks.ingest.units import IngestLockedError, output_lock
 
 
 def _metadata(root: Path) -> dict:

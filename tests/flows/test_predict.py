@@ -12,10 +12,10 @@ import torch
 import webdataset as wds
 
 from storage.schema import decode_sample
-from tasks.faces import FaceDetector
-from tasks.predict import clip_inputs, preprocess_for
-from tasks.serving import load_model
-from tasks.train_data import clip_to_tensors
+from tasks.ingest.faces import FaceDetector
+from tasks.serve.predict import clip_inputs, preprocess_for
+from tasks.serve.scorer import load_model
+from tasks.train.data import clip_to_tensors
 
 
 def _scorer(trained):
@@ -48,7 +48,7 @@ def test_train_serve_parity(trained, ingested, dfdc_sample):
 
 
 def test_predict_cli_scores_real_and_fake_and_explains_failures(trained, dfdc_sample, tmp_path):
-    from tasks.sample_data import write_video
+    from tasks.synthetic.dfdc_sample import write_video
 
     meta = json.loads(next(dfdc_sample.rglob("metadata.json")).read_text())
     part = next(dfdc_sample.rglob("metadata.json")).parent
@@ -80,8 +80,8 @@ def test_a_video_without_audio_is_scored_by_a_model_trained_without_audio(traine
 
     import av
 
-    from tasks.predict import score_video
-    from tasks.sample_data import write_video
+    from tasks.serve.predict import score_video
+    from tasks.synthetic.dfdc_sample import write_video
 
     meta = json.loads(next(dfdc_sample.rglob("metadata.json")).read_text())
     part = next(dfdc_sample.rglob("metadata.json")).parent

@@ -8,9 +8,9 @@ import math
 import pytest
 
 from flows.train_distributed import train_data_parallel
-from tasks.synthetic_shards import write_synthetic_shards
-from tasks.tracking import JsonlLogger, read_jsonl_metrics
-from tasks.training import TrainSettings, run_training
+from tasks.synthetic.shards import write_synthetic_shards
+from tasks.tracking.logger import JsonlLogger, read_jsonl_metrics
+from tasks.train.run import TrainSettings, run_training
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from storage import fs
-from tasks.serving import load_model
-from tasks.synthetic_shards import write_synthetic_shards
+from tasks.serve.scorer import load_model
+from tasks.synthetic.shards import write_synthetic_shards
 
 REGISTERED = "avff-dfdc"
 

@@ -1,6 +1,6 @@
 """Shared material for the fault-injection suite: talking-face footage, media writers, servers.
 
-Footage is rendered once per session by ``tasks.sample_data`` (two identities, 7 s, 160 px,
+Footage is rendered once per session by ``tasks.synthetic.dfdc_sample`` (two identities, 7 s, 160 px,
 25 fps) and decoded back to frames and audio, so each test can re-encode the same content
 in another container, codec, orientation or timing and compare what ingest makes of it.
 """
@@ -41,8 +41,8 @@ def _decode_frames(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def footage(tmp_path_factory) -> Footage:
-    from tasks.audio import decode_audio
-    from tasks.sample_data import make_dfdc_sample
+    from tasks.ingest.audio import decode_audio
+    from tasks.synthetic.dfdc_sample import make_dfdc_sample
 
     root = make_dfdc_sample(tmp_path_factory.mktemp("footage"), n_real=2, parts=0, duration_s=7.0,
                             size=(160, 160), fps=FPS, seed=3, manipulations=())  # fmt: skip
@@ -56,7 +56,7 @@ def write_av(path: Path, frames: np.ndarray, *, times_s=None, fps: float = FPS, 
     """Encode frames (N, H, W, 3) uint8 with per-frame timestamps ``times_s`` (variable frame
     rate) or a constant ``fps``, plus optional mono audio, in any container/codec PyAV has.
 
-    ``tasks.sample_data.write_video`` covers constant-rate H.264/HEVC/MJPEG with AAC; this
+    ``tasks.synthetic.dfdc_sample.write_video`` covers constant-rate H.264/HEVC/MJPEG with AAC; this
     covers what it does not (VFR, Opus in WebM, container options such as faststart).
     """
     times_s = np.arange(len(frames)) / fps if times_s is None else np.asarray(times_s)

@@ -20,8 +20,8 @@ import pytest
 import webdataset as wds
 
 from storage.schema import decode_sample
-from tasks.metadata import scan_dfdc, video_id_of
-from tasks.sample_data import write_video
+from tasks.ingest.scan import scan_dfdc, video_id_of
+from tasks.synthetic.dfdc_sample import write_video
 
 pytestmark = pytest.mark.slow  # one end-to-end flow run over ~50 files (~25 s of work, plus the Prefect server)
 

@@ -48,7 +48,7 @@ def _visible_partials(out: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory) -> Path:
     """4 good videos (2 REAL + a face-swap of each) in 2 parts, 4 s each: one clip per video."""
-    from tasks.sample_data import make_dfdc_sample
+    from tasks.synthetic.dfdc_sample import make_dfdc_sample
 
     return make_dfdc_sample(tmp_path_factory.mktemp("clean") / "data", n_real=2, parts=2, duration_s=4.0,
                             size=(160, 160), seed=5, manipulations=("face_blend",))  # fmt: skip

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from tasks.metadata import refusal_counts, scan_dfdc
+from tasks.ingest.scan import refusal_counts, scan_dfdc
 
 VIDEOS = ("a.mp4", "b.mp4")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.faces import FaceDetector
-from tasks.preprocess import PreprocessConfig, preprocess_video
-from tasks.video import Limits, probe, sample_frames
-from tasks.sample_data import write_video
+from tasks.ingest.faces import FaceDetector
+from tasks.ingest.preprocess import PreprocessConfig, preprocess_video
+from tasks.ingest.video import Limits, probe, sample_frames
+from tasks.synthetic.dfdc_sample import write_video
 
 
 def _counter_vfr(media, path, times_ms: np.ndarray):
@@ -71,7 +71,7 @@ def test_a_long_video_is_read_only_as_far_as_read_seconds(long_video):
         assert [c.index for c in result.clips] == [0, 1, 2]
         assert read < 0.35 * size, f"read {read} of {size} bytes"
     # control: the measurement sees whole-file reads (decoding all of the audio reads every chunk)
-    from tasks.audio import decode_audio
+    from tasks.ingest.audio import decode_audio
 
     before = _read_bytes()
     decode_audio(str(long_video), max_seconds=130.0)
@@ -125,7 +125,7 @@ def test_audio_that_starts_after_the_video_is_preceded_by_silence(footage, tmp_p
     import av
     from fractions import Fraction
 
-    from tasks.audio import decode_audio
+    from tasks.ingest.audio import decode_audio
 
     path = tmp_path / "late_audio.mkv"
     rate = 16000
@@ -151,7 +151,7 @@ def test_audio_that_starts_after_the_video_is_preceded_by_silence(footage, tmp_p
 
 def test_a_resolution_change_mid_stream_is_refused_with_a_stable_reason(media, tmp_path):
     """Two H.264 segments of different sizes in one MPEG-TS stream (TS is concatenable)."""
-    from tasks.video import VideoError
+    from tasks.ingest.video import VideoError
 
     parts = []
     for k, side in enumerate((64, 128)):  # the second segment's timestamps follow the first's
@@ -197,8 +197,8 @@ def _patch_audio_chunk_offsets(path, past: int) -> None:
 
 
 def test_audio_whose_chunks_lie_past_the_end_of_the_file_is_undecodable_not_missing(footage, tmp_path):
-    from tasks.audio import decode_audio
-    from tasks.video import VideoError
+    from tasks.ingest.audio import decode_audio
+    from tasks.ingest.video import VideoError
 
     path = write_video(tmp_path / "v.mp4", footage.a[:50], 25, footage.audio[: 2 * 44100], 44100)
     _patch_audio_chunk_offsets(path, past=1000)
@@ -237,7 +237,7 @@ def test_a_variable_frame_rate_copy_ingests_like_the_constant_rate_original(foot
 
 
 def test_a_hole_in_the_stream_is_a_frame_gap_not_a_missing_face(footage, media, tmp_path):
-    from tasks.video import VideoError
+    from tasks.ingest.video import VideoError
 
     holed = _vfr_copy(media, tmp_path / "hole.mp4", footage, max_gap=3, hole=(25, 140))  # nothing in 1.0-5.6 s
     with FaceDetector() as detector, pytest.raises(VideoError) as err:

@@ -5,9 +5,9 @@ Covered elsewhere (not repeated here):
   tests/storage/test_schema.py::test_pickle_member_is_refused_and_never_executed
 - npy members are loaded with allow_pickle=False: tests/storage/test_schema.py::test_npy_with_object_dtype_is_refused
 - a code-running pickle posing as a checkpoint is refused:
-  tests/tasks/test_train_checkpoint.py::test_a_malicious_pickle_posing_as_a_checkpoint_is_refused
-- checkpoint pointers naming ../ are refused: tests/tasks/test_train_checkpoint.py::test_store_pointers_resolve_and_prune
-- metadata entries with ../, absolute paths and symlinks out: tests/tasks/test_metadata_splits.py and
+  tests/tasks/train/test_checkpoint.py::test_a_malicious_pickle_posing_as_a_checkpoint_is_refused
+- checkpoint pointers naming ../ are refused: tests/tasks/train/test_checkpoint.py::test_store_pointers_resolve_and_prune
+- metadata entries with ../, absolute paths and symlinks out: tests/tasks/ingest/test_scan_splits.py and
   tests/reliability/test_bad_input.py (quarantined as path_escape); storage.fs.confine itself:
   tests/storage/test_schema.py::test_confine_refuses_escapes
 """
@@ -172,7 +172,7 @@ def test_a_moved_output_root_is_indexed_where_it_now_is(ingest_config, footage, 
 def test_resource_bounds_come_from_config_and_nonsense_is_refused(ingest_config, tmp_path):
     """The flow's typed config carries every bound to the per-video code; a bound that would
     switch a check off (zero, negative) is refused before any video is opened."""
-    from tasks.video import Limits
+    from tasks.ingest.video import Limits
 
     data = tmp_path / "data"  # the output may not sit inside the input
     cfg = ingest_config(data, tmp_path / "out", max_bytes=10_000, max_duration_s=5.0, max_pixels=64 * 64,

@@ -11,8 +11,8 @@ import webdataset as wds
 
 from storage import fs
 from storage.schema import decode_sample
-from tasks.preprocess import PreprocessConfig
-from tasks.shards import UnitVideo, fingerprint, is_complete, plan_units, process_unit, shard_intact
+from tasks.ingest.preprocess import PreprocessConfig
+from tasks.ingest.write_unit import UnitVideo, fingerprint, is_complete, plan_units, process_unit, shard_intact
 
 PRE = PreprocessConfig(face_size=64, max_clips=2)
 

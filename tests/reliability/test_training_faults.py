@@ -2,9 +2,9 @@
 that fills during a checkpoint write, and an MLflow server that cannot be reached.
 
 Covered elsewhere: a crash raised after epoch k resumes to the uninterrupted result
-(tests/tasks/test_train_training.py::test_resume_after_a_crash_equals_the_uninterrupted_run),
+(tests/tasks/train/test_run.py::test_resume_after_a_crash_equals_the_uninterrupted_run),
 and a checkpoint carrying a code-running pickle is refused
-(tests/tasks/test_train_checkpoint.py::test_a_malicious_pickle_posing_as_a_checkpoint_is_refused).
+(tests/tasks/train/test_checkpoint.py::test_a_malicious_pickle_posing_as_a_checkpoint_is_refused).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from avff_model import AVFF
 from avff_model.config import get_config
 from deployments.stack import free_port
 from storage import fs
-from tasks.checkpoint import WEIGHTS, CheckpointError, CheckpointStore, load_checkpoint
-from tasks.synthetic_shards import write_synthetic_shards
-from tasks.tracking import InMemoryLogger
-from tasks.training import TrainLockedError, TrainSettings, run_training
+from tasks.train.checkpoint import WEIGHTS, CheckpointError, CheckpointStore, load_checkpoint
+from tasks.synthetic.shards import write_synthetic_shards
+from tasks.tracking.logger import InMemoryLogger
+from tasks.train.run import TrainLockedError, TrainSettings, run_training
 
 SETTINGS = dict(overrides={"num_slices": 2}, pretrain_epochs=1, epochs=3, batch_size=8, lr=1e-3, patience=5, seed=0,
                 device="cpu", shuffle_buffer=16, report_bootstrap=20)  # fmt: skip
@@ -37,8 +37,8 @@ SETTINGS = dict(overrides={"num_slices": 2}, pretrain_epochs=1, epochs=3, batch_
 _TRAIN = """
 import json, sys, torch
 torch.set_num_threads(1)
-from tasks.tracking import InMemoryLogger
-from tasks.training import TrainSettings, run_training
+from tasks.tracking.logger import InMemoryLogger
+from tasks.train.run import TrainSettings, run_training
 run_training(TrainSettings(**json.loads(sys.argv[1])), log=InMemoryLogger())
 """
 
@@ -144,7 +144,7 @@ _SAVE_TWICE = """
 import dataclasses, errno, resource, signal, sys, torch
 from avff_model import AVFF
 from avff_model.config import get_config
-from tasks.checkpoint import CheckpointStore
+from tasks.train.checkpoint import CheckpointStore
 root, limit = sys.argv[1], int(sys.argv[2])
 cfg = get_config("tiny")
 torch.manual_seed(0)

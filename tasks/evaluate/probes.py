@@ -1,0 +1,134 @@
+"""Model-level shortcut probes: how a trained model's score moves under label-preserving edits.
+
+A detector that keys on lip sync must move when a REAL clip's audio is shifted against the
+video (±0.2/0.5/1 s); one that keys on leading silence or on the encoder must move when
+silence is added or cut, or when the file is re-encoded at another quality. Each probe writes
+an edited copy of the video (PyAV, streaming: frames are never all in memory) and scores it
+with the same ``score`` function as the original.
+
+``score``: any ``path -> P(FAKE) or None`` (e.g. ``tasks.serve.predict.score_video`` bound to a
+scorer, its preprocessing and a face detector).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+SHIFTS_S = (-1.0, -0.5, -0.2, 0.2, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One probe: audio shifted by ``shift_s`` (> 0: later), the first ``zero_s`` seconds of audio
+    silenced, the first ``cut_s`` seconds of both streams cut, video re-encoded at ``crf``."""
+
+    name: str
+    shift_s: float = 0.0
+    zero_s: float = 0.0
+    cut_s: float = 0.0
+    crf: int = 23
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    probe: str
+    p_fake: float | None
+    delta: float | None  # p_fake(edited) - p_fake(re-encoded control); None if either is unscored
+
+
+def default_edits(shifts: Sequence[float] = SHIFTS_S, silence_s: float = 0.5, crf_low: int = 35) -> list[Edit]:
+    """The control (re-encoded as-is), the audio shifts, silence added and cut, a low-quality re-encode."""
+    return [
+        Edit("control"),
+        *(Edit(f"audio_shift_{s:+g}s", shift_s=s) for s in shifts),
+        Edit(f"silence_added_{silence_s:g}s", zero_s=silence_s),
+        Edit("leading_silence_cut", cut_s=-1.0),  # -1: cut the measured leading silence
+        Edit(f"reencoded_crf{crf_low}", crf=crf_low),
+    ]
+
+
+def leading_silence_s(audio: np.ndarray, rate: int, threshold_dbfs: float = -50.0) -> float:
+    """Seconds before the first 10 ms window whose RMS exceeds ``threshold_dbfs``; audio (n,)."""
+    win = max(1, rate // 100)
+    n = len(audio) // win
+    rms = np.sqrt(np.mean(audio[: n * win].reshape(n, win).astype(np.float64) ** 2, axis=1))  # (n,)
+    loud = np.flatnonzero(rms > 10 ** (threshold_dbfs / 20))
+    return float(loud[0] * win / rate) if len(loud) else float(len(audio) / rate)
+
+
+def _read_audio(path: str) -> tuple[np.ndarray, int]:
+    """Mono float32 (n,) and its rate."""
+    with av.open(path) as c:
+        stream = c.streams.audio[0]
+        rate = stream.sample_rate
+        chunks = [f.to_ndarray().astype(np.float32) for f in c.decode(stream)]
+    # planar (channels, n) or packed (1, n * channels): average to mono
+    mono = [x.mean(0) if x.shape[0] == stream.channels else x.reshape(-1, stream.channels).mean(1) for x in chunks]
+    return np.concatenate(mono) if mono else np.zeros(0, np.float32), rate
+
+
+def _edit_audio(audio: np.ndarray, rate: int, edit: Edit, cut_s: float) -> np.ndarray:
+    """The edited mono track, same length as the video it will sit under."""
+    x = audio[int(round(cut_s * rate)) :].copy()
+    k = int(round(abs(edit.shift_s) * rate))
+    if edit.shift_s > 0:
+        x = np.concatenate([np.zeros(k, x.dtype), x[: len(x) - k]])
+    elif edit.shift_s < 0:
+        x = np.concatenate([x[k:], np.zeros(min(k, len(x)), x.dtype)])
+    x[: int(round(edit.zero_s * rate))] = 0.0
+    return x
+
+
+def write_edit(src: str | Path, dst: str | Path, edit: Edit) -> Path:
+    """Write ``src`` with ``edit`` applied to ``dst`` (.mp4, H.264 + AAC mono); returns ``dst``."""
+    audio, rate = _read_audio(str(src))
+    cut_s = leading_silence_s(audio, rate) if edit.cut_s < 0 else edit.cut_s
+    audio = _edit_audio(audio, rate, edit, cut_s)
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin = inp.streams.video[0]
+        fps = Fraction(vin.average_rate or 25).limit_denominator(1001)
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = vin.codec_context.width // 2 * 2, vin.codec_context.height // 2 * 2, "yuv420p"
+        vs.options = {"crf": str(edit.crf), "preset": "ultrafast"}
+        aus = out.add_stream("aac", rate=rate, layout="mono")
+        i = 0
+        for frame in inp.decode(vin):
+            if frame.time is not None and frame.time < cut_s:
+                continue
+            rgb = frame.to_ndarray(format="rgb24")[: vs.height, : vs.width]  # (H, W, 3), even
+            vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            vf.pts = i
+            out.mux(vs.encode(vf))
+            i += 1
+        out.mux(vs.encode())
+        n = min(len(audio), int(round(i / fps * rate)))
+        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[None, :n]), format="flt", layout="mono")  # (1, n)
+        af.sample_rate, af.pts = rate, 0
+        out.mux(aus.encode(af))
+        out.mux(aus.encode())
+    return Path(dst)
+
+
+def shortcut_probes(
+    src: str | Path, score: Callable[[str], float | None], work_dir: str | Path, edits: Sequence[Edit] | None = None
+) -> list[ProbeResult]:
+    """Score ``src`` under each edit; deltas are against the re-encoded control (first edit), so
+    the re-encode itself does not count as a shortcut. Edited copies are written to ``work_dir``."""
+    edits = list(edits or default_edits())
+    if edits[0].name != "control":
+        edits.insert(0, Edit("control"))
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    results, base = [], None
+    for edit in edits:
+        p = score(str(write_edit(src, work / f"{Path(src).stem}.{edit.name}.mp4", edit)))
+        base = p if edit.name == "control" else base
+        delta = None if p is None or base is None else p - base
+        results.append(ProbeResult(edit.name, p, delta))
+    return results

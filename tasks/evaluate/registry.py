@@ -1,0 +1,153 @@
+"""Which trained models enter the registry, which become ``champion``, and their model card.
+
+Pure functions of the run's own numbers (no MLflow here): ``flows/train.py`` reads the
+current champion's version tags, asks :func:`prior_gate` and :func:`champion_verdict`, and
+writes :func:`model_card` as the model version's description.
+
+A model is registered only if, at its best checkpoint, the monitored val metric beats the
+prior baseline (constant P(FAKE) = the training FAKE fraction) by more than
+``min_improvement``. It becomes ``champion`` only if it also beats the current champion on
+the same metric measured on the same val set (same manifest digest): numbers from another
+val set are not comparable, so the alias then stays where it is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+REGISTER_IF = ("beats_prior", "always", "never")
+# what tasks.evaluate.metrics.binary_metrics reports per level: the names a monitor may end in
+VAL_METRICS = ("auc", "average_precision", "log_loss", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "eer")
+# model version tags the champion comparison reads back
+TAG_MONITOR, TAG_VALUE, TAG_DATA = "monitor", "monitor_value", "manifest_sha256"
+_CARD_METRICS = (("auc", "AUC"), ("log_loss", "log loss"), ("balanced_accuracy", "balanced acc."), ("f1", "F1"))
+
+
+def monitored_key(monitor: str) -> tuple[str, str]:
+    """``val_video_log_loss`` -> ("video", "log_loss"); ``val_loss`` is the clip log loss."""
+    if monitor == "val_loss":
+        return "clip", "log_loss"
+    for level in ("video", "clip"):
+        name = monitor.removeprefix(f"val_{level}_")
+        if name != monitor and name in VAL_METRICS:
+            return level, name
+    raise ValueError(f"unknown monitor {monitor!r}; known: val_loss, val_video_<m>, val_clip_<m> "
+                     f"with <m> one of {', '.join(VAL_METRICS)}")
+
+
+def better(a: float, b: float, mode: str, margin: float = 0.0) -> bool:
+    """``a`` beats ``b`` by more than ``margin`` (lower is better for ``min``); NaN never beats."""
+    if math.isnan(a) or math.isnan(b):
+        return False
+    return a < b - margin if mode == "min" else a > b + margin
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The registration decision and the numbers behind it."""
+
+    register: bool
+    metric: str  # the monitored metric, e.g. val_video_log_loss
+    value: float  # the model's, at its best checkpoint
+    prior: float  # the prior baseline's, on the same split and level
+    reason: str
+
+
+def prior_gate(val_metrics: Mapping[str, float], monitor: str, mode: str, *, register_if: str = "beats_prior",
+               min_improvement: float = 0.0) -> Gate:  # fmt: skip
+    """Register only a model that beats the prior on val (``val_metrics``: ``best_val_*`` keys)."""
+    if register_if not in REGISTER_IF:
+        raise ValueError(f"register_if must be one of {REGISTER_IF}, got {register_if!r}")
+    level, name = monitored_key(monitor)
+    value = float(val_metrics.get(f"best_val_{level}_{name}", math.nan))
+    prior = float(val_metrics.get(f"best_val_baselines_{level}_prior_{name}", math.nan))
+    beats = better(value, prior, mode, min_improvement)
+    verdict = "beats" if beats else "does not beat"
+    why = f"{monitor} {value:.4f} {verdict} the prior's {prior:.4f} (min_improvement {min_improvement:g})"
+    if register_if == "always":
+        return Gate(True, monitor, value, prior, f"register_if=always; {why}")
+    if register_if == "never":
+        return Gate(False, monitor, value, prior, f"register_if=never; {why}")
+    return Gate(beats, monitor, value, prior, why)
+
+
+def champion_verdict(gate: Gate, mode: str, manifest_sha256: str,
+                     champion_tags: Mapping[str, str] | None) -> tuple[bool, str]:  # fmt: skip
+    """(promote, why): a registered model takes ``champion`` if none exists or it beats the holder."""
+    if not gate.register:
+        return False, "not registered"
+    if champion_tags is None:
+        return True, "no champion yet"
+    if champion_tags.get(TAG_MONITOR) != gate.metric or champion_tags.get(TAG_DATA) != manifest_sha256:
+        return False, (f"the champion was measured on {champion_tags.get(TAG_MONITOR)} of manifest "
+                       f"{str(champion_tags.get(TAG_DATA))[:12]}, not comparable; move the alias by hand")  # fmt: skip
+    theirs = float(champion_tags.get(TAG_VALUE, "nan"))
+    if better(gate.value, theirs, mode):
+        return True, f"{gate.metric} {gate.value:.4f} beats the champion's {theirs:.4f}"
+    return False, f"{gate.metric} {gate.value:.4f} does not beat the champion's {theirs:.4f}"
+
+
+def _fmt(x: Any) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _metric_rows(metrics: Mapping[str, float], prefix: str) -> list[str]:
+    """Model / prior / majority rows of one split (``prefix``: best_val or test), video level."""
+    rows = []
+    for who, key in (("model", f"{prefix}_video_"), ("prior baseline", f"{prefix}_baselines_video_prior_"),
+                     ("majority baseline", f"{prefix}_baselines_video_majority_")):  # fmt: skip
+        rows.append(f"| {who} | " + " | ".join(_fmt(metrics.get(key + m)) for m, _ in _CARD_METRICS) + " |")
+    return rows
+
+
+def model_card(*, gate: Gate, data: str, manifest_sha256: str, dataset: Mapping[str, Mapping[str, int]],
+               val_metrics: Mapping[str, float], test_metrics: Mapping[str, float], threshold: float | None,
+               threshold_criterion: str, preprocess: Mapping[str, Any] | None, model: Mapping[str, Any],
+               links: Mapping[str, str]) -> str:  # fmt: skip
+    """Markdown for the model version's description: data, metrics with baselines, threshold, preprocessing."""
+    header = "| | " + " | ".join(label for _, label in _CARD_METRICS) + " |"
+    rule = "|---|" + "---:|" * len(_CARD_METRICS)
+    split_rows = [f"| {s} | {d.get('videos_real', 0)} | {d.get('videos_fake', 0)} | {d.get('groups', 0)} |"
+                  for s, d in dataset.items()]  # fmt: skip
+    thr = ("0.5 (val had one class: no threshold could be chosen)" if threshold is None
+           else f"{threshold:.4f} (maximises {threshold_criterion} on val videos)")  # fmt: skip
+    pre = preprocess or {}
+    pre_keys = ("face_size", "frames_per_clip", "clip_fps", "max_clips", "face_margin", "min_face_frac", "require_audio")
+    lines = [
+        "# AVFF deepfake detector",
+        "",
+        f"Registered because: {gate.reason}.",
+        "",
+        *[f"- {name}: {url}" for name, url in links.items()],
+        "",
+        "## Data",
+        f"`{data}` (manifest sha256 `{manifest_sha256[:16]}`), videos per split:",
+        "",
+        "| split | REAL | FAKE | groups |",
+        "|---|---:|---:|---:|",
+        *split_rows,
+        "",
+        "## Metrics (video level) against the baselines",
+        "Prior baseline: every video gets the training FAKE fraction; majority: the training majority class.",
+        "",
+        "val, at the best checkpoint:",
+        "",
+        header, rule, *_metric_rows(val_metrics, "best_val"),
+        "",
+        "test:",
+        "",
+        header, rule, *_metric_rows(test_metrics, "test"),
+        "",
+        "## Decision threshold",
+        f"P(FAKE) >= {thr} means FAKE; `avff predict` prints this verdict.",
+        "",
+        "## Preprocessing (ingest's, repeated by `avff predict`)",
+        *([f"- {k}: {pre[k]}" for k in pre_keys if k in pre] or ["- not recorded (ingest_config.json missing)"]),
+        "",
+        "## Model",
+        *[f"- {k}: {model[k]}" for k in ("preset", "fusion", "img_size", "num_frames", "best_epoch") if k in model],
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,643 @@
+"""A markdown training report whose every sentence is computed from the run's own numbers.
+
+Nothing here is a canned verdict: diagnoses, warnings and recommendations are each triggered
+by a measured condition against a named threshold below, and quote the numbers that fired it.
+The flow builds :class:`ReportInputs` and logs the returned text (e.g. ``mlflow.log_text``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tasks.evaluate.metrics import all_fake_f1, bootstrap_auc_ci
+
+# Overfitting: val loss ends >= 10% above its minimum while train loss falls >= 5% after it.
+OVERFIT_MIN_VAL_RISE = 0.10
+OVERFIT_MIN_TRAIN_FALL = 0.05
+# Underfitting: train loss falls < 5% from the first to the lowest epoch of the stage.
+UNDERFIT_MAX_TRAIN_FALL = 0.05
+# Fewer epochs than this give no curve diagnosis (one rise is not a trend).
+MIN_EPOCHS_TO_DIAGNOSE = 3
+# A split whose majority class exceeds this fraction is called imbalanced.
+IMBALANCE_MAJORITY = 0.70
+# |model F1 - all-FAKE F1| at or below this: the F1 says nothing the labels did not.
+F1_EQUAL_TOL = 0.005
+# Val AUC (best epoch) above test AUC by more than this: a val/test shift worth a look.
+VAL_TEST_AUC_GAP = 0.05
+# The model "beats" a baseline's log loss only by more than float noise.
+LOG_LOSS_TOL = 1e-6
+CI_LEVEL = 0.95
+
+_LEVELS = ("clip", "video")
+_TABLE_METRICS = (
+    ("auc", "AUC"),
+    ("average_precision", "average precision"),
+    ("log_loss", "log loss"),
+    ("accuracy", "accuracy"),
+    ("balanced_accuracy", "balanced accuracy"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("f1", "F1"),
+    ("eer", "EER"),
+)
+_EPOCH_COLUMNS = (
+    ("train_loss", "train loss"),
+    ("val_loss", "val loss"),
+    ("val_video_auc", "val AUC"),
+    ("val_video_log_loss", "val log loss"),
+    ("val_video_f1", "val F1"),
+    ("lr", "lr"),
+)
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything the report reads; all of it produced by the run.
+
+    history: one dict per epoch, keys like epoch, stage, train_loss, val_loss, val_video_auc,
+        val_video_log_loss, val_video_f1, lr (missing keys are shown as n/a).
+    dataset: split -> :func:`split_stats` dict (videos_real, videos_fake, clips_real,
+        clips_fake, groups).
+    config: the run's configuration (nested dicts allowed), shown flattened.
+    test: the output of :func:`tasks.evaluate.metrics.evaluate_predictions` on the test split.
+    best_epoch / monitor / monitor_mode: the checkpoint selection rule and its result.
+    y_test_video, p_test_video: ``[V]`` video labels and FAKE probabilities, for the CI.
+    y_val_video, p_val_video: optional ``[V]`` val arrays for a val AUC CI.
+    """
+
+    history: list[dict[str, Any]]
+    dataset: dict[str, dict[str, int]]
+    config: dict[str, Any]
+    test: dict[str, dict]
+    early_stopped: bool
+    best_epoch: int | None
+    monitor: str
+    y_test_video: np.ndarray
+    p_test_video: np.ndarray
+    monitor_mode: str = "max"
+    y_val_video: np.ndarray | None = None
+    p_val_video: np.ndarray | None = None
+    title: str = "AVFF training report"
+    n_bootstrap: int = 200
+    seed: int = 0
+    groups_test_video: Sequence[str] | None = None  # ``[V]`` group of each test video: CIs resample groups
+    groups_val_video: Sequence[str] | None = None
+
+
+@dataclass(frozen=True)
+class CurveDiagnosis:
+    """Loss-curve facts of one training stage and the verdict they imply."""
+
+    verdict: str  # "overfitting" | "underfitting" | "neither" | "insufficient"
+    stage: str | None
+    epochs: list[int] = field(default_factory=list)
+    train_first: float = math.nan
+    train_last: float = math.nan
+    train_min: float = math.nan
+    train_fall_total: float = math.nan  # (first - min) / first
+    val_min: float = math.nan
+    val_min_epoch: int | None = None
+    val_last: float = math.nan
+    val_rise: float = math.nan  # (last - min) / min
+    train_at_val_min: float = math.nan
+    train_fall_after_val_min: float = math.nan  # (train at val min - last) / train at val min
+
+
+def split_stats(video_ids: Sequence[str], labels: Sequence, groups: Sequence[str] | None = None) -> dict[str, int]:
+    """Counts of one split from its clips' metadata (labels 0/1 or "REAL"/"FAKE")."""
+    y = np.asarray([1 if lab in (1, "FAKE") else 0 for lab in labels], dtype=np.int64)
+    ids = np.asarray(video_ids)
+    video_label = dict(zip(ids.tolist(), y.tolist()))
+    stats = {
+        "videos_real": sum(1 for v in video_label.values() if v == 0),
+        "videos_fake": sum(1 for v in video_label.values() if v == 1),
+        "clips_real": int((y == 0).sum()),
+        "clips_fake": int((y == 1).sum()),
+    }
+    if groups is not None:
+        stats["groups"] = len(set(groups))
+    return stats
+
+
+def _num(x: Any) -> float:
+    if isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool):
+        return float(x)
+    return math.nan
+
+
+def _f(x: Any, nd: int = 3) -> str:
+    v = _num(x)
+    return "n/a" if math.isnan(v) else f"{v:.{nd}f}"
+
+
+def _lr(x: Any) -> str:
+    v = _num(x)
+    return "n/a" if math.isnan(v) else f"{v:.3g}"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _signed(x: float, nd: int = 3) -> str:
+    return "n/a" if math.isnan(x) else f"{x:+.{nd}f}"
+
+
+def _moves(before: float, after: float) -> str:
+    """'falls 12.0%' / 'rises 3.1%' from ``before`` to ``after``."""
+    if before == 0 or math.isnan(before) or math.isnan(after):
+        return "changes by an undefined fraction"
+    rel = (after - before) / abs(before)
+    if rel == 0:
+        return "is unchanged"
+    return f"{'falls' if rel < 0 else 'rises'} {_pct(abs(rel))}"
+
+
+def _flat(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(_flat(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def _cell(v: Any, width: int = 60) -> str:
+    s = str(v).replace("|", "\\|").replace("\n", " ")
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+
+
+def _epoch(row: Mapping, i: int) -> int:
+    return int(row.get("epoch", i))
+
+
+def diagnose_curves(history: Sequence[Mapping], stage: str | None = None) -> CurveDiagnosis:
+    """Over/underfitting of one stage's train/val loss curves (thresholds: module constants).
+
+    ``stage``: diagnose only rows with this ``stage`` (the losses of different stages are not
+    comparable); None takes the stage of the last row, or all rows when there is no stage.
+    """
+    if stage is None and history:
+        stage = history[-1].get("stage")
+    rows = [
+        (_epoch(r, i), _num(r.get("train_loss")), _num(r.get("val_loss")))
+        for i, r in enumerate(history)
+        if (stage is None or r.get("stage") == stage)
+    ]
+    rows = [r for r in rows if not (math.isnan(r[1]) or math.isnan(r[2]))]
+    if len(rows) < MIN_EPOCHS_TO_DIAGNOSE:
+        return CurveDiagnosis("insufficient", stage, [r[0] for r in rows])
+    epochs = [r[0] for r in rows]
+    train = np.array([r[1] for r in rows])
+    val = np.array([r[2] for r in rows])
+    k = int(np.argmin(val))
+    train_fall_total = (train[0] - train.min()) / train[0] if train[0] else math.nan
+    val_rise = (val[-1] - val[k]) / val[k] if val[k] else math.nan
+    train_fall_after = (train[k] - train[-1]) / train[k] if train[k] else math.nan
+    overfit = k < len(val) - 1 and val_rise >= OVERFIT_MIN_VAL_RISE and train_fall_after >= OVERFIT_MIN_TRAIN_FALL
+    underfit = train_fall_total < UNDERFIT_MAX_TRAIN_FALL
+    verdict = "overfitting" if overfit else "underfitting" if underfit else "neither"
+    return CurveDiagnosis(
+        verdict=verdict,
+        stage=stage,
+        epochs=epochs,
+        train_first=float(train[0]),
+        train_last=float(train[-1]),
+        train_min=float(train.min()),
+        train_fall_total=float(train_fall_total),
+        val_min=float(val[k]),
+        val_min_epoch=epochs[k],
+        val_last=float(val[-1]),
+        val_rise=float(val_rise),
+        train_at_val_min=float(train[k]),
+        train_fall_after_val_min=float(train_fall_after),
+    )
+
+
+def _dataset_section(dataset: Mapping[str, Mapping[str, int]]) -> list[str]:
+    lines = ["## Dataset", ""]
+    if not dataset:
+        return lines + ["No dataset statistics were passed to the report.", ""]
+    rows, sentences = [], []
+    for split, s in dataset.items():
+        vr, vf = s.get("videos_real"), s.get("videos_fake")
+        cr, cf = s.get("clips_real"), s.get("clips_fake")
+        v_frac = vf / (vr + vf) if vr is not None and vf is not None and vr + vf else math.nan
+        c_frac = cf / (cr + cf) if cr is not None and cf is not None and cr + cf else math.nan
+        g = s.get("groups")
+        rows.append([split, str(vr), str(vf), str(cr), str(cf), _f(v_frac), _f(c_frac), str(g if g is not None else "n/a")])
+        text = f"{split}: {(vr or 0) + (vf or 0)} videos ({vr} REAL, {vf} FAKE; FAKE fraction {_f(v_frac)})"
+        text += f", {(cr or 0) + (cf or 0)} clips ({cr} REAL, {cf} FAKE; FAKE fraction {_f(c_frac)})"
+        if g is not None:
+            text += f", {g} groups"
+        sentences.append(f"- {text}.")
+    lines += _table(
+        ["split", "videos REAL", "videos FAKE", "clips REAL", "clips FAKE", "FAKE frac (videos)", "FAKE frac (clips)", "groups"],
+        rows,
+    )
+    return lines + [""] + sentences + [""]
+
+
+def _config_section(config: Mapping[str, Any]) -> list[str]:
+    flat = _flat(config)
+    lines = ["## Configuration", ""]
+    if not flat:
+        return lines + ["No configuration was passed to the report.", ""]
+    return lines + _table(["key", "value"], [[_cell(k), _cell(v)] for k, v in flat.items()]) + [""]
+
+
+def _history_section(run: ReportInputs) -> list[str]:
+    hist = run.history
+    lines = ["## Training", ""]
+    if not hist:
+        return lines + ["The history is empty: no epoch was recorded.", ""]
+    has_stage = any("stage" in r for r in hist)
+    header = ["epoch"] + (["stage"] if has_stage else []) + [name for _, name in _EPOCH_COLUMNS]
+    rows = []
+    for i, r in enumerate(hist):
+        ep = _epoch(r, i)
+        cells = [f"**{ep}** (best)" if ep == run.best_epoch else str(ep)]
+        if has_stage:
+            cells.append(str(r.get("stage", "")))
+        cells += [_lr(r.get(k)) if k == "lr" else _f(r.get(k)) for k, _ in _EPOCH_COLUMNS]
+        rows.append(cells)
+    lines += _table(header, rows) + [""]
+
+    epochs = [_epoch(r, i) for i, r in enumerate(hist)]
+    text = f"Training recorded {len(hist)} epochs ({epochs[0]}–{epochs[-1]})"
+    if has_stage:
+        spans: list[list] = []
+        for ep, r in zip(epochs, hist):
+            st = r.get("stage")
+            if spans and spans[-1][0] == st:
+                spans[-1][2] = ep
+            else:
+                spans.append([st, ep, ep])
+        text += " in stages " + ", ".join(f"{st} (epochs {a}–{b})" for st, a, b in spans)
+    lines.append(text + ".")
+
+    # Best epoch and why.
+    values = [(ep, _num(r.get(run.monitor))) for ep, r in zip(epochs, hist)]
+    values = [(ep, v) for ep, v in values if not math.isnan(v)]
+    best_row = next((r for ep, r in zip(epochs, hist) if ep == run.best_epoch), None)
+    if run.best_epoch is None or best_row is None:
+        lines.append(f"No best epoch matching the history was reported (monitor {run.monitor}).")
+    else:
+        v = _num(best_row.get(run.monitor))
+        word = "maximum" if run.monitor_mode == "max" else "minimum"
+        stage_txt = f" (stage {best_row['stage']})" if "stage" in best_row else ""
+        lines.append(
+            f"The checkpoint kept is epoch {run.best_epoch}{stage_txt}, selected on {run.monitor} "
+            f"(mode {run.monitor_mode}) = {_f(v)}."
+        )
+        if values:
+            pick = max if run.monitor_mode == "max" else min
+            ext_ep, ext_v = pick(values, key=lambda t: t[1])
+            if ext_ep == run.best_epoch or ext_v == v:
+                lines.append(f"That is the {word} of {run.monitor} over the {len(values)} epochs that report it.")
+            else:
+                lines.append(
+                    f"Note: the {word} of {run.monitor} in the history is {_f(ext_v)} at epoch {ext_ep}, "
+                    f"not at the kept epoch {run.best_epoch} (a different stage or selection rule?)."
+                )
+
+    # Early stopping.
+    cfg = _flat(run.config)
+    patience = next((v for k, v in cfg.items() if k.split(".")[-1].endswith("patience")), None)
+    max_epochs = next((v for k, v in cfg.items() if k.split(".")[-1] in ("max_epochs", "epochs")), None)
+    if run.early_stopped:
+        after = f", {epochs[-1] - run.best_epoch} epochs after the best epoch {run.best_epoch}" if run.best_epoch is not None else ""
+        pat = f" (patience {patience})" if patience is not None else ""
+        lines.append(f"Early stopping triggered after epoch {epochs[-1]}{after}{pat}.")
+    else:
+        cap = f" of max_epochs {max_epochs}" if max_epochs is not None else ""
+        lines.append(f"Early stopping did not trigger: training ran {len(hist)} epochs{cap}.")
+    return lines + [""]
+
+
+def _diagnosis_section(d: CurveDiagnosis) -> list[str]:
+    lines = ["## Curve diagnosis", ""]
+    stage = f" of stage {d.stage}" if d.stage is not None else ""
+    if d.verdict == "insufficient":
+        return lines + [
+            f"**Diagnosis: insufficient.** Only {len(d.epochs)} epochs{stage} carry both train and val loss; "
+            f"at least {MIN_EPOCHS_TO_DIAGNOSE} are needed to read a trend.",
+            "",
+        ]
+    lowest = "" if d.train_min == d.train_last else (
+        f" (its lowest, {_f(d.train_min)}, is {_pct(d.train_fall_total)} below the first epoch)"
+    )
+    lines.append(
+        f"Over epochs {d.epochs[0]}–{d.epochs[-1]}{stage}, train loss {_moves(d.train_first, d.train_last)} "
+        f"from {_f(d.train_first)} to {_f(d.train_last)}{lowest}."
+    )
+    if d.val_min_epoch == d.epochs[-1]:
+        lines.append(f"Val loss is lowest at the last epoch, {d.val_min_epoch} ({_f(d.val_min)}): it has not risen.")
+    else:
+        lines.append(
+            f"Val loss reaches its minimum {_f(d.val_min)} at epoch {d.val_min_epoch} and ends at {_f(d.val_last)}, "
+            f"{_pct(d.val_rise)} above that minimum; from epoch {d.val_min_epoch} on, train loss "
+            f"{_moves(d.train_at_val_min, d.train_last)} ({_f(d.train_at_val_min)} → {_f(d.train_last)})."
+        )
+    if d.verdict == "overfitting":
+        why = (
+            f"val loss rose {_pct(d.val_rise)} (threshold {_pct(OVERFIT_MIN_VAL_RISE)}) above its minimum at "
+            f"epoch {d.val_min_epoch} while train loss kept falling by {_pct(d.train_fall_after_val_min)} "
+            f"(threshold {_pct(OVERFIT_MIN_TRAIN_FALL)})"
+        )
+    elif d.verdict == "underfitting":
+        why = (
+            f"train loss fell only {_pct(d.train_fall_total)} over the stage "
+            f"(threshold {_pct(UNDERFIT_MAX_TRAIN_FALL)})"
+        )
+    else:
+        why = (
+            f"val loss ends {_pct(d.val_rise)} above its minimum (overfitting needs {_pct(OVERFIT_MIN_VAL_RISE)} "
+            f"with train still falling {_pct(OVERFIT_MIN_TRAIN_FALL)}), and train loss fell {_pct(d.train_fall_total)} "
+            f"(underfitting below {_pct(UNDERFIT_MAX_TRAIN_FALL)})"
+        )
+    lines.append(f"**Diagnosis: {d.verdict}**: {why}.")
+    return lines + [""]
+
+
+def _auc_ci(y, p, run: ReportInputs, groups: Sequence[str] | None = None) -> tuple[float, float]:
+    return bootstrap_auc_ci(y, p, groups=groups, n_resamples=run.n_bootstrap, alpha=1 - CI_LEVEL, seed=run.seed)
+
+
+def _resampled(run: ReportInputs, groups: Sequence[str] | None, n_videos: int) -> str:
+    """What the bootstrap resampled: groups (a REAL and its fakes together) when known, else videos."""
+    if groups is None:
+        return f"{n_videos} videos"
+    return f"{len(set(groups))} groups of {n_videos} videos (a REAL and its fakes resampled together)"
+
+
+def _test_section(run: ReportInputs, ci: tuple[float, float]) -> tuple[list[str], list[str]]:
+    """Lines of the test section and the warnings it raised."""
+    lines, warns = ["## Test metrics", ""], []
+    test, base = run.test, run.test.get("baselines", {})
+    for level in _LEVELS:
+        m = test.get(level)
+        if m is None:
+            continue
+        at_val = test.get(f"{level}@val_threshold")
+        b = base.get(level, {})
+        prior, major = b.get("prior"), b.get("majority")
+        n, n_pos = _num(m.get("n")), _num(m.get("n_pos"))
+        f1_all = all_fake_f1(n, n_pos)
+        lines += [f"### {level.capitalize()} level ({int(n)} {level}s, {int(n_pos)} FAKE)", ""]
+        header = ["metric", "model @0.5"]
+        if at_val:
+            header.append(f"model @{_f(at_val['threshold'])} (val)")
+        header += ["prior baseline", "majority baseline", "model − prior"]
+        rows = []
+        for key, name in _TABLE_METRICS:
+            v = _num(m.get(key))
+            row = [name, _f(v)]
+            if at_val:
+                row.append(_f(at_val.get(key)))
+            pv = _num(prior.get(key)) if prior else math.nan
+            row += [_f(pv), _f(major.get(key)) if major else "n/a", _signed(v - pv)]
+            rows.append(row)
+        lines += _table(header, rows) + [""]
+
+        auc, ll, f1 = _num(m.get("auc")), _num(m.get("log_loss")), _num(m.get("f1"))
+        if prior:
+            p_auc, p_ll = _num(prior.get("auc")), _num(prior.get("log_loss"))
+            text = (
+                f"AUC {_f(auc)} vs {_f(p_auc)} for the prior baseline ({_signed(auc - p_auc)}); "
+                f"log loss {_f(ll)} vs {_f(p_ll)} for the prior ({_signed(ll - p_ll)}, lower is better)"
+            )
+            if major:
+                text += (
+                    f" and {_f(major.get('log_loss'))} for the majority baseline; accuracy {_f(m.get('accuracy'))} "
+                    f"vs {_f(major.get('accuracy'))} for the majority baseline "
+                    f"({_signed(_num(m.get('accuracy')) - _num(major.get('accuracy')))})"
+                )
+            lines.append(text + ".")
+            if not _beats(ll, p_ll):
+                w = (
+                    f"{level} log loss {_f(ll)} does not beat the prior baseline's {_f(p_ll)} "
+                    f"({_signed(ll - p_ll)}): the model's probabilities are no better than predicting the train "
+                    f"FAKE fraction for every {level}."
+                )
+                warns.append(w)
+                lines.append(f"> **Warning:** {w}")
+        else:
+            lines.append(f"AUC {_f(auc)}, log loss {_f(ll)}; no baselines were computed (no train labels passed).")
+        lines.append(f"The all-FAKE predictor scores F1 {_f(f1_all)} on these labels; the model scores {_f(f1)}.")
+        if abs(f1 - f1_all) <= F1_EQUAL_TOL:
+            w = (
+                f"{level} F1 {_f(f1)} equals the all-FAKE predictor's F1 {_f(f1_all)} "
+                f"(difference {abs(f1 - f1_all):.3f} ≤ {F1_EQUAL_TOL}): with {int(n_pos)} of {int(n)} {level}s FAKE, "
+                f"this F1 does not show that the model separates the classes; read AUC and log loss instead."
+            )
+            warns.append(w)
+            lines.append(f"> **Caveat:** {w}")
+        if at_val:
+            lines.append(
+                f"At the validation-chosen threshold {_f(at_val.get('threshold'))}, F1 is {_f(at_val.get('f1'))} "
+                f"and balanced accuracy {_f(at_val.get('balanced_accuracy'))} "
+                f"(vs {_f(f1)} and {_f(m.get('balanced_accuracy'))} at 0.5)."
+            )
+        lines.append("")
+
+    lo, hi = ci
+    n_vid = len(np.asarray(run.y_test_video))
+    v_auc = _num(test.get("video", {}).get("auc"))
+    lines.append(
+        f"Test video AUC {_f(v_auc)}, {int(CI_LEVEL * 100)}% bootstrap CI [{_f(lo)}, {_f(hi)}] "
+        f"({run.n_bootstrap} resamples of {_resampled(run, run.groups_test_video, n_vid)}, seed {run.seed})."
+    )
+    if math.isnan(lo):
+        w = f"the test video AUC CI is undefined ({n_vid} videos, a single class or too few resamples with both)."
+        warns.append(w)
+        lines.append(f"> **Warning:** {w}")
+    elif lo <= 0.5 <= hi:
+        w = (
+            f"the test video AUC CI [{_f(lo)}, {_f(hi)}] includes 0.5: on {n_vid} videos the AUC {_f(v_auc)} "
+            f"is within noise of chance."
+        )
+        warns.append(w)
+        lines.append(f"> **Warning:** {w}")
+    return lines + [""], warns
+
+
+def _beats(log_loss: float, prior_log_loss: float) -> bool:
+    return log_loss < prior_log_loss - LOG_LOSS_TOL
+
+
+def _majority_fraction(stats: Mapping[str, int]) -> tuple[float, str]:
+    """(majority-class fraction, which counts it came from) of one split's stats."""
+    for unit in ("videos", "clips"):
+        r, f = stats.get(f"{unit}_real"), stats.get(f"{unit}_fake")
+        if r is not None and f is not None and r + f:
+            return max(r, f) / (r + f), f"{unit}: {r} REAL, {f} FAKE"
+    return math.nan, ""
+
+
+def _recommendations(
+    run: ReportInputs, d: CurveDiagnosis, test_ci: tuple[float, float], val_ci: tuple[float, float] | None
+) -> list[str]:
+    """Items each fired by a measured condition; ``passed`` records the checks that did not fire."""
+    items: list[str] = []
+    passed: list[str] = []
+    if d.verdict == "overfitting":
+        items.append(
+            f"**Overfitting** (val loss +{_pct(d.val_rise)} from its minimum {_f(d.val_min)} at epoch "
+            f"{d.val_min_epoch}; train loss −{_pct(d.train_fall_after_val_min)} after it): stronger augmentation, "
+            f"more weight decay/dropout, or a smaller patience so training stops nearer epoch {d.val_min_epoch}."
+        )
+    elif d.verdict == "underfitting":
+        lrs = [_num(r.get("lr")) for r in run.history if not math.isnan(_num(r.get("lr")))]
+        lr_txt = f"; lr ranged {_lr(min(lrs))}–{_lr(max(lrs))}" if lrs else ""
+        items.append(
+            f"**Underfitting** (train loss fell {_pct(d.train_fall_total)} over epochs {d.epochs[0]}–{d.epochs[-1]}"
+            f"{lr_txt}): raise the learning rate or train longer, and check that inputs and labels reach the model."
+        )
+    else:
+        passed.append(f"curve diagnosis {d.verdict}")
+
+    frac, counts = _majority_fraction(run.dataset.get("train", {}))
+    if frac > IMBALANCE_MAJORITY:
+        items.append(
+            f"**Class imbalance** (train majority class {_f(frac)} > {IMBALANCE_MAJORITY}; {counts}): weight "
+            f"the loss by class or balance the sampler, and monitor AUC/log loss rather than accuracy/F1."
+        )
+    elif not math.isnan(frac):
+        passed.append(f"train majority class {_f(frac)} ≤ {IMBALANCE_MAJORITY}")
+
+    for name, ci in (("test video", test_ci), ("val video", val_ci)):
+        if ci is None or math.isnan(ci[0]):
+            continue
+        ci_txt = f"{name} AUC {int(CI_LEVEL * 100)}% CI [{_f(ci[0])}, {_f(ci[1])}]"
+        if ci[0] <= 0.5 <= ci[1]:
+            items.append(
+                f"**AUC within noise of chance** ({ci_txt} includes 0.5): evaluate on more videos (and train on "
+                f"more) before drawing conclusions."
+            )
+        else:
+            passed.append(f"{ci_txt} excludes 0.5")
+
+    no_gain, gain, f1_equal, f1_apart = [], [], [], []
+    for level in _LEVELS:
+        m = run.test.get(level)
+        if not m:
+            continue
+        prior = run.test.get("baselines", {}).get(level, {}).get("prior")
+        if prior:
+            ll, p_ll = _num(m.get("log_loss")), _num(prior.get("log_loss"))
+            (gain if _beats(ll, p_ll) else no_gain).append(f"{level} {_f(ll)} vs {_f(p_ll)}")
+        f1, f1_all = _num(m.get("f1")), all_fake_f1(_num(m.get("n")), _num(m.get("n_pos")))
+        (f1_equal if abs(f1 - f1_all) <= F1_EQUAL_TOL else f1_apart).append(f"{level} {_f(f1)} vs {_f(f1_all)}")
+    if no_gain:
+        items.append(
+            f"**No gain over the prior on log loss** ({'; '.join(no_gain)}): calibrate (temperature scaling on "
+            f"val) and check whether the model learned anything beyond the class frequency."
+        )
+    if gain:
+        passed.append(f"log loss below the prior ({'; '.join(gain)})")
+    if f1_equal:
+        items.append(
+            f"**F1 equals the all-FAKE F1** ({'; '.join(f1_equal)}): choose the threshold on val "
+            f"(tasks.evaluate.metrics.choose_threshold) and report balanced accuracy."
+        )
+    if f1_apart:
+        passed.append(f"F1 apart from the all-FAKE F1 ({'; '.join(f1_apart)})")
+
+    best = next((r for i, r in enumerate(run.history) if _epoch(r, i) == run.best_epoch), None)
+    val_auc = _num(best.get("val_video_auc")) if best else math.nan
+    test_auc = _num(run.test.get("video", {}).get("auc"))
+    if val_auc - test_auc > VAL_TEST_AUC_GAP:
+        items.append(
+            f"**Val/test gap** (val video AUC {_f(val_auc)} at epoch {run.best_epoch} vs test {_f(test_auc)}, "
+            f"gap {_f(val_auc - test_auc)} > {VAL_TEST_AUC_GAP}): check the val/test split for source or group "
+            f"differences, and that checkpoint selection did not overfit val."
+        )
+    elif not math.isnan(val_auc - test_auc):
+        passed.append(f"val AUC {_f(val_auc)} minus test AUC {_f(test_auc)} ≤ {VAL_TEST_AUC_GAP}")
+
+    if run.history and not run.early_stopped and run.best_epoch == _epoch(run.history[-1], len(run.history) - 1):
+        items.append(
+            f"**Still improving** (the best {run.monitor} is at the last epoch {run.best_epoch} and early stopping "
+            f"did not trigger): train for more epochs."
+        )
+
+    lines = ["## Recommendations", ""]
+    if items:
+        lines += [f"- {it}" for it in items]
+    else:
+        lines.append("No check fired.")
+    if passed:
+        lines += ["", "Checks that did not fire: " + "; ".join(passed) + "."]
+    return lines + [""]
+
+
+def _headline(run: ReportInputs, ci: tuple[float, float]) -> list[str]:
+    """The answer first: test video AUC (with its interval) and log loss beside both baselines."""
+    m = run.test.get("video")
+    if not m:
+        return ["No test videos were scored.", ""]
+    b = run.test.get("baselines", {}).get("video", {})
+    prior, major = b.get("prior") or {}, b.get("majority") or {}
+    auc, ll, p_ll = _num(m.get("auc")), _num(m.get("log_loss")), _num(prior.get("log_loss"))
+    rows = [
+        ["AUC", f"{_f(auc)} [{_f(ci[0])}, {_f(ci[1])}]", _f(prior.get("auc")), _f(major.get("auc"))],
+        ["log loss", _f(ll), _f(p_ll), _f(major.get("log_loss"))],
+    ]
+    if math.isnan(p_ll):
+        verdict = "no prior baseline was computed"
+    elif _beats(ll, p_ll):
+        verdict = f"the model **beats** the prior's log loss by {_f(p_ll - ll)}"
+    else:
+        verdict = f"the model **does not beat** the prior's log loss ({_signed(ll - p_ll)})"
+    return [
+        f"**Test, video level ({int(_num(m.get('n')))} videos, {int(_num(m.get('n_pos')))} FAKE):** {verdict}; "
+        f"AUC interval: {int(CI_LEVEL * 100)} % bootstrap over "
+        f"{'groups (a REAL and its fakes together)' if run.groups_test_video is not None else 'videos'}.",
+        "",
+    ] + _table(["test video", "model", "prior baseline", "majority baseline"], rows) + [""]
+
+
+def write_training_report(run: ReportInputs) -> str:
+    """The markdown report of one training run (see the module docstring)."""
+    diagnosis = diagnose_curves(
+        run.history,
+        stage=next((r.get("stage") for i, r in enumerate(run.history) if _epoch(r, i) == run.best_epoch), None),
+    )
+    test_ci = _auc_ci(run.y_test_video, run.p_test_video, run, run.groups_test_video)
+    val_ci = None
+    if run.y_val_video is not None and run.p_val_video is not None:
+        val_ci = _auc_ci(run.y_val_video, run.p_val_video, run, run.groups_val_video)
+    test_lines, warns = _test_section(run, test_ci)
+    lines = [f"# {run.title}", ""] + _headline(run, test_ci)
+    if warns:
+        lines += [f"**{len(warns)} warning(s)**, detailed below:", ""] + [f"- {w}" for w in warns] + [""]
+    lines += _dataset_section(run.dataset)
+    lines += _config_section(run.config)
+    lines += _history_section(run)
+    lines += _diagnosis_section(diagnosis)
+    lines += test_lines
+    if val_ci is not None:
+        lines += [
+            f"Val video AUC {int(CI_LEVEL * 100)}% bootstrap CI [{_f(val_ci[0])}, {_f(val_ci[1])}] "
+            f"({run.n_bootstrap} resamples of {_resampled(run, run.groups_val_video, len(np.asarray(run.y_val_video)))}, "
+            f"seed {run.seed}).",
+            "",
+        ]
+    lines += _recommendations(run, diagnosis, test_ci, val_ci)
+    return "\n".join(lines)

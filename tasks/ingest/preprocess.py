@@ -1,0 +1,216 @@
+"""One video -> aligned (face frames, log-mel) clips. Shared by ingest and `avff predict`.
+
+This is the only preprocessing code path: training shards and served predictions both
+come from :func:`preprocess_video`, so what the model sees at serve time is what it saw
+in training (a test checks the parity).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, mel_window
+from tasks.ingest.faces import FaceDetector, crop_track, track_face
+from tasks.ingest.video import Limits, VideoError, VideoInfo, probe, read_frames
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    frames_per_clip: int = 16  # T
+    clip_fps: float = 5.0  # 16 frames at 5 fps = 3.2 s, the AVFF setting
+    max_clips: int = 3
+    face_size: int = 224
+    face_margin: float = 1.3
+    min_face_frac: float = 0.5  # of a clip's frames with a real detection
+    smooth_window: int = 5
+    detect_side: int = 640
+    min_det_score: float = 0.5
+    sample_rate: int = 16000
+    n_mels: int = 128
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    require_audio: bool = True
+    min_audio_rms: float = 1e-4  # below: a silent track, refused
+    skip_nonref: bool = True  # decode non-reference frames only where they are targets (bit-exact)
+    max_frame_error_s: float = 0.25  # a requested time with no frame this close: the clip is off the stream
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def clip_seconds(self) -> float:
+        return self.frames_per_clip / self.clip_fps
+
+    @property
+    def mel(self) -> MelSpec:
+        return MelSpec(self.sample_rate, self.n_mels, self.win_ms, self.hop_ms)
+
+    @property
+    def mel_frames(self) -> int:
+        return int(round(self.clip_seconds / self.mel.hop_s))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        d = {k: v for k, v in d.items() if k in known}
+        if isinstance(d.get("limits"), dict):
+            d["limits"] = Limits(**d["limits"])
+        return cls(**d)
+
+    def hash(self) -> str:
+        """Identifies the output: a change here invalidates previously written shards."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Clip:
+    index: int
+    start_s: float
+    frames: np.ndarray  # (T, S, S, 3) uint8 face crops
+    mel: np.ndarray  # (F, Tm) float32 log-mel
+    face_box: list[float]
+    det_score: float
+    detected_frac: float
+    frame_times: list[float] = field(default_factory=list)  # (T,) seconds: what was actually shown
+    mel_start_s: float = 0.0  # the mel window starts at the first frame's time (on the hop grid)
+
+
+@dataclass
+class Preprocessed:
+    info: VideoInfo
+    clips: list[Clip]
+    stage_seconds: dict[str, float]  # wall-clock per stage
+    face_frac: float  # over all sampled frames
+    stage_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage
+
+
+def clip_starts(duration: float, clip_seconds: float, max_clips: int) -> list[float]:
+    """Back-to-back clip start times that fit in duration: 10 s at 3.2 s -> [0.0, 3.2, 6.4]."""
+    n = int(np.floor((duration + 1e-6) / clip_seconds))
+    return [round(i * clip_seconds, 6) for i in range(min(n, max_clips))]
+
+
+def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -> Preprocessed:
+    """Decode, detect/track/crop the face and compute the mel for each clip.
+
+    Raises VideoError with a stable reason for anything that makes the video unusable.
+    """
+    timer = _Timer()
+    with timer("probe"):
+        info = probe(path, cfg.limits)
+    duration = min(info.duration, cfg.limits.read_seconds) if np.isfinite(info.duration) else cfg.limits.read_seconds
+    starts = clip_starts(duration, cfg.clip_seconds, cfg.max_clips)
+    if not starts:
+        raise VideoError("too_short", f"{path}: {info.duration:.2f}s is shorter than one {cfg.clip_seconds:.1f}s clip")
+    times = np.array([s + i / cfg.clip_fps for s in starts for i in range(cfg.frames_per_clip)])  # (N,) sorted
+
+    with timer("audio"):
+        mel = log_mel(_audio(path, info, cfg, starts[-1] + cfg.clip_seconds), cfg.mel)  # (F, Tm_total)
+    with timer("decode"):
+        frames, got = read_frames(
+            path,
+            times.tolist(),
+            rotation=info.rotation,
+            skip_nonref=cfg.skip_nonref,
+            read_seconds=cfg.limits.read_seconds,
+            max_pixels=cfg.limits.max_pixels,
+        )  # N x (H, W, 3), (N,)
+    slices = _clip_slices(starts, cfg)
+    on_time = [np.abs(got[sl] - times[sl]).max() <= cfg.max_frame_error_s for sl in slices]
+    if not any(on_time):
+        raise _off_stream(path, info, times, got, cfg.max_frame_error_s)
+    with timer("detect"):
+        try:
+            track = track_face(frames, detector, cfg.smooth_window)
+        except ValueError as e:
+            raise VideoError("no_face", f"{path}: {e}") from e
+    with timer("crop"):
+        crops = crop_track(frames, track, cfg.face_size, cfg.face_margin)  # (N, S, S, 3)
+
+    clips: list[Clip] = []
+    for k, (start, sl) in enumerate(zip(starts, slices)):
+        det = track.detected[sl]
+        if not on_time[k] or det.mean() < cfg.min_face_frac:
+            continue
+        mel_start = round(float(got[sl][0]) / cfg.mel.hop_s) * cfg.mel.hop_s  # aligned to the frame shown
+        clips.append(
+            Clip(
+                index=k,
+                start_s=start,
+                frames=crops[sl],
+                mel=mel_window(mel, mel_start, cfg.mel_frames, cfg.mel.hop_s, pad_value=SILENCE_LOG_MEL),
+                face_box=[float(x) for x in track.boxes[sl].mean(axis=0)],
+                det_score=float(track.scores[sl][det].mean()) if det.any() else 0.0,
+                detected_frac=float(det.mean()),
+                frame_times=[round(float(t), 6) for t in got[sl]],
+                mel_start_s=round(mel_start, 6),
+            )
+        )
+    if not clips:
+        best = max(float(track.detected[sl].mean()) for sl, ok in zip(slices, on_time) if ok)
+        raise VideoError(
+            "no_face",
+            f"{path}: the best clip has a face in {best:.0%} of its frames, below min_face_frac={cfg.min_face_frac} "
+            f"({track.detected.mean():.0%} of all sampled frames)",
+        )
+    return Preprocessed(
+        info=info, clips=clips, stage_seconds=timer.seconds, face_frac=float(track.detected.mean()), stage_cpu=timer.cpu
+    )
+
+
+def _clip_slices(starts: list[float], cfg: PreprocessConfig) -> list[slice]:
+    T = cfg.frames_per_clip
+    return [slice(k * T, (k + 1) * T) for k in range(len(starts))]
+
+
+def _audio(path: str, info: VideoInfo, cfg: PreprocessConfig, duration: float) -> np.ndarray:
+    """(n,) float32 wave of the first duration seconds, sample 0 at the video's t=0; silence when allowed."""
+    if info.has_audio:
+        wave = decode_audio(path, cfg.sample_rate, max_seconds=duration + 0.5, start_time=info.start_time)
+        rms = float(np.sqrt(np.mean(wave**2))) if wave.size else 0.0
+        if rms < cfg.min_audio_rms:
+            raise VideoError("silent_audio", f"{path}: audio track is silent (RMS {rms:.2e} < {cfg.min_audio_rms})")
+        return wave
+    if cfg.require_audio:
+        raise VideoError("no_audio", f"{path}: no audio stream (AVFF needs audio; set require_audio=False to keep)")
+    return np.zeros(int(duration * cfg.sample_rate), np.float32)
+
+
+def _off_stream(path: str, info: VideoInfo, times: np.ndarray, got: np.ndarray, tol: float) -> VideoError:
+    """Why no clip has its frames where they should be: the stream ends early, or it has holes."""
+    last = float(got.max())
+    if last < times.max() - tol:
+        return VideoError(
+            "truncated",
+            f"{path}: video frames end at {last:.2f}s, so no clip's frames are there "
+            f"(the container says {info.duration:.1f}s)",
+        )
+    worst = int(np.argmax(np.abs(got - times)))
+    return VideoError(
+        "frame_gap",
+        f"{path}: no frame within {tol}s of {times[worst]:.2f}s (nearest at {got[worst]:.2f}s) in every clip",
+    )
+
+
+class _Timer:
+    """Wall and CPU seconds per named stage (CPU: the whole process, so one video per process)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - wall
+            self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - cpu

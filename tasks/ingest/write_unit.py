@@ -1,0 +1,223 @@
+"""Work units -> WebDataset shards, written atomically, each marked complete by a record.
+
+A unit is the videos of one (split, part) chunk, sorted by id, so its shard name is
+stable across runs and new parts add new units without touching old ones. A shard is
+complete when its ``.tar.json`` record exists (written after the tar is in place); a
+rerun skips a unit whose record matches the unit's videos, fingerprints and config hash and
+whose tar still has the size and sha256 the record names (else the shard is rewritten).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+
+import webdataset as wds
+
+from storage import fs
+from storage.schema import ClipMeta, encode_sample
+from tasks.ingest.faces import FaceDetector
+from tasks.ingest.preprocess import PreprocessConfig, preprocess_video
+from tasks.ingest.video import VideoError
+
+
+@dataclass(frozen=True)
+class UnitVideo:
+    video_id: str
+    path: str  # absolute path (already confined to the data root by the scan)
+    rel_path: str
+    part: str
+    label: str
+    split: str
+    group: str
+    original: str | None
+    fingerprint: str
+    manipulation: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    split: str
+    part: str
+    chunk: int
+    shard: str  # URI of the shard this unit writes
+    videos: tuple[UnitVideo, ...]
+
+    def signature(self, config_hash: str) -> dict:
+        return {"config": config_hash, "videos": {v.video_id: v.fingerprint for v in self.videos}}
+
+
+@dataclass
+class UnitRecord:
+    """Small, JSON-able result of a unit; what travels back through Ray and Prefect."""
+
+    shard: str
+    split: str
+    part: str
+    signature: dict
+    samples: int = 0
+    videos: list[dict] = field(default_factory=list)  # per video: id, clips, probe facts, timings
+    quarantined: list[dict] = field(default_factory=list)  # per video: id, path, reason, error
+    bytes: int = 0
+    sha256: str = ""
+    seconds: float = 0.0
+    skipped: bool = False  # already complete from an earlier run
+
+
+def fingerprint(path: str, block: int = 1 << 16) -> str:
+    """Cheap content fingerprint: size + sha256 of the first and last 64 KiB."""
+    size = os.path.getsize(path)
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(block))
+        if size > block:
+            f.seek(max(size - block, block))
+            h.update(f.read(block))
+    return h.hexdigest()[:20]
+
+
+def plan_units(videos: list[UnitVideo], shard_for, videos_per_shard: int) -> list[WorkUnit]:
+    """Group videos by (split, part), sort by id, chunk; shard_for(split, part, chunk) -> URI."""
+    by_key: dict[tuple[str, str], list[UnitVideo]] = {}
+    for v in videos:
+        by_key.setdefault((v.split, v.part), []).append(v)
+    units = []
+    for (split, part), vs in sorted(by_key.items()):
+        vs.sort(key=lambda v: v.video_id)
+        for chunk, i in enumerate(range(0, len(vs), videos_per_shard)):
+            units.append(WorkUnit(split, part, chunk, shard_for(split, part, chunk), tuple(vs[i : i + videos_per_shard])))
+    return units
+
+
+def read_record(shard: str) -> dict | None:
+    uri = fs.IngestLayout.record_of(shard)
+    try:
+        if not fs.exists(uri) or not fs.exists(shard):
+            return None
+        return json.loads(fs.read_bytes(uri))
+    except (OSError, ValueError):
+        return None  # unreadable record: the unit is simply redone
+
+
+def shard_intact(shard: str, record: dict) -> bool:
+    """The shard's bytes are the ones its record (and shards.parquet) names: size, then sha256.
+
+    A record proves a write finished, not that the bytes survived: a shard damaged since
+    (bit rot, a partial overwrite) must be rewritten, not indexed.
+    """
+    try:
+        fsys, path = fs.split_uri(shard)
+        if fsys.size(path) != record.get("bytes"):
+            return False
+        return fs.sha256_of(shard) == record.get("sha256")
+    except OSError:
+        return False
+
+
+def is_complete(unit: WorkUnit, config_hash: str) -> dict | None:
+    """The unit's record when its shard is complete, matches the unit and verifies; else None."""
+    record = read_record(unit.shard)
+    if record and record.get("signature") == unit.signature(config_hash) and shard_intact(unit.shard, record):
+        # the record lies beside the planned shard: index that path, not the one it names
+        # (after the output root was moved, or the record edited, that one is elsewhere)
+        return {**record, "shard": unit.shard}
+    return None
+
+
+def process_unit(
+    unit: WorkUnit, cfg: PreprocessConfig, *, jpeg_quality: int = 90, detector: FaceDetector | None = None
+) -> UnitRecord:
+    """Preprocess every video of the unit into one shard; bad videos go to the record's quarantine.
+
+    The tar is written to a local temp file and moved into place only when complete; the
+    record (which marks completion) is written after it. Safe to kill at any point.
+    """
+    config_hash = cfg.hash()
+    done = is_complete(unit, config_hash)
+    if done:
+        return UnitRecord(**{**done, "skipped": True})
+    t0 = time.perf_counter()
+    record = UnitRecord(shard=unit.shard, split=unit.split, part=unit.part, signature=unit.signature(config_hash))
+    own_detector = detector is None
+    detector = detector or FaceDetector(min_score=cfg.min_det_score, detect_side=cfg.detect_side)
+    tmpdir = tempfile.mkdtemp(prefix="avff-shard-")
+    try:
+        local_tar = os.path.join(tmpdir, "shard.tar")
+        with open(local_tar, "wb") as f:
+            # fixed mtime/user/group: a rerun writes byte-identical shards
+            writer = wds.TarWriter(f, encoder=False, mtime=0.0, user="avff", group="avff")
+            for v in unit.videos:
+                _add_video(writer, v, cfg, detector, record, jpeg_quality)
+            writer.close()
+        record.bytes = os.path.getsize(local_tar)
+        record.sha256 = _sha256_file(local_tar)
+        with fs.atomic_open(unit.shard) as out, open(local_tar, "rb") as src:
+            shutil.copyfileobj(src, out, length=1 << 20)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        if own_detector:
+            detector.close()
+    record.seconds = time.perf_counter() - t0
+    fs.atomic_write_bytes(fs.IngestLayout.record_of(unit.shard), json.dumps(asdict(record), sort_keys=True).encode())
+    return record
+
+
+def _add_video(writer, v: UnitVideo, cfg: PreprocessConfig, detector, record: UnitRecord, jpeg_quality: int) -> None:
+    try:
+        result = preprocess_video(v.path, cfg, detector)
+    except VideoError as e:
+        record.quarantined.append(_quarantine(v, e.reason, str(e)))
+        return
+    except Exception as e:  # a bug or an unexpected library error: quarantine this video, keep going
+        record.quarantined.append(_quarantine(v, "error", f"{v.rel_path}: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
+        return
+    for clip in result.clips:
+        meta = ClipMeta(
+            video_id=v.video_id,
+            clip=clip.index,
+            label=v.label,
+            split=v.split,
+            group=v.group,
+            original=v.original,
+            start_s=clip.start_s,
+            fps=cfg.clip_fps,
+            num_frames=cfg.frames_per_clip,
+            face_box=clip.face_box,
+            det_score=clip.det_score,
+            detected_frac=clip.detected_frac,
+            mel_hop_s=cfg.mel.hop_s,
+            part=v.part,
+            manipulation=v.manipulation,
+            frame_times=clip.frame_times,
+            mel_start_s=clip.mel_start_s,
+        )
+        writer.write(encode_sample(clip.frames, clip.mel, meta, jpeg_quality))
+        record.samples += 1
+    record.videos.append(
+        {
+            "video_id": v.video_id,
+            "clips": len(result.clips),
+            "face_frac": result.face_frac,
+            **{k: getattr(result.info, k) for k in ("duration", "fps", "width", "height", "rotation", "codec", "has_audio", "audio_rate")},
+            "seconds": result.stage_seconds,
+            "cpu_seconds": result.stage_cpu,
+        }
+    )
+
+
+def _quarantine(v: UnitVideo, reason: str, error: str) -> dict:
+    return {"video_id": v.video_id, "part": v.part, "rel_path": v.rel_path, "label": v.label, "reason": reason, "error": error}
+
+
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,87 @@
+"""Score videos with a trained AVFF: the ingest preprocessing, the shard round trip, the model.
+
+Train/serve parity by construction: each clip goes through ``preprocess_video`` (ingest's
+code path, with the PreprocessConfig the model was trained on), then through the shard
+encoding and decoding (``encode_sample`` -> ``decode_sample``: the same JPEG and float16 the
+training data went through), then ``clip_to_tensors`` (the training loader's normalisation).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+import numpy as np
+
+from storage.schema import ClipMeta, decode_sample, encode_sample
+from tasks.ingest.faces import FaceDetector
+from tasks.ingest.preprocess import PreprocessConfig, preprocess_video
+from tasks.ingest.video import VideoError
+
+
+@dataclass
+class VideoScore:
+    video: str
+    p_fake: float | None  # mean clip probability; None when the video cannot be scored
+    clips: int
+    face_frac: float
+    clip_p_fake: list[float]
+    reason: str | None = None  # stable code (no_face, no_audio, ...) when not scored
+    error: str | None = None
+
+
+def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_quality: int = 90):
+    """A video -> (video (N, 3, T, H, W), audio (N, 1, F, Tm), face_frac), exactly as training sees clips."""
+    import torch
+
+    from tasks.train.data import clip_to_tensors
+
+    result = preprocess_video(path, pre, detector)
+    samples = []
+    for clip in result.clips:
+        meta = ClipMeta(
+            video_id="predict", clip=clip.index, label="REAL", split="test", group="predict", original=None,
+            start_s=clip.start_s, fps=pre.clip_fps, num_frames=pre.frames_per_clip, face_box=clip.face_box,
+            det_score=clip.det_score, detected_frac=clip.detected_frac, mel_hop_s=pre.mel.hop_s,
+            frame_times=clip.frame_times, mel_start_s=clip.mel_start_s,
+        )  # fmt: skip
+        raw = encode_sample(clip.frames, clip.mel, meta, jpeg_quality)
+        samples.append(clip_to_tensors(decode_sample(raw)))
+    video = torch.stack([s["video"] for s in samples])  # (N, 3, T, H, W)
+    audio = torch.stack([s["audio"] for s in samples])  # (N, 1, F, Tm)
+    return video, audio, result.face_frac
+
+
+def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector) -> VideoScore:
+    """P(FAKE) of one video (mean over its clips), or the reason it cannot be scored.
+
+    Never raises for one bad video: a missing path, a symlink loop, a directory or a decoder
+    failure is this video's ``reason``, and the videos after it are still scored.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return VideoScore(path, None, 0, 0.0, [], "unreadable", f"{path}: not a regular file")
+        video, audio, face_frac = clip_inputs(path, pre, detector)
+    except VideoError as e:
+        error = str(e)
+        if e.reason == "no_audio" and pre.require_audio:
+            error = (f"{path}: no audio stream, and this model was trained on videos with audio; a model trained on "
+                     f"shards ingested with --no-require-audio (a silent log-mel) scores such videos")  # fmt: skip
+        return VideoScore(path, None, 0, 0.0, [], e.reason, error)
+    except FileNotFoundError:
+        return VideoScore(path, None, 0, 0.0, [], "missing_file", f"{path}: no such file")
+    except OSError as e:  # a symlink loop, no permission, an I/O error
+        return VideoScore(path, None, 0, 0.0, [], "unreadable", f"{path}: {e.strerror or e}")
+    except Exception as e:  # an unexpected library error: this video's, not the batch's
+        return VideoScore(path, None, 0, 0.0, [], "error", f"{path}: {type(e).__name__}: {e}")
+    p = scorer.predict_proba(video, audio)
+    return VideoScore(path, float(np.mean(p)), len(p), face_frac, [float(x) for x in p])
+
+
+def preprocess_for(scorer) -> PreprocessConfig:
+    """The PreprocessConfig a model was trained on; defaults matched to its input shape otherwise."""
+    if scorer.preprocess:
+        return PreprocessConfig.from_dict(scorer.preprocess)
+    cfg = scorer.config
+    return PreprocessConfig(face_size=cfg.img_size, frames_per_clip=cfg.num_frames, n_mels=cfg.n_mels)

@@ -1,0 +1,209 @@
+"""Scoring a trained AVFF: from safetensors weights + config JSON, never from a pickle.
+
+- :class:`Scorer`      a model in eval mode that turns (video, audio) into P(FAKE)
+- :func:`load_model`   a Scorer from a checkpoint dir, a ``.safetensors`` file, a pyfunc model
+                        dir, or an MLflow ``models:/`` / ``runs:/`` URI (artifacts only: no code
+                        from the registry runs here)
+- :func:`log_pyfunc_model`  logs :class:`tasks.serve.pyfunc_model.AVFFPyfunc` as "models from code":
+                        its artifacts are the weights and the config JSON, so loading it unpickles nothing
+
+Inputs follow the loader contract (:mod:`tasks.train.data`): video (B, 3, T, H, W) and audio
+(B, 1, F, Tm) float32, already normalised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+
+from avff_model import AVFF, AVFFConfig
+from tasks.train.checkpoint import CheckpointError, load_weights
+
+WEIGHTS_ARTIFACT = "weights"
+CONFIG_ARTIFACT = "config"
+PREPROCESS_ARTIFACT = "preprocess"  # the ingest PreprocessConfig the model was trained on
+DECISION_ARTIFACT = "decision"  # {"threshold": t, "criterion": ...}: P(FAKE) >= t is a FAKE verdict
+CONFIG_FILE, PREPROCESS_FILE, DECISION_FILE = "model_config.json", "preprocess.json", "decision.json"
+# the models-from-code entry point MLflow executes at load time; written at log time so that
+# no importable module of ours has the side effect of calling set_model
+_ENTRY = "import mlflow\nfrom tasks.serve.pyfunc_model import AVFFPyfunc\n\nmlflow.models.set_model(AVFFPyfunc())\n"
+_PACKAGES = ("avff_model", "storage", "tasks")
+# input examples are stored as JSON: skip them for configs whose one clip is this large
+_MAX_EXAMPLE_VALUES = 1 << 18
+
+
+# Upper bounds of a model config we agree to build: the paper preset is ViT-B (768 wide, 12
+# deep); these leave room for larger variants but refuse a tiny file asking for a 13 GB model.
+CONFIG_BOUNDS: dict[str, float] = {
+    "img_size": 1024, "num_frames": 128, "tubelet": 16, "patch": 64, "n_mels": 512, "mel_frames": 4096,
+    "audio_patch": 64, "video_width": 4096, "video_depth": 48, "video_heads": 64, "audio_width": 4096,
+    "audio_depth": 48, "audio_heads": 64, "mlp_ratio": 8.0, "decoder_width": 4096, "decoder_depth": 48,
+    "decoder_heads": 64, "num_slices": 128, "contrastive_dim": 4096, "disc_hidden": 4096, "head_hidden": 4096,
+    "head_heads": 64,
+}  # fmt: skip
+
+
+def checked_config(config: dict, weights: dict[str, torch.Tensor]) -> AVFFConfig:
+    """The AVFFConfig of a checkpoint, checked against bounds and against its tensors' shapes.
+
+    The shapes come from the model built on the ``meta`` device (no memory), so a config that
+    disagrees with its weights is refused before a real parameter is allocated.
+    """
+    known = {f.name for f in dataclasses.fields(AVFFConfig)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise CheckpointError(f"model config has unknown fields {unknown}")
+    for name, bound in CONFIG_BOUNDS.items():
+        value = config.get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= bound:
+            raise CheckpointError(f"model config {name}={value!r} is outside (0, {bound:g}]: refused before building")
+    try:
+        cfg = AVFFConfig(**config)
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in AVFF(cfg).state_dict().items()}
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"invalid model config: {e}") from e
+    got = {k: tuple(v.shape) for k, v in weights.items()}
+    if got != expected:
+        missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+        wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
+        raise CheckpointError(
+            f"weights do not match their model config: {len(missing)} missing, {len(extra)} unexpected, "
+            f"{len(wrong)} of another shape" + (f" (e.g. {wrong[0]}: {got[wrong[0]]} vs {expected[wrong[0]]})" if wrong else "")
+        )
+    return cfg
+
+
+class Scorer:
+    """P(FAKE) of clips, in batches, on one device."""
+
+    def __init__(self, model: AVFF, device: str | torch.device = "cpu", preprocess: dict | None = None):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = model.cfg
+        self.preprocess = preprocess  # ingest's PreprocessConfig as a dict, when the model carries it
+        self.threshold: float | None = None  # the decision threshold chosen on val, when the model carries it
+
+    @classmethod
+    def from_weights(cls, weights: dict[str, torch.Tensor], config: dict, device: str = "auto") -> Scorer:
+        """The model ``config`` describes, holding ``weights``; refused (CheckpointError) before
+        anything is allocated when the config is out of bounds or does not match the tensors."""
+        cfg = checked_config(config, weights)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = AVFF(cfg)
+        model.load_state_dict(weights)
+        return cls(model, device)
+
+    @torch.inference_mode()
+    def predict_proba(self, video, audio, batch_size: int = 16) -> np.ndarray:
+        """video (B, 3, T, H, W), audio (B, 1, F, Tm) (numpy or torch) -> (B,) float32 P(FAKE)."""
+        video, audio = torch.as_tensor(np.asarray(video), dtype=torch.float32), torch.as_tensor(
+            np.asarray(audio), dtype=torch.float32
+        )
+        cfg = self.config
+        want_v, want_a = (3, cfg.num_frames, cfg.img_size, cfg.img_size), (1, cfg.n_mels, cfg.mel_frames)
+        if tuple(video.shape[1:]) != want_v or tuple(audio.shape[1:]) != want_a or len(video) != len(audio):
+            raise ValueError(f"expected video (B, {want_v}) and audio (B, {want_a}), got "
+                             f"{tuple(video.shape)} and {tuple(audio.shape)}")  # fmt: skip
+        out = []
+        for i in range(0, len(video), batch_size):
+            logits = self.model(video[i : i + batch_size].to(self.device), audio[i : i + batch_size].to(self.device))
+            out.append(torch.sigmoid(logits.float()).cpu())  # (b,)
+        return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def _from_model_dir(path: Path, device: str) -> Scorer:
+    """A pyfunc model directory as logged by :func:`log_pyfunc_model` (its artifacts/ only)."""
+    weights = sorted(path.glob("artifacts/*.safetensors"))
+    if len(weights) != 1:
+        raise FileNotFoundError(f"{path}: expected one artifacts/*.safetensors, found {len(weights)}")
+    state, meta_config, _ = load_weights(str(weights[0]))
+    config_file, preprocess_file = path / "artifacts" / CONFIG_FILE, path / "artifacts" / PREPROCESS_FILE
+    config = json.loads(config_file.read_text()) if config_file.exists() else meta_config
+    scorer = Scorer.from_weights(state, config, device)
+    scorer.preprocess = json.loads(preprocess_file.read_text()) if preprocess_file.exists() else None
+    decision_file = path / "artifacts" / DECISION_FILE
+    if decision_file.exists():
+        scorer.threshold = json.loads(decision_file.read_text()).get("threshold")
+    return scorer
+
+
+def load_model(uri_or_path: str, device: str = "auto") -> Scorer:
+    """A Scorer from weights (see the module docstring for what ``uri_or_path`` may be)."""
+    uri = str(uri_or_path)
+    if uri.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            return _from_model_dir(local, device)
+    local = Path(uri.removeprefix("file://"))
+    if "://" not in uri.removeprefix("file://") and (local / "MLmodel").exists():
+        return _from_model_dir(local, device)
+    state, config, _ = load_weights(uri)
+    if not config:
+        raise ValueError(f"{uri}: the weights carry no model config metadata")
+    return Scorer.from_weights(state, config, device)
+
+
+def log_pyfunc_model(
+    weights_path: str,
+    config: dict,
+    *,
+    name: str = "model",
+    registered_model_name: str | None = None,
+    code_root: str | None = None,
+    preprocess: dict | None = None,
+    decision: dict | None = None,
+) -> mlflow.models.model.ModelInfo:
+    """Log (and optionally register) the pyfunc in the active MLflow run.
+
+    ``weights_path``: a local ``model.safetensors``. The project's packages are shipped as
+    code_paths (from ``code_root``, default: this checkout) so the model loads without them
+    installed. Pip requirements are pinned from this environment instead of inferred (which
+    would load the model in a subprocess).
+    """
+    import safetensors
+
+    root = Path(code_root) if code_root else Path(__file__).resolve().parent.parent
+    cfg = AVFFConfig(**config)
+    example_values = 3 * cfg.num_frames * cfg.img_size**2 + cfg.n_mels * cfg.mel_frames
+    video = np.zeros((1, 3, cfg.num_frames, cfg.img_size, cfg.img_size), np.float32)
+    audio = np.zeros((1, 1, cfg.n_mels, cfg.mel_frames), np.float32)
+    example = {"video": video, "audio": audio}
+    scorer = Scorer.from_weights(load_weights(weights_path)[0], config, "cpu")
+    signature = mlflow.models.infer_signature(example, scorer.predict_proba(video, audio))
+    with tempfile.TemporaryDirectory() as tmp:
+        entry = Path(tmp) / "avff_pyfunc.py"
+        entry.write_text(_ENTRY)
+        config_path = Path(tmp) / CONFIG_FILE
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+        artifacts = {WEIGHTS_ARTIFACT: str(weights_path), CONFIG_ARTIFACT: str(config_path)}
+        if preprocess is not None:
+            (Path(tmp) / PREPROCESS_FILE).write_text(json.dumps(preprocess, indent=2, sort_keys=True))
+            artifacts[PREPROCESS_ARTIFACT] = str(Path(tmp) / PREPROCESS_FILE)
+        if decision is not None:
+            (Path(tmp) / DECISION_FILE).write_text(json.dumps(decision, indent=2, sort_keys=True))
+            artifacts[DECISION_ARTIFACT] = str(Path(tmp) / DECISION_FILE)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(entry),
+            artifacts=artifacts,
+            code_paths=[str(root / p) for p in _PACKAGES],
+            signature=signature,
+            input_example=example if example_values <= _MAX_EXAMPLE_VALUES else None,
+            pip_requirements=[
+                f"torch=={torch.__version__.split('+')[0]}",
+                f"numpy=={np.__version__}",
+                f"safetensors=={safetensors.__version__}",
+                f"mlflow=={mlflow.__version__}",
+                "fsspec",
+                "pyarrow",
+            ],
+            registered_model_name=registered_model_name,
+        )

@@ -1,0 +1,379 @@
+"""Shards -> batches: the WebDataset input pipeline of training and evaluation.
+
+One pipeline, a list of small stages (webdataset style)::
+
+    shard URLs of one or more splits (shards.parquet), permuted by (seed, epoch)
+    -> split by node, then by DataLoader worker (each shard read by exactly one worker)
+    -> open through fsspec (local paths and s3:// alike, via storage.fs)
+    -> tar members -> raw samples -> [keep: video ids / clips, from the JSON member only]
+    -> storage.schema.decode_sample -> [REAL only] -> tensors [+ per-clip augmentation]
+    -> seeded shuffle buffer -> exact per-worker epoch length -> batch
+
+Everything random is seeded from ``(seed, epoch, worker)`` (augmentation from ``(seed, epoch,
+clip)``), so an epoch's batches are the same on every run: that is what makes resumed
+training equal an uninterrupted one. Augmentation (:mod:`tasks.train.augment`) runs only in
+shuffled (training) loaders; asking an evaluation loader for it raises.
+
+Tensors (letters as in ``avff_model``): ``video`` (B, 3, T, H, W) float32 ImageNet-normalised,
+``audio`` (B, 1, F, Tm) float32 normalised with :data:`AUDIO_MEAN` / :data:`AUDIO_STD`,
+``target`` (B,) float32 (FAKE = 1), ``video_id`` list[str], ``clip`` (B,) int64.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from storage import fs
+from storage.schema import META_MEMBER, SPLITS, DecodedClip, decode_sample
+from tasks.train.augment import ClipAugment, augment_mel, augment_video, clip_generator
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# AudioSet statistics of Kaldi fbanks, normalised as AST/AudioMAE do: (x - mean) / (2 * std).
+# Ingest writes the same features (tasks.ingest.audio.log_mel: kaldi.fbank, 128 bins, 25/10 ms).
+AUDIO_MEAN = -4.2677393
+AUDIO_STD = 4.5689974
+
+
+@dataclass(frozen=True)
+class InputShape:
+    """The clip shape a shard set holds; the model config must agree with it."""
+
+    img_size: int
+    num_frames: int
+    n_mels: int
+    mel_frames: int
+
+
+def shard_urls(layout: fs.IngestLayout, split: str | Sequence[str]) -> list[str]:
+    """The URIs of one split's shards (or of several splits', split by split), in index order."""
+    splits = (split,) if isinstance(split, str) else tuple(split)
+    bad = [s for s in splits if s not in SPLITS]
+    if bad or not splits:
+        raise ValueError(f"unknown split {bad or split!r}; expected one of {SPLITS}")
+    index = fs.read_parquet(layout.shard_index)
+    urls: list[str] = []
+    for name in splits:
+        rows = index.filter(pc.equal(index["split"], name))
+        urls += [str(p) for p in rows["path"].to_pylist()]
+    return urls
+
+
+def split_counts(layout: fs.IngestLayout, split: str) -> int:
+    """Number of samples (clips) in one split, from the shard index."""
+    index = fs.read_parquet(layout.shard_index)
+    rows = index.filter(pc.equal(index["split"], split))
+    return int(pc.sum(rows["samples"]).as_py() or 0)
+
+
+def clip_to_tensors(
+    clip: DecodedClip, audio_mean: float = AUDIO_MEAN, audio_std: float = AUDIO_STD,
+    augment: ClipAugment | None = None, generator: torch.Generator | None = None,
+) -> dict:  # fmt: skip
+    """A decoded clip -> one sample of model inputs (see the module docstring).
+
+    ``augment`` transforms the clip before normalisation: frames in [0, 1], the raw log-mel.
+    """
+    frames = torch.from_numpy(clip.frames)  # (T, H, W, 3) uint8
+    video = frames.permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
+    mel = torch.from_numpy(clip.mel.astype(np.float32))  # (F, Tm)
+    if augment is not None and augment.enabled:
+        if generator is None:
+            raise ValueError("augmentation needs a seeded generator")
+        video = augment_video(video, augment.video, generator)
+        mel = augment_mel(mel, augment.audio, generator)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+    video = (video - mean) / std
+    audio = ((mel - audio_mean) / (2.0 * audio_std)).unsqueeze(0)  # (1, F, Tm)
+    return {
+        "video": video,
+        "audio": audio,
+        "target": float(clip.meta.target),
+        "video_id": clip.meta.video_id,
+        "clip": int(clip.meta.clip),
+    }
+
+
+def collate(samples: list[dict]) -> dict:
+    """List of samples -> batch dict (tensors stacked, ids kept as a list)."""
+    return {
+        "video": torch.stack([s["video"] for s in samples]),  # (B, 3, T, H, W)
+        "audio": torch.stack([s["audio"] for s in samples]),  # (B, 1, F, Tm)
+        "target": torch.tensor([s["target"] for s in samples], dtype=torch.float32),  # (B,)
+        "video_id": [s["video_id"] for s in samples],
+        "clip": torch.tensor([s["clip"] for s in samples], dtype=torch.int64),  # (B,)
+    }
+
+
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+class _EpochShards(IterableDataset):
+    """Stage 0: the shard URLs of an epoch, permuted by (seed, epoch, pass).
+
+    Each iteration is one pass; a repeating pipeline iterates again and gets the next
+    pass's permutation. Every worker computes the same order, then takes its slice.
+    """
+
+    def __init__(self, urls: list[str], *, shuffle: bool, seed: int, epoch: int):
+        self.urls, self.shuffle, self.seed, self.epoch = urls, shuffle, seed, epoch
+        self.passes = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        order = list(self.urls)
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, self.epoch, self.passes])
+            order = [order[i] for i in rng.permutation(len(order))]
+        self.passes += 1
+        return iter([{"url": u} for u in order])
+
+
+class _SplitByNode:
+    """Stage 1: this rank's shards, ``urls[rank::world]`` (webdataset's split_by_node, made explicit).
+
+    The rank is read from torch.distributed when the pipeline is built, in the training
+    process, not from ``RANK``/``WORLD_SIZE`` in the environment as webdataset does: after the
+    process group closes, rank 0 alone reads every shard (the final test evaluation).
+    """
+
+    def __init__(self) -> None:
+        on = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.rank, self.world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if on else (0, 1)
+
+    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
+        for i, item in enumerate(src):
+            if i % self.world == self.rank:
+                yield item
+
+
+def _open_shards(src: Iterable[dict]) -> Iterator[dict]:
+    """{url} -> {url, stream}: every shard is opened through fsspec (storage.fs)."""
+    for item in src:
+        fsys, path = fs.split_uri(item["url"])
+        stream = fsys.open(path, "rb")
+        try:
+            yield {**item, "stream": stream}
+        finally:
+            stream.close()
+
+
+def _decode(src: Iterable[dict]) -> Iterator[DecodedClip]:
+    return (decode_sample(sample) for sample in src)
+
+
+def _real_only(src: Iterable[DecodedClip]) -> Iterator[DecodedClip]:
+    return (c for c in src if c.meta.label == "REAL")
+
+
+class _Keep:
+    """Keep raw samples whose video id (and (video id, clip)) is listed, before any JPEG decode.
+
+    Reads only the schema's JSON member; a sample without one passes on to decode_sample,
+    which rejects it with the schema's error.
+    """
+
+    def __init__(self, videos: frozenset[str] | None, clips: frozenset[tuple[str, int]] | None):
+        self.videos, self.clips = videos, clips
+
+    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
+        for sample in src:
+            raw = sample.get(META_MEMBER)
+            if isinstance(raw, (bytes, bytearray)):
+                meta = json.loads(raw)
+                if self.videos is not None and meta.get("video_id") not in self.videos:
+                    continue
+                if self.clips is not None and (meta.get("video_id"), meta.get("clip")) not in self.clips:
+                    continue
+            yield sample
+
+
+class _ToTensors:
+    """DecodedClip -> tensors; with ``augment``, each clip draws from its own (seed, epoch, pass, key) generator."""
+
+    def __init__(self, audio_mean: float, audio_std: float, augment: ClipAugment | None = None, seed: int = 0,
+                 epoch: int = 0):  # fmt: skip
+        self.audio_mean, self.audio_std, self.augment = audio_mean, audio_std, augment
+        self.seed, self.epoch, self.passes = seed, epoch, 0
+
+    def __call__(self, src: Iterable[DecodedClip]) -> Iterator[dict]:
+        passes = self.passes
+        self.passes += 1
+        for c in src:
+            g = clip_generator(self.seed, self.epoch, f"{c.key}#{passes}") if self.augment else None
+            yield clip_to_tensors(c, self.audio_mean, self.audio_std, self.augment, g)
+
+
+class _SeededShuffle:
+    """A shuffle buffer whose RNG is seeded by (seed, epoch, worker id)."""
+
+    def __init__(self, bufsize: int, seed: int, epoch: int):
+        self.bufsize, self.seed, self.epoch = bufsize, seed, epoch
+        self.passes = 0
+
+    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
+        worker, _ = _worker()
+        rng = random.Random(f"{self.seed}:{self.epoch}:{worker}:{self.passes}")
+        self.passes += 1
+        buf: list[dict] = []
+        for sample in src:
+            buf.append(sample)
+            if len(buf) >= self.bufsize:
+                # swap a random element to the end and yield it: O(1) per sample
+                k = rng.randrange(len(buf))
+                buf[k], buf[-1] = buf[-1], buf[k]
+                yield buf.pop()
+        rng.shuffle(buf)
+        yield from buf
+
+
+class _TakePerWorker:
+    """Cut an (endless) stream so that all workers together yield exactly ``total`` samples.
+
+    ``DataPipeline.with_epoch(n)`` counts per worker and cannot split a total that the
+    worker count does not divide; worker k takes ``total // W`` plus one if k < total % W.
+    Under multi-process (DDP) training the total is per process, like the shard split.
+    """
+
+    def __init__(self, total: int):
+        self.total = total
+
+    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
+        worker, n_workers = _worker()
+        n = self.total // n_workers + (1 if worker < self.total % n_workers else 0)
+        for i, sample in enumerate(src):
+            if i >= n:
+                return
+            yield sample
+
+
+def make_dataset(
+    urls: list[str],
+    *,
+    batch_size: int,
+    shuffle: bool,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    epoch: int = 0,
+    samples_per_epoch: int | None = None,
+    real_only: bool = False,
+    audio_mean: float = AUDIO_MEAN,
+    audio_std: float = AUDIO_STD,
+    augment: ClipAugment | None = None,
+    keep_videos: frozenset[str] | None = None,
+    keep_clips: frozenset[tuple[str, int]] | None = None,
+    split_by_rank: bool = True,
+) -> wds.DataPipeline:
+    """The pipeline over ``urls`` (an IterableDataset yielding batch dicts).
+
+    ``samples_per_epoch=None``: one pass, every sample exactly once across all workers.
+    Otherwise passes repeat (each shuffled anew, the shuffle buffer flushed between passes,
+    so no sample repeats before the data runs out) and the epoch is exactly that many samples.
+    ``keep_videos`` / ``keep_clips`` (video id, clip) drop every other sample (CV folds,
+    curriculum); ``augment`` needs ``shuffle`` (training loaders only). ``split_by_rank=False``:
+    every rank of a process group reads every shard.
+    """
+    if not urls:
+        raise ValueError("no shards to read")
+    if augment is not None and augment.enabled and not shuffle:
+        raise ValueError("augmentation is for training loaders only (shuffle=True); evaluation never augments")
+    augment = augment if augment is not None and augment.enabled else None
+    stages: list = [
+        _EpochShards(urls, shuffle=shuffle, seed=seed, epoch=epoch),
+        *([_SplitByNode()] if split_by_rank else []),
+        wds.split_by_worker,
+        _open_shards,
+        # wds.tarfile_samples without its gopen: streams come from fsspec above
+        wds.filters.pipelinefilter(wds.tariterators.tar_file_expander)(handler=wds.reraise_exception),
+        wds.filters.pipelinefilter(wds.tariterators.group_by_keys)(handler=wds.reraise_exception),
+    ]
+    if keep_videos is not None or keep_clips is not None:
+        stages.append(_Keep(keep_videos, keep_clips))
+    stages.append(_decode)
+    if real_only:
+        stages.append(_real_only)
+    stages.append(_ToTensors(audio_mean, audio_std, augment, seed, epoch))
+    if shuffle and shuffle_buffer > 1:
+        stages.append(_SeededShuffle(shuffle_buffer, seed, epoch))
+    one_pass = wds.DataPipeline(*stages)
+    if samples_per_epoch is None:
+        return wds.DataPipeline(one_pass, wds.batched(batch_size, collation_fn=collate, partial=True))
+    return wds.DataPipeline(
+        one_pass.repeat(),  # endless passes, cut below
+        _TakePerWorker(samples_per_epoch),
+        wds.batched(batch_size, collation_fn=collate, partial=True),
+    )
+
+
+def make_loader(
+    layout: fs.IngestLayout,
+    split: str | Sequence[str],
+    *,
+    batch_size: int,
+    num_workers: int = 0,
+    shuffle_buffer: int = 256,
+    seed: int = 0,
+    epoch: int = 0,
+    samples_per_epoch: int | None = None,
+    real_only: bool = False,
+    shuffle: bool | None = None,
+    pin_memory: bool | None = None,
+    augment: ClipAugment | None = None,
+    keep_videos: frozenset[str] | None = None,
+    keep_clips: frozenset[tuple[str, int]] | None = None,
+) -> DataLoader:
+    """A DataLoader over one split's shards (or several splits') for one epoch (build a new one each epoch).
+
+    ``shuffle`` defaults to ``split == "train"``. Workers are capped at the shard count so
+    none starts without a shard. Batches are dicts (see the module docstring). ``augment``,
+    ``keep_videos`` and ``keep_clips``: see :func:`make_dataset`.
+    """
+    urls = shard_urls(layout, split)
+    if not urls:
+        raise ValueError(f"no {split!r} shards in {layout.shard_index}")
+    shuffle = split == "train" if shuffle is None else shuffle
+    dataset = make_dataset(
+        urls,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+        epoch=epoch,
+        samples_per_epoch=samples_per_epoch,
+        real_only=real_only,
+        augment=augment,
+        keep_videos=keep_videos,
+        keep_clips=keep_clips,
+    )
+    workers = min(num_workers, len(urls))
+    return DataLoader(
+        dataset,
+        batch_size=None,  # batched inside the pipeline
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        # worker torch RNGs (unused by the pipeline today) derive from this: deterministic too
+        generator=torch.Generator().manual_seed(seed * 100_003 + epoch),
+        persistent_workers=False,
+        prefetch_factor=2 if workers > 0 else None,
+    )
+
+
+def infer_input_shape(layout: fs.IngestLayout, split: str = "train") -> InputShape:
+    """Read the first clip of a split to learn its frame size, frame count and mel shape."""
+    batch = next(iter(make_dataset(shard_urls(layout, split)[:1], batch_size=1, shuffle=False, split_by_rank=False)))
+    _, _, t, h, w = batch["video"].shape  # (1, 3, T, H, W)
+    _, _, f, tm = batch["audio"].shape  # (1, 1, F, Tm)
+    if h != w:
+        raise ValueError(f"face crops must be square, got {h}x{w}")
+    return InputShape(img_size=h, num_frames=t, n_mels=f, mel_frames=tm)

@@ -1,0 +1,665 @@
+"""The whole training run as one plain function, shared by the Prefect flow and the CLI.
+
+:func:`run_training` does, in order:
+
+1. stage 1 ("pretrain", REAL clips only): AVFF's self-supervised losses, generator and
+   discriminator optimizers;
+2. stage 2 ("classify", both labels): BCE fine-tuning with per-epoch validation (clip and
+   video metrics), early stopping on ``monitor``, ``best`` and ``last`` checkpoints;
+3. test evaluation at the best checkpoint, with the decision threshold chosen on val;
+4. plots, predictions, the markdown report; everything logged through ``log``.
+
+Stage-2 options, all off by default (docs/experiments.md): per-clip video/audio augmentation
+in the train loader, Mixup/CutMix and progressive down-up resizing per batch, focal loss,
+class weights from the training prior, label smoothing, auxiliary uni-modal and contrastive
+terms, a self-paced curriculum. With ``fold=k`` the run is one fold of grouped
+cross-validation (:mod:`tasks.ingest.folds`): train+val pooled, fold k validates, test is never
+read, and the run ends after scoring the fold at its best checkpoint (no report).
+
+Every epoch ends in a checkpoint that holds weights, optimizer/scheduler/scaler and RNG
+states, and the epoch counter; batches depend only on (seed, epoch). So a run interrupted
+after epoch k and restarted with ``resume_from`` ends with the same weights and metrics as
+one that never stopped.
+
+Output layout under ``output_dir`` (local or object storage)::
+
+    checkpoints/epoch-0003/{model.safetensors,state.pt}   checkpoints/{last,best,pretrained}.json
+    plots/*.png   predictions/{val,test}.parquet   report.md   model_config.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from safetensors.torch import save as save_safetensors
+
+import torch
+
+from avff_model import AVFF, AVFFConfig, get_config, list_heads
+from storage import fs
+from tasks.evaluate import metrics as M
+from tasks.evaluate import plots
+from tasks.train.augment import AudioAugment, ClipAugment, VideoAugment
+from tasks.train.batch_augment import BatchTransform, MixAugment
+from tasks.train.checkpoint import CheckpointStore, capture_rng, load_checkpoint, resolve_checkpoint, restore_rng
+from tasks.train.curriculum import clip_difficulty, easiest_clips, linear_ramp
+from tasks.ingest.folds import POOL, FoldSplit, fold_split, manifest_rows
+from tasks.train.objective import Objective, pos_weight_from_labels
+from tasks.evaluate.report import ReportInputs, write_training_report
+from tasks.tracking.logger import Logger, flatten_params
+from tasks.train.data import InputShape, infer_input_shape, make_loader, split_counts
+from tasks.train.engine import (
+    EarlyStopping,
+    StepContext,
+    build_optimizer,
+    build_scheduler,
+    evaluate,
+    make_scaler,
+    pretrain_one_epoch,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+    train_one_epoch,
+)
+
+STAGES = ("both", "pretrain", "classify")
+CLASS_WEIGHTS = ("none", "prior")
+_MAX_METRICS = ("auc", "average_precision", "accuracy", "balanced_accuracy", "precision", "recall", "f1")
+# What MLflow's run page charts: per-epoch curves and a short summary at the best checkpoint.
+# Every other number (both levels, both thresholds, the baselines) is one row of the run's
+# metrics table artifact (METRICS_TABLE) and of report.md: single points make no chart.
+CURVE_METRICS = ("train_loss", "val_loss", "lr", "val_video_auc", "val_video_average_precision", "val_video_log_loss",
+                 "val_video_balanced_accuracy", "val_video_f1", "val_clip_auc", "val_clip_log_loss")  # fmt: skip
+SUMMARY_METRICS = ("best_val_video_auc", "best_val_video_log_loss", "test_video_auc", "test_video_average_precision",
+                   "test_video_log_loss", "test_video_balanced_accuracy", "test_video_f1", "test_video_eer",
+                   "test_video_at_val_threshold_balanced_accuracy", "test_video_at_val_threshold_f1",
+                   "test_clip_auc", "test_clip_log_loss")  # fmt: skip
+METRICS_TABLE = "metrics_table.json"
+_PREDICTORS = (("model", "{level}"), ("model @ val threshold", "{level}@val_threshold"),
+               ("prior baseline", "baselines.{level}.prior"), ("majority baseline", "baselines.{level}.majority"))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything one training run needs; the flow's TrainConfig maps onto it field by field."""
+
+    data: str  # ingest output root (shards.parquet, manifest.parquet, shards/)
+    output_dir: str  # checkpoints, plots, predictions and the report go here
+    model_config: str = "tiny"
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # AVFFConfig field -> value
+    stages: str = "both"  # both | pretrain | classify
+    pretrain_epochs: int = 1
+    epochs: int = 10  # stage-2 epochs (at most: early stopping may end sooner)
+    batch_size: int = 8
+    eval_batch_size: int | None = None  # None: batch_size
+    lr: float = 1e-4
+    pretrain_lr: float | None = None  # None: lr
+    optimizer: str = "adamw"  # adamw | adam | lion
+    scheduler: str = "warmup_cosine"  # warmup_cosine | cosine_warm_restarts | constant
+    warmup: int = 0  # optimizer steps of linear warmup (per stage)
+    cycle_epochs: int = 1  # cosine_warm_restarts: epochs of the first cosine cycle (T_0)
+    cycle_mult: float = 1.0  # cosine_warm_restarts: each cycle this many times longer than the last (T_mult)
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (CPU always runs fp32)
+    patience: int = 3
+    min_delta: float = 0.0
+    monitor: str = "val_video_log_loss"
+    monitor_mode: str = "auto"  # auto | min | max
+    threshold_criterion: str = "f1"  # f1 | youden | eer, chosen on val video predictions
+    seed: int = 0
+    num_workers: int = 0
+    samples_per_epoch: int | None = None  # None: one pass over the split per epoch
+    shuffle_buffer: int = 256
+    device: str = "auto"
+    resume_from: str | None = None  # a checkpoint dir, a pointer .json, or a previous output_dir
+    pretrained_encoders: str | None = None  # safetensors of encoder weights, loaded before stage 2
+    log_every: int = 1  # per-step metrics every this many optimizer steps
+    log_checkpoints: bool = True  # log the best/last checkpoints as artifacts
+    report_bootstrap: int = 200  # bootstrap resamples of the report's AUC confidence intervals
+    # model switches (None: the preset's value; a different value in `overrides` raises)
+    fusion: str | None = None  # a head of avff_model.heads: avff_concat | avff_sync | attention | late | video_only | audio_only
+    dropout: float | None = None
+    # stage-2 augmentation: clips in the train loader, batches in the engine (never val/test)
+    video_augment: VideoAugment = field(default_factory=VideoAugment)
+    audio_augment: AudioAugment = field(default_factory=AudioAugment)
+    mix: MixAugment = field(default_factory=MixAugment)
+    # stage-2 objective (tasks.train.objective)
+    loss: str = "bce"  # bce | focal
+    focal_gamma: float = 2.0
+    class_weight: str = "none"  # none | prior: FAKE weight n_real / n_fake of the training clips
+    label_smoothing: float = 0.0
+    aux_weight: float = 0.0  # > 0 adds video-only and audio-only heads (model aux_heads) and their BCE
+    contrastive_weight: float = 0.0  # InfoNCE on the batch's REAL clips
+    # stage-2 schedules over epochs (tasks.train.curriculum); 0 epochs disables
+    curriculum_epochs: int = 0  # ramp length: easiest fraction curriculum_start -> 1
+    curriculum_start: float = 0.5
+    progressive_epochs: int = 0  # ramp length: frame scale progressive_start -> 1 (down-up resize)
+    progressive_start: float = 0.5
+    fold: int | None = None  # grouped CV: train+val pooled, this manifest fold validates, test untouched
+
+    def __post_init__(self) -> None:
+        if self.stages not in STAGES:
+            raise ValueError(f"stages must be one of {STAGES}, got {self.stages!r}")
+        if self.monitor_mode not in ("auto", "min", "max"):
+            raise ValueError(f"monitor_mode must be auto, min or max, got {self.monitor_mode!r}")
+        if self.batch_size < 1 or self.epochs < 0 or self.pretrain_epochs < 0:
+            raise ValueError("batch_size must be >= 1 and epoch counts >= 0")
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS}, got {self.class_weight!r}")
+        if self.fusion is not None and self.fusion not in list_heads():
+            raise ValueError(f"unknown fusion {self.fusion!r}; known: {', '.join(list_heads())}")
+        for name in ("curriculum_start", "progressive_start"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.curriculum_epochs < 0 or self.progressive_epochs < 0:
+            raise ValueError("curriculum_epochs and progressive_epochs must be >= 0")
+        self.objective(None)  # validates loss, gamma, smoothing and weights
+
+    def objective(self, pos_weight: float | None) -> Objective:
+        """The stage-2 loss these settings describe, with the FAKE weight resolved from the data."""
+        return Objective(loss=self.loss, focal_gamma=self.focal_gamma, pos_weight=pos_weight,
+                         label_smoothing=self.label_smoothing, aux_weight=self.aux_weight,
+                         contrastive_weight=self.contrastive_weight)  # fmt: skip
+
+    def model_overrides(self) -> dict[str, Any]:
+        """``overrides`` plus the named model switches; a switch contradicting an override raises."""
+        named = {"fusion": self.fusion, "dropout": self.dropout, "aux_heads": True if self.aux_weight > 0 else None}
+        out = dict(self.overrides)
+        for key, value in named.items():
+            if value is None:
+                continue
+            if key in out and out[key] != value:
+                raise ValueError(f"{key}={value!r} contradicts overrides[{key!r}]={out[key]!r}")
+            out[key] = value
+        return out
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    model_config: dict
+    device: str
+    precision: str
+    history: list[dict]
+    epochs_run: int  # epochs trained in this call (not counting resumed ones)
+    best_epoch: int | None
+    stopped_early: bool
+    best_checkpoint: str | None
+    last_checkpoint: str | None
+    threshold: float | None = None
+    test_metrics: dict[str, float] = field(default_factory=dict)  # flattened, "test_..." keys
+    report_path: str | None = None
+    plots: list[str] = field(default_factory=list)
+    predictions: dict[str, str] = field(default_factory=dict)
+    encoders: str | None = None  # encoder weights after stage 1 (a later run's pretrained_encoders)
+    val_metrics: dict[str, float] = field(default_factory=dict)  # "best_val_..." keys, at the best checkpoint
+    dataset: dict[str, dict[str, int]] = field(default_factory=dict)  # role -> videos/clips per label, groups
+
+
+def monitor_mode(name: str) -> str:
+    """``max`` for scores (auc, f1, ...), ``min`` for losses and error rates."""
+    return "max" if name.endswith(_MAX_METRICS) else "min"
+
+
+def resolve_model_config(name: str, overrides: Mapping[str, Any], shape: InputShape) -> AVFFConfig:
+    """The preset with the data's input shape applied, then ``overrides``; a conflict raises."""
+    data_shape = dataclasses.asdict(shape)
+    clash = {k: (v, data_shape[k]) for k, v in overrides.items() if k in data_shape and v != data_shape[k]}
+    if clash:
+        raise ValueError(f"model overrides contradict the shards' clip shape (override, data): {clash}")
+    return get_config(name, **{**data_shape, **overrides})
+
+
+def _role(row: dict, view: FoldSplit | None) -> str | None:
+    """The role ("train" | "val" | "test") a manifest row plays in this run, None if unused."""
+    if view is None:
+        return row["split"]
+    return "val" if row["video_id"] in view.val else "train" if row["video_id"] in view.train else None
+
+
+def _dataset_stats(
+    rows: list[dict], view: FoldSplit | None = None
+) -> tuple[dict[str, dict[str, int]], dict[str, np.ndarray]]:
+    """Per-role counts for the report and clip-level labels (for baselines and class weights), from the manifest."""
+    stats: dict[str, dict[str, int]] = {}
+    labels: dict[str, np.ndarray] = {}
+    for split in ("train", "val", "test"):
+        mine = [r for r in rows if _role(r, view) == split]
+        clips = [int(r.get("clips") or 1) for r in mine]
+        y = np.repeat([1 if r["label"] == "FAKE" else 0 for r in mine], clips).astype(np.int64)
+        labels[split] = y
+        stats[split] = {
+            "videos_real": sum(1 for r in mine if r["label"] == "REAL"),
+            "videos_fake": sum(1 for r in mine if r["label"] == "FAKE"),
+            "clips_real": int((y == 0).sum()),
+            "clips_fake": int((y == 1).sum()),
+            "groups": len({r.get("group") for r in mine}),
+        }
+    return stats, labels
+
+
+def _steps_per_epoch(n_samples: int, batch_size: int) -> int:
+    return max(1, math.ceil(n_samples / batch_size))
+
+
+def curve_metrics(row: Mapping[str, Any], monitor: str) -> dict[str, float]:
+    """The per-epoch values worth a chart: CURVE_METRICS, the monitor, objective terms, schedules."""
+    keep = set(CURVE_METRICS) | {monitor, "curriculum_fraction", "progressive_scale"}
+    return {k: v for k, v in row.items() if k in keep or k.startswith("train_")}
+
+
+def summary_metrics(flat: Mapping[str, float], monitor: str) -> dict[str, float]:
+    """SUMMARY_METRICS (and the monitor at the best checkpoint) out of flattened best_val_/test_ keys."""
+    keep = set(SUMMARY_METRICS) | {"best_" + ("val_clip_log_loss" if monitor == "val_loss" else monitor)}
+    return {k: v for k, v in flat.items() if k in keep}
+
+
+def metrics_table(by_split: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (split, level, predictor) of :func:`tasks.evaluate.metrics.evaluate_predictions` outputs."""
+    rows = []
+    for split, metrics in by_split.items():
+        for level in ("video", "clip"):
+            for predictor, path in _PREDICTORS:
+                node: Any = metrics
+                for key in path.format(level=level).split("."):
+                    node = node.get(key) if isinstance(node, Mapping) else None
+                if node is not None:
+                    rows.append({"split": split, "level": level, "predictor": predictor, **node})
+    return rows
+
+
+def _write_predictions(uri: str, preds) -> None:
+    table = pa.table({"video_id": preds.video_ids, "clip": preds.clips, "y": preds.y, "p_fake": preds.p})
+    fs.write_parquet(table, uri)
+
+
+class _Run:
+    """State of one run_training call; methods are its phases (kept small and in order)."""
+
+    def __init__(self, cfg: TrainSettings, log: Logger):
+        self.cfg, self.log = cfg, log
+        self.layout = fs.IngestLayout(cfg.data)
+        self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.store = CheckpointStore(fs.join(cfg.output_dir, "checkpoints"))
+        self.mode = monitor_mode(cfg.monitor) if cfg.monitor_mode == "auto" else cfg.monitor_mode
+        seed_everything(cfg.seed)
+        rows = manifest_rows(self.layout)
+        self.view = None if cfg.fold is None else fold_split(rows, cfg.fold)
+        shape = infer_input_shape(self.layout)
+        self.model_cfg = resolve_model_config(cfg.model_config, cfg.model_overrides(), shape)
+        self.config_dict = dataclasses.asdict(self.model_cfg)
+        self.model = AVFF(self.model_cfg).to(self.device)
+        self.stats, self.labels = _dataset_stats(rows, self.view)
+        self.group_of = {r["video_id"]: r.get("group") or r["video_id"] for r in rows}  # report CIs resample groups
+        if cfg.stages in ("both", "classify"):  # fail now, not after stage 1 with no best epoch
+            M.check_monitor_defined(cfg.monitor, self.stats["val"]["videos_real"], self.stats["val"]["videos_fake"])
+        # one label per training video: the video-level prior of the video-level baselines
+        self.train_videos = np.repeat([0, 1], [self.stats["train"]["videos_real"], self.stats["train"]["videos_fake"]])
+        self.history: list[dict] = []
+        self.epoch = 0  # global epochs completed (both stages): the x axis of every curve
+        self.global_step = 0
+        self.epochs_run = 0
+        self.stopped_early = False
+        self.es = EarlyStopping(cfg.patience, cfg.min_delta, self.mode)
+        self.resume: dict | None = None
+        self.encoders_uri = fs.join(cfg.output_dir, "encoders.safetensors")
+
+    # ------------------------------------------------------------ setup
+
+    def load_resume(self) -> None:
+        if not self.cfg.resume_from:
+            return
+        source = resolve_checkpoint(self.cfg.resume_from)
+        ckpt = load_checkpoint(source)
+        # fields added to AVFFConfig after the checkpoint was written take their defaults
+        saved = {**dataclasses.asdict(AVFFConfig()), **ckpt.config}
+        if saved != self.config_dict:
+            diff = {k: (saved.get(k), v) for k, v in self.config_dict.items() if saved.get(k) != v}
+            raise ValueError(f"resume_from holds a different model config (checkpoint, now): {diff}")
+        self.model.load_state_dict(ckpt.weights)
+        st = ckpt.state
+        self.history = list(st["history"])
+        self.epoch, self.global_step = int(st["epoch"]), int(st["global_step"])
+        if st.get("early_stopping"):
+            self.es.load_state_dict(st["early_stopping"])
+        self.resume = st
+        # resuming into a new output_dir: bring the best/pretrained checkpoints along
+        self.store.adopt(source.rstrip("/").rsplit("/", 1)[0], ("best", "pretrained"))
+
+    def log_params(self) -> None:
+        self.log.log_params(flatten_params(self.config_dict, "model"))
+        self.log.log_params({"resolved.device": str(self.device), "resolved.precision": self.precision,
+                             "resolved.monitor_mode": self.mode})  # fmt: skip
+
+    def _loader(self, split: str, *, epoch: int, real_only: bool = False, train: bool = False,
+                augment: bool = False, keep_clips: frozenset[tuple[str, int]] | None = None):  # fmt: skip
+        """One epoch's loader of a role; ``augment`` only ever reaches a ``train`` loader."""
+        cfg = self.cfg
+        shards, keep_videos = split, None
+        if self.view is not None:  # a CV fold: pooled shards, filtered by the fold's video ids
+            if split == "test":
+                raise ValueError("a cross-validation fold never reads the test split")
+            shards, keep_videos = POOL, self.view.train if split == "train" else self.view.val
+        clip_augment = ClipAugment(cfg.video_augment, cfg.audio_augment) if train and augment else None
+        return make_loader(
+            self.layout, shards,
+            batch_size=cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size),
+            num_workers=cfg.num_workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch,
+            samples_per_epoch=cfg.samples_per_epoch if train else None, real_only=real_only, shuffle=train,
+            pin_memory=self.device.type == "cuda", augment=clip_augment, keep_videos=keep_videos,
+            keep_clips=keep_clips,
+        )  # fmt: skip
+
+    def _schedule(self, optimizer, n_samples: int, epochs: int):
+        cfg = self.cfg
+        per_epoch = _steps_per_epoch(cfg.samples_per_epoch or n_samples, cfg.batch_size)
+        return build_scheduler(
+            optimizer, cfg.scheduler, total_steps=per_epoch * max(epochs, 1), warmup_steps=cfg.warmup,
+            cycle_steps=per_epoch * max(cfg.cycle_epochs, 1), cycle_mult=cfg.cycle_mult,
+        )  # fmt: skip
+
+    def _state(self, stage: str, stage_epoch: int, optimizers: dict, schedulers: dict, scaler) -> dict:
+        return {
+            "stage": stage, "stage_epoch": stage_epoch, "epoch": self.epoch, "global_step": self.global_step,
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+            "scaler": scaler.state_dict(), "early_stopping": self.es.state_dict(), "history": self.history,
+            "rng": capture_rng(), "seed": self.cfg.seed,
+        }  # fmt: skip
+
+    def _restore(self, stage: str, optimizers: dict, schedulers: dict, scaler) -> int:
+        """Stage epochs already done (from resume_from), restoring optimizer and RNG states."""
+        st = self.resume
+        if st is None:
+            return 0
+        order = {"pretrain": 0, "classify": 1}
+        if order[st["stage"]] > order[stage]:
+            return -1  # this stage finished before the checkpoint
+        if st["stage"] != stage:
+            return 0
+        for k, o in optimizers.items():
+            o.load_state_dict(st["optimizers"][k])
+        for k, s in schedulers.items():
+            s.load_state_dict(st["schedulers"][k])
+        scaler.load_state_dict(st["scaler"])
+        restore_rng(st["rng"])
+        return int(st["stage_epoch"])
+
+    # ------------------------------------------------------------ stage 1
+
+    def pretrain(self) -> None:
+        cfg = self.cfg
+        lr = cfg.pretrain_lr or cfg.lr
+        wd = cfg.weight_decay
+        gen = build_optimizer(self.model.generator_parameters(), cfg.optimizer, lr=lr, weight_decay=wd)
+        disc = build_optimizer(self.model.discriminator_parameters(), cfg.optimizer, lr=lr, weight_decay=wd)
+        n_real = self.stats["train"]["clips_real"]
+        optimizers = {"generator": gen, "discriminator": disc}
+        schedulers = {k: self._schedule(o, n_real, cfg.pretrain_epochs) for k, o in optimizers.items()}
+        scaler = make_scaler(self.device, self.precision)
+        done = self._restore("pretrain", optimizers, schedulers, scaler)
+        if done < 0:
+            return
+        for stage_epoch in range(done, cfg.pretrain_epochs):
+            loader = self._loader("train", epoch=self.epoch, real_only=True, train=True)
+            ctx = StepContext(self.precision, cfg.grad_clip, scaler, self.global_step, cfg.log_every)
+            out = pretrain_one_epoch(self.model, loader, gen, device=self.device, log=self.log, disc_optimizer=disc,
+                                     scheduler=schedulers["generator"], disc_scheduler=schedulers["discriminator"],
+                                     ctx=ctx)  # fmt: skip
+            self.global_step += int(out["steps"])
+            self.epoch += 1
+            self.epochs_run += 1
+            metrics = {f"pretrain_{k}": v for k, v in out.items() if k not in ("steps", "samples")}
+            self.history.append({"epoch": self.epoch, "stage": "pretrain", **metrics, "lr": gen.param_groups[0]["lr"]})
+            final = stage_epoch + 1 == cfg.pretrain_epochs
+            self.store.save(f"epoch-{self.epoch:04d}", self.model, self.config_dict,
+                            self._state("pretrain", stage_epoch + 1, optimizers, schedulers, scaler),
+                            ("last", "pretrained") if final else ("last",))  # fmt: skip
+            self.store.prune()
+            if final:  # what a later classify-only run takes as pretrained_encoders
+                encoders = {k: v.detach().cpu().contiguous() for k, v in self.model.encoder_state_dict().items()}
+                fs.atomic_write_bytes(self.encoders_uri, save_safetensors(encoders))
+            # per-epoch means of the terms would repeat the per-step curves (pretrain_step_*): the total only
+            self.log.log_metrics({"pretrain_loss": metrics["pretrain_loss"], "lr": gen.param_groups[0]["lr"]},
+                                 step=self.epoch)  # fmt: skip
+
+    # ------------------------------------------------------------ stage 2
+
+    def _load_encoders(self) -> None:
+        path = self.cfg.pretrained_encoders
+        if not path or (self.resume and self.resume["stage"] == "classify"):
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            local = path
+            if not fs.is_local(path):
+                local = str(Path(tmp) / "encoders.safetensors")
+                Path(local).write_bytes(fs.read_bytes(path))
+            report = self.model.load_pretrained_encoders(local.removeprefix("file://"))
+        self.log.log_params({"pretrained_encoders.loaded": len(report.loaded),
+                             "pretrained_encoders.missing": len(report.missing)})  # fmt: skip
+
+    def _curriculum(self, stage_epoch: int) -> tuple[float, frozenset[tuple[str, int]] | None]:
+        """(fraction, kept clips) of this stage-2 epoch: the easiest clips under the current model."""
+        cfg = self.cfg
+        if cfg.curriculum_epochs == 0:
+            return 1.0, None
+        fraction = linear_ramp(stage_epoch, start=cfg.curriculum_start, epochs=cfg.curriculum_epochs)
+        if fraction >= 1.0:
+            return 1.0, None
+        preds = self._predict("train")
+        keys = list(zip(preds.video_ids, preds.clips.tolist()))
+        return fraction, easiest_clips(keys, preds.y, clip_difficulty(preds.y, preds.p), fraction)
+
+    def _transform(self, stage_epoch: int) -> BatchTransform | None:
+        """Mixup/CutMix and the progressive scale of this epoch, seeded by (seed, epoch)."""
+        cfg = self.cfg
+        scale = linear_ramp(stage_epoch, start=cfg.progressive_start, epochs=cfg.progressive_epochs)
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
+        transform = BatchTransform(cfg.mix, scale=scale, generator=g)
+        return transform if transform.active else None
+
+    def _predict(self, split: str):
+        """Clip predictions of a whole split (in order, unshuffled) under the current weights."""
+        return evaluate(self.model, self._loader(split, epoch=0), device=self.device, precision=self.precision)
+
+    def _validate(self) -> dict[str, float]:
+        preds = self._predict("val")
+        flat = M.flatten("val", M.evaluate_predictions(preds.video_ids, preds.y, preds.p))
+        flat["val_loss"] = flat["val_clip_log_loss"]
+        if math.isnan(flat.get(self.cfg.monitor, 0.0)):
+            raise ValueError(f"monitor {self.cfg.monitor!r} is NaN at epoch {self.epoch} (val: {len(set(preds.video_ids))} "
+                             f"videos, {int(preds.y.sum())} FAKE clips of {len(preds.y)}): no best epoch could be kept")  # fmt: skip
+        if self.cfg.monitor not in flat:
+            raise KeyError(f"monitor {self.cfg.monitor!r} is not a validation metric; known: {sorted(flat)}")
+        return flat
+
+    def classify(self) -> None:
+        cfg = self.cfg
+        self._load_encoders()
+        params = self.model.classifier_parameters()
+        if cfg.contrastive_weight > 0:  # the InfoNCE projections and temperature learn too
+            params += self.model.contrastive_parameters()
+        opt = build_optimizer(params, cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        pos_weight = pos_weight_from_labels(self.labels["train"]) if cfg.class_weight == "prior" else None
+        objective = cfg.objective(pos_weight)
+        if pos_weight is not None:
+            self.log.log_params({"resolved.pos_weight": pos_weight})
+        n = split_counts(self.layout, "train") if self.view is None else len(self.labels["train"])
+        optimizers, schedulers = {"classifier": opt}, {"classifier": self._schedule(opt, n, cfg.epochs)}
+        scaler = make_scaler(self.device, self.precision)
+        done = self._restore("classify", optimizers, schedulers, scaler)
+        if done < 0:
+            return
+        if done and self.es.should_stop:
+            self.stopped_early = True
+            return
+        for stage_epoch in range(done, cfg.epochs):
+            fraction, keep = self._curriculum(stage_epoch)
+            transform = self._transform(stage_epoch)
+            loader = self._loader("train", epoch=self.epoch, train=True, augment=True, keep_clips=keep)
+            ctx = StepContext(self.precision, cfg.grad_clip, scaler, self.global_step, cfg.log_every)
+            lr = opt.param_groups[0]["lr"]
+            out = train_one_epoch(self.model, loader, opt, device=self.device, log=self.log,
+                                  scheduler=schedulers["classifier"], ctx=ctx, objective=objective,
+                                  transform=transform)  # fmt: skip
+            self.global_step += int(out["steps"])
+            self.epoch += 1
+            self.epochs_run += 1
+            val = self._validate()
+            improved = self.es.step(val[cfg.monitor], self.epoch)
+            terms = {f"train_{k}": v for k, v in out.items() if k not in ("loss", "cls", "steps", "samples")}
+            if cfg.curriculum_epochs:
+                terms["curriculum_fraction"] = fraction
+            if cfg.progressive_epochs:
+                terms["progressive_scale"] = transform.scale if transform else 1.0
+            row = {"epoch": self.epoch, "stage": "classify", "train_loss": out["loss"], **terms, **val, "lr": lr}
+            self.history.append(row)
+            state = self._state("classify", stage_epoch + 1, optimizers, schedulers, scaler)
+            tags = ("last", "best") if improved else ("last",)
+            self.store.save(f"epoch-{self.epoch:04d}", self.model, self.config_dict, state, tags)
+            self.store.prune()
+            self.log.log_metrics(curve_metrics(row, cfg.monitor), step=self.epoch)
+            if self.es.should_stop:
+                self.stopped_early = True
+                break
+
+    # ------------------------------------------------------------ test, plots, report
+
+    def finish(self, result: TrainResult) -> None:
+        cfg = self.cfg
+        best = self.store.resolve("best")
+        if best is None:
+            return
+        self.model.load_state_dict(load_checkpoint(best).weights)
+        val = evaluate(self.model, self._loader("val", epoch=0), device=self.device, precision=self.precision)
+        val_metrics = M.evaluate_predictions(val.video_ids, val.y, val.p, y_train=self.labels["train"],
+                                             y_train_video=self.train_videos)  # fmt: skip
+        result.val_metrics = M.flatten("best_val", val_metrics)
+        self.log.log_metrics(summary_metrics(result.val_metrics, cfg.monitor), step=self.es.best_epoch)
+        if self.view is not None:  # a CV fold: score the fold, never the test split
+            self.log.log_table(metrics_table({"val": val_metrics}), METRICS_TABLE)
+            uri = fs.join(cfg.output_dir, "predictions", "val.parquet")
+            _write_predictions(uri, val)
+            result.predictions["val"] = uri
+            return
+        test = evaluate(self.model, self._loader("test", epoch=0), device=self.device, precision=self.precision)
+        _, yv, pv = M.aggregate_by_video(val.video_ids, val.y, val.p)
+        try:
+            threshold = M.choose_threshold(yv, pv, cfg.threshold_criterion)
+        except ValueError:  # one-class val: no threshold can be chosen there
+            threshold = None
+        metrics = M.evaluate_predictions(test.video_ids, test.y, test.p, threshold_val=threshold,
+                                         y_train=self.labels["train"], y_train_video=self.train_videos)  # fmt: skip
+        result.threshold = threshold
+        result.test_metrics = M.flatten("test", metrics)
+        self.log.log_metrics(summary_metrics(result.test_metrics, cfg.monitor), step=self.es.best_epoch)
+        self.log.log_table(metrics_table({"val": val_metrics, "test": metrics}), METRICS_TABLE)
+        self.log.set_tags({"best_epoch": str(self.es.best_epoch), "val_threshold": str(threshold)})
+        out = cfg.output_dir
+        for split, preds in (("val", val), ("test", test)):
+            uri = fs.join(out, "predictions", f"{split}.parquet")
+            _write_predictions(uri, preds)
+            result.predictions[split] = uri
+        vt, yt, pt = M.aggregate_by_video(test.video_ids, test.y, test.p)
+        vv = M.aggregate_by_video(val.video_ids, val.y, val.p)[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(out.removeprefix("file://")) / "plots" if fs.is_local(out) else Path(tmp) / "plots"
+            paths = plots.plot_curves(self.history, local)
+            paths += plots.plot_roc_pr(yt, pt, local, "test_video")
+            paths += plots.plot_roc_pr(test.y, test.p, local, "test_clip")
+            paths.append(plots.plot_confusion(yt, pt, 0.5 if threshold is None else threshold, local, "test_video"))
+            report = write_training_report(ReportInputs(
+                history=self.history, dataset=self.stats, config=self._config_for_report(), test=metrics,
+                early_stopped=self.stopped_early, best_epoch=self.es.best_epoch, monitor=cfg.monitor,
+                monitor_mode=self.mode, y_test_video=yt, p_test_video=pt, y_val_video=yv, p_val_video=pv,
+                seed=cfg.seed, n_bootstrap=cfg.report_bootstrap,
+                groups_test_video=[self.group_of.get(v, v) for v in vt], groups_val_video=[self.group_of.get(v, v) for v in vv],
+            ))  # fmt: skip
+            report_local = local.parent / "report.md"
+            report_local.parent.mkdir(parents=True, exist_ok=True)
+            report_local.write_text(report)
+            for p in [*paths, report_local]:
+                self.log.log_artifact(str(p), "plots" if p.suffix == ".png" else None)
+            if fs.is_local(out):
+                result.plots = [str(p) for p in paths]
+                result.report_path = str(report_local)
+            else:  # object storage: upload what was rendered locally
+                for p in paths:
+                    fs.atomic_write_bytes(fs.join(out, "plots", p.name), p.read_bytes())
+                    result.plots.append(fs.join(out, "plots", p.name))
+                result.report_path = fs.join(out, "report.md")
+                fs.atomic_write_bytes(result.report_path, report.encode())
+        for uri in result.predictions.values():
+            self._log_remote(uri, "predictions")
+        if cfg.log_checkpoints:
+            for tag in ("best", "last"):
+                self._log_remote(self.store.resolve(tag), f"checkpoints/{tag}")
+
+    def _log_remote(self, uri: str | None, artifact_path: str) -> None:
+        if uri is None:
+            return
+        if fs.is_local(uri):
+            self.log.log_artifact(uri.removeprefix("file://"), artifact_path)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            fsys, path = fs.split_uri(uri)
+            local = Path(tmp) / Path(path).name
+            fsys.get(path, str(local), recursive=True)
+            self.log.log_artifact(str(local), artifact_path)
+
+    def _config_for_report(self) -> dict:
+        settings = {k: v for k, v in dataclasses.asdict(self.cfg).items()}
+        return {"train": settings, "model": self.config_dict,
+                "resolved": {"device": str(self.device), "precision": self.precision}}  # fmt: skip
+
+
+class TrainLockedError(fs.LockedError):
+    """Another training run is writing to the same output folder."""
+
+
+def run_training(cfg: TrainSettings, *, log: Logger,
+                 make_run: Callable[[TrainSettings, Logger], _Run] | None = None) -> TrainResult:  # fmt: skip
+    """Stage 1 -> stage 2 -> test at the best checkpoint -> plots and report (module docstring).
+
+    One run per ``output_dir`` at a time (the lock ingest uses): a second refuses at once,
+    naming the first (pid, host, MLflow run).
+    """
+    with fs.exclusive_lock(cfg.output_dir, ".train.lock", "training run", TrainLockedError) as held:
+        if held is not None and getattr(log, "run_id", None):
+            held.describe(f"MLflow run {log.run_id}")
+        return _run_training(cfg, log=log, make_run=make_run)
+
+
+def _run_training(cfg: TrainSettings, *, log: Logger,
+                  make_run: Callable[[TrainSettings, Logger], _Run] | None = None) -> TrainResult:  # fmt: skip
+    """The run itself; ``make_run`` builds its state (:class:`tasks.train.run_distributed.DistributedRun` per rank)."""
+    run = (make_run or _Run)(cfg, log)
+    run.load_resume()
+    run.log_params()
+    fs.atomic_write_bytes(fs.join(cfg.output_dir, "model_config.json"),
+                          json.dumps(run.config_dict, indent=2, sort_keys=True).encode())  # fmt: skip
+    if cfg.stages in ("both", "pretrain"):
+        run.pretrain()
+    if cfg.stages in ("both", "classify"):
+        run.classify()
+    result = TrainResult(
+        output_dir=cfg.output_dir, model_config=run.config_dict, device=str(run.device), precision=run.precision,
+        history=run.history, epochs_run=run.epochs_run,
+        best_epoch=run.es.best_epoch if run.es.best is not None else None, stopped_early=run.stopped_early,
+        best_checkpoint=run.store.resolve("best"), last_checkpoint=run.store.resolve("last"),
+        encoders=run.encoders_uri if fs.exists(run.encoders_uri) else None, dataset=run.stats,
+    )  # fmt: skip
+    if cfg.stages in ("both", "classify"):
+        run.finish(result)
+    return result

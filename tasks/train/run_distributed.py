@@ -1,0 +1,211 @@
+"""Data-parallel training: :func:`tasks.train.run.run_training` on every rank of a process group.
+
+Each rank runs the same :class:`DistributedRun` (a :class:`tasks.train.run._Run` whose model is
+a :class:`tasks.train.distributed.DataParallel`):
+
+- shards split per rank (``urls[rank::world]``, :mod:`tasks.train.data`) then per loader
+  worker; every rank takes the same number of steps (:func:`tasks.train.distributed.even_batches`)
+- both stages under DDP: stage 1's generator and discriminator optimizers step after one
+  backward whose gradients DDP has averaged, so every rank keeps identical weights
+- per-step losses averaged over ranks before they are logged; validation predictions
+  gathered from all ranks, so metrics and early stopping are the same numbers everywhere
+  (checked: a rank that disagrees raises)
+- rank 0 alone logs (MLflow), writes checkpoints, and, once the process group is closed,
+  scores the best checkpoint on val and test and writes the report
+
+``batch_size`` is per rank (global batch = world_size x batch_size); ``samples_per_epoch``
+is global, split evenly across ranks. Resuming needs the same global batch as the checkpoint
+(any world size whose product with the batch size matches): a different one is refused,
+because the learning-rate schedule is counted in optimizer steps.
+
+Launchers: :func:`spawn` (torch.multiprocessing, one node) here; torchrun runs
+:func:`train_rank` through ``python -m tasks.train.run_distributed``; Ray Train's TorchTrainer in
+``flows/train_distributed.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+
+from tasks.train import distributed as D
+from tasks.train.checkpoint import CheckpointStore
+from tasks.ingest.folds import POOL
+from tasks.tracking.logger import Logger
+from tasks.train.data import shard_urls
+from tasks.train.engine import Predictions
+from tasks.train.run import TrainResult, TrainSettings, _Run, _run_training, run_training
+
+
+class SilentLogger:
+    """What ranks other than 0 log to: nothing."""
+
+    def log_params(self, params) -> None: ...
+
+    def log_metrics(self, metrics, step: int) -> None: ...
+
+    def log_artifact(self, path: str, artifact_path: str | None = None) -> None: ...
+
+    def set_tags(self, tags) -> None: ...
+
+    def log_table(self, rows, artifact_file: str) -> None: ...
+
+
+class _MainOnlyStore:
+    """A CheckpointStore that writes on rank 0 only; every rank may read."""
+
+    def __init__(self, store: CheckpointStore, world: D.World):
+        self.store, self.world = store, world
+
+    def save(self, name, model, config, state, tags=()) -> str:
+        if self.world.is_main:
+            plain = model.module if isinstance(model, D.DataParallel) else model
+            return self.store.save(name, plain, config, state, tags)
+        return self.store.path(name)
+
+    def prune(self, *args, **kwargs) -> None:
+        if self.world.is_main:
+            self.store.prune(*args, **kwargs)
+
+    def adopt(self, *args, **kwargs) -> None:
+        if self.world.is_main:
+            self.store.adopt(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def per_rank_settings(cfg: TrainSettings, world_size: int) -> TrainSettings:
+    """``samples_per_epoch`` (global) -> this rank's share; refuses a share that is not whole."""
+    if cfg.samples_per_epoch is None:
+        return cfg
+    if cfg.samples_per_epoch % world_size:
+        raise ValueError(f"samples_per_epoch={cfg.samples_per_epoch} must be a multiple of world_size={world_size}")
+    return dataclasses.replace(cfg, samples_per_epoch=cfg.samples_per_epoch // world_size)
+
+
+class DistributedRun(_Run):
+    """One rank's share of a run (module docstring); ``world`` must already be initialised."""
+
+    def __init__(self, cfg: TrainSettings, log: Logger, world: D.World):
+        super().__init__(cfg, log)
+        self.world = world
+        for split in (POOL,) if self.view is not None else ("train", "val"):
+            n = len(shard_urls(self.layout, split))
+            if n < world.world_size:
+                raise ValueError(f"{split} has {n} shards for {world.world_size} ranks: every rank needs at least one "
+                                 f"(write smaller shards, or use fewer ranks)")  # fmt: skip
+        if world.rank:  # masks and other draws differ across ranks; weights are rank 0's (DDP broadcast)
+            torch.manual_seed(cfg.seed + 1_000_003 * world.rank)
+        self.model = D.DataParallel(self.model, self.device)
+        self.store = _MainOnlyStore(self.store, world)
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.batch_size * self.world.world_size
+
+    def load_resume(self) -> None:
+        super().load_resume()
+        saved = (self.resume or {}).get("global_batch")
+        if saved is not None and saved != self.global_batch:
+            raise ValueError(
+                f"resume_from was trained with a global batch of {saved} ({self.resume.get('world_size')} ranks x "
+                f"{saved // max(self.resume.get('world_size') or 1, 1)}); now {self.world.world_size} x "
+                f"{self.cfg.batch_size} = {self.global_batch}. Keep world_size x batch_size equal to resume."
+            )  # fmt: skip
+
+    def _loader(self, split: str, *, epoch: int, train: bool = False, **kwargs):
+        loader = super()._loader(split, epoch=epoch, train=train, **kwargs)
+        return D.even_batches(loader) if train else loader
+
+    def _schedule(self, optimizer, n_samples: int, epochs: int):
+        return super()._schedule(optimizer, math.ceil(n_samples / self.world.world_size), epochs)
+
+    def _state(self, *args) -> dict:
+        return {**super()._state(*args), "world_size": self.world.world_size, "global_batch": self.global_batch}
+
+    def _predict(self, split: str) -> Predictions:
+        try:
+            mine = super()._predict(split)
+        except ValueError:  # this rank's shards hold none of the kept videos
+            mine = Predictions([], np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
+        preds = D.gather_predictions(mine)
+        if not preds.video_ids:
+            raise ValueError(f"no {split} predictions on any rank")
+        return preds
+
+    def _validate(self) -> dict[str, float]:
+        flat = super()._validate()
+        if not D.same_everywhere(flat[self.cfg.monitor]):
+            raise RuntimeError(f"ranks disagree on {self.cfg.monitor} at epoch {self.epoch}: "
+                               "early stopping would diverge")  # fmt: skip
+        return flat
+
+    def finish(self, result: TrainResult) -> None:
+        """Rank 0 scores the best checkpoint on all of val and test, alone, after the group closes."""
+        D.close_world()
+        if not self.world.is_main:
+            return
+        self.model = self.model.module if isinstance(self.model, D.DataParallel) else self.model
+        super().finish(result)
+
+
+def train_rank(cfg: TrainSettings, make_log: Callable[[], Logger] | None = None, *, backend: str = "auto",
+               timeout_s: float = 600.0, init_method: str | None = None) -> TrainResult | None:  # fmt: skip
+    """One rank's run, from the environment's process group (torchrun, Ray Train, :func:`spawn`).
+
+    Rank 0 takes the output folder's lock, logs through ``make_log()`` and returns the result;
+    the others run silent and return None.
+    """
+    world = D.init_world(backend, device=cfg.device, timeout_s=timeout_s, init_method=init_method)
+    try:
+        cfg = per_rank_settings(cfg, world.world_size)
+
+        def make_run(c: TrainSettings, log: Logger) -> DistributedRun:
+            return DistributedRun(c, log, world)
+
+        if world.is_main:
+            log = make_log() if make_log is not None else SilentLogger()
+            return run_training(cfg, log=log, make_run=make_run)
+        _run_training(cfg, log=SilentLogger(), make_run=make_run)
+        return None
+    finally:
+        D.close_world()
+
+
+def _spawned(rank: int, world_size: int, rendezvous: str, cfg: TrainSettings, make_log, backend: str,
+             result: str) -> None:  # fmt: skip
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
+                       "LOCAL_WORLD_SIZE": str(world_size)})  # fmt: skip
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    print(f"rank {rank}/{world_size} pid {os.getpid()}", file=sys.stderr, flush=True)
+    out = train_rank(cfg, make_log, backend=backend, init_method=f"file://{rendezvous}")
+    if rank == 0:
+        torch.save(dataclasses.asdict(out), result)
+
+
+def spawn(cfg: TrainSettings, world_size: int, make_log: Callable[[], Logger] | None = None, *,
+          backend: str = "auto") -> TrainResult:  # fmt: skip
+    """``world_size`` ranks on this machine (one per GPU, or CPU processes with gloo); rank 0's result.
+
+    ``make_log`` must be picklable (a module-level function or a partial of one): it runs in rank 0.
+    When any rank dies, the others are terminated and this raises; the last checkpoint resumes.
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    with tempfile.TemporaryDirectory() as tmp:
+        # a file rendezvous on one node: no TCP port to pick, none another process can take first
+        result, rendezvous = str(Path(tmp) / "result.pt"), str(Path(tmp) / "rendezvous")
+        mp.spawn(_spawned, args=(world_size, rendezvous, cfg, make_log, backend, result), nprocs=world_size,
+                 join=True)  # fmt: skip
+        return TrainResult(**torch.load(result, weights_only=False))

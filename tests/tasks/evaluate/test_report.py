@@ -1,0 +1,164 @@
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+
+from tasks.evaluate.metrics import aggregate_by_video, all_fake_f1, evaluate_predictions
+from tasks.evaluate.report import ReportInputs, diagnose_curves, split_stats, write_training_report
+
+OVERFIT = ([0.690, 0.550, 0.420, 0.310, 0.220, 0.150], [0.650, 0.520, 0.470, 0.500, 0.560, 0.610])
+FLAT = ([0.693, 0.692, 0.691, 0.690, 0.690], [0.694, 0.693, 0.693, 0.692, 0.692])
+GOOD = ([0.690, 0.500, 0.400, 0.350, 0.320], [0.660, 0.520, 0.450, 0.420, 0.410])
+
+
+def _history(train, val, auc_start=0.6):
+    return [
+        {"epoch": e, "stage": "finetune", "train_loss": t, "val_loss": v,
+         "val_video_auc": round(auc_start + 0.03 * e, 3), "val_video_log_loss": v,
+         "val_video_f1": 0.7, "lr": 1e-4 * 0.5**e}
+        for e, (t, v) in enumerate(zip(train, val), start=1)
+    ]
+
+
+def _predictions(kind, n_videos=40, clips=3, fake_frac=0.5, seed=0):
+    rng = np.random.default_rng(seed)
+    y_vid = (np.arange(n_videos) < int(n_videos * fake_frac)).astype(int)
+    ids = np.repeat([f"vid{i:03d}" for i in range(n_videos)], clips)
+    y = np.repeat(y_vid, clips)
+    if kind == "good":
+        p = np.clip(0.1 + 0.7 * y + rng.uniform(-0.1, 0.1, len(y)), 0, 1)
+    else:  # "prior": the train FAKE fraction for every clip
+        p = np.full(len(y), fake_frac)
+    return ids, y, p
+
+
+def _inputs(history, kind="good", fake_frac=0.5, **kw):
+    ids, y, p = _predictions(kind, fake_frac=fake_frac)
+    n_train_fake = int(100 * fake_frac)
+    y_train = np.r_[np.ones(n_train_fake), np.zeros(100 - n_train_fake)]
+    test = evaluate_predictions(ids, y, p, threshold_val=0.45, y_train=y_train)
+    _, yv, pv = aggregate_by_video(ids, y, p)
+    best = min(history, key=lambda r: r["val_loss"])["epoch"]
+    args = dict(
+        history=history,
+        dataset={
+            "train": {"videos_real": 100 - n_train_fake, "videos_fake": n_train_fake,
+                      "clips_real": 3 * (100 - n_train_fake), "clips_fake": 3 * n_train_fake, "groups": 37},
+            "test": split_stats(ids, y, groups=[i[:5] for i in ids]),
+        },
+        config={"model": {"preset": "tiny", "dropout": 0.1}, "max_epochs": 6, "patience": 3},
+        test=test,
+        early_stopped=False,
+        best_epoch=best,
+        monitor="val_loss",
+        monitor_mode="min",
+        y_test_video=yv,
+        p_test_video=pv,
+        n_bootstrap=50,
+    )
+    args.update(kw)
+    return ReportInputs(**args)
+
+
+def test_overfitting_history_is_diagnosed_with_its_numbers():
+    text = write_training_report(_inputs(_history(*OVERFIT), early_stopped=True))
+    assert "**Diagnosis: overfitting**" in text
+    # val min 0.470 at epoch 3, ends 0.610 (+29.8%); train 0.420 -> 0.150 after it (-64.3%)
+    for number in ("0.470", "epoch 3", "0.610", "29.8%", "0.420", "0.150", "64.3%"):
+        assert number in text, number
+    assert "Early stopping triggered after epoch 6, 3 epochs after the best epoch 3 (patience 3)" in text
+    assert "**Overfitting** (val loss +29.8%" in text
+    d = diagnose_curves(_history(*OVERFIT))
+    assert d.verdict == "overfitting" and d.val_min_epoch == 3
+    assert d.val_rise == pytest.approx(0.61 / 0.47 - 1)
+
+
+def test_flat_history_is_underfitting():
+    text = write_training_report(_inputs(_history(*FLAT)))
+    assert "**Diagnosis: underfitting**" in text
+    assert "fell only 0.4%" in text  # (0.693 - 0.690) / 0.693
+    assert "**Underfitting**" in text
+    assert "Early stopping did not trigger: training ran 5 epochs of max_epochs 6." in text
+
+
+def test_good_history_is_neither_and_model_beats_baselines():
+    text = write_training_report(_inputs(_history(*GOOD)))
+    assert "**Diagnosis: neither**" in text
+    assert "Overfitting" not in text and "Underfitting" not in text
+    assert "Warning" not in text
+    assert "AUC 1.000 vs 0.500 for the prior baseline (+0.500)" in text
+    assert re.search(r"log loss 0\.\d{3} vs 0\.693 for the prior \(-0\.\d{3}, lower is better\)", text)
+    assert "| **5** (best) | finetune | 0.320 | 0.410 |" in text
+    assert "Still improving" in text  # best epoch is the last and no early stop
+    assert "| model.preset | tiny |" in text
+
+
+def test_texts_differ_with_histories():
+    a = write_training_report(_inputs(_history(*GOOD)))
+    b = write_training_report(_inputs(_history(*OVERFIT)))
+    scaled = [[round(x * 0.9, 3) for x in GOOD[0]], [round(x * 0.9, 3) for x in GOOD[1]]]
+    c = write_training_report(_inputs(_history(*scaled)))
+    assert len({a, b, c}) == 3
+    assert "0.288" in c and "0.288" not in a  # 0.9 * 0.320: the last train loss is quoted
+
+
+def test_model_equal_to_prior_triggers_warnings():
+    text = write_training_report(_inputs(_history(*GOOD), kind="prior", fake_frac=0.75))
+    assert "does not beat the prior baseline" in text
+    assert "within noise of chance" in text
+    assert "CI [0.500, 0.500] includes 0.5" in text
+    # every clip at 0.75 >= 0.5 is called FAKE: F1 is the all-FAKE F1 = 2*30/(40+30)
+    assert f"{all_fake_f1(40, 30):.3f}" == "0.857"
+    assert "video F1 0.857 equals the all-FAKE predictor's F1 0.857" in text
+    assert "**Class imbalance** (train majority class 0.750 > 0.7" in text
+    assert text.index("warning(s)") < text.index("## Dataset")  # warnings are surfaced at the top
+
+
+def test_dataset_section_and_split_stats():
+    ids = ["a", "a", "b", "c", "c", "c"]
+    stats = split_stats(ids, ["FAKE", "FAKE", "REAL", "FAKE", "FAKE", "FAKE"], groups=["g1", "g1", "g1", "g2", "g2", "g2"])
+    assert stats == {"videos_real": 1, "videos_fake": 2, "clips_real": 1, "clips_fake": 5, "groups": 2}
+    text = write_training_report(_inputs(_history(*GOOD), dataset={"val": stats}))
+    assert "- val: 3 videos (1 REAL, 2 FAKE; FAKE fraction 0.667), 6 clips (1 REAL, 5 FAKE; FAKE fraction 0.833), 2 groups." in text
+
+
+def test_short_history_is_not_diagnosed():
+    assert diagnose_curves(_history([0.7, 0.6], [0.7, 0.65])).verdict == "insufficient"
+    text = write_training_report(_inputs(_history([0.7, 0.6], [0.7, 0.65])))
+    assert "**Diagnosis: insufficient.** Only 2 epochs" in text
+
+
+def test_degenerate_run_reports_without_crashing():
+    ids, y = ["a", "b"], [1, 1]  # one-class test set, no baselines, no history
+    run = ReportInputs(history=[], dataset={}, config={}, test=evaluate_predictions(ids, y, [0.9, 0.6]),
+                       early_stopped=False, best_epoch=None, monitor="val_video_auc",
+                       y_test_video=np.array(y), p_test_video=np.array([0.9, 0.6]))
+    text = write_training_report(run)
+    assert "The history is empty" in text
+    assert "test video AUC CI is undefined (2 videos" in text
+    assert "no baselines were computed" in text
+
+
+def test_the_headline_comes_first_with_interval_and_both_baselines():
+    def head(kind):
+        ids, y, p = _predictions(kind)
+        y_train_video = np.r_[np.ones(50), np.zeros(50)]
+        test = evaluate_predictions(ids, y, p, y_train=np.repeat(y_train_video, 3), y_train_video=y_train_video)
+        text = write_training_report(_inputs(_history(*GOOD), kind=kind, test=test))
+        return text.split("## ")[0]  # everything before the first section
+
+    good = head("good")
+    assert "Test, video level (40 videos, 20 FAKE)" in good and "**beats** the prior" in good
+    assert re.search(r"\| AUC \| 1\.000 \[1\.000, 1\.000\] \| 0\.500 \| 0\.500 \|", good)  # interval, both baselines
+    assert re.search(r"\| log loss \| 0\.\d{3} \| 0\.693 \|", good)
+    assert "**does not beat** the prior" in head("prior")
+
+
+def test_intervals_resample_groups_when_the_groups_are_known():
+    run = _inputs(_history(*GOOD))
+    groups = [f"g{i % 8}" for i in range(len(run.y_test_video))]  # 40 videos in 8 groups
+    text = write_training_report(dataclasses.replace(run, groups_test_video=groups))
+    assert "resamples of 8 groups of 40 videos (a REAL and its fakes resampled together)" in text
+    assert "bootstrap over groups" in text.split("## ")[0]
+    assert "resamples of 40 videos" in write_training_report(run)  # without groups: videos, said so

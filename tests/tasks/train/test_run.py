@@ -1,0 +1,129 @@
+"""run_training end to end on learnable synthetic shards with the real tiny AVFF (CPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from tasks.train.checkpoint import load_checkpoint
+from tasks.synthetic.shards import write_synthetic_shards
+from tasks.tracking.logger import InMemoryLogger
+from tasks.train.run import TrainSettings, run_training
+
+SMALL = {"num_slices": 2}  # the data sets img_size 32, 4 frames, 32x32 mels; K must fit 2 time tokens
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp("data"))
+    write_synthetic_shards(root)
+    return root
+
+
+def _settings(data: str, out: Path, **kw) -> TrainSettings:
+    base = dict(data=data, output_dir=str(out), overrides=SMALL, pretrain_epochs=1, epochs=3, batch_size=8,
+                lr=1e-3, patience=5, seed=0, device="cpu", shuffle_buffer=16, report_bootstrap=20)  # fmt: skip
+    return TrainSettings(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def full(data, tmp_path_factory):
+    """An uninterrupted run: stage 1 (1 epoch), stage 2 (3 epochs), test, report."""
+    log = InMemoryLogger()
+    out = tmp_path_factory.mktemp("full")
+    return run_training(_settings(data, out), log=log), log
+
+
+def test_a_run_learns_the_synthetic_pattern_and_reports_it(full):
+    result, log = full
+    stages = [r["stage"] for r in result.history]
+    assert stages == ["pretrain", "classify", "classify", "classify"] and result.epochs_run == 4
+    losses = [r["train_loss"] for r in result.history if r["stage"] == "classify"]
+    assert losses[-1] < losses[0]
+    assert result.test_metrics["test_video_auc"] >= 0.9 and result.test_metrics["test_clip_auc"] >= 0.85
+    assert result.test_metrics["test_video_log_loss"] < result.test_metrics["test_baselines_video_prior_log_loss"]
+    assert 0 < result.threshold < 1 and "test_video_at_val_threshold_f1" in result.test_metrics
+    # per-step metrics continue across stages; per-epoch metrics use the global epoch
+    assert [s for s, _ in log.metrics["pretrain_step_loss"]] == [1, 2]  # 16 REAL clips / 8
+    assert [s for s, _ in log.metrics["train_step_loss"]] == list(range(3, 15))  # 3 epochs x 4 steps
+    assert [s for s, _ in log.metrics["val_video_auc"]] == [2, 3, 4]
+    assert log.params["model.num_slices"] == 2 and log.params["model.img_size"] == 32
+    report = Path(result.report_path).read_text()
+    assert report.startswith("# AVFF training report") and "Test metrics" in report
+    logged = {Path(p).name for p, _ in log.artifacts}
+    assert {"report.md", "curve_loss.png", "test_video_roc.png", "test_video_confusion.png"} <= logged
+    assert {"val.parquet", "test.parquet"} <= logged and all(Path(p).exists() for p in result.plots)
+    assert load_checkpoint(result.best_checkpoint).state["epoch"] == result.best_epoch
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashingLogger(InMemoryLogger):
+    """Dies while logging the metrics of epoch ``at`` (after its checkpoint was written)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def log_metrics(self, metrics, step):
+        if step == self.at and ("val_loss" in metrics or "pretrain_loss" in metrics):
+            raise _Crash(f"simulated crash at epoch {step}")
+        super().log_metrics(metrics, step)
+
+
+@pytest.mark.parametrize("crash_at, elsewhere", [(1, False), (2, True)])
+def test_resume_after_a_crash_equals_the_uninterrupted_run(data, full, tmp_path, crash_at, elsewhere, assert_same_run):
+    """Crash after stage 1 (resume in place) or after stage-2 epoch 1 (resume into a new dir)."""
+    reference, _ = full
+    settings = _settings(data, tmp_path / "a")
+    with pytest.raises(_Crash):
+        run_training(settings, log=_CrashingLogger(crash_at))
+    out = tmp_path / ("b" if elsewhere else "a")
+    resume = dataclasses.replace(settings, output_dir=str(out), resume_from=str(tmp_path / "a"))
+    resumed = run_training(resume, log=InMemoryLogger())
+    assert resumed.epochs_run == 4 - crash_at
+    assert_same_run(reference, resumed)
+
+
+def test_early_stopping_stops_when_validation_stops_improving(data, tmp_path):
+    # lr 1e-12: the weights barely move, so val log loss cannot improve by min_delta
+    log = InMemoryLogger()
+    result = run_training(_settings(data, tmp_path, stages="classify", epochs=20, lr=1e-12, min_delta=1e-4,
+                                    patience=2, scheduler="constant"), log=log)  # fmt: skip
+    assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1
+    assert len(log.metrics["train_step_loss"]) == 3 * 4  # no fourth epoch was trained
+    assert load_checkpoint(result.last_checkpoint).state["epoch"] == 3
+    assert "test_video_auc" in result.test_metrics
+
+
+def test_pretrained_encoders_carry_stage_1_into_a_classify_only_run(data, tmp_path):
+    pre = run_training(_settings(data, tmp_path / "pre", stages="pretrain"), log=InMemoryLogger())
+    assert pre.encoders and pre.best_checkpoint is None and pre.report_path is None
+    log = InMemoryLogger()
+    run = run_training(_settings(data, tmp_path / "cls", stages="classify", epochs=1,
+                                 pretrained_encoders=pre.encoders), log=log)  # fmt: skip
+    assert log.params["pretrained_encoders.loaded"] > 0 and log.params["pretrained_encoders.missing"] == 0
+    assert [r["stage"] for r in run.history] == ["classify"] and run.report_path
+
+
+def test_contradicting_shape_overrides_fail_before_training(data, tmp_path):
+    with pytest.raises(ValueError, match="contradict"):
+        run_training(_settings(data, tmp_path, overrides={**SMALL, "img_size": 64}), log=InMemoryLogger())
+
+
+def test_training_modules_import_no_orchestration_and_mlflow_only_at_the_edges():
+    import ast
+
+    root = Path(__file__).resolve().parents[2] / "tasks"
+    mlflow_ok = {"serving.py", "mlflow_logger.py"}
+    for name in ("train_data.py", "train_engine.py", "checkpoint.py", "training.py", "tracking.py",
+                 "synthetic_shards.py", "serving.py", "mlflow_logger.py"):  # fmt: skip
+        tree = ast.parse((root / name).read_text())
+        mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        mods |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not mods & {"prefect", "ray"}, name
+        assert "mlflow" not in mods or name in mlflow_ok, name

@@ -1,0 +1,29 @@
+"""Training reads what ingest writes: the shared ingest fixture's shards through run_training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from storage import fs
+from tasks.tracking.logger import InMemoryLogger
+from tasks.train.data import infer_input_shape, make_loader
+from tasks.train.run import TrainSettings, run_training
+
+pytestmark = pytest.mark.slow  # needs the session's sample generation + ingest (about a minute)
+
+
+def test_ingest_output_trains_with_the_tiny_preset(ingested, tmp_path):
+    layout = fs.IngestLayout(str(ingested))
+    ingest = json.loads(fs.read_bytes(layout.config))
+    shape = infer_input_shape(layout)
+    assert shape.img_size == ingest["face_size"] and shape.num_frames == ingest["frames_per_clip"]
+    batch = next(iter(make_loader(layout, "val", batch_size=4)))
+    assert batch["video"].shape[1:] == (3, shape.num_frames, shape.img_size, shape.img_size)
+    assert batch["audio"].shape[1:] == (1, shape.n_mels, shape.mel_frames)
+    assert torch.isfinite(batch["audio"]).all() and batch["audio"].abs().mean() < 5  # normalised scale
+    result = run_training(TrainSettings(data=str(ingested), output_dir=str(tmp_path), stages="classify", epochs=1,
+                                        batch_size=8, device="cpu", report_bootstrap=20), log=InMemoryLogger())  # fmt: skip
+    assert result.report_path and "test_video_auc" in result.test_metrics
