@@ -32,3 +32,14 @@ def test_package_imports_respect_the_layering(package):
     offenders = {str(p.relative_to(ROOT)): sorted(_imports(p) & FORBIDDEN[package]) for p in files}
     offenders = {k: v for k, v in offenders.items() if v}
     assert not offenders, f"{package}/ must not import {sorted(FORBIDDEN[package])}: {offenders}"
+
+
+# MLflow is a tracking adapter: tasks/ reach it only through tasks/tracking/ and the pyfunc
+# model (tasks/serve/), which MLflow loads by file.
+MLFLOW_OK = ("tasks/tracking/", "tasks/serve/scorer.py", "tasks/serve/pyfunc_model.py")
+
+
+def test_mlflow_stays_in_flows_and_the_tracking_adapter():
+    files = [p for p in (ROOT / "tasks").rglob("*.py") if not p.relative_to(ROOT).as_posix().startswith(MLFLOW_OK)]
+    offenders = sorted(str(p.relative_to(ROOT)) for p in files if "mlflow" in _imports(p))
+    assert not offenders, f"only flows/ and {MLFLOW_OK} may import mlflow: {offenders}"

@@ -170,7 +170,7 @@ def log_pyfunc_model(
     """
     import safetensors
 
-    root = Path(code_root) if code_root else Path(__file__).resolve().parent.parent
+    root = Path(code_root) if code_root else Path(__file__).resolve().parents[2]
     cfg = AVFFConfig(**config)
     example_values = 3 * cfg.num_frames * cfg.img_size**2 + cfg.n_mels * cfg.mel_frames
     video = np.zeros((1, 3, cfg.num_frames, cfg.img_size, cfg.img_size), np.float32)

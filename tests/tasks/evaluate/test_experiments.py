@@ -53,15 +53,3 @@ def test_comparison_table_has_variants_with_seed_spread_and_baseline_rows(tmp_pa
 def test_cv_markdown_lists_every_fold_and_the_mean():
     md = X.cv_markdown({0: {"m": 0.5}, 1: {"m": 0.7}}, ["m", "missing"])
     assert "| 0 | 0.500 |" in md and "| **mean ± std** | 0.600 ± 0.141 |" in md and "missing" not in md
-
-
-def test_experiment_modules_import_no_orchestration_or_tracking():
-    import ast
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2] / "tasks"
-    for name in ("augment.py", "batch_augment.py", "curriculum.py", "folds.py", "losses.py", "experiments.py"):
-        tree = ast.parse((root / name).read_text())
-        mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        mods |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-        assert not mods & {"prefect", "ray", "mlflow"}, name

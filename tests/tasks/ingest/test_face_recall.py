@@ -10,7 +10,7 @@ import pytest
 from tasks.ingest.faces import FaceDetector, brighten, track_face
 from tasks.ingest.video import sample_frames
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "dfdc_sample"
+SHARED = Path(__file__).resolve().parents[4] / "shared" / "data" / "dfdc_sample"
 TIMES = [0.6 * k for k in range(8)]
 
 

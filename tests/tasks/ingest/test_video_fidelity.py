@@ -19,7 +19,7 @@ from tasks.ingest.faces import FaceDetector
 from tasks.ingest.preprocess import PreprocessConfig, preprocess_video
 from tasks.ingest.video import nearest_frames, sample_frames
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[4] / "shared" / "data"
 REAL_CLIPS = sorted(SHARED.glob("*/*.mp4"))
 INGEST_TIMES = [s + i / 5 for s in (0.0, 3.2, 6.4) for i in range(16)]  # 3 clips x 16 frames at 5 fps
 

@@ -113,17 +113,3 @@ def test_pretrained_encoders_carry_stage_1_into_a_classify_only_run(data, tmp_pa
 def test_contradicting_shape_overrides_fail_before_training(data, tmp_path):
     with pytest.raises(ValueError, match="contradict"):
         run_training(_settings(data, tmp_path, overrides={**SMALL, "img_size": 64}), log=InMemoryLogger())
-
-
-def test_training_modules_import_no_orchestration_and_mlflow_only_at_the_edges():
-    import ast
-
-    root = Path(__file__).resolve().parents[2] / "tasks"
-    mlflow_ok = {"serving.py", "mlflow_logger.py"}
-    for name in ("train_data.py", "train_engine.py", "checkpoint.py", "training.py", "tracking.py",
-                 "synthetic_shards.py", "serving.py", "mlflow_logger.py"):  # fmt: skip
-        tree = ast.parse((root / name).read_text())
-        mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        mods |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-        assert not mods & {"prefect", "ray"}, name
-        assert "mlflow" not in mods or name in mlflow_ok, name

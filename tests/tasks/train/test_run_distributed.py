@@ -31,7 +31,7 @@ from tasks.train.run_distributed import spawn, train_rank
 from tasks.train.run import TrainSettings, run_training
 
 SMALL = {"num_slices": 2}
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
