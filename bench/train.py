@@ -228,7 +228,9 @@ class Trainer:
 
     def __init__(self, name: str, shape, device, precision: str, grad_checkpointing: bool = False):
         from avff_model import AVFF
-        from tasks.train.engine import StepContext, build_optimizer, make_scaler
+        from tasks.train.device import make_scaler
+        from tasks.train.engine import StepContext
+        from tasks.train.optim import build_optimizer, param_groups
         from tasks.train.run import resolve_model_config
 
         self.cfg = resolve_model_config(name, {}, shape)
@@ -236,10 +238,9 @@ class Trainer:
         self.model = AVFF(self.cfg).to(device)
         self.model.set_grad_checkpointing(grad_checkpointing)
         self.params = sum(p.numel() for p in self.model.parameters())
-        opt = dict(name="adamw", lr=1e-4, weight_decay=0.05)
-        self.cls_opt = build_optimizer(self.model.classifier_parameters(), **opt)
-        self.gen_opt = build_optimizer(self.model.generator_parameters(), **opt)
-        self.disc_opt = build_optimizer(self.model.discriminator_parameters(), **opt)
+        self.cls_opt = build_optimizer(param_groups(self.model.classifier_parameters(), 0.05), "adamw", lr=1e-4)
+        self.gen_opt = build_optimizer(param_groups(self.model.generator_parameters(), 0.05), "adamw", lr=1e-4)
+        self.disc_opt = build_optimizer(param_groups(self.model.discriminator_parameters(), 0.05), "adamw", lr=1e-4)
         self.scaler = make_scaler(device, precision)
         self.ctx = lambda: StepContext(precision=precision, grad_clip=1.0, scaler=self.scaler)
 
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from storage import fs
     from tasks.train.data import infer_input_shape, split_counts
-    from tasks.train.engine import resolve_device, resolve_precision
+    from tasks.train.device import resolve_device, resolve_precision
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shards", help="an ingest output root (default: make once under $TMPDIR)")

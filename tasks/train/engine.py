@@ -14,10 +14,7 @@ GradScaler) and log per-step metrics through ``log`` with the global step.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
@@ -25,14 +22,11 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import torch
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+from torch.optim.lr_scheduler import LRScheduler
 
+from tasks.train.device import autocast, make_scaler
 from tasks.train.distributed import all_mean
 from tasks.train.objective import Objective
-
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-OPTIMIZERS = ("adamw", "adam", "lion")
-SCHEDULERS = ("cosine_warm_restarts", "warmup_cosine", "constant")
 
 
 class MetricLog(Protocol):
@@ -43,193 +37,6 @@ class MetricLog(Protocol):
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss: stop instead of training on garbage."""
-
-
-# ---------------------------------------------------------------- setup helpers
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed python, numpy and torch (all devices); ``deterministic`` also pins cuDNN/cuBLAS."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> bf16 on CUDA that supports it, else fp16 on CUDA, else fp32; CPU is fp32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-    if device.type != "cuda":
-        return "fp32"
-    if precision == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return precision
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if device.type == "cuda" and precision in ("bf16", "fp16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-    return contextlib.nullcontext()
-
-
-def make_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
-    """A GradScaler, enabled only for fp16 on CUDA (bf16 has fp32's exponent range)."""
-    return torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and precision == "fp16")
-
-
-# ---------------------------------------------------------------- optimizers and schedules
-
-
-class Lion(Optimizer):
-    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), Algorithm 2.
-
-    ``update = sign(b1*m + (1-b1)*g)``; ``p -= lr * (update + wd * p)``; ``m = b2*m + (1-b2)*g``.
-    Use a learning rate 3-10x smaller and a weight decay 3-10x larger than for AdamW.
-    """
-
-    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0):
-        if lr <= 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"invalid Lion hyper-parameters lr={lr} betas={betas}")
-        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
-
-    @torch.no_grad()
-    def step(self, closure: Callable | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["exp_avg"] = torch.zeros_like(p)
-                m = state["exp_avg"]
-                p.mul_(1 - group["lr"] * group["weight_decay"])  # decoupled weight decay
-                update = (m * b1 + p.grad * (1 - b1)).sign_()
-                p.add_(update, alpha=-group["lr"])
-                m.mul_(b2).add_(p.grad, alpha=1 - b2)
-        return loss
-
-
-def build_optimizer(params: Iterable[torch.nn.Parameter], name: str = "adamw", *, lr: float,
-                    weight_decay: float = 0.0) -> Optimizer:  # fmt: skip
-    """AdamW, Adam or Lion; weight decay applies to matrices only, not biases/norms/scales."""
-    params = [p for p in params if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
-    if name == "adam":  # L2 in the gradient (coupled), as Adam defines it
-        return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.95))
-    if name == "lion":
-        return Lion(groups, lr=lr)
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
-
-
-def lr_factor(step: int, name: str, *, total_steps: int, warmup_steps: int = 0, cycle_steps: int | None = None,
-              min_factor: float = 0.0, cycle_mult: float = 1.0) -> float:  # fmt: skip
-    """The learning-rate multiplier after ``step`` optimizer steps (pure, so resumable).
-
-    Linear warmup over ``warmup_steps``, then: ``constant`` 1; ``warmup_cosine`` one cosine
-    to ``min_factor`` at ``total_steps``; ``cosine_warm_restarts`` (SGDR) cosines of
-    ``cycle_steps`` first, each next cycle ``cycle_mult`` times longer (PyTorch's T_0 and
-    T_mult of CosineAnnealingWarmRestarts), restarting at 1.
-    """
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if name == "constant":
-        return 1.0
-    t = step - warmup_steps
-    if name == "warmup_cosine":
-        span = max(total_steps - warmup_steps, 1)
-        progress = min(t / span, 1.0)
-    elif name == "cosine_warm_restarts":
-        cycle = max(cycle_steps or total_steps - warmup_steps, 1)
-        while t >= cycle and cycle_mult > 1:  # skip whole cycles, each cycle_mult times longer
-            t -= cycle
-            cycle = max(round(cycle * cycle_mult), 1)
-        progress = (t % cycle) / cycle
-    else:
-        raise ValueError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}")
-    return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def build_scheduler(optimizer: Optimizer, name: str = "warmup_cosine", *, total_steps: int, warmup_steps: int = 0,
-                    cycle_steps: int | None = None, min_factor: float = 0.0,
-                    cycle_mult: float = 1.0) -> LRScheduler:  # fmt: skip
-    """A LambdaLR over :func:`lr_factor`, stepped once per optimizer step."""
-    if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}")
-
-    def factor(step: int) -> float:
-        return lr_factor(step, name, total_steps=total_steps, warmup_steps=warmup_steps,
-                         cycle_steps=cycle_steps, min_factor=min_factor, cycle_mult=cycle_mult)  # fmt: skip
-
-    return LambdaLR(optimizer, factor)
-
-
-@dataclass
-class EarlyStopping:
-    """Stop after ``patience`` epochs without an improvement larger than ``min_delta``."""
-
-    patience: int
-    min_delta: float = 0.0
-    mode: str = "min"
-    best: float | None = None
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    history: list[float] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")
-
-    def step(self, value: float, epoch: int) -> bool:
-        """Record one epoch's monitored value; True when it is a new best."""
-        self.history.append(float(value))
-        if math.isnan(value):
-            improved = False
-        elif self.best is None:
-            improved = True
-        else:
-            gain = (self.best - value) if self.mode == "min" else (value - self.best)
-            improved = gain > self.min_delta
-        if improved:
-            self.best, self.best_epoch, self.bad_epochs = float(value), epoch, 0
-        else:
-            self.bad_epochs += 1
-        return improved
-
-    @property
-    def should_stop(self) -> bool:
-        return self.bad_epochs >= self.patience
-
-    def state_dict(self) -> dict:
-        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-                "history": list(self.history)}  # fmt: skip
-
-    def load_state_dict(self, state: dict) -> None:
-        self.best, self.best_epoch = state["best"], state["best_epoch"]
-        self.bad_epochs, self.history = state["bad_epochs"], list(state["history"])
-
-
-# ---------------------------------------------------------------- epochs
 
 
 @dataclass
@@ -282,6 +89,39 @@ def _params_of(optimizer: Optimizer) -> list[torch.nn.Parameter]:
     return [p for g in optimizer.param_groups for p in g["params"]]
 
 
+@dataclass
+class _EpochMeans:
+    """Per-term loss sums weighted by the global batch size, and the step/sample counts."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    samples: int = 0
+    steps: int = 0
+
+    def add(self, values: dict[str, float], batch: int) -> None:
+        self.steps += 1
+        self.samples += batch
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v * batch
+
+    def result(self, what: str) -> dict[str, float]:
+        """The epoch mean of every term plus ``steps`` and ``samples``; raises on an empty loader."""
+        if self.steps == 0:
+            raise ValueError(f"the {what} loader yielded no batches")
+        means = {k: v / self.samples for k, v in self.sums.items()}
+        return {**means, "steps": float(self.steps), "samples": float(self.samples)}
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    """``batch`` with its tensors video (B, 3, T, H, W), audio (B, 1, F, Tm) and target (B,) on ``device``."""
+    return {**batch, **{k: batch[k].to(device, non_blocking=True) for k in ("video", "audio", "target")}}
+
+
+def _step_schedulers(*schedulers: LRScheduler | None) -> None:
+    for sched in schedulers:
+        if sched is not None:
+            sched.step()
+
+
 def train_one_epoch(
     model: torch.nn.Module,
     loader: Iterable[dict],
@@ -305,14 +145,13 @@ def train_one_epoch(
     scaler = ctx.scaler or make_scaler(device, ctx.precision)
     params = _params_of(optimizer)
     model.train()
-    sums: dict[str, float] = {}
-    n_samples, steps = 0, 0
+    epoch = _EpochMeans()
     for batch in loader:
-        batch = {**batch, **{k: batch[k].to(device, non_blocking=True) for k in ("video", "audio", "target")}}
+        batch = _to_device(batch, device)
         if transform is not None:
             batch = transform(batch)
         video, audio, target = batch["video"], batch["audio"], batch["target"]  # (B, 3, T, H, W), (B, 1, F, Tm), (B,)
-        step = ctx.start_step + steps
+        step = ctx.start_step + epoch.steps
         with autocast(device, ctx.precision):
             losses = _in_forward(model, objective, video, audio, target)
         values, batch_size = _step_values(losses, len(target), step)
@@ -321,20 +160,14 @@ def train_one_epoch(
         grad_norm = _clip_and_step(optimizer, params, scaler, ctx.grad_clip)
         scaler.update()
         lr = optimizer.param_groups[0]["lr"]
-        if scheduler is not None:
-            scheduler.step()
-        steps += 1
-        n_samples += batch_size
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v * batch_size
-        if steps % ctx.log_every == 0:
+        _step_schedulers(scheduler)
+        epoch.add(values, batch_size)
+        if epoch.steps % ctx.log_every == 0:
             # "cls" alone equals "loss": log the terms only when the objective has several
             shown = values if len(values) > 2 else {"loss": values["loss"]}
             metrics = {f"{prefix}_{k}": v for k, v in shown.items()}
             log.log_metrics({**metrics, f"{prefix}_grad_norm": grad_norm, f"{prefix}_lr": lr}, step=step + 1)
-    if steps == 0:
-        raise ValueError("the training loader yielded no batches")
-    return {**{k: v / n_samples for k, v in sums.items()}, "steps": float(steps), "samples": float(n_samples)}
+    return epoch.result("training")
 
 
 def pretrain_one_epoch(
@@ -360,15 +193,14 @@ def pretrain_one_epoch(
     scaler = ctx.scaler or make_scaler(device, ctx.precision)
     gen_params, disc_params = _params_of(optimizer), _params_of(disc_optimizer)
     model.train()
-    sums: dict[str, float] = {}
-    n_samples, steps = 0, 0
+    epoch = _EpochMeans()
     for batch in loader:
         video = batch["video"].to(device, non_blocking=True)  # (B, 3, T, H, W)
         audio = batch["audio"].to(device, non_blocking=True)  # (B, 1, F, Tm)
-        step = ctx.start_step + steps
+        step = ctx.start_step + epoch.steps
         with autocast(device, ctx.precision):
             losses = _in_forward(model, _pretrain_losses, video, audio)
-        values, b = _step_values(losses, video.shape[0], step)
+        values, batch_size = _step_values(losses, video.shape[0], step)
         optimizer.zero_grad(set_to_none=True)
         disc_optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["loss"] + losses["disc_loss"]).backward()
@@ -376,21 +208,14 @@ def pretrain_one_epoch(
         disc_norm = _clip_and_step(disc_optimizer, disc_params, scaler, ctx.grad_clip)
         scaler.update()  # once per iteration, after both optimizers (AMP multi-optimizer recipe)
         lr = optimizer.param_groups[0]["lr"]
-        for sched in (scheduler, disc_scheduler):
-            if sched is not None:
-                sched.step()
-        steps += 1
-        n_samples += b
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v * b
-        if steps % ctx.log_every == 0:
+        _step_schedulers(scheduler, disc_scheduler)
+        epoch.add(values, batch_size)
+        if epoch.steps % ctx.log_every == 0:
             metrics = {f"{prefix}_{k}": v for k, v in values.items()}
             metrics.update({f"{prefix}_grad_norm": grad_norm, f"{prefix}_disc_grad_norm": disc_norm,
                             f"{prefix}_lr": lr})  # fmt: skip
             log.log_metrics(metrics, step=step + 1)
-    if steps == 0:
-        raise ValueError("the pretraining loader yielded no batches")
-    return {**{k: v / n_samples for k, v in sums.items()}, "steps": float(steps), "samples": float(n_samples)}
+    return epoch.result("pretraining")
 
 
 class Predictions(NamedTuple):

@@ -48,6 +48,7 @@ from avff_model import AVFF, AVFFConfig, get_config, list_heads
 from storage import fs
 from tasks.evaluate import metrics as M
 from tasks.evaluate import plots
+from tasks.evaluate.metric_names import best_key, monitor_mode
 from tasks.train.augment import AudioAugment, ClipAugment, VideoAugment
 from tasks.train.batch_augment import BatchTransform, MixAugment
 from tasks.train.checkpoint import CheckpointStore, capture_rng, load_checkpoint, resolve_checkpoint, restore_rng
@@ -57,23 +58,12 @@ from tasks.train.objective import Objective, pos_weight_from_labels
 from tasks.evaluate.report import ReportInputs, write_training_report
 from tasks.tracking.logger import Logger, flatten_params
 from tasks.train.data import InputShape, infer_input_shape, make_loader, split_counts
-from tasks.train.engine import (
-    EarlyStopping,
-    StepContext,
-    build_optimizer,
-    build_scheduler,
-    evaluate,
-    make_scaler,
-    pretrain_one_epoch,
-    resolve_device,
-    resolve_precision,
-    seed_everything,
-    train_one_epoch,
-)
+from tasks.train.device import make_scaler, resolve_device, resolve_precision, seed_everything
+from tasks.train.engine import StepContext, evaluate, pretrain_one_epoch, train_one_epoch
+from tasks.train.optim import EarlyStopping, build_optimizer, build_scheduler, param_groups
 
 STAGES = ("both", "pretrain", "classify")
 CLASS_WEIGHTS = ("none", "prior")
-_MAX_METRICS = ("auc", "average_precision", "accuracy", "balanced_accuracy", "precision", "recall", "f1")
 # What MLflow's run page charts: per-epoch curves and a short summary at the best checkpoint.
 # Every other number (both levels, both thresholds, the baselines) is one row of the run's
 # metrics table artifact (METRICS_TABLE) and of report.md: single points make no chart.
@@ -206,11 +196,6 @@ class TrainResult:
     dataset: dict[str, dict[str, int]] = field(default_factory=dict)  # role -> videos/clips per label, groups
 
 
-def monitor_mode(name: str) -> str:
-    """``max`` for scores (auc, f1, ...), ``min`` for losses and error rates."""
-    return "max" if name.endswith(_MAX_METRICS) else "min"
-
-
 def resolve_model_config(name: str, overrides: Mapping[str, Any], shape: InputShape) -> AVFFConfig:
     """The preset with the data's input shape applied, then ``overrides``; a conflict raises."""
     data_shape = dataclasses.asdict(shape)
@@ -260,7 +245,7 @@ def curve_metrics(row: Mapping[str, Any], monitor: str) -> dict[str, float]:
 
 def summary_metrics(flat: Mapping[str, float], monitor: str) -> dict[str, float]:
     """SUMMARY_METRICS (and the monitor at the best checkpoint) out of flattened best_val_/test_ keys."""
-    keep = set(SUMMARY_METRICS) | {"best_" + ("val_clip_log_loss" if monitor == "val_loss" else monitor)}
+    keep = set(SUMMARY_METRICS) | {best_key(monitor)}
     return {k: v for k, v in flat.items() if k in keep}
 
 
@@ -402,8 +387,8 @@ class _Run:
         cfg = self.cfg
         lr = cfg.pretrain_lr or cfg.lr
         wd = cfg.weight_decay
-        gen = build_optimizer(self.model.generator_parameters(), cfg.optimizer, lr=lr, weight_decay=wd)
-        disc = build_optimizer(self.model.discriminator_parameters(), cfg.optimizer, lr=lr, weight_decay=wd)
+        gen = build_optimizer(param_groups(self.model.generator_parameters(), wd), cfg.optimizer, lr=lr)
+        disc = build_optimizer(param_groups(self.model.discriminator_parameters(), wd), cfg.optimizer, lr=lr)
         n_real = self.stats["train"]["clips_real"]
         optimizers = {"generator": gen, "discriminator": disc}
         schedulers = {k: self._schedule(o, n_real, cfg.pretrain_epochs) for k, o in optimizers.items()}
@@ -490,7 +475,7 @@ class _Run:
         params = self.model.classifier_parameters()
         if cfg.contrastive_weight > 0:  # the InfoNCE projections and temperature learn too
             params += self.model.contrastive_parameters()
-        opt = build_optimizer(params, cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = build_optimizer(param_groups(params, cfg.weight_decay), cfg.optimizer, lr=cfg.lr)
         pos_weight = pos_weight_from_labels(self.labels["train"]) if cfg.class_weight == "prior" else None
         objective = cfg.objective(pos_weight)
         if pos_weight is not None:

@@ -21,7 +21,7 @@ from tasks.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from tasks.train.engine import build_optimizer, build_scheduler
+from tasks.train.optim import build_optimizer, build_scheduler, param_groups
 
 
 def _model() -> torch.nn.Module:
@@ -31,7 +31,7 @@ def _model() -> torch.nn.Module:
 
 def _trained():
     model = _model()
-    opt = build_optimizer(model.parameters(), "adamw", lr=1e-2, weight_decay=0.1)
+    opt = build_optimizer(param_groups(model.parameters(), 0.1), "adamw", lr=1e-2)
     sched = build_scheduler(opt, "warmup_cosine", total_steps=10, warmup_steps=2)
     for _ in range(3):
         opt.zero_grad()
@@ -53,7 +53,7 @@ def test_round_trip_restores_weights_optimizer_scheduler_and_rng(tmp_path):
     fresh = _model()
     fresh.load_state_dict(ckpt.weights)
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
-    opt2 = build_optimizer(fresh.parameters(), "adamw", lr=1e-2, weight_decay=0.1)
+    opt2 = build_optimizer(param_groups(fresh.parameters(), 0.1), "adamw", lr=1e-2)
     opt2.load_state_dict(ckpt.state["optimizers"]["m"])
     sched2 = build_scheduler(opt2, "warmup_cosine", total_steps=10, warmup_steps=2)
     sched2.load_state_dict(ckpt.state["schedulers"]["m"])
