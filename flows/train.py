@@ -42,10 +42,11 @@ from tasks.train.checkpoint import WEIGHTS, resolve_checkpoint
 from tasks.tracking.mlflow_adapter import MLflowLogger, param_value
 from tasks.train.progress import ProgressLog
 from tasks.evaluate.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
-from tasks.evaluate.registry import monitored_key, prior_gate
+from tasks.evaluate.registry import prior_gate
+from tasks.evaluate.metric_names import check_monitor, monitor_mode
 from tasks.serve.scorer import log_pyfunc_model
 from tasks.tracking.logger import flatten_params
-from tasks.train.run import TrainResult, TrainSettings, monitor_mode, run_training
+from tasks.train.run import TrainResult, TrainSettings, run_training
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
 
@@ -123,8 +124,7 @@ class TrainConfig(BaseModel):
     @field_validator("monitor")
     @classmethod
     def _known_monitor(cls, v: str) -> str:
-        monitored_key(v)  # raises on a name that is no val metric
-        return v
+        return check_monitor(v)
 
     @field_validator("fusion")
     @classmethod

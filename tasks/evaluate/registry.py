@@ -18,24 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.evaluate.metric_names import BEST_VAL, TEST, baseline_key, best_key, key, prior_key
+
 REGISTER_IF = ("beats_prior", "always", "never")
-# what tasks.evaluate.metrics.binary_metrics reports per level: the names a monitor may end in
-VAL_METRICS = ("auc", "average_precision", "log_loss", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "eer")
 # model version tags the champion comparison reads back
 TAG_MONITOR, TAG_VALUE, TAG_DATA = "monitor", "monitor_value", "manifest_sha256"
 _CARD_METRICS = (("auc", "AUC"), ("log_loss", "log loss"), ("balanced_accuracy", "balanced acc."), ("f1", "F1"))
-
-
-def monitored_key(monitor: str) -> tuple[str, str]:
-    """``val_video_log_loss`` -> ("video", "log_loss"); ``val_loss`` is the clip log loss."""
-    if monitor == "val_loss":
-        return "clip", "log_loss"
-    for level in ("video", "clip"):
-        name = monitor.removeprefix(f"val_{level}_")
-        if name != monitor and name in VAL_METRICS:
-            return level, name
-    raise ValueError(f"unknown monitor {monitor!r}; known: val_loss, val_video_<m>, val_clip_<m> "
-                     f"with <m> one of {', '.join(VAL_METRICS)}")
 
 
 def better(a: float, b: float, mode: str, margin: float = 0.0) -> bool:
@@ -61,9 +49,8 @@ def prior_gate(val_metrics: Mapping[str, float], monitor: str, mode: str, *, reg
     """Register only a model that beats the prior on val (``val_metrics``: ``best_val_*`` keys)."""
     if register_if not in REGISTER_IF:
         raise ValueError(f"register_if must be one of {REGISTER_IF}, got {register_if!r}")
-    level, name = monitored_key(monitor)
-    value = float(val_metrics.get(f"best_val_{level}_{name}", math.nan))
-    prior = float(val_metrics.get(f"best_val_baselines_{level}_prior_{name}", math.nan))
+    value = float(val_metrics.get(best_key(monitor), math.nan))
+    prior = float(val_metrics.get(prior_key(monitor), math.nan))
     beats = better(value, prior, mode, min_improvement)
     verdict = "beats" if beats else "does not beat"
     why = f"{monitor} {value:.4f} {verdict} the prior's {prior:.4f} (min_improvement {min_improvement:g})"
@@ -94,12 +81,13 @@ def _fmt(x: Any) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
-def _metric_rows(metrics: Mapping[str, float], prefix: str) -> list[str]:
-    """Model / prior / majority rows of one split (``prefix``: best_val or test), video level."""
+def _metric_rows(metrics: Mapping[str, float], split: str) -> list[str]:
+    """Model / prior / majority rows of one split (best_val or test), video level."""
     rows = []
-    for who, key in (("model", f"{prefix}_video_"), ("prior baseline", f"{prefix}_baselines_video_prior_"),
-                     ("majority baseline", f"{prefix}_baselines_video_majority_")):  # fmt: skip
-        rows.append(f"| {who} | " + " | ".join(_fmt(metrics.get(key + m)) for m, _ in _CARD_METRICS) + " |")
+    for who, baseline in (("model", None), ("prior baseline", "prior"), ("majority baseline", "majority")):
+        names = [key(split, "video", m) if baseline is None else baseline_key(split, "video", baseline, m)
+                 for m, _ in _CARD_METRICS]  # fmt: skip
+        rows.append(f"| {who} | " + " | ".join(_fmt(metrics.get(n)) for n in names) + " |")
     return rows
 
 
@@ -135,11 +123,11 @@ def model_card(*, gate: Gate, data: str, manifest_sha256: str, dataset: Mapping[
         "",
         "val, at the best checkpoint:",
         "",
-        header, rule, *_metric_rows(val_metrics, "best_val"),
+        header, rule, *_metric_rows(val_metrics, BEST_VAL),
         "",
         "test:",
         "",
-        header, rule, *_metric_rows(test_metrics, "test"),
+        header, rule, *_metric_rows(test_metrics, TEST),
         "",
         "## Decision threshold",
         f"P(FAKE) >= {thr} means FAKE; `avff predict` prints this verdict.",

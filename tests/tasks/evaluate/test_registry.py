@@ -2,20 +2,11 @@
 
 import math
 
-import pytest
-
-from tasks.evaluate.registry import Gate, champion_verdict, model_card, monitored_key, prior_gate
+from tasks.evaluate.registry import Gate, champion_verdict, model_card, prior_gate
 
 VAL = {"best_val_video_log_loss": 0.40, "best_val_baselines_video_prior_log_loss": 0.50,
        "best_val_video_auc": 0.81, "best_val_baselines_video_prior_auc": 0.5,
        "best_val_clip_log_loss": 0.70, "best_val_baselines_clip_prior_log_loss": 0.60}  # fmt: skip
-
-
-def test_monitored_key_knows_the_val_metrics_only():
-    assert monitored_key("val_video_log_loss") == ("video", "log_loss")
-    assert monitored_key("val_loss") == ("clip", "log_loss")
-    with pytest.raises(ValueError, match="unknown monitor 'val_video_auroc'"):
-        monitored_key("val_video_auroc")
 
 
 def test_prior_gate_compares_the_monitored_metric_with_the_prior_on_val():

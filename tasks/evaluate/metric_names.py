@@ -1,0 +1,129 @@
+"""The metric-name contract: how the flat metric keys of a training run are built and read.
+
+:func:`tasks.evaluate.metrics.flatten` joins the nested dicts of ``evaluate_predictions`` with
+``_``, so every key training logs has one of these shapes::
+
+    <split>_<level>_<metric>                     val_video_auc, best_val_clip_log_loss, test_video_f1
+    <split>_<level>_at_val_threshold_<metric>    test_video_at_val_threshold_f1
+    <split>_baselines_<level>_<baseline>_<metric>   best_val_baselines_video_prior_log_loss
+
+- split: ``val`` (every epoch), ``best_val`` (val at the best checkpoint), ``test`` (at the best
+  checkpoint, never read by a cross-validation fold);
+- level: ``video`` (clip probabilities averaged per video) or ``clip``;
+- metric: a key of :func:`tasks.evaluate.metrics.binary_metrics` (:data:`METRICS` are the scores,
+  :data:`COUNTS` the bookkeeping);
+- baseline: ``prior`` or ``majority`` (:func:`tasks.evaluate.metrics.baselines`).
+
+``val_loss`` is the val clip log loss under a shorter name (the per-epoch loss curve).
+A ``monitor`` (early stopping, the best checkpoint, the registry gate) is a val key:
+:data:`MONITORS` lists them all, :func:`check_monitor` refuses anything else.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+VAL, BEST_VAL, TEST = "val", "best_val", "test"
+SPLITS = (VAL, BEST_VAL, TEST)
+LEVELS = ("video", "clip")
+# the scores of tasks.evaluate.metrics.binary_metrics, and which way is better
+METRICS = ("auc", "average_precision", "log_loss", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "eer")
+MAX_METRICS = frozenset({"auc", "average_precision", "accuracy", "balanced_accuracy", "precision", "recall", "f1"})
+COUNTS = ("n", "n_pos", "threshold")  # binary_metrics' other keys: no score, never monitored
+BASELINES = ("prior", "majority")
+AT_VAL_THRESHOLD = "at_val_threshold"  # test metrics at the threshold chosen on val ("@val_threshold" flattened)
+VAL_LOSS = "val_loss"  # = val_clip_log_loss
+_VAL_LOSS_MEANS = ("clip", "log_loss")
+
+
+class MetricKey(NamedTuple):
+    """One flat key, read back: ``parse("test_video_at_val_threshold_f1")``."""
+
+    split: str  # val | best_val | test
+    level: str  # video | clip
+    metric: str  # a METRICS or COUNTS name
+    baseline: str | None = None  # prior | majority: a trivial predictor's number, not the model's
+    at_val_threshold: bool = False
+
+
+def key(split: str, level: str, metric: str) -> str:
+    """``key("best_val", "video", "auc") == "best_val_video_auc"``."""
+    return f"{prefix(split, level)}{metric}"
+
+
+def prefix(split: str, level: str) -> str:
+    """The start of every key of one split and level: ``prefix("test", "clip") == "test_clip_"``."""
+    if split not in SPLITS or level not in LEVELS:
+        raise ValueError(f"split must be one of {SPLITS} and level one of {LEVELS}, got {split!r}, {level!r}")
+    return f"{split}_{level}_"
+
+
+def baseline_key(split: str, level: str, baseline: str, metric: str) -> str:
+    """``baseline_key("best_val", "video", "prior", "log_loss") == "best_val_baselines_video_prior_log_loss"``."""
+    prefix(split, level)  # validates both
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    return f"{split}_baselines_{level}_{baseline}_{metric}"
+
+
+def at_threshold_key(split: str, level: str, metric: str) -> str:
+    """``at_threshold_key("test", "video", "f1") == "test_video_at_val_threshold_f1"``."""
+    return f"{prefix(split, level)}{AT_VAL_THRESHOLD}_{metric}"
+
+
+def parse(name: str) -> MetricKey:
+    """A flat key back into its parts (``val_loss`` reads as val clip log_loss); ValueError if it is none."""
+    if name == VAL_LOSS:
+        return MetricKey(VAL, *_VAL_LOSS_MEANS)
+    split = next((s for s in (BEST_VAL, VAL, TEST) if name.startswith(s + "_")), None)
+    rest = name.removeprefix(f"{split}_") if split else ""
+    baseline = None
+    if rest.startswith("baselines_"):
+        rest = rest.removeprefix("baselines_")
+        level = next((lv for lv in LEVELS if rest.startswith(lv + "_")), None)
+        rest = rest.removeprefix(f"{level}_")
+        baseline = next((b for b in BASELINES if rest.startswith(b + "_")), None)
+        rest = rest.removeprefix(f"{baseline}_") if baseline else ""
+    else:
+        level = next((lv for lv in LEVELS if rest.startswith(lv + "_")), None)
+        rest = rest.removeprefix(f"{level}_")
+    at = rest.startswith(AT_VAL_THRESHOLD + "_")
+    metric = rest.removeprefix(AT_VAL_THRESHOLD + "_")
+    if split is None or level is None or metric not in METRICS + COUNTS:
+        raise ValueError(f"{name!r} is no metric key: <split>_<level>_<metric> with split {'|'.join(SPLITS)}, "
+                         f"level {'|'.join(LEVELS)}, metric one of {', '.join(METRICS + COUNTS)}")  # fmt: skip
+    return MetricKey(split, level, metric, baseline, at)
+
+
+MONITORS: tuple[str, ...] = (VAL_LOSS, *(key(VAL, level, m) for level in LEVELS for m in METRICS))
+"""Every valid ``monitor``: ``val_loss`` and ``val_<level>_<metric>`` for each score."""
+
+
+def check_monitor(monitor: str) -> str:
+    """``monitor`` if it is one of :data:`MONITORS`, else a one-line ValueError listing them."""
+    if monitor not in MONITORS:
+        raise ValueError(f"unknown monitor {monitor!r}; known: {', '.join(MONITORS)}")
+    return monitor
+
+
+def parse_monitor(monitor: str) -> tuple[str, str]:
+    """``val_video_log_loss`` -> ("video", "log_loss"); ``val_loss`` -> ("clip", "log_loss")."""
+    parsed = parse(check_monitor(monitor))
+    return parsed.level, parsed.metric
+
+
+def monitor_mode(monitor: str) -> str:
+    """``max`` for scores (auc, f1, ...), ``min`` for losses and error rates (log_loss, eer)."""
+    return "max" if parse_monitor(monitor)[1] in MAX_METRICS else "min"
+
+
+def best_key(monitor: str) -> str:
+    """The monitor's key at the best checkpoint: ``val_video_auc`` -> ``best_val_video_auc``
+    (``val_loss`` -> ``best_val_clip_log_loss``)."""
+    return key(BEST_VAL, *parse_monitor(monitor))
+
+
+def prior_key(monitor: str) -> str:
+    """The prior baseline's value of the monitored metric at the best checkpoint (the registry gate's bar)."""
+    level, metric = parse_monitor(monitor)
+    return baseline_key(BEST_VAL, level, "prior", metric)

@@ -1,0 +1,65 @@
+"""The metric-name contract against the keys training really produces."""
+
+import numpy as np
+import pytest
+
+from tasks.evaluate import metric_names as N
+from tasks.evaluate import metrics as M
+from tasks.train.run import CURVE_METRICS, SUMMARY_METRICS
+
+
+def _flat(split: str) -> dict[str, float]:
+    """The keys run_training logs for one split: flatten(evaluate_predictions(...)) with baselines and threshold."""
+    ids = ["a", "a", "b", "c", "c", "d"]
+    y = np.array([0, 0, 1, 1, 1, 0])
+    p = np.array([0.2, 0.3, 0.8, 0.6, 0.7, 0.4])
+    out = M.evaluate_predictions(ids, y, p, threshold_val=0.5, y_train=y, y_train_video=np.array([0, 1, 1, 0]))
+    return M.flatten(split, out)
+
+
+@pytest.mark.parametrize("split", N.SPLITS)
+def test_every_key_training_logs_parses_and_rebuilds(split):
+    for name in _flat(split):
+        k = N.parse(name)
+        assert k.split == split
+        if k.baseline is not None:
+            assert N.baseline_key(k.split, k.level, k.baseline, k.metric) == name
+        elif k.at_val_threshold:
+            assert N.at_threshold_key(k.split, k.level, k.metric) == name
+        else:
+            assert N.key(k.split, k.level, k.metric) == name
+
+
+def test_every_monitor_is_a_val_key_training_logs():
+    flat = {**_flat(N.VAL), N.VAL_LOSS: 0.0}  # run.py adds val_loss beside the flattened val metrics
+    assert set(N.MONITORS) <= set(flat)
+    assert {N.best_key(m) for m in N.MONITORS} <= set(_flat(N.BEST_VAL))
+    assert {N.prior_key(m) for m in N.MONITORS} <= set(_flat(N.BEST_VAL))
+
+
+def test_charted_names_are_metric_keys():
+    for name in (*CURVE_METRICS, *SUMMARY_METRICS):
+        if not name.startswith("train_") and name != "lr":
+            N.parse(name)
+
+
+def test_monitor_helpers():
+    assert N.parse_monitor("val_video_log_loss") == ("video", "log_loss")
+    assert N.parse_monitor("val_loss") == ("clip", "log_loss")
+    assert N.best_key("val_loss") == "best_val_clip_log_loss"
+    assert N.prior_key("val_video_auc") == "best_val_baselines_video_prior_auc"
+    assert [N.monitor_mode(m) for m in ("val_video_auc", "val_clip_f1", "val_loss", "val_video_eer")] == [
+        "max", "max", "min", "min"]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", ["val_video_auroc", "best_val_video_auc", "test_video_auc", "val_video_n", "loss"])
+def test_a_misspelled_or_non_val_monitor_is_refused_in_one_line(bad):
+    with pytest.raises(ValueError, match=f"unknown monitor '{bad}'; known: val_loss, val_video_auc") as e:
+        N.check_monitor(bad)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("bad", ["auc", "val_auc", "val_video_", "test_baselines_video_median_auc", "val_frame_auc"])
+def test_parse_refuses_what_is_no_metric_key(bad):
+    with pytest.raises(ValueError, match="is no metric key"):
+        N.parse(bad)
