@@ -13,6 +13,7 @@ loss of :mod:`tasks.train.objective`) accept.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,19 +94,24 @@ def down_up(video: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 class BatchTransform:
-    """The engine's per-batch transform: down-up resize at ``scale``, then Mixup or CutMix.
+    """The engine's per-batch transform: pseudo-fakes, down-up resize at ``scale``, then Mixup or CutMix.
 
     Batches are dicts (see :mod:`tasks.train.data`); ``target`` becomes a soft label in [0, 1].
+    ``pseudo_fakes`` (a :class:`tasks.train.pseudo_fakes.PseudoFakes`) runs first, so mixing
+    mixes its FAKE labels like any other.
     """
 
-    def __init__(self, mix: MixAugment, *, scale: float = 1.0, generator: torch.Generator):
-        self.mix, self.scale, self.g = mix, scale, generator
+    def __init__(self, mix: MixAugment, *, scale: float = 1.0, generator: torch.Generator,
+                 pseudo_fakes: Callable[[dict], dict] | None = None):  # fmt: skip
+        self.mix, self.scale, self.g, self.pseudo_fakes = mix, scale, generator, pseudo_fakes
 
     @property
     def active(self) -> bool:
-        return self.mix.enabled or self.scale < 1
+        return self.mix.enabled or self.scale < 1 or self.pseudo_fakes is not None
 
     def __call__(self, batch: dict) -> dict:
+        if self.pseudo_fakes is not None:
+            batch = self.pseudo_fakes(batch)
         video, audio, target = batch["video"], batch["audio"], batch["target"]
         video = down_up(video, self.scale)
         m = self.mix

@@ -1,0 +1,122 @@
+import pytest
+import torch
+
+from tasks.train import pseudo_fakes as P
+from tasks.train.batch_augment import BatchTransform, MixAugment
+
+
+def _g(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _batch(b: int = 4, target=None) -> dict:
+    g = _g(1)
+    return {
+        "video": torch.randn(b, 3, 8, 32, 32, generator=g),  # (B, 3, T, H, W)
+        "audio": torch.randn(b, 1, 128, 320, generator=g),  # (B, 1, F, Tm)
+        "target": torch.zeros(b) if target is None else torch.tensor(target, dtype=torch.float32),
+        "video_id": [f"v{i}" for i in range(b)],
+    }
+
+
+def test_ellipse_mask_is_one_inside_zero_outside_and_soft_between():
+    m = P.ellipse_mask(64, 64, (0.5, 0.5), (0.25, 0.25), softness=0.4)
+    assert m.shape == (64, 64) and m[32, 32] == 1 and m[0, 0] == 0 and m[32, 2] == 0
+    assert ((m > 0) & (m < 1)).any()  # a soft edge, no hard seam
+
+
+def test_self_blend_differs_from_its_source_only_inside_the_mask():
+    b = _batch(3)
+    mask = P.face_masks(3, 32, 32, _g())
+    out = P.self_blend(b["video"], mask, P.draw_blend_params(3, _g()))
+    outside = (mask == 0).expand_as(out)
+    assert torch.equal(out[outside], b["video"][outside])
+    assert (out - b["video"]).abs()[(mask == 1).expand_as(out)].mean() > 0.05
+
+
+@pytest.mark.parametrize("kind", ["face_resample", "mouth_freeze", "mouth_shuffle"])
+def test_face_and_mouth_kinds_change_only_the_masked_region(kind):
+    video = _batch(2)["video"]
+    mask = P.face_masks(2, 32, 32, _g(), P.MOUTH_CENTRE, P.MOUTH_RADII)
+    out = {
+        "face_resample": lambda: P.face_resample(video, mask, 0.4),
+        "mouth_freeze": lambda: P.mouth_freeze(video, mask, torch.tensor([0, 5])),
+        "mouth_shuffle": lambda: P.mouth_shuffle(video, mask, P.shuffled_order(2, 8, _g())),
+    }[kind]()
+    outside = (mask == 0).expand_as(out)
+    assert torch.equal(out[outside], video[outside])
+    assert not torch.allclose(out, video)
+
+
+def test_mouth_freeze_holds_one_frame_where_the_mask_is_full():
+    video = _batch(2)["video"]
+    mask = P.face_masks(2, 32, 32, _g(), P.MOUTH_CENTRE, P.MOUTH_RADII)
+    out = P.mouth_freeze(video, mask, torch.tensor([3, 6]))
+    full = mask[1, 0, 0] == 1  # (H, W)
+    assert torch.equal(out[1][:, :, full], video[1][:, 6:7, full].expand(-1, 8, -1))
+
+
+def test_shuffled_order_is_a_permutation_never_the_identity():
+    order = P.shuffled_order(50, 4, _g())
+    assert torch.equal(order.sort(dim=1).values, torch.arange(4).expand(50, 4))
+    assert not (order == torch.arange(4)).all(dim=1).any()
+
+
+def test_shift_audio_moves_by_exactly_the_requested_columns():
+    audio = _batch(2)["audio"]
+    out = P.shift_audio(audio, torch.tensor([37, -80]))
+    assert torch.equal(out[0, ..., 37:], audio[0, ..., :-37])
+    assert torch.equal(out[1, ..., :-80], audio[1, ..., 80:])
+
+
+def test_derangement_leaves_no_clip_with_its_own_audio():
+    for seed in range(20):
+        perm = P.derangement(5, _g(seed))
+        assert sorted(perm.tolist()) == list(range(5)) and (perm != torch.arange(5)).all()
+
+
+def test_pitch_shift_moves_a_tone_up_by_the_requested_bins():
+    audio = torch.zeros(1, 1, 128, 10)
+    audio[..., 40, :] = 1.0
+    out = P.pitch_shift(audio, torch.tensor([5.0]))
+    assert out[0, 0, :, 0].argmax() == 45
+
+
+def test_pseudo_fakes_turn_only_real_clips_into_labelled_fakes():
+    batch = _batch(8, target=[0, 1, 0, 1, 0, 0, 0, 0])
+    out = P.PseudoFakes(1.0, generator=_g())(batch)
+    real = batch["target"] == 0
+    assert torch.equal(out["target"], torch.ones(8))  # every REAL became FAKE at p = 1
+    assert (out["pseudo_kind"][~real] == -1).all() and (out["pseudo_kind"][real] >= 0).all()
+    for i in (~real).nonzero().squeeze(1):  # FAKE clips untouched
+        assert torch.equal(out["video"][i], batch["video"][i]) and torch.equal(out["audio"][i], batch["audio"][i])
+    for i in real.nonzero().squeeze(1):  # each pseudo-fake changed its video or its audio
+        changed_v = not torch.equal(out["video"][i], batch["video"][i])
+        changed_a = not torch.equal(out["audio"][i], batch["audio"][i])
+        kind = P.PseudoFakes(1.0, generator=_g()).kinds[out["pseudo_kind"][i]]
+        assert (changed_v, changed_a) == (kind in P.VISUAL_KINDS, kind in P.AUDIO_KINDS)
+
+
+def test_pseudo_fakes_rate_and_kind_switches():
+    out = P.PseudoFakes(0.0, generator=_g())(_batch(8))
+    assert torch.equal(out["target"], torch.zeros(8)) and (out["pseudo_kind"] == -1).all()
+    n = sum(int(P.PseudoFakes(0.3, generator=_g(s))(_batch(8))["target"].sum()) for s in range(50))
+    assert 0.2 < n / 400 < 0.4
+    out = P.PseudoFakes(1.0, ("audio_shift",), generator=_g())(_batch(4))
+    assert torch.equal(out["video"], _batch(4)["video"]) and (out["pseudo_kind"] == 0).all()
+    with pytest.raises(ValueError, match="kinds"):
+        P.PseudoFakes(0.5, ("nope",), generator=_g())
+
+
+def test_pseudo_fakes_are_deterministic_and_ride_in_the_batch_transform():
+    a = P.PseudoFakes(0.5, generator=_g(3))(_batch(6))
+    b = P.PseudoFakes(0.5, generator=_g(3))(_batch(6))
+    assert torch.equal(a["video"], b["video"]) and torch.equal(a["audio"], b["audio"])
+    transform = BatchTransform(MixAugment(), generator=_g(), pseudo_fakes=P.PseudoFakes(1.0, generator=_g()))
+    assert transform.active and torch.equal(transform(_batch(4))["target"], torch.ones(4))
+    assert not BatchTransform(MixAugment(), generator=_g()).active
+
+
+def test_a_batch_of_one_never_swaps_audio():
+    out = P.PseudoFakes(1.0, ("audio_swap",), generator=_g())(_batch(1))
+    assert out["target"].item() == 0 and out["pseudo_kind"].item() == -1
