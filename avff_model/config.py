@@ -40,6 +40,7 @@ class AVFFConfig:
     w_recon: float = 1.0
     w_adv: float = 0.1
     w_sync: float = 0.0  # ours, not the paper's: InfoNCE across the time slices of a clip (losses.sync_nce)
+    w_cross: float = 1.0  # ours: A2V(a) -> stop-grad v and V2A(v) -> stop-grad a, cosine, unmasked pass
     temperature: float = 0.07  # initial value when learnable
     learn_temperature: bool = True
     contrastive_dim: int = 256  # shared space of the InfoNCE projections
@@ -68,6 +69,7 @@ class AVFFConfig:
             "head_hidden % head_heads == 0": self.head_hidden % self.head_heads == 0,
             "0 <= dropout < 1": 0.0 <= self.dropout < 1.0,
             "temperature > 0": self.temperature > 0,
+            "w_cross >= 0": self.w_cross >= 0,
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:

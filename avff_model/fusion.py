@@ -121,6 +121,21 @@ def sync_candidates(
     return out
 
 
+XMODAL_FEATURES = 6  # width of the "xmodal" feature (see cross_modal_stats)
+
+
+def cross_modal_stats(dist_v: torch.Tensor, dist_a: torch.Tensor, video_slices: torch.Tensor,
+                      audio_slices: torch.Tensor, num_slices: int) -> torch.Tensor:  # fmt: skip
+    """Per-token cross-modal distances dist_v (B, L_v), dist_a (B, L_a) -> (B, 6): per modality the
+    mean, max and std over the K per-slice means. Order-free across slices: a mismatched
+    moment counts the same wherever in the clip it is, and the width does not depend on K."""
+    out = []
+    for dist, slices in ((dist_v, video_slices), (dist_a, audio_slices)):
+        per_slice = slice_pool(dist[..., None], slices, num_slices)[..., 0]  # (B, K)
+        out += [per_slice.mean(dim=1), per_slice.amax(dim=1), per_slice.std(dim=1)]
+    return torch.stack(out, dim=1)  # (B, 6)
+
+
 def fuse_tokens(own: torch.Tensor, cross: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """own, cross (B, L, D), mask (B, L) True = hidden -> (B, L, D): ``cross`` where hidden."""
     return torch.where(mask[..., None], cross.to(own.dtype), own)

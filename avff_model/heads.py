@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .fusion import SYNC_FEATURES
+from .fusion import SYNC_FEATURES, XMODAL_FEATURES
 from .layers import Block, init_weights
 
 
@@ -107,6 +107,22 @@ class AVFFSyncHead(AVFFConcatHead):
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.mlp(torch.cat([self.pooled(feats), feats["sync"]], dim=1)).squeeze(-1)  # (B,)
+
+
+@register_head("avff_xmodal")
+class AVFFCrossModalHead(AVFFConcatHead):
+    """avff_concat plus the cross-modal prediction errors (``AVFF.cross_modal_features``): how far
+    each modality's tokens are from what the other predicts, slice by slice. Meaningful after a
+    stage 1 with ``w_cross > 0``, which trains A2V/V2A to predict REAL clips' tokens."""
+
+    inputs = (*AVFFConcatHead.inputs, "xmodal")
+
+    def __init__(self, dv: int, da: int, hidden: int, heads: int, dropout: float):
+        super().__init__(dv, da, hidden, heads, dropout)
+        self.mlp = mlp_head(2 * hidden + XMODAL_FEATURES, hidden, dropout)
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.mlp(torch.cat([self.pooled(feats), feats["xmodal"]], dim=1)).squeeze(-1)  # (B,)
 
 
 @register_head("attention")

@@ -1,4 +1,4 @@
-"""Stage-1 losses: contrastive InfoNCE, masked reconstruction MSE, patch GAN terms.
+"""Stage-1 losses: contrastive InfoNCE, masked reconstruction MSE, patch GAN terms, cross-modal target.
 
 All losses are computed in float32 (safe under autocast). ``mask`` arguments are
 (B, L) bool with True = hidden: only hidden patches are scored.
@@ -35,6 +35,17 @@ def sync_nce(zv: torch.Tensor, za: torch.Tensor, za_shifted: torch.Tensor, logit
     sims = (cands * zv[None]).sum(dim=-1).mean(dim=-1)  # (1 + N, B)
     logits = logit_scale.float().clamp(max=4.6052).exp() * sims.t()  # (B, 1 + N)
     return F.cross_entropy(logits, torch.zeros(zv.shape[0], dtype=torch.long, device=zv.device))
+
+
+def cosine_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B, L, D) predicted and target tokens -> (B, L) 1 - cosine, in [0, 2], float32."""
+    return 1 - F.cosine_similarity(pred.float(), target.float(), dim=-1)
+
+
+def cross_modal_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cosine distance of cross-modal predictions (B, L, D) to the STOP-GRADIENT tokens of
+    the other modality (B, L, D): the prediction learns to match, the target is not pulled."""
+    return cosine_distance(pred, target.detach()).mean()
 
 
 def normalize_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

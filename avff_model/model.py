@@ -22,8 +22,8 @@ from .audio_encoder import AudioEncoder
 from .config import AVFFConfig
 from .decoders import Decoder
 from .fusion import (
-    SYNC_SHIFTS, SYNC_WINDOW, CrossModalMap, complementary_slice_mask, fuse_tokens, slice_ids, slice_pool,
-    sync_candidates, time_overlap, token_masks,
+    SYNC_SHIFTS, SYNC_WINDOW, CrossModalMap, complementary_slice_mask, cross_modal_stats, fuse_tokens, slice_ids,
+    slice_pool, sync_candidates, time_overlap, token_masks,
 )
 from .heads import PatchDiscriminator, build_head
 from .layers import init_weights
@@ -37,6 +37,8 @@ HEAD_PREFIX = "head."
 AUX_PREFIX = "aux_heads."
 CONTRASTIVE_PREFIXES = ("video_proj.", "audio_proj.", "logit_scale")
 FEATURES = ("video", "audio", "a2v", "v2a")
+_NEEDS = {"video": {"video", "v2a", "sync", "xmodal"}, "audio": {"audio", "a2v", "xmodal"},
+          "a2v": {"a2v", "xmodal"}, "v2a": {"v2a", "xmodal"}}  # fmt: skip
 
 
 @dataclass
@@ -55,6 +57,11 @@ class PretrainOutputs:
     zs_video: torch.Tensor | None = None  # (B, K', E) SYNC_WINDOW slices of the unmasked pass (w_sync > 0)
     zs_audio: torch.Tensor | None = None  # (B, K', E) the same slices' audio alone (sync_candidates)
     zs_audio_shifted: torch.Tensor | None = None  # (N, B, K', E) the clip's audio moved by SYNC_SHIFTS
+    # the unmasked pass and its cross-modal predictions (w_cross > 0)
+    video_full: torch.Tensor | None = None  # (B, L_v, D_v)
+    audio_full: torch.Tensor | None = None  # (B, L_a, D_a)
+    a2v_full: torch.Tensor | None = None  # (B, L_v, D_v) A2V of the unmasked audio
+    v2a_full: torch.Tensor | None = None  # (B, L_a, D_a) V2A of the unmasked video
 
 
 @dataclass
@@ -140,7 +147,8 @@ class AVFF(nn.Module):
         if self.cfg.norm_pix_loss:
             target_v, target_a = L.normalize_patches(target_v), L.normalize_patches(target_a)
         zs_v = zs_a = None
-        if not self.cfg.contrastive_on_masked or self.cfg.w_sync > 0:  # the tokens stage 2 classifies
+        cross = self.cfg.w_cross > 0
+        if not self.cfg.contrastive_on_masked or self.cfg.w_sync > 0 or cross:  # the tokens stage 2 classifies
             v_full, a_full = self.video_encoder(video), self.audio_encoder(audio)  # (B, L_v, D_v), (B, L_a, D_a)
         if self.cfg.contrastive_on_masked:  # pool the visible tokens of the masked pass
             pv = (v * (~mask_v)[..., None]).sum(1) / (~mask_v).sum(1, keepdim=True)  # (B, D_v)
@@ -153,7 +161,7 @@ class AVFF(nn.Module):
             zs_a, zs_shift = z_c[0], z_c[1:]
         return PretrainOutputs(
             pred_v, pred_a, target_v, target_a, mask_v, mask_a, slice_mask, self.video_proj(pv), self.audio_proj(pa),
-            zs_v, zs_a, zs_shift,
+            zs_v, zs_a, zs_shift, *((v_full, a_full, self.a2v(a_full), self.v2a(v_full)) if cross else ()),
         )  # fmt: skip
 
     def sync_embeddings(self, video_tokens: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,6 +202,11 @@ class AVFF(nn.Module):
         if out.zs_video is not None:
             extra["sync"] = L.sync_nce(out.zs_video, out.zs_audio, out.zs_audio_shifted, self.logit_scale)
             loss = loss + cfg.w_sync * extra["sync"]
+        if out.a2v_full is not None:
+            extra["cross_modal"] = L.cross_modal_loss(out.a2v_full, out.video_full) + L.cross_modal_loss(
+                out.v2a_full, out.audio_full
+            )  # fmt: skip
+            loss = loss + cfg.w_cross * extra["cross_modal"]
         return {
             "loss": loss, "contrastive": contrastive, "recon_video": recon_v, "recon_audio": recon_a,
             "adv_gen": adv_gen, "disc_loss": disc, **extra,
@@ -203,7 +216,8 @@ class AVFF(nn.Module):
         self, video: torch.Tensor, audio: torch.Tensor, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
         """Scalar losses: "loss" (generator total), "contrastive", "recon_video", "recon_audio",
-        "adv_gen" and "disc_loss" (discriminators on detached reconstructions).
+        "adv_gen", "disc_loss" (discriminators on detached reconstructions), and "sync" /
+        "cross_modal" when ``w_sync`` / ``w_cross`` > 0.
 
         "loss" has no gradient w.r.t. the discriminators and "disc_loss" none w.r.t. the
         rest, so ``(loss + disc_loss).backward()`` then stepping both optimisers is valid.
@@ -215,21 +229,41 @@ class AVFF(nn.Module):
         self, video: torch.Tensor, audio: torch.Tensor, features: tuple[str, ...] = FEATURES
     ) -> dict[str, torch.Tensor]:
         """Unmasked token features: "video" (B, L_v, D_v), "audio" (B, L_a, D_a),
-        "a2v" (B, L_v, D_v), "v2a" (B, L_a, D_a), and "sync" (B, 2N + 1) lip-sync scores
-        (:meth:`sync_similarities`); only those in ``features`` are computed."""
+        "a2v" (B, L_v, D_v), "v2a" (B, L_a, D_a), "sync" (B, 2N + 1) lip-sync scores
+        (:meth:`sync_similarities`) and "xmodal" (B, 6) cross-modal prediction errors
+        (:meth:`cross_modal_features`); only those in ``features`` are computed."""
         need = set(features)
         out: dict[str, torch.Tensor] = {}
-        if need & {"video", "v2a", "sync"}:
+        if need & _NEEDS["video"]:
             out["video"] = self.video_encoder(video)
-        if need & {"audio", "a2v"}:
+        if need & _NEEDS["audio"]:
             out["audio"] = self.audio_encoder(audio)
-        if "a2v" in need:
+        if need & _NEEDS["a2v"]:
             out["a2v"] = self.a2v(out["audio"])
-        if "v2a" in need:
+        if need & _NEEDS["v2a"]:
             out["v2a"] = self.v2a(out["video"])
         if "sync" in need:
             out["sync"] = self.sync_similarities(out["video"], audio)
+        if "xmodal" in need:
+            out["xmodal"] = self.cross_modal_features(out)
         return {k: out[k] for k in features}
+
+    def cross_modal_distances(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The "video", "a2v", "audio", "v2a" token features -> per-token cosine distances of each
+        modality to its cross-modal prediction, (B, L_v) and (B, L_a), float32."""
+        return L.cosine_distance(feats["a2v"], feats["video"]), L.cosine_distance(feats["v2a"], feats["audio"])
+
+    def cross_modal_features(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """-> (B, 6): slice statistics of :meth:`cross_modal_distances` (``fusion.cross_modal_stats``)."""
+        dist_v, dist_a = self.cross_modal_distances(feats)
+        stats = cross_modal_stats(dist_v, dist_a, self.video_slices, self.audio_slices, self.cfg.num_slices)
+        return stats.to(feats["video"].dtype)
+
+    def cross_modal_error(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """A real-only anomaly score (B,): the mean cosine distance between each modality's tokens
+        and their prediction from the other (trained on REAL clips by ``w_cross``; no labels)."""
+        dist_v, dist_a = self.cross_modal_distances(self.forward_features(video, audio))
+        return 0.5 * (dist_v.mean(dim=1) + dist_a.mean(dim=1))  # (B,)
 
     def embed(self, video: torch.Tensor, audio: torch.Tensor) -> dict[str, torch.Tensor]:
         """Mean-pooled features: "video" (B, D_v), "audio" (B, D_a), "a2v" (B, D_v), "v2a" (B, D_a)."""

@@ -8,7 +8,7 @@ training step keeps for backward under 16-bit autocast; see docs/model.md.
 from __future__ import annotations
 
 from .config import AVFFConfig
-from .fusion import SYNC_FEATURES
+from .fusion import SYNC_FEATURES, XMODAL_FEATURES
 
 
 def _block(d: int, mlp_ratio: float) -> int:
@@ -29,6 +29,7 @@ def _head(cfg: AVFFConfig) -> int:
     return {
         "avff_concat": _token_mlp(2 * dv, h) + _token_mlp(2 * da, h) + _mlp_head(2 * h, h),
         "avff_sync": _token_mlp(2 * dv, h) + _token_mlp(2 * da, h) + _mlp_head(2 * h + SYNC_FEATURES, h),
+        "avff_xmodal": _token_mlp(2 * dv, h) + _token_mlp(2 * da, h) + _mlp_head(2 * h + XMODAL_FEATURES, h),
         "attention": (dv + 1) * h + (da + 1) * h + 3 * h + _block(h, 4.0) + 2 * h + h + 1,
         "late": _mlp_head(dv, h) + _mlp_head(da, h),
         "video_only": _mlp_head(dv, h),

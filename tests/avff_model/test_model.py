@@ -17,10 +17,10 @@ from avff_model import AVFF, estimate_activation_bytes, estimate_params, get_con
 from avff_model.fusion import complementary_slice_mask, slice_ids, sync_candidates, time_overlap
 from avff_model.heads import build_head
 from avff_model.layers import patchify_audio, patchify_video, unpatchify_audio, unpatchify_video
-from avff_model.losses import info_nce, masked_mse, sync_nce
+from avff_model.losses import cross_modal_loss, info_nce, masked_mse, sync_nce
 
 B = 2
-TERMS = ("contrastive", "recon_video", "recon_audio", "adv_gen")
+TERMS = ("contrastive", "recon_video", "recon_audio", "adv_gen", "cross_modal")
 
 
 def make_model(seed: int = 0, **overrides) -> AVFF:
@@ -113,7 +113,7 @@ def test_shapes_of_every_output():
     assert out.mask_video.shape == (B, lv) and out.mask_audio.shape == (B, la)
     assert out.z_video.shape == out.z_audio.shape == (B, cfg.contrastive_dim)
     losses = model.losses_from_outputs(out)
-    assert set(losses) == {"loss", "contrastive", "recon_video", "recon_audio", "adv_gen", "disc_loss"}
+    assert set(losses) == {"loss", "contrastive", "recon_video", "recon_audio", "adv_gen", "disc_loss", "cross_modal"}
     assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
     emb = model.embed(video, audio)
     dv, da = cfg.video_width, cfg.audio_width
@@ -254,7 +254,7 @@ def test_overfits_a_fixed_tiny_batch():
 
 
 def test_masked_contrastive_and_normalised_targets():
-    model = make_model(contrastive_on_masked=True, norm_pix_loss=True)
+    model = make_model(contrastive_on_masked=True, norm_pix_loss=True, w_cross=0.0)  # w_cross needs the unmasked pass
     video, audio = make_batch(model.cfg)
     out = model.pretrain_forward(video, audio, gen())
     torch.testing.assert_close(out.target_video.mean(-1), torch.zeros(B, model.cfg.num_video_tokens), atol=1e-5, rtol=0)
@@ -295,7 +295,8 @@ def test_single_modality_heads_ignore_the_other_input(head, ignored):
 
 
 def test_all_required_heads_are_registered():
-    assert set(list_heads()) == {"avff_concat", "avff_sync", "attention", "late", "video_only", "audio_only"}
+    assert set(list_heads()) == {"avff_concat", "avff_sync", "avff_xmodal", "attention", "late", "video_only",
+                                 "audio_only"}  # fmt: skip
 
 
 # ---------------------------------------------------------------- weights
@@ -409,3 +410,51 @@ def test_sync_features_compare_own_audio_with_moved_copies():
         assert model(video, audio).shape == (B,)
     # the projections the scores live in travel with the pretrained encoders
     assert {"video_proj.weight", "audio_proj.weight", "logit_scale"} <= set(model.encoder_state_dict())
+
+
+# ---------------------------------------------------------------- cross-modal target (w_cross, ours)
+def test_cross_modal_loss_trains_the_predictions_never_the_targets():
+    model = make_model()
+    video, audio = make_batch(model.cfg)
+    out = model.pretrain_forward(video, audio, gen())
+    loss = model.losses_from_outputs(out)["cross_modal"]
+    expected = cross_modal_loss(out.a2v_full, out.video_full) + cross_modal_loss(out.v2a_full, out.audio_full)
+    torch.testing.assert_close(loss, expected)
+    # stop-gradient: the A2V term moves its prediction, never its target (video reaches it only via V2A)
+    a2v_term = cross_modal_loss(out.a2v_full, out.video_full)
+    g_target, g_pred = torch.autograd.grad(a2v_term, [out.video_full, out.a2v_full], allow_unused=True)
+    assert g_target is None and g_pred.abs().sum() > 0
+    assert cross_modal_loss(out.video_full, out.video_full).item() == pytest.approx(0.0, abs=1e-5)
+    off = make_model(w_cross=0.0).pretrain_losses(video, audio, gen())
+    assert "cross_modal" not in off
+
+
+def test_cross_modal_loss_falls_when_trained_on_a_fixed_batch():
+    model = make_model(w_contrastive=0.0, w_recon=0.0, w_adv=0.0)
+    video, audio = make_batch(model.cfg)
+    opt = torch.optim.Adam(model.generator_parameters(), lr=1e-3)
+    first = None
+    for _ in range(15):
+        loss = model.pretrain_losses(video, audio, gen())["cross_modal"]
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+
+
+def test_xmodal_features_and_head_read_the_cross_modal_errors():
+    model = make_model(fusion="avff_xmodal").eval()
+    video, audio = make_batch(model.cfg)
+    with torch.no_grad():
+        feats = model.forward_features(video, audio, ("video", "audio", "a2v", "v2a", "xmodal"))
+        dist_v, dist_a = model.cross_modal_distances(feats)
+        assert dist_v.shape == (B, model.cfg.num_video_tokens) and dist_a.shape == (B, model.cfg.num_audio_tokens)
+        x = feats["xmodal"]  # (B, 6): video mean, max, std over slices, then audio's
+        assert x.shape == (B, 6)
+        torch.testing.assert_close(x[:, 0], dist_v.mean(dim=1))  # equal slices: mean of slice means
+        assert (x[:, 1] >= x[:, 0]).all() and (x[:, 4] >= x[:, 3]).all()
+        torch.testing.assert_close(model.cross_modal_error(video, audio), 0.5 * (dist_v.mean(1) + dist_a.mean(1)))
+        a = model(video, audio)
+        b = model.forward_head({**feats, "xmodal": feats["xmodal"] + 1.0})
+        assert a.shape == (B,) and not torch.allclose(a, b)  # the head reads the errors
