@@ -2,6 +2,7 @@
 early stopping.
 
 - :func:`param_groups`     which parameters decay and which do not
+- :func:`named_param_groups`  the same by name (tokens and embeddings do not decay), with per-prefix learning rates
 - :func:`build_optimizer`  AdamW, Adam or :class:`Lion` over those groups
 - :func:`lr_factor` / :func:`build_scheduler`  warmup + cosine / SGDR / constant, per optimizer step
 - :class:`EarlyStopping`   patience on one monitored value, with a resumable state
@@ -10,7 +11,7 @@ early stopping.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -63,6 +64,37 @@ def param_groups(params: Iterable[torch.nn.Parameter], weight_decay: float) -> l
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
     return [g for g in groups if g["params"]]
+
+
+# parameters named so (the last part of the name) are embeddings or tokens, not weights: no decay
+NO_DECAY_NAMES = ("mask_token", "pos_embed", "cls", "modality")
+
+
+def named(model: torch.nn.Module, params: Iterable[torch.nn.Parameter]) -> list[tuple[str, torch.nn.Parameter]]:
+    """The (name, parameter) pairs of ``model`` for ``params``, in ``params``' order."""
+    names = {p: n for n, p in model.named_parameters()}
+    return [(names[p], p) for p in params]
+
+
+def named_param_groups(named_params: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float, *, lr: float,
+                       lr_scales: Mapping[str, float] | None = None) -> list[dict]:  # fmt: skip
+    """Trainable (name, parameter) pairs in groups of (learning rate, decay), in order of first appearance.
+
+    No decay for anything with fewer than 2 dimensions (biases, norm weights, scales) nor for
+    :data:`NO_DECAY_NAMES` (mask tokens, position embeddings, [CLS]). A name starting with a
+    prefix of ``lr_scales`` learns at ``lr * scale`` (the first prefix that matches), the rest
+    at ``lr``: e.g. pretrained encoders at a tenth of the head's rate in stage 2.
+    """
+    groups: dict[tuple[float, bool], dict] = {}
+    for name, p in named_params:
+        if not p.requires_grad:
+            continue
+        scale = next((s for prefix, s in (lr_scales or {}).items() if name.startswith(prefix)), 1.0)
+        decays = p.ndim >= 2 and name.rsplit(".", 1)[-1] not in NO_DECAY_NAMES
+        group = groups.setdefault((scale, decays), {"params": [], "weight_decay": weight_decay if decays else 0.0,
+                                                     "lr": lr * scale})  # fmt: skip
+        group["params"].append(p)
+    return list(groups.values())
 
 
 def build_optimizer(groups: list[dict], name: str = "adamw", *, lr: float) -> Optimizer:

@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from tasks.train.optim import EarlyStopping, Lion, build_optimizer, build_scheduler, lr_factor, param_groups
+from tasks.train.optim import (
+    EarlyStopping, Lion, build_optimizer, build_scheduler, lr_factor, named, named_param_groups, param_groups,
+)  # fmt: skip
 
 
 def test_lion_follows_the_published_update_rule():
@@ -91,3 +93,24 @@ def test_early_stopping_counts_epochs_without_real_improvement():
     assert restored.should_stop and restored.best_epoch == 2
     es_max = EarlyStopping(patience=1, mode="max")
     assert es_max.step(0.5, 1) and not es_max.step(math.nan, 2) and es_max.should_stop
+
+
+def test_named_param_groups_scale_encoder_lr_and_spare_tokens_norms_and_biases_from_decay():
+    from avff_model import AVFF, get_config
+    from avff_model.model import ENCODER_PREFIXES
+
+    model = AVFF(get_config("tiny", fusion="attention"))
+    params = model.classifier_parameters()
+    groups = named_param_groups(named(model, params), 0.05, lr=1e-3, lr_scales=dict.fromkeys(ENCODER_PREFIXES, 0.1))
+    where = {n: (g["lr"], g["weight_decay"]) for g in groups for n, p in named(model, g["params"])}
+    assert sorted(where) == sorted(n for n, _ in named(model, params))  # every parameter exactly once
+    assert sum(len(g["params"]) for g in groups) == len(params)
+    assert where["video_encoder.blocks.0.attn.qkv.weight"] == pytest.approx((1e-4, 0.05))
+    assert where["a2v.token_map.weight"] == pytest.approx((1e-4, 0.05))
+    assert where["video_encoder.mask_token"] == pytest.approx((1e-4, 0.0))
+    assert where["audio_encoder.blocks.0.norm1.weight"] == pytest.approx((1e-4, 0.0))
+    assert where["head.cls"] == where["head.modality"] == where["head.out.bias"] == pytest.approx((1e-3, 0.0))
+    assert where["head.out.weight"] == pytest.approx((1e-3, 0.05))
+    opt = build_optimizer(groups, "adamw", lr=1e-3)
+    assert sorted({(g["lr"], g["weight_decay"]) for g in opt.param_groups}) == sorted(
+        {(1e-4, 0.0), (1e-4, 0.05), (1e-3, 0.0), (1e-3, 0.05)})  # fmt: skip
