@@ -49,7 +49,8 @@ from tasks.synthetic.dfdc_sample import make_dfdc_sample
 from tasks.serve.scorer import load_model
 from tasks.ingest.splits import assign_splits, identity_groups
 from tasks.tracking.logger import InMemoryLogger
-from tasks.train.run import TrainSettings, run_training
+from tasks.train.run import run_training
+from tasks.train.settings import TrainSettings
 
 VARIANTS = ("avff_concat", "video_only", "audio_only")
 UNI_MODAL = ("video_only", "audio_only")
@@ -97,7 +98,7 @@ def _pretrain(args, out: Path, seed: int) -> str:
         _ingest(data, out / "pretrain_shards", ratios=(1.0, 0.0, 0.0), search_seed=False)  # reals only, all train
         settings = TrainSettings(data=str(out / "pretrain_shards"), output_dir=str(encoders.parent), stages="pretrain",
                                  pretrain_epochs=args.pretrain_epochs, batch_size=8, lr=1e-3, device="cpu",
-                                 seed=seed, overrides={"w_sync": args.w_sync} if args.w_sync else {})  # fmt: skip
+                                 seed=seed, num_workers=0, overrides={"w_sync": args.w_sync} if args.w_sync else {})  # fmt: skip
         run_training(settings, log=InMemoryLogger())
     return str(encoders)
 
@@ -157,7 +158,7 @@ def run_seed(args, out: Path, seed: int) -> dict[str, dict]:
     results = {}
     for variant in args.variants:
         fields = {"pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "batch_size": 8, "lr": 3e-4,
-                  "patience": 4, "device": "cpu", "seed": seed, "report_bootstrap": 20, **shared,
+                  "patience": 4, "device": "cpu", "seed": seed, "report_bootstrap": 20, "num_workers": 0, **shared,
                   **_overrides(args.set)}  # fmt: skip
         settings = TrainSettings(data=str(root / "shards"), output_dir=str(root / variant), fusion=variant, **fields)
         best_epoch = None if args.score_only else run_training(settings, log=InMemoryLogger()).best_epoch
@@ -369,8 +370,10 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None) -> None:
 
 def _appendix(args, out_root: str) -> list[str]:
     return ["", "## Is the signal there? (`bench/av_signal.py`)", "",
-            f"A hand-made lip-sync score on the training shards of seed {args.seed}, no learning: per clip, the "
-            "correlation of the mouth region's darkness with the loudness of the mel frames at each frame's time.", "",
+            f"Hand-made statistics (`tasks/evaluate/handmade.py`) on the training shards of seed {args.seed}, no "
+            "learning: per clip, `lip_sync` = minus the correlation of the mouth region's darkness with the loudness "
+            "of the mel frames at each frame's time, and `sharpness` = minus the Laplacian variance of the face "
+            "centre (higher = more FAKE-like for both).", "",
             *signal_table(out_root), "",
             "Where this separates REAL from a fake type and the models above do not, the signal survived "
             "ingest and the models failed to learn it: the limit is learning (data, model size, steps), "

@@ -1,0 +1,98 @@
+"""Hand-made baselines: two statistics of a decoded clip, no learning.
+
+- ``lip_sync``   minus the correlation of the mouth region's darkness (an open mouth is
+                 darker) with the loudness of the mel frames at each face frame's time. REAL
+                 clips correlate; shifted, swapped or decorrelated audio does not. Higher =
+                 more FAKE-like.
+- ``sharpness``  minus the variance of the Laplacian of the face centre's grey levels, mean
+                 over frames: a blurred, resampled or blended face has less fine detail than
+                 a camera's. Higher = smoother = more FAKE-like.
+
+If a statistic separates REAL from a fake type and a learned model does not, the signal
+survived ingest and the model failed to learn it. Inputs are a :class:`storage.schema.DecodedClip`'s
+arrays: frames (T, H, W, 3) uint8 face crops, mel (F, Tm) log-mel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from storage.schema import DecodedClip
+
+# (top, bottom, left, right) as fractions of the face crop
+MOUTH_BOX = (0.62, 0.85, 0.35, 0.65)
+CENTRE_BOX = (0.25, 0.75, 0.25, 0.75)
+
+
+def _crop(grey: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """grey (T, H, W) -> (T, h, w) inside ``box``."""
+    _, h, w = grey.shape
+    top, bottom, left, right = box
+    return grey[:, int(h * top) : int(h * bottom), int(w * left) : int(w * right)]
+
+
+def mouth_darkness(frames: np.ndarray) -> np.ndarray:
+    """frames (T, H, W, 3) uint8 -> (T,) minus the mean grey level of the mouth box (darker = open)."""
+    return -_crop(frames.astype(np.float32).mean(-1), MOUTH_BOX).mean((1, 2))
+
+
+def loudness_at(mel: np.ndarray, times_s: np.ndarray, hop_s: float) -> np.ndarray:
+    """mel (F, Tm) log-mel -> (T,) log energy averaged over +-40 ms around each time in ``times_s``."""
+    energy = np.log(np.exp(mel.astype(np.float32)).sum(0))  # (Tm,)
+    at = np.clip(np.round(times_s / hop_s).astype(int), 0, len(energy) - 1)
+    return np.array([energy[max(0, i - 4) : i + 5].mean() for i in at])
+
+
+def sync_correlation(frames: np.ndarray, mel: np.ndarray, fps: float, hop_s: float) -> float:
+    """frames (T, H, W, 3) uint8, mel (F, Tm) -> correlation of mouth opening and loudness (NaN if flat)."""
+    mouth = mouth_darkness(frames)
+    loud = loudness_at(mel, np.arange(len(mouth)) / fps, hop_s)
+    if mouth.std() == 0 or loud.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(mouth, loud)[0, 1])
+
+
+def laplacian_variance(frames: np.ndarray, box: tuple[float, float, float, float] = CENTRE_BOX) -> float:
+    """frames (T, H, W, 3) uint8 -> mean over frames of the variance of the 4-neighbour Laplacian
+    of the grey levels inside ``box`` (the face centre by default)."""
+    g = _crop(frames.astype(np.float32).mean(-1), box)  # (T, h, w)
+    lap = g[:, 1:-1, :-2] + g[:, 1:-1, 2:] + g[:, :-2, 1:-1] + g[:, 2:, 1:-1] - 4 * g[:, 1:-1, 1:-1]  # (T, h-2, w-2)
+    return float(lap.var(axis=(1, 2)).mean())
+
+
+# name -> clip -> score, oriented so that a higher score means more FAKE-like
+STATISTICS: dict[str, Callable[[DecodedClip], float]] = {
+    "lip_sync": lambda c: -sync_correlation(c.frames, c.mel, c.meta.fps, c.meta.mel_hop_s),
+    "sharpness": lambda c: -laplacian_variance(c.frames),
+}
+
+
+@dataclass(frozen=True)
+class ClipScores:
+    video_id: str
+    clip: int
+    label: str  # REAL | FAKE
+    scores: dict[str, float]  # STATISTICS name -> score (higher = more FAKE-like)
+
+
+def score_clips(clips: Iterable[DecodedClip]) -> list[ClipScores]:
+    """Every statistic of every clip."""
+    return [
+        ClipScores(c.meta.video_id, int(c.meta.clip), c.meta.label, {n: fn(c) for n, fn in STATISTICS.items()})
+        for c in clips
+    ]
+
+
+def video_scores(rows: Iterable[ClipScores]) -> dict[str, dict[str, float]]:
+    """Clip scores -> per video id, each statistic's mean over its clips (NaN clips skipped)."""
+    by_video: dict[str, list[ClipScores]] = {}
+    for r in rows:
+        by_video.setdefault(r.video_id, []).append(r)
+    return {
+        vid: {n: float(np.nanmean([r.scores[n] for r in rs])) if any(np.isfinite(r.scores[n]) for r in rs)
+              else float("nan") for n in STATISTICS}
+        for vid, rs in by_video.items()
+    }  # fmt: skip

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from storage.schema import ClipMeta, DecodedClip
+from tasks.evaluate import handmade as H
+
+T, SIZE, FPS, HOP = 16, 64, 5.0, 0.01
+
+
+def _talking(loud: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """frames (T, H, W, 3) whose mouth box darkens with ``loud`` (T,), and a log-mel (F, Tm) as loud."""
+    frames = np.full((T, SIZE, SIZE, 3), 180, np.uint8)
+    top, bottom, left, right = (int(SIZE * f) for f in H.MOUTH_BOX)
+    for t, v in enumerate(loud):
+        frames[t, top:bottom, left:right] = int(180 - 100 * v)
+    cols = np.arange(320) * HOP * FPS  # each mel column's position in frames
+    mel = np.log(np.interp(cols, np.arange(T), loud) + 0.05)[None].repeat(8, 0) + 0.01 * rng.normal(size=(8, 320))
+    return frames, mel
+
+
+def test_sync_correlation_is_high_in_sync_and_low_when_the_audio_is_another_clips():
+    rng = np.random.default_rng(0)
+    loud = rng.random(T)
+    frames, mel = _talking(loud, rng)
+    assert H.sync_correlation(frames, mel, FPS, HOP) > 0.9
+    _, other = _talking(rng.random(T), rng)
+    assert abs(H.sync_correlation(frames, other, FPS, HOP)) < 0.6
+    still = np.full_like(frames, 120)
+    assert np.isnan(H.sync_correlation(still, mel, FPS, HOP))  # a frozen mouth has no correlation
+
+
+def test_laplacian_variance_falls_when_the_face_is_blurred():
+    rng = np.random.default_rng(0)
+    sharp = rng.integers(0, 256, (T, SIZE, SIZE, 3)).astype(np.uint8)
+    blurred = ((sharp.astype(float) + np.roll(sharp, 1, 1) + np.roll(sharp, 1, 2) + np.roll(sharp, (1, 1), (1, 2))) / 4)
+    assert H.laplacian_variance(blurred.astype(np.uint8)) < 0.5 * H.laplacian_variance(sharp)
+    edges_only = sharp.copy()
+    edges_only[:, 16:48, 16:48] = 128  # flat face centre, busy border: the centre box ignores the border
+    assert H.laplacian_variance(edges_only) < 0.1 * H.laplacian_variance(sharp)
+
+
+def test_scores_are_oriented_fake_high_and_average_per_video():
+    rng = np.random.default_rng(1)
+    loud = rng.random(T)
+    frames, mel = _talking(loud, rng)
+    _, other = _talking(rng.random(T), rng)
+
+    def clip(vid: str, i: int, mel_: np.ndarray, label: str) -> DecodedClip:
+        meta = ClipMeta(video_id=vid, clip=i, label=label, split="test", group="real", original=None, start_s=0.0,
+                        fps=FPS, num_frames=T, face_box=[0, 0, SIZE, SIZE], det_score=1.0, detected_frac=1.0,
+                        mel_hop_s=HOP)  # fmt: skip
+        return DecodedClip(key=f"{vid}/{i:03d}", frames=frames, mel=mel_, meta=meta)
+
+    rows = H.score_clips([clip("real", 0, mel, "REAL"), clip("fake", 0, other, "FAKE"), clip("fake", 1, mel, "FAKE")])
+    assert [r.label for r in rows] == ["REAL", "FAKE", "FAKE"] and set(rows[0].scores) == set(H.STATISTICS)
+    assert rows[1].scores["lip_sync"] > rows[0].scores["lip_sync"]
+    per_video = H.video_scores(rows)
+    assert per_video["fake"]["lip_sync"] == pytest.approx((rows[1].scores["lip_sync"] + rows[2].scores["lip_sync"]) / 2)
