@@ -78,7 +78,8 @@ def named(model: torch.nn.Module, params: Iterable[torch.nn.Parameter]) -> list[
 
 def named_param_groups(named_params: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float, *, lr: float,
                        lr_scales: Mapping[str, float] | None = None) -> list[dict]:  # fmt: skip
-    """Trainable (name, parameter) pairs in groups of (learning rate, decay), in order of first appearance.
+    """Trainable (name, parameter) pairs in groups of (learning rate, decay): highest rate first, decaying
+    before not, so group 0 carries the base ``lr`` (what the loops log) when no scale exceeds 1.
 
     No decay for anything with fewer than 2 dimensions (biases, norm weights, scales) nor for
     :data:`NO_DECAY_NAMES` (mask tokens, position embeddings, [CLS]). A name starting with a
@@ -94,7 +95,7 @@ def named_param_groups(named_params: Iterable[tuple[str, torch.nn.Parameter]], w
         group = groups.setdefault((scale, decays), {"params": [], "weight_decay": weight_decay if decays else 0.0,
                                                      "lr": lr * scale})  # fmt: skip
         group["params"].append(p)
-    return list(groups.values())
+    return [groups[k] for k in sorted(groups, key=lambda k: (-k[0], not k[1]))]
 
 
 def build_optimizer(groups: list[dict], name: str = "adamw", *, lr: float) -> Optimizer:
