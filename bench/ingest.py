@@ -35,7 +35,7 @@ from pathlib import Path
 import av
 
 from tasks.ingest.faces import FaceDetector
-from tasks.ingest.preprocess import PreprocessConfig
+from tasks.ingest.preprocess import PreprocessConfig, face_detector
 from tasks.ingest.write_unit import UnitVideo, WorkUnit, fingerprint, process_unit
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
@@ -88,7 +88,7 @@ def run(videos: list[Path], copies: int, reps: int) -> dict:
     cfg = PreprocessConfig()
     limits = {name: [] for name in ("full", "nonref", "bidir")}
     avff, stage_runs = [], []
-    with FaceDetector(min_score=cfg.min_det_score, detect_side=cfg.detect_side) as detector:
+    with face_detector(cfg) as detector:
         avff_unit(videos[:1], 1, cfg, detector)  # warm-up: graphs, imports, page cache
         for _ in range(reps):
             for name, skip in (("full", None), ("nonref", "NONREF"), ("bidir", "BIDIR")):

@@ -61,7 +61,7 @@ def make_shards(root: Path, n_real: int = 12, size: tuple[int, int] = (256, 256)
     from flows.ingest import IngestConfig
     from storage import fs
     from tasks.ingest import units as steps
-    from tasks.ingest.faces import FaceDetector
+    from tasks.ingest.preprocess import face_detector
     from tasks.synthetic.dfdc_sample import MANIPULATIONS, make_dfdc_sample
     from tasks.ingest.write_unit import process_unit
 
@@ -75,7 +75,7 @@ def make_shards(root: Path, n_real: int = 12, size: tuple[int, int] = (256, 256)
     units, planned = steps.plan(result, cfg.data, layout, ratios=cfg.ratios, folds=cfg.folds, seed=cfg.seed,
                                 videos_per_shard=cfg.videos_per_shard)  # fmt: skip
     pre = cfg.preprocess()
-    with FaceDetector(min_score=pre.min_det_score, detect_side=pre.detect_side) as det:
+    with face_detector(pre) as det:
         records = [dataclasses.asdict(process_unit(u, pre, jpeg_quality=cfg.jpeg_quality, detector=det)) for u in units]
     manifest, shards, quarantine = steps.finalize(planned, records, result, [])
     steps.write_outputs(layout, manifest, shards, quarantine, {**cfg.model_dump(), "preprocess_hash": pre.hash()})

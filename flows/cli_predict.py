@@ -110,13 +110,13 @@ def _predict(args) -> int:
 def _score_all(args) -> int:
     from tqdm import tqdm
 
-    from tasks.ingest.faces import FaceDetector
+    from tasks.ingest.preprocess import face_detector
     from tasks.serve.predict import preprocess_for, score_video
 
     scorer = _load(args.model, args.tracking_uri, args.device)
     pre = preprocess_for(scorer)
     failed = 0
-    with FaceDetector(min_score=pre.min_det_score, detect_side=pre.detect_side) as detector:
+    with face_detector(pre) as detector:
         for path in tqdm(args.videos, desc="predict", unit="video", disable=len(args.videos) < 2 or not sys.stderr.isatty()):
             s = score_video(path, scorer, pre, detector)
             failed += s.p_fake is None

@@ -28,7 +28,7 @@ from flows import links
 from flows.cli_predict import model_uri
 from flows.train import resolve_tracking_uri
 from tasks.evaluate.videos import evaluate_videos, evaluation_markdown
-from tasks.ingest.faces import FaceDetector
+from tasks.ingest.preprocess import face_detector
 from tasks.ingest.scan import scan_dfdc
 from tasks.serve.predict import preprocess_for, score_video
 from tasks.evaluate.probes import shortcut_probes
@@ -93,7 +93,7 @@ def probe_model(data: str, uri: str, n: int, work_dir: str) -> list[dict]:
     scorer = load_model(uri)
     pre = preprocess_for(scorer)
     rows: list[dict] = []
-    with FaceDetector(min_score=pre.min_det_score, detect_side=pre.detect_side) as det:
+    with face_detector(pre) as det:
         def score(path: str) -> float | None:
             return score_video(path, scorer, pre, det).p_fake
 
@@ -127,7 +127,7 @@ def score_videos(data: str, uri: str) -> list[dict]:
     scorer = load_model(uri)
     pre = preprocess_for(scorer)
     rows = []
-    with FaceDetector(min_score=pre.min_det_score, detect_side=pre.detect_side) as det:
+    with face_detector(pre) as det:
         for i, e in enumerate(scan.entries):
             s = score_video(os.path.join(data, e.rel_path), scorer, pre, det)
             rows.append({"video_id": e.video_id, "label": e.label, "manipulation": e.manipulation,

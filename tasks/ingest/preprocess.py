@@ -97,6 +97,11 @@ def clip_starts(duration: float, clip_seconds: float, max_clips: int) -> list[fl
     return [round(i * clip_seconds, 6) for i in range(min(n, max_clips))]
 
 
+def face_detector(cfg: PreprocessConfig) -> FaceDetector:
+    """The detector ``cfg``'s preprocessing runs with; build one per worker and reuse it for every video."""
+    return FaceDetector(min_score=cfg.min_det_score, detect_side=cfg.detect_side)
+
+
 def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -> Preprocessed:
     """Decode, detect/track/crop the face and compute the mel for each clip.
 
