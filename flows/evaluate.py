@@ -86,7 +86,9 @@ def resolve_model(spec: str) -> ResolvedModel:
                          float(fraction) if fraction is not None else None)  # fmt: skip
 
 
-@task(name="shortcut-probes", cache_policy=NO_CACHE)
+# read-only but for its own work_dir, which a rerun overwrites: safe to retry (a model server or
+# object store that blinked)
+@task(name="shortcut-probes", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def probe_model(data: str, uri: str, n: int, work_dir: str) -> list[dict]:
     """tasks.evaluate.probes on the first n REAL videos that have audio: one row per (video, probe)."""
     scan = scan_dfdc(data)
@@ -118,7 +120,7 @@ def probes_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@task(name="score-videos", cache_policy=NO_CACHE)
+@task(name="score-videos", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])  # read-only: safe to retry
 def score_videos(data: str, uri: str) -> list[dict]:
     log = get_run_logger()
     scan = scan_dfdc(data)
