@@ -27,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from storage import fs
+from storage.tables import ManifestRow, RefusedRow, read_table, write_table
 from tasks.ingest import units as steps
 from tasks.ingest import summary as ingest_summary
 from tasks.ingest.scan import refusal_counts
@@ -136,7 +137,7 @@ def scan_and_plan(cfg: IngestConfig) -> tuple[list[WorkUnit], "steps.ScanResult"
         result, cfg.data, layout, ratios=cfg.ratios, folds=cfg.folds, seed=cfg.seed,
         videos_per_shard=cfg.videos_per_shard, grouping=grouping,
     )  # fmt: skip
-    fs.write_parquet(planned, layout.manifest)  # the planned manifest is visible before any decode
+    write_table(layout.manifest, ManifestRow, planned)  # the planned manifest is visible before any decode
     stale = steps.remove_stale_shards(layout, units)
     log.info(
         "scanned %s: %d videos in %d units, %d refused before decoding, %d fakes with absent originals; removed %d stale shards",
@@ -216,11 +217,11 @@ def _process_unit_dict(unit: WorkUnit, pre: PreprocessConfig, jpeg_quality: int)
 
 def _quarantine_reasons(uri: str, show: int = 3) -> str:
     """'error x 56 (first: <file>: <message>)' for the commonest reasons in quarantine.parquet."""
-    rows = fs.read_parquet(uri).to_pylist()
-    counts = Counter(r["reason"] for r in rows)
+    rows = read_table(uri, RefusedRow)
+    counts = Counter(r.reason for r in rows)
     first = {}
     for r in rows:
-        first.setdefault(r["reason"], (r.get("error") or "").strip().splitlines()[-1:] or [""])
+        first.setdefault(r.reason, (r.error or "").strip().splitlines()[-1:] or [""])
     return "; ".join(f"{reason} x {n} (e.g. {first[reason][0][:200]})" for reason, n in counts.most_common(show))
 
 
@@ -251,11 +252,11 @@ def write_index(cfg: IngestConfig, planned, records, result, failed, skipped: in
     steps.write_outputs(layout, manifest, shards, quarantine, {**cfg.model_dump(), "preprocess": cfg.preprocess().to_dict(), "preprocess_hash": cfg.preprocess().hash()})
     summary = steps.summary_markdown(manifest, shards, quarantine, seconds, skipped, ratios=cfg.ratios)
     create_markdown_artifact(markdown=summary, key="ingest-summary", description=f"ingest of {cfg.data}")
-    if quarantine.num_rows:  # every refused video by name, not only counts per reason
+    if quarantine:  # every refused video by name, not only counts per reason
         create_table_artifact(ingest_summary.refused_rows(quarantine), key="ingest-refused",
                               description=f"videos of {cfg.data} not ingested: name, reason, message "
                               f"(all of them in {layout.quarantine})")  # fmt: skip
-    statuses = manifest.column("status").to_pylist()
+    statuses = [r.status for r in manifest]
     return {
         "out": cfg.out,
         "manifest": layout.manifest,
@@ -263,9 +264,9 @@ def write_index(cfg: IngestConfig, planned, records, result, failed, skipped: in
         "quarantine": layout.quarantine,
         "videos": len(statuses),
         "ingested": statuses.count("ingested"),
-        "quarantined": quarantine.num_rows,
-        "shards": shards.num_rows,
-        "clips": int(sum(shards.column("samples").to_pylist())),
+        "quarantined": len(quarantine),
+        "shards": len(shards),
+        "clips": sum(s.samples for s in shards),
         "skipped_units": skipped,
         # Ray node id -> units it processed in this run (empty for executor="local" or all skipped)
         "units_per_node": dict(Counter(r["node"] for r in records if r.get("node"))),

@@ -13,6 +13,7 @@ knows nothing of Prefect or MLflow.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -36,6 +37,7 @@ from flows import links
 from flows.train_distributed import mlflow_logger, train_data_parallel
 from flows.preflight import ConfigError, require_ingest_output, require_path
 from storage import fs
+from storage.tables import ManifestRow, read_table
 from tasks.train.augment import AudioAugment, VideoAugment, audio_augment_preset, video_augment_preset
 from tasks.train.batch_augment import MixAugment
 from tasks.train.checkpoint import WEIGHTS, resolve_checkpoint
@@ -216,8 +218,8 @@ def check_inputs(config: TrainConfig, *, splits: bool = True) -> None:
 
 def require_splits(data: str, needed: tuple[str, ...]) -> None:
     """Every split in ``needed`` holds ingested videos of the manifest of ``data``."""
-    rows = fs.read_parquet(fs.IngestLayout(data).manifest).select(["split", "status"]).to_pylist()
-    counts = {s: sum(r["split"] == s and r["status"] == "ingested" for r in rows) for s in ("train", "val", "test")}
+    rows = read_table(fs.IngestLayout(data).manifest, ManifestRow)
+    counts = {s: sum(r.split == s and r.status == "ingested" for r in rows) for s in ("train", "val", "test")}
     empty = [s for s in needed if counts[s] == 0]
     if empty:
         shown = ", ".join(f"{s} {n}" for s, n in counts.items())
@@ -229,7 +231,7 @@ def log_dataset(manifest_uri: str, digest: str, run_id: str) -> None:
     """The manifest as the run's input dataset (MLflow's Datasets panel), named by its digest."""
     import pandas as pd
 
-    frame = pd.DataFrame(fs.read_parquet(manifest_uri).to_pylist())
+    frame = pd.DataFrame([dataclasses.asdict(r) for r in read_table(manifest_uri, ManifestRow)])
     try:
         with warnings.catch_warnings():  # "the source can be interpreted in multiple ways" (all of them local)
             warnings.simplefilter("ignore", UserWarning)

@@ -18,9 +18,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import pyarrow.compute as pc
-
 from storage import fs
+from storage.tables import ManifestRow, read_table
 
 POOL = ("train", "val")
 
@@ -32,41 +31,38 @@ class FoldSplit:
     val: frozenset[str]
 
 
-def manifest_rows(layout: fs.IngestLayout) -> list[dict]:
+def manifest_rows(layout: fs.IngestLayout) -> list[ManifestRow]:
     """The manifest's rows of ingested videos (all splits)."""
-    manifest = fs.read_parquet(layout.manifest)
-    if "status" in manifest.column_names:
-        manifest = manifest.filter(pc.equal(manifest["status"], "ingested"))
-    return manifest.to_pylist()
+    return [r for r in read_table(layout.manifest, ManifestRow) if r.status == "ingested"]
 
 
-def pool_rows(rows: Iterable[dict]) -> list[dict]:
-    return [r for r in rows if r["split"] in POOL]
+def pool_rows(rows: Iterable[ManifestRow]) -> list[ManifestRow]:
+    return [r for r in rows if r.split in POOL]
 
 
-def check_grouped(rows: Iterable[dict]) -> None:
+def check_grouped(rows: Iterable[ManifestRow]) -> None:
     """Raise ValueError if a group's videos carry different folds (the fold would leak identities)."""
     folds: dict[str, set[int]] = defaultdict(set)
     for r in rows:
-        folds[r.get("group") or r["video_id"]].add(int(r["fold"]))
+        folds[r.group or r.video_id].add(r.fold)
     bad = {g: sorted(f) for g, f in folds.items() if len(f) > 1}
     if bad:
         raise ValueError(f"{len(bad)} group(s) span several folds, e.g. {dict(list(bad.items())[:3])}")
 
 
-def list_folds(rows: Iterable[dict]) -> list[int]:
+def list_folds(rows: Iterable[ManifestRow]) -> list[int]:
     """The fold ids present in the train+val pool."""
-    return sorted({int(r["fold"]) for r in pool_rows(rows)})
+    return sorted({r.fold for r in pool_rows(rows)})
 
 
-def fold_split(rows: Iterable[dict], fold: int) -> FoldSplit:
+def fold_split(rows: Iterable[ManifestRow], fold: int) -> FoldSplit:
     """Fold ``fold`` of the train+val pool as validation, the rest of the pool as training."""
     pool = pool_rows(rows)
-    if not pool or "fold" not in pool[0]:
-        raise ValueError("the manifest has no train/val rows with a fold column")
+    if not pool:
+        raise ValueError("the manifest has no train/val rows")
     check_grouped(pool)
-    val = frozenset(r["video_id"] for r in pool if int(r["fold"]) == fold)
-    train = frozenset(r["video_id"] for r in pool if int(r["fold"]) != fold)
+    val = frozenset(r.video_id for r in pool if r.fold == fold)
+    train = frozenset(r.video_id for r in pool if r.fold != fold)
     if not val or not train:
         raise ValueError(f"fold {fold} leaves an empty side (folds present: {list_folds(pool)})")
     return FoldSplit(fold, train, val)

@@ -19,13 +19,11 @@ be empty on a handful of groups.
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
-import pyarrow.csv as pacsv
-
-from storage import fs
+from storage.tables import IdentityRow, read_table
 from tasks.ingest.scan import VideoEntry, video_id_of
 
 SPLITS = ("train", "val", "test")
@@ -143,18 +141,11 @@ def read_identities(uri: str) -> dict[str, str]:
     ``video`` may be a file name (``abcd.mp4``) or a video id (``abcd``): both map to the id.
     A video given two different identities raises ValueError.
     """
-    if uri.endswith(".parquet"):
-        table = fs.read_parquet(uri)
-    elif uri.endswith(".csv"):
-        options = pacsv.ConvertOptions(column_types={"video": "string", "identity": "string"})
-        table = pacsv.read_csv(io.BytesIO(fs.read_bytes(uri)), convert_options=options)
-    else:
+    if not uri.endswith((".parquet", ".csv")):
         raise ValueError(f"identity map {uri!r}: expected a .csv or .parquet file")
-    missing = {"video", "identity"} - set(table.column_names)
-    if missing:
-        raise ValueError(f"identity map {uri!r} lacks column(s) {sorted(missing)}; has {table.column_names}")
     out: dict[str, str] = {}
-    for video, name in zip(table.column("video").to_pylist(), table.column("identity").to_pylist()):
+    for row in read_table(uri, IdentityRow):  # TableSchemaError (a ValueError) names missing columns
+        video, name = row.video, row.identity
         if video is None or name is None or str(name) == "":
             continue
         vid = video_id_of(str(video))
@@ -244,19 +235,24 @@ def _fill_empty_splits(split: dict[str, str], ratios: tuple[float, float, float]
     return split
 
 
-def split_balance(rows: Iterable[Mapping]) -> dict[str, dict[str, float]]:
-    """Per split: videos, groups, REAL and FAKE counts, share of all videos and FAKE fraction.
+class Placed(Protocol):
+    """A video placed in a split (e.g. a :class:`storage.tables.ManifestRow`)."""
 
-    ``rows`` carry ``split``, ``label`` and ``group`` (manifest rows or similar).
-    """
+    split: str
+    label: str
+    group: str
+
+
+def split_balance(rows: Iterable[Placed]) -> dict[str, dict[str, float]]:
+    """Per split: videos, groups, REAL and FAKE counts, share of all videos and FAKE fraction."""
     rows = list(rows)
     out = {}
     for s in SPLITS:
-        mine = [r for r in rows if r["split"] == s]
-        fake = sum(1 for r in mine if r["label"] == "FAKE")
+        mine = [r for r in rows if r.split == s]
+        fake = sum(1 for r in mine if r.label == "FAKE")
         out[s] = {
             "videos": len(mine),
-            "groups": len({r["group"] for r in mine}),
+            "groups": len({r.group for r in mine}),
             "real": len(mine) - fake,
             "fake": fake,
             "share": len(mine) / len(rows) if rows else 0.0,

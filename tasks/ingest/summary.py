@@ -14,31 +14,31 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 
-import pyarrow as pa
+from storage.tables import ManifestRow, RefusedRow
 
 MAX_REFUSED_ROWS = 1000  # a table artifact of 100,000 rows helps nobody: the rest is in quarantine.parquet
 _FILE_WITHOUT_ENTRY = "missing_metadata"
 
 
-def totals(manifest: pa.Table, quarantine: pa.Table) -> dict[str, int]:
+def totals(manifest: list[ManifestRow], quarantine: list[RefusedRow]) -> dict[str, int]:
     """Counts that add up: ``considered == ingested + quarantined``.
 
     ``considered`` = metadata entries (with or without a file) + video files without an entry.
     """
-    status = Counter(manifest.column("status").to_pylist())
-    reasons = quarantine.column("reason").to_pylist()
-    before = sum(v is None for v in quarantine.column("video_id").to_pylist())  # no manifest row: refused by the scan
-    considered = manifest.num_rows + before
+    status = Counter(r.status for r in manifest)
+    reasons = [q.reason for q in quarantine]
+    before = sum(q.video_id is None for q in quarantine)  # no manifest row: refused by the scan
+    considered = len(manifest) + before
     files_without_entry = reasons.count(_FILE_WITHOUT_ENTRY)
     return {
         "considered": considered,
         "metadata_entries": considered - files_without_entry,
         "files_without_entry": files_without_entry,
         "ingested": status.get("ingested", 0),
-        "quarantined": quarantine.num_rows,
+        "quarantined": len(quarantine),
         "refused_before_decoding": before,
-        "refused_while_decoding": quarantine.num_rows - before,
-        "unaccounted": considered - status.get("ingested", 0) - quarantine.num_rows,  # 0 unless a bug
+        "refused_while_decoding": len(quarantine) - before,
+        "unaccounted": considered - status.get("ingested", 0) - len(quarantine),  # 0 unless a bug
     }
 
 
@@ -56,10 +56,10 @@ def totals_lines(t: dict[str, int]) -> list[str]:
     return lines
 
 
-def refused_rows(quarantine: pa.Table, limit: int = MAX_REFUSED_ROWS) -> list[dict[str, str]]:
+def refused_rows(quarantine: list[RefusedRow], limit: int = MAX_REFUSED_ROWS) -> list[dict[str, str]]:
     """One row per refused video (name, reason, message), by reason then name; at most ``limit``."""
-    rows = sorted(quarantine.to_pylist(), key=lambda r: (r["reason"] or "", r["rel_path"] or ""))
-    out = [{"video": r["rel_path"] or "", "reason": r["reason"] or "", "message": _message(r.get("error"))}
+    rows = sorted(quarantine, key=lambda r: (r.reason or "", r.rel_path or ""))
+    out = [{"video": r.rel_path or "", "reason": r.reason or "", "message": _message(r.error)}
            for r in rows[:limit]]  # fmt: skip
     if len(rows) > limit:
         out.append({"video": f"... {len(rows) - limit} more", "reason": "", "message": "see quarantine.parquet"})
@@ -72,16 +72,16 @@ def _message(error: str | None, width: int = 300) -> str:
     return lines[-1][:width] if lines else ""
 
 
-def probe_lines(manifest: pa.Table) -> list[str]:
+def probe_lines(manifest: list[ManifestRow]) -> list[str]:
     """Probe facts of the ingested videos: duration, frame rate, resolution, rotation, audio."""
-    rows = [r for r in manifest.to_pylist() if r["status"] == "ingested"]
+    rows = [r for r in manifest if r.status == "ingested"]
     if not rows:
         return ["- probe facts: no video was ingested"]
-    durations = [r["duration"] for r in rows if r["duration"] is not None]
-    fps = Counter(round(r["fps"], 2) for r in rows if r["fps"])
-    sizes = Counter(f"{r['width']}x{r['height']}" for r in rows if r["width"])
-    rotations = Counter(r["rotation"] or 0 for r in rows)
-    audio = Counter(r["audio_rate"] for r in rows if r["has_audio"])
+    durations = [r.duration for r in rows if r.duration is not None]
+    fps = Counter(round(r.fps, 2) for r in rows if r.fps)
+    sizes = Counter(f"{r.width}x{r.height}" for r in rows if r.width)
+    rotations = Counter(r.rotation or 0 for r in rows)
+    audio = Counter(r.audio_rate for r in rows if r.has_audio)
     lines = []
     if durations:
         lines.append(f"- duration: {min(durations):.1f} / {statistics.median(durations):.1f} / {max(durations):.1f} s "

@@ -12,16 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
 
-import webdataset as wds
-
 from storage import fs
 from storage.schema import ClipMeta, encode_sample
+from storage.shard_io import ShardWriter
 from tasks.ingest.faces import FaceDetector
 from tasks.ingest.preprocess import PreprocessConfig, preprocess_video
 from tasks.ingest.video import VideoError
@@ -135,7 +132,7 @@ def process_unit(
 ) -> UnitRecord:
     """Preprocess every video of the unit into one shard; bad videos go to the record's quarantine.
 
-    The tar is written to a local temp file and moved into place only when complete; the
+    The shard is published (:class:`storage.shard_io.ShardWriter`) only when complete; the
     record (which marks completion) is written after it. Safe to kill at any point.
     """
     config_hash = cfg.hash()
@@ -146,21 +143,12 @@ def process_unit(
     record = UnitRecord(shard=unit.shard, split=unit.split, part=unit.part, signature=unit.signature(config_hash))
     own_detector = detector is None
     detector = detector or FaceDetector(min_score=cfg.min_det_score, detect_side=cfg.detect_side)
-    tmpdir = tempfile.mkdtemp(prefix="avff-shard-")
     try:
-        local_tar = os.path.join(tmpdir, "shard.tar")
-        with open(local_tar, "wb") as f:
-            # fixed mtime/user/group: a rerun writes byte-identical shards
-            writer = wds.TarWriter(f, encoder=False, mtime=0.0, user="avff", group="avff")
+        with ShardWriter(unit.shard) as sink:
             for v in unit.videos:
-                _add_video(writer, v, cfg, detector, record, jpeg_quality)
-            writer.close()
-        record.bytes = os.path.getsize(local_tar)
-        record.sha256 = _sha256_file(local_tar)
-        with fs.atomic_open(unit.shard) as out, open(local_tar, "rb") as src:
-            shutil.copyfileobj(src, out, length=1 << 20)
+                _add_video(sink, v, cfg, detector, record, jpeg_quality)
+        record.bytes, record.sha256 = sink.bytes, sink.sha256
     finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
         if own_detector:
             detector.close()
     record.seconds = time.perf_counter() - t0
@@ -168,7 +156,7 @@ def process_unit(
     return record
 
 
-def _add_video(writer, v: UnitVideo, cfg: PreprocessConfig, detector, record: UnitRecord, jpeg_quality: int) -> None:
+def _add_video(sink: ShardWriter, v: UnitVideo, cfg: PreprocessConfig, detector, record: UnitRecord, jpeg_quality: int) -> None:
     try:
         result = preprocess_video(v.path, cfg, detector)
     except VideoError as e:
@@ -197,7 +185,7 @@ def _add_video(writer, v: UnitVideo, cfg: PreprocessConfig, detector, record: Un
             frame_times=clip.frame_times,
             mel_start_s=clip.mel_start_s,
         )
-        writer.write(encode_sample(clip.frames, clip.mel, meta, jpeg_quality))
+        sink.write(encode_sample(clip.frames, clip.mel, meta, jpeg_quality))
         record.samples += 1
     record.videos.append(
         {
@@ -213,11 +201,3 @@ def _add_video(writer, v: UnitVideo, cfg: PreprocessConfig, detector, record: Un
 
 def _quarantine(v: UnitVideo, reason: str, error: str) -> dict:
     return {"video_id": v.video_id, "part": v.part, "rel_path": v.rel_path, "label": v.label, "reason": reason, "error": error}
-
-
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()

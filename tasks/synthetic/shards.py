@@ -2,20 +2,22 @@
 
 FAKE clips carry a bright square in every frame and REAL clips do not, so a model that
 learns anything separates them; the layout (shards, shards.parquet, manifest.parquet) is
-exactly what ingest writes, through :mod:`storage.schema` and :mod:`storage.fs`.
+exactly what ingest writes, through the same writers (:mod:`storage.shard_io`, :mod:`storage.tables`).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 
 import numpy as np
-import pyarrow as pa
-import webdataset as wds
 
 from storage import fs
 from storage.schema import ClipMeta, encode_sample
+from storage.shard_io import ShardWriter
+from storage.tables import ManifestRow, ShardRow, write_table
+
+
+PART = "synthetic"
 
 
 def _frames(rng: np.random.Generator, fake: bool, num_frames: int, size: int) -> np.ndarray:
@@ -48,43 +50,46 @@ def write_synthetic_shards(
     shards = dict(shards or {"train": 4, "val": 2, "test": 2})
     layout = fs.IngestLayout(str(root))
     rng = np.random.default_rng(seed)
-    index_rows: list[dict] = []
-    manifest_rows: list[dict] = []
+    index_rows: list[ShardRow] = []
+    manifest_rows: list[ManifestRow] = []
     for split, n_videos in videos.items():
         n_shards = max(1, min(shards.get(split, 1), n_videos))
         # FAKE where floor((i+1)f) steps up: labels spread evenly (alternating at f=0.5)
         labels = ["FAKE" if int((i + 1) * fake_fraction) > int(i * fake_fraction) else "REAL" for i in range(n_videos)]
         chunks = np.array_split(np.arange(n_videos), n_shards)  # contiguous: each holds both labels
         for s in range(n_shards):
-            uri = layout.shard(split, "synthetic", s)
-            n_samples = 0
+            uri = layout.shard(split, PART, s)
             mine = chunks[s].tolist()
-            with fs.atomic_open(uri) as f:
-                with wds.TarWriter(f) as sink:
-                    for i in mine:
-                        vid = f"{split}{i:03d}"
-                        for c in range(clips_per_video):
-                            meta = ClipMeta(
-                                video_id=vid, clip=c, label=labels[i], split=split, group=vid, original=None,
-                                start_s=c * num_frames / 5.0, fps=5.0, num_frames=num_frames,
-                                face_box=[0.0, 0.0, float(img_size), float(img_size)], det_score=1.0,
-                                detected_frac=1.0, mel_hop_s=0.01, part="synthetic",
-                            )  # fmt: skip
-                            frames = _frames(rng, labels[i] == "FAKE", num_frames, img_size)
-                            mel = rng.normal(-4.0, 2.0, size=(n_mels, mel_frames)).astype(np.float16)
-                            sink.write(encode_sample(frames, mel, meta))
-                            n_samples += 1
-            data = fs.read_bytes(uri)
-            index_rows.append({
-                "path": uri, "split": split, "samples": n_samples, "videos": len(mine),
-                "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-            })  # fmt: skip
-            for i in mine:
-                vid = f"{split}{i:03d}"
-                manifest_rows.append({
-                    "video_id": vid, "label": labels[i], "split": split, "group": vid,
-                    "fold": i % 5, "part": "synthetic", "status": "ingested", "clips": clips_per_video,
-                })  # fmt: skip
-    fs.write_parquet(pa.Table.from_pylist(index_rows), layout.shard_index)
-    fs.write_parquet(pa.Table.from_pylist(manifest_rows), layout.manifest)
+            with ShardWriter(uri) as sink:
+                for i in mine:
+                    vid = f"{split}{i:03d}"
+                    for c in range(clips_per_video):
+                        meta = ClipMeta(
+                            video_id=vid, clip=c, label=labels[i], split=split, group=vid, original=None,
+                            start_s=c * num_frames / 5.0, fps=5.0, num_frames=num_frames,
+                            face_box=[0.0, 0.0, float(img_size), float(img_size)], det_score=1.0,
+                            detected_frac=1.0, mel_hop_s=0.01, part=PART,
+                        )  # fmt: skip
+                        frames = _frames(rng, labels[i] == "FAKE", num_frames, img_size)
+                        mel = rng.normal(-4.0, 2.0, size=(n_mels, mel_frames)).astype(np.float16)
+                        sink.write(encode_sample(frames, mel, meta))
+            index_rows.append(ShardRow(path=uri, split=split, part=PART, samples=sink.samples, videos=len(mine),
+                                       bytes=sink.bytes, sha256=sink.sha256))  # fmt: skip
+            manifest_rows += [_manifest_row(f"{split}{i:03d}", labels[i], split, i % 5, uri, clips_per_video,
+                                            num_frames, img_size) for i in mine]  # fmt: skip
+    write_table(layout.shard_index, ShardRow, index_rows)
+    write_table(layout.manifest, ManifestRow, manifest_rows)
     return layout
+
+
+def _manifest_row(
+    vid: str, label: str, split: str, fold: int, shard: str, clips: int, num_frames: int, img_size: int
+) -> ManifestRow:
+    """Every manifest column, filled as ingest fills it for an ingested video; the probe facts describe the
+    clips themselves (there is no video file: ``bytes`` is 0 and ``rel_path`` names none on disk)."""
+    return ManifestRow(
+        video_id=vid, part=PART, rel_path=f"{PART}/{vid}.mp4", label=label, original=None, manipulation=None,
+        bytes=0, duration=clips * num_frames / 5.0, fps=5.0, width=img_size, height=img_size, rotation=0,
+        has_audio=True, audio_rate=16000, split=split, fold=fold, group=vid, status="ingested", clips=clips,
+        shard=shard,
+    )  # fmt: skip

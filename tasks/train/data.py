@@ -4,8 +4,8 @@ One pipeline, a list of small stages (webdataset style)::
 
     shard URLs of one or more splits (shards.parquet), permuted by (seed, epoch)
     -> split by node, then by DataLoader worker (each shard read by exactly one worker)
-    -> open through fsspec (local paths and s3:// alike, via storage.fs)
-    -> tar members -> raw samples -> [keep: video ids / clips, from the JSON member only]
+    -> open through fsspec, tar members -> raw samples (storage.shard_io's reader stages)
+    -> [keep: video ids / clips, from the JSON member only]
     -> storage.schema.decode_sample -> [REAL only] -> tensors [+ per-clip augmentation]
     -> seeded shuffle buffer -> exact per-worker epoch length -> batch
 
@@ -27,13 +27,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.compute as pc
 import torch
-import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from storage import fs
+from storage import fs, shard_io
 from storage.schema import META_MEMBER, SPLITS, DecodedClip, decode_sample
+from storage.tables import ShardRow, read_table
 from tasks.train.augment import ClipAugment, augment_mel, augment_video, clip_generator
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -60,19 +59,13 @@ def shard_urls(layout: fs.IngestLayout, split: str | Sequence[str]) -> list[str]
     bad = [s for s in splits if s not in SPLITS]
     if bad or not splits:
         raise ValueError(f"unknown split {bad or split!r}; expected one of {SPLITS}")
-    index = fs.read_parquet(layout.shard_index)
-    urls: list[str] = []
-    for name in splits:
-        rows = index.filter(pc.equal(index["split"], name))
-        urls += [str(p) for p in rows["path"].to_pylist()]
-    return urls
+    index = read_table(layout.shard_index, ShardRow)
+    return [row.path for name in splits for row in index if row.split == name]
 
 
 def split_counts(layout: fs.IngestLayout, split: str) -> int:
     """Number of samples (clips) in one split, from the shard index."""
-    index = fs.read_parquet(layout.shard_index)
-    rows = index.filter(pc.equal(index["split"], split))
-    return int(pc.sum(rows["samples"]).as_py() or 0)
+    return sum(row.samples for row in read_table(layout.shard_index, ShardRow) if row.split == split)
 
 
 def clip_to_tensors(
@@ -156,17 +149,6 @@ class _SplitByNode:
         for i, item in enumerate(src):
             if i % self.world == self.rank:
                 yield item
-
-
-def _open_shards(src: Iterable[dict]) -> Iterator[dict]:
-    """{url} -> {url, stream}: every shard is opened through fsspec (storage.fs)."""
-    for item in src:
-        fsys, path = fs.split_uri(item["url"])
-        stream = fsys.open(path, "rb")
-        try:
-            yield {**item, "stream": stream}
-        finally:
-            stream.close()
 
 
 def _decode(src: Iterable[dict]) -> Iterator[DecodedClip]:
@@ -274,7 +256,7 @@ def make_dataset(
     keep_videos: frozenset[str] | None = None,
     keep_clips: frozenset[tuple[str, int]] | None = None,
     split_by_rank: bool = True,
-) -> wds.DataPipeline:
+) -> shard_io.Pipeline:
     """The pipeline over ``urls`` (an IterableDataset yielding batch dicts).
 
     ``samples_per_epoch=None``: one pass, every sample exactly once across all workers.
@@ -292,11 +274,9 @@ def make_dataset(
     stages: list = [
         _EpochShards(urls, shuffle=shuffle, seed=seed, epoch=epoch),
         *([_SplitByNode()] if split_by_rank else []),
-        wds.split_by_worker,
-        _open_shards,
-        # wds.tarfile_samples without its gopen: streams come from fsspec above
-        wds.filters.pipelinefilter(wds.tariterators.tar_file_expander)(handler=wds.reraise_exception),
-        wds.filters.pipelinefilter(wds.tariterators.group_by_keys)(handler=wds.reraise_exception),
+        shard_io.split_by_worker,
+        shard_io.open_shards,
+        shard_io.tar_samples,
     ]
     if keep_videos is not None or keep_clips is not None:
         stages.append(_Keep(keep_videos, keep_clips))
@@ -306,13 +286,13 @@ def make_dataset(
     stages.append(_ToTensors(audio_mean, audio_std, augment, seed, epoch))
     if shuffle and shuffle_buffer > 1:
         stages.append(_SeededShuffle(shuffle_buffer, seed, epoch))
-    one_pass = wds.DataPipeline(*stages)
+    one_pass = shard_io.Pipeline(*stages)
     if samples_per_epoch is None:
-        return wds.DataPipeline(one_pass, wds.batched(batch_size, collation_fn=collate, partial=True))
-    return wds.DataPipeline(
+        return shard_io.Pipeline(one_pass, shard_io.batched(batch_size, collate))
+    return shard_io.Pipeline(
         one_pass.repeat(),  # endless passes, cut below
         _TakePerWorker(samples_per_epoch),
-        wds.batched(batch_size, collation_fn=collate, partial=True),
+        shard_io.batched(batch_size, collate),
     )
 
 

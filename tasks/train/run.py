@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from safetensors.torch import save as save_safetensors
 
 import torch
@@ -47,8 +46,7 @@ import torch
 from avff_model import AVFF, AVFFConfig, get_config, list_heads
 from storage import fs
 from tasks.evaluate import metrics as M
-from tasks.evaluate import plots
-from tasks.evaluate.metric_names import best_key, monitor_mode
+from tasks.evaluate.metric_names import monitor_mode
 from tasks.train.augment import AudioAugment, ClipAugment, VideoAugment
 from tasks.train.batch_augment import BatchTransform, MixAugment
 from tasks.train.checkpoint import CheckpointStore, capture_rng, load_checkpoint, resolve_checkpoint, restore_rng
@@ -59,23 +57,17 @@ from tasks.evaluate.report import ReportInputs, write_training_report
 from tasks.tracking.logger import Logger, flatten_params
 from tasks.train.data import InputShape, infer_input_shape, make_loader, split_counts
 from tasks.train.device import make_scaler, resolve_device, resolve_precision, seed_everything
-from tasks.train.engine import StepContext, evaluate, pretrain_one_epoch, train_one_epoch
+from tasks.train import finish
+from tasks.train.engine import Predictions, StepContext, evaluate, pretrain_one_epoch, train_one_epoch
 from tasks.train.optim import EarlyStopping, build_optimizer, build_scheduler, param_groups
 
 STAGES = ("both", "pretrain", "classify")
 CLASS_WEIGHTS = ("none", "prior")
-# What MLflow's run page charts: per-epoch curves and a short summary at the best checkpoint.
+# What MLflow's run page charts per epoch; the summary at the best checkpoint is finish.SUMMARY_METRICS.
 # Every other number (both levels, both thresholds, the baselines) is one row of the run's
-# metrics table artifact (METRICS_TABLE) and of report.md: single points make no chart.
+# metrics table artifact (finish.METRICS_TABLE) and of report.md: single points make no chart.
 CURVE_METRICS = ("train_loss", "val_loss", "lr", "val_video_auc", "val_video_average_precision", "val_video_log_loss",
                  "val_video_balanced_accuracy", "val_video_f1", "val_clip_auc", "val_clip_log_loss")  # fmt: skip
-SUMMARY_METRICS = ("best_val_video_auc", "best_val_video_log_loss", "test_video_auc", "test_video_average_precision",
-                   "test_video_log_loss", "test_video_balanced_accuracy", "test_video_f1", "test_video_eer",
-                   "test_video_at_val_threshold_balanced_accuracy", "test_video_at_val_threshold_f1",
-                   "test_clip_auc", "test_clip_log_loss")  # fmt: skip
-METRICS_TABLE = "metrics_table.json"
-_PREDICTORS = (("model", "{level}"), ("model @ val threshold", "{level}@val_threshold"),
-               ("prior baseline", "baselines.{level}.prior"), ("majority baseline", "baselines.{level}.majority"))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -241,31 +233,6 @@ def curve_metrics(row: Mapping[str, Any], monitor: str) -> dict[str, float]:
     """The per-epoch values worth a chart: CURVE_METRICS, the monitor, objective terms, schedules."""
     keep = set(CURVE_METRICS) | {monitor, "curriculum_fraction", "progressive_scale"}
     return {k: v for k, v in row.items() if k in keep or k.startswith("train_")}
-
-
-def summary_metrics(flat: Mapping[str, float], monitor: str) -> dict[str, float]:
-    """SUMMARY_METRICS (and the monitor at the best checkpoint) out of flattened best_val_/test_ keys."""
-    keep = set(SUMMARY_METRICS) | {best_key(monitor)}
-    return {k: v for k, v in flat.items() if k in keep}
-
-
-def metrics_table(by_split: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (split, level, predictor) of :func:`tasks.evaluate.metrics.evaluate_predictions` outputs."""
-    rows = []
-    for split, metrics in by_split.items():
-        for level in ("video", "clip"):
-            for predictor, path in _PREDICTORS:
-                node: Any = metrics
-                for key in path.format(level=level).split("."):
-                    node = node.get(key) if isinstance(node, Mapping) else None
-                if node is not None:
-                    rows.append({"split": split, "level": level, "predictor": predictor, **node})
-    return rows
-
-
-def _write_predictions(uri: str, preds) -> None:
-    table = pa.table({"video_id": preds.video_ids, "clip": preds.clips, "y": preds.y, "p_fake": preds.p})
-    fs.write_parquet(table, uri)
 
 
 class _Run:
@@ -522,86 +489,52 @@ class _Run:
     # ------------------------------------------------------------ test, plots, report
 
     def finish(self, result: TrainResult) -> None:
+        """Score the best checkpoint on val (and test), then predictions, plots, the report and uploads."""
         cfg = self.cfg
         best = self.store.resolve("best")
         if best is None:
             return
         self.model.load_state_dict(load_checkpoint(best).weights)
+        train = finish.TrainLabels(self.labels["train"], self.train_videos)
         val = evaluate(self.model, self._loader("val", epoch=0), device=self.device, precision=self.precision)
-        val_metrics = M.evaluate_predictions(val.video_ids, val.y, val.p, y_train=self.labels["train"],
-                                             y_train_video=self.train_videos)  # fmt: skip
+        val_metrics = finish.score(val, train)
         result.val_metrics = M.flatten("best_val", val_metrics)
-        self.log.log_metrics(summary_metrics(result.val_metrics, cfg.monitor), step=self.es.best_epoch)
+        self.log.log_metrics(finish.summary_metrics(result.val_metrics, cfg.monitor), step=self.es.best_epoch)
         if self.view is not None:  # a CV fold: score the fold, never the test split
-            self.log.log_table(metrics_table({"val": val_metrics}), METRICS_TABLE)
-            uri = fs.join(cfg.output_dir, "predictions", "val.parquet")
-            _write_predictions(uri, val)
-            result.predictions["val"] = uri
+            self.log.log_table(finish.metrics_table({"val": val_metrics}), finish.METRICS_TABLE)
+            result.predictions = finish.write_predictions(cfg.output_dir, {"val": val})
             return
         test = evaluate(self.model, self._loader("test", epoch=0), device=self.device, precision=self.precision)
-        _, yv, pv = M.aggregate_by_video(val.video_ids, val.y, val.p)
-        try:
-            threshold = M.choose_threshold(yv, pv, cfg.threshold_criterion)
-        except ValueError:  # one-class val: no threshold can be chosen there
-            threshold = None
-        metrics = M.evaluate_predictions(test.video_ids, test.y, test.p, threshold_val=threshold,
-                                         y_train=self.labels["train"], y_train_video=self.train_videos)  # fmt: skip
-        result.threshold = threshold
-        result.test_metrics = M.flatten("test", metrics)
-        self.log.log_metrics(summary_metrics(result.test_metrics, cfg.monitor), step=self.es.best_epoch)
-        self.log.log_table(metrics_table({"val": val_metrics, "test": metrics}), METRICS_TABLE)
-        self.log.set_tags({"best_epoch": str(self.es.best_epoch), "val_threshold": str(threshold)})
-        out = cfg.output_dir
-        for split, preds in (("val", val), ("test", test)):
-            uri = fs.join(out, "predictions", f"{split}.parquet")
-            _write_predictions(uri, preds)
-            result.predictions[split] = uri
-        vt, yt, pt = M.aggregate_by_video(test.video_ids, test.y, test.p)
-        vv = M.aggregate_by_video(val.video_ids, val.y, val.p)[0]
+        result.threshold = finish.val_threshold(val, cfg.threshold_criterion)
+        test_metrics = finish.score(test, train, result.threshold)
+        result.test_metrics = M.flatten("test", test_metrics)
+        self.log.log_metrics(finish.summary_metrics(result.test_metrics, cfg.monitor), step=self.es.best_epoch)
+        self.log.log_table(finish.metrics_table({"val": val_metrics, "test": test_metrics}), finish.METRICS_TABLE)
+        self.log.set_tags({"best_epoch": str(self.es.best_epoch), "val_threshold": str(result.threshold)})
+        result.predictions = finish.write_predictions(cfg.output_dir, {"val": val, "test": test})
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(out.removeprefix("file://")) / "plots" if fs.is_local(out) else Path(tmp) / "plots"
-            paths = plots.plot_curves(self.history, local)
-            paths += plots.plot_roc_pr(yt, pt, local, "test_video")
-            paths += plots.plot_roc_pr(test.y, test.p, local, "test_clip")
-            paths.append(plots.plot_confusion(yt, pt, 0.5 if threshold is None else threshold, local, "test_video"))
-            report = write_training_report(ReportInputs(
-                history=self.history, dataset=self.stats, config=self._config_for_report(), test=metrics,
-                early_stopped=self.stopped_early, best_epoch=self.es.best_epoch, monitor=cfg.monitor,
-                monitor_mode=self.mode, y_test_video=yt, p_test_video=pt, y_val_video=yv, p_val_video=pv,
-                seed=cfg.seed, n_bootstrap=cfg.report_bootstrap,
-                groups_test_video=[self.group_of.get(v, v) for v in vt], groups_val_video=[self.group_of.get(v, v) for v in vv],
-            ))  # fmt: skip
-            report_local = local.parent / "report.md"
-            report_local.parent.mkdir(parents=True, exist_ok=True)
-            report_local.write_text(report)
-            for p in [*paths, report_local]:
-                self.log.log_artifact(str(p), "plots" if p.suffix == ".png" else None)
-            if fs.is_local(out):
-                result.plots = [str(p) for p in paths]
-                result.report_path = str(report_local)
-            else:  # object storage: upload what was rendered locally
-                for p in paths:
-                    fs.atomic_write_bytes(fs.join(out, "plots", p.name), p.read_bytes())
-                    result.plots.append(fs.join(out, "plots", p.name))
-                result.report_path = fs.join(out, "report.md")
-                fs.atomic_write_bytes(result.report_path, report.encode())
+            local = finish.plots_dir(cfg.output_dir, Path(tmp))
+            paths = finish.render_plots(self.history, test, result.threshold, local)
+            report = write_training_report(self._report_inputs(val, test, test_metrics))
+            published = finish.publish(cfg.output_dir, paths, report, local, self.log)
+        result.plots, result.report_path = published.plots, published.report
         for uri in result.predictions.values():
-            self._log_remote(uri, "predictions")
+            finish.log_remote(self.log, uri, "predictions")
         if cfg.log_checkpoints:
             for tag in ("best", "last"):
-                self._log_remote(self.store.resolve(tag), f"checkpoints/{tag}")
+                finish.log_remote(self.log, self.store.resolve(tag), f"checkpoints/{tag}")
 
-    def _log_remote(self, uri: str | None, artifact_path: str) -> None:
-        if uri is None:
-            return
-        if fs.is_local(uri):
-            self.log.log_artifact(uri.removeprefix("file://"), artifact_path)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            fsys, path = fs.split_uri(uri)
-            local = Path(tmp) / Path(path).name
-            fsys.get(path, str(local), recursive=True)
-            self.log.log_artifact(str(local), artifact_path)
+    def _report_inputs(self, val: Predictions, test: Predictions, test_metrics: dict) -> ReportInputs:
+        """What report.md reads: this run's history, data, settings and its val/test video predictions."""
+        vv, yv, pv = finish.by_video(val)
+        vt, yt, pt = finish.by_video(test)
+        return ReportInputs(
+            history=self.history, dataset=self.stats, config=self._config_for_report(), test=test_metrics,
+            early_stopped=self.stopped_early, best_epoch=self.es.best_epoch, monitor=self.cfg.monitor,
+            monitor_mode=self.mode, y_test_video=yt, p_test_video=pt, y_val_video=yv, p_val_video=pv,
+            seed=self.cfg.seed, n_bootstrap=self.cfg.report_bootstrap,
+            groups_test_video=[self.group_of.get(v, v) for v in vt], groups_val_video=[self.group_of.get(v, v) for v in vv],
+        )  # fmt: skip
 
     def _config_for_report(self) -> dict:
         settings = {k: v for k, v in dataclasses.asdict(self.cfg).items()}

@@ -79,12 +79,12 @@ def test_an_empty_split_is_refused_before_any_run(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.ingest.units import MANIFEST_SCHEMA
+    from storage.tables import SCHEMAS, ManifestRow
 
     rows = [{"video_id": f"v{i}", "label": "FAKE" if i % 2 else "REAL", "split": "train", "status": "ingested"}
             for i in range(4)] + [{"video_id": "q", "label": "REAL", "split": "val", "status": "quarantined"}]  # fmt: skip
     (tmp_path / "shards").mkdir()
-    pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), tmp_path / "shards" / MANIFEST)
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMAS[ManifestRow]), tmp_path / "shards" / MANIFEST)
     out, _ = _avff("train", "--data", str(tmp_path / "shards"), "--out", str(tmp_path / "o"),
                    env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})  # fmt: skip
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr

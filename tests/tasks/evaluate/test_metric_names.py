@@ -5,7 +5,8 @@ import pytest
 
 from tasks.evaluate import metric_names as N
 from tasks.evaluate import metrics as M
-from tasks.train.run import CURVE_METRICS, SUMMARY_METRICS
+from tasks.train.finish import SUMMARY_METRICS
+from tasks.train.run import CURVE_METRICS
 
 
 def _flat(split: str) -> dict[str, float]:

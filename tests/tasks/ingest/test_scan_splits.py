@@ -2,10 +2,12 @@ import json
 import os
 import random
 from collections import Counter, defaultdict
+from types import SimpleNamespace
 
 import pytest
 
 from storage import fs
+from storage.tables import ManifestRow
 from tasks.ingest.units import plan, summary_markdown
 from tasks.ingest.scan import VideoEntry, scan_dfdc, video_id_of
 from tasks.ingest.splits import assign_splits, group_of, identity_groups, read_identities, split_balance, split_of
@@ -97,7 +99,7 @@ def test_splits_never_leak_groups_and_follow_ratios_on_many_groups():
     a = assign_splits(entries, (0.7, 0.15, 0.15), folds=5, seed=1)
     assert _groups_stay_whole(entries, a)
     assert all(a[e.video_id].group == group_of(e) for e in entries)  # plain metadata: the REAL original
-    balance = split_balance({"split": x.split, "label": e.label, "group": x.group}
+    balance = split_balance(SimpleNamespace(split=x.split, label=e.label, group=x.group)
                             for e in entries for x in [a[e.video_id]])  # fmt: skip
     n_groups = sum(b["groups"] for b in balance.values())
     for s, target in zip(("train", "val", "test"), (0.7, 0.15, 0.15)):
@@ -194,8 +196,8 @@ def test_adding_a_part_never_moves_an_existing_video(tmp_path):
     kw = dict(ratios=(0.7, 0.15, 0.15), folds=5, seed=0, videos_per_shard=16)
     manifests = {}
     for name, root in (("alone", alone), ("both", both)):
-        _, table = plan(scan_dfdc(str(root)), str(root), fs.IngestLayout(str(tmp_path / f"out_{name}")), **kw)
-        manifests[name] = {r["video_id"]: (r["split"], r["fold"], r["group"]) for r in table.to_pylist()}
+        _, rows = plan(scan_dfdc(str(root)), str(root), fs.IngestLayout(str(tmp_path / f"out_{name}")), **kw)
+        manifests[name] = {r.video_id: (r.split, r.fold, r.group) for r in rows}
     assert len(manifests["alone"]) == 200 and len(manifests["both"]) == 400
     moved = {v: (x, manifests["both"][v]) for v, x in manifests["alone"].items() if manifests["both"][v] != x}
     assert not moved
@@ -205,14 +207,10 @@ def test_adding_a_part_never_moves_an_existing_video(tmp_path):
 
 
 def test_summary_reports_achieved_ratios_and_label_balance():
-    import pyarrow as pa
-
-    from tasks.ingest.units import MANIFEST_SCHEMA, QUARANTINE_SCHEMA, SHARDS_SCHEMA
-
-    rows = [{"video_id": f"v{i}", "label": "FAKE" if i % 4 else "REAL", "split": s, "group": f"g{i // 4}",
-             "status": "ingested", "clips": 1} for i, s in enumerate(["train"] * 8 + ["val"] * 4 + ["test"] * 4)]  # fmt: skip
-    md = summary_markdown(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), SHARDS_SCHEMA.empty_table(),
-                          QUARANTINE_SCHEMA.empty_table(), 1.0, 0, ratios=(0.7, 0.15, 0.15))  # fmt: skip
+    rows = [ManifestRow(video_id=f"v{i}", part="p", rel_path=f"v{i}.mp4", label="FAKE" if i % 4 else "REAL",
+                        split=s, fold=0, group=f"g{i // 4}", status="ingested", clips=1)
+            for i, s in enumerate(["train"] * 8 + ["val"] * 4 + ["test"] * 4)]  # fmt: skip
+    md = summary_markdown(rows, [], [], 1.0, 0, ratios=(0.7, 0.15, 0.15))
     assert "| train | 2 | 2 | 6 | 0.500 (0.700) | 0.750 |" in md
     assert "| val | 1 | 1 | 3 | 0.250 (0.150) | 0.750 |" in md
 

@@ -1,23 +1,21 @@
 """The ingest summary's pure parts: totals that add up, the refused-video table, probe facts, progress."""
 
-import pyarrow as pa
 import pytest
 
-from tasks.ingest.units import MANIFEST_SCHEMA, QUARANTINE_SCHEMA
+from storage.tables import ManifestRow, RefusedRow
 from tasks.ingest.summary import progress, probe_lines, refused_rows, totals, totals_lines
 
 
 def _manifest(statuses):
-    rows = [{"video_id": f"v{i}", "rel_path": f"p/v{i}.mp4", "label": "REAL", "status": s, "duration": 10.0 + i,
-             "fps": 30.0, "width": 1920, "height": 1080, "rotation": 0, "has_audio": True, "audio_rate": 44100}
+    return [ManifestRow(video_id=f"v{i}", part="p", rel_path=f"p/v{i}.mp4", label="REAL", status=s,
+                        duration=10.0 + i, fps=30.0, width=1920, height=1080, rotation=0, has_audio=True,
+                        audio_rate=44100, split="train", fold=0, group=f"v{i}")
             for i, s in enumerate(statuses)]  # fmt: skip
-    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
 
 
 def _quarantine(rows):
-    return pa.Table.from_pylist(
-        [{"video_id": v, "part": "p", "rel_path": path, "label": None, "reason": reason, "error": error}
-         for v, path, reason, error in rows], schema=QUARANTINE_SCHEMA)  # fmt: skip
+    return [RefusedRow(video_id=v, part="p", rel_path=path, label=None, reason=reason, error=error)
+            for v, path, reason, error in rows]  # fmt: skip
 
 
 def test_totals_add_up_and_tell_entries_from_files():
