@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from storage import fs
+from storage.tables import PredictionRow, write_table
 from tasks.evaluate import metrics as M
 from tasks.evaluate import plots
 from tasks.evaluate.metric_names import best_key
@@ -99,8 +99,9 @@ def write_predictions(output_dir: str, by_split: Mapping[str, Predictions]) -> d
     uris = {}
     for split, preds in by_split.items():
         uris[split] = fs.join(output_dir, "predictions", f"{split}.parquet")
-        table = pa.table({"video_id": preds.video_ids, "clip": preds.clips, "y": preds.y, "p_fake": preds.p})
-        fs.write_parquet(table, uris[split])
+        rows = [PredictionRow(video_id=v, clip=int(c), y=int(y), p_fake=float(p))
+                for v, c, y, p in zip(preds.video_ids, preds.clips, preds.y, preds.p)]  # fmt: skip
+        write_table(uris[split], PredictionRow, rows)
     return uris
 
 
