@@ -16,10 +16,9 @@ import json
 import sys
 
 import numpy as np
-import webdataset as wds
 from sklearn.metrics import roc_auc_score
 
-from storage.schema import decode_sample
+from storage.shard_io import read_clips
 from tasks.evaluate.handmade import STATISTICS, score_clips
 
 
@@ -29,8 +28,7 @@ def signal_table(root: str) -> list[str]:
     for path in glob.glob(f"{root}/train_data/*/metadata.json"):
         for name, entry in json.load(open(path)).items():
             kind[name.rsplit(".", 1)[0]] = entry.get("manipulation") or entry["label"]
-    clips = (decode_sample(s) for url in sorted(glob.glob(f"{root}/shards/shards/*/*.tar"))
-             for s in wds.WebDataset(url, shardshuffle=False))  # fmt: skip
+    clips = (clip for url in sorted(glob.glob(f"{root}/shards/shards/*/*.tar")) for clip in read_clips(url))
     rows = score_clips(clips)
     by_kind = {k: np.array([[r.scores[n] for n in STATISTICS] for r in rows if kind[r.video_id] == k])
                for k in sorted(set(kind.values()))}  # fmt: skip

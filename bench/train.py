@@ -182,14 +182,14 @@ def loader_stage_costs(layout, clips: int = 32, reps: int = 3) -> dict:
     tar read + JPEG/npy decode (``decode_sample``), float32 normalisation (``clip_to_tensors``), the
     same clip kept uint8 (what a loader that normalises on the device would do), and collation."""
     import torch
-    import webdataset as wds
 
     from storage.schema import decode_sample
+    from storage.shard_io import read_samples
     from tasks.train.data import clip_to_tensors, collate, shard_urls
 
     raw = []
     for url in shard_urls(layout, "train"):
-        raw += list(wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples()))
+        raw += list(read_samples(url))
         if len(raw) >= clips:
             break
     raw = raw[:clips]
