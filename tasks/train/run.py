@@ -45,6 +45,7 @@ import torch
 
 from avff_model import AVFF, AVFFConfig, get_config, list_heads
 from storage import fs
+from storage.tables import ManifestRow
 from tasks.evaluate import metrics as M
 from tasks.evaluate.metric_names import monitor_mode
 from tasks.train.augment import AudioAugment, ClipAugment, VideoAugment
@@ -197,30 +198,30 @@ def resolve_model_config(name: str, overrides: Mapping[str, Any], shape: InputSh
     return get_config(name, **{**data_shape, **overrides})
 
 
-def _role(row: dict, view: FoldSplit | None) -> str | None:
+def _role(row: ManifestRow, view: FoldSplit | None) -> str | None:
     """The role ("train" | "val" | "test") a manifest row plays in this run, None if unused."""
     if view is None:
-        return row["split"]
-    return "val" if row["video_id"] in view.val else "train" if row["video_id"] in view.train else None
+        return row.split
+    return "val" if row.video_id in view.val else "train" if row.video_id in view.train else None
 
 
 def _dataset_stats(
-    rows: list[dict], view: FoldSplit | None = None
+    rows: list[ManifestRow], view: FoldSplit | None = None
 ) -> tuple[dict[str, dict[str, int]], dict[str, np.ndarray]]:
     """Per-role counts for the report and clip-level labels (for baselines and class weights), from the manifest."""
     stats: dict[str, dict[str, int]] = {}
     labels: dict[str, np.ndarray] = {}
     for split in ("train", "val", "test"):
         mine = [r for r in rows if _role(r, view) == split]
-        clips = [int(r.get("clips") or 1) for r in mine]
-        y = np.repeat([1 if r["label"] == "FAKE" else 0 for r in mine], clips).astype(np.int64)
+        clips = [int(r.clips or 1) for r in mine]
+        y = np.repeat([1 if r.label == "FAKE" else 0 for r in mine], clips).astype(np.int64)
         labels[split] = y
         stats[split] = {
-            "videos_real": sum(1 for r in mine if r["label"] == "REAL"),
-            "videos_fake": sum(1 for r in mine if r["label"] == "FAKE"),
+            "videos_real": sum(1 for r in mine if r.label == "REAL"),
+            "videos_fake": sum(1 for r in mine if r.label == "FAKE"),
             "clips_real": int((y == 0).sum()),
             "clips_fake": int((y == 1).sum()),
-            "groups": len({r.get("group") for r in mine}),
+            "groups": len({r.group for r in mine}),
         }
     return stats, labels
 
@@ -253,7 +254,7 @@ class _Run:
         self.config_dict = dataclasses.asdict(self.model_cfg)
         self.model = AVFF(self.model_cfg).to(self.device)
         self.stats, self.labels = _dataset_stats(rows, self.view)
-        self.group_of = {r["video_id"]: r.get("group") or r["video_id"] for r in rows}  # report CIs resample groups
+        self.group_of = {r.video_id: r.group or r.video_id for r in rows}  # report CIs resample groups
         if cfg.stages in ("both", "classify"):  # fail now, not after stage 1 with no best epoch
             M.check_monitor_defined(cfg.monitor, self.stats["val"]["videos_real"], self.stats["val"]["videos_fake"])
         # one label per training video: the video-level prior of the video-level baselines
