@@ -40,7 +40,7 @@ from av_signal import signal_table
 from storage import fs
 from tasks.train.checkpoint import WEIGHTS, resolve_checkpoint
 from tasks.evaluate.videos import evaluate_videos
-from tasks.ingest.faces import FaceDetector
+from tasks.ingest.preprocess import face_detector
 from tasks.ingest.scan import scan_dfdc
 from tasks.evaluate.metrics import seed_mean_auc
 from tasks.serve.predict import preprocess_for, score_video
@@ -109,7 +109,7 @@ def _score(model_dir: str, data: Path) -> list[dict]:
     entries = scan_dfdc(str(data)).entries
     groups = identity_groups(entries).groups
     rows = []
-    with FaceDetector() as det:
+    with face_detector(pre) as det:
         for e in entries:
             s = score_video(str(data / e.rel_path), scorer, pre, det)
             rows.append({"video_id": e.video_id, "label": e.label, "manipulation": e.manipulation,
@@ -123,7 +123,7 @@ def _probe(model_dir: str, data: Path, n: int, work: Path) -> dict[str, list[flo
     pre = preprocess_for(scorer)
     reals = sorted(e.rel_path for e in scan_dfdc(str(data)).entries if e.label == "REAL")[:n]
     deltas: dict[str, list[float]] = {}
-    with FaceDetector() as det:
+    with face_detector(pre) as det:
         for rel in reals:
             for r in shortcut_probes(data / rel, lambda path: score_video(path, scorer, pre, det).p_fake, work):
                 if r.probe != "control":  # an edit the model cannot score (e.g. too short) stays n/a

@@ -95,7 +95,7 @@ step "train-avff/local"
 run_deployment train-avff/local "$(run python -c '
 import json, os
 e = os.environ
-print(json.dumps({"data": e["SHARDS"], "checkpoint_dir": e["TRAIN_OUT"], "model_config": e["AVFF_MODEL_CONFIG"],
+print(json.dumps({"data": e["SHARDS"], "output_dir": e["TRAIN_OUT"], "model_config": e["AVFF_MODEL_CONFIG"],
                   "pretrain_epochs": int(e["AVFF_PRETRAIN_EPOCHS"]), "epochs": int(e["AVFF_EPOCHS"]),
                   "batch_size": int(e["AVFF_BATCH_SIZE"]), "num_workers": int(e["AVFF_LOADER_WORKERS"]),
                   "device": e["AVFF_DEVICE"]}))')"

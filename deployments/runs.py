@@ -108,7 +108,7 @@ def train_summary(uri: str, experiment: str = "avff", model: str = "avff-dfdc") 
     info, data = run["info"], run.get("data", {})
     versions = model_versions(uri, model, info["run_id"])
     params = {p["key"]: p["value"] for p in data.get("params", [])}
-    checkpoint_dir = params.get("train.checkpoint_dir")
+    output_dir = params.get("train.output_dir")
     return {
         "mlflow_ui": f"{uri}/#/experiments/{info['experiment_id']}/runs/{info['run_id']}",
         "run_id": info["run_id"],
@@ -117,7 +117,7 @@ def train_summary(uri: str, experiment: str = "avff", model: str = "avff-dfdc") 
         "model": model,
         "model_version": versions[0]["version"] if versions else None,
         "registry": {t["key"]: t["value"] for t in data.get("tags", [])}.get("registry"),  # the gate's reason
-        "report": os.path.join(checkpoint_dir, "report.md") if checkpoint_dir else None,
+        "report": os.path.join(output_dir, "report.md") if output_dir else None,
         "report_artifact": f"{info['artifact_uri']}/report.md",
     }
 

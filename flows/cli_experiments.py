@@ -1,6 +1,7 @@
 """``avff cv`` and ``avff ablate``: flags -> CVConfig / AblationConfig -> the flows (picked up by flows.cli).
 
-Both take every ``avff train`` flag for the training run they repeat, e.g.::
+Both take every ``avff train`` flag (and ``--config``) for the training run they repeat, except
+``--fold`` and ``--log-checkpoints``, which they set per run themselves, e.g.::
 
     avff cv --data ./data/shards --out ./data/cv --folds 0 1 2 3 4 --class-weight prior
     avff ablate --data ./data/shards --out ./data/ablation --seeds 0 1 2 \\
@@ -14,10 +15,12 @@ from pathlib import Path
 
 from flows.cli_train import add_train_arguments, checked_train_config
 
+_PER_RUN = ("fold", "log_checkpoints")  # TrainSettings fields cv and ablate set for each child run
+
 
 def _add_cv(sub) -> None:
     p = sub.add_parser("cv", help="grouped k-fold cross-validation (train+val pooled, test untouched)")
-    add_train_arguments(p)
+    add_train_arguments(p, skip=_PER_RUN)
     p.add_argument("--folds", type=int, nargs="+", default=None, help="default: every fold of the manifest")
     p.add_argument("--max-parallel", type=int, default=1, help="folds at once (Prefect thread pool; default: %(default)s)")
     p.add_argument("--log-checkpoints", action="store_true", help="log each fold's checkpoints to MLflow")
@@ -49,9 +52,9 @@ def _variants(items: list[str], path: str | None) -> dict[str, dict]:
 
 def _add_ablate(sub) -> None:
     p = sub.add_parser("ablate", help="compare named variants of a training config over seeds")
-    add_train_arguments(p)
+    add_train_arguments(p, skip=_PER_RUN)
     p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
-                   help="a variant: TrainConfig overrides, e.g. 'focal={\"loss\": \"focal\"}' ('base={}' for the base)")
+                   help="a variant: TrainSettings overrides, e.g. 'focal={\"loss\": \"focal\"}' ('base={}' for the base)")
     p.add_argument("--variants-file", default=None, help="a JSON object name -> overrides (merged with --variant)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="(default: %(default)s)")
     p.add_argument("--split", choices=["val", "test"], default="val", help="where the table compares (default: %(default)s)")

@@ -1,37 +1,69 @@
-"""``avff train``: flags -> TrainConfig -> the train-avff flow (picked up by flows.cli).
+"""``avff train``: flags generated from :class:`tasks.train.settings.TrainSettings` -> the train-avff flow.
 
-:func:`add_train_arguments` and :func:`train_config` are shared with ``avff cv`` and
-``avff ablate`` (flows/cli_experiments.py), so every training switch is a flag of all three.
-Experiment switches default to None here: a flag left out keeps TrainConfig's default.
+Every field of TrainSettings is a flag, built from the field itself: ``--field-name`` (three
+keep their short spellings: ``--out``, ``--model``, ``--override KEY=JSON``), its type, bounds,
+choices, default and description; a bool is ``--x`` / ``--no-x``; a nested augmentation
+setting takes a preset name or a JSON object (merged into the file's or default value;
+``--mixup-alpha`` and ``--cutmix-alpha`` set the two Mixup/CutMix strengths directly).
+``--config run.yaml`` reads fields from a YAML or JSON file (the names of the flow's
+parameters); flags override it. A flag left out keeps the file's value, else the field's
+default, so the CLI has no defaults of its own.
 
-Bad flags fail before any Prefect or MLflow run starts, as one line with exit status 2:
-numbers, ``--model`` and ``--data`` (no manifest: run ``avff ingest`` first) while parsing,
-in well under a second; the rest (``--monitor``, ``--set``, ...) when TrainConfig validates,
-after the flow modules import (seconds).
+:func:`add_train_arguments` and :func:`checked_train_config` are shared with ``avff cv`` and
+``avff ablate`` (flows/cli_experiments.py), so every training setting is a flag of all three.
+
+Bad input fails before any Prefect or MLflow run starts, as one line with exit status 2:
+numbers and their bounds, ``--model``, ``--data`` (no manifest: run ``avff ingest`` first) and
+the keys of ``--config`` while parsing, in well under a second (this module imports neither
+torch nor a flow); the rest (``--monitor``, ``--fusion``, ...) when TrainSettings validates.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import json
 import sys
+import types
 import warnings
-from typing import Any
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
 
-# TrainConfig's field -> its flag here, to name the flag in one-line errors
-_FLAG_OF = {"model_config": "--model", "model_preset": "--model", "checkpoint_dir": "--out", "overrides": "--override"}
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic.fields import FieldInfo
+
+from tasks.train.settings import AUGMENT_PRESETS, TrainSettings
+
+FIELDS: dict[str, FieldInfo] = TrainSettings.model_fields
+# fields whose flag is not --field-name (the spellings users, docs and scripts know)
+_FLAG_OF = {"output_dir": "--out", "model_preset": "--model", "overrides": "--override"}
+# MixAugment fields with a flag of their own (docs/experiments.md), dest "mix.<field>"
+_MIX_FLAGS = ("mixup_alpha", "cutmix_alpha")
+_KEY_OF = {info.alias or name: name for name, info in FIELDS.items()} | {name: name for name in FIELDS}
 
 
-def _at_least(minimum: int | float, kind: type = int):
-    """An argparse type: a number >= ``minimum``, refused while parsing (before anything starts)."""
+def flag_of(key: str) -> str:
+    """The flag of a TrainSettings field, by field name or alias: ``model_config`` -> ``--model``."""
+    name = _KEY_OF.get(key, key)
+    return _FLAG_OF.get(name, "--" + name.replace("_", "-"))
+
+
+def _bounded(kind: type, metadata: Iterable[Any]):
+    """An argparse type: a ``kind`` number within the field's bounds, refused while parsing."""
+    checks = [(m, op, getattr(m, attr)) for m in metadata
+              for cls, op, attr in ((Ge, ">=", "ge"), (Gt, ">", "gt"), (Le, "<=", "le"), (Lt, "<", "lt"))
+              if isinstance(m, cls)]  # fmt: skip
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        for _, op, bound in checks:
+            if not {">=": value >= bound, ">": value > bound, "<=": value <= bound, "<": value < bound}[op]:
+                raise argparse.ArgumentTypeError(f"must be {op} {bound}, got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
@@ -59,8 +91,144 @@ def _preset(text: str) -> str:
     return text
 
 
+def _key_json(text: str) -> tuple[str, Any]:
+    """An argparse type: ``KEY=JSON`` -> (key, value); a value that is no JSON stays a string (fusion=late)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"needs KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _preset_or_json(text: str) -> str | dict:
+    """An argparse type: a preset name, or a JSON object of the nested setting's fields."""
+    if not text.lstrip().startswith("{"):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not a JSON object: {e}") from None
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """A YAML or JSON file of TrainSettings fields -> {field name: value}; an unknown key raises ValueError."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"cannot read {path}: {' '.join(str(e).split())}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path} must hold a mapping of settings, got {type(loaded).__name__}")
+    for key in loaded:
+        if key not in _KEY_OF:
+            close = difflib.get_close_matches(str(key), list(_KEY_OF), n=1)
+            raise ValueError(f"{path}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return {_KEY_OF[k]: v for k, v in loaded.items()}
+
+
+def _config_file(text: str) -> dict[str, Any]:
+    try:
+        return read_config_file(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _plain(annotation: Any) -> Any:
+    """``int | None`` -> ``int``: the type a flag parses (None is the default, never typed in)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _help(info: FieldInfo) -> str:
+    if info.is_required():
+        return f"{info.description} (required: here or in --config)"
+    default = info.get_default(call_default_factory=True)
+    if dataclasses.is_dataclass(default):  # the augmentation settings default to "off"
+        shown = "off" if default == type(default)() else json.dumps(dataclasses.asdict(default))
+    else:
+        shown = json.dumps(default) if isinstance(default, dict) else str(default)
+    return f"{info.description} (default: {shown})".replace("%", "%%")
+
+
+def _field_argument(name: str, info: FieldInfo) -> tuple[list[str], dict[str, Any]]:
+    """(flags, add_argument kwargs) of one field; default SUPPRESS: a flag left out is absent from the namespace."""
+    kind = _plain(info.annotation)
+    kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": _help(info)}
+    if name == "data":
+        kw["type"] = _ingest_output
+    elif name == "model_preset":
+        kw["type"] = _preset
+    elif get_origin(kind) is dict:
+        kw.update(action="append", type=_key_json, metavar="KEY=JSON")
+    elif kind is bool:
+        kw["action"] = argparse.BooleanOptionalAction
+    elif get_origin(kind) is Literal:
+        kw["choices"] = get_args(kind)
+    elif kind in (int, float):
+        kw["type"] = _bounded(kind, info.metadata)
+    elif dataclasses.is_dataclass(kind):
+        kw.update(type=_preset_or_json, metavar="PRESET|JSON" if name in AUGMENT_PRESETS else "JSON")
+    if "action" not in kw and "choices" not in kw and "metavar" not in kw:
+        kw["metavar"] = flag_of(name).removeprefix("--").replace("-", "_").upper()
+    return [flag_of(name)], kw
+
+
+def add_train_arguments(p: argparse.ArgumentParser, *, skip: Iterable[str] = ()) -> None:
+    """Every TrainSettings field as a flag (except ``skip``: fields the command sets itself), plus ``--config``."""
+    one_line_errors(p)
+    p.add_argument("--config", type=_config_file, default={}, metavar="FILE",
+                   help="a YAML or JSON file of settings (the flow's parameter names); flags override it")
+    g = p.add_argument_group("training settings (tasks/train/settings.py, docs/experiments.md)")
+    for name, info in FIELDS.items():
+        if name not in skip:
+            flags, kw = _field_argument(name, info)
+            g.add_argument(*flags, **kw)
+    defaults = FIELDS["mix"].get_default(call_default_factory=True)
+    for sub in _MIX_FLAGS:
+        g.add_argument("--" + sub.replace("_", "-"), dest=f"mix.{sub}", type=_bounded(float, [Ge(0)]), metavar="ALPHA",
+                       default=argparse.SUPPRESS, help=f"mix.{sub}: alpha of the Beta(alpha, alpha) of "
+                       f"{sub.split('_')[0]}; 0 off (default: {getattr(defaults, sub)})")  # fmt: skip
+
+
+def _nested(fields: dict[str, Any], name: str) -> dict[str, Any]:
+    """A nested setting's current value as a dict: the file's (a preset name resolved), else the default."""
+    value = fields.get(name, FIELDS[name].get_default(call_default_factory=True))
+    if isinstance(value, str):
+        value = AUGMENT_PRESETS.get(name, {}).get(value, value)
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else dict(value)
+
+
+def train_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """{field name: value} of ``--config`` overlaid with the flags given (mappings and nested JSON merge)."""
+    fields = dict(args.config)
+    given = vars(args)
+    for name in FIELDS:
+        if name not in given:
+            continue
+        value = given[name]
+        if name == "overrides":
+            value = {**fields.get(name, {}), **dict(value)}
+        elif isinstance(value, dict):  # a nested setting's JSON: merged onto the file's value, else the default
+            value = {**_nested(fields, name), **value}
+        fields[name] = value
+    mix = {k.removeprefix("mix."): v for k, v in given.items() if k.startswith("mix.")}
+    if mix:
+        fields["mix"] = {**_nested(fields, "mix"), **mix}
+    return fields
+
+
+def train_config(args: argparse.Namespace) -> TrainSettings:
+    """The TrainSettings the file and flags describe (validated)."""
+    return TrainSettings.model_validate(train_fields(args))
+
+
 def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Make ``parser`` report a bad flag as one line (not the usage of 50 flags), exit status 2."""
+    """Make ``parser`` report a bad flag as one line (not the usage of 60 flags), exit status 2."""
 
     def error(message: str):
         parser.exit(2, f"{parser.prog}: error: {message}\n")
@@ -75,134 +243,13 @@ def usage_error(command: str, error: Exception) -> int:
     if callable(errors):  # a pydantic ValidationError: one clause per field
         clauses = []
         for e in errors():
-            field = str(e["loc"][0]) if e["loc"] else "config"
-            flag = _FLAG_OF.get(field, "--" + field.replace("_", "-"))
-            clauses.append(f"{flag}: {e['msg'].removeprefix('Value error, ')}")
+            where = flag_of(str(e["loc"][0])) if e["loc"] else "config"
+            clauses.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
         text = "; ".join(clauses)
     else:
         text = " ".join(str(error).split())
     print(f"avff {command}: error: {text}", file=sys.stderr)
     return 2
-
-
-def add_train_arguments(p) -> None:
-    """Every TrainConfig field as a flag (``--set FIELD=JSON`` reaches any field, nested ones merged)."""
-    one_line_errors(p)
-    count, positive = _at_least(0), _at_least(1)
-    p.add_argument("--data", required=True, type=_ingest_output,
-                   help="ingest output root (holds manifest.parquet, shards.parquet); local or s3://")
-    p.add_argument("--out", required=True, help="output dir for checkpoints, plots, report.md; local or s3://")
-    p.add_argument("--model", default="tiny", type=_preset, help="AVFF preset: tiny | laptop | paper (default: %(default)s)")
-    p.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
-                   help="AVFFConfig override, e.g. --override fusion='\"late\"' --override dropout=0.1")
-    p.add_argument("--stages", choices=["both", "pretrain", "classify"], default="both",
-                   help="pretrain: self-supervised stage 1 only; classify: stage 2 only (default: %(default)s)")
-    p.add_argument("--pretrain-epochs", type=count, default=1, help="stage-1 epochs (default: %(default)s)")
-    p.add_argument("--epochs", type=count, default=10, help="stage-2 epochs at most (default: %(default)s)")
-    p.add_argument("--batch-size", type=positive, default=8, help="(default: %(default)s)")
-    p.add_argument("--lr", type=_at_least(1e-12, float), default=1e-4, help="learning rate (default: %(default)s)")
-    p.add_argument("--optimizer", choices=["adamw", "adam", "lion"], default="adamw", help="(default: %(default)s)")
-    p.add_argument("--scheduler", choices=["warmup_cosine", "cosine_warm_restarts", "constant"],
-                   default="warmup_cosine", help="(default: %(default)s)")  # fmt: skip
-    p.add_argument("--warmup", type=count, default=0, help="optimizer steps of linear warmup (default: %(default)s)")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
-                   help="auto: bf16/fp16 on GPU, fp32 on CPU (default: %(default)s)")  # fmt: skip
-    p.add_argument("--patience", type=positive, default=3,
-                   help="stop after this many epochs without improvement (default: %(default)s)")  # fmt: skip
-    p.add_argument("--monitor", default="val_video_log_loss",
-                   help="val metric for early stopping, the best checkpoint and the registry gate (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    p.add_argument("--num-workers", type=count, default=2, help="data loader processes per rank (default: %(default)s)")
-    p.add_argument("--world-size", type=positive, default=1,
-                   help="data-parallel ranks: GPUs of this machine, or CPU processes; --batch-size is per rank "
-                   "(default: %(default)s)")  # fmt: skip
-    p.add_argument("--ray-address", default=None,
-                   help="run the ranks as Ray Train workers on this Ray cluster (auto | host:6379 | local)")
-    p.add_argument("--samples-per-epoch", type=positive, default=None, help="default: one pass over train")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
-    p.add_argument("--resume-from", default=None, help="a checkpoint dir, pointer .json, or an earlier --out")
-    p.add_argument("--pretrained-encoders", default=None, help="encoders.safetensors of a stage-1 run, for stage 2")
-    p.add_argument("--experiment", default="avff", help="MLflow experiment (default: %(default)s)")
-    p.add_argument("--registered-model", default="avff-dfdc", help="MLflow registered model (default: %(default)s)")
-    p.add_argument("--register-if", choices=["beats_prior", "always", "never"], default="beats_prior",
-                   help="beats_prior: register only a model whose --monitor beats the prior baseline on val "
-                   "(default: %(default)s)")  # fmt: skip
-    p.add_argument("--min-improvement", type=_at_least(0.0, float), default=0.0,
-                   help="margin by which it must beat the prior (default: %(default)s)")  # fmt: skip
-    p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else http://127.0.0.1:5000")
-    g = p.add_argument_group("experiment switches (docs/experiments.md; left out = TrainConfig's default)")
-    g.add_argument("--weight-decay", type=float, help="AdamW/Lion weight decay (default 0.05)")
-    g.add_argument("--grad-clip", type=float, help="max gradient norm; 0 disables")
-    g.add_argument("--cycle-epochs", type=int, help="cosine_warm_restarts: epochs of the first cycle (T_0)")
-    g.add_argument("--cycle-mult", type=float, help="cosine_warm_restarts: growth of each next cycle (T_mult)")
-    g.add_argument("--fusion", help="avff_concat | avff_sync | attention | late | video_only | audio_only")
-    g.add_argument("--dropout", type=float, help="model dropout (default: the preset's)")
-    g.add_argument("--video-augment", metavar="PRESET|JSON", help="none | light | strong, or a VideoAugment JSON")
-    g.add_argument("--audio-augment", metavar="PRESET|JSON", help="none | sync_safe, or an AudioAugment JSON")
-    g.add_argument("--mixup-alpha", type=float, help="Mixup Beta(alpha, alpha) of training batches; 0 off (default 0)")
-    g.add_argument("--cutmix-alpha", type=float, help="CutMix Beta(alpha, alpha) of training batches; 0 off (default 0)")
-    g.add_argument("--loss", choices=["bce", "focal"], help="stage-2 loss (default bce)")
-    g.add_argument("--focal-gamma", type=float, help="focal loss gamma (default 2.0)")
-    g.add_argument("--class-weight", choices=["none", "prior"],
-                   help="prior: FAKE weight n_real / n_fake of train (default none)")
-    g.add_argument("--label-smoothing", type=float, help="in [0, 1) (default 0)")
-    g.add_argument("--aux-weight", type=float, help="weight of video-only + audio-only auxiliary BCE terms (default 0)")
-    g.add_argument("--contrastive-weight", type=float, help="weight of the stage-2 InfoNCE on REAL clips (default 0)")
-    g.add_argument("--curriculum-epochs", type=int, help="self-paced curriculum ramp length; 0 off (default 0)")
-    g.add_argument("--curriculum-start", type=float, help="easiest fraction of clips at the first epoch (default 0.5)")
-    g.add_argument("--progressive-epochs", type=int, help="progressive down-up resizing ramp length; 0 off (default 0)")
-    g.add_argument("--progressive-start", type=float, help="frame scale at the first epoch (default 0.5)")
-    g.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="set_fields",
-                   help="any TrainConfig field, e.g. --set 'mix={\"prob\": 0.5}' (mappings merge)")
-
-
-_SWITCHES = ("weight_decay", "grad_clip", "cycle_epochs", "cycle_mult", "fusion", "dropout", "loss", "focal_gamma",
-             "class_weight", "label_smoothing", "aux_weight", "contrastive_weight", "curriculum_epochs", "curriculum_start",
-             "progressive_epochs", "progressive_start")  # fmt: skip
-
-
-def _parse_overrides(items: list[str], flag: str = "--override") -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"{flag} needs KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value  # a bare string such as fusion=late
-    return out
-
-
-def _preset_or_json(value: str) -> Any:
-    return json.loads(value) if value.lstrip().startswith("{") else value
-
-
-def train_config(args):
-    """The TrainConfig the flags describe (validated; unknown --set fields raise)."""
-    from flows.train import TrainConfig
-    from tasks.evaluate.experiments import deep_merge
-
-    fields: dict[str, Any] = dict(
-        data=args.data, checkpoint_dir=args.out, model_config=args.model, overrides=_parse_overrides(args.override),
-        stages=args.stages, pretrain_epochs=args.pretrain_epochs, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, optimizer=args.optimizer, scheduler=args.scheduler, warmup=args.warmup,
-        precision=args.precision, patience=args.patience, monitor=args.monitor, seed=args.seed,
-        num_workers=args.num_workers, world_size=args.world_size, ray_address=args.ray_address,
-        samples_per_epoch=args.samples_per_epoch, device=args.device,
-        resume_from=args.resume_from, pretrained_encoders=args.pretrained_encoders, experiment=args.experiment,
-        registered_model=args.registered_model, register_if=args.register_if, min_improvement=args.min_improvement,
-        tracking_uri=args.tracking_uri,
-    )  # fmt: skip
-    fields.update({k: getattr(args, k) for k in _SWITCHES if getattr(args, k) is not None})
-    for name in ("video_augment", "audio_augment"):
-        if getattr(args, name) is not None:
-            fields[name] = _preset_or_json(getattr(args, name))
-    mix = {k: getattr(args, k) for k in ("mixup_alpha", "cutmix_alpha") if getattr(args, k) is not None}
-    if mix:
-        fields["mix"] = mix
-    fields = deep_merge(fields, _parse_overrides(args.set_fields, "--set"))
-    return TrainConfig.model_validate(fields)
 
 
 def _add_train(sub) -> None:
@@ -214,7 +261,7 @@ def _add_train(sub) -> None:
 
 
 def checked_train_config(args, command: str, *, splits: bool = False):
-    """(TrainConfig, 0), or (None, 2) after printing why the flags cannot work (before any run starts)."""
+    """(TrainSettings, 0), or (None, 2) after printing why the flags cannot work (before any run starts)."""
     from pydantic import ValidationError
 
     from flows.preflight import ConfigError

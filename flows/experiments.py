@@ -3,7 +3,7 @@
 - ``cv-avff``: grouped k-fold cross-validation over the manifest's ``fold`` column; train+val
   pooled, fold k validates, the test split is never read (:mod:`tasks.ingest.folds`). One child run
   per fold; the parent logs ``cv_mean_*`` / ``cv_std_*`` of every fold metric and a table.
-- ``ablate-avff``: named variants (overrides of a base :class:`~flows.train.TrainConfig`) x
+- ``ablate-avff``: named variants (overrides of a base :class:`~tasks.train.settings.TrainSettings`) x
   seeds, one child run each; the parent gets a comparison table (markdown + bar plot of AUC
   and log loss with seed error bars) with the trivial baselines as rows.
 
@@ -32,18 +32,21 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from flows.train import TrainConfig, resolve_tracking_uri, run_tags
+from flows.train import resolve_tracking_uri, run_tags
 from storage import fs
 from tasks.evaluate import experiments as X
 from tasks.ingest.folds import fold_split, list_folds, manifest_rows
 from tasks.tracking.mlflow_adapter import MLflowLogger
 from tasks.tracking.logger import flatten_params
-from tasks.train.run import TrainSettings, run_training
+from tasks.evaluate.metric_names import BEST_VAL, key
+from tasks.train.run import run_training
+from tasks.train.settings import TrainSettings
 
 # a variant may not move these: they are the experiment's, not the variant's
-_RESERVED = {"checkpoint_dir", "seed", "experiment", "tracking_uri", "registered_model", "resume_from", "data"}
-CV_TABLE = ("best_val_video_auc", "best_val_video_log_loss", "best_val_video_balanced_accuracy",
-            "best_val_clip_auc", "best_val_clip_log_loss")  # fmt: skip
+_RESERVED = {"output_dir", "seed", "experiment", "tracking_uri", "registered_model", "resume_from", "data", "fold",
+             "log_checkpoints"}  # fmt: skip
+CV_TABLE = (key(BEST_VAL, "video", "auc"), key(BEST_VAL, "video", "log_loss"), key(BEST_VAL, "video", "balanced_accuracy"),
+            key(BEST_VAL, "clip", "auc"), key(BEST_VAL, "clip", "log_loss"))  # fmt: skip
 
 
 class CVConfig(BaseModel):
@@ -51,7 +54,7 @@ class CVConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    train: TrainConfig = Field(description="the training run each fold repeats (checkpoint_dir: root of fold-k/)")
+    train: TrainSettings = Field(description="the training run each fold repeats (output_dir: root of fold-k/)")
     folds: list[int] | None = Field(None, description="folds to run; default every fold of train+val")
     max_parallel: int = Field(1, ge=1, description="1: folds in sequence; n: n folds at once (thread pool)")
     log_checkpoints: bool = Field(False, description="log each fold's best/last checkpoints to MLflow")
@@ -62,8 +65,8 @@ class AblationConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    base: TrainConfig = Field(description="what every variant starts from (checkpoint_dir: root of variant/seed-s/)")
-    variants: dict[str, dict[str, Any]] = Field(min_length=1, description="name -> TrainConfig overrides")
+    base: TrainSettings = Field(description="what every variant starts from (output_dir: root of variant/seed-s/)")
+    variants: dict[str, dict[str, Any]] = Field(min_length=1, description="name -> TrainSettings overrides")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     split: Literal["val", "test"] = Field("val", description="where the table compares (val: no test peeking)")
     level: Literal["video", "clip"] = "video"
@@ -80,15 +83,15 @@ class AblationConfig(BaseModel):
                 raise ValueError(f"variant {name!r} may not override {sorted(reserved)}")
         return v
 
-    def variant_config(self, name: str, seed: int) -> TrainConfig:
+    def variant_config(self, name: str, seed: int) -> TrainSettings:
         """The base config with variant ``name``'s overrides (nested dicts merge), for ``seed``."""
         overrides = dict(self.variants[name])
-        if "model_preset" in overrides:  # the field's Python name; the dump uses the alias
-            overrides["model_config"] = overrides.pop("model_preset")
-        base = self.base.model_dump(by_alias=True)
-        merged = X.deep_merge(base, overrides)
-        merged.update(seed=seed, checkpoint_dir=fs.join(self.base.checkpoint_dir, name, f"seed-{seed}"))
-        return TrainConfig.model_validate(merged)
+        if "model_config" in overrides:  # the alias: the dump below uses the field's Python name
+            overrides["model_preset"] = overrides.pop("model_config")
+        merged = X.deep_merge(self.base.model_dump(), overrides)
+        merged.update(seed=seed, output_dir=fs.join(self.base.output_dir, name, f"seed-{seed}"),
+                      log_checkpoints=self.log_checkpoints)  # fmt: skip
+        return TrainSettings.model_validate(merged)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +138,7 @@ def run_children(jobs: list[ChildJob], parent: Parent, max_parallel: int) -> lis
         return [f.result() for f in futures]
 
 
-def _open_parent(train: TrainConfig, kind: str) -> tuple[mlflow.ActiveRun, MLflowLogger, Parent]:
+def _open_parent(train: TrainSettings, kind: str) -> tuple[mlflow.ActiveRun, MLflowLogger, Parent]:
     """Start the parent run (fluent, so the flow's thread owns it) in the train config's experiment."""
     mlflow.set_tracking_uri(resolve_tracking_uri(train.tracking_uri))
     experiment = mlflow.set_experiment(train.experiment)
@@ -153,7 +156,7 @@ def _log_text(logger: MLflowLogger, files: dict[str, str | bytes], artifact_path
             logger.log_artifact(str(p), artifact_path)
 
 
-def _train_params(config: TrainConfig) -> dict[str, Any]:
+def _train_params(config: TrainSettings) -> dict[str, Any]:
     return flatten_params(config.model_dump(by_alias=True, exclude={"tracking_uri"}), "train")
 
 
@@ -167,9 +170,9 @@ def fold_jobs(config: CVConfig) -> tuple[list[int], list[ChildJob]]:
                          "cross-validate (were they all quarantined? see quarantine.parquet next to it)")  # fmt: skip
     for k in folds:  # unknown folds, empty sides, groups across folds
         fold_split(rows, k)
-    base = dataclasses.replace(train.settings(), log_checkpoints=config.log_checkpoints)
     jobs = [
-        ChildJob(f"fold-{k}", dataclasses.replace(base, fold=k, output_dir=fs.join(train.checkpoint_dir, f"fold-{k}")),
+        ChildJob(f"fold-{k}", train.replace(fold=k, output_dir=fs.join(train.output_dir, f"fold-{k}"),
+                                            log_checkpoints=config.log_checkpoints),
                  {**_train_params(train), "cv.fold": k}, {"avff.fold": str(k)})
         for k in folds
     ]  # fmt: skip
@@ -210,8 +213,7 @@ def ablation_jobs(config: AblationConfig) -> list[ChildJob]:
     for name in config.variants:
         for seed in config.seeds:
             train = config.variant_config(name, seed)
-            settings = dataclasses.replace(train.settings(), log_checkpoints=config.log_checkpoints)
-            jobs.append(ChildJob(f"{name}-seed{seed}", settings, _train_params(train),
+            jobs.append(ChildJob(f"{name}-seed{seed}", train, _train_params(train),
                                  {"avff.variant": name, "avff.seed": str(seed)}))  # fmt: skip
     return jobs
 

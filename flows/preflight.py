@@ -43,7 +43,7 @@ def model_presets() -> list[str]:
     """avff_model's preset names without importing torch: its config module is pure Python.
 
     ``import avff_model.config`` would run the package's ``__init__`` (the model, torch), so
-    the module is loaded from its file; TrainConfig's validator, on the real registry, stays
+    the module is loaded from its file; TrainSettings' validator, on the real registry, stays
     the authority (a test keeps both lists equal).
     """
     package = importlib.util.find_spec("avff_model")  # finds the package without running it

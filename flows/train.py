@@ -15,14 +15,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import subprocess
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Literal
 
 import mlflow
 from mlflow import MlflowClient
@@ -30,143 +28,24 @@ from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from avff_model import list_configs, list_heads
 from flows import links
 from flows.train_distributed import mlflow_logger, train_data_parallel
 from flows.preflight import ConfigError, require_ingest_output, require_path
 from storage import fs
 from storage.tables import ManifestRow, read_table
-from tasks.train.augment import AudioAugment, VideoAugment, audio_augment_preset, video_augment_preset
-from tasks.train.batch_augment import MixAugment
 from tasks.train.checkpoint import WEIGHTS, resolve_checkpoint
 from tasks.tracking.mlflow_adapter import MLflowLogger, param_value
 from tasks.train.progress import ProgressLog
 from tasks.evaluate.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
 from tasks.evaluate.registry import prior_gate
-from tasks.evaluate.metric_names import check_monitor, monitor_mode
+from tasks.evaluate.metric_names import monitor_mode
 from tasks.serve.scorer import log_pyfunc_model
 from tasks.tracking.logger import flatten_params
-from tasks.train.run import TrainResult, TrainSettings, run_training
+from tasks.train.run import TrainResult, run_training
+from tasks.train.settings import TrainSettings
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
-
-
-class TrainConfig(BaseModel):
-    """Parameters of train-avff (validated by Prefect, shown as a form in the UI)."""
-
-    # `model_config` is pydantic's own attribute: the field is `model_preset`, spelled
-    # "model_config" in parameters, JSON and the UI.
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-    data: str = Field(description="ingest output root: shards.parquet, manifest.parquet, shards/ (local or s3://)")
-    model_preset: str = Field("tiny", alias="model_config", description="AVFF preset: tiny | laptop | paper")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="AVFFConfig fields to override")
-    stages: Literal["both", "pretrain", "classify"] = "both"
-    pretrain_epochs: int = Field(1, ge=0)
-    epochs: int = Field(10, ge=0)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(1e-4, gt=0)
-    optimizer: Literal["adamw", "adam", "lion"] = "adamw"
-    scheduler: Literal["warmup_cosine", "cosine_warm_restarts", "constant"] = "warmup_cosine"
-    warmup: int = Field(0, ge=0, description="optimizer steps of linear warmup, per stage")
-    weight_decay: float = Field(0.05, ge=0)
-    grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables")
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    patience: int = Field(3, ge=1)
-    min_delta: float = Field(0.0, ge=0)
-    monitor: str = Field("val_video_log_loss", description="val metric for early stopping, best checkpoint, registry gate")
-    seed: int = 0
-    num_workers: int = Field(2, ge=0, description="data loader processes per rank")
-    world_size: int = Field(1, ge=1, description="data-parallel ranks (GPUs, or CPU processes); batch_size is per rank")
-    ray_address: str | None = Field(None, description="run the ranks as Ray Train workers on this cluster "
-                                    "(auto | host:6379 | ray://host:10001 | local); None: processes on this machine")
-    samples_per_epoch: int | None = Field(None, ge=1, description="None: one pass over train per epoch")
-    shuffle_buffer: int = Field(256, ge=0)
-    device: str = "auto"
-    checkpoint_dir: str = Field(description="output root: checkpoints, plots, predictions, report.md")
-    resume_from: str | None = Field(None, description="checkpoint dir, pointer .json or earlier checkpoint_dir")
-    experiment: str = "avff"
-    registered_model: str = "avff-dfdc"
-    register_if: Literal["beats_prior", "always", "never"] = Field(
-        "beats_prior", description="beats_prior: register only a model whose monitored val metric beats the prior "
-        "baseline | always | never")  # fmt: skip
-    min_improvement: float = Field(0.0, ge=0, description="margin by which the model must beat the prior to register")
-    tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else " + DEFAULT_TRACKING_URI)
-    pretrained_encoders: str | None = Field(None, description="safetensors of encoder weights for stage 2")
-    cycle_epochs: int = Field(1, ge=1, description="cosine_warm_restarts: epochs of the first cycle (T_0)")
-    cycle_mult: float = Field(1.0, ge=1, description="cosine_warm_restarts: growth of each next cycle (T_mult)")
-    # experiment switches (docs/experiments.md); every default is "off" / the preset's value
-    fusion: str | None = Field(None, description="stage-2 head: avff_concat, avff_sync, attention, late, video_only, audio_only")
-    dropout: float | None = Field(None, ge=0, lt=1, description="model dropout; None: the preset's")
-    video_augment: VideoAugment = Field(default_factory=VideoAugment,
-                                        description="per-clip video augmentation, or a preset: none | light | strong")
-    audio_augment: AudioAugment = Field(default_factory=AudioAugment,
-                                        description="per-clip log-mel augmentation, or a preset: none | sync_safe")
-    mix: MixAugment = Field(default_factory=MixAugment, description="Mixup / CutMix of training batches")
-    loss: Literal["bce", "focal"] = "bce"
-    focal_gamma: float = Field(2.0, ge=0)
-    class_weight: Literal["none", "prior"] = Field("none", description="prior: FAKE weight n_real / n_fake of train")
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    aux_weight: float = Field(0.0, ge=0, description="weight of the video-only + audio-only auxiliary BCE terms")
-    contrastive_weight: float = Field(0.0, ge=0, description="weight of the stage-2 InfoNCE on REAL clips")
-    curriculum_epochs: int = Field(0, ge=0, description="self-paced curriculum ramp length; 0 disables")
-    curriculum_start: float = Field(0.5, gt=0, le=1, description="easiest fraction of clips at the first epoch")
-    progressive_epochs: int = Field(0, ge=0, description="progressive down-up resizing ramp length; 0 disables")
-    progressive_start: float = Field(0.5, gt=0, le=1, description="frame scale at the first epoch")
-
-    @field_validator("model_preset")
-    @classmethod
-    def _known_preset(cls, v: str) -> str:
-        if v not in list_configs():
-            raise ValueError(f"unknown model preset {v!r}; known: {', '.join(list_configs())}")
-        return v
-
-    @field_validator("monitor")
-    @classmethod
-    def _known_monitor(cls, v: str) -> str:
-        return check_monitor(v)
-
-    @field_validator("fusion")
-    @classmethod
-    def _known_fusion(cls, v: str | None) -> str | None:
-        if v is not None and v not in list_heads():
-            raise ValueError(f"unknown fusion {v!r}; known: {', '.join(list_heads())}")
-        return v
-
-    @field_validator("video_augment", mode="before")
-    @classmethod
-    def _video_preset(cls, v):
-        return video_augment_preset(v) if isinstance(v, str) else v
-
-    @field_validator("audio_augment", mode="before")
-    @classmethod
-    def _audio_preset(cls, v):
-        return audio_augment_preset(v) if isinstance(v, str) else v
-
-    def settings(self) -> TrainSettings:
-        """The plain training settings (tasks/ takes no pydantic or Prefect types)."""
-        return TrainSettings(
-            data=self.data, output_dir=self.checkpoint_dir, model_config=self.model_preset,
-            overrides=dict(self.overrides), stages=self.stages, pretrain_epochs=self.pretrain_epochs,
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
-            scheduler=self.scheduler, warmup=self.warmup, weight_decay=self.weight_decay, grad_clip=self.grad_clip,
-            precision=self.precision, patience=self.patience, min_delta=self.min_delta, monitor=self.monitor,
-            seed=self.seed, num_workers=self.num_workers, samples_per_epoch=self.samples_per_epoch,
-            shuffle_buffer=self.shuffle_buffer, device=self.device, resume_from=self.resume_from,
-            pretrained_encoders=self.pretrained_encoders, cycle_epochs=self.cycle_epochs, cycle_mult=self.cycle_mult,
-            fusion=self.fusion,
-            dropout=self.dropout, video_augment=self.video_augment, audio_augment=self.audio_augment, mix=self.mix,
-            loss=self.loss, focal_gamma=self.focal_gamma, class_weight=self.class_weight,
-            label_smoothing=self.label_smoothing, aux_weight=self.aux_weight,
-            contrastive_weight=self.contrastive_weight, curriculum_epochs=self.curriculum_epochs,
-            curriculum_start=self.curriculum_start, progressive_epochs=self.progressive_epochs,
-            progressive_start=self.progressive_start,
-        )  # fmt: skip
-
-    def config_hash(self) -> str:
-        return hashlib.sha256(self.model_dump_json(by_alias=True).encode()).hexdigest()[:16]
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -183,7 +62,7 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def run_tags(config: TrainConfig) -> dict[str, str]:
+def run_tags(config: TrainSettings) -> dict[str, str]:
     layout = fs.IngestLayout(config.data)
     tags = {"config_hash": config.config_hash(), "manifest_sha256": fs.sha256_of(layout.manifest),
             "data": config.data, "stages": config.stages}  # fmt: skip
@@ -202,7 +81,7 @@ def ingest_preprocess(data: str) -> dict | None:
     return json.loads(fs.read_bytes(path)).get("preprocess")
 
 
-def check_inputs(config: TrainConfig, *, splits: bool = True) -> None:
+def check_inputs(config: TrainSettings, *, splits: bool = True) -> None:
     """Fail before any run starts on inputs that cannot work (flows.preflight.ConfigError).
 
     ``splits``: the manifest must have ingested videos in every split this run reads (cv/ablate
@@ -250,16 +129,16 @@ def _attached(run_id: str):
 
 
 @task(name="train", cache_policy=NO_CACHE)
-def train(settings: TrainSettings, logger: MLflowLogger, world_size: int = 1, ray_address: str | None = None,
-          tracking_uri: str | None = None) -> TrainResult:  # fmt: skip
+def train(settings: TrainSettings, logger: MLflowLogger, tracking_uri: str | None = None) -> TrainResult:
     """run_training on this process, or on ``world_size`` data-parallel ranks; progress lines every 10 s."""
+    world_size, ray_address, batch = settings.world_size, settings.ray_address, settings.batch_size
     if world_size == 1 and ray_address is None:
-        return run_training(settings, log=ProgressLog(logger, get_run_logger().info, global_batch=settings.batch_size))
-    get_run_logger().info("data-parallel: %d ranks x batch %d = global batch %d (%s)", world_size, settings.batch_size,
-                          world_size * settings.batch_size, f"Ray at {ray_address}" if ray_address else "this machine")
+        return run_training(settings, log=ProgressLog(logger, get_run_logger().info, global_batch=batch))
+    get_run_logger().info("data-parallel: %d ranks x batch %d = global batch %d (%s)", world_size, batch,
+                          world_size * batch, f"Ray at {ray_address}" if ray_address else "this machine")
     # rank 0 logs to this MLflow run; its progress lines go to its stdout (the worker's log)
-    make_log = functools.partial(mlflow_logger, tracking_uri, logger.run_id, world_size * settings.batch_size)
-    return train_data_parallel(settings, world_size=world_size, ray_address=ray_address, make_log=make_log)
+    make_log = functools.partial(mlflow_logger, tracking_uri, logger.run_id, world_size * batch)
+    return train_data_parallel(settings, make_log=make_log)
 
 
 def _champion_tags(client: MlflowClient, name: str) -> dict[str, str] | None:
@@ -286,11 +165,11 @@ def _fake_fraction(dataset: dict, split: str = "train") -> float | None:
     return d.get("videos_fake", 0) / n if n else None
 
 
-RUN_FILE = "mlflow_run.json"  # in checkpoint_dir: the MLflow run that trains there, for --resume-from
+RUN_FILE = "mlflow_run.json"  # in output_dir: the MLflow run that trains there, for --resume-from
 
 
-def remember_run(checkpoint_dir: str, run_id: str) -> None:
-    fs.atomic_write_bytes(fs.join(checkpoint_dir, RUN_FILE), json.dumps({"run_id": run_id}).encode())
+def remember_run(output_dir: str, run_id: str) -> None:
+    fs.atomic_write_bytes(fs.join(output_dir, RUN_FILE), json.dumps({"run_id": run_id}).encode())
 
 
 def resumable_run(resume_from: str | None, experiment_id: str) -> str | None:
@@ -322,7 +201,7 @@ def split_changed_params(logged: dict[str, str], params: dict) -> tuple[dict, di
 
 
 @task(name="register-model", cache_policy=NO_CACHE)
-def register_model(result: TrainResult, config: TrainConfig, run_id: str, run_link: str | None,
+def register_model(result: TrainResult, config: TrainSettings, run_id: str, run_link: str | None,
                    flow_run: dict[str, str]) -> dict:  # fmt: skip
     """Log the best model; register it only past the prior gate; set ``candidate`` / ``champion``.
 
@@ -341,7 +220,7 @@ def register_model(result: TrainResult, config: TrainConfig, run_id: str, run_li
     mode = monitor_mode(config.monitor)
     gate = prior_gate(result.val_metrics, config.monitor, mode, register_if=config.register_if,
                       min_improvement=config.min_improvement)  # fmt: skip
-    model_uri = _log_model(result, run_id, config.data, TrainSettings.threshold_criterion)
+    model_uri = _log_model(result, run_id, config.data, config.threshold_criterion)
     client.set_tag(run_id, "registry", ("registered: " if gate.register else "not registered: ") + gate.reason)
     if not gate.register:
         log.warning("not registering the model in %s: %s", config.registered_model, gate.reason)
@@ -368,7 +247,7 @@ def _version_tags(gate: Gate, result: TrainResult, manifest_sha: str, flow_run: 
     return {**tags, **links.flow_run_tags(flow_run)}
 
 
-def _card(gate: Gate, result: TrainResult, config: TrainConfig, manifest_sha: str, run_link: str | None,
+def _card(gate: Gate, result: TrainResult, config: TrainSettings, manifest_sha: str, run_link: str | None,
           flow_run: dict[str, str]) -> str:  # fmt: skip
     model = {"preset": config.model_preset, "fusion": result.model_config.get("fusion"),
              "img_size": result.model_config.get("img_size"), "num_frames": result.model_config.get("num_frames"),
@@ -378,12 +257,12 @@ def _card(gate: Gate, result: TrainResult, config: TrainConfig, manifest_sha: st
         card_links["Prefect flow run"] = flow_run.get("url") or flow_run["id"]
     return model_card(gate=gate, data=config.data, manifest_sha256=manifest_sha, dataset=result.dataset,
                       val_metrics=result.val_metrics, test_metrics=result.test_metrics, threshold=result.threshold,
-                      threshold_criterion=TrainSettings.threshold_criterion, preprocess=ingest_preprocess(config.data),
+                      threshold_criterion=config.threshold_criterion, preprocess=ingest_preprocess(config.data),
                       model=model, links=card_links)  # fmt: skip
 
 
 @flow(name="train-avff", log_prints=True)
-def train_avff(config: TrainConfig) -> dict:
+def train_avff(config: TrainSettings) -> dict:
     """Train AVFF on ingested shards, track the run in MLflow and register the best model if it beats the prior."""
     log = get_run_logger()
     check_inputs(config)
@@ -394,7 +273,7 @@ def train_avff(config: TrainConfig) -> dict:
     resumed = resumable_run(config.resume_from, experiment.experiment_id)
     with mlflow.start_run(run_id=resumed) if resumed else mlflow.start_run(run_name=flow_run.get("name")) as run:
         run_id = run.info.run_id
-        remember_run(config.checkpoint_dir, run_id)
+        remember_run(config.output_dir, run_id)
         run_link = links.run_url(tracking_uri, experiment.experiment_id, run_id)
         links.link_artifact(run_link, f"MLflow run {run_id}", "mlflow-run", "the MLflow run of this flow run")
         logger = MLflowLogger(MlflowClient(), run_id)
@@ -408,7 +287,7 @@ def train_avff(config: TrainConfig) -> dict:
             logger.set_tags({f"resumed.{k}": str(v) for k, v in changed.items()})
         logger.log_params(params)
         log_dataset(fs.IngestLayout(config.data).manifest, tags["manifest_sha256"], run_id)
-        result = train(config.settings(), logger, config.world_size, config.ray_address, tracking_uri)
+        result = train(config, logger, tracking_uri)
         registry = register_model(result, config, run_id, run_link, flow_run)
         model_line = _model_line(config.registered_model, registry, tracking_uri)
         logger.set_tags({"mlflow.note.content": _run_note(flow_run, model_line)})  # the run page's description

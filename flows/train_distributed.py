@@ -1,5 +1,7 @@
 """Launch data-parallel training (:mod:`tasks.train.run_distributed`) on one node or a Ray cluster.
 
+Both read ``world_size`` and ``ray_address`` from the run's :class:`tasks.train.settings.TrainSettings`:
+
 - ``ray_address`` None: :func:`tasks.train.run_distributed.spawn`, ``world_size`` processes on
   this machine (one per GPU with nccl, CPU processes with gloo)
 - ``ray_address`` set (``auto``, ``ray://host:10001``, ``host:6379``, or ``local`` for a
@@ -22,7 +24,8 @@ from storage import fs
 from tasks.train.progress import ProgressLog
 from tasks.tracking.logger import Logger
 from tasks.train.run_distributed import spawn, train_rank
-from tasks.train.run import TrainResult, TrainSettings
+from tasks.train.run import TrainResult
+from tasks.train.settings import TrainSettings
 
 
 def mlflow_logger(tracking_uri: str, run_id: str, global_batch: int) -> ProgressLog:
@@ -46,32 +49,31 @@ def _ray_loop(config: dict) -> None:
         fs.atomic_write_bytes(fs.join(settings.output_dir, RESULT), json.dumps(dataclasses.asdict(result)).encode())
 
 
-def train_on_ray(settings: TrainSettings, *, world_size: int, ray_address: str,
-                 make_log: Callable[[], Logger] | None = None) -> TrainResult:  # fmt: skip
-    """``world_size`` Ray Train workers, one GPU each when the cluster has GPUs; rank 0's result."""
+def train_on_ray(settings: TrainSettings, make_log: Callable[[], Logger] | None = None) -> TrainResult:
+    """``settings.world_size`` Ray Train workers, one GPU each when the cluster has GPUs; rank 0's result."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     if not ray.is_initialized():
-        ray.init(address=None if ray_address == "local" else ray_address, log_to_driver=True)
+        ray.init(address=None if settings.ray_address == "local" else settings.ray_address, log_to_driver=True)
     use_gpu = settings.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1
     trainer = TorchTrainer(
         _ray_loop,
         train_loop_config={"settings": settings, "make_log": make_log, "backend": "nccl" if use_gpu else "gloo"},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=world_size, use_gpu=use_gpu),
+        scaling_config=ScalingConfig(num_workers=settings.world_size, use_gpu=use_gpu),
         run_config=RunConfig(name="train-avff"),
     )  # fmt: skip
     trainer.fit()
     return TrainResult(**json.loads(fs.read_bytes(fs.join(settings.output_dir, RESULT))))
 
 
-def train_data_parallel(settings: TrainSettings, *, world_size: int, ray_address: str | None = None,
-                        make_log: Callable[[], Logger] | None = None) -> TrainResult:  # fmt: skip
-    """``world_size`` ranks of ``settings`` (batch_size per rank), on this node or on Ray."""
-    if ray_address is not None:
-        return train_on_ray(settings, world_size=world_size, ray_address=ray_address, make_log=make_log)
+def train_data_parallel(settings: TrainSettings, make_log: Callable[[], Logger] | None = None) -> TrainResult:
+    """``settings.world_size`` ranks (batch_size per rank), on this node or on Ray (``settings.ray_address``)."""
+    world_size = settings.world_size
+    if settings.ray_address is not None:
+        return train_on_ray(settings, make_log)
     import torch
 
     use_gpu = settings.device != "cpu" and torch.cuda.is_available()

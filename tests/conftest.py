@@ -86,14 +86,15 @@ def trained(prefect_server, ingested, tmp_path_factory) -> dict:
     """
     import mlflow
 
-    from flows.train import TrainConfig, train_avff
+    from flows.train import train_avff
+    from tasks.train.settings import TrainSettings
 
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root}/mlflow.db"
     mlflow.MlflowClient(uri).create_experiment("avff", artifact_location=str(root / "artifacts"))
-    config = TrainConfig(data=str(ingested), checkpoint_dir=str(root / "train"), model_config="tiny", pretrain_epochs=1,
-                         epochs=3, batch_size=8, num_workers=0, device="cpu", tracking_uri=uri, experiment="avff",
-                         register_if="always")  # fmt: skip
+    config = TrainSettings(data=str(ingested), output_dir=str(root / "train"), model_config="tiny", pretrain_epochs=1,
+                           epochs=3, batch_size=8, num_workers=0, device="cpu", tracking_uri=uri, experiment="avff",
+                           register_if="always")  # fmt: skip
     result = train_avff(config)
     mlflow.set_tracking_uri(None)
     return {**result, "tracking_uri": uri}

@@ -38,93 +38,19 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from storage.schema import decode_jpeg, encode_jpeg
+from tasks.train.settings import AudioAugment, VideoAugment
 
 # Rec. 601 luma weights (what torchvision's rgb_to_grayscale uses)
 _LUMA = (0.299, 0.587, 0.114)
 # RGB -> YIQ; a hue rotation turns the (I, Q) chroma plane and keeps luma Y
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-
-
-def _check_range(name: str, lo: float, hi: float, lo_ok: float, hi_ok: float) -> None:
-    if not (lo_ok <= lo <= hi <= hi_ok):
-        raise ValueError(f"{name} must satisfy {lo_ok} <= low <= high <= {hi_ok}, got ({lo}, {hi})")
-
-
-def _check_prob(owner: object) -> None:
-    for f in fields(owner):
-        if f.name.endswith("_p") or f.name == "hflip":
-            v = getattr(owner, f.name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{f.name} is a probability, got {v}")
-
-
-# ---------------------------------------------------------------- configs
-
-
-@dataclass(frozen=True)
-class VideoAugment:
-    """Per-clip video augmentation; every field at its default means "off"."""
-
-    hflip: float = 0.0  # probability of a horizontal flip
-    rotate: float = 0.0  # degrees: angle ~ U(-rotate, rotate)
-    brightness: float = 0.0  # factor ~ U(1 - b, 1 + b)
-    contrast: float = 0.0  # factor ~ U(1 - c, 1 + c), blend towards the clip's mean grey
-    saturation: float = 0.0  # factor ~ U(1 - s, 1 + s), blend towards each pixel's grey
-    hue: float = 0.0  # turns ~ U(-h, h), h <= 0.5: rotation of the YIQ chroma plane
-    jpeg_p: float = 0.0  # probability of re-encoding every frame as JPEG ...
-    jpeg_quality: tuple[int, int] = (30, 90)  # ... at one quality ~ U{low..high}
-    blur_p: float = 0.0  # probability of a Gaussian blur ...
-    blur_sigma: tuple[float, float] = (0.3, 1.5)  # ... with sigma (pixels) ~ U(low, high)
-    noise_p: float = 0.0  # probability of additive Gaussian noise ...
-    noise_std: tuple[float, float] = (0.005, 0.04)  # ... with std (of [0, 1] pixels) ~ U(low, high)
-
-    def __post_init__(self) -> None:
-        _check_prob(self)
-        for name in ("rotate", "brightness", "contrast", "saturation"):
-            if getattr(self, name) < 0 or (name != "rotate" and getattr(self, name) >= 1):
-                raise ValueError(f"{name} must be >= 0 (and < 1 for a factor), got {getattr(self, name)}")
-        if not 0.0 <= self.hue <= 0.5:
-            raise ValueError(f"hue must be in [0, 0.5] turns, got {self.hue}")
-        _check_range("jpeg_quality", *self.jpeg_quality, 1, 100)
-        _check_range("blur_sigma", *self.blur_sigma, 1e-3, 20.0)
-        _check_range("noise_std", *self.noise_std, 0.0, 1.0)
-
-    @property
-    def enabled(self) -> bool:
-        return self != VideoAugment()
-
-
-@dataclass(frozen=True)
-class AudioAugment:
-    """Per-clip log-mel augmentation; every field at its default means "off"."""
-
-    pitch_shift: float = 0.0  # max |shift| in mel bins, shift ~ U(-s, s); keeps A/V sync
-    noise_p: float = 0.0  # probability of additive power-domain noise ...
-    noise_snr_db: tuple[float, float] = (10.0, 30.0)  # ... at an SNR (dB) ~ U(low, high); keeps sync
-    time_stretch: float = 0.0  # rate ~ U(1 - r, 1 + r); BREAKS A/V sync
-    time_shift: int = 0  # max |shift| in mel frames (10 ms each); BREAKS A/V sync
-
-    def __post_init__(self) -> None:
-        _check_prob(self)
-        if self.pitch_shift < 0 or self.time_shift < 0 or not 0.0 <= self.time_stretch < 1.0:
-            raise ValueError("pitch_shift and time_shift must be >= 0 and time_stretch in [0, 1)")
-        _check_range("noise_snr_db", *self.noise_snr_db, -20.0, 100.0)
-
-    @property
-    def enabled(self) -> bool:
-        return self != AudioAugment()
-
-    @property
-    def breaks_sync(self) -> bool:
-        """True when a transform moves audio against the video (time stretch or shift)."""
-        return self.time_stretch > 0 or self.time_shift > 0
 
 
 @dataclass(frozen=True)
@@ -137,32 +63,6 @@ class ClipAugment:
     @property
     def enabled(self) -> bool:
         return self.video.enabled or self.audio.enabled
-
-
-_VIDEO_PRESETS = {
-    "none": VideoAugment(),
-    "light": VideoAugment(hflip=0.5, rotate=5.0, brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02),
-    "strong": VideoAugment(hflip=0.5, rotate=10.0, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05,
-                           jpeg_p=0.3, blur_p=0.2, noise_p=0.2),  # fmt: skip
-}
-_AUDIO_PRESETS = {
-    "none": AudioAugment(),
-    "sync_safe": AudioAugment(pitch_shift=2.0, noise_p=0.3),
-}
-
-
-def video_augment_preset(name: str) -> VideoAugment:
-    """A named VideoAugment (none | light | strong); unknown names raise KeyError."""
-    if name not in _VIDEO_PRESETS:
-        raise KeyError(f"unknown video augment preset {name!r}; known: {', '.join(sorted(_VIDEO_PRESETS))}")
-    return _VIDEO_PRESETS[name]
-
-
-def audio_augment_preset(name: str) -> AudioAugment:
-    """A named AudioAugment (none | sync_safe); unknown names raise KeyError."""
-    if name not in _AUDIO_PRESETS:
-        raise KeyError(f"unknown audio augment preset {name!r}; known: {', '.join(sorted(_AUDIO_PRESETS))}")
-    return _AUDIO_PRESETS[name]
 
 
 def clip_generator(seed: int, epoch: int, key: str) -> torch.Generator:

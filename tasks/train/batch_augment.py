@@ -14,32 +14,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class MixAugment:
-    """Batch mixing (stage 2): Mixup and/or CutMix with matching soft labels."""
-
-    mixup_alpha: float = 0.0  # Beta(a, a) for the Mixup weight; 0 disables Mixup
-    cutmix_alpha: float = 0.0  # Beta(a, a) for the CutMix area; 0 disables CutMix
-    prob: float = 1.0  # probability that a batch is mixed at all
-    switch_p: float = 0.5  # with both enabled: probability of CutMix rather than Mixup
-    mix_audio: bool = True  # Mixup also mixes the log-mels with the same weight
-
-    def __post_init__(self) -> None:
-        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
-            raise ValueError("mixup_alpha and cutmix_alpha must be >= 0")
-        if not (0.0 <= self.prob <= 1.0 and 0.0 <= self.switch_p <= 1.0):
-            raise ValueError("prob and switch_p are probabilities")
-
-    @property
-    def enabled(self) -> bool:
-        return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
+from tasks.train.settings import MixAugment
 
 
 def mixup(

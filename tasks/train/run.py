@@ -43,128 +43,31 @@ from safetensors.torch import save as save_safetensors
 
 import torch
 
-from avff_model import AVFF, AVFFConfig, get_config, list_heads
+from avff_model import AVFF, AVFFConfig, get_config
 from storage import fs
 from storage.tables import ManifestRow
 from tasks.evaluate import metrics as M
 from tasks.evaluate.metric_names import monitor_mode
-from tasks.train.augment import AudioAugment, ClipAugment, VideoAugment
-from tasks.train.batch_augment import BatchTransform, MixAugment
+from tasks.train.augment import ClipAugment
+from tasks.train.batch_augment import BatchTransform
 from tasks.train.checkpoint import CheckpointStore, capture_rng, load_checkpoint, resolve_checkpoint, restore_rng
 from tasks.train.curriculum import clip_difficulty, easiest_clips, linear_ramp
 from tasks.ingest.folds import POOL, FoldSplit, fold_split, manifest_rows
-from tasks.train.objective import Objective, pos_weight_from_labels
+from tasks.train.objective import pos_weight_from_labels
 from tasks.evaluate.report import ReportInputs, write_training_report
 from tasks.tracking.logger import Logger, flatten_params
 from tasks.train.data import InputShape, infer_input_shape, make_loader, split_counts
+from tasks.train.settings import TrainSettings
 from tasks.train.device import make_scaler, resolve_device, resolve_precision, seed_everything
 from tasks.train import finish
 from tasks.train.engine import Predictions, StepContext, evaluate, pretrain_one_epoch, train_one_epoch
 from tasks.train.optim import EarlyStopping, build_optimizer, build_scheduler, param_groups
 
-STAGES = ("both", "pretrain", "classify")
-CLASS_WEIGHTS = ("none", "prior")
 # What MLflow's run page charts per epoch; the summary at the best checkpoint is finish.SUMMARY_METRICS.
 # Every other number (both levels, both thresholds, the baselines) is one row of the run's
 # metrics table artifact (finish.METRICS_TABLE) and of report.md: single points make no chart.
 CURVE_METRICS = ("train_loss", "val_loss", "lr", "val_video_auc", "val_video_average_precision", "val_video_log_loss",
                  "val_video_balanced_accuracy", "val_video_f1", "val_clip_auc", "val_clip_log_loss")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything one training run needs; the flow's TrainConfig maps onto it field by field."""
-
-    data: str  # ingest output root (shards.parquet, manifest.parquet, shards/)
-    output_dir: str  # checkpoints, plots, predictions and the report go here
-    model_config: str = "tiny"
-    overrides: Mapping[str, Any] = field(default_factory=dict)  # AVFFConfig field -> value
-    stages: str = "both"  # both | pretrain | classify
-    pretrain_epochs: int = 1
-    epochs: int = 10  # stage-2 epochs (at most: early stopping may end sooner)
-    batch_size: int = 8
-    eval_batch_size: int | None = None  # None: batch_size
-    lr: float = 1e-4
-    pretrain_lr: float | None = None  # None: lr
-    optimizer: str = "adamw"  # adamw | adam | lion
-    scheduler: str = "warmup_cosine"  # warmup_cosine | cosine_warm_restarts | constant
-    warmup: int = 0  # optimizer steps of linear warmup (per stage)
-    cycle_epochs: int = 1  # cosine_warm_restarts: epochs of the first cosine cycle (T_0)
-    cycle_mult: float = 1.0  # cosine_warm_restarts: each cycle this many times longer than the last (T_mult)
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0  # max global gradient norm; 0 disables
-    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (CPU always runs fp32)
-    patience: int = 3
-    min_delta: float = 0.0
-    monitor: str = "val_video_log_loss"
-    monitor_mode: str = "auto"  # auto | min | max
-    threshold_criterion: str = "f1"  # f1 | youden | eer, chosen on val video predictions
-    seed: int = 0
-    num_workers: int = 0
-    samples_per_epoch: int | None = None  # None: one pass over the split per epoch
-    shuffle_buffer: int = 256
-    device: str = "auto"
-    resume_from: str | None = None  # a checkpoint dir, a pointer .json, or a previous output_dir
-    pretrained_encoders: str | None = None  # safetensors of encoder weights, loaded before stage 2
-    log_every: int = 1  # per-step metrics every this many optimizer steps
-    log_checkpoints: bool = True  # log the best/last checkpoints as artifacts
-    report_bootstrap: int = 200  # bootstrap resamples of the report's AUC confidence intervals
-    # model switches (None: the preset's value; a different value in `overrides` raises)
-    fusion: str | None = None  # a head of avff_model.heads: avff_concat | avff_sync | attention | late | video_only | audio_only
-    dropout: float | None = None
-    # stage-2 augmentation: clips in the train loader, batches in the engine (never val/test)
-    video_augment: VideoAugment = field(default_factory=VideoAugment)
-    audio_augment: AudioAugment = field(default_factory=AudioAugment)
-    mix: MixAugment = field(default_factory=MixAugment)
-    # stage-2 objective (tasks.train.objective)
-    loss: str = "bce"  # bce | focal
-    focal_gamma: float = 2.0
-    class_weight: str = "none"  # none | prior: FAKE weight n_real / n_fake of the training clips
-    label_smoothing: float = 0.0
-    aux_weight: float = 0.0  # > 0 adds video-only and audio-only heads (model aux_heads) and their BCE
-    contrastive_weight: float = 0.0  # InfoNCE on the batch's REAL clips
-    # stage-2 schedules over epochs (tasks.train.curriculum); 0 epochs disables
-    curriculum_epochs: int = 0  # ramp length: easiest fraction curriculum_start -> 1
-    curriculum_start: float = 0.5
-    progressive_epochs: int = 0  # ramp length: frame scale progressive_start -> 1 (down-up resize)
-    progressive_start: float = 0.5
-    fold: int | None = None  # grouped CV: train+val pooled, this manifest fold validates, test untouched
-
-    def __post_init__(self) -> None:
-        if self.stages not in STAGES:
-            raise ValueError(f"stages must be one of {STAGES}, got {self.stages!r}")
-        if self.monitor_mode not in ("auto", "min", "max"):
-            raise ValueError(f"monitor_mode must be auto, min or max, got {self.monitor_mode!r}")
-        if self.batch_size < 1 or self.epochs < 0 or self.pretrain_epochs < 0:
-            raise ValueError("batch_size must be >= 1 and epoch counts >= 0")
-        if self.class_weight not in CLASS_WEIGHTS:
-            raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS}, got {self.class_weight!r}")
-        if self.fusion is not None and self.fusion not in list_heads():
-            raise ValueError(f"unknown fusion {self.fusion!r}; known: {', '.join(list_heads())}")
-        for name in ("curriculum_start", "progressive_start"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
-        if self.curriculum_epochs < 0 or self.progressive_epochs < 0:
-            raise ValueError("curriculum_epochs and progressive_epochs must be >= 0")
-        self.objective(None)  # validates loss, gamma, smoothing and weights
-
-    def objective(self, pos_weight: float | None) -> Objective:
-        """The stage-2 loss these settings describe, with the FAKE weight resolved from the data."""
-        return Objective(loss=self.loss, focal_gamma=self.focal_gamma, pos_weight=pos_weight,
-                         label_smoothing=self.label_smoothing, aux_weight=self.aux_weight,
-                         contrastive_weight=self.contrastive_weight)  # fmt: skip
-
-    def model_overrides(self) -> dict[str, Any]:
-        """``overrides`` plus the named model switches; a switch contradicting an override raises."""
-        named = {"fusion": self.fusion, "dropout": self.dropout, "aux_heads": True if self.aux_weight > 0 else None}
-        out = dict(self.overrides)
-        for key, value in named.items():
-            if value is None:
-                continue
-            if key in out and out[key] != value:
-                raise ValueError(f"{key}={value!r} contradicts overrides[{key!r}]={out[key]!r}")
-            out[key] = value
-        return out
 
 
 @dataclass
@@ -250,7 +153,7 @@ class _Run:
         rows = manifest_rows(self.layout)
         self.view = None if cfg.fold is None else fold_split(rows, cfg.fold)
         shape = infer_input_shape(self.layout)
-        self.model_cfg = resolve_model_config(cfg.model_config, cfg.model_overrides(), shape)
+        self.model_cfg = resolve_model_config(cfg.model_preset, cfg.model_overrides(), shape)
         self.config_dict = dataclasses.asdict(self.model_cfg)
         self.model = AVFF(self.model_cfg).to(self.device)
         self.stats, self.labels = _dataset_stats(rows, self.view)
@@ -538,7 +441,7 @@ class _Run:
         )  # fmt: skip
 
     def _config_for_report(self) -> dict:
-        settings = {k: v for k, v in dataclasses.asdict(self.cfg).items()}
+        settings = self.cfg.model_dump(by_alias=True)
         return {"train": settings, "model": self.config_dict,
                 "resolved": {"device": str(self.device), "precision": self.precision}}  # fmt: skip
 

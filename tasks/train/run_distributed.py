@@ -44,7 +44,8 @@ from tasks.ingest.folds import POOL
 from tasks.tracking.logger import Logger
 from tasks.train.data import shard_urls
 from tasks.train.engine import Predictions
-from tasks.train.run import TrainResult, TrainSettings, _Run, _run_training, run_training
+from tasks.train.run import TrainResult, _Run, _run_training, run_training
+from tasks.train.settings import TrainSettings
 
 
 class SilentLogger:
@@ -91,7 +92,7 @@ def per_rank_settings(cfg: TrainSettings, world_size: int) -> TrainSettings:
         return cfg
     if cfg.samples_per_epoch % world_size:
         raise ValueError(f"samples_per_epoch={cfg.samples_per_epoch} must be a multiple of world_size={world_size}")
-    return dataclasses.replace(cfg, samples_per_epoch=cfg.samples_per_epoch // world_size)
+    return cfg.replace(samples_per_epoch=cfg.samples_per_epoch // world_size)
 
 
 class DistributedRun(_Run):

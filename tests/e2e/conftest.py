@@ -128,7 +128,7 @@ def train_run(ingest_run, stack, cli_env) -> tuple[dict, Path]:
     _, shards = ingest_run
     out = stack.home / "data" / "train"
     # register_if=always: one epoch need not beat the prior, and the test checks registration itself
-    config = {"data": str(shards), "checkpoint_dir": str(out), "model_config": "tiny", "pretrain_epochs": 1,
+    config = {"data": str(shards), "output_dir": str(out), "model_config": "tiny", "pretrain_epochs": 1,
               "epochs": 1, "batch_size": 8, "num_workers": 0, "device": "cpu", "register_if": "always"}  # fmt: skip
     # a tiny model on a shared 2-core box: intra-op threads only spin (a process-pool job variable)
     with timed("flow run train-avff/local"):

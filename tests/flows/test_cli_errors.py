@@ -57,10 +57,11 @@ def test_a_config_error_found_by_validation_is_one_line_too(shards_dir, tmp_path
 def test_the_flow_refuses_before_opening_an_mlflow_run(prefect_server, tmp_path):
     import mlflow
 
-    from flows.train import TrainConfig, train_avff
+    from flows.train import train_avff
+    from tasks.train.settings import TrainSettings
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    config = TrainConfig(data=str(tmp_path / "nowhere"), checkpoint_dir=str(tmp_path / "o"), tracking_uri=uri)
+    config = TrainSettings(data=str(tmp_path / "nowhere"), output_dir=str(tmp_path / "o"), tracking_uri=uri)
     with pytest.raises(ConfigError, match="run `avff ingest"):
         train_avff(config)
     client = mlflow.MlflowClient(uri)

@@ -143,7 +143,7 @@ def test_a_run_that_ingests_nothing_fails_and_says_why(tmp_path, ingest_config, 
     """Every video unusable: the flow run fails naming the reason; CV on that output refuses before training."""
     from flows.experiments import CVConfig, fold_jobs
     from flows.ingest import ingest_dfdc
-    from flows.train import TrainConfig
+    from tasks.train.settings import TrainSettings
 
     part = tmp_path / "dfdc" / "dfdc_train_part_0"
     part.mkdir(parents=True)
@@ -154,4 +154,4 @@ def test_a_run_that_ingests_nothing_fails_and_says_why(tmp_path, ingest_config, 
         ingest_dfdc(ingest_config(tmp_path / "dfdc", out))
     assert pq.read_table(out / "quarantine.parquet").num_rows == 1  # recorded before failing
     with pytest.raises(ValueError, match="nothing to cross-validate"):
-        fold_jobs(CVConfig(train=TrainConfig(data=str(out), checkpoint_dir=str(tmp_path / "cv"))))
+        fold_jobs(CVConfig(train=TrainSettings(data=str(out), output_dir=str(tmp_path / "cv"))))

@@ -31,14 +31,14 @@ def mlflow_store(tmp_path, monkeypatch):
 
 
 def _config(tmp_path, uri: str, out: str = "out", **kw):
-    from flows.train import TrainConfig
+    from tasks.train.settings import TrainSettings
 
     fields = dict(
         data=str(tmp_path / "data"), model_config="tiny", overrides={"num_slices": 2}, pretrain_epochs=1, epochs=2,
-        batch_size=8, lr=1e-3, num_workers=0, shuffle_buffer=16, device="cpu", checkpoint_dir=str(tmp_path / out),
+        batch_size=8, lr=1e-3, num_workers=0, shuffle_buffer=16, device="cpu", output_dir=str(tmp_path / out),
         experiment="avff-test", registered_model=REGISTERED, tracking_uri=uri,
     )  # fmt: skip
-    return TrainConfig(**{**fields, **kw})
+    return TrainSettings(**{**fields, **kw})
 
 
 def _artifacts(flow_run_id) -> dict:

@@ -10,7 +10,6 @@ and a checkpoint carrying a code-running pickle is refused
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import signal
@@ -29,16 +28,18 @@ from storage import fs
 from tasks.train.checkpoint import WEIGHTS, CheckpointError, CheckpointStore, load_checkpoint
 from tasks.synthetic.shards import write_synthetic_shards
 from tasks.tracking.logger import InMemoryLogger
-from tasks.train.run import TrainLockedError, TrainSettings, run_training
+from tasks.train.run import TrainLockedError, run_training
+from tasks.train.settings import TrainSettings
 
 SETTINGS = dict(overrides={"num_slices": 2}, pretrain_epochs=1, epochs=3, batch_size=8, lr=1e-3, patience=5, seed=0,
-                device="cpu", shuffle_buffer=16, report_bootstrap=20)  # fmt: skip
+                device="cpu", shuffle_buffer=16, report_bootstrap=20, num_workers=0)  # fmt: skip
 # the same run in a fresh interpreter, pinned to one thread like this module (same float sums)
 _TRAIN = """
 import json, sys, torch
 torch.set_num_threads(1)
 from tasks.tracking.logger import InMemoryLogger
-from tasks.train.run import TrainSettings, run_training
+from tasks.train.run import run_training
+from tasks.train.settings import TrainSettings
 run_training(TrainSettings(**json.loads(sys.argv[1])), log=InMemoryLogger())
 """
 
@@ -80,7 +81,7 @@ def test_training_killed_mid_epoch_resumes_to_the_uninterrupted_result(data, tmp
     assert proc.returncode == -sig
     assert not (out / "report.md").exists()
 
-    resumed = run_training(dataclasses.replace(settings, resume_from=str(out)), log=InMemoryLogger())
+    resumed = run_training(settings.replace(resume_from=str(out)), log=InMemoryLogger())
     assert resumed.epochs_run == 2
     assert_same_run(reference, resumed)
 
@@ -88,13 +89,13 @@ def test_training_killed_mid_epoch_resumes_to_the_uninterrupted_result(data, tmp
 def test_unreachable_mlflow_fails_the_flow_loudly_before_any_training(data, tmp_path, monkeypatch, flow_env):
     """A tracking URI nobody answers: the flow raises an error naming it, and trains nothing
     (no epoch is spent on a run whose metrics would be lost)."""
-    from flows.train import TrainConfig, train_avff
+    from flows.train import train_avff
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's default backs off for minutes
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     uri = f"http://127.0.0.1:{free_port()}"
     out = tmp_path / "out"
-    config = TrainConfig(data=data, checkpoint_dir=str(out), tracking_uri=uri, overrides={"num_slices": 2},
+    config = TrainSettings(data=data, output_dir=str(out), tracking_uri=uri, overrides={"num_slices": 2},
                          pretrain_epochs=1, epochs=1, num_workers=0, device="cpu", experiment="avff-unreachable")  # fmt: skip
     with pytest.raises(Exception, match=uri.replace(".", r"\.")) as caught:
         train_avff(config)

@@ -6,13 +6,10 @@ import pytest
 import torch
 
 from tasks.train.augment import (
-    AudioAugment,
     ClipAugment,
-    VideoAugment,
     VideoParams,
     add_power_noise,
     apply_video_params,
-    audio_augment_preset,
     augment_mel,
     augment_video,
     clip_generator,
@@ -23,9 +20,9 @@ from tasks.train.augment import (
     shift_mel_bins,
     shift_time,
     stretch_time,
-    video_augment_preset,
 )
-from tasks.train.batch_augment import BatchTransform, MixAugment, cutmix, down_up, mixup
+from tasks.train.batch_augment import BatchTransform, cutmix, down_up, mixup
+from tasks.train.settings import AudioAugment, MixAugment, VideoAugment, audio_augment_preset, video_augment_preset
 from tasks.synthetic.shards import write_synthetic_shards
 from tasks.train.data import make_loader
 
@@ -248,10 +245,11 @@ def test_augmentation_runs_in_train_loaders_only(layout, tmp_path):
         make_loader(layout, "val", batch_size=4, augment=aug)
     # run_training's own loaders: augmentation reaches the stage-2 train loader, never val/test
     from tasks.tracking.logger import InMemoryLogger
-    from tasks.train.run import TrainSettings, _Run
+    from tasks.train.run import _Run
+    from tasks.train.settings import TrainSettings
 
     settings = TrainSettings(data=layout.root, output_dir=str(tmp_path), overrides={"num_slices": 2}, device="cpu",
-                             video_augment=aug.video, audio_augment=aug.audio, shuffle_buffer=0)  # fmt: skip
+                             video_augment=aug.video, audio_augment=aug.audio, shuffle_buffer=0, num_workers=0)  # fmt: skip
     run = _Run(settings, InMemoryLogger())
     for split in ("val", "test"):
         ev = _videos(run._loader(split, epoch=3))

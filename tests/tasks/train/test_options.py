@@ -6,12 +6,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage import fs
-from tasks.train.augment import audio_augment_preset, video_augment_preset
-from tasks.train.batch_augment import MixAugment
 from tasks.ingest.folds import fold_split, manifest_rows
 from tasks.synthetic.shards import write_synthetic_shards
 from tasks.tracking.logger import InMemoryLogger
-from tasks.train.run import TrainSettings, run_training
+from tasks.train.run import run_training
+from tasks.train.settings import MixAugment, TrainSettings, audio_augment_preset, video_augment_preset
 
 SMALL = {"num_slices": 2}
 
@@ -25,7 +24,7 @@ def data(tmp_path_factory) -> str:
 
 def _settings(data: str, out, **kw) -> TrainSettings:
     base = dict(data=data, output_dir=str(out), overrides=SMALL, stages="classify", epochs=2, batch_size=8,
-                lr=1e-3, patience=5, device="cpu", shuffle_buffer=16, report_bootstrap=10)  # fmt: skip
+                lr=1e-3, patience=5, device="cpu", shuffle_buffer=16, report_bootstrap=10, num_workers=0)  # fmt: skip
     return TrainSettings(**{**base, **kw})
 
 

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from tasks.train import pseudo_fakes as P
-from tasks.train.batch_augment import BatchTransform, MixAugment
+from tasks.train.batch_augment import BatchTransform
+from tasks.train.settings import MixAugment
 
 
 def _g(seed: int = 0) -> torch.Generator:

@@ -10,7 +10,8 @@ import pytest
 from tasks.train.checkpoint import load_checkpoint
 from tasks.synthetic.shards import write_synthetic_shards
 from tasks.tracking.logger import InMemoryLogger
-from tasks.train.run import TrainSettings, run_training
+from tasks.train.run import run_training
+from tasks.train.settings import TrainSettings
 
 SMALL = {"num_slices": 2}  # the data sets img_size 32, 4 frames, 32x32 mels; K must fit 2 time tokens
 
@@ -24,7 +25,7 @@ def data(tmp_path_factory) -> str:
 
 def _settings(data: str, out: Path, **kw) -> TrainSettings:
     base = dict(data=data, output_dir=str(out), overrides=SMALL, pretrain_epochs=1, epochs=3, batch_size=8,
-                lr=1e-3, patience=5, seed=0, device="cpu", shuffle_buffer=16, report_bootstrap=20)  # fmt: skip
+                lr=1e-3, patience=5, seed=0, device="cpu", shuffle_buffer=16, report_bootstrap=20, num_workers=0)  # fmt: skip
     return TrainSettings(**{**base, **kw})
 
 

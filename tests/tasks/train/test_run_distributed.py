@@ -28,7 +28,8 @@ from tasks.train.checkpoint import load_checkpoint, resolve_checkpoint
 from tasks.synthetic.shards import write_synthetic_shards
 from tasks.tracking.logger import JsonlLogger, read_jsonl_metrics
 from tasks.train.run_distributed import spawn, train_rank
-from tasks.train.run import TrainSettings, run_training
+from tasks.train.run import run_training
+from tasks.train.settings import TrainSettings
 
 SMALL = {"num_slices": 2}
 ROOT = Path(__file__).resolve().parents[3]
@@ -44,7 +45,7 @@ def data(tmp_path_factory) -> str:
 def _settings(data: str, out: Path, **kw) -> TrainSettings:
     base = dict(data=data, output_dir=str(out), overrides=SMALL, stages="classify", epochs=2, batch_size=16,
                 lr=1e-3, patience=5, seed=0, device="cpu", precision="fp32", shuffle_buffer=0, dropout=0.0,
-                report_bootstrap=10, log_checkpoints=False)  # fmt: skip
+                report_bootstrap=10, log_checkpoints=False, num_workers=0)  # fmt: skip
     return TrainSettings(**{**base, **kw})
 
 

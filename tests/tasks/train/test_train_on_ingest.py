@@ -10,7 +10,8 @@ import torch
 from storage import fs
 from tasks.tracking.logger import InMemoryLogger
 from tasks.train.data import infer_input_shape, make_loader
-from tasks.train.run import TrainSettings, run_training
+from tasks.train.run import run_training
+from tasks.train.settings import TrainSettings
 
 pytestmark = pytest.mark.slow  # needs the session's sample generation + ingest (about a minute)
 
@@ -25,5 +26,5 @@ def test_ingest_output_trains_with_the_tiny_preset(ingested, tmp_path):
     assert batch["audio"].shape[1:] == (1, shape.n_mels, shape.mel_frames)
     assert torch.isfinite(batch["audio"]).all() and batch["audio"].abs().mean() < 5  # normalised scale
     result = run_training(TrainSettings(data=str(ingested), output_dir=str(tmp_path), stages="classify", epochs=1,
-                                        batch_size=8, device="cpu", report_bootstrap=20), log=InMemoryLogger())  # fmt: skip
+                                        batch_size=8, device="cpu", report_bootstrap=20, num_workers=0), log=InMemoryLogger())  # fmt: skip
     assert result.report_path and "test_video_auc" in result.test_metrics

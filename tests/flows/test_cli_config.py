@@ -1,0 +1,122 @@
+"""One config, many faces: every TrainSettings field is a flag, a YAML key and a Prefect parameter, with one default."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows import cli_train
+from flows.cli_train import FIELDS, add_train_arguments, flag_of, train_config
+from tasks.train.settings import TrainSettings
+
+# a value other than the default for EVERY field (a new field must join: the first test says so)
+NOT_DEFAULT = {
+    "output_dir": "runs/a", "resume_from": "runs/old", "pretrained_encoders": "enc.safetensors",
+    "model_preset": "laptop", "overrides": {"num_slices": 2, "patch_size": 8}, "fusion": "late", "dropout": 0.1,
+    "stages": "classify", "pretrain_epochs": 2, "epochs": 4, "batch_size": 16, "eval_batch_size": 32, "lr": 0.003,
+    "pretrain_lr": 0.001, "optimizer": "lion", "scheduler": "cosine_warm_restarts", "warmup": 5, "cycle_epochs": 2,
+    "cycle_mult": 2.0, "weight_decay": 0.1, "grad_clip": 0.5, "precision": "fp32", "monitor": "val_video_auc",
+    "monitor_mode": "max", "patience": 7, "min_delta": 0.01, "threshold_criterion": "eer", "seed": 3,
+    "num_workers": 0, "samples_per_epoch": 64, "shuffle_buffer": 16, "device": "cpu", "world_size": 2,
+    "ray_address": "auto", "fold": 1, "video_augment": "strong", "audio_augment": {"pitch_shift": 1.0},
+    "mix": {"mixup_alpha": 0.2, "prob": 0.5}, "loss": "focal", "focal_gamma": 1.0, "class_weight": "prior",
+    "label_smoothing": 0.1, "aux_weight": 0.3, "contrastive_weight": 0.05, "curriculum_epochs": 2,
+    "curriculum_start": 0.25, "progressive_epochs": 3, "progressive_start": 0.75, "log_every": 10,
+    "log_checkpoints": False, "report_bootstrap": 50, "experiment": "exp", "tracking_uri": "sqlite:///m.db",
+    "registered_model": "m", "register_if": "never", "min_improvement": 0.02,
+}  # fmt: skip
+
+
+@pytest.fixture
+def shards(tmp_path, monkeypatch) -> str:
+    """A folder that passes --data's parse-time check (it holds a manifest); nothing reads it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "manifest.parquet").touch()
+    return "shards"
+
+
+def _parser(**kw) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avff train")
+    add_train_arguments(p, **kw)
+    return p
+
+
+def _flags(values: dict) -> list[str]:
+    """The command line that says what ``values`` says: one flag per field, as a user would type it."""
+    out: list[str] = []
+    for name, v in values.items():
+        if isinstance(v, bool):
+            out.append(flag_of(name) if v else "--no-" + flag_of(name).removeprefix("--"))
+        elif name == "overrides":
+            out += [a for k, x in v.items() for a in ("--override", f"{k}={json.dumps(x)}")]
+        else:
+            out += [flag_of(name), json.dumps(v) if isinstance(v, dict) else str(v)]
+    return out
+
+
+def test_every_field_has_a_value_here_other_than_its_default():
+    assert set(NOT_DEFAULT) | {"data"} == set(FIELDS)
+    config = TrainSettings(data="d", **NOT_DEFAULT)
+    default = TrainSettings(data="d", output_dir="o")
+    assert [n for n in FIELDS if n != "data" and getattr(config, n) == getattr(default, n)] == []
+
+
+def test_every_field_is_a_flag_and_a_yaml_key_and_both_say_the_same(shards, tmp_path):
+    from_flags = train_config(_parser().parse_args(["--data", shards, *_flags(NOT_DEFAULT)]))
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"data": shards, **{FIELDS[k].alias or k: v for k, v in NOT_DEFAULT.items()}}))
+    from_yaml = train_config(_parser().parse_args(["--config", str(path)]))
+    assert from_flags == from_yaml == TrainSettings(data=shards, **NOT_DEFAULT)
+
+
+def test_a_json_file_works_too_and_flags_override_the_file(shards, tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"data": shards, "output_dir": "o", "epochs": 2, "mix": {"prob": 0.5},
+                                "overrides": {"num_slices": 2}, "video_augment": "light"}))  # fmt: skip
+    args = _parser().parse_args(["--config", str(path), "--epochs", "5", "--mixup-alpha", "0.2", "--override",
+                                 "dropout=0.1", "--video-augment", '{"rotate": 1.0}'])  # fmt: skip
+    config = train_config(args)
+    assert config.epochs == 5 and (config.mix.prob, config.mix.mixup_alpha) == (0.5, 0.2)
+    assert config.overrides == {"num_slices": 2, "dropout": 0.1}  # mappings merge, the flag's key wins
+    assert config.video_augment.hflip == 0.5 and config.video_augment.rotate == 1.0  # JSON merged onto the preset
+
+
+def test_cli_defaults_are_the_model_defaults(shards):
+    assert train_config(_parser().parse_args(["--data", shards, "--out", "o"])) == TrainSettings(data=shards, output_dir="o")
+    helps = {a.dest: a.help for a in _parser()._actions}
+    for name, info in FIELDS.items():
+        if not info.is_required() and not dataclasses.is_dataclass(info.annotation):  # those: "off"
+            default = info.get_default(call_default_factory=True)
+            shown = json.dumps(default) if isinstance(default, dict) else str(default)
+            assert f"(default: {shown})" in helps[name], name
+
+
+def test_every_field_is_a_parameter_of_the_deployed_flow():
+    from flows.train import train_avff
+
+    schema = train_avff.parameters.model_dump()  # what a deployment registers and the UI renders
+    properties = schema["definitions"][schema["properties"]["config"]["$ref"].rsplit("/", 1)[-1]]["properties"]
+    assert set(properties) == {info.alias or name for name, info in FIELDS.items()}
+    assert all(p.get("description") for p in properties.values())  # the form's help
+
+
+def test_an_unknown_key_in_the_file_is_one_line_naming_it_before_anything_imports(shards, tmp_path):
+    (tmp_path / "run.yaml").write_text("data: shards\noutput_dir: o\nmonitr: val_video_auc\n")
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "train", "--config", str(tmp_path / "run.yaml")],
+                         capture_output=True, text=True, timeout=120, cwd=Path(cli_train.__file__).parents[1])
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == (f"avff train: error: argument --config: {tmp_path / 'run.yaml'}: unknown key 'monitr' "
+                          "(did you mean 'monitor'?)\n")  # fmt: skip
+
+
+def test_a_missing_required_field_names_its_flag(shards, capsys):
+    status = cli_train.checked_train_config(_parser().parse_args(["--data", shards]), "train")[1]
+    assert status == 2 and capsys.readouterr().err == "avff train: error: --out: Field required\n"
