@@ -3,8 +3,9 @@
 Ray remote calls run inside one Prefect task rather than through prefect-ray's
 RayTaskRunner: the runner has broken across Prefect minor releases, does not pass the
 Prefect API URL to remote workers and pulls task results into the flow process. Here
-Prefect sees coarse steps with small results, Ray sees one task per shard, and workers
-write shards to storage and return small JSON-able records.
+Prefect sees coarse steps with small results (the planned manifest travels as its path), Ray
+sees one call per shard on an ActorPool of workers that each build their face detector once,
+and workers write shards to storage and return small JSON-able records.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Literal
 
@@ -31,7 +33,7 @@ from storage.tables import ManifestRow, RefusedRow, read_table, write_table
 from tasks.ingest import units as steps
 from tasks.ingest import summary as ingest_summary
 from tasks.ingest.scan import refusal_counts
-from tasks.ingest.preprocess import PreprocessConfig
+from tasks.ingest.preprocess import PreprocessConfig, face_detector
 from tasks.ingest.write_unit import WorkUnit, is_complete, process_unit
 from tasks.ingest.splits import identity_groups, read_identities
 from tasks.ingest.video import Limits
@@ -125,8 +127,11 @@ def init_ray(address: str | None, num_cpus: int | None):
     return ray
 
 
-@task(name="scan-and-plan", cache_policy=NO_CACHE)
-def scan_and_plan(cfg: IngestConfig) -> tuple[list[WorkUnit], "steps.ScanResult", object]:
+# every ingest task is safe to retry: the plan and the indexes are rewritten whole (atomically), and a
+# unit whose shard is complete is skipped, never rewritten
+@task(name="scan-and-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def scan_and_plan(cfg: IngestConfig) -> tuple[list[WorkUnit], "steps.ScanResult"]:
+    """The work units and the scan's refusals; the planned manifest goes to storage, not back to the flow."""
     log = get_run_logger()
     result = steps.scan(cfg.data)
     layout = fs.IngestLayout(cfg.out)
@@ -147,10 +152,10 @@ def scan_and_plan(cfg: IngestConfig) -> tuple[list[WorkUnit], "steps.ScanResult"
     for reason, (n, first) in refusal_counts(result.rejected).items():
         log.warning("refused before decoding: %s x %d (e.g. %s); every file is listed in %s",
                     reason, n, first[:300], layout.quarantine)
-    return units, result, planned
+    return units, result
 
 
-@task(name="process-units", cache_policy=NO_CACHE)
+@task(name="process-units", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def process_units(units: list[WorkUnit], cfg: IngestConfig) -> tuple[list[dict], list[tuple[WorkUnit, str]], int]:
     """Fan the units out (Ray or in-process); returns (records, failed units, skipped count)."""
     log = get_run_logger()
@@ -179,40 +184,113 @@ def process_units(units: list[WorkUnit], cfg: IngestConfig) -> tuple[list[dict],
     return records, failed, skipped
 
 
-def _run(todo: list[WorkUnit], pre: PreprocessConfig, cfg: IngestConfig):
+def _run(todo: list[WorkUnit], pre: PreprocessConfig, cfg: IngestConfig) -> Iterator[tuple[WorkUnit, dict | None, str | None]]:
     """Yield (unit, record dict, error) as units finish."""
     if not todo:
         return
     if cfg.executor == "local":
-        for u in todo:
-            try:
-                yield u, asdict(process_unit(u, pre, jpeg_quality=cfg.jpeg_quality)), None
-            except Exception as e:  # storage errors (disk full...) fail the unit, not the run
-                yield u, None, f"{type(e).__name__}: {e}"
-        return
-    ray = init_ray(cfg.ray_address, cfg.num_workers)
-    remote = ray.remote(num_cpus=1, max_retries=cfg.retries, retry_exceptions=True)(_process_unit_dict)
-    pending = {remote.remote(u, pre, cfg.jpeg_quality): u for u in todo}
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            unit = pending.pop(ref)
-            try:
-                yield unit, ray.get(ref), None
-            except Exception as e:  # RayTaskError (wrapping the worker's exception) / WorkerCrashedError
-                cause = getattr(e, "cause", None) or e
-                yield unit, None, f"{type(cause).__name__}: {cause}"
+        yield from _run_local(todo, pre, cfg.jpeg_quality)
+    else:
+        yield from _run_ray(todo, pre, cfg)
 
 
-def _process_unit_dict(unit: WorkUnit, pre: PreprocessConfig, jpeg_quality: int) -> dict:
-    """process_unit in a Ray worker; the record also names the node that ran it.
+class UnitFailed(Exception):
+    """A unit's work raised; names the unit, because a Ray error alone does not say which one it was."""
+
+    def __init__(self, shard: str, error: str):
+        super().__init__(shard, error)
+        self.shard, self.error = shard, error
+
+
+class UnitWorker:
+    """Writes units with one face detector, built here once (its graphs take ~100 ms to load) and
+    reused for every unit this worker is given: in-process for ``executor="local"``, as the state
+    of a Ray actor (:class:`RayUnitWorker`) for ``executor="ray"``."""
+
+    def __init__(self, pre: PreprocessConfig, jpeg_quality: int):
+        self.pre, self.jpeg_quality = pre, jpeg_quality
+        self.detector = face_detector(pre)
+
+    def write(self, unit: WorkUnit) -> dict:
+        """:func:`process_unit`'s record as a dict; any failure raises :class:`UnitFailed`."""
+        try:
+            return asdict(process_unit(unit, self.pre, jpeg_quality=self.jpeg_quality, detector=self.detector))
+        except Exception as e:  # storage errors (disk full...) fail the unit, not the run
+            raise UnitFailed(unit.shard, f"{type(e).__name__}: {e}") from e
+
+    def close(self) -> None:
+        self.detector.close()
+
+
+class RayUnitWorker(UnitWorker):
+    """A :class:`UnitWorker` in a Ray actor; its records also name the node that ran them.
 
     ``node`` travels back to the flow (logs, ``units_per_node`` in the result) only: the
     shard's ``.tar.json`` completion record is written inside process_unit, without it.
     """
-    import ray
 
-    return {**asdict(process_unit(unit, pre, jpeg_quality=jpeg_quality)), "node": ray.get_runtime_context().get_node_id()}
+    def __init__(self, pre: PreprocessConfig, jpeg_quality: int):
+        import ray
+
+        super().__init__(pre, jpeg_quality)
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def write(self, unit: WorkUnit) -> dict:
+        return {**super().write(unit), "node": self.node}
+
+
+def _run_local(todo: list[WorkUnit], pre: PreprocessConfig, jpeg_quality: int):
+    """Every unit in this process, in order, through one worker (one detector for the whole run)."""
+    worker = UnitWorker(pre, jpeg_quality)
+    try:
+        for unit in todo:
+            try:
+                yield unit, worker.write(unit), None
+            except UnitFailed as e:
+                yield unit, None, e.error
+    finally:
+        worker.close()
+
+
+def _run_ray(todo: list[WorkUnit], pre: PreprocessConfig, cfg: IngestConfig):
+    """The units over an ActorPool of one :class:`RayUnitWorker` per CPU of the Ray cluster.
+
+    A unit that raises is retried ``cfg.retries`` times on its actor; an actor whose process dies
+    (kill, out of memory, a crash in native code) restarts, rebuilding its detector, and its unit
+    is retried as often. An actor that has used up its restarts is replaced by a new one.
+    """
+    ray = init_ray(cfg.ray_address, cfg.num_workers)
+    from ray.exceptions import ActorDiedError
+    from ray.util import ActorPool
+
+    actor = ray.remote(num_cpus=1, max_restarts=cfg.retries, max_task_retries=cfg.retries)(RayUnitWorker)
+    actors = [actor.remote(pre, cfg.jpeg_quality) for _ in range(min(len(todo), int(ray.cluster_resources()["CPU"])))]
+    pool = ActorPool(actors)
+    left = {u.shard: u for u in todo}
+    deaths: list[str] = []
+    try:
+        for unit in todo:
+            pool.submit(lambda a, u: a.write.options(retry_exceptions=True).remote(u), unit)
+        while pool.has_next():
+            try:
+                record = pool.get_next_unordered()
+            except Exception as e:  # RayTaskError (wrapping UnitFailed) / ActorDiedError
+                cause = getattr(e, "cause", None)
+                if isinstance(cause, UnitFailed):
+                    yield left.pop(cause.shard), None, cause.error
+                    continue
+                deaths.append(f"{type(e).__name__}: {e}")
+                if isinstance(e, ActorDiedError) and not e.actor_init_failed:  # the pool dropped it: keep its size
+                    actors.append(actor.remote(pre, cfg.jpeg_quality))
+                    pool.push(actors[-1])
+                continue
+            yield left.pop(record["shard"]), record, None
+    finally:
+        for a in actors:
+            ray.kill(a)
+    # a Ray error does not name the task it ends: the units without a result are those whose worker died
+    for unit in left.values():
+        yield unit, None, deaths[0] if deaths else "no result: every Ray worker of the pool died"
 
 
 def _quarantine_reasons(uri: str, show: int = 3) -> str:
@@ -245,9 +323,14 @@ class _ProgressArtifact:
         update_progress_artifact(self.id, percent, description=text)
 
 
-@task(name="write-index", cache_policy=NO_CACHE)
-def write_index(cfg: IngestConfig, planned, records, result, failed, skipped: int, seconds: float) -> dict:
+@task(name="write-index", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def write_index(cfg: IngestConfig, records: list[dict], result: "steps.ScanResult", failed: list[tuple[WorkUnit, str]],
+                skipped: int, seconds: float) -> dict:
+    """The final manifest, shard index and quarantine from the planned manifest (read back) and the records."""
     layout = fs.IngestLayout(cfg.out)
+    # as scan-and-plan wrote it; on a retry after write_outputs began, the final manifest, which
+    # finalize maps to itself (every video's fate comes from the records and failures again)
+    planned = read_table(layout.manifest, ManifestRow)
     manifest, shards, quarantine = steps.finalize(planned, records, result, failed)
     steps.write_outputs(layout, manifest, shards, quarantine, {**cfg.model_dump(), "preprocess": cfg.preprocess().to_dict(), "preprocess_hash": cfg.preprocess().hash()})
     summary = steps.summary_markdown(manifest, shards, quarantine, seconds, skipped, ratios=cfg.ratios)
@@ -279,9 +362,9 @@ def ingest_dfdc(config: IngestConfig) -> dict:
     """DFDC videos -> WebDataset shards + manifest.parquet + shards.parquet + quarantine.parquet."""
     t0 = time.perf_counter()
     with steps.output_lock(config.out):
-        units, result, planned = scan_and_plan(config)
+        units, result = scan_and_plan(config)
         records, failed, skipped = process_units(units, config)
-        summary = write_index(config, planned, records, result, failed, skipped, time.perf_counter() - t0)
+        summary = write_index(config, records, result, failed, skipped, time.perf_counter() - t0)
     if not summary["ingested"] and not failed:  # nothing usable, whichever stage refused it: say why, do not look done
         total = summary["videos"] + len(result.rejected)
         raise RuntimeError(

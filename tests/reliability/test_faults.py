@@ -3,7 +3,8 @@
 Every case ends with a rerun (or the same run, after Ray's retries) whose shards are
 byte-identical to those of an uninterrupted run (shards.parquet sha256 per relative path),
 with nothing partial ever visible under the output root. Covered elsewhere: kill -9 of the
-Prefect flow process (tests/flows/test_ingest_flow.py::test_killed_run_resumes_to_identical_shards).
+Prefect flow process (tests/flows/test_ingest_flow.py::test_killed_run_resumes_to_identical_shards)
+and, fast, of one bare unit (tests/tasks/ingest/test_units.py).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def _ray_head_pid(procs) -> int:
 
 
 class _WorkerKiller(threading.Thread):
-    """kill -9 the first Ray worker seen running a unit; only workers under our own Ray head."""
+    """kill -9 the first Ray actor seen writing a unit; only workers under our own Ray head."""
 
     def __init__(self, procs, head: int):
         super().__init__(daemon=True)
@@ -95,7 +96,7 @@ class _WorkerKiller(threading.Thread):
         while not self.stop.is_set() and self.killed is None:
             for pid in self.procs.descendants(self.head):
                 title = self.procs.cmdline(pid)
-                if title.startswith("ray::_process_unit_dict") and self.procs.kill9(pid):
+                if title.startswith("ray::RayUnitWorker.write") and self.procs.kill9(pid):
                     self.killed = f"{pid} {title}"
                     return
             time.sleep(0.05)
@@ -115,7 +116,7 @@ def test_a_ray_worker_killed_mid_unit_is_retried_to_identical_shards(ray_address
         killer.stop.set()
         killer.join()
     assert killer.killed, "no worker was caught running a unit"
-    assert result["quarantined"] == 0 and result["ingested"] == 4  # Ray re-ran the killed unit
+    assert result["quarantined"] == 0 and result["ingested"] == 4  # the actor restarted and re-ran its unit
     assert _shard_hashes(out) == reference
     assert not _visible_partials(out)
 
