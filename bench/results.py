@@ -38,6 +38,7 @@ import torch
 
 from av_signal import signal_table
 from storage import fs
+from storage.tables import ManifestRow, read_table
 from tasks.train.checkpoint import WEIGHTS, resolve_checkpoint
 from tasks.evaluate.videos import evaluate_videos
 from tasks.ingest.preprocess import face_detector
@@ -84,9 +85,9 @@ def _ingest(data: Path, out: Path, ratios: tuple[float, float, float] = RATIOS, 
 
 def _train_prior(shards: Path) -> float:
     """The video-level FAKE fraction of the ingested training split: the prior baseline's P(FAKE)."""
-    rows = [r for r in fs.read_parquet(str(shards / "manifest.parquet")).to_pylist()
-            if r["split"] == "train" and r["status"] == "ingested"]  # fmt: skip
-    return sum(r["label"] == "FAKE" for r in rows) / len(rows)
+    rows = [r for r in read_table(fs.IngestLayout(str(shards)).manifest, ManifestRow)
+            if r.split == "train" and r.status == "ingested"]  # fmt: skip
+    return sum(r.label == "FAKE" for r in rows) / len(rows)
 
 
 def _pretrain(args, out: Path, seed: int) -> str:
