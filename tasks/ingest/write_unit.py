@@ -127,13 +127,13 @@ def is_complete(unit: WorkUnit, config_hash: str) -> dict | None:
     return None
 
 
-def process_unit(
-    unit: WorkUnit, cfg: PreprocessConfig, *, jpeg_quality: int = 90, detector: FaceDetector | None = None
-) -> UnitRecord:
+def process_unit(unit: WorkUnit, cfg: PreprocessConfig, *, detector: FaceDetector, jpeg_quality: int = 90) -> UnitRecord:
     """Preprocess every video of the unit into one shard; bad videos go to the record's quarantine.
 
-    The shard is published (:class:`storage.shard_io.ShardWriter`) only when complete; the
-    record (which marks completion) is written after it. Safe to kill at any point.
+    ``detector``: :func:`tasks.ingest.preprocess.face_detector` of ``cfg``, built once per worker
+    and passed to every unit it runs. The shard is published (:class:`storage.shard_io.ShardWriter`)
+    only when complete; the record (which marks completion) is written after it. Safe to kill at
+    any point.
     """
     config_hash = cfg.hash()
     done = is_complete(unit, config_hash)
@@ -141,16 +141,10 @@ def process_unit(
         return UnitRecord(**{**done, "skipped": True})
     t0 = time.perf_counter()
     record = UnitRecord(shard=unit.shard, split=unit.split, part=unit.part, signature=unit.signature(config_hash))
-    own_detector = detector is None
-    detector = detector or FaceDetector(min_score=cfg.min_det_score, detect_side=cfg.detect_side)
-    try:
-        with ShardWriter(unit.shard) as sink:
-            for v in unit.videos:
-                _add_video(sink, v, cfg, detector, record, jpeg_quality)
-        record.bytes, record.sha256 = sink.bytes, sink.sha256
-    finally:
-        if own_detector:
-            detector.close()
+    with ShardWriter(unit.shard) as sink:
+        for v in unit.videos:
+            _add_video(sink, v, cfg, detector, record, jpeg_quality)
+    record.bytes, record.sha256 = sink.bytes, sink.sha256
     record.seconds = time.perf_counter() - t0
     fs.atomic_write_bytes(fs.IngestLayout.record_of(unit.shard), json.dumps(asdict(record), sort_keys=True).encode())
     return record
