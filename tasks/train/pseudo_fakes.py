@@ -28,10 +28,10 @@ import torch.nn.functional as F
 
 from tasks.train.augment import gaussian_blur, shift_mel_bins
 from tasks.train.batch_augment import down_up
+from tasks.train.settings import PSEUDO_FAKE_KINDS as KINDS
 
-VISUAL_KINDS = ("self_blend", "face_resample", "mouth_freeze", "mouth_shuffle")
-AUDIO_KINDS = ("audio_shift", "audio_swap", "audio_pitch")
-KINDS = VISUAL_KINDS + AUDIO_KINDS
+AUDIO_KINDS = tuple(k for k in KINDS if k.startswith("audio_"))
+VISUAL_KINDS = tuple(k for k in KINDS if k not in AUDIO_KINDS)
 # geometry of a face crop, as fractions of (H, W): the face ellipse and the mouth ellipse
 FACE_CENTRE, FACE_RADII = (0.5, 0.5), (0.42, 0.34)
 MOUTH_CENTRE, MOUTH_RADII = (0.74, 0.5), (0.14, 0.2)

@@ -122,6 +122,29 @@ class MixAugment:
         return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
 
 
+PseudoFakeKind = Literal["self_blend", "face_resample", "mouth_freeze", "mouth_shuffle", "audio_shift", "audio_swap",
+                         "audio_pitch"]  # fmt: skip
+PSEUDO_FAKE_KINDS: tuple[str, ...] = get_args(PseudoFakeKind)
+
+
+@dataclass(frozen=True)
+class PseudoFakeAugment:
+    """Pseudo-fakes (stage 2, :mod:`tasks.train.pseudo_fakes`): REAL clips of a batch made into labelled FAKEs."""
+
+    p: float = 0.0  # fraction of each batch's REAL clips turned into pseudo-fakes; 0 disables
+    kinds: tuple[PseudoFakeKind, ...] = PSEUDO_FAKE_KINDS  # drawn uniformly per clip
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"pseudo-fake p is a probability, got {self.p}")
+        if not self.kinds or set(self.kinds) - set(PSEUDO_FAKE_KINDS):
+            raise ValueError(f"pseudo-fake kinds must be a non-empty subset of {PSEUDO_FAKE_KINDS}, got {self.kinds}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.p > 0
+
+
 VIDEO_PRESETS = {
     "none": VideoAugment(),
     "light": VideoAugment(hflip=0.5, rotate=5.0, brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02),
@@ -221,6 +244,10 @@ class TrainSettings(BaseModel):
     audio_augment: AudioAugment = Field(default_factory=AudioAugment,
                                         description="per-clip log-mel augmentation, or a preset: none | sync_safe")
     mix: MixAugment = Field(default_factory=MixAugment, description="Mixup / CutMix of training batches")
+    pseudo_fakes: PseudoFakeAugment = Field(default_factory=PseudoFakeAugment, description="pseudo-fakes made from "
+                                            'REAL training clips, e.g. {"p": 0.5} or {"p": 0.5, "kinds": ["audio_shift"]}')
+    encoder_lr_scale: float = Field(1.0, gt=0, le=1, description="stage-2 learning rate of the encoders and A2V/V2A "
+                                    "as a fraction of lr (keeps stage 1's features)")  # fmt: skip
     # -- stage-2 objective (tasks.train.objective)
     loss: Literal["bce", "focal"] = Field("bce", description="stage-2 loss")
     focal_gamma: float = Field(2.0, ge=0, description="focal loss gamma")

@@ -121,3 +121,17 @@ def test_pseudo_fakes_are_deterministic_and_ride_in_the_batch_transform():
 def test_a_batch_of_one_never_swaps_audio():
     out = P.PseudoFakes(1.0, ("audio_swap",), generator=_g())(_batch(1))
     assert out["target"].item() == 0 and out["pseudo_kind"].item() == -1
+
+
+def test_the_settings_switch_validates_kinds_and_rate():
+    from pydantic import ValidationError
+
+    from tasks.train.settings import PseudoFakeAugment, TrainSettings
+
+    s = TrainSettings(data="d", output_dir="o", pseudo_fakes={"p": 0.5, "kinds": ["audio_shift", "self_blend"]})
+    assert s.pseudo_fakes == PseudoFakeAugment(0.5, ("audio_shift", "self_blend")) and s.pseudo_fakes.enabled
+    assert not TrainSettings(data="d", output_dir="o").pseudo_fakes.enabled
+    assert set(P.KINDS) == set(P.VISUAL_KINDS) | set(P.AUDIO_KINDS) and len(P.KINDS) == 7
+    for bad in ({"p": 1.5}, {"p": 0.5, "kinds": ["nope"]}, {"p": 0.5, "kinds": []}):
+        with pytest.raises(ValidationError, match="pseudo_fakes"):
+            TrainSettings(data="d", output_dir="o", pseudo_fakes=bad)
