@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from tasks.evaluate import metric_names as N
+
 NAME_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 TABLE_METRICS = ("auc", "log_loss", "balanced_accuracy", "eer")
-BASELINES = ("prior", "majority")
 
 
 def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -104,11 +105,11 @@ class ComparisonRow:
         return self.metrics.get(metric, Spread(math.nan, math.nan, 0))
 
 
-def metric_prefix(split: str, level: str) -> str:
-    """Where run_training puts a split's metrics: ``best_val_video_`` or ``test_clip_`` ..."""
-    if split not in ("val", "test") or level not in ("video", "clip"):
-        raise ValueError(f"split must be val|test and level video|clip, got {split!r}, {level!r}")
-    return f"{'best_val' if split == 'val' else 'test'}_{level}_"
+def run_split(split: str) -> str:
+    """The key split run_training reports a split under at its best checkpoint: val -> best_val, test -> test."""
+    if split not in (N.VAL, N.TEST):
+        raise ValueError(f"split must be val|test, got {split!r}")
+    return N.BEST_VAL if split == N.VAL else N.TEST
 
 
 def comparison_rows(
@@ -119,15 +120,16 @@ def comparison_rows(
     Baselines (train prior for every clip; train majority class, almost certain) depend only
     on the data, so they are read from the first run that has them.
     """
-    prefix = metric_prefix(split, level)
+    at = run_split(split)
+    keys = {m: N.key(at, level, m) for m in TABLE_METRICS}
     rows = [
-        ComparisonRow(name, "variant", {m: spread([r.get(prefix + m, math.nan) for r in rs]) for m in TABLE_METRICS})
+        ComparisonRow(name, "variant", {m: spread([r.get(k, math.nan) for r in rs]) for m, k in keys.items()})
         for name, rs in runs.items()
     ]
-    base = prefix.removesuffix(f"{level}_") + f"baselines_{level}_"
-    first = next((r for rs in runs.values() for r in rs if base + "prior_auc" in r), None)
-    for b in BASELINES:
-        values = {m: spread([first.get(f"{base}{b}_{m}", math.nan)] if first else []) for m in TABLE_METRICS}
+    first = next((r for rs in runs.values() for r in rs if N.baseline_key(at, level, "prior", "auc") in r), None)
+    for b in N.BASELINES:
+        base = {m: N.baseline_key(at, level, b, m) for m in TABLE_METRICS}
+        values = {m: spread([first.get(k, math.nan)] if first else []) for m, k in base.items()}
         rows.append(ComparisonRow(b, "baseline", values))
     return rows
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.evaluate import metric_names as N
 from tasks.evaluate.metrics import all_fake_f1, bootstrap_auc_ci
 
 # Overfitting: val loss ends >= 10% above its minimum while train loss falls >= 5% after it.
@@ -45,12 +46,13 @@ _TABLE_METRICS = (
     ("f1", "F1"),
     ("eer", "EER"),
 )
+_VAL_VIDEO_AUC = N.key(N.VAL, "video", "auc")
 _EPOCH_COLUMNS = (
     ("train_loss", "train loss"),
-    ("val_loss", "val loss"),
-    ("val_video_auc", "val AUC"),
-    ("val_video_log_loss", "val log loss"),
-    ("val_video_f1", "val F1"),
+    (N.VAL_LOSS, "val loss"),
+    (_VAL_VIDEO_AUC, "val AUC"),
+    (N.key(N.VAL, "video", "log_loss"), "val log loss"),
+    (N.key(N.VAL, "video", "f1"), "val F1"),
     ("lr", "lr"),
 )
 
@@ -63,7 +65,8 @@ class ReportInputs:
         val_video_log_loss, val_video_f1, lr (missing keys are shown as n/a).
     dataset: split -> :func:`split_stats` dict (videos_real, videos_fake, clips_real,
         clips_fake, groups).
-    config: the run's configuration (nested dicts allowed), shown flattened.
+    config: the run's configuration (nested dicts allowed), shown flattened and never read.
+    patience / max_epochs: the early-stopping settings the run trained with (None: not stated).
     test: the output of :func:`tasks.evaluate.metrics.evaluate_predictions` on the test split.
     best_epoch / monitor / monitor_mode: the checkpoint selection rule and its result.
     y_test_video, p_test_video: ``[V]`` video labels and FAKE probabilities, for the CI.
@@ -87,6 +90,8 @@ class ReportInputs:
     seed: int = 0
     groups_test_video: Sequence[str] | None = None  # ``[V]`` group of each test video: CIs resample groups
     groups_val_video: Sequence[str] | None = None
+    patience: int | None = None
+    max_epochs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -262,72 +267,75 @@ def _config_section(config: Mapping[str, Any]) -> list[str]:
 
 
 def _history_section(run: ReportInputs) -> list[str]:
-    hist = run.history
     lines = ["## Training", ""]
-    if not hist:
+    if not run.history:
         return lines + ["The history is empty: no epoch was recorded.", ""]
-    has_stage = any("stage" in r for r in hist)
+    epochs = [_epoch(r, i) for i, r in enumerate(run.history)]
+    lines += _epoch_table(run) + [""]
+    lines.append(_epochs_text(run.history, epochs))
+    lines += _best_epoch_lines(run, epochs)
+    lines.append(_early_stopping_line(run, epochs))
+    return lines + [""]
+
+
+def _epoch_table(run: ReportInputs) -> list[str]:
+    """One row per epoch: _EPOCH_COLUMNS, the kept epoch in bold."""
+    has_stage = any("stage" in r for r in run.history)
     header = ["epoch"] + (["stage"] if has_stage else []) + [name for _, name in _EPOCH_COLUMNS]
     rows = []
-    for i, r in enumerate(hist):
+    for i, r in enumerate(run.history):
         ep = _epoch(r, i)
         cells = [f"**{ep}** (best)" if ep == run.best_epoch else str(ep)]
         if has_stage:
             cells.append(str(r.get("stage", "")))
         cells += [_lr(r.get(k)) if k == "lr" else _f(r.get(k)) for k, _ in _EPOCH_COLUMNS]
         rows.append(cells)
-    lines += _table(header, rows) + [""]
+    return _table(header, rows)
 
-    epochs = [_epoch(r, i) for i, r in enumerate(hist)]
-    text = f"Training recorded {len(hist)} epochs ({epochs[0]}–{epochs[-1]})"
-    if has_stage:
+
+def _epochs_text(history: Sequence[Mapping], epochs: list[int]) -> str:
+    """How many epochs ran, and the epoch span of each stage."""
+    text = f"Training recorded {len(history)} epochs ({epochs[0]}–{epochs[-1]})"
+    if any("stage" in r for r in history):
         spans: list[list] = []
-        for ep, r in zip(epochs, hist):
+        for ep, r in zip(epochs, history):
             st = r.get("stage")
             if spans and spans[-1][0] == st:
                 spans[-1][2] = ep
             else:
                 spans.append([st, ep, ep])
         text += " in stages " + ", ".join(f"{st} (epochs {a}–{b})" for st, a, b in spans)
-    lines.append(text + ".")
+    return text + "."
 
-    # Best epoch and why.
-    values = [(ep, _num(r.get(run.monitor))) for ep, r in zip(epochs, hist)]
-    values = [(ep, v) for ep, v in values if not math.isnan(v)]
-    best_row = next((r for ep, r in zip(epochs, hist) if ep == run.best_epoch), None)
+
+def _best_epoch_lines(run: ReportInputs, epochs: list[int]) -> list[str]:
+    """The kept epoch, its monitored value, and whether it is the extreme of the history."""
+    best_row = next((r for ep, r in zip(epochs, run.history) if ep == run.best_epoch), None)
     if run.best_epoch is None or best_row is None:
-        lines.append(f"No best epoch matching the history was reported (monitor {run.monitor}).")
-    else:
-        v = _num(best_row.get(run.monitor))
-        word = "maximum" if run.monitor_mode == "max" else "minimum"
-        stage_txt = f" (stage {best_row['stage']})" if "stage" in best_row else ""
-        lines.append(
-            f"The checkpoint kept is epoch {run.best_epoch}{stage_txt}, selected on {run.monitor} "
-            f"(mode {run.monitor_mode}) = {_f(v)}."
-        )
-        if values:
-            pick = max if run.monitor_mode == "max" else min
-            ext_ep, ext_v = pick(values, key=lambda t: t[1])
-            if ext_ep == run.best_epoch or ext_v == v:
-                lines.append(f"That is the {word} of {run.monitor} over the {len(values)} epochs that report it.")
-            else:
-                lines.append(
-                    f"Note: the {word} of {run.monitor} in the history is {_f(ext_v)} at epoch {ext_ep}, "
-                    f"not at the kept epoch {run.best_epoch} (a different stage or selection rule?)."
-                )
+        return [f"No best epoch matching the history was reported (monitor {run.monitor})."]
+    v = _num(best_row.get(run.monitor))
+    stage_txt = f" (stage {best_row['stage']})" if "stage" in best_row else ""
+    lines = [f"The checkpoint kept is epoch {run.best_epoch}{stage_txt}, selected on {run.monitor} "
+             f"(mode {run.monitor_mode}) = {_f(v)}."]  # fmt: skip
+    values = [(ep, _num(r.get(run.monitor))) for ep, r in zip(epochs, run.history)]
+    values = [(ep, x) for ep, x in values if not math.isnan(x)]
+    if not values:
+        return lines
+    word = "maximum" if run.monitor_mode == "max" else "minimum"
+    ext_ep, ext_v = (max if run.monitor_mode == "max" else min)(values, key=lambda t: t[1])
+    if ext_ep == run.best_epoch or ext_v == v:
+        return lines + [f"That is the {word} of {run.monitor} over the {len(values)} epochs that report it."]
+    return lines + [f"Note: the {word} of {run.monitor} in the history is {_f(ext_v)} at epoch {ext_ep}, "
+                    f"not at the kept epoch {run.best_epoch} (a different stage or selection rule?)."]  # fmt: skip
 
-    # Early stopping.
-    cfg = _flat(run.config)
-    patience = next((v for k, v in cfg.items() if k.split(".")[-1].endswith("patience")), None)
-    max_epochs = next((v for k, v in cfg.items() if k.split(".")[-1] in ("max_epochs", "epochs")), None)
+
+def _early_stopping_line(run: ReportInputs, epochs: list[int]) -> str:
     if run.early_stopped:
         after = f", {epochs[-1] - run.best_epoch} epochs after the best epoch {run.best_epoch}" if run.best_epoch is not None else ""
-        pat = f" (patience {patience})" if patience is not None else ""
-        lines.append(f"Early stopping triggered after epoch {epochs[-1]}{after}{pat}.")
-    else:
-        cap = f" of max_epochs {max_epochs}" if max_epochs is not None else ""
-        lines.append(f"Early stopping did not trigger: training ran {len(hist)} epochs{cap}.")
-    return lines + [""]
+        pat = f" (patience {run.patience})" if run.patience is not None else ""
+        return f"Early stopping triggered after epoch {epochs[-1]}{after}{pat}."
+    cap = f" of max_epochs {run.max_epochs}" if run.max_epochs is not None else ""
+    return f"Early stopping did not trigger: training ran {len(run.history)} epochs{cap}."
 
 
 def _diagnosis_section(d: CurveDiagnosis) -> list[str]:
@@ -354,25 +362,28 @@ def _diagnosis_section(d: CurveDiagnosis) -> list[str]:
             f"{_pct(d.val_rise)} above that minimum; from epoch {d.val_min_epoch} on, train loss "
             f"{_moves(d.train_at_val_min, d.train_last)} ({_f(d.train_at_val_min)} → {_f(d.train_last)})."
         )
+    lines.append(f"**Diagnosis: {d.verdict}**: {_diagnosis_reason(d)}.")
+    return lines + [""]
+
+
+def _diagnosis_reason(d: CurveDiagnosis) -> str:
+    """Why the verdict is what it is: the measured changes against their thresholds."""
     if d.verdict == "overfitting":
-        why = (
+        return (
             f"val loss rose {_pct(d.val_rise)} (threshold {_pct(OVERFIT_MIN_VAL_RISE)}) above its minimum at "
             f"epoch {d.val_min_epoch} while train loss kept falling by {_pct(d.train_fall_after_val_min)} "
             f"(threshold {_pct(OVERFIT_MIN_TRAIN_FALL)})"
         )
-    elif d.verdict == "underfitting":
-        why = (
+    if d.verdict == "underfitting":
+        return (
             f"train loss fell only {_pct(d.train_fall_total)} over the stage "
             f"(threshold {_pct(UNDERFIT_MAX_TRAIN_FALL)})"
         )
-    else:
-        why = (
-            f"val loss ends {_pct(d.val_rise)} above its minimum (overfitting needs {_pct(OVERFIT_MIN_VAL_RISE)} "
-            f"with train still falling {_pct(OVERFIT_MIN_TRAIN_FALL)}), and train loss fell {_pct(d.train_fall_total)} "
-            f"(underfitting below {_pct(UNDERFIT_MAX_TRAIN_FALL)})"
-        )
-    lines.append(f"**Diagnosis: {d.verdict}**: {why}.")
-    return lines + [""]
+    return (
+        f"val loss ends {_pct(d.val_rise)} above its minimum (overfitting needs {_pct(OVERFIT_MIN_VAL_RISE)} "
+        f"with train still falling {_pct(OVERFIT_MIN_TRAIN_FALL)}), and train loss fell {_pct(d.train_fall_total)} "
+        f"(underfitting below {_pct(UNDERFIT_MAX_TRAIN_FALL)})"
+    )
 
 
 def _auc_ci(y, p, run: ReportInputs, groups: Sequence[str] | None = None) -> tuple[float, float]:
@@ -389,92 +400,113 @@ def _resampled(run: ReportInputs, groups: Sequence[str] | None, n_videos: int) -
 def _test_section(run: ReportInputs, ci: tuple[float, float]) -> tuple[list[str], list[str]]:
     """Lines of the test section and the warnings it raised."""
     lines, warns = ["## Test metrics", ""], []
-    test, base = run.test, run.test.get("baselines", {})
     for level in _LEVELS:
-        m = test.get(level)
-        if m is None:
+        if run.test.get(level) is None:
             continue
-        at_val = test.get(f"{level}@val_threshold")
-        b = base.get(level, {})
-        prior, major = b.get("prior"), b.get("majority")
-        n, n_pos = _num(m.get("n")), _num(m.get("n_pos"))
-        f1_all = all_fake_f1(n, n_pos)
-        lines += [f"### {level.capitalize()} level ({int(n)} {level}s, {int(n_pos)} FAKE)", ""]
-        header = ["metric", "model @0.5"]
-        if at_val:
-            header.append(f"model @{_f(at_val['threshold'])} (val)")
-        header += ["prior baseline", "majority baseline", "model − prior"]
-        rows = []
-        for key, name in _TABLE_METRICS:
-            v = _num(m.get(key))
-            row = [name, _f(v)]
-            if at_val:
-                row.append(_f(at_val.get(key)))
-            pv = _num(prior.get(key)) if prior else math.nan
-            row += [_f(pv), _f(major.get(key)) if major else "n/a", _signed(v - pv)]
-            rows.append(row)
-        lines += _table(header, rows) + [""]
+        level_lines, level_warns = _level_lines(run.test, level)
+        lines += level_lines
+        warns += level_warns
+    ci_lines, ci_warns = _test_ci_lines(run, ci)
+    return lines + ci_lines + [""], warns + ci_warns
 
-        auc, ll, f1 = _num(m.get("auc")), _num(m.get("log_loss")), _num(m.get("f1"))
-        if prior:
-            p_auc, p_ll = _num(prior.get("auc")), _num(prior.get("log_loss"))
-            text = (
-                f"AUC {_f(auc)} vs {_f(p_auc)} for the prior baseline ({_signed(auc - p_auc)}); "
-                f"log loss {_f(ll)} vs {_f(p_ll)} for the prior ({_signed(ll - p_ll)}, lower is better)"
-            )
-            if major:
-                text += (
-                    f" and {_f(major.get('log_loss'))} for the majority baseline; accuracy {_f(m.get('accuracy'))} "
-                    f"vs {_f(major.get('accuracy'))} for the majority baseline "
-                    f"({_signed(_num(m.get('accuracy')) - _num(major.get('accuracy')))})"
-                )
-            lines.append(text + ".")
-            if not _beats(ll, p_ll):
-                w = (
-                    f"{level} log loss {_f(ll)} does not beat the prior baseline's {_f(p_ll)} "
-                    f"({_signed(ll - p_ll)}): the model's probabilities are no better than predicting the train "
-                    f"FAKE fraction for every {level}."
-                )
-                warns.append(w)
-                lines.append(f"> **Warning:** {w}")
-        else:
-            lines.append(f"AUC {_f(auc)}, log loss {_f(ll)}; no baselines were computed (no train labels passed).")
-        lines.append(f"The all-FAKE predictor scores F1 {_f(f1_all)} on these labels; the model scores {_f(f1)}.")
-        if abs(f1 - f1_all) <= F1_EQUAL_TOL:
-            w = (
-                f"{level} F1 {_f(f1)} equals the all-FAKE predictor's F1 {_f(f1_all)} "
-                f"(difference {abs(f1 - f1_all):.3f} ≤ {F1_EQUAL_TOL}): with {int(n_pos)} of {int(n)} {level}s FAKE, "
-                f"this F1 does not show that the model separates the classes; read AUC and log loss instead."
-            )
-            warns.append(w)
-            lines.append(f"> **Caveat:** {w}")
-        if at_val:
-            lines.append(
-                f"At the validation-chosen threshold {_f(at_val.get('threshold'))}, F1 is {_f(at_val.get('f1'))} "
-                f"and balanced accuracy {_f(at_val.get('balanced_accuracy'))} "
-                f"(vs {_f(f1)} and {_f(m.get('balanced_accuracy'))} at 0.5)."
-            )
-        lines.append("")
 
+def _level_table(m: Mapping, at_val: Mapping | None, prior: Mapping | None, major: Mapping | None) -> list[str]:
+    """Every _TABLE_METRICS of one level: the model at 0.5 (and at the val threshold) beside both baselines."""
+    header = ["metric", "model @0.5"]
+    if at_val:
+        header.append(f"model @{_f(at_val['threshold'])} (val)")
+    header += ["prior baseline", "majority baseline", "model − prior"]
+    rows = []
+    for key, name in _TABLE_METRICS:
+        v = _num(m.get(key))
+        row = [name, _f(v)]
+        if at_val:
+            row.append(_f(at_val.get(key)))
+        pv = _num(prior.get(key)) if prior else math.nan
+        row += [_f(pv), _f(major.get(key)) if major else "n/a", _signed(v - pv)]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _baseline_lines(level: str, m: Mapping, prior: Mapping | None, major: Mapping | None) -> tuple[list[str], list[str]]:
+    """The model against the prior (and majority) baseline in words; a warning when it does not beat the prior."""
+    auc, ll = _num(m.get("auc")), _num(m.get("log_loss"))
+    if not prior:
+        return [f"AUC {_f(auc)}, log loss {_f(ll)}; no baselines were computed (no train labels passed)."], []
+    p_auc, p_ll = _num(prior.get("auc")), _num(prior.get("log_loss"))
+    text = (
+        f"AUC {_f(auc)} vs {_f(p_auc)} for the prior baseline ({_signed(auc - p_auc)}); "
+        f"log loss {_f(ll)} vs {_f(p_ll)} for the prior ({_signed(ll - p_ll)}, lower is better)"
+    )
+    if major:
+        text += (
+            f" and {_f(major.get('log_loss'))} for the majority baseline; accuracy {_f(m.get('accuracy'))} "
+            f"vs {_f(major.get('accuracy'))} for the majority baseline "
+            f"({_signed(_num(m.get('accuracy')) - _num(major.get('accuracy')))})"
+        )
+    if _beats(ll, p_ll):
+        return [text + "."], []
+    w = (
+        f"{level} log loss {_f(ll)} does not beat the prior baseline's {_f(p_ll)} "
+        f"({_signed(ll - p_ll)}): the model's probabilities are no better than predicting the train "
+        f"FAKE fraction for every {level}."
+    )
+    return [text + ".", f"> **Warning:** {w}"], [w]
+
+
+def _f1_lines(level: str, m: Mapping, at_val: Mapping | None) -> tuple[list[str], list[str]]:
+    """F1 against the all-FAKE predictor's (a caveat when equal), and the metrics at the val threshold."""
+    n, n_pos, f1 = _num(m.get("n")), _num(m.get("n_pos")), _num(m.get("f1"))
+    f1_all = all_fake_f1(n, n_pos)
+    lines, warns = [f"The all-FAKE predictor scores F1 {_f(f1_all)} on these labels; the model scores {_f(f1)}."], []
+    if abs(f1 - f1_all) <= F1_EQUAL_TOL:
+        w = (
+            f"{level} F1 {_f(f1)} equals the all-FAKE predictor's F1 {_f(f1_all)} "
+            f"(difference {abs(f1 - f1_all):.3f} ≤ {F1_EQUAL_TOL}): with {int(n_pos)} of {int(n)} {level}s FAKE, "
+            f"this F1 does not show that the model separates the classes; read AUC and log loss instead."
+        )
+        warns.append(w)
+        lines.append(f"> **Caveat:** {w}")
+    if at_val:
+        lines.append(
+            f"At the validation-chosen threshold {_f(at_val.get('threshold'))}, F1 is {_f(at_val.get('f1'))} "
+            f"and balanced accuracy {_f(at_val.get('balanced_accuracy'))} "
+            f"(vs {_f(f1)} and {_f(m.get('balanced_accuracy'))} at 0.5)."
+        )
+    return lines, warns
+
+
+def _level_lines(test: Mapping, level: str) -> tuple[list[str], list[str]]:
+    """One level's subsection of the test section (``test``: evaluate_predictions output) and its warnings."""
+    m, at_val = test[level], test.get(f"{level}@val_threshold")
+    b = test.get("baselines", {}).get(level, {})
+    prior, major = b.get("prior"), b.get("majority")
+    lines = [f"### {level.capitalize()} level ({int(_num(m.get('n')))} {level}s, {int(_num(m.get('n_pos')))} FAKE)", ""]
+    lines += _level_table(m, at_val, prior, major) + [""]
+    base_lines, base_warns = _baseline_lines(level, m, prior, major)
+    f1_lines, f1_warns = _f1_lines(level, m, at_val)
+    return lines + base_lines + f1_lines + [""], base_warns + f1_warns
+
+
+def _test_ci_lines(run: ReportInputs, ci: tuple[float, float]) -> tuple[list[str], list[str]]:
+    """The test video AUC with its bootstrap interval; a warning when undefined or spanning 0.5."""
     lo, hi = ci
     n_vid = len(np.asarray(run.y_test_video))
-    v_auc = _num(test.get("video", {}).get("auc"))
-    lines.append(
+    v_auc = _num(run.test.get("video", {}).get("auc"))
+    lines = [
         f"Test video AUC {_f(v_auc)}, {int(CI_LEVEL * 100)}% bootstrap CI [{_f(lo)}, {_f(hi)}] "
         f"({run.n_bootstrap} resamples of {_resampled(run, run.groups_test_video, n_vid)}, seed {run.seed})."
-    )
+    ]
     if math.isnan(lo):
         w = f"the test video AUC CI is undefined ({n_vid} videos, a single class or too few resamples with both)."
-        warns.append(w)
-        lines.append(f"> **Warning:** {w}")
     elif lo <= 0.5 <= hi:
         w = (
             f"the test video AUC CI [{_f(lo)}, {_f(hi)}] includes 0.5: on {n_vid} videos the AUC {_f(v_auc)} "
             f"is within noise of chance."
         )
-        warns.append(w)
-        lines.append(f"> **Warning:** {w}")
-    return lines + [""], warns
+    else:
+        return lines, []
+    return lines + [f"> **Warning:** {w}"], [w]
 
 
 def _beats(log_loss: float, prior_log_loss: float) -> bool:
@@ -490,37 +522,38 @@ def _majority_fraction(stats: Mapping[str, int]) -> tuple[float, str]:
     return math.nan, ""
 
 
-def _recommendations(
-    run: ReportInputs, d: CurveDiagnosis, test_ci: tuple[float, float], val_ci: tuple[float, float] | None
-) -> list[str]:
-    """Items each fired by a measured condition; ``passed`` records the checks that did not fire."""
-    items: list[str] = []
-    passed: list[str] = []
+Checks = tuple[list[str], list[str]]  # (items that fired, checks that did not fire)
+
+
+def _curve_checks(run: ReportInputs, d: CurveDiagnosis) -> Checks:
     if d.verdict == "overfitting":
-        items.append(
+        return [
             f"**Overfitting** (val loss +{_pct(d.val_rise)} from its minimum {_f(d.val_min)} at epoch "
             f"{d.val_min_epoch}; train loss −{_pct(d.train_fall_after_val_min)} after it): stronger augmentation, "
             f"more weight decay/dropout, or a smaller patience so training stops nearer epoch {d.val_min_epoch}."
-        )
-    elif d.verdict == "underfitting":
+        ], []
+    if d.verdict == "underfitting":
         lrs = [_num(r.get("lr")) for r in run.history if not math.isnan(_num(r.get("lr")))]
         lr_txt = f"; lr ranged {_lr(min(lrs))}–{_lr(max(lrs))}" if lrs else ""
-        items.append(
+        return [
             f"**Underfitting** (train loss fell {_pct(d.train_fall_total)} over epochs {d.epochs[0]}–{d.epochs[-1]}"
             f"{lr_txt}): raise the learning rate or train longer, and check that inputs and labels reach the model."
-        )
-    else:
-        passed.append(f"curve diagnosis {d.verdict}")
+        ], []
+    return [], [f"curve diagnosis {d.verdict}"]
 
+
+def _imbalance_checks(run: ReportInputs) -> Checks:
     frac, counts = _majority_fraction(run.dataset.get("train", {}))
     if frac > IMBALANCE_MAJORITY:
-        items.append(
+        return [
             f"**Class imbalance** (train majority class {_f(frac)} > {IMBALANCE_MAJORITY}; {counts}): weight "
             f"the loss by class or balance the sampler, and monitor AUC/log loss rather than accuracy/F1."
-        )
-    elif not math.isnan(frac):
-        passed.append(f"train majority class {_f(frac)} ≤ {IMBALANCE_MAJORITY}")
+        ], []
+    return [], [] if math.isnan(frac) else [f"train majority class {_f(frac)} ≤ {IMBALANCE_MAJORITY}"]
 
+
+def _ci_checks(test_ci: tuple[float, float], val_ci: tuple[float, float] | None) -> Checks:
+    items, passed = [], []
     for name, ci in (("test video", test_ci), ("val video", val_ci)):
         if ci is None or math.isnan(ci[0]):
             continue
@@ -532,7 +565,11 @@ def _recommendations(
             )
         else:
             passed.append(f"{ci_txt} excludes 0.5")
+    return items, passed
 
+
+def _baseline_checks(run: ReportInputs) -> Checks:
+    """Log loss against the prior and F1 against the all-FAKE F1, per level."""
     no_gain, gain, f1_equal, f1_apart = [], [], [], []
     for level in _LEVELS:
         m = run.test.get(level)
@@ -544,6 +581,7 @@ def _recommendations(
             (gain if _beats(ll, p_ll) else no_gain).append(f"{level} {_f(ll)} vs {_f(p_ll)}")
         f1, f1_all = _num(m.get("f1")), all_fake_f1(_num(m.get("n")), _num(m.get("n_pos")))
         (f1_equal if abs(f1 - f1_all) <= F1_EQUAL_TOL else f1_apart).append(f"{level} {_f(f1)} vs {_f(f1_all)}")
+    items, passed = [], []
     if no_gain:
         items.append(
             f"**No gain over the prior on log loss** ({'; '.join(no_gain)}): calibrate (temperature scaling on "
@@ -558,25 +596,44 @@ def _recommendations(
         )
     if f1_apart:
         passed.append(f"F1 apart from the all-FAKE F1 ({'; '.join(f1_apart)})")
+    return items, passed
 
+
+def _gap_checks(run: ReportInputs) -> Checks:
+    """Val video AUC at the kept epoch against test video AUC."""
     best = next((r for i, r in enumerate(run.history) if _epoch(r, i) == run.best_epoch), None)
-    val_auc = _num(best.get("val_video_auc")) if best else math.nan
+    val_auc = _num(best.get(_VAL_VIDEO_AUC)) if best else math.nan
     test_auc = _num(run.test.get("video", {}).get("auc"))
     if val_auc - test_auc > VAL_TEST_AUC_GAP:
-        items.append(
+        return [
             f"**Val/test gap** (val video AUC {_f(val_auc)} at epoch {run.best_epoch} vs test {_f(test_auc)}, "
             f"gap {_f(val_auc - test_auc)} > {VAL_TEST_AUC_GAP}): check the val/test split for source or group "
             f"differences, and that checkpoint selection did not overfit val."
-        )
-    elif not math.isnan(val_auc - test_auc):
-        passed.append(f"val AUC {_f(val_auc)} minus test AUC {_f(test_auc)} ≤ {VAL_TEST_AUC_GAP}")
+        ], []
+    if math.isnan(val_auc - test_auc):
+        return [], []
+    return [], [f"val AUC {_f(val_auc)} minus test AUC {_f(test_auc)} ≤ {VAL_TEST_AUC_GAP}"]
 
+
+def _still_improving_checks(run: ReportInputs) -> Checks:
     if run.history and not run.early_stopped and run.best_epoch == _epoch(run.history[-1], len(run.history) - 1):
-        items.append(
+        return [
             f"**Still improving** (the best {run.monitor} is at the last epoch {run.best_epoch} and early stopping "
             f"did not trigger): train for more epochs."
-        )
+        ], []
+    return [], []
 
+
+def _recommendations(
+    run: ReportInputs, d: CurveDiagnosis, test_ci: tuple[float, float], val_ci: tuple[float, float] | None
+) -> list[str]:
+    """Items each fired by a measured condition, then the checks that did not fire."""
+    items: list[str] = []
+    passed: list[str] = []
+    for fired, quiet in (_curve_checks(run, d), _imbalance_checks(run), _ci_checks(test_ci, val_ci),
+                         _baseline_checks(run), _gap_checks(run), _still_improving_checks(run)):  # fmt: skip
+        items += fired
+        passed += quiet
     lines = ["## Recommendations", ""]
     if items:
         lines += [f"- {it}" for it in items]

@@ -45,7 +45,9 @@ def test_comparison_table_has_variants_with_seed_spread_and_baseline_rows(tmp_pa
     assert "| prior | baseline | - | 0.500 | 0.690 |" in md
     png = X.plot_comparison(rows, tmp_path / "c.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert X.metric_prefix("test", "clip") == "test_clip_"
+    assert X.run_split("val") == "best_val" and X.run_split("test") == "test"
+    with pytest.raises(ValueError, match="val|test"):
+        X.run_split("best_val")
     with pytest.raises(ValueError):
         X.check_name("a b")
 

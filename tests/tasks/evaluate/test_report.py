@@ -47,7 +47,9 @@ def _inputs(history, kind="good", fake_frac=0.5, **kw):
                       "clips_real": 3 * (100 - n_train_fake), "clips_fake": 3 * n_train_fake, "groups": 37},
             "test": split_stats(ids, y, groups=[i[:5] for i in ids]),
         },
-        config={"model": {"preset": "tiny", "dropout": 0.1}, "max_epochs": 6, "patience": 3},
+        config={"model": {"preset": "tiny", "dropout": 0.1}},
+        patience=3,
+        max_epochs=6,
         test=test,
         early_stopped=False,
         best_epoch=best,
@@ -162,3 +164,12 @@ def test_intervals_resample_groups_when_the_groups_are_known():
     assert "resamples of 8 groups of 40 videos (a REAL and its fakes resampled together)" in text
     assert "bootstrap over groups" in text.split("## ")[0]
     assert "resamples of 40 videos" in write_training_report(run)  # without groups: videos, said so
+
+
+def test_early_stopping_settings_are_taken_as_passed_never_read_from_the_config():
+    history = _history(*OVERFIT)
+    config = {"train": {"patience": 99, "epochs": 99}, "model": {"max_epochs": 98}}
+    stopped = write_training_report(_inputs(history, config=config, early_stopped=True))
+    assert "(patience 3)" in stopped and "99" not in stopped.split("## Training")[1].split("## Curve")[0]
+    ran = write_training_report(_inputs(history, config=config, patience=None, max_epochs=None))
+    assert "Early stopping did not trigger: training ran 6 epochs." in ran
