@@ -44,6 +44,7 @@ from safetensors.torch import save as save_safetensors
 import torch
 
 from avff_model import AVFF, AVFFConfig, get_config
+from avff_model.model import ENCODER_PREFIXES
 from storage import fs
 from storage.tables import ManifestRow
 from tasks.evaluate import metrics as M
@@ -61,7 +62,8 @@ from tasks.train.settings import TrainSettings
 from tasks.train.device import make_scaler, resolve_device, resolve_precision, seed_everything
 from tasks.train import finish
 from tasks.train.engine import Predictions, StepContext, evaluate, pretrain_one_epoch, train_one_epoch
-from tasks.train.optim import EarlyStopping, build_optimizer, build_scheduler, param_groups
+from tasks.train.optim import EarlyStopping, build_optimizer, build_scheduler, named, named_param_groups, param_groups
+from tasks.train.pseudo_fakes import PseudoFakes
 
 # What MLflow's run page charts per epoch; the summary at the best checkpoint is finish.SUMMARY_METRICS.
 # Every other number (both levels, both thresholds, the baselines) is one row of the run's
@@ -258,7 +260,8 @@ class _Run:
         cfg = self.cfg
         lr = cfg.pretrain_lr or cfg.lr
         wd = cfg.weight_decay
-        gen = build_optimizer(param_groups(self.model.generator_parameters(), wd), cfg.optimizer, lr=lr)
+        gen = build_optimizer(named_param_groups(named(self.model, self.model.generator_parameters()), wd, lr=lr),
+                              cfg.optimizer, lr=lr)  # fmt: skip
         disc = build_optimizer(param_groups(self.model.discriminator_parameters(), wd), cfg.optimizer, lr=lr)
         n_real = self.stats["train"]["clips_real"]
         optimizers = {"generator": gen, "discriminator": disc}
@@ -318,11 +321,12 @@ class _Run:
         return fraction, easiest_clips(keys, preds.y, clip_difficulty(preds.y, preds.p), fraction)
 
     def _transform(self, stage_epoch: int) -> BatchTransform | None:
-        """Mixup/CutMix and the progressive scale of this epoch, seeded by (seed, epoch)."""
+        """Pseudo-fakes, Mixup/CutMix and the progressive scale of this epoch, seeded by (seed, epoch)."""
         cfg = self.cfg
         scale = linear_ramp(stage_epoch, start=cfg.progressive_start, epochs=cfg.progressive_epochs)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
-        transform = BatchTransform(cfg.mix, scale=scale, generator=g)
+        pseudo = PseudoFakes(cfg.pseudo_fakes.p, cfg.pseudo_fakes.kinds, generator=g) if cfg.pseudo_fakes.enabled else None
+        transform = BatchTransform(cfg.mix, scale=scale, generator=g, pseudo_fakes=pseudo)
         return transform if transform.active else None
 
     def _predict(self, split: str):
@@ -346,7 +350,9 @@ class _Run:
         params = self.model.classifier_parameters()
         if cfg.contrastive_weight > 0:  # the InfoNCE projections and temperature learn too
             params += self.model.contrastive_parameters()
-        opt = build_optimizer(param_groups(params, cfg.weight_decay), cfg.optimizer, lr=cfg.lr)
+        groups = named_param_groups(named(self.model, params), cfg.weight_decay, lr=cfg.lr,
+                                    lr_scales=dict.fromkeys(ENCODER_PREFIXES, cfg.encoder_lr_scale))  # fmt: skip
+        opt = build_optimizer(groups, cfg.optimizer, lr=cfg.lr)
         pos_weight = pos_weight_from_labels(self.labels["train"]) if cfg.class_weight == "prior" else None
         objective = cfg.objective(pos_weight)
         if pos_weight is not None:
