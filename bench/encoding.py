@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from storage.schema import decode_jpeg, decode_npy, encode_jpeg, encode_npy
+from storage.shard_schema import decode_jpeg, decode_npy, encode_jpeg, encode_npy
 from tasks.ingest.faces import FaceDetector
 from tasks.ingest.preprocess import PreprocessConfig, preprocess_video
 

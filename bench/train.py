@@ -183,7 +183,7 @@ def loader_stage_costs(layout, clips: int = 32, reps: int = 3) -> dict:
     same clip kept uint8 (what a loader that normalises on the device would do), and collation."""
     import torch
 
-    from storage.schema import decode_sample
+    from storage.shard_schema import decode_sample
     from storage.shard_io import read_samples
     from tasks.train.data import clip_to_tensors, collate, shard_urls
 

@@ -1,4 +1,4 @@
-"""Shards on storage: the one writer and the reader stages (WebDataset tar layout, :mod:`storage.schema`).
+"""Shards on storage: the one writer and the reader stages (WebDataset tar layout, :mod:`storage.shard_schema`).
 
 Writing: :class:`ShardWriter`, a context manager like webdataset's, that publishes a shard only
 when its block finishes (temp + rename, or one upload on object storage) and fixes every tar
@@ -25,7 +25,7 @@ import webdataset as wds
 from webdataset import DataPipeline as Pipeline
 
 from storage import fs
-from storage.schema import DecodedClip, decode_sample
+from storage.shard_schema import DecodedClip, decode_sample
 
 # fixed header fields: a rerun over the same videos writes the same bytes
 _TAR_HEADER = {"mtime": 0.0, "user": "avff", "group": "avff"}
@@ -58,7 +58,7 @@ class ShardWriter:
         return self
 
     def write(self, sample: dict[str, bytes | str]) -> None:
-        """Append one sample (``__key__`` plus member name -> bytes, see :func:`storage.schema.encode_sample`)."""
+        """Append one sample (``__key__`` plus member name -> bytes, see :func:`storage.shard_schema.encode_sample`)."""
         if self._tar is None:
             raise RuntimeError("ShardWriter.write outside its with-block")
         self._tar.write(sample)
@@ -118,7 +118,7 @@ def read_samples(url: str) -> Iterator[dict]:
 
 
 def read_clips(url: str) -> Iterator[DecodedClip]:
-    """Every sample of one shard, decoded and checked by :func:`storage.schema.decode_sample`."""
+    """Every sample of one shard, decoded and checked by :func:`storage.shard_schema.decode_sample`."""
     return (decode_sample(s) for s in read_samples(url))
 
 

@@ -9,7 +9,7 @@
                  a camera's. Higher = smoother = more FAKE-like.
 
 If a statistic separates REAL from a fake type and a learned model does not, the signal
-survived ingest and the model failed to learn it. Inputs are a :class:`storage.schema.DecodedClip`'s
+survived ingest and the model failed to learn it. Inputs are a :class:`storage.shard_schema.DecodedClip`'s
 arrays: frames (T, H, W, 3) uint8 face crops, mel (F, Tm) log-mel.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from storage.schema import DecodedClip
+from storage.shard_schema import DecodedClip
 
 # (top, bottom, left, right) as fractions of the face crop
 MOUTH_BOX = (0.62, 0.85, 0.35, 0.65)

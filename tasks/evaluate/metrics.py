@@ -5,7 +5,7 @@ scikit-learn so that the numbers match what anyone re-scoring our predictions wo
 
 Conventions, fixed for the whole project:
 
-- ``y_true``: int array ``[N]`` in ``{0, 1}``, 1 is FAKE (``storage.schema.LABELS``).
+- ``y_true``: int array ``[N]`` in ``{0, 1}``, 1 is FAKE (``storage.shard_schema.LABELS``).
 - ``p_fake``: float array ``[N]`` in ``[0, 1]``, the predicted probability of FAKE.
 - A sample is predicted FAKE when ``p_fake >= threshold`` (the same ``>=`` that
   ``sklearn.metrics.roc_curve`` uses, so a threshold read off a curve reproduces its point).

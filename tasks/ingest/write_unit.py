@@ -17,7 +17,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 
 from storage import fs
-from storage.schema import ClipMeta, encode_sample
+from storage.shard_schema import ClipMeta, encode_sample
 from storage.shard_io import ShardWriter
 from tasks.ingest.faces import FaceDetector
 from tasks.ingest.preprocess import PreprocessConfig, preprocess_video

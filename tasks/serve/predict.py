@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from storage.schema import ClipMeta, decode_sample, encode_sample
+from storage.shard_schema import ClipMeta, decode_sample, encode_sample
 from tasks.ingest.faces import FaceDetector
 from tasks.ingest.preprocess import PreprocessConfig, preprocess_video
 from tasks.ingest.video import VideoError

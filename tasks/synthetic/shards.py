@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from storage import fs
-from storage.schema import ClipMeta, encode_sample
+from storage.shard_schema import ClipMeta, encode_sample
 from storage.shard_io import ShardWriter
 from storage.tables import ManifestRow, ShardRow, write_table
 

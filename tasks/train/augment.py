@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from storage.schema import decode_jpeg, encode_jpeg
+from storage.shard_schema import decode_jpeg, encode_jpeg
 from tasks.train.settings import AudioAugment, VideoAugment
 
 # Rec. 601 luma weights (what torchvision's rgb_to_grayscale uses)
@@ -168,7 +168,7 @@ def adjust_hue(video: torch.Tensor, turns: float) -> torch.Tensor:
 
 
 def jpeg_reencode(video: torch.Tensor, quality: int) -> torch.Tensor:
-    """Every frame through the shards' own JPEG codec (storage.schema) at ``quality``."""
+    """Every frame through the shards' own JPEG codec (storage.shard_schema) at ``quality``."""
     frames = (video.permute(1, 2, 3, 0) * 255).round().clamp(0, 255).to(torch.uint8).numpy()  # (T, H, W, 3)
     out = np.stack([decode_jpeg(encode_jpeg(f, quality)) for f in frames])  # (T, H, W, 3)
     return torch.from_numpy(out).permute(3, 0, 1, 2).to(video.dtype) / 255.0  # (3, T, H, W)

@@ -6,7 +6,7 @@ One pipeline, a list of small stages (webdataset style)::
     -> split by node, then by DataLoader worker (each shard read by exactly one worker)
     -> open through fsspec, tar members -> raw samples (storage.shard_io's reader stages)
     -> [keep: video ids / clips, from the JSON member only]
-    -> storage.schema.decode_sample -> [REAL only] -> tensors [+ per-clip augmentation]
+    -> storage.shard_schema.decode_sample -> [REAL only] -> tensors [+ per-clip augmentation]
     -> seeded shuffle buffer -> exact per-worker epoch length -> batch
 
 Everything random is seeded from ``(seed, epoch, worker)`` (augmentation from ``(seed, epoch,
@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from storage import fs, shard_io
-from storage.schema import META_MEMBER, SPLITS, DecodedClip, decode_sample
+from storage.shard_schema import META_MEMBER, SPLITS, DecodedClip, decode_sample
 from storage.tables import ShardRow, read_table
 from tasks.train.augment import ClipAugment, augment_mel, augment_video, clip_generator
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from storage.schema import decode_sample
+from storage.shard_schema import decode_sample
 from tasks.ingest.units import IngestLockedError, output_lock
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import webdataset as wds
 
-from storage.schema import decode_sample
+from storage.shard_schema import decode_sample
 from tasks.ingest.faces import FaceDetector
 from tasks.serve.predict import clip_inputs, preprocess_for
 from tasks.serve.scorer import load_model

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from storage.schema import decode_sample
+from storage.shard_schema import decode_sample
 from tasks.ingest.scan import scan_dfdc, video_id_of
 from tasks.synthetic.dfdc_sample import write_video
 

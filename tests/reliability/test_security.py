@@ -2,14 +2,14 @@
 
 Covered elsewhere (not repeated here):
 - shards with `.pickle` / `.pyd` members are refused, never unpickled:
-  tests/storage/test_schema.py::test_pickle_member_is_refused_and_never_executed
-- npy members are loaded with allow_pickle=False: tests/storage/test_schema.py::test_npy_with_object_dtype_is_refused
+  tests/storage/test_shard_schema.py::test_pickle_member_is_refused_and_never_executed
+- npy members are loaded with allow_pickle=False: tests/storage/test_shard_schema.py::test_npy_with_object_dtype_is_refused
 - a code-running pickle posing as a checkpoint is refused:
   tests/tasks/train/test_checkpoint.py::test_a_malicious_pickle_posing_as_a_checkpoint_is_refused
 - checkpoint pointers naming ../ are refused: tests/tasks/train/test_checkpoint.py::test_store_pointers_resolve_and_prune
 - metadata entries with ../, absolute paths and symlinks out: tests/tasks/ingest/test_scan_splits.py and
   tests/reliability/test_bad_input.py (quarantined as path_escape); storage.fs.confine itself:
-  tests/storage/test_schema.py::test_confine_refuses_escapes
+  tests/storage/test_shard_schema.py::test_confine_refuses_escapes
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import webdataset as wds
 from pydantic import ValidationError
 
 from storage import fs
-from storage.schema import ClipMeta, ShardFormatError, decode_sample, encode_sample
+from storage.shard_schema import ClipMeta, ShardFormatError, decode_sample, encode_sample
 
 # --------------------------------------------------------------------------- listening sockets
 

@@ -11,7 +11,7 @@ import pytest
 import webdataset as wds
 
 from storage import fs
-from storage.schema import decode_sample
+from storage.shard_schema import decode_sample
 from tasks.ingest.preprocess import PreprocessConfig, face_detector
 from tasks.ingest.write_unit import UnitVideo, fingerprint, is_complete, plan_units, process_unit, shard_intact
 

@@ -7,7 +7,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from storage.schema import ClipMeta, encode_sample
+from storage.shard_schema import ClipMeta, encode_sample
 from storage.shard_io import Pipeline, ShardWriter, batched, open_shards, read_clips, read_samples, tar_samples
 
 

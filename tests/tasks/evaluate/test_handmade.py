@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from storage.schema import ClipMeta, DecodedClip
+from storage.shard_schema import ClipMeta, DecodedClip
 from tasks.evaluate import handmade as H
 
 T, SIZE, FPS, HOP = 16, 64, 5.0, 0.01

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from storage import fs
-from storage.schema import ShardFormatError
+from storage.shard_schema import ShardFormatError
 from tasks.synthetic.shards import write_synthetic_shards
 from tasks.train.data import IMAGENET_MEAN, IMAGENET_STD, InputShape, infer_input_shape, make_loader
 

@@ -8,7 +8,7 @@ import pytest
 import webdataset as wds
 
 from storage import fs
-from storage.schema import ClipMeta, ShardFormatError, decode_sample, encode_sample
+from storage.shard_schema import ClipMeta, ShardFormatError, decode_sample, encode_sample
 
 
 def _meta(**kw):
