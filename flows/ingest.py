@@ -264,7 +264,8 @@ def _run_ray(todo: list[WorkUnit], pre: PreprocessConfig, cfg: IngestConfig):
     from ray.util import ActorPool
 
     actor = ray.remote(num_cpus=1, max_restarts=cfg.retries, max_task_retries=cfg.retries)(RayUnitWorker)
-    actors = [actor.remote(pre, cfg.jpeg_quality) for _ in range(min(len(todo), int(ray.cluster_resources()["CPU"])))]
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))  # the CPUs given to ingest: one actor each
+    actors = [actor.remote(pre, cfg.jpeg_quality) for _ in range(min(len(todo), cpus))]
     pool = ActorPool(actors)
     left = {u.shard: u for u in todo}
     deaths: list[str] = []
