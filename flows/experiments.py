@@ -111,6 +111,8 @@ class Parent:
     run_id: str
 
 
+# no retries: an attempt opens its own MLflow child run and trains from scratch, so a retry would leave a
+# FAILED child beside a second one under the parent and pay for the training twice
 @task(name="train-child", cache_policy=NO_CACHE)
 def train_child(job: ChildJob, parent: Parent) -> dict:
     """One training run as an MLflow child of ``parent``; returns its id and flat metrics."""
