@@ -128,6 +128,8 @@ def _attached(run_id: str):
     return contextlib.nullcontext() if active and active.info.run_id == run_id else mlflow.start_run(run_id=run_id)
 
 
+# no retries: a second attempt would train again from scratch into the same MLflow run, logging every
+# metric twice at the same steps (a resumed run is asked for explicitly: resume_from)
 @task(name="train", cache_policy=NO_CACHE)
 def train(settings: TrainSettings, logger: MLflowLogger, tracking_uri: str | None = None) -> TrainResult:
     """run_training on this process, or on ``world_size`` data-parallel ranks; progress lines every 10 s."""
@@ -200,6 +202,9 @@ def split_changed_params(logged: dict[str, str], params: dict) -> tuple[dict, di
     return new, {k: v for k, v in params.items() if k not in new}
 
 
+# no retries: an attempt that failed after registering would be retried as "already registered by this
+# run" and leave the version without its aliases and model card; one that failed while logging the
+# model would log a second copy in the run
 @task(name="register-model", cache_policy=NO_CACHE)
 def register_model(result: TrainResult, config: TrainSettings, run_id: str, run_link: str | None,
                    flow_run: dict[str, str]) -> dict:  # fmt: skip
