@@ -88,7 +88,10 @@ def test_rerun_does_no_new_work(ingested, dfdc_sample, ingest_config):
 
 
 def test_killed_run_resumes_to_identical_shards(ingested, dfdc_sample, tmp_path):
-    """kill -9 the CLI mid-run, rerun: same shards as the uninterrupted run, nothing partial visible."""
+    """kill -9 the CLI mid-run, rerun: same shards as the uninterrupted run, nothing partial visible.
+
+    End to end (Prefect, the CLI, several units); the fast twin on one bare unit is in
+    tests/tasks/ingest/test_units.py."""
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "flows.cli", "ingest", "--data", str(dfdc_sample), "--out", str(out),
            "--executor", "local", "--face-size", "64", "--videos-per-shard", "8"]
