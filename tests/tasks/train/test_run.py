@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -84,7 +83,7 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(data, full, tmp_path,
     with pytest.raises(_Crash):
         run_training(settings, log=_CrashingLogger(crash_at))
     out = tmp_path / ("b" if elsewhere else "a")
-    resume = dataclasses.replace(settings, output_dir=str(out), resume_from=str(tmp_path / "a"))
+    resume = settings.replace(output_dir=str(out), resume_from=str(tmp_path / "a"))
     resumed = run_training(resume, log=InMemoryLogger())
     assert resumed.epochs_run == 4 - crash_at
     assert_same_run(reference, resumed)
