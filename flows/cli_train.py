@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import operator
 import sys
 import types
 import warnings
@@ -31,7 +32,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-from annotated_types import Ge, Gt, Le, Lt
 from pydantic.fields import FieldInfo
 
 from tasks.train.settings import AUGMENT_PRESETS, TrainSettings
@@ -50,20 +50,26 @@ def flag_of(key: str) -> str:
     return _FLAG_OF.get(name, "--" + name.replace("_", "-"))
 
 
-def _bounded(kind: type, metadata: Iterable[Any]):
-    """An argparse type: a ``kind`` number within the field's bounds, refused while parsing."""
-    checks = [(m, op, getattr(m, attr)) for m in metadata
-              for cls, op, attr in ((Ge, ">=", "ge"), (Gt, ">", "gt"), (Le, "<=", "le"), (Lt, "<", "lt"))
-              if isinstance(m, cls)]  # fmt: skip
+_OPS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "le": ("<=", operator.le), "lt": ("<", operator.lt)}
+
+
+def _bounds(info: FieldInfo) -> list[tuple[str, float]]:
+    """The field's bounds as (``ge``|``gt``|``le``|``lt``, bound): pydantic keeps them as constraint objects."""
+    return [(name, getattr(m, name)) for m in info.metadata for name in _OPS if hasattr(m, name)]
+
+
+def _bounded(kind: type, bounds: Iterable[tuple[str, float]]):
+    """An argparse type: a ``kind`` number within ``bounds``, refused while parsing."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
-        for _, op, bound in checks:
-            if not {">=": value >= bound, ">": value > bound, "<=": value <= bound, "<": value < bound}[op]:
-                raise argparse.ArgumentTypeError(f"must be {op} {bound}, got {text}")
+        for name, bound in bounds:
+            symbol, holds = _OPS[name]
+            if not holds(value, bound):
+                raise argparse.ArgumentTypeError(f"must be {symbol} {bound}, got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
@@ -170,7 +176,7 @@ def _field_argument(name: str, info: FieldInfo) -> tuple[list[str], dict[str, An
     elif get_origin(kind) is Literal:
         kw["choices"] = get_args(kind)
     elif kind in (int, float):
-        kw["type"] = _bounded(kind, info.metadata)
+        kw["type"] = _bounded(kind, _bounds(info))
     elif dataclasses.is_dataclass(kind):
         kw.update(type=_preset_or_json, metavar="PRESET|JSON" if name in AUGMENT_PRESETS else "JSON")
     if "action" not in kw and "choices" not in kw and "metavar" not in kw:
@@ -190,7 +196,7 @@ def add_train_arguments(p: argparse.ArgumentParser, *, skip: Iterable[str] = ())
             g.add_argument(*flags, **kw)
     defaults = FIELDS["mix"].get_default(call_default_factory=True)
     for sub in _MIX_FLAGS:
-        g.add_argument("--" + sub.replace("_", "-"), dest=f"mix.{sub}", type=_bounded(float, [Ge(0)]), metavar="ALPHA",
+        g.add_argument("--" + sub.replace("_", "-"), dest=f"mix.{sub}", type=_bounded(float, [("ge", 0)]), metavar="ALPHA",
                        default=argparse.SUPPRESS, help=f"mix.{sub}: alpha of the Beta(alpha, alpha) of "
                        f"{sub.split('_')[0]}; 0 off (default: {getattr(defaults, sub)})")  # fmt: skip
 
