@@ -36,7 +36,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from safetensors.torch import save as save_safetensors
@@ -54,7 +54,7 @@ from tasks.train.batch_augment import BatchTransform
 from tasks.train.checkpoint import CheckpointStore, capture_rng, load_checkpoint, resolve_checkpoint, restore_rng
 from tasks.train.curriculum import clip_difficulty, easiest_clips, linear_ramp
 from tasks.ingest.folds import POOL, FoldSplit, fold_split, manifest_rows
-from tasks.train.objective import pos_weight_from_labels
+from tasks.train.objective import Objective, pos_weight_from_labels
 from tasks.evaluate.report import ReportInputs, write_training_report
 from tasks.tracking.logger import Logger, flatten_params
 from tasks.train.data import InputShape, infer_input_shape, make_loader, split_counts
@@ -62,6 +62,8 @@ from tasks.train.settings import TrainSettings
 from tasks.train.device import make_scaler, resolve_device, resolve_precision, seed_everything
 from tasks.train import finish
 from tasks.train.engine import Predictions, StepContext, evaluate, pretrain_one_epoch, train_one_epoch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 from tasks.train.optim import EarlyStopping, build_optimizer, build_scheduler, named, named_param_groups, param_groups
 from tasks.train.pseudo_fakes import PseudoFakes
 
@@ -141,35 +143,88 @@ def curve_metrics(row: Mapping[str, Any], monitor: str) -> dict[str, float]:
     return {k: v for k, v in row.items() if k in keep or k.startswith("train_")}
 
 
+@dataclass(frozen=True)
+class RunData:
+    """The manifest as one run reads it: which videos play which role, their counts, labels and groups."""
+
+    layout: fs.IngestLayout
+    view: FoldSplit | None  # a CV fold's train/val video ids; None: the manifest's own splits
+    stats: dict[str, dict[str, int]]  # role -> videos/clips per label, groups (the report's dataset)
+    labels: dict[str, np.ndarray]  # role -> clip labels (N,), FAKE = 1
+    group_of: dict[str, str]  # video id -> group: the report's intervals resample groups
+
+    @property
+    def train_labels(self) -> finish.TrainLabels:
+        """The training prior: clip labels and one label per training video (the video-level baselines)."""
+        train = self.stats["train"]
+        return finish.TrainLabels(self.labels["train"], np.repeat([0, 1], [train["videos_real"], train["videos_fake"]]))
+
+    def train_clips(self) -> int:
+        """Clips one pass over the training role holds (the schedule's length)."""
+        return split_counts(self.layout, "train") if self.view is None else len(self.labels["train"])
+
+
+def load_run_data(layout: fs.IngestLayout, fold: int | None) -> RunData:
+    """The ingested manifest rows, with ``fold`` (grouped CV) deciding train and val when given."""
+    rows = manifest_rows(layout)
+    view = None if fold is None else fold_split(rows, fold)
+    stats, labels = _dataset_stats(rows, view)
+    return RunData(layout, view, stats, labels, {r.video_id: r.group or r.video_id for r in rows})
+
+
+@dataclass
+class Progress:
+    """Where a run stands across both stages; checkpointed after every epoch, restored on resume."""
+
+    es: EarlyStopping
+    history: list[dict] = field(default_factory=list)  # one row per epoch, both stages
+    epoch: int = 0  # global epochs completed (both stages): the x axis of every curve
+    global_step: int = 0  # optimizer steps completed: the x axis of the per-step curves
+    epochs_run: int = 0  # epochs trained in this call (not counting resumed ones)
+    stopped_early: bool = False
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "global_step": self.global_step, "early_stopping": self.es.state_dict(),
+                "history": self.history}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = list(state["history"])
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        if state.get("early_stopping"):
+            self.es.load_state_dict(state["early_stopping"])
+
+    def end_epoch(self, steps: int) -> None:
+        self.global_step += steps
+        self.epoch += 1
+        self.epochs_run += 1
+
+
+class StageOptim(NamedTuple):
+    """One stage's optimizers and schedulers by name, and its grad scaler: what a checkpoint restores."""
+
+    optimizers: dict[str, Optimizer]
+    schedulers: dict[str, LRScheduler]
+    scaler: torch.amp.GradScaler
+
+
 class _Run:
-    """State of one run_training call; methods are its phases (kept small and in order)."""
+    """One run_training call: its settings, data, model and progress; methods are its phases, in order."""
 
     def __init__(self, cfg: TrainSettings, log: Logger):
         self.cfg, self.log = cfg, log
-        self.layout = fs.IngestLayout(cfg.data)
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.store = CheckpointStore(fs.join(cfg.output_dir, "checkpoints"))
         self.mode = monitor_mode(cfg.monitor) if cfg.monitor_mode == "auto" else cfg.monitor_mode
         seed_everything(cfg.seed)
-        rows = manifest_rows(self.layout)
-        self.view = None if cfg.fold is None else fold_split(rows, cfg.fold)
-        shape = infer_input_shape(self.layout)
-        self.model_cfg = resolve_model_config(cfg.model_preset, cfg.model_overrides(), shape)
-        self.config_dict = dataclasses.asdict(self.model_cfg)
-        self.model = AVFF(self.model_cfg).to(self.device)
-        self.stats, self.labels = _dataset_stats(rows, self.view)
-        self.group_of = {r.video_id: r.group or r.video_id for r in rows}  # report CIs resample groups
+        self.data = load_run_data(fs.IngestLayout(cfg.data), cfg.fold)
+        model_cfg = resolve_model_config(cfg.model_preset, cfg.model_overrides(), infer_input_shape(self.data.layout))
+        self.config_dict = dataclasses.asdict(model_cfg)
+        self.model = AVFF(model_cfg).to(self.device)
         if cfg.stages in ("both", "classify"):  # fail now, not after stage 1 with no best epoch
-            M.check_monitor_defined(cfg.monitor, self.stats["val"]["videos_real"], self.stats["val"]["videos_fake"])
-        # one label per training video: the video-level prior of the video-level baselines
-        self.train_videos = np.repeat([0, 1], [self.stats["train"]["videos_real"], self.stats["train"]["videos_fake"]])
-        self.history: list[dict] = []
-        self.epoch = 0  # global epochs completed (both stages): the x axis of every curve
-        self.global_step = 0
-        self.epochs_run = 0
-        self.stopped_early = False
-        self.es = EarlyStopping(cfg.patience, cfg.min_delta, self.mode)
+            val = self.data.stats["val"]
+            M.check_monitor_defined(cfg.monitor, val["videos_real"], val["videos_fake"])
+        self.progress = Progress(EarlyStopping(cfg.patience, cfg.min_delta, self.mode))
         self.resume: dict | None = None
         self.encoders_uri = fs.join(cfg.output_dir, "encoders.safetensors")
 
@@ -186,12 +241,8 @@ class _Run:
             diff = {k: (saved.get(k), v) for k, v in self.config_dict.items() if saved.get(k) != v}
             raise ValueError(f"resume_from holds a different model config (checkpoint, now): {diff}")
         self.model.load_state_dict(ckpt.weights)
-        st = ckpt.state
-        self.history = list(st["history"])
-        self.epoch, self.global_step = int(st["epoch"]), int(st["global_step"])
-        if st.get("early_stopping"):
-            self.es.load_state_dict(st["early_stopping"])
-        self.resume = st
+        self.progress.load_state_dict(ckpt.state)
+        self.resume = ckpt.state
         # resuming into a new output_dir: bring the best/pretrained checkpoints along
         self.store.adopt(source.rstrip("/").rsplit("/", 1)[0], ("best", "pretrained"))
 
@@ -203,15 +254,15 @@ class _Run:
     def _loader(self, split: str, *, epoch: int, real_only: bool = False, train: bool = False,
                 augment: bool = False, keep_clips: frozenset[tuple[str, int]] | None = None):  # fmt: skip
         """One epoch's loader of a role; ``augment`` only ever reaches a ``train`` loader."""
-        cfg = self.cfg
+        cfg, view = self.cfg, self.data.view
         shards, keep_videos = split, None
-        if self.view is not None:  # a CV fold: pooled shards, filtered by the fold's video ids
+        if view is not None:  # a CV fold: pooled shards, filtered by the fold's video ids
             if split == "test":
                 raise ValueError("a cross-validation fold never reads the test split")
-            shards, keep_videos = POOL, self.view.train if split == "train" else self.view.val
+            shards, keep_videos = POOL, view.train if split == "train" else view.val
         clip_augment = ClipAugment(cfg.video_augment, cfg.audio_augment) if train and augment else None
         return make_loader(
-            self.layout, shards,
+            self.data.layout, shards,
             batch_size=cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size),
             num_workers=cfg.num_workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch,
             samples_per_epoch=cfg.samples_per_epoch if train else None, real_only=real_only, shuffle=train,
@@ -227,16 +278,23 @@ class _Run:
             cycle_steps=per_epoch * max(cfg.cycle_epochs, 1), cycle_mult=cfg.cycle_mult,
         )  # fmt: skip
 
-    def _state(self, stage: str, stage_epoch: int, optimizers: dict, schedulers: dict, scaler) -> dict:
+    def _stage_optim(self, optimizers: dict[str, Optimizer], n_samples: int, epochs: int) -> StageOptim:
+        """``optimizers`` with one schedule each over ``epochs`` of ``n_samples``, and a fresh scaler."""
+        schedulers = {k: self._schedule(o, n_samples, epochs) for k, o in optimizers.items()}
+        return StageOptim(optimizers, schedulers, make_scaler(self.device, self.precision))
+
+    def _state(self, stage: str, stage_epoch: int, optim: StageOptim) -> dict:
+        progress = self.progress.state_dict()
         return {
-            "stage": stage, "stage_epoch": stage_epoch, "epoch": self.epoch, "global_step": self.global_step,
-            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
-            "scaler": scaler.state_dict(), "early_stopping": self.es.state_dict(), "history": self.history,
-            "rng": capture_rng(), "seed": self.cfg.seed,
+            "stage": stage, "stage_epoch": stage_epoch, "epoch": progress["epoch"],
+            "global_step": progress["global_step"],
+            "optimizers": {k: o.state_dict() for k, o in optim.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in optim.schedulers.items()},
+            "scaler": optim.scaler.state_dict(), "early_stopping": progress["early_stopping"],
+            "history": progress["history"], "rng": capture_rng(), "seed": self.cfg.seed,
         }  # fmt: skip
 
-    def _restore(self, stage: str, optimizers: dict, schedulers: dict, scaler) -> int:
+    def _restore(self, stage: str, optim: StageOptim) -> int:
         """Stage epochs already done (from resume_from), restoring optimizer and RNG states."""
         st = self.resume
         if st is None:
@@ -246,52 +304,61 @@ class _Run:
             return -1  # this stage finished before the checkpoint
         if st["stage"] != stage:
             return 0
-        for k, o in optimizers.items():
+        for k, o in optim.optimizers.items():
             o.load_state_dict(st["optimizers"][k])
-        for k, s in schedulers.items():
+        for k, s in optim.schedulers.items():
             s.load_state_dict(st["schedulers"][k])
-        scaler.load_state_dict(st["scaler"])
+        optim.scaler.load_state_dict(st["scaler"])
         restore_rng(st["rng"])
         return int(st["stage_epoch"])
 
+    def _save_epoch(self, row: dict, stage: str, stage_epoch: int, optim: StageOptim, tags: tuple[str, ...]) -> None:
+        """Append the epoch's history ``row``, then checkpoint weights and state under ``tags``."""
+        self.progress.history.append(row)
+        state = self._state(stage, stage_epoch, optim)
+        self.store.save(f"epoch-{self.progress.epoch:04d}", self.model, self.config_dict, state, tags)
+        self.store.prune()
+
     # ------------------------------------------------------------ stage 1
 
-    def pretrain(self) -> None:
+    def _pretrain_optim(self) -> StageOptim:
         cfg = self.cfg
         lr = cfg.pretrain_lr or cfg.lr
         wd = cfg.weight_decay
         gen = build_optimizer(named_param_groups(named(self.model, self.model.generator_parameters()), wd, lr=lr),
                               cfg.optimizer, lr=lr)  # fmt: skip
         disc = build_optimizer(param_groups(self.model.discriminator_parameters(), wd), cfg.optimizer, lr=lr)
-        n_real = self.stats["train"]["clips_real"]
-        optimizers = {"generator": gen, "discriminator": disc}
-        schedulers = {k: self._schedule(o, n_real, cfg.pretrain_epochs) for k, o in optimizers.items()}
-        scaler = make_scaler(self.device, self.precision)
-        done = self._restore("pretrain", optimizers, schedulers, scaler)
+        n_real = self.data.stats["train"]["clips_real"]
+        return self._stage_optim({"generator": gen, "discriminator": disc}, n_real, cfg.pretrain_epochs)
+
+    def pretrain(self) -> None:
+        """Stage 1 on REAL clips; the last epoch is tagged ``pretrained`` and its encoders saved alone."""
+        cfg, progress = self.cfg, self.progress
+        optim = self._pretrain_optim()
+        gen, disc = optim.optimizers["generator"], optim.optimizers["discriminator"]
+        done = self._restore("pretrain", optim)
         if done < 0:
             return
         for stage_epoch in range(done, cfg.pretrain_epochs):
-            loader = self._loader("train", epoch=self.epoch, real_only=True, train=True)
-            ctx = StepContext(self.precision, cfg.grad_clip, scaler, self.global_step, cfg.log_every)
+            loader = self._loader("train", epoch=progress.epoch, real_only=True, train=True)
+            ctx = StepContext(self.precision, cfg.grad_clip, optim.scaler, progress.global_step, cfg.log_every)
             out = pretrain_one_epoch(self.model, loader, gen, device=self.device, log=self.log, disc_optimizer=disc,
-                                     scheduler=schedulers["generator"], disc_scheduler=schedulers["discriminator"],
-                                     ctx=ctx)  # fmt: skip
-            self.global_step += int(out["steps"])
-            self.epoch += 1
-            self.epochs_run += 1
+                                     scheduler=optim.schedulers["generator"],
+                                     disc_scheduler=optim.schedulers["discriminator"], ctx=ctx)  # fmt: skip
+            progress.end_epoch(int(out["steps"]))
             metrics = {f"pretrain_{k}": v for k, v in out.items() if k not in ("steps", "samples")}
-            self.history.append({"epoch": self.epoch, "stage": "pretrain", **metrics, "lr": gen.param_groups[0]["lr"]})
+            row = {"epoch": progress.epoch, "stage": "pretrain", **metrics, "lr": gen.param_groups[0]["lr"]}
             final = stage_epoch + 1 == cfg.pretrain_epochs
-            self.store.save(f"epoch-{self.epoch:04d}", self.model, self.config_dict,
-                            self._state("pretrain", stage_epoch + 1, optimizers, schedulers, scaler),
-                            ("last", "pretrained") if final else ("last",))  # fmt: skip
-            self.store.prune()
+            self._save_epoch(row, "pretrain", stage_epoch + 1, optim, ("last", "pretrained") if final else ("last",))
             if final:  # what a later classify-only run takes as pretrained_encoders
-                encoders = {k: v.detach().cpu().contiguous() for k, v in self.model.encoder_state_dict().items()}
-                fs.atomic_write_bytes(self.encoders_uri, save_safetensors(encoders))
+                self._save_encoders()
             # per-epoch means of the terms would repeat the per-step curves (pretrain_step_*): the total only
             self.log.log_metrics({"pretrain_loss": metrics["pretrain_loss"], "lr": gen.param_groups[0]["lr"]},
-                                 step=self.epoch)  # fmt: skip
+                                 step=progress.epoch)  # fmt: skip
+
+    def _save_encoders(self) -> None:
+        encoders = {k: v.detach().cpu().contiguous() for k, v in self.model.encoder_state_dict().items()}
+        fs.atomic_write_bytes(self.encoders_uri, save_safetensors(encoders))
 
     # ------------------------------------------------------------ stage 2
 
@@ -324,7 +391,7 @@ class _Run:
         """Pseudo-fakes, Mixup/CutMix and the progressive scale of this epoch, seeded by (seed, epoch)."""
         cfg = self.cfg
         scale = linear_ramp(stage_epoch, start=cfg.progressive_start, epochs=cfg.progressive_epochs)
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.progress.epoch)
         pseudo = PseudoFakes(cfg.pseudo_fakes.p, cfg.pseudo_fakes.kinds, generator=g) if cfg.pseudo_fakes.enabled else None
         transform = BatchTransform(cfg.mix, scale=scale, generator=g, pseudo_fakes=pseudo)
         return transform if transform.active else None
@@ -338,63 +405,72 @@ class _Run:
         flat = M.flatten("val", M.evaluate_predictions(preds.video_ids, preds.y, preds.p))
         flat["val_loss"] = flat["val_clip_log_loss"]
         if math.isnan(flat.get(self.cfg.monitor, 0.0)):
-            raise ValueError(f"monitor {self.cfg.monitor!r} is NaN at epoch {self.epoch} (val: {len(set(preds.video_ids))} "
-                             f"videos, {int(preds.y.sum())} FAKE clips of {len(preds.y)}): no best epoch could be kept")  # fmt: skip
+            raise ValueError(f"monitor {self.cfg.monitor!r} is NaN at epoch {self.progress.epoch} (val: "
+                             f"{len(set(preds.video_ids))} videos, {int(preds.y.sum())} FAKE clips of {len(preds.y)}): "
+                             "no best epoch could be kept")  # fmt: skip
         if self.cfg.monitor not in flat:
             raise KeyError(f"monitor {self.cfg.monitor!r} is not a validation metric; known: {sorted(flat)}")
         return flat
 
-    def classify(self) -> None:
+    def _classify_optim(self) -> StageOptim:
         cfg = self.cfg
-        self._load_encoders()
         params = self.model.classifier_parameters()
         if cfg.contrastive_weight > 0:  # the InfoNCE projections and temperature learn too
             params += self.model.contrastive_parameters()
         groups = named_param_groups(named(self.model, params), cfg.weight_decay, lr=cfg.lr,
                                     lr_scales=dict.fromkeys(ENCODER_PREFIXES, cfg.encoder_lr_scale))  # fmt: skip
         opt = build_optimizer(groups, cfg.optimizer, lr=cfg.lr)
-        pos_weight = pos_weight_from_labels(self.labels["train"]) if cfg.class_weight == "prior" else None
-        objective = cfg.objective(pos_weight)
+        return self._stage_optim({"classifier": opt}, self.data.train_clips(), cfg.epochs)
+
+    def _objective(self) -> Objective:
+        """The stage-2 loss, its FAKE weight resolved from the training prior when ``class_weight`` asks."""
+        cfg = self.cfg
+        pos_weight = pos_weight_from_labels(self.data.labels["train"]) if cfg.class_weight == "prior" else None
         if pos_weight is not None:
             self.log.log_params({"resolved.pos_weight": pos_weight})
-        n = split_counts(self.layout, "train") if self.view is None else len(self.labels["train"])
-        optimizers, schedulers = {"classifier": opt}, {"classifier": self._schedule(opt, n, cfg.epochs)}
-        scaler = make_scaler(self.device, self.precision)
-        done = self._restore("classify", optimizers, schedulers, scaler)
+        return cfg.objective(pos_weight)
+
+    def classify(self) -> None:
+        """Stage 2 until ``epochs`` or early stopping; every epoch validated, ``best`` kept on the monitor."""
+        cfg, progress = self.cfg, self.progress
+        self._load_encoders()
+        optim = self._classify_optim()
+        objective = self._objective()
+        done = self._restore("classify", optim)
         if done < 0:
             return
-        if done and self.es.should_stop:
-            self.stopped_early = True
+        if done and progress.es.should_stop:
+            progress.stopped_early = True
             return
         for stage_epoch in range(done, cfg.epochs):
-            fraction, keep = self._curriculum(stage_epoch)
-            transform = self._transform(stage_epoch)
-            loader = self._loader("train", epoch=self.epoch, train=True, augment=True, keep_clips=keep)
-            ctx = StepContext(self.precision, cfg.grad_clip, scaler, self.global_step, cfg.log_every)
-            lr = opt.param_groups[0]["lr"]
-            out = train_one_epoch(self.model, loader, opt, device=self.device, log=self.log,
-                                  scheduler=schedulers["classifier"], ctx=ctx, objective=objective,
-                                  transform=transform)  # fmt: skip
-            self.global_step += int(out["steps"])
-            self.epoch += 1
-            self.epochs_run += 1
-            val = self._validate()
-            improved = self.es.step(val[cfg.monitor], self.epoch)
-            terms = {f"train_{k}": v for k, v in out.items() if k not in ("loss", "cls", "steps", "samples")}
-            if cfg.curriculum_epochs:
-                terms["curriculum_fraction"] = fraction
-            if cfg.progressive_epochs:
-                terms["progressive_scale"] = transform.scale if transform else 1.0
-            row = {"epoch": self.epoch, "stage": "classify", "train_loss": out["loss"], **terms, **val, "lr": lr}
-            self.history.append(row)
-            state = self._state("classify", stage_epoch + 1, optimizers, schedulers, scaler)
-            tags = ("last", "best") if improved else ("last",)
-            self.store.save(f"epoch-{self.epoch:04d}", self.model, self.config_dict, state, tags)
-            self.store.prune()
-            self.log.log_metrics(curve_metrics(row, cfg.monitor), step=self.epoch)
-            if self.es.should_stop:
-                self.stopped_early = True
+            row, improved = self._classify_epoch(stage_epoch, optim, objective)
+            self._save_epoch(row, "classify", stage_epoch + 1, optim, ("last", "best") if improved else ("last",))
+            self.log.log_metrics(curve_metrics(row, cfg.monitor), step=progress.epoch)
+            if progress.es.should_stop:
+                progress.stopped_early = True
                 break
+
+    def _classify_epoch(self, stage_epoch: int, optim: StageOptim, objective: Objective) -> tuple[dict, bool]:
+        """One stage-2 epoch and its validation: (history row, whether the monitor improved)."""
+        cfg, progress = self.cfg, self.progress
+        opt = optim.optimizers["classifier"]
+        fraction, keep = self._curriculum(stage_epoch)
+        transform = self._transform(stage_epoch)
+        loader = self._loader("train", epoch=progress.epoch, train=True, augment=True, keep_clips=keep)
+        ctx = StepContext(self.precision, cfg.grad_clip, optim.scaler, progress.global_step, cfg.log_every)
+        lr = opt.param_groups[0]["lr"]
+        out = train_one_epoch(self.model, loader, opt, device=self.device, log=self.log,
+                              scheduler=optim.schedulers["classifier"], ctx=ctx, objective=objective,
+                              transform=transform)  # fmt: skip
+        progress.end_epoch(int(out["steps"]))
+        val = self._validate()
+        improved = progress.es.step(val[cfg.monitor], progress.epoch)
+        terms = {f"train_{k}": v for k, v in out.items() if k not in ("loss", "cls", "steps", "samples")}
+        if cfg.curriculum_epochs:
+            terms["curriculum_fraction"] = fraction
+        if cfg.progressive_epochs:
+            terms["progressive_scale"] = transform.scale if transform else 1.0
+        return {"epoch": progress.epoch, "stage": "classify", "train_loss": out["loss"], **terms, **val, "lr": lr}, improved
 
     # ------------------------------------------------------------ test, plots, report
 
@@ -405,12 +481,12 @@ class _Run:
         if best is None:
             return
         self.model.load_state_dict(load_checkpoint(best).weights)
-        train = finish.TrainLabels(self.labels["train"], self.train_videos)
+        train, es = self.data.train_labels, self.progress.es
         val = evaluate(self.model, self._loader("val", epoch=0), device=self.device, precision=self.precision)
         val_metrics = finish.score(val, train)
         result.val_metrics = M.flatten("best_val", val_metrics)
-        self.log.log_metrics(finish.summary_metrics(result.val_metrics, cfg.monitor), step=self.es.best_epoch)
-        if self.view is not None:  # a CV fold: score the fold, never the test split
+        self.log.log_metrics(finish.summary_metrics(result.val_metrics, cfg.monitor), step=es.best_epoch)
+        if self.data.view is not None:  # a CV fold: score the fold, never the test split
             self.log.log_table(finish.metrics_table({"val": val_metrics}), finish.METRICS_TABLE)
             result.predictions = finish.write_predictions(cfg.output_dir, {"val": val})
             return
@@ -418,13 +494,13 @@ class _Run:
         result.threshold = finish.val_threshold(val, cfg.threshold_criterion)
         test_metrics = finish.score(test, train, result.threshold)
         result.test_metrics = M.flatten("test", test_metrics)
-        self.log.log_metrics(finish.summary_metrics(result.test_metrics, cfg.monitor), step=self.es.best_epoch)
+        self.log.log_metrics(finish.summary_metrics(result.test_metrics, cfg.monitor), step=es.best_epoch)
         self.log.log_table(finish.metrics_table({"val": val_metrics, "test": test_metrics}), finish.METRICS_TABLE)
-        self.log.set_tags({"best_epoch": str(self.es.best_epoch), "val_threshold": str(result.threshold)})
+        self.log.set_tags({"best_epoch": str(es.best_epoch), "val_threshold": str(result.threshold)})
         result.predictions = finish.write_predictions(cfg.output_dir, {"val": val, "test": test})
         with tempfile.TemporaryDirectory() as tmp:
             local = finish.plots_dir(cfg.output_dir, Path(tmp))
-            paths = finish.render_plots(self.history, test, result.threshold, local)
+            paths = finish.render_plots(self.progress.history, test, result.threshold, local)
             report = write_training_report(self._report_inputs(val, test, test_metrics))
             published = finish.publish(cfg.output_dir, paths, report, local, self.log)
         result.plots, result.report_path = published.plots, published.report
@@ -438,13 +514,14 @@ class _Run:
         """What report.md reads: this run's history, data, settings and its val/test video predictions."""
         vv, yv, pv = finish.by_video(val)
         vt, yt, pt = finish.by_video(test)
+        progress, group_of = self.progress, self.data.group_of
         return ReportInputs(
-            history=self.history, dataset=self.stats, config=self._config_for_report(), test=test_metrics,
-            early_stopped=self.stopped_early, best_epoch=self.es.best_epoch, monitor=self.cfg.monitor,
+            history=progress.history, dataset=self.data.stats, config=self._config_for_report(), test=test_metrics,
+            early_stopped=progress.stopped_early, best_epoch=progress.es.best_epoch, monitor=self.cfg.monitor,
             monitor_mode=self.mode, y_test_video=yt, p_test_video=pt, y_val_video=yv, p_val_video=pv,
             seed=self.cfg.seed, n_bootstrap=self.cfg.report_bootstrap, patience=self.cfg.patience,
             max_epochs=self.cfg.epochs,
-            groups_test_video=[self.group_of.get(v, v) for v in vt], groups_val_video=[self.group_of.get(v, v) for v in vv],
+            groups_test_video=[group_of.get(v, v) for v in vt], groups_val_video=[group_of.get(v, v) for v in vv],
         )  # fmt: skip
 
     def _config_for_report(self) -> dict:
@@ -482,12 +559,14 @@ def _run_training(cfg: TrainSettings, *, log: Logger,
         run.pretrain()
     if cfg.stages in ("both", "classify"):
         run.classify()
+    progress = run.progress
     result = TrainResult(
         output_dir=cfg.output_dir, model_config=run.config_dict, device=str(run.device), precision=run.precision,
-        history=run.history, epochs_run=run.epochs_run,
-        best_epoch=run.es.best_epoch if run.es.best is not None else None, stopped_early=run.stopped_early,
-        best_checkpoint=run.store.resolve("best"), last_checkpoint=run.store.resolve("last"),
-        encoders=run.encoders_uri if fs.exists(run.encoders_uri) else None, dataset=run.stats,
+        history=progress.history, epochs_run=progress.epochs_run,
+        best_epoch=progress.es.best_epoch if progress.es.best is not None else None,
+        stopped_early=progress.stopped_early, best_checkpoint=run.store.resolve("best"),
+        last_checkpoint=run.store.resolve("last"), encoders=run.encoders_uri if fs.exists(run.encoders_uri) else None,
+        dataset=run.data.stats,
     )  # fmt: skip
     if cfg.stages in ("both", "classify"):
         run.finish(result)

@@ -101,8 +101,8 @@ class DistributedRun(_Run):
     def __init__(self, cfg: TrainSettings, log: Logger, world: D.World):
         super().__init__(cfg, log)
         self.world = world
-        for split in (POOL,) if self.view is not None else ("train", "val"):
-            n = len(shard_urls(self.layout, split))
+        for split in (POOL,) if self.data.view is not None else ("train", "val"):
+            n = len(shard_urls(self.data.layout, split))
             if n < world.world_size:
                 raise ValueError(f"{split} has {n} shards for {world.world_size} ranks: every rank needs at least one "
                                  f"(write smaller shards, or use fewer ranks)")  # fmt: skip
@@ -148,7 +148,7 @@ class DistributedRun(_Run):
     def _validate(self) -> dict[str, float]:
         flat = super()._validate()
         if not D.same_everywhere(flat[self.cfg.monitor]):
-            raise RuntimeError(f"ranks disagree on {self.cfg.monitor} at epoch {self.epoch}: "
+            raise RuntimeError(f"ranks disagree on {self.cfg.monitor} at epoch {self.progress.epoch}: "
                                "early stopping would diverge")  # fmt: skip
         return flat
 
