@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from storage.shard_io import read_clips
+from storage.shard_schema import REAL
 from tasks.evaluate.handmade import STATISTICS, score_clips
 
 
@@ -32,7 +33,7 @@ def signal_table(root: str) -> list[str]:
     rows = score_clips(clips)
     by_kind = {k: np.array([[r.scores[n] for n in STATISTICS] for r in rows if kind[r.video_id] == k])
                for k in sorted(set(kind.values()))}  # fmt: skip
-    real = by_kind.pop("REAL")
+    real = by_kind.pop(REAL)
     aucs = " | ".join(f"AUC {n}" for n in STATISTICS)
     lines = [f"| clips of | n | mean correlation | {aucs} |", "|---|---:|---:|" + "---:|" * len(STATISTICS),
              f"| REAL | {len(real)} | {-np.nanmean(real[:, 0]):+.2f} |" + " |" * len(STATISTICS)]  # fmt: skip

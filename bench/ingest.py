@@ -34,6 +34,7 @@ from pathlib import Path
 
 import av
 
+from storage.shard_schema import REAL
 from tasks.ingest.faces import FaceDetector
 from tasks.ingest.preprocess import PreprocessConfig, face_detector
 from tasks.ingest.write_unit import UnitVideo, WorkUnit, fingerprint, process_unit
@@ -61,7 +62,7 @@ def decode_limit(path: str, skip: str | None) -> float:
 
 def _unit(videos: list[Path], copies: int, out: Path, tag: str) -> WorkUnit:
     entries = tuple(
-        UnitVideo(video_id=f"{p.stem}_{k:02d}", path=str(p), rel_path=p.name, part="bench", label="REAL",
+        UnitVideo(video_id=f"{p.stem}_{k:02d}", path=str(p), rel_path=p.name, part="bench", label=REAL,
                   split="train", group=f"{p.stem}_{k:02d}", original=None, fingerprint=fingerprint(str(p)))
         for k in range(copies) for p in videos
     )  # fmt: skip

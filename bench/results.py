@@ -38,6 +38,7 @@ import torch
 
 from av_signal import signal_table
 from storage import fs
+from storage.shard_schema import FAKE, LABELS, REAL
 from storage.tables import ManifestRow, read_table
 from tasks.train.checkpoint import WEIGHTS, resolve_checkpoint
 from tasks.evaluate.videos import evaluate_videos
@@ -66,7 +67,7 @@ def _split_seed(data: Path, ratios: tuple[float, float, float]) -> int:
     """The first split seed whose hash split gives every split with a positive ratio a REAL and a
     FAKE video: on a handful of groups seed 0 can leave a split empty (tasks/ingest/splits.py)."""
     entries = scan_dfdc(str(data)).entries
-    need = {(s, label) for s, r in zip(("train", "val", "test"), ratios) if r > 0 for label in ("REAL", "FAKE")}
+    need = {(s, label) for s, r in zip(("train", "val", "test"), ratios) if r > 0 for label in LABELS}
     for seed in range(100):
         a = assign_splits(entries, ratios, seed=seed)
         if need <= {(a[e.video_id].split, e.label) for e in entries}:
@@ -87,7 +88,7 @@ def _train_prior(shards: Path) -> float:
     """The video-level FAKE fraction of the ingested training split: the prior baseline's P(FAKE)."""
     rows = [r for r in read_table(fs.IngestLayout(str(shards)).manifest, ManifestRow)
             if r.split == "train" and r.status == "ingested"]  # fmt: skip
-    return sum(r.label == "FAKE" for r in rows) / len(rows)
+    return sum(r.label == FAKE for r in rows) / len(rows)
 
 
 def _pretrain(args, out: Path, seed: int) -> str:
@@ -122,7 +123,7 @@ def _probe(model_dir: str, data: Path, n: int, work: Path) -> dict[str, list[flo
     """Shortcut probes (tasks/evaluate/probes.py) on the first ``n`` REAL videos of ``data``: probe -> deltas of P(FAKE)."""
     scorer = load_model(model_dir, device="cpu")
     pre = preprocess_for(scorer)
-    reals = sorted(e.rel_path for e in scan_dfdc(str(data)).entries if e.label == "REAL")[:n]
+    reals = sorted(e.rel_path for e in scan_dfdc(str(data)).entries if e.label == REAL)[:n]
     deltas: dict[str, list[float]] = {}
     with face_detector(pre) as det:
         for rel in reals:
@@ -218,7 +219,7 @@ def main() -> None:
 
 def _subset(rows: list[dict], types: tuple[str, ...] | None) -> list[dict]:
     """Scored reals plus the scored fakes of ``types`` (None: every fake)."""
-    return [r for r in rows if r["p_fake"] is not None and (r["label"] == "REAL" or types is None
+    return [r for r in rows if r["p_fake"] is not None and (r["label"] == REAL or types is None
                                                             or r["manipulation"] in types)]  # fmt: skip
 
 
@@ -227,14 +228,14 @@ def _arrays(rows: list[dict], variants: list[str], by_variant: dict[str, list[di
     scored = set.intersection(*({r["video_id"] for r in by_variant[v] if r["p_fake"] is not None} for v in variants))
     keep = [r for r in rows if r["video_id"] in scored]
     p = {v: {r["video_id"]: r["p_fake"] for r in by_variant[v]} for v in variants}
-    y = [int(r["label"] == "FAKE") for r in keep]
+    y = [int(r["label"] == FAKE) for r in keep]
     return (y, *([p[v][r["video_id"]] for r in keep] for v in variants), [r["group"] for r in keep])
 
 
 def summarise(per_seed: dict[int, dict], variants: list[str], n_boot: int) -> dict:
     """Cells (mean AUC and interval per variant and subset), paired comparisons, counts and baselines."""
     first = next(iter(per_seed.values()))
-    types = sorted({r["manipulation"] for r in first[variants[0]]["rows"] if r["label"] == "FAKE"})
+    types = sorted({r["manipulation"] for r in first[variants[0]]["rows"] if r["label"] == FAKE})
     subsets = {"all": None, "audio-visual fakes": AV_TYPES, **{t: (t,) for t in types}}
     cells = {}
     for name, sel in subsets.items():

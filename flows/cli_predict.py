@@ -10,6 +10,8 @@ import sys
 import warnings
 from dataclasses import asdict
 
+from storage.shard_schema import FAKE, REAL
+
 
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="score videos with a registered (or local) AVFF model")
@@ -36,7 +38,7 @@ def verdict(p_fake: float | None, threshold: float | None) -> dict:
     """FAKE when P(FAKE) >= the model's threshold (chosen on val at training), else REAL; 0.5 without one."""
     source = "model" if threshold is not None else "default"
     t = 0.5 if threshold is None else float(threshold)
-    label = None if p_fake is None else ("FAKE" if p_fake >= t else "REAL")
+    label = None if p_fake is None else (FAKE if p_fake >= t else REAL)
     return {"verdict": label, "threshold": t, "threshold_source": source}
 
 

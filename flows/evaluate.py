@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows import links
 from flows.cli_predict import model_uri
 from flows.train import resolve_tracking_uri
+from storage.shard_schema import REAL
 from tasks.evaluate.videos import evaluate_videos, evaluation_markdown
 from tasks.ingest.preprocess import face_detector
 from tasks.ingest.scan import scan_dfdc
@@ -99,7 +100,7 @@ def probe_model(data: str, uri: str, n: int, work_dir: str) -> list[dict]:
         def score(path: str) -> float | None:
             return score_video(path, scorer, pre, det).p_fake
 
-        for e in [e for e in scan.entries if e.label == "REAL"][:n]:
+        for e in [e for e in scan.entries if e.label == REAL][:n]:
             for r in shortcut_probes(os.path.join(data, e.rel_path), score, os.path.join(work_dir, e.video_id)):
                 rows.append({"video_id": e.video_id, "probe": r.probe, "p_fake": r.p_fake, "delta": r.delta})
     return rows

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 SCHEMA_VERSION = 1
-LABELS = {"REAL": 0, "FAKE": 1}
+REAL, FAKE = "REAL", "FAKE"  # the two labels, as the manifest and shard metadata spell them
+LABELS = {REAL: 0, FAKE: 1}  # label -> target (FAKE is the positive class)
 SPLITS = ("train", "val", "test")
 FRAME_EXT = "jpg"
 MEL_MEMBER = "mel.npy"

@@ -16,6 +16,8 @@ from matplotlib.figure import Figure
 from sklearn.metrics import auc as area_under
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
 
+from storage.shard_schema import FAKE, REAL
+
 DPI = 110
 
 # (file stem, title, y label, which history keys belong on the figure)
@@ -118,7 +120,7 @@ def plot_confusion(y_true, p_fake, threshold: float, out_dir: str | Path, prefix
     for (i, j), count in np.ndenumerate(cm):
         ax.text(j, i, str(count), ha="center", va="center",
                 color="white" if count > cm.max() / 2 else "black")
-    ax.set_xticks([0, 1], ["REAL", "FAKE"])
-    ax.set_yticks([0, 1], ["REAL", "FAKE"])
+    ax.set_xticks([0, 1], [REAL, FAKE])
+    ax.set_yticks([0, 1], [REAL, FAKE])
     ax.set(title=f"{prefix} @ {threshold:.3f}", xlabel="predicted", ylabel="true")
     return _save(fig, Path(out_dir) / f"{prefix}_confusion.png")

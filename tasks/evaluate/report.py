@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from storage.shard_schema import FAKE
 from tasks.evaluate import metric_names as N
 from tasks.evaluate.metrics import all_fake_f1, bootstrap_auc_ci
 
@@ -115,7 +116,7 @@ class CurveDiagnosis:
 
 def split_stats(video_ids: Sequence[str], labels: Sequence, groups: Sequence[str] | None = None) -> dict[str, int]:
     """Counts of one split from its clips' metadata (labels 0/1 or "REAL"/"FAKE")."""
-    y = np.asarray([1 if lab in (1, "FAKE") else 0 for lab in labels], dtype=np.int64)
+    y = np.asarray([1 if lab in (1, FAKE) else 0 for lab in labels], dtype=np.int64)
     ids = np.asarray(video_ids)
     video_label = dict(zip(ids.tolist(), y.tolist()))
     stats = {

@@ -17,6 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from storage.shard_schema import FAKE
 from tasks.evaluate.metrics import baselines, binary_metrics, bootstrap_auc_ci
 
 REPORTED = ("auc", "average_precision", "log_loss", "accuracy")
@@ -34,7 +35,7 @@ def evaluate_videos(rows: list[dict], prior: float | None = None, *, n_bootstrap
         raise ValueError("no video could be scored")
     if prior is not None and not 0.0 <= prior <= 1.0:
         raise ValueError(f"prior must be a probability, got {prior}")
-    y = np.array([r["label"] == "FAKE" for r in scored], dtype=int)
+    y = np.array([r["label"] == FAKE for r in scored], dtype=int)
     p = np.array([r["p_fake"] for r in scored], dtype=float)
     g = np.array([str(r.get("group") or r["video_id"]) for r in scored])
     boot = {"n_resamples": n_bootstrap, "seed": seed}
@@ -43,7 +44,7 @@ def evaluate_videos(rows: list[dict], prior: float | None = None, *, n_bootstrap
     reals = y == 0
     types = defaultdict(list)
     for i, r in enumerate(scored):
-        if r["label"] == "FAKE":
+        if r["label"] == FAKE:
             types[r.get("manipulation") or "unknown"].append(i)
     for m, idx in sorted(types.items()):
         sel = reals.copy()

@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass, field
 
 from storage.fs import PathEscapeError, confine
+from storage.shard_schema import FAKE, REAL
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_\-]")
@@ -144,12 +145,12 @@ def _check_entry(name: object, entry: object) -> str | None:
     label = entry.get("label")
     if label is None:
         return f"{name}: missing label"
-    if label not in ("REAL", "FAKE"):
+    if label not in (REAL, FAKE):
         return f"{name}: label must be REAL or FAKE, got {label!r}"
     original = entry.get("original")
     if original is not None and not isinstance(original, str):
         return f"{name}: original must be a file name or null, got {original!r}"
-    if label == "REAL" and original not in (None, ""):
+    if label == REAL and original not in (None, ""):
         return f"{name}: a REAL video cannot have an original ({original!r})"
     return None
 

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from storage.shard_schema import FAKE
 from storage.tables import IdentityRow, read_table
 from tasks.ingest.scan import VideoEntry, video_id_of
 
@@ -109,7 +110,7 @@ def identity_groups(entries: Iterable[VideoEntry], identities: Mapping[str, str]
     """
     entries = list(entries)
     uf = _UnionFind()
-    links = {e.video_id: e.original for e in entries if e.label == "FAKE" and e.original}
+    links = {e.video_id: e.original for e in entries if e.label == FAKE and e.original}
     labels = {e.video_id: e.label for e in entries}
     for e in entries:
         uf.find(e.video_id)
@@ -131,7 +132,7 @@ def identity_groups(entries: Iterable[VideoEntry], identities: Mapping[str, str]
         groups={vid: key_of_root[uf.find(vid)] for vid in labels},
         self_references=sorted(v for v, o in links.items() if v == o),
         cycles=cycles,
-        chains=sorted(v for v, o in links.items() if v != o and v not in in_cycle and labels.get(o) == "FAKE"),
+        chains=sorted(v for v, o in links.items() if v != o and v not in in_cycle and labels.get(o) == FAKE),
     )
 
 
@@ -156,7 +157,7 @@ def read_identities(uri: str) -> dict[str, str]:
 
 def group_of(entry: VideoEntry) -> str:
     """The group key of one entry from its own metadata alone (no identity map, no cycles)."""
-    return entry.original if entry.label == "FAKE" and entry.original else entry.video_id
+    return entry.original if entry.label == FAKE and entry.original else entry.video_id
 
 
 def _unit(key: str, seed: int, purpose: str) -> float:
@@ -249,7 +250,7 @@ def split_balance(rows: Iterable[Placed]) -> dict[str, dict[str, float]]:
     out = {}
     for s in SPLITS:
         mine = [r for r in rows if r.split == s]
-        fake = sum(1 for r in mine if r.label == "FAKE")
+        fake = sum(1 for r in mine if r.label == FAKE)
         out[s] = {
             "videos": len(mine),
             "groups": len({r.group for r in mine}),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from storage.shard_schema import ClipMeta, decode_sample, encode_sample
+from storage.shard_schema import REAL, ClipMeta, decode_sample, encode_sample
 from tasks.ingest.faces import FaceDetector
 from tasks.ingest.preprocess import PreprocessConfig, preprocess_video
 from tasks.ingest.video import VideoError
@@ -41,7 +41,7 @@ def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_q
     samples = []
     for clip in result.clips:
         meta = ClipMeta(
-            video_id="predict", clip=clip.index, label="REAL", split="test", group="predict", original=None,
+            video_id="predict", clip=clip.index, label=REAL, split="test", group="predict", original=None,
             start_s=clip.start_s, fps=pre.clip_fps, num_frames=pre.frames_per_clip, face_box=clip.face_box,
             det_score=clip.det_score, detected_frac=clip.detected_frac, mel_hop_s=pre.mel.hop_s,
             frame_times=clip.frame_times, mel_start_s=clip.mel_start_s,

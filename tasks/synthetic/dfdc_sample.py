@@ -39,6 +39,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from storage.shard_schema import FAKE, REAL
 from tasks.synthetic.faces import (
     POOLS,
     Look,
@@ -374,7 +375,7 @@ def make_dfdc_sample(
         frames = render(scene, mouth)
         real = f"{ids[k, 0]}.mp4"
         _write(folder / real, frames, audio, rng_of(k, 2), fps, audio_rate, controls)
-        meta[real] = {"label": "REAL", "split": "train", "original": None, "manipulation": None}
+        meta[real] = {"label": REAL, "split": "train", "original": None, "manipulation": None}
         identities.append(f"{real},{source_name(faces[k])}")
         original = _Original(look, scene, voice, audio, mouth, frames, voices[:k] + voices[k + 1 :], donors,
                              duration_s, fps, audio_rate, controls.lead_silence_s)
@@ -387,7 +388,7 @@ def make_dfdc_sample(
                 fake_audio = _silence(fake_audio.copy(), lead, audio_rate)
             fake = f"{ids[k, 1 + m]}.mp4"
             _write(folder / fake, fake_frames, fake_audio, rng, fps, audio_rate, controls)
-            meta[fake] = {"label": "FAKE", "split": "train", "original": real, "manipulation": name}
+            meta[fake] = {"label": FAKE, "split": "train", "original": real, "manipulation": name}
             identities.append(f"{fake},{source_name(faces[k])}")
     for folder, meta in metadata.items():
         (folder / METADATA).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")

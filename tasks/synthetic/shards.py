@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from storage import fs
-from storage.shard_schema import ClipMeta, encode_sample
+from storage.shard_schema import FAKE, REAL, ClipMeta, encode_sample
 from storage.shard_io import ShardWriter
 from storage.tables import ManifestRow, ShardRow, write_table
 
@@ -55,7 +55,7 @@ def write_synthetic_shards(
     for split, n_videos in videos.items():
         n_shards = max(1, min(shards.get(split, 1), n_videos))
         # FAKE where floor((i+1)f) steps up: labels spread evenly (alternating at f=0.5)
-        labels = ["FAKE" if int((i + 1) * fake_fraction) > int(i * fake_fraction) else "REAL" for i in range(n_videos)]
+        labels = [FAKE if int((i + 1) * fake_fraction) > int(i * fake_fraction) else REAL for i in range(n_videos)]
         chunks = np.array_split(np.arange(n_videos), n_shards)  # contiguous: each holds both labels
         for s in range(n_shards):
             uri = layout.shard(split, PART, s)
@@ -70,7 +70,7 @@ def write_synthetic_shards(
                             face_box=[0.0, 0.0, float(img_size), float(img_size)], det_score=1.0,
                             detected_frac=1.0, mel_hop_s=0.01, part=PART,
                         )  # fmt: skip
-                        frames = _frames(rng, labels[i] == "FAKE", num_frames, img_size)
+                        frames = _frames(rng, labels[i] == FAKE, num_frames, img_size)
                         mel = rng.normal(-4.0, 2.0, size=(n_mels, mel_frames)).astype(np.float16)
                         sink.write(encode_sample(frames, mel, meta))
             index_rows.append(ShardRow(path=uri, split=split, part=PART, samples=sink.samples, videos=len(mine),

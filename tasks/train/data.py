@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from storage import fs, shard_io
-from storage.shard_schema import META_MEMBER, SPLITS, DecodedClip, decode_sample
+from storage.shard_schema import META_MEMBER, REAL, SPLITS, DecodedClip, decode_sample
 from storage.tables import ShardRow, read_table
 from tasks.train.augment import ClipAugment, augment_mel, augment_video, clip_generator
 
@@ -156,7 +156,7 @@ def _decode(src: Iterable[dict]) -> Iterator[DecodedClip]:
 
 
 def _real_only(src: Iterable[DecodedClip]) -> Iterator[DecodedClip]:
-    return (c for c in src if c.meta.label == "REAL")
+    return (c for c in src if c.meta.label == REAL)
 
 
 class _Keep:

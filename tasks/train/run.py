@@ -46,6 +46,7 @@ import torch
 from avff_model import AVFF, AVFFConfig, get_config
 from avff_model.model import ENCODER_PREFIXES
 from storage import fs
+from storage.shard_schema import FAKE, REAL
 from storage.tables import ManifestRow
 from tasks.evaluate import metrics as M
 from tasks.evaluate.metric_names import monitor_mode
@@ -121,11 +122,11 @@ def _dataset_stats(
     for split in ("train", "val", "test"):
         mine = [r for r in rows if _role(r, view) == split]
         clips = [int(r.clips or 1) for r in mine]
-        y = np.repeat([1 if r.label == "FAKE" else 0 for r in mine], clips).astype(np.int64)
+        y = np.repeat([1 if r.label == FAKE else 0 for r in mine], clips).astype(np.int64)
         labels[split] = y
         stats[split] = {
-            "videos_real": sum(1 for r in mine if r.label == "REAL"),
-            "videos_fake": sum(1 for r in mine if r.label == "FAKE"),
+            "videos_real": sum(1 for r in mine if r.label == REAL),
+            "videos_fake": sum(1 for r in mine if r.label == FAKE),
             "clips_real": int((y == 0).sum()),
             "clips_fake": int((y == 1).sum()),
             "groups": len({r.group for r in mine}),
