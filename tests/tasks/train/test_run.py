@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from storage import fs
+from tasks.ingest.folds import fold_split, manifest_rows
 from tasks.train.checkpoint import load_checkpoint
+from tasks.train.optim import EarlyStopping
 from tasks.synthetic.shards import write_synthetic_shards
 from tasks.tracking.logger import InMemoryLogger
-from tasks.train.run import run_training
+from tasks.train.run import Progress, load_run_data, run_training
 from tasks.train.settings import TrainSettings
 
 SMALL = {"num_slices": 2}  # the data sets img_size 32, 4 frames, 32x32 mels; K must fit 2 time tokens
@@ -113,3 +116,32 @@ def test_pretrained_encoders_carry_stage_1_into_a_classify_only_run(data, tmp_pa
 def test_contradicting_shape_overrides_fail_before_training(data, tmp_path):
     with pytest.raises(ValueError, match="contradict"):
         run_training(_settings(data, tmp_path, overrides={**SMALL, "img_size": 64}), log=InMemoryLogger())
+
+
+def test_run_data_counts_roles_labels_groups_and_the_training_prior(data):
+    layout = fs.IngestLayout(data)
+    split = load_run_data(layout, None)
+    assert {r: (s["videos_real"], s["videos_fake"], s["clips_real"], s["clips_fake"]) for r, s in split.stats.items()} == {
+        "train": (8, 8, 16, 16), "val": (4, 4, 8, 8), "test": (4, 4, 8, 8)}  # fmt: skip
+    assert len(split.labels["train"]) == 32 and split.labels["train"].sum() == 16  # clip labels, FAKE = 1
+    prior = split.train_labels
+    assert prior.clips is split.labels["train"] and prior.videos.tolist() == [0] * 8 + [1] * 8
+    assert split.train_clips() == 32 and all(split.group_of[v] == v for v in split.group_of)
+    fold = load_run_data(layout, 0)  # train+val pooled: fold 0 validates, test plays no role
+    view = fold_split(manifest_rows(layout), 0)
+    assert fold.view == view and fold.stats["test"]["videos_real"] + fold.stats["test"]["videos_fake"] == 0
+    assert fold.stats["val"]["videos_real"] + fold.stats["val"]["videos_fake"] == len(view.val)
+    assert fold.train_clips() == len(fold.labels["train"]) == 2 * len(view.train)
+
+
+def test_progress_round_trips_through_its_state_and_counts_epochs():
+    progress = Progress(EarlyStopping(patience=2))
+    progress.end_epoch(5)
+    progress.es.step(0.4, progress.epoch)
+    progress.history.append({"epoch": 1, "val_loss": 0.4})
+    state = progress.state_dict()
+    restored = Progress(EarlyStopping(patience=2))
+    restored.load_state_dict(state)
+    assert (restored.epoch, restored.global_step, restored.epochs_run) == (1, 5, 0)  # epochs_run: this call only
+    assert restored.history == progress.history and restored.history is not progress.history
+    assert restored.es.best == 0.4 and restored.es.best_epoch == 1
