@@ -134,12 +134,12 @@ def test_second_ingest_on_same_output_refuses(tmp_path):
 
 def test_relative_local_paths_are_resolved_where_the_flow_runs(tmp_path, monkeypatch):
     """Ray workers run in their own directory: the flow hands them absolute paths."""
-    from flows.ingest import IngestConfig
+    from tasks.ingest.settings import IngestSettings
 
     monkeypatch.chdir(tmp_path)
-    cfg = IngestConfig(data="data/sample", out="./data/shards")
+    cfg = IngestSettings(data="data/sample", out="./data/shards")
     assert (cfg.data, cfg.out) == (str(tmp_path / "data" / "sample"), str(tmp_path / "data" / "shards"))
-    assert IngestConfig(data="s3://bucket/dfdc", out="s3://bucket/shards").out == "s3://bucket/shards"
+    assert IngestSettings(data="s3://bucket/dfdc", out="s3://bucket/shards").out == "s3://bucket/shards"
 
 
 def test_a_run_that_ingests_nothing_fails_and_says_why(tmp_path, ingest_config, prefect_server):
@@ -158,3 +158,36 @@ def test_a_run_that_ingests_nothing_fails_and_says_why(tmp_path, ingest_config, 
     assert pq.read_table(out / "quarantine.parquet").num_rows == 1  # recorded before failing
     with pytest.raises(ValueError, match="nothing to cross-validate"):
         fold_jobs(CVConfig(train=TrainSettings(data=str(out), output_dir=str(tmp_path / "cv"))))
+
+
+def test_a_unit_worker_names_the_unit_that_failed_and_keeps_going(tmp_path):
+    """What the Ray driver relies on: a failed unit raises UnitFailed naming its shard (through
+    pickling, as Ray carries it), and the same worker, detector and all, writes the next unit."""
+    import pickle
+
+    from flows.ingest import UnitFailed, UnitWorker
+    from storage import fs
+    from tasks.ingest.preprocess import PreprocessConfig
+    from tasks.ingest.write_unit import UnitVideo, fingerprint, plan_units
+    from tasks.synthetic.dfdc_sample import make_dfdc_sample
+
+    data = make_dfdc_sample(tmp_path / "data", n_real=1, parts=0, duration_s=3.5, size=(160, 160), seed=5,
+                            manipulations=())  # fmt: skip
+    (path,) = data.glob("*.mp4")
+    video = UnitVideo(path.stem, str(path), path.name, "p0", "REAL", "train", path.stem, None, fingerprint(str(path)))
+    out = tmp_path / "out"
+    (unit,) = plan_units([video], fs.IngestLayout(str(out)).shard, videos_per_shard=8)
+    (out / "shards").mkdir(parents=True)
+    (out / "shards" / "train").write_text("not a directory")  # the shard cannot be published
+
+    worker = UnitWorker(PreprocessConfig(face_size=64), jpeg_quality=90)
+    try:
+        with pytest.raises(UnitFailed) as failed:
+            worker.write(unit)
+        (out / "shards" / "train").unlink()
+        record = worker.write(unit)
+    finally:
+        worker.close()
+    carried = pickle.loads(pickle.dumps(failed.value))
+    assert carried.shard == unit.shard and ("File exists" in carried.error or "Not a directory" in carried.error)
+    assert record["shard"] == unit.shard and record["samples"] == 1 and fs.sha256_of(unit.shard) == record["sha256"]
