@@ -76,12 +76,13 @@ def _split_seed(data: Path, ratios: tuple[float, float, float]) -> int:
 
 
 def _ingest(data: Path, out: Path, ratios: tuple[float, float, float] = RATIOS, search_seed: bool = True) -> None:
-    from flows.ingest import IngestConfig, ingest_dfdc
+    from flows.ingest import ingest_dfdc
+    from tasks.ingest.settings import IngestSettings
 
     if not (out / "shards.parquet").exists():
         seed = _split_seed(data, ratios) if search_seed else 0
-        ingest_dfdc(IngestConfig(data=str(data), out=str(out), face_size=64, videos_per_shard=16, executor="local",
-                                 ratios=ratios, seed=seed, progress=False))  # fmt: skip
+        ingest_dfdc(IngestSettings(data=str(data), out=str(out), face_size=64, videos_per_shard=16, executor="local",
+                                   ratios=ratios, seed=seed, progress=False))  # fmt: skip
 
 
 def _train_prior(shards: Path) -> float:

@@ -58,7 +58,7 @@ class NullLog:
 
 def make_shards(root: Path, n_real: int = 12, size: tuple[int, int] = (256, 256), videos_per_shard: int = 4) -> Path:
     """Generated sample -> ingest (plain functions, in-process); returns the ingest output root."""
-    from flows.ingest import IngestConfig
+    from tasks.ingest.settings import IngestSettings
     from storage import fs
     from tasks.ingest import units as steps
     from tasks.ingest.preprocess import face_detector
@@ -69,7 +69,7 @@ def make_shards(root: Path, n_real: int = 12, size: tuple[int, int] = (256, 256)
     if not (data / "dfdc_train_part_0").exists():
         # 3 fakes per real: 25 % REAL clips, near the DFDC sample's 19 % (stage 1 reads REAL only)
         make_dfdc_sample(data, n_real=n_real, parts=1, duration_s=10.0, size=size, seed=0, manipulations=MANIPULATIONS[:3])
-    cfg = IngestConfig(data=str(data), out=str(out), videos_per_shard=videos_per_shard)
+    cfg = IngestSettings(data=str(data), out=str(out), videos_per_shard=videos_per_shard)
     result = steps.scan(cfg.data)
     layout = fs.IngestLayout(cfg.out)
     units, planned = steps.plan(result, cfg.data, layout, ratios=cfg.ratios, folds=cfg.folds, seed=cfg.seed,

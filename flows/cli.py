@@ -14,48 +14,27 @@ import os
 import sys
 
 
+def _ingest_flags():
+    """IngestSettings' flags: ``--field-name`` each, ``--config FILE``, defaults and help from the fields."""
+    from flows.cli_fields import ConfigFlags
+    from tasks.ingest.settings import IngestSettings
+
+    return ConfigFlags(IngestSettings)
+
+
 def _add_ingest(sub) -> None:
     p = sub.add_parser("ingest", help="DFDC folder -> WebDataset shards + parquet manifests",
                        description="Decode each video, crop the tracked face, extract the log-mel and write "
                        "WebDataset shards + manifest.parquet (an ingest-dfdc flow run).")  # fmt: skip
-    p.add_argument("--data", required=True, help="DFDC root (dfdc_train_part_*/) or one folder with metadata.json")
-    p.add_argument("--out", required=True, help="output root, local or s3://")
-    p.add_argument("--executor", choices=["ray", "local"], default="ray",
-                   help="ray: one task per shard ($RAY_ADDRESS or a local Ray); local: in this process "
-                   "(default: %(default)s)")  # fmt: skip
-    p.add_argument("--face-size", type=int, default=224, help="face crop side in pixels (default: %(default)s)")
-    p.add_argument("--videos-per-shard", type=int, default=128, help="(default: %(default)s)")
-    p.add_argument("--max-clips", type=int, default=3, help="clips per video at most (default: %(default)s)")
-    p.add_argument("--no-require-audio", action="store_true", help="keep videos without audio (silent mel)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split assignment (default: %(default)s)")
-    p.add_argument("--ratios", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST"),
-                   help="split shares (default: 0.7 0.15 0.15)")  # fmt: skip
-    p.add_argument("--folds", type=int, default=5, help="k of the manifest's grouped k-fold column, for avff cv "
-                   "(default: %(default)s)")  # fmt: skip
-    p.add_argument("--num-workers", type=int, default=None, help="CPUs of a local Ray (default: all)")
-    p.add_argument("--identities", default=None, metavar="FILE",
-                   help="csv/parquet with columns video, identity: videos of one identity share a split")
+    _ingest_flags().add_arguments(p, "ingest settings (tasks/ingest/settings.py, docs/ingest.md)")
 
 
 def _ingest(args) -> int:
-    from flows.ingest import IngestConfig, ingest_dfdc
+    from flows.ingest import ingest_dfdc
+    from tasks.ingest.settings import IngestSettings
 
-    cfg = IngestConfig(
-        data=args.data,
-        out=args.out,
-        executor=args.executor,
-        face_size=args.face_size,
-        videos_per_shard=args.videos_per_shard,
-        max_clips=args.max_clips,
-        require_audio=not args.no_require_audio,
-        seed=args.seed,
-        folds=args.folds,
-        ratios=tuple(args.ratios),
-        num_workers=args.num_workers,
-        identities=args.identities,
-    )
-    result = ingest_dfdc(cfg)
-    print(json.dumps(result, indent=2))
+    cfg = IngestSettings.model_validate(_ingest_flags().values(args))
+    print(json.dumps(ingest_dfdc(cfg), indent=2))
     return 0
 
 

@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -26,7 +25,6 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from storage import fs
 from storage.tables import ManifestRow, RefusedRow, read_table, write_table
@@ -36,74 +34,7 @@ from tasks.ingest.scan import refusal_counts
 from tasks.ingest.preprocess import PreprocessConfig, face_detector
 from tasks.ingest.write_unit import WorkUnit, is_complete, process_unit
 from tasks.ingest.splits import identity_groups, read_identities
-from tasks.ingest.video import Limits
-
-
-class IngestConfig(BaseModel):
-    """Parameters of ingest-dfdc (validated by Prefect, shown as a form in the UI)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    data: str = Field(description="DFDC root: dfdc_train_part_*/ folders or one folder with metadata.json")
-    out: str = Field(description="output root (local path or s3://...) for shards and parquet files")
-    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    folds: int = Field(5, ge=1, le=20)
-    seed: int = 0
-    videos_per_shard: int = Field(128, ge=1)
-    jpeg_quality: int = Field(90, ge=50, le=100)
-    face_size: int = Field(224, ge=32, le=512)
-    frames_per_clip: int = Field(16, ge=2, le=64)
-    clip_fps: float = Field(5.0, gt=0, le=30)
-    max_clips: int = Field(3, ge=1)
-    face_margin: float = Field(1.3, ge=1.0, le=3.0)
-    min_face_frac: float = Field(0.5, ge=0.0, le=1.0)
-    require_audio: bool = True
-    max_duration_s: float = Field(600.0, gt=0)
-    max_bytes: int = Field(2_000_000_000, gt=0)
-    max_pixels: int = Field(3840 * 2160, gt=0)
-    read_seconds: float = Field(60.0, gt=0)
-    executor: Literal["ray", "local"] = "ray"
-    ray_address: str | None = Field(None, description="Ray cluster address; default: $RAY_ADDRESS, else a local Ray")
-    identities: str | None = Field(
-        None, description="optional .csv/.parquet table `video -> identity` (columns video, identity): merges split groups"
-    )
-    num_workers: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all)")
-    retries: int = Field(2, ge=0, le=10)
-    progress: bool = True
-
-    @field_validator("data", "out", "identities")
-    @classmethod
-    def _absolute(cls, v: str | None) -> str | None:
-        """Local paths become absolute here, in the flow's working directory: Ray workers run elsewhere."""
-        return os.path.abspath(v) if v and fs.is_local(v) and not v.startswith("file://") else v
-
-    @model_validator(mode="after")
-    def _out_not_in_data(self):
-        """Shards written into the data root would be scanned as input by the next run."""
-        if fs.is_local(self.data) and fs.is_local(self.out):
-            data, out = (os.path.realpath(p.removeprefix("file://")) for p in (self.data, self.out))
-            if os.path.commonpath([data, out]) == data:
-                raise ValueError(f"output folder {self.out} is inside the input folder {self.data}: choose an output outside it")
-        return self
-
-    @field_validator("ratios")
-    @classmethod
-    def _ratios(cls, v):
-        if any(r < 0 for r in v) or sum(v) <= 0:
-            raise ValueError("ratios must be non-negative and not all zero")
-        return v
-
-    def preprocess(self) -> PreprocessConfig:
-        return PreprocessConfig(
-            frames_per_clip=self.frames_per_clip,
-            clip_fps=self.clip_fps,
-            max_clips=self.max_clips,
-            face_size=self.face_size,
-            face_margin=self.face_margin,
-            min_face_frac=self.min_face_frac,
-            require_audio=self.require_audio,
-            limits=Limits(self.max_bytes, self.max_duration_s, self.max_pixels, self.read_seconds),
-        )
+from tasks.ingest.settings import IngestSettings
 
 
 def init_ray(address: str | None, num_cpus: int | None):
@@ -130,7 +61,7 @@ def init_ray(address: str | None, num_cpus: int | None):
 # every ingest task is safe to retry: the plan and the indexes are rewritten whole (atomically), and a
 # unit whose shard is complete is skipped, never rewritten
 @task(name="scan-and-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def scan_and_plan(cfg: IngestConfig) -> tuple[list[WorkUnit], "steps.ScanResult"]:
+def scan_and_plan(cfg: IngestSettings) -> tuple[list[WorkUnit], "steps.ScanResult"]:
     """The work units and the scan's refusals; the planned manifest goes to storage, not back to the flow."""
     log = get_run_logger()
     result = steps.scan(cfg.data)
@@ -156,7 +87,7 @@ def scan_and_plan(cfg: IngestConfig) -> tuple[list[WorkUnit], "steps.ScanResult"
 
 
 @task(name="process-units", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def process_units(units: list[WorkUnit], cfg: IngestConfig) -> tuple[list[dict], list[tuple[WorkUnit, str]], int]:
+def process_units(units: list[WorkUnit], cfg: IngestSettings) -> tuple[list[dict], list[tuple[WorkUnit, str]], int]:
     """Fan the units out (Ray or in-process); returns (records, failed units, skipped count)."""
     log = get_run_logger()
     pre = cfg.preprocess()
@@ -184,7 +115,7 @@ def process_units(units: list[WorkUnit], cfg: IngestConfig) -> tuple[list[dict],
     return records, failed, skipped
 
 
-def _run(todo: list[WorkUnit], pre: PreprocessConfig, cfg: IngestConfig) -> Iterator[tuple[WorkUnit, dict | None, str | None]]:
+def _run(todo: list[WorkUnit], pre: PreprocessConfig, cfg: IngestSettings) -> Iterator[tuple[WorkUnit, dict | None, str | None]]:
     """Yield (unit, record dict, error) as units finish."""
     if not todo:
         return
@@ -252,7 +183,7 @@ def _run_local(todo: list[WorkUnit], pre: PreprocessConfig, jpeg_quality: int):
         worker.close()
 
 
-def _run_ray(todo: list[WorkUnit], pre: PreprocessConfig, cfg: IngestConfig):
+def _run_ray(todo: list[WorkUnit], pre: PreprocessConfig, cfg: IngestSettings):
     """The units over an ActorPool of one :class:`RayUnitWorker` per CPU of the Ray cluster.
 
     A unit that raises is retried ``cfg.retries`` times on its actor; an actor whose process dies
@@ -325,7 +256,7 @@ class _ProgressArtifact:
 
 
 @task(name="write-index", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def write_index(cfg: IngestConfig, records: list[dict], result: "steps.ScanResult", failed: list[tuple[WorkUnit, str]],
+def write_index(cfg: IngestSettings, records: list[dict], result: "steps.ScanResult", failed: list[tuple[WorkUnit, str]],
                 skipped: int, seconds: float) -> dict:
     """The final manifest, shard index and quarantine from the planned manifest (read back) and the records."""
     layout = fs.IngestLayout(cfg.out)
@@ -359,7 +290,7 @@ def write_index(cfg: IngestConfig, records: list[dict], result: "steps.ScanResul
 
 
 @flow(name="ingest-dfdc", log_prints=True)
-def ingest_dfdc(config: IngestConfig) -> dict:
+def ingest_dfdc(config: IngestSettings) -> dict:
     """DFDC videos -> WebDataset shards + manifest.parquet + shards.parquet + quarantine.parquet."""
     t0 = time.perf_counter()
     with steps.output_lock(config.out):

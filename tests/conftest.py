@@ -59,11 +59,11 @@ def dfdc_sample(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ingest_config():
-    from flows.ingest import IngestConfig
+    from tasks.ingest.settings import IngestSettings
 
     def make(data, out, **kw):
         defaults = dict(face_size=FACE_SIZE, videos_per_shard=8, executor="local", progress=False, ratios=(0.6, 0.2, 0.2))
-        return IngestConfig(data=str(data), out=str(out), **{**defaults, **kw})
+        return IngestSettings(data=str(data), out=str(out), **{**defaults, **kw})
 
     return make
 

@@ -13,8 +13,10 @@ import pytest
 import yaml
 
 from flows import cli_train
-from flows.cli_train import FIELDS, add_train_arguments, flag_of, train_config
+from flows.cli_train import TRAIN_FLAGS, add_train_arguments, train_config
 from tasks.train.settings import TrainSettings
+
+FIELDS, flag_of = TrainSettings.model_fields, TRAIN_FLAGS.flag_of
 
 # a value other than the default for EVERY field (a new field must join: the first test says so)
 NOT_DEFAULT = {
@@ -121,3 +123,44 @@ def test_an_unknown_key_in_the_file_is_one_line_naming_it_before_anything_import
 def test_a_missing_required_field_names_its_flag(shards, capsys):
     status = cli_train.checked_train_config(_parser().parse_args(["--data", shards]), "train")[1]
     assert status == 2 and capsys.readouterr().err == "avff train: error: --out: Field required\n"
+
+
+# ---------------------------------------------------------------- ingest: the same faces for IngestSettings
+
+INGEST_NOT_DEFAULT = {
+    "out": "/tmp/avff-shards", "identities": "/tmp/ids.csv", "ratios": [0.6, 0.2, 0.2], "folds": 3, "seed": 1,
+    "videos_per_shard": 8, "jpeg_quality": 80, "face_size": 64, "frames_per_clip": 8, "clip_fps": 4.0, "max_clips": 2,
+    "face_margin": 1.5, "min_face_frac": 0.3, "require_audio": False, "max_duration_s": 60.0, "max_bytes": 1000,
+    "max_pixels": 1000, "read_seconds": 10.0, "executor": "local", "ray_address": "auto", "num_workers": 2,
+    "retries": 0, "progress": False,
+}  # fmt: skip
+
+
+def test_every_ingest_field_is_a_flag_a_yaml_key_and_a_parameter(tmp_path):
+    from flows.cli import _ingest_flags
+    from flows.ingest import ingest_dfdc
+    from tasks.ingest.settings import IngestSettings
+
+    flags = _ingest_flags()
+    fields = IngestSettings.model_fields
+    assert set(INGEST_NOT_DEFAULT) | {"data"} == set(fields)
+
+    def parse(argv):
+        p = argparse.ArgumentParser(prog="avff ingest")
+        flags.add_arguments(p, "ingest settings")
+        return IngestSettings.model_validate(flags.values(p.parse_args(argv)))
+
+    argv = ["--data", "/tmp/dfdc"]
+    for name, v in INGEST_NOT_DEFAULT.items():
+        flag = flags.flag_of(name)
+        argv += ([flag if v else "--no-" + flag[2:]] if isinstance(v, bool) else
+                 [flag, *map(str, v)] if isinstance(v, list) else [flag, str(v)])  # fmt: skip
+    (tmp_path / "ingest.yaml").write_text(yaml.safe_dump({"data": "/tmp/dfdc", **INGEST_NOT_DEFAULT}))
+    from_flags, from_yaml = parse(argv), parse(["--config", str(tmp_path / "ingest.yaml")])
+    assert from_flags == from_yaml == IngestSettings(data="/tmp/dfdc", **INGEST_NOT_DEFAULT)
+    default = IngestSettings(data="/tmp/dfdc", out="/tmp/o")
+    assert [n for n in INGEST_NOT_DEFAULT if getattr(from_flags, n) == getattr(default, n)] == []
+    assert parse(["--data", "/tmp/dfdc", "--out", "/tmp/o"]) == default  # the CLI has no defaults of its own
+    schema = ingest_dfdc.parameters.model_dump()
+    properties = schema["definitions"][schema["properties"]["config"]["$ref"].rsplit("/", 1)[-1]]["properties"]
+    assert set(properties) == set(fields) and all(p.get("description") for p in properties.values())

@@ -186,14 +186,14 @@ def test_an_ingest_of_nothing_usable_exits_non_zero_with_one_error_line(tmp_path
 
 
 def test_an_output_folder_inside_the_input_folder_is_refused(tmp_path, ingest_config):
-    from flows.ingest import IngestConfig
+    from tasks.ingest.settings import IngestSettings
 
     data = tmp_path / "dfdc"
     _part(data)
     with pytest.raises(ValidationError, match="is inside the input folder"):
         ingest_config(data, data / "shards")
     with pytest.raises(ValidationError, match="is inside the input folder"):
-        IngestConfig(data=str(data), out=str(data))
+        IngestSettings(data=str(data), out=str(data))
     ingest_config(data, tmp_path / "shards")  # beside it: fine
     out = _cli("ingest", "--data", str(data), "--out", str(data / "dfdc_train_part_0" / "out"), timeout=300)
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]

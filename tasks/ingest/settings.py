@@ -1,0 +1,93 @@
+"""THE ingest config: one frozen pydantic model, the ``ingest-dfdc`` flow's parameter and ``avff ingest``'s flags.
+
+Like :mod:`tasks.train.settings`: the Prefect form, the CLI flags (generated from the fields by
+flows/cli.py) and ``avff ingest --config ingest.yaml`` all come from :class:`IngestSettings`.
+It imports no decoder, detector or torch (the CLI builds its flags from it); the preprocessing
+config it describes is built on demand by :meth:`IngestSettings.preprocess`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from storage import fs
+
+
+class IngestSettings(BaseModel):
+    """Everything one ingest run needs: where from and to, splits, preprocessing, resource bounds, execution."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # -- where from, where to
+    data: str = Field(description="DFDC root: dfdc_train_part_*/ folders or one folder with metadata.json")
+    out: str = Field(description="output root (local path or s3://...) for shards and parquet files")
+    identities: str | None = Field(None, description="optional csv/parquet with columns video, identity: videos of "
+                                   "one identity share a split")  # fmt: skip
+    # -- splits
+    ratios: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="train, val and test shares")
+    folds: int = Field(5, ge=1, le=20, description="k of the manifest's grouped k-fold column, for avff cv")
+    seed: int = Field(0, description="seed of the split assignment")
+    # -- shards and preprocessing
+    videos_per_shard: int = Field(128, ge=1, description="videos per shard")
+    jpeg_quality: int = Field(90, ge=50, le=100, description="JPEG quality of the stored frames")
+    face_size: int = Field(224, ge=32, le=512, description="face crop side in pixels")
+    frames_per_clip: int = Field(16, ge=2, le=64, description="frames per clip")
+    clip_fps: float = Field(5.0, gt=0, le=30, description="frames per second sampled within a clip")
+    max_clips: int = Field(3, ge=1, description="clips per video at most")
+    face_margin: float = Field(1.3, ge=1.0, le=3.0, description="face box scale before cropping")
+    min_face_frac: float = Field(0.5, ge=0.0, le=1.0, description="least fraction of a clip's frames with a face")
+    require_audio: bool = Field(True, description="refuse videos without audio (off: keep them with a silent log-mel)")
+    # -- resource bounds per video
+    max_duration_s: float = Field(600.0, gt=0, description="longest video accepted, seconds")
+    max_bytes: int = Field(2_000_000_000, gt=0, description="largest file accepted, bytes")
+    max_pixels: int = Field(3840 * 2160, gt=0, description="largest frame accepted, pixels")
+    read_seconds: float = Field(60.0, gt=0, description="seconds of each video decoded at most")
+    # -- execution
+    executor: Literal["ray", "local"] = Field("ray", description="ray: shards on Ray actors ($RAY_ADDRESS or a "
+                                              "local Ray); local: in this process")  # fmt: skip
+    ray_address: str | None = Field(None, description="Ray cluster address; None: $RAY_ADDRESS, else a local Ray")
+    num_workers: int | None = Field(None, ge=1, description="CPUs of a local Ray; None: all")
+    retries: int = Field(2, ge=0, le=10, description="Ray: retries of a shard whose worker raised or died")
+    progress: bool = Field(True, description="a progress bar on the terminal while shards finish")
+
+    @field_validator("data", "out", "identities")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        """Local paths become absolute here, in the flow's working directory: Ray workers run elsewhere."""
+        return os.path.abspath(v) if v and fs.is_local(v) and not v.startswith("file://") else v
+
+    @model_validator(mode="after")
+    def _out_not_in_data(self) -> IngestSettings:
+        """Shards written into the data root would be scanned as input by the next run."""
+        if fs.is_local(self.data) and fs.is_local(self.out):
+            data, out = (os.path.realpath(p.removeprefix("file://")) for p in (self.data, self.out))
+            if os.path.commonpath([data, out]) == data:
+                raise ValueError(f"output folder {self.out} is inside the input folder {self.data}: choose an output outside it")
+        return self
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(r < 0 for r in v) or sum(v) <= 0:
+            raise ValueError("ratios must be non-negative and not all zero")
+        return v
+
+    def preprocess(self):
+        """The :class:`tasks.ingest.preprocess.PreprocessConfig` these settings describe."""
+        # the decoders and the detector: imported by a run, not by the CLI building its flags
+        from tasks.ingest.preprocess import PreprocessConfig
+        from tasks.ingest.video import Limits
+
+        return PreprocessConfig(
+            frames_per_clip=self.frames_per_clip,
+            clip_fps=self.clip_fps,
+            max_clips=self.max_clips,
+            face_size=self.face_size,
+            face_margin=self.face_margin,
+            min_face_frac=self.min_face_frac,
+            require_audio=self.require_audio,
+            limits=Limits(self.max_bytes, self.max_duration_s, self.max_pixels, self.read_seconds),
+        )
