@@ -53,6 +53,10 @@ class AVFFConfig:
     head_heads: int = 8  # only the "attention" head uses it
     dropout: float = 0.0
     aux_heads: bool = False  # extra video_only + audio_only heads for auxiliary uni-modal losses
+    # ours: signal branches whose logit adds to the head's (avff_model/signals.py), each used
+    # only when the head sees the modalities it needs (sync: video and audio; texture: video)
+    sync_branch: bool = True
+    texture_branch: bool = True
 
     def __post_init__(self) -> None:
         checks = {

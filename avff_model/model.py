@@ -25,8 +25,9 @@ from .fusion import (
     SYNC_SHIFTS, SYNC_WINDOW, CrossModalMap, complementary_slice_mask, cross_modal_stats, fuse_tokens, slice_ids,
     slice_pool, sync_candidates, time_overlap, token_masks,
 )
-from .heads import PatchDiscriminator, build_head
+from .heads import PatchDiscriminator, build_head, mlp_head
 from .layers import init_weights
+from .signals import SignalFeatures
 from .video_encoder import VideoEncoder
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ ENCODER_PREFIXES = ("video_encoder.", "audio_encoder.", "a2v.", "v2a.")
 DISCRIMINATOR_PREFIXES = ("video_disc.", "audio_disc.")
 HEAD_PREFIX = "head."
 AUX_PREFIX = "aux_heads."
+SIGNAL_PREFIXES = ("signals.", "signal_head.")  # the signal branches (avff_model/signals.py): stage 2 only
 CONTRASTIVE_PREFIXES = ("video_proj.", "audio_proj.", "logit_scale")
 FEATURES = ("video", "audio", "a2v", "v2a")
 _NEEDS = {"video": {"video", "v2a", "sync", "xmodal"}, "audio": {"audio", "a2v", "xmodal"},
@@ -113,6 +115,11 @@ class AVFF(nn.Module):
             cfg.fusion, video_width=dv, audio_width=da, hidden=cfg.head_hidden, heads=cfg.head_heads,
             dropout=cfg.dropout,
         )  # fmt: skip
+        seen = set(self.head.inputs)
+        sync, texture = cfg.sync_branch and {"video", "audio"} <= seen, cfg.texture_branch and "video" in seen
+        self.signals = SignalFeatures(cfg.n_mels, sync=sync, texture=texture) if sync or texture else None
+        self.signal_head = mlp_head(self.signals.out_dim, cfg.head_hidden, cfg.dropout) if self.signals else None
+        self.inputs = (*self.head.inputs, "signals") if self.signals else self.head.inputs
         # uni-modal heads whose losses regularise stage 2 (never part of forward's logit)
         self.aux_heads = nn.ModuleDict({
             m: build_head(f"{m}_only", video_width=dv, audio_width=da, hidden=cfg.head_hidden, heads=cfg.head_heads,
@@ -246,6 +253,8 @@ class AVFF(nn.Module):
             out["sync"] = self.sync_similarities(out["video"], audio)
         if "xmodal" in need:
             out["xmodal"] = self.cross_modal_features(out)
+        if "signals" in need:
+            out["signals"] = self.signals(video, audio)  # (B, S)
         return {k: out[k] for k in features}
 
     def cross_modal_distances(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -270,11 +279,15 @@ class AVFF(nn.Module):
         return {k: t.mean(dim=1) for k, t in self.forward_features(video, audio).items()}
 
     def forward_head(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(feats)  # (B,)
+        """The fusion head's logit (B,), plus the signal branches' when the model has them."""
+        logit = self.head(feats)  # (B,)
+        if self.signal_head is not None:
+            logit = logit + self.signal_head(feats["signals"]).squeeze(-1)  # (B,)
+        return logit
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Stage-2 logits (B,), FAKE = 1; the decoders and discriminators are unused."""
-        return self.forward_head(self.forward_features(video, audio, self.head.inputs))
+        return self.forward_head(self.forward_features(video, audio, self.inputs))
 
     classify = forward
 
@@ -282,7 +295,7 @@ class AVFF(nn.Module):
         self, video: torch.Tensor, audio: torch.Tensor, features: tuple[str, ...] = ()
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Stage-2 logits (B,) and the token features the head and ``features`` need, one encoder pass."""
-        need = tuple(dict.fromkeys((*self.head.inputs, *features)))
+        need = tuple(dict.fromkeys((*self.inputs, *features)))
         feats = self.forward_features(video, audio, need)
         return self.forward_head(feats), feats
 
@@ -310,14 +323,14 @@ class AVFF(nn.Module):
 
     def generator_parameters(self) -> list[nn.Parameter]:
         """Everything but the discriminators and the classifier heads (stage-1 optimiser)."""
-        return self._params(lambda n: not n.startswith((*DISCRIMINATOR_PREFIXES, HEAD_PREFIX, AUX_PREFIX)))
+        return self._params(lambda n: not n.startswith((*DISCRIMINATOR_PREFIXES, HEAD_PREFIX, AUX_PREFIX, *SIGNAL_PREFIXES)))
 
     def discriminator_parameters(self) -> list[nn.Parameter]:
         return self._params(lambda n: n.startswith(DISCRIMINATOR_PREFIXES))
 
     def classifier_parameters(self) -> list[nn.Parameter]:
-        """Encoders, A2V/V2A and the head (+ auxiliary heads): what stage 2 fine-tunes."""
-        return self._params(lambda n: n.startswith((*ENCODER_PREFIXES, HEAD_PREFIX, AUX_PREFIX)))
+        """Encoders, A2V/V2A, the head (+ auxiliary heads, signal branches): what stage 2 fine-tunes."""
+        return self._params(lambda n: n.startswith((*ENCODER_PREFIXES, HEAD_PREFIX, AUX_PREFIX, *SIGNAL_PREFIXES)))
 
     def contrastive_parameters(self) -> list[nn.Parameter]:
         """The InfoNCE projections and temperature: stage 2 adds them when it keeps a contrastive term."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .config import AVFFConfig
 from .fusion import SYNC_FEATURES, XMODAL_FEATURES
+from .signals import MOUTH_GRID
 
 
 def _block(d: int, mlp_ratio: float) -> int:
@@ -35,6 +36,20 @@ def _head(cfg: AVFFConfig) -> int:
         "video_only": _mlp_head(dv, h),
         "audio_only": _mlp_head(da, h),
     }[cfg.fusion]
+
+
+def _signals(cfg: AVFFConfig) -> int:
+    """The signal branches (avff_model/signals.py) the head's modalities allow, and their logit MLP."""
+    sees_video, sees_audio = cfg.fusion != "audio_only", cfg.fusion != "video_only"
+    sync, texture = cfg.sync_branch and sees_video and sees_audio, cfg.texture_branch and sees_video
+    mouth, hidden, dim, lags, filters = MOUTH_GRID[0] * MOUTH_GRID[1], 32, 16, 3, 8  # SyncBranch/TextureBranch defaults
+    n, out = 0, 0
+    if sync:
+        n += (mouth + 1) * hidden + (hidden + 1) * dim + (cfg.n_mels + 1) * hidden + (hidden + 1) * dim
+        out += 2 * lags + 1 + dim
+    if texture:
+        n, out = n + 9 * filters, out + 3 * filters + 3
+    return n + _mlp_head(out, cfg.head_hidden) if out else 0
 
 
 def estimate_params(cfg: AVFFConfig) -> dict[str, int]:
@@ -64,6 +79,7 @@ def estimate_params(cfg: AVFFConfig) -> dict[str, int]:
         "contrastive": (dv + 1) * e + (da + 1) * e + int(cfg.learn_temperature),
         "discriminators": disc(cfg.video_patch_dim) + disc(cfg.audio_patch_dim),
         "head": _head(cfg),
+        "signals": _signals(cfg),
     }
     counts["total"] = sum(counts.values())
     return counts

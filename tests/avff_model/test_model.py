@@ -18,6 +18,7 @@ from avff_model.fusion import complementary_slice_mask, slice_ids, sync_candidat
 from avff_model.heads import build_head
 from avff_model.layers import patchify_audio, patchify_video, unpatchify_audio, unpatchify_video
 from avff_model.losses import cross_modal_loss, info_nce, masked_mse, sync_nce
+from avff_model.model import SIGNAL_PREFIXES
 
 B = 2
 TERMS = ("contrastive", "recon_video", "recon_audio", "adv_gen", "cross_modal")
@@ -218,7 +219,7 @@ def test_parameter_groups_partition_the_model():
         model = make_model(fusion=head)
         ids = lambda ps: {id(p) for p in ps}  # noqa: E731
         g, d = ids(model.generator_parameters()), ids(model.discriminator_parameters())
-        h = ids(model.head.parameters())
+        h = ids(model.head.parameters()) | ids(p for n, p in model.named_parameters() if n.startswith(SIGNAL_PREFIXES))
         assert g.isdisjoint(d) and g.isdisjoint(h) and d.isdisjoint(h)
         assert g | d | h == ids(model.parameters())
         enc = ids(p for m in (model.video_encoder, model.audio_encoder, model.a2v, model.v2a) for p in m.parameters())
@@ -447,7 +448,7 @@ def test_xmodal_features_and_head_read_the_cross_modal_errors():
     model = make_model(fusion="avff_xmodal").eval()
     video, audio = make_batch(model.cfg)
     with torch.no_grad():
-        feats = model.forward_features(video, audio, ("video", "audio", "a2v", "v2a", "xmodal"))
+        feats = model.forward_features(video, audio, model.inputs)
         dist_v, dist_a = model.cross_modal_distances(feats)
         assert dist_v.shape == (B, model.cfg.num_video_tokens) and dist_a.shape == (B, model.cfg.num_audio_tokens)
         x = feats["xmodal"]  # (B, 6): video mean, max, std over slices, then audio's

@@ -1,0 +1,134 @@
+"""Signal branches: small learned features with a built-in notion of *where* and *when* to look.
+
+Ours, not the paper's (docs/model.md, "Signal branches"). The tiny ViTs of AVFF, trained on a
+few dozen identities, memorise identities instead of learning lip sync or blending artefacts
+(docs/results.md: a learned model at chance where a hand-made statistic reaches 0.98). These
+branches give the classifier the two signals a hand-made statistic finds, as *learned*
+features with a structural prior, and add their logit to the fusion head's:
+
+- :class:`SyncBranch` (audio-visual): per frame, a learned embedding of the mouth region
+  (lower middle of the aligned face crop) and of the mel frames shown with that frame; both are
+  standardised over time and correlated at lags -L..L frames. A clip whose mouth moves with its
+  own sound correlates at lag 0; moved, swapped or unrelated audio does not.
+- :class:`TextureBranch` (visual): a learned 3x3 filter bank on the grey frames, its log energy
+  inside the face ellipse and in the border around it, and the colour difference between the
+  two. Blur, resampling and blending seams change the inside but not the border.
+
+Inputs as everywhere in ``avff_model``: video (B, 3, T, H, W), audio (B, 1, F, Tm).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# the mouth in an aligned face crop, as fractions of (H, W): rows 60-90 %, columns 25-75 %
+MOUTH_ROWS, MOUTH_COLS = (0.6, 0.9), (0.25, 0.75)
+MOUTH_GRID = (8, 16)  # the mouth region pooled to this many (rows, columns)
+FACE_RADII = (0.38, 0.30)  # the face ellipse's half-height and half-width, fractions of (H, W)
+
+
+def _standardise(x: torch.Tensor, dim: int, eps: float = 1e-4) -> torch.Tensor:
+    return (x - x.mean(dim, keepdim=True)) / (x.std(dim, keepdim=True) + eps)
+
+
+def lagged_correlation(v: torch.Tensor, a: torch.Tensor, lags: int) -> torch.Tensor:
+    """v, a (B, T, D), standardised over T -> (B, 2 * lags + 1): the mean over channels and the
+    overlapping frames of v_t * a_{t + l}, for l = -lags..lags (index ``lags`` is lag 0)."""
+    t = v.shape[1]
+    out = []
+    for lag in range(-lags, lags + 1):
+        lo, hi = max(0, -lag), t - max(0, lag)  # v frames whose partner a_{t + lag} exists
+        out.append((v[:, lo:hi] * a[:, lo + lag : hi + lag]).mean(dim=(1, 2)))  # (B,)
+    return torch.stack(out, dim=1)  # (B, 2L + 1)
+
+
+def mouth_region(video: torch.Tensor) -> torch.Tensor:
+    """(B, 3, T, H, W) -> (B, T, R * C): the grey mouth region of each frame, pooled to MOUTH_GRID."""
+    _, _, _, h, w = video.shape
+    (r0, r1), (c0, c1) = MOUTH_ROWS, MOUTH_COLS
+    grey = video.mean(dim=1)  # (B, T, H, W)
+    mouth = grey[:, :, int(h * r0) : int(h * r1), int(w * c0) : int(w * c1)]  # (B, T, h', w')
+    return F.adaptive_avg_pool2d(mouth, MOUTH_GRID).flatten(2)  # (B, T, R * C)
+
+
+def frames_of_sound(audio: torch.Tensor, frames: int) -> torch.Tensor:
+    """(B, 1, F, Tm) -> (B, T, F): the mel frames shown with each video frame, averaged
+    (the mel window starts at the first frame's time: tasks/ingest/preprocess.py)."""
+    return F.adaptive_avg_pool1d(audio[:, 0], frames).transpose(1, 2)  # (B, T, F)
+
+
+class SyncBranch(nn.Module):
+    """video (B, 3, T, H, W), audio (B, 1, F, Tm) -> (B, 2 * lags + 1 + D) lip-sync features."""
+
+    def __init__(self, n_mels: int, dim: int = 16, hidden: int = 32, lags: int = 3):
+        super().__init__()
+        self.lags = lags
+        self.mouth = nn.Sequential(nn.Linear(MOUTH_GRID[0] * MOUTH_GRID[1], hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.sound = nn.Sequential(nn.Linear(n_mels, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.out_dim = 2 * lags + 1 + dim
+
+    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        zv = _standardise(self.mouth(mouth_region(video)), dim=1)  # (B, T, D)
+        za = _standardise(self.sound(frames_of_sound(audio, video.shape[2])), dim=1)  # (B, T, D)
+        per_channel = (zv * za).mean(dim=1)  # (B, D) lag-0 correlation of each channel
+        return torch.cat([lagged_correlation(zv, za, self.lags), per_channel], dim=1)  # (B, 2L + 1 + D)
+
+
+def face_ellipse(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+    """(H, W) bool: inside the centred face ellipse of FACE_RADII."""
+    y = (torch.arange(h, device=device) + 0.5) / h - 0.5  # (H,)
+    x = (torch.arange(w, device=device) + 0.5) / w - 0.5  # (W,)
+    ry, rx = FACE_RADII
+    return (y[:, None] / ry) ** 2 + (x[None, :] / rx) ** 2 <= 1.0  # (H, W)
+
+
+class TextureBranch(nn.Module):
+    """video (B, 3, T, H, W) -> (B, 3 * filters + 3): per filter, the log energy inside the face
+    ellipse, in the border, and their difference; then the inside-minus-border mean colour."""
+
+    def __init__(self, filters: int = 8):
+        super().__init__()
+        self.bank = nn.Conv2d(1, filters, kernel_size=3, padding=1, bias=False)
+        with torch.no_grad():  # filter 0 starts as the Laplacian, the rest as small random filters
+            self.bank.weight.normal_(0.0, 0.3)
+            self.bank.weight[0, 0] = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
+        self.out_dim = 3 * filters + 3
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = video.shape
+        inside = face_ellipse(h, w, video.device).to(video.dtype)  # (H, W)
+        border = 1.0 - inside
+        grey = video.mean(dim=1).reshape(b * t, 1, h, w)  # (B T, 1, H, W)
+        energy = self.bank(grey)[..., 1:-1, 1:-1].pow(2).reshape(b, t, -1, h - 2, w - 2)  # (B, T, K, H-2, W-2)
+        inside_c, border_c = inside[1:-1, 1:-1], border[1:-1, 1:-1]
+
+        def log_mean(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            return torch.log((x * m).sum(dim=(-2, -1)) / m.sum() + 1e-6).mean(dim=1)  # (B, K)
+
+        e_in, e_out = log_mean(energy, inside_c), log_mean(energy, border_c)  # (B, K), (B, K)
+        colour_in = (video * inside).sum(dim=(-2, -1)).mean(dim=2) / inside.sum()  # (B, 3)
+        colour_out = (video * border).sum(dim=(-2, -1)).mean(dim=2) / border.sum()  # (B, 3)
+        return torch.cat([e_in, e_out, e_in - e_out, colour_in - colour_out], dim=1)  # (B, 3K + 3)
+
+
+class SignalFeatures(nn.Module):
+    """The branches a head's modalities allow: "sync" needs both, "texture" needs video.
+
+    forward(video, audio) -> (B, out_dim), the branches' features concatenated.
+    """
+
+    def __init__(self, n_mels: int, *, sync: bool, texture: bool):
+        super().__init__()
+        self.sync = SyncBranch(n_mels) if sync else None
+        self.texture = TextureBranch() if texture else None
+        self.out_dim = (self.sync.out_dim if sync else 0) + (self.texture.out_dim if texture else 0)
+
+    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        parts = []
+        if self.sync is not None:
+            parts.append(self.sync(video, audio))
+        if self.texture is not None:
+            parts.append(self.texture(video))
+        return torch.cat(parts, dim=1).to(video.dtype)  # (B, S)

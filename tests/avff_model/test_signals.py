@@ -1,0 +1,101 @@
+"""The signal branches (avff_model/signals.py): what each feature responds to, on tensors built to show it."""
+
+import math
+
+import torch
+
+from avff_model import AVFF, get_config
+from avff_model.signals import (
+    FACE_RADII,
+    SyncBranch,
+    TextureBranch,
+    face_ellipse,
+    frames_of_sound,
+    lagged_correlation,
+    mouth_region,
+)
+
+T, F, TM, H = 16, 128, 320, 64
+
+
+def _talking_clip(seed: int, shift_frames: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A face whose mouth darkens exactly when the sound is loud (``shift_frames`` moves the sound)."""
+    g = torch.Generator().manual_seed(seed)
+    loud = torch.rand(T + 8, generator=g)[4 + shift_frames : 4 + shift_frames + T]  # (T,)
+    video = torch.zeros(1, 3, T, H, H)
+    video[:, :, :, int(0.65 * H) : int(0.85 * H), int(0.35 * H) : int(0.65 * H)] = -loud[None, None, :, None, None]
+    audio = loud.repeat_interleave(TM // T)[None, None, None, :].expand(1, 1, F, TM).clone()  # (1, 1, F, Tm)
+    return video, audio
+
+
+def test_lagged_correlation_peaks_at_the_lag_that_aligns_the_series():
+    a = torch.randn(2, 20, 4)
+    v = torch.roll(a, shifts=2, dims=1)  # v_t = a_{t-2}: the peak is at lag -2
+    v, a = (v - v.mean(1, keepdim=True)) / v.std(1, keepdim=True), (a - a.mean(1, keepdim=True)) / a.std(1, keepdim=True)
+    c = lagged_correlation(v, a, lags=3)  # (2, 7), index 3 is lag 0
+    assert c.shape == (2, 7) and (c.argmax(dim=1) == 1).all()  # lag -2
+
+
+def test_mouth_and_sound_are_read_per_frame():
+    video, audio = _talking_clip(0)
+    m, s = mouth_region(video), frames_of_sound(audio, T)  # (1, T, R*C), (1, T, F)
+    assert m.shape == (1, T, 128) and s.shape == (1, T, F)
+    corr = torch.corrcoef(torch.stack([m[0].mean(1), s[0].mean(1)]))[0, 1]
+    assert corr < -0.99  # the mouth darkens (lower values) as the sound gets louder
+
+
+def test_sync_branch_learns_to_tell_own_audio_from_moved_audio():
+    torch.manual_seed(0)
+    branch = SyncBranch(F)
+    head = torch.nn.Linear(branch.out_dim, 1)
+    opt = torch.optim.Adam([*branch.parameters(), *head.parameters()], lr=1e-2)
+
+    def batch(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        own = [_talking_clip(seed * 8 + i) for i in range(4)]
+        moved = [(_talking_clip(seed * 8 + i)[0], _talking_clip(seed * 8 + i, shift_frames=3)[1]) for i in range(4, 8)]
+        v, a = zip(*own, *moved)
+        return torch.cat(v), torch.cat(a), torch.tensor([0.0] * 4 + [1.0] * 4)
+
+    for step in range(60):
+        v, a, y = batch(step)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(branch(v, a)).squeeze(-1), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    v, a, y = batch(1000)  # clips never seen
+    with torch.no_grad():
+        p = head(branch(v, a)).squeeze(-1)
+    assert p[4:].min() > p[:4].max()  # every moved clip scores above every clip with its own sound
+
+
+def test_texture_branch_sees_blur_inside_the_face_and_not_outside():
+    torch.manual_seed(0)
+    video = torch.randn(2, 3, T, H, H)
+    inside = face_ellipse(H, H)
+    blurred = video.clone()
+    smooth = torch.nn.functional.avg_pool2d(video[1].reshape(-1, 1, H, H), 3, 1, 1).reshape(3, T, H, H)
+    blurred[1] = torch.where(inside, smooth, video[1])  # sample 1: blurred face, sharp border
+    branch = TextureBranch()
+    with torch.no_grad():
+        f = branch(blurred)  # (2, 3K + 3): inside K, border K, difference K, colour 3
+    k = 8
+    lap_in, lap_out = f[:, 0], f[:, k]  # filter 0 is the Laplacian
+    assert lap_in[1] < lap_in[0] - 1.0  # the blurred face has far less high-frequency energy
+    assert math.isclose(lap_out[1].item(), lap_out[0].item(), rel_tol=0.05)  # the border does not change
+
+
+def test_branches_follow_the_heads_modalities_and_add_to_the_logit():
+    cfg = get_config("tiny")
+    both, video_only, audio_only = AVFF(cfg), AVFF(get_config("tiny", fusion="video_only")), AVFF(get_config("tiny", fusion="audio_only"))
+    assert both.signals.sync is not None and both.signals.texture is not None
+    assert video_only.signals.sync is None and video_only.signals.texture is not None
+    assert audio_only.signals is None and "signals" not in audio_only.inputs
+    off = AVFF(get_config("tiny", sync_branch=False, texture_branch=False))
+    assert off.signals is None and off.inputs == off.head.inputs
+    video, audio = torch.randn(2, 3, T, H, H), torch.randn(2, 1, F, TM)
+    both.eval()
+    with torch.no_grad():
+        feats = both.forward_features(video, audio, both.inputs)
+        assert feats["signals"].shape == (2, both.signals.out_dim)
+        expected = both.head(feats) + both.signal_head(feats["signals"]).squeeze(-1)
+        torch.testing.assert_close(both(video, audio), expected)
