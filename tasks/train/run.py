@@ -138,6 +138,38 @@ def _steps_per_epoch(n_samples: int, batch_size: int) -> int:
     return max(1, math.ceil(n_samples / batch_size))
 
 
+def save_encoders(model: AVFF, uri: str) -> None:
+    """The encoders' weights alone as safetensors: what a later classify-only run takes as pretrained_encoders."""
+    encoders = {k: v.detach().cpu().contiguous() for k, v in model.encoder_state_dict().items()}
+    fs.atomic_write_bytes(uri, save_safetensors(encoders))
+
+
+def load_encoders(model: AVFF, uri: str) -> tuple[int, int]:
+    """Load encoder weights from ``uri`` (local or object storage) into ``model``: (tensors loaded, missing)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = uri
+        if not fs.is_local(uri):
+            local = str(Path(tmp) / "encoders.safetensors")
+            Path(local).write_bytes(fs.read_bytes(uri))
+        report = model.load_pretrained_encoders(local.removeprefix("file://"))
+    return len(report.loaded), len(report.missing)
+
+
+def batch_transform(cfg: TrainSettings, stage_epoch: int, epoch: int) -> BatchTransform | None:
+    """Pseudo-fakes, Mixup/CutMix and the progressive scale of one stage-2 epoch, seeded by (seed, global epoch)."""
+    scale = linear_ramp(stage_epoch, start=cfg.progressive_start, epochs=cfg.progressive_epochs)
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    pseudo = PseudoFakes(cfg.pseudo_fakes.p, cfg.pseudo_fakes.kinds, generator=g) if cfg.pseudo_fakes.enabled else None
+    transform = BatchTransform(cfg.mix, scale=scale, generator=g, pseudo_fakes=pseudo)
+    return transform if transform.active else None
+
+
+def report_config(cfg: TrainSettings, model_config: dict, device: torch.device, precision: str) -> dict:
+    """The configuration section of report.md: the settings, the model config and what auto resolved to."""
+    return {"train": cfg.model_dump(by_alias=True), "model": model_config,
+            "resolved": {"device": str(device), "precision": precision}}  # fmt: skip
+
+
 def curve_metrics(row: Mapping[str, Any], monitor: str) -> dict[str, float]:
     """The per-epoch values worth a chart: CURVE_METRICS, the monitor, objective terms, schedules."""
     keep = set(CURVE_METRICS) | {monitor, "curriculum_fraction", "progressive_scale"}
@@ -352,29 +384,12 @@ class _Run:
             final = stage_epoch + 1 == cfg.pretrain_epochs
             self._save_epoch(row, "pretrain", stage_epoch + 1, optim, ("last", "pretrained") if final else ("last",))
             if final:  # what a later classify-only run takes as pretrained_encoders
-                self._save_encoders()
+                save_encoders(self.model, self.encoders_uri)
             # per-epoch means of the terms would repeat the per-step curves (pretrain_step_*): the total only
             self.log.log_metrics({"pretrain_loss": metrics["pretrain_loss"], "lr": gen.param_groups[0]["lr"]},
                                  step=progress.epoch)  # fmt: skip
 
-    def _save_encoders(self) -> None:
-        encoders = {k: v.detach().cpu().contiguous() for k, v in self.model.encoder_state_dict().items()}
-        fs.atomic_write_bytes(self.encoders_uri, save_safetensors(encoders))
-
     # ------------------------------------------------------------ stage 2
-
-    def _load_encoders(self) -> None:
-        path = self.cfg.pretrained_encoders
-        if not path or (self.resume and self.resume["stage"] == "classify"):
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            local = path
-            if not fs.is_local(path):
-                local = str(Path(tmp) / "encoders.safetensors")
-                Path(local).write_bytes(fs.read_bytes(path))
-            report = self.model.load_pretrained_encoders(local.removeprefix("file://"))
-        self.log.log_params({"pretrained_encoders.loaded": len(report.loaded),
-                             "pretrained_encoders.missing": len(report.missing)})  # fmt: skip
 
     def _curriculum(self, stage_epoch: int) -> tuple[float, frozenset[tuple[str, int]] | None]:
         """(fraction, kept clips) of this stage-2 epoch: the easiest clips under the current model."""
@@ -387,15 +402,6 @@ class _Run:
         preds = self._predict("train")
         keys = list(zip(preds.video_ids, preds.clips.tolist()))
         return fraction, easiest_clips(keys, preds.y, clip_difficulty(preds.y, preds.p), fraction)
-
-    def _transform(self, stage_epoch: int) -> BatchTransform | None:
-        """Pseudo-fakes, Mixup/CutMix and the progressive scale of this epoch, seeded by (seed, epoch)."""
-        cfg = self.cfg
-        scale = linear_ramp(stage_epoch, start=cfg.progressive_start, epochs=cfg.progressive_epochs)
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.progress.epoch)
-        pseudo = PseudoFakes(cfg.pseudo_fakes.p, cfg.pseudo_fakes.kinds, generator=g) if cfg.pseudo_fakes.enabled else None
-        transform = BatchTransform(cfg.mix, scale=scale, generator=g, pseudo_fakes=pseudo)
-        return transform if transform.active else None
 
     def _predict(self, split: str):
         """Clip predictions of a whole split (in order, unshuffled) under the current weights."""
@@ -434,7 +440,10 @@ class _Run:
     def classify(self) -> None:
         """Stage 2 until ``epochs`` or early stopping; every epoch validated, ``best`` kept on the monitor."""
         cfg, progress = self.cfg, self.progress
-        self._load_encoders()
+        path = cfg.pretrained_encoders
+        if path and not (self.resume and self.resume["stage"] == "classify"):  # a resumed stage 2 has its own
+            loaded, missing = load_encoders(self.model, path)
+            self.log.log_params({"pretrained_encoders.loaded": loaded, "pretrained_encoders.missing": missing})
         optim = self._classify_optim()
         objective = self._objective()
         done = self._restore("classify", optim)
@@ -456,7 +465,7 @@ class _Run:
         cfg, progress = self.cfg, self.progress
         opt = optim.optimizers["classifier"]
         fraction, keep = self._curriculum(stage_epoch)
-        transform = self._transform(stage_epoch)
+        transform = batch_transform(cfg, stage_epoch, progress.epoch)
         loader = self._loader("train", epoch=progress.epoch, train=True, augment=True, keep_clips=keep)
         ctx = StepContext(self.precision, cfg.grad_clip, optim.scaler, progress.global_step, cfg.log_every)
         lr = opt.param_groups[0]["lr"]
@@ -516,19 +525,15 @@ class _Run:
         vv, yv, pv = finish.by_video(val)
         vt, yt, pt = finish.by_video(test)
         progress, group_of = self.progress, self.data.group_of
+        config = report_config(self.cfg, self.config_dict, self.device, self.precision)
         return ReportInputs(
-            history=progress.history, dataset=self.data.stats, config=self._config_for_report(), test=test_metrics,
+            history=progress.history, dataset=self.data.stats, config=config, test=test_metrics,
             early_stopped=progress.stopped_early, best_epoch=progress.es.best_epoch, monitor=self.cfg.monitor,
             monitor_mode=self.mode, y_test_video=yt, p_test_video=pt, y_val_video=yv, p_val_video=pv,
             seed=self.cfg.seed, n_bootstrap=self.cfg.report_bootstrap, patience=self.cfg.patience,
             max_epochs=self.cfg.epochs,
             groups_test_video=[group_of.get(v, v) for v in vt], groups_val_video=[group_of.get(v, v) for v in vv],
         )  # fmt: skip
-
-    def _config_for_report(self) -> dict:
-        settings = self.cfg.model_dump(by_alias=True)
-        return {"train": settings, "model": self.config_dict,
-                "resolved": {"device": str(self.device), "precision": self.precision}}  # fmt: skip
 
 
 class TrainLockedError(fs.LockedError):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
+import torch
+
+from avff_model import AVFF, get_config
 
 from storage import fs
 from tasks.ingest.folds import fold_split, manifest_rows
@@ -12,7 +16,7 @@ from tasks.train.checkpoint import load_checkpoint
 from tasks.train.optim import EarlyStopping
 from tasks.synthetic.shards import write_synthetic_shards
 from tasks.tracking.logger import InMemoryLogger
-from tasks.train.run import Progress, load_run_data, run_training
+from tasks.train.run import Progress, batch_transform, load_encoders, load_run_data, run_training, save_encoders
 from tasks.train.settings import TrainSettings
 
 SMALL = {"num_slices": 2}  # the data sets img_size 32, 4 frames, 32x32 mels; K must fit 2 time tokens
@@ -145,3 +149,23 @@ def test_progress_round_trips_through_its_state_and_counts_epochs():
     assert (restored.epoch, restored.global_step, restored.epochs_run) == (1, 5, 0)  # epochs_run: this call only
     assert restored.history == progress.history and restored.history is not progress.history
     assert restored.es.best == 0.4 and restored.es.best_epoch == 1
+
+
+def test_batch_transform_is_off_by_default_and_seeded_by_the_global_epoch(tmp_path):
+    assert batch_transform(_settings("d", tmp_path), 0, 3) is None
+    cfg = _settings("d", tmp_path, progressive_epochs=2, progressive_start=0.5)
+    assert [batch_transform(cfg, e, 1).scale for e in (0, 1)] == [0.5, 0.75] and batch_transform(cfg, 2, 1) is None
+    draws = [batch_transform(cfg, 0, epoch).g.initial_seed() for epoch in (1, 1, 2)]
+    assert draws[0] == draws[1] != draws[2]
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_encoders_round_trip_through_safetensors(tmp_path, where):
+    torch.manual_seed(0)
+    cfg = get_config("tiny", img_size=32, num_frames=4, n_mels=32, mel_frames=32, num_slices=2)
+    a, b = AVFF(cfg), AVFF(cfg)
+    uri = str(tmp_path / "enc.safetensors") if where == "local" else f"memory://avff-enc-{uuid.uuid4().hex}/enc.safetensors"
+    save_encoders(a, uri)
+    loaded, missing = load_encoders(b, uri)
+    assert loaded == len(a.encoder_state_dict()) and missing == 0
+    assert all(torch.equal(v, b.encoder_state_dict()[k]) for k, v in a.encoder_state_dict().items())
