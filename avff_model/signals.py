@@ -29,8 +29,11 @@ MOUTH_GRID = (8, 16)  # the mouth region pooled to this many (rows, columns)
 FACE_RADII = (0.38, 0.30)  # the face ellipse's half-height and half-width, fractions of (H, W)
 
 
-def _standardise(x: torch.Tensor, dim: int, eps: float = 1e-4) -> torch.Tensor:
-    return (x - x.mean(dim, keepdim=True)) / (x.std(dim, keepdim=True) + eps)
+def _standardise(x: torch.Tensor, dim: int, eps: float = 1e-3) -> torch.Tensor:
+    """Zero mean, unit variance along ``dim``; ``eps`` keeps a still series (a frozen face, silence)
+    near zero instead of blowing its rounding noise up to unit size."""
+    centred = x - x.mean(dim, keepdim=True)
+    return centred * torch.rsqrt(centred.pow(2).mean(dim, keepdim=True) + eps)
 
 
 def lagged_correlation(v: torch.Tensor, a: torch.Tensor, lags: int) -> torch.Tensor:
@@ -65,8 +68,11 @@ class SyncBranch(nn.Module):
     def __init__(self, n_mels: int, dim: int = 16, hidden: int = 32, lags: int = 3):
         super().__init__()
         self.lags = lags
-        self.mouth = nn.Sequential(nn.Linear(MOUTH_GRID[0] * MOUTH_GRID[1], hidden), nn.GELU(), nn.Linear(hidden, dim))
-        self.sound = nn.Sequential(nn.Linear(n_mels, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        # no bias on the last layers: standardising over time removes any constant, so a bias there
+        # would get no gradient but float noise (which Adam turns into lr-sized steps)
+        self.mouth = nn.Sequential(nn.Linear(MOUTH_GRID[0] * MOUTH_GRID[1], hidden), nn.GELU(),
+                                   nn.Linear(hidden, dim, bias=False))  # fmt: skip
+        self.sound = nn.Sequential(nn.Linear(n_mels, hidden), nn.GELU(), nn.Linear(hidden, dim, bias=False))
         self.out_dim = 2 * lags + 1 + dim
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,7 @@ def _signals(cfg: AVFFConfig) -> int:
     mouth, hidden, dim, lags, filters = MOUTH_GRID[0] * MOUTH_GRID[1], 32, 16, 3, 8  # SyncBranch/TextureBranch defaults
     n, out = 0, 0
     if sync:
-        n += (mouth + 1) * hidden + (hidden + 1) * dim + (cfg.n_mels + 1) * hidden + (hidden + 1) * dim
+        n += (mouth + 1) * hidden + hidden * dim + (cfg.n_mels + 1) * hidden + hidden * dim  # last layers: no bias
         out += 2 * lags + 1 + dim
     if texture:
         n, out = n + 9 * filters, out + 3 * filters + 3

@@ -160,6 +160,8 @@ class ConfigFlags:
             kw["type"] = bounded(kind, bounds(info))
         elif get_origin(kind) is tuple and Ellipsis not in get_args(kind):
             kw.update(nargs=len(get_args(kind)), type=bounded(get_args(kind)[0], []))
+        elif get_origin(kind) is tuple and get_args(kind)[0] is str:  # tuple[str, ...]: any number of values
+            kw.update(nargs="*")
         elif dataclasses.is_dataclass(kind):
             kw.update(type=_preset_or_json, metavar="PRESET|JSON" if name in self.presets else "JSON")
         if "action" not in kw and "choices" not in kw and "metavar" not in kw:

@@ -312,6 +312,7 @@ def make_loader(
     augment: ClipAugment | None = None,
     keep_videos: frozenset[str] | None = None,
     keep_clips: frozenset[tuple[str, int]] | None = None,
+    extra_layouts: Sequence[fs.IngestLayout] = (),
 ) -> DataLoader:
     """A DataLoader over one split's shards (or several splits') for one epoch (build a new one each epoch).
 
@@ -319,7 +320,7 @@ def make_loader(
     none starts without a shard. Batches are dicts (see the module docstring). ``augment``,
     ``keep_videos`` and ``keep_clips``: see :func:`make_dataset`.
     """
-    urls = shard_urls(layout, split)
+    urls = shard_urls(layout, split) + [url for extra in extra_layouts for url in shard_urls(extra, SPLITS)]
     if not urls:
         raise ValueError(f"no {split!r} shards in {layout.shard_index}")
     shuffle = split == "train" if shuffle is None else shuffle

@@ -300,7 +300,7 @@ class _Run:
             num_workers=cfg.num_workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch,
             samples_per_epoch=cfg.samples_per_epoch if train else None, real_only=real_only, shuffle=train,
             pin_memory=self.device.type == "cuda", augment=clip_augment, keep_videos=keep_videos,
-            keep_clips=keep_clips,
+            keep_clips=keep_clips, extra_layouts=[fs.IngestLayout(d) for d in cfg.extra_train_data] if train else (),
         )  # fmt: skip
 
     def _schedule(self, optimizer, n_samples: int, epochs: int):

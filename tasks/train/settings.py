@@ -195,6 +195,9 @@ class TrainSettings(BaseModel):
     output_dir: str = Field(description="output root: checkpoints, plots, predictions, report.md (local or s3://)")
     resume_from: str | None = Field(None, description="a checkpoint dir, a pointer .json or an earlier output_dir")
     pretrained_encoders: str | None = Field(None, description="encoders.safetensors of a stage-1 run, loaded before stage 2")
+    extra_train_data: tuple[str, ...] = Field((), description="other ingest outputs whose every clip (any split) "
+                                              "joins the training batches, e.g. REAL-only footage that pseudo-fakes "
+                                              "turn into labelled FAKEs; set samples_per_epoch, which they do not change")
     # -- model
     model_preset: str = Field("tiny", alias="model_config", description="AVFF preset: tiny | laptop | paper")
     overrides: dict[str, Any] = Field(default_factory=dict, description="AVFFConfig fields to override, e.g. num_slices=2")

@@ -40,6 +40,13 @@ def test_batches_have_contract_shapes_dtypes_and_labels(layout):
     assert infer_input_shape(layout) == InputShape(img_size=32, num_frames=4, n_mels=32, mel_frames=32)
 
 
+def test_extra_layouts_add_every_split_of_another_ingest_to_the_loader(layout, tmp_path):
+    extra = write_synthetic_shards(str(tmp_path / "extra"), videos={"train": 2, "val": 1, "test": 1}, seed=1)
+    keys = _keys(make_loader(layout, "train", batch_size=8, shuffle=False, extra_layouts=[extra]))
+    assert len(keys) == N_TRAIN + 4 * 2  # this ingest's train clips, then all 8 of the extra one's
+    assert sorted(keys[N_TRAIN:]) == sorted(_keys(make_loader(extra, ["train", "val", "test"], batch_size=8)))
+
+
 def test_reads_only_the_requested_split(layout):
     train = _keys(make_loader(layout, "train", batch_size=8))
     val = _keys(make_loader(layout, "val", batch_size=8))
