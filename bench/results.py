@@ -34,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from av_signal import signal_table
@@ -45,7 +46,9 @@ from tasks.evaluate.videos import evaluate_videos
 from tasks.ingest.preprocess import face_detector
 from tasks.ingest.scan import scan_dfdc
 from tasks.evaluate.metrics import seed_mean_auc
-from tasks.serve.predict import preprocess_for, score_video
+from tasks.evaluate.handmade import STATISTICS
+from tasks.ingest.video import VideoError
+from tasks.serve.predict import decoded_clips, model_inputs, preprocess_for, score_video
 from tasks.evaluate.probes import shortcut_probes
 from tasks.synthetic.dfdc_sample import make_dfdc_sample
 from tasks.serve.scorer import load_model
@@ -106,18 +109,42 @@ def _pretrain(args, out: Path, seed: int) -> str:
     return str(encoders)
 
 
-def _score(model_dir: str, data: Path) -> list[dict]:
-    scorer = load_model(model_dir, device="cpu")
-    pre = preprocess_for(scorer)
+def _external_inputs(data: Path, pre) -> list[dict]:
+    """Every external video preprocessed once (shared by all variants): its model inputs and the
+    hand-made statistics of its clips, or the reason it cannot be scored."""
     entries = scan_dfdc(str(data)).entries
     groups = identity_groups(entries).groups
-    rows = []
+    out = []
     with face_detector(pre) as det:
         for e in entries:
-            s = score_video(str(data / e.rel_path), scorer, pre, det)
-            rows.append({"video_id": e.video_id, "label": e.label, "manipulation": e.manipulation,
-                         "group": groups[e.video_id], "p_fake": s.p_fake, "reason": s.reason})  # fmt: skip
+            row = {"video_id": e.video_id, "label": e.label, "manipulation": e.manipulation,
+                   "group": groups[e.video_id], "reason": None, "inputs": None, "handmade": {}}  # fmt: skip
+            try:
+                clips, _ = decoded_clips(str(data / e.rel_path), pre, det)
+            except VideoError as err:
+                row["reason"] = err.reason
+            else:
+                row["inputs"] = model_inputs(clips)
+                row["handmade"] = {n: float(np.nanmean([fn(c) for c in clips])) for n, fn in STATISTICS.items()}
+            out.append(row)
+    return out
+
+
+def _score(model_dir: str, inputs: list[dict]) -> list[dict]:
+    """P(FAKE) per external video (mean over its clips) for one trained variant."""
+    scorer = load_model(model_dir, device="cpu")
+    rows = []
+    for r in inputs:
+        p = None if r["inputs"] is None else float(np.mean(scorer.predict_proba(*r["inputs"])))
+        rows.append({k: r[k] for k in ("video_id", "label", "manipulation", "group", "reason")} | {"p_fake": p})
     return rows
+
+
+def _handmade_rows(inputs: list[dict], name: str) -> list[dict]:
+    """A hand-made statistic as if it were a variant's P(FAKE) (only its ranking is meaningful: AUC)."""
+    return [{k: r[k] for k in ("video_id", "label", "manipulation", "group", "reason")}
+            | {"p_fake": float(1 / (1 + np.exp(-r["handmade"][name]))) if np.isfinite(r["handmade"].get(name, np.nan))
+               else None} for r in inputs]  # fmt: skip (a sigmoid keeps the ranking; its log loss means nothing)
 
 
 def _probe(model_dir: str, data: Path, n: int, work: Path) -> dict[str, list[float]]:
@@ -146,6 +173,19 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
+def variant_fields(args, name: str) -> dict:
+    """A variant's TrainSettings fields: its fusion head (its name, unless --variant-set gives "fusion")
+    and its --variant-set overrides; a model "overrides" mapping merges with --set's."""
+    own = json.loads(dict(pair.split("=", 1) for pair in args.variant_set).get(name, "{}"))
+    common = _overrides(args.set)
+    merged = {**common.get("overrides", {}), **own.get("overrides", {})}
+    return {"fusion": name, **common, **own, **({"overrides": merged} if merged else {})}
+
+
+def fusion_of(args, name: str) -> str:
+    return variant_fields(args, name)["fusion"]
+
+
 def run_seed(args, out: Path, seed: int) -> dict[str, dict]:
     """Train (unless --score-only) and score every variant for one seed: {variant: {rows, prior, best_epoch}}."""
     root = out / f"seed{seed}"
@@ -157,22 +197,28 @@ def run_seed(args, out: Path, seed: int) -> dict[str, dict]:
     shared = {}
     if args.pretrain_real and not args.score_only:
         shared = {"stages": "classify", "pretrained_encoders": _pretrain(args, out, seed)}
+    if args.extra_real and not args.score_only:
+        shared["extra_train_data"] = [str(out / "pretrain_shards")]
     prior = _train_prior(root / "shards")
-    results = {}
+    results, inputs = {}, None
     for variant in args.variants:
         fields = {"pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "batch_size": 8, "lr": 3e-4,
                   "patience": 4, "device": "cpu", "seed": seed, "report_bootstrap": 20, "num_workers": 0, **shared,
-                  **_overrides(args.set)}  # fmt: skip
-        settings = TrainSettings(data=str(root / "shards"), output_dir=str(root / variant), fusion=variant, **fields)
+                  **variant_fields(args, variant)}  # fmt: skip
+        settings = TrainSettings(data=str(root / "shards"), output_dir=str(root / variant), **fields)
         best_epoch = None if args.score_only else run_training(settings, log=InMemoryLogger()).best_epoch
         ckpt = resolve_checkpoint(str(root / variant / "checkpoints" / "best.json"))
-        rows = _score(os.path.join(ckpt, WEIGHTS), external)
+        if inputs is None:  # every variant of the tiny preset reads the same clips
+            inputs = _external_inputs(external, preprocess_for(load_model(os.path.join(ckpt, WEIGHTS), device="cpu")))
+        rows = _score(os.path.join(ckpt, WEIGHTS), inputs)
         probes = _probe(os.path.join(ckpt, WEIGHTS), external, args.probes, root / variant / "probes") \
             if args.probes and seed == args.seed else {}  # fmt: skip
         (root / variant / "scores.json").write_text(json.dumps({"rows": rows, "prior": prior, "probes": probes}, indent=1))
         results[variant] = {"rows": rows, "prior": prior, "best_epoch": best_epoch, "probes": probes}
         overall = evaluate_videos(rows, prior=prior, n_bootstrap=0)["overall"]
         print(f"seed {seed} {variant}: external AUC {overall['auc']:.3f} (best epoch {best_epoch})", flush=True)
+    for name in STATISTICS:  # the hand-made baselines, scored on the same external videos
+        results[name] = {"rows": _handmade_rows(inputs, name), "prior": prior, "best_epoch": None, "probes": {}}
     return results
 
 
@@ -190,7 +236,13 @@ def main() -> None:
     ap.add_argument("--w-sync", type=float, default=0.0, help="stage-1 lip-sync loss weight (with --pretrain-real)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                     help="override a TrainSettings field for every variant, e.g. --set lr=1e-3")
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), help="fusion heads to train (default: all three)")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS),
+                    help="variants to train: a fusion head's name, or any name given a --variant-set (default: all three)")
+    ap.add_argument("--variant-set", action="append", default=[], metavar="NAME=JSON",
+                    help='TrainSettings fields of one variant, e.g. avff_plain=\'{"fusion": "avff_concat", '
+                         '"overrides": {"sync_branch": false}}\' ("overrides" merges with --set\'s)')
+    ap.add_argument("--extra-real", action="store_true",
+                    help="with --pretrain-real: stage 2 also reads the pretrain pool's REAL clips (extra_train_data)")
     ap.add_argument("--bootstrap", type=int, default=1000, help="group-bootstrap resamples per interval")
     ap.add_argument("--probes", type=int, default=3,
                     help="shortcut probes on this many REAL external videos of the first seed (0: none)")
@@ -210,8 +262,9 @@ def main() -> None:
     timing = out / "run_seconds.txt"  # wall time of the training run, kept for --score-only rewrites
     if not args.score_only:
         timing.write_text(f"{time.time() - t0:.0f}\n")
-    if any(v in UNI_MODAL for v in args.variants) and any(v not in UNI_MODAL for v in args.variants):
-        summary = summarise(per_seed, args.variants, args.bootstrap)
+    uni = {v for v in args.variants if fusion_of(args, v) in UNI_MODAL}
+    if args.variants:
+        summary = summarise(per_seed, [*args.variants, *STATISTICS], args.bootstrap, uni)
         write_doc(Path(args.doc), summary, args, float(timing.read_text()) if timing.exists() else None)
 
 
@@ -233,7 +286,7 @@ def _arrays(rows: list[dict], variants: list[str], by_variant: dict[str, list[di
     return (y, *([p[v][r["video_id"]] for r in keep] for v in variants), [r["group"] for r in keep])
 
 
-def summarise(per_seed: dict[int, dict], variants: list[str], n_boot: int) -> dict:
+def summarise(per_seed: dict[int, dict], variants: list[str], n_boot: int, uni: set[str] = set(UNI_MODAL)) -> dict:
     """Cells (mean AUC and interval per variant and subset), paired comparisons, counts and baselines."""
     first = next(iter(per_seed.values()))
     types = sorted({r["manipulation"] for r in first[variants[0]]["rows"] if r["label"] == FAKE})
@@ -244,8 +297,9 @@ def summarise(per_seed: dict[int, dict], variants: list[str], n_boot: int) -> di
             runs = [_arrays(_subset(res[v]["rows"], sel), [v], {v: res[v]["rows"]}) for res in per_seed.values()]
             cells[(name, v)] = seed_mean_auc(runs, n_resamples=n_boot)
     paired = {}
-    for a in (v for v in variants if v not in UNI_MODAL):
-        for b in (v for v in variants if v in UNI_MODAL):
+    learned = [v for v in variants if v not in STATISTICS]
+    for a in (v for v in learned if v not in uni):
+        for b in (v for v in learned if v in uni):
             for name in ("audio-visual fakes", "all"):
                 runs = [_arrays(_subset(res[a]["rows"], subsets[name]), [a, b], {a: res[a]["rows"], b: res[b]["rows"]})
                         for res in per_seed.values()]  # fmt: skip
@@ -295,7 +349,29 @@ def _table(summary: dict) -> list[str]:
         lines.append(f"| {label} | {kind} | " + " | ".join(_ci(summary["cells"][(name, v)]) for v in variants) + " |")
     evals, seeds = summary["evals"], summary["seeds"]
     lines.append("| log loss, all (mean over seeds) | | " + " | ".join(
-        f"{_mean([evals[(s, v)]['overall']['log_loss'] for s in seeds]):.2f}" for v in variants) + " |")  # fmt: skip
+        "—" if v in STATISTICS else f"{_mean([evals[(s, v)]['overall']['log_loss'] for s in seeds]):.2f}"
+        for v in variants) + " |")  # fmt: skip
+    return lines
+
+
+# issue 15's targets: video AUC on the external sets (mean over seeds); "before" is docs/results.md of 8eca4b2
+GOALS = {"lipsync_offset": (0.97, "0.49"), "audio_swap": (0.97, "0.52"), "mouth_decorrelated": (0.97, "0.50"),
+         "visual_artifact": (0.95, "0.52"), "face_blend": (0.85, "0.55"), "audio_pitch": (0.80, "0.49"),
+         "all": (0.92, "0.51")}  # fmt: skip
+
+
+def _targets(summary: dict, main: str) -> list[str]:
+    """The targets table: each goal against the main variant's mean AUC, and the all-video log loss vs the prior's."""
+    seeds, evals = summary["seeds"], summary["evals"]
+    lines = [f"| videos | before (avff_concat) | goal | {main} | met |", "|---|---:|---:|---:|---|"]
+    for name, (goal, before) in GOALS.items():
+        c = summary["cells"].get((name, main))
+        if c is None:
+            continue
+        lines.append(f"| {name} | {before} | ≥ {goal:.2f} | {_ci(c)} | {'yes' if c['mean'] >= goal else 'no'} |")
+    ll = _mean([evals[(s, main)]["overall"]["log_loss"] for s in seeds])
+    prior = _mean([evals[(s, main)]["overall"]["prior_log_loss"] for s in seeds])
+    lines.append(f"| log loss, all | above the prior's | < prior {prior:.2f} | {ll:.2f} | {'yes' if ll < prior else 'no'} |")
     return lines
 
 
@@ -352,6 +428,17 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None) -> None:
         f"baseline (constant P(FAKE) = the training split's video-level FAKE fraction, {', '.join(f'{p:.2f}' for p in priors)}) "
         f"has AUC 0.50 and log loss {prior_ll:.2f} (mean over seeds). Videos that could not be scored, "
         f"over {sum(summary['n_videos'].values())} external videos: {unscored}.",
+        "",
+        "## Targets (issue 15)",
+        "",
+        f"The main variant is `{summary['variants'][0]}` (the first of `--variants`).",
+        "",
+        *_targets(summary, summary["variants"][0]),
+        "",
+        "## Every variant, per manipulation type",
+        "",
+        f"The last {len(STATISTICS)} columns are the hand-made statistics of `tasks/evaluate/handmade.py` "
+        "(no learning) on the same external videos.",
         "",
         *_table(summary),
         *(["", f"**Too few groups for these intervals**: {args.n_real_external} external identities per seed; a "

@@ -31,14 +31,11 @@ class VideoScore:
     error: str | None = None
 
 
-def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_quality: int = 90):
-    """A video -> (video (N, 3, T, H, W), audio (N, 1, F, Tm), face_frac), exactly as training sees clips."""
-    import torch
-
-    from tasks.train.data import clip_to_tensors
-
+def decoded_clips(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_quality: int = 90):
+    """A video -> (its clips as training reads them from a shard, face_frac): the ingest
+    preprocessing and the shard encode/decode round trip (JPEG frames included)."""
     result = preprocess_video(path, pre, detector)
-    samples = []
+    clips = []
     for clip in result.clips:
         meta = ClipMeta(
             video_id="predict", clip=clip.index, label=REAL, split="test", group="predict", original=None,
@@ -46,11 +43,24 @@ def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_q
             det_score=clip.det_score, detected_frac=clip.detected_frac, mel_hop_s=pre.mel.hop_s,
             frame_times=clip.frame_times, mel_start_s=clip.mel_start_s,
         )  # fmt: skip
-        raw = encode_sample(clip.frames, clip.mel, meta, jpeg_quality)
-        samples.append(clip_to_tensors(decode_sample(raw)))
-    video = torch.stack([s["video"] for s in samples])  # (N, 3, T, H, W)
-    audio = torch.stack([s["audio"] for s in samples])  # (N, 1, F, Tm)
-    return video, audio, result.face_frac
+        clips.append(decode_sample(encode_sample(clip.frames, clip.mel, meta, jpeg_quality)))
+    return clips, result.face_frac
+
+
+def model_inputs(clips):
+    """Decoded clips -> (video (N, 3, T, H, W), audio (N, 1, F, Tm)) float tensors, as the loader makes them."""
+    import torch
+
+    from tasks.train.data import clip_to_tensors
+
+    samples = [clip_to_tensors(c) for c in clips]
+    return torch.stack([s["video"] for s in samples]), torch.stack([s["audio"] for s in samples])
+
+
+def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_quality: int = 90):
+    """A video -> (video (N, 3, T, H, W), audio (N, 1, F, Tm), face_frac), exactly as training sees clips."""
+    clips, face_frac = decoded_clips(path, pre, detector, jpeg_quality)
+    return (*model_inputs(clips), face_frac)
 
 
 def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector) -> VideoScore:
