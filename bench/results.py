@@ -219,6 +219,22 @@ def run_seed(args, out: Path, seed: int) -> dict[str, dict]:
         print(f"seed {seed} {variant}: external AUC {overall['auc']:.3f} (best epoch {best_epoch})", flush=True)
     for name in STATISTICS:  # the hand-made baselines, scored on the same external videos
         results[name] = {"rows": _handmade_rows(inputs, name), "prior": prior, "best_epoch": None, "probes": {}}
+    if args.holdout and seed == args.seed:  # the main variant again, each manipulation type kept out of training
+        main = args.variants[0]
+        for kind in KINDS:
+            name = f"{main}-without-{kind}"
+            fields = {"pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "batch_size": 8, "lr": 3e-4,
+                      "patience": 4, "device": "cpu", "seed": seed, "report_bootstrap": 20, "num_workers": 0, **shared,
+                      **variant_fields(args, main), "exclude_manipulations": [kind]}  # fmt: skip
+            if not args.score_only:
+                run_training(TrainSettings(data=str(root / "shards"), output_dir=str(root / name), **fields),
+                             log=InMemoryLogger())  # fmt: skip
+            ckpt = resolve_checkpoint(str(root / name / "checkpoints" / "best.json"))
+            results[name] = {"rows": _score(os.path.join(ckpt, WEIGHTS), inputs), "prior": prior, "best_epoch": None,
+                             "probes": {}, "held_out": kind}  # fmt: skip
+            print(f"seed {seed} {name}: external AUC on {kind} "
+                  f"{evaluate_videos(results[name]['rows'], prior=prior, n_bootstrap=0)['by_type'][kind]['auc']:.3f}",
+                  flush=True)  # fmt: skip
     return results
 
 
@@ -241,6 +257,9 @@ def main() -> None:
     ap.add_argument("--variant-set", action="append", default=[], metavar="NAME=JSON",
                     help='TrainSettings fields of one variant, e.g. avff_plain=\'{"fusion": "avff_concat", '
                          '"overrides": {"sync_branch": false}}\' ("overrides" merges with --set\'s)')
+    ap.add_argument("--holdout", action="store_true",
+                    help="first seed only: retrain the first variant once per manipulation type with that type's fakes "
+                         "kept out of training (exclude_manipulations), and report each on the type it never saw")
     ap.add_argument("--extra-real", action="store_true",
                     help="with --pretrain-real: stage 2 also reads the pretrain pool's REAL clips (extra_train_data)")
     ap.add_argument("--bootstrap", type=int, default=1000, help="group-bootstrap resamples per interval")
@@ -265,7 +284,8 @@ def main() -> None:
     uni = {v for v in args.variants if fusion_of(args, v) in UNI_MODAL}
     if args.variants:
         summary = summarise(per_seed, [*args.variants, *STATISTICS], args.bootstrap, uni)
-        write_doc(Path(args.doc), summary, args, float(timing.read_text()) if timing.exists() else None)
+        write_doc(Path(args.doc), summary, args, float(timing.read_text()) if timing.exists() else None,
+                  per_seed[seeds[0]])  # fmt: skip
 
 
 # --------------------------------------------------------------------------- statistics
@@ -401,7 +421,25 @@ def _probe_table(summary: dict) -> list[str]:
             *(f"| {name} | " + " | ".join(cell(probes[v].get(name, [])) for v in variants) + " |" for name in names)]
 
 
-def write_doc(path: Path, summary: dict, args, seconds: float | None) -> None:
+def _holdout_table(first: dict, main: str, n_boot: int) -> list[str]:
+    """Each manipulation type's AUC when the main variant trained on it and when it never saw it (first seed)."""
+    held = {res["held_out"]: res for res in first.values() if res.get("held_out")}
+    if not held:
+        return []
+    lines = ["", "## Unseen manipulation types", "",
+             f"`{main}` retrained on the first seed's data once per type, with that type's fakes kept out of training "
+             "(`exclude_manipulations`; pseudo-fakes still on where the variant uses them), then scored on that type's "
+             "external fakes against all external reals. One seed: the interval is the group bootstrap of that seed.", "",
+             "| type | kind | trained on it | never saw it |", "|---|---|---:|---:|"]  # fmt: skip
+    for kind, res in held.items():
+        seen = seed_mean_auc([_arrays(_subset(first[main]["rows"], (kind,)), [main], {main: first[main]["rows"]})],
+                             n_resamples=n_boot)  # fmt: skip
+        unseen = seed_mean_auc([_arrays(_subset(res["rows"], (kind,)), ["x"], {"x": res["rows"]})], n_resamples=n_boot)
+        lines.append(f"| {kind} | {KINDS[kind]} | {_ci(seen)} | {_ci(unseen)} |")
+    return lines
+
+
+def write_doc(path: Path, summary: dict, args, seconds: float | None, per_seed_first: dict) -> None:
     seeds, evals, variants = summary["seeds"], summary["evals"], summary["variants"]
     prior_ll = _mean([evals[(s, variants[0])]["overall"]["prior_log_loss"] for s in seeds])
     priors = [evals[(s, variants[0])]["prior"] for s in seeds]
@@ -431,7 +469,11 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None) -> None:
         "",
         "## Targets (issue 15)",
         "",
-        f"The main variant is `{summary['variants'][0]}` (the first of `--variants`).",
+        f"The main variant is `{summary['variants'][0]}` (the first of `--variants`). Variants (TrainSettings "
+        "fields beyond the shared ones; `overrides` are model config fields, avff_model/config.py):",
+        "",
+        *(f"- `{v}`: `{json.dumps({k: x for k, x in variant_fields(args, v).items() if k not in _overrides(args.set) or k == 'overrides'})}`"
+          for v in summary["variants"] if v not in STATISTICS),
         "",
         *_targets(summary, summary["variants"][0]),
         "",
@@ -452,6 +494,7 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None) -> None:
         "",
         *_verdicts(summary),
         *_probe_table(summary),
+        *_holdout_table(per_seed_first, summary["variants"][0], args.bootstrap),
     ]
     lines += _appendix(args, out_root=str(Path(args.out) / f"seed{seeds[0]}"))
     path.write_text("\n".join(lines) + "\n")

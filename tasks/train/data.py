@@ -166,8 +166,9 @@ class _Keep:
     which rejects it with the schema's error.
     """
 
-    def __init__(self, videos: frozenset[str] | None, clips: frozenset[tuple[str, int]] | None):
-        self.videos, self.clips = videos, clips
+    def __init__(self, videos: frozenset[str] | None, clips: frozenset[tuple[str, int]] | None,
+                 drop: frozenset[str] = frozenset()):  # fmt: skip
+        self.videos, self.clips, self.drop = videos, clips, drop
 
     def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
         for sample in src:
@@ -175,6 +176,8 @@ class _Keep:
             if isinstance(raw, (bytes, bytearray)):
                 meta = json.loads(raw)
                 if self.videos is not None and meta.get("video_id") not in self.videos:
+                    continue
+                if meta.get("video_id") in self.drop:
                     continue
                 if self.clips is not None and (meta.get("video_id"), meta.get("clip")) not in self.clips:
                     continue
@@ -255,6 +258,7 @@ def make_dataset(
     augment: ClipAugment | None = None,
     keep_videos: frozenset[str] | None = None,
     keep_clips: frozenset[tuple[str, int]] | None = None,
+    drop_videos: frozenset[str] = frozenset(),
     split_by_rank: bool = True,
 ) -> shard_io.Pipeline:
     """The pipeline over ``urls`` (an IterableDataset yielding batch dicts).
@@ -263,7 +267,7 @@ def make_dataset(
     Otherwise passes repeat (each shuffled anew, the shuffle buffer flushed between passes,
     so no sample repeats before the data runs out) and the epoch is exactly that many samples.
     ``keep_videos`` / ``keep_clips`` (video id, clip) drop every other sample (CV folds,
-    curriculum); ``augment`` needs ``shuffle`` (training loaders only). ``split_by_rank=False``:
+    curriculum); ``drop_videos`` drops these videos' samples (a manipulation type held out); ``augment`` needs ``shuffle`` (training loaders only). ``split_by_rank=False``:
     every rank of a process group reads every shard.
     """
     if not urls:
@@ -278,8 +282,8 @@ def make_dataset(
         shard_io.open_shards,
         shard_io.tar_samples,
     ]
-    if keep_videos is not None or keep_clips is not None:
-        stages.append(_Keep(keep_videos, keep_clips))
+    if keep_videos is not None or keep_clips is not None or drop_videos:
+        stages.append(_Keep(keep_videos, keep_clips, drop_videos))
     stages.append(_decode)
     if real_only:
         stages.append(_real_only)
@@ -312,6 +316,7 @@ def make_loader(
     augment: ClipAugment | None = None,
     keep_videos: frozenset[str] | None = None,
     keep_clips: frozenset[tuple[str, int]] | None = None,
+    drop_videos: frozenset[str] = frozenset(),
     extra_layouts: Sequence[fs.IngestLayout] = (),
 ) -> DataLoader:
     """A DataLoader over one split's shards (or several splits') for one epoch (build a new one each epoch).
@@ -336,6 +341,7 @@ def make_loader(
         augment=augment,
         keep_videos=keep_videos,
         keep_clips=keep_clips,
+        drop_videos=drop_videos,
     )
     workers = min(num_workers, len(urls))
     return DataLoader(

@@ -47,6 +47,13 @@ def test_extra_layouts_add_every_split_of_another_ingest_to_the_loader(layout, t
     assert sorted(keys[N_TRAIN:]) == sorted(_keys(make_loader(extra, ["train", "val", "test"], batch_size=8)))
 
 
+def test_drop_videos_removes_exactly_those_videos(layout):
+    every = _keys(make_loader(layout, "train", batch_size=8))
+    dropped = frozenset(sorted({k.split("/")[0] for k in every})[:3])
+    kept = _keys(make_loader(layout, "train", batch_size=8, drop_videos=dropped))
+    assert sorted(kept) == sorted(k for k in every if k.split("/")[0] not in dropped) and len(kept) == N_TRAIN - 6
+
+
 def test_reads_only_the_requested_split(layout):
     train = _keys(make_loader(layout, "train", batch_size=8))
     val = _keys(make_loader(layout, "val", batch_size=8))
