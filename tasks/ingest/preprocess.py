@@ -25,6 +25,8 @@ class PreprocessConfig:
     frames_per_clip: int = 16  # T
     clip_fps: float = 5.0  # 16 frames at 5 fps = 3.2 s, the AVFF setting
     max_clips: int = 3
+    clip_offset_s: float = 0.0  # the first clip starts this late (skips a video's unsettled opening)
+    clip_stride_s: float | None = None  # between clip starts; None: clip_seconds (back to back), less: overlapping
     face_size: int = 224
     face_margin: float = 1.3
     min_face_frac: float = 0.5  # of a clip's frames with a real detection
@@ -40,6 +42,12 @@ class PreprocessConfig:
     skip_nonref: bool = True  # decode non-reference frames only where they are targets (bit-exact)
     max_frame_error_s: float = 0.25  # a requested time with no frame this close: the clip is off the stream
     limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if not self.clip_offset_s >= 0:
+            raise ValueError(f"clip_offset_s must be >= 0, got {self.clip_offset_s}")
+        if self.clip_stride_s is not None and not self.clip_stride_s > 0:
+            raise ValueError(f"clip_stride_s must be > 0 or None, got {self.clip_stride_s}")
 
     @property
     def clip_seconds(self) -> float:
@@ -65,8 +73,16 @@ class PreprocessConfig:
         return cls(**d)
 
     def hash(self) -> str:
-        """Identifies the output: a change here invalidates previously written shards."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        """Identifies the output: a change here invalidates previously written shards.
+
+        The fields of :data:`_HASHED_WHEN_SET` count only away from their defaults, which write
+        what configs without them wrote: shards ingested before those fields existed stay valid.
+        """
+        d = {k: v for k, v in asdict(self).items() if not (k in _HASHED_WHEN_SET and v == _HASHED_WHEN_SET[k])}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_HASHED_WHEN_SET = {"clip_offset_s": 0.0, "clip_stride_s": None}  # field -> its default (byte-identical output)
 
 
 @dataclass
@@ -91,10 +107,20 @@ class Preprocessed:
     stage_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage
 
 
-def clip_starts(duration: float, clip_seconds: float, max_clips: int) -> list[float]:
-    """Back-to-back clip start times that fit in duration: 10 s at 3.2 s -> [0.0, 3.2, 6.4]."""
-    n = int(np.floor((duration + 1e-6) / clip_seconds))
-    return [round(i * clip_seconds, 6) for i in range(min(n, max_clips))]
+def clip_starts(
+    duration: float, clip_seconds: float, max_clips: int, offset: float = 0.0, stride: float | None = None
+) -> list[float]:
+    """Start times of the clips that fit in duration: the first at offset, then one every stride
+    seconds (None: clip_seconds, back to back; less: overlapping clips), at most max_clips.
+
+    10 s at 3.2 s -> [0.0, 3.2, 6.4]; with offset 0.5 and stride 1.6 -> [0.5, 2.1, 3.7, 5.3] (before the cap).
+    """
+    step = clip_seconds if stride is None else stride
+    room = duration - offset - clip_seconds  # how far past the first start the last one may lie
+    if room < -1e-6:
+        return []
+    n = int(np.floor((room + 1e-6) / step)) + 1
+    return [round(offset + i * step, 6) for i in range(min(n, max_clips))]
 
 
 def face_detector(cfg: PreprocessConfig) -> FaceDetector:
@@ -111,10 +137,12 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
     with timer("probe"):
         info = probe(path, cfg.limits)
     duration = min(info.duration, cfg.limits.read_seconds) if np.isfinite(info.duration) else cfg.limits.read_seconds
-    starts = clip_starts(duration, cfg.clip_seconds, cfg.max_clips)
+    starts = clip_starts(duration, cfg.clip_seconds, cfg.max_clips, cfg.clip_offset_s, cfg.clip_stride_s)
     if not starts:
-        raise VideoError("too_short", f"{path}: {info.duration:.2f}s is shorter than one {cfg.clip_seconds:.1f}s clip")
-    times = np.array([s + i / cfg.clip_fps for s in starts for i in range(cfg.frames_per_clip)])  # (N,) sorted
+        late = f" starting at {cfg.clip_offset_s:g}s" if cfg.clip_offset_s else ""
+        short = f"{info.duration:.2f}s is shorter than one {cfg.clip_seconds:.1f}s clip{late}"
+        raise VideoError("too_short", f"{path}: {short}")
+    times, picks = _frame_times(starts, cfg.frames_per_clip, cfg.clip_fps)  # (N,) sorted, (C, T) into times
 
     with timer("audio"):
         mel = log_mel(_audio(path, info, cfg, starts[-1] + cfg.clip_seconds), cfg.mel)  # (F, Tm_total)
@@ -127,8 +155,7 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
             read_seconds=cfg.limits.read_seconds,
             max_pixels=cfg.limits.max_pixels,
         )  # N x (H, W, 3), (N,)
-    slices = _clip_slices(starts, cfg)
-    on_time = [np.abs(got[sl] - times[sl]).max() <= cfg.max_frame_error_s for sl in slices]
+    on_time = [np.abs(got[p] - times[p]).max() <= cfg.max_frame_error_s for p in picks]
     if not any(on_time):
         raise _off_stream(path, info, times, got, cfg.max_frame_error_s)
     with timer("detect"):
@@ -140,26 +167,26 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
         crops = crop_track(frames, track, cfg.face_size, cfg.face_margin)  # (N, S, S, 3)
 
     clips: list[Clip] = []
-    for k, (start, sl) in enumerate(zip(starts, slices)):
-        det = track.detected[sl]
+    for k, (start, p) in enumerate(zip(starts, picks)):
+        det = track.detected[p]
         if not on_time[k] or det.mean() < cfg.min_face_frac:
             continue
-        mel_start = round(float(got[sl][0]) / cfg.mel.hop_s) * cfg.mel.hop_s  # aligned to the frame shown
+        mel_start = round(float(got[p][0]) / cfg.mel.hop_s) * cfg.mel.hop_s  # aligned to the frame shown
         clips.append(
             Clip(
                 index=k,
                 start_s=start,
-                frames=crops[sl],
+                frames=crops[p],
                 mel=mel_window(mel, mel_start, cfg.mel_frames, cfg.mel.hop_s, pad_value=SILENCE_LOG_MEL),
-                face_box=[float(x) for x in track.boxes[sl].mean(axis=0)],
-                det_score=float(track.scores[sl][det].mean()) if det.any() else 0.0,
+                face_box=[float(x) for x in track.boxes[p].mean(axis=0)],
+                det_score=float(track.scores[p][det].mean()) if det.any() else 0.0,
                 detected_frac=float(det.mean()),
-                frame_times=[round(float(t), 6) for t in got[sl]],
+                frame_times=[round(float(t), 6) for t in got[p]],
                 mel_start_s=round(mel_start, 6),
             )
         )
     if not clips:
-        best = max(float(track.detected[sl].mean()) for sl, ok in zip(slices, on_time) if ok)
+        best = max(float(track.detected[p].mean()) for p, ok in zip(picks, on_time) if ok)
         raise VideoError(
             "no_face",
             f"{path}: the best clip has a face in {best:.0%} of its frames, below min_face_frac={cfg.min_face_frac} "
@@ -170,9 +197,15 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
     )
 
 
-def _clip_slices(starts: list[float], cfg: PreprocessConfig) -> list[slice]:
-    T = cfg.frames_per_clip
-    return [slice(k * T, (k + 1) * T) for k in range(len(starts))]
+def _frame_times(starts: list[float], frames_per_clip: int, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) the distinct sampled times, sorted, and (C, T) each clip's frames as indices into them.
+
+    Overlapping clips share times: each is decoded, tracked and cropped once (the tracker needs
+    the frames in time order). Back-to-back clips: the times in clip order, picks = arange.
+    """
+    wanted = np.array([s + i / fps for s in starts for i in range(frames_per_clip)])  # (C*T,)
+    _, first, inverse = np.unique(np.round(wanted, 6), return_index=True, return_inverse=True)
+    return wanted[first], inverse.reshape(len(starts), frames_per_clip)
 
 
 def _audio(path: str, info: VideoInfo, cfg: PreprocessConfig, duration: float) -> np.ndarray:

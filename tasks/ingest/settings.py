@@ -37,6 +37,10 @@ class IngestSettings(BaseModel):
     frames_per_clip: int = Field(16, ge=2, le=64, description="frames per clip")
     clip_fps: float = Field(5.0, gt=0, le=30, description="frames per second sampled within a clip")
     max_clips: int = Field(3, ge=1, description="clips per video at most")
+    clip_offset_s: float = Field(0.0, ge=0, description="seconds into the video where the first clip starts "
+                                 "(0.5 skips an unsettled opening)")  # fmt: skip
+    clip_stride_s: float | None = Field(None, gt=0, description="seconds between clip starts; None: a clip's "
+                                        "length (back to back), less: overlapping clips")  # fmt: skip
     face_margin: float = Field(1.3, ge=1.0, le=3.0, description="face box scale before cropping")
     min_face_frac: float = Field(0.5, ge=0.0, le=1.0, description="least fraction of a clip's frames with a face")
     require_audio: bool = Field(True, description="refuse videos without audio (off: keep them with a silent log-mel)")
@@ -85,6 +89,8 @@ class IngestSettings(BaseModel):
             frames_per_clip=self.frames_per_clip,
             clip_fps=self.clip_fps,
             max_clips=self.max_clips,
+            clip_offset_s=self.clip_offset_s,
+            clip_stride_s=self.clip_stride_s,
             face_size=self.face_size,
             face_margin=self.face_margin,
             min_face_frac=self.min_face_frac,

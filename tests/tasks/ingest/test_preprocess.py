@@ -1,13 +1,15 @@
 """Timing of sampled frames and mel windows, on real encoded video (PyAV) and real fbank."""
 
+import json
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
 from tasks.ingest.audio import MelSpec, decode_audio, log_mel, mel_window
-from tasks.ingest.preprocess import clip_starts
+from tasks.ingest.preprocess import PreprocessConfig, clip_starts, face_detector, preprocess_video
 from tasks.ingest.video import VideoError, probe, sample_frames
 
 
@@ -78,6 +80,104 @@ def test_clip_starts():
     assert clip_starts(10.0, 3.2, 3) == [0.0, 3.2, 6.4]
     assert clip_starts(3.1, 3.2, 3) == []
     assert clip_starts(100.0, 3.2, 3) == [0.0, 3.2, 6.4]
+    assert clip_starts(6.4, 3.2, 3) == [0.0, 3.2]  # a clip ending exactly at the end fits
+
+
+def test_clip_starts_with_an_offset_and_a_stride():
+    assert clip_starts(10.0, 3.2, 10, offset=0.5, stride=1.6) == [0.5, 2.1, 3.7, 5.3]  # 6.9 + 3.2 > 10
+    assert clip_starts(10.0, 3.2, 3, offset=0.5, stride=1.6) == [0.5, 2.1, 3.7]  # capped by max_clips
+    assert clip_starts(10.0, 3.2, 3, offset=0.5) == [0.5, 3.7]  # back to back from the offset: 6.9 + 3.2 > 10
+    assert clip_starts(3.7, 3.2, 3, offset=0.5) == [0.5]
+    assert clip_starts(3.6, 3.2, 3, offset=0.5) == []  # one clip fits the video, not after the offset
+    assert clip_starts(10.0, 3.2, 3, offset=0.0, stride=None) == clip_starts(10.0, 3.2, 3)
+
+
+def test_sampling_fields_round_trip_and_default_for_old_configs():
+    cfg = PreprocessConfig(clip_offset_s=0.5, clip_stride_s=1.6)
+    assert PreprocessConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # as saved with a model
+    old = {k: v for k, v in PreprocessConfig().to_dict().items() if k not in ("clip_offset_s", "clip_stride_s")}
+    assert PreprocessConfig.from_dict(old) == PreprocessConfig()  # a config saved before the fields existed
+    # the default hash is the one shards were written under before these fields existed: they stay valid
+    assert PreprocessConfig().hash() == "5229b89333b5808d"
+    assert len({cfg.hash(), PreprocessConfig(clip_offset_s=0.5).hash(), PreprocessConfig().hash()}) == 3
+    for bad in (dict(clip_offset_s=-0.1), dict(clip_offset_s=float("nan")), dict(clip_stride_s=0.0)):
+        with pytest.raises(ValueError, match="clip_"):
+            PreprocessConfig(**bad)
+
+
+def test_ingest_settings_pass_the_sampling_fields_on(tmp_path):
+    from pydantic import ValidationError
+
+    from tasks.ingest.settings import IngestSettings
+
+    base = dict(data=str(tmp_path / "data"), out=str(tmp_path / "out"))
+    assert IngestSettings(**base).preprocess() == PreprocessConfig()
+    pre = IngestSettings(**base, clip_offset_s=0.5, clip_stride_s=1.6).preprocess()
+    assert (pre.clip_offset_s, pre.clip_stride_s) == (0.5, 1.6)
+    with pytest.raises(ValidationError):
+        IngestSettings(**base, clip_stride_s=0.0)
+
+
+@pytest.fixture(scope="module")
+def talking_face(tmp_path_factory) -> Path:
+    """One REAL 7 s talking-face video with speech (25 fps, 160 px)."""
+    from tasks.synthetic.dfdc_sample import make_dfdc_sample
+
+    root = make_dfdc_sample(tmp_path_factory.mktemp("face") / "data", n_real=1, parts=0, duration_s=7.0,
+                            size=(160, 160), seed=3, manipulations=())  # fmt: skip
+    return next(root.glob("*.mp4"))
+
+
+def test_clips_start_at_the_offset_and_overlap_by_the_stride(talking_face):
+    base = PreprocessConfig(face_size=64)
+    cfg = PreprocessConfig(face_size=64, clip_offset_s=0.5, clip_stride_s=1.6)
+    with face_detector(cfg) as detector:
+        default = preprocess_video(str(talking_face), base, detector)
+        shifted = preprocess_video(str(talking_face), cfg, detector)
+    assert [c.start_s for c in default.clips] == [0.0, 3.2]  # defaults: back to back from t=0, as before
+    assert default.clips[0].frame_times[0] == 0.0 and default.clips[0].mel_start_s == 0.0
+    assert [c.start_s for c in shifted.clips] == [0.5, 2.1, 3.7]  # 7 s holds three overlapping clips
+    for clip in shifted.clips:
+        # the frame nearest the start (0.5 s is a tie between two frames at 25 fps)
+        assert clip.frame_times[0] == pytest.approx(clip.start_s, abs=0.5 / 25 + 1e-6)
+        assert clip.mel_start_s == pytest.approx(round(clip.frame_times[0] / 0.01) * 0.01, abs=1e-6)
+        assert clip.frames.shape == (16, 64, 64, 3) and clip.mel.shape == (128, 320)
+    first, second = shifted.clips[:2]
+    # 1.6 s apart: the second clip's first 8 frames are the first clip's last 8, decoded once, and so is the sound
+    assert second.frame_times[:8] == first.frame_times[8:]
+    assert np.array_equal(second.frames[:8], first.frames[8:])
+    np.testing.assert_array_equal(second.mel[:, :160], first.mel[:, 160:])
+
+
+def test_mel_columns_divide_into_the_masking_slices_and_audio_tokens_do_not():
+    """Documents today's alignment of the K=8 masking slices (no check enforces it: uneven slices run).
+
+    A 3.2 s clip has 320 mel columns, 40 per slice, and 8 video time tokens, one per slice; but its
+    20 audio time tokens of 16 columns split 3, 2, 3, 2, ...: an audio slice spans up to 0.08 s
+    more or less than the video slice it is paired with. A 12.5 ms hop (256 columns, 16 tokens)
+    would make the two grids coincide.
+    """
+    import torch
+
+    from avff_model.config import AVFFConfig
+    from avff_model.fusion import slice_ids
+
+    pre = PreprocessConfig()
+    model = AVFFConfig(img_size=pre.face_size, num_frames=pre.frames_per_clip, n_mels=pre.n_mels,
+                       mel_frames=pre.mel_frames)  # fmt: skip
+    k = model.num_slices
+    assert (pre.mel_frames, k, pre.mel_frames % k) == (320, 8, 0)
+    assert model.video_grid[0] == k  # one video time token per slice
+
+    def seconds_per_slice(num_time: int, clip_seconds: float) -> list[float]:
+        ids = slice_ids(torch.arange(num_time), num_time, k)  # (num_time,)
+        return [round(n * clip_seconds / num_time, 6) for n in torch.bincount(ids, minlength=k).tolist()]
+
+    assert seconds_per_slice(model.video_grid[0], pre.clip_seconds) == [0.4] * 8
+    assert seconds_per_slice(model.audio_grid[1], pre.clip_seconds) == [0.48, 0.32] * 4
+    hop = PreprocessConfig(hop_ms=12.5)
+    assert hop.mel_frames == 256
+    assert seconds_per_slice(hop.mel_frames // model.audio_patch, hop.clip_seconds) == [0.4] * 8
 
 
 def test_garbage_and_empty_files_raise_with_reasons(tmp_path):
