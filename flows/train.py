@@ -40,6 +40,7 @@ from tasks.train.progress import ProgressLog
 from tasks.evaluate.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
 from tasks.evaluate.registry import prior_gate
 from tasks.evaluate.metric_names import monitor_mode
+from tasks.serve.decision import Decision
 from tasks.serve.scorer import log_pyfunc_model
 from tasks.tracking.logger import flatten_params
 from tasks.train.run import TrainResult, run_training
@@ -155,8 +156,8 @@ def _log_model(result: TrainResult, run_id: str, data: str, criterion: str) -> s
     with _attached(run_id), tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / WEIGHTS
         weights.write_bytes(fs.read_bytes(fs.join(resolve_checkpoint(result.best_checkpoint), WEIGHTS)))
-        decision = {"threshold": 0.5 if result.threshold is None else result.threshold,
-                    "criterion": criterion if result.threshold is not None else "default"}  # fmt: skip
+        decision = Decision(0.5 if result.threshold is None else result.threshold,
+                            criterion if result.threshold is not None else "default", result.temperature)  # fmt: skip
         info = log_pyfunc_model(str(weights), result.model_config, preprocess=ingest_preprocess(data), decision=decision)
     return info.model_uri
 

@@ -15,6 +15,7 @@ P(FAKE). The reliability diagram is built on ``matplotlib.figure.Figure`` and re
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,46 @@ def fit_temperature(y, logits, *, iters: int = 80) -> float:
             b = lo + inv_phi * (hi - lo)
             fb = nll(y, z, math.exp(b))
     return math.exp((lo + hi) / 2)
+
+
+@dataclass(frozen=True)
+class SplitCalibration:
+    """One split's clip-level log loss (nats) and ECE before and after dividing its logits by T."""
+
+    n: int
+    nll_before: float
+    nll_after: float
+    ece_before: float
+    ece_after: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The temperature a run applies to its P(FAKE), why it is 1 when not fitted, and its effect per split."""
+
+    temperature: float
+    reason: str | None  # None: fitted on val; else why T = 1 (switched off, one-class val)
+    splits: dict[str, SplitCalibration]  # "val", "test" -> before/after
+
+
+def choose_temperature(y, logits, *, enabled: bool = True) -> tuple[float, str | None]:
+    """(T, None) fitted on (y, logits) by :func:`fit_temperature`, or (1.0, why) when off or one-class."""
+    y = np.asarray(y)
+    if not enabled:
+        return 1.0, "calibration is switched off (calibrate = false)"
+    n_fake = int(y.sum())
+    if y.size == 0 or n_fake in (0, y.size):
+        return 1.0, f"val holds one class only ({y.size} clips, {n_fake} FAKE): no temperature can be fitted"
+    return fit_temperature(y, logits), None
+
+
+def split_calibration(y, logits, temperature: float, n_bins: int = 15) -> SplitCalibration:
+    """Log loss and ECE of sigmoid(logits) and sigmoid(logits / T) against y (all (N,))."""
+    return SplitCalibration(
+        n=int(np.asarray(y).size), nll_before=nll(y, logits), nll_after=nll(y, logits, temperature),
+        ece_before=expected_calibration_error(y, apply_temperature(logits, 1.0), n_bins),
+        ece_after=expected_calibration_error(y, apply_temperature(logits, temperature), n_bins),
+    )  # fmt: skip
 
 
 def reliability_bins(y, p, n_bins: int = 15) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,6 +15,9 @@
 - baseline: ``prior`` or ``majority`` (:func:`tasks.evaluate.metrics.baselines`).
 
 ``val_loss`` is the val clip log loss under a shorter name (the per-epoch loss curve).
+Temperature scaling at the end of training adds ``calibration_temperature`` and the test
+clip-level expected calibration error after and before it (:data:`CALIBRATION`):
+``test_clip_ece``, ``test_clip_uncalibrated_ece``.
 A ``monitor`` (early stopping, the best checkpoint, the registry gate) is a val key:
 :data:`MONITORS` lists them all, :func:`check_monitor` refuses anything else.
 """
@@ -33,6 +36,8 @@ COUNTS = ("n", "n_pos", "threshold")  # binary_metrics' other keys: no score, ne
 BASELINES = ("prior", "majority")
 AT_VAL_THRESHOLD = "at_val_threshold"  # test metrics at the threshold chosen on val ("@val_threshold" flattened)
 VAL_LOSS = "val_loss"  # = val_clip_log_loss
+CALIBRATION = ("ece", "uncalibrated_ece")  # logged once at the best checkpoint, never monitored
+TEMPERATURE = "calibration_temperature"
 _VAL_LOSS_MEANS = ("clip", "log_loss")
 
 
@@ -89,9 +94,9 @@ def parse(name: str) -> MetricKey:
         rest = rest.removeprefix(f"{level}_")
     at = rest.startswith(AT_VAL_THRESHOLD + "_")
     metric = rest.removeprefix(AT_VAL_THRESHOLD + "_")
-    if split is None or level is None or metric not in METRICS + COUNTS:
+    if split is None or level is None or metric not in METRICS + COUNTS + CALIBRATION:
         raise ValueError(f"{name!r} is no metric key: <split>_<level>_<metric> with split {'|'.join(SPLITS)}, "
-                         f"level {'|'.join(LEVELS)}, metric one of {', '.join(METRICS + COUNTS)}")  # fmt: skip
+                         f"level {'|'.join(LEVELS)}, metric one of {', '.join(METRICS + COUNTS + CALIBRATION)}")  # fmt: skip
     return MetricKey(split, level, metric, baseline, at)
 
 

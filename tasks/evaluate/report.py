@@ -16,6 +16,7 @@ import numpy as np
 
 from storage.shard_schema import FAKE
 from tasks.evaluate import metric_names as N
+from tasks.evaluate.calibration import Calibration
 from tasks.evaluate.metrics import all_fake_f1, bootstrap_auc_ci
 
 # Overfitting: val loss ends >= 10% above its minimum while train loss falls >= 5% after it.
@@ -72,6 +73,7 @@ class ReportInputs:
     best_epoch / monitor / monitor_mode: the checkpoint selection rule and its result.
     y_test_video, p_test_video: ``[V]`` video labels and FAKE probabilities, for the CI.
     y_val_video, p_val_video: optional ``[V]`` val arrays for a val AUC CI.
+    calibration: the temperature fitted on val and its effect (None: no calibration section).
     """
 
     history: list[dict[str, Any]]
@@ -93,6 +95,7 @@ class ReportInputs:
     groups_val_video: Sequence[str] | None = None
     patience: int | None = None
     max_epochs: int | None = None
+    calibration: Calibration | None = None
 
 
 @dataclass(frozen=True)
@@ -411,6 +414,33 @@ def _test_section(run: ReportInputs, ci: tuple[float, float]) -> tuple[list[str]
     return lines + ci_lines + [""], warns + ci_warns
 
 
+def _calibration_section(cal: Calibration) -> list[str]:
+    """Temperature scaling: the fitted T (or why it is 1) and clip log loss / ECE before and after, per split."""
+    lines = ["## Calibration", ""]
+    if cal.reason is not None:
+        lines.append(f"T = 1 (P(FAKE) left as the model outputs it): {cal.reason}.")
+    else:
+        n_val = cal.splits["val"].n
+        confidence = ("over-confident: T > 1 softens them" if cal.temperature > 1 else
+                      "under-confident: T < 1 sharpens them" if cal.temperature < 1 else "calibrated already")  # fmt: skip
+        lines.append(
+            f"Temperature T = {cal.temperature:.3f} fitted on {n_val} val clips (P(FAKE) = sigmoid(logit / T), "
+            f"minimising the val log loss); the raw scores were {confidence}. Every val and test metric above, "
+            f"and the val threshold, use the calibrated P(FAKE)."
+        )
+    rows = [[split + (" (T fitted here)" if split == "val" and cal.reason is None else ""), str(c.n),
+             _f(c.nll_before), _f(c.nll_after), _f(c.ece_before), _f(c.ece_after)]
+            for split, c in cal.splits.items()]  # fmt: skip
+    lines += [""] + _table(["clip level", "clips", "log loss before", "after", "ECE before", "after"], rows) + [""]
+    test = cal.splits.get("test")
+    if test is not None and cal.reason is None:
+        lines.append(f"On test, calibration moves the clip log loss {_signed(test.nll_after - test.nll_before)} "
+                     f"and the ECE {_signed(test.ece_after - test.ece_before)}; val numbers after it are "
+                     f"in-sample for T (one parameter).")  # fmt: skip
+        lines.append("")
+    return lines
+
+
 def _level_table(m: Mapping, at_val: Mapping | None, prior: Mapping | None, major: Mapping | None) -> list[str]:
     """Every _TABLE_METRICS of one level: the model at 0.5 (and at the val threshold) beside both baselines."""
     header = ["metric", "model @0.5"]
@@ -697,5 +727,7 @@ def write_training_report(run: ReportInputs) -> str:
             f"seed {run.seed}).",
             "",
         ]
+    if run.calibration is not None:
+        lines += _calibration_section(run.calibration)
     lines += _recommendations(run, diagnosis, test_ci, val_ci)
     return "\n".join(lines)

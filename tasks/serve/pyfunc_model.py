@@ -15,16 +15,19 @@ from pathlib import Path
 import mlflow
 
 from tasks.train.checkpoint import load_weights
-from tasks.serve.scorer import CONFIG_ARTIFACT, WEIGHTS_ARTIFACT, Scorer
+from tasks.serve.decision import Decision
+from tasks.serve.scorer import CONFIG_ARTIFACT, DECISION_ARTIFACT, WEIGHTS_ARTIFACT, Scorer
 
 
 class AVFFPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc: ``{"video": (B, 3, T, H, W), "audio": (B, 1, F, Tm)}`` float32 -> (B,) P(FAKE)."""
+    """pyfunc: ``{"video": (B, 3, T, H, W), "audio": (B, 1, F, Tm)}`` float32 -> (B,) calibrated P(FAKE)."""
 
     def load_context(self, context) -> None:
         weights, _, _ = load_weights(context.artifacts[WEIGHTS_ARTIFACT])
         config = json.loads(Path(context.artifacts[CONFIG_ARTIFACT]).read_text())
         self.scorer = Scorer.from_weights(weights, config)
+        if DECISION_ARTIFACT in context.artifacts:  # models logged before it existed score with T = 1
+            self.scorer.use_decision(Decision.from_json(json.loads(Path(context.artifacts[DECISION_ARTIFACT]).read_text())))
 
     def predict(self, context, model_input, params=None):
         if not isinstance(model_input, dict) or not {"video", "audio"} <= set(model_input):

@@ -7,6 +7,10 @@
 - :func:`log_pyfunc_model`  logs :class:`tasks.serve.pyfunc_model.AVFFPyfunc` as "models from code":
                         its artifacts are the weights and the config JSON, so loading it unpickles nothing
 
+P(FAKE) is sigmoid(logit / T), T the temperature fitted on val at the end of training and stored
+with the threshold in ``decision.json`` (:mod:`tasks.serve.decision`): beside the best
+checkpoint's weights, and as the pyfunc's ``decision`` artifact. Without one, T = 1.
+
 Inputs follow the loader contract (:mod:`tasks.train.data`): video (B, 3, T, H, W) and audio
 (B, 1, F, Tm) float32, already normalised.
 """
@@ -23,13 +27,15 @@ import numpy as np
 import torch
 
 from avff_model import AVFF, AVFFConfig
-from tasks.train.checkpoint import CheckpointError, load_weights
+from storage import fs
+from tasks.serve.decision import DECISION_FILE, Decision, read_decision
+from tasks.train.checkpoint import WEIGHTS, CheckpointError, load_weights, resolve_checkpoint
 
 WEIGHTS_ARTIFACT = "weights"
 CONFIG_ARTIFACT = "config"
 PREPROCESS_ARTIFACT = "preprocess"  # the ingest PreprocessConfig the model was trained on
-DECISION_ARTIFACT = "decision"  # {"threshold": t, "criterion": ...}: P(FAKE) >= t is a FAKE verdict
-CONFIG_FILE, PREPROCESS_FILE, DECISION_FILE = "model_config.json", "preprocess.json", "decision.json"
+DECISION_ARTIFACT = "decision"  # tasks.serve.decision.Decision: the temperature and P(FAKE) >= t is a FAKE verdict
+CONFIG_FILE, PREPROCESS_FILE = "model_config.json", "preprocess.json"
 # the models-from-code entry point MLflow executes at load time; written at log time so that
 # no importable module of ours has the side effect of calling set_model
 _ENTRY = "import mlflow\nfrom tasks.serve.pyfunc_model import AVFFPyfunc\n\nmlflow.models.set_model(AVFFPyfunc())\n"
@@ -83,12 +89,20 @@ def checked_config(config: dict, weights: dict[str, torch.Tensor]) -> AVFFConfig
 class Scorer:
     """P(FAKE) of clips, in batches, on one device."""
 
-    def __init__(self, model: AVFF, device: str | torch.device = "cpu", preprocess: dict | None = None):
+    def __init__(self, model: AVFF, device: str | torch.device = "cpu", preprocess: dict | None = None,
+                 decision: Decision | None = None):  # fmt: skip
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = model.cfg
         self.preprocess = preprocess  # ingest's PreprocessConfig as a dict, when the model carries it
         self.threshold: float | None = None  # the decision threshold chosen on val, when the model carries it
+        self.temperature = 1.0  # logits are divided by it before the sigmoid (calibration fitted on val)
+        if decision is not None:
+            self.use_decision(decision)
+
+    def use_decision(self, decision: Decision) -> None:
+        """Score with ``decision``'s temperature and give verdicts at its threshold."""
+        self.threshold, self.temperature = decision.threshold, decision.temperature
 
     @classmethod
     def from_weights(cls, weights: dict[str, torch.Tensor], config: dict, device: str = "auto") -> Scorer:
@@ -103,7 +117,8 @@ class Scorer:
 
     @torch.inference_mode()
     def predict_proba(self, video, audio, batch_size: int = 16) -> np.ndarray:
-        """video (B, 3, T, H, W), audio (B, 1, F, Tm) (numpy or torch) -> (B,) float32 P(FAKE)."""
+        """video (B, 3, T, H, W), audio (B, 1, F, Tm) (numpy or torch) -> (B,) float32 calibrated
+        P(FAKE) = sigmoid(logit / temperature)."""
         video, audio = torch.as_tensor(np.asarray(video), dtype=torch.float32), torch.as_tensor(
             np.asarray(audio), dtype=torch.float32
         )
@@ -115,7 +130,7 @@ class Scorer:
         out = []
         for i in range(0, len(video), batch_size):
             logits = self.model(video[i : i + batch_size].to(self.device), audio[i : i + batch_size].to(self.device))
-            out.append(torch.sigmoid(logits.float()).cpu())  # (b,)
+            out.append(torch.sigmoid(logits.float() / self.temperature).cpu())  # (b,)
         return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
 
 
@@ -129,10 +144,18 @@ def _from_model_dir(path: Path, device: str) -> Scorer:
     config = json.loads(config_file.read_text()) if config_file.exists() else meta_config
     scorer = Scorer.from_weights(state, config, device)
     scorer.preprocess = json.loads(preprocess_file.read_text()) if preprocess_file.exists() else None
-    decision_file = path / "artifacts" / DECISION_FILE
-    if decision_file.exists():
-        scorer.threshold = json.loads(decision_file.read_text()).get("threshold")
+    decision = read_decision(str(path / "artifacts"))
+    if decision is not None:
+        scorer.use_decision(decision)
     return scorer
+
+
+def _weights_dir(uri: str) -> str:
+    """The directory holding the weights ``uri`` names (a ``.safetensors`` file, a checkpoint
+    directory, a ``{tag}.json`` pointer or a training output directory), as load_weights finds them."""
+    if uri.endswith(".safetensors"):
+        return uri.rstrip("/").rsplit("/", 1)[0] if "/" in uri else "."
+    return uri if fs.exists(fs.join(uri, WEIGHTS)) else resolve_checkpoint(uri)
 
 
 def load_model(uri_or_path: str, device: str = "auto") -> Scorer:
@@ -148,7 +171,11 @@ def load_model(uri_or_path: str, device: str = "auto") -> Scorer:
     state, config, _ = load_weights(uri)
     if not config:
         raise ValueError(f"{uri}: the weights carry no model config metadata")
-    return Scorer.from_weights(state, config, device)
+    scorer = Scorer.from_weights(state, config, device)
+    decision = read_decision(_weights_dir(uri))  # beside a training run's best checkpoint
+    if decision is not None:
+        scorer.use_decision(decision)
+    return scorer
 
 
 def log_pyfunc_model(
@@ -159,7 +186,7 @@ def log_pyfunc_model(
     registered_model_name: str | None = None,
     code_root: str | None = None,
     preprocess: dict | None = None,
-    decision: dict | None = None,
+    decision: Decision | None = None,
 ) -> mlflow.models.model.ModelInfo:
     """Log (and optionally register) the pyfunc in the active MLflow run.
 
@@ -188,7 +215,7 @@ def log_pyfunc_model(
             (Path(tmp) / PREPROCESS_FILE).write_text(json.dumps(preprocess, indent=2, sort_keys=True))
             artifacts[PREPROCESS_ARTIFACT] = str(Path(tmp) / PREPROCESS_FILE)
         if decision is not None:
-            (Path(tmp) / DECISION_FILE).write_text(json.dumps(decision, indent=2, sort_keys=True))
+            (Path(tmp) / DECISION_FILE).write_text(json.dumps(decision.to_json(), indent=2, sort_keys=True))
             artifacts[DECISION_ARTIFACT] = str(Path(tmp) / DECISION_FILE)
         return mlflow.pyfunc.log_model(
             name=name,

@@ -1,10 +1,12 @@
 """What a training run does after its last epoch, at the best checkpoint, one function per step.
 
+- :func:`calibrate` / :func:`calibrated`   the temperature fitted on val clip logits, applied to a split
 - :func:`score`              a split's predictions -> :func:`tasks.evaluate.metrics.evaluate_predictions`
 - :func:`val_threshold`      the decision threshold chosen on val video predictions
 - :func:`summary_metrics` / :func:`metrics_table`   what MLflow charts, and the full table
 - :func:`write_predictions`  ``predictions/<split>.parquet``
-- :func:`render_plots`       curves, ROC/PR and the confusion matrix as PNGs
+- :func:`render_plots`       curves, ROC/PR, the confusion matrix and the reliability diagram as PNGs
+- :func:`keep_decision`      threshold and temperature beside the best checkpoint (``decision.json``)
 - :func:`publish`            plots and report.md into ``output_dir`` (object storage: uploaded)
 - :func:`log_remote`         one file or folder (local or remote) as an artifact of the run
 
@@ -23,9 +25,11 @@ import numpy as np
 
 from storage import fs
 from storage.tables import PredictionRow, write_table
+from tasks.evaluate import calibration as C
 from tasks.evaluate import metrics as M
 from tasks.evaluate import plots
-from tasks.evaluate.metric_names import best_key
+from tasks.evaluate.metric_names import TEMPERATURE, TEST, best_key, key
+from tasks.serve.decision import Decision, write_decision
 from tasks.tracking.logger import Logger
 from tasks.train.engine import Predictions
 
@@ -36,6 +40,8 @@ SUMMARY_METRICS = ("best_val_video_auc", "best_val_video_log_loss", "test_video_
 METRICS_TABLE = "metrics_table.json"
 _PREDICTORS = (("model", "{level}"), ("model @ val threshold", "{level}@val_threshold"),
                ("prior baseline", "baselines.{level}.prior"), ("majority baseline", "baselines.{level}.majority"))  # fmt: skip
+UNCALIBRATED = "model, uncalibrated"  # the metrics-table predictor of P(FAKE) before temperature scaling
+RELIABILITY_PLOT = "reliability_test_clip.png"
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,31 @@ class Published:
 
     plots: list[str] = field(default_factory=list)
     report: str | None = None
+
+
+def calibrate(val: Predictions, test: Predictions | None, enabled: bool) -> C.Calibration:
+    """T fitted on val clip logits (1 when ``enabled`` is off or val holds one class), with the
+    clip log loss and ECE before and after it on val and (when given) test."""
+    t, reason = C.choose_temperature(val.y, C.to_logits(val.p), enabled=enabled)
+    splits = {"val": val} if test is None else {"val": val, "test": test}
+    return C.Calibration(t, reason, {name: C.split_calibration(p.y, C.to_logits(p.p), t) for name, p in splits.items()})
+
+
+def calibrated(preds: Predictions, temperature: float) -> Predictions:
+    """``preds`` with P(FAKE) = sigmoid(logit / T); unchanged (the same array) when T = 1."""
+    if temperature == 1.0:
+        return preds
+    return preds._replace(p=C.apply_temperature(C.to_logits(preds.p), temperature))
+
+
+def calibration_metrics(cal: C.Calibration) -> dict[str, float]:
+    """What MLflow charts of calibration: ``calibration_temperature`` and the test clip ECE after and
+    before it. The val ECEs are in the metrics table (:func:`metrics_table`), to keep the run page short."""
+    out = {TEMPERATURE: cal.temperature}
+    if "test" in cal.splits:
+        test = cal.splits["test"]
+        out[key(TEST, "clip", "ece")], out[key(TEST, "clip", "uncalibrated_ece")] = test.ece_after, test.ece_before
+    return out
 
 
 def score(preds: Predictions, train: TrainLabels, threshold_val: float | None = None) -> dict[str, Any]:
@@ -80,17 +111,27 @@ def summary_metrics(flat: Mapping[str, float], monitor: str) -> dict[str, float]
     return {k: v for k, v in flat.items() if k in keep}
 
 
-def metrics_table(by_split: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (split, level, predictor) of :func:`tasks.evaluate.metrics.evaluate_predictions` outputs."""
+def metrics_table(by_split: Mapping[str, Mapping[str, Any]], uncalibrated: Mapping[str, Mapping[str, Any]] | None = None,
+                  calibration: C.Calibration | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per (split, level, predictor) of :func:`tasks.evaluate.metrics.evaluate_predictions` outputs;
+    ``uncalibrated`` (split -> the same outputs before temperature scaling) adds the model's raw rows, and
+    ``calibration`` an ``ece`` to the clip-level model rows (after T; before it on the uncalibrated rows)."""
     rows = []
     for split, metrics in by_split.items():
         for level in ("video", "clip"):
             for predictor, path in _PREDICTORS:
                 node: Any = metrics
-                for key in path.format(level=level).split("."):
-                    node = node.get(key) if isinstance(node, Mapping) else None
+                for part in path.format(level=level).split("."):
+                    node = node.get(part) if isinstance(node, Mapping) else None
                 if node is not None:
                     rows.append({"split": split, "level": level, "predictor": predictor, **node})
+            if uncalibrated and split in uncalibrated:
+                rows.append({"split": split, "level": level, "predictor": UNCALIBRATED, **uncalibrated[split][level]})
+    ece = calibration.splits if calibration else {}
+    for row in rows:
+        if row["level"] == "clip" and row["split"] in ece and row["predictor"] in ("model", UNCALIBRATED):
+            s = ece[row["split"]]
+            row["ece"] = s.ece_after if row["predictor"] == "model" else s.ece_before
     return rows
 
 
@@ -105,14 +146,25 @@ def write_predictions(output_dir: str, by_split: Mapping[str, Predictions]) -> d
     return uris
 
 
-def render_plots(history: Sequence[dict], test: Predictions, threshold: float | None, directory: Path) -> list[Path]:
-    """Training curves, test ROC/PR (video and clip) and the test video confusion matrix under ``directory``."""
+def render_plots(history: Sequence[dict], test: Predictions, threshold: float | None, directory: Path,
+                 raw_test: Predictions | None = None) -> list[Path]:  # fmt: skip
+    """Training curves, test ROC/PR (video and clip), the test video confusion matrix and, given the
+    uncalibrated ``raw_test``, the test clip reliability diagram before/after calibration under ``directory``."""
     _, y, p = by_video(test)
     paths = plots.plot_curves(history, directory)
     paths += plots.plot_roc_pr(y, p, directory, "test_video")
     paths += plots.plot_roc_pr(test.y, test.p, directory, "test_clip")
     paths.append(plots.plot_confusion(y, p, 0.5 if threshold is None else threshold, directory, "test_video"))
+    if raw_test is not None:
+        curves = {"uncalibrated": raw_test.p} if raw_test.p is test.p else {"uncalibrated": raw_test.p, "calibrated": test.p}
+        paths.append(C.plot_reliability(test.y, curves, directory / RELIABILITY_PLOT))
     return paths
+
+
+def keep_decision(checkpoint: str, threshold: float | None, criterion: str, temperature: float) -> str:
+    """``decision.json`` in the best checkpoint's directory, so a scorer loaded from it (``avff
+    predict --model out/checkpoints/best.json``) applies the temperature and the val threshold."""
+    return write_decision(checkpoint, Decision(threshold, criterion if threshold is not None else "default", temperature))
 
 
 def plots_dir(output_dir: str, scratch: Path) -> Path:

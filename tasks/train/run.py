@@ -6,7 +6,8 @@
    discriminator optimizers;
 2. stage 2 ("classify", both labels): BCE fine-tuning with per-epoch validation (clip and
    video metrics), early stopping on ``monitor``, ``best`` and ``last`` checkpoints;
-3. test evaluation at the best checkpoint, with the decision threshold chosen on val;
+3. test evaluation at the best checkpoint: a temperature fitted on val clip logits calibrates
+   val and test P(FAKE) (``calibrate``), then the decision threshold is chosen on val;
 4. plots, predictions, the markdown report; everything logged through ``log``.
 
 Stage-2 options, all off by default (docs/experiments.md): per-clip video/audio augmentation
@@ -24,6 +25,7 @@ one that never stopped.
 Output layout under ``output_dir`` (local or object storage)::
 
     checkpoints/epoch-0003/{model.safetensors,state.pt}   checkpoints/{last,best,pretrained}.json
+    checkpoints/epoch-000k/decision.json  (the best one's threshold and temperature)
     plots/*.png   predictions/{val,test}.parquet   report.md   model_config.json
 """
 
@@ -49,6 +51,7 @@ from storage import fs
 from storage.shard_schema import FAKE, REAL
 from storage.tables import ManifestRow
 from tasks.evaluate import metrics as M
+from tasks.evaluate.calibration import Calibration
 from tasks.evaluate.metric_names import monitor_mode
 from tasks.train.augment import ClipAugment
 from tasks.train.batch_augment import BatchTransform
@@ -88,6 +91,7 @@ class TrainResult:
     best_checkpoint: str | None
     last_checkpoint: str | None
     threshold: float | None = None
+    temperature: float = 1.0  # P(FAKE) = sigmoid(logit / temperature), fitted on val (1: not calibrated)
     test_metrics: dict[str, float] = field(default_factory=dict)  # flattened, "test_..." keys
     report_path: str | None = None
     plots: list[str] = field(default_factory=list)
@@ -492,26 +496,35 @@ class _Run:
             return
         self.model.load_state_dict(load_checkpoint(best).weights)
         train, es = self.data.train_labels, self.progress.es
-        val = evaluate(self.model, self._loader("val", epoch=0), device=self.device, precision=self.precision)
+        raw_val = evaluate(self.model, self._loader("val", epoch=0), device=self.device, precision=self.precision)
+        if self.data.view is not None:  # a CV fold: score the fold (uncalibrated: T fitted on it is in-sample), never test
+            val_metrics = finish.score(raw_val, train)
+            result.val_metrics = M.flatten("best_val", val_metrics)
+            self.log.log_metrics(finish.summary_metrics(result.val_metrics, cfg.monitor), step=es.best_epoch)
+            self.log.log_table(finish.metrics_table({"val": val_metrics}), finish.METRICS_TABLE)
+            result.predictions = finish.write_predictions(cfg.output_dir, {"val": raw_val})
+            return
+        raw_test = evaluate(self.model, self._loader("test", epoch=0), device=self.device, precision=self.precision)
+        cal = finish.calibrate(raw_val, raw_test, cfg.calibrate)
+        result.temperature = cal.temperature
+        val, test = finish.calibrated(raw_val, cal.temperature), finish.calibrated(raw_test, cal.temperature)
         val_metrics = finish.score(val, train)
         result.val_metrics = M.flatten("best_val", val_metrics)
-        self.log.log_metrics(finish.summary_metrics(result.val_metrics, cfg.monitor), step=es.best_epoch)
-        if self.data.view is not None:  # a CV fold: score the fold, never the test split
-            self.log.log_table(finish.metrics_table({"val": val_metrics}), finish.METRICS_TABLE)
-            result.predictions = finish.write_predictions(cfg.output_dir, {"val": val})
-            return
-        test = evaluate(self.model, self._loader("test", epoch=0), device=self.device, precision=self.precision)
         result.threshold = finish.val_threshold(val, cfg.threshold_criterion)
         test_metrics = finish.score(test, train, result.threshold)
         result.test_metrics = M.flatten("test", test_metrics)
-        self.log.log_metrics(finish.summary_metrics(result.test_metrics, cfg.monitor), step=es.best_epoch)
-        self.log.log_table(finish.metrics_table({"val": val_metrics, "test": test_metrics}), finish.METRICS_TABLE)
+        summary = {**result.val_metrics, **result.test_metrics}
+        self.log.log_metrics({**finish.summary_metrics(summary, cfg.monitor), **finish.calibration_metrics(cal)},
+                             step=es.best_epoch)  # fmt: skip
+        raw = None if val is raw_val else {"val": finish.score(raw_val, train), "test": finish.score(raw_test, train)}
+        self.log.log_table(finish.metrics_table({"val": val_metrics, "test": test_metrics}, raw, cal), finish.METRICS_TABLE)
         self.log.set_tags({"best_epoch": str(es.best_epoch), "val_threshold": str(result.threshold)})
+        finish.keep_decision(best, result.threshold, cfg.threshold_criterion, cal.temperature)
         result.predictions = finish.write_predictions(cfg.output_dir, {"val": val, "test": test})
         with tempfile.TemporaryDirectory() as tmp:
             local = finish.plots_dir(cfg.output_dir, Path(tmp))
-            paths = finish.render_plots(self.progress.history, test, result.threshold, local)
-            report = write_training_report(self._report_inputs(val, test, test_metrics))
+            paths = finish.render_plots(self.progress.history, test, result.threshold, local, raw_test)
+            report = write_training_report(self._report_inputs(val, test, test_metrics, cal))
             published = finish.publish(cfg.output_dir, paths, report, local, self.log)
         result.plots, result.report_path = published.plots, published.report
         for uri in result.predictions.values():
@@ -520,7 +533,8 @@ class _Run:
             for tag in ("best", "last"):
                 finish.log_remote(self.log, self.store.resolve(tag), f"checkpoints/{tag}")
 
-    def _report_inputs(self, val: Predictions, test: Predictions, test_metrics: dict) -> ReportInputs:
+    def _report_inputs(self, val: Predictions, test: Predictions, test_metrics: dict,
+                       calibration: Calibration) -> ReportInputs:  # fmt: skip
         """What report.md reads: this run's history, data, settings and its val/test video predictions."""
         vv, yv, pv = finish.by_video(val)
         vt, yt, pt = finish.by_video(test)
@@ -533,6 +547,7 @@ class _Run:
             seed=self.cfg.seed, n_bootstrap=self.cfg.report_bootstrap, patience=self.cfg.patience,
             max_epochs=self.cfg.epochs,
             groups_test_video=[group_of.get(v, v) for v in vt], groups_val_video=[group_of.get(v, v) for v in vv],
+            calibration=calibration,
         )  # fmt: skip
 
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from storage import fs
+from tasks.evaluate import calibration as C
 from tasks.evaluate import metrics as M
+from tasks.serve.decision import Decision, read_decision
 from tasks.tracking.logger import InMemoryLogger
 from tasks.train import finish
 from tasks.train.engine import Predictions
@@ -85,3 +87,55 @@ def test_publish_and_log_remote_upload_to_object_storage(tmp_path):
     finish.log_remote(log, out.report, "copied")
     finish.log_remote(log, None, "nothing")
     assert log.artifacts[-1][0].endswith("report.md") and log.artifacts[-1][1] == "copied" and len(log.artifacts) == 3
+
+
+def _overconfident(n: int = 400, factor: float = 4.0) -> Predictions:
+    """Labels drawn from sigmoid(z), P(FAKE) reported as sigmoid(factor * z): over-confident by ``factor``."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1.5, n)
+    y = (rng.random(n) < C.sigmoid(z)).astype(np.int64)
+    return Predictions([f"v{i // 2}" for i in range(n)], np.arange(n) % 2, y, C.sigmoid(factor * z))
+
+
+def test_calibration_fits_t_on_val_and_lowers_val_log_loss_and_ece():
+    val, test = _overconfident(), _overconfident(200, factor=4.0)
+    cal = finish.calibrate(val, test, enabled=True)
+    assert cal.reason is None and cal.temperature == pytest.approx(4.0, rel=0.35)
+    for split in ("val", "test"):
+        s = cal.splits[split]
+        assert s.nll_after <= s.nll_before and s.ece_after < s.ece_before
+    after = finish.calibrated(val, cal.temperature)
+    assert M.log_loss(val.y, after.p) <= M.log_loss(val.y, val.p) and after.y is val.y
+    assert M.log_loss(val.y, after.p) == pytest.approx(cal.splits["val"].nll_after, rel=1e-4)
+    assert finish.calibration_metrics(cal) == {"calibration_temperature": cal.temperature,
+        "test_clip_ece": cal.splits["test"].ece_after, "test_clip_uncalibrated_ece": cal.splits["test"].ece_before,
+    }  # fmt: skip
+
+
+def test_one_class_val_or_the_switch_off_keep_t_at_1_and_say_why():
+    one_class = _preds([1, 1, 1, 1], [0.2, 0.4, 0.6, 0.8])
+    cal = finish.calibrate(one_class, VAL, enabled=True)
+    assert cal.temperature == 1.0 and "one class" in cal.reason and "4 clips, 4 FAKE" in cal.reason
+    assert cal.splits["test"].nll_before == cal.splits["test"].nll_after
+    assert finish.calibrated(VAL, 1.0) is VAL  # same arrays: a run with T = 1 scores exactly as before
+    off = finish.calibrate(VAL, None, enabled=False)
+    assert off.temperature == 1.0 and "calibrate = false" in off.reason and set(off.splits) == {"val"}
+
+
+def test_metrics_table_adds_the_uncalibrated_model_rows_and_the_val_and_test_ece():
+    raw = {"val": finish.score(VAL, TRAIN)}
+    cal = finish.calibrate(VAL, None, enabled=True)
+    rows = finish.metrics_table({"val": finish.score(finish.calibrated(VAL, cal.temperature), TRAIN)}, raw, cal)
+    uncal = [r for r in rows if r["predictor"] == finish.UNCALIBRATED]
+    assert [r["level"] for r in uncal] == ["video", "clip"] and "ece" not in uncal[0]
+    assert uncal[1]["log_loss"] == pytest.approx(M.log_loss(VAL.y, VAL.p)) and uncal[1]["ece"] == cal.splits["val"].ece_before
+    model = next(r for r in rows if r["level"] == "clip" and r["predictor"] == "model")
+    assert model["ece"] == cal.splits["val"].ece_after and model["log_loss"] <= uncal[1]["log_loss"]
+
+
+def test_reliability_diagram_and_decision_beside_the_checkpoint(tmp_path):
+    test = finish.calibrated(VAL, 2.0)
+    paths = finish.render_plots([], test, 0.5, tmp_path / "plots", raw_test=VAL)
+    assert paths[-1] == tmp_path / "plots" / finish.RELIABILITY_PLOT and paths[-1].stat().st_size > 0
+    finish.keep_decision(str(tmp_path / "ckpt"), None, "f1", 2.0)
+    assert read_decision(str(tmp_path / "ckpt")) == Decision(None, "default", 2.0)

@@ -12,7 +12,10 @@ from avff_model import AVFF, get_config
 
 from storage import fs
 from tasks.ingest.folds import fold_split, manifest_rows
+from tasks.serve.decision import Decision, read_decision
+from tasks.serve.scorer import load_model
 from tasks.train.checkpoint import load_checkpoint
+from tasks.train.finish import METRICS_TABLE, RELIABILITY_PLOT, UNCALIBRATED
 from tasks.train.optim import EarlyStopping
 from tasks.synthetic.shards import write_synthetic_shards
 from tasks.tracking.logger import InMemoryLogger
@@ -63,6 +66,26 @@ def test_a_run_learns_the_synthetic_pattern_and_reports_it(full):
     assert {"report.md", "curve_loss.png", "test_video_roc.png", "test_video_confusion.png"} <= logged
     assert {"val.parquet", "test.parquet"} <= logged and all(Path(p).exists() for p in result.plots)
     assert load_checkpoint(result.best_checkpoint).state["epoch"] == result.best_epoch
+
+
+def test_the_run_calibrates_on_val_logs_t_and_ece_and_stores_t_beside_the_best_checkpoint(full):
+    result, log = full
+    t = result.temperature
+    assert log.metrics["calibration_temperature"] == [(result.best_epoch, t)] and t != 1.0
+    [(_, before)], [(_, after)] = log.metrics["test_clip_uncalibrated_ece"], log.metrics["test_clip_ece"]
+    assert 0 <= after <= 1 and 0 <= before <= 1
+    assert len(log.metrics) < 40  # the run page; everything else is in the metrics table
+    assert read_decision(result.best_checkpoint) == Decision(result.threshold, "f1", t)
+    scorer = load_model(result.best_checkpoint, device="cpu")
+    assert scorer.temperature == t
+    rows = {(r["split"], r["level"], r["predictor"]): r for r in log.tables[METRICS_TABLE]}
+    raw, cal = rows[("val", "clip", UNCALIBRATED)], rows[("val", "clip", "model")]
+    assert cal["log_loss"] <= raw["log_loss"] and cal["auc"] == pytest.approx(raw["auc"])
+    assert 0 <= cal["ece"] <= 1 and 0 <= raw["ece"] <= 1 and rows[("test", "clip", "model")]["ece"] == after
+    assert cal["log_loss"] == pytest.approx(result.val_metrics["best_val_clip_log_loss"])
+    assert RELIABILITY_PLOT in {Path(p).name for p, _ in log.artifacts}
+    report = Path(result.report_path).read_text()
+    assert f"Temperature T = {t:.3f} fitted on" in report and "## Calibration" in report
 
 
 class _Crash(Exception):

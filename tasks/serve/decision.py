@@ -1,0 +1,49 @@
+"""What turns a model's logit into a verdict, stored beside its weights as ``decision.json``.
+
+``{"threshold": t, "criterion": "f1", "temperature": T}``: P(FAKE) = sigmoid(logit / T) (T fitted
+on val at the end of training, :mod:`tasks.evaluate.calibration`), and P(FAKE) >= t is a FAKE
+verdict (t chosen on the calibrated val probabilities). A training run writes it into its best
+checkpoint's directory; the registered pyfunc carries it as an artifact. A model without one,
+or a file without ``temperature`` (written before calibration existed), scores with T = 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+
+from storage import fs
+
+DECISION_FILE = "decision.json"
+
+
+@dataclass(frozen=True)
+class Decision:
+    threshold: float | None  # None: no threshold could be chosen (one-class val); verdicts use 0.5
+    criterion: str  # f1 | youden | eer, or "default" without a threshold
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Decision:
+        return cls(data.get("threshold"), str(data.get("criterion", "default")), float(data.get("temperature", 1.0)))
+
+
+def write_decision(directory: str, decision: Decision) -> str:
+    """``<directory>/decision.json`` (local or object storage); returns its URI."""
+    uri = fs.join(directory, DECISION_FILE)
+    fs.atomic_write_bytes(uri, json.dumps(decision.to_json(), indent=2, sort_keys=True).encode())
+    return uri
+
+
+def read_decision(directory: str) -> Decision | None:
+    """The decision stored in ``directory``, None when it holds none."""
+    uri = fs.join(directory, DECISION_FILE)
+    return Decision.from_json(json.loads(fs.read_bytes(uri))) if fs.exists(uri) else None

@@ -1,0 +1,58 @@
+"""The scorer applies the temperature a model carries (decision.json beside its weights); T = 1 without one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from avff_model import AVFF, get_config
+from tasks.serve.decision import Decision, read_decision, write_decision
+from tasks.serve.scorer import Scorer, load_model
+from tasks.train.checkpoint import CheckpointStore
+
+CFG = dict(img_size=32, num_frames=4, n_mels=32, mel_frames=32, num_slices=2)
+
+
+@pytest.fixture(scope="module")
+def model_and_inputs():
+    torch.manual_seed(0)
+    model = AVFF(get_config("tiny", **CFG)).eval()
+    rng = np.random.default_rng(0)
+    video = rng.normal(size=(3, 3, 4, 32, 32)).astype(np.float32)
+    audio = rng.normal(size=(3, 1, 32, 32)).astype(np.float32)
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(video), torch.from_numpy(audio)).float().numpy()  # (3,)
+    return model, video, audio, logits
+
+
+def test_a_scorer_with_t_2_returns_sigmoid_of_half_the_logit(model_and_inputs):
+    model, video, audio, logits = model_and_inputs
+    scorer = Scorer(model, decision=Decision(0.4, "f1", 2.0))
+    expected = 1 / (1 + np.exp(-logits / 2))
+    np.testing.assert_allclose(scorer.predict_proba(video, audio), expected, rtol=1e-5, atol=1e-6)
+    assert scorer.threshold == 0.4 and Scorer(model).temperature == 1.0
+
+
+def test_a_checkpoint_loads_its_decision_and_an_old_one_scores_with_t_1(model_and_inputs, tmp_path):
+    model, video, audio, logits = model_and_inputs
+    store = CheckpointStore(str(tmp_path / "checkpoints"))
+    directory = store.save("epoch-0001", model, dataclasses.asdict(model.cfg), {}, ("best",))
+    old = load_model(str(tmp_path / "checkpoints" / "best.json"), device="cpu")  # written before calibration
+    assert old.temperature == 1.0 and old.threshold is None
+    np.testing.assert_allclose(old.predict_proba(video, audio), 1 / (1 + np.exp(-logits)), rtol=1e-5, atol=1e-6)
+    write_decision(directory, Decision(0.3, "eer", 2.5))
+    for uri in (str(tmp_path / "checkpoints" / "best.json"), directory, f"{directory}/model.safetensors"):
+        scorer = load_model(uri, device="cpu")
+        assert (scorer.temperature, scorer.threshold) == (2.5, 0.3)
+        np.testing.assert_allclose(scorer.predict_proba(video, audio), 1 / (1 + np.exp(-logits / 2.5)), rtol=1e-5, atol=1e-6)
+
+
+def test_decision_round_trips_reads_files_without_temperature_as_1_and_refuses_bad_t(tmp_path):
+    write_decision(str(tmp_path), Decision(0.5, "f1", 1.7))
+    assert read_decision(str(tmp_path)) == Decision(0.5, "f1", 1.7) and read_decision(str(tmp_path / "none")) is None
+    assert Decision.from_json({"threshold": 0.2, "criterion": "f1"}).temperature == 1.0
+    with pytest.raises(ValueError, match="temperature"):
+        Decision(0.5, "f1", 0.0)
