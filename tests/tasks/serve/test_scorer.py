@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from avff_model import AVFF, get_config
-from tasks.serve.decision import Decision, read_decision, write_decision
-from tasks.serve.scorer import Scorer, load_model
+from tasks.serve.decision import DECISION_FILE, Decision, read_decision, write_decision
+from tasks.serve.scorer import CONFIG_ARTIFACT, CONFIG_FILE, DECISION_ARTIFACT, WEIGHTS_ARTIFACT, Scorer, load_model
 from tasks.train.checkpoint import CheckpointStore
 
 CFG = dict(img_size=32, num_frames=4, n_mels=32, mel_frames=32, num_slices=2)
@@ -56,3 +58,19 @@ def test_decision_round_trips_reads_files_without_temperature_as_1_and_refuses_b
     assert Decision.from_json({"threshold": 0.2, "criterion": "f1"}).temperature == 1.0
     with pytest.raises(ValueError, match="temperature"):
         Decision(0.5, "f1", 0.0)
+
+
+def test_the_pyfunc_applies_its_decision_artifacts_temperature_and_scores_old_models_with_t_1(model_and_inputs, tmp_path):
+    from tasks.serve.pyfunc_model import AVFFPyfunc
+
+    model, video, audio, logits = model_and_inputs
+    config = dataclasses.asdict(model.cfg)
+    directory = CheckpointStore(str(tmp_path)).save("m", model, config, {})
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    write_decision(str(tmp_path), Decision(0.5, "f1", 2.0))
+    artifacts = {WEIGHTS_ARTIFACT: f"{directory}/model.safetensors", CONFIG_ARTIFACT: str(tmp_path / CONFIG_FILE)}
+    for decision, t in (({DECISION_ARTIFACT: str(tmp_path / DECISION_FILE)}, 2.0), ({}, 1.0)):
+        pyfunc = AVFFPyfunc()
+        pyfunc.load_context(SimpleNamespace(artifacts={**artifacts, **decision}))  # what MLflow hands load_context
+        p = pyfunc.predict(None, {"video": video, "audio": audio})
+        np.testing.assert_allclose(p, 1 / (1 + np.exp(-logits / t)), rtol=1e-5, atol=1e-6)
