@@ -614,9 +614,12 @@ def _baseline_checks(run: ReportInputs) -> Checks:
         (f1_equal if abs(f1 - f1_all) <= F1_EQUAL_TOL else f1_apart).append(f"{level} {_f(f1)} vs {_f(f1_all)}")
     items, passed = [], []
     if no_gain:
+        cal = run.calibration
+        fix = (f"even after temperature scaling (T = {cal.temperature:.3f}): check" if cal and cal.reason is None
+               else "calibrate (temperature scaling on val, `calibrate`) and check")  # fmt: skip
         items.append(
-            f"**No gain over the prior on log loss** ({'; '.join(no_gain)}): calibrate (temperature scaling on "
-            f"val) and check whether the model learned anything beyond the class frequency."
+            f"**No gain over the prior on log loss** ({'; '.join(no_gain)}): {fix} whether the model learned "
+            f"anything beyond the class frequency."
         )
     if gain:
         passed.append(f"log loss below the prior ({'; '.join(gain)})")

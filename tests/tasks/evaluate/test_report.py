@@ -190,6 +190,10 @@ def test_calibration_section_quotes_t_and_the_numbers_or_why_t_is_1():
     s = cal.splits["test"]
     assert f"| test | 300 | {s.nll_before:.3f} | {s.nll_after:.3f} | {s.ece_before:.3f} | {s.ece_after:.3f} |" in section
     assert f"moves the clip log loss {s.nll_after - s.nll_before:+.3f}" in section and s.nll_after < s.nll_before
+    no_gain = write_training_report(_inputs(_history(*GOOD), kind="prior", fake_frac=0.75, calibration=cal))
+    assert f"even after temperature scaling (T = {t:.3f}): check whether" in no_gain
+    assert "calibrate (temperature scaling on val, `calibrate`)" in write_training_report(
+        _inputs(_history(*GOOD), kind="prior", fake_frac=0.75))
     one = Calibration(1.0, "val holds one class only (3 clips, 3 FAKE): no temperature can be fitted",
                       {"val": split_calibration([1, 1, 1], [0.1, 0.2, 0.3], 1.0)})  # fmt: skip
     text = write_training_report(_inputs(_history(*GOOD), calibration=one))
