@@ -189,6 +189,7 @@ class RunData:
     stats: dict[str, dict[str, int]]  # role -> videos/clips per label, groups (the report's dataset)
     labels: dict[str, np.ndarray]  # role -> clip labels (N,), FAKE = 1
     group_of: dict[str, str]  # video id -> group: the report's intervals resample groups
+    held_out: frozenset[str] = frozenset()  # videos of excluded manipulation types: never trained on
 
     @property
     def train_labels(self) -> finish.TrainLabels:
@@ -201,12 +202,14 @@ class RunData:
         return split_counts(self.layout, "train") if self.view is None else len(self.labels["train"])
 
 
-def load_run_data(layout: fs.IngestLayout, fold: int | None) -> RunData:
-    """The ingested manifest rows, with ``fold`` (grouped CV) deciding train and val when given."""
+def load_run_data(layout: fs.IngestLayout, fold: int | None, exclude: tuple[str, ...] = ()) -> RunData:
+    """The ingested manifest rows, with ``fold`` (grouped CV) deciding train and val when given;
+    the FAKE videos of ``exclude`` manipulation types are held out of training."""
     rows = manifest_rows(layout)
     view = None if fold is None else fold_split(rows, fold)
     stats, labels = _dataset_stats(rows, view)
-    return RunData(layout, view, stats, labels, {r.video_id: r.group or r.video_id for r in rows})
+    held_out = frozenset(r.video_id for r in rows if r.manipulation in exclude)
+    return RunData(layout, view, stats, labels, {r.video_id: r.group or r.video_id for r in rows}, held_out)
 
 
 @dataclass
@@ -254,7 +257,7 @@ class _Run:
         self.store = CheckpointStore(fs.join(cfg.output_dir, "checkpoints"))
         self.mode = monitor_mode(cfg.monitor) if cfg.monitor_mode == "auto" else cfg.monitor_mode
         seed_everything(cfg.seed)
-        self.data = load_run_data(fs.IngestLayout(cfg.data), cfg.fold)
+        self.data = load_run_data(fs.IngestLayout(cfg.data), cfg.fold, cfg.exclude_manipulations)
         model_cfg = resolve_model_config(cfg.model_preset, cfg.model_overrides(), infer_input_shape(self.data.layout))
         self.config_dict = dataclasses.asdict(model_cfg)
         self.model = AVFF(model_cfg).to(self.device)
@@ -304,7 +307,8 @@ class _Run:
             num_workers=cfg.num_workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch,
             samples_per_epoch=cfg.samples_per_epoch if train else None, real_only=real_only, shuffle=train,
             pin_memory=self.device.type == "cuda", augment=clip_augment, keep_videos=keep_videos,
-            keep_clips=keep_clips, extra_layouts=[fs.IngestLayout(d) for d in cfg.extra_train_data] if train else (),
+            keep_clips=keep_clips, drop_videos=self.data.held_out if train else frozenset(),
+            extra_layouts=[fs.IngestLayout(d) for d in cfg.extra_train_data] if train else (),
         )  # fmt: skip
 
     def _schedule(self, optimizer, n_samples: int, epochs: int):

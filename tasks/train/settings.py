@@ -198,6 +198,9 @@ class TrainSettings(BaseModel):
     extra_train_data: tuple[str, ...] = Field((), description="other ingest outputs whose every clip (any split) "
                                               "joins the training batches, e.g. REAL-only footage that pseudo-fakes "
                                               "turn into labelled FAKEs; set samples_per_epoch, which they do not change")
+    exclude_manipulations: tuple[str, ...] = Field((), description="manipulation types whose FAKE videos never "
+                                                   "reach training (val and test keep them): to measure how a model "
+                                                   "does on a type it never saw")
     # -- model
     model_preset: str = Field("tiny", alias="model_config", description="AVFF preset: tiny | laptop | paper")
     overrides: dict[str, Any] = Field(default_factory=dict, description="AVFFConfig fields to override, e.g. num_slices=2")

@@ -20,7 +20,7 @@ FIELDS, flag_of = TrainSettings.model_fields, TRAIN_FLAGS.flag_of
 
 # a value other than the default for EVERY field (a new field must join: the first test says so)
 NOT_DEFAULT = {
-    "output_dir": "runs/a", "resume_from": "runs/old", "pretrained_encoders": "enc.safetensors", "extra_train_data": ["more/a", "more/b"],
+    "output_dir": "runs/a", "resume_from": "runs/old", "pretrained_encoders": "enc.safetensors", "extra_train_data": ["more/a", "more/b"], "exclude_manipulations": ["face_blend"],
     "model_preset": "laptop", "overrides": {"num_slices": 2, "patch_size": 8}, "fusion": "late", "dropout": 0.1,
     "stages": "classify", "pretrain_epochs": 2, "epochs": 4, "batch_size": 16, "eval_batch_size": 32, "lr": 0.003,
     "pretrain_lr": 0.001, "optimizer": "lion", "scheduler": "cosine_warm_restarts", "warmup": 5, "cycle_epochs": 2,
