@@ -176,10 +176,14 @@ def _overrides(pairs: list[str]) -> dict:
 def variant_fields(args, name: str) -> dict:
     """A variant's TrainSettings fields: its fusion head (its name, unless --variant-set gives "fusion")
     and its --variant-set overrides; a model "overrides" mapping merges with --set's."""
-    own = json.loads(dict(pair.split("=", 1) for pair in args.variant_set).get(name, "{}"))
-    common = _overrides(args.set)
+    own, common = _own_fields(args, name), _overrides(args.set)
     merged = {**common.get("overrides", {}), **own.get("overrides", {})}
     return {"fusion": name, **common, **own, **({"overrides": merged} if merged else {})}
+
+
+def _own_fields(args, name: str) -> dict:
+    """What --variant-set gives one variant, on top of --set."""
+    return json.loads(dict(pair.split("=", 1) for pair in args.variant_set).get(name, "{}"))
 
 
 def fusion_of(args, name: str) -> str:
@@ -407,7 +411,7 @@ def _verdicts(summary: dict) -> list[str]:
 
 def _probe_table(summary: dict) -> list[str]:
     """Mean change of P(FAKE) per probe and variant, on REAL external clips of the first seed."""
-    probes, variants = summary["probes"], summary["variants"]
+    probes, variants = summary["probes"], [v for v in summary["variants"] if v not in STATISTICS]
     names = list(dict.fromkeys(n for v in variants for n in probes[v]))
     if not names:
         return []
@@ -472,7 +476,7 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None, per_seed_f
         f"The main variant is `{summary['variants'][0]}` (the first of `--variants`). Variants (TrainSettings "
         "fields beyond the shared ones; `overrides` are model config fields, avff_model/config.py):",
         "",
-        *(f"- `{v}`: `{json.dumps({k: x for k, x in variant_fields(args, v).items() if k not in _overrides(args.set) or k == 'overrides'})}`"
+        *(f"- `{v}`: `{json.dumps({'fusion': fusion_of(args, v), **_own_fields(args, v)})}`"
           for v in summary["variants"] if v not in STATISTICS),
         "",
         *_targets(summary, summary["variants"][0]),
@@ -515,8 +519,12 @@ def _appendix(args, out_root: str) -> list[str]:
             "- **Held out means held out**: training, stage-1 and external sets draw faces from disjoint photo pools "
             "(and synthetic morphs of a pool's own photos) and voices from pool-keyed random streams "
             "(`tasks/synthetic/faces.py`, tested in `tests/tasks/synthetic/test_dfdc_sample.py`).",
-            "- **Calibration:** with class weights from the prior (balanced loss) probabilities shift towards 0.5, "
-            "so log loss can sit above the prior baseline's while AUC (ranking) improves.",
+            "- **Calibration:** each model's P(FAKE) is temperature-scaled on its own val split (`calibrate`, on by "
+            "default); a temperature moves no ranking (AUC) and cannot shift the base rate, so log loss can still sit "
+            "at or above the prior baseline's while AUC improves.",
+            "- **Where the targets stand and what would reach them:** docs/model.md (extension 12) has the measured "
+            "curve of the lip-sync branch against REAL data and steps, and the reasons the visual and pitch types "
+            "stay near chance.",
             "- **Small data:** these are small models on small synthetic data: the numbers say which signals each "
             "variant picked up, not how AVFF does on DFDC."]  # fmt: skip
 
