@@ -143,7 +143,9 @@ def read_table(uri: str, row_type: type[Row]) -> list[Row]:
     """
     if uri.endswith(".csv"):
         options = pacsv.ConvertOptions(column_types={name: pa.string() for name in columns(row_type)})
-        table = pacsv.read_csv(io.BytesIO(fs.read_bytes(uri)), convert_options=options)
+        # without Arrow's CPU pool, as fs.read_parquet reads: its threads can abort the interpreter's exit
+        table = pacsv.read_csv(io.BytesIO(fs.read_bytes(uri)), read_options=pacsv.ReadOptions(use_threads=False),
+                               convert_options=options)  # fmt: skip
     else:
         table = fs.read_parquet(uri)
     return from_arrow(table, row_type, source=uri)

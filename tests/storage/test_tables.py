@@ -1,6 +1,10 @@
 """storage.tables: every table's rows round-trip through real parquet files with the declared schema."""
 
+import os
+import subprocess
+import sys
 from dataclasses import fields
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -81,3 +85,25 @@ def test_an_identity_csv_reads_every_cell_as_text(tmp_path):
     (tmp_path / "ids.csv").write_text("video,identity,extra\nr000.mp4,007,1\nr001,,2\n")
     assert read_table(str(tmp_path / "ids.csv"), IdentityRow) == [
         IdentityRow(video="r000.mp4", identity="007"), IdentityRow(video="r001", identity="")]  # fmt: skip
+
+
+
+_THREADS_AFTER_READ = """
+import os, sys
+from storage.tables import ManifestRow, read_table
+tasks = lambda: len(os.listdir("/proc/self/task"))  # native threads too (Arrow's pools are C++ threads)
+before = tasks()
+read_table(sys.argv[1], ManifestRow)
+print(before, tasks())
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through Linux's /proc")
+def test_a_parquet_table_is_read_without_starting_arrow_thread_pools(tmp_path):
+    # pool threads alive at exit sometimes abort the interpreter (exit 134, apache/arrow#34314): a CLI's status lies
+    manifest = str(tmp_path / "manifest.parquet")
+    write_table(manifest, ManifestRow, _manifest())
+    out = subprocess.run([sys.executable, "-c", _THREADS_AFTER_READ, manifest], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    before, after = map(int, out.stdout.split())
+    assert after == before, out.stdout
