@@ -118,13 +118,14 @@ def _role(row: ManifestRow, view: FoldSplit | None) -> str | None:
 
 
 def _dataset_stats(
-    rows: list[ManifestRow], view: FoldSplit | None = None
+    rows: list[ManifestRow], view: FoldSplit | None = None, held_out: frozenset[str] = frozenset()
 ) -> tuple[dict[str, dict[str, int]], dict[str, np.ndarray]]:
-    """Per-role counts for the report and clip-level labels (for baselines and class weights), from the manifest."""
+    """Per-role counts for the report and clip-level labels (for baselines and class weights), from the
+    manifest; ``held_out`` videos are not in the training role (they are never trained on)."""
     stats: dict[str, dict[str, int]] = {}
     labels: dict[str, np.ndarray] = {}
     for split in ("train", "val", "test"):
-        mine = [r for r in rows if _role(r, view) == split]
+        mine = [r for r in rows if _role(r, view) == split and not (split == "train" and r.video_id in held_out)]
         clips = [int(r.clips or 1) for r in mine]
         y = np.repeat([1 if r.label == FAKE else 0 for r in mine], clips).astype(np.int64)
         labels[split] = y
@@ -190,6 +191,7 @@ class RunData:
     labels: dict[str, np.ndarray]  # role -> clip labels (N,), FAKE = 1
     group_of: dict[str, str]  # video id -> group: the report's intervals resample groups
     held_out: frozenset[str] = frozenset()  # videos of excluded manipulation types: never trained on
+    extra_clips: int = 0  # clips of extra_train_data, read after the training role's own
 
     @property
     def train_labels(self) -> finish.TrainLabels:
@@ -198,18 +200,24 @@ class RunData:
         return finish.TrainLabels(self.labels["train"], np.repeat([0, 1], [train["videos_real"], train["videos_fake"]]))
 
     def train_clips(self) -> int:
-        """Clips one pass over the training role holds (the schedule's length)."""
-        return split_counts(self.layout, "train") if self.view is None else len(self.labels["train"])
+        """Clips one pass of the training loader reads (the schedule's length): the training role's
+        (the shard index's count, or the manifest's when a fold or held-out types filter it) plus the extra data's."""
+        own = split_counts(self.layout, "train") if self.view is None and not self.held_out else len(self.labels["train"])
+        return own + self.extra_clips
 
 
-def load_run_data(layout: fs.IngestLayout, fold: int | None, exclude: tuple[str, ...] = ()) -> RunData:
+def load_run_data(layout: fs.IngestLayout, fold: int | None, exclude: tuple[str, ...] = (),
+                  extra: tuple[fs.IngestLayout, ...] = ()) -> RunData:  # fmt: skip
     """The ingested manifest rows, with ``fold`` (grouped CV) deciding train and val when given;
-    the FAKE videos of ``exclude`` manipulation types are held out of training."""
+    the FAKE videos of ``exclude`` manipulation types are held out of training, and every clip
+    of the ``extra`` ingest outputs joins it."""
     rows = manifest_rows(layout)
     view = None if fold is None else fold_split(rows, fold)
-    stats, labels = _dataset_stats(rows, view)
     held_out = frozenset(r.video_id for r in rows if r.manipulation in exclude)
-    return RunData(layout, view, stats, labels, {r.video_id: r.group or r.video_id for r in rows}, held_out)
+    stats, labels = _dataset_stats(rows, view, held_out)
+    extra_clips = sum(split_counts(e, s) for e in extra for s in ("train", "val", "test"))
+    return RunData(layout, view, stats, labels, {r.video_id: r.group or r.video_id for r in rows}, held_out,
+                   extra_clips)  # fmt: skip
 
 
 @dataclass
@@ -257,7 +265,8 @@ class _Run:
         self.store = CheckpointStore(fs.join(cfg.output_dir, "checkpoints"))
         self.mode = monitor_mode(cfg.monitor) if cfg.monitor_mode == "auto" else cfg.monitor_mode
         seed_everything(cfg.seed)
-        self.data = load_run_data(fs.IngestLayout(cfg.data), cfg.fold, cfg.exclude_manipulations)
+        self.extra_layouts = tuple(fs.IngestLayout(d) for d in cfg.extra_train_data)
+        self.data = load_run_data(fs.IngestLayout(cfg.data), cfg.fold, cfg.exclude_manipulations, self.extra_layouts)
         model_cfg = resolve_model_config(cfg.model_preset, cfg.model_overrides(), infer_input_shape(self.data.layout))
         self.config_dict = dataclasses.asdict(model_cfg)
         self.model = AVFF(model_cfg).to(self.device)
@@ -308,7 +317,7 @@ class _Run:
             samples_per_epoch=cfg.samples_per_epoch if train else None, real_only=real_only, shuffle=train,
             pin_memory=self.device.type == "cuda", augment=clip_augment, keep_videos=keep_videos,
             keep_clips=keep_clips, drop_videos=self.data.held_out if train else frozenset(),
-            extra_layouts=[fs.IngestLayout(d) for d in cfg.extra_train_data] if train else (),
+            extra_layouts=self.extra_layouts if train else (),
         )  # fmt: skip
 
     def _schedule(self, optimizer, n_samples: int, epochs: int):

@@ -192,3 +192,14 @@ def test_encoders_round_trip_through_safetensors(tmp_path, where):
     loaded, missing = load_encoders(b, uri)
     assert loaded == len(a.encoder_state_dict()) and missing == 0
     assert all(torch.equal(v, b.encoder_state_dict()[k]) for k, v in a.encoder_state_dict().items())
+
+
+def test_the_schedule_counts_every_clip_the_training_loader_reads(tmp_path):
+    from tasks.train.data import make_loader
+
+    own = write_synthetic_shards(str(tmp_path / "own"))
+    extra = write_synthetic_shards(str(tmp_path / "extra"), videos={"train": 2, "val": 1, "test": 1}, seed=1)
+    data = load_run_data(own, None, extra=(extra,))
+    read = sum(len(b["video_id"]) for b in make_loader(own, "train", batch_size=8, extra_layouts=[extra]))
+    assert data.train_clips() == read == 32 + 8
+    assert load_run_data(own, None).train_clips() == 32
