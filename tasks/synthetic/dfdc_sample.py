@@ -300,7 +300,9 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
 
 def _keys(pool: str, pool_slice: tuple[int, int] | None) -> tuple[int, ...]:
     """The random-stream key of a pool (and slice): no two of them share a voice, whatever the seed."""
-    return _POOL_KEYS[pool] if pool_slice is None else (*_POOL_KEYS[pool], (1 << 27) + (pool_slice[1] << 10) + pool_slice[0])
+    if pool_slice is None:
+        return _POOL_KEYS[pool]
+    return (*_POOL_KEYS[pool], (1 << 27) + (pool_slice[1] << 10) + pool_slice[0])
 
 
 def _video_ids(seed: int, n_real: int, pool: str = "train", pool_slice: tuple[int, int] | None = None) -> np.ndarray:

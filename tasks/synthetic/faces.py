@@ -37,7 +37,8 @@ _LFW_FACES = tuple(i for i in range(100) if i not in _LFW_UNRELIABLE)
 # photos: enough for each of three seeds to draw its external set from photos no other seed uses,
 # see pool_sources' ``pool_slice``).
 POOLS = ("train", "pretrain", "external")
-_POOL_OF_SLOT = ("train", "pretrain", "train", "external", "train", "pretrain", "external", "external", "train", "pretrain")
+_POOL_OF_SLOT = ("train", "pretrain", "train", "external", "train", "pretrain", "external", "external", "train",
+                 "pretrain")  # fmt: skip
 _MORPHS_PER_POOL = 400
 
 
