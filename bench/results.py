@@ -59,7 +59,7 @@ from tasks.synthetic.faces import pool_sources
 from tasks.serve.scorer import load_model
 from tasks.ingest.splits import assign_splits, identity_groups
 from tasks.tracking.logger import InMemoryLogger
-from tasks.train.pseudo_fakes import STAND_INS, kinds_drawn, stand_ins
+from tasks.train.pseudo_fakes import AUDIO_KINDS, STAND_INS, VISUAL_KINDS, kinds_drawn, stand_ins
 from tasks.train.run import run_training
 from tasks.train.settings import TrainSettings
 
@@ -219,9 +219,12 @@ def fusion_of(args, name: str) -> str:
 
 
 def drawn_kinds(args, name: str, held_out: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The pseudo-fake kinds variant ``name`` draws in training (with ``held_out`` types' stand-ins off)."""
+    """The pseudo-fake kinds variant ``name`` draws in training (with ``held_out`` types' stand-ins off) and
+    can see: a uni-modal head cannot learn from a kind that alters only the other modality (to it, label noise)."""
     settings = TrainSettings(data=".", output_dir=".", **variant_fields(args, name))
-    return kinds_drawn(settings.pseudo_fakes, (*settings.exclude_manipulations, *held_out))
+    blind = {"video_only": AUDIO_KINDS, "audio_only": VISUAL_KINDS}.get(settings.fusion or "", ())
+    return tuple(k for k in kinds_drawn(settings.pseudo_fakes, (*settings.exclude_manipulations, *held_out))
+                 if k not in blind)  # fmt: skip
 
 
 def stand_in_on(drawn: tuple[str, ...], types: tuple[str, ...]) -> bool:

@@ -54,6 +54,9 @@ def test_the_variants_drawn_kinds_follow_their_settings_and_a_held_out_type_drop
     assert results.drawn_kinds(args, "avff_lipsync") == ("audio_shift",)
     assert "audio_shift" not in results.drawn_kinds(args, "avff", ("lipsync_offset",))
     assert not results.stand_in_on(results.drawn_kinds(args, "avff", ("lipsync_offset",)), ("lipsync_offset",))
+    # a uni-modal head cannot see a pseudo-fake of the other modality: no stand-in for it
+    assert not {"audio_shift", "audio_swap", "audio_pitch"} & set(results.drawn_kinds(args, "video_only"))
+    assert set(results.drawn_kinds(args, "audio_only")) == {"audio_shift", "audio_swap", "audio_pitch"}
 
 
 def test_cells_are_marked_where_the_variant_drew_a_stand_in_of_the_rows_types(results):
