@@ -186,3 +186,20 @@ class AudioOnlyHead(nn.Module):
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.mlp(feats["audio"].mean(dim=1)).squeeze(-1)  # (B,)
+
+
+@register_head("signals_only")
+class SignalsOnlyHead(nn.Module):
+    """No encoder feature at all: a learned bias, so the model's logit is the signal branches'
+    (avff_model/signals.py) plus a constant. It names video and audio as inputs only so that both
+    branches are built; the ablation that says what the branches learn without the ViTs."""
+
+    inputs = ("video", "audio")
+
+    def __init__(self, dv: int, da: int, hidden: int, heads: int, dropout: float):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.bias.expand(feats["video"].shape[0])  # (B,)
+

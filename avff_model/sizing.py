@@ -35,6 +35,7 @@ def _head(cfg: AVFFConfig) -> int:
         "late": _mlp_head(dv, h) + _mlp_head(da, h),
         "video_only": _mlp_head(dv, h),
         "audio_only": _mlp_head(da, h),
+        "signals_only": 1,
     }[cfg.fusion]
 
 

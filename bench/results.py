@@ -1,23 +1,27 @@
 """Per-manipulation results of the tiny AVFF and its uni-modal ablations on the generator's benchmark.
 
-    python bench/results.py [--seeds 3] [--n-real 16] [--epochs 8] [--out /tmp/avff-results]
-    python bench/results.py --pretrain-real 300 --w-sync 1 ...   # the command docs/results.md names
-    python bench/results.py --seeds 2 --n-real 6 --n-real-external 2 --duration 3.5 --pretrain-epochs 1 \
-        --epochs 1 --probes 1 --out /tmp/avff-smoke --doc /tmp/avff-smoke/results.md   # smoke, 2-3 min
+    python bench/results.py [--seeds 3] [--n-real 32] [--n-val 10] [--epochs 8] [--out /tmp/avff-results]
+    python bench/results.py --pretrain-real 100 --w-sync 1 ...   # the command docs/results.md names
+    python bench/results.py --seeds 1 --n-real 10 --n-val 2 --n-real-external 2 --duration 3.5 --pretrain-epochs 1 \
+        --epochs 1 --probes 1 --out /tmp/avff-smoke --doc /tmp/avff-smoke/results.md   # smoke, a few minutes
 
-Per seed: generates a training set (identity pool ``train``) and a held-out external set (pool
-``external``: other faces and voices, never seen in training or stage 1), ingests the training
-set, trains the variants of the `tiny` preset that differ only in the fusion head (avff_concat =
-the paper's audio-visual model, video_only, audio_only, ...), and scores the external set with
-each through `avff predict`'s code path. With ``--pretrain-real N`` stage 1 runs per seed on N
-real-only identities of the ``pretrain`` pool (generated and ingested once), the lip-sync loss
-weighted by ``--w-sync``, and every variant trains stage 2 from it.
+Per seed: generates a training set (identity pool ``train``) and a held-out external set (its own
+slice of pool ``external``: other faces and voices, never seen in training, stage 1 or another
+seed's external set), ingests the training set with at least ``--n-val`` identities in val, trains
+the variants of the `tiny` preset (avff_concat = the paper's audio-visual model, video_only,
+audio_only, signal-branch ablations, ...), and scores the external set with each variant's best
+and last checkpoints through `avff predict`'s code path. With ``--pretrain-real N`` stage 1 runs per
+seed on N real-only identities of the ``pretrain`` pool (generated and ingested once), the lip-sync
+loss weighted by ``--w-sync``, and every variant trains stage 2 from it.
 
 The doc (``--doc``, default docs/results.md) reports per cell the mean video-level AUC over seeds
-with a 95 % interval from a group bootstrap (a REAL video and its fakes resampled together,
-within each seed's external set: :func:`tasks.evaluate.metrics.seed_mean_auc`), a paired comparison of
-each audio-visual variant against each uni-modal one, the prior baseline from each training
-split's FAKE fraction, the videos that could not be scored, and shortcut probes (``--probes N``:
+with a 95 % interval from a two-level bootstrap (seeds drawn with replacement, then a REAL video and
+its fakes resampled together within each drawn seed's external set:
+:func:`tasks.evaluate.metrics.seed_mean_auc`), marks (†) the cells of a variant that drew a
+pseudo-fake standing in for the row's type (:data:`tasks.train.pseudo_fakes.STAND_INS`), a paired
+comparison of each audio-visual variant against each uni-modal one, best against last checkpoint,
+the prior baseline from each training split's FAKE fraction, the videos that could not be scored,
+and shortcut probes (``--probes N``:
 how each model's P(FAKE) moves on N REAL external clips when the audio is shifted, leading silence
 is added or cut, or the clip is re-encoded at a lower quality; :mod:`tasks.evaluate.probes`). Everything on CPU.
 """
@@ -51,9 +55,11 @@ from tasks.ingest.video import VideoError
 from tasks.serve.predict import decoded_clips, model_inputs, preprocess_for, score_video
 from tasks.evaluate.probes import shortcut_probes
 from tasks.synthetic.dfdc_sample import make_dfdc_sample
+from tasks.synthetic.faces import pool_sources
 from tasks.serve.scorer import load_model
 from tasks.ingest.splits import assign_splits, identity_groups
 from tasks.tracking.logger import InMemoryLogger
+from tasks.train.pseudo_fakes import AUDIO_KINDS, STAND_INS, VISUAL_KINDS, kinds_drawn, stand_ins
 from tasks.train.run import run_training
 from tasks.train.settings import TrainSettings
 
@@ -62,30 +68,52 @@ UNI_MODAL = ("video_only", "audio_only")
 AV_TYPES = ("lipsync_offset", "audio_swap", "mouth_decorrelated")
 KINDS = {"lipsync_offset": "audio-visual", "audio_swap": "audio-visual", "mouth_decorrelated": "audio-visual",
          "face_blend": "visual", "visual_artifact": "visual", "audio_pitch": "audio"}  # fmt: skip
-RATIOS = (0.7, 0.15, 0.15)
+LAST_SUBSETS = ("all", "audio-visual fakes")  # where the last checkpoint is scored beside the best
+TEST_RATIO = 0.1  # the training set's own test split: run_training reports it; the benchmark scores the external sets
 SIZE = (160, 160)
 
 
-def _split_seed(data: Path, ratios: tuple[float, float, float]) -> int:
+def split_ratios(n_real: int, n_val: int) -> tuple[float, float, float]:
+    """(train, val, test) ratios that put about ``n_val`` + 1 of ``n_real`` identities in val (the hash
+    split is not exact; :func:`_split_seed` then insists on ``n_val``), TEST_RATIO in test, the rest in train."""
+    val = (n_val + 1) / n_real
+    train = 1.0 - val - TEST_RATIO
+    if train < 0.3:
+        raise ValueError(f"--n-real {n_real} leaves too few training identities beside {n_val} validation ones: "
+                         f"raise --n-real to at least {math.ceil((n_val + 1) / (0.7 - TEST_RATIO))}")  # fmt: skip
+    return train, val, TEST_RATIO
+
+
+def _split_seed(data: Path, ratios: tuple[float, float, float], min_val_groups: int = 1) -> int:
     """The first split seed whose hash split gives every split with a positive ratio a REAL and a
-    FAKE video: on a handful of groups seed 0 can leave a split empty (tasks/ingest/splits.py)."""
+    FAKE video and val at least ``min_val_groups`` identities: on a handful of groups seed 0 can
+    leave a split empty (tasks/ingest/splits.py)."""
     entries = scan_dfdc(str(data)).entries
     need = {(s, label) for s, r in zip(("train", "val", "test"), ratios) if r > 0 for label in LABELS}
     for seed in range(100):
         a = assign_splits(entries, ratios, seed=seed)
-        if need <= {(a[e.video_id].split, e.label) for e in entries}:
+        val_groups = {x.group for x in a.values() if x.split == "val"}
+        if need <= {(a[e.video_id].split, e.label) for e in entries} and len(val_groups) >= min_val_groups:
             return seed
-    raise ValueError(f"no split seed below 100 gives every split both labels on {data}: generate more identities")
+    raise ValueError(f"no split seed below 100 gives every split both labels and val {min_val_groups} identities "
+                     f"on {data}: generate more identities")  # fmt: skip
 
 
-def _ingest(data: Path, out: Path, ratios: tuple[float, float, float] = RATIOS, search_seed: bool = True) -> None:
+def _ingest(data: Path, out: Path, ratios: tuple[float, float, float], search_seed: bool = True,
+            min_val_groups: int = 1) -> None:  # fmt: skip
     from flows.ingest import ingest_dfdc
     from tasks.ingest.settings import IngestSettings
 
     if not (out / "shards.parquet").exists():
-        seed = _split_seed(data, ratios) if search_seed else 0
+        seed = _split_seed(data, ratios, min_val_groups) if search_seed else 0
         ingest_dfdc(IngestSettings(data=str(data), out=str(out), face_size=64, videos_per_shard=16, executor="local",
                                    ratios=ratios, seed=seed, progress=False))  # fmt: skip
+
+
+def _val_identities(shards: Path) -> int:
+    """Identities (groups) in the ingested val split: what picks the checkpoint, the calibration and the threshold."""
+    return len({r.group for r in read_table(fs.IngestLayout(str(shards)).manifest, ManifestRow)
+                if r.split == "val" and r.status == "ingested"})  # fmt: skip
 
 
 def _train_prior(shards: Path) -> float:
@@ -190,14 +218,44 @@ def fusion_of(args, name: str) -> str:
     return variant_fields(args, name)["fusion"]
 
 
+def drawn_kinds(args, name: str, held_out: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The pseudo-fake kinds variant ``name`` draws in training (with ``held_out`` types' stand-ins off) and
+    can see: a uni-modal head cannot learn from a kind that alters only the other modality (to it, label noise)."""
+    settings = TrainSettings(data=".", output_dir=".", **variant_fields(args, name))
+    blind = {"video_only": AUDIO_KINDS, "audio_only": VISUAL_KINDS}.get(settings.fusion or "", ())
+    return tuple(k for k in kinds_drawn(settings.pseudo_fakes, (*settings.exclude_manipulations, *held_out))
+                 if k not in blind)  # fmt: skip
+
+
+def stand_in_on(drawn: tuple[str, ...], types: tuple[str, ...]) -> bool:
+    """Whether a variant drawing pseudo-fake kinds ``drawn`` trained on a stand-in of any of ``types``:
+    its AUC on them may move only because that stand-in was on."""
+    return bool(set(drawn) & stand_ins(types))
+
+
+def external_slice(args, seed: int) -> tuple[int, int]:
+    """The slice of the external pool seed ``seed`` draws its faces from: one per seed, shared by none."""
+    return seed - args.seed, args.seeds
+
+
+def _score_checkpoints(run_dir: Path, inputs: list[dict]) -> dict[str, list[dict]]:
+    """The external rows of a run's best and last checkpoints: {"rows": best, "rows_last": last}."""
+    best, last = (resolve_checkpoint(str(run_dir / "checkpoints" / f"{t}.json")) for t in ("best", "last"))
+    rows = _score(os.path.join(best, WEIGHTS), inputs)
+    return {"rows": rows, "rows_last": rows if last == best else _score(os.path.join(last, WEIGHTS), inputs)}
+
+
 def run_seed(args, out: Path, seed: int) -> dict[str, dict]:
-    """Train (unless --score-only) and score every variant for one seed: {variant: {rows, prior, best_epoch}}."""
+    """Train (unless --score-only) and score every variant for one seed:
+    {variant: {rows, rows_last, prior, best_epoch, probes, val_identities}}."""
     root = out / f"seed{seed}"
     train_data = make_dfdc_sample(root / "train_data", n_real=args.n_real, parts=2, duration_s=args.duration, size=SIZE,
                                   seed=seed)  # fmt: skip
     external = make_dfdc_sample(root / "external", n_real=args.n_real_external, parts=0, duration_s=args.duration,
-                                size=SIZE, seed=seed + 1000, pool="external")  # fmt: skip
-    _ingest(train_data, root / "shards")
+                                size=SIZE, seed=seed + 1000, pool="external",
+                                pool_slice=external_slice(args, seed))  # fmt: skip
+    _ingest(train_data, root / "shards", split_ratios(args.n_real, args.n_val), min_val_groups=args.n_val)
+    n_val = _val_identities(root / "shards")
     shared = {}
     if args.pretrain_real and not args.score_only:
         shared = {"stages": "classify", "pretrained_encoders": _pretrain(args, out, seed)}
@@ -214,16 +272,19 @@ def run_seed(args, out: Path, seed: int) -> dict[str, dict]:
         ckpt = resolve_checkpoint(str(root / variant / "checkpoints" / "best.json"))
         if inputs is None:  # every variant of the tiny preset reads the same clips
             inputs = _external_inputs(external, preprocess_for(load_model(os.path.join(ckpt, WEIGHTS), device="cpu")))
-        rows = _score(os.path.join(ckpt, WEIGHTS), inputs)
+        scored = _score_checkpoints(root / variant, inputs)
+        rows = scored["rows"]
         probes = _probe(os.path.join(ckpt, WEIGHTS), external, args.probes, root / variant / "probes") \
             if args.probes and seed == args.seed else {}  # fmt: skip
-        (root / variant / "scores.json").write_text(json.dumps({"rows": rows, "prior": prior, "probes": probes}, indent=1))
-        results[variant] = {"rows": rows, "prior": prior, "best_epoch": best_epoch, "probes": probes}
+        (root / variant / "scores.json").write_text(json.dumps({**scored, "prior": prior, "probes": probes}, indent=1))
+        results[variant] = {**scored, "prior": prior, "best_epoch": best_epoch, "probes": probes,
+                            "val_identities": n_val}  # fmt: skip
         overall = evaluate_videos(rows, prior=prior, n_bootstrap=0)["overall"]
         print(f"seed {seed} {variant}: external AUC {overall['auc']:.3f} (best epoch {best_epoch})", flush=True)
     for name in STATISTICS:  # the hand-made baselines, scored on the same external videos
-        results[name] = {"rows": _handmade_rows(inputs, name), "prior": prior, "best_epoch": None, "probes": {}}
-    if args.holdout and seed == args.seed:  # the main variant again, each manipulation type kept out of training
+        rows = _handmade_rows(inputs, name)
+        results[name] = {"rows": rows, "rows_last": rows, "prior": prior, "best_epoch": None, "probes": {}}
+    if args.holdout and seed == args.seed:  # the main variant again, each type (its val videos, its stand-in) held out
         main = args.variants[0]
         for kind in KINDS:
             name = f"{main}-without-{kind}"
@@ -233,8 +294,7 @@ def run_seed(args, out: Path, seed: int) -> dict[str, dict]:
             if not args.score_only:
                 run_training(TrainSettings(data=str(root / "shards"), output_dir=str(root / name), **fields),
                              log=InMemoryLogger())  # fmt: skip
-            ckpt = resolve_checkpoint(str(root / name / "checkpoints" / "best.json"))
-            results[name] = {"rows": _score(os.path.join(ckpt, WEIGHTS), inputs), "prior": prior, "best_epoch": None,
+            results[name] = {**_score_checkpoints(root / name, inputs), "prior": prior, "best_epoch": None,
                              "probes": {}, "held_out": kind}  # fmt: skip
             print(f"seed {seed} {name}: external AUC on {kind} "
                   f"{evaluate_videos(results[name]['rows'], prior=prior, n_bootstrap=0)['by_type'][kind]['auc']:.3f}",
@@ -245,8 +305,11 @@ def run_seed(args, out: Path, seed: int) -> dict[str, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3, help="training seeds seed, seed+1, ... (each its own data and runs)")
-    ap.add_argument("--n-real", type=int, default=16)
-    ap.add_argument("--n-real-external", type=int, default=8)
+    ap.add_argument("--n-real", type=int, default=32, help="identities of each seed's training set (train, val, test)")
+    ap.add_argument("--n-val", type=int, default=10,
+                    help="at least this many of them validate (pick the checkpoint, the calibration, the threshold)")
+    ap.add_argument("--n-real-external", type=int, default=16,
+                    help="identities of each seed's external set, from that seed's own slice of the external pool")
     ap.add_argument("--duration", type=float, default=7.0, help="seconds per generated video (>= 3.5: one 3.2 s clip)")
     ap.add_argument("--pretrain-epochs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=8)
@@ -276,6 +339,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.seeds < 1:
         ap.error("--seeds must be at least 1")
+    try:
+        split_ratios(args.n_real, args.n_val)
+    except ValueError as err:
+        ap.error(str(err))
+    room = min(sum(map(len, pool_sources("external", (i, args.seeds)))) for i in range(args.seeds))
+    if args.n_real_external > room:
+        ap.error(f"--n-real-external {args.n_real_external}: each of {args.seeds} seeds' slices of the external pool "
+                 f"holds {room} faces; ask for fewer (or fewer seeds) so no face repeats")  # fmt: skip
     torch.set_num_threads(1)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     out = Path(args.out)
@@ -287,7 +358,8 @@ def main() -> None:
         timing.write_text(f"{time.time() - t0:.0f}\n")
     uni = {v for v in args.variants if fusion_of(args, v) in UNI_MODAL}
     if args.variants:
-        summary = summarise(per_seed, [*args.variants, *STATISTICS], args.bootstrap, uni)
+        drawn = {v: drawn_kinds(args, v) for v in args.variants}
+        summary = summarise(per_seed, [*args.variants, *STATISTICS], args.bootstrap, uni, drawn)
         write_doc(Path(args.doc), summary, args, float(timing.read_text()) if timing.exists() else None,
                   per_seed[seeds[0]])  # fmt: skip
 
@@ -310,16 +382,23 @@ def _arrays(rows: list[dict], variants: list[str], by_variant: dict[str, list[di
     return (y, *([p[v][r["video_id"]] for r in keep] for v in variants), [r["group"] for r in keep])
 
 
-def summarise(per_seed: dict[int, dict], variants: list[str], n_boot: int, uni: set[str] = set(UNI_MODAL)) -> dict:
-    """Cells (mean AUC and interval per variant and subset), paired comparisons, counts and baselines."""
+def summarise(per_seed: dict[int, dict], variants: list[str], n_boot: int, uni: set[str] = set(UNI_MODAL),
+              drawn: dict[str, tuple[str, ...]] | None = None) -> dict:  # fmt: skip
+    """Cells (mean AUC and interval per variant and subset, at the best and the last checkpoint), paired
+    comparisons, counts and baselines; ``stand_in``: the cells of a variant that drew (``drawn``: variant ->
+    pseudo-fake kinds) a stand-in of the subset's types."""
     first = next(iter(per_seed.values()))
     types = sorted({r["manipulation"] for r in first[variants[0]]["rows"] if r["label"] == FAKE})
     subsets = {"all": None, "audio-visual fakes": AV_TYPES, **{t: (t,) for t in types}}
-    cells = {}
+    cells, cells_last, stand_in = {}, {}, {}
     for name, sel in subsets.items():
         for v in variants:
-            runs = [_arrays(_subset(res[v]["rows"], sel), [v], {v: res[v]["rows"]}) for res in per_seed.values()]
-            cells[(name, v)] = seed_mean_auc(runs, n_resamples=n_boot)
+            for key, out in (("rows", cells), ("rows_last", cells_last)):
+                if key == "rows_last" and (name not in LAST_SUBSETS or v in STATISTICS):
+                    continue
+                runs = [_arrays(_subset(res[v][key], sel), [v], {v: res[v][key]}) for res in per_seed.values()]
+                out[(name, v)] = seed_mean_auc(runs, n_resamples=n_boot)
+            stand_in[(name, v)] = stand_in_on((drawn or {}).get(v, ()), tuple(sel or types))
     paired = {}
     learned = [v for v in variants if v not in STATISTICS]
     for a in (v for v in learned if v not in uni):
@@ -332,7 +411,9 @@ def summarise(per_seed: dict[int, dict], variants: list[str], n_boot: int, uni: 
              for s, res in per_seed.items() for v in variants}  # fmt: skip
     probes = {v: first[v].get("probes") or {} for v in variants}
     return {"seeds": list(per_seed), "types": types, "subsets": list(subsets), "cells": cells, "paired": paired,
-            "evals": evals, "variants": variants, "probes": probes,
+            "cells_last": cells_last, "stand_in": stand_in, "drawn": dict(drawn or {}), "evals": evals,
+            "variants": variants, "probes": probes,
+            "val_identities": {s: res[variants[0]].get("val_identities") for s, res in per_seed.items()},
             "n_videos": {s: len(res[variants[0]]["rows"]) for s, res in per_seed.items()},
             "unscored": {v: sum(evals[(s, v)]["unscored"] for s in per_seed) for v in variants}}  # fmt: skip
 
@@ -364,13 +445,25 @@ def _mean(xs) -> float:
     return sum(xs) / len(xs) if xs else math.nan
 
 
+STAND_IN_MARK = "†"
+STAND_IN_NOTE = (f"{STAND_IN_MARK}: the variant drew a pseudo-fake that stands in for this type in training "
+                 "(`tasks/train/pseudo_fakes.py` STAND_INS: " +
+                 "; ".join(f"{t} ← {', '.join(k)}" for t, k in STAND_INS.items()) +
+                 "), so the number may move only because of that stand-in: it is not a type the model never saw.")
+
+
+def _cell(summary: dict, name: str, v: str) -> str:
+    """A cell's mean [interval], marked when the variant drew a stand-in of the row's types."""
+    return _ci(summary["cells"][(name, v)]) + (f" {STAND_IN_MARK}" if summary["stand_in"].get((name, v)) else "")
+
+
 def _table(summary: dict) -> list[str]:
     variants = summary["variants"]
     lines = ["| videos | kind | " + " | ".join(variants) + " |", "|---|---|" + "---:|" * len(variants)]
     for name in summary["subsets"]:
         label = f"**{name}**" if name in ("all", "audio-visual fakes") else name
         kind = KINDS.get(name, "")
-        lines.append(f"| {label} | {kind} | " + " | ".join(_ci(summary["cells"][(name, v)]) for v in variants) + " |")
+        lines.append(f"| {label} | {kind} | " + " | ".join(_cell(summary, name, v) for v in variants) + " |")
     evals, seeds = summary["evals"], summary["seeds"]
     lines.append("| log loss, all (mean over seeds) | | " + " | ".join(
         "—" if v in STATISTICS else f"{_mean([evals[(s, v)]['overall']['log_loss'] for s in seeds]):.2f}"
@@ -392,10 +485,27 @@ def _targets(summary: dict, main: str) -> list[str]:
         c = summary["cells"].get((name, main))
         if c is None:
             continue
-        lines.append(f"| {name} | {before} | ≥ {goal:.2f} | {_ci(c)} | {'yes' if c['mean'] >= goal else 'no'} |")
+        lines.append(f"| {name} | {before} | ≥ {goal:.2f} | {_cell(summary, name, main)} | "
+                     f"{'yes' if c['mean'] >= goal else 'no'} |")
     ll = _mean([evals[(s, main)]["overall"]["log_loss"] for s in seeds])
     prior = _mean([evals[(s, main)]["overall"]["prior_log_loss"] for s in seeds])
     lines.append(f"| log loss, all | above the prior's | < prior {prior:.2f} | {ll:.2f} | {'yes' if ll < prior else 'no'} |")
+    return lines
+
+
+def _last_table(summary: dict) -> list[str]:
+    """Each learned variant at its best checkpoint (picked on val) and at its last one."""
+    learned = [v for v in summary["variants"] if v not in STATISTICS]
+    val = ", ".join(str(n) for n in summary["val_identities"].values())
+    lines = ["", "## Best or last checkpoint", "",
+             f"The best checkpoint is the one the monitor picks on the training set's val split ({val} identities "
+             "per seed); the last is where training stopped. When the two agree within their intervals, picking "
+             "on val chose nothing that a fixed schedule would not have.", "",
+             "| variant | " + " | ".join(f"{n}, best | {n}, last" for n in LAST_SUBSETS) + " |",
+             "|---|" + "---:|---:|" * len(LAST_SUBSETS)]  # fmt: skip
+    for v in learned:
+        lines.append(f"| {v} | " + " | ".join(f"{_ci(summary['cells'][(n, v)])} | {_ci(summary['cells_last'][(n, v)])}"
+                                            for n in LAST_SUBSETS) + " |")  # fmt: skip
     return lines
 
 
@@ -425,21 +535,25 @@ def _probe_table(summary: dict) -> list[str]:
             *(f"| {name} | " + " | ".join(cell(probes[v].get(name, [])) for v in variants) + " |" for name in names)]
 
 
-def _holdout_table(first: dict, main: str, n_boot: int) -> list[str]:
-    """Each manipulation type's AUC when the main variant trained on it and when it never saw it (first seed)."""
+def _holdout_table(first: dict, main: str, n_boot: int, drawn: tuple[str, ...] = ()) -> list[str]:
+    """Each manipulation type's AUC when the main variant trained on it and when it never saw it (first seed);
+    ``drawn``: the pseudo-fake kinds the main variant draws (its stand-ins mark the "trained on it" cells)."""
     held = {res["held_out"]: res for res in first.values() if res.get("held_out")}
     if not held:
         return []
     lines = ["", "## Unseen manipulation types", "",
-             f"`{main}` retrained on the first seed's data once per type, with that type's fakes kept out of training "
-             "(`exclude_manipulations`; pseudo-fakes still on where the variant uses them), then scored on that type's "
-             "external fakes against all external reals. One seed: the interval is the group bootstrap of that seed.", "",
+             f"`{main}` retrained on the first seed's data once per type with that type held out "
+             "(`exclude_manipulations`): its fakes in neither training nor validation (so they pick no checkpoint, "
+             "calibration or threshold) and its pseudo-fake stand-ins not drawn; the other pseudo-fakes stay on where "
+             "the variant uses them. Then scored on that type's external fakes against all external reals. One seed: "
+             f"the interval is the group bootstrap of that seed. {STAND_IN_MARK} as above.", "",
              "| type | kind | trained on it | never saw it |", "|---|---|---:|---:|"]  # fmt: skip
     for kind, res in held.items():
         seen = seed_mean_auc([_arrays(_subset(first[main]["rows"], (kind,)), [main], {main: first[main]["rows"]})],
                              n_resamples=n_boot)  # fmt: skip
         unseen = seed_mean_auc([_arrays(_subset(res["rows"], (kind,)), ["x"], {"x": res["rows"]})], n_resamples=n_boot)
-        lines.append(f"| {kind} | {KINDS[kind]} | {_ci(seen)} | {_ci(unseen)} |")
+        mark = f" {STAND_IN_MARK}" if stand_in_on(drawn, (kind,)) else ""
+        lines.append(f"| {kind} | {KINDS[kind]} | {_ci(seen)}{mark} | {_ci(unseen)} |")
     return lines
 
 
@@ -460,13 +574,17 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None, per_seed_f
          f"{args.pretrain_epochs} epochs, lip-sync loss weight w_sync={args.w_sync:g}; then each variant trains "
          "stage 2 only, from those encoders. " if args.pretrain_real else "") +
         f"Seeds {seeds}: each seed generates its own training set of {args.n_real} identities of the `train` pool × "
-        f"(1 real + 6 fakes), {args.duration:g} s at 160², ingested at 64² with a 70/15/15 grouped split, and its own "
-        f"external set of {args.n_real_external} identities of the `external` pool (faces and voices never seen in "
-        "training or stage 1). Video level, on the external sets.",
+        f"(1 real + 6 fakes), {args.duration:g} s at 160², ingested at 64² with a grouped split whose val holds "
+        f"{', '.join(str(n) for n in summary['val_identities'].values())} identities (at least {args.n_val}: they "
+        "pick the checkpoint, the calibration and the threshold), and its own external set of "
+        f"{args.n_real_external} identities from its own slice of the `external` pool (faces and voices never seen "
+        "in training, in stage 1 or in another seed's external set). Video level, on the external sets.",
         "",
-        "Each cell: **mean AUC over the seeds [95 % interval]**; the interval is a group bootstrap "
-        f"({args.bootstrap} resamples; a REAL and its fakes are resampled together within each seed's external "
-        "set, and the seeds' AUCs averaged). Per type: that type's fakes against all real videos. The prior "
+        "Each cell: **mean AUC over the seeds [95 % interval]**; the interval is a two-level bootstrap "
+        f"({args.bootstrap} resamples: the seeds drawn with replacement, then within each drawn seed's external set "
+        "a REAL and its fakes resampled together, and the drawn seeds' AUCs averaged), so it carries both what "
+        "training a seed gave and which identities were tested. Per type: that type's fakes against all real "
+        f"videos. {STAND_IN_NOTE} The prior "
         f"baseline (constant P(FAKE) = the training split's video-level FAKE fraction, {', '.join(f'{p:.2f}' for p in priors)}) "
         f"has AUC 0.50 and log loss {prior_ll:.2f} (mean over seeds). Videos that could not be scored, "
         f"over {sum(summary['n_videos'].values())} external videos: {unscored}.",
@@ -494,11 +612,12 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None, per_seed_f
         "## Does audio-visual beat uni-modal beyond noise?",
         "",
         "Paired comparison on the same external videos (mean over seeds of AUC(audio-visual) − AUC(uni-modal), "
-        "95 % group-bootstrap interval): a variant beats another beyond noise when the interval excludes 0.",
+        "95 % two-level bootstrap interval): a variant beats another beyond noise when the interval excludes 0.",
         "",
         *_verdicts(summary),
+        *_last_table(summary),
         *_probe_table(summary),
-        *_holdout_table(per_seed_first, summary["variants"][0], args.bootstrap),
+        *_holdout_table(per_seed_first, summary["variants"][0], args.bootstrap, summary["drawn"].get(variants[0], ())),
     ]
     lines += _appendix(args, out_root=str(Path(args.out) / f"seed{seeds[0]}"))
     path.write_text("\n".join(lines) + "\n")
@@ -517,8 +636,10 @@ def _appendix(args, out_root: str) -> list[str]:
             "not the benchmark or the pipeline.", "",
             "## Reading the numbers", "",
             "- **Held out means held out**: training, stage-1 and external sets draw faces from disjoint photo pools "
-            "(and synthetic morphs of a pool's own photos) and voices from pool-keyed random streams "
-            "(`tasks/synthetic/faces.py`, tested in `tests/tasks/synthetic/test_dfdc_sample.py`).",
+            "(and synthetic morphs of a pool's own photos) and voices from pool-keyed random streams, and each seed's "
+            "external set from its own slice of the external pool (`pool_slice`; `tasks/synthetic/faces.py`, tested "
+            "in `tests/tasks/synthetic/test_dfdc_sample.py`). A held-out type (`--holdout`) leaves training, "
+            "validation and the pseudo-fakes (its stand-ins), tested in `tests/tasks/train/test_run.py`.",
             "- **Calibration:** each model's P(FAKE) is temperature-scaled on its own val split (`calibrate`, on by "
             "default); a temperature moves no ranking (AUC) and cannot shift the base rate, so log loss can still sit "
             "at or above the prior baseline's while AUC improves.",

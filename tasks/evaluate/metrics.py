@@ -293,12 +293,15 @@ def paired_auc_difference(
 def seed_mean_auc(
     runs: Sequence[tuple], *, n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0
 ) -> dict[str, float | list[float]]:
-    """Mean AUC over runs (seeds) with a hierarchical group-bootstrap interval.
+    """Mean AUC over runs (seeds) with a two-level bootstrap interval.
 
     ``runs``: ``[(y, p, groups)]``, one per seed, or ``[(y, p_a, p_b, groups)]`` for the paired
-    difference AUC(a) - AUC(b). Each resample draws groups within every run independently and
-    averages the runs' values, so the interval covers the evaluation sets' sampling noise and
-    what the seeds' spread adds to it. Keys: mean, lo, hi, per_seed, and (paired) p_le_0.
+    difference AUC(a) - AUC(b). Each resample draws as many runs as there are, with replacement,
+    then groups within every drawn run (a fresh group draw each time a run is drawn), and averages:
+    the interval carries both what training a seed gave (the seeds' spread) and each evaluation
+    set's sampling noise. This holds only when the runs' evaluation sets are independent (no
+    identity shared across seeds). One run: its group bootstrap. Keys: mean, lo, hi, per_seed,
+    and (paired) p_le_0.
     """
     stats, per_seed, groups = [], [], []
     for run in runs:
@@ -315,9 +318,12 @@ def seed_mean_auc(
         groups.append(g)
     if not stats:
         raise ValueError("no runs to average")
-    draws = np.stack([group_bootstrap(f, g, n_resamples=n_resamples, seed=seed + i)
-                      for i, (f, g) in enumerate(zip(stats, groups))])  # (runs, n_resamples)  # fmt: skip
-    means = draws.mean(0)  # NaN where any run's resample held one class
+    r = len(stats)
+    draws = np.stack([group_bootstrap(f, g, n_resamples=n_resamples * r, seed=seed + i)
+                      for i, (f, g) in enumerate(zip(stats, groups))])  # (runs, n_resamples * runs)  # fmt: skip
+    picked = np.random.default_rng([seed, r]).integers(0, r, (n_resamples, r))  # (n_resamples, runs): the runs drawn
+    slot = np.arange(n_resamples)[:, None] * r + np.arange(r)  # (n_resamples, runs): a group draw of its own per slot
+    means = draws[picked, slot].mean(1)  # (n_resamples,) NaN where any drawn run's resample held one class
     lo, hi = percentile_interval(means, alpha)
     out = {"mean": float(np.mean(per_seed)), "lo": lo, "hi": hi, "per_seed": [float(v) for v in per_seed]}
     finite = means[np.isfinite(means)]

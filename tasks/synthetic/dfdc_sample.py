@@ -298,20 +298,27 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng([seed, *key])
 
 
-def _video_ids(seed: int, n_real: int, pool: str = "train") -> np.ndarray:
+def _keys(pool: str, pool_slice: tuple[int, int] | None) -> tuple[int, ...]:
+    """The random-stream key of a pool (and slice): no two of them share a voice, whatever the seed."""
+    if pool_slice is None:
+        return _POOL_KEYS[pool]
+    return (*_POOL_KEYS[pool], (1 << 27) + (pool_slice[1] << 10) + pool_slice[0])
+
+
+def _video_ids(seed: int, n_real: int, pool: str = "train", pool_slice: tuple[int, int] | None = None) -> np.ndarray:
     """(n_real, 1 + len(MANIPULATIONS)) unique 10-letter ids, column 0 the real."""
-    rng, letters = _rng(seed, *_POOL_KEYS[pool], 1 << 30), np.array(list(string.ascii_lowercase))
+    rng, letters = _rng(seed, *_keys(pool, pool_slice), 1 << 30), np.array(list(string.ascii_lowercase))
     ids: dict[str, None] = {}
     while len(ids) < n_real * (1 + len(MANIPULATIONS)):
         ids["".join(rng.choice(letters, 10))] = None
     return np.array(list(ids)).reshape(n_real, 1 + len(MANIPULATIONS))
 
 
-def pool_faces(seed: int, n_real: int, pool: str = "train") -> list[int]:
-    """The face source of each of ``n_real`` reals: the pool's photos in a seeded order, then its
-    morphs, then repeats. Only ever sources of ``pool``, whatever the seed."""
-    photos, morphs = pool_sources(pool)
-    order = _rng(seed, *_POOL_KEYS[pool], 1 << 29)
+def pool_faces(seed: int, n_real: int, pool: str = "train", pool_slice: tuple[int, int] | None = None) -> list[int]:
+    """The face source of each of ``n_real`` reals: the pool's (slice's) photos in a seeded order, then
+    its morphs, then repeats. Only ever sources of ``pool`` (and ``pool_slice``), whatever the seed."""
+    photos, morphs = pool_sources(pool, pool_slice)
+    order = _rng(seed, *_keys(pool, pool_slice), 1 << 29)
     faces = [photos[i] for i in order.permutation(len(photos))] + [morphs[i] for i in order.permutation(len(morphs))]
     return [int(faces[k % len(faces)]) for k in range(n_real)]
 
@@ -335,6 +342,7 @@ def make_dfdc_sample(
     audio_rate: int = 44100,
     controls: ShortcutControls = ShortcutControls(),
     pool: str = "train",
+    pool_slice: tuple[int, int] | None = None,
 ) -> Path:
     """Write ``n_real`` real clips and one fake per manipulation each; return ``out_dir``.
 
@@ -344,7 +352,9 @@ def make_dfdc_sample(
     ``manipulations`` picks the fakes (any subset of :data:`MANIPULATIONS`); ``controls`` sets
     the label-independent nuisance distributions. Same arguments, same bytes: every draw comes
     from ``seed``, keyed by (real, purpose), so a subset of manipulations leaves the rest unchanged.
-    ``pool`` (module docstring) keeps faces and voices apart from the other pools'.
+    ``pool`` (module docstring) keeps faces and voices apart from the other pools'; ``pool_slice=(i, n)``
+    draws faces (face-swap donors included) and voices from the i-th of n disjoint slices of it only
+    (:func:`tasks.synthetic.faces.pool_sources`): n evaluation sets that share no identity.
     Files already in ``out_dir`` are overwritten or left alone, never listed.
     """
     unknown = sorted(set(manipulations) - set(MANIPULATIONS))
@@ -358,9 +368,9 @@ def make_dfdc_sample(
         raise ValueError(f"unknown pool {pool!r}; choose one of {POOLS}")
     out_dir = Path(out_dir)
     n_frames = int(round(duration_s * fps))
-    ids = _video_ids(seed, n_real, pool)
-    faces, donors = pool_faces(seed, n_real, pool), pool_sources(pool)[0]
-    rng_of = lambda *key: _rng(seed, *_POOL_KEYS[pool], *key)  # noqa: E731  (every stream keyed by the pool)
+    ids = _video_ids(seed, n_real, pool, pool_slice)
+    faces, donors = pool_faces(seed, n_real, pool, pool_slice), pool_sources(pool, pool_slice)[0]
+    rng_of = lambda *key: _rng(seed, *_keys(pool, pool_slice), *key)  # noqa: E731  (every stream keyed by the pool)
     voices = [_speaker(rng_of(k, 1), duration_s, audio_rate, controls.lead_silence_s) for k in range(n_real)]
     metadata: dict[Path, dict[str, dict]] = {}
     identities = ["video,identity"]

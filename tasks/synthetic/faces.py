@@ -33,9 +33,12 @@ _LFW_UNRELIABLE = {4, 9, 13, 16, 20, 22, 23, 30, 45, 47, 52, 54, 56, 59, 82, 89}
 _LFW_FACES = tuple(i for i in range(100) if i not in _LFW_UNRELIABLE)
 
 
-# Photo i belongs to pool _POOL_OF_SLOT[i % 10]: half train, 3/10 stage-1 pretraining, 1/5 external.
+# Photo i belongs to pool _POOL_OF_SLOT[i % 10]: 2/5 train, 3/10 stage-1 pretraining, 3/10 external (25
+# photos: enough for each of three seeds to draw its external set from photos no other seed uses,
+# see pool_sources' ``pool_slice``).
 POOLS = ("train", "pretrain", "external")
-_POOL_OF_SLOT = ("train", "pretrain", "train", "external", "train", "pretrain", "train", "external", "train", "pretrain")
+_POOL_OF_SLOT = ("train", "pretrain", "train", "external", "train", "pretrain", "external", "external", "train",
+                 "pretrain")  # fmt: skip
 _MORPHS_PER_POOL = 400
 
 
@@ -94,14 +97,25 @@ def source_name(source: int) -> str:
     return f"morph{a}+{b}"
 
 
-def pool_sources(pool: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(photos, morphs) of ``pool``: source indices, disjoint from every other pool's."""
+def pool_sources(pool: str, pool_slice: tuple[int, int] | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(photos, morphs) of ``pool``: source indices, disjoint from every other pool's.
+
+    ``pool_slice=(i, n)``: only the i-th of n disjoint slices of the pool (every n-th of its photos,
+    from the i-th, and the morphs of two photos of that slice), so evaluation sets drawn from
+    different slices share no face, not even half a morph.
+    """
     if pool not in POOLS:
         raise ValueError(f"unknown pool {pool!r}; choose one of {POOLS}")
     n = len(_photos())
     photos = tuple(i for i in range(n) if photo_pool(i) == pool)
-    morphs = tuple(n + k for k, (a, _) in enumerate(_morph_pairs()) if photo_pool(a) == pool)
-    return photos, morphs
+    pairs = {n + k: pair for k, pair in enumerate(_morph_pairs()) if photo_pool(pair[0]) == pool}
+    if pool_slice is not None:
+        i, parts = pool_slice
+        if not 0 <= i < parts:
+            raise ValueError(f"pool_slice (i, n) needs 0 <= i < n, got {pool_slice}")
+        photos = photos[i::parts]
+        pairs = {m: (a, b) for m, (a, b) in pairs.items() if a in photos and b in photos}
+    return photos, tuple(pairs)
 
 
 @dataclass(frozen=True)

@@ -41,10 +41,13 @@ def write_synthetic_shards(
     mel_frames: int = 32,
     fake_fraction: float = 0.5,
     seed: int = 0,
+    manipulations: tuple[str, ...] = (),
 ) -> fs.IngestLayout:
     """Write ``videos[split]`` videos of ``clips_per_video`` clips into ``shards[split]`` shards.
 
-    Videos alternate labels so every shard holds both; ids are ``{split}{i:03d}``.
+    Videos alternate labels so every shard holds both; ids are ``{split}{i:03d}``. The k-th FAKE
+    video of a split is of manipulation type ``manipulations[k % len(manipulations)]`` in the
+    manifest (None when ``manipulations`` is empty); the pixels do not depend on it.
     """
     videos = dict(videos or {"train": 16, "val": 8, "test": 8})
     shards = dict(shards or {"train": 4, "val": 2, "test": 2})
@@ -57,6 +60,10 @@ def write_synthetic_shards(
         # FAKE where floor((i+1)f) steps up: labels spread evenly (alternating at f=0.5)
         labels = [FAKE if int((i + 1) * fake_fraction) > int(i * fake_fraction) else REAL for i in range(n_videos)]
         chunks = np.array_split(np.arange(n_videos), n_shards)  # contiguous: each holds both labels
+        kind_of: dict[int, str | None] = dict.fromkeys(range(n_videos))
+        if manipulations:
+            fakes = [i for i in range(n_videos) if labels[i] == FAKE]
+            kind_of.update({i: manipulations[k % len(manipulations)] for k, i in enumerate(fakes)})
         for s in range(n_shards):
             uri = layout.shard(split, PART, s)
             mine = chunks[s].tolist()
@@ -76,19 +83,20 @@ def write_synthetic_shards(
             index_rows.append(ShardRow(path=uri, split=split, part=PART, samples=sink.samples, videos=len(mine),
                                        bytes=sink.bytes, sha256=sink.sha256))  # fmt: skip
             manifest_rows += [_manifest_row(f"{split}{i:03d}", labels[i], split, i % 5, uri, clips_per_video,
-                                            num_frames, img_size) for i in mine]  # fmt: skip
+                                            num_frames, img_size, kind_of[i]) for i in mine]  # fmt: skip
     write_table(layout.shard_index, ShardRow, index_rows)
     write_table(layout.manifest, ManifestRow, manifest_rows)
     return layout
 
 
 def _manifest_row(
-    vid: str, label: str, split: str, fold: int, shard: str, clips: int, num_frames: int, img_size: int
+    vid: str, label: str, split: str, fold: int, shard: str, clips: int, num_frames: int, img_size: int,
+    manipulation: str | None = None,
 ) -> ManifestRow:
     """Every manifest column, filled as ingest fills it for an ingested video; the probe facts describe the
     clips themselves (there is no video file: ``bytes`` is 0 and ``rel_path`` names none on disk)."""
     return ManifestRow(
-        video_id=vid, part=PART, rel_path=f"{PART}/{vid}.mp4", label=label, original=None, manipulation=None,
+        video_id=vid, part=PART, rel_path=f"{PART}/{vid}.mp4", label=label, original=None, manipulation=manipulation,
         bytes=0, duration=clips * num_frames / 5.0, fps=5.0, width=img_size, height=img_size, rotation=0,
         has_audio=True, audio_rate=16000, split=split, fold=fold, group=vid, status="ingested", clips=clips,
         shard=shard,

@@ -21,6 +21,7 @@ function is pure; randomness comes from an explicit CPU ``torch.Generator``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -29,12 +30,41 @@ import torch.nn.functional as F
 from tasks.train.augment import gaussian_blur, shift_mel_bins
 from tasks.train.batch_augment import down_up
 from tasks.train.settings import PSEUDO_FAKE_KINDS as KINDS
+from tasks.train.settings import PseudoFakeAugment, PseudoFakeKind
 
 AUDIO_KINDS = tuple(k for k in KINDS if k.startswith("audio_"))
 VISUAL_KINDS = tuple(k for k in KINDS if k not in AUDIO_KINDS)
 # geometry of a face crop, as fractions of (H, W): the face ellipse and the mouth ellipse
 FACE_CENTRE, FACE_RADII = (0.5, 0.5), (0.42, 0.34)
 MOUTH_CENTRE, MOUTH_RADII = (0.74, 0.5), (0.14, 0.2)
+
+# The pseudo-fake kinds that imitate each manipulation type of the synthetic generator
+# (tasks/synthetic/dfdc_sample.py MANIPULATIONS; a test checks every type has an entry): a model
+# trained with a type's stand-in has seen that type in all but name, so a run that holds the type
+# out (exclude_manipulations) draws none of them, and a result with one switched on says so.
+# A frozen mouth is a degenerate unrelated mouth track, hence mouth_decorrelated's second kind.
+STAND_INS: dict[str, tuple[PseudoFakeKind, ...]] = {
+    "lipsync_offset": ("audio_shift",),
+    "audio_swap": ("audio_swap",),
+    "mouth_decorrelated": ("mouth_shuffle", "mouth_freeze"),
+    "face_blend": ("self_blend",),
+    "visual_artifact": ("face_resample",),
+    "audio_pitch": ("audio_pitch",),
+}
+
+
+def stand_ins(manipulations: Iterable[str]) -> frozenset[str]:
+    """The pseudo-fake kinds standing in for any of ``manipulations`` (a type not in STAND_INS has none)."""
+    return frozenset(k for m in manipulations for k in STAND_INS.get(m, ()))
+
+
+def kinds_drawn(augment: PseudoFakeAugment, held_out: Iterable[str] = ()) -> tuple[str, ...]:
+    """The pseudo-fake kinds a run draws: ``augment``'s, less the stand-ins of the ``held_out``
+    manipulation types; () when pseudo-fakes are off or no kind is left."""
+    if not augment.enabled:
+        return ()
+    gone = stand_ins(held_out)
+    return tuple(k for k in augment.kinds if k not in gone)
 
 
 def ellipse_mask(

@@ -69,7 +69,7 @@ from tasks.train.engine import Predictions, StepContext, evaluate, pretrain_one_
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from tasks.train.optim import EarlyStopping, build_optimizer, build_scheduler, named, named_param_groups, param_groups
-from tasks.train.pseudo_fakes import PseudoFakes
+from tasks.train.pseudo_fakes import PseudoFakes, kinds_drawn
 
 # What MLflow's run page charts per epoch; the summary at the best checkpoint is finish.SUMMARY_METRICS.
 # Every other number (both levels, both thresholds, the baselines) is one row of the run's
@@ -110,6 +110,9 @@ def resolve_model_config(name: str, overrides: Mapping[str, Any], shape: InputSh
     return get_config(name, **{**data_shape, **overrides})
 
 
+HELD_OUT_OF = ("train", "val")  # the roles a held-out manipulation type's videos leave; test keeps them
+
+
 def _role(row: ManifestRow, view: FoldSplit | None) -> str | None:
     """The role ("train" | "val" | "test") a manifest row plays in this run, None if unused."""
     if view is None:
@@ -121,11 +124,12 @@ def _dataset_stats(
     rows: list[ManifestRow], view: FoldSplit | None = None, held_out: frozenset[str] = frozenset()
 ) -> tuple[dict[str, dict[str, int]], dict[str, np.ndarray]]:
     """Per-role counts for the report and clip-level labels (for baselines and class weights), from the
-    manifest; ``held_out`` videos are not in the training role (they are never trained on)."""
+    manifest; ``held_out`` videos are in neither the training nor the validation role (never trained on,
+    and never picking the checkpoint, the temperature or the threshold)."""
     stats: dict[str, dict[str, int]] = {}
     labels: dict[str, np.ndarray] = {}
     for split in ("train", "val", "test"):
-        mine = [r for r in rows if _role(r, view) == split and not (split == "train" and r.video_id in held_out)]
+        mine = [r for r in rows if _role(r, view) == split and not (split in HELD_OUT_OF and r.video_id in held_out)]
         clips = [int(r.clips or 1) for r in mine]
         y = np.repeat([1 if r.label == FAKE else 0 for r in mine], clips).astype(np.int64)
         labels[split] = y
@@ -164,7 +168,8 @@ def batch_transform(cfg: TrainSettings, stage_epoch: int, epoch: int) -> BatchTr
     """Pseudo-fakes, Mixup/CutMix and the progressive scale of one stage-2 epoch, seeded by (seed, global epoch)."""
     scale = linear_ramp(stage_epoch, start=cfg.progressive_start, epochs=cfg.progressive_epochs)
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-    pseudo = PseudoFakes(cfg.pseudo_fakes.p, cfg.pseudo_fakes.kinds, generator=g) if cfg.pseudo_fakes.enabled else None
+    kinds = kinds_drawn(cfg.pseudo_fakes, cfg.exclude_manipulations)  # a held-out type's stand-ins stay off
+    pseudo = PseudoFakes(cfg.pseudo_fakes.p, kinds, generator=g) if kinds else None
     transform = BatchTransform(cfg.mix, scale=scale, generator=g, pseudo_fakes=pseudo)
     return transform if transform.active else None
 
@@ -190,7 +195,7 @@ class RunData:
     stats: dict[str, dict[str, int]]  # role -> videos/clips per label, groups (the report's dataset)
     labels: dict[str, np.ndarray]  # role -> clip labels (N,), FAKE = 1
     group_of: dict[str, str]  # video id -> group: the report's intervals resample groups
-    held_out: frozenset[str] = frozenset()  # videos of excluded manipulation types: never trained on
+    held_out: frozenset[str] = frozenset()  # videos of excluded manipulation types: out of train and val
     extra_clips: int = 0  # clips of extra_train_data, read after the training role's own
 
     @property
@@ -209,8 +214,8 @@ class RunData:
 def load_run_data(layout: fs.IngestLayout, fold: int | None, exclude: tuple[str, ...] = (),
                   extra: tuple[fs.IngestLayout, ...] = ()) -> RunData:  # fmt: skip
     """The ingested manifest rows, with ``fold`` (grouped CV) deciding train and val when given;
-    the FAKE videos of ``exclude`` manipulation types are held out of training, and every clip
-    of the ``extra`` ingest outputs joins it."""
+    the FAKE videos of ``exclude`` manipulation types are held out of training and validation, and
+    every clip of the ``extra`` ingest outputs joins training."""
     rows = manifest_rows(layout)
     view = None if fold is None else fold_split(rows, fold)
     held_out = frozenset(r.video_id for r in rows if r.manipulation in exclude)
@@ -316,7 +321,7 @@ class _Run:
             num_workers=cfg.num_workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch,
             samples_per_epoch=cfg.samples_per_epoch if train else None, real_only=real_only, shuffle=train,
             pin_memory=self.device.type == "cuda", augment=clip_augment, keep_videos=keep_videos,
-            keep_clips=keep_clips, drop_videos=self.data.held_out if train else frozenset(),
+            keep_clips=keep_clips, drop_videos=self.data.held_out if split in HELD_OUT_OF else frozenset(),
             extra_layouts=self.extra_layouts if train else (),
         )  # fmt: skip
 

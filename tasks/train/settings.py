@@ -198,9 +198,10 @@ class TrainSettings(BaseModel):
     extra_train_data: tuple[str, ...] = Field((), description="other ingest outputs whose every clip (any split) "
                                               "joins the training batches, e.g. REAL-only footage that pseudo-fakes "
                                               "turn into labelled FAKEs; set samples_per_epoch, which they do not change")
-    exclude_manipulations: tuple[str, ...] = Field((), description="manipulation types whose FAKE videos never "
-                                                   "reach training (val and test keep them): to measure how a model "
-                                                   "does on a type it never saw")
+    exclude_manipulations: tuple[str, ...] = Field((), description="manipulation types held out: their FAKE videos "
+                                                   "reach neither training nor validation (test keeps them) and their "
+                                                   "pseudo-fake stand-ins (tasks.train.pseudo_fakes.STAND_INS) are "
+                                                   "not drawn: to measure how a model does on a type it never saw")
     # -- model
     model_preset: str = Field("tiny", alias="model_config", description="AVFF preset: tiny | laptop | paper")
     overrides: dict[str, Any] = Field(default_factory=dict, description="AVFFConfig fields to override, e.g. num_slices=2")

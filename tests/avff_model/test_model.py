@@ -297,7 +297,17 @@ def test_single_modality_heads_ignore_the_other_input(head, ignored):
 
 def test_all_required_heads_are_registered():
     assert set(list_heads()) == {"avff_concat", "avff_sync", "avff_xmodal", "attention", "late", "video_only",
-                                 "audio_only"}  # fmt: skip
+                                 "audio_only", "signals_only"}  # fmt: skip
+
+
+def test_the_signals_only_head_is_the_signal_branches_plus_a_bias():
+    model = make_model(fusion="signals_only", texture_branch=False).eval()
+    video, audio = make_batch(model.cfg)
+    with torch.no_grad():
+        feats = model.forward_features(video, audio, model.inputs)
+        branch = model.signal_head(feats["signals"]).squeeze(-1)
+        torch.testing.assert_close(model(video, audio), branch + model.head.bias)
+    assert model.signals is not None and sum(p.numel() for p in model.head.parameters()) == 1
 
 
 # ---------------------------------------------------------------- weights

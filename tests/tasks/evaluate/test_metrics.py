@@ -246,6 +246,25 @@ def test_seed_mean_auc_averages_seeds_and_pairs_models():
     assert same["mean"] == same["lo"] == same["hi"] == 0.0
 
 
+def test_seed_mean_auc_interval_carries_the_seeds_spread():
+    """Three seeds whose models differ (signal 0.3, 1.2, 3.0) on large evaluation sets: resampling groups
+    within each fixed seed alone gives an interval far narrower than the seeds' spread (before: about +-0.02)."""
+    runs = []
+    for s, signal in enumerate((0.3, 1.2, 3.0)):
+        rng = np.random.default_rng(s)
+        g = np.repeat(np.arange(300), 7)
+        y = np.tile([0] + [1] * 6, 300)
+        runs.append((y, 1 / (1 + np.exp(-(signal * y + rng.normal(0, 1.0, len(y))))), g))
+    out = seed_mean_auc(runs, n_resamples=300, seed=0)
+    lo_seed, hi_seed = min(out["per_seed"]), max(out["per_seed"])
+    assert hi_seed - lo_seed > 0.3
+    assert out["lo"] < out["mean"] - 0.1 and out["hi"] > out["mean"] + 0.1  # the seeds' spread is in it
+    assert lo_seed - 0.02 <= out["lo"] and out["hi"] <= hi_seed + 0.02  # a mean of seeds stays within their range
+    y, p, g = runs[0]
+    one = seed_mean_auc(runs[:1], n_resamples=300, seed=0)  # one run: exactly its group bootstrap
+    assert (one["lo"], one["hi"]) == pytest.approx(bootstrap_auc_ci(y, p, groups=g, n_resamples=300, seed=0))
+
+
 def test_the_bootstraps_fast_auc_equals_sklearn_with_and_without_ties():
     rng = np.random.default_rng(0)
     for n in (2, 5, 40, 500):

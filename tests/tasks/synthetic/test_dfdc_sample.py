@@ -22,7 +22,7 @@ from tasks.synthetic.dfdc_sample import (
     write_video,
 )
 from tasks.ingest.splits import read_identities
-from tasks.synthetic.faces import POOLS, face_sources, photo_pool, pool_sources, source_pool
+from tasks.synthetic.faces import POOLS, face_sources, photo_pool, pool_sources, source_name, source_pool
 
 FPS, DURATION, SIZE, N_REAL = 25, 2.0, (256, 256), 8
 
@@ -252,6 +252,37 @@ def test_training_pretraining_and_external_sets_share_no_face_whatever_the_seeds
         assert len(set(faces)) == len(faces)  # no face repeats within a set of this size either
     assert not set(used["train"]) & set(pool_faces(seed + 7, 300, "pretrain"))
     assert not set(used["train"]) & set(pool_faces(seed + 1000, 12, "external"))
+
+
+def _photos_of(face: int) -> set[int]:
+    """The photos a face is made of: itself, or a morph's two parents."""
+    name = source_name(face)
+    return {int(x) for x in name.removeprefix("morph").split("+")} if name.startswith("morph") else {face}
+
+
+@pytest.mark.parametrize("n_seeds", [2, 3])
+def test_each_seeds_external_slice_has_faces_no_other_seed_uses(n_seeds):
+    """The benchmark's external sets: seed i draws from slice (i, n_seeds) only, so seeds share no face,
+    not even a morph's parent photo, and each has room for 16 identities without a repeat."""
+    sets = [pool_faces(1000 + i, 16, "external", (i, n_seeds)) for i in range(n_seeds)]
+    used = [set().union(*map(_photos_of, faces)) for faces in sets]
+    for i, faces in enumerate(sets):
+        assert len(set(faces)) == 16 and {source_pool(f) for f in faces} == {"external"}
+        assert used[i] <= set(pool_sources("external", (i, n_seeds))[0])
+    assert all(not used[i] & used[j] for i in range(n_seeds) for j in range(i + 1, n_seeds))
+    slices = [pool_sources("external", (i, n_seeds)) for i in range(n_seeds)]
+    assert sorted(p for photos, _ in slices for p in photos) == sorted(pool_sources("external")[0])  # a partition
+    assert pool_sources("external", (0, 1)) == pool_sources("external")
+    with pytest.raises(ValueError, match="pool_slice"):
+        pool_sources("external", (3, 3))
+
+
+def test_a_sliced_sample_draws_its_faces_from_its_slice(tmp_path):
+    kw = dict(n_real=2, parts=0, duration_s=1.0, size=(96, 96), manipulations=("face_blend",), seed=3, pool="external")
+    names = {i: set(read_identities(str(make_dfdc_sample(tmp_path / str(i), pool_slice=(i, 2), **kw) / IDENTITIES))
+                    .values()) for i in range(2)}  # fmt: skip
+    allowed = {i: {source_name(f) for f in sum(pool_sources("external", (i, 2)), ())} for i in range(2)}
+    assert all(names[i] and names[i] <= allowed[i] for i in range(2)) and not names[0] & names[1]
 
 
 def test_generated_pools_have_disjoint_faces_and_voices(tmp_path):

@@ -135,3 +135,16 @@ def test_the_settings_switch_validates_kinds_and_rate():
     for bad in ({"p": 1.5}, {"p": 0.5, "kinds": ["nope"]}, {"p": 0.5, "kinds": []}):
         with pytest.raises(ValidationError, match="pseudo_fakes"):
             TrainSettings(data="d", output_dir="o", pseudo_fakes=bad)
+
+
+def test_every_generator_manipulation_has_a_stand_in_entry_of_known_kinds():
+    from tasks.synthetic.dfdc_sample import MANIPULATIONS
+    from tasks.train.settings import PseudoFakeAugment
+
+    assert set(P.STAND_INS) == set(MANIPULATIONS)  # a new generator type must say which kinds imitate it
+    assert all(set(kinds) <= set(P.KINDS) for kinds in P.STAND_INS.values())
+    assert P.stand_ins(["lipsync_offset", "face_blend", "not_a_generator_type"]) == {"audio_shift", "self_blend"}
+    on = PseudoFakeAugment(p=0.5)
+    assert P.kinds_drawn(on) == P.KINDS and P.kinds_drawn(PseudoFakeAugment(p=0.0)) == ()
+    assert set(P.kinds_drawn(on, ["mouth_decorrelated"])) == set(P.KINDS) - {"mouth_shuffle", "mouth_freeze"}
+    assert P.kinds_drawn(PseudoFakeAugment(p=0.5, kinds=("audio_shift",)), ["lipsync_offset"]) == ()

@@ -203,3 +203,33 @@ def test_the_schedule_counts_every_clip_the_training_loader_reads(tmp_path):
     read = sum(len(b["video_id"]) for b in make_loader(own, "train", batch_size=8, extra_layouts=[extra]))
     assert data.train_clips() == read == 32 + 8
     assert load_run_data(own, None).train_clips() == 32
+
+
+def test_a_held_out_type_leaves_training_validation_and_the_pseudo_fakes_but_not_test(tmp_path):
+    from tasks.train.data import make_loader
+
+    layout = write_synthetic_shards(str(tmp_path / "d"), manipulations=("lipsync_offset", "face_blend"))
+    data = load_run_data(layout, None, ("lipsync_offset",))
+    held = {r.video_id for r in manifest_rows(layout) if r.manipulation == "lipsync_offset"}
+    assert data.held_out == held and {v[:3] for v in held} == {"tra", "val", "tes"}
+    counts = {role: (s["videos_real"], s["videos_fake"]) for role, s in data.stats.items()}
+    assert counts == {"train": (8, 4), "val": (4, 2), "test": (4, 4)}  # test keeps them for the report
+    for role in ("train", "val"):
+        read = {v for b in make_loader(layout, role, batch_size=8, drop_videos=data.held_out) for v in b["video_id"]}
+        assert not read & held and len(read) == sum(counts[role])
+    cfg = _settings("d", tmp_path, pseudo_fakes={"p": 0.5}, exclude_manipulations=["lipsync_offset"])
+    assert "audio_shift" not in batch_transform(cfg, 0, 1).pseudo_fakes.kinds
+    only_the_stand_in = cfg.replace(pseudo_fakes={"p": 0.5, "kinds": ["audio_shift"]})
+    assert batch_transform(only_the_stand_in, 0, 1) is None
+
+
+def test_a_run_holding_out_a_type_never_validates_on_it(tmp_path):
+    from storage.tables import PredictionRow, read_table
+
+    layout = write_synthetic_shards(str(tmp_path / "d"), manipulations=("lipsync_offset", "face_blend"))
+    result = run_training(_settings(layout.root, tmp_path / "run", pretrain_epochs=0, epochs=1,
+                                    exclude_manipulations=["face_blend"]), log=InMemoryLogger())  # fmt: skip
+    held = {r.video_id for r in manifest_rows(layout) if r.manipulation == "face_blend"}
+    scored = {split: {r.video_id for r in read_table(uri, PredictionRow)} for split, uri in result.predictions.items()}
+    assert not scored["val"] & held and scored["test"] & held  # the threshold and T never saw it; test reports it
+    assert result.dataset["val"]["videos_fake"] == 2 and result.dataset["test"]["videos_fake"] == 4

@@ -1,0 +1,97 @@
+"""bench/results.py's bookkeeping: stand-in labels, held-out kinds, split sizes, best and last checkpoint cells."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tasks.synthetic.dfdc_sample import MANIPULATIONS
+from tasks.train.settings import PSEUDO_FAKE_KINDS
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def results():
+    """bench/results.py as a module (a script: its sibling av_signal.py is imported by bare name)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(BENCH))
+        spec = importlib.util.spec_from_file_location("bench_results", BENCH / "results.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module
+
+
+def _args(**kw) -> SimpleNamespace:
+    """The docs/results.md command's variant flags."""
+    base = dict(set=['pseudo_fakes={"p": 0.5}'], variant_set=[
+        'avff={"fusion": "avff_concat"}',
+        'avff_plain={"fusion": "avff_concat", "pseudo_fakes": {"p": 0.0}}',
+        'avff_lipsync={"fusion": "avff_concat", "pseudo_fakes": {"p": 0.5, "kinds": ["audio_shift"]}}'])
+    return SimpleNamespace(**{**base, **kw})
+
+
+def _rows(rng: np.random.Generator, signal: float, seed: int) -> list[dict]:
+    """One seed's external rows: 12 identities x (a REAL + one fake per type), P(FAKE) with ``signal``."""
+    rows = []
+    for g in range(12):
+        for m in (None, *MANIPULATIONS):
+            fake = m is not None
+            p = float(1 / (1 + np.exp(-(signal * fake + rng.normal()))))
+            rows.append({"video_id": f"s{seed}g{g}{m}", "label": "FAKE" if fake else "REAL", "manipulation": m,
+                         "group": f"g{g}", "reason": None, "p_fake": p})  # fmt: skip
+    return rows
+
+
+def test_the_variants_drawn_kinds_follow_their_settings_and_a_held_out_type_drops_its_stand_in(results):
+    args = _args()
+    assert results.drawn_kinds(args, "avff") == PSEUDO_FAKE_KINDS
+    assert results.drawn_kinds(args, "avff_plain") == ()
+    assert results.drawn_kinds(args, "avff_lipsync") == ("audio_shift",)
+    assert "audio_shift" not in results.drawn_kinds(args, "avff", ("lipsync_offset",))
+    assert not results.stand_in_on(results.drawn_kinds(args, "avff", ("lipsync_offset",)), ("lipsync_offset",))
+    # a uni-modal head cannot see a pseudo-fake of the other modality: no stand-in for it
+    assert not {"audio_shift", "audio_swap", "audio_pitch"} & set(results.drawn_kinds(args, "video_only"))
+    assert set(results.drawn_kinds(args, "audio_only")) == {"audio_shift", "audio_swap", "audio_pitch"}
+
+
+def test_cells_are_marked_where_the_variant_drew_a_stand_in_of_the_rows_types(results):
+    args, rng = _args(), np.random.default_rng(0)
+    variants = ["avff", "avff_plain", "avff_lipsync"]
+    per_seed = {}
+    for s in range(2):
+        per_seed[s] = {}
+        for v in variants:
+            rows = _rows(rng, 1.0, s)
+            per_seed[s][v] = {"rows": rows, "rows_last": _rows(rng, 0.0, s), "prior": 0.86, "val_identities": 10}
+    drawn = {v: results.drawn_kinds(args, v) for v in variants}
+    summary = results.summarise(per_seed, variants, 50, set(), drawn)
+    marked = {k for k, on in summary["stand_in"].items() if on}
+    assert {("lipsync_offset", "avff"), ("all", "avff"), ("face_blend", "avff")} <= marked
+    assert not {k for k in marked if k[1] == "avff_plain"}  # no pseudo-fakes: nothing to label
+    assert {k[0] for k in marked if k[1] == "avff_lipsync"} == {"lipsync_offset", "all", "audio-visual fakes"}
+    table = "\n".join(results._table(summary))
+    lipsync_row = next(line for line in table.splitlines() if line.startswith("| lipsync_offset"))
+    assert lipsync_row.count(results.STAND_IN_MARK) == 2  # avff and avff_lipsync, not avff_plain
+    pitch_row = next(line for line in table.splitlines() if line.startswith("| audio_pitch"))
+    assert pitch_row.count(results.STAND_IN_MARK) == 1  # avff only
+    # the last checkpoint is scored apart from the best: here it has no signal, the best has some
+    for v in variants:
+        assert summary["cells_last"][("all", v)]["mean"] < summary["cells"][("all", v)]["mean"]
+    assert "## Best or last checkpoint" in "\n".join(results._last_table(summary))
+
+
+def test_the_split_puts_at_least_the_asked_identities_in_val(results):
+    train, val, test = results.split_ratios(32, 10)
+    assert val * 32 >= 10 and train + val + test == pytest.approx(1.0) and train * 32 >= 15
+    with pytest.raises(ValueError, match="--n-real"):
+        results.split_ratios(16, 10)
+
+
+def test_each_seed_draws_its_external_set_from_its_own_slice(results):
+    args = SimpleNamespace(seed=4, seeds=3)
+    assert [results.external_slice(args, s) for s in (4, 5, 6)] == [(0, 3), (1, 3), (2, 3)]
