@@ -157,7 +157,7 @@ def _log_model(result: TrainResult, run_id: str, data: str, criterion: str) -> s
         weights = Path(tmp) / WEIGHTS
         weights.write_bytes(fs.read_bytes(fs.join(resolve_checkpoint(result.best_checkpoint), WEIGHTS)))
         decision = Decision(0.5 if result.threshold is None else result.threshold,
-                            criterion if result.threshold is not None else "default", result.temperature)  # fmt: skip
+                            criterion if result.threshold is not None else "default", result.slope, result.intercept)  # fmt: skip
         info = log_pyfunc_model(str(weights), result.model_config, preprocess=ingest_preprocess(data), decision=decision)
     return info.model_uri
 
@@ -247,7 +247,7 @@ def register_model(result: TrainResult, config: TrainSettings, run_id: str, run_
 def _version_tags(gate: Gate, result: TrainResult, manifest_sha: str, flow_run: dict[str, str]) -> dict[str, str]:
     tags = {TAG_MONITOR: gate.metric, TAG_VALUE: repr(gate.value), "prior_value": repr(gate.prior),
             TAG_DATA: manifest_sha, "threshold": repr(result.threshold)}  # fmt: skip
-    fraction = _fake_fraction(result.dataset)
+    fraction = result.train_fake_fraction if result.train_fake_fraction is not None else _fake_fraction(result.dataset)
     if fraction is not None:  # evaluate-avff's prior baseline
         tags["train_fake_fraction"] = repr(fraction)
     return {**tags, **links.flow_run_tags(flow_run)}

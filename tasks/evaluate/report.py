@@ -73,7 +73,7 @@ class ReportInputs:
     best_epoch / monitor / monitor_mode: the checkpoint selection rule and its result.
     y_test_video, p_test_video: ``[V]`` video labels and FAKE probabilities, for the CI.
     y_val_video, p_val_video: optional ``[V]`` val arrays for a val AUC CI.
-    calibration: the temperature fitted on val and its effect (None: no calibration section).
+    calibration: the Platt map fitted on val and its effect (None: no calibration section).
     """
 
     history: list[dict[str, Any]]
@@ -415,20 +415,24 @@ def _test_section(run: ReportInputs, ci: tuple[float, float]) -> tuple[list[str]
 
 
 def _calibration_section(cal: Calibration) -> list[str]:
-    """Temperature scaling: the fitted T (or why it is 1) and clip log loss / ECE before and after, per split."""
+    """Platt scaling: the fitted slope and intercept (or why the identity) and clip log loss / ECE before
+    and after, per split."""
     lines = ["## Calibration", ""]
+    a, b = cal.platt.slope, cal.platt.intercept
     if cal.reason is not None:
-        lines.append(f"T = 1 (P(FAKE) left as the model outputs it): {cal.reason}.")
+        lines.append(f"Slope 1, intercept 0 (P(FAKE) left as the model outputs it): {cal.reason}.")
     else:
         n_val = cal.splits["val"].n
-        confidence = ("over-confident: T > 1 softens them" if cal.temperature > 1 else
-                      "under-confident: T < 1 sharpens them" if cal.temperature < 1 else "calibrated already")  # fmt: skip
+        confidence = ("over-confident: a slope < 1 softens them" if a < 1 else
+                      "under-confident: a slope > 1 sharpens them" if a > 1 else "as sharp as they should be")  # fmt: skip
+        shift = (f"an intercept of {b:+.3f} moves the base rate {'towards FAKE' if b > 0 else 'towards REAL'} "
+                 f"(the training loader's FAKE fraction differs from val's)" if b != 0 else "no base-rate shift")  # fmt: skip
         lines.append(
-            f"Temperature T = {cal.temperature:.3f} fitted on {n_val} val clips (P(FAKE) = sigmoid(logit / T), "
-            f"minimising the val log loss); the raw scores were {confidence}. Every val and test metric above, "
+            f"Platt scaling fitted on {n_val} val clips (P(FAKE) = sigmoid({a:.3f} · logit {b:+.3f}), minimising "
+            f"the val log loss): the raw scores were {confidence}; {shift}. Every val and test metric above, "
             f"and the val threshold, use the calibrated P(FAKE)."
         )
-    rows = [[split + (" (T fitted here)" if split == "val" and cal.reason is None else ""), str(c.n),
+    rows = [[split + (" (fitted here)" if split == "val" and cal.reason is None else ""), str(c.n),
              _f(c.nll_before), _f(c.nll_after), _f(c.ece_before), _f(c.ece_after)]
             for split, c in cal.splits.items()]  # fmt: skip
     lines += [""] + _table(["clip level", "clips", "log loss before", "after", "ECE before", "after"], rows) + [""]
@@ -436,7 +440,7 @@ def _calibration_section(cal: Calibration) -> list[str]:
     if test is not None and cal.reason is None:
         lines.append(f"On test, calibration moves the clip log loss {_signed(test.nll_after - test.nll_before)} "
                      f"and the ECE {_signed(test.ece_after - test.ece_before)}; val numbers after it are "
-                     f"in-sample for T (one parameter).")  # fmt: skip
+                     f"in-sample for the map (two parameters; the registry gate's number is cross-fitted).")  # fmt: skip
         lines.append("")
     return lines
 
@@ -615,8 +619,8 @@ def _baseline_checks(run: ReportInputs) -> Checks:
     items, passed = [], []
     if no_gain:
         cal = run.calibration
-        fix = (f"even after temperature scaling (T = {cal.temperature:.3f}): check" if cal and cal.reason is None
-               else "calibrate (temperature scaling on val, `calibrate`) and check")  # fmt: skip
+        fix = (f"even after Platt scaling (slope {cal.platt.slope:.3f}, intercept {cal.platt.intercept:+.3f}): check"
+               if cal and cal.reason is None else "calibrate (Platt scaling on val, `calibrate`) and check")  # fmt: skip
         items.append(
             f"**No gain over the prior on log loss** ({'; '.join(no_gain)}): {fix} whether the model learned "
             f"anything beyond the class frequency."
