@@ -4,8 +4,9 @@ The flow checks its inputs, opens an MLflow run named after the Prefect flow run
 with it (git commit, manifest sha256, config hash, the flow run's id and URL), logs the
 manifest as the run's dataset, hands training an :class:`~tasks.tracking.mlflow_adapter.MLflowLogger`,
 then logs the best weights as a pyfunc model (models from code: weights + config JSON +
-decision threshold, no pickle). The model enters the registry only if it beats the prior on
-val (``register_if``, :mod:`tasks.evaluate.registry`), with a model card as its description and the
+decision threshold, no pickle). The model enters the registry only if the gate the training run
+decided passes: it beats the prior on val, both cross-fitted (``register_if``,
+:mod:`tasks.evaluate.registry`; the run's report states the decision first), with a model card as its description and the
 aliases ``candidate`` and (when it beats the current one) ``champion``. Training itself
 knows nothing of Prefect or MLflow.
 """
@@ -38,7 +39,6 @@ from tasks.train.checkpoint import WEIGHTS, resolve_checkpoint
 from tasks.tracking.mlflow_adapter import MLflowLogger, param_value
 from tasks.train.progress import ProgressLog
 from tasks.evaluate.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
-from tasks.evaluate.registry import prior_gate
 from tasks.evaluate.metric_names import monitor_mode
 from tasks.serve.decision import Decision
 from tasks.serve.scorer import log_pyfunc_model
@@ -224,8 +224,9 @@ def register_model(result: TrainResult, config: TrainSettings, run_id: str, run_
         log.info("run %s already registered %s version %s: not registering again", run_id, config.registered_model, version)
         return {"version": str(version), "aliases": [], "gate": f"already registered as version {version} by this run"}
     mode = monitor_mode(config.monitor)
-    gate = prior_gate(result.val_metrics, config.monitor, mode, register_if=config.register_if,
-                      min_improvement=config.min_improvement)  # fmt: skip
+    gate = result.gate  # decided by the training run on cross-fitted val numbers, stated in its report
+    if gate is None:
+        return {"version": None, "aliases": [], "gate": "the run computed no gate"}
     model_uri = _log_model(result, run_id, config.data, config.threshold_criterion)
     client.set_tag(run_id, "registry", ("registered: " if gate.register else "not registered: ") + gate.reason)
     if not gate.register:

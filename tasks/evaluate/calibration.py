@@ -150,7 +150,7 @@ class CrossFit:
     prior the same way (the other half's FAKE fraction), so model and prior see the same information."""
 
     p: np.ndarray  # (N,) calibrated P(FAKE), out of fold
-    prior: np.ndarray  # (N,) the other half's clip FAKE fraction
+    prior: np.ndarray  # (N,) the other half's clip FAKE fraction, Laplace-smoothed ((n_fake + 1) / (n + 2))
     maps: tuple[Platt, Platt]  # the map applied to half 0 (fitted on half 1), and to half 1
     reasons: tuple[str | None, str | None]  # why a half's map is the identity (None: fitted)
 
@@ -165,7 +165,7 @@ def cross_fit(y, logits, groups: Sequence, *, enabled: bool = True, seed: int = 
         fit_on, score = half != h, half == h
         platt, why = choose_platt(y[fit_on], z[fit_on], enabled=enabled)
         p[score] = platt(z[score])
-        prior[score] = float(np.clip(y[fit_on].mean(), EPS, 1 - EPS)) if fit_on.any() else 0.5
+        prior[score] = (y[fit_on].sum() + 1) / (fit_on.sum() + 2)  # Laplace: a one-class half is no certainty
         maps.append(platt)
         reasons.append(why)
     return CrossFit(p, prior, (maps[0], maps[1]), (reasons[0], reasons[1]))

@@ -17,6 +17,7 @@ import numpy as np
 from storage.shard_schema import FAKE
 from tasks.evaluate import metric_names as N
 from tasks.evaluate.calibration import Calibration
+from tasks.evaluate.registry import Gate
 from tasks.evaluate.metrics import all_fake_f1, bootstrap_auc_ci
 
 # Overfitting: val loss ends >= 10% above its minimum while train loss falls >= 5% after it.
@@ -74,6 +75,7 @@ class ReportInputs:
     y_test_video, p_test_video: ``[V]`` video labels and FAKE probabilities, for the CI.
     y_val_video, p_val_video: optional ``[V]`` val arrays for a val AUC CI.
     calibration: the Platt map fitted on val and its effect (None: no calibration section).
+    gate: the registry gate's decision, number and reason, the report's first line (None: not stated).
     """
 
     history: list[dict[str, Any]]
@@ -96,6 +98,7 @@ class ReportInputs:
     patience: int | None = None
     max_epochs: int | None = None
     calibration: Calibration | None = None
+    gate: Gate | None = None  # the registry gate's decision (tasks.evaluate.registry), stated first
 
 
 @dataclass(frozen=True)
@@ -719,7 +722,7 @@ def write_training_report(run: ReportInputs) -> str:
     if run.y_val_video is not None and run.p_val_video is not None:
         val_ci = _auc_ci(run.y_val_video, run.p_val_video, run, run.groups_val_video)
     test_lines, warns = _test_section(run, test_ci)
-    lines = [f"# {run.title}", ""] + _headline(run, test_ci)
+    lines = [f"# {run.title}", ""] + ([run.gate.headline(), ""] if run.gate is not None else []) + _headline(run, test_ci)
     if warns:
         lines += [f"**{len(warns)} warning(s)**, detailed below:", ""] + [f"- {w}" for w in warns] + [""]
     lines += _dataset_section(run.dataset)

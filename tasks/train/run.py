@@ -53,6 +53,7 @@ from storage.tables import ManifestRow
 from tasks.evaluate import metrics as M
 from tasks.evaluate.calibration import Calibration
 from tasks.evaluate.metric_names import monitor_mode
+from tasks.evaluate.registry import Gate, gate_numbers, prior_gate
 from tasks.train.augment import ClipAugment
 from tasks.train.batch_augment import BatchTransform
 from tasks.train.checkpoint import CheckpointStore, capture_rng, load_checkpoint, resolve_checkpoint, restore_rng
@@ -101,6 +102,7 @@ class TrainResult:
     val_metrics: dict[str, float] = field(default_factory=dict)  # "best_val_..." keys, at the best checkpoint
     dataset: dict[str, dict[str, int]] = field(default_factory=dict)  # role -> videos/clips per label, groups
     train_fake_fraction: float | None = None  # video level, as the loader reads them (extra data, pseudo-fakes)
+    gate: Gate | None = None  # the registry's decision on this run's cross-fitted val numbers (None: a CV fold)
 
 
 def resolve_model_config(name: str, overrides: Mapping[str, Any], shape: InputShape) -> AVFFConfig:
@@ -538,6 +540,7 @@ class _Run:
             result.predictions = finish.write_predictions(cfg.output_dir, {"val": raw_val})
             return
         raw_test = evaluate(self.model, self._loader("test", epoch=0), device=self.device, precision=self.precision)
+        result.gate = self._gate(raw_val)
         cal = finish.calibrate(raw_val, raw_test, cfg.calibrate)
         result.slope, result.intercept = cal.platt.slope, cal.platt.intercept
         val, test = finish.calibrated(raw_val, cal.platt), finish.calibrated(raw_test, cal.platt)
@@ -557,7 +560,7 @@ class _Run:
         with tempfile.TemporaryDirectory() as tmp:
             local = finish.plots_dir(cfg.output_dir, Path(tmp))
             paths = finish.render_plots(self.progress.history, test, result.threshold, local, raw_test)
-            report = write_training_report(self._report_inputs(val, test, test_metrics, cal))
+            report = write_training_report(self._report_inputs(val, test, test_metrics, cal, result.gate))
             published = finish.publish(cfg.output_dir, paths, report, local, self.log)
         result.plots, result.report_path = published.plots, published.report
         for uri in result.predictions.values():
@@ -566,8 +569,17 @@ class _Run:
             for tag in ("best", "last"):
                 finish.log_remote(self.log, self.store.resolve(tag), f"checkpoints/{tag}")
 
+    def _gate(self, raw_val: Predictions) -> Gate:
+        """The registry gate on the uncalibrated val predictions, calibrated cross-fitted (not in-sample)."""
+        cfg = self.cfg
+        groups = [self.data.group_of.get(v, v) for v in raw_val.video_ids]
+        numbers = gate_numbers(raw_val.y, raw_val.p, raw_val.video_ids, groups, cfg.monitor, calibrate=cfg.calibrate,
+                               seed=cfg.seed, n_bootstrap=cfg.report_bootstrap)  # fmt: skip
+        return prior_gate(numbers, cfg.monitor, self.mode, register_if=cfg.register_if,
+                          min_improvement=cfg.min_improvement)  # fmt: skip
+
     def _report_inputs(self, val: Predictions, test: Predictions, test_metrics: dict,
-                       calibration: Calibration) -> ReportInputs:  # fmt: skip
+                       calibration: Calibration, gate: Gate | None = None) -> ReportInputs:  # fmt: skip
         """What report.md reads: this run's history, data, settings and its val/test video predictions."""
         vv, yv, pv = finish.by_video(val)
         vt, yt, pt = finish.by_video(test)
@@ -580,7 +592,7 @@ class _Run:
             seed=self.cfg.seed, n_bootstrap=self.cfg.report_bootstrap, patience=self.cfg.patience,
             max_epochs=self.cfg.epochs,
             groups_test_video=[group_of.get(v, v) for v in vt], groups_val_video=[group_of.get(v, v) for v in vv],
-            calibration=calibration,
+            calibration=calibration, gate=gate,
         )  # fmt: skip
 
 

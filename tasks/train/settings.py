@@ -277,7 +277,7 @@ class TrainSettings(BaseModel):
                                      "local stack's server")  # fmt: skip
     registered_model: str = Field("avff-dfdc", description="MLflow registered model")
     register_if: RegisterIf = Field("beats_prior", description="beats_prior: register only a model whose monitored "
-                                    "val metric beats the prior baseline | always | never")  # fmt: skip
+                                    "val metric beats the prior's, both cross-fitted on val | always | never")  # fmt: skip
     min_improvement: float = Field(0.0, ge=0, description="margin by which the model must beat the prior to register")
 
     @field_validator("model_preset")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from tasks.evaluate.calibration import Calibration, Platt, fit_platt, split_calibration
+from tasks.evaluate.registry import GateNumbers, prior_gate
 from tasks.evaluate.metrics import aggregate_by_video, all_fake_f1, evaluate_predictions
 from tasks.evaluate.report import ReportInputs, diagnose_curves, split_stats, write_training_report
 
@@ -200,3 +201,14 @@ def test_calibration_section_quotes_the_map_and_the_numbers_or_why_it_is_the_ide
     text = write_training_report(_inputs(_history(*GOOD), calibration=one))
     assert "Slope 1, intercept 0 (P(FAKE) left as the model outputs it): val holds one class only (3 clips" in text
     assert "moves the clip log loss" not in text and "## Calibration" not in write_training_report(_inputs(_history(*GOOD)))
+
+
+def test_the_report_opens_with_the_gates_decision_number_and_reason():
+    refused = prior_gate(GateNumbers(0.4123, 0.4047, (-0.004, 0.021), 40, "2-fold cross-fitted by group"),
+                         "val_video_log_loss", "min")  # fmt: skip
+    lines = write_training_report(_inputs(_history(*GOOD), gate=refused)).splitlines()
+    assert lines[0] == "# AVFF training report" and lines[2] == refused.headline()
+    assert lines[2].startswith("**Registry gate: refuse.** Cross-fitted val val_video_log_loss: model 0.4123, prior "
+                               "0.4047, difference +0.0076 (95 % group-bootstrap interval [-0.0040, +0.0210]). "
+                               "Reason: val_video_log_loss 0.4123 does not beat the prior's 0.4047")  # fmt: skip
+    assert not write_training_report(_inputs(_history(*GOOD))).splitlines()[2].startswith("**Registry gate")

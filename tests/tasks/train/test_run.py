@@ -89,6 +89,10 @@ def test_the_run_calibrates_on_val_logs_the_map_and_ece_and_stores_it_beside_the
     assert RELIABILITY_PLOT in {Path(p).name for p, _ in log.artifacts}
     report = Path(result.report_path).read_text()
     assert f"P(FAKE) = sigmoid({a:.3f} · logit {b:+.3f})" in report and "## Calibration" in report
+    gate = result.gate  # decided on cross-fitted val numbers, stated first in the report
+    assert gate is not None and gate.metric == "val_video_log_loss" and report.splitlines()[2] == gate.headline()
+    assert gate.value != pytest.approx(result.val_metrics["best_val_video_log_loss"])  # not the in-sample number
+    assert gate.interval[0] <= gate.value - gate.prior <= gate.interval[1]
 
 
 class _Crash(Exception):
