@@ -76,6 +76,8 @@ class ReportInputs:
     y_val_video, p_val_video: optional ``[V]`` val arrays for a val AUC CI.
     calibration: the Platt map fitted on val and its effect (None: no calibration section).
     gate: the registry gate's decision, number and reason, the report's first line (None: not stated).
+    loader_prior: what one pass of the training loader reads (extra data included) and the FAKE fraction
+        of its targets (pseudo-fakes included): the prior of class weights and of the prior baseline.
     """
 
     history: list[dict[str, Any]]
@@ -99,6 +101,7 @@ class ReportInputs:
     max_epochs: int | None = None
     calibration: Calibration | None = None
     gate: Gate | None = None  # the registry gate's decision (tasks.evaluate.registry), stated first
+    loader_prior: tuple[int, float] | None = None  # (clips a training pass reads, expected FAKE fraction of targets)
 
 
 @dataclass(frozen=True)
@@ -241,7 +244,16 @@ def diagnose_curves(history: Sequence[Mapping], stage: str | None = None) -> Cur
     )
 
 
-def _dataset_section(dataset: Mapping[str, Mapping[str, int]]) -> list[str]:
+def _loader_line(loader_prior: tuple[int, float] | None) -> list[str]:
+    if loader_prior is None:
+        return []
+    n, frac = loader_prior
+    return [f"The training loader reads {n} clips a pass (extra_train_data included); the FAKE fraction of its "
+            f"targets is {_f(frac)} (pseudo-fakes included, in expectation): the training prior of class weights "
+            f"and of the prior baseline.", ""]  # fmt: skip
+
+
+def _dataset_section(dataset: Mapping[str, Mapping[str, int]], loader_prior: tuple[int, float] | None = None) -> list[str]:
     lines = ["## Dataset", ""]
     if not dataset:
         return lines + ["No dataset statistics were passed to the report.", ""]
@@ -262,7 +274,7 @@ def _dataset_section(dataset: Mapping[str, Mapping[str, int]]) -> list[str]:
         ["split", "videos REAL", "videos FAKE", "clips REAL", "clips FAKE", "FAKE frac (videos)", "FAKE frac (clips)", "groups"],
         rows,
     )
-    return lines + [""] + sentences + [""]
+    return lines + [""] + sentences + [""] + _loader_line(loader_prior)
 
 
 def _config_section(config: Mapping[str, Any]) -> list[str]:
@@ -725,7 +737,7 @@ def write_training_report(run: ReportInputs) -> str:
     lines = [f"# {run.title}", ""] + ([run.gate.headline(), ""] if run.gate is not None else []) + _headline(run, test_ci)
     if warns:
         lines += [f"**{len(warns)} warning(s)**, detailed below:", ""] + [f"- {w}" for w in warns] + [""]
-    lines += _dataset_section(run.dataset)
+    lines += _dataset_section(run.dataset, run.loader_prior)
     lines += _config_section(run.config)
     lines += _history_section(run)
     lines += _diagnosis_section(diagnosis)

@@ -532,7 +532,7 @@ class _Run:
         train, es = self.data.training_prior(self._pseudo_fake_p()), self.progress.es
         result.train_fake_fraction = float(np.mean(train.videos))
         raw_val = evaluate(self.model, self._loader("val", epoch=0), device=self.device, precision=self.precision)
-        if self.data.view is not None:  # a CV fold: score the fold (uncalibrated: T fitted on it is in-sample), never test
+        if self.data.view is not None:  # a CV fold: score the fold (uncalibrated: a map fitted on it is in-sample), never test
             val_metrics = finish.score(raw_val, train)
             result.val_metrics = M.flatten("best_val", val_metrics)
             self.log.log_metrics(finish.summary_metrics(result.val_metrics, cfg.monitor), step=es.best_epoch)
@@ -593,6 +593,7 @@ class _Run:
             max_epochs=self.cfg.epochs,
             groups_test_video=[group_of.get(v, v) for v in vt], groups_val_video=[group_of.get(v, v) for v in vv],
             calibration=calibration, gate=gate,
+            loader_prior=(self.data.train_clips(), float(np.mean(self.data.training_prior(self._pseudo_fake_p()).clips))),
         )  # fmt: skip
 
 

@@ -238,5 +238,8 @@ def test_class_weight_and_prior_count_what_the_training_loader_yields_with_extra
     assert pos_weight == pytest.approx((1 - counted) / counted, abs=0.12) and pos_weight < 0.6  # manifest: 1.0
     videos = (8 + 0.6 * (8 + 20)) / 36  # 8 FAKE, 8 own + 20 extra REAL videos
     assert result.train_fake_fraction == pytest.approx(videos)
+    report = Path(result.report_path).read_text()
+    assert f"The training loader reads 72 clips a pass (extra_train_data included); the FAKE fraction of its " \
+           f"targets is {(16 + 0.6 * 56) / 72:.3f}" in report
     assert result.test_metrics["test_baselines_clip_prior_log_loss"] == pytest.approx(
         M.log_loss(np.repeat([0, 1], [8, 8]), np.full(16, (16 + 0.6 * 56) / 72)), rel=1e-6)  # test: 8 REAL, 8 FAKE clips
