@@ -6,7 +6,8 @@ manifest as the run's dataset, hands training an :class:`~tasks.tracking.mlflow_
 then logs the best weights as a pyfunc model (models from code: weights + config JSON +
 decision threshold, no pickle). The model enters the registry only if the gate the training run
 decided passes: it beats the prior on val, both cross-fitted (``register_if``,
-:mod:`tasks.evaluate.registry`; the run's report states the decision first), with a model card as its description and the
+:mod:`tasks.evaluate.registry`; the run's report states the decision first), with a model card
+as its description and the
 aliases ``candidate`` and (when it beats the current one) ``champion``. Training itself
 knows nothing of Prefect or MLflow.
 """
@@ -157,7 +158,8 @@ def _log_model(result: TrainResult, run_id: str, data: str, criterion: str) -> s
         weights = Path(tmp) / WEIGHTS
         weights.write_bytes(fs.read_bytes(fs.join(resolve_checkpoint(result.best_checkpoint), WEIGHTS)))
         decision = Decision(0.5 if result.threshold is None else result.threshold,
-                            criterion if result.threshold is not None else "default", result.slope, result.intercept)  # fmt: skip
+                            criterion if result.threshold is not None else "default",
+                            result.slope, result.intercept)  # fmt: skip
         info = log_pyfunc_model(str(weights), result.model_config, preprocess=ingest_preprocess(data), decision=decision)
     return info.model_uri
 

@@ -9,12 +9,13 @@ intercept matters when the training loader's FAKE fraction differs from the eval
 such a prior shift, so an uninformative model trained at 41 % FAKE scored a log loss of 0.69 on
 an 85 % FAKE val instead of the prior's 0.42. A temperature T is the map ``(1 / T, 0)``.
 
-The fit is Newton's method on the two parameters with a small ridge on a - 1: it keeps the fit
-finite on separable data and constant logits identifiable (b alone then carries the base rate),
-and, being zero at the identity, the fitted map never scores its own data worse than the raw
-logits. a is bounded to :data:`SLOPE_RANGE`. (Platt's smoothed targets were not used: on a val of
-a few dozen clips they pull a good model's probabilities towards 0.5 and raise its log loss.) Pure NumPy and deterministic. A val with fewer than
-:data:`MIN_PER_CLASS` clips of either class fits nothing: the identity, with the reason.
+The fit is Newton's method (never uphill) on the two parameters with a small ridge on a - 1: it
+keeps the fit finite on separable data and constant logits identifiable (b alone then carries
+the base rate), and, being zero at the identity where the descent starts, the fitted map never
+scores its own data worse than the raw logits unless a hits :data:`SLOPE_RANGE`, its bounds. (Platt's smoothed targets were not used: on a val of
+a few dozen clips they pull a good model's probabilities towards 0.5 and raise its log loss.)
+Pure NumPy and deterministic. A val with fewer than :data:`MIN_PER_CLASS` clips of either class
+fits nothing: the identity, with the reason.
 
 :func:`cross_fit` scores val out of fold: the groups are split in two halves, each half's
 logits mapped by the fit on the other, so a number computed on them (the registry gate's) was
