@@ -135,14 +135,18 @@ def choose_platt(y, logits, *, enabled: bool = True) -> tuple[Platt, str | None]
     return fit_platt(y, logits), None
 
 
-def halves(groups: Sequence, seed: int = 0) -> np.ndarray:
-    """(N,) 0/1: which half each item's group falls in, the groups shuffled by ``seed`` and split evenly."""
+def halves(groups: Sequence, y, seed: int = 0) -> np.ndarray:
+    """(N,) 0/1: which half each item's group falls in. Stratified: the groups, shuffled by ``seed``, are
+    ordered by their FAKE fraction (of ``y`` (N,)) and dealt alternately, so both halves hold about val's
+    base rate and one half's prior is a fair prior for the other."""
     keys = np.asarray([str(g) for g in groups])
-    uniq = np.unique(keys)
-    order = np.random.default_rng(seed).permutation(len(uniq))
+    uniq, inv = np.unique(keys, return_inverse=True)
+    fake = np.bincount(inv, weights=np.asarray(y, dtype=np.float64), minlength=len(uniq)) / np.bincount(inv)
+    shuffled = np.random.default_rng(seed).permutation(len(uniq))
+    order = shuffled[np.argsort(fake[shuffled], kind="stable")]  # by FAKE fraction, ties in random order
     half = np.zeros(len(uniq), dtype=np.int64)
-    half[order[len(uniq) // 2 :]] = 1
-    return half[np.searchsorted(uniq, keys)]
+    half[order[1::2]] = 1
+    return half[inv]
 
 
 @dataclass(frozen=True)
@@ -157,9 +161,10 @@ class CrossFit:
 
 
 def cross_fit(y, logits, groups: Sequence, *, enabled: bool = True, seed: int = 0) -> CrossFit:
-    """2-fold cross-fitted calibration of val clips, split by ``groups`` (a REAL video and its fakes together)."""
+    """2-fold cross-fitted calibration of val clips, split by ``groups`` (a REAL video and its fakes together),
+    stratified by label (:func:`halves`)."""
     y, z = np.asarray(y, dtype=np.int64), np.asarray(logits, dtype=np.float64)
-    half = halves(groups, seed)
+    half = halves(groups, y, seed)
     p, prior = np.empty(y.size), np.empty(y.size)
     maps, reasons = [], []
     for h in (0, 1):

@@ -6,7 +6,7 @@ writes :func:`model_card` as the model version's description.
 
 A model is registered only if, at its best checkpoint, the monitored val metric beats the
 prior by more than ``min_improvement``, both measured **cross-fitted** (:func:`gate_numbers`):
-val's groups are split in two halves, each half's clips calibrated by the Platt map fitted on
+val's groups are split in two halves (stratified by label), each half's clips calibrated by the Platt map fitted on
 the other half and the prior for each half is the other half's FAKE fraction. So the number
 that decides was not fitted on the clips that judge it (a map fitted on all of val scores val
 in-sample: its intercept alone learns val's base rate and "beats" a prior that may not), and

@@ -72,8 +72,9 @@ def test_cross_fit_scores_each_half_with_the_map_of_the_other():
     z = rng.normal(0, 1.5, groups.size)
     y = (rng.random(groups.size) < C.sigmoid(z)).astype(np.int64)
     cf = C.cross_fit(y, 3 * z, groups, seed=0)
-    half = C.halves(groups, seed=0)
+    half = C.halves(groups, y, seed=0)
     assert all(len(set(half[groups == g])) == 1 for g in range(100)) and half.sum() == 200  # groups kept whole
+    assert abs(y[half == 0].mean() - y[half == 1].mean()) < 0.03  # stratified: both halves near val's base rate
     for h in (0, 1):
         other = half != h
         np.testing.assert_allclose(cf.p[half == h], C.fit_platt(y[other], 3 * z[other])(3 * z[half == h]))

@@ -69,7 +69,7 @@ def test_the_gate_registers_a_model_with_signal_and_its_interval_excludes_zero()
 def test_a_tiny_val_half_falls_back_to_the_identity_and_says_so():
     y, p, videos, groups = _val(3, signal=2.0, fake=0.5, seed=3)
     numbers = gate_numbers(y, p, videos, groups, "val_loss", n_bootstrap=20)
-    assert "half 1: val holds one class only (4 clips, 4 FAKE)" in numbers.note
+    assert "half 0: val holds one class only (4 clips, 4 FAKE)" in numbers.note
     assert numbers.prior < 2.0  # the one-class half's prior for the other is smoothed, not a certainty
 
 
