@@ -640,9 +640,9 @@ def _appendix(args, out_root: str) -> list[str]:
             "external set from its own slice of the external pool (`pool_slice`; `tasks/synthetic/faces.py`, tested "
             "in `tests/tasks/synthetic/test_dfdc_sample.py`). A held-out type (`--holdout`) leaves training, "
             "validation and the pseudo-fakes (its stand-ins), tested in `tests/tasks/train/test_run.py`.",
-            "- **Calibration:** each model's P(FAKE) is temperature-scaled on its own val split (`calibrate`, on by "
-            "default); a temperature moves no ranking (AUC) and cannot shift the base rate, so log loss can still sit "
-            "at or above the prior baseline's while AUC improves.",
+            "- **Calibration:** each model's P(FAKE) is Platt-scaled on its own val split (`calibrate`, on by "
+            "default): slope and intercept move no ranking (AUC), and the intercept takes up the base rate, so log "
+            "loss sits near the val prior's for a model that learned nothing and below it only for one that did.",
             "- **Where the targets stand and what would reach them:** docs/model.md (extension 12) has the measured "
             "curve of the lip-sync branch against REAL data and steps, and the reasons the visual and pitch types "
             "stay near chance.",

@@ -4,8 +4,10 @@ The flow checks its inputs, opens an MLflow run named after the Prefect flow run
 with it (git commit, manifest sha256, config hash, the flow run's id and URL), logs the
 manifest as the run's dataset, hands training an :class:`~tasks.tracking.mlflow_adapter.MLflowLogger`,
 then logs the best weights as a pyfunc model (models from code: weights + config JSON +
-decision threshold, no pickle). The model enters the registry only if it beats the prior on
-val (``register_if``, :mod:`tasks.evaluate.registry`), with a model card as its description and the
+decision threshold, no pickle). The model enters the registry only if the gate the training run
+decided passes: it beats the prior on val, both cross-fitted (``register_if``,
+:mod:`tasks.evaluate.registry`; the run's report states the decision first), with a model card
+as its description and the
 aliases ``candidate`` and (when it beats the current one) ``champion``. Training itself
 knows nothing of Prefect or MLflow.
 """
@@ -38,7 +40,6 @@ from tasks.train.checkpoint import WEIGHTS, resolve_checkpoint
 from tasks.tracking.mlflow_adapter import MLflowLogger, param_value
 from tasks.train.progress import ProgressLog
 from tasks.evaluate.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
-from tasks.evaluate.registry import prior_gate
 from tasks.evaluate.metric_names import monitor_mode
 from tasks.serve.decision import Decision
 from tasks.serve.scorer import log_pyfunc_model
@@ -157,7 +158,8 @@ def _log_model(result: TrainResult, run_id: str, data: str, criterion: str) -> s
         weights = Path(tmp) / WEIGHTS
         weights.write_bytes(fs.read_bytes(fs.join(resolve_checkpoint(result.best_checkpoint), WEIGHTS)))
         decision = Decision(0.5 if result.threshold is None else result.threshold,
-                            criterion if result.threshold is not None else "default", result.temperature)  # fmt: skip
+                            criterion if result.threshold is not None else "default",
+                            result.slope, result.intercept)  # fmt: skip
         info = log_pyfunc_model(str(weights), result.model_config, preprocess=ingest_preprocess(data), decision=decision)
     return info.model_uri
 
@@ -224,8 +226,9 @@ def register_model(result: TrainResult, config: TrainSettings, run_id: str, run_
         log.info("run %s already registered %s version %s: not registering again", run_id, config.registered_model, version)
         return {"version": str(version), "aliases": [], "gate": f"already registered as version {version} by this run"}
     mode = monitor_mode(config.monitor)
-    gate = prior_gate(result.val_metrics, config.monitor, mode, register_if=config.register_if,
-                      min_improvement=config.min_improvement)  # fmt: skip
+    gate = result.gate  # decided by the training run on cross-fitted val numbers, stated in its report
+    if gate is None:
+        return {"version": None, "aliases": [], "gate": "the run computed no gate"}
     model_uri = _log_model(result, run_id, config.data, config.threshold_criterion)
     client.set_tag(run_id, "registry", ("registered: " if gate.register else "not registered: ") + gate.reason)
     if not gate.register:
@@ -247,7 +250,7 @@ def register_model(result: TrainResult, config: TrainSettings, run_id: str, run_
 def _version_tags(gate: Gate, result: TrainResult, manifest_sha: str, flow_run: dict[str, str]) -> dict[str, str]:
     tags = {TAG_MONITOR: gate.metric, TAG_VALUE: repr(gate.value), "prior_value": repr(gate.prior),
             TAG_DATA: manifest_sha, "threshold": repr(result.threshold)}  # fmt: skip
-    fraction = _fake_fraction(result.dataset)
+    fraction = result.train_fake_fraction if result.train_fake_fraction is not None else _fake_fraction(result.dataset)
     if fraction is not None:  # evaluate-avff's prior baseline
         tags["train_fake_fraction"] = repr(fraction)
     return {**tags, **links.flow_run_tags(flow_run)}

@@ -15,8 +15,9 @@
 - baseline: ``prior`` or ``majority`` (:func:`tasks.evaluate.metrics.baselines`).
 
 ``val_loss`` is the val clip log loss under a shorter name (the per-epoch loss curve).
-Temperature scaling at the end of training adds ``calibration_temperature`` and the test
-clip-level expected calibration error after and before it (:data:`CALIBRATION`):
+Platt scaling at the end of training adds ``calibration_slope`` and ``calibration_intercept``
+(:data:`CALIBRATION_MAP`) and the test clip-level expected calibration error after and before it
+(:data:`CALIBRATION`):
 ``test_clip_ece``, ``test_clip_uncalibrated_ece``.
 A ``monitor`` (early stopping, the best checkpoint, the registry gate) is a val key:
 :data:`MONITORS` lists them all, :func:`check_monitor` refuses anything else.
@@ -37,7 +38,7 @@ BASELINES = ("prior", "majority")
 AT_VAL_THRESHOLD = "at_val_threshold"  # test metrics at the threshold chosen on val ("@val_threshold" flattened)
 VAL_LOSS = "val_loss"  # = val_clip_log_loss
 CALIBRATION = ("ece", "uncalibrated_ece")  # logged once at the best checkpoint, never monitored
-TEMPERATURE = "calibration_temperature"
+CALIBRATION_MAP = ("calibration_slope", "calibration_intercept")  # calibrated logit = slope * logit + intercept
 _VAL_LOSS_MEANS = ("clip", "log_loss")
 
 

@@ -5,20 +5,29 @@ current champion's version tags, asks :func:`prior_gate` and :func:`champion_ver
 writes :func:`model_card` as the model version's description.
 
 A model is registered only if, at its best checkpoint, the monitored val metric beats the
-prior baseline (constant P(FAKE) = the training FAKE fraction) by more than
-``min_improvement``. It becomes ``champion`` only if it also beats the current champion on
-the same metric measured on the same val set (same manifest digest): numbers from another
-val set are not comparable, so the alias then stays where it is.
+prior by more than ``min_improvement``, both measured **cross-fitted** (:func:`gate_numbers`):
+val's groups are split in two halves (stratified by label), each half's clips calibrated by the Platt map fitted on
+the other half and the prior for each half is the other half's FAKE fraction. So the number
+that decides was not fitted on the clips that judge it (a map fitted on all of val scores val
+in-sample: its intercept alone learns val's base rate and "beats" a prior that may not), and
+model and prior are given the same information. The decision rests on the point difference;
+a group-bootstrap interval of it is stated beside it. A model becomes ``champion`` only if it
+also beats the current champion on the same number measured on the same val set (same
+manifest digest): numbers from another val set are not comparable, so the alias then stays.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.evaluate.metric_names import BEST_VAL, TEST, baseline_key, best_key, key, prior_key
+import numpy as np
+
+from tasks.evaluate import calibration as C
+from tasks.evaluate import metrics as M
+from tasks.evaluate.metric_names import BEST_VAL, TEST, baseline_key, key, parse_monitor
 
 REGISTER_IF = ("beats_prior", "always", "never")
 # model version tags the champion comparison reads back
@@ -34,31 +43,77 @@ def better(a: float, b: float, mode: str, margin: float = 0.0) -> bool:
 
 
 @dataclass(frozen=True)
+class GateNumbers:
+    """What the gate decides on: the model's and the prior's monitored metric on val, cross-fitted, and a
+    group-bootstrap interval of their difference (model - prior)."""
+
+    value: float
+    prior: float
+    interval: tuple[float, float] = (math.nan, math.nan)
+    groups: int = 0  # groups the interval resamples
+    note: str = ""  # how the numbers were made, and any half whose calibration fell back to the identity
+
+
+@dataclass(frozen=True)
 class Gate:
     """The registration decision and the numbers behind it."""
 
     register: bool
     metric: str  # the monitored metric, e.g. val_video_log_loss
-    value: float  # the model's, at its best checkpoint
-    prior: float  # the prior baseline's, on the same split and level
+    value: float  # the model's, at its best checkpoint, cross-fitted
+    prior: float  # the prior's, on the same split and level, cross-fitted
     reason: str
+    interval: tuple[float, float] = (math.nan, math.nan)  # of value - prior, group bootstrap
+
+    def headline(self) -> str:
+        """One line: the decision, its number with its interval, its reason."""
+        lo, hi = self.interval
+        return (f"**Registry gate: {'register' if self.register else 'refuse'}.** Cross-fitted val {self.metric}: "
+                f"model {self.value:.4f}, prior {self.prior:.4f}, difference {self.value - self.prior:+.4f} "
+                f"(95 % group-bootstrap interval [{lo:+.4f}, {hi:+.4f}]). Reason: {self.reason}.")  # fmt: skip
 
 
-def prior_gate(val_metrics: Mapping[str, float], monitor: str, mode: str, *, register_if: str = "beats_prior",
+def gate_numbers(y, p, video_ids: Sequence[str], groups: Sequence[str], monitor: str, *, calibrate: bool = True,
+                 seed: int = 0, n_bootstrap: int = 200) -> GateNumbers:  # fmt: skip
+    """The monitored metric of the model and of the prior on val clips ``y``, ``p`` (N,) (uncalibrated P(FAKE),
+    ``groups`` (N,) per clip), 2-fold cross-fitted by group (:func:`tasks.evaluate.calibration.cross_fit`),
+    and a ``n_bootstrap`` group-bootstrap 95 % interval of model - prior."""
+    level, metric = parse_monitor(monitor)
+    y = np.asarray(y, dtype=np.int64)
+    fit = C.cross_fit(y, C.to_logits(p), groups, enabled=calibrate, seed=seed)
+    ids, ym, pm = np.asarray(video_ids), y, fit.p
+    pp, g = fit.prior, np.asarray([str(x) for x in groups])
+    if level == "video":  # a video's clips share a group, hence a half and its prior
+        first = {v: i for i, v in reversed(list(enumerate(ids)))}
+        vids, ym, pm = M.aggregate_by_video(ids, y, fit.p)
+        _, _, pp = M.aggregate_by_video(ids, y, fit.prior)
+        g = np.asarray([g[first[v]] for v in vids])
+
+    def diff(idx: np.ndarray) -> float:
+        return M.binary_metrics(ym[idx], pm[idx])[metric] - M.binary_metrics(ym[idx], pp[idx])[metric]
+
+    value, prior = M.binary_metrics(ym, pm)[metric], M.binary_metrics(ym, pp)[metric]
+    interval = M.percentile_interval(M.group_bootstrap(diff, g, n_resamples=n_bootstrap, seed=seed))
+    fallbacks = [f"half {h}: {why}" for h, why in enumerate(fit.reasons) if why]
+    note = "2-fold cross-fitted by group" + (f" ({'; '.join(fallbacks)})" if fallbacks else "")
+    return GateNumbers(float(value), float(prior), interval, len(set(g.tolist())), note)
+
+
+def prior_gate(numbers: GateNumbers, monitor: str, mode: str, *, register_if: str = "beats_prior",
                min_improvement: float = 0.0) -> Gate:  # fmt: skip
-    """Register only a model that beats the prior on val (``val_metrics``: ``best_val_*`` keys)."""
+    """Register only a model that beats the prior on val, both cross-fitted (:func:`gate_numbers`)."""
     if register_if not in REGISTER_IF:
         raise ValueError(f"register_if must be one of {REGISTER_IF}, got {register_if!r}")
-    value = float(val_metrics.get(best_key(monitor), math.nan))
-    prior = float(val_metrics.get(prior_key(monitor), math.nan))
+    value, prior = numbers.value, numbers.prior
     beats = better(value, prior, mode, min_improvement)
     verdict = "beats" if beats else "does not beat"
-    why = f"{monitor} {value:.4f} {verdict} the prior's {prior:.4f} (min_improvement {min_improvement:g})"
+    why = (f"{monitor} {value:.4f} {verdict} the prior's {prior:.4f} (min_improvement {min_improvement:g}; "
+           f"{numbers.note or 'as given'})")  # fmt: skip
     if register_if == "always":
-        return Gate(True, monitor, value, prior, f"register_if=always; {why}")
+        return Gate(True, monitor, value, prior, f"register_if=always; {why}", numbers.interval)
     if register_if == "never":
-        return Gate(False, monitor, value, prior, f"register_if=never; {why}")
-    return Gate(beats, monitor, value, prior, why)
+        return Gate(False, monitor, value, prior, f"register_if=never; {why}", numbers.interval)
+    return Gate(beats, monitor, value, prior, why, numbers.interval)
 
 
 def champion_verdict(gate: Gate, mode: str, manifest_sha256: str,
@@ -107,7 +162,7 @@ def model_card(*, gate: Gate, data: str, manifest_sha256: str, dataset: Mapping[
     lines = [
         "# AVFF deepfake detector",
         "",
-        f"Registered because: {gate.reason}.",
+        gate.headline(),
         "",
         *[f"- {name}: {url}" for name, url in links.items()],
         "",

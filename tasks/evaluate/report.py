@@ -17,6 +17,7 @@ import numpy as np
 from storage.shard_schema import FAKE
 from tasks.evaluate import metric_names as N
 from tasks.evaluate.calibration import Calibration
+from tasks.evaluate.registry import Gate
 from tasks.evaluate.metrics import all_fake_f1, bootstrap_auc_ci
 
 # Overfitting: val loss ends >= 10% above its minimum while train loss falls >= 5% after it.
@@ -73,7 +74,10 @@ class ReportInputs:
     best_epoch / monitor / monitor_mode: the checkpoint selection rule and its result.
     y_test_video, p_test_video: ``[V]`` video labels and FAKE probabilities, for the CI.
     y_val_video, p_val_video: optional ``[V]`` val arrays for a val AUC CI.
-    calibration: the temperature fitted on val and its effect (None: no calibration section).
+    calibration: the Platt map fitted on val and its effect (None: no calibration section).
+    gate: the registry gate's decision, number and reason, the report's first line (None: not stated).
+    loader_prior: what one pass of the training loader reads (extra data included) and the FAKE fraction
+        of its targets (pseudo-fakes included): the prior of class weights and of the prior baseline.
     """
 
     history: list[dict[str, Any]]
@@ -96,6 +100,8 @@ class ReportInputs:
     patience: int | None = None
     max_epochs: int | None = None
     calibration: Calibration | None = None
+    gate: Gate | None = None  # the registry gate's decision (tasks.evaluate.registry), stated first
+    loader_prior: tuple[int, float] | None = None  # (clips a training pass reads, expected FAKE fraction of targets)
 
 
 @dataclass(frozen=True)
@@ -238,7 +244,16 @@ def diagnose_curves(history: Sequence[Mapping], stage: str | None = None) -> Cur
     )
 
 
-def _dataset_section(dataset: Mapping[str, Mapping[str, int]]) -> list[str]:
+def _loader_line(loader_prior: tuple[int, float] | None) -> list[str]:
+    if loader_prior is None:
+        return []
+    n, frac = loader_prior
+    return [f"The training loader reads {n} clips a pass (extra_train_data included); the FAKE fraction of its "
+            f"targets is {_f(frac)} (pseudo-fakes included, in expectation): the training prior of class weights "
+            f"and of the prior baseline.", ""]  # fmt: skip
+
+
+def _dataset_section(dataset: Mapping[str, Mapping[str, int]], loader_prior: tuple[int, float] | None = None) -> list[str]:
     lines = ["## Dataset", ""]
     if not dataset:
         return lines + ["No dataset statistics were passed to the report.", ""]
@@ -259,7 +274,7 @@ def _dataset_section(dataset: Mapping[str, Mapping[str, int]]) -> list[str]:
         ["split", "videos REAL", "videos FAKE", "clips REAL", "clips FAKE", "FAKE frac (videos)", "FAKE frac (clips)", "groups"],
         rows,
     )
-    return lines + [""] + sentences + [""]
+    return lines + [""] + sentences + [""] + _loader_line(loader_prior)
 
 
 def _config_section(config: Mapping[str, Any]) -> list[str]:
@@ -415,20 +430,24 @@ def _test_section(run: ReportInputs, ci: tuple[float, float]) -> tuple[list[str]
 
 
 def _calibration_section(cal: Calibration) -> list[str]:
-    """Temperature scaling: the fitted T (or why it is 1) and clip log loss / ECE before and after, per split."""
+    """Platt scaling: the fitted slope and intercept (or why the identity) and clip log loss / ECE before
+    and after, per split."""
     lines = ["## Calibration", ""]
+    a, b = cal.platt.slope, cal.platt.intercept
     if cal.reason is not None:
-        lines.append(f"T = 1 (P(FAKE) left as the model outputs it): {cal.reason}.")
+        lines.append(f"Slope 1, intercept 0 (P(FAKE) left as the model outputs it): {cal.reason}.")
     else:
         n_val = cal.splits["val"].n
-        confidence = ("over-confident: T > 1 softens them" if cal.temperature > 1 else
-                      "under-confident: T < 1 sharpens them" if cal.temperature < 1 else "calibrated already")  # fmt: skip
+        confidence = ("over-confident: a slope < 1 softens them" if a < 1 else
+                      "under-confident: a slope > 1 sharpens them" if a > 1 else "as sharp as they should be")  # fmt: skip
+        shift = (f"an intercept of {b:+.3f} moves the base rate {'towards FAKE' if b > 0 else 'towards REAL'} "
+                 f"(the training loader's FAKE fraction differs from val's)" if b != 0 else "no base-rate shift")  # fmt: skip
         lines.append(
-            f"Temperature T = {cal.temperature:.3f} fitted on {n_val} val clips (P(FAKE) = sigmoid(logit / T), "
-            f"minimising the val log loss); the raw scores were {confidence}. Every val and test metric above, "
+            f"Platt scaling fitted on {n_val} val clips (P(FAKE) = sigmoid({a:.3f} · logit {b:+.3f}), minimising "
+            f"the val log loss): the raw scores were {confidence}; {shift}. Every val and test metric above, "
             f"and the val threshold, use the calibrated P(FAKE)."
         )
-    rows = [[split + (" (T fitted here)" if split == "val" and cal.reason is None else ""), str(c.n),
+    rows = [[split + (" (fitted here)" if split == "val" and cal.reason is None else ""), str(c.n),
              _f(c.nll_before), _f(c.nll_after), _f(c.ece_before), _f(c.ece_after)]
             for split, c in cal.splits.items()]  # fmt: skip
     lines += [""] + _table(["clip level", "clips", "log loss before", "after", "ECE before", "after"], rows) + [""]
@@ -436,7 +455,7 @@ def _calibration_section(cal: Calibration) -> list[str]:
     if test is not None and cal.reason is None:
         lines.append(f"On test, calibration moves the clip log loss {_signed(test.nll_after - test.nll_before)} "
                      f"and the ECE {_signed(test.ece_after - test.ece_before)}; val numbers after it are "
-                     f"in-sample for T (one parameter).")  # fmt: skip
+                     f"in-sample for the map (two parameters; the registry gate's number is cross-fitted).")  # fmt: skip
         lines.append("")
     return lines
 
@@ -615,8 +634,8 @@ def _baseline_checks(run: ReportInputs) -> Checks:
     items, passed = [], []
     if no_gain:
         cal = run.calibration
-        fix = (f"even after temperature scaling (T = {cal.temperature:.3f}): check" if cal and cal.reason is None
-               else "calibrate (temperature scaling on val, `calibrate`) and check")  # fmt: skip
+        fix = (f"even after Platt scaling (slope {cal.platt.slope:.3f}, intercept {cal.platt.intercept:+.3f}): check"
+               if cal and cal.reason is None else "calibrate (Platt scaling on val, `calibrate`) and check")  # fmt: skip
         items.append(
             f"**No gain over the prior on log loss** ({'; '.join(no_gain)}): {fix} whether the model learned "
             f"anything beyond the class frequency."
@@ -715,10 +734,10 @@ def write_training_report(run: ReportInputs) -> str:
     if run.y_val_video is not None and run.p_val_video is not None:
         val_ci = _auc_ci(run.y_val_video, run.p_val_video, run, run.groups_val_video)
     test_lines, warns = _test_section(run, test_ci)
-    lines = [f"# {run.title}", ""] + _headline(run, test_ci)
+    lines = [f"# {run.title}", ""] + ([run.gate.headline(), ""] if run.gate is not None else []) + _headline(run, test_ci)
     if warns:
         lines += [f"**{len(warns)} warning(s)**, detailed below:", ""] + [f"- {w}" for w in warns] + [""]
-    lines += _dataset_section(run.dataset)
+    lines += _dataset_section(run.dataset, run.loader_prior)
     lines += _config_section(run.config)
     lines += _history_section(run)
     lines += _diagnosis_section(diagnosis)

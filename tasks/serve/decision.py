@@ -1,10 +1,12 @@
 """What turns a model's logit into a verdict, stored beside its weights as ``decision.json``.
 
-``{"threshold": t, "criterion": "f1", "temperature": T}``: P(FAKE) = sigmoid(logit / T) (T fitted
-on val at the end of training, :mod:`tasks.evaluate.calibration`), and P(FAKE) >= t is a FAKE
-verdict (t chosen on the calibrated val probabilities). A training run writes it into its best
-checkpoint's directory; the registered pyfunc carries it as an artifact. A model without one,
-or a file without ``temperature`` (written before calibration existed), scores with T = 1.
+``{"threshold": t, "criterion": "f1", "slope": a, "intercept": b}``: P(FAKE) = sigmoid(a·logit + b)
+(Platt scaling fitted on val at the end of training, :mod:`tasks.evaluate.calibration`), and
+P(FAKE) >= t is a FAKE verdict (t chosen on the calibrated val probabilities). A training run
+writes it into its best checkpoint's directory; the registered pyfunc carries it as an artifact.
+Older files still load and mean what they meant: ``{"temperature": T}`` (temperature scaling,
+before Platt) is a = 1 / T, b = 0; a file with neither (before calibration existed), or a model
+without one, scores with the identity a = 1, b = 0.
 """
 
 from __future__ import annotations
@@ -22,18 +24,26 @@ DECISION_FILE = "decision.json"
 class Decision:
     threshold: float | None  # None: no threshold could be chosen (one-class val); verdicts use 0.5
     criterion: str  # f1 | youden | eer, or "default" without a threshold
-    temperature: float = 1.0
+    slope: float = 1.0  # calibrated logit = slope * logit + intercept
+    intercept: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
+        if not (math.isfinite(self.slope) and self.slope > 0 and math.isfinite(self.intercept)):
+            raise ValueError(f"calibration needs a finite slope > 0 and a finite intercept, got "
+                             f"{self.slope!r}, {self.intercept!r}")  # fmt: skip
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> Decision:
-        return cls(data.get("threshold"), str(data.get("criterion", "default")), float(data.get("temperature", 1.0)))
+        threshold, criterion = data.get("threshold"), str(data.get("criterion", "default"))
+        if "slope" in data:
+            return cls(threshold, criterion, float(data["slope"]), float(data.get("intercept", 0.0)))
+        temperature = float(data.get("temperature", 1.0))  # a file written before Platt scaling
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        return cls(threshold, criterion, 1.0 / temperature, 0.0)
 
 
 def write_decision(directory: str, decision: Decision) -> str:

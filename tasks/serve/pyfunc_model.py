@@ -26,7 +26,7 @@ class AVFFPyfunc(mlflow.pyfunc.PythonModel):
         weights, _, _ = load_weights(context.artifacts[WEIGHTS_ARTIFACT])
         config = json.loads(Path(context.artifacts[CONFIG_ARTIFACT]).read_text())
         self.scorer = Scorer.from_weights(weights, config)
-        if DECISION_ARTIFACT in context.artifacts:  # models logged before it existed score with T = 1
+        if DECISION_ARTIFACT in context.artifacts:  # models logged before it existed score uncalibrated
             self.scorer.use_decision(Decision.from_json(json.loads(Path(context.artifacts[DECISION_ARTIFACT]).read_text())))
 
     def predict(self, context, model_input, params=None):

@@ -7,9 +7,9 @@
 - :func:`log_pyfunc_model`  logs :class:`tasks.serve.pyfunc_model.AVFFPyfunc` as "models from code":
                         its artifacts are the weights and the config JSON, so loading it unpickles nothing
 
-P(FAKE) is sigmoid(logit / T), T the temperature fitted on val at the end of training and stored
-with the threshold in ``decision.json`` (:mod:`tasks.serve.decision`): beside the best
-checkpoint's weights, and as the pyfunc's ``decision`` artifact. Without one, T = 1.
+P(FAKE) is sigmoid(a·logit + b), the Platt slope a and intercept b fitted on val at the end of
+training and stored with the threshold in ``decision.json`` (:mod:`tasks.serve.decision`): beside
+the best checkpoint's weights, and as the pyfunc's ``decision`` artifact. Without one, a = 1, b = 0.
 
 Inputs follow the loader contract (:mod:`tasks.train.data`): video (B, 3, T, H, W) and audio
 (B, 1, F, Tm) float32, already normalised.
@@ -34,7 +34,7 @@ from tasks.train.checkpoint import WEIGHTS, CheckpointError, load_weights, resol
 WEIGHTS_ARTIFACT = "weights"
 CONFIG_ARTIFACT = "config"
 PREPROCESS_ARTIFACT = "preprocess"  # the ingest PreprocessConfig the model was trained on
-DECISION_ARTIFACT = "decision"  # tasks.serve.decision.Decision: the temperature and P(FAKE) >= t is a FAKE verdict
+DECISION_ARTIFACT = "decision"  # tasks.serve.decision.Decision: the calibration and P(FAKE) >= t is a FAKE verdict
 CONFIG_FILE, PREPROCESS_FILE = "model_config.json", "preprocess.json"
 # the models-from-code entry point MLflow executes at load time; written at log time so that
 # no importable module of ours has the side effect of calling set_model
@@ -96,13 +96,13 @@ class Scorer:
         self.config = model.cfg
         self.preprocess = preprocess  # ingest's PreprocessConfig as a dict, when the model carries it
         self.threshold: float | None = None  # the decision threshold chosen on val, when the model carries it
-        self.temperature = 1.0  # logits are divided by it before the sigmoid (calibration fitted on val)
+        self.slope, self.intercept = 1.0, 0.0  # P(FAKE) = sigmoid(slope * logit + intercept), fitted on val
         if decision is not None:
             self.use_decision(decision)
 
     def use_decision(self, decision: Decision) -> None:
-        """Score with ``decision``'s temperature and give verdicts at its threshold."""
-        self.threshold, self.temperature = decision.threshold, decision.temperature
+        """Score with ``decision``'s calibration and give verdicts at its threshold."""
+        self.threshold, self.slope, self.intercept = decision.threshold, decision.slope, decision.intercept
 
     @classmethod
     def from_weights(cls, weights: dict[str, torch.Tensor], config: dict, device: str = "auto") -> Scorer:
@@ -118,7 +118,7 @@ class Scorer:
     @torch.inference_mode()
     def predict_proba(self, video, audio, batch_size: int = 16) -> np.ndarray:
         """video (B, 3, T, H, W), audio (B, 1, F, Tm) (numpy or torch) -> (B,) float32 calibrated
-        P(FAKE) = sigmoid(logit / temperature)."""
+        P(FAKE) = sigmoid(slope * logit + intercept)."""
         video, audio = torch.as_tensor(np.asarray(video), dtype=torch.float32), torch.as_tensor(
             np.asarray(audio), dtype=torch.float32
         )
@@ -130,7 +130,7 @@ class Scorer:
         out = []
         for i in range(0, len(video), batch_size):
             logits = self.model(video[i : i + batch_size].to(self.device), audio[i : i + batch_size].to(self.device))
-            out.append(torch.sigmoid(logits.float() / self.temperature).cpu())  # (b,)
+            out.append(torch.sigmoid(logits.float() * self.slope + self.intercept).cpu())  # (b,)
         return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
 
 

@@ -1,12 +1,12 @@
 """What a training run does after its last epoch, at the best checkpoint, one function per step.
 
-- :func:`calibrate` / :func:`calibrated`   the temperature fitted on val clip logits, applied to a split
+- :func:`calibrate` / :func:`calibrated`   the Platt map fitted on val clip logits, applied to a split
 - :func:`score`              a split's predictions -> :func:`tasks.evaluate.metrics.evaluate_predictions`
 - :func:`val_threshold`      the decision threshold chosen on val video predictions
 - :func:`summary_metrics` / :func:`metrics_table`   what MLflow charts, and the full table
 - :func:`write_predictions`  ``predictions/<split>.parquet``
 - :func:`render_plots`       curves, ROC/PR, the confusion matrix and the reliability diagram as PNGs
-- :func:`keep_decision`      threshold and temperature beside the best checkpoint (``decision.json``)
+- :func:`keep_decision`      threshold and calibration beside the best checkpoint (``decision.json``)
 - :func:`publish`            plots and report.md into ``output_dir`` (object storage: uploaded)
 - :func:`log_remote`         one file or folder (local or remote) as an artifact of the run
 
@@ -28,7 +28,7 @@ from storage.tables import PredictionRow, write_table
 from tasks.evaluate import calibration as C
 from tasks.evaluate import metrics as M
 from tasks.evaluate import plots
-from tasks.evaluate.metric_names import TEMPERATURE, TEST, best_key, key
+from tasks.evaluate.metric_names import CALIBRATION_MAP, TEST, best_key, key
 from tasks.serve.decision import Decision, write_decision
 from tasks.tracking.logger import Logger
 from tasks.train.engine import Predictions
@@ -40,7 +40,7 @@ SUMMARY_METRICS = ("best_val_video_auc", "best_val_video_log_loss", "test_video_
 METRICS_TABLE = "metrics_table.json"
 _PREDICTORS = (("model", "{level}"), ("model @ val threshold", "{level}@val_threshold"),
                ("prior baseline", "baselines.{level}.prior"), ("majority baseline", "baselines.{level}.majority"))  # fmt: skip
-UNCALIBRATED = "model, uncalibrated"  # the metrics-table predictor of P(FAKE) before temperature scaling
+UNCALIBRATED = "model, uncalibrated"  # the metrics-table predictor of P(FAKE) before Platt scaling
 RELIABILITY_PLOT = "reliability_test_clip.png"
 
 
@@ -61,24 +61,24 @@ class Published:
 
 
 def calibrate(val: Predictions, test: Predictions | None, enabled: bool) -> C.Calibration:
-    """T fitted on val clip logits (1 when ``enabled`` is off or val holds one class), with the
-    clip log loss and ECE before and after it on val and (when given) test."""
-    t, reason = C.choose_temperature(val.y, C.to_logits(val.p), enabled=enabled)
+    """The Platt map fitted on val clip logits (the identity when ``enabled`` is off or val holds too few
+    clips of a class), with the clip log loss and ECE before and after it on val and (when given) test."""
+    platt, reason = C.choose_platt(val.y, C.to_logits(val.p), enabled=enabled)
     splits = {"val": val} if test is None else {"val": val, "test": test}
-    return C.Calibration(t, reason, {name: C.split_calibration(p.y, C.to_logits(p.p), t) for name, p in splits.items()})
+    return C.Calibration(platt, reason, {n: C.split_calibration(p.y, C.to_logits(p.p), platt) for n, p in splits.items()})
 
 
-def calibrated(preds: Predictions, temperature: float) -> Predictions:
-    """``preds`` with P(FAKE) = sigmoid(logit / T); unchanged (the same array) when T = 1."""
-    if temperature == 1.0:
+def calibrated(preds: Predictions, platt: C.Platt) -> Predictions:
+    """``preds`` with P(FAKE) = sigmoid(a·logit + b); unchanged (the same array) for the identity."""
+    if platt.identity:
         return preds
-    return preds._replace(p=C.apply_temperature(C.to_logits(preds.p), temperature))
+    return preds._replace(p=platt(C.to_logits(preds.p)))
 
 
 def calibration_metrics(cal: C.Calibration) -> dict[str, float]:
-    """What MLflow charts of calibration: ``calibration_temperature`` and the test clip ECE after and
-    before it. The val ECEs are in the metrics table (:func:`metrics_table`), to keep the run page short."""
-    out = {TEMPERATURE: cal.temperature}
+    """What MLflow charts of calibration: ``calibration_slope``, ``calibration_intercept`` and the test clip
+    ECE after and before it. The val ECEs are in the metrics table (:func:`metrics_table`), to keep the run page short."""
+    out = dict(zip(CALIBRATION_MAP, (cal.platt.slope, cal.platt.intercept)))
     if "test" in cal.splits:
         test = cal.splits["test"]
         out[key(TEST, "clip", "ece")], out[key(TEST, "clip", "uncalibrated_ece")] = test.ece_after, test.ece_before
@@ -114,8 +114,8 @@ def summary_metrics(flat: Mapping[str, float], monitor: str) -> dict[str, float]
 def metrics_table(by_split: Mapping[str, Mapping[str, Any]], uncalibrated: Mapping[str, Mapping[str, Any]] | None = None,
                   calibration: C.Calibration | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """One row per (split, level, predictor) of :func:`tasks.evaluate.metrics.evaluate_predictions` outputs;
-    ``uncalibrated`` (split -> the same outputs before temperature scaling) adds the model's raw rows, and
-    ``calibration`` an ``ece`` to the clip-level model rows (after T; before it on the uncalibrated rows)."""
+    ``uncalibrated`` (split -> the same outputs before Platt scaling) adds the model's raw rows, and
+    ``calibration`` an ``ece`` to the clip-level model rows (after the map; before it on the uncalibrated rows)."""
     rows = []
     for split, metrics in by_split.items():
         for level in ("video", "clip"):
@@ -161,10 +161,11 @@ def render_plots(history: Sequence[dict], test: Predictions, threshold: float | 
     return paths
 
 
-def keep_decision(checkpoint: str, threshold: float | None, criterion: str, temperature: float) -> str:
+def keep_decision(checkpoint: str, threshold: float | None, criterion: str, platt: C.Platt) -> str:
     """``decision.json`` in the best checkpoint's directory, so a scorer loaded from it (``avff
-    predict --model out/checkpoints/best.json``) applies the temperature and the val threshold."""
-    return write_decision(checkpoint, Decision(threshold, criterion if threshold is not None else "default", temperature))
+    predict --model out/checkpoints/best.json``) applies the calibration and the val threshold."""
+    crit = criterion if threshold is not None else "default"
+    return write_decision(checkpoint, Decision(threshold, crit, platt.slope, platt.intercept))
 
 
 def plots_dir(output_dir: str, scratch: Path) -> Path:

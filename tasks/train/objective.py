@@ -72,14 +72,15 @@ def smooth_targets(target: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def pos_weight_from_labels(y) -> float:
-    """n_real / n_fake of training labels (FAKE = 1): the FAKE weight that balances both classes.
+    """n_real / n_fake of training targets (FAKE = 1; a soft target counts as its expected value, e.g.
+    :func:`tasks.train.pseudo_fakes.expected_targets`): the FAKE weight that balances both classes.
 
     Raises ValueError when a class is missing (no weight can balance it).
     """
-    y = np.asarray(y)
-    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"class weights need both classes, got {n_neg} REAL and {n_pos} FAKE")
+    y = np.asarray(y, dtype=np.float64)
+    n_pos, n_neg = float(y.sum()), float((1.0 - y).sum())
+    if y.size == 0 or n_pos <= 0 or n_neg <= 0:
+        raise ValueError(f"class weights need both classes, got {n_neg:g} REAL and {n_pos:g} FAKE")
     return n_neg / n_pos
 
 

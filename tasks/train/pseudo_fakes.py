@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -204,6 +205,18 @@ def derangement(b: int, g: torch.Generator) -> torch.Tensor:
 def pitch_shift(audio: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """audio (B, 1, F, Tm), bins (B,) -> clip b's mel moved bins[b] mel bins up (edges held)."""
     return torch.stack([shift_mel_bins(a[0], float(k))[None] for a, k in zip(audio, bins.tolist())])
+
+
+def expected_targets(y, p: float) -> np.ndarray:
+    """(N,) labels (FAKE = 1) -> (N,) the expected training target of each clip under pseudo-fakes of
+    rate ``p``: a FAKE stays 1, a REAL clip is turned FAKE with probability p. Their mean is the FAKE
+    fraction the stage-2 objective sees (the class weight's and the prior baseline's prior).
+
+    Exact in expectation for batches of two or more clips (a batch of one cannot swap audio, so its
+    draw of ``audio_swap`` leaves the clip REAL).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    return y + p * (1.0 - y)
 
 
 class PseudoFakes:

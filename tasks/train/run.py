@@ -6,8 +6,8 @@
    discriminator optimizers;
 2. stage 2 ("classify", both labels): BCE fine-tuning with per-epoch validation (clip and
    video metrics), early stopping on ``monitor``, ``best`` and ``last`` checkpoints;
-3. test evaluation at the best checkpoint: a temperature fitted on val clip logits calibrates
-   val and test P(FAKE) (``calibrate``), then the decision threshold is chosen on val;
+3. test evaluation at the best checkpoint: a Platt map (slope and intercept) fitted on val clip
+   logits calibrates val and test P(FAKE) (``calibrate``), then the decision threshold is chosen on val;
 4. plots, predictions, the markdown report; everything logged through ``log``.
 
 Stage-2 options, all off by default (docs/experiments.md): per-clip video/audio augmentation
@@ -25,7 +25,7 @@ one that never stopped.
 Output layout under ``output_dir`` (local or object storage)::
 
     checkpoints/epoch-0003/{model.safetensors,state.pt}   checkpoints/{last,best,pretrained}.json
-    checkpoints/epoch-000k/decision.json  (the best one's threshold and temperature)
+    checkpoints/epoch-000k/decision.json  (the best one's threshold and calibration)
     plots/*.png   predictions/{val,test}.parquet   report.md   model_config.json
 """
 
@@ -53,6 +53,7 @@ from storage.tables import ManifestRow
 from tasks.evaluate import metrics as M
 from tasks.evaluate.calibration import Calibration
 from tasks.evaluate.metric_names import monitor_mode
+from tasks.evaluate.registry import Gate, gate_numbers, prior_gate
 from tasks.train.augment import ClipAugment
 from tasks.train.batch_augment import BatchTransform
 from tasks.train.checkpoint import CheckpointStore, capture_rng, load_checkpoint, resolve_checkpoint, restore_rng
@@ -69,7 +70,7 @@ from tasks.train.engine import Predictions, StepContext, evaluate, pretrain_one_
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from tasks.train.optim import EarlyStopping, build_optimizer, build_scheduler, named, named_param_groups, param_groups
-from tasks.train.pseudo_fakes import PseudoFakes, kinds_drawn
+from tasks.train.pseudo_fakes import PseudoFakes, expected_targets, kinds_drawn
 
 # What MLflow's run page charts per epoch; the summary at the best checkpoint is finish.SUMMARY_METRICS.
 # Every other number (both levels, both thresholds, the baselines) is one row of the run's
@@ -91,7 +92,8 @@ class TrainResult:
     best_checkpoint: str | None
     last_checkpoint: str | None
     threshold: float | None = None
-    temperature: float = 1.0  # P(FAKE) = sigmoid(logit / temperature), fitted on val (1: not calibrated)
+    slope: float = 1.0  # P(FAKE) = sigmoid(slope * logit + intercept), Platt fitted on val (1, 0: not calibrated)
+    intercept: float = 0.0
     test_metrics: dict[str, float] = field(default_factory=dict)  # flattened, "test_..." keys
     report_path: str | None = None
     plots: list[str] = field(default_factory=list)
@@ -99,6 +101,8 @@ class TrainResult:
     encoders: str | None = None  # encoder weights after stage 1 (a later run's pretrained_encoders)
     val_metrics: dict[str, float] = field(default_factory=dict)  # "best_val_..." keys, at the best checkpoint
     dataset: dict[str, dict[str, int]] = field(default_factory=dict)  # role -> videos/clips per label, groups
+    train_fake_fraction: float | None = None  # video level, as the loader reads them (extra data, pseudo-fakes)
+    gate: Gate | None = None  # the registry's decision on this run's cross-fitted val numbers (None: a CV fold)
 
 
 def resolve_model_config(name: str, overrides: Mapping[str, Any], shape: InputShape) -> AVFFConfig:
@@ -197,12 +201,21 @@ class RunData:
     group_of: dict[str, str]  # video id -> group: the report's intervals resample groups
     held_out: frozenset[str] = frozenset()  # videos of excluded manipulation types: out of train and val
     extra_clips: int = 0  # clips of extra_train_data, read after the training role's own
+    extra_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (N_extra,) their clip labels
+    extra_videos: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (V_extra,) one label per video
 
-    @property
-    def train_labels(self) -> finish.TrainLabels:
-        """The training prior: clip labels and one label per training video (the video-level baselines)."""
+    def loader_labels(self) -> np.ndarray:
+        """(N,) clip labels of one pass of the training loader: the training role's, then the extra data's."""
+        return np.concatenate([self.labels["train"], self.extra_labels])
+
+    def training_prior(self, pseudo_fake_p: float = 0.0) -> finish.TrainLabels:
+        """The prior the stage-2 objective sees, as expected targets (:func:`expected_targets`): every clip
+        the training loader reads (extra data included), a REAL one turned FAKE with ``pseudo_fake_p``;
+        and one per training video likewise (the video-level baselines)."""
         train = self.stats["train"]
-        return finish.TrainLabels(self.labels["train"], np.repeat([0, 1], [train["videos_real"], train["videos_fake"]]))
+        videos = np.concatenate([np.repeat([0, 1], [train["videos_real"], train["videos_fake"]]), self.extra_videos])
+        return finish.TrainLabels(expected_targets(self.loader_labels(), pseudo_fake_p),
+                                  expected_targets(videos, pseudo_fake_p))  # fmt: skip
 
     def train_clips(self) -> int:
         """Clips one pass of the training loader reads (the schedule's length): the training role's
@@ -221,8 +234,11 @@ def load_run_data(layout: fs.IngestLayout, fold: int | None, exclude: tuple[str,
     held_out = frozenset(r.video_id for r in rows if r.manipulation in exclude)
     stats, labels = _dataset_stats(rows, view, held_out)
     extra_clips = sum(split_counts(e, s) for e in extra for s in ("train", "val", "test"))
+    extra_rows = [r for e in extra for r in manifest_rows(e)]  # every split of an extra output is read
+    extra_videos = np.array([1 if r.label == FAKE else 0 for r in extra_rows], dtype=np.int64)
+    extra_labels = np.repeat(extra_videos, [int(r.clips or 1) for r in extra_rows]).astype(np.int64)
     return RunData(layout, view, stats, labels, {r.video_id: r.group or r.video_id for r in rows}, held_out,
-                   extra_clips)  # fmt: skip
+                   extra_clips, extra_labels, extra_videos)  # fmt: skip
 
 
 @dataclass
@@ -451,10 +467,17 @@ class _Run:
         opt = build_optimizer(groups, cfg.optimizer, lr=cfg.lr)
         return self._stage_optim({"classifier": opt}, self.data.train_clips(), cfg.epochs)
 
-    def _objective(self) -> Objective:
-        """The stage-2 loss, its FAKE weight resolved from the training prior when ``class_weight`` asks."""
+    def _pseudo_fake_p(self) -> float:
+        """The chance a REAL clip is turned FAKE: 0 when pseudo-fakes are off or every kind is held out."""
         cfg = self.cfg
-        pos_weight = pos_weight_from_labels(self.data.labels["train"]) if cfg.class_weight == "prior" else None
+        return cfg.pseudo_fakes.p if kinds_drawn(cfg.pseudo_fakes, cfg.exclude_manipulations) else 0.0
+
+    def _objective(self) -> Objective:
+        """The stage-2 loss, its FAKE weight resolved from the prior of what the training loader reads (extra
+        data and pseudo-fakes included) when ``class_weight`` asks."""
+        cfg = self.cfg
+        prior = self.data.training_prior(self._pseudo_fake_p()).clips
+        pos_weight = pos_weight_from_labels(prior) if cfg.class_weight == "prior" else None
         if pos_weight is not None:
             self.log.log_params({"resolved.pos_weight": pos_weight})
         return cfg.objective(pos_weight)
@@ -513,9 +536,10 @@ class _Run:
         if best is None:
             return
         self.model.load_state_dict(load_checkpoint(best).weights)
-        train, es = self.data.train_labels, self.progress.es
+        train, es = self.data.training_prior(self._pseudo_fake_p()), self.progress.es
+        result.train_fake_fraction = float(np.mean(train.videos))
         raw_val = evaluate(self.model, self._loader("val", epoch=0), device=self.device, precision=self.precision)
-        if self.data.view is not None:  # a CV fold: score the fold (uncalibrated: T fitted on it is in-sample), never test
+        if self.data.view is not None:  # a CV fold: score the fold (uncalibrated: a map fitted on it is in-sample), never test
             val_metrics = finish.score(raw_val, train)
             result.val_metrics = M.flatten("best_val", val_metrics)
             self.log.log_metrics(finish.summary_metrics(result.val_metrics, cfg.monitor), step=es.best_epoch)
@@ -523,9 +547,10 @@ class _Run:
             result.predictions = finish.write_predictions(cfg.output_dir, {"val": raw_val})
             return
         raw_test = evaluate(self.model, self._loader("test", epoch=0), device=self.device, precision=self.precision)
+        result.gate = self._gate(raw_val)
         cal = finish.calibrate(raw_val, raw_test, cfg.calibrate)
-        result.temperature = cal.temperature
-        val, test = finish.calibrated(raw_val, cal.temperature), finish.calibrated(raw_test, cal.temperature)
+        result.slope, result.intercept = cal.platt.slope, cal.platt.intercept
+        val, test = finish.calibrated(raw_val, cal.platt), finish.calibrated(raw_test, cal.platt)
         val_metrics = finish.score(val, train)
         result.val_metrics = M.flatten("best_val", val_metrics)
         result.threshold = finish.val_threshold(val, cfg.threshold_criterion)
@@ -537,12 +562,12 @@ class _Run:
         raw = None if val is raw_val else {"val": finish.score(raw_val, train), "test": finish.score(raw_test, train)}
         self.log.log_table(finish.metrics_table({"val": val_metrics, "test": test_metrics}, raw, cal), finish.METRICS_TABLE)
         self.log.set_tags({"best_epoch": str(es.best_epoch), "val_threshold": str(result.threshold)})
-        finish.keep_decision(best, result.threshold, cfg.threshold_criterion, cal.temperature)
+        finish.keep_decision(best, result.threshold, cfg.threshold_criterion, cal.platt)
         result.predictions = finish.write_predictions(cfg.output_dir, {"val": val, "test": test})
         with tempfile.TemporaryDirectory() as tmp:
             local = finish.plots_dir(cfg.output_dir, Path(tmp))
             paths = finish.render_plots(self.progress.history, test, result.threshold, local, raw_test)
-            report = write_training_report(self._report_inputs(val, test, test_metrics, cal))
+            report = write_training_report(self._report_inputs(val, test, test_metrics, cal, result.gate))
             published = finish.publish(cfg.output_dir, paths, report, local, self.log)
         result.plots, result.report_path = published.plots, published.report
         for uri in result.predictions.values():
@@ -551,8 +576,17 @@ class _Run:
             for tag in ("best", "last"):
                 finish.log_remote(self.log, self.store.resolve(tag), f"checkpoints/{tag}")
 
+    def _gate(self, raw_val: Predictions) -> Gate:
+        """The registry gate on the uncalibrated val predictions, calibrated cross-fitted (not in-sample)."""
+        cfg = self.cfg
+        groups = [self.data.group_of.get(v, v) for v in raw_val.video_ids]
+        numbers = gate_numbers(raw_val.y, raw_val.p, raw_val.video_ids, groups, cfg.monitor, calibrate=cfg.calibrate,
+                               seed=cfg.seed, n_bootstrap=cfg.report_bootstrap)  # fmt: skip
+        return prior_gate(numbers, cfg.monitor, self.mode, register_if=cfg.register_if,
+                          min_improvement=cfg.min_improvement)  # fmt: skip
+
     def _report_inputs(self, val: Predictions, test: Predictions, test_metrics: dict,
-                       calibration: Calibration) -> ReportInputs:  # fmt: skip
+                       calibration: Calibration, gate: Gate | None = None) -> ReportInputs:  # fmt: skip
         """What report.md reads: this run's history, data, settings and its val/test video predictions."""
         vv, yv, pv = finish.by_video(val)
         vt, yt, pt = finish.by_video(test)
@@ -565,7 +599,8 @@ class _Run:
             seed=self.cfg.seed, n_bootstrap=self.cfg.report_bootstrap, patience=self.cfg.patience,
             max_epochs=self.cfg.epochs,
             groups_test_video=[group_of.get(v, v) for v in vt], groups_val_video=[group_of.get(v, v) for v in vv],
-            calibration=calibration,
+            calibration=calibration, gate=gate,
+            loader_prior=(self.data.train_clips(), float(np.mean(self.data.training_prior(self._pseudo_fake_p()).clips))),
         )  # fmt: skip
 
 

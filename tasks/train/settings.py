@@ -234,8 +234,9 @@ class TrainSettings(BaseModel):
     min_delta: float = Field(0.0, ge=0, description="the least change of monitor that counts as improvement")
     threshold_criterion: Literal["f1", "youden", "eer"] = Field(
         "f1", description="how the decision threshold is chosen on val videos")
-    calibrate: bool = Field(True, description="temperature scaling: fit T on val clip logits at the best checkpoint, "
-                            "P(FAKE) = sigmoid(logit / T) for the threshold, val/test metrics and serving")  # fmt: skip
+    calibrate: bool = Field(True, description="Platt scaling: fit slope a and intercept b on val clip logits at the "
+                            "best checkpoint, P(FAKE) = sigmoid(a logit + b) for the threshold, val/test metrics "
+                            "and serving")  # fmt: skip
     # -- data loading and hardware
     seed: int = Field(0, description="seeds weights, shuffling, augmentation (batches depend on seed and epoch only)")
     num_workers: int = Field(2, ge=0, description="data loader processes per rank")
@@ -278,7 +279,7 @@ class TrainSettings(BaseModel):
                                      "local stack's server")  # fmt: skip
     registered_model: str = Field("avff-dfdc", description="MLflow registered model")
     register_if: RegisterIf = Field("beats_prior", description="beats_prior: register only a model whose monitored "
-                                    "val metric beats the prior baseline | always | never")  # fmt: skip
+                                    "val metric beats the prior's, both cross-fitted on val | always | never")  # fmt: skip
     min_improvement: float = Field(0.0, ge=0, description="margin by which the model must beat the prior to register")
 
     @field_validator("model_preset")

@@ -2,22 +2,75 @@
 
 import math
 
-from tasks.evaluate.registry import Gate, champion_verdict, model_card, prior_gate
+import numpy as np
+import pytest
+
+from tasks.evaluate import calibration as C
+from tasks.evaluate import metrics as M
+from tasks.evaluate.registry import Gate, GateNumbers, champion_verdict, gate_numbers, model_card, prior_gate
 
 VAL = {"best_val_video_log_loss": 0.40, "best_val_baselines_video_prior_log_loss": 0.50,
        "best_val_video_auc": 0.81, "best_val_baselines_video_prior_auc": 0.5,
        "best_val_clip_log_loss": 0.70, "best_val_baselines_clip_prior_log_loss": 0.60}  # fmt: skip
 
 
-def test_prior_gate_compares_the_monitored_metric_with_the_prior_on_val():
-    assert prior_gate(VAL, "val_video_log_loss", "min").register  # 0.40 < 0.50
-    assert not prior_gate(VAL, "val_video_log_loss", "min", min_improvement=0.2).register  # needs < 0.30
-    assert prior_gate(VAL, "val_video_auc", "max").register  # 0.81 > 0.5
-    refused = prior_gate(VAL, "val_loss", "min")  # clip log loss 0.70 > 0.60
+def test_prior_gate_compares_the_monitored_metric_with_the_prior():
+    video_ll, video_auc, clip_ll = GateNumbers(0.40, 0.50, (-0.2, 0.01)), GateNumbers(0.81, 0.5), GateNumbers(0.70, 0.60)
+    passed = prior_gate(video_ll, "val_video_log_loss", "min")  # 0.40 < 0.50
+    assert passed.register and passed.interval == (-0.2, 0.01)
+    assert not prior_gate(video_ll, "val_video_log_loss", "min", min_improvement=0.2).register  # needs < 0.30
+    assert prior_gate(video_auc, "val_video_auc", "max").register  # 0.81 > 0.5
+    refused = prior_gate(clip_ll, "val_loss", "min")  # clip log loss 0.70 > 0.60
     assert not refused.register and "does not beat the prior's 0.6000" in refused.reason
-    assert prior_gate(VAL, "val_loss", "min", register_if="always").register
-    assert not prior_gate(VAL, "val_video_log_loss", "min", register_if="never").register
-    assert not prior_gate({"best_val_video_log_loss": math.nan}, "val_video_log_loss", "min").register
+    assert prior_gate(clip_ll, "val_loss", "min", register_if="always").register
+    assert not prior_gate(video_ll, "val_video_log_loss", "min", register_if="never").register
+    assert not prior_gate(GateNumbers(math.nan, 0.5), "val_video_log_loss", "min").register
+
+
+def _val(n_groups: int, signal: float, fake: float = 0.85, seed: int = 0):
+    """Val clips of a model that learned a 41 % FAKE prior: two videos (a REAL's fake and itself) per group,
+    two clips per video; the logit carries ``signal`` times the label."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat([f"g{i}" for i in range(n_groups)], 4)  # (N,)
+    videos = np.repeat([f"v{i}" for i in range(2 * n_groups)], 2)
+    y = np.repeat((rng.random(2 * n_groups) < fake).astype(np.int64), 2)
+    z = C.to_logits(0.41) + signal * (y - 0.5) + rng.normal(0, 1.0, y.size)
+    return y, C.sigmoid(z), videos, groups
+
+
+def test_the_gate_refuses_an_uninformative_model_that_in_sample_calibration_would_pass():
+    """A Platt map fitted on all of val learns val's base rate and 'beats' the training prior; cross-fitted, the
+    model meets a prior given the same information (the other half's FAKE fraction) and does not beat it."""
+    y, p, videos, groups = _val(150, signal=0.0)
+    numbers = gate_numbers(y, p, videos, groups, "val_video_log_loss", n_bootstrap=100)
+    gate = prior_gate(numbers, "val_video_log_loss", "min")
+    assert not gate.register and numbers.value > numbers.prior - 0.005 and numbers.groups == 150
+    lo, hi = numbers.interval
+    assert lo < numbers.value - numbers.prior < hi and lo < 0 < hi + 0.01
+    _, yv, _ = M.aggregate_by_video(videos, y, p)
+    in_sample = C.fit_platt(y, C.to_logits(p))(C.to_logits(p))
+    _, _, pv = M.aggregate_by_video(videos, y, in_sample)
+    train_prior = M.log_loss(yv, np.full(yv.size, 0.41))
+    assert M.log_loss(yv, pv) < train_prior - 0.2  # what deciding in-sample against the training prior saw
+    assert "2-fold cross-fitted by group" in gate.reason
+
+
+def test_the_gate_registers_a_model_with_signal_and_its_interval_excludes_zero():
+    y, p, videos, groups = _val(150, signal=4.0)
+    numbers = gate_numbers(y, p, videos, groups, "val_video_log_loss", n_bootstrap=100)
+    gate = prior_gate(numbers, "val_video_log_loss", "min")
+    assert gate.register and numbers.interval[1] < 0 < numbers.prior - numbers.value
+    assert gate.headline().startswith("**Registry gate: register.** Cross-fitted val val_video_log_loss: model ")
+    assert f"difference {numbers.value - numbers.prior:+.4f}" in gate.headline()
+    auc = gate_numbers(y, p, videos, groups, "val_video_auc", n_bootstrap=20)
+    assert auc.value == pytest.approx(M.binary_metrics(*M.aggregate_by_video(videos, y, p)[1:])["auc"], abs=0.02)
+
+
+def test_a_tiny_val_half_falls_back_to_the_identity_and_says_so():
+    y, p, videos, groups = _val(3, signal=2.0, fake=0.5, seed=3)
+    numbers = gate_numbers(y, p, videos, groups, "val_loss", n_bootstrap=20)
+    assert "half 0: val holds one class only (4 clips, 4 FAKE)" in numbers.note
+    assert numbers.prior < 2.0  # the one-class half's prior for the other is smoothed, not a certainty
 
 
 def test_champion_moves_only_to_a_better_model_on_the_same_val_set():
@@ -34,11 +87,14 @@ def test_champion_moves_only_to_a_better_model_on_the_same_val_set():
 def test_model_card_shows_data_metrics_against_baselines_threshold_and_preprocessing():
     test = {"test_video_auc": 0.79, "test_baselines_video_prior_auc": 0.5, "test_baselines_video_majority_f1": 0.9}
     card = model_card(
-        gate=prior_gate(VAL, "val_video_log_loss", "min"), data="/data/shards", manifest_sha256="f" * 64,
+        gate=prior_gate(GateNumbers(0.40, 0.50, (-0.15, -0.05)), "val_video_log_loss", "min"), data="/data/shards", manifest_sha256="f" * 64,
         dataset={"train": {"videos_real": 3, "videos_fake": 9, "groups": 3}}, val_metrics=VAL, test_metrics=test,
         threshold=0.42, threshold_criterion="f1", preprocess={"face_size": 224, "require_audio": True},
         model={"preset": "tiny", "best_epoch": 4}, links={"MLflow run": "http://mlflow/#/experiments/1/runs/r"},
     )  # fmt: skip
+    assert card.splitlines()[2].startswith("**Registry gate: register.** Cross-fitted val val_video_log_loss: model "
+                                          "0.4000, prior 0.5000, difference -0.1000 (95 % group-bootstrap interval "
+                                          "[-0.1500, -0.0500]). Reason: val_video_log_loss 0.4000 beats")  # fmt: skip
     assert "| train | 3 | 9 | 3 |" in card and "`/data/shards`" in card
     assert "| model | 0.810 | 0.400 |" in card and "| prior baseline | 0.500 | 0.500 |" in card
     assert "| model | 0.790 |" in card and "| majority baseline | n/a | n/a | n/a | 0.900 |" in card

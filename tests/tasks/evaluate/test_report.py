@@ -4,7 +4,8 @@ import re
 import numpy as np
 import pytest
 
-from tasks.evaluate.calibration import Calibration, fit_temperature, split_calibration
+from tasks.evaluate.calibration import Calibration, Platt, fit_platt, split_calibration
+from tasks.evaluate.registry import GateNumbers, prior_gate
 from tasks.evaluate.metrics import aggregate_by_video, all_fake_f1, evaluate_predictions
 from tasks.evaluate.report import ReportInputs, diagnose_curves, split_stats, write_training_report
 
@@ -176,26 +177,38 @@ def test_early_stopping_settings_are_taken_as_passed_never_read_from_the_config(
     assert "Early stopping did not trigger: training ran 6 epochs." in ran
 
 
-def test_calibration_section_quotes_t_and_the_numbers_or_why_t_is_1():
+def test_calibration_section_quotes_the_map_and_the_numbers_or_why_it_is_the_identity():
     rng = np.random.default_rng(0)
     z = rng.normal(0, 1.5, 600)
     y = (rng.random(600) < 1 / (1 + np.exp(-z))).astype(int)
     val, test = (y[:300], 3 * z[:300]), (y[300:], 3 * z[300:])  # logits over-confident by 3
-    t = fit_temperature(*val)
-    cal = Calibration(t, None, {"val": split_calibration(*val, t), "test": split_calibration(*test, t)})
+    platt = fit_platt(*val)
+    cal = Calibration(platt, None, {"val": split_calibration(*val, platt), "test": split_calibration(*test, platt)})
     text = write_training_report(_inputs(_history(*GOOD), calibration=cal))
     section = text[text.index("## Calibration"):text.index("## Recommendations")]
-    assert f"Temperature T = {t:.3f} fitted on 300 val clips" in section and t > 1
-    assert "over-confident: T > 1 softens them" in section
+    a, b = platt.slope, platt.intercept
+    assert f"Platt scaling fitted on 300 val clips (P(FAKE) = sigmoid({a:.3f} · logit {b:+.3f})" in section and a < 1
+    assert "over-confident: a slope < 1 softens them" in section and f"an intercept of {b:+.3f}" in section
     s = cal.splits["test"]
     assert f"| test | 300 | {s.nll_before:.3f} | {s.nll_after:.3f} | {s.ece_before:.3f} | {s.ece_after:.3f} |" in section
     assert f"moves the clip log loss {s.nll_after - s.nll_before:+.3f}" in section and s.nll_after < s.nll_before
     no_gain = write_training_report(_inputs(_history(*GOOD), kind="prior", fake_frac=0.75, calibration=cal))
-    assert f"even after temperature scaling (T = {t:.3f}): check whether" in no_gain
-    assert "calibrate (temperature scaling on val, `calibrate`)" in write_training_report(
+    assert f"even after Platt scaling (slope {a:.3f}, intercept {b:+.3f}): check whether" in no_gain
+    assert "calibrate (Platt scaling on val, `calibrate`)" in write_training_report(
         _inputs(_history(*GOOD), kind="prior", fake_frac=0.75))
-    one = Calibration(1.0, "val holds one class only (3 clips, 3 FAKE): no temperature can be fitted",
-                      {"val": split_calibration([1, 1, 1], [0.1, 0.2, 0.3], 1.0)})  # fmt: skip
+    one = Calibration(Platt(), "val holds one class only (3 clips, 3 FAKE): no calibration can be fitted",
+                      {"val": split_calibration([1, 1, 1], [0.1, 0.2, 0.3], Platt())})  # fmt: skip
     text = write_training_report(_inputs(_history(*GOOD), calibration=one))
-    assert "T = 1 (P(FAKE) left as the model outputs it): val holds one class only (3 clips, 3 FAKE)" in text
+    assert "Slope 1, intercept 0 (P(FAKE) left as the model outputs it): val holds one class only (3 clips" in text
     assert "moves the clip log loss" not in text and "## Calibration" not in write_training_report(_inputs(_history(*GOOD)))
+
+
+def test_the_report_opens_with_the_gates_decision_number_and_reason():
+    refused = prior_gate(GateNumbers(0.4123, 0.4047, (-0.004, 0.021), 40, "2-fold cross-fitted by group"),
+                         "val_video_log_loss", "min")  # fmt: skip
+    lines = write_training_report(_inputs(_history(*GOOD), gate=refused)).splitlines()
+    assert lines[0] == "# AVFF training report" and lines[2] == refused.headline()
+    assert lines[2].startswith("**Registry gate: refuse.** Cross-fitted val val_video_log_loss: model 0.4123, prior "
+                               "0.4047, difference +0.0076 (95 % group-bootstrap interval [-0.0040, +0.0210]). "
+                               "Reason: val_video_log_loss 0.4123 does not beat the prior's 0.4047")  # fmt: skip
+    assert not write_training_report(_inputs(_history(*GOOD))).splitlines()[2].startswith("**Registry gate")

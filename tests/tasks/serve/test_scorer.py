@@ -1,9 +1,10 @@
-"""The scorer applies the temperature a model carries (decision.json beside its weights); T = 1 without one."""
+"""The scorer applies the calibration a model carries (decision.json beside its weights); none without one."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -30,12 +31,12 @@ def model_and_inputs():
     return model, video, audio, logits
 
 
-def test_a_scorer_with_t_2_returns_sigmoid_of_half_the_logit(model_and_inputs):
+def test_a_scorer_applies_the_slope_and_intercept_of_its_decision(model_and_inputs):
     model, video, audio, logits = model_and_inputs
-    scorer = Scorer(model, decision=Decision(0.4, "f1", 2.0))
-    expected = 1 / (1 + np.exp(-logits / 2))
+    scorer = Scorer(model, decision=Decision(0.4, "f1", 0.5, 1.5))
+    expected = 1 / (1 + np.exp(-(0.5 * logits + 1.5)))
     np.testing.assert_allclose(scorer.predict_proba(video, audio), expected, rtol=1e-5, atol=1e-6)
-    assert scorer.threshold == 0.4 and Scorer(model).temperature == 1.0
+    assert scorer.threshold == 0.4 and (Scorer(model).slope, Scorer(model).intercept) == (1.0, 0.0)
 
 
 def test_a_checkpoint_loads_its_decision_and_an_old_one_scores_with_t_1(model_and_inputs, tmp_path):
@@ -43,34 +44,43 @@ def test_a_checkpoint_loads_its_decision_and_an_old_one_scores_with_t_1(model_an
     store = CheckpointStore(str(tmp_path / "checkpoints"))
     directory = store.save("epoch-0001", model, dataclasses.asdict(model.cfg), {}, ("best",))
     old = load_model(str(tmp_path / "checkpoints" / "best.json"), device="cpu")  # written before calibration
-    assert old.temperature == 1.0 and old.threshold is None
+    assert (old.slope, old.intercept) == (1.0, 0.0) and old.threshold is None
     np.testing.assert_allclose(old.predict_proba(video, audio), 1 / (1 + np.exp(-logits)), rtol=1e-5, atol=1e-6)
-    write_decision(directory, Decision(0.3, "eer", 2.5))
+    write_decision(directory, Decision(0.3, "eer", 0.4, -0.7))
     for uri in (str(tmp_path / "checkpoints" / "best.json"), directory, f"{directory}/model.safetensors"):
         scorer = load_model(uri, device="cpu")
-        assert (scorer.temperature, scorer.threshold) == (2.5, 0.3)
-        np.testing.assert_allclose(scorer.predict_proba(video, audio), 1 / (1 + np.exp(-logits / 2.5)), rtol=1e-5, atol=1e-6)
+        assert (scorer.slope, scorer.intercept, scorer.threshold) == (0.4, -0.7, 0.3)
+        np.testing.assert_allclose(scorer.predict_proba(video, audio), 1 / (1 + np.exp(-(0.4 * logits - 0.7))),
+                                   rtol=1e-5, atol=1e-6)  # fmt: skip
+    # a decision.json written by temperature scaling still means sigmoid(logit / T)
+    (Path(directory) / DECISION_FILE).write_text(json.dumps({"threshold": 0.3, "criterion": "eer", "temperature": 2.5}))
+    old_t = load_model(directory, device="cpu")
+    np.testing.assert_allclose(old_t.predict_proba(video, audio), 1 / (1 + np.exp(-logits / 2.5)), rtol=1e-5, atol=1e-6)
 
 
-def test_decision_round_trips_reads_files_without_temperature_as_1_and_refuses_bad_t(tmp_path):
-    write_decision(str(tmp_path), Decision(0.5, "f1", 1.7))
-    assert read_decision(str(tmp_path)) == Decision(0.5, "f1", 1.7) and read_decision(str(tmp_path / "none")) is None
-    assert Decision.from_json({"threshold": 0.2, "criterion": "f1"}).temperature == 1.0
-    with pytest.raises(ValueError, match="temperature"):
+def test_decision_round_trips_reads_old_files_as_they_were_meant_and_refuses_bad_maps(tmp_path):
+    write_decision(str(tmp_path), Decision(0.5, "f1", 1.7, -0.2))
+    assert read_decision(str(tmp_path)) == Decision(0.5, "f1", 1.7, -0.2) and read_decision(str(tmp_path / "none")) is None
+    assert Decision.from_json({"threshold": 0.2, "criterion": "f1"}) == Decision(0.2, "f1", 1.0, 0.0)
+    assert Decision.from_json({"threshold": 0.2, "criterion": "f1", "temperature": 4.0}) == Decision(0.2, "f1", 0.25, 0.0)
+    with pytest.raises(ValueError, match="slope"):
         Decision(0.5, "f1", 0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        Decision.from_json({"threshold": 0.2, "temperature": -1.0})
 
 
-def test_the_pyfunc_applies_its_decision_artifacts_temperature_and_scores_old_models_with_t_1(model_and_inputs, tmp_path):
+def test_the_pyfunc_applies_its_decision_artifacts_calibration_and_scores_old_models_uncalibrated(model_and_inputs,
+                                                                                              tmp_path):  # fmt: skip
     from tasks.serve.pyfunc_model import AVFFPyfunc
 
     model, video, audio, logits = model_and_inputs
     config = dataclasses.asdict(model.cfg)
     directory = CheckpointStore(str(tmp_path)).save("m", model, config, {})
     (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
-    write_decision(str(tmp_path), Decision(0.5, "f1", 2.0))
+    write_decision(str(tmp_path), Decision(0.5, "f1", 0.5, 1.0))
     artifacts = {WEIGHTS_ARTIFACT: f"{directory}/model.safetensors", CONFIG_ARTIFACT: str(tmp_path / CONFIG_FILE)}
-    for decision, t in (({DECISION_ARTIFACT: str(tmp_path / DECISION_FILE)}, 2.0), ({}, 1.0)):
+    for decision, (a, b) in (({DECISION_ARTIFACT: str(tmp_path / DECISION_FILE)}, (0.5, 1.0)), ({}, (1.0, 0.0))):
         pyfunc = AVFFPyfunc()
         pyfunc.load_context(SimpleNamespace(artifacts={**artifacts, **decision}))  # what MLflow hands load_context
         p = pyfunc.predict(None, {"video": video, "audio": audio})
-        np.testing.assert_allclose(p, 1 / (1 + np.exp(-logits / t)), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(p, 1 / (1 + np.exp(-(a * logits + b))), rtol=1e-5, atol=1e-6)

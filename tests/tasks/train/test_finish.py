@@ -97,35 +97,55 @@ def _overconfident(n: int = 400, factor: float = 4.0) -> Predictions:
     return Predictions([f"v{i // 2}" for i in range(n)], np.arange(n) % 2, y, C.sigmoid(factor * z))
 
 
-def test_calibration_fits_t_on_val_and_lowers_val_log_loss_and_ece():
+def _uninformative(n: int, fake: float, seed: int) -> Predictions:
+    """A model that learned nothing but a 41 % FAKE training prior, scored on clips ``fake`` FAKE."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < fake).astype(np.int64)
+    p = C.sigmoid(C.to_logits(0.41) + rng.normal(0, 0.3, n))
+    return Predictions([f"v{i // 2}" for i in range(n)], np.arange(n) % 2, y, p)
+
+
+def test_calibration_undoes_a_shifted_base_rate_so_an_uninformative_model_scores_the_prior():
+    """Trained at 41 % FAKE, judged on 85 % FAKE: temperature scaling left the test log loss near 0.69
+    (fails before Platt scaling); the fitted intercept brings it to the val prior's cross-entropy."""
+    val, test = _uninformative(600, 0.85, seed=0), _uninformative(600, 0.85, seed=1)
+    cal = finish.calibrate(val, test, enabled=True)
+    q = val.y.mean()
+    prior = float(np.mean(-(test.y * np.log(q) + (1 - test.y) * np.log(1 - q))))  # val prior on test, ~0.42
+    assert cal.splits["test"].nll_before > 0.8
+    assert cal.splits["test"].nll_after == pytest.approx(prior, abs=0.01)
+
+
+def test_calibration_fits_on_val_and_lowers_val_log_loss_and_ece():
     val, test = _overconfident(), _overconfident(200, factor=4.0)
     cal = finish.calibrate(val, test, enabled=True)
-    assert cal.reason is None and cal.temperature == pytest.approx(4.0, rel=0.35)
+    assert cal.reason is None and 1 / cal.platt.slope == pytest.approx(4.0, rel=0.35)
     for split in ("val", "test"):
         s = cal.splits[split]
         assert s.nll_after <= s.nll_before and s.ece_after < s.ece_before
-    after = finish.calibrated(val, cal.temperature)
+    after = finish.calibrated(val, cal.platt)
     assert M.log_loss(val.y, after.p) <= M.log_loss(val.y, val.p) and after.y is val.y
     assert M.log_loss(val.y, after.p) == pytest.approx(cal.splits["val"].nll_after, rel=1e-4)
-    assert finish.calibration_metrics(cal) == {"calibration_temperature": cal.temperature,
+    assert finish.calibration_metrics(cal) == {
+        "calibration_slope": cal.platt.slope, "calibration_intercept": cal.platt.intercept,
         "test_clip_ece": cal.splits["test"].ece_after, "test_clip_uncalibrated_ece": cal.splits["test"].ece_before,
     }  # fmt: skip
 
 
-def test_one_class_val_or_the_switch_off_keep_t_at_1_and_say_why():
+def test_one_class_val_or_the_switch_off_keep_the_identity_and_say_why():
     one_class = _preds([1, 1, 1, 1], [0.2, 0.4, 0.6, 0.8])
     cal = finish.calibrate(one_class, VAL, enabled=True)
-    assert cal.temperature == 1.0 and "one class" in cal.reason and "4 clips, 4 FAKE" in cal.reason
+    assert cal.platt.identity and "one class" in cal.reason and "4 clips, 4 FAKE" in cal.reason
     assert cal.splits["test"].nll_before == cal.splits["test"].nll_after
-    assert finish.calibrated(VAL, 1.0) is VAL  # same arrays: a run with T = 1 scores exactly as before
+    assert finish.calibrated(VAL, C.Platt()) is VAL  # same arrays: an uncalibrated run scores exactly as before
     off = finish.calibrate(VAL, None, enabled=False)
-    assert off.temperature == 1.0 and "calibrate = false" in off.reason and set(off.splits) == {"val"}
+    assert off.platt.identity and "calibrate = false" in off.reason and set(off.splits) == {"val"}
 
 
 def test_metrics_table_adds_the_uncalibrated_model_rows_and_the_val_and_test_ece():
     raw = {"val": finish.score(VAL, TRAIN)}
     cal = finish.calibrate(VAL, None, enabled=True)
-    rows = finish.metrics_table({"val": finish.score(finish.calibrated(VAL, cal.temperature), TRAIN)}, raw, cal)
+    rows = finish.metrics_table({"val": finish.score(finish.calibrated(VAL, cal.platt), TRAIN)}, raw, cal)
     uncal = [r for r in rows if r["predictor"] == finish.UNCALIBRATED]
     assert [r["level"] for r in uncal] == ["video", "clip"] and "ece" not in uncal[0]
     assert uncal[1]["log_loss"] == pytest.approx(M.log_loss(VAL.y, VAL.p)) and uncal[1]["ece"] == cal.splits["val"].ece_before
@@ -134,8 +154,8 @@ def test_metrics_table_adds_the_uncalibrated_model_rows_and_the_val_and_test_ece
 
 
 def test_reliability_diagram_and_decision_beside_the_checkpoint(tmp_path):
-    test = finish.calibrated(VAL, 2.0)
+    test = finish.calibrated(VAL, C.Platt(0.5, 0.2))
     paths = finish.render_plots([], test, 0.5, tmp_path / "plots", raw_test=VAL)
     assert paths[-1] == tmp_path / "plots" / finish.RELIABILITY_PLOT and paths[-1].stat().st_size > 0
-    finish.keep_decision(str(tmp_path / "ckpt"), None, "f1", 2.0)
-    assert read_decision(str(tmp_path / "ckpt")) == Decision(None, "default", 2.0)
+    finish.keep_decision(str(tmp_path / "ckpt"), None, "f1", C.Platt(0.5, 0.2))
+    assert read_decision(str(tmp_path / "ckpt")) == Decision(None, "default", 0.5, 0.2)

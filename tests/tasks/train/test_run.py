@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from avff_model import AVFF, get_config
 
 from storage import fs
+from tasks.evaluate import metrics as M
 from tasks.ingest.folds import fold_split, manifest_rows
 from tasks.serve.decision import Decision, read_decision
 from tasks.serve.scorer import load_model
@@ -68,16 +70,17 @@ def test_a_run_learns_the_synthetic_pattern_and_reports_it(full):
     assert load_checkpoint(result.best_checkpoint).state["epoch"] == result.best_epoch
 
 
-def test_the_run_calibrates_on_val_logs_t_and_ece_and_stores_t_beside_the_best_checkpoint(full):
+def test_the_run_calibrates_on_val_logs_the_map_and_ece_and_stores_it_beside_the_best_checkpoint(full):
     result, log = full
-    t = result.temperature
-    assert log.metrics["calibration_temperature"] == [(result.best_epoch, t)] and t != 1.0
+    a, b = result.slope, result.intercept
+    assert log.metrics["calibration_slope"] == [(result.best_epoch, a)] and a != 1.0
+    assert log.metrics["calibration_intercept"] == [(result.best_epoch, b)]
     [(_, before)], [(_, after)] = log.metrics["test_clip_uncalibrated_ece"], log.metrics["test_clip_ece"]
     assert 0 <= after <= 1 and 0 <= before <= 1
-    assert len(log.metrics) < 40  # the run page; everything else is in the metrics table
-    assert read_decision(result.best_checkpoint) == Decision(result.threshold, "f1", t)
+    assert len(log.metrics) <= 40  # the run page; everything else is in the metrics table
+    assert read_decision(result.best_checkpoint) == Decision(result.threshold, "f1", a, b)
     scorer = load_model(result.best_checkpoint, device="cpu")
-    assert scorer.temperature == t
+    assert (scorer.slope, scorer.intercept) == (a, b)
     rows = {(r["split"], r["level"], r["predictor"]): r for r in log.tables[METRICS_TABLE]}
     raw, cal = rows[("val", "clip", UNCALIBRATED)], rows[("val", "clip", "model")]
     assert cal["log_loss"] <= raw["log_loss"] and cal["auc"] == pytest.approx(raw["auc"])
@@ -85,7 +88,11 @@ def test_the_run_calibrates_on_val_logs_t_and_ece_and_stores_t_beside_the_best_c
     assert cal["log_loss"] == pytest.approx(result.val_metrics["best_val_clip_log_loss"])
     assert RELIABILITY_PLOT in {Path(p).name for p, _ in log.artifacts}
     report = Path(result.report_path).read_text()
-    assert f"Temperature T = {t:.3f} fitted on" in report and "## Calibration" in report
+    assert f"P(FAKE) = sigmoid({a:.3f} · logit {b:+.3f})" in report and "## Calibration" in report
+    gate = result.gate  # decided on cross-fitted val numbers, stated first in the report
+    assert gate is not None and gate.metric == "val_video_log_loss" and report.splitlines()[2] == gate.headline()
+    assert gate.value != pytest.approx(result.val_metrics["best_val_video_log_loss"])  # not the in-sample number
+    assert gate.interval[0] <= gate.value - gate.prior <= gate.interval[1]
 
 
 class _Crash(Exception):
@@ -151,8 +158,8 @@ def test_run_data_counts_roles_labels_groups_and_the_training_prior(data):
     assert {r: (s["videos_real"], s["videos_fake"], s["clips_real"], s["clips_fake"]) for r, s in split.stats.items()} == {
         "train": (8, 8, 16, 16), "val": (4, 4, 8, 8), "test": (4, 4, 8, 8)}  # fmt: skip
     assert len(split.labels["train"]) == 32 and split.labels["train"].sum() == 16  # clip labels, FAKE = 1
-    prior = split.train_labels
-    assert prior.clips is split.labels["train"] and prior.videos.tolist() == [0] * 8 + [1] * 8
+    prior = split.training_prior()
+    assert prior.clips.tolist() == split.labels["train"].tolist() and prior.videos.tolist() == [0] * 8 + [1] * 8
     assert split.train_clips() == 32 and all(split.group_of[v] == v for v in split.group_of)
     fold = load_run_data(layout, 0)  # train+val pooled: fold 0 validates, test plays no role
     view = fold_split(manifest_rows(layout), 0)
@@ -233,3 +240,36 @@ def test_a_run_holding_out_a_type_never_validates_on_it(tmp_path):
     scored = {split: {r.video_id for r in read_table(uri, PredictionRow)} for split, uri in result.predictions.items()}
     assert not scored["val"] & held and scored["test"] & held  # the threshold and T never saw it; test reports it
     assert result.dataset["val"]["videos_fake"] == 2 and result.dataset["test"]["videos_fake"] == 4
+
+
+def test_class_weight_and_prior_count_what_the_training_loader_yields_with_extra_data_and_pseudo_fakes(tmp_path):
+    """Own data 50 % FAKE, 40 extra REAL clips, pseudo-fakes p = 0.6: the loader yields ~69 % FAKE targets;
+    the manifest alone says 50 % (what class_weight="prior" and the prior baseline used before)."""
+    from tasks.train.data import make_loader
+
+    own = write_synthetic_shards(str(tmp_path / "own"))
+    extra = write_synthetic_shards(str(tmp_path / "extra"), videos={"train": 12, "val": 4, "test": 4},
+                                   fake_fraction=0.0, seed=1)  # fmt: skip
+    cfg = _settings(str(tmp_path / "own"), tmp_path / "out", stages="classify", epochs=1, class_weight="prior",
+                    extra_train_data=(str(tmp_path / "extra"),), pseudo_fakes={"p": 0.6})  # fmt: skip
+    fake = total = 0.0
+    for epoch in range(8):  # the real loader and the run's own per-epoch transform, several epochs' draws
+        transform = batch_transform(cfg, 0, epoch)
+        for batch in make_loader(own, "train", batch_size=8, extra_layouts=[extra], shuffle=True, seed=0, epoch=epoch):
+            target = transform(batch)["target"]
+            fake, total = fake + float(target.sum()), total + len(target)
+    counted = fake / total
+    assert total == 8 * 72 and abs(counted - (16 + 0.6 * 56) / 72) < 0.05  # 16 FAKE + 0.6 of 56 REAL of 72
+    data = load_run_data(own, None, extra=(extra,))
+    assert len(data.loader_labels()) == data.train_clips() == 72 and data.loader_labels().sum() == 16
+    log = InMemoryLogger()
+    result = run_training(cfg, log=log)
+    pos_weight = log.params["resolved.pos_weight"]
+    assert pos_weight == pytest.approx((1 - counted) / counted, abs=0.12) and pos_weight < 0.6  # manifest: 1.0
+    videos = (8 + 0.6 * (8 + 20)) / 36  # 8 FAKE, 8 own + 20 extra REAL videos
+    assert result.train_fake_fraction == pytest.approx(videos)
+    report = Path(result.report_path).read_text()
+    assert f"The training loader reads 72 clips a pass (extra_train_data included); the FAKE fraction of its " \
+           f"targets is {(16 + 0.6 * 56) / 72:.3f}" in report
+    assert result.test_metrics["test_baselines_clip_prior_log_loss"] == pytest.approx(
+        M.log_loss(np.repeat([0, 1], [8, 8]), np.full(16, (16 + 0.6 * 56) / 72)), rel=1e-6)  # test: 8 REAL, 8 FAKE clips
