@@ -97,12 +97,13 @@ class Scorer:
         self.preprocess = preprocess  # ingest's PreprocessConfig as a dict, when the model carries it
         self.threshold: float | None = None  # the decision threshold chosen on val, when the model carries it
         self.temperature = 1.0  # logits are divided by it before the sigmoid (calibration fitted on val)
+        self.decision: Decision | None = None  # where threshold and temperature came from; None: the defaults
         if decision is not None:
             self.use_decision(decision)
 
     def use_decision(self, decision: Decision) -> None:
         """Score with ``decision``'s temperature and give verdicts at its threshold."""
-        self.threshold, self.temperature = decision.threshold, decision.temperature
+        self.threshold, self.temperature, self.decision = decision.threshold, decision.temperature, decision
 
     @classmethod
     def from_weights(cls, weights: dict[str, torch.Tensor], config: dict, device: str = "auto") -> Scorer:
