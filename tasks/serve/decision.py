@@ -76,7 +76,8 @@ def describe(decision: Decision | None) -> str:
         t = DEFAULT_THRESHOLD if decision.threshold is None else decision.threshold
         rule = f"FAKE when P(FAKE) >= {t:.3f} (default: no threshold could be chosen on the training run's val)"
     else:
-        rule = f"FAKE when P(FAKE) >= {decision.threshold:.3f}, the model's threshold (chosen on val by {decision.criterion})"
+        rule = (f"FAKE when P(FAKE) >= {decision.threshold:.3f}, the model's threshold "
+                f"(chosen on val by {decision.criterion})")
     calibration = ("P(FAKE) uncalibrated (temperature 1)" if decision.temperature == 1.0 else
                    f"P(FAKE) = sigmoid(logit / {decision.temperature:.3f}), the temperature fitted on val")  # fmt: skip
     return f"{rule}; {calibration}."

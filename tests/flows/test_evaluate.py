@@ -177,7 +177,8 @@ def test_evaluate_predict_and_the_pyfunc_give_the_same_verdicts(trained, externa
             video, audio, _ = clip_inputs(path, pre, det)
             pyfunc_p.append(float(np.mean(pyfunc.predict({"video": video.numpy(), "audio": audio.numpy()}))))
 
-    assert [p["threshold"] for p in predicted] == [pytest.approx(threshold)] * 4 and pyfunc_threshold == pytest.approx(threshold)
+    assert [p["threshold"] for p in predicted] == [pytest.approx(threshold)] * 4
+    assert pyfunc_threshold == pytest.approx(threshold)
     np.testing.assert_allclose([p["p_fake"] for p in predicted], [r["p_fake"] for r in rows], rtol=0, atol=1e-6)
     np.testing.assert_allclose(pyfunc_p, [r["p_fake"] for r in rows], rtol=0, atol=1e-5)
     verdicts = [r["verdict"] for r in rows]
