@@ -8,7 +8,9 @@ import json
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a registered model on a DFDC-format folder (overall + per manipulation)",
                        description="Score every video of a DFDC-format folder with a registered model; metrics "
-                       "overall and per manipulation type beside the baselines, logged to MLflow.")  # fmt: skip
+                       "overall and per manipulation type beside the baselines, logged to MLflow. Verdicts use the "
+                       "model's own threshold and calibration (as avff predict); a folder of one class reports its "
+                       "detection or false-positive rate and names the metrics undefined on it.")  # fmt: skip
     p.add_argument("--data", required=True, help="DFDC-format folder (dfdc_train_part_*/ or one with metadata.json)")
     p.add_argument("--model", default="avff-dfdc@champion",
                    help="NAME@alias, NAME@VERSION, NAME@latest, models:/ or runs:/ URI, or a local path "

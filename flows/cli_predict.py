@@ -10,8 +10,6 @@ import sys
 import warnings
 from dataclasses import asdict
 
-from storage.shard_schema import FAKE, REAL
-
 
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="score videos with a registered (or local) AVFF model")
@@ -32,14 +30,6 @@ def model_uri(spec: str) -> str:
     name, _, ref = spec.partition("@")
     ref = ref or "latest"
     return f"models:/{name}/{ref}" if ref == "latest" or ref.isdigit() else f"models:/{name}@{ref}"
-
-
-def verdict(p_fake: float | None, threshold: float | None) -> dict:
-    """FAKE when P(FAKE) >= the model's threshold (chosen on val at training), else REAL; 0.5 without one."""
-    source = "model" if threshold is not None else "default"
-    t = 0.5 if threshold is None else float(threshold)
-    label = None if p_fake is None else (FAKE if p_fake >= t else REAL)
-    return {"verdict": label, "threshold": t, "threshold_source": source}
 
 
 @contextlib.contextmanager
@@ -113,6 +103,7 @@ def _score_all(args) -> int:
     from tqdm import tqdm
 
     from tasks.ingest.preprocess import face_detector
+    from tasks.serve.decision import verdict
     from tasks.serve.predict import preprocess_for, score_video
 
     scorer = _load(args.model, args.tracking_uri, args.device)

@@ -1,9 +1,14 @@
 """Prefect flow ``evaluate-avff``: score a registered model on any DFDC-format folder, no retraining.
 
-Reports video-level AUC, AP, log loss and accuracy overall and per manipulation type (when
-the metadata names one), beside the trivial baselines, into MLflow and as markdown. The
+Reports video-level AUC, AP, log loss, accuracy, detection and false-positive rates and mean
+P(FAKE) overall and per manipulation type (when the metadata names one), beside the trivial
+baselines, into MLflow and as markdown. Verdicts use the model's own decision rule (its
+threshold and calibration, ``decision.json``), the one ``avff predict`` applies, and the report
+says which. A set of one class (fakes only, reals only) reports what is defined on it and names
+what is not, and why. A file with no metadata entry is scored and listed as unlabelled. The
 prior baseline is the FAKE fraction of the model's own training data (a tag of its model
-version); a model that loses to it on the evaluated set is said so, in the log and the table.
+version); a model that loses to it on the evaluated set is said so, in the log and the table,
+when both log losses are defined.
 Results go to the training experiment, in a run named after the flow run and tagged with
 the concrete model version scored (``@champion`` resolved), so the registry page, the
 training run and every evaluation of a model point at each other.
@@ -28,12 +33,16 @@ from flows import links
 from flows.cli_predict import model_uri
 from flows.train import resolve_tracking_uri
 from storage.shard_schema import REAL
-from tasks.evaluate.videos import evaluate_videos, evaluation_markdown
+from tasks.evaluate.videos import defined, evaluate_videos, evaluation_markdown, prior_warning, undefined
 from tasks.ingest.preprocess import face_detector
-from tasks.ingest.scan import scan_dfdc
+from tasks.ingest.scan import scan_dfdc, video_id_of
+from tasks.serve.decision import Decision, describe, verdict
 from tasks.serve.predict import preprocess_for, score_video
 from tasks.evaluate.probes import shortcut_probes
 from tasks.serve.scorer import load_model
+
+
+UNLABELLED = "missing_metadata"  # a scan refusal that is a video without a label: evaluate scores and lists it
 
 
 class EvaluateConfig(BaseModel):
@@ -121,25 +130,59 @@ def probes_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@task(name="score-videos", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])  # read-only: safe to retry
-def score_videos(data: str, uri: str) -> list[dict]:
-    log = get_run_logger()
+def _targets(data: str, log) -> list[tuple[str, str, str | None, str | None]]:
+    """(video_id, rel_path, label, manipulation) of every video to score: the labelled entries, then
+    the files with no metadata entry (scored and listed unlabelled, never silently skipped)."""
     scan = scan_dfdc(data)
+    targets = [(e.video_id, e.rel_path, e.label, e.manipulation) for e in scan.entries]
     for r in scan.rejected:
-        log.warning("refused %s: %s", r.rel_path, r.error)
+        if r.reason == UNLABELLED:
+            log.warning("%s: scored, but unlabelled (not in the metrics)", r.error)
+            targets.append((video_id_of(r.rel_path), r.rel_path, None, None))
+        else:
+            log.warning("refused %s: %s", r.rel_path, r.error)
+    return targets
+
+
+@task(name="score-videos", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])  # read-only: safe to retry
+def score_videos(data: str, uri: str) -> dict:
+    """{"rows": one per video (P(FAKE), verdict by the model's decision rule), "decision": the model's
+    decision.json as a dict, None when it carries none}."""
+    log = get_run_logger()
+    targets = _targets(data, log)
     scorer = load_model(uri)
     pre = preprocess_for(scorer)
     rows = []
     with face_detector(pre) as det:
-        for i, e in enumerate(scan.entries):
-            s = score_video(os.path.join(data, e.rel_path), scorer, pre, det)
-            rows.append({"video_id": e.video_id, "label": e.label, "manipulation": e.manipulation,
-                         "p_fake": s.p_fake, "clips": s.clips, "reason": s.reason})  # fmt: skip
+        for i, (video_id, rel_path, label, manipulation) in enumerate(targets):
+            s = score_video(os.path.join(data, rel_path), scorer, pre, det)
+            rows.append({"video_id": video_id, "label": label, "manipulation": manipulation, "p_fake": s.p_fake,
+                         "verdict": verdict(s.p_fake, scorer.threshold)["verdict"], "clips": s.clips,
+                         "reason": s.reason})  # fmt: skip
             if s.p_fake is None:
-                log.warning("cannot score %s: %s", e.rel_path, s.error)
+                log.warning("cannot score %s: %s", rel_path, s.error)
             if (i + 1) % 10 == 0:
-                log.info("scored %d/%d videos", i + 1, len(scan.entries))
-    return rows
+                log.info("scored %d/%d videos", i + 1, len(targets))
+    return {"rows": rows, "decision": scorer.decision.to_json() if scorer.decision else None}
+
+
+def report_scores(scored: dict, prior: float | None, title: str) -> tuple[dict, str]:
+    """score_videos' output -> (metrics at the model's own decision rule, evaluation.md).
+
+    The result also holds the rule (``decision``), the metrics undefined on this set and why
+    (``undefined``), and the loses-to-the-prior sentence (``warning``, None unless both log losses
+    are defined and the model's is no better).
+    """
+    decision = Decision.from_json(scored["decision"]) if scored["decision"] else None
+    threshold = verdict(None, decision.threshold if decision else None)["threshold"]
+    result = evaluate_videos(scored["rows"], prior=prior, threshold=threshold)
+    result["decision"] = {**(decision.to_json() if decision else {}), "threshold": threshold, "rule": describe(decision)}
+    result["undefined"] = undefined(result["overall"], prior)
+    result["warning"] = prior_warning(result)
+    markdown = evaluation_markdown(result, title, describe(decision))
+    if result["warning"]:
+        markdown += f"\n**Warning**: {result['warning']}.\n"
+    return result, markdown
 
 
 def json_safe(value):
@@ -153,12 +196,6 @@ def json_safe(value):
     return value
 
 
-def loses_to_prior(overall: dict) -> bool:
-    """The model's log loss is no better than the constant prior's on the evaluated set."""
-    ll, prior = overall.get("log_loss"), overall.get("prior_log_loss")
-    return ll is not None and prior is not None and not ll < prior
-
-
 def _write_outputs(out: str, markdown: str, rows: list[dict], result: dict) -> None:
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "evaluation.md"), "w") as f:
@@ -168,19 +205,24 @@ def _write_outputs(out: str, markdown: str, rows: list[dict], result: dict) -> N
 
 
 def _metrics(result: dict) -> dict[str, float]:
-    metrics = {f"eval_{k}": v for k, v in result["overall"].items() if isinstance(v, (int, float))}
+    """The defined numbers, as MLflow metrics; an undefined one (NaN: AUC on one class) is left out
+    and named in the run's ``undefined_metrics`` tag."""
+    metrics = {f"eval_{k}": v for k, v in result["overall"].items() if defined(v)}
     for m, g in result["by_type"].items():
-        metrics.update({f"eval_{m}_{k}": v for k, v in g.items() if isinstance(v, (int, float))})
+        metrics.update({f"eval_{m}_{k}": v for k, v in g.items() if defined(v)})
     return {k: float(v) for k, v in metrics.items()}
 
 
-def _run_tags(model: ResolvedModel, config: EvaluateConfig, flow_run: dict[str, str], loses: bool) -> dict[str, str]:
+def _run_tags(model: ResolvedModel, config: EvaluateConfig, flow_run: dict[str, str], loses: bool,
+              undefined_metrics: dict[str, str]) -> dict[str, str]:
     scored = f"{model.name} version {model.version}" if model.version else model.uri
     made_by = links.markdown_link(flow_run["name"], flow_run.get("url")) if flow_run else "none"
     note = (f"Evaluation of {scored} on `{config.data}` by Prefect flow run {made_by} (evaluate-avff)."
             + (" **The model loses to the prior on this set.**" if loses else ""))  # fmt: skip
     tags = {"model": config.model, "model_uri": model.uri, "data": config.data, "avff.kind": "evaluation",
             "loses_to_prior": str(loses).lower(), "mlflow.note.content": note, **links.flow_run_tags(flow_run)}  # fmt: skip
+    if undefined_metrics:
+        tags["undefined_metrics"] = ", ".join(f"eval_{k}" for k in undefined_metrics)
     if model.version is not None:
         tags.update({"model_name": model.name, "model_version": model.version})
     if model.run_id:
@@ -199,17 +241,12 @@ def evaluate_avff(config: EvaluateConfig) -> dict:
     if prior is None:
         log.warning("no training FAKE fraction for %s (and no --prior): the baselines are reported unknown, "
                     "never estimated from the evaluated labels", model.uri)
-    rows = score_videos(config.data, model.uri)
-    result = evaluate_videos(rows, prior=prior)
+    scored = score_videos(config.data, model.uri)
     title = f"evaluate-avff: {model.name} version {model.version}" if model.version else f"evaluate-avff: {model.uri}"
-    markdown = evaluation_markdown(result, f"{title} on {config.data}")
-    loses = loses_to_prior(result["overall"])
+    result, markdown = report_scores(scored, prior, f"{title} on {config.data}")
+    rows, loses = scored["rows"], result["warning"] is not None
     if loses:
-        overall = result["overall"]
-        warning = (f"the model loses to the prior on the evaluated set: log loss {overall['log_loss']:.4f} >= "
-                   f"{overall['prior_log_loss']:.4f} for a constant P(FAKE) = {result['prior']:.3f}")  # fmt: skip
-        log.warning(warning)
-        markdown += f"\n**Warning**: {warning}.\n"
+        log.warning(result["warning"])
     out = config.out or tempfile.mkdtemp(prefix="avff-eval-")
     if config.probes:
         with tempfile.TemporaryDirectory(prefix="avff-probes-") as work:
@@ -218,8 +255,10 @@ def evaluate_avff(config: EvaluateConfig) -> dict:
     _write_outputs(out, markdown, rows, result)
     experiment = mlflow.set_experiment(config.experiment)
     flow_run = links.flow_run()
-    with mlflow.start_run(run_name=flow_run.get("name"), tags=_run_tags(model, config, flow_run, loses)) as run:
-        mlflow.log_params({"model": config.model, "model_uri": model.uri, "data": config.data, "prior": result["prior"]})
+    tags = _run_tags(model, config, flow_run, loses, result["undefined"])
+    with mlflow.start_run(run_name=flow_run.get("name"), tags=tags) as run:
+        mlflow.log_params({"model": config.model, "model_uri": model.uri, "data": config.data, "prior": result["prior"],
+                           "threshold": result["threshold"]})  # fmt: skip
         mlflow.log_metrics(_metrics(result), step=0)
         mlflow.log_artifacts(out, artifact_path="evaluation")
     run_link = links.run_url(tracking_uri, experiment.experiment_id, run.info.run_id)
@@ -227,4 +266,5 @@ def evaluate_avff(config: EvaluateConfig) -> dict:
     header = f"MLflow run {links.markdown_link(run.info.run_id, run_link)}\n\n"
     create_markdown_artifact(markdown=header + markdown, key="evaluation", description=f"MLflow run {run.info.run_id}")
     return {"run_id": run.info.run_id, "run_url": run_link, "model_uri": model.uri, "model_version": model.version,
-            "loses_to_prior": loses, "out": out, "overall": result["overall"], "by_type": result["by_type"]}  # fmt: skip
+            "loses_to_prior": loses, "out": out, "overall": result["overall"], "by_type": result["by_type"],
+            "decision": result["decision"], "undefined": result["undefined"]}  # fmt: skip

@@ -5,6 +5,16 @@ ALL real videos, so each row answers "does the model separate this kind of fake 
 AUC intervals come from a group bootstrap (a REAL and its fakes, or one person's videos,
 resampled together: :func:`tasks.evaluate.metrics.group_bootstrap`).
 
+Thresholded numbers (accuracy, detection rate, false-positive rate) use the decision threshold
+the caller gives: the model's own, the one ``avff predict`` applies
+(:func:`tasks.serve.decision.verdict`), 0.5 for a model without one.
+
+A set of one class (fakes only: "how many of these does it catch?", or reals only) is an
+ordinary thing to evaluate: the detection rate (or false-positive rate), mean P(FAKE) and log
+loss are defined there, AUC and AP are not; :func:`undefined` names every metric that is not
+defined on a group and why, and :func:`loses_to_prior` compares defined numbers only.
+Videos without a label (a file with no metadata entry) are scored and listed, never counted.
+
 The prior baseline needs the FAKE fraction of the videos the model was trained on. It is
 never estimated from the evaluated labels (that baseline would know the answer: on a set of
 fakes only, P(FAKE) = 1 and a log loss of 0); when it is not known, it is reported as unknown.
@@ -21,48 +31,72 @@ from storage.shard_schema import FAKE
 from tasks.evaluate.metrics import baselines, binary_metrics, bootstrap_auc_ci
 
 REPORTED = ("auc", "average_precision", "log_loss", "accuracy")
+# how a metric key reads in evaluation.md
+NAMES = {"auc": "AUC", "auc_lo": "its 95% interval", "auc_hi": "", "average_precision": "AP",
+         "detection_rate": "detection rate", "false_positive_rate": "false-positive rate",
+         "prior_log_loss": "prior log loss", "majority_accuracy": "majority accuracy"}  # fmt: skip
 
 
-def evaluate_videos(rows: list[dict], prior: float | None = None, *, n_bootstrap: int = 200, seed: int = 0) -> dict:
-    """rows: {video_id, label REAL|FAKE, manipulation|None, p_fake|None, group (optional)} -> metrics.
+def evaluate_videos(rows: list[dict], prior: float | None = None, *, threshold: float = 0.5, n_bootstrap: int = 200,
+                    seed: int = 0) -> dict:  # fmt: skip
+    """rows: {video_id, label REAL|FAKE|None, manipulation|None, p_fake|None, group (optional)} -> metrics.
 
-    Unscored videos (p_fake None) are counted, not scored. ``prior``: the training split's
-    video-level FAKE fraction; None leaves the prior and majority baselines unknown (NaN).
-    ``group`` (default: the video itself) is the unit of the AUC's bootstrap interval.
+    Unscored videos (p_fake None) and unlabelled ones (label None: scored, no metadata entry)
+    are counted and listed, not measured. ``prior``: the training split's video-level FAKE
+    fraction; None leaves the prior and majority baselines unknown (NaN). ``threshold``: the
+    model's decision threshold (P(FAKE) >= threshold is a FAKE verdict). ``group`` (default:
+    the video itself) is the unit of the AUC's bootstrap interval.
     """
     scored = [r for r in rows if r.get("p_fake") is not None]
-    if not scored:
-        raise ValueError("no video could be scored")
+    labelled = [r for r in scored if r.get("label") is not None]
+    if not labelled:
+        raise ValueError("no labelled video could be scored" if scored else "no video could be scored")
     if prior is not None and not 0.0 <= prior <= 1.0:
         raise ValueError(f"prior must be a probability, got {prior}")
-    y = np.array([r["label"] == FAKE for r in scored], dtype=int)
-    p = np.array([r["p_fake"] for r in scored], dtype=float)
-    g = np.array([str(r.get("group") or r["video_id"]) for r in scored])
+    y = np.array([r["label"] == FAKE for r in labelled], dtype=int)
+    p = np.array([r["p_fake"] for r in labelled], dtype=float)
+    g = np.array([str(r.get("group") or r["video_id"]) for r in labelled])
     boot = {"n_resamples": n_bootstrap, "seed": seed}
-    out = {"overall": _group(y, p, g, prior, boot), "by_type": {}, "unscored": len(rows) - len(scored),
-           "prior": prior, "n_bootstrap": n_bootstrap}  # fmt: skip
+    out = {"overall": _group(y, p, g, prior, threshold, boot), "by_type": {}, "unscored": len(rows) - len(scored),
+           "prior": prior, "threshold": threshold, "n_bootstrap": n_bootstrap,
+           "unlabelled_videos": [_brief(r) for r in scored if r.get("label") is None],
+           "unscored_videos": [_brief(r) for r in rows if r.get("p_fake") is None]}  # fmt: skip
+    out["unlabelled"] = len(out["unlabelled_videos"])
     reals = y == 0
     types = defaultdict(list)
-    for i, r in enumerate(scored):
+    for i, r in enumerate(labelled):
         if r["label"] == FAKE:
             types[r.get("manipulation") or "unknown"].append(i)
     for m, idx in sorted(types.items()):
         sel = reals.copy()
         sel[idx] = True
-        out["by_type"][m] = _group(y[sel], p[sel], g[sel], prior, boot)
+        out["by_type"][m] = _group(y[sel], p[sel], g[sel], prior, threshold, boot)
     return out
 
 
-def _group(y: np.ndarray, p: np.ndarray, groups: np.ndarray, prior: float | None, boot: dict) -> dict:
-    m = binary_metrics(y, p)
+def _brief(row: dict) -> dict:
+    keys = ("video_id", "label", "p_fake", "verdict", "reason")
+    return {k: row.get(k) for k in keys}
+
+
+def _group(y: np.ndarray, p: np.ndarray, groups: np.ndarray, prior: float | None, threshold: float, boot: dict) -> dict:
+    m = binary_metrics(y, p, threshold)
     lo, hi = bootstrap_auc_ci(y, p, groups=groups, **boot) if boot["n_resamples"] else (math.nan, math.nan)
+    called = p >= threshold  # the verdict rule of tasks.serve.decision.verdict
+    n_real, n_fake = int((y == 0).sum()), int((y == 1).sum())
     out = {
-        "n_real": int((y == 0).sum()),
-        "n_fake": int((y == 1).sum()),
+        "n_real": n_real,
+        "n_fake": n_fake,
         "n_groups": len(set(groups.tolist())),
         **{k: m[k] for k in REPORTED},
         "auc_lo": lo,
         "auc_hi": hi,
+        "threshold": float(threshold),
+        "mean_p_fake": float(p.mean()),
+        "fake_called_fake": int(called[y == 1].sum()),
+        "real_called_fake": int(called[y == 0].sum()),
+        "detection_rate": float(called[y == 1].mean()) if n_fake else math.nan,  # recall of FAKE
+        "false_positive_rate": float(called[y == 0].mean()) if n_real else math.nan,
         "prior_log_loss": math.nan,
         "majority_accuracy": math.nan,
     }
@@ -74,26 +108,109 @@ def _group(y: np.ndarray, p: np.ndarray, groups: np.ndarray, prior: float | None
     return out
 
 
+def defined(x) -> bool:
+    """A number that can be compared and formatted: not None, not NaN, not infinite."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def undefined(group: dict, prior: float | None) -> dict[str, str]:
+    """metric key -> why it is undefined on this group; empty when every metric is defined."""
+    why: dict[str, str] = {}
+    only = FAKE if not group["n_real"] else "REAL" if not group["n_fake"] else None
+    if only:
+        reason = f"they rank FAKE against REAL videos, and this set holds only {only} videos"
+        why.update(dict.fromkeys(("auc", "auc_lo", "auc_hi", "average_precision"), reason))
+    if not group["n_fake"]:
+        why["detection_rate"] = "there is no FAKE video to detect"
+    if not group["n_real"]:
+        why["false_positive_rate"] = "there is no REAL video to misjudge"
+    if prior is None:
+        reason = "the training videos' FAKE fraction is unknown (give --prior)"
+        why.update(dict.fromkeys(("prior_log_loss", "majority_accuracy"), reason))
+    return why
+
+
+def loses_to_prior(group: dict) -> bool:
+    """The model's log loss is no better than the constant prior's, both being defined numbers."""
+    ll, prior_ll = group.get("log_loss"), group.get("prior_log_loss")
+    return defined(ll) and defined(prior_ll) and not ll < prior_ll
+
+
+def prior_warning(result: dict) -> str | None:
+    """The sentence saying the model loses to the prior on the evaluated set, or None when it does not."""
+    overall = result["overall"]
+    if not loses_to_prior(overall):
+        return None
+    return (f"the model loses to the prior on the evaluated set: log loss {overall['log_loss']:.4f} >= "
+            f"{overall['prior_log_loss']:.4f} for a constant P(FAKE) = {_fmt(result['prior'])}")  # fmt: skip
+
+
 def _fmt(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+    return f"{x:.3f}" if defined(x) else "n/a"
 
 
-def evaluation_markdown(result: dict, title: str) -> str:
+def _headline(g: dict) -> list[str]:
+    """What a one-class (or any) set answers first: how many fakes are caught, how many reals are not."""
+    t = _fmt(g["threshold"])
+    lines = []
+    if g["n_fake"]:
+        lines.append(f"**Detection rate: {g['fake_called_fake']} of {g['n_fake']} FAKE videos called FAKE "
+                     f"({_fmt(g['detection_rate'])})** at threshold {t}; mean P(FAKE) {_fmt(g['mean_p_fake'])}.")  # fmt: skip
+    if g["n_real"]:
+        lines.append(f"**False-positive rate: {g['real_called_fake']} of {g['n_real']} REAL videos called FAKE "
+                     f"({_fmt(g['false_positive_rate'])})** at threshold {t}.")  # fmt: skip
+    return lines
+
+
+def _undefined_lines(g: dict, prior: float | None) -> list[str]:
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for key, reason in undefined(g, prior).items():
+        if NAMES.get(key):
+            by_reason[reason].append(NAMES[key])
+    return [f"Undefined here (n/a): {', '.join(names)}, because {reason}." for reason, names in by_reason.items()]
+
+
+def _video_list(title: str, videos: list[dict], columns: tuple[str, ...]) -> list[str]:
+    if not videos:
+        return []
+    lines = ["", f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for v in videos:
+        cells = [_fmt(v[c]) if c == "p_fake" else str(v.get(c) or "") for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def evaluation_markdown(result: dict, title: str, decision: str | None = None) -> str:
+    """evaluation.md: the decision rule, the headline rates, the table, what is undefined and why,
+    then the videos scored without a label and those that could not be scored.
+
+    ``decision``: the rule's sentence (:func:`tasks.serve.decision.describe`); default: the threshold alone.
+    """
+    overall = result["overall"]
+    rule = decision or f"FAKE when P(FAKE) >= {_fmt(result['threshold'])}."
     header = ("| videos | REAL | FAKE | groups | AUC | AUC 95% CI | AP | log loss | prior log loss | accuracy "
-              "| majority accuracy |")  # fmt: skip
-    lines = [f"# {title}", "", header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, g in [("all", result["overall"]), *result["by_type"].items()]:
+              "| majority accuracy | detection rate | false-positive rate | mean P(FAKE) |")  # fmt: skip
+    lines = [f"# {title}", "", f"Decision rule: {rule}", "", *_headline(overall), "", header,
+             "|---|" + "---:|" * 13]  # fmt: skip
+    for name, g in [("all", overall), *result["by_type"].items()]:
         lines.append(
             f"| {name} | {g['n_real']} | {g['n_fake']} | {g['n_groups']} | {_fmt(g['auc'])} | "
             f"[{_fmt(g['auc_lo'])}, {_fmt(g['auc_hi'])}] | {_fmt(g['average_precision'])} | "
-            f"{_fmt(g['log_loss'])} | {_fmt(g['prior_log_loss'])} | {_fmt(g['accuracy'])} | {_fmt(g['majority_accuracy'])} |"
+            f"{_fmt(g['log_loss'])} | {_fmt(g['prior_log_loss'])} | {_fmt(g['accuracy'])} | {_fmt(g['majority_accuracy'])} | "
+            f"{_fmt(g['detection_rate'])} | {_fmt(g['false_positive_rate'])} | {_fmt(g['mean_p_fake'])} |"
         )
     prior = result["prior"]
     prior_text = (f"Prior baseline: constant P(FAKE) = {prior:.3f}, the training videos' FAKE fraction; majority: the "
                   "more frequent training class." if prior is not None else
                   "Prior and majority baselines: unknown (n/a), because the training split's FAKE fraction was not "
                   "given (`--prior`); they are never estimated from the evaluated labels.")  # fmt: skip
-    lines += ["", f"Per type: that type's fakes against all {result['overall']['n_real']} real videos. {prior_text} "
+    lines += ["", *_undefined_lines(overall, prior)]
+    lines += ["", f"Per type: that type's fakes against all {overall['n_real']} real videos. {prior_text} "
+              f"Accuracy, detection and false-positive rates at the decision threshold above. "
               f"AUC intervals: {result.get('n_bootstrap', 0)} bootstrap resamples of groups (a REAL video and its "
-              f"fakes). Videos that could not be scored: {result['unscored']}."]  # fmt: skip
+              f"fakes). Videos that could not be scored: {result['unscored']}. Videos scored without a label "
+              f"(not in the metrics): {result.get('unlabelled', 0)}."]  # fmt: skip
+    lines += _video_list("Scored without a label (no metadata entry)", result.get("unlabelled_videos", []),
+                         ("video_id", "p_fake", "verdict"))  # fmt: skip
+    lines += _video_list("Could not be scored", result.get("unscored_videos", []), ("video_id", "label", "reason"))
     return "\n".join(lines) + "\n"

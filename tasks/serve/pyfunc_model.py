@@ -20,7 +20,11 @@ from tasks.serve.scorer import CONFIG_ARTIFACT, DECISION_ARTIFACT, WEIGHTS_ARTIF
 
 
 class AVFFPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc: ``{"video": (B, 3, T, H, W), "audio": (B, 1, F, Tm)}`` float32 -> (B,) calibrated P(FAKE)."""
+    """pyfunc: ``{"video": (B, 3, T, H, W), "audio": (B, 1, F, Tm)}`` float32 -> (B,) calibrated P(FAKE).
+
+    A video's verdict is ``tasks.serve.decision.verdict(mean of its clips' P(FAKE), scorer.threshold)``,
+    the rule ``avff predict`` and ``evaluate-avff`` apply; the threshold is the ``decision`` artifact's.
+    """
 
     def load_context(self, context) -> None:
         weights, _, _ = load_weights(context.artifacts[WEIGHTS_ARTIFACT])

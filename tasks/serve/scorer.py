@@ -1,7 +1,8 @@
 """Scoring a trained AVFF: from safetensors weights + config JSON, never from a pickle.
 
 - :class:`Scorer`      a model in eval mode that turns (video, audio) into P(FAKE)
-- :func:`load_model`   a Scorer from a checkpoint dir, a ``.safetensors`` file, a pyfunc model
+- :func:`load_model`   a Scorer from a checkpoint dir, a training output dir (its best
+                        checkpoint, as registered), a ``.safetensors`` file, a pyfunc model
                         dir, or an MLflow ``models:/`` / ``runs:/`` URI (artifacts only: no code
                         from the registry runs here)
 - :func:`log_pyfunc_model`  logs :class:`tasks.serve.pyfunc_model.AVFFPyfunc` as "models from code":
@@ -97,12 +98,14 @@ class Scorer:
         self.preprocess = preprocess  # ingest's PreprocessConfig as a dict, when the model carries it
         self.threshold: float | None = None  # the decision threshold chosen on val, when the model carries it
         self.slope, self.intercept = 1.0, 0.0  # P(FAKE) = sigmoid(slope * logit + intercept), fitted on val
+        self.decision: Decision | None = None  # where threshold and calibration came from; None: the defaults
         if decision is not None:
             self.use_decision(decision)
 
     def use_decision(self, decision: Decision) -> None:
         """Score with ``decision``'s calibration and give verdicts at its threshold."""
         self.threshold, self.slope, self.intercept = decision.threshold, decision.slope, decision.intercept
+        self.decision = decision
 
     @classmethod
     def from_weights(cls, weights: dict[str, torch.Tensor], config: dict, device: str = "auto") -> Scorer:
@@ -151,11 +154,15 @@ def _from_model_dir(path: Path, device: str) -> Scorer:
 
 
 def _weights_dir(uri: str) -> str:
-    """The directory holding the weights ``uri`` names (a ``.safetensors`` file, a checkpoint
-    directory, a ``{tag}.json`` pointer or a training output directory), as load_weights finds them."""
+    """The checkpoint directory ``uri`` names: a ``.safetensors`` file's folder, a checkpoint
+    directory, a ``{tag}.json`` pointer, or a training output directory's BEST checkpoint (the
+    one train registers and writes ``decision.json`` beside; resuming reads its last one)."""
     if uri.endswith(".safetensors"):
         return uri.rstrip("/").rsplit("/", 1)[0] if "/" in uri else "."
-    return uri if fs.exists(fs.join(uri, WEIGHTS)) else resolve_checkpoint(uri)
+    if fs.exists(fs.join(uri, WEIGHTS)):
+        return uri
+    best = fs.join(uri, "checkpoints", "best.json")
+    return resolve_checkpoint(best if fs.exists(best) else uri)
 
 
 def load_model(uri_or_path: str, device: str = "auto") -> Scorer:
@@ -168,11 +175,12 @@ def load_model(uri_or_path: str, device: str = "auto") -> Scorer:
     local = Path(uri.removeprefix("file://"))
     if "://" not in uri.removeprefix("file://") and (local / "MLmodel").exists():
         return _from_model_dir(local, device)
-    state, config, _ = load_weights(uri)
+    directory = _weights_dir(uri)
+    state, config, _ = load_weights(uri if uri.endswith(".safetensors") else directory)
     if not config:
         raise ValueError(f"{uri}: the weights carry no model config metadata")
     scorer = Scorer.from_weights(state, config, device)
-    decision = read_decision(_weights_dir(uri))  # beside a training run's best checkpoint
+    decision = read_decision(directory)  # beside a training run's best checkpoint
     if decision is not None:
         scorer.use_decision(decision)
     return scorer

@@ -1,7 +1,8 @@
-"""evaluate-avff on an external generated folder with the registered model."""
+"""evaluate-avff on external generated folders (both classes, one class) with a registered or a local model."""
 
 import json
 import math
+import os
 
 import mlflow
 import pytest
@@ -50,3 +51,155 @@ def test_json_safe_turns_nan_into_null():
 
     out = json.dumps(json_safe({"auc": math.nan, "by_type": [{"ap": math.inf, "n": 3}]}), allow_nan=False)
     assert json.loads(out) == {"auc": None, "by_type": [{"ap": None, "n": 3}]}
+
+
+@pytest.fixture(scope="module")
+def external(tmp_path_factory):
+    """A generated DFDC-format folder of identities the tiny model never saw: 2 REAL, their fakes."""
+    from tasks.synthetic.dfdc_sample import make_dfdc_sample
+
+    root = tmp_path_factory.mktemp("external") / "data"
+    return make_dfdc_sample(root, n_real=2, parts=0, duration_s=3.5, size=(160, 160), seed=321)
+
+
+def _subset(source, out, label: str | None, n: int):
+    """``out``: n videos of ``label`` (None: any) with their metadata, plus nometa.mp4, a file with no entry."""
+    import shutil
+    from pathlib import Path
+
+    source, out = Path(source), Path(out)
+    meta = json.loads((source / "metadata.json").read_text())
+    chosen = [name for name in sorted(meta) if label is None or meta[name]["label"] == label][:n]
+    out.mkdir(parents=True)
+    for name in chosen:
+        shutil.copy(source / name, out / name)
+    shutil.copy(source / next(name for name in sorted(meta) if name not in chosen), out / "nometa.mp4")
+    (out / "metadata.json").write_text(json.dumps({name: meta[name] for name in chosen}))
+    return out
+
+
+def _model(trained, kind: str) -> tuple[str, float]:
+    """(--model, the model's decision threshold) for a local training folder or a registered version."""
+    from tasks.serve.decision import read_decision
+    from tasks.train.checkpoint import resolve_checkpoint
+
+    if kind == "local":  # a folder written by avff train (scored with its best checkpoint): no training prior
+        best = resolve_checkpoint(os.path.join(trained["output_dir"], "checkpoints", "best.json"))
+        return trained["output_dir"], read_decision(best).threshold
+    version = mlflow.MlflowClient(trained["tracking_uri"]).get_model_version("avff-dfdc", trained["model_version"])
+    return f"avff-dfdc@{trained['model_version']}", float(version.tags["threshold"])
+
+
+@pytest.mark.parametrize("label,kind", [("FAKE", "local"), ("REAL", "registered"), ("FAKE", "registered"),
+                                        ("REAL", "local")])  # fmt: skip
+def test_a_one_class_folder_is_evaluated_with_what_is_defined_on_it(trained, external, tmp_path, label, kind):
+    """Issue 28: a folder of fakes only (or reals only) scored by a local model crashed formatting None."""
+    from flows.evaluate import EvaluateConfig, evaluate_avff
+
+    data = _subset(external, tmp_path / "data", label, 3 if label == "FAKE" else 2)
+    model, threshold = _model(trained, kind)
+    out = tmp_path / "eval"
+    result = evaluate_avff(EvaluateConfig(data=str(data), model=model, tracking_uri=trained["tracking_uri"],
+                                          out=str(out)))  # fmt: skip
+    md = (out / "evaluation.md").read_text()
+    scores = json.loads((out / "scores.json").read_text(), parse_constant=pytest.fail)  # no NaN
+    labelled = [r for r in scores["rows"] if r["label"] is not None]
+    assert {r["label"] for r in labelled} == {label} and all(r["p_fake"] is not None for r in labelled)
+    called = sum(r["p_fake"] >= threshold for r in labelled)
+    assert [r["verdict"] for r in labelled] == [("FAKE" if r["p_fake"] >= threshold else "REAL") for r in labelled]
+    assert f"FAKE when P(FAKE) >= {threshold:.3f}" in md
+    if label == "FAKE":
+        assert f"**Detection rate: {called} of {len(labelled)} FAKE videos called FAKE" in md
+        assert result["overall"]["detection_rate"] == pytest.approx(called / len(labelled))
+    else:
+        assert f"**False-positive rate: {called} of {len(labelled)} REAL videos called FAKE" in md
+    assert f"this set holds only {label} videos" in md
+    # the file without a metadata entry is scored and listed, not silently skipped, and not measured
+    nometa = next(r for r in scores["rows"] if r["video_id"] == "nometa")
+    assert nometa["label"] is None and f"| nometa | {nometa['p_fake']:.3f} | {nometa['verdict']} |" in md
+    assert result["overall"]["n_real"] + result["overall"]["n_fake"] == len(labelled)
+    run = mlflow.MlflowClient(trained["tracking_uri"]).get_run(result["run_id"])
+    metrics, tags = run.data.metrics, run.data.tags
+    assert "eval_auc" not in metrics and "eval_auc" in tags["undefined_metrics"]
+    assert metrics["eval_log_loss"] == pytest.approx(result["overall"]["log_loss"])
+    assert float(run.data.params["threshold"]) == pytest.approx(threshold)
+    rate = "eval_detection_rate" if label == "FAKE" else "eval_false_positive_rate"
+    assert metrics[rate] == pytest.approx(called / len(labelled))
+    overall = result["overall"]
+    if kind == "local":  # no prior: the baselines are undefined, so the model cannot be said to lose to them
+        assert scores["result"]["prior"] is None and "eval_prior_log_loss" in tags["undefined_metrics"]
+        assert result["loses_to_prior"] is False and "model_version" not in tags
+    else:
+        assert math.isfinite(overall["prior_log_loss"]) and tags["model_version"] == trained["model_version"]
+        assert result["loses_to_prior"] == (not overall["log_loss"] < overall["prior_log_loss"])
+    assert tags["loses_to_prior"] == str(result["loses_to_prior"]).lower()
+    assert ("the model loses to the prior" in md) == result["loses_to_prior"]
+
+
+def test_evaluate_predict_and_the_pyfunc_give_the_same_verdicts(trained, external, tmp_path):
+    """Issue 25: one decision rule, the model's threshold and calibration, whichever way a video is scored."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from flows.evaluate import EvaluateConfig, evaluate_avff
+    from tasks.ingest.faces import FaceDetector
+    from tasks.serve.decision import verdict
+    from tasks.serve.predict import clip_inputs, preprocess_for
+    from tasks.serve.scorer import load_model
+
+    data = _subset(external, tmp_path / "data", None, 3)  # REAL and FAKE, plus one without a label
+    model, threshold = _model(trained, "registered")
+    uri = f"models:/avff-dfdc/{trained['model_version']}"
+    result = evaluate_avff(EvaluateConfig(data=str(data), model=model, tracking_uri=trained["tracking_uri"],
+                                          out=str(tmp_path / "eval")))  # fmt: skip
+    assert result["decision"]["threshold"] == pytest.approx(threshold)
+    rows = json.loads((tmp_path / "eval" / "scores.json").read_text())["rows"]
+    paths = [str(data / f"{r['video_id']}.mp4") for r in rows]
+    assert len(rows) == 4 and all(r["p_fake"] is not None for r in rows)
+
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "predict", *paths, "--model", model, "--tracking-uri",
+                          trained["tracking_uri"], "--json"], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    predicted = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+    mlflow.set_tracking_uri(trained["tracking_uri"])
+    try:
+        pyfunc = mlflow.pyfunc.load_model(uri)
+        pre = preprocess_for(load_model(uri, device="cpu"))  # the ingest settings the model carries
+    finally:
+        mlflow.set_tracking_uri(None)
+    pyfunc_threshold = pyfunc.unwrap_python_model().scorer.threshold
+    with FaceDetector() as det:
+        pyfunc_p = []
+        for path in paths:
+            video, audio, _ = clip_inputs(path, pre, det)
+            pyfunc_p.append(float(np.mean(pyfunc.predict({"video": video.numpy(), "audio": audio.numpy()}))))
+
+    assert [p["threshold"] for p in predicted] == [pytest.approx(threshold)] * 4
+    assert pyfunc_threshold == pytest.approx(threshold)
+    np.testing.assert_allclose([p["p_fake"] for p in predicted], [r["p_fake"] for r in rows], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(pyfunc_p, [r["p_fake"] for r in rows], rtol=0, atol=1e-5)
+    verdicts = [r["verdict"] for r in rows]
+    assert verdicts == [p["verdict"] for p in predicted] == [verdict(p, pyfunc_threshold)["verdict"] for p in pyfunc_p]
+    labelled = [r for r in rows if r["label"] is not None]
+    assert result["overall"]["accuracy"] == pytest.approx(np.mean([r["verdict"] == r["label"] for r in labelled]))
+
+
+SHARED_SAMPLE = "/work/shared/data/dfdc_sample"  # 3 FAKE DFDC videos with metadata, 1 without
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_SAMPLE), reason="the real DFDC sample is not on this machine")
+def test_the_real_fakes_only_sample_scored_by_a_local_model_states_its_detection_rate(trained, tmp_path):
+    """Issue 28's command: `avff evaluate --data dfdc_sample --model <avff train's folder>`."""
+    from flows.evaluate import EvaluateConfig, evaluate_avff
+
+    result = evaluate_avff(EvaluateConfig(data=SHARED_SAMPLE, model=trained["output_dir"],
+                                          tracking_uri=trained["tracking_uri"], out=str(tmp_path / "eval")))  # fmt: skip
+    md = (tmp_path / "eval" / "evaluation.md").read_text()
+    rows = json.loads((tmp_path / "eval" / "scores.json").read_text())["rows"]
+    fakes = [r for r in rows if r["label"] == "FAKE" and r["p_fake"] is not None]
+    caught = sum(r["verdict"] == "FAKE" for r in fakes)
+    assert len(fakes) == 3 and f"**Detection rate: {caught} of 3 FAKE videos called FAKE" in md
+    assert "| lynaeydofd |" in md and not result["loses_to_prior"]

@@ -109,3 +109,19 @@ def test_a_model_version_that_does_not_exist_is_one_clear_line(trained, dfdc_sam
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, out.stderr[-2000:]
     assert "avff-dfdc@999" in lines[0] and "not in the registry" in lines[0] and "has versions" in lines[0]
+
+
+def test_a_training_folder_is_scored_with_its_best_checkpoint_and_its_decision(trained):
+    """`--model <avff train's output_dir>` means the model train registered (best checkpoint, with
+    decision.json), not the last epoch at an uncalibrated 0.5."""
+    from tasks.serve.decision import read_decision
+    from tasks.train.checkpoint import resolve_checkpoint
+
+    out = Path(trained["output_dir"])
+    best_dir = resolve_checkpoint(str(out / "checkpoints" / "best.json"))
+    assert best_dir != resolve_checkpoint(str(out / "checkpoints" / "last.json")), "fixture: best is not last"
+    decision = read_decision(best_dir)
+    folder, best = load_model(str(out), device="cpu"), load_model(str(out / "checkpoints" / "best.json"), device="cpu")
+    assert decision is not None and (folder.threshold, folder.slope, folder.intercept) == (decision.threshold, decision.slope, decision.intercept)
+    for (k, a), b in zip(folder.model.state_dict().items(), best.model.state_dict().values()):
+        assert torch.equal(a, b), k

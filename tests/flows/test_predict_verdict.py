@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from flows.cli_predict import verdict
+from tasks.serve.decision import verdict
 
 
 def test_verdict_uses_the_models_threshold_or_says_it_has_none():

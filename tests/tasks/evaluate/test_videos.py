@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from tasks.evaluate.videos import evaluate_videos, evaluation_markdown
+from tasks.evaluate.videos import evaluate_videos, evaluation_markdown, loses_to_prior, prior_warning, undefined
 
 
 def _rows():
@@ -51,3 +51,56 @@ def test_auc_interval_resamples_groups():
     assert lo <= result["overall"]["auc"] <= hi
     per_video = evaluate_videos(_rows(), prior=0.5, n_bootstrap=100)["overall"]
     assert per_video["n_groups"] == 20 and (lo, hi) != (per_video["auc_lo"], per_video["auc_hi"])
+
+
+def test_a_set_of_fakes_only_reports_its_detection_rate_at_the_models_threshold():
+    fakes = [r for r in _rows() if r["label"] == "FAKE" and r["p_fake"] is not None]
+    result = evaluate_videos(fakes, threshold=0.7, n_bootstrap=20)
+    g = result["overall"]
+    caught = sum(r["p_fake"] >= 0.7 for r in fakes)
+    assert 0 < caught < len(fakes)  # the threshold matters: 0.5 would catch another count
+    assert g["fake_called_fake"] == caught and g["detection_rate"] == pytest.approx(caught / len(fakes))
+    assert g["accuracy"] == pytest.approx(caught / len(fakes)) and g["threshold"] == 0.7
+    assert g["mean_p_fake"] == pytest.approx(np.mean([r["p_fake"] for r in fakes]))
+    assert np.isfinite(g["log_loss"]) and np.isnan(g["auc"]) and np.isnan(g["false_positive_rate"])
+    why = undefined(g, result["prior"])
+    assert {"auc", "auc_lo", "auc_hi", "average_precision", "false_positive_rate", "prior_log_loss"} <= set(why)
+    assert "detection_rate" not in why and "log_loss" not in why and "only FAKE" in why["auc"]
+    md = evaluation_markdown(result, "t")
+    assert f"**Detection rate: {caught} of {len(fakes)} FAKE videos called FAKE" in md
+    assert "Undefined here (n/a): AUC, its 95% interval, AP, because they rank FAKE against REAL videos" in md
+    assert "FAKE when P(FAKE) >= 0.700" in md
+
+
+def test_a_set_of_reals_only_reports_its_false_positive_rate_and_compares_defined_log_losses():
+    reals = [r for r in _rows() if r["label"] == "REAL"]
+    result = evaluate_videos(reals, prior=0.8, threshold=0.3, n_bootstrap=20)
+    g = result["overall"]
+    flagged = sum(r["p_fake"] >= 0.3 for r in reals)
+    assert g["real_called_fake"] == flagged and g["false_positive_rate"] == pytest.approx(flagged / len(reals))
+    assert np.isnan(g["detection_rate"]) and "detection_rate" in undefined(g, 0.8)
+    assert "prior_log_loss" not in undefined(g, 0.8)  # the prior is known: its log loss is defined on one class
+    assert g["prior_log_loss"] == pytest.approx(-np.log(0.2), abs=1e-3)
+    assert loses_to_prior(g) == (not g["log_loss"] < g["prior_log_loss"])
+    assert "**False-positive rate:" in evaluation_markdown(result, "t")
+
+
+def test_loses_to_prior_never_fires_on_undefined_numbers():
+    fakes = [r for r in _rows() if r["label"] == "FAKE"]
+    result = evaluate_videos(fakes, threshold=0.5, n_bootstrap=0)  # no prior: its log loss is NaN
+    assert not loses_to_prior(result["overall"]) and prior_warning(result) is None
+    assert not loses_to_prior({"log_loss": None, "prior_log_loss": 0.3})
+    confident_wrong = [{"video_id": "f", "label": "FAKE", "p_fake": 0.01}]
+    losing = evaluate_videos(confident_wrong, prior=0.8, n_bootstrap=0)
+    assert loses_to_prior(losing["overall"]) and "log loss 4.6052 >= 0.2231" in prior_warning(losing)
+
+
+def test_unlabelled_and_unscored_videos_are_listed_not_measured():
+    rows = _rows() + [{"video_id": "nolabel", "label": None, "manipulation": None, "p_fake": 0.9, "verdict": "FAKE"}]
+    result = evaluate_videos(rows, n_bootstrap=0)
+    assert result["unlabelled"] == 1 and result["overall"]["n_real"] + result["overall"]["n_fake"] == 20
+    md = evaluation_markdown(result, "t")
+    assert "| nolabel | 0.900 | FAKE |" in md and "## Scored without a label (no metadata entry)" in md
+    assert "## Could not be scored" in md and "| x | FAKE |" in md
+    with pytest.raises(ValueError, match="no labelled video"):
+        evaluate_videos([rows[-1]])

@@ -84,3 +84,17 @@ def test_the_pyfunc_applies_its_decision_artifacts_calibration_and_scores_old_mo
         pyfunc.load_context(SimpleNamespace(artifacts={**artifacts, **decision}))  # what MLflow hands load_context
         p = pyfunc.predict(None, {"video": video, "audio": audio})
         np.testing.assert_allclose(p, 1 / (1 + np.exp(-(a * logits + b))), rtol=1e-5, atol=1e-6)
+
+
+def test_a_training_output_folder_scores_with_its_best_checkpoint_and_decision(tmp_path):
+    """avff train's output_dir as --model: the best checkpoint (registered, with decision.json), not the last."""
+    torch.manual_seed(1)
+    best_model, last_model = AVFF(get_config("tiny", **CFG)).eval(), AVFF(get_config("tiny", **CFG)).eval()
+    store = CheckpointStore(str(tmp_path / "checkpoints"))
+    best = store.save("epoch-0001", best_model, dataclasses.asdict(best_model.cfg), {}, ("best",))
+    store.save("epoch-0002", last_model, dataclasses.asdict(last_model.cfg), {}, ("last",))
+    write_decision(best, Decision(0.3, "f1", 0.4, -0.2))
+    scorer = load_model(str(tmp_path), device="cpu")
+    assert (scorer.threshold, scorer.slope, scorer.intercept) == (0.3, 0.4, -0.2)
+    for (k, a), b in zip(scorer.model.state_dict().items(), best_model.state_dict().values()):
+        assert torch.equal(a, b), k
