@@ -85,6 +85,24 @@ def test_laptop_preset_fits_an_8gb_gpu_at_batch_32():
     assert estimate_activation_bytes(cfg, 32)["total"] + state < 6 * 2**30
 
 
+def test_activation_estimate_counts_the_signal_branches_and_the_larger_stage():
+    on = estimate_activation_bytes(get_config("laptop"), 32)
+    off = estimate_activation_bytes(get_config("laptop", sync_branch=False, texture_branch=False), 32)
+    texture_only = estimate_activation_bytes(get_config("laptop", fusion="video_only"), 32)
+    assert off["signals"] == 0 < texture_only["signals"] < on["signals"]
+    assert on["stage2"] > off["stage2"] and on["stage1"] == off["stage1"]  # the branches run in stage 2 only
+    # they work on full frames: 4x the pixels, 4x the bytes (give or take the per-frame sync features)
+    big = estimate_activation_bytes(get_config("laptop", img_size=224), 32)
+    assert 3.9 < big["signals"] / on["signals"] <= 4.0
+    for e in (on, off, big):
+        assert e["total"] == max(e["stage1"], e["stage2"])
+    # the unmasked pass runs for the cross-modal target even when the contrastive loss pools the masked one
+    masked = estimate_activation_bytes(get_config("laptop", contrastive_on_masked=True), 32)
+    assert masked["video_encoder"] == on["video_encoder"]
+    cheap = estimate_activation_bytes(get_config("laptop", contrastive_on_masked=True, w_cross=0.0), 32)
+    assert 2 * cheap["video_encoder"] == on["video_encoder"] and cheap["a2v_v2a"] < on["a2v_v2a"]
+
+
 # ---------------------------------------------------------------- shapes
 def test_patchify_round_trips():
     cfg = get_config("tiny")
