@@ -107,13 +107,16 @@ def resolve_model_config(name: str, overrides: Mapping[str, Any], shape: InputSh
     Frames per clip and the mel shape are the shards'. The image size is the preset's (or the
     ``img_size`` override's) where the shards' face crops are larger: the loader shrinks each clip
     to it (``make_loader(img_size=...)``), so a 224 px ingest trains ``laptop`` at its 112 px and
-    within its memory. Smaller crops are never enlarged: the preset then runs at the shards' size.
+    within its memory. Smaller crops are never enlarged: the preset then runs at the shards' size
+    (cut to whole patches: 100 px crops train at 96).
     """
     data_shape = {k: v for k, v in dataclasses.asdict(shape).items() if k != "img_size"}
     clash = {k: (v, data_shape[k]) for k, v in overrides.items() if k in data_shape and v != data_shape[k]}
     if clash:
         raise ValueError(f"model overrides contradict the shards' clip shape (override, data): {clash}")
-    size = overrides.get("img_size", min(get_config(name).img_size, shape.img_size))
+    preset = get_config(name)
+    fits = shape.img_size // preset.patch * preset.patch  # the largest whole number of patches in the crops
+    size = overrides.get("img_size", min(preset.img_size, fits))
     if size > shape.img_size:
         raise ValueError(f"img_size={size} contradicts the shards' {shape.img_size} px face crops: frames are only "
                          f"shrunk, never enlarged; ingest with face_size >= {size} or set img_size <= {shape.img_size}")

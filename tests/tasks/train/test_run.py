@@ -227,6 +227,8 @@ def test_smaller_shards_are_never_enlarged():
     small = InputShape(img_size=64, num_frames=16, n_mels=128, mel_frames=320)
     assert resolve_model_config("laptop", {}, small).img_size == 64  # the shards' size, as before
     assert resolve_model_config("laptop", {"img_size": 32}, small).img_size == 32  # shrunk on request
+    odd = InputShape(img_size=100, num_frames=16, n_mels=128, mel_frames=320)
+    assert resolve_model_config("laptop", {}, odd).img_size == 96  # whole 16 px patches
     with pytest.raises(ValueError, match=r"img_size=128 contradicts the shards' 64 px") as err:
         resolve_model_config("laptop", {"img_size": 128}, small)
     assert "\n" not in str(err.value)
