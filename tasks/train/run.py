@@ -115,7 +115,8 @@ def resolve_model_config(name: str, overrides: Mapping[str, Any], shape: InputSh
     if clash:
         raise ValueError(f"model overrides contradict the shards' clip shape (override, data): {clash}")
     preset = get_config(name)
-    fits = shape.img_size // preset.patch * preset.patch  # the largest whole number of patches in the crops
+    patch = overrides.get("patch", preset.patch)
+    fits = shape.img_size // patch * patch  # the largest whole number of patches in the crops
     size = overrides.get("img_size", min(preset.img_size, fits))
     if size > shape.img_size:
         raise ValueError(f"img_size={size} contradicts the shards' {shape.img_size} px face crops: frames are only "
