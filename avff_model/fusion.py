@@ -5,9 +5,14 @@ hidden from the video encoder and the other half from the audio encoder; the dec
 each modality then sees its own tokens at visible slices and the other modality's
 prediction (A2V or V2A) at its hidden slices.
 
-Slice of a token = time_index * K // num_time. For video, T' = 8 tubelet steps and K = 8
-give one step per slice; for audio, Tm' = 20 columns over K = 8 slices give slices of
-3, 2, 3, 2, ... columns, so per-sample hidden-token counts differ (see docs/model.md).
+Where each token sits in time: the mel window starts at the first frame's time
+(tasks/ingest/preprocess.py), so mel column j covers [j, j + 1) hops from that time, while video
+frame k is a sample *at* time k / fps and stands for [(k - 1/2) / fps, (k + 1/2) / fps): a
+tubelet of frames 2i, 2i + 1 covers [(2i - 1/2) / fps, (2i + 3/2) / fps), half a frame earlier
+than its index suggests (:func:`frame_shift`). A slice is the span of one video time token
+(T' = 8 tubelet steps over K = 8 slices: one step each); an audio token belongs to the slice
+its span overlaps most (:func:`overlap_slices`): Tm' = 20 columns of 0.16 s give slices of
+2, 2, 3, 2, 3, 2, 3, 3 columns, so per-sample hidden-token counts differ (see docs/model.md).
 """
 
 from __future__ import annotations
@@ -18,9 +23,24 @@ from torch import nn
 from .layers import Block, init_weights
 
 
+def frame_shift(num_frames: int) -> float:
+    """Where a video time grid starts, as a fraction of the clip: half a frame before the mel start.
+
+    Frame k is shown at k / fps from the mel start and stands for the half frame either side of it.
+    """
+    return -0.5 / num_frames
+
+
 def slice_ids(token_time: torch.Tensor, num_time: int, num_slices: int) -> torch.Tensor:
-    """(L,) time index of each token -> (L,) slice index in [0, K)."""
+    """(L,) time index of each token -> (L,) slice index in [0, K) (video tokens: the slices are their steps)."""
     return token_time * num_slices // num_time
+
+
+def overlap_slices(token_time: torch.Tensor, num_time: int, num_slices: int, slice_shift: float) -> torch.Tensor:
+    """(L,) time index of each token on an unshifted grid (audio) -> (L,) the slice it overlaps most
+    (the first on a tie); slice k covers [k / K + slice_shift, (k + 1) / K + slice_shift) of the clip."""
+    slices = torch.arange(num_slices, device=token_time.device)
+    return time_overlap(token_time, num_time, slices, num_slices, in_shift=slice_shift).argmax(dim=1)  # (L,)
 
 
 def complementary_slice_mask(
@@ -47,13 +67,20 @@ def token_masks(
     return mask_v, mask_a
 
 
-def time_overlap(out_time: torch.Tensor, out_steps: int, in_time: torch.Tensor, in_steps: int) -> torch.Tensor:
+def time_overlap(out_time: torch.Tensor, out_steps: int, in_time: torch.Tensor, in_steps: int, *,
+                 out_shift: float = 0.0, in_shift: float = 0.0) -> torch.Tensor:  # fmt: skip
     """(L_out, L_in): how much of each output token's time span each input token covers; rows sum to 1.
 
-    Both grids span the same clip, so token time index i of n covers [i/n, (i+1)/n).
+    Token time index i of a grid of n steps covers [i/n + shift, (i+1)/n + shift) of the clip,
+    cut to the clip [0, 1): a video grid has ``shift = frame_shift(T)``, the mel grid 0.
     """
-    lo_o, hi_o = out_time[:, None] / out_steps, (out_time[:, None] + 1) / out_steps  # (L_out, 1)
-    lo_i, hi_i = in_time[None] / in_steps, (in_time[None] + 1) / in_steps  # (1, L_in)
+
+    def span(time: torch.Tensor, steps: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+        lo, hi = time / steps + shift, (time + 1) / steps + shift
+        return lo.clamp(0.0, 1.0), hi.clamp(0.0, 1.0)
+
+    lo_o, hi_o = span(out_time[:, None], out_steps, out_shift)  # (L_out, 1)
+    lo_i, hi_i = span(in_time[None], in_steps, in_shift)  # (1, L_in)
     overlap = (torch.minimum(hi_o, hi_i) - torch.maximum(lo_o, lo_i)).clamp(min=0)  # (L_out, L_in)
     return overlap / overlap.sum(dim=1, keepdim=True)
 
@@ -110,6 +137,8 @@ def sync_candidates(
     elsewhere; candidate n holds the audio of slices [lo + shifts[n], hi + shifts[n]) there.
     All candidates are contiguous audio with the same blank edges at the same positions:
     no splice, no moved silence, no position tells the in-sync one apart, only lip sync.
+    The window is cut on the mel's own 0.4 s grid; the video slices sit half a frame earlier
+    (module docstring), so the kept audio lies inside the video span it is compared with.
     """
     lo, hi = window
     if lo + min(shifts) < 0 or hi + max(shifts) > num_slices:

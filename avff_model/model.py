@@ -22,8 +22,8 @@ from .audio_encoder import AudioEncoder
 from .config import AVFFConfig
 from .decoders import Decoder
 from .fusion import (
-    SYNC_SHIFTS, SYNC_WINDOW, CrossModalMap, complementary_slice_mask, cross_modal_stats, fuse_tokens, slice_ids,
-    slice_pool, sync_candidates, time_overlap, token_masks,
+    SYNC_SHIFTS, SYNC_WINDOW, CrossModalMap, complementary_slice_mask, cross_modal_stats, frame_shift, fuse_tokens,
+    overlap_slices, slice_ids, slice_pool, sync_candidates, time_overlap, token_masks,
 )
 from .heads import PatchDiscriminator, build_head, mlp_head
 from .layers import init_weights
@@ -94,7 +94,9 @@ class AVFF(nn.Module):
         )  # fmt: skip
         ve, ae = self.video_encoder, self.audio_encoder
         v_time, a_time = (ve.token_time(), ve.num_time), (ae.token_time(), ae.num_time)
-        a2v_align, v2a_align = time_overlap(*v_time, *a_time), time_overlap(*a_time, *v_time)  # (L_v, L_a), (L_a, L_v)
+        shift = frame_shift(cfg.num_frames)  # the video grid starts half a frame before the mel start
+        a2v_align = time_overlap(*v_time, *a_time, out_shift=shift)  # (L_v, L_a)
+        v2a_align = time_overlap(*a_time, *v_time, in_shift=shift)  # (L_a, L_v)
         self.a2v = CrossModalMap(la, lv, da, dv, cfg.audio_heads, cfg.mlp_ratio, cfg.dropout, a2v_align)
         self.v2a = CrossModalMap(lv, la, dv, da, cfg.video_heads, cfg.mlp_ratio, cfg.dropout, v2a_align)
         dec = (cfg.decoder_width, cfg.decoder_depth, cfg.decoder_heads)
@@ -128,7 +130,8 @@ class AVFF(nn.Module):
         }) if cfg.aux_heads else None  # fmt: skip
         k = cfg.num_slices
         self.register_buffer("video_slices", slice_ids(ve.token_time(), ve.num_time, k), persistent=False)  # (L_v,)
-        self.register_buffer("audio_slices", slice_ids(ae.token_time(), ae.num_time, k), persistent=False)  # (L_a,)
+        audio_slices = overlap_slices(ae.token_time(), ae.num_time, k, shift)  # (L_a,) the slice of the same moment
+        self.register_buffer("audio_slices", audio_slices, persistent=False)
 
     # ---------------------------------------------------------------- stage 1
     def sample_masks(

@@ -7,7 +7,7 @@ branches give the classifier the two signals a hand-made statistic finds, as *le
 features with a structural prior, and add their logit to the fusion head's:
 
 - :class:`SyncBranch` (audio-visual): per frame, a learned embedding of the mouth region
-  (lower middle of the aligned face crop) and of the mel frames shown with that frame; both are
+  (lower middle of the aligned face crop) and of the mel frames heard around it; both are
   standardised over time and correlated at lags -L..L frames. A clip whose mouth moves with its
   own sound correlates at lag 0; moved, swapped or unrelated audio does not.
 - :class:`TextureBranch` (visual): a learned 3x3 filter bank on the grey frames, its log energy
@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .fusion import frame_shift, time_overlap
 
 # the mouth in an aligned face crop, as fractions of (H, W): rows 60-90 %, columns 25-75 %
 MOUTH_ROWS, MOUTH_COLS = (0.6, 0.9), (0.25, 0.75)
@@ -57,9 +59,17 @@ def mouth_region(video: torch.Tensor) -> torch.Tensor:
 
 
 def frames_of_sound(audio: torch.Tensor, frames: int) -> torch.Tensor:
-    """(B, 1, F, Tm) -> (B, T, F): the mel frames shown with each video frame, averaged
-    (the mel window starts at the first frame's time: tasks/ingest/preprocess.py)."""
-    return F.adaptive_avg_pool1d(audio[:, 0], frames).transpose(1, 2)  # (B, T, F)
+    """(B, 1, F, Tm) -> (B, T, F): the mel frames heard around each video frame, averaged.
+
+    The mel window starts at the first frame's time (tasks/ingest/preprocess.py), so frame k,
+    shown at k / fps, gets the columns of [(k - 1/2) / fps, (k + 1/2) / fps), cut to the clip
+    (the first and last frames average the half window that exists). A window starting at the
+    frame (k / fps onwards) would pair each frame with the sound half a frame after it.
+    """
+    tm = audio.shape[-1]
+    steps = torch.arange(frames, device=audio.device), torch.arange(tm, device=audio.device)
+    weights = time_overlap(steps[0], frames, steps[1], tm, out_shift=frame_shift(frames))  # (T, Tm), rows sum to 1
+    return torch.einsum("bft,kt->bkf", audio[:, 0], weights.to(audio.dtype))  # (B, T, F)
 
 
 class SyncBranch(nn.Module):

@@ -1,14 +1,15 @@
 """Closed-form size estimates for a config, without building the model.
 
 :func:`estimate_params` is exact (a test checks it against ``AVFF(cfg)`` for every preset
-and head). :func:`estimate_activation_bytes` is a rough model of the memory a stage-1
-training step keeps for backward under 16-bit autocast; see docs/model.md.
+and head). :func:`estimate_activation_bytes` is a rough model of the memory a training step
+(stage 1 and stage 2, signal branches included) keeps for backward under 16-bit autocast;
+see docs/model.md.
 """
 
 from __future__ import annotations
 
 from .config import AVFFConfig
-from .fusion import SYNC_FEATURES, XMODAL_FEATURES
+from .fusion import SYNC_FEATURES, SYNC_SHIFTS, XMODAL_FEATURES
 from .signals import MOUTH_GRID
 
 
@@ -98,20 +99,59 @@ def _stack_bytes(tokens: int, width: int, depth: int, mlp_ratio: float) -> int:
     return int(per_token * tokens * depth)
 
 
-def estimate_activation_bytes(cfg: AVFFConfig, batch: int) -> dict[str, int]:
-    """Rough bytes of activations one stage-1 step keeps for backward (16-bit autocast).
+def _signals_bytes(cfg: AVFFConfig, batch: int) -> int:
+    """Bytes the signal branches (avff_model/signals.py) hold at their peak in a stage-2 step.
 
-    Counts the transformer stacks only (they dominate); patch embeddings, targets and
-    losses add a few percent. Add ~16 bytes per parameter for fp32 weights, gradients
-    and Adam state, plus the framework's own workspace.
+    They work on full frames, so they grow with the pixels, not the tokens. Texture, per pixel
+    of every frame: the filter bank's 16-bit input (2), the fp32 copy of its K outputs that
+    ``pow`` keeps (4K; autocast runs ``pow`` in fp32), the squared energies and one masked copy
+    alive together (8K). Sync: the fp32 grey frames the mouth is cut from (4), then per frame a
+    few hundred numbers (the pooled mouth, the mel bins, the two MLPs).
+    """
+    sees_video, sees_audio = cfg.fusion != "audio_only", cfg.fusion != "video_only"
+    pixels = batch * cfg.num_frames * cfg.img_size**2
+    out = 0
+    if cfg.texture_branch and sees_video:
+        filters = 8  # TextureBranch's default
+        out += pixels * (2 + 12 * filters)
+    if cfg.sync_branch and sees_video and sees_audio:
+        hidden, dim = 32, 16  # SyncBranch's defaults
+        out += 4 * pixels + 4 * batch * cfg.num_frames * (MOUTH_GRID[0] * MOUTH_GRID[1] + cfg.n_mels + 2 * hidden + 2 * dim)
+    return out
+
+
+def estimate_activation_bytes(cfg: AVFFConfig, batch: int) -> dict[str, int]:
+    """Rough bytes of activations a training step keeps for backward (16-bit autocast).
+
+    Stage 1 (the keys ``video_encoder`` .. ``decoders``, summed in ``stage1``): the masked pass,
+    the unmasked pass when the contrastive, sync or cross-modal term needs it, A2V/V2A (twice
+    with ``w_cross``), the moved audio copies of ``w_sync``, the decoders. Stage 2 (``stage2``):
+    one unmasked pass of the encoders the head sees, A2V/V2A where the head uses them, the moved
+    audio copies of ``avff_sync``, and the signal branches (``signals``), which work on full
+    frames. ``total`` is the larger stage: the two never run at once. Counts the transformer
+    stacks and the branches; patch embeddings, targets, heads and losses add a few percent.
+    Add ~16 bytes per parameter for fp32 weights, gradients and Adam state, plus the
+    framework's own workspace.
     """
     lv, la, r = batch * cfg.num_video_tokens, batch * cfg.num_audio_tokens, cfg.mlp_ratio
-    passes = 1 if cfg.contrastive_on_masked else 2  # the unmasked contrastive pass
+    n_moved = len(SYNC_SHIFTS)
+    unmasked = not cfg.contrastive_on_masked or cfg.w_sync > 0 or cfg.w_cross > 0  # model.pretrain_outputs
+    passes = 2 if unmasked else 1
+    video = lambda n: n * _stack_bytes(lv, cfg.video_width, cfg.video_depth, r)  # noqa: E731  n passes
+    audio = lambda n: n * _stack_bytes(la, cfg.audio_width, cfg.audio_depth, r)  # noqa: E731
+    cross = _stack_bytes(la, cfg.audio_width, 1, r) + _stack_bytes(lv, cfg.video_width, 1, r)
     out = {
-        "video_encoder": passes * _stack_bytes(lv, cfg.video_width, cfg.video_depth, r),
-        "audio_encoder": passes * _stack_bytes(la, cfg.audio_width, cfg.audio_depth, r),
-        "a2v_v2a": _stack_bytes(la, cfg.audio_width, 1, r) + _stack_bytes(lv, cfg.video_width, 1, r),
+        "video_encoder": video(passes),
+        "audio_encoder": audio(passes + (n_moved + 1 if cfg.w_sync > 0 else 0)),
+        "a2v_v2a": cross * (2 if cfg.w_cross > 0 else 1),
         "decoders": _stack_bytes(lv + la, cfg.decoder_width, cfg.decoder_depth, r),
     }
-    out["total"] = sum(out.values())
+    out["stage1"] = sum(out.values())
+    sees_video, sees_audio = cfg.fusion != "audio_only", cfg.fusion != "video_only"
+    out["signals"] = _signals_bytes(cfg, batch)
+    out["stage2"] = (
+        video(int(sees_video)) + audio(int(sees_audio) + (n_moved + 1 if cfg.fusion == "avff_sync" else 0))
+        + (cross if cfg.fusion in ("avff_concat", "avff_sync", "avff_xmodal") else 0) + out["signals"]
+    )  # fmt: skip
+    out["total"] = max(out["stage1"], out["stage2"])
     return out

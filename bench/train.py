@@ -22,7 +22,9 @@ stage-1 step, real stage 2, real stage 1), so drift on a shared machine hits the
 - ``train``     the same two engine functions fed by the real loader (stage 1 reads REAL clips only).
 
 The model config is the named preset with the shards' clip shape applied, exactly as
-``tasks.train.run`` resolves it (so ``tiny`` trains on 224 px crops here). Targets: loader/step
+``tasks.train.run`` resolves it: the preset keeps its image size and the loader shrinks the
+224 px crops to it (``tiny``: 64 px), as a training run does; the loader is measured at each
+config's size. Targets: loader/step
 >= 2 for each stage. On CUDA also peak memory (``torch.cuda.max_memory_allocated``) and GPU
 utilisation / memory sampled by ``nvidia-smi`` every 200 ms during real training. The epoch
 estimate is for the 400-video DFDC sample, 1200 clips, at the measured real-training rate plus
@@ -166,11 +168,12 @@ class GpuSampler:
 # ---------------------------------------------------------------- measurements
 
 
-def loader_rate(layout, batch: int, workers: int, batches: int, seed: int, real_only: bool = False) -> dict:
+def loader_rate(layout, batch: int, workers: int, batches: int, seed: int, real_only: bool = False,
+                img_size: int | None = None) -> dict:  # fmt: skip
     from tasks.train.data import make_loader
 
     loader = Stamped(make_loader(layout, "train", batch_size=batch, num_workers=workers, samples_per_epoch=batch * batches,
-                                 seed=seed, epoch=seed, pin_memory=False, real_only=real_only))  # fmt: skip
+                                 seed=seed, epoch=seed, pin_memory=False, real_only=real_only, img_size=img_size))  # fmt: skip
     for _ in loader:
         pass
     steady, first = loader.rate()
@@ -270,7 +273,7 @@ def train_rate(trainer: Trainer, stage: str, layout, batch: int, workers: int, s
 
     loader = Stamped(make_loader(layout, "train", batch_size=batch, num_workers=workers, samples_per_epoch=batch * steps,
                                  real_only=stage == "pretrain", seed=seed, epoch=seed,
-                                 pin_memory=trainer.device.type == "cuda"))  # fmt: skip
+                                 pin_memory=trainer.device.type == "cuda", img_size=trainer.cfg.img_size))  # fmt: skip
     gpu = GpuSampler(trainer.device) if trainer.device.type == "cuda" else None
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(trainer.device)
@@ -348,30 +351,32 @@ def main(argv: list[str] | None = None) -> dict:
 
     stage_costs = loader_stage_costs(layout)
     print("loader stages, ms per clip: " + ", ".join(f"{k} {v:.1f}" for k, v in stage_costs.items()), flush=True)
-    loader_keys = [(w, False) for w in worker_counts] + [(max(worker_counts), True)]  # True: REAL only (stage 1)
-    loader_runs: dict[tuple[int, bool], list[dict]] = {k: [] for k in loader_keys}
     results = {}
     trainers = {name: Trainer(name, shape, device, precision, args.grad_checkpointing) for name in configs}
-    batch = synthetic_batch(shape, args.batch)
+    sizes = sorted({tr.cfg.img_size for tr in trainers.values()})  # the loader shrinks frames to each model's size
+    # (workers, REAL only: stage 1, frame size)
+    loader_keys = [(w, False, px) for px in sizes for w in worker_counts] + [(max(worker_counts), True, px) for px in sizes]
+    loader_runs: dict[tuple[int, bool, int], list[dict]] = {k: [] for k in loader_keys}
+    batches = {name: synthetic_batch(tr.cfg, args.batch) for name, tr in trainers.items()}  # the config's clip shape
     step_runs = {(n, s): [] for n in configs for s in ("classify", "pretrain")}
     train_runs = {(n, s): [] for n in configs for s in ("classify", "pretrain")}
     best_w = max(worker_counts)
     for name, tr in trainers.items():  # one warm-up step per stage: allocator, autotuning, lazy init
         for stage in ("classify", "pretrain"):
             try:
-                tr.run(stage, [batch])
+                tr.run(stage, [batches[name]])
             except torch.OutOfMemoryError:
                 pass  # measured (and reported) as OOM below
     for rep in range(args.reps):
-        for w, real in loader_keys:
-            r = loader_rate(layout, args.batch, w, args.loader_batches, seed=rep, real_only=real)
-            loader_runs[(w, real)].append(r)
-            print(f"rep {rep} loader W={w}{' REAL only' if real else ''}: {r['samples_per_s']:.1f} samples/s "
+        for w, real, px in loader_keys:
+            r = loader_rate(layout, args.batch, w, args.loader_batches, seed=rep, real_only=real, img_size=px)
+            loader_runs[(w, real, px)].append(r)
+            print(f"rep {rep} loader W={w} {px} px{' REAL only' if real else ''}: {r['samples_per_s']:.1f} samples/s "
                   f"(first batch {r['first_batch_s']:.1f}s)", flush=True)  # fmt: skip
         for name, tr in trainers.items():
             for stage in ("classify", "pretrain"):
                 try:
-                    r = step_rate(tr, stage, batch, args.steps)
+                    r = step_rate(tr, stage, batches[name], args.steps)
                 except torch.OutOfMemoryError as e:
                     r = {"samples_per_s": float("nan"), "error": f"OOM: {str(e).splitlines()[0]}"}
                 step_runs[(name, stage)].append(r)
@@ -384,13 +389,14 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"rep {rep} train {name} {stage}: {r['samples_per_s']:.2f} samples/s", flush=True)
     info["loadavg_end"] = os.getloadavg()
 
-    loader = {k: {"workers": k[0], "real_only": k[1], "samples_per_s": median_of(runs, "samples_per_s"),
+    loader = {k: {"workers": k[0], "real_only": k[1], "img_size": k[2], "samples_per_s": median_of(runs, "samples_per_s"),
                   "first_batch_s": median_of(runs, "first_batch_s"), "all": [r["samples_per_s"] for r in runs]}
               for k, runs in loader_runs.items()}  # fmt: skip
     # stage 2 reads every clip, stage 1 only REAL ones (decoded, then filtered): each stage's own loader
-    stage_loader = {"classify": loader[(max(worker_counts), False)], "pretrain": loader[(max(worker_counts), True)]}
     checks = []
     for name, tr in trainers.items():
+        px = tr.cfg.img_size
+        stage_loader = {"classify": loader[(max(worker_counts), False, px)], "pretrain": loader[(max(worker_counts), True, px)]}
         row = {"params": tr.params, "model_config": dataclasses.asdict(tr.cfg)}
         for stage in ("classify", "pretrain"):
             st, tn = step_runs[(name, stage)], train_runs[(name, stage)]
@@ -420,12 +426,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(f"\n{info['device']}, {info['cpu_count']} cores ({info['cpu_model']}), load average {info['loadavg_start']} -> "
           f"{info['loadavg_end']}; batch {args.batch}, clip {shape.num_frames}x{shape.img_size}^2 + mel "
-          f"{shape.n_mels}x{shape.mel_frames}")  # fmt: skip
+          f"{shape.n_mels}x{shape.mel_frames} in the shards, frames shrunk to {', '.join(f'{px}' for px in sizes)} px")  # fmt: skip
     print("loader stages, ms per clip (one process): " + ", ".join(f"{k} {v:.1f}" for k, v in stage_costs.items()))
     print("data loader (train split, samples/s after the first batch):")
-    for (w, real), r in loader.items():
+    for (w, real, px), r in loader.items():
         what = "REAL clips only (stage 1)" if real else "all clips (stage 2)"
-        print(f"  workers={w} {what:26s}: {r['samples_per_s']:8.1f} samples/s   first batch {r['first_batch_s']:.1f}s")
+        print(f"  workers={w} {px:3d} px {what:26s}: {r['samples_per_s']:8.1f} samples/s   first batch {r['first_batch_s']:.1f}s")
     head = f"{'config':8s} {'stage':9s} {'params':>8s} {'step/s':>9s} {'train/s':>9s} {'loader/step':>11s} {'epoch 1200 clips':>16s}"
     extra_gpu = device.type == "cuda"
     if extra_gpu:

@@ -40,7 +40,11 @@ def mouth_darkness(frames: np.ndarray) -> np.ndarray:
 
 
 def loudness_at(mel: np.ndarray, times_s: np.ndarray, hop_s: float) -> np.ndarray:
-    """mel (F, Tm) log-mel -> (T,) log energy averaged over +-40 ms around each time in ``times_s``."""
+    """mel (F, Tm) log-mel -> (T,) log energy averaged over +-40 ms around each time in ``times_s``.
+
+    Centred on the time, as the sync branch pairs a frame with its sound (avff_model/signals.py):
+    a window starting at the frame's time would pair it with the sound after it.
+    """
     energy = np.log(np.exp(mel.astype(np.float32)).sum(0))  # (Tm,)
     at = np.clip(np.round(times_s / hop_s).astype(int), 0, len(energy) - 1)
     return np.array([energy[max(0, i - 4) : i + 5].mean() for i in at])

@@ -47,20 +47,22 @@ def decoded_clips(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg
     return clips, result.face_frac
 
 
-def model_inputs(clips):
-    """Decoded clips -> (video (N, 3, T, H, W), audio (N, 1, F, Tm)) float tensors, as the loader makes them."""
+def model_inputs(clips, img_size: int | None = None):
+    """Decoded clips -> (video (N, 3, T, H, W), audio (N, 1, F, Tm)) float tensors, as the loader makes them
+    (frames resized to ``img_size``, the model's, where the preprocessing crops another size)."""
     import torch
 
     from tasks.train.data import clip_to_tensors
 
-    samples = [clip_to_tensors(c) for c in clips]
+    samples = [clip_to_tensors(c, img_size=img_size) for c in clips]
     return torch.stack([s["video"] for s in samples]), torch.stack([s["audio"] for s in samples])
 
 
-def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_quality: int = 90):
+def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_quality: int = 90,
+                img_size: int | None = None):  # fmt: skip
     """A video -> (video (N, 3, T, H, W), audio (N, 1, F, Tm), face_frac), exactly as training sees clips."""
     clips, face_frac = decoded_clips(path, pre, detector, jpeg_quality)
-    return (*model_inputs(clips), face_frac)
+    return (*model_inputs(clips, img_size), face_frac)
 
 
 def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector) -> VideoScore:
@@ -72,7 +74,7 @@ def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return VideoScore(path, None, 0, 0.0, [], "unreadable", f"{path}: not a regular file")
-        video, audio, face_frac = clip_inputs(path, pre, detector)
+        video, audio, face_frac = clip_inputs(path, pre, detector, img_size=scorer.config.img_size)
     except VideoError as e:
         error = str(e)
         if e.reason == "no_audio" and pre.require_audio:

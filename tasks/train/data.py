@@ -6,7 +6,8 @@ One pipeline, a list of small stages (webdataset style)::
     -> split by node, then by DataLoader worker (each shard read by exactly one worker)
     -> open through fsspec, tar members -> raw samples (storage.shard_io's reader stages)
     -> [keep: video ids / clips, from the JSON member only]
-    -> storage.shard_schema.decode_sample -> [REAL only] -> tensors [+ per-clip augmentation]
+    -> storage.shard_schema.decode_sample -> [REAL only] -> [frames resized to the model's size]
+    -> tensors [+ per-clip augmentation]
     -> seeded shuffle buffer -> exact per-worker epoch length -> batch
 
 Everything random is seeded from ``(seed, epoch, worker)`` (augmentation from ``(seed, epoch,
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from storage import fs, shard_io
@@ -68,15 +70,31 @@ def split_counts(layout: fs.IngestLayout, split: str) -> int:
     return sum(row.samples for row in read_table(layout.shard_index, ShardRow) if row.split == split)
 
 
+def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (T, size, size, 3) uint8, antialiased bilinear; the same tensor if already that size.
+
+    A face crop ingested larger than the model's image size (224 px shards, the 112 px ``laptop``
+    preset) is shrunk once per clip, in uint8, before any float work.
+    """
+    if frames.shape[1:3] == (size, size):
+        return frames
+    chw = frames.permute(0, 3, 1, 2)  # (T, 3, H, W), a channels-last view: uint8 interpolation's fast path
+    out = F.interpolate(chw, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.permute(0, 2, 3, 1).contiguous()  # (T, size, size, 3)
+
+
 def clip_to_tensors(
     clip: DecodedClip, audio_mean: float = AUDIO_MEAN, audio_std: float = AUDIO_STD,
-    augment: ClipAugment | None = None, generator: torch.Generator | None = None,
+    augment: ClipAugment | None = None, generator: torch.Generator | None = None, img_size: int | None = None,
 ) -> dict:  # fmt: skip
     """A decoded clip -> one sample of model inputs (see the module docstring).
 
+    ``img_size``: the model's frame size; frames of another size are resized to it (:func:`resize_frames`).
     ``augment`` transforms the clip before normalisation: frames in [0, 1], the raw log-mel.
     """
     frames = torch.from_numpy(clip.frames)  # (T, H, W, 3) uint8
+    if img_size is not None:
+        frames = resize_frames(frames, img_size)  # (T, img_size, img_size, 3)
     video = frames.permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
     mel = torch.from_numpy(clip.mel.astype(np.float32))  # (F, Tm)
     if augment is not None and augment.enabled:
@@ -188,8 +206,8 @@ class _ToTensors:
     """DecodedClip -> tensors; with ``augment``, each clip draws from its own (seed, epoch, pass, key) generator."""
 
     def __init__(self, audio_mean: float, audio_std: float, augment: ClipAugment | None = None, seed: int = 0,
-                 epoch: int = 0):  # fmt: skip
-        self.audio_mean, self.audio_std, self.augment = audio_mean, audio_std, augment
+                 epoch: int = 0, img_size: int | None = None):  # fmt: skip
+        self.audio_mean, self.audio_std, self.augment, self.img_size = audio_mean, audio_std, augment, img_size
         self.seed, self.epoch, self.passes = seed, epoch, 0
 
     def __call__(self, src: Iterable[DecodedClip]) -> Iterator[dict]:
@@ -197,7 +215,7 @@ class _ToTensors:
         self.passes += 1
         for c in src:
             g = clip_generator(self.seed, self.epoch, f"{c.key}#{passes}") if self.augment else None
-            yield clip_to_tensors(c, self.audio_mean, self.audio_std, self.augment, g)
+            yield clip_to_tensors(c, self.audio_mean, self.audio_std, self.augment, g, self.img_size)
 
 
 class _SeededShuffle:
@@ -260,6 +278,7 @@ def make_dataset(
     keep_clips: frozenset[tuple[str, int]] | None = None,
     drop_videos: frozenset[str] = frozenset(),
     split_by_rank: bool = True,
+    img_size: int | None = None,
 ) -> shard_io.Pipeline:
     """The pipeline over ``urls`` (an IterableDataset yielding batch dicts).
 
@@ -268,7 +287,8 @@ def make_dataset(
     so no sample repeats before the data runs out) and the epoch is exactly that many samples.
     ``keep_videos`` / ``keep_clips`` (video id, clip) drop every other sample (CV folds,
     curriculum); ``drop_videos`` drops these videos' samples (a manipulation type held out); ``augment`` needs ``shuffle`` (training loaders only). ``split_by_rank=False``:
-    every rank of a process group reads every shard.
+    every rank of a process group reads every shard. ``img_size``: frames of another size are
+    resized to it (the model's image size; None keeps the shards' size).
     """
     if not urls:
         raise ValueError("no shards to read")
@@ -287,7 +307,7 @@ def make_dataset(
     stages.append(_decode)
     if real_only:
         stages.append(_real_only)
-    stages.append(_ToTensors(audio_mean, audio_std, augment, seed, epoch))
+    stages.append(_ToTensors(audio_mean, audio_std, augment, seed, epoch, img_size))
     if shuffle and shuffle_buffer > 1:
         stages.append(_SeededShuffle(shuffle_buffer, seed, epoch))
     one_pass = shard_io.Pipeline(*stages)
@@ -318,12 +338,13 @@ def make_loader(
     keep_clips: frozenset[tuple[str, int]] | None = None,
     drop_videos: frozenset[str] = frozenset(),
     extra_layouts: Sequence[fs.IngestLayout] = (),
+    img_size: int | None = None,
 ) -> DataLoader:
     """A DataLoader over one split's shards (or several splits') for one epoch (build a new one each epoch).
 
     ``shuffle`` defaults to ``split == "train"``. Workers are capped at the shard count so
     none starts without a shard. Batches are dicts (see the module docstring). ``augment``,
-    ``keep_videos`` and ``keep_clips``: see :func:`make_dataset`.
+    ``keep_videos``, ``keep_clips`` and ``img_size``: see :func:`make_dataset`.
     """
     urls = shard_urls(layout, split) + [url for extra in extra_layouts for url in shard_urls(extra, SPLITS)]
     if not urls:
@@ -341,6 +362,7 @@ def make_loader(
         augment=augment,
         keep_videos=keep_videos,
         keep_clips=keep_clips,
+        img_size=img_size,
         drop_videos=drop_videos,
     )
     workers = min(num_workers, len(urls))

@@ -106,12 +106,31 @@ class TrainResult:
 
 
 def resolve_model_config(name: str, overrides: Mapping[str, Any], shape: InputShape) -> AVFFConfig:
-    """The preset with the data's input shape applied, then ``overrides``; a conflict raises."""
-    data_shape = dataclasses.asdict(shape)
+    """The preset with the data's clip shape applied, then ``overrides``; a conflict raises.
+
+    Frames per clip and the mel shape are the shards'. The image size is the preset's (or the
+    ``img_size`` override's) where the shards' face crops are larger: the loader shrinks each clip
+    to it (``make_loader(img_size=...)``), so a 224 px ingest trains ``laptop`` at its 112 px and
+    within its memory. Smaller crops are never enlarged: the preset then runs at the shards' size
+    (cut to whole patches: 100 px crops train at 96).
+    """
+    data_shape = {k: v for k, v in dataclasses.asdict(shape).items() if k != "img_size"}
     clash = {k: (v, data_shape[k]) for k, v in overrides.items() if k in data_shape and v != data_shape[k]}
     if clash:
         raise ValueError(f"model overrides contradict the shards' clip shape (override, data): {clash}")
-    return get_config(name, **{**data_shape, **overrides})
+    preset = get_config(name)
+    patch = overrides.get("patch", preset.patch)
+    fits = shape.img_size // patch * patch  # the largest whole number of patches in the crops
+    size = overrides.get("img_size", min(preset.img_size, fits))
+    if size > shape.img_size:
+        raise ValueError(f"img_size={size} contradicts the shards' {shape.img_size} px face crops: frames are only "
+                         f"shrunk, never enlarged; ingest with face_size >= {size} or set img_size <= {shape.img_size}")
+    return get_config(name, **{**data_shape, **overrides, "img_size": size})
+
+
+def frame_size_note(shard_size: int, model_size: int) -> str:
+    """How the loader sizes frames, for the run's params and report: "224 px shards -> 112 px" or "112 px"."""
+    return f"{model_size} px" if shard_size == model_size else f"{shard_size} px shards -> {model_size} px"
 
 
 HELD_OUT_OF = ("train", "val")  # the roles a held-out manipulation type's videos leave; test keeps them
@@ -178,10 +197,12 @@ def batch_transform(cfg: TrainSettings, stage_epoch: int, epoch: int) -> BatchTr
     return transform if transform.active else None
 
 
-def report_config(cfg: TrainSettings, model_config: dict, device: torch.device, precision: str) -> dict:
-    """The configuration section of report.md: the settings, the model config and what auto resolved to."""
-    return {"train": cfg.model_dump(by_alias=True), "model": model_config,
-            "resolved": {"device": str(device), "precision": precision}}  # fmt: skip
+def report_config(cfg: TrainSettings, model_config: dict, device: torch.device, precision: str,
+                  frames: str | None = None) -> dict:  # fmt: skip
+    """The configuration section of report.md: the settings, the model config and what auto resolved to
+    (``frames``: :func:`frame_size_note`)."""
+    resolved = {"device": str(device), "precision": precision, **({"frames": frames} if frames else {})}
+    return {"train": cfg.model_dump(by_alias=True), "model": model_config, "resolved": resolved}
 
 
 def curve_metrics(row: Mapping[str, Any], monitor: str) -> dict[str, float]:
@@ -288,7 +309,9 @@ class _Run:
         seed_everything(cfg.seed)
         self.extra_layouts = tuple(fs.IngestLayout(d) for d in cfg.extra_train_data)
         self.data = load_run_data(fs.IngestLayout(cfg.data), cfg.fold, cfg.exclude_manipulations, self.extra_layouts)
-        model_cfg = resolve_model_config(cfg.model_preset, cfg.model_overrides(), infer_input_shape(self.data.layout))
+        shape = infer_input_shape(self.data.layout)
+        model_cfg = resolve_model_config(cfg.model_preset, cfg.model_overrides(), shape)
+        self.img_size, self.frames = model_cfg.img_size, frame_size_note(shape.img_size, model_cfg.img_size)
         self.config_dict = dataclasses.asdict(model_cfg)
         self.model = AVFF(model_cfg).to(self.device)
         if cfg.stages in ("both", "classify"):  # fail now, not after stage 1 with no best epoch
@@ -319,7 +342,7 @@ class _Run:
     def log_params(self) -> None:
         self.log.log_params(flatten_params(self.config_dict, "model"))
         self.log.log_params({"resolved.device": str(self.device), "resolved.precision": self.precision,
-                             "resolved.monitor_mode": self.mode})  # fmt: skip
+                             "resolved.monitor_mode": self.mode, "resolved.frames": self.frames})  # fmt: skip
 
     def _loader(self, split: str, *, epoch: int, real_only: bool = False, train: bool = False,
                 augment: bool = False, keep_clips: frozenset[tuple[str, int]] | None = None):  # fmt: skip
@@ -338,7 +361,7 @@ class _Run:
             samples_per_epoch=cfg.samples_per_epoch if train else None, real_only=real_only, shuffle=train,
             pin_memory=self.device.type == "cuda", augment=clip_augment, keep_videos=keep_videos,
             keep_clips=keep_clips, drop_videos=self.data.held_out if split in HELD_OUT_OF else frozenset(),
-            extra_layouts=self.extra_layouts if train else (),
+            extra_layouts=self.extra_layouts if train else (), img_size=self.img_size,
         )  # fmt: skip
 
     def _schedule(self, optimizer, n_samples: int, epochs: int):
@@ -591,7 +614,7 @@ class _Run:
         vv, yv, pv = finish.by_video(val)
         vt, yt, pt = finish.by_video(test)
         progress, group_of = self.progress, self.data.group_of
-        config = report_config(self.cfg, self.config_dict, self.device, self.precision)
+        config = report_config(self.cfg, self.config_dict, self.device, self.precision, self.frames)
         return ReportInputs(
             history=progress.history, dataset=self.data.stats, config=config, test=test_metrics,
             early_stopped=progress.stopped_early, best_epoch=progress.es.best_epoch, monitor=self.cfg.monitor,

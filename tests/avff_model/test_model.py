@@ -14,7 +14,9 @@ from safetensors.torch import load_file, save_file
 
 import avff_model
 from avff_model import AVFF, estimate_activation_bytes, estimate_params, get_config, list_configs, list_heads
-from avff_model.fusion import complementary_slice_mask, slice_ids, sync_candidates, time_overlap
+from avff_model.fusion import (
+    complementary_slice_mask, frame_shift, overlap_slices, slice_ids, sync_candidates, time_overlap,
+)
 from avff_model.heads import build_head
 from avff_model.layers import patchify_audio, patchify_video, unpatchify_audio, unpatchify_video
 from avff_model.losses import cross_modal_loss, info_nce, masked_mse, sync_nce
@@ -83,6 +85,24 @@ def test_laptop_preset_fits_an_8gb_gpu_at_batch_32():
     assert estimate_activation_bytes(cfg, 32)["total"] + state < 6 * 2**30
 
 
+def test_activation_estimate_counts_the_signal_branches_and_the_larger_stage():
+    on = estimate_activation_bytes(get_config("laptop"), 32)
+    off = estimate_activation_bytes(get_config("laptop", sync_branch=False, texture_branch=False), 32)
+    texture_only = estimate_activation_bytes(get_config("laptop", fusion="video_only"), 32)
+    assert off["signals"] == 0 < texture_only["signals"] < on["signals"]
+    assert on["stage2"] > off["stage2"] and on["stage1"] == off["stage1"]  # the branches run in stage 2 only
+    # they work on full frames: 4x the pixels, 4x the bytes (give or take the per-frame sync features)
+    big = estimate_activation_bytes(get_config("laptop", img_size=224), 32)
+    assert 3.9 < big["signals"] / on["signals"] <= 4.0
+    for e in (on, off, big):
+        assert e["total"] == max(e["stage1"], e["stage2"])
+    # the unmasked pass runs for the cross-modal target even when the contrastive loss pools the masked one
+    masked = estimate_activation_bytes(get_config("laptop", contrastive_on_masked=True), 32)
+    assert masked["video_encoder"] == on["video_encoder"]
+    cheap = estimate_activation_bytes(get_config("laptop", contrastive_on_masked=True, w_cross=0.0), 32)
+    assert 2 * cheap["video_encoder"] == on["video_encoder"] and cheap["a2v_v2a"] < on["a2v_v2a"]
+
+
 # ---------------------------------------------------------------- shapes
 def test_patchify_round_trips():
     cfg = get_config("tiny")
@@ -129,9 +149,20 @@ def test_shapes_of_every_output():
 def test_slices_cover_time_in_order():
     video_slices = slice_ids(torch.arange(8), 8, 8)
     assert video_slices.tolist() == list(range(8))  # one tubelet step per slice
-    audio_slices = slice_ids(torch.arange(20), 20, 8)  # 20 mel columns over 8 slices
-    assert torch.bincount(audio_slices).tolist() == [3, 2, 3, 2, 3, 2, 3, 2]
+    # 20 audio time tokens over 8 slices, each slice a tubelet's span: half a frame before its index
+    audio_slices = overlap_slices(torch.arange(20), 20, 8, frame_shift(16))
+    assert torch.bincount(audio_slices).tolist() == [2, 2, 3, 2, 3, 2, 3, 3]
     assert (audio_slices.diff() >= 0).all()
+
+
+def test_an_audio_token_shares_its_slice_with_the_frames_of_its_moment():
+    """Frame k is shown at k / fps = 0.2 k s; a tubelet (frames 2i, 2i + 1) spans [0.4 i - 0.1, 0.4 i + 0.3) s.
+    Audio token j spans [0.16 j, 0.16 j + 0.16) s: its slice is the tubelet holding its centre."""
+    model = make_model()
+    audio_time = model.audio_encoder.token_time()  # (L_a,)
+    centre_s = (audio_time + 0.5) * 0.16
+    expected = ((centre_s + 0.1) / 0.4).floor().long().clamp(max=7)
+    assert torch.equal(model.audio_slices, expected)
 
 
 def test_masks_are_complementary_per_sample():
@@ -358,13 +389,30 @@ def test_cross_modal_maps_start_time_aligned():
     """A2V's token map starts as the time-overlap average: a constant audio column lands at its time."""
     model = make_model()
     ve, ae = model.video_encoder, model.audio_encoder
-    align = time_overlap(ve.token_time(), ve.num_time, ae.token_time(), ae.num_time)  # (L_v, L_a)
+    align = time_overlap(ve.token_time(), ve.num_time, ae.token_time(), ae.num_time,
+                         out_shift=frame_shift(model.cfg.num_frames))  # (L_v, L_a)
     torch.testing.assert_close(align.sum(dim=1), torch.ones(align.shape[0]))
     torch.testing.assert_close(model.a2v.token_map.weight, align)
-    # video step 0 of 8 covers [0, 1/8): audio columns 0, 1 (of 20) fully and half of column 2
+    # video step 0 (frames 0, 1 at 0 s and 0.2 s) covers [-0.1, 0.3) s, cut to [0, 0.3):
+    # audio columns 0 ([0, 0.16) s) fully and column 1 ([0.16, 0.32) s) for 0.14 s
     row = align[0][ae.token_time() < 3].reshape(-1, 3)[0]  # one frequency row, columns 0..2
-    torch.testing.assert_close(row / row.sum(), torch.tensor([0.4, 0.4, 0.2]))
-    assert (align[0][ae.token_time() >= 3] == 0).all()
+    torch.testing.assert_close(row / row.sum(), torch.tensor([16 / 30, 14 / 30, 0.0]))
+    assert (align[0][ae.token_time() >= 2] == 0).all()
+
+
+def test_cross_modal_maps_pair_a_tubelet_with_the_sound_around_its_frames():
+    """A2V's initial map weighs audio columns centred on the tubelet's frames (2i and 2i + 1, shown at
+    0.4 i and 0.4 i + 0.2 s): the weighted mean time is 0.4 i + 0.1 s, not the 0.4 i + 0.2 s of a
+    span starting at the first frame. V2A is the same pairing seen from the audio side."""
+    model = make_model()
+    ve, ae = model.video_encoder, model.audio_encoder
+    weights = model.a2v.token_map.weight.detach()  # (L_v, L_a)
+    centre_s = (weights @ ((ae.token_time().float() + 0.5) * 0.16))[ve.token_time() == 3]  # step 3, interior
+    # (token centres, not the overlapping parts' centres: within 0.01 s; the old pairing sat 0.1 s late)
+    torch.testing.assert_close(centre_s, torch.full_like(centre_s, 0.4 * 3 + 0.1), atol=0.01, rtol=0)
+    v2a = model.v2a.token_map.weight.detach()  # (L_a, L_v)
+    step_of_audio = (v2a.reshape(ae.num_tokens, -1, ve.num_tokens // ve.num_time).sum(-1)).argmax(1)
+    assert torch.equal(step_of_audio, model.audio_slices)  # each audio token leans on its own slice's tubelet
 
 
 def test_concat_head_compares_modalities_token_by_token():

@@ -19,13 +19,67 @@ T, F, TM, H = 16, 128, 320, 64
 
 
 def _talking_clip(seed: int, shift_frames: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A face whose mouth darkens exactly when the sound is loud (``shift_frames`` moves the sound)."""
+    """A face whose mouth darkens exactly when the sound is loud (``shift_frames`` moves the sound).
+
+    Frame k is shown at k / fps from the mel start, so its sound is the mel columns around that
+    time: column j belongs to the nearest frame, (j + c/2) // c for c columns per frame.
+    """
     g = torch.Generator().manual_seed(seed)
     loud = torch.rand(T + 8, generator=g)[4 + shift_frames : 4 + shift_frames + T]  # (T,)
     video = torch.zeros(1, 3, T, H, H)
     video[:, :, :, int(0.65 * H) : int(0.85 * H), int(0.35 * H) : int(0.65 * H)] = -loud[None, None, :, None, None]
-    audio = loud.repeat_interleave(TM // T)[None, None, None, :].expand(1, 1, F, TM).clone()  # (1, 1, F, Tm)
+    c = TM // T
+    frame_of_column = ((torch.arange(TM) + c // 2) // c).clamp(max=T - 1)  # (Tm,)
+    audio = loud[frame_of_column][None, None, None, :].expand(1, 1, F, TM).clone()  # (1, 1, F, Tm)
     return video, audio
+
+
+def _envelope_clip(seed: int, delay_s: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A clip whose mouth opening is a loudness envelope e(t) sampled at each frame's time k / fps
+    and whose mel (10 ms columns from the first frame's time) is e(t - delay_s) in every bin."""
+    fps, hop, pad = 5.0, 0.01, 100  # 3.2 s: 16 frames, 320 columns; pad: 1 s of envelope either side
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(1, 1, TM + 2 * pad, generator=g)
+    kernel = torch.exp(-0.5 * (torch.arange(-15, 16) * hop / 0.04) ** 2)  # a Gaussian of sigma 40 ms
+    env = torch.nn.functional.conv1d(noise, (kernel / kernel.sum())[None, None], padding=15)[0, 0]  # (Tm + 2 pad,)
+    at = lambda t: env[torch.round(t / hop).long() + pad]  # noqa: E731  e(t), t in s from the mel start
+    video = torch.zeros(1, 3, T, H, H)
+    video[:, :, :, int(0.65 * H) : int(0.85 * H), int(0.35 * H) : int(0.65 * H)] = -at(torch.arange(T) / fps)[:, None, None]
+    audio = at(torch.arange(TM) * hop - delay_s)[None, None, None, :].expand(1, 1, F, TM).clone()  # (1, 1, F, Tm)
+    return video, audio
+
+
+def _lag_profile(delay_s: float, clips: int = 24) -> torch.Tensor:
+    """(7,) mean over clips of the sync branch's fixed part (mouth region, the sound of each frame,
+    standardised, lagged_correlation) at lags -3..3 (index 3 = lag 0), loudness as the mean over bins."""
+    rows = []
+    for seed in range(clips):
+        video, audio = _envelope_clip(seed, delay_s)
+        m = -mouth_region(video).mean(-1, keepdim=True)  # (1, T, 1): darker = more open
+        s = frames_of_sound(audio, T).mean(-1, keepdim=True)  # (1, T, 1)
+        z = [(x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True) for x in (m, s)]
+        rows.append(lagged_correlation(*z, lags=3)[0])
+    return torch.stack(rows).mean(0)
+
+
+def test_a_frame_hears_the_sound_around_its_own_time():
+    """Mouth following the loudness exactly peaks at lag 0, clearly above lags +-1; audio one frame
+    (0.2 s) late or early peaks at +1 / -1. Pairing a frame with the sound *after* it (the window
+    starting at the frame) put lag 0 and lag -1 level and made a 0.1 s delay look best in sync."""
+    in_sync, late, early, half_late = _lag_profile(0.0), _lag_profile(0.2), _lag_profile(-0.2), _lag_profile(0.1)
+    assert in_sync.argmax() == 3 and in_sync[3] > max(in_sync[2], in_sync[4]) + 0.2
+    assert late.argmax() == 4 and late[4] > max(late[3], late[5]) + 0.2
+    assert early.argmax() == 2 and early[2] > max(early[1], early[3]) + 0.2
+    assert half_late[3] < in_sync[3] - 0.1  # half a frame late is less in sync than in sync
+
+
+def test_frames_of_sound_averages_the_columns_centred_on_each_frame():
+    c = TM // T
+    ramp = torch.arange(TM, dtype=torch.float32)[None, None, None].expand(2, 1, F, TM)  # column j holds j
+    got = frames_of_sound(ramp, T)[0, :, 0]  # (T,)
+    # frame k (k >= 1) averages columns [k c - c/2, k c + c/2); frame 0 only the half window inside the clip
+    expected = torch.tensor([(c // 2 - 1) / 2] + [k * c - 0.5 for k in range(1, T)])
+    torch.testing.assert_close(got, expected)
 
 
 def test_lagged_correlation_peaks_at_the_lag_that_aligns_the_series():

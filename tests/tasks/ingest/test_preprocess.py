@@ -152,15 +152,16 @@ def test_clips_start_at_the_offset_and_overlap_by_the_stride(talking_face):
 def test_mel_columns_divide_into_the_masking_slices_and_audio_tokens_do_not():
     """Documents today's alignment of the K=8 masking slices (no check enforces it: uneven slices run).
 
-    A 3.2 s clip has 320 mel columns, 40 per slice, and 8 video time tokens, one per slice; but its
-    20 audio time tokens of 16 columns split 3, 2, 3, 2, ...: an audio slice spans up to 0.08 s
-    more or less than the video slice it is paired with. A 12.5 ms hop (256 columns, 16 tokens)
-    would make the two grids coincide.
+    A 3.2 s clip has 320 mel columns and 8 video time tokens, one per slice; frame k is shown at
+    k / fps from the mel start, so a tubelet (frames 2i, 2i + 1) spans [0.4 i - 0.1, 0.4 i + 0.3) s
+    (the first cut to the clip). Its 20 audio time tokens of 16 columns (0.16 s) each join the slice
+    they overlap most: 2, 2, 3, 2, 3, 2, 3, 3 tokens, so an audio slice spans up to 0.08 s more or
+    less than the video slice it is paired with.
     """
     import torch
 
     from avff_model.config import AVFFConfig
-    from avff_model.fusion import slice_ids
+    from avff_model.fusion import frame_shift, overlap_slices, slice_ids
 
     pre = PreprocessConfig()
     model = AVFFConfig(img_size=pre.face_size, num_frames=pre.frames_per_clip, n_mels=pre.n_mels,
@@ -169,15 +170,14 @@ def test_mel_columns_divide_into_the_masking_slices_and_audio_tokens_do_not():
     assert (pre.mel_frames, k, pre.mel_frames % k) == (320, 8, 0)
     assert model.video_grid[0] == k  # one video time token per slice
 
-    def seconds_per_slice(num_time: int, clip_seconds: float) -> list[float]:
-        ids = slice_ids(torch.arange(num_time), num_time, k)  # (num_time,)
+    def seconds_per_slice(ids: torch.Tensor, num_time: int, clip_seconds: float) -> list[float]:
         return [round(n * clip_seconds / num_time, 6) for n in torch.bincount(ids, minlength=k).tolist()]
 
-    assert seconds_per_slice(model.video_grid[0], pre.clip_seconds) == [0.4] * 8
-    assert seconds_per_slice(model.audio_grid[1], pre.clip_seconds) == [0.48, 0.32] * 4
-    hop = PreprocessConfig(hop_ms=12.5)
-    assert hop.mel_frames == 256
-    assert seconds_per_slice(hop.mel_frames // model.audio_patch, hop.clip_seconds) == [0.4] * 8
+    video_time, audio_time = model.video_grid[0], model.audio_grid[1]
+    video = slice_ids(torch.arange(video_time), video_time, k)  # (T',)
+    audio = overlap_slices(torch.arange(audio_time), audio_time, k, frame_shift(pre.frames_per_clip))  # (Tm',)
+    assert seconds_per_slice(video, video_time, pre.clip_seconds) == [0.4] * 8
+    assert seconds_per_slice(audio, audio_time, pre.clip_seconds) == [0.32, 0.32, 0.48, 0.32, 0.48, 0.32, 0.48, 0.48]
 
 
 def test_garbage_and_empty_files_raise_with_reasons(tmp_path):

@@ -40,6 +40,33 @@ def test_batches_have_contract_shapes_dtypes_and_labels(layout):
     assert infer_input_shape(layout) == InputShape(img_size=32, num_frames=4, n_mels=32, mel_frames=32)
 
 
+def test_the_loader_shrinks_frames_to_the_models_size_and_keeps_the_labels_visible(layout):
+    b = next(iter(make_loader(layout, "train", batch_size=8, shuffle=False, img_size=16)))
+    assert b["video"].shape == (8, 3, 4, 16, 16) and b["audio"].shape == (8, 1, 32, 32)
+    top = (250 / 255 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]
+    has_square = (b["video"][:, 0] > top - 1e-3).flatten(1).any(1)  # the FAKE square's inside survives
+    assert torch.equal(has_square.float(), b["target"])
+    same = next(iter(make_loader(layout, "train", batch_size=8, shuffle=False, img_size=32)))
+    plain = next(iter(make_loader(layout, "train", batch_size=8, shuffle=False)))
+    assert torch.equal(same["video"], plain["video"])  # the shards' own size: untouched
+
+
+def test_resize_frames_is_antialiased_and_matches_a_float_resize():
+    from tasks.train.data import resize_frames
+
+    flat = torch.full((2, 32, 32, 3), 77, dtype=torch.uint8)
+    assert torch.equal(resize_frames(flat, 16), torch.full((2, 16, 16, 3), 77, dtype=torch.uint8))
+    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None]) % 2 * 255).to(torch.uint8)  # (32, 32)
+    small = resize_frames(checker[None, :, :, None].expand(1, 32, 32, 3).contiguous(), 16)
+    assert small.dtype == torch.uint8 and small.shape == (1, 16, 16, 3)
+    assert small.min() >= 100 and small.max() <= 155  # averaged, not aliased to 0 or 255 (point sampling would)
+    frames = torch.randint(0, 256, (3, 48, 48, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    ref = torch.nn.functional.interpolate(frames.permute(0, 3, 1, 2).double(), size=(16, 16), mode="bilinear",
+                                          antialias=True, align_corners=False)  # fmt: skip
+    got = resize_frames(frames, 16).permute(0, 3, 1, 2).double()
+    assert (got - ref).abs().max() <= 1.0  # within one grey level of the float computation
+
+
 def test_extra_layouts_add_every_split_of_another_ingest_to_the_loader(layout, tmp_path):
     extra = write_synthetic_shards(str(tmp_path / "extra"), videos={"train": 2, "val": 1, "test": 1}, seed=1)
     keys = _keys(make_loader(layout, "train", batch_size=8, shuffle=False, extra_layouts=[extra]))

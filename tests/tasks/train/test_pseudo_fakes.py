@@ -70,6 +70,33 @@ def test_shift_audio_moves_by_exactly_the_requested_columns():
     assert torch.equal(out[1, ..., :-80], audio[1, ..., 80:])
 
 
+def test_the_smallest_audio_shift_is_less_in_sync_than_its_real_clip_either_way():
+    """audio_shift's 0.1 s minimum is half a frame at 5 fps: the sync branch (a frame paired with the
+    sound around its time) must see it, early or late, as less in sync than the REAL clip. Pairing a
+    frame with the sound after it made the 0.1 s *earlier* copy the best in sync of the three."""
+    from avff_model.signals import frames_of_sound, lagged_correlation
+
+    t, tm, pad = 16, 320, 100  # 16 frames at 5 fps and 320 mel columns of 10 ms: 3.2 s
+    kernel = torch.exp(-0.5 * (torch.arange(-15, 16) * 0.01 / 0.04) ** 2)  # Gaussian, sigma 40 ms
+
+    def lag0(shift_columns: int) -> float:
+        out = []
+        for seed in range(24):  # mouth opening = loudness envelope at each frame's time k / fps
+            noise = torch.randn(1, 1, tm + 2 * pad, generator=_g(seed))
+            env = torch.nn.functional.conv1d(noise, (kernel / kernel.sum())[None, None], padding=15)[0, 0]
+            mouth = env[pad + torch.arange(t) * (tm // t)][None, :, None]  # (1, T, 1)
+            audio = env[pad : pad + tm][None, None, None].expand(1, 1, 8, tm)  # (1, 1, F, Tm)
+            audio = P.shift_audio(audio, torch.tensor([shift_columns]))
+            sound = frames_of_sound(audio, t).mean(-1, keepdim=True)  # (1, T, 1)
+            z = [(x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True) for x in (mouth, sound)]
+            out.append(float(lagged_correlation(*z, lags=0)[0, 0]))
+        return sum(out) / len(out)
+
+    columns = P.PseudoFakes(1.0, generator=_g()).columns[0]  # 0.1 s at 10 ms per column
+    real, early, late = lag0(0), lag0(-columns), lag0(columns)
+    assert columns == 10 and early < real - 0.1 and late < real - 0.1
+
+
 def test_derangement_leaves_no_clip_with_its_own_audio():
     for seed in range(20):
         perm = P.derangement(5, _g(seed))

@@ -273,3 +273,60 @@ def test_class_weight_and_prior_count_what_the_training_loader_yields_with_extra
            f"targets is {(16 + 0.6 * 56) / 72:.3f}" in report
     assert result.test_metrics["test_baselines_clip_prior_log_loss"] == pytest.approx(
         M.log_loss(np.repeat([0, 1], [8, 8]), np.full(16, (16 + 0.6 * 56) / 72)), rel=1e-6)  # test: 8 REAL, 8 FAKE clips
+
+
+# ---------------------------------------------------------------- image size: the preset's, not the shards'
+def test_laptop_on_224px_shards_stays_at_112px_and_within_8gb():
+    """The README's real-data command ingests 224 px faces and trains `laptop`: the model keeps its
+    112 px (392 video tokens, not 1568) and its batch-32 estimate, signal branches included, fits 8 GB."""
+    from avff_model import estimate_activation_bytes, estimate_params
+    from tasks.train.data import InputShape
+    from tasks.train.run import resolve_model_config
+
+    cfg = resolve_model_config("laptop", {}, InputShape(img_size=224, num_frames=16, n_mels=128, mel_frames=320))
+    assert cfg.img_size == 112 and cfg.num_video_tokens == 392
+    estimate = estimate_activation_bytes(cfg, 32)
+    state = 16 * estimate_params(cfg)["total"]  # fp32 weights + grads + Adam m, v
+    assert estimate["signals"] > 0 and estimate["total"] + state + 2**30 < 8e9  # + ~1 GiB CUDA context and slack
+
+
+def test_smaller_shards_are_never_enlarged():
+    from tasks.train.data import InputShape
+    from tasks.train.run import resolve_model_config
+
+    small = InputShape(img_size=64, num_frames=16, n_mels=128, mel_frames=320)
+    assert resolve_model_config("laptop", {}, small).img_size == 64  # the shards' size, as before
+    assert resolve_model_config("laptop", {"img_size": 32}, small).img_size == 32  # shrunk on request
+    odd = InputShape(img_size=100, num_frames=16, n_mels=128, mel_frames=320)
+    assert resolve_model_config("laptop", {}, odd).img_size == 96  # whole 16 px patches
+    with pytest.raises(ValueError, match=r"img_size=128 contradicts the shards' 64 px") as err:
+        resolve_model_config("laptop", {"img_size": 128}, small)
+    assert "\n" not in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def data_64px(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp("data64"))
+    write_synthetic_shards(root, videos={"train": 8, "val": 4, "test": 4}, shards={"train": 2, "val": 1, "test": 1},
+                           img_size=64)  # fmt: skip
+    return root
+
+
+def test_a_run_shrinks_larger_shards_to_the_models_size_and_says_so(data_64px, tmp_path):
+    log = InMemoryLogger()
+    settings = _settings(data_64px, tmp_path, overrides={**SMALL, "img_size": 32}, pretrain_epochs=1, epochs=1)
+    result = run_training(settings, log=log)
+    assert log.params["model.img_size"] == 32 and log.params["resolved.frames"] == "64 px shards -> 32 px"
+    assert "64 px shards -> 32 px" in Path(result.report_path).read_text()
+    # scoring resizes the same way: the preprocessing's 64 px clips reach the 32 px model as the loader's do
+    from storage.shard_io import read_clips
+    from tasks.serve.predict import model_inputs
+    from tasks.train.data import make_loader, shard_urls
+
+    scorer = load_model(result.best_checkpoint, device="cpu")
+    layout = fs.IngestLayout(data_64px)
+    clips = list(read_clips(shard_urls(layout, "test")[0]))
+    video, audio = model_inputs(clips, scorer.config.img_size)  # (N, 3, T, 32, 32)
+    batch = next(iter(make_loader(layout, "test", batch_size=len(clips), shuffle=False, img_size=32)))
+    assert video.shape[-2:] == (32, 32) and torch.equal(video, batch["video"])
+    assert scorer.predict_proba(video, audio).shape == (len(clips),)
