@@ -224,6 +224,13 @@ def _audio(path: str, info: VideoInfo, cfg: PreprocessConfig, duration: float) -
 def _off_stream(path: str, info: VideoInfo, times: np.ndarray, got: np.ndarray, tol: float) -> VideoError:
     """Why no clip has its frames where they should be: the stream ends early, or it has holes."""
     last = float(got.max())
+    if last < times.max() - tol and not np.isfinite(info.duration):
+        # no declared duration (a streamed mkv): the frames ending is the video ending, not a cut
+        return VideoError(
+            "too_short",
+            f"{path}: the container declares no duration and its video frames end at {last:.2f}s, "
+            "too early for any clip's frames",
+        )
     if last < times.max() - tol:
         return VideoError(
             "truncated",
