@@ -271,3 +271,29 @@ def test_one_file_is_one_video_links_and_copies_are_duplicates_of_the_first(tmp_
     assert result.missing_originals == []
     placed = assign_splits(result.entries, ratios=(0.5, 0.25, 0.25), seed=0)
     assert placed["fake"].group == placed["orig"].group and placed["fake"].split == placed["orig"].split
+
+
+def test_an_output_folder_that_is_a_file_is_refused_in_one_specific_line(tmp_path):
+    """Issue 27: ``--out`` naming an existing file failed inside the flow with a bare
+    ``FileExistsError``. Now the settings refuse it (ingest and train), saying which path is a file."""
+    from tasks.ingest.settings import IngestSettings
+    from tasks.train.settings import TrainSettings
+
+    data = tmp_path / "dfdc"
+    _part(data)
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    with pytest.raises(ValidationError, match=f"output folder {afile} is an existing file, not a folder"):
+        IngestSettings(data=str(data), out=str(afile))
+    with pytest.raises(ValidationError, match=f"output folder {afile}/sub cannot be made: {afile} is a file"):
+        IngestSettings(data=str(data), out=str(afile / "sub"))
+    with pytest.raises(ValidationError, match=f"output folder {afile} is an existing file, not a folder"):
+        TrainSettings(data=str(tmp_path), output_dir=str(afile))
+    IngestSettings(data=str(data), out=str(tmp_path / "new" / "out"))  # not there yet: fine
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "manifest.parquet").touch()
+    out = _cli("train", "--data", str(tmp_path / "shards"), "--out", str(afile), timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    (line,) = _error_lines(out.stderr)
+    assert line.startswith("avff train: error: --out: ") and "is an existing file, not a folder" in line
+    assert afile.read_text() == "not a folder"
