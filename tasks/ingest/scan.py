@@ -213,7 +213,7 @@ def _file_stat(part_dir: str, name: str, listing: dict) -> tuple[os.stat_result,
     return st, None
 
 
-_HEAD_BYTES = 1 << 20
+_HEAD_BYTES = 64 << 10  # enough to tell two different encodes apart, cheap to read
 
 
 def _digest(path: str, limit: int | None = None) -> str:
@@ -228,13 +228,13 @@ def _digest(path: str, limit: int | None = None) -> str:
 
 
 def _same_bytes(paths: list[str]) -> list[list[int]]:
-    """Indices of ``paths`` (all one size) grouped by content: the first MiB's digest, then the whole file's."""
+    """Indices of ``paths`` (all one size) grouped by content: the first 64 KiB's digest, then the whole file's."""
     groups: dict[tuple[str, str], list[int]] = {}
     heads: dict[str, list[int]] = {}
     for i, p in enumerate(paths):
         heads.setdefault(_digest(p, _HEAD_BYTES), []).append(i)
     for head, members in heads.items():
-        for i in members:  # whole files only where the first MiB already agrees
+        for i in members:  # whole files only where the first 64 KiB already agree
             key = (head, _digest(paths[i]) if len(members) > 1 else "")
             groups.setdefault(key, []).append(i)
     return list(groups.values())
@@ -245,7 +245,7 @@ def _duplicates(root: str, found: list[tuple[VideoEntry, os.stat_result, bool]])
 
     Two paths to one file (a symlink, a hard link) share device and inode; a copy under another
     name has the same bytes. Only files of equal size are read, and a whole file only when its
-    first MiB matches another's, so a dataset without copies costs a stat per file, no reads.
+    first 64 KiB match another's, so a dataset without copies costs a stat per file, no reads.
     The video kept is the first in scan order, preferring a plain file over a symlink to it.
     """
     order = sorted(range(len(found)), key=lambda i: (found[i][2], i))  # plain files first, then scan order

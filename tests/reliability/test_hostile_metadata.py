@@ -249,7 +249,7 @@ def test_one_file_is_one_video_links_and_copies_are_duplicates_of_the_first(tmp_
 
     part = tmp_path / "dfdc_train_part_0"
     part.mkdir()
-    footage = os.urandom(3 << 20)  # over a MiB: the whole-file digest decides, not the head alone
+    footage = os.urandom(3 << 20)  # over 64 KiB: the whole-file digest decides, not the head alone
     (part / "orig.mp4").write_bytes(footage)
     (part / "link.mp4").symlink_to("orig.mp4")
     os.link(part / "orig.mp4", part / "hard.mp4")
