@@ -123,15 +123,16 @@ def _duration(c, v) -> float:
     """Seconds from the stream's first timestamp to its end; NaN when neither stream nor container says.
 
     A stream's own duration is a length already; a container's is one too except in
-    :data:`_DURATION_IS_END`, where the container's start is subtracted.
+    :data:`_DURATION_IS_END`, where the video stream's start is subtracted.
     """
     if v.duration is not None and v.time_base:
         return float(v.duration * v.time_base)
     if not c.duration:
         return float("nan")
     total = c.duration / av.time_base
-    if c.format.name in _DURATION_IS_END and c.start_time is not None:
-        total -= c.start_time / av.time_base
+    start = _start_seconds(v)  # the video's start: t=0 of every time here (audio may start earlier)
+    if c.format.name in _DURATION_IS_END and start:
+        total -= start
     return total
 
 
