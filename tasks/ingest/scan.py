@@ -7,12 +7,12 @@ with a ``metadata.json`` is a part), or a single folder with its own ``metadata.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import re
 import stat
-import dataclasses
 from dataclasses import dataclass, field
 
 from storage.fs import PathEscapeError, confine
@@ -216,28 +216,37 @@ def _file_stat(part_dir: str, name: str, listing: dict) -> tuple[os.stat_result,
 _HEAD_BYTES = 64 << 10  # enough to tell two different encodes apart, cheap to read
 
 
-def _digest(path: str, limit: int | None = None) -> str:
-    """sha256 of the file's first ``limit`` bytes (all of it when None)."""
+def _digest(path: str, limit: int | None = None) -> str | None:
+    """sha256 of the file's first ``limit`` bytes (all of it when None); None when it cannot be read."""
     h = hashlib.sha256()
-    left = limit if limit is not None else -1
-    with open(path, "rb") as f:
-        while left != 0 and (block := f.read(1 << 20 if left < 0 else min(1 << 20, left))):
-            h.update(block)
-            left -= len(block) if left > 0 else 0
+    try:
+        with open(path, "rb") as f:
+            if limit is not None:
+                h.update(f.read(limit))
+            while limit is None and (block := f.read(1 << 20)):
+                h.update(block)
+    except OSError:  # unreadable: decoding will say so; it is nobody's duplicate
+        return None
     return h.hexdigest()
 
 
 def _same_bytes(paths: list[str]) -> list[list[int]]:
     """Indices of ``paths`` (all one size) grouped by content: the first 64 KiB's digest, then the whole file's."""
-    groups: dict[tuple[str, str], list[int]] = {}
     heads: dict[str, list[int]] = {}
+    groups: list[list[int]] = []
     for i, p in enumerate(paths):
-        heads.setdefault(_digest(p, _HEAD_BYTES), []).append(i)
-    for head, members in heads.items():
+        head = _digest(p, _HEAD_BYTES)
+        if head is None:
+            groups.append([i])
+        else:
+            heads.setdefault(head, []).append(i)
+    for members in heads.values():
+        whole: dict[str | int, list[int]] = {}
         for i in members:  # whole files only where the first 64 KiB already agree
-            key = (head, _digest(paths[i]) if len(members) > 1 else "")
-            groups.setdefault(key, []).append(i)
-    return list(groups.values())
+            key = (_digest(paths[i]) or i) if len(members) > 1 else i
+            whole.setdefault(key, []).append(i)
+        groups += whole.values()
+    return groups
 
 
 def _duplicates(root: str, found: list[tuple[VideoEntry, os.stat_result, bool]]) -> dict[int, tuple[int, str]]:
