@@ -140,7 +140,9 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
     starts = clip_starts(duration, cfg.clip_seconds, cfg.max_clips, cfg.clip_offset_s, cfg.clip_stride_s)
     if not starts:
         late = f" starting at {cfg.clip_offset_s:g}s" if cfg.clip_offset_s else ""
-        short = f"{info.duration:.2f}s is shorter than one {cfg.clip_seconds:.1f}s clip{late}"
+        # the planned length is the shorter of the two; an undeclared duration (NaN) leaves read_seconds
+        length = f"{info.duration:.2f}s" if info.duration <= cfg.limits.read_seconds else f"read_seconds={cfg.limits.read_seconds:g}"
+        short = f"{length} is shorter than one {cfg.clip_seconds:.1f}s clip{late}"
         raise VideoError("too_short", f"{path}: {short}")
     times, picks = _frame_times(starts, cfg.frames_per_clip, cfg.clip_fps)  # (N,) sorted, (C, T) into times
 

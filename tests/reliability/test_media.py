@@ -331,3 +331,15 @@ def test_a_stream_without_a_duration_is_not_called_truncated(tmp_path):
         preprocess_video(str(path), PreprocessConfig(face_size=64, require_audio=False), detector)
     assert err.value.reason == "too_short", err.value
     assert "declares no duration" in str(err.value) and "nan" not in str(err.value).replace(str(tmp_path), "").lower()
+
+
+def test_a_read_window_shorter_than_a_clip_is_named_not_a_nan_duration(tmp_path):
+    """With ``read_seconds`` below one clip, no clip is planned: the refusal names read_seconds,
+    where it printed the undeclared duration ("nans is shorter than one 3.2s clip")."""
+    from tasks.ingest.video import VideoError
+
+    path = _streamed_mkv(tmp_path / "streamed.mkv", _plain(50))
+    cfg = PreprocessConfig(face_size=64, require_audio=False, limits=Limits(read_seconds=2.0))
+    with FaceDetector() as detector, pytest.raises(VideoError) as err:
+        preprocess_video(str(path), cfg, detector)
+    assert err.value.reason == "too_short" and "read_seconds=2 is shorter than one 3.2s clip" in str(err.value)
