@@ -44,7 +44,7 @@ from tasks.evaluate.metric_names import monitor_mode
 from tasks.serve.decision import Decision
 from tasks.serve.scorer import log_pyfunc_model
 from tasks.tracking.logger import flatten_params
-from tasks.train.run import TrainResult, run_training
+from tasks.train.run import TrainResult, run_training, training_lock
 from tasks.train.settings import TrainSettings
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
@@ -133,16 +133,19 @@ def _attached(run_id: str):
 # no retries: a second attempt would train again from scratch into the same MLflow run, logging every
 # metric twice at the same steps (a resumed run is asked for explicitly: resume_from)
 @task(name="train", cache_policy=NO_CACHE)
-def train(settings: TrainSettings, logger: MLflowLogger, tracking_uri: str | None = None) -> TrainResult:
-    """run_training on this process, or on ``world_size`` data-parallel ranks; progress lines every 10 s."""
+def train(settings: TrainSettings, logger: MLflowLogger, tracking_uri: str | None = None,
+          locked: bool = False) -> TrainResult:  # fmt: skip
+    """run_training on this process, or on ``world_size`` data-parallel ranks; progress lines every 10 s.
+
+    ``locked``: the flow holds the output folder's lock already."""
     world_size, ray_address, batch = settings.world_size, settings.ray_address, settings.batch_size
     if world_size == 1 and ray_address is None:
-        return run_training(settings, log=ProgressLog(logger, get_run_logger().info, global_batch=batch))
+        return run_training(settings, log=ProgressLog(logger, get_run_logger().info, global_batch=batch), locked=locked)
     get_run_logger().info("data-parallel: %d ranks x batch %d = global batch %d (%s)", world_size, batch,
                           world_size * batch, f"Ray at {ray_address}" if ray_address else "this machine")
     # rank 0 logs to this MLflow run; its progress lines go to its stdout (the worker's log)
     make_log = functools.partial(mlflow_logger, tracking_uri, logger.run_id, world_size * batch)
-    return train_data_parallel(settings, make_log=make_log)
+    return train_data_parallel(settings, make_log=make_log, locked=locked)
 
 
 def _champion_tags(client: MlflowClient, name: str) -> dict[str, str] | None:
@@ -279,27 +282,31 @@ def train_avff(config: TrainSettings) -> dict:
     mlflow.set_tracking_uri(tracking_uri)
     experiment = mlflow.set_experiment(config.experiment)
     flow_run = links.flow_run()
-    resumed = resumable_run(config.resume_from, experiment.experiment_id)
-    with mlflow.start_run(run_id=resumed) if resumed else mlflow.start_run(run_name=flow_run.get("name")) as run:
-        run_id = run.info.run_id
-        remember_run(config.output_dir, run_id)
-        run_link = links.run_url(tracking_uri, experiment.experiment_id, run_id)
-        links.link_artifact(run_link, f"MLflow run {run_id}", "mlflow-run", "the MLflow run of this flow run")
-        logger = MLflowLogger(MlflowClient(), run_id)
-        tags = run_tags(config)
-        logger.set_tags({**tags, **links.flow_run_tags(flow_run)})
-        # the tracking URI may carry credentials: it is the run's location, not a parameter
-        params = flatten_params(config.model_dump(by_alias=True, exclude={"tracking_uri"}), "train")
-        if resumed:  # MLflow refuses to change a logged param: what changed on resume becomes a tag
-            log.info("resuming MLflow run %s from %s: its curves continue", run_id, config.resume_from)
-            params, changed = split_changed_params(run.data.params, params)
-            logger.set_tags({f"resumed.{k}": str(v) for k, v in changed.items()})
-        logger.log_params(params)
-        log_dataset(fs.IngestLayout(config.data).manifest, tags["manifest_sha256"], run_id)
-        result = train(config, logger, tracking_uri)
-        registry = register_model(result, config, run_id, run_link, flow_run)
-        model_line = _model_line(config.registered_model, registry, tracking_uri)
-        logger.set_tags({"mlflow.note.content": _run_note(flow_run, model_line)})  # the run page's description
+    # the lock first: a run refused by it must not have written its run record (or anything) there
+    with training_lock(config.output_dir) as held:
+        resumed = resumable_run(config.resume_from, experiment.experiment_id)
+        with mlflow.start_run(run_id=resumed) if resumed else mlflow.start_run(run_name=flow_run.get("name")) as run:
+            run_id = run.info.run_id
+            if held is not None:
+                held.describe(f"MLflow run {run_id}")
+            remember_run(config.output_dir, run_id)
+            run_link = links.run_url(tracking_uri, experiment.experiment_id, run_id)
+            links.link_artifact(run_link, f"MLflow run {run_id}", "mlflow-run", "the MLflow run of this flow run")
+            logger = MLflowLogger(MlflowClient(), run_id)
+            tags = run_tags(config)
+            logger.set_tags({**tags, **links.flow_run_tags(flow_run)})
+            # the tracking URI may carry credentials: it is the run's location, not a parameter
+            params = flatten_params(config.model_dump(by_alias=True, exclude={"tracking_uri"}), "train")
+            if resumed:  # MLflow refuses to change a logged param: what changed on resume becomes a tag
+                log.info("resuming MLflow run %s from %s: its curves continue", run_id, config.resume_from)
+                params, changed = split_changed_params(run.data.params, params)
+                logger.set_tags({f"resumed.{k}": str(v) for k, v in changed.items()})
+            logger.log_params(params)
+            log_dataset(fs.IngestLayout(config.data).manifest, tags["manifest_sha256"], run_id)
+            result = train(config, logger, tracking_uri, locked=True)
+            registry = register_model(result, config, run_id, run_link, flow_run)
+            model_line = _model_line(config.registered_model, registry, tracking_uri)
+            logger.set_tags({"mlflow.note.content": _run_note(flow_run, model_line)})  # the run page's description
     header = f"MLflow run {links.markdown_link(run_id, run_link)} · model: {model_line}\n\n"
     if result.report_path:  # the same report in the Prefect UI
         create_markdown_artifact(markdown=header + fs.read_bytes(result.report_path).decode(), key="training-report",

@@ -44,12 +44,12 @@ RESULT = "train_result.json"  # rank 0's TrainResult, handed from the Ray worker
 def _ray_loop(config: dict) -> None:
     """One Ray Train worker: Ray has set up the process group; rank 0 writes the result beside the checkpoints."""
     settings = config["settings"]
-    result = train_rank(settings, config["make_log"], backend=config["backend"])
+    result = train_rank(settings, config["make_log"], backend=config["backend"], locked=config.get("locked", False))
     if result is not None:  # rank 0
         fs.atomic_write_bytes(fs.join(settings.output_dir, RESULT), json.dumps(dataclasses.asdict(result)).encode())
 
 
-def train_on_ray(settings: TrainSettings, make_log: Callable[[], Logger] | None = None) -> TrainResult:
+def train_on_ray(settings: TrainSettings, make_log: Callable[[], Logger] | None = None, locked: bool = False) -> TrainResult:
     """``settings.world_size`` Ray Train workers, one GPU each when the cluster has GPUs; rank 0's result."""
     import ray
     from ray.train import RunConfig, ScalingConfig
@@ -60,7 +60,8 @@ def train_on_ray(settings: TrainSettings, make_log: Callable[[], Logger] | None 
     use_gpu = settings.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1
     trainer = TorchTrainer(
         _ray_loop,
-        train_loop_config={"settings": settings, "make_log": make_log, "backend": "nccl" if use_gpu else "gloo"},
+        train_loop_config={"settings": settings, "make_log": make_log, "backend": "nccl" if use_gpu else "gloo",
+                           "locked": locked},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=settings.world_size, use_gpu=use_gpu),
         run_config=RunConfig(name="train-avff"),
@@ -69,14 +70,17 @@ def train_on_ray(settings: TrainSettings, make_log: Callable[[], Logger] | None 
     return TrainResult(**json.loads(fs.read_bytes(fs.join(settings.output_dir, RESULT))))
 
 
-def train_data_parallel(settings: TrainSettings, make_log: Callable[[], Logger] | None = None) -> TrainResult:
-    """``settings.world_size`` ranks (batch_size per rank), on this node or on Ray (``settings.ray_address``)."""
+def train_data_parallel(settings: TrainSettings, make_log: Callable[[], Logger] | None = None,
+                        locked: bool = False) -> TrainResult:  # fmt: skip
+    """``settings.world_size`` ranks (batch_size per rank), on this node or on Ray (``settings.ray_address``).
+
+    ``locked``: the caller holds the output folder's lock (rank 0 does not take it again)."""
     world_size = settings.world_size
     if settings.ray_address is not None:
-        return train_on_ray(settings, make_log)
+        return train_on_ray(settings, make_log, locked)
     import torch
 
     use_gpu = settings.device != "cpu" and torch.cuda.is_available()
     if use_gpu and world_size > torch.cuda.device_count():
         raise ValueError(f"world_size={world_size} but this machine has {torch.cuda.device_count()} GPUs")
-    return spawn(settings, world_size, make_log, backend="nccl" if use_gpu else "gloo")
+    return spawn(settings, world_size, make_log, backend="nccl" if use_gpu else "gloo", locked=locked)

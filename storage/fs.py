@@ -58,6 +58,21 @@ def confine(root: str, relative: str) -> str:
     return os.path.join(root, relative)
 
 
+def not_a_folder(uri: str) -> str | None:
+    """Why a local output root cannot be a folder (it, or a folder above it, is a file); None when it can."""
+    if not is_local(uri):
+        return None
+    path = os.path.abspath(str(uri).removeprefix("file://"))
+    above = path
+    while not os.path.exists(above) and os.path.dirname(above) != above:
+        above = os.path.dirname(above)
+    if os.path.isdir(above):
+        return None
+    if above == path:
+        return f"output folder {uri} is an existing file, not a folder: choose another path"
+    return f"output folder {uri} cannot be made: {above} is a file, not a folder"
+
+
 def exists(uri: str) -> bool:
     fs, path = split_uri(uri)
     return fs.exists(path)

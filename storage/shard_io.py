@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
@@ -25,7 +27,7 @@ import webdataset as wds
 from webdataset import DataPipeline as Pipeline
 
 from storage import fs
-from storage.shard_schema import DecodedClip, decode_sample
+from storage.shard_schema import DecodedClip, ShardFormatError, decode_sample
 
 # fixed header fields: a rerun over the same videos writes the same bytes
 _TAR_HEADER = {"mtime": 0.0, "user": "avff", "group": "avff"}
@@ -106,10 +108,40 @@ def open_shards(src: Iterable[dict]) -> Iterator[dict]:
             stream.close()
 
 
+_META = re.compile(r"__[^/]*__($|/)")  # webdataset's own metadata members: skipped, as webdataset does
+
+
+def _member_kind(info: tarfile.TarInfo) -> str:
+    for test, kind in ((info.issym, "a symlink"), (info.islnk, "a hard link"), (info.isdir, "a directory"),
+                       (info.ischr, "a character device"), (info.isblk, "a block device"), (info.isfifo, "a FIFO")):  # fmt: skip
+        if test():
+            return kind
+    return f"of tar type {info.type!r}"
+
+
+def tar_members(src: Iterable[dict]) -> Iterator[dict]:
+    """{url, stream} -> {fname, data, __url__} per member, then ``{}`` at each shard's end.
+
+    webdataset's expander skips members that are not regular files; a shard only ever holds
+    regular files, so any other member (symlink, hard link, device, FIFO, directory) raises
+    ShardFormatError, like the other hostile members (``../`` names, pickles).
+    """
+    for source in src:
+        url = source["url"]
+        with tarfile.open(fileobj=source["stream"], mode="r|*") as tar:
+            for info in tar:
+                if not info.isreg():
+                    raise ShardFormatError(f"{url}: member {info.name!r} is {_member_kind(info)}, not a regular file")
+                if _META.match(info.name):
+                    continue
+                yield {"fname": info.name, "data": tar.extractfile(info).read(), "__url__": url}
+                tar.members = []  # streaming: keep no headers of members already read
+        yield {}  # end of shard: samples of two shards never merge
+
+
 def tar_samples(src: Iterable[dict]) -> Iterator[dict]:
     """{url, stream} -> raw samples (``__key__``, ``__url__`` and member name -> bytes); errors raise."""
-    members = wds.tariterators.tar_file_expander(src, handler=wds.reraise_exception)
-    return wds.tariterators.group_by_keys(members, handler=wds.reraise_exception)
+    return wds.tariterators.group_by_keys(tar_members(src), handler=wds.reraise_exception)
 
 
 def read_samples(url: str) -> Iterator[dict]:

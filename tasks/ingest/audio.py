@@ -55,6 +55,7 @@ def decode_audio(path: str, sample_rate: int = 16000, max_seconds: float = 60.0,
         if not c.streams.audio:
             raise VideoError("no_audio", f"{path}: no audio stream")
         stream = c.streams.audio[0]
+        index = stream.index  # read while the container is open: after it closes the stream's fields are freed
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         chunks: list[np.ndarray] = []
         limit = int(max_seconds * sample_rate)
@@ -75,7 +76,7 @@ def decode_audio(path: str, sample_rate: int = 16000, max_seconds: float = 60.0,
             if not chunks:
                 raise VideoError("undecodable", f"{path}: audio stream does not decode ({e})") from e
     if not chunks:
-        raise VideoError("undecodable", f"{path}: audio stream #{stream.index} gives no samples (damaged or cut off)")
+        raise VideoError("undecodable", f"{path}: audio stream #{index} gives no samples (damaged or cut off)")
     wave = np.concatenate(chunks)
     if start_time is not None and first_time is not None:
         wave = _align(wave, int(round((first_time - start_time) * sample_rate)))

@@ -140,7 +140,9 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
     starts = clip_starts(duration, cfg.clip_seconds, cfg.max_clips, cfg.clip_offset_s, cfg.clip_stride_s)
     if not starts:
         late = f" starting at {cfg.clip_offset_s:g}s" if cfg.clip_offset_s else ""
-        short = f"{info.duration:.2f}s is shorter than one {cfg.clip_seconds:.1f}s clip{late}"
+        # the planned length is the shorter of the two; an undeclared duration (NaN) leaves read_seconds
+        length = f"{info.duration:.2f}s" if info.duration <= cfg.limits.read_seconds else f"read_seconds={cfg.limits.read_seconds:g}"
+        short = f"{length} is shorter than one {cfg.clip_seconds:.1f}s clip{late}"
         raise VideoError("too_short", f"{path}: {short}")
     times, picks = _frame_times(starts, cfg.frames_per_clip, cfg.clip_fps)  # (N,) sorted, (C, T) into times
 
@@ -224,6 +226,13 @@ def _audio(path: str, info: VideoInfo, cfg: PreprocessConfig, duration: float) -
 def _off_stream(path: str, info: VideoInfo, times: np.ndarray, got: np.ndarray, tol: float) -> VideoError:
     """Why no clip has its frames where they should be: the stream ends early, or it has holes."""
     last = float(got.max())
+    if last < times.max() - tol and not np.isfinite(info.duration):
+        # no declared duration (a streamed mkv): the frames ending is the video ending, not a cut
+        return VideoError(
+            "too_short",
+            f"{path}: the container declares no duration and its video frames end at {last:.2f}s, "
+            "too early for any clip's frames",
+        )
     if last < times.max() - tol:
         return VideoError(
             "truncated",

@@ -7,6 +7,8 @@ with a ``metadata.json`` is a part), or a single folder with its own ``metadata.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -17,6 +19,10 @@ from storage.fs import PathEscapeError, confine
 from storage.shard_schema import FAKE, REAL
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+# DFDC's largest metadata.json is under 1 MB; past this a file is refused before it is read (a
+# 50 MB string cost twice its size in memory)
+MAX_METADATA_BYTES = 32 << 20
+UTF8_BOM = b"\xef\xbb\xbf"
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_\-]")
 
 
@@ -105,8 +111,21 @@ def _object_pairs(pairs: list[tuple[str, object]]) -> _Object:
     return obj
 
 
+class _NotStrictJson(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> None:
+    """json's parse_constant: Python accepts NaN / Infinity / -Infinity, JSON (RFC 8259) does not."""
+    raise _NotStrictJson(f"{name} is not a JSON value")
+
+
 def _load_metadata(part: str, part_dir: str) -> tuple[dict | None, str | None]:
-    """(entries, None) or (None, why): never hangs (FIFO), never raises on what the file holds."""
+    """(entries, None) or (None, why): never hangs (FIFO), never raises on what the file holds.
+
+    One rule, strict JSON (RFC 8259): UTF-8 without a byte order mark, no NaN or Infinity, at
+    most :data:`MAX_METADATA_BYTES`.
+    """
     path = os.path.join(part_dir, "metadata.json")
     try:
         # O_NONBLOCK: opening a FIFO for reading would otherwise wait forever for a writer
@@ -121,13 +140,19 @@ def _load_metadata(part: str, part_dir: str) -> tuple[dict | None, str | None]:
         kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
         return None, f"{path}: is {kind}, not a JSON file"
     with os.fdopen(fd, "rb") as f:
-        raw = f.read()
+        raw = f.read(MAX_METADATA_BYTES + 1)  # never more than the cap, whatever fstat said
+    if len(raw) > MAX_METADATA_BYTES:
+        return None, f"{path}: larger than the {MAX_METADATA_BYTES >> 20} MiB a metadata.json may be"
+    if raw.startswith(UTF8_BOM):
+        return None, f"{path}: starts with a UTF-8 byte order mark, which JSON (RFC 8259) does not allow"
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         return None, f"{path}: not valid UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})"
     try:
-        meta = json.loads(text, object_pairs_hook=_object_pairs)
+        meta = json.loads(text, object_pairs_hook=_object_pairs, parse_constant=_refuse_constant)
+    except _NotStrictJson as e:
+        return None, f"{path}: not valid JSON ({e})"
     except json.JSONDecodeError as e:
         return None, f"{path}: not valid JSON ({e})"
     except RecursionError:
@@ -165,8 +190,8 @@ def _conflict(name: str, entry: object, conflicts: frozenset) -> str | None:
     return None
 
 
-def _file_size(part_dir: str, name: str, listing: dict) -> tuple[int, None] | tuple[None, tuple[str, str]]:
-    """(bytes, None) for an entry naming a regular file under the part, else (None, (reason, why)).
+def _file_stat(part_dir: str, name: str, listing: dict) -> tuple[os.stat_result, None] | tuple[None, tuple[str, str]]:
+    """(stat, None) for an entry naming a regular file under the part, else (None, (reason, why)).
 
     A plain file name absent from the part's listing is missing without touching the disk
     (100,000 missing entries cost one listdir, not 100,000 stats); anything else (sub-paths,
@@ -185,12 +210,94 @@ def _file_size(part_dir: str, name: str, listing: dict) -> tuple[int, None] | tu
         return None, ("missing_file", f"listed in metadata.json but not readable ({e.strerror})")
     if not stat.S_ISREG(st.st_mode):
         return None, ("missing_file", "listed in metadata.json but not a regular file")
-    return st.st_size, None
+    return st, None
+
+
+_HEAD_BYTES = 64 << 10  # enough to tell two different encodes apart, cheap to read
+
+
+def _digest(path: str, limit: int | None = None) -> str | None:
+    """sha256 of the file's first ``limit`` bytes (all of it when None); None when it cannot be read."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            if limit is not None:
+                h.update(f.read(limit))
+            while limit is None and (block := f.read(1 << 20)):
+                h.update(block)
+    except OSError:  # unreadable: decoding will say so; it is nobody's duplicate
+        return None
+    return h.hexdigest()
+
+
+def _same_bytes(paths: list[str]) -> list[list[int]]:
+    """Indices of ``paths`` (all one size) grouped by content: the first 64 KiB's digest, then the whole file's."""
+    heads: dict[str, list[int]] = {}
+    groups: list[list[int]] = []
+    for i, p in enumerate(paths):
+        head = _digest(p, _HEAD_BYTES)
+        if head is None:
+            groups.append([i])
+        else:
+            heads.setdefault(head, []).append(i)
+    for members in heads.values():
+        whole: dict[str | int, list[int]] = {}
+        for i in members:  # whole files only where the first 64 KiB already agree
+            key = (_digest(paths[i]) or i) if len(members) > 1 else i
+            whole.setdefault(key, []).append(i)
+        groups += whole.values()
+    return groups
+
+
+def _duplicates(root: str, found: list[tuple[VideoEntry, os.stat_result, bool]]) -> dict[int, tuple[int, str]]:
+    """index -> (index of the video it repeats, how): one file is one video.
+
+    Two paths to one file (a symlink, a hard link) share device and inode; a copy under another
+    name has the same bytes. Only files of equal size are read, and a whole file only when its
+    first 64 KiB match another's, so a dataset without copies costs a stat per file, no reads.
+    The video kept is the first in scan order, preferring a plain file over a symlink to it.
+    """
+    order = sorted(range(len(found)), key=lambda i: (found[i][2], i))  # plain files first, then scan order
+    out: dict[int, tuple[int, str]] = {}
+    by_inode: dict[tuple[int, int], int] = {}
+    by_size: dict[int, list[int]] = {}
+    for i in order:
+        _, st, is_link = found[i]
+        first = by_inode.setdefault((st.st_dev, st.st_ino), i)
+        if first != i:
+            out[i] = (first, "a symlink to it" if is_link else "a hard link to it")
+        else:
+            by_size.setdefault(st.st_size, []).append(i)
+    for same_size in by_size.values():
+        if len(same_size) < 2:
+            continue
+        for group in _same_bytes([os.path.join(root, found[i][0].rel_path) for i in same_size]):
+            for k in group[1:]:
+                out[same_size[k]] = (same_size[group[0]], "a copy with the same bytes")
+    return out
+
+
+def _drop_duplicates(root: str, result: "ScanResult", found: list[tuple[VideoEntry, os.stat_result, bool]]) -> None:
+    """Keep one entry per file (:func:`_duplicates`); the others are refused ``duplicate_of``, and a
+    fake naming a dropped one as its original is pointed at the kept one (so it shares its group and split)."""
+    dups = _duplicates(root, found)
+    kept_id = {found[i][0].video_id: found[j][0].video_id for i, (j, _) in dups.items()}
+    for i, (entry, _, _) in enumerate(found):
+        if i in dups:
+            j, how = dups[i]
+            first = found[j][0]
+            result.rejected.append(Rejection(entry.part, entry.rel_path, "duplicate_of",
+                                             f"{entry.rel_path}: the same video as {first.rel_path} ({how})"))  # fmt: skip
+            continue
+        if entry.original in kept_id:
+            entry = dataclasses.replace(entry, original=kept_id[entry.original])
+        result.entries.append(entry)
 
 
 def scan_dfdc(root: str) -> ScanResult:
     """List every video under root with its metadata; refuse what cannot be trusted."""
     result = ScanResult()
+    found: list[tuple[VideoEntry, os.stat_result, bool]] = []  # entry, its file's stat, is it a symlink
     seen: dict[str, str] = {}  # video_id -> part
     for part, part_dir in find_parts(root):
         meta, error = _load_metadata(part, part_dir)
@@ -208,7 +315,7 @@ def scan_dfdc(root: str) -> ScanResult:
             if problem:
                 result.rejected.append(Rejection(part, rel(str(name)), "bad_metadata", f"{part}/metadata.json: {problem}"))
                 continue
-            size, refused = _file_size(part_dir, name, listing)
+            st, refused = _file_stat(part_dir, name, listing)
             if refused:
                 reason, why = refused
                 where = f"{part}/metadata.json" if reason == "path_escape" else rel(name)
@@ -223,21 +330,22 @@ def scan_dfdc(root: str) -> ScanResult:
             seen[vid] = part
             original = entry.get("original") or None
             manipulation = entry.get("manipulation")
-            result.entries.append(
-                VideoEntry(
-                    video_id=vid,
-                    part=part,
-                    rel_path=rel(name),
-                    label=entry["label"],
-                    original=video_id_of(original) if original else None,
-                    bytes=size,
-                    manipulation=manipulation if isinstance(manipulation, str) else None,
-                )
+            video = VideoEntry(
+                video_id=vid,
+                part=part,
+                rel_path=rel(name),
+                label=entry["label"],
+                original=video_id_of(original) if original else None,
+                bytes=st.st_size,
+                manipulation=manipulation if isinstance(manipulation, str) else None,
             )
+            is_link = listing[name].is_symlink() if name in listing else os.path.islink(os.path.join(part_dir, name))
+            found.append((video, st, is_link))
         listed = {n for n in meta if isinstance(n, str)}
         for f in on_disk:
             if f not in listed:
                 result.rejected.append(Rejection(part, rel(f), "missing_metadata", f"{rel(f)}: no entry in {part}/metadata.json"))
+    _drop_duplicates(root, result, found)
     present = {e.video_id for e in result.entries}
     result.missing_originals = sorted({e.original for e in result.entries if e.original and e.original not in present})
     return result

@@ -63,6 +63,14 @@ class IngestSettings(BaseModel):
         """Local paths become absolute here, in the flow's working directory: Ray workers run elsewhere."""
         return os.path.abspath(v) if v and fs.is_local(v) and not v.startswith("file://") else v
 
+    @field_validator("out")
+    @classmethod
+    def _out_can_be_a_folder(cls, v: str) -> str:
+        problem = fs.not_a_folder(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
     @model_validator(mode="after")
     def _out_not_in_data(self) -> IngestSettings:
         """Shards written into the data root would be scanned as input by the next run."""

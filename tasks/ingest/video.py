@@ -90,12 +90,7 @@ def probe(path: str, limits: Limits = Limits()) -> VideoInfo:
         if v.width * v.height > limits.max_pixels:
             raise VideoError("too_large", f"{path}: {v.width}x{v.height} exceeds max_pixels={limits.max_pixels}")
         fps = float(v.average_rate or v.guessed_rate or 0)
-        if v.duration is not None and v.time_base:
-            duration = float(v.duration * v.time_base)
-        elif c.duration:
-            duration = c.duration / av.time_base
-        else:
-            duration = float("nan")
+        duration = _duration(c, v)
         rotation = 0
         try:
             for frame in c.decode(v):
@@ -117,6 +112,28 @@ def probe(path: str, limits: Limits = Limits()) -> VideoInfo:
             audio_rate=int(audio.rate) if audio is not None else 0,
             start_time=_start_seconds(v) or 0.0,
         )
+
+
+# containers whose duration FFmpeg reports as the end time (their timestamps count from 0, whatever
+# the first one is): an mkv whose frames start at 100 s and last 10 s says 110 s
+_DURATION_IS_END = frozenset({"matroska,webm"})
+
+
+def _duration(c, v) -> float:
+    """Seconds from the stream's first timestamp to its end; NaN when neither stream nor container says.
+
+    A stream's own duration is a length already; a container's is one too except in
+    :data:`_DURATION_IS_END`, where the video stream's start is subtracted.
+    """
+    if v.duration is not None and v.time_base:
+        return float(v.duration * v.time_base)
+    if not c.duration:
+        return float("nan")
+    total = c.duration / av.time_base
+    start = _start_seconds(v)  # the video's start: t=0 of every time here (audio may start earlier)
+    if c.format.name in _DURATION_IS_END and start:
+        total -= start
+    return total
 
 
 def _start_seconds(stream) -> float | None:

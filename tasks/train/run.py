@@ -631,14 +631,25 @@ class TrainLockedError(fs.LockedError):
     """Another training run is writing to the same output folder."""
 
 
+TRAIN_LOCK = ".train.lock"  # in output_dir
+
+
+def training_lock(output_dir: str):
+    """The output folder's lock (the one ingest uses); nothing of a run may be written there before it is held."""
+    return fs.exclusive_lock(output_dir, TRAIN_LOCK, "training run", TrainLockedError)
+
+
 def run_training(cfg: TrainSettings, *, log: Logger,
-                 make_run: Callable[[TrainSettings, Logger], _Run] | None = None) -> TrainResult:  # fmt: skip
+                 make_run: Callable[[TrainSettings, Logger], _Run] | None = None, locked: bool = False) -> TrainResult:  # fmt: skip
     """Stage 1 -> stage 2 -> test at the best checkpoint -> plots and report (module docstring).
 
     One run per ``output_dir`` at a time (the lock ingest uses): a second refuses at once,
-    naming the first (pid, host, MLflow run).
+    naming the first (pid, host, MLflow run). ``locked``: the caller already holds
+    :func:`training_lock` (the flow takes it before writing its run record there).
     """
-    with fs.exclusive_lock(cfg.output_dir, ".train.lock", "training run", TrainLockedError) as held:
+    if locked:
+        return _run_training(cfg, log=log, make_run=make_run)
+    with training_lock(cfg.output_dir) as held:
         if held is not None and getattr(log, "run_id", None):
             held.describe(f"MLflow run {log.run_id}")
         return _run_training(cfg, log=log, make_run=make_run)

@@ -162,11 +162,11 @@ class DistributedRun(_Run):
 
 
 def train_rank(cfg: TrainSettings, make_log: Callable[[], Logger] | None = None, *, backend: str = "auto",
-               timeout_s: float = 600.0, init_method: str | None = None) -> TrainResult | None:  # fmt: skip
+               timeout_s: float = 600.0, init_method: str | None = None, locked: bool = False) -> TrainResult | None:  # fmt: skip
     """One rank's run, from the environment's process group (torchrun, Ray Train, :func:`spawn`).
 
-    Rank 0 takes the output folder's lock, logs through ``make_log()`` and returns the result;
-    the others run silent and return None.
+    Rank 0 takes the output folder's lock (unless the caller holds it: ``locked``), logs through
+    ``make_log()`` and returns the result; the others run silent and return None.
     """
     world = D.init_world(backend, device=cfg.device, timeout_s=timeout_s, init_method=init_method)
     try:
@@ -177,7 +177,7 @@ def train_rank(cfg: TrainSettings, make_log: Callable[[], Logger] | None = None,
 
         if world.is_main:
             log = make_log() if make_log is not None else SilentLogger()
-            return run_training(cfg, log=log, make_run=make_run)
+            return run_training(cfg, log=log, make_run=make_run, locked=locked)
         _run_training(cfg, log=SilentLogger(), make_run=make_run)
         return None
     finally:
@@ -185,18 +185,18 @@ def train_rank(cfg: TrainSettings, make_log: Callable[[], Logger] | None = None,
 
 
 def _spawned(rank: int, world_size: int, rendezvous: str, cfg: TrainSettings, make_log, backend: str,
-             result: str) -> None:  # fmt: skip
+             result: str, locked: bool = False) -> None:  # fmt: skip
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
                        "LOCAL_WORLD_SIZE": str(world_size)})  # fmt: skip
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     print(f"rank {rank}/{world_size} pid {os.getpid()}", file=sys.stderr, flush=True)
-    out = train_rank(cfg, make_log, backend=backend, init_method=f"file://{rendezvous}")
+    out = train_rank(cfg, make_log, backend=backend, init_method=f"file://{rendezvous}", locked=locked)
     if rank == 0:
         torch.save(dataclasses.asdict(out), result)
 
 
 def spawn(cfg: TrainSettings, world_size: int, make_log: Callable[[], Logger] | None = None, *,
-          backend: str = "auto") -> TrainResult:  # fmt: skip
+          backend: str = "auto", locked: bool = False) -> TrainResult:  # fmt: skip
     """``world_size`` ranks on this machine (one per GPU, or CPU processes with gloo); rank 0's result.
 
     ``make_log`` must be picklable (a module-level function or a partial of one): it runs in rank 0.
@@ -207,6 +207,6 @@ def spawn(cfg: TrainSettings, world_size: int, make_log: Callable[[], Logger] | 
     with tempfile.TemporaryDirectory() as tmp:
         # a file rendezvous on one node: no TCP port to pick, none another process can take first
         result, rendezvous = str(Path(tmp) / "result.pt"), str(Path(tmp) / "rendezvous")
-        mp.spawn(_spawned, args=(world_size, rendezvous, cfg, make_log, backend, result), nprocs=world_size,
+        mp.spawn(_spawned, args=(world_size, rendezvous, cfg, make_log, backend, result, locked), nprocs=world_size,
                  join=True)  # fmt: skip
         return TrainResult(**torch.load(result, weights_only=False))

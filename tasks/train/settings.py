@@ -24,6 +24,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from storage import fs
 from tasks.evaluate.metric_names import METRICS, check_monitor
 
 # ---------------------------------------------------------------- augmentation (stage 2, train loader only)
@@ -312,6 +313,14 @@ class TrainSettings(BaseModel):
         if isinstance(v, str) and v not in presets:
             raise ValueError(f"unknown {info.field_name.replace('_', ' ')} preset {v!r}; known: {', '.join(presets)}")
         return presets[v] if isinstance(v, str) else v
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_can_be_a_folder(cls, v: str) -> str:
+        problem = fs.not_a_folder(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @model_validator(mode="after")
     def _switches_agree_with_overrides(self) -> TrainSettings:

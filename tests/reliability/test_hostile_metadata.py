@@ -41,7 +41,7 @@ def _part(root: Path) -> Path:
     part = root / "dfdc_train_part_0"
     part.mkdir(parents=True)
     for name in VIDEOS:
-        (part / name).write_bytes(b"\0" * 64)
+        (part / name).write_bytes(name.encode() * 16)  # distinct bytes: a byte-identical copy is a duplicate
     return part
 
 
@@ -202,3 +202,98 @@ def test_an_output_folder_inside_the_input_folder_is_refused(tmp_path, ingest_co
     assert not (data / "dfdc_train_part_0" / "out").exists()
     debug = _cli("--debug", "ingest", "--data", str(data), "--out", str(data / "out"), timeout=300)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "is inside the input folder" in debug.stderr
+
+
+def _nan(path: Path) -> None:
+    path.write_text('{"a.mp4": {"label": "REAL", "split": NaN}, "b.mp4": {"label": "REAL"}}')
+
+
+def _infinity(path: Path) -> None:
+    path.write_text('{"a.mp4": {"label": "REAL", "score": -Infinity}, "b.mp4": {"label": "REAL"}}')
+
+
+def _bom(path: Path) -> None:
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"a.mp4": {"label": "REAL"}, "b.mp4": {"label": "REAL"}}')
+
+
+def _huge_string(path: Path) -> None:
+    path.write_text('{"a.mp4": {"label": "REAL", "note": "' + "x" * 50_000_000 + '"}, "b.mp4": {"label": "REAL"}}')
+
+
+@pytest.mark.parametrize(
+    "make, why",
+    [(_nan, "NaN is not a JSON value"), (_infinity, "-Infinity is not a JSON value"), (_bom, "byte order mark"),
+     (_huge_string, "larger than the 32 MiB")],
+    ids=["nan", "infinity", "bom", "50mb_string"],
+)  # fmt: skip
+def test_metadata_is_strict_json_one_rule_with_its_cause(tmp_path, make, why):
+    """Issue 27: Python's json took ``NaN`` (the video was ingested) while a byte order mark was
+    refused as invalid JSON; and a 50 MB string was read whole. One rule now, strict JSON
+    (RFC 8259, capped in size): every video of the part ``bad_metadata``, naming the cause."""
+    part = _part(tmp_path)
+    make(part / "metadata.json")
+    result = scan_dfdc(str(tmp_path))
+    assert result.entries == []
+    assert sorted(r.rel_path for r in result.rejected) == [f"dfdc_train_part_0/{v}" for v in VIDEOS]
+    for r in result.rejected:
+        assert r.reason == "bad_metadata" and "metadata.json" in r.error and why in r.error, r
+
+
+def test_one_file_is_one_video_links_and_copies_are_duplicates_of_the_first(tmp_path):
+    """Issue 27: a symlink to another video of the data folder, a hard link and a byte-identical
+    copy under another name were ingested as further videos, each its own group, so the same
+    footage could sit in train and in val. Now each is refused ``duplicate_of`` naming the video
+    it repeats (the plain file is kept even when the link is listed first); a fake made from a
+    copy joins the kept video's group, so all of it lands in one split."""
+    from tasks.ingest.splits import assign_splits
+
+    part = tmp_path / "dfdc_train_part_0"
+    part.mkdir()
+    footage = os.urandom(3 << 20)  # over 64 KiB: the whole-file digest decides, not the head alone
+    (part / "orig.mp4").write_bytes(footage)
+    (part / "link.mp4").symlink_to("orig.mp4")
+    os.link(part / "orig.mp4", part / "hard.mp4")
+    (part / "copy.mp4").write_bytes(footage)
+    (part / "other.mp4").write_bytes(footage[:-1] + bytes([footage[-1] ^ 1]))  # same size, last byte differs
+    (part / "fake.mp4").write_bytes(os.urandom(1000))
+    (part / "metadata.json").write_text(json.dumps({
+        "link.mp4": {"label": "REAL"}, "orig.mp4": {"label": "REAL"}, "hard.mp4": {"label": "REAL"},
+        "copy.mp4": {"label": "REAL"}, "other.mp4": {"label": "REAL"},
+        "fake.mp4": {"label": "FAKE", "original": "copy.mp4"}}))  # fmt: skip
+    result = scan_dfdc(str(tmp_path))
+    assert sorted(e.video_id for e in result.entries) == ["fake", "orig", "other"]
+    refused = {r.rel_path.rsplit("/", 1)[1]: r for r in result.rejected}
+    assert set(refused) == {"link.mp4", "hard.mp4", "copy.mp4"}
+    for name, how in (("link.mp4", "a symlink"), ("hard.mp4", "a hard link"), ("copy.mp4", "the same bytes")):
+        assert refused[name].reason == "duplicate_of", refused[name]
+        assert "the same video as dfdc_train_part_0/orig.mp4" in refused[name].error and how in refused[name].error
+    assert {e.video_id: e.original for e in result.entries}["fake"] == "orig"
+    assert result.missing_originals == []
+    placed = assign_splits(result.entries, ratios=(0.5, 0.25, 0.25), seed=0)
+    assert placed["fake"].group == placed["orig"].group and placed["fake"].split == placed["orig"].split
+
+
+def test_an_output_folder_that_is_a_file_is_refused_in_one_specific_line(tmp_path):
+    """Issue 27: ``--out`` naming an existing file failed inside the flow with a bare
+    ``FileExistsError``. Now the settings refuse it (ingest and train), saying which path is a file."""
+    from tasks.ingest.settings import IngestSettings
+    from tasks.train.settings import TrainSettings
+
+    data = tmp_path / "dfdc"
+    _part(data)
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    with pytest.raises(ValidationError, match=f"output folder {afile} is an existing file, not a folder"):
+        IngestSettings(data=str(data), out=str(afile))
+    with pytest.raises(ValidationError, match=f"output folder {afile}/sub cannot be made: {afile} is a file"):
+        IngestSettings(data=str(data), out=str(afile / "sub"))
+    with pytest.raises(ValidationError, match=f"output folder {afile} is an existing file, not a folder"):
+        TrainSettings(data=str(tmp_path), output_dir=str(afile))
+    IngestSettings(data=str(data), out=str(tmp_path / "new" / "out"))  # not there yet: fine
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "manifest.parquet").touch()
+    out = _cli("train", "--data", str(tmp_path / "shards"), "--out", str(afile), timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    (line,) = _error_lines(out.stderr)
+    assert line.startswith("avff train: error: --out: ") and "is an existing file, not a folder" in line
+    assert afile.read_text() == "not a folder"

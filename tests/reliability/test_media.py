@@ -243,3 +243,103 @@ def test_a_hole_in_the_stream_is_a_frame_gap_not_a_missing_face(footage, media, 
     with FaceDetector() as detector, pytest.raises(VideoError) as err:
         preprocess_video(str(holed), PreprocessConfig(face_size=64), detector)
     assert err.value.reason == "frame_gap" and "hole.mp4" in str(err.value)
+
+
+_DECODE_AUDIO = """
+import sys
+from tasks.ingest.audio import decode_audio
+from tasks.ingest.video import VideoError
+try:
+    decode_audio(sys.argv[1])
+except VideoError as e:
+    print(e.reason, e)
+"""
+
+
+def test_the_audio_stream_that_gives_no_samples_is_named_by_its_real_index(footage, tmp_path):
+    """Issue 27: the error read the stream's index after its container had closed and named
+    'audio stream #177755824'; the audio of this file is stream #1 (video #0). glibc's
+    MALLOC_PERTURB_ fills freed memory with one byte, so a read after the close is caught every
+    time, not only when the allocator happens to have reused the memory."""
+    import os
+    import subprocess
+    import sys
+
+    path = write_video(tmp_path / "v.mp4", footage.a[:50], 25, footage.audio[: 2 * 44100], 44100)
+    _patch_audio_chunk_offsets(path, past=1000)
+    done = subprocess.run([sys.executable, "-c", _DECODE_AUDIO, str(path)], capture_output=True, text=True,
+                          env={**os.environ, "MALLOC_PERTURB_": "165"}, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"undecodable {path}: audio stream #1 gives no samples" in done.stdout, done.stdout
+
+
+def _plain(n: int, side: int = 64) -> np.ndarray:
+    return np.stack([np.full((side, side, 3), 40 + (i * 7) % 180, np.uint8) for i in range(n)])  # (N, S, S, 3)
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".ts"])
+def test_a_stream_that_starts_late_is_as_long_as_it_lasts_end_minus_start(tmp_path, suffix):
+    """Issue 27: an mkv whose 10 s start at 595 s was recorded 605 s long (FFmpeg gives the
+    Matroska duration as the end time), so under max_duration_s=600 it was refused ``too_long``.
+    Duration is end minus start, as for MPEG-TS and for the same content starting at 0."""
+    audio = (0.2 * np.sin(np.arange(10 * 44100) * 2 * np.pi * 440 / 44100)).astype(np.float32)
+    frames = _plain(250)
+    at0 = probe(str(_write_offset(tmp_path / f"zero{suffix}", frames, audio, 0.0)))
+    late = probe(str(_write_offset(tmp_path / f"late{suffix}", frames, audio, 595.0)), Limits(max_duration_s=600))
+    assert late.start_time == pytest.approx(595.0, abs=0.1)
+    assert late.duration == pytest.approx(at0.duration, abs=0.05) and late.duration == pytest.approx(10.0, abs=0.1)
+
+
+def _streamed_mkv(path, frames: np.ndarray, fps: int = 25):
+    """An mkv written to a pipe-like sink that cannot seek: no duration in its header (like ``ffmpeg … -f matroska -``)."""
+    import io
+    from fractions import Fraction
+
+    import av
+
+    class Pipe(io.RawIOBase):
+        def __init__(self, f):
+            self.f = f
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b) -> int:
+            return self.f.write(b)
+
+    with open(path, "wb") as f, av.open(Pipe(f), "w", format="matroska") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        vs.codec_context.thread_count = 1
+        for i, frame in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts, vf.time_base = i, Fraction(1, fps)
+            out.mux(vs.encode(vf))
+        out.mux(vs.encode())
+    return path
+
+
+def test_a_stream_without_a_duration_is_not_called_truncated(tmp_path):
+    """Issue 27: a streamed mkv declares no duration, so clips are planned up to read_seconds and
+    its frames ending was reported ``truncated`` ("the container says nans"). It is no cut: the
+    video is that long. Too short for a clip: ``too_short``, saying the duration is undeclared."""
+    from tasks.ingest.video import VideoError
+
+    path = _streamed_mkv(tmp_path / "streamed.mkv", _plain(50))  # 2 s, shorter than one 3.2 s clip
+    assert np.isnan(probe(str(path)).duration)
+    with FaceDetector() as detector, pytest.raises(VideoError) as err:
+        preprocess_video(str(path), PreprocessConfig(face_size=64, require_audio=False), detector)
+    assert err.value.reason == "too_short", err.value
+    assert "declares no duration" in str(err.value) and "nan" not in str(err.value).replace(str(tmp_path), "").lower()
+
+
+def test_a_read_window_shorter_than_a_clip_is_named_not_a_nan_duration(tmp_path):
+    """With ``read_seconds`` below one clip, no clip is planned: the refusal names read_seconds,
+    where it printed the undeclared duration ("nans is shorter than one 3.2s clip")."""
+    from tasks.ingest.video import VideoError
+
+    path = _streamed_mkv(tmp_path / "streamed.mkv", _plain(50))
+    cfg = PreprocessConfig(face_size=64, require_audio=False, limits=Limits(read_seconds=2.0))
+    with FaceDetector() as detector, pytest.raises(VideoError) as err:
+        preprocess_video(str(path), cfg, detector)
+    assert err.value.reason == "too_short" and "read_seconds=2 is shorter than one 3.2s clip" in str(err.value)

@@ -123,6 +123,35 @@ def test_a_shard_whose_member_names_climb_out_is_refused_and_writes_nothing(tmp_
 
 
 @pytest.mark.parametrize(
+    "kind, why",
+    [(tarfile.SYMTYPE, "a symlink"), (tarfile.LNKTYPE, "a hard link"), (tarfile.CHRTYPE, "a character device"),
+     (tarfile.BLKTYPE, "a block device"), (tarfile.FIFOTYPE, "a FIFO"), (tarfile.DIRTYPE, "a directory")],
+    ids=["symlink", "hardlink", "chardev", "blockdev", "fifo", "directory"],
+)  # fmt: skip
+def test_a_shard_member_that_is_not_a_regular_file_is_refused_not_skipped(tmp_path, kind, why):
+    """Issue 27: training's tar reader (webdataset's) silently skipped symlinks, hard links and
+    devices while ``../`` names and pickles raised. Every member type but a regular file now
+    raises ShardFormatError naming the member; the same shard without it reads as before."""
+    from storage.shard_io import read_samples
+
+    good = {f"000.{k}": v for k, v in _sample().items() if not k.startswith("__")}
+    clean = _tar_with_members(tmp_path / "clean.tar", good)
+    assert [s["__key__"] for s in read_samples(str(clean))] == ["000"]
+    path = tmp_path / "odd.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data in good.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        odd = tarfile.TarInfo("000.odd")
+        odd.type = kind
+        odd.linkname = "/etc/passwd" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
+        tar.addfile(odd)
+    with pytest.raises(ShardFormatError, match=rf"odd\.tar: member '000\.odd' is {why}, not a regular file"):
+        list(read_samples(str(path)))
+
+
+@pytest.mark.parametrize(
     "edit, match",
     [
         (lambda m: {**m, "video_id": "../../etc"}, "not this sample"),  # json disagrees with the key

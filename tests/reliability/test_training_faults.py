@@ -141,6 +141,65 @@ def test_a_second_training_into_the_same_folder_refuses_at_once_naming_the_first
         assert held is not None and _lock_text(out).startswith(f"pid {os.getpid()} ")
 
 
+_FLOW = """
+import json, sys, torch
+torch.set_num_threads(1)
+from flows.train import train_avff
+from tasks.train.settings import TrainSettings
+print("RUN", train_avff(TrainSettings(**json.loads(sys.argv[1])))["run_id"])
+"""
+
+
+def _digests(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_refused_training_flow_writes_nothing_and_resume_continues_the_first_run(data, tmp_path, flow_env, monkeypatch):
+    """Issue 27: the second ``train-avff`` into a folder wrote its ``mlflow_run.json`` before the
+    lock refused it, so ``--resume-from`` later continued the refused run's (empty, failed) MLflow
+    run. Now the lock comes first: the refused flow leaves every byte of the folder as it was and
+    starts no MLflow run; the first run (frozen meanwhile) completes, and resuming from the folder
+    continues the first run."""
+    import mlflow
+
+    from flows.train import resumable_run, train_avff
+
+    monkeypatch.chdir(tmp_path)  # nothing may land in the repo's ./mlruns
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment = mlflow.MlflowClient(uri).create_experiment("avff-lock", artifact_location=str(tmp_path / "artifacts"))
+    out = tmp_path / "out"
+    kwargs = dict(data=data, output_dir=str(out), tracking_uri=uri, experiment="avff-lock", **{**SETTINGS, "epochs": 1})
+    proc = subprocess.Popen([sys.executable, "-c", _FLOW, json.dumps(kwargs)], env=flow_env, cwd=str(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not (
+            f"pid {proc.pid} " in _lock_text(out) and "MLflow run" in _lock_text(out) and (out / "mlflow_run.json").exists()
+        ):
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGSTOP)
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        before = _digests(out)
+        first = json.loads((out / "mlflow_run.json").read_text())["run_id"]
+        with pytest.raises(TrainLockedError, match=rf"held by pid {proc.pid} on host .*MLflow run {first}"):
+            train_avff(TrainSettings(**kwargs))
+        mlflow.set_tracking_uri(None)
+        assert _digests(out) == before
+        assert [r.info.run_id for r in mlflow.MlflowClient(uri).search_runs([experiment])] == [first]
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    stdout, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert f"RUN {first}" in stdout
+    mlflow.set_tracking_uri(uri)
+    try:
+        assert resumable_run(str(out), experiment) == first
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 _SAVE_TWICE = """
 import dataclasses, errno, resource, signal, sys, torch
 from avff_model import AVFF

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import random
@@ -17,7 +18,7 @@ def _part(root, name, meta, files=None):
     d = root / name
     d.mkdir(parents=True)
     for f in files if files is not None else meta:
-        (d / f).write_bytes(b"\x00" * 10)
+        (d / f).write_bytes(hashlib.sha256(f.encode()).digest()[:10])  # distinct: a byte-identical copy is a duplicate
     (d / "metadata.json").write_text(json.dumps(meta) if not isinstance(meta, str) else meta)
     return d
 
