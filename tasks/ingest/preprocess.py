@@ -17,13 +17,16 @@ import numpy as np
 
 from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, mel_window
 from tasks.ingest.faces import FaceDetector, crop_track, track_face
-from tasks.ingest.video import Limits, VideoError, VideoInfo, probe, read_frames
+from tasks.ingest.video import Limits, VideoError, VideoInfo, nearest_frames, presented_times, probe, read_frames
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
     frames_per_clip: int = 16  # T
     clip_fps: float = 5.0  # 16 frames at 5 fps = 3.2 s, the AVFF setting
+    # "spread": frames clip_fps apart; "native": consecutive frames at the video's own rate
+    # (16 at 25 fps = 0.64 s), fast enough for lip motion (syllables come 4-7 per second)
+    clip_mode: str = "spread"
     max_clips: int = 3
     clip_offset_s: float = 0.0  # the first clip starts this late (skips a video's unsettled opening)
     clip_stride_s: float | None = None  # between clip starts; None: clip_seconds (back to back), less: overlapping
@@ -48,9 +51,12 @@ class PreprocessConfig:
             raise ValueError(f"clip_offset_s must be >= 0, got {self.clip_offset_s}")
         if self.clip_stride_s is not None and not self.clip_stride_s > 0:
             raise ValueError(f"clip_stride_s must be > 0 or None, got {self.clip_stride_s}")
+        if self.clip_mode not in CLIP_MODES:
+            raise ValueError(f"clip_mode must be one of {', '.join(CLIP_MODES)}, got {self.clip_mode!r}")
 
     @property
     def clip_seconds(self) -> float:
+        """A spread clip's length; a native clip's is ``frames_per_clip`` frames of its video."""
         return self.frames_per_clip / self.clip_fps
 
     @property
@@ -82,7 +88,8 @@ class PreprocessConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_HASHED_WHEN_SET = {"clip_offset_s": 0.0, "clip_stride_s": None}  # field -> its default (byte-identical output)
+CLIP_MODES = ("spread", "native")
+_HASHED_WHEN_SET = {"clip_offset_s": 0.0, "clip_stride_s": None, "clip_mode": "spread"}  # field -> its default (byte-identical output)
 
 
 @dataclass
@@ -96,6 +103,7 @@ class Clip:
     detected_frac: float
     frame_times: list[float] = field(default_factory=list)  # (T,) seconds: what was actually shown
     mel_start_s: float = 0.0  # the mel window starts at the first frame's time (on the hop grid)
+    fps: float = 5.0  # the frames' rate: clip_fps (spread), the frames' own (native)
 
 
 @dataclass
@@ -137,17 +145,13 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
     with timer("probe"):
         info = probe(path, cfg.limits)
     duration = min(info.duration, cfg.limits.read_seconds) if np.isfinite(info.duration) else cfg.limits.read_seconds
-    starts = clip_starts(duration, cfg.clip_seconds, cfg.max_clips, cfg.clip_offset_s, cfg.clip_stride_s)
-    if not starts:
-        late = f" starting at {cfg.clip_offset_s:g}s" if cfg.clip_offset_s else ""
-        # the planned length is the shorter of the two; an undeclared duration (NaN) leaves read_seconds
-        length = f"{info.duration:.2f}s" if info.duration <= cfg.limits.read_seconds else f"read_seconds={cfg.limits.read_seconds:g}"
-        short = f"{length} is shorter than one {cfg.clip_seconds:.1f}s clip{late}"
-        raise VideoError("too_short", f"{path}: {short}")
-    times, picks = _frame_times(starts, cfg.frames_per_clip, cfg.clip_fps)  # (N,) sorted, (C, T) into times
+    with timer("decode"):
+        plan = _native_plan(path, info, cfg, duration) if cfg.clip_mode == "native" else _spread_plan(path, info, cfg, duration)
+    starts = plan.starts
+    times, picks = _unique_times(plan.wanted)  # (N,) sorted, (C, T) into times
 
     with timer("audio"):
-        mel = log_mel(_audio(path, info, cfg, starts[-1] + cfg.clip_seconds), cfg.mel)  # (F, Tm_total)
+        mel = log_mel(_audio(path, info, cfg, plan.end_s), cfg.mel)  # (F, Tm_total)
     with timer("decode"):
         frames, got = read_frames(
             path,
@@ -179,12 +183,13 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
                 index=k,
                 start_s=start,
                 frames=crops[p],
-                mel=mel_window(mel, mel_start, cfg.mel_frames, cfg.mel.hop_s, pad_value=SILENCE_LOG_MEL),
+                mel=mel_window(mel, mel_start, plan.mel_frames[k], cfg.mel.hop_s, pad_value=SILENCE_LOG_MEL),
                 face_box=[float(x) for x in track.boxes[p].mean(axis=0)],
                 det_score=float(track.scores[p][det].mean()) if det.any() else 0.0,
                 detected_frac=float(det.mean()),
                 frame_times=[round(float(t), 6) for t in got[p]],
                 mel_start_s=round(mel_start, 6),
+                fps=plan.fps[k],
             )
         )
     if not clips:
@@ -199,15 +204,68 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
     )
 
 
-def _frame_times(starts: list[float], frames_per_clip: int, fps: float) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) the distinct sampled times, sorted, and (C, T) each clip's frames as indices into them.
+@dataclass(frozen=True)
+class _ClipPlan:
+    """Which frames each clip asks for, and what its mel window covers."""
+
+    starts: list[float]  # (C,) clip start times, seconds
+    wanted: np.ndarray  # (C, T) requested frame times, seconds
+    fps: list[float]  # (C,) the rate of each clip's frames
+    mel_frames: list[int]  # (C,) mel frames of each clip's window
+    end_s: float  # the audio needed: up to the end of the last clip
+
+
+def _too_short(path: str, info: VideoInfo, cfg: PreprocessConfig, clip_seconds: float) -> VideoError:
+    late = f" starting at {cfg.clip_offset_s:g}s" if cfg.clip_offset_s else ""
+    # the planned length is the shorter of the two; an undeclared duration (NaN) leaves read_seconds
+    length = f"{info.duration:.2f}s" if info.duration <= cfg.limits.read_seconds else f"read_seconds={cfg.limits.read_seconds:g}"
+    short = f"{length} is shorter than one {clip_seconds:.3g}s clip{late}"
+    return VideoError("too_short", f"{path}: {short}")
+
+
+def _spread_plan(path: str, info: VideoInfo, cfg: PreprocessConfig, duration: float) -> _ClipPlan:
+    """Frames clip_fps apart: frame i of a clip at start + i / clip_fps (the nearest frame is read)."""
+    starts = clip_starts(duration, cfg.clip_seconds, cfg.max_clips, cfg.clip_offset_s, cfg.clip_stride_s)
+    if not starts:
+        raise _too_short(path, info, cfg, cfg.clip_seconds)
+    wanted = np.array([[s + i / cfg.clip_fps for i in range(cfg.frames_per_clip)] for s in starts])  # (C, T)
+    n = len(starts)
+    return _ClipPlan(starts, wanted, [cfg.clip_fps] * n, [cfg.mel_frames] * n, starts[-1] + cfg.clip_seconds)
+
+
+def _native_plan(path: str, info: VideoInfo, cfg: PreprocessConfig, duration: float) -> _ClipPlan:
+    """Consecutive frames at the video's own rate: the frame nearest each start and the T - 1 after it.
+
+    The requested times are the frames' own presentation times, so :func:`read_frames` returns
+    exactly those frames. A clip's mel spans its frames' duration, T / fps (its fps measured over
+    its frames, so a variable-rate stream's clip covers the time its frames were shown).
+    """
+    t = cfg.frames_per_clip
+    rate = info.fps if info.fps > 0 else 25.0  # only places the starts; the frames' times are measured
+    starts = clip_starts(duration, t / rate, cfg.max_clips, cfg.clip_offset_s, cfg.clip_stride_s)
+    if not starts:
+        raise _too_short(path, info, cfg, t / rate)
+    shown = presented_times(path, starts[-1] + t / rate, cfg.limits.read_seconds)  # (M,)
+    first = nearest_frames(shown, np.asarray(starts)) if shown.size else np.zeros(0, int)  # (C,)
+    kept = [(s, int(i)) for s, i in zip(starts, first) if i + t <= shown.size]
+    if not kept:
+        raise VideoError("truncated", f"{path}: {shown.size} frames, fewer than one clip of {t} from {starts[0]:g}s")
+    wanted = np.stack([shown[i : i + t] for _, i in kept])  # (C, T)
+    fps = [float((t - 1) / (w[-1] - w[0])) for w in wanted]
+    mel_frames = [int(round(t / f / cfg.mel.hop_s)) for f in fps]
+    end = max(float(w[-1]) + 1.0 / f for w, f in zip(wanted, fps))
+    return _ClipPlan([s for s, _ in kept], wanted, fps, mel_frames, end)
+
+
+def _unique_times(wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C, T) requested times -> (N,) the distinct ones, sorted, and (C, T) each clip's frames as indices into them.
 
     Overlapping clips share times: each is decoded, tracked and cropped once (the tracker needs
     the frames in time order). Back-to-back clips: the times in clip order, picks = arange.
     """
-    wanted = np.array([s + i / fps for s in starts for i in range(frames_per_clip)])  # (C*T,)
-    _, first, inverse = np.unique(np.round(wanted, 6), return_index=True, return_inverse=True)
-    return wanted[first], inverse.reshape(len(starts), frames_per_clip)
+    flat = wanted.reshape(-1)  # (C*T,)
+    _, first, inverse = np.unique(np.round(flat, 6), return_index=True, return_inverse=True)
+    return flat[first], inverse.reshape(wanted.shape)
 
 
 def _audio(path: str, info: VideoInfo, cfg: PreprocessConfig, duration: float) -> np.ndarray:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from storage.fs import PathEscapeError, confine
 from storage.shard_schema import FAKE, REAL
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".m4v")  # .mpg: MPEG-1/2 (GRID)
 # DFDC's largest metadata.json is under 1 MB; past this a file is refused before it is read (a
 # 50 MB string cost twice its size in memory)
 MAX_METADATA_BYTES = 32 << 20

@@ -36,6 +36,9 @@ class IngestSettings(BaseModel):
     face_size: int = Field(224, ge=32, le=512, description="face crop side in pixels")
     frames_per_clip: int = Field(16, ge=2, le=64, description="frames per clip")
     clip_fps: float = Field(5.0, gt=0, le=30, description="frames per second sampled within a clip")
+    clip_mode: Literal["spread", "native"] = Field("spread", description="spread: frames clip_fps apart; native: "
+                                                   "consecutive frames at the video's own rate (16 at 25 fps = 0.64 s), "
+                                                   "the mel spanning them")  # fmt: skip
     max_clips: int = Field(3, ge=1, description="clips per video at most")
     clip_offset_s: float = Field(0.0, ge=0, description="seconds into the video where the first clip starts "
                                  "(0.5 skips an unsettled opening)")  # fmt: skip
@@ -96,6 +99,7 @@ class IngestSettings(BaseModel):
         return PreprocessConfig(
             frames_per_clip=self.frames_per_clip,
             clip_fps=self.clip_fps,
+            clip_mode=self.clip_mode,
             max_clips=self.max_clips,
             clip_offset_s=self.clip_offset_s,
             clip_stride_s=self.clip_stride_s,

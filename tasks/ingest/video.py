@@ -212,6 +212,38 @@ def _timeline(c, v, until_s: float) -> _Timeline:
     return _Timeline(arr, tb, int(origin), exact and arr.size > 0, packets)
 
 
+def presented_times(path: str, until_s: float, read_seconds: float = 60.0) -> np.ndarray:
+    """(M,) seconds from the stream's start of every presented frame up to a second past until_s.
+
+    What :func:`read_frames` picks from: a time in this array is read back as exactly that
+    frame. Demuxing only where every packet has a timestamp; otherwise the frames are decoded
+    (correct, slower), as :func:`read_frames` does then. Raises VideoError ('undecodable').
+    """
+    until = min(float(until_s), read_seconds)
+    with _open(path) as c:
+        v = c.streams.video[0]
+        try:
+            line = _timeline(c, v, until)
+        except av.error.FFmpegError as e:
+            raise VideoError("undecodable", f"{path}: video packets cannot be read ({e})") from e
+        if line.exact:
+            return line.seconds()
+        v.thread_type = "NONE"
+        start, times = _start_seconds(v), []
+        try:
+            for frame in c.decode(v):
+                if frame.time is None:
+                    continue
+                start = frame.time if start is None else start
+                times.append(frame.time - start)
+                if times[-1] > until + 1.0:
+                    break
+        except av.error.FFmpegError as e:
+            if not times:
+                raise VideoError("undecodable", f"{path}: video stream does not decode ({e})") from e
+    return np.unique(np.asarray(times, dtype=np.float64))
+
+
 def sample_frames(
     path: str,
     times: list[float],

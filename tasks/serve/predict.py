@@ -39,7 +39,7 @@ def decoded_clips(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg
     for clip in result.clips:
         meta = ClipMeta(
             video_id="predict", clip=clip.index, label=REAL, split="test", group="predict", original=None,
-            start_s=clip.start_s, fps=pre.clip_fps, num_frames=pre.frames_per_clip, face_box=clip.face_box,
+            start_s=clip.start_s, fps=clip.fps, num_frames=pre.frames_per_clip, face_box=clip.face_box,
             det_score=clip.det_score, detected_frac=clip.detected_frac, mel_hop_s=pre.mel.hop_s,
             frame_times=clip.frame_times, mel_start_s=clip.mel_start_s,
         )  # fmt: skip
