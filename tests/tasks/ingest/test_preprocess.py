@@ -116,6 +116,9 @@ def test_ingest_settings_pass_the_sampling_fields_on(tmp_path):
     assert (pre.clip_offset_s, pre.clip_stride_s) == (0.5, 1.6)
     with pytest.raises(ValidationError):
         IngestSettings(**base, clip_stride_s=0.0)
+    assert IngestSettings(**base, clip_mode="native").preprocess().clip_mode == "native"
+    with pytest.raises(ValidationError):
+        IngestSettings(**base, clip_mode="dense")
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +150,68 @@ def test_clips_start_at_the_offset_and_overlap_by_the_stride(talking_face):
     assert second.frame_times[:8] == first.frame_times[8:]
     assert np.array_equal(second.frames[:8], first.frames[8:])
     np.testing.assert_array_equal(second.mel[:, :160], first.mel[:, 160:])
+
+
+def test_native_clips_are_consecutive_frames_and_their_mel_spans_exactly_them(talking_face):
+    """clip_mode='native': 16 consecutive frames at the video's 25 fps (0.64 s), the mel over those 0.64 s."""
+    cfg = PreprocessConfig(face_size=64, clip_mode="native")
+    with face_detector(cfg) as detector:
+        native = preprocess_video(str(talking_face), cfg, detector)
+    with av.open(str(talking_face)) as c:  # every frame's presentation time, from a full decode
+        v = c.streams.video[0]
+        shown = sorted(round(float((f.pts - v.start_time) * v.time_base), 6) for f in c.decode(v))
+    info = probe(str(talking_face))
+    full = log_mel(decode_audio(str(talking_face), 16000, start_time=info.start_time))  # (F, Tm) of the whole video
+    assert [c.start_s for c in native.clips] == [0.0, 0.64, 1.28]  # back to back, a native clip's length apart
+    for clip in native.clips:
+        first = shown.index(clip.frame_times[0])
+        assert clip.frame_times == shown[first : first + 16]  # consecutive frames, none skipped or repeated
+        assert clip.fps == pytest.approx(25.0) and clip.frames.shape == (16, 64, 64, 3)
+        # 16 frames shown for 1/25 s each: 0.64 s = 64 mel columns from the first frame's time
+        column = round(clip.mel_start_s / 0.01)
+        assert clip.mel_start_s == pytest.approx(clip.frame_times[0], abs=0.005) and clip.mel.shape == (128, 64)
+        np.testing.assert_array_equal(clip.mel, full[:, column : column + 64])
+    assert PreprocessConfig(clip_mode="native").hash() != PreprocessConfig().hash()
+    with pytest.raises(ValueError, match="clip_mode"):
+        PreprocessConfig(clip_mode="dense")
+
+
+def test_native_clips_of_a_variable_rate_stream_are_its_consecutive_frames(footage_vfr):
+    """A stream with uneven gaps (30 fps with dropped frames, as phone clips): the frames shown, in order."""
+    cfg = PreprocessConfig(face_size=64, clip_mode="native", max_clips=1)
+    path, times = footage_vfr
+    with face_detector(cfg) as detector:
+        (clip,) = preprocess_video(str(path), cfg, detector).clips
+    np.testing.assert_allclose(clip.frame_times, times[:16], atol=1e-6)
+    span = times[15] - times[0]
+    assert clip.fps == pytest.approx(15 / span)
+    assert clip.mel.shape == (128, round(16 * span / 15 / 0.01))  # T frames of the clip's mean duration
+
+
+@pytest.fixture(scope="module")
+def footage_vfr(talking_face, tmp_path_factory):
+    """The talking face re-timed onto a 30 fps grid with every third frame dropped, timestamps in ms."""
+    with av.open(str(talking_face)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)][:60]
+    times = np.array([k / 30 for k in range(90) if k % 3 != 2])[: len(frames)]  # gaps of 1/30 and 2/30 s
+    times = np.round(times, 3)
+    path = tmp_path_factory.mktemp("vfr") / "vfr.mp4"
+    speech = decode_audio(str(talking_face), 44100)
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        vs.codec_context.time_base = Fraction(1, 1000)
+        aus = out.add_stream("aac", rate=44100, layout="mono")
+        for frame, t in zip(frames, times):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts, vf.time_base = int(round(t * 1000)), Fraction(1, 1000)
+            out.mux(vs.encode(vf))
+        out.mux(vs.encode())
+        af = av.AudioFrame.from_ndarray(speech[None, : int(44100 * times[-1])], format="flt", layout="mono")  # (1, n)
+        af.sample_rate, af.pts = 44100, 0
+        out.mux(aus.encode(af))
+        out.mux(aus.encode())
+    return path, times
 
 
 def test_mel_columns_divide_into_the_masking_slices_and_audio_tokens_do_not():
