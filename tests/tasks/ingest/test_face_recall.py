@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.ingest.faces import FaceDetector, brighten, track_face
+from tasks.ingest.faces import FaceDetector, brighten, iou, track_face
 from tasks.ingest.video import sample_frames
 
 SHARED = Path(__file__).resolve().parents[4] / "shared" / "data" / "dfdc_sample"
@@ -70,3 +70,35 @@ def test_brighten_lifts_the_mean_and_keeps_black_black():
     out = brighten(dim)
     assert abs(out.mean() / 255 - 0.45) < 0.12 and out.min() == 0
     assert np.all(np.diff(out[..., 0].ravel()[np.argsort(dim[..., 0].ravel())].astype(int)) >= 0)  # monotonic
+
+
+
+REALAV = SHARED.parent / "realav"
+
+
+def test_a_face_that_fills_a_small_frame_and_leaves_it_is_found(detector):
+    """Tight crops (VoxCeleb 224², LRS2 160²): PC-AVS Input_00010's face fills the frame and its
+    forehead is cut off; the full-range model misses it in every frame (the clip was refused
+    no_face), framed in a black border it finds it."""
+    path = REALAV / "Hangz-nju-cuhk__Talking-Face_PC-AVS" / "Input_00010.mp4"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (real footage lives in ../shared/data/realav)")
+    frames = sample_frames(str(path), TIMES[:6])[0]  # (6, 224, 224, 3)
+    assert all(detector._detect_scaled(f) == [] for f in frames)  # the plain pass: the case this retry is for
+    assert _detected(frames, detector) == 1.0
+    for f in frames:
+        (box, _), *_ = detector.detect(f)
+        assert box[2] - box[0] > 0.4 * 224  # the face that fills the frame, in the frame's coordinates
+        assert 0 <= (box[0] + box[2]) / 2 <= 224 and 0 <= (box[1] + box[3]) / 2 <= 224
+    assert track_face(frames, detector).detected.all()
+
+
+def test_a_framed_search_returns_boxes_in_the_frames_coordinates(detector):
+    path = REALAV / "Hangz-nju-cuhk__Talking-Face_PC-AVS" / "Input_00002.mp4"  # a 224² crop the plain pass finds
+    if not path.exists():
+        pytest.skip(f"{path} is absent (real footage lives in ../shared/data/realav)")
+    frame = sample_frames(str(path), [1.0])[0][0]  # (224, 224, 3)
+    (plain, _), *_ = detector.detect(frame)
+    (framed, _), *_ = detector._detect_framed(frame)
+    # the same face (a box 56 px off, the border's width, would overlap it by under 0.45)
+    assert iou(framed, plain) > 0.65
