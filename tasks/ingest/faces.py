@@ -89,12 +89,18 @@ class FaceDetector:
                 found += [(box + offset, s) for box, s in self._detect_scaled(rgb[y0 : y0 + th, x0 : x0 + tw])]
         return found
 
-    def _detect_framed(self, rgb: np.ndarray, border: float = 0.25) -> list[tuple[Box, float]]:
+    def _detect_framed(self, rgb: np.ndarray, border: float = 0.25, min_side: float = 0.3) -> list[tuple[Box, float]]:
         """A face that fills a small frame and leaves it (tight crops: VoxCeleb, LRS2) is missed by
-        the full-range model; framed in a black border of ``border`` times the long side, it is found."""
+        the full-range model; framed in a black border of ``border`` times the long side, it is found.
+
+        Only faces at least ``min_side`` of the frame's short side count: the search is for a face
+        that fills the frame, and a small false hit here would start the track on it (LRS2 clip
+        lrs2_demo_00009 lost its face that way).
+        """
         pad = int(round(border * max(rgb.shape[:2])))
         framed = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-        return [(box - pad, s) for box, s in self._detect_scaled(framed)]
+        least = min_side * min(rgb.shape[:2])
+        return [(box - pad, s) for box, s in self._detect_scaled(framed) if _side(box) >= least]
 
     def _detect_scaled(self, rgb: np.ndarray) -> list[tuple[Box, float]]:
         h, w = rgb.shape[:2]

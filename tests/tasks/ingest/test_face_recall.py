@@ -102,3 +102,13 @@ def test_a_framed_search_returns_boxes_in_the_frames_coordinates(detector):
     (framed, _), *_ = detector._detect_framed(frame)
     # the same face (a box 56 px off, the border's width, would overlap it by under 0.45)
     assert iou(framed, plain) > 0.65
+
+
+def test_a_framed_search_keeps_only_a_face_that_fills_the_frame(detector):
+    """lrs2_demo_00009 (160²): framed, its first frame gives a false 23 px hit; it must not start the track."""
+    path = REALAV / "smeetrs__deep_avsr" / "lrs2_demo_00009.mp4"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (real footage lives in ../shared/data/realav)")
+    frames = sample_frames(str(path), [0.2 * k for k in range(16)])[0]  # (16, 160, 160, 3)
+    assert all(b[2] - b[0] >= 0.3 * 160 for f in frames for b, _ in detector._detect_framed(f))
+    assert track_face(frames, detector).detected.mean() >= 0.5
