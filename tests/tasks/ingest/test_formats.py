@@ -20,7 +20,7 @@ import pytest
 from tasks.ingest.audio import SILENCE_LOG_MEL, decode_audio
 from tasks.ingest.preprocess import PreprocessConfig, face_detector, preprocess_video
 from tasks.ingest.scan import scan_dfdc
-from tasks.ingest.video import probe
+from tasks.ingest.video import Limits, probe
 
 REALAV = Path(__file__).resolve().parents[4] / "shared" / "data" / "realav"
 
@@ -117,7 +117,7 @@ CONTENT_REASONS = {"too_short", "silent_audio", "no_face", "duplicate_id"}
 def test_every_real_clip_ingests_or_is_refused_for_its_content(clip_mode, detector):
     """The real footage's 147 clips: H.264/HEVC/MPEG-4/MPEG-1, 15-50 fps, 16-48 kHz, portrait and square."""
     scan = scan_dfdc(str(REALAV))
-    cfg = PreprocessConfig(face_size=64, max_clips=1, clip_mode=clip_mode, read_seconds=8.0)
+    cfg = PreprocessConfig(face_size=64, max_clips=1, clip_mode=clip_mode, limits=Limits(read_seconds=8.0))
     refused = {r.rel_path: r.reason for r in scan.rejected}
     for entry in scan.entries:
         try:
