@@ -111,7 +111,7 @@ def test_a_part_of_mpg_files_without_metadata_is_listed_and_refused(tmp_path):
 CONTENT_REASONS = {"too_short", "silent_audio", "no_face", "duplicate_id"}
 
 
-@pytest.mark.slow  # 147 clips twice, ~2-3 min on 2 cores
+@pytest.mark.slow  # 147 clips twice, ~1.5 min on 2 busy cores
 @pytest.mark.skipif(not (REALAV / "provenance.json").exists(), reason="no real footage in ../shared/data/realav")
 @pytest.mark.parametrize("clip_mode", ["spread", "native"])
 def test_every_real_clip_ingests_or_is_refused_for_its_content(clip_mode, detector):
