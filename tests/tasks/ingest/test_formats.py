@@ -108,7 +108,7 @@ def test_a_part_of_mpg_files_without_metadata_is_listed_and_refused(tmp_path):
 
 
 # every reason a clip of the real footage may be refused for: what it holds, never how it is stored
-CONTENT_REASONS = {"too_short", "silent_audio", "no_face", "duplicate_id"}
+CONTENT_REASONS = {"too_short", "silent_audio", "no_face", "duplicate_id", "duplicate_of"}
 
 
 @pytest.mark.slow  # 147 clips twice, ~1.5 min on 2 busy cores
