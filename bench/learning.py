@@ -26,7 +26,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -308,6 +308,62 @@ def run(exp: str, plan: Plan, cache: str, head: str, tubelet: int) -> dict:
     return res
 
 
+# ---------------------------------------------------------------- the report
+def _row(name: str, r: dict) -> str:
+    cells = [f"{r.get(k, float('nan')):.2f}" for k in ("train", *LIPSYNC, "all")]
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+_HEADER = "| run | train AUC | lipsync_offset | audio_swap | mouth_decorrelated | all lip-sync |\n|---|---:|---:|---:|---:|---:|"
+
+
+def report(results: Path) -> str:
+    """The tables of docs/learning.md from the result JSONs under ``results`` (missing ones are skipped)."""
+    load = lambda name: json.loads((results / name).read_text()) if (results / name).exists() else None  # noqa: E731
+    out = ["## Cause 1: the head (300 training identities, 64 held-out, tiny preset, 64 px, tubelet 2)", "",
+           "Held-out AUC (REAL vs each type's fakes, external identities).", "", _HEADER]  # fmt: skip
+    frozen = load("frozen_avff_agree_t2.json")
+    if frozen:
+        for head, r in frozen["heads"].items():
+            out.append(_row(f"{head}, random encoders frozen, head only ({frozen['plan']['head_steps']} steps, batch 32)", r))
+    for head in ("avff_concat", "avff_agree"):
+        t = load(f"trained_{head}_t2.json")
+        if t:
+            for r in t["curve"]:
+                out.append(_row(f"{head}, trained end to end, step {r['step']} (batch 16)", r))
+    out += ["", "Linear (ridge) probe of the generator's true mouth opening from the video tokens at the two mouth "
+            "positions (held-out R², REAL clips):", "", "| encoder | R² |", "|---|---:|"]  # fmt: skip
+    if frozen:
+        out.append(f"| random init | {frozen['probe_r2']:.2f} |")
+    for head in ("avff_concat", "avff_agree"):
+        t = load(f"trained_{head}_t2.json")
+        if t:
+            out.append(f"| after stage 2 with {head} | {t['probe_r2']:.2f} |")
+    sync = load("sync_avff_agree_t2.json")
+    if sync:
+        out += ["", "## Cause 3: stage 1 (REAL clips of the pretrain pool)", "",
+                "| encoder | sync margin (95 % bootstrap) | mouth probe R² |", "|---|---|---:|"]  # fmt: skip
+        for key, r in sync.items():
+            if isinstance(r, dict) and "margin" in r:
+                out.append(f"| {key} | {r['margin']:.2e} [{r['lo']:.2e}, {r['hi']:.2e}] | {r.get('probe_r2', float('nan')):.2f} |")
+        out += ["", _HEADER]
+        for key, r in sync.items():
+            if isinstance(r, dict) and "heads" in r:
+                for head, h in r["heads"].items():
+                    out.append(_row(f"{head} on frozen {key} features", h))
+        for r in sync.get("stage 2 from stage 1", []):
+            out.append(_row(f"avff_agree end to end from stage 1, step {r['step']}", r))
+    ids = sorted(results.glob("ids_avff_agree_t2_ids*.json"))
+    if ids:
+        out += ["", "## Cause 2: identities (avff_agree, trained end to end)", "", _HEADER]
+        for f in ids:
+            for n, rows in load(f.name).items():
+                if n.isdigit():
+                    for r in rows:
+                        out.append(_row(f"{n} identities, step {r['step']}", r))
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("experiments", nargs="*", default=["frozen", "trained", "sync", "ids"],
@@ -318,9 +374,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", default="/tmp/learning", help="generated clips are cached here")
     ap.add_argument("--results", default="/tmp/learning/results", help="one JSON per experiment lands here")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, help="override the plan's stage-2 steps")
+    ap.add_argument("--ids-curve", help="override the plan's identity counts, e.g. 13,50")
+    ap.add_argument("--report", help="write the tables of every result found to this markdown file and exit")
     args = ap.parse_args(argv)
+    if args.report:
+        Path(args.report).write_text(report(Path(args.results)))
+        return
     torch.set_num_threads(args.threads)
     plan = QUICK if args.quick else Plan()
+    if args.steps:
+        plan = replace(plan, steps=args.steps, evals=tuple(e for e in plan.evals if e < args.steps))
+    if args.ids_curve:
+        plan = replace(plan, ids_curve=tuple(int(n) for n in args.ids_curve.split(",")))
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     for exp in args.experiments:
@@ -328,7 +394,8 @@ def main(argv: list[str] | None = None) -> None:
         res = {"plan": dict(vars(plan)), "head": args.head, "tubelet": args.tubelet,
                **run(exp, plan, args.cache, args.head, args.tubelet)}  # fmt: skip
         res["seconds"] = round(time.time() - t0)
-        name = f"{exp}_{args.head}_t{args.tubelet}{'_quick' if args.quick else ''}.json"
+        tag = "_quick" if args.quick else f"_ids{'-'.join(map(str, plan.ids_curve))}" if exp == "ids" else ""
+        name = f"{exp}_{args.head}_t{args.tubelet}{tag}.json"
         (out / name).write_text(json.dumps(res, indent=1))
         print("wrote", out / name, flush=True)
 
