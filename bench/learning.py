@@ -39,6 +39,7 @@ from avff_model import AVFF, get_config  # noqa: E402
 from bench.learning_data import KINDS, cached_clips, to_model  # noqa: E402
 
 LIPSYNC = KINDS[1:]
+BEGIN, END = "<!-- tables: bench/learning.py --report -->", "<!-- end of tables -->"
 
 
 @dataclass
@@ -378,8 +379,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ids-curve", help="override the plan's identity counts, e.g. 13,50")
     ap.add_argument("--report", help="write the tables of every result found to this markdown file and exit")
     args = ap.parse_args(argv)
-    if args.report:
-        Path(args.report).write_text(report(Path(args.results)))
+    if args.report:  # the tables go between the markers; the prose around them is kept
+        path, tables = Path(args.report), f"{BEGIN}\n{report(Path(args.results))}{END}"
+        text = path.read_text() if path.exists() else f"# Learning (issue 22)\n\n{BEGIN}\n{END}\n"
+        head, rest = text.split(BEGIN, 1)
+        path.write_text(head + tables + rest.split(END, 1)[1])
         return
     torch.set_num_threads(args.threads)
     plan = QUICK if args.quick else Plan()
