@@ -67,6 +67,9 @@ def test_avff_binds_the_grids_and_a_shift_in_time_moves_the_logit():
     model = AVFF(get_config("tiny", fusion="avff_agree", sync_branch=False, texture_branch=False)).eval()
     assert model.head.agree_video.num_time == model.cfg.video_grid[0]
     assert model.head.agree_audio.num_time == model.cfg.audio_grid[1]
+    # the grids AVFF binds are the encoders' own token times
+    assert torch.equal(model.head.agree_video.order, torch.argsort(model.video_encoder.token_time(), stable=True))
+    assert torch.equal(model.head.agree_audio.order, torch.argsort(model.audio_encoder.token_time(), stable=True))
     video, audio = torch.randn(2, 3, 16, 64, 64), torch.randn(2, 1, 128, 320)
     with torch.no_grad():
         assert model(video, audio).shape == (2,)
