@@ -304,6 +304,9 @@ def run(exp: str, plan: Plan, cache: str, head: str, tubelet: int) -> dict:
             print("== ids", n, flush=True)
             res[str(n)] = train_stage2(build(head, tubelet=tubelet), Clips.of(raw_train, n), test, steps=plan.steps,
                                        evals=plan.evals)  # fmt: skip
+    elif exp.startswith("unseen:"):  # a type's fakes kept out of training, the others in
+        kept = train.subset((train.kind != KINDS.index(exp.split(":", 1)[1])).nonzero().flatten())
+        res["curve"] = train_stage2(build(head, tubelet=tubelet), kept, test, steps=plan.steps, evals=plan.evals)
     else:
         raise KeyError(f"unknown experiment {exp!r}")
     return res
@@ -346,7 +349,8 @@ def report(results: Path) -> str:
                 "| encoder | sync margin (95 % bootstrap) | mouth probe R² |", "|---|---|---:|"]  # fmt: skip
         for key, r in sync.items():
             if isinstance(r, dict) and "margin" in r:
-                out.append(f"| {key} | {r['margin']:.2e} [{r['lo']:.2e}, {r['hi']:.2e}] | {r.get('probe_r2', float('nan')):.2f} |")
+                r2 = f"{r['probe_r2']:.2f}" if "probe_r2" in r else "—"
+                out.append(f"| {key} | {r['margin']:.2e} [{r['lo']:.2e}, {r['hi']:.2e}] | {r2} |")
         out += ["", _HEADER]
         for key, r in sync.items():
             if isinstance(r, dict) and "heads" in r:
@@ -362,13 +366,23 @@ def report(results: Path) -> str:
                 if n.isdigit():
                     for r in rows:
                         out.append(_row(f"{n} identities, step {r['step']}", r))
+        t = load("trained_avff_agree_t2.json")
+        for r in t["curve"] if t else []:
+            out.append(_row(f"{t['plan']['ids']} identities, step {r['step']} (cause 1's run)", r))
+    unseen = sorted(results.glob("unseen-*_avff_agree_t2.json"))
+    if unseen:
+        out += ["", "## Unseen types (avff_agree, trained end to end, 300 identities; one type's fakes never in training)",
+                "", _HEADER]  # fmt: skip
+        for f in unseen:
+            for r in load(f.name)["curve"]:
+                out.append(_row(f"without {f.name.split('_avff')[0][len('unseen-'):]}, step {r['step']}", r))
     return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("experiments", nargs="*", default=["frozen", "trained", "sync", "ids"],
-                    help="frozen, trained, sync, ids (default: all)")  # fmt: skip
+                    help="frozen, trained, sync, ids, unseen:<type> (default: the first four)")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every experiment")
     ap.add_argument("--head", default="avff_agree", help="stage-2 head of trained / sync / ids")
     ap.add_argument("--tubelet", type=int, default=2)
@@ -399,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
                **run(exp, plan, args.cache, args.head, args.tubelet)}  # fmt: skip
         res["seconds"] = round(time.time() - t0)
         tag = "_quick" if args.quick else f"_ids{'-'.join(map(str, plan.ids_curve))}" if exp == "ids" else ""
-        name = f"{exp}_{args.head}_t{args.tubelet}{tag}.json"
+        name = f"{exp.replace(':', '-')}_{args.head}_t{args.tubelet}{tag}.json"
         (out / name).write_text(json.dumps(res, indent=1))
         print("wrote", out / name, flush=True)
 
