@@ -80,9 +80,12 @@ def logits_of(model: AVFF, data: Clips, batch: int = 64) -> torch.Tensor:
 
 def aucs(model: AVFF, data: Clips) -> dict[str, float]:
     """REAL vs each lip-sync type's fakes: {kind: AUC}, plus "all"."""
-    p, y, k = logits_of(model, data).numpy(), data.label.numpy(), data.kind.numpy()
-    out = {name: float(roc_auc_score(y[(k == 0) | (k == i)], p[(k == 0) | (k == i)]))
-           for i, name in enumerate(KINDS) if i > 0}  # fmt: skip
+    return _per_kind(logits_of(model, data).numpy(), data.label.numpy(), data.kind.numpy())
+
+
+def _per_kind(p: np.ndarray, y: np.ndarray, k: np.ndarray) -> dict[str, float]:
+    """scores p, labels y, kinds k (N,) -> {type: AUC of REAL vs that type, "all": AUC}."""
+    out = {name: float(roc_auc_score(y[(k == 0) | (k == i)], p[(k == 0) | (k == i)])) for i, name in enumerate(KINDS) if i}
     out["all"] = float(roc_auc_score(y, p))
     return out
 
@@ -92,7 +95,8 @@ def train_stage2(model: AVFF, train: Clips, test: Clips, *, steps: int, batch: i
     """BCE on balanced batches (half REAL, half FAKE of random types); -> curve rows at ``evals`` + the end."""
     params = list(model.head.parameters()) if freeze_encoders else list(model.classifier_parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    warmup_cosine = lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps))  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)
     g = torch.Generator().manual_seed(seed)
     real, fake = (train.label == 0).nonzero().flatten(), (train.label == 1).nonzero().flatten()
     probe = torch.randperm(len(train.label), generator=g)[:256]
@@ -132,9 +136,7 @@ def head_aucs(head: torch.nn.Module, feats: dict, data: Clips) -> dict[str, floa
         p = torch.cat([head({k: v[i : i + 256] for k, v in feats.items()}) for i in range(0, len(data.label), 256)])
     head.train()
     p, y, k = p.float().numpy(), data.label.numpy(), data.kind.numpy()
-    out = {name: float(roc_auc_score(y[(k == 0) | (k == i)], p[(k == 0) | (k == i)])) for i, name in enumerate(KINDS) if i > 0}
-    out["all"] = float(roc_auc_score(y, p))
-    return out
+    return _per_kind(p, y, k)
 
 
 def train_head(head_name: str, encoder: AVFF, f_train: dict, train: Clips, f_test: dict, test: Clips, *, steps: int,
@@ -244,7 +246,8 @@ def mouth_probe(model: AVFF, train: Clips, test: Clips, mouth: torch.Tensor, rid
     (xa, ya), (xb, yb) = xy(train), xy(test)
     mu, sd = xa.mean(0), xa.std(0) + 1e-6
     xa, xb = (xa - mu) / sd, (xb - mu) / sd
-    xa1, xb1 = torch.cat([xa, torch.ones(len(xa), 1, dtype=xa.dtype)], 1), torch.cat([xb, torch.ones(len(xb), 1, dtype=xb.dtype)], 1)
+    bias = lambda x: torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)  # noqa: E731
+    xa1, xb1 = bias(xa), bias(xb)
     w = torch.linalg.solve(xa1.T @ xa1 + ridge * torch.eye(xa1.shape[1], dtype=xa.dtype), xa1.T @ ya)
     return float(1 - ((xb1 @ w - yb) ** 2).mean() / yb.var())
 
@@ -318,7 +321,8 @@ def _row(name: str, r: dict) -> str:
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
-_HEADER = "| run | train AUC | lipsync_offset | audio_swap | mouth_decorrelated | all lip-sync |\n|---|---:|---:|---:|---:|---:|"
+_HEADER = ("| run | train AUC | lipsync_offset | audio_swap | mouth_decorrelated | all lip-sync |\n"
+           "|---|---:|---:|---:|---:|---:|")
 
 
 def report(results: Path) -> str:
@@ -329,7 +333,8 @@ def report(results: Path) -> str:
     frozen = load("frozen_avff_agree_t2.json")
     if frozen:
         for head, r in frozen["heads"].items():
-            out.append(_row(f"{head}, random encoders frozen, head only ({frozen['plan']['head_steps']} steps, batch 32)", r))
+            steps = frozen["plan"]["head_steps"]
+            out.append(_row(f"{head}, random encoders frozen, head only ({steps} steps, batch 32)", r))
     for head in ("avff_concat", "avff_agree"):
         t = load(f"trained_{head}_t2.json")
         if t:

@@ -60,7 +60,7 @@ def make_clips(pool: str, n_ids: int, *, seed: int = 0, img: int = 64, render_si
     n_render = int(round(DURATION * FPS_RENDER))  # 80 frames at 25 fps
     idx = np.arange(T) * int(FPS_RENDER / FPS)  # the 5 fps frames ingest keeps
     faces = ds.pool_faces(seed, n_ids, pool)
-    donors = ds.pool_sources(pool)[0] if hasattr(ds, "pool_sources") else ()
+    donors = ds.pool_sources(pool)[0]
     rng_of = lambda *key: ds._rng(seed, *ds._POOL_KEYS[pool], *key)  # noqa: E731  (the generator's streams)
     lead = ds.ShortcutControls().lead_silence_s
     voices = [ds._speaker(rng_of(k, 1), DURATION, RATE, lead) for k in range(n_ids)]
