@@ -340,6 +340,9 @@ def report(results: Path) -> str:
         if t:
             for r in t["curve"]:
                 out.append(_row(f"{head}, trained end to end, step {r['step']} (batch 16)", r))
+    t1 = load("trained_avff_agree_t1.json")
+    for r in t1["curve"] if t1 else []:
+        out.append(_row(f"avff_agree, tubelet 1 (16 time tokens), trained end to end, step {r['step']}", r))
     out += ["", "Linear (ridge) probe of the generator's true mouth opening from the video tokens at the two mouth "
             "positions (held-out R², REAL clips):", "", "| encoder | R² |", "|---|---:|"]  # fmt: skip
     if frozen:
