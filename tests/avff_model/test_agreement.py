@@ -95,14 +95,14 @@ def _sync_task(n: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor
     return {"video": video.flatten(1, 2), "a2v": a2v.flatten(1, 2), "audio": audio, "v2a": v2a}, label
 
 
-def _fit_and_score(name: str) -> float:
+def _fit_and_score(name: str, n: int = 512, steps: int = 150) -> float:
     torch.manual_seed(0)
     head = build_head(name, video_width=D, audio_width=D, hidden=8, heads=1, dropout=0.0)
     if hasattr(head, "bind_time"):
         head.bind_time(torch.arange(T_ * S) // S, torch.arange(T_ * S) // S)
     opt = torch.optim.Adam(head.parameters(), lr=3e-3)
-    feats, y = _sync_task(512, 0)
-    for _ in range(150):
+    feats, y = _sync_task(n, 0)
+    for _ in range(steps):
         loss = F.binary_cross_entropy_with_logits(head(feats), y)
         opt.zero_grad()
         loss.backward()
