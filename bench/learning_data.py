@@ -14,7 +14,6 @@ kind (N,) index into KINDS, ident (N,), mouth (N, T) the generator's true mouth 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,26 +21,22 @@ import torch
 import torch.nn.functional as F
 
 from tasks.ingest.audio import MelSpec, log_mel
-from tasks.synthetic import dfdc_sample as ds
-from tasks.synthetic.faces import draw_look, draw_scene, render
+from tasks.synthetic.dfdc_sample import LIPSYNC_MANIPULATIONS, lipsync_clips
 from tasks.train.data import AUDIO_MEAN, AUDIO_STD, IMAGENET_MEAN, IMAGENET_STD
 
-KINDS = ("real", "lipsync_offset", "audio_swap", "mouth_decorrelated")
+KINDS = ("real", *LIPSYNC_MANIPULATIONS)
 RATE, FPS_RENDER, FPS, T, TM = 16000, 25.0, 5.0, 16, 320
 DURATION = T / FPS  # 3.2 s
 _SIDE = 1.3 * 1.15  # crop side / face_px: ingest's face margin over a detector box ~15 % wider than face_px
 
 
-def _crop(frames: np.ndarray, scene, idx: np.ndarray, img: int) -> torch.Tensor:
-    """frames (T, H, W, 3) uint8 -> (3, T, img, img) uint8, a square around each frame's face centre."""
-    side = int(round(_SIDE * scene.face_px * float(np.mean(scene.scale))))
-    h, w = frames.shape[1:3]
-    pad = side
-    padded = np.pad(frames, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+def _crop(frames: np.ndarray, centre: np.ndarray, face_side: float, img: int) -> torch.Tensor:
+    """frames (T, H, W, 3) uint8, centre (T, 2) -> (3, T, img, img) uint8, a square round each face centre."""
+    side = int(round(_SIDE * face_side))
+    padded = np.pad(frames, ((0, 0), (side, side), (side, side), (0, 0)))
     out = []
-    for i, j in enumerate(idx):
-        y0 = int(round(scene.cy[j] - side / 2)) + pad
-        x0 = int(round(scene.cx[j] - side / 2)) + pad
+    for i, (cx, cy) in enumerate(centre):
+        y0, x0 = int(round(cy - side / 2)) + side, int(round(cx - side / 2)) + side
         out.append(padded[i, y0 : y0 + side, x0 : x0 + side])
     x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float()  # (T, 3, side, side)
     x = F.interpolate(x, size=(img, img), mode="bilinear", antialias=True, align_corners=False)
@@ -57,46 +52,16 @@ def _mel(audio: np.ndarray) -> torch.Tensor:
 
 def make_clips(pool: str, n_ids: int, *, seed: int = 0, img: int = 64, render_size: int = 160) -> dict:
     """REAL + one fake per lip-sync type for each of ``n_ids`` identities of ``pool`` (see module doc)."""
-    n_render = int(round(DURATION * FPS_RENDER))  # 80 frames at 25 fps
-    idx = np.arange(T) * int(FPS_RENDER / FPS)  # the 5 fps frames ingest keeps
-    faces = ds.pool_faces(seed, n_ids, pool)
-    donors = ds.pool_sources(pool)[0]
-    rng_of = lambda *key: ds._rng(seed, *ds._POOL_KEYS[pool], *key)  # noqa: E731  (the generator's streams)
-    lead = ds.ShortcutControls().lead_silence_s
-    voices = [ds._speaker(rng_of(k, 1), DURATION, RATE, lead) for k in range(n_ids)]
-    out = {"video": [], "mel": [], "label": [], "kind": [], "ident": [], "mouth": []}
-    for k, voice in enumerate(voices):
-        look = draw_look(rng_of(k, 0), faces[k])
-        scene = draw_scene(rng_of(k, 3), look, (render_size, render_size), n_render, FPS_RENDER)
-        sub = replace(scene, cx=scene.cx[idx], cy=scene.cy[idx], scale=scene.scale[idx], angle=scene.angle[idx],
-                      blink=scene.blink[idx])  # fmt: skip
-        audio = ds._clip_audio(voice.stream, voice.lead_s, RATE, DURATION)
-        mouth = ds._mouth(audio, RATE, FPS_RENDER, n_render)  # (80,)
-        frames = render(sub, mouth[idx])  # (T, H, W, 3)
-        orig = ds._Original(look, scene, voice, audio, mouth, frames, voices[:k] + voices[k + 1 :], donors, DURATION,
-                            FPS_RENDER, RATE, lead)  # fmt: skip
-        clips = [(frames, audio, mouth[idx])]
-        for name in KINDS[1:]:
-            rng = rng_of(k, 10 + ds.MANIPULATIONS.index(name))
-            if name == "mouth_decorrelated":  # the generator's manipulation, rendered at 5 fps only
-                v2 = ds._speaker(rng, DURATION, RATE, lead)
-                m2 = ds._mouth(ds._clip_audio(v2.stream, v2.lead_s, RATE, DURATION), RATE, FPS_RENDER, n_render)
-                clips.append((render(sub, m2[idx]), audio, m2[idx]))
-            else:
-                _, fa = ds._REGISTRY[name](rng, orig)
-                clips.append((frames, fa, mouth[idx]))
-        for j, (fr, au, mo) in enumerate(clips):
-            fin = ds._finish(au, rng_of(k, 2 + 100 * j), ds.ShortcutControls())
-            out["video"].append(_crop(fr, sub, np.arange(T), img))
-            out["mel"].append(_mel(fin))
-            out["label"].append(int(j > 0))
-            out["kind"].append(j)
-            out["ident"].append(k)
-            out["mouth"].append(torch.from_numpy(mo.astype(np.float32)))
+    clips = lipsync_clips(n_ids, pool=pool, seed=seed, duration_s=DURATION, size=(render_size, render_size),
+                          fps=FPS_RENDER, keep_every=int(FPS_RENDER / FPS), audio_rate=RATE)  # fmt: skip
     return {
-        "video": torch.stack(out["video"]), "mel": torch.stack(out["mel"]), "label": torch.tensor(out["label"]),
-        "kind": torch.tensor(out["kind"]), "ident": torch.tensor(out["ident"]), "mouth": torch.stack(out["mouth"]),
-    }  # fmt: skip
+        "video": torch.stack([_crop(c.frames, c.centre, c.face_side, img) for c in clips]),
+        "mel": torch.stack([_mel(c.audio) for c in clips]),
+        "label": torch.tensor([int(c.manipulation is not None) for c in clips]),
+        "kind": torch.tensor([KINDS.index(c.manipulation or "real") for c in clips]),
+        "ident": torch.tensor([c.identity for c in clips]),
+        "mouth": torch.stack([torch.from_numpy(c.mouth) for c in clips]),
+    }
 
 
 def cached_clips(cache: Path, pool: str, n_ids: int, **kw) -> dict:
