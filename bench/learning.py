@@ -1,7 +1,10 @@
 """Why the AVFF core learns nothing on the lip-sync fakes (issue 22): the separating experiments.
 
-    uv run python bench/learning.py --quick          # ~10 min on one CPU core
-    uv run python bench/learning.py                  # the docs/learning.md run (~60 min, one core)
+    uv run python bench/learning.py --quick                      # every experiment, tiny sizes (~3 min)
+    uv run python bench/learning.py frozen trained sync ids      # docs/learning.md's runs (~30 min each, one core)
+    uv run python bench/learning.py trained --head avff_concat   # one experiment, another head (--tubelet 1 ...)
+    uv run python bench/learning.py unseen:audio_swap --steps 200  # one type's fakes kept out of training
+    uv run python bench/learning.py --report docs/learning.md    # rewrite docs/learning.md's tables
 
 No signal branches anywhere (``sync_branch=False, texture_branch=False``): the paper's model only.
 Clips come from the synthetic generator in-process (bench/learning_data.py): one REAL and one fake
