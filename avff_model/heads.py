@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .agreement import TemporalAgreement
 from .fusion import SYNC_FEATURES, XMODAL_FEATURES
 from .layers import Block, init_weights
 
@@ -123,6 +124,29 @@ class AVFFCrossModalHead(AVFFConcatHead):
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.mlp(torch.cat([self.pooled(feats), feats["xmodal"]], dim=1)).squeeze(-1)  # (B,)
+
+
+@register_head("avff_agree")
+class AVFFAgreeHead(AVFFConcatHead):
+    """avff_concat plus the temporal agreement of each modality with the other's prediction
+    (:class:`avff_model.agreement.TemporalAgreement`): per position, the correlation over time
+    of v with A2V(a) and of a with V2A(v) at lags of -1, 0, +1 time tokens. The product the
+    lip-sync cue needs (mouth x loudness) is computed, not left to one GELU layer."""
+
+    def __init__(self, dv: int, da: int, hidden: int, heads: int, dropout: float):
+        super().__init__(dv, da, hidden, heads, dropout)
+        self.agree_video = TemporalAgreement(dv, max(hidden // 4, 4))
+        self.agree_audio = TemporalAgreement(da, max(hidden // 4, 4))
+        self.mlp = mlp_head(2 * hidden + self.agree_video.out_dim + self.agree_audio.out_dim, hidden, dropout)
+
+    def bind_time(self, video_time: torch.Tensor, audio_time: torch.Tensor) -> None:
+        """(L_v,), (L_a,) time index of each token (AVFF calls this once)."""
+        self.agree_video.bind_time(video_time)
+        self.agree_audio.bind_time(audio_time)
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        agree = [self.agree_video(feats["video"], feats["a2v"]), self.agree_audio(feats["audio"], feats["v2a"])]
+        return self.mlp(torch.cat([self.pooled(feats), *agree], dim=1)).squeeze(-1)  # (B,)
 
 
 @register_head("attention")

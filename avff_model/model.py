@@ -117,6 +117,9 @@ class AVFF(nn.Module):
             cfg.fusion, video_width=dv, audio_width=da, hidden=cfg.head_hidden, heads=cfg.head_heads,
             dropout=cfg.dropout,
         )  # fmt: skip
+        if hasattr(self.head, "bind_time"):  # heads that regroup tokens by time (avff_agree); CPU: works on "meta"
+            (_, gh, gw), (_, tm) = cfg.video_grid, cfg.audio_grid
+            self.head.bind_time(torch.arange(lv, device="cpu") // (gh * gw), torch.arange(la, device="cpu") % tm)
         seen = set(self.head.inputs)
         sync, texture = cfg.sync_branch and {"video", "audio"} <= seen, cfg.texture_branch and "video" in seen
         self.signals = SignalFeatures(cfg.n_mels, sync=sync, texture=texture) if sync or texture else None

@@ -32,6 +32,9 @@ def _head(cfg: AVFFConfig) -> int:
         "avff_concat": _token_mlp(2 * dv, h) + _token_mlp(2 * da, h) + _mlp_head(2 * h, h),
         "avff_sync": _token_mlp(2 * dv, h) + _token_mlp(2 * da, h) + _mlp_head(2 * h + SYNC_FEATURES, h),
         "avff_xmodal": _token_mlp(2 * dv, h) + _token_mlp(2 * da, h) + _mlp_head(2 * h + XMODAL_FEATURES, h),
+        # avff_concat + two TemporalAgreement (own and cross projections to h/4), lags -1, 0, 1
+        "avff_agree": _token_mlp(2 * dv, h) + _token_mlp(2 * da, h) + 2 * _token_mlp(dv, max(h // 4, 4))
+        + 2 * _token_mlp(da, max(h // 4, 4)) + _mlp_head(2 * h + 12 * max(h // 4, 4), h),
         "attention": (dv + 1) * h + (da + 1) * h + 3 * h + _block(h, 4.0) + 2 * h + h + 1,
         "late": _mlp_head(dv, h) + _mlp_head(da, h),
         "video_only": _mlp_head(dv, h),

@@ -411,3 +411,62 @@ def make_single_folder_sample(out_dir: str | Path, **kwargs) -> Path:
     if "parts" in kwargs:
         raise TypeError("make_single_folder_sample writes no parts; use make_dfdc_sample")
     return make_dfdc_sample(out_dir, parts=0, **kwargs)
+
+
+# --------------------------------------------------------------------------- in memory (bench/learning.py)
+
+LIPSYNC_MANIPULATIONS = ("lipsync_offset", "audio_swap", "mouth_decorrelated")
+
+
+@dataclass(frozen=True)
+class MemoryClip:
+    """One clip of :func:`lipsync_clips`: frames (N', H, W, 3) uint8, finished audio (n,) float32,
+    the mouth opening shown in each frame (N',), the face centre (N', 2) x, y and its side in pixels."""
+
+    identity: int
+    manipulation: str | None  # None for the REAL clip
+    frames: np.ndarray
+    audio: np.ndarray
+    mouth: np.ndarray
+    centre: np.ndarray
+    face_side: float
+
+
+def lipsync_clips(n_real: int, *, pool: str = "train", seed: int = 0, duration_s: float = 3.2,
+                  size: tuple[int, int] = (160, 160), fps: float = 25, keep_every: int = 5,
+                  audio_rate: int = 16000) -> list[MemoryClip]:  # fmt: skip
+    """The REAL clip and one fake per :data:`LIPSYNC_MANIPULATIONS` of each of ``n_real`` identities,
+    in memory, with :func:`make_dfdc_sample`'s faces, voices, random streams and manipulations; only
+    every ``keep_every``-th frame is rendered (5 of 25 fps: the frames ingest keeps). No encoding."""
+    controls = ShortcutControls()
+    n_frames = int(round(duration_s * fps))
+    idx = np.arange(0, n_frames, keep_every)
+    faces, donors = pool_faces(seed, n_real, pool), pool_sources(pool)[0]
+    rng_of = lambda *key: _rng(seed, *_POOL_KEYS[pool], *key)  # noqa: E731
+    voices = [_speaker(rng_of(k, 1), duration_s, audio_rate, controls.lead_silence_s) for k in range(n_real)]
+    out = []
+    for k, voice in enumerate(voices):
+        look = draw_look(rng_of(k, 0), faces[k])
+        scene = draw_scene(rng_of(k, 3), look, size, n_frames, fps)
+        sub = replace(scene, cx=scene.cx[idx], cy=scene.cy[idx], scale=scene.scale[idx], angle=scene.angle[idx],
+                      blink=scene.blink[idx])  # fmt: skip
+        audio = _clip_audio(voice.stream, voice.lead_s, audio_rate, duration_s)
+        mouth = _mouth(audio, audio_rate, fps, n_frames)
+        frames = render(sub, mouth[idx])
+        original = _Original(look, scene, voice, audio, mouth, frames, voices[:k] + voices[k + 1 :], donors,
+                             duration_s, fps, audio_rate, controls.lead_silence_s)  # fmt: skip
+        clips = [(None, frames, audio, mouth[idx])]
+        for name in LIPSYNC_MANIPULATIONS:
+            rng = rng_of(k, 10 + MANIPULATIONS.index(name))
+            if name == "mouth_decorrelated":  # _mouth_decorrelated's draws, rendered at the kept frames only
+                other = _speaker(rng, duration_s, audio_rate, controls.lead_silence_s)
+                m2 = _mouth(_clip_audio(other.stream, other.lead_s, audio_rate, duration_s), audio_rate, fps, n_frames)
+                clips.append((name, render(sub, m2[idx]), audio, m2[idx]))
+            else:  # sound-only manipulations: the REAL frames
+                clips.append((name, frames, _REGISTRY[name](rng, original)[1], mouth[idx]))
+        centre = np.stack([sub.cx, sub.cy], axis=1)  # (N', 2)
+        side = float(scene.face_px * np.mean(sub.scale))
+        for j, (name, fr, au, mo) in enumerate(clips):
+            fin = _finish(au, rng_of(k, 2 + 100 * j), controls)
+            out.append(MemoryClip(k, name, fr, fin, mo.astype(np.float32), centre, side))
+    return out

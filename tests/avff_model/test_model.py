@@ -327,7 +327,7 @@ def test_single_modality_heads_ignore_the_other_input(head, ignored):
 
 
 def test_all_required_heads_are_registered():
-    assert set(list_heads()) == {"avff_concat", "avff_sync", "avff_xmodal", "attention", "late", "video_only",
+    assert set(list_heads()) == {"avff_concat", "avff_agree", "avff_sync", "avff_xmodal", "attention", "late", "video_only",
                                  "audio_only", "signals_only"}  # fmt: skip
 
 
