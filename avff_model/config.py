@@ -48,7 +48,7 @@ class AVFFConfig:
     norm_pix_loss: bool = False  # MAE's per-patch normalised targets
     disc_hidden: int = 256
     # stage-2 classifier
-    fusion: str = "avff_concat"  # a name in avff_model.heads (validated by AVFF)
+    fusion: str = "avff_agree"  # a name in avff_model.heads (validated by AVFF); docs/learning.md: why not avff_concat
     head_hidden: int = 512
     head_heads: int = 8  # only the "attention" head uses it
     dropout: float = 0.0
