@@ -17,6 +17,8 @@ from torch import nn
 
 from .layers import init_weights
 
+MIN_TIME = 3  # fewer time steps carry no correlation: the features are then zeros
+
 
 class TemporalAgreement(nn.Module):
     """own (B, L, D), cross (B, L, D) on the same token grid -> (B, 2 * len(lags) * H).
@@ -57,6 +59,8 @@ class TemporalAgreement(nn.Module):
         return x / (x.pow(2).mean(dim=1, keepdim=True) + 1e-4).sqrt()
 
     def forward(self, own: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
+        if 0 < self.num_time < MIN_TIME:  # two standardised steps are +-1 whatever the clip: noise, not agreement
+            return own.new_zeros(own.shape[0], self.out_dim)
         o, c = self._grid(self.own(own)), self._grid(self.cross(cross))  # (B, T', S, H) each
         t = self.num_time
         corr = []

@@ -116,3 +116,12 @@ def test_the_agreement_head_learns_a_product_over_time_better_than_concat():
     """Same data, steps and seed: held-out accuracy 0.84 against 0.78 when written (CPU)."""
     agree, concat = _fit_and_score("avff_agree"), _fit_and_score("avff_concat")
     assert agree > 0.8 and agree > concat + 0.03, (agree, concat)
+
+
+def test_two_time_steps_give_zeros_not_noise():
+    """Standardised over two steps every series is +-1, so its 'correlation' is a coin flip: the
+    features are zeros there (the 4-frame test clips), and the head is avff_concat's in effect."""
+    m = TemporalAgreement(D, 5)
+    m.bind_time(torch.arange(2).repeat_interleave(3))  # T' = 2, S = 3
+    out = m(torch.randn(4, 6, D), torch.randn(4, 6, D))
+    torch.testing.assert_close(out, torch.zeros(4, m.out_dim))
