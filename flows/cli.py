@@ -30,10 +30,19 @@ def _add_ingest(sub) -> None:
 
 
 def _ingest(args) -> int:
-    from flows.ingest import ingest_dfdc
+    from pydantic import ValidationError
+
+    from flows.preflight import ConfigError, check_ingest_inputs
     from tasks.ingest.settings import IngestSettings
 
-    cfg = IngestSettings.model_validate(_ingest_flags().values(args))
+    flags = _ingest_flags()
+    try:  # before the flow's import and its run: a refused command leaves no failed run behind
+        cfg = IngestSettings.model_validate(flags.values(args))
+        check_ingest_inputs(cfg.data, cfg.out, cfg.identities)
+    except (ValidationError, ConfigError) as e:
+        return flags.usage_error("ingest", e)
+    from flows.ingest import ingest_dfdc
+
     print(json.dumps(ingest_dfdc(cfg), indent=2))
     return 0
 

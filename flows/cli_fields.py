@@ -212,6 +212,11 @@ class ConfigFlags:
                 clauses.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
             text = "; ".join(clauses)
         else:
-            text = " ".join(str(error).split())
-        print(f"avff {command}: error: {text}", file=sys.stderr)
-        return 2
+            text = str(error)
+        return refused(command, text)
+
+
+def refused(command: str, reason: str) -> int:
+    """Print why a command cannot run as one line on stderr; exit status 2 (like argparse), no run started."""
+    print(f"avff {command}: error: {' '.join(str(reason).split())}", file=sys.stderr)
+    return 2

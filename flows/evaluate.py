@@ -30,7 +30,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows import links
-from flows.cli_predict import model_uri
+from flows.preflight import check_evaluate_inputs, model_uri
 from flows.train import resolve_tracking_uri
 from storage.shard_schema import REAL
 from tasks.evaluate.videos import defined, evaluate_videos, evaluation_markdown, prior_warning, undefined
@@ -234,6 +234,7 @@ def _run_tags(model: ResolvedModel, config: EvaluateConfig, flow_run: dict[str, 
 def evaluate_avff(config: EvaluateConfig) -> dict:
     """Score every video of config.data with config.model; log metrics, table and scores to MLflow."""
     log = get_run_logger()
+    check_evaluate_inputs(config.data, config.model, config.out)  # again: a run from the UI skipped the CLI's
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     model = resolve_model(config.model)

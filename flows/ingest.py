@@ -26,6 +26,7 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
+from flows.preflight import check_ingest_inputs
 from storage import fs
 from storage.tables import ManifestRow, RefusedRow, read_table, write_table
 from tasks.ingest import units as steps
@@ -293,6 +294,7 @@ def write_index(cfg: IngestSettings, records: list[dict], result: "steps.ScanRes
 def ingest_dfdc(config: IngestSettings) -> dict:
     """DFDC videos -> WebDataset shards + manifest.parquet + shards.parquet + quarantine.parquet."""
     t0 = time.perf_counter()
+    check_ingest_inputs(config.data, config.out, config.identities)  # again: a run from the UI skipped the CLI's
     with steps.output_lock(config.out):
         units, result = scan_and_plan(config)
         records, failed, skipped = process_units(units, config)
