@@ -10,14 +10,15 @@ import sys
 import warnings
 from dataclasses import asdict
 
-from flows.preflight import model_uri
+from flows.preflight import MODEL_FORMS, model_uri
 
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="score videos with a registered (or local) AVFF model")
-    p.add_argument("videos", nargs="+")
+    p = sub.add_parser("predict", help="score videos with a registered (or local) AVFF model",
+                       description="FAKE / REAL per video with the model's own threshold; runs here, no flow run.")
+    p.add_argument("videos", nargs="+", help="video files to score")
     p.add_argument("--model", default="avff-dfdc@latest",
-                   help="NAME@VERSION|NAME@latest|NAME@alias (MLflow registry), models:/ or runs:/ URI, or a local path")
+                   help=f"{MODEL_FORMS} (default: %(default)s)")
     p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else http://127.0.0.1:5000")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per video on stdout")
