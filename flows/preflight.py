@@ -114,3 +114,18 @@ def check_ingest_inputs(data: str, out: str, identities: str | None) -> None:
     require_folder(data, "data folder")
     require_output_folder(out)
     require_path(identities, "identities file")
+
+
+# errors a retry cannot change: the same input fails the same way (a storage blip is an OSError of another kind)
+DETERMINISTIC = (ConfigError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def retry_unless_deterministic(task, task_run, state) -> bool:
+    """A Prefect ``retry_condition_fn``: retry a failed task unless its error is :data:`DETERMINISTIC`."""
+    error = state.data if isinstance(state.data, BaseException) else None
+    if error is None:
+        try:
+            state.result(raise_on_failure=True)
+        except BaseException as e:  # the failed state's own exception
+            error = e
+    return not isinstance(error, DETERMINISTIC)

@@ -85,3 +85,31 @@ def test_an_existing_folder_is_a_model_path(tmp_path):
     assert model_uri(str(tmp_path)) == str(tmp_path)
     with pytest.raises(ConfigError, match="NAME@alias"):
         model_uri("@")
+
+
+def test_a_deterministic_error_is_not_retried_but_a_blip_is():
+    from prefect.states import Failed
+
+    from flows.preflight import retry_unless_deterministic
+
+    for error in (ConfigError("no"), FileNotFoundError("no metadata.json"), NotADirectoryError("x")):
+        assert not retry_unless_deterministic(None, None, Failed(data=error))
+    assert retry_unless_deterministic(None, None, Failed(data=OSError("connection reset")))
+
+
+def test_an_ingest_of_a_folder_without_videos_scans_once(prefect_server, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.ingest import ingest_dfdc
+    from tasks.ingest.settings import IngestSettings
+
+    (tmp_path / "empty").mkdir()
+    config = IngestSettings(data=str(tmp_path / "empty"), out=str(tmp_path / "o"), executor="local", progress=False)
+    state = ingest_dfdc(config, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(FileNotFoundError, match="no metadata.json and no dfdc_train_part_"):
+        state.result()
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    assert [(r.name.rsplit("-", 1)[0], r.run_count) for r in runs] == [("scan-and-plan", 1)]  # one attempt, no retries
