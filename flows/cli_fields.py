@@ -208,8 +208,9 @@ class ConfigFlags:
         if callable(errors):  # a pydantic ValidationError: one clause per field
             clauses = []
             for e in errors():
-                where = self.flag_of(str(e["loc"][0])) if e["loc"] else "config"
-                clauses.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
+                message = e["msg"].removeprefix("Value error, ")
+                # a check across fields (loc empty) names its fields itself
+                clauses.append(f"{self.flag_of(str(e['loc'][0]))}: {message}" if e["loc"] else message)
             text = "; ".join(clauses)
         else:
             text = str(error)
