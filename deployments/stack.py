@@ -525,8 +525,13 @@ def exports(env: dict[str, str]) -> str:
     return "\n".join(f"export {k}={v}" for k, v in env.items())
 
 
+NOT_RUNNING = 3  # `status` of a stack with nothing running (LSB's "program is not running")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["up", "down", "status", "env"])
+    p.add_argument("action", choices=["up", "down", "status", "env"],
+                   help="status exits 0 when prefect, mlflow and the worker are healthy, 1 when some are not, "
+                   f"{NOT_RUNNING} when nothing runs; env prints the exports")  # fmt: skip
     p.add_argument("--with-ray", action="store_true", help="also start a Ray head (RAY_ADDRESS for the worker)")
     p.add_argument("--home", default=None, help="state directory (default: $AVFF_HOME, else ./.avff/stack)")
 
@@ -546,6 +551,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"stopped: {', '.join(stopped) or 'nothing was running'}", file=sys.stderr)
         elif args.action == "status":
             rows = stack.status()
+            if not any(s["running"] for s in rows.values()):  # nothing to export or to look at
+                print(f"stack not running (home {stack.home}): start it with `avff stack up`")
+                return NOT_RUNNING
             for name, s in rows.items():
                 state = "healthy" if s["healthy"] else ("starting/unhealthy" if s["running"] else "stopped")
                 print(f"{name:8s} {state:18s} pid {str(s['pid'] or '-'):8s} {s['url']}")

@@ -1,8 +1,9 @@
 """The ``avff`` command: sample, ingest, train, evaluate, predict, cv, ablate, stack.
 
-Each subcommand builds the flow's typed config from its flags and calls the flow (so a
-CLI run is a Prefect flow run too: against PREFECT_API_URL when set, else a temporary
-local server).
+ingest, train, evaluate, cv and ablate build their flow's typed config from the flags and call
+the flow (so such a CLI run is a Prefect flow run too: against PREFECT_API_URL when set, else a
+temporary local server), after checking the inputs that cannot work (flows/preflight.py).
+predict, sample and stack run in this process, with no flow run.
 """
 
 from __future__ import annotations
@@ -30,10 +31,19 @@ def _add_ingest(sub) -> None:
 
 
 def _ingest(args) -> int:
-    from flows.ingest import ingest_dfdc
+    from pydantic import ValidationError
+
+    from flows.preflight import ConfigError, check_ingest_inputs
     from tasks.ingest.settings import IngestSettings
 
-    cfg = IngestSettings.model_validate(_ingest_flags().values(args))
+    flags = _ingest_flags()
+    try:  # before the flow's import and its run: a refused command leaves no failed run behind
+        cfg = IngestSettings.model_validate(flags.values(args))
+        check_ingest_inputs(cfg.data, cfg.out, cfg.identities)
+    except (ValidationError, ConfigError) as e:
+        return flags.usage_error("ingest", e)
+    from flows.ingest import ingest_dfdc
+
     print(json.dumps(ingest_dfdc(cfg), indent=2))
     return 0
 
@@ -124,8 +134,9 @@ EPILOG = """typical order:
   avff evaluate --data VIDEOS                score the registered champion on other videos
   avff predict a.mp4 b.mp4                   FAKE / REAL per video
 
-Each command is a Prefect flow run: the Prefect UI shows it when PREFECT_API_URL is set
-(avff stack up), MLflow at $MLFLOW_TRACKING_URI (default http://127.0.0.1:5000).
+ingest, train, evaluate, cv and ablate are Prefect flow runs: the Prefect UI shows them when
+PREFECT_API_URL is set (avff stack up), MLflow at $MLFLOW_TRACKING_URI (default
+http://127.0.0.1:5000). predict, sample and stack start no flow run.
 `avff COMMAND --help` lists a command's options and defaults."""
 
 

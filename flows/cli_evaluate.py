@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from flows.preflight import MODEL_FORMS
+
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a registered model on a DFDC-format folder (overall + per manipulation)",
@@ -13,8 +15,7 @@ def _add_evaluate(sub) -> None:
                        "detection or false-positive rate and names the metrics undefined on it.")  # fmt: skip
     p.add_argument("--data", required=True, help="DFDC-format folder (dfdc_train_part_*/ or one with metadata.json)")
     p.add_argument("--model", default="avff-dfdc@champion",
-                   help="NAME@alias, NAME@VERSION, NAME@latest, models:/ or runs:/ URI, or a local path "
-                   "(default: %(default)s)")  # fmt: skip
+                   help=f"{MODEL_FORMS} (default: %(default)s)")
     p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else http://127.0.0.1:5000")
     p.add_argument("--experiment", default="avff", help="MLflow experiment of the evaluation run (default: %(default)s)")
     p.add_argument("--prior", type=float, default=None,
@@ -26,6 +27,13 @@ def _add_evaluate(sub) -> None:
 
 
 def _evaluate(args) -> int:
+    from flows.cli_fields import refused
+    from flows.preflight import ConfigError, check_evaluate_inputs
+
+    try:  # before the flow's import and its run: a refused command leaves no failed run behind
+        check_evaluate_inputs(args.data, args.model, args.out)
+    except ConfigError as e:
+        return refused("evaluate", str(e))
     from flows.evaluate import EvaluateConfig, evaluate_avff
 
     cfg = EvaluateConfig(data=args.data, model=args.model, tracking_uri=args.tracking_uri,

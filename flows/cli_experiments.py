@@ -30,23 +30,41 @@ def _cv(args) -> int:
     train, status = checked_train_config(args, "cv")
     if train is None:
         return status
-    from flows.experiments import CVConfig, cv_avff
+    from flows.experiments import CVConfig, cv_avff, fold_jobs
 
-    config = CVConfig(train=train, folds=args.folds, max_parallel=args.max_parallel,
-                      log_checkpoints=args.log_checkpoints)  # fmt: skip
+    try:  # unknown or unusable folds: refused here, not as a failed flow run
+        config = CVConfig(train=train, folds=args.folds, max_parallel=args.max_parallel,
+                          log_checkpoints=args.log_checkpoints)  # fmt: skip
+        fold_jobs(config)
+    except ValueError as e:
+        return _refused("cv", e)
     print(json.dumps(cv_avff(config), indent=2, default=str))
     return 0
 
 
+def _refused(command: str, error: Exception) -> int:
+    from flows.cli import one_line
+    from flows.cli_fields import refused
+
+    return refused(command, one_line(error))
+
+
 def _variants(items: list[str], path: str | None) -> dict[str, dict]:
-    out: dict[str, dict] = json.loads(Path(path).read_text()) if path else {}
+    """{name: overrides} of --variants-file and --variant; a ValueError naming the one that cannot be read."""
+    try:
+        out: dict[str, dict] = json.loads(Path(path).read_text()) if path else {}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--variants-file {path}: {e}") from None
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"--variant needs NAME=JSON, got {item!r}")
-        out[name] = json.loads(value)
+            raise ValueError(f"--variant needs NAME=JSON, got {item!r}")
+        try:
+            out[name] = json.loads(value)
+        except ValueError as e:
+            raise ValueError(f"--variant {name}: not JSON ({e}): {value!r}") from None
     if not out:
-        raise SystemExit("give at least one --variant NAME=JSON or --variants-file")
+        raise ValueError("give at least one --variant NAME=JSON or --variants-file")
     return out
 
 
@@ -67,11 +85,15 @@ def _ablate(args) -> int:
     base, status = checked_train_config(args, "ablate")
     if base is None:
         return status
-    from flows.experiments import AblationConfig, ablate_avff
+    from flows.experiments import AblationConfig, ablate_avff, ablation_jobs
 
-    config = AblationConfig(base=base, variants=_variants(args.variant, args.variants_file),
-                            seeds=args.seeds, split=args.split, level=args.level, max_parallel=args.max_parallel,
-                            log_checkpoints=args.log_checkpoints)  # fmt: skip
+    try:  # every variant x seed validated here: a bad variant is refused, not a failed flow run
+        config = AblationConfig(base=base, variants=_variants(args.variant, args.variants_file),
+                                seeds=args.seeds, split=args.split, level=args.level, max_parallel=args.max_parallel,
+                                log_checkpoints=args.log_checkpoints)  # fmt: skip
+        ablation_jobs(config)
+    except ValueError as e:
+        return _refused("ablate", e)
     out = ablate_avff(config)
     print(out["table"])
     print(json.dumps({k: v for k, v in out.items() if k != "table"}, indent=2, default=str))

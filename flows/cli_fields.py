@@ -208,10 +208,16 @@ class ConfigFlags:
         if callable(errors):  # a pydantic ValidationError: one clause per field
             clauses = []
             for e in errors():
-                where = self.flag_of(str(e["loc"][0])) if e["loc"] else "config"
-                clauses.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
+                message = e["msg"].removeprefix("Value error, ")
+                # a check across fields (loc empty) names its fields itself
+                clauses.append(f"{self.flag_of(str(e['loc'][0]))}: {message}" if e["loc"] else message)
             text = "; ".join(clauses)
         else:
-            text = " ".join(str(error).split())
-        print(f"avff {command}: error: {text}", file=sys.stderr)
-        return 2
+            text = str(error)
+        return refused(command, text)
+
+
+def refused(command: str, reason: str) -> int:
+    """Print why a command cannot run as one line on stderr; exit status 2 (like argparse), no run started."""
+    print(f"avff {command}: error: {' '.join(str(reason).split())}", file=sys.stderr)
+    return 2

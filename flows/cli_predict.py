@@ -10,26 +10,18 @@ import sys
 import warnings
 from dataclasses import asdict
 
+from flows.preflight import MODEL_FORMS, model_uri
+
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="score videos with a registered (or local) AVFF model")
-    p.add_argument("videos", nargs="+")
+    p = sub.add_parser("predict", help="score videos with a registered (or local) AVFF model",
+                       description="FAKE / REAL per video with the model's own threshold; runs here, no flow run.")
+    p.add_argument("videos", nargs="+", help="video files to score")
     p.add_argument("--model", default="avff-dfdc@latest",
-                   help="NAME@VERSION|NAME@latest|NAME@alias (MLflow registry), models:/ or runs:/ URI, or a local path")
+                   help=f"{MODEL_FORMS} (default: %(default)s)")
     p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else http://127.0.0.1:5000")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per video on stdout")
-
-
-def model_uri(spec: str) -> str:
-    """'avff-dfdc@latest' -> 'models:/avff-dfdc/latest'; '@3' -> version 3; '@champion' -> alias."""
-    if "://" in spec or spec.startswith(("models:/", "runs:/")) or os.path.exists(spec):
-        return spec
-    if "/" in spec or spec.endswith(".safetensors"):  # a path, not a registry name: do not ask MLflow for it
-        raise FileNotFoundError(f"model {spec!r}: no such file or directory")
-    name, _, ref = spec.partition("@")
-    ref = ref or "latest"
-    return f"models:/{name}/{ref}" if ref == "latest" or ref.isdigit() else f"models:/{name}@{ref}"
 
 
 @contextlib.contextmanager
@@ -95,6 +87,13 @@ def _known(spec: str) -> str:
 
 
 def _predict(args) -> int:
+    from flows.cli_fields import refused
+    from flows.preflight import ConfigError
+
+    try:  # the model's form before libraries load: a mistyped --model is one line at once
+        model_uri(args.model)
+    except ConfigError as e:
+        return refused("predict", str(e))
     with contextlib.nullcontext() if getattr(args, "debug", False) else quiet_libraries():
         return _score_all(args)
 

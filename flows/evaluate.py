@@ -30,7 +30,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows import links
-from flows.cli_predict import model_uri
+from flows.preflight import check_evaluate_inputs, model_uri, retry_unless_deterministic
 from flows.train import resolve_tracking_uri
 from storage.shard_schema import REAL
 from tasks.evaluate.videos import defined, evaluate_videos, evaluation_markdown, prior_warning, undefined
@@ -98,7 +98,8 @@ def resolve_model(spec: str) -> ResolvedModel:
 
 # read-only but for its own work_dir, which a rerun overwrites: safe to retry (a model server or
 # object store that blinked)
-@task(name="shortcut-probes", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(name="shortcut-probes", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=retry_unless_deterministic)
 def probe_model(data: str, uri: str, n: int, work_dir: str) -> list[dict]:
     """tasks.evaluate.probes on the first n REAL videos that have audio: one row per (video, probe)."""
     scan = scan_dfdc(data)
@@ -144,7 +145,8 @@ def _targets(data: str, log) -> list[tuple[str, str, str | None, str | None]]:
     return targets
 
 
-@task(name="score-videos", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])  # read-only: safe to retry
+@task(name="score-videos", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=retry_unless_deterministic)  # read-only: safe to retry
 def score_videos(data: str, uri: str) -> dict:
     """{"rows": one per video (P(FAKE), verdict by the model's decision rule), "decision": the model's
     decision.json as a dict, None when it carries none}."""
@@ -234,6 +236,7 @@ def _run_tags(model: ResolvedModel, config: EvaluateConfig, flow_run: dict[str, 
 def evaluate_avff(config: EvaluateConfig) -> dict:
     """Score every video of config.data with config.model; log metrics, table and scores to MLflow."""
     log = get_run_logger()
+    check_evaluate_inputs(config.data, config.model, config.out)  # again: a run from the UI skipped the CLI's
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     model = resolve_model(config.model)

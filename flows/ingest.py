@@ -26,6 +26,7 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
+from flows.preflight import check_ingest_inputs, retry_unless_deterministic
 from storage import fs
 from storage.tables import ManifestRow, RefusedRow, read_table, write_table
 from tasks.ingest import units as steps
@@ -60,7 +61,8 @@ def init_ray(address: str | None, num_cpus: int | None):
 
 # every ingest task is safe to retry: the plan and the indexes are rewritten whole (atomically), and a
 # unit whose shard is complete is skipped, never rewritten
-@task(name="scan-and-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(name="scan-and-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=retry_unless_deterministic)
 def scan_and_plan(cfg: IngestSettings) -> tuple[list[WorkUnit], "steps.ScanResult"]:
     """The work units and the scan's refusals; the planned manifest goes to storage, not back to the flow."""
     log = get_run_logger()
@@ -86,7 +88,8 @@ def scan_and_plan(cfg: IngestSettings) -> tuple[list[WorkUnit], "steps.ScanResul
     return units, result
 
 
-@task(name="process-units", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(name="process-units", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=retry_unless_deterministic)
 def process_units(units: list[WorkUnit], cfg: IngestSettings) -> tuple[list[dict], list[tuple[WorkUnit, str]], int]:
     """Fan the units out (Ray or in-process); returns (records, failed units, skipped count)."""
     log = get_run_logger()
@@ -255,7 +258,8 @@ class _ProgressArtifact:
         update_progress_artifact(self.id, percent, description=text)
 
 
-@task(name="write-index", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(name="write-index", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=retry_unless_deterministic)
 def write_index(cfg: IngestSettings, records: list[dict], result: "steps.ScanResult", failed: list[tuple[WorkUnit, str]],
                 skipped: int, seconds: float) -> dict:
     """The final manifest, shard index and quarantine from the planned manifest (read back) and the records."""
@@ -293,6 +297,7 @@ def write_index(cfg: IngestSettings, records: list[dict], result: "steps.ScanRes
 def ingest_dfdc(config: IngestSettings) -> dict:
     """DFDC videos -> WebDataset shards + manifest.parquet + shards.parquet + quarantine.parquet."""
     t0 = time.perf_counter()
+    check_ingest_inputs(config.data, config.out, config.identities)  # again: a run from the UI skipped the CLI's
     with steps.output_lock(config.out):
         units, result = scan_and_plan(config)
         records, failed, skipped = process_units(units, config)

@@ -61,3 +61,71 @@ def model_presets() -> list[str]:
 def require_path(path: str | None, what: str) -> None:
     if path and not exists(path):
         raise ConfigError(f"{what} {path} does not exist")
+
+
+def require_folder(path: str, what: str) -> None:
+    """A local ``path`` must be an existing folder (object storage is read, and checked, by the run)."""
+    if not _is_local(path):
+        return
+    local = path.removeprefix("file://")
+    if not os.path.exists(local):
+        raise ConfigError(f"{what} {path} does not exist")
+    if not os.path.isdir(local):
+        raise ConfigError(f"{what} {path} is a file, not a folder")
+
+
+def require_output_folder(path: str | None) -> None:
+    """An output root must be a folder or creatable as one (storage.fs says why not)."""
+    if path and _is_local(path):
+        from storage import fs
+
+        problem = fs.not_a_folder(path)
+        if problem:
+            raise ConfigError(problem)
+
+
+MODEL_FORMS = "NAME@alias, NAME@VERSION, NAME@latest, models:/NAME/VERSION, runs:/RUN_ID/PATH or an existing folder or file"
+
+
+def model_uri(spec: str) -> str:
+    """'avff-dfdc@latest' -> 'models:/avff-dfdc/latest'; '@3' -> version 3; '@champion' -> alias.
+
+    A URI or an existing path is returned as is; anything else with a '/' (``avff-dfdc/1``, a
+    missing folder) is no registry name and no file, so it is refused naming the forms that work.
+    """
+    if "://" in spec or spec.startswith(("models:/", "runs:/")) or os.path.exists(spec):
+        return spec
+    if "/" in spec or os.sep in spec or spec.endswith(".safetensors") or not spec.strip("@"):
+        raise ConfigError(f"--model {spec}: no such folder or file, and no registered model name; use {MODEL_FORMS}")
+    name, _, ref = spec.partition("@")
+    ref = ref or "latest"
+    return f"models:/{name}/{ref}" if ref == "latest" or ref.isdigit() else f"models:/{name}@{ref}"
+
+
+def check_evaluate_inputs(data: str, model: str, out: str | None) -> None:
+    """evaluate-avff's inputs that cannot work, before any run: the videos, the model's form, the output."""
+    require_folder(data, "data folder")
+    model_uri(model)
+    require_output_folder(out)
+
+
+def check_ingest_inputs(data: str, out: str, identities: str | None) -> None:
+    """ingest-dfdc's inputs that cannot work, before any run: the videos' folder, the output, the identity map."""
+    require_folder(data, "data folder")
+    require_output_folder(out)
+    require_path(identities, "identities file")
+
+
+# errors a retry cannot change: the same input fails the same way (a storage blip is an OSError of another kind)
+DETERMINISTIC = (ConfigError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def retry_unless_deterministic(task, task_run, state) -> bool:
+    """A Prefect ``retry_condition_fn``: retry a failed task unless its error is :data:`DETERMINISTIC`."""
+    error = state.data if isinstance(state.data, BaseException) else None
+    if error is None:
+        try:
+            state.result(raise_on_failure=True)
+        except BaseException as e:  # the failed state's own exception
+            error = e
+    return not isinstance(error, DETERMINISTIC)

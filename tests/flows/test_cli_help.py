@@ -33,3 +33,19 @@ def test_every_option_has_help(command):
     assert not missing, f"avff {command}: options without help: {missing}"
     text = sub.format_help()
     assert "``" not in text
+
+
+def test_top_level_help_says_which_commands_are_flow_runs():
+    parser, _ = build_parser()
+    text = " ".join(parser.format_help().split())
+    assert "Each command is a Prefect flow run" not in text
+    assert "ingest, train, evaluate, cv and ablate are Prefect flow runs" in text
+    assert "predict, sample and stack start no flow run" in text
+
+
+@pytest.mark.parametrize(("command", "default"), [("predict", "avff-dfdc@latest"), ("evaluate", "avff-dfdc@champion")])
+def test_model_help_shows_the_default_and_the_forms(command, default):
+    parser, _ = build_parser()
+    text = " ".join(_subparsers(parser)[command].format_help().split())
+    assert f"(default: {default})" in text
+    assert "NAME@alias" in text and "models:/NAME/VERSION" in text
