@@ -168,8 +168,8 @@ def _reference_batches(layout, *, batch_size: int, bufsize: int, seed: int, epoc
             order.append(buf.pop())
     rng.shuffle(buf)
     order += buf
-    samples = [clip_to_tensors(c, augment=augment, generator=clip_generator(seed, epoch, f"{c.key}#0"), img_size=img_size)
-               for c in order]  # fmt: skip
+    generators = [clip_generator(seed, epoch, f"{c.key}#0") for c in order]  # pass 0
+    samples = [clip_to_tensors(c, augment=augment, generator=g, img_size=img_size) for c, g in zip(order, generators)]
     return [collate(samples[i : i + batch_size]) for i in range(0, len(samples), batch_size)]
 
 
@@ -178,7 +178,8 @@ def test_shuffled_augmented_batches_equal_a_full_decode_and_normalise_bit_for_bi
     from tasks.train.augment import ClipAugment
     from tasks.train.settings import AudioAugment, VideoAugment
 
-    aug = ClipAugment(video=VideoAugment(hflip=0.5, brightness=0.3, noise_p=0.5), audio=AudioAugment(pitch_shift=2.0))
+    aug = ClipAugment(video=VideoAugment(hflip=0.5, brightness=0.3, noise_p=0.5),
+                      audio=AudioAugment(pitch_shift=2.0))  # fmt: skip
     kw = dict(batch_size=5, seed=3, epoch=1, augment=aug, img_size=16)
     got = list(make_loader(layout, "train", shuffle_buffer=8, **kw))
     ref = _reference_batches(layout, bufsize=8, **kw)
@@ -188,3 +189,15 @@ def test_shuffled_augmented_batches_equal_a_full_decode_and_normalise_bit_for_bi
         assert torch.equal(g["target"], r["target"])
         assert g["video"].dtype == torch.float32 and torch.equal(g["video"], r["video"])  # (B, 3, T, 16, 16)
         assert torch.equal(g["audio"], r["audio"])
+
+
+def test_shrink_clip_keeps_the_clip_uint8_and_only_resizes_its_frames(layout):
+    from storage.shard_io import read_clips
+    from tasks.train.data import resize_frames, shrink_clip, shard_urls
+
+    clip = next(read_clips(shard_urls(layout, "train")[0]))  # frames (4, 32, 32, 3) uint8
+    assert shrink_clip(clip, None) is clip and shrink_clip(clip, 32) is clip
+    small = shrink_clip(clip, 16)
+    assert small.frames.dtype == clip.frames.dtype == "uint8" and small.frames.shape == (4, 16, 16, 3)
+    assert torch.equal(torch.from_numpy(small.frames), resize_frames(torch.from_numpy(clip.frames), 16))
+    assert small.mel is clip.mel and small.meta == clip.meta and small.key == clip.key
