@@ -7,8 +7,13 @@ One pipeline, a list of small stages (webdataset style)::
     -> open through fsspec, tar members -> raw samples (storage.shard_io's reader stages)
     -> [keep: video ids / clips, from the JSON member only]
     -> storage.shard_schema.decode_sample -> [REAL only] -> [frames resized to the model's size]
-    -> tensors [+ per-clip augmentation]
-    -> seeded shuffle buffer -> exact per-worker epoch length -> batch
+    -> seeded shuffle buffer (of uint8 clips) -> tensors [+ per-clip augmentation]
+    -> exact per-worker epoch length -> batch
+
+The shuffle buffer holds clips as decoded (uint8 frames, float16 mel): at 224 px and the default
+256 clips that is ~0.64 GB per worker, where float32 tensors took ~2.5 GB (``bench/loader.py``).
+Conversion to float is a pure function of the clip and its own generator, so doing it after the
+buffer instead of before changes no batch.
 
 Everything random is seeded from ``(seed, epoch, worker)`` (augmentation from ``(seed, epoch,
 clip)``), so an epoch's batches are the same on every run: that is what makes resumed
@@ -25,7 +30,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -81,6 +86,16 @@ def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
     chw = frames.permute(0, 3, 1, 2)  # (T, 3, H, W), a channels-last view: uint8 interpolation's fast path
     out = F.interpolate(chw, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return out.permute(0, 2, 3, 1).contiguous()  # (T, size, size, 3)
+
+
+def shrink_clip(clip: DecodedClip, img_size: int | None) -> DecodedClip:
+    """The clip with its frames resized to ``img_size`` in uint8 (:func:`resize_frames`).
+
+    The same clip if ``img_size`` is None or the frames already have that size.
+    """
+    if img_size is None or clip.frames.shape[1:3] == (img_size, img_size):
+        return clip
+    return replace(clip, frames=resize_frames(torch.from_numpy(clip.frames), img_size).numpy())
 
 
 def clip_to_tensors(
@@ -202,12 +217,22 @@ class _Keep:
             yield sample
 
 
+class _Shrink:
+    """Frames resized to the model's size (:func:`shrink_clip`), in uint8, before the shuffle buffer holds them."""
+
+    def __init__(self, img_size: int | None):
+        self.img_size = img_size
+
+    def __call__(self, src: Iterable[DecodedClip]) -> Iterator[DecodedClip]:
+        return (shrink_clip(c, self.img_size) for c in src)
+
+
 class _ToTensors:
     """DecodedClip -> tensors; with ``augment``, each clip draws from its own (seed, epoch, pass, key) generator."""
 
     def __init__(self, audio_mean: float, audio_std: float, augment: ClipAugment | None = None, seed: int = 0,
-                 epoch: int = 0, img_size: int | None = None):  # fmt: skip
-        self.audio_mean, self.audio_std, self.augment, self.img_size = audio_mean, audio_std, augment, img_size
+                 epoch: int = 0):  # fmt: skip
+        self.audio_mean, self.audio_std, self.augment = audio_mean, audio_std, augment
         self.seed, self.epoch, self.passes = seed, epoch, 0
 
     def __call__(self, src: Iterable[DecodedClip]) -> Iterator[dict]:
@@ -215,21 +240,21 @@ class _ToTensors:
         self.passes += 1
         for c in src:
             g = clip_generator(self.seed, self.epoch, f"{c.key}#{passes}") if self.augment else None
-            yield clip_to_tensors(c, self.audio_mean, self.audio_std, self.augment, g, self.img_size)
+            yield clip_to_tensors(c, self.audio_mean, self.audio_std, self.augment, g)
 
 
 class _SeededShuffle:
-    """A shuffle buffer whose RNG is seeded by (seed, epoch, worker id)."""
+    """A shuffle buffer whose RNG is seeded by (seed, epoch, worker id); it only moves items, never looks inside."""
 
     def __init__(self, bufsize: int, seed: int, epoch: int):
         self.bufsize, self.seed, self.epoch = bufsize, seed, epoch
         self.passes = 0
 
-    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
+    def __call__(self, src: Iterable) -> Iterator:
         worker, _ = _worker()
         rng = random.Random(f"{self.seed}:{self.epoch}:{worker}:{self.passes}")
         self.passes += 1
-        buf: list[dict] = []
+        buf: list = []
         for sample in src:
             buf.append(sample)
             if len(buf) >= self.bufsize:
@@ -307,9 +332,10 @@ def make_dataset(
     stages.append(_decode)
     if real_only:
         stages.append(_real_only)
-    stages.append(_ToTensors(audio_mean, audio_std, augment, seed, epoch, img_size))
+    stages.append(_Shrink(img_size))
     if shuffle and shuffle_buffer > 1:
-        stages.append(_SeededShuffle(shuffle_buffer, seed, epoch))
+        stages.append(_SeededShuffle(shuffle_buffer, seed, epoch))  # holds uint8 clips: 4x fewer bytes than float32
+    stages.append(_ToTensors(audio_mean, audio_std, augment, seed, epoch))
     one_pass = shard_io.Pipeline(*stages)
     if samples_per_epoch is None:
         return shard_io.Pipeline(one_pass, shard_io.batched(batch_size, collate))

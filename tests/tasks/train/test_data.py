@@ -140,3 +140,64 @@ def test_missing_split_is_an_error(tmp_path):
     layout = write_synthetic_shards(str(tmp_path), videos={"train": 2}, shards={"train": 1})
     with pytest.raises(ValueError, match="no 'test' shards"):
         make_loader(layout, "test", batch_size=2)
+
+
+def _reference_batches(layout, *, batch_size: int, bufsize: int, seed: int, epoch: int, augment, img_size: int):
+    """The loader's batches computed the obvious way: one process, one pass, every clip decoded and normalised in full.
+
+    Shards permuted by (seed, epoch, pass 0), read in turn; the shuffle buffer's swap-with-last
+    draws from random.Random("seed:epoch:worker 0:pass 0"); each clip's augmentation from its own
+    (seed, epoch, key#pass) generator.
+    """
+    import random
+
+    import numpy as np
+
+    from storage.shard_io import read_clips
+    from tasks.train.augment import clip_generator
+    from tasks.train.data import clip_to_tensors, collate, shard_urls
+
+    urls = shard_urls(layout, "train")
+    clips = [c for i in np.random.default_rng([seed, epoch, 0]).permutation(len(urls)) for c in read_clips(urls[i])]
+    rng, buf, order = random.Random(f"{seed}:{epoch}:0:0"), [], []
+    for c in clips:
+        buf.append(c)
+        if len(buf) >= bufsize:
+            k = rng.randrange(len(buf))
+            buf[k], buf[-1] = buf[-1], buf[k]
+            order.append(buf.pop())
+    rng.shuffle(buf)
+    order += buf
+    generators = [clip_generator(seed, epoch, f"{c.key}#0") for c in order]  # pass 0
+    samples = [clip_to_tensors(c, augment=augment, generator=g, img_size=img_size) for c, g in zip(order, generators)]
+    return [collate(samples[i : i + batch_size]) for i in range(0, len(samples), batch_size)]
+
+
+def test_shuffled_augmented_batches_equal_a_full_decode_and_normalise_bit_for_bit(layout):
+    # the shuffle buffer holds uint8 clips and converts after it: the batches must not change by one bit
+    from tasks.train.augment import ClipAugment
+    from tasks.train.settings import AudioAugment, VideoAugment
+
+    aug = ClipAugment(video=VideoAugment(hflip=0.5, brightness=0.3, noise_p=0.5),
+                      audio=AudioAugment(pitch_shift=2.0))  # fmt: skip
+    kw = dict(batch_size=5, seed=3, epoch=1, augment=aug, img_size=16)
+    got = list(make_loader(layout, "train", shuffle_buffer=8, **kw))
+    ref = _reference_batches(layout, bufsize=8, **kw)
+    assert len(got) == len(ref) == 7
+    for g, r in zip(got, ref):
+        assert g["video_id"] == r["video_id"] and torch.equal(g["clip"], r["clip"])
+        assert torch.equal(g["target"], r["target"])
+        assert g["video"].dtype == torch.float32 and torch.equal(g["video"], r["video"])  # (B, 3, T, 16, 16)
+        assert torch.equal(g["audio"], r["audio"])
+
+
+def test_shrink_clip_keeps_the_clip_uint8_and_only_resizes_its_frames(layout):
+    from storage.shard_io import read_clips
+    from tasks.train.data import resize_frames, shrink_clip, shard_urls
+
+    clip = next(read_clips(shard_urls(layout, "train")[0]))  # frames (4, 32, 32, 3) uint8
+    assert shrink_clip(clip, None) is clip and shrink_clip(clip, 32) is clip
+    small = shrink_clip(clip, 16)
+    assert small.frames.dtype == clip.frames.dtype == "uint8" and small.frames.shape == (4, 16, 16, 3)
+    assert torch.equal(torch.from_numpy(small.frames), resize_frames(torch.from_numpy(clip.frames), 16))
+    assert small.mel is clip.mel and small.meta == clip.meta and small.key == clip.key
