@@ -91,9 +91,12 @@ def write_audio_only(path: Path, audio: np.ndarray, rate: int = AUDIO_RATE) -> P
     return path
 
 
-def remux_faststart(src: Path, dst: Path) -> Path:
-    """The same packets with the mp4 index (moov) moved to the front, as streaming sites write."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+def remux(src: Path, dst: Path, *, options: dict | None = None, title: str | None = None) -> Path:
+    """The packets of ``src`` in a new container ``dst`` (muxer ``options``, a ``title`` tag): another
+    file, the same video."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options=options or {}) as out:
+        if title is not None:
+            out.metadata["title"] = title
         streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
         for packet in inp.demux():
             if packet.dts is None:  # the demuxer's end-of-stream flush packets
@@ -103,10 +106,15 @@ def remux_faststart(src: Path, dst: Path) -> Path:
     return dst
 
 
+def remux_faststart(src: Path, dst: Path) -> Path:
+    """The same packets with the mp4 index (moov) moved to the front, as streaming sites write."""
+    return remux(src, dst, options={"movflags": "faststart"})
+
+
 @pytest.fixture(scope="session")
 def media() -> SimpleNamespace:
     """The writers above for test modules (a conftest is not importable under importlib mode)."""
-    return SimpleNamespace(write_av=write_av, write_audio_only=write_audio_only, remux_faststart=remux_faststart,
+    return SimpleNamespace(write_av=write_av, write_audio_only=write_audio_only, remux=remux, remux_faststart=remux_faststart,
                            fps=FPS, audio_rate=AUDIO_RATE)  # fmt: skip
 
 

@@ -13,7 +13,6 @@ import json
 import os
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
@@ -81,27 +80,14 @@ def _portrait(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames[:, :, 24:136])  # (N, 160, 112, 3): the face stays inside
 
 
-def _same_packets(src: Path, dst: Path, title: str) -> Path:
-    """The packets of ``src`` under another container title: another file, the same video."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        out.metadata["title"] = title
-        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
-        for packet in inp.demux():
-            if packet.dts is None:  # the demuxer's end-of-stream flush packets
-                continue
-            packet.stream = streams[packet.stream.index]
-            out.mux(packet)
-    return dst
-
-
 def _write_zoo(root: Path, footage, media, scratch: Path) -> None:
     a, b, audio = footage.a, footage.b, footage.audio
     d = root / MAIN
     d.mkdir(parents=True)
     good = write_video(d / "good.mp4", a, FPS, audio)
     # the same packets in other files (a byte-identical copy would be refused duplicate_of good.mp4)
-    _same_packets(good, d / ODD_NAME, title="odd name")
-    _same_packets(good, d / "fake_of_absent.mp4", title="fake of an absent original")
+    media.remux(good, d / ODD_NAME, title="odd name")
+    media.remux(good, d / "fake_of_absent.mp4", title="fake of an absent original")
     os.symlink("good.mp4", d / "good_link.mp4")
     (d / "good_copy.mp4").write_bytes(good.read_bytes())
     write_video(d / "other_face.mp4", b, FPS, audio)  # identity B alone: the wrong answer for comparisons
