@@ -1,7 +1,8 @@
 """The shard schema: the one contract between ingest (writer) and training (reader).
 
 A shard is a POSIX tar (WebDataset layout) holding clips of ONE split. Each clip is a
-sample whose ``__key__`` is ``{video_id}/{clip:03d}`` and whose members are:
+sample whose ``__key__`` is ``{video_id}/{clip:03d}`` (the main face, face 0) or
+``{video_id}/{clip:03d}_f{face}`` (the video's other faces, 1..9) and whose members are:
 
 - ``f00.jpg`` .. ``f{T-1}.jpg``  face crops, RGB, ``size x size``, JPEG (see docs/ingest.md)
 - ``mel.npy``                     log-mel, float16, shape ``(F, Tm)`` = (n_mels, mel frames)
@@ -29,7 +30,7 @@ FRAME_EXT = "jpg"
 MEL_MEMBER = "mel.npy"
 META_MEMBER = "json"
 _FRAME_RE = re.compile(r"^f(\d{2})\.jpg$")
-_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+/\d{3}$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+/\d{3}(?:_f[1-9])?$")
 
 
 class ShardFormatError(ValueError):
@@ -59,14 +60,17 @@ class ClipMeta:
     mel_start_s: float | None = None  # the mel window's start: the first frame's time, on the mel hop grid
     schema: int = SCHEMA_VERSION
     extra: dict = field(default_factory=dict)
+    # which face of the video: 0 the main one, 1.. the others (each its own label); written only
+    # when not 0, so a single-face video's samples are the bytes they were before faces existed
+    face: int = 0
 
     @property
     def target(self) -> int:
         return LABELS[self.label]
 
 
-def sample_key(video_id: str, clip: int) -> str:
-    key = f"{video_id}/{clip:03d}"
+def sample_key(video_id: str, clip: int, face: int = 0) -> str:
+    key = f"{video_id}/{clip:03d}" + (f"_f{face}" if face else "")
     if not _KEY_RE.match(key):
         raise ShardFormatError(f"invalid sample key {key!r}: video ids must match [A-Za-z0-9_-]+")
     return key
@@ -111,12 +115,23 @@ def encode_sample(
         raise ShardFormatError(f"{frames.shape[0]} frames but meta says {meta.num_frames}")
     if len(frames) > 100:
         raise ShardFormatError("at most 100 frames per clip")
-    sample: dict[str, bytes | str] = {"__key__": sample_key(meta.video_id, meta.clip)}
+    sample: dict[str, bytes | str] = {"__key__": sample_key(meta.video_id, meta.clip, meta.face)}
     for i, frame in enumerate(frames):
         sample[f"f{i:02d}.{FRAME_EXT}"] = encode_jpeg(frame, jpeg_quality)
     sample[MEL_MEMBER] = encode_npy(np.ascontiguousarray(mel, dtype=np.float16))
-    sample[META_MEMBER] = json.dumps(asdict(meta), sort_keys=True).encode("utf-8")
+    fields = asdict(meta)
+    if not meta.face:
+        del fields["face"]  # see ClipMeta.face
+    sample[META_MEMBER] = json.dumps(fields, sort_keys=True).encode("utf-8")
     return sample
+
+
+def _names(meta: ClipMeta, key: str) -> bool:
+    """``meta`` is the metadata of the sample ``key`` (its video, clip and face)."""
+    try:
+        return sample_key(meta.video_id, meta.clip, meta.face) == key
+    except ShardFormatError:
+        return False
 
 
 @dataclass
@@ -160,8 +175,8 @@ def decode_sample(sample: dict) -> DecodedClip:
             raise ShardFormatError(f"{key}: unexpected member {name!r} (refused: only frames, mel.npy, json)")
     if meta is None or mel is None or not frames:
         raise ShardFormatError(f"{key}: incomplete sample (needs frames, mel.npy and json)")
-    if not isinstance(meta.clip, int) or f"{meta.video_id}/{meta.clip:03d}" != key:
-        raise ShardFormatError(f"{key}: json names video {meta.video_id!r} clip {meta.clip!r}, not this sample")
+    if not isinstance(meta.clip, int) or not isinstance(meta.face, int) or not _names(meta, key):
+        raise ShardFormatError(f"{key}: json names video {meta.video_id!r} clip {meta.clip!r} face {meta.face!r}, not this sample")
     if meta.label not in LABELS or meta.split not in SPLITS:
         raise ShardFormatError(f"{key}: label {meta.label!r} / split {meta.split!r} not in {sorted(LABELS)} / {SPLITS}")
     # compare the count first: num_frames comes from the shard and may be absurd (10**12)

@@ -52,6 +52,8 @@ class ManifestRow:
     status: str = "planned"  # planned | ingested | quarantined
     clips: int | None = None
     shard: str | None = None  # URI of the shard holding its clips
+    faces: int | None = None  # face tracks ingested (each its own samples); None until ingested
+    fake_faces: int | None = None  # of those, labelled FAKE (by the pixel difference from the original)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,12 +83,13 @@ class RefusedRow:
 
 @dataclass(frozen=True, kw_only=True)
 class PredictionRow:
-    """One clip's probability of FAKE and its true label (FAKE = 1)."""
+    """One clip's probability of FAKE and its true label (FAKE = 1), for one of the video's faces."""
 
     video_id: str
     clip: int
     y: int
     p_fake: float
+    face: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +107,7 @@ SCHEMAS: dict[type, pa.Schema] = {
          ("duration", pa.float64()), ("fps", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
          ("rotation", pa.int32()), ("has_audio", pa.bool_()), ("audio_rate", pa.int32()), ("split", pa.string()),
          ("fold", pa.int32()), ("group", pa.string()), ("status", pa.string()), ("clips", pa.int32()),
-         ("shard", pa.string())]
+         ("shard", pa.string()), ("faces", pa.int32()), ("fake_faces", pa.int32())]
     ),  # fmt: skip
     ShardRow: pa.schema(
         [("path", pa.string()), ("split", pa.string()), ("part", pa.string()), ("samples", pa.int64()),
@@ -114,9 +117,13 @@ SCHEMAS: dict[type, pa.Schema] = {
         [("video_id", pa.string()), ("part", pa.string()), ("rel_path", pa.string()), ("label", pa.string()),
          ("reason", pa.string()), ("error", pa.string())]
     ),  # fmt: skip
-    PredictionRow: pa.schema([("video_id", pa.string()), ("clip", pa.int64()), ("y", pa.int64()), ("p_fake", pa.float64())]),
+    PredictionRow: pa.schema([("video_id", pa.string()), ("clip", pa.int64()), ("y", pa.int64()), ("p_fake", pa.float64()),
+                              ("face", pa.int64())]),  # fmt: skip
     IdentityRow: pa.schema([("video", pa.string()), ("identity", pa.string())]),
 }
+
+# columns added after tables were first written: an older table without them reads as their default
+_ADDED: dict[type, tuple[str, ...]] = {ManifestRow: ("faces", "fake_faces"), PredictionRow: ("face",)}
 
 Row = TypeVar("Row", ManifestRow, ShardRow, RefusedRow, PredictionRow, IdentityRow)
 
@@ -154,6 +161,10 @@ def read_table(uri: str, row_type: type[Row]) -> list[Row]:
 def from_arrow(table: pa.Table, row_type: type[Row], source: str = "table") -> list[Row]:
     """A pyarrow table -> rows of ``row_type`` (columns selected by name, cast to the schema)."""
     schema = SCHEMAS[row_type]
+    for name in _ADDED.get(row_type, ()):
+        if name not in table.column_names:  # a table written before the column existed: its default
+            default = next(f.default for f in fields(row_type) if f.name == name)
+            table = table.append_column(name, pa.array([default] * table.num_rows, schema.field(name).type))
     missing = [n for n in schema.names if n not in table.column_names]
     if missing:
         raise TableSchemaError(f"{source} lacks column(s) {missing}; has {table.column_names}")

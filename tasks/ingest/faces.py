@@ -215,3 +215,85 @@ def crop_square(rgb: np.ndarray, box: Box, size: int, margin: float = 1.0) -> np
 def crop_track(frames: Sequence[np.ndarray], track: FaceTrack, size: int, margin: float) -> np.ndarray:
     """N (H, W, 3) frames + track -> (N, size, size, 3) uint8 face crops."""
     return np.stack([crop_square(f, b, size, margin) for f, b in zip(frames, track.boxes)])
+
+
+# -- every face: the main track above, then the others present in most frames --------------------
+
+
+def track_faces(
+    frames: Sequence[np.ndarray],
+    detector: FaceDetector,
+    smooth_window: int = 5,
+    max_faces: int = 4,
+    min_track_frac: float = 0.5,
+    probes: int = 6,
+) -> list[FaceTrack]:
+    """N (H, W, 3) frames -> up to ``max_faces`` face tracks; track 0 is :func:`track_face`'s.
+
+    The other faces are seeded from full-frame detections on ``probes`` frames spread over the
+    video (a face present in most frames is seen on some of them) that overlap no track already
+    kept, largest first; each is followed both ways from its seed like the main face, and kept
+    when it is detected in at least ``min_track_frac`` of the frames. Extra tracks are ordered
+    by size (largest first). Raises ValueError when no face is found in any frame.
+    """
+    main = track_face(frames, detector, smooth_window)
+    if max_faces <= 1 or len(frames) == 0:
+        return [main]
+    tracks: list[FaceTrack] = []
+    for seed, box in _seeds(frames, detector, [main], probes):
+        if len(tracks) + 1 >= max_faces:
+            break
+        kept = [main, *tracks]
+        if any(iou(box, t.boxes[seed]) > _SAME_FACE_IOU for t in kept):
+            continue  # a face already tracked (the seed was taken before its track existed)
+        track = _follow_from(frames, detector, seed, box, [t.boxes for t in kept], smooth_window)
+        if track.detected.mean() >= min_track_frac:
+            tracks.append(track)
+    tracks.sort(key=lambda t: -float(np.mean((t.boxes[:, 2] - t.boxes[:, 0]) ** 2)))
+    return [main, *tracks]
+
+
+_SAME_FACE_IOU = 0.3  # a detection overlapping a kept track this much is that track's face
+
+
+def _seeds(frames: Sequence[np.ndarray], detector: FaceDetector, kept: list[FaceTrack], probes: int) -> list[tuple[int, Box]]:
+    """(frame index, box) of the detections on ``probes`` evenly spread frames that no kept track
+    covers, largest (area x score) first."""
+    n = len(frames)
+    at = sorted(set(np.linspace(0, n - 1, min(probes, n)).round().astype(int).tolist()))
+    found = []
+    for i in at:
+        for box, score in detector.detect(frames[i]):
+            if all(iou(box, t.boxes[i]) <= _SAME_FACE_IOU for t in kept):
+                found.append(((box[2] - box[0]) * (box[3] - box[1]) * score, i, box))
+    found.sort(key=lambda f: -f[0])
+    return [(i, box) for _, i, box in found]
+
+
+def _follow_from(
+    frames: Sequence[np.ndarray], detector: FaceDetector, seed: int, box: Box, avoid: list[np.ndarray], smooth_window: int
+) -> FaceTrack:
+    """The track of the face at ``box`` in frame ``seed``, followed forward then backward from it
+    as :func:`track_face` follows the main face. ``avoid``: (N, 4) boxes of the kept tracks; a
+    detection overlapping one of them is that face's, never this one's."""
+    n = len(frames)
+    raw = np.zeros((n, 4))
+    scores = np.zeros(n)
+    detected = np.zeros(n, dtype=bool)
+    for order in (range(seed, n), range(seed - 1, -1, -1)):
+        last = box
+        for i in order:
+            hit = _follow_avoiding(detector.refine(frames[i], last), last, [a[i] for a in avoid])
+            if hit is None:
+                hit = _follow_avoiding(detector.detect(frames[i]), last, [a[i] for a in avoid])
+            if hit is not None:
+                last = hit[0]
+                raw[i], scores[i], detected[i] = hit[0], hit[1], True
+            else:
+                raw[i] = last
+    return FaceTrack(boxes=smooth_boxes(raw, smooth_window), scores=scores, detected=detected)
+
+
+def _follow_avoiding(dets: list[tuple[Box, float]], last: Box, avoid: list[Box]) -> tuple[Box, float] | None:
+    free = [d for d in dets if all(iou(d[0], a) <= _SAME_FACE_IOU for a in avoid)]
+    return _follow(free, last)

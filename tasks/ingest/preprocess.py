@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, mel_window
-from tasks.ingest.faces import FaceDetector, crop_track, track_face
+from tasks.ingest.faces import FaceDetector, FaceTrack, crop_track, track_faces
 from tasks.ingest.video import Limits, VideoError, VideoInfo, nearest_frames, presented_times, probe, read_frames
 
 
@@ -33,6 +33,8 @@ class PreprocessConfig:
     face_size: int = 224
     face_margin: float = 1.3
     min_face_frac: float = 0.5  # of a clip's frames with a real detection
+    max_faces: int = 4  # faces tracked per video: the main one (face 0) and others present in most frames
+    min_track_frac: float = 0.5  # of all sampled frames in which a face other than the main one is detected
     smooth_window: int = 5
     detect_side: int = 640
     min_det_score: float = 0.5
@@ -51,6 +53,8 @@ class PreprocessConfig:
             raise ValueError(f"clip_offset_s must be >= 0, got {self.clip_offset_s}")
         if self.clip_stride_s is not None and not self.clip_stride_s > 0:
             raise ValueError(f"clip_stride_s must be > 0 or None, got {self.clip_stride_s}")
+        if not 1 <= self.max_faces <= MAX_FACES:
+            raise ValueError(f"max_faces must be in 1..{MAX_FACES}, got {self.max_faces}")
         if self.clip_mode not in CLIP_MODES:
             raise ValueError(f"clip_mode must be one of {', '.join(CLIP_MODES)}, got {self.clip_mode!r}")
 
@@ -89,7 +93,9 @@ class PreprocessConfig:
 
 
 CLIP_MODES = ("spread", "native")
-_HASHED_WHEN_SET = {"clip_offset_s": 0.0, "clip_stride_s": None, "clip_mode": "spread"}  # field -> its default (byte-identical output)
+MAX_FACES = 10  # a sample key names its face with one digit (storage.shard_schema.sample_key)
+# max_faces 1 / min_track_frac 0.5 are what configs before every-face tracking wrote
+_HASHED_WHEN_SET = {"clip_offset_s": 0.0, "clip_stride_s": None, "clip_mode": "spread", "max_faces": 1, "min_track_frac": 0.5}  # field -> its default (byte-identical output)
 
 
 @dataclass
@@ -104,6 +110,8 @@ class Clip:
     frame_times: list[float] = field(default_factory=list)  # (T,) seconds: what was actually shown
     mel_start_s: float = 0.0  # the mel window starts at the first frame's time (on the hop grid)
     fps: float = 5.0  # the frames' rate: clip_fps (spread), the frames' own (native)
+    face: int = 0  # which of the video's face tracks: 0 is the main face
+    boxes: np.ndarray | None = None  # (T, 4) the track's box per frame, pixels of the upright frame
 
 
 @dataclass
@@ -113,6 +121,14 @@ class Preprocessed:
     stage_seconds: dict[str, float]  # wall-clock per stage
     face_frac: float  # over all sampled frames
     stage_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage
+    faces: int = 1  # face tracks with at least one clip
+
+    def by_face(self) -> dict[int, list[Clip]]:
+        """face index -> its clips, in clip order."""
+        out: dict[int, list[Clip]] = {}
+        for c in self.clips:
+            out.setdefault(c.face, []).append(c)
+        return out
 
 
 def clip_starts(
@@ -147,7 +163,6 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
     duration = min(info.duration, cfg.limits.read_seconds) if np.isfinite(info.duration) else cfg.limits.read_seconds
     with timer("decode"):
         plan = _native_plan(path, info, cfg, duration) if cfg.clip_mode == "native" else _spread_plan(path, info, cfg, duration)
-    starts = plan.starts
     times, picks = _unique_times(plan.wanted)  # (N,) sorted, (C, T) into times
 
     with timer("audio"):
@@ -166,14 +181,41 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
         raise _off_stream(path, info, times, got, cfg.max_frame_error_s)
     with timer("detect"):
         try:
-            track = track_face(frames, detector, cfg.smooth_window)
+            tracks = track_faces(frames, detector, cfg.smooth_window, cfg.max_faces, cfg.min_track_frac)
         except ValueError as e:
             raise VideoError("no_face", f"{path}: {e}") from e
-    with timer("crop"):
-        crops = crop_track(frames, track, cfg.face_size, cfg.face_margin)  # (N, S, S, 3)
-
+    track = tracks[0]  # the main face: what a single-face ingest keeps
     clips: list[Clip] = []
-    for k, (start, p) in enumerate(zip(starts, picks)):
+    with timer("crop"):
+        for t in tracks:  # faces without a clip are dropped; the kept ones are numbered 0, 1, ...
+            crops = crop_track(frames, t, cfg.face_size, cfg.face_margin)  # (N, S, S, 3)
+            face_clips = _face_clips(len({c.face for c in clips}), t, crops, plan, picks, got, on_time, mel, cfg)
+            if t is track and not face_clips:
+                break  # no clip of the main face: the video is refused below, as before
+            clips += face_clips
+    if not clips:
+        best = max(float(track.detected[p].mean()) for p, ok in zip(picks, on_time) if ok)
+        raise VideoError(
+            "no_face",
+            f"{path}: the best clip has a face in {best:.0%} of its frames, below min_face_frac={cfg.min_face_frac} "
+            f"({track.detected.mean():.0%} of all sampled frames)",
+        )
+    return Preprocessed(
+        info=info, clips=clips, stage_seconds=timer.seconds, face_frac=float(track.detected.mean()), stage_cpu=timer.cpu,
+        faces=len({c.face for c in clips}),
+    )  # fmt: skip
+
+
+def _face_clips(
+    face: int, track: FaceTrack, crops: np.ndarray, plan: _ClipPlan, picks: np.ndarray, got: np.ndarray,
+    on_time: list[bool], mel: np.ndarray, cfg: PreprocessConfig,
+) -> list[Clip]:  # fmt: skip
+    """The clips of one face track: those on time with the face detected in min_face_frac of their frames.
+
+    crops (N, S, S, 3) of the N sampled frames; picks (C, T) each clip's frames among them; mel (F, Tm_total).
+    """
+    clips = []
+    for k, (start, p) in enumerate(zip(plan.starts, picks)):
         det = track.detected[p]
         if not on_time[k] or det.mean() < cfg.min_face_frac:
             continue
@@ -190,18 +232,11 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
                 frame_times=[round(float(t), 6) for t in got[p]],
                 mel_start_s=round(mel_start, 6),
                 fps=plan.fps[k],
+                face=face,
+                boxes=track.boxes[p],
             )
         )
-    if not clips:
-        best = max(float(track.detected[p].mean()) for p, ok in zip(picks, on_time) if ok)
-        raise VideoError(
-            "no_face",
-            f"{path}: the best clip has a face in {best:.0%} of its frames, below min_face_frac={cfg.min_face_frac} "
-            f"({track.detected.mean():.0%} of all sampled frames)",
-        )
-    return Preprocessed(
-        info=info, clips=clips, stage_seconds=timer.seconds, face_frac=float(track.detected.mean()), stage_cpu=timer.cpu
-    )
+    return clips
 
 
 @dataclass(frozen=True)

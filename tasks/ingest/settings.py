@@ -46,6 +46,8 @@ class IngestSettings(BaseModel):
                                         "length (back to back), less: overlapping clips")  # fmt: skip
     face_margin: float = Field(1.3, ge=1.0, le=3.0, description="face box scale before cropping")
     min_face_frac: float = Field(0.5, ge=0.0, le=1.0, description="least fraction of a clip's frames with a face")
+    max_faces: int = Field(4, ge=1, le=10, description="faces tracked per video (the main one and others present "
+                           "in most frames), each its own samples; 1: the main face only")  # fmt: skip
     require_audio: bool = Field(True, description="refuse videos without audio (off: keep them with a silent log-mel)")
     # -- resource bounds per video
     max_duration_s: float = Field(600.0, gt=0, description="longest video accepted, seconds")
@@ -106,6 +108,7 @@ class IngestSettings(BaseModel):
             face_size=self.face_size,
             face_margin=self.face_margin,
             min_face_frac=self.min_face_frac,
+            max_faces=self.max_faces,
             require_audio=self.require_audio,
             limits=Limits(self.max_bytes, self.max_duration_s, self.max_pixels, self.read_seconds),
         )

@@ -50,11 +50,13 @@ def plan(
     """
     assignment = assign_splits(result.entries, ratios, folds, seed, grouping=grouping)
     videos = []
+    paths = {e.video_id: os.path.join(data, e.rel_path) for e in result.entries}
     for e in result.entries:
         a = assignment[e.video_id]
-        path = os.path.join(data, e.rel_path)
+        path = paths[e.video_id]
         videos.append(
-            UnitVideo(e.video_id, path, e.rel_path, e.part, e.label, a.split, a.group, e.original, fingerprint(path), e.manipulation)
+            UnitVideo(e.video_id, path, e.rel_path, e.part, e.label, a.split, a.group, e.original, fingerprint(path),
+                      e.manipulation, paths.get(e.original) if e.original else None)  # fmt: skip
         )
     units = plan_units(videos, layout.shard, videos_per_shard)
     return units, [_planned_row(e, assignment[e.video_id].split, assignment[e.video_id].fold,
@@ -96,7 +98,7 @@ def finalize(
 
 
 # the manifest columns a unit's record fills in for each ingested video
-_PROBED = ("duration", "fps", "width", "height", "rotation", "has_audio", "audio_rate", "clips")
+_PROBED = ("duration", "fps", "width", "height", "rotation", "has_audio", "audio_rate", "clips", "faces", "fake_faces")
 
 
 def remove_stale_shards(layout: fs.IngestLayout, units: list[WorkUnit]) -> list[str]:

@@ -17,10 +17,11 @@ import traceback
 from dataclasses import asdict, dataclass, field
 
 from storage import fs
-from storage.shard_schema import ClipMeta, encode_sample
+from storage.shard_schema import FAKE, ClipMeta, encode_sample
 from storage.shard_io import ShardWriter
+from tasks.ingest.face_labels import face_differences, face_labels
 from tasks.ingest.faces import FaceDetector
-from tasks.ingest.preprocess import PreprocessConfig, preprocess_video
+from tasks.ingest.preprocess import Preprocessed, PreprocessConfig, preprocess_video
 from tasks.ingest.video import VideoError
 
 
@@ -36,6 +37,7 @@ class UnitVideo:
     original: str | None
     fingerprint: str
     manipulation: str | None = None
+    original_path: str | None = None  # the original's absolute path, when it is part of the dataset
 
 
 @dataclass(frozen=True)
@@ -159,11 +161,12 @@ def _add_video(sink: ShardWriter, v: UnitVideo, cfg: PreprocessConfig, detector,
     except Exception as e:  # a bug or an unexpected library error: quarantine this video, keep going
         record.quarantined.append(_quarantine(v, "error", f"{v.rel_path}: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
         return
+    labels = _labels(v, result, cfg)
     for clip in result.clips:
         meta = ClipMeta(
             video_id=v.video_id,
             clip=clip.index,
-            label=v.label,
+            label=labels[clip.face],
             split=v.split,
             group=v.group,
             original=v.original,
@@ -178,6 +181,7 @@ def _add_video(sink: ShardWriter, v: UnitVideo, cfg: PreprocessConfig, detector,
             manipulation=v.manipulation,
             frame_times=clip.frame_times,
             mel_start_s=clip.mel_start_s,
+            face=clip.face,
         )
         sink.write(encode_sample(clip.frames, clip.mel, meta, jpeg_quality))
         record.samples += 1
@@ -185,12 +189,23 @@ def _add_video(sink: ShardWriter, v: UnitVideo, cfg: PreprocessConfig, detector,
         {
             "video_id": v.video_id,
             "clips": len(result.clips),
+            "faces": result.faces,
+            "fake_faces": sum(label == FAKE for label in labels.values()),
             "face_frac": result.face_frac,
             **{k: getattr(result.info, k) for k in ("duration", "fps", "width", "height", "rotation", "codec", "has_audio", "audio_rate")},
             "seconds": result.stage_seconds,
             "cpu_seconds": result.stage_cpu,
         }
     )
+
+
+def _labels(v: UnitVideo, result: Preprocessed, cfg: PreprocessConfig) -> dict[int, str]:
+    """face -> label: the video's, or, for a FAKE with several faces and its original present, by
+    each face's pixel difference from the original (:mod:`tasks.ingest.face_labels`)."""
+    diffs = None
+    if v.label == FAKE and result.faces > 1 and v.original_path:
+        diffs = face_differences(result.clips, v.original_path, cfg, (result.info.width, result.info.height))
+    return face_labels(v.label, diffs if diffs is not None else dict.fromkeys(result.by_face(), 0.0))
 
 
 def _quarantine(v: UnitVideo, reason: str, error: str) -> dict:
