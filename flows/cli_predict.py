@@ -120,10 +120,17 @@ def _score_all(args) -> int:
             else:
                 print(f"{path}: {decision['verdict']}  P(FAKE) = {s.p_fake:.3f}, threshold {decision['threshold']:.3f}"
                       f"{'' if decision['threshold_source'] == 'model' else ' (default: the model carries none)'}  "
-                      f"({s.clips} clips, face in {s.face_frac:.0%} of sampled frames)", flush=True)  # fmt: skip
+                      f"({s.clips} clips, face in {s.face_frac:.0%} of sampled frames{_faces(s)})", flush=True)  # fmt: skip
     if failed:
         print(f"avff predict: {failed} of {len(args.videos)} videos could not be scored (reasons above)", file=sys.stderr)
     return 1 if failed else 0  # any video not scored: a script must notice
+
+
+def _faces(s) -> str:
+    """How a video of several faces got its score: each face's, the max being the video's."""
+    if len(s.face_p_fake) < 2:
+        return ""
+    return f"; {len(s.face_p_fake)} faces, P(FAKE) " + " / ".join(f"{p:.3f}" for p in s.face_p_fake) + ", the max counts"
 
 
 COMMANDS = {"predict": (_add_predict, _predict)}

@@ -160,7 +160,7 @@ def score_videos(data: str, uri: str) -> dict:
             s = score_video(os.path.join(data, rel_path), scorer, pre, det)
             rows.append({"video_id": video_id, "label": label, "manipulation": manipulation, "p_fake": s.p_fake,
                          "verdict": verdict(s.p_fake, scorer.threshold)["verdict"], "clips": s.clips,
-                         "reason": s.reason})  # fmt: skip
+                         "reason": s.reason, "faces": len(s.face_p_fake)})  # fmt: skip
             if s.p_fake is None:
                 log.warning("cannot score %s: %s", rel_path, s.error)
             if (i + 1) % 10 == 0:

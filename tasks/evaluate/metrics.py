@@ -148,14 +148,20 @@ def choose_threshold(y_true, p_fake, criterion: str = "f1") -> float:
 
 
 def aggregate_by_video(
-    video_ids: Sequence[str], y_true, p_fake, how: str = "mean"
+    video_ids: Sequence[str], y_true, p_fake, how: str = "mean", faces=None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Clip -> video: one label and one probability per video, ids sorted.
 
     ``how``: ``mean`` of probabilities, ``max`` (a video is as fake as its most fake clip) or
     ``logit_mean`` (mean in logit space, so confident clips weigh more). Raises ValueError when
     a video's clips disagree on the label.
+
+    ``faces`` (N,): which face of its video each clip shows. Then each face is aggregated over
+    its clips as above, and a video is as fake as its most fake face: its probability is the max
+    over its faces, its label FAKE when any face is (faces of one video may differ in label).
     """
+    if faces is not None and np.any(np.asarray(faces)):
+        return _max_over_faces(video_ids, y_true, p_fake, how, np.asarray(faces))
     if how not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {how!r}; choose one of {AGGREGATIONS}")
     y, p = _check(y_true, p_fake)
@@ -181,6 +187,21 @@ def aggregate_by_video(
         z = np.bincount(inv, weights=np.log(q) - np.log1p(-q), minlength=len(uniq)) / counts
         agg = 1.0 / (1.0 + np.exp(-z))
     return uniq, y_max, agg
+
+
+def _max_over_faces(video_ids: Sequence[str], y_true, p_fake, how: str, faces: np.ndarray):
+    """aggregate_by_video per (video, face), then the max over each video's faces (label and probability)."""
+    ids = np.asarray(video_ids)
+    if faces.shape != ids.shape:
+        raise ValueError(f"faces {faces.shape} and video_ids {ids.shape} differ in length")
+    keys = np.char.add(np.char.add(ids.astype(str), "\x00"), faces.astype(str))  # (N,) one key per (video, face)
+    face_keys, y_face, p_face = aggregate_by_video(keys, y_true, p_fake, how)
+    owner = np.array([k.split("\x00")[0] for k in face_keys])  # (K,) each face's video
+    uniq, inv = np.unique(owner, return_inverse=True)
+    y_vid, p_vid = np.zeros(len(uniq), np.int64), np.zeros(len(uniq))
+    np.maximum.at(y_vid, inv, y_face)
+    np.maximum.at(p_vid, inv, p_face)
+    return uniq, y_vid, p_vid
 
 
 def baselines(y_train, y_eval) -> dict[str, dict[str, float]]:
@@ -362,6 +383,7 @@ def evaluate_predictions(
     y_train=None,
     y_train_video=None,
     how: str = "mean",
+    faces=None,
 ) -> dict[str, dict]:
     """Clip- and video-level metrics of one split's clip predictions.
 
@@ -369,8 +391,9 @@ def evaluate_predictions(
     ``"video@val_threshold"`` when ``threshold_val`` is given, plus ``"baselines"``: ``"clip"``
     from ``y_train`` (the training clips' labels) and ``"video"`` from ``y_train_video`` (one
     label per training video: the video-level prior, not the clip-level one), each given.
+    ``faces``: each clip's face (:func:`aggregate_by_video`: a video scores as its most fake face).
     """
-    _, y_vid, p_vid = aggregate_by_video(clip_video_ids, y_true, p_fake, how=how)
+    _, y_vid, p_vid = aggregate_by_video(clip_video_ids, y_true, p_fake, how=how, faces=faces)
     out: dict[str, dict] = {
         "clip": binary_metrics(y_true, p_fake),
         "video": binary_metrics(y_vid, p_vid),

@@ -74,10 +74,11 @@ class Gate:
 
 
 def gate_numbers(y, p, video_ids: Sequence[str], groups: Sequence[str], monitor: str, *, calibrate: bool = True,
-                 seed: int = 0, n_bootstrap: int = 200) -> GateNumbers:  # fmt: skip
+                 seed: int = 0, n_bootstrap: int = 200, faces=None) -> GateNumbers:  # fmt: skip
     """The monitored metric of the model and of the prior on val clips ``y``, ``p`` (N,) (uncalibrated P(FAKE),
     ``groups`` (N,) per clip), 2-fold cross-fitted by group (:func:`tasks.evaluate.calibration.cross_fit`),
-    and a ``n_bootstrap`` group-bootstrap 95 % interval of model - prior."""
+    and a ``n_bootstrap`` group-bootstrap 95 % interval of model - prior. ``faces`` (N,): each clip's face
+    (a video scores as its most fake face, :func:`tasks.evaluate.metrics.aggregate_by_video`)."""
     level, metric = parse_monitor(monitor)
     y = np.asarray(y, dtype=np.int64)
     fit = C.cross_fit(y, C.to_logits(p), groups, enabled=calibrate, seed=seed)
@@ -85,8 +86,8 @@ def gate_numbers(y, p, video_ids: Sequence[str], groups: Sequence[str], monitor:
     pp, g = fit.prior, np.asarray([str(x) for x in groups])
     if level == "video":  # a video's clips share a group, hence a half and its prior
         first = {v: i for i, v in reversed(list(enumerate(ids)))}
-        vids, ym, pm = M.aggregate_by_video(ids, y, fit.p)
-        _, _, pp = M.aggregate_by_video(ids, y, fit.prior)
+        vids, ym, pm = M.aggregate_by_video(ids, y, fit.p, faces=faces)
+        _, _, pp = M.aggregate_by_video(ids, y, fit.prior, faces=faces)
         g = np.asarray([g[first[v]] for v in vids])
 
     def diff(idx: np.ndarray) -> float:

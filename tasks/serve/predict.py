@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,12 +23,24 @@ from tasks.ingest.video import VideoError
 @dataclass
 class VideoScore:
     video: str
-    p_fake: float | None  # mean clip probability; None when the video cannot be scored
+    p_fake: float | None  # max over its faces of each face's mean clip probability; None when not scored
     clips: int
     face_frac: float
     clip_p_fake: list[float]
     reason: str | None = None  # stable code (no_face, no_audio, ...) when not scored
     error: str | None = None
+    face_p_fake: list[float] = field(default_factory=list)  # (faces,) each face's mean clip probability
+    clip_face: list[int] = field(default_factory=list)  # (clips,) which face each clip shows
+
+
+def video_p_fake(p: np.ndarray, faces: np.ndarray) -> tuple[float, list[float]]:
+    """Clip probabilities (N,) and their faces (N,) -> (the video's P(FAKE), each face's).
+
+    A face's P(FAKE) is the mean over its clips; the video's is the max over its faces: a video
+    is as fake as its most fake face (one swapped face among real ones makes a FAKE).
+    """
+    per_face = [float(np.mean(p[faces == f])) for f in np.unique(faces)]
+    return max(per_face), per_face
 
 
 def decoded_clips(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_quality: int = 90):
@@ -41,7 +53,7 @@ def decoded_clips(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg
             video_id="predict", clip=clip.index, label=REAL, split="test", group="predict", original=None,
             start_s=clip.start_s, fps=clip.fps, num_frames=pre.frames_per_clip, face_box=clip.face_box,
             det_score=clip.det_score, detected_frac=clip.detected_frac, mel_hop_s=pre.mel.hop_s,
-            frame_times=clip.frame_times, mel_start_s=clip.mel_start_s,
+            frame_times=clip.frame_times, mel_start_s=clip.mel_start_s, face=clip.face,
         )  # fmt: skip
         clips.append(decode_sample(encode_sample(clip.frames, clip.mel, meta, jpeg_quality)))
     return clips, result.face_frac
@@ -66,7 +78,8 @@ def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_q
 
 
 def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector) -> VideoScore:
-    """P(FAKE) of one video (mean over its clips), or the reason it cannot be scored.
+    """P(FAKE) of one video (:func:`video_p_fake`: max over faces of the mean over clips), or the
+    reason it cannot be scored.
 
     Never raises for one bad video: a missing path, a symlink loop, a directory or a decoder
     failure is this video's ``reason``, and the videos after it are still scored.
@@ -74,7 +87,8 @@ def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return VideoScore(path, None, 0, 0.0, [], "unreadable", f"{path}: not a regular file")
-        video, audio, face_frac = clip_inputs(path, pre, detector, img_size=scorer.config.img_size)
+        clips, face_frac = decoded_clips(path, pre, detector)
+        video, audio = model_inputs(clips, scorer.config.img_size)
     except VideoError as e:
         error = str(e)
         if e.reason == "no_audio" and pre.require_audio:
@@ -88,7 +102,10 @@ def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector
     except Exception as e:  # an unexpected library error: this video's, not the batch's
         return VideoScore(path, None, 0, 0.0, [], "error", f"{path}: {type(e).__name__}: {e}")
     p = scorer.predict_proba(video, audio)
-    return VideoScore(path, float(np.mean(p)), len(p), face_frac, [float(x) for x in p])
+    faces = np.array([c.meta.face for c in clips])
+    p_video, per_face = video_p_fake(p, faces)
+    return VideoScore(path, p_video, len(p), face_frac, [float(x) for x in p], face_p_fake=per_face,
+                      clip_face=faces.tolist())  # fmt: skip
 
 
 def preprocess_for(scorer) -> PreprocessConfig:

@@ -22,7 +22,7 @@ shuffled (training) loaders; asking an evaluation loader for it raises.
 
 Tensors (letters as in ``avff_model``): ``video`` (B, 3, T, H, W) float32 ImageNet-normalised,
 ``audio`` (B, 1, F, Tm) float32 normalised with :data:`AUDIO_MEAN` / :data:`AUDIO_STD`,
-``target`` (B,) float32 (FAKE = 1), ``video_id`` list[str], ``clip`` (B,) int64.
+``target`` (B,) float32 (FAKE = 1), ``video_id`` list[str], ``clip`` (B,) int64, ``face`` (B,) int64.
 """
 
 from __future__ import annotations
@@ -127,6 +127,7 @@ def clip_to_tensors(
         "target": float(clip.meta.target),
         "video_id": clip.meta.video_id,
         "clip": int(clip.meta.clip),
+        "face": int(clip.meta.face),
     }
 
 
@@ -138,6 +139,7 @@ def collate(samples: list[dict]) -> dict:
         "target": torch.tensor([s["target"] for s in samples], dtype=torch.float32),  # (B,)
         "video_id": [s["video_id"] for s in samples],
         "clip": torch.tensor([s["clip"] for s in samples], dtype=torch.int64),  # (B,)
+        "face": torch.tensor([s.get("face", 0) for s in samples], dtype=torch.int64),  # (B,)
     }
 
 

@@ -201,7 +201,9 @@ def gather_predictions(preds):
     dist.all_gather_object(parts, tuple(preds))
     ids = [v for p in parts for v in p[0]]
     arrays = [np.concatenate([np.asarray(p[i]) for p in parts]) for i in (1, 2, 3)]
-    return type(preds)(ids, arrays[0].astype(np.int64), arrays[1].astype(np.int64), arrays[2].astype(np.float64))
+    faces = np.concatenate([np.zeros(len(p[0]), np.int64) if p[4] is None else np.asarray(p[4]) for p in parts])
+    return type(preds)(ids, arrays[0].astype(np.int64), arrays[1].astype(np.int64), arrays[2].astype(np.float64),
+                       faces.astype(np.int64))  # fmt: skip
 
 
 def same_everywhere(value: float) -> bool:

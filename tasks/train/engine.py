@@ -225,6 +225,7 @@ class Predictions(NamedTuple):
     clips: np.ndarray  # (N,) int64
     y: np.ndarray  # (N,) int64, FAKE = 1
     p: np.ndarray  # (N,) float64, probability of FAKE
+    faces: np.ndarray | None = None  # (N,) int64, which face of its video each clip shows (0: the main one)
 
 
 @torch.inference_mode()
@@ -233,15 +234,16 @@ def evaluate(model: torch.nn.Module, loader: Iterable[dict], *, device: torch.de
     """Probabilities of FAKE for every clip of ``loader`` (model in eval mode)."""
     model.eval()
     ids: list[str] = []
-    clips, ys, ps = [], [], []
+    clips, ys, ps, faces = [], [], [], []
     for batch in loader:
         with autocast(device, precision):
             logits = model(batch["video"].to(device), batch["audio"].to(device))  # (B,)
         ps.append(torch.sigmoid(logits.float()).cpu().numpy())
         ys.append(batch["target"].numpy())
         clips.append(batch["clip"].numpy())
+        faces.append(batch["face"].numpy())
         ids.extend(batch["video_id"])
     if not ids:
         raise ValueError("the evaluation loader yielded no batches")
     return Predictions(ids, np.concatenate(clips), np.concatenate(ys).astype(np.int64),
-                       np.concatenate(ps).astype(np.float64))  # fmt: skip
+                       np.concatenate(ps).astype(np.float64), np.concatenate(faces).astype(np.int64))  # fmt: skip

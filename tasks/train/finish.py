@@ -88,12 +88,13 @@ def calibration_metrics(cal: C.Calibration) -> dict[str, float]:
 def score(preds: Predictions, train: TrainLabels, threshold_val: float | None = None) -> dict[str, Any]:
     """Clip and video metrics of one split's predictions, with the prior/majority baselines of ``train``."""
     return M.evaluate_predictions(preds.video_ids, preds.y, preds.p, threshold_val=threshold_val,
-                                  y_train=train.clips, y_train_video=train.videos)  # fmt: skip
+                                  y_train=train.clips, y_train_video=train.videos, faces=preds.faces)  # fmt: skip
 
 
 def by_video(preds: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(video ids ``(V,)``, labels ``(V,)``, mean FAKE probability ``(V,)``) of clip predictions."""
-    return M.aggregate_by_video(preds.video_ids, preds.y, preds.p)
+    """(video ids ``(V,)``, labels ``(V,)``, FAKE probability ``(V,)``) of clip predictions: the mean
+    over a face's clips, the max over a video's faces."""
+    return M.aggregate_by_video(preds.video_ids, preds.y, preds.p, faces=preds.faces)
 
 
 def val_threshold(val: Predictions, criterion: str) -> float | None:
@@ -136,12 +137,13 @@ def metrics_table(by_split: Mapping[str, Mapping[str, Any]], uncalibrated: Mappi
 
 
 def write_predictions(output_dir: str, by_split: Mapping[str, Predictions]) -> dict[str, str]:
-    """``predictions/<split>.parquet`` (video_id, clip, y, p_fake) per split; split -> URI."""
+    """``predictions/<split>.parquet`` (video_id, clip, y, p_fake, face) per split; split -> URI."""
     uris = {}
     for split, preds in by_split.items():
         uris[split] = fs.join(output_dir, "predictions", f"{split}.parquet")
-        rows = [PredictionRow(video_id=v, clip=int(c), y=int(y), p_fake=float(p))
-                for v, c, y, p in zip(preds.video_ids, preds.clips, preds.y, preds.p)]  # fmt: skip
+        faces = preds.faces if preds.faces is not None else np.zeros(len(preds.y), np.int64)
+        rows = [PredictionRow(video_id=v, clip=int(c), y=int(y), p_fake=float(p), face=int(f))
+                for v, c, y, p, f in zip(preds.video_ids, preds.clips, preds.y, preds.p, faces)]  # fmt: skip
         write_table(uris[split], PredictionRow, rows)
     return uris
 

@@ -470,7 +470,7 @@ class _Run:
 
     def _validate(self) -> dict[str, float]:
         preds = self._predict("val")
-        flat = M.flatten("val", M.evaluate_predictions(preds.video_ids, preds.y, preds.p))
+        flat = M.flatten("val", M.evaluate_predictions(preds.video_ids, preds.y, preds.p, faces=preds.faces))
         flat["val_loss"] = flat["val_clip_log_loss"]
         if math.isnan(flat.get(self.cfg.monitor, 0.0)):
             raise ValueError(f"monitor {self.cfg.monitor!r} is NaN at epoch {self.progress.epoch} (val: "
@@ -604,7 +604,7 @@ class _Run:
         cfg = self.cfg
         groups = [self.data.group_of.get(v, v) for v in raw_val.video_ids]
         numbers = gate_numbers(raw_val.y, raw_val.p, raw_val.video_ids, groups, cfg.monitor, calibrate=cfg.calibrate,
-                               seed=cfg.seed, n_bootstrap=cfg.report_bootstrap)  # fmt: skip
+                               seed=cfg.seed, n_bootstrap=cfg.report_bootstrap, faces=raw_val.faces)  # fmt: skip
         return prior_gate(numbers, cfg.monitor, self.mode, register_if=cfg.register_if,
                           min_improvement=cfg.min_improvement)  # fmt: skip
 
