@@ -98,3 +98,20 @@ def test_confine_refuses_escapes(tmp_path):
         with pytest.raises(fs.PathEscapeError):
             fs.confine(str(root), bad)
     assert fs.confine(str(root), "ok.mp4").endswith("ok.mp4")
+
+
+def test_a_second_face_has_its_own_key_and_the_main_face_writes_no_face_field(tmp_path):
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    mel = rng.normal(size=(32, 32)).astype(np.float32)
+    main, second = encode_sample(frames, mel, _meta()), encode_sample(frames, mel, _meta(face=1))
+    assert b'"face"' not in main["json"]  # the bytes a shard held before faces existed
+    _write(tmp_path / "s.tar", [main, second])
+    clips = [decode_sample(raw) for raw in _read(tmp_path / "s.tar")]
+    assert [(c.key, c.meta.face) for c in clips] == [("abcdefghij/001", 0), ("abcdefghij/001_f1", 1)]
+    # a sample whose json names another face than its key is refused
+    forged = {**second, "__key__": "abcdefghij/001"}
+    with pytest.raises(ShardFormatError, match="face 1"):
+        decode_sample(forged)
+    with pytest.raises(ShardFormatError, match="invalid sample key"):
+        encode_sample(frames, mel, _meta(face=10))

@@ -107,3 +107,22 @@ def test_a_parquet_table_is_read_without_starting_arrow_thread_pools(tmp_path):
                          check=True, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     before, after = map(int, out.stdout.split())
     assert after == before, out.stdout
+
+
+def test_tables_written_before_the_face_columns_read_with_their_defaults(tmp_path):
+    """predictions/<split>.parquet and manifest.parquet of older runs lack face / faces."""
+    old = pa.table({"video_id": ["a", "a"], "clip": [0, 1], "y": [1, 1], "p_fake": [0.2, 0.9]})
+    pq.write_table(old, tmp_path / "p.parquet")
+    rows = read_table(str(tmp_path / "p.parquet"), PredictionRow)
+    assert [(r.clip, r.face) for r in rows] == [(0, 0), (1, 0)]
+    uri = _write_manifest(tmp_path)
+    assert [(r.faces, r.fake_faces) for r in read_table(uri, ManifestRow)] == [(None, None), (2, 1)]
+    pq.write_table(fs.read_parquet(uri).drop_columns(["faces", "fake_faces"]), tmp_path / "old.parquet")
+    assert [(r.faces, r.fake_faces) for r in read_table(str(tmp_path / "old.parquet"), ManifestRow)] == [(None, None)] * 2
+
+
+def _write_manifest(tmp_path) -> str:
+    uri = str(tmp_path / "manifest.parquet")
+    rows = _manifest()
+    write_table(uri, ManifestRow, [rows[0], ManifestRow(**{**rows[1].__dict__, "faces": 2, "fake_faces": 1})])
+    return uri

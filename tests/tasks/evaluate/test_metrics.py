@@ -273,3 +273,22 @@ def test_the_bootstraps_fast_auc_equals_sklearn_with_and_without_ties():
         for p in (rng.uniform(0, 1, n), np.round(rng.uniform(0, 1, n), 1), np.full(n, 0.3)):  # ties, all tied
             assert auc_or_nan(y, p) == pytest.approx(skm.roc_auc_score(y, p), abs=1e-12)
     assert math.isnan(auc_or_nan(np.array([1, 1]), np.array([0.2, 0.3])))
+
+
+def test_a_video_of_several_faces_scores_as_its_most_fake_face():
+    """Video 'a': face 0 REAL (clips 0.1, 0.3), face 1 FAKE (0.8, 0.6); 'b': one face, REAL."""
+    ids = ["a", "a", "a", "a", "b", "b"]
+    faces = [0, 0, 1, 1, 0, 0]
+    y = [0, 0, 1, 1, 0, 0]
+    p = [0.1, 0.3, 0.8, 0.6, 0.2, 0.4]
+    vid, yv, pv = aggregate_by_video(ids, y, p, faces=faces)
+    assert vid.tolist() == ["a", "b"] and yv.tolist() == [1, 0]
+    np.testing.assert_allclose(pv, [0.7, 0.3])  # max(mean(0.1, 0.3), mean(0.8, 0.6)); b's mean
+    _, _, pmax = aggregate_by_video(ids, y, p, how="max", faces=faces)
+    np.testing.assert_allclose(pmax, [0.8, 0.4])
+    with pytest.raises(ValueError, match="both labels"):  # without faces, a's clips disagree
+        aggregate_by_video(ids, y, p)
+    # all faces 0: exactly the single-face aggregation
+    np.testing.assert_allclose(aggregate_by_video(ids[4:], y[4:], p[4:], faces=[0, 0])[2], aggregate_by_video(ids[4:], y[4:], p[4:])[2])
+    video = evaluate_predictions(ids, y, p, faces=faces)["video"]
+    assert video["auc"] == 1.0
