@@ -241,7 +241,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable[dict], *, device: torch.de
         ps.append(torch.sigmoid(logits.float()).cpu().numpy())
         ys.append(batch["target"].numpy())
         clips.append(batch["clip"].numpy())
-        faces.append(batch["face"].numpy())
+        faces.append(batch["face"].numpy() if "face" in batch else np.zeros(len(batch["video_id"]), np.int64))  # (B,)
         ids.extend(batch["video_id"])
     if not ids:
         raise ValueError("the evaluation loader yielded no batches")
