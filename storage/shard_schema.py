@@ -176,7 +176,9 @@ def decode_sample(sample: dict) -> DecodedClip:
     if meta is None or mel is None or not frames:
         raise ShardFormatError(f"{key}: incomplete sample (needs frames, mel.npy and json)")
     if not isinstance(meta.clip, int) or not isinstance(meta.face, int) or not _names(meta, key):
-        raise ShardFormatError(f"{key}: json names video {meta.video_id!r} clip {meta.clip!r} face {meta.face!r}, not this sample")
+        raise ShardFormatError(
+            f"{key}: json names video {meta.video_id!r} clip {meta.clip!r} face {meta.face!r}, not this sample"
+        )
     if meta.label not in LABELS or meta.split not in SPLITS:
         raise ShardFormatError(f"{key}: label {meta.label!r} / split {meta.split!r} not in {sorted(LABELS)} / {SPLITS}")
     # compare the count first: num_frames comes from the shard and may be absurd (10**12)

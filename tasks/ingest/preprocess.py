@@ -85,7 +85,7 @@ class PreprocessConfig:
     def hash(self) -> str:
         """Identifies the output: a change here invalidates previously written shards.
 
-        The fields of :data:`_HASHED_WHEN_SET` count only away from their defaults, which write
+        The fields of :data:`_HASHED_WHEN_SET` count only away from the values there, which write
         what configs without them wrote: shards ingested before those fields existed stay valid.
         """
         d = {k: v for k, v in asdict(self).items() if not (k in _HASHED_WHEN_SET and v == _HASHED_WHEN_SET[k])}
@@ -94,8 +94,10 @@ class PreprocessConfig:
 
 CLIP_MODES = ("spread", "native")
 MAX_FACES = 10  # a sample key names its face with one digit (storage.shard_schema.sample_key)
-# max_faces 1 / min_track_frac 0.5 are what configs before every-face tracking wrote
-_HASHED_WHEN_SET = {"clip_offset_s": 0.0, "clip_stride_s": None, "clip_mode": "spread", "max_faces": 1, "min_track_frac": 0.5}  # field -> its default (byte-identical output)
+# field -> the value that writes what configs without the field wrote (byte-identical output); all are
+# the field's default except max_faces, whose default (every face) writes more samples for videos of several people
+_HASHED_WHEN_SET = {"clip_offset_s": 0.0, "clip_stride_s": None, "clip_mode": "spread",
+                    "max_faces": 1, "min_track_frac": 0.5}  # fmt: skip
 
 
 @dataclass
