@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from storage import fs
+from storage.tables import PredictionRow, read_table
 from tasks.evaluate import calibration as C
 from tasks.evaluate import metrics as M
 from tasks.serve.decision import Decision, read_decision
@@ -159,3 +160,18 @@ def test_reliability_diagram_and_decision_beside_the_checkpoint(tmp_path):
     assert paths[-1] == tmp_path / "plots" / finish.RELIABILITY_PLOT and paths[-1].stat().st_size > 0
     finish.keep_decision(str(tmp_path / "ckpt"), None, "f1", C.Platt(0.5, 0.2))
     assert read_decision(str(tmp_path / "ckpt")) == Decision(None, "default", 0.5, 0.2)
+
+
+def test_a_video_of_two_faces_scores_as_its_fake_face_and_its_predictions_name_the_face(tmp_path):
+    """v0: face 0 REAL (0.2, 0.4), face 1 FAKE (0.9, 0.7); v1: one REAL face (0.1, 0.3). The report's
+    and the threshold's video numbers are max over faces; without faces, v0's labels would clash."""
+    preds = Predictions(["v0", "v0", "v0", "v0", "v1", "v1"], np.array([0, 1, 0, 1, 0, 1]),
+                        np.array([0, 0, 1, 1, 0, 0]), np.array([0.2, 0.4, 0.9, 0.7, 0.1, 0.3]),
+                        np.array([0, 0, 1, 1, 0, 0]))  # fmt: skip
+    ids, y, p = finish.by_video(preds)
+    assert ids.tolist() == ["v0", "v1"] and y.tolist() == [1, 0]
+    np.testing.assert_allclose(p, [0.8, 0.2])
+    assert finish.score(preds, TRAIN)["video"]["auc"] == 1.0
+    rows = read_table(finish.write_predictions(str(tmp_path), {"test": preds})["test"], PredictionRow)
+    assert [(r.video_id, r.clip, r.face, r.y) for r in rows][:4] == [("v0", 0, 0, 0), ("v0", 1, 0, 0), ("v0", 0, 1, 1),
+                                                                      ("v0", 1, 1, 1)]  # fmt: skip
