@@ -10,6 +10,7 @@ rest are REAL. Without an original, with one face, or when nothing differs (no t
 
 from __future__ import annotations
 
+import av
 import numpy as np
 
 from storage.shard_schema import FAKE, REAL
@@ -43,7 +44,7 @@ def face_differences(clips: list[Clip], original: str, cfg: PreprocessConfig, si
         info = probe(original, cfg.limits)
         frames, got = read_frames(original, times, rotation=info.rotation, skip_nonref=cfg.skip_nonref,
                                   read_seconds=cfg.limits.read_seconds, max_pixels=cfg.limits.max_pixels)  # fmt: skip
-    except (VideoError, OSError):
+    except (VideoError, OSError, ValueError, av.error.FFmpegError):  # the fake is still ingested, by its video label
         return None
     at = {t: f for t, f in zip(times, frames)}
     sums: dict[int, list[float]] = {}

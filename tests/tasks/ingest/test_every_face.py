@@ -157,3 +157,11 @@ def test_real_footage_two_person_fake_labels_follow_the_pixel_difference(real_pa
     other = "right" if side == "left" else "left"
     assert _faces(shard, fake.stem) == {side: FAKE, other: REAL}
     assert _faces(shard, original.stem) == {side: REAL, other: REAL}
+
+
+def test_an_unreadable_original_leaves_the_video_label_and_the_fake_ingested(generated, detector, tmp_path):
+    broken = tmp_path / "broken_original.mp4"
+    broken.write_bytes(b"not a video" * 100)
+    fake = generated["two_fake_left"]
+    shard = _ingest([_unit_video(fake, FAKE, broken)], tmp_path / "out", PRE, detector)
+    assert sorted((c.meta.face, c.meta.label) for c in read_clips(shard)) == [(0, FAKE), (1, FAKE)]
