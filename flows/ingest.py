@@ -34,6 +34,7 @@ from tasks.ingest import summary as ingest_summary
 from tasks.ingest.scan import refusal_counts
 from tasks.ingest.preprocess import PreprocessConfig, face_detector
 from tasks.ingest.write_unit import WorkUnit, is_complete, process_unit
+from tasks.ingest.identity import face_identities
 from tasks.ingest.splits import identity_groups, read_identities
 from tasks.ingest.settings import IngestSettings
 
@@ -68,7 +69,13 @@ def scan_and_plan(cfg: IngestSettings) -> tuple[list[WorkUnit], "steps.ScanResul
     log = get_run_logger()
     result = steps.scan(cfg.data)
     layout = fs.IngestLayout(cfg.out)
-    grouping = identity_groups(result.entries, read_identities(cfg.identities) if cfg.identities else None)
+    identities = read_identities(cfg.identity_map) if cfg.identity_map else None
+    if cfg.face_identities:
+        faces = face_identities(cfg.data, result.entries, read_seconds=cfg.read_seconds)
+        identities = faces.identities
+        log.info("identities=auto: %d videos embedded into %d identities; no face in %d, undecodable %d",
+                 len(faces.identities), len(set(faces.identities.values())), len(faces.no_face), len(faces.failed))
+    grouping = identity_groups(result.entries, identities)
     for line in grouping.warnings():
         log.warning("metadata links: %s", line)
     units, planned = steps.plan(
@@ -297,7 +304,7 @@ def write_index(cfg: IngestSettings, records: list[dict], result: "steps.ScanRes
 def ingest_dfdc(config: IngestSettings) -> dict:
     """DFDC videos -> WebDataset shards + manifest.parquet + shards.parquet + quarantine.parquet."""
     t0 = time.perf_counter()
-    check_ingest_inputs(config.data, config.out, config.identities)  # again: a run from the UI skipped the CLI's
+    check_ingest_inputs(config.data, config.out, config.identity_map)  # again: a run from the UI skipped the CLI's
     with steps.output_lock(config.out):
         units, result = scan_and_plan(config)
         records, failed, skipped = process_units(units, config)
