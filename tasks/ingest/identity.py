@@ -7,8 +7,8 @@ whose embeddings lie within ``threshold`` (Euclidean) by average linkage are one
 
 **Threshold 0.4, not dlib's 0.6.** dlib recommends 0.6 for single photos; per-video means of
 5 frames are less noisy, and on the real footage (docs/ingest.md, ``bench/identities.py``)
-0.6 merged 252 pairs of which 28 were one person (precision 0.11), mostly East Asian faces,
-where dlib's training data is thin, while 0.4 keeps precision 0.93 at recall 0.93. :func:`tasks.ingest.splits.identity_groups` then unions each cluster
+0.6 paired 252 pairs of videos of which 30 were one person (precision 0.12), mostly East Asian
+faces, where dlib's training data is thin, while 0.4 gives precision 0.97 at recall 0.93. :func:`tasks.ingest.splits.identity_groups` then unions each cluster
 like an identity map does, so an identity's videos share one split.
 
 The weights ship inside the ``face-recognition-models`` package (CC0 model files; the 5-point
@@ -27,7 +27,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -142,12 +142,42 @@ def roots(entries: Iterable[VideoEntry]) -> list[VideoEntry]:
 
 
 @dataclass
-class FaceIdentities:
-    """What ``identities=auto`` found: the map for the union-find and what it could not embed."""
+class Embedded:
+    """Per-video face embeddings of a batch of videos, and the videos that gave none."""
 
-    identities: dict[str, str]  # video id -> cluster name (embedded videos only)
-    no_face: list[str]  # video ids where no sampled frame showed a face
-    failed: dict[str, str]  # video id -> why it could not be decoded
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # video id -> (128,) float32
+    no_face: list[str] = field(default_factory=list)  # no sampled frame showed a face
+    failed: dict[str, str] = field(default_factory=dict)  # video id -> why it could not be decoded
+
+    def add(self, other: Embedded) -> Embedded:
+        self.embeddings.update(other.embeddings)
+        self.no_face += other.no_face
+        self.failed.update(other.failed)
+        return self
+
+
+def embed_videos(videos: Iterable[tuple[str, str]], *, frames: int = 5, read_seconds: float = 60.0) -> Embedded:
+    """``(video id, path)`` pairs -> their :func:`embed_video` embeddings, with one detector and one
+    embedder for the whole batch. A video that cannot be decoded is listed, not raised."""
+    out = Embedded()
+    embedder = FaceEmbedder()
+    with FaceDetector() as detector:
+        for vid, path in videos:
+            try:
+                face = embed_video(path, detector, embedder, frames=frames, read_seconds=read_seconds)
+            except VideoError as err:
+                out.failed[vid] = str(err)
+                continue
+            if face.embedding is None:
+                out.no_face.append(vid)
+            else:
+                out.embeddings[vid] = face.embedding
+    return out
+
+
+def root_videos(data: str, entries: Iterable[VideoEntry]) -> list[tuple[str, str]]:
+    """``(video id, path)`` of every video :func:`roots` picks, for :func:`embed_videos`."""
+    return [(e.video_id, os.path.join(data, e.rel_path)) for e in roots(entries)]
 
 
 def face_identities(
@@ -157,25 +187,12 @@ def face_identities(
     threshold: float = SAME_PERSON,
     frames: int = 5,
     read_seconds: float = 60.0,
-) -> FaceIdentities:
-    """Embed every root video under ``data`` (:func:`roots`) and cluster them into identities.
+) -> tuple[dict[str, str], Embedded]:
+    """Embed every root video under ``data`` in this process and cluster them into identities:
+    (video id -> cluster name, the embeddings and the videos without one).
 
-    Serial, in this process: about 0.1-0.3 CPU-s per frame (detection + descriptor), so 5 frames
-    of each REAL video of full DFDC (~20k) is roughly 1-3 CPU-hours.
+    About 0.6 CPU-s per video (5 frames: decode, detection, descriptor); ingest fans the
+    embedding out over Ray (flows/ingest.py) and clusters here with :func:`cluster_faces`.
     """
-    embeddings: dict[str, np.ndarray] = {}
-    no_face, failed = [], {}
-    embedder = FaceEmbedder()
-    with FaceDetector() as detector:
-        for e in roots(entries):
-            try:
-                face = embed_video(os.path.join(data, e.rel_path), detector, embedder, frames=frames,
-                                   read_seconds=read_seconds)  # fmt: skip
-            except VideoError as err:
-                failed[e.video_id] = str(err)
-                continue
-            if face.embedding is None:
-                no_face.append(e.video_id)
-            else:
-                embeddings[e.video_id] = face.embedding
-    return FaceIdentities(cluster_faces(embeddings, threshold), sorted(no_face), failed)
+    embedded = embed_videos(root_videos(data, entries), frames=frames, read_seconds=read_seconds)
+    return cluster_faces(embedded.embeddings, threshold), embedded

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tasks.ingest.identity import SAME_PERSON, cluster_faces, embed_video, face_identities, frame_times, roots
+from tasks.ingest.identity import SAME_PERSON, cluster_faces, embed_video, embed_videos, face_identities, frame_times, roots
 from tasks.ingest.scan import VideoEntry, scan_dfdc
 from tasks.ingest.settings import IngestSettings
 from tasks.ingest.splits import IDENTITY_PREFIX, assign_splits, identity_groups
@@ -111,15 +111,17 @@ def two_faces(tmp_path_factory) -> Path:
 
 def test_one_face_in_two_videos_becomes_one_identity_and_one_split(two_faces):
     result = scan_dfdc(str(two_faces))
-    found = face_identities(str(two_faces), result.entries)
-    assert sorted(found.identities) == ["astro_a", "astro_b", "lfw"]  # the fake follows its original instead
-    assert found.identities["astro_a"] == found.identities["astro_b"] == "face-astro_a"
-    assert found.identities["lfw"] == "face-lfw"
-    assert found.no_face == [] and found.failed == {}
+    identities, embedded = face_identities(str(two_faces), result.entries)
+    assert sorted(identities) == ["astro_a", "astro_b", "lfw"]  # the fake follows its original instead
+    assert identities["astro_a"] == identities["astro_b"] == "face-astro_a"
+    assert identities["lfw"] == "face-lfw"
+    assert embedded.no_face == [] and embedded.failed == {}
+    d = {k: float(np.linalg.norm(embedded.embeddings[k] - embedded.embeddings["astro_a"])) for k in ("astro_b", "lfw")}
+    assert d["astro_b"] < SAME_PERSON < d["lfw"], d
 
     before = identity_groups(result.entries).groups  # original links only: the astronaut in two groups
     assert before["astro_a"] != before["astro_b"]
-    grouping = identity_groups(result.entries, found.identities)
+    grouping = identity_groups(result.entries, identities)
     assert grouping.groups["astro_a"] == grouping.groups["astro_b"] == grouping.groups["astro_fake"] == IDENTITY_PREFIX + "face-astro_a"
     assert grouping.groups["lfw"] == IDENTITY_PREFIX + "face-lfw"
     for seed in range(20):
@@ -128,14 +130,12 @@ def test_one_face_in_two_videos_becomes_one_identity_and_one_split(two_faces):
         assert a["astro_a"].fold == a["astro_b"].fold
 
 
-def test_a_video_without_a_face_is_reported_not_clustered(tmp_path):
-    from tasks.ingest.faces import FaceDetector
-    from tasks.ingest.identity import FaceEmbedder
-
+def test_videos_without_a_face_or_undecodable_are_listed_not_clustered(tmp_path):
     _write_video(tmp_path / "wall.mp4", [np.full((128, 128, 3), 90 + i, np.uint8) for i in range(10)])
-    with FaceDetector() as detector:
-        face = embed_video(str(tmp_path / "wall.mp4"), detector, FaceEmbedder(), frames=3)
-    assert face.embedding is None and face.faces == 0 and face.frames == 3
+    (tmp_path / "junk.mp4").write_bytes(b"not a video" * 100)
+    out = embed_videos([("wall", str(tmp_path / "wall.mp4")), ("junk", str(tmp_path / "junk.mp4"))], frames=3)
+    assert out.embeddings == {} and out.no_face == ["wall"]
+    assert list(out.failed) == ["junk"] and str(tmp_path / "junk.mp4") in out.failed["junk"]
 
 
 # ------------------------------------------------------------------ real footage (skips without ../shared/data)
