@@ -36,7 +36,6 @@ from tasks.ingest.faces import FaceDetector, _main_face
 from tasks.ingest.scan import VideoEntry
 from tasks.ingest.video import VideoError, probe, read_frames
 
-EMBED_DIM = 128
 SAME_PERSON = 0.4  # Euclidean distance of per-video mean descriptors below which two videos are one person
 CLUSTER_PREFIX = "face-"
 
