@@ -39,7 +39,7 @@ def _ingest(args) -> int:
     flags = _ingest_flags()
     try:  # before the flow's import and its run: a refused command leaves no failed run behind
         cfg = IngestSettings.model_validate(flags.values(args))
-        check_ingest_inputs(cfg.data, cfg.out, cfg.identities)
+        check_ingest_inputs(cfg.data, cfg.out, cfg.identity_map)
     except (ValidationError, ConfigError) as e:
         return flags.usage_error("ingest", e)
     from flows.ingest import ingest_dfdc

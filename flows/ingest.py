@@ -34,6 +34,7 @@ from tasks.ingest import summary as ingest_summary
 from tasks.ingest.scan import refusal_counts
 from tasks.ingest.preprocess import PreprocessConfig, face_detector
 from tasks.ingest.write_unit import WorkUnit, is_complete, process_unit
+from tasks.ingest.identity import Embedded, cluster_faces, embed_videos, root_videos
 from tasks.ingest.splits import identity_groups, read_identities
 from tasks.ingest.settings import IngestSettings
 
@@ -68,7 +69,13 @@ def scan_and_plan(cfg: IngestSettings) -> tuple[list[WorkUnit], "steps.ScanResul
     log = get_run_logger()
     result = steps.scan(cfg.data)
     layout = fs.IngestLayout(cfg.out)
-    grouping = identity_groups(result.entries, read_identities(cfg.identities) if cfg.identities else None)
+    identities = read_identities(cfg.identity_map) if cfg.identity_map else None
+    if cfg.face_identities:
+        embedded = _embed_faces(root_videos(cfg.data, result.entries), cfg)
+        identities = cluster_faces(embedded.embeddings)
+        log.info("identities=auto: %d videos embedded into %d identities; no face in %d, undecodable %d",
+                 len(identities), len(set(identities.values())), len(embedded.no_face), len(embedded.failed))  # fmt: skip
+    grouping = identity_groups(result.entries, identities)
     for line in grouping.warnings():
         log.warning("metadata links: %s", line)
     units, planned = steps.plan(
@@ -86,6 +93,25 @@ def scan_and_plan(cfg: IngestSettings) -> tuple[list[WorkUnit], "steps.ScanResul
         log.warning("refused before decoding: %s x %d (e.g. %s); every file is listed in %s",
                     reason, n, first[:300], layout.quarantine)
     return units, result
+
+
+FACE_BATCH = 32  # videos per Ray task of identities=auto: ~20 CPU-s each, one detector and embedder per task
+
+
+def _embed_faces(videos: list[tuple[str, str]], cfg: IngestSettings) -> Embedded:
+    """identities=auto's embeddings of ``(video id, path)`` pairs: in this process, or in batches of
+    :data:`FACE_BATCH` as Ray tasks (collected as they finish)."""
+    if cfg.executor == "local" or not videos:
+        return embed_videos(videos, read_seconds=cfg.read_seconds)
+    ray = init_ray(cfg.ray_address, cfg.num_workers)
+    embed = ray.remote(num_cpus=1, max_retries=cfg.retries)(embed_videos)
+    pending = [embed.remote(videos[i : i + FACE_BATCH], read_seconds=cfg.read_seconds)
+               for i in range(0, len(videos), FACE_BATCH)]  # fmt: skip
+    out = Embedded()
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        out.add(ray.get(done[0]))
+    return out
 
 
 @task(name="process-units", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
@@ -297,7 +323,7 @@ def write_index(cfg: IngestSettings, records: list[dict], result: "steps.ScanRes
 def ingest_dfdc(config: IngestSettings) -> dict:
     """DFDC videos -> WebDataset shards + manifest.parquet + shards.parquet + quarantine.parquet."""
     t0 = time.perf_counter()
-    check_ingest_inputs(config.data, config.out, config.identities)  # again: a run from the UI skipped the CLI's
+    check_ingest_inputs(config.data, config.out, config.identity_map)  # again: a run from the UI skipped the CLI's
     with steps.output_lock(config.out):
         units, result = scan_and_plan(config)
         records, failed, skipped = process_units(units, config)

@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from storage import fs
 
+# the values of ``identities`` that are not a file: a file literally named "auto" needs a path ("./auto")
+IDENTITY_MODES = ("original", "auto")
+
 
 class IngestSettings(BaseModel):
     """Everything one ingest run needs: where from and to, splits, preprocessing, resource bounds, execution."""
@@ -24,8 +27,10 @@ class IngestSettings(BaseModel):
     # -- where from, where to
     data: str = Field(description="DFDC root: dfdc_train_part_*/ folders or one folder with metadata.json")
     out: str = Field(description="output root (local path or s3://...) for shards and parquet files")
-    identities: str | None = Field(None, description="optional csv/parquet with columns video, identity: videos of "
-                                   "one identity share a split")  # fmt: skip
+    identities: str | None = Field(None, description="who is who, so that one person's videos share a split: "
+                                   "original (default, None): the metadata's original links only; auto: also cluster "
+                                   "face embeddings of the REAL videos (docs/ingest.md); or a csv/parquet with columns "
+                                   "video, identity")  # fmt: skip
     # -- splits
     ratios: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="train, val and test shares")
     folds: int = Field(5, ge=1, le=20, description="k of the manifest's grouped k-fold column, for avff cv")
@@ -66,7 +71,19 @@ class IngestSettings(BaseModel):
     @classmethod
     def _absolute(cls, v: str | None) -> str | None:
         """Local paths become absolute here, in the flow's working directory: Ray workers run elsewhere."""
+        if v in IDENTITY_MODES:
+            return v
         return os.path.abspath(v) if v and fs.is_local(v) and not v.startswith("file://") else v
+
+    @property
+    def identity_map(self) -> str | None:
+        """The identity map file, when ``identities`` names one (not ``original`` or ``auto``)."""
+        return None if self.identities in (None, *IDENTITY_MODES) else self.identities
+
+    @property
+    def face_identities(self) -> bool:
+        """``identities=auto``: cluster face embeddings into identities before the split."""
+        return self.identities == "auto"
 
     @field_validator("out")
     @classmethod

@@ -3,8 +3,8 @@
 **Groups.** Union-find over every link the metadata holds: a fake joins its ``original``
 (chains of fakes of fakes, A->B/B->A cycles and self-references included: they all end in one
 group, and :class:`Grouping` lists the irregular links so ingest can warn about them). An
-optional identity map (``video -> identity``, e.g. from face clustering or a dataset's actor
-list) merges groups further. DFDC's metadata names no actor: without a map a group is one
+optional identity map (``video -> identity``: a dataset's actor list, or the face clusters of
+``identities=auto``, :mod:`tasks.ingest.identity`) merges groups further. DFDC's metadata names no actor: without a map a group is one
 REAL video plus its fakes, and the same person filmed in several REAL videos can still sit
 in several splits.
 
