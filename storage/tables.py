@@ -52,6 +52,9 @@ class ManifestRow:
     status: str = "planned"  # planned | ingested | quarantined
     clips: int | None = None
     shard: str | None = None  # URI of the shard holding its clips
+    # ingested with crop="landmarks": "landmarks", or "box_fallback" where too few frames had landmarks
+    crop: str | None = None
+    landmark_frac: float | None = None  # of its sampled frames with landmarks
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +107,7 @@ SCHEMAS: dict[type, pa.Schema] = {
          ("duration", pa.float64()), ("fps", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
          ("rotation", pa.int32()), ("has_audio", pa.bool_()), ("audio_rate", pa.int32()), ("split", pa.string()),
          ("fold", pa.int32()), ("group", pa.string()), ("status", pa.string()), ("clips", pa.int32()),
-         ("shard", pa.string())]
+         ("shard", pa.string()), ("crop", pa.string()), ("landmark_frac", pa.float64())]
     ),  # fmt: skip
     ShardRow: pa.schema(
         [("path", pa.string()), ("split", pa.string()), ("part", pa.string()), ("samples", pa.int64()),
@@ -117,6 +120,9 @@ SCHEMAS: dict[type, pa.Schema] = {
     PredictionRow: pa.schema([("video_id", pa.string()), ("clip", pa.int64()), ("y", pa.int64()), ("p_fake", pa.float64())]),
     IdentityRow: pa.schema([("video", pa.string()), ("identity", pa.string())]),
 }
+
+# columns added after tables were first written: a table without them reads back with None there
+ADDED_COLUMNS: dict[type, tuple[str, ...]] = {ManifestRow: ("crop", "landmark_frac")}
 
 Row = TypeVar("Row", ManifestRow, ShardRow, RefusedRow, PredictionRow, IdentityRow)
 
@@ -154,6 +160,9 @@ def read_table(uri: str, row_type: type[Row]) -> list[Row]:
 def from_arrow(table: pa.Table, row_type: type[Row], source: str = "table") -> list[Row]:
     """A pyarrow table -> rows of ``row_type`` (columns selected by name, cast to the schema)."""
     schema = SCHEMAS[row_type]
+    for name in ADDED_COLUMNS.get(row_type, ()):
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
     missing = [n for n in schema.names if n not in table.column_names]
     if missing:
         raise TableSchemaError(f"{source} lacks column(s) {missing}; has {table.column_names}")

@@ -17,6 +17,7 @@ import numpy as np
 
 from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, mel_window
 from tasks.ingest.faces import FaceDetector, crop_track, track_face
+from tasks.ingest.landmarks import LandmarkFaceDetector, LandmarkTrack, crop_landmarks, mouth_box, track_landmarks
 from tasks.ingest.video import Limits, VideoError, VideoInfo, nearest_frames, presented_times, probe, read_frames
 
 
@@ -32,6 +33,11 @@ class PreprocessConfig:
     clip_stride_s: float | None = None  # between clip starts; None: clip_seconds (back to back), less: overlapping
     face_size: int = 224
     face_margin: float = 1.3
+    # "box": the detector box, squared and enlarged by face_margin; "landmarks": aligned by face
+    # landmarks (eyes level, fixed scale, avff_model/crop_geometry.py) with a stored mouth box,
+    # falling back to the box for a video with landmarks in fewer than min_landmark_frac of its frames
+    crop: str = "box"
+    min_landmark_frac: float = 0.5
     min_face_frac: float = 0.5  # of a clip's frames with a real detection
     smooth_window: int = 5
     detect_side: int = 640
@@ -53,6 +59,8 @@ class PreprocessConfig:
             raise ValueError(f"clip_stride_s must be > 0 or None, got {self.clip_stride_s}")
         if self.clip_mode not in CLIP_MODES:
             raise ValueError(f"clip_mode must be one of {', '.join(CLIP_MODES)}, got {self.clip_mode!r}")
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
 
     @property
     def clip_seconds(self) -> float:
@@ -89,7 +97,8 @@ class PreprocessConfig:
 
 
 CLIP_MODES = ("spread", "native")
-_HASHED_WHEN_SET = {"clip_offset_s": 0.0, "clip_stride_s": None, "clip_mode": "spread"}  # field -> its default (byte-identical output)
+CROPS = ("box", "landmarks")
+_HASHED_WHEN_SET = {"clip_offset_s": 0.0, "clip_stride_s": None, "clip_mode": "spread", "crop": "box", "min_landmark_frac": 0.5}  # field -> its default (byte-identical output)
 
 
 @dataclass
@@ -104,6 +113,10 @@ class Clip:
     frame_times: list[float] = field(default_factory=list)  # (T,) seconds: what was actually shown
     mel_start_s: float = 0.0  # the mel window starts at the first frame's time (on the hop grid)
     fps: float = 5.0  # the frames' rate: clip_fps (spread), the frames' own (native)
+    # with crop="landmarks" only (None otherwise, as before landmarks existed):
+    crop: str | None = None  # "landmarks" (aligned) or "box_fallback" (too few landmarks: the detector box)
+    mouth_box: list[float] | None = None  # [x0, y0, x1, y1] crop pixels holding the lips of every frame
+    landmark_frac: float | None = None  # of the clip's frames with their own landmarks
 
 
 @dataclass
@@ -113,6 +126,8 @@ class Preprocessed:
     stage_seconds: dict[str, float]  # wall-clock per stage
     face_frac: float  # over all sampled frames
     stage_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage
+    crop: str | None = None  # as Clip.crop, for the whole video (the manifest's column)
+    landmark_frac: float | None = None  # over all sampled frames
 
 
 def clip_starts(
@@ -132,7 +147,10 @@ def clip_starts(
 
 
 def face_detector(cfg: PreprocessConfig) -> FaceDetector:
-    """The detector ``cfg``'s preprocessing runs with; build one per worker and reuse it for every video."""
+    """The detector ``cfg``'s preprocessing runs with (with the face mesh when ``crop="landmarks"``);
+    build one per worker and reuse it for every video."""
+    if cfg.crop == "landmarks":
+        return LandmarkFaceDetector(min_score=cfg.min_det_score, detect_side=cfg.detect_side)
     return FaceDetector(min_score=cfg.min_det_score, detect_side=cfg.detect_side)
 
 
@@ -169,8 +187,18 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
             track = track_face(frames, detector, cfg.smooth_window)
         except ValueError as e:
             raise VideoError("no_face", f"{path}: {e}") from e
+    lm = None
+    if cfg.crop == "landmarks":
+        if not isinstance(detector, LandmarkFaceDetector):
+            raise TypeError("crop='landmarks' needs the face mesh: build the detector with face_detector(cfg)")
+        with timer("landmarks"):
+            lm = track_landmarks(frames, track, detector, cfg.face_size, cfg.smooth_window, cfg.min_landmark_frac)
     with timer("crop"):
-        crops = crop_track(frames, track, cfg.face_size, cfg.face_margin)  # (N, S, S, 3)
+        if lm is not None:
+            crops = crop_landmarks(frames, lm, cfg.face_size)  # (N, S, S, 3)
+        else:
+            crops = crop_track(frames, track, cfg.face_size, cfg.face_margin)  # (N, S, S, 3)
+    crop_kind = None if cfg.crop == "box" else ("landmarks" if lm is not None else "box_fallback")
 
     clips: list[Clip] = []
     for k, (start, p) in enumerate(zip(starts, picks)):
@@ -190,6 +218,7 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
                 frame_times=[round(float(t), 6) for t in got[p]],
                 mel_start_s=round(mel_start, 6),
                 fps=plan.fps[k],
+                **_clip_landmarks(crop_kind, lm, p, cfg.face_size),
             )
         )
     if not clips:
@@ -200,8 +229,25 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
             f"({track.detected.mean():.0%} of all sampled frames)",
         )
     return Preprocessed(
-        info=info, clips=clips, stage_seconds=timer.seconds, face_frac=float(track.detected.mean()), stage_cpu=timer.cpu
+        info=info, clips=clips, stage_seconds=timer.seconds, face_frac=float(track.detected.mean()), stage_cpu=timer.cpu,
+        crop=crop_kind, landmark_frac=None if crop_kind is None else _landmark_frac(lm),
     )
+
+
+def _landmark_frac(lm: LandmarkTrack | None, picks: np.ndarray | None = None) -> float:
+    """Of the frames (all, or those at ``picks``) with their own landmarks; 0 when the video fell back to the box."""
+    if lm is None:
+        return 0.0
+    found = lm.found if picks is None else lm.found[picks]
+    return round(float(found.mean()), 4)
+
+
+def _clip_landmarks(crop_kind: str | None, lm: LandmarkTrack | None, picks: np.ndarray, size: int) -> dict:
+    """A clip's landmark fields: none with crop="box"; with landmarks, its mouth box from its frames' lips."""
+    if crop_kind is None:
+        return {}
+    box = mouth_box(lm.lips[picks], size) if lm is not None else None
+    return {"crop": crop_kind, "mouth_box": box, "landmark_frac": _landmark_frac(lm, picks)}
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ def finalize(
 
 
 # the manifest columns a unit's record fills in for each ingested video
-_PROBED = ("duration", "fps", "width", "height", "rotation", "has_audio", "audio_rate", "clips")
+_PROBED = ("duration", "fps", "width", "height", "rotation", "has_audio", "audio_rate", "clips", "crop", "landmark_frac")
 
 
 def remove_stale_shards(layout: fs.IngestLayout, units: list[WorkUnit]) -> list[str]:
