@@ -10,8 +10,7 @@ eyes' midpoint and the mouth's centre where :mod:`avff_model.crop_geometry` says
 aligned crop. The transform's parameters are smoothed over time like the face boxes; a frame
 without landmarks takes the nearest frame's. The lip points, carried through the same transforms,
 give the clip's mouth box in crop pixels. A video whose frames mostly lack landmarks is cropped by
-the detector box instead (:func:`track_landmarks` returns None) and says so in its clips and in
-the manifest.
+the detector box instead (``tasks/ingest/preprocess.py``) and says so in its clips and in the manifest.
 """
 
 from __future__ import annotations
@@ -117,20 +116,17 @@ class LandmarkTrack:
     lips: np.ndarray  # (N, L, 2) lip points in crop pixels (a frame without landmarks: its neighbour's)
 
 
-def track_landmarks(
-    frames: Sequence[np.ndarray],
-    track: FaceTrack,
-    detector: LandmarkFaceDetector,
-    size: int,
-    smooth_window: int = 5,
-    min_frac: float = 0.5,
-) -> LandmarkTrack | None:
-    """N (H, W, 3) frames and their face track -> the aligned crops' transforms, or None when
-    fewer than ``min_frac`` of the frames have landmarks (the caller falls back to the box)."""
-    points = [detector.landmarks(f, b) for f, b in zip(frames, track.boxes)]
+def find_landmarks(frames: Sequence[np.ndarray], track: FaceTrack, detector: LandmarkFaceDetector) -> list[np.ndarray | None]:
+    """N (H, W, 3) frames and their face track -> per frame (468, 2) mesh points in frame pixels, or None."""
+    return [detector.landmarks(f, b) for f, b in zip(frames, track.boxes)]
+
+
+def align(points: Sequence[np.ndarray | None], size: int, smooth_window: int = 5) -> LandmarkTrack:
+    """Per-frame mesh points (None where not found; at least one found) -> the aligned crops'
+    smoothed transforms; a frame without points takes the nearest frame's."""
     found = np.array([p is not None for p in points])
-    if not found.any() or found.mean() < min_frac:
-        return None
+    if not found.any():
+        raise ValueError("no landmarks in any frame")
     have = np.flatnonzero(found)
     nearest = have[np.abs(np.arange(len(points))[:, None] - have[None, :]).argmin(1)]  # (N,)
     filled = np.stack([points[i] for i in nearest])  # (N, 468, 2)

@@ -17,7 +17,7 @@ import numpy as np
 
 from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, mel_window
 from tasks.ingest.faces import FaceDetector, crop_track, track_face
-from tasks.ingest.landmarks import LandmarkFaceDetector, LandmarkTrack, crop_landmarks, mouth_box, track_landmarks
+from tasks.ingest.landmarks import LandmarkFaceDetector, LandmarkTrack, align, crop_landmarks, find_landmarks, mouth_box
 from tasks.ingest.video import Limits, VideoError, VideoInfo, nearest_frames, presented_times, probe, read_frames
 
 
@@ -187,12 +187,15 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
             track = track_face(frames, detector, cfg.smooth_window)
         except ValueError as e:
             raise VideoError("no_face", f"{path}: {e}") from e
-    lm = None
+    lm, found = None, None
     if cfg.crop == "landmarks":
         if not isinstance(detector, LandmarkFaceDetector):
             raise TypeError("crop='landmarks' needs the face mesh: build the detector with face_detector(cfg)")
         with timer("landmarks"):
-            lm = track_landmarks(frames, track, detector, cfg.face_size, cfg.smooth_window, cfg.min_landmark_frac)
+            points = find_landmarks(frames, track, detector)
+            found = np.array([p is not None for p in points])  # (N,)
+            if found.any() and found.mean() >= cfg.min_landmark_frac:  # else: the box, and the clips say so
+                lm = align(points, cfg.face_size, cfg.smooth_window)
     with timer("crop"):
         if lm is not None:
             crops = crop_landmarks(frames, lm, cfg.face_size)  # (N, S, S, 3)
@@ -218,7 +221,7 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
                 frame_times=[round(float(t), 6) for t in got[p]],
                 mel_start_s=round(mel_start, 6),
                 fps=plan.fps[k],
-                **_clip_landmarks(crop_kind, lm, p, cfg.face_size),
+                **_clip_landmarks(crop_kind, lm, found, p, cfg.face_size),
             )
         )
     if not clips:
@@ -230,24 +233,17 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
         )
     return Preprocessed(
         info=info, clips=clips, stage_seconds=timer.seconds, face_frac=float(track.detected.mean()), stage_cpu=timer.cpu,
-        crop=crop_kind, landmark_frac=None if crop_kind is None else _landmark_frac(lm),
+        crop=crop_kind, landmark_frac=None if found is None else round(float(found.mean()), 4),
     )
 
 
-def _landmark_frac(lm: LandmarkTrack | None, picks: np.ndarray | None = None) -> float:
-    """Of the frames (all, or those at ``picks``) with their own landmarks; 0 when the video fell back to the box."""
-    if lm is None:
-        return 0.0
-    found = lm.found if picks is None else lm.found[picks]
-    return round(float(found.mean()), 4)
-
-
-def _clip_landmarks(crop_kind: str | None, lm: LandmarkTrack | None, picks: np.ndarray, size: int) -> dict:
+def _clip_landmarks(crop_kind: str | None, lm: LandmarkTrack | None, found: np.ndarray | None, picks: np.ndarray,
+                    size: int) -> dict:  # fmt: skip
     """A clip's landmark fields: none with crop="box"; with landmarks, its mouth box from its frames' lips."""
     if crop_kind is None:
         return {}
     box = mouth_box(lm.lips[picks], size) if lm is not None else None
-    return {"crop": crop_kind, "mouth_box": box, "landmark_frac": _landmark_frac(lm, picks)}
+    return {"crop": crop_kind, "mouth_box": box, "landmark_frac": round(float(found[picks].mean()), 4)}
 
 
 @dataclass(frozen=True)
