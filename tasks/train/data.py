@@ -22,7 +22,9 @@ shuffled (training) loaders; asking an evaluation loader for it raises.
 
 Tensors (letters as in ``avff_model``): ``video`` (B, 3, T, H, W) float32 ImageNet-normalised,
 ``audio`` (B, 1, F, Tm) float32 normalised with :data:`AUDIO_MEAN` / :data:`AUDIO_STD`,
-``target`` (B,) float32 (FAKE = 1), ``video_id`` list[str], ``clip`` (B,) int64.
+``target`` (B,) float32 (FAKE = 1), ``video_id`` list[str], ``clip`` (B,) int64, ``mouth`` (B, 4) float32:
+the clip's mouth box as (top, bottom, left, right) fractions of its crop (its stored box, or the
+template's: :mod:`avff_model.crop_geometry`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from avff_model.crop_geometry import mouth_fractions
 from storage import fs, shard_io
 from storage.shard_schema import META_MEMBER, REAL, SPLITS, DecodedClip, decode_sample
 from storage.tables import ShardRow, read_table
@@ -95,7 +98,10 @@ def shrink_clip(clip: DecodedClip, img_size: int | None) -> DecodedClip:
     """
     if img_size is None or clip.frames.shape[1:3] == (img_size, img_size):
         return clip
-    return replace(clip, frames=resize_frames(torch.from_numpy(clip.frames), img_size).numpy())
+    meta = clip.meta
+    if meta.mouth_box is not None:  # crop pixels: scaled with the frames (the crop is square)
+        meta = replace(meta, mouth_box=[v * img_size / clip.frames.shape[1] for v in meta.mouth_box])
+    return replace(clip, frames=resize_frames(torch.from_numpy(clip.frames), img_size).numpy(), meta=meta)
 
 
 def clip_to_tensors(
@@ -108,6 +114,7 @@ def clip_to_tensors(
     ``augment`` transforms the clip before normalisation: frames in [0, 1], the raw log-mel.
     """
     frames = torch.from_numpy(clip.frames)  # (T, H, W, 3) uint8
+    mouth = torch.tensor(mouth_fractions(clip.meta.mouth_box, frames.shape[1]), dtype=torch.float32)  # (4,)
     if img_size is not None:
         frames = resize_frames(frames, img_size)  # (T, img_size, img_size, 3)
     video = frames.permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
@@ -127,6 +134,7 @@ def clip_to_tensors(
         "target": float(clip.meta.target),
         "video_id": clip.meta.video_id,
         "clip": int(clip.meta.clip),
+        "mouth": mouth,
     }
 
 
@@ -138,6 +146,7 @@ def collate(samples: list[dict]) -> dict:
         "target": torch.tensor([s["target"] for s in samples], dtype=torch.float32),  # (B,)
         "video_id": [s["video_id"] for s in samples],
         "clip": torch.tensor([s["clip"] for s in samples], dtype=torch.int64),  # (B,)
+        "mouth": torch.stack([s["mouth"] for s in samples]),  # (B, 4) mouth box, fractions (crop_geometry)
     }
 
 
