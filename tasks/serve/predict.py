@@ -42,6 +42,7 @@ def decoded_clips(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg
             start_s=clip.start_s, fps=clip.fps, num_frames=pre.frames_per_clip, face_box=clip.face_box,
             det_score=clip.det_score, detected_frac=clip.detected_frac, mel_hop_s=pre.mel.hop_s,
             frame_times=clip.frame_times, mel_start_s=clip.mel_start_s,
+            crop=clip.crop, mouth_box=clip.mouth_box, landmark_frac=clip.landmark_frac,
         )  # fmt: skip
         clips.append(decode_sample(encode_sample(clip.frames, clip.mel, meta, jpeg_quality)))
     return clips, result.face_frac

@@ -166,3 +166,21 @@ def test_mouth_region_reads_each_clips_own_mouth_box():
     per_clip = mouth_region(video, mouth)  # (2, T, R * C)
     assert torch.equal(per_clip[0], mouth_region(video)[0])
     assert torch.allclose(per_clip[1], torch.ones_like(per_clip[1])) and mouth_region(video)[1].abs().max() == 0
+
+
+def test_the_model_passes_each_clips_mouth_box_to_the_sync_branch():
+    """AVFF.forward(video, audio, mouth): a box over the moving region changes the logit; the
+    template's box given explicitly equals giving none."""
+    from avff_model.crop_geometry import MOUTH_BOX
+
+    torch.manual_seed(0)
+    cfg = get_config("tiny")
+    model = AVFF(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    video = torch.randn(2, 3, cfg.num_frames, cfg.img_size, cfg.img_size, generator=g)
+    audio = torch.randn(2, 1, cfg.n_mels, cfg.mel_frames, generator=g)
+    template = torch.tensor([MOUTH_BOX, MOUTH_BOX])
+    with torch.no_grad():
+        base = model(video, audio)
+        assert torch.equal(model(video, audio, template), base)
+        assert not torch.allclose(model(video, audio, torch.tensor([[0.0, 0.3, 0.0, 0.3]] * 2)), base)

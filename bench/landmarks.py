@@ -1,0 +1,111 @@
+"""What landmark crops cost, and what they look like.
+
+    python bench/landmarks.py [--data ../shared/data/dfdc_sample] [--figure docs/img/landmarks.png]
+
+Cost: every video of ``--data`` is preprocessed as ingest does (``preprocess_video``), once with
+``crop="box"`` and once with ``crop="landmarks"``; the CPU seconds of each stage come from the
+preprocessing's own timer. Reported: the face mesh's CPU ms per sampled frame (its "landmarks"
+stage over the frames sampled) and the whole preprocessing's CPU with landmarks over without.
+
+Figure (``--figure``): one real frame as is and rotated by 25 degrees about the face; left, the box
+crop with the template mouth box (what every clip used before landmarks); right, the landmark crop
+with the clip's stored mouth box. The dots are the lip landmarks found afresh on each crop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from avff_model.crop_geometry import default_mouth_box
+from tasks.ingest.faces import crop_track, track_face
+from tasks.ingest.landmarks import LIPS, LandmarkFaceDetector, align, crop_landmarks, find_landmarks, mouth_box
+from tasks.ingest.preprocess import PreprocessConfig, face_detector, preprocess_video
+from tasks.ingest.video import sample_frames
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dfdc_sample"
+
+
+def cost(videos: list[str]) -> None:
+    """Print per video and in total: sampled frames, box CPU s, landmark CPU s, mesh ms/frame."""
+    totals = {"box": 0.0, "landmarks": 0.0, "mesh": 0.0, "frames": 0}
+    for crop in ("box", "landmarks"):
+        cfg = PreprocessConfig(crop=crop)
+        with face_detector(cfg) as det:
+            preprocess_video(videos[0], cfg, det)  # warm-up: the graphs' first call allocates
+            for v in videos:
+                out = preprocess_video(v, cfg, det)
+                totals[crop] += sum(out.stage_cpu.values())
+                if crop == "landmarks":
+                    frames = cfg.frames_per_clip * cfg.max_clips  # spread clips back to back: no shared frames
+                    totals["mesh"] += out.stage_cpu["landmarks"]
+                    totals["frames"] += frames
+                    print(f"{Path(v).name}: landmarks {out.stage_cpu['landmarks'] / frames * 1e3:.1f} CPU ms/frame, "
+                          f"found in {out.landmark_frac:.0%} of frames, crop={out.crop}")  # fmt: skip
+    print(f"face mesh: {totals['mesh'] / totals['frames'] * 1e3:.1f} CPU ms per sampled frame "
+          f"({totals['frames']} frames, {len(videos)} videos)")  # fmt: skip
+    print(f"preprocessing CPU: box {totals['box']:.2f} s, landmarks {totals['landmarks']:.2f} s "
+          f"= {totals['landmarks'] / totals['box']:.2f}x")  # fmt: skip
+
+
+def _rotated(frame: np.ndarray, box: np.ndarray, degrees: float) -> np.ndarray:
+    m = cv2.getRotationMatrix2D(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), degrees, 1.0)
+    return cv2.warpAffine(frame, m, (frame.shape[1], frame.shape[0]))
+
+
+def _draw(crop: np.ndarray, box: list[float], det: LandmarkFaceDetector, title: str) -> np.ndarray:
+    out = np.ascontiguousarray(crop.copy())
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    cv2.rectangle(out, (x0, y0), (x1, y1), (255, 220, 0), 2)
+    pts = det.landmarks(crop, np.array([0, 0, crop.shape[1], crop.shape[0]], dtype=float))
+    for x, y in pts[list(LIPS)] if pts is not None else []:
+        cv2.circle(out, (int(round(x)), int(round(y))), 2, (0, 255, 0), -1)
+    cv2.putText(out, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def figure(video: str, out: str, size: int = 224, degrees: float = 25.0) -> None:
+    """Box crop + template mouth box beside landmark crop + stored mouth box, as is and tilted."""
+    times = [1.0 + 0.2 * k for k in range(5)]  # a few frames: the tracker and the smoothing need neighbours
+    frames = sample_frames(video, times)[0]  # (5, H, W, 3)
+    rows = []
+    with LandmarkFaceDetector() as det:
+        upright = track_face(frames, det)
+        for deg in (0.0, degrees):
+            tilted = np.stack([_rotated(f, upright.boxes.mean(0), deg) for f in frames]) if deg else frames
+            track = track_face(tilted, det)
+            old = crop_track(tilted, track, size, 1.3)[2]
+            lm = align(find_landmarks(tilted, track, det), size)
+            new = crop_landmarks(tilted, lm, size)[2]
+            label = f"tilted {deg:g} deg" if deg else "as is"
+            rows.append(np.concatenate([_draw(old, default_mouth_box(size), det, f"box crop, {label}"),
+                                        _draw(new, mouth_box(lm.lips, size), det, f"landmarks, {label}")], axis=1))  # fmt: skip
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    cv2.imwrite(out, cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+    print(f"wrote {out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(SHARED), help="folder of videos (default: the DFDC sample)")
+    ap.add_argument("--figure", default=None, help="also write the crop comparison picture here (.png)")
+    ap.add_argument("--figure-video", default=str(SHARED / "lynaeydofd.mp4"))
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)  # one core per video, as ingest runs
+    videos = sorted(glob.glob(os.path.join(args.data, "*.mp4")))
+    if not videos:
+        raise SystemExit(f"{args.data}: no .mp4 files")
+    cost(videos)
+    if args.figure:
+        figure(args.figure_video, args.figure)
+
+
+if __name__ == "__main__":
+    main()
