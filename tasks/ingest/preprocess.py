@@ -187,20 +187,7 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
             track = track_face(frames, detector, cfg.smooth_window)
         except ValueError as e:
             raise VideoError("no_face", f"{path}: {e}") from e
-    lm, found = None, None
-    if cfg.crop == "landmarks":
-        if not isinstance(detector, LandmarkFaceDetector):
-            raise TypeError("crop='landmarks' needs the face mesh: build the detector with face_detector(cfg)")
-        with timer("landmarks"):
-            points = find_landmarks(frames, track, detector)
-            found = np.array([p is not None for p in points])  # (N,)
-            if found.any() and found.mean() >= cfg.min_landmark_frac:  # else: the box, and the clips say so
-                lm = align(points, cfg.face_size, cfg.smooth_window)
-    with timer("crop"):
-        if lm is not None:
-            crops = crop_landmarks(frames, lm, cfg.face_size)  # (N, S, S, 3)
-        else:
-            crops = crop_track(frames, track, cfg.face_size, cfg.face_margin)  # (N, S, S, 3)
+    crops, lm, found = _crop_faces(frames, track, cfg, detector, timer)  # (N, S, S, 3)
     crop_kind = None if cfg.crop == "box" else ("landmarks" if lm is not None else "box_fallback")
 
     clips: list[Clip] = []
@@ -235,6 +222,24 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
         info=info, clips=clips, stage_seconds=timer.seconds, face_frac=float(track.detected.mean()), stage_cpu=timer.cpu,
         crop=crop_kind, landmark_frac=None if found is None else round(float(found.mean()), 4),
     )
+
+
+def _crop_faces(frames, track, cfg: PreprocessConfig, detector: FaceDetector, timer: _Timer):
+    """N frames + face track -> ((N, S, S, 3) crops, the landmark track or None where the box was used,
+    (N,) bool frames with landmarks or None with crop="box")."""
+    lm, found = None, None
+    if cfg.crop == "landmarks":
+        if not isinstance(detector, LandmarkFaceDetector):
+            raise TypeError("crop='landmarks' needs the face mesh: build the detector with face_detector(cfg)")
+        with timer("landmarks"):
+            points = find_landmarks(frames, track, detector)
+            found = np.array([p is not None for p in points])  # (N,)
+            if found.any() and found.mean() >= cfg.min_landmark_frac:  # else: the box, and the clips say so
+                lm = align(points, cfg.face_size, cfg.smooth_window)
+    with timer("crop"):
+        if lm is not None:
+            return crop_landmarks(frames, lm, cfg.face_size), lm, found
+        return crop_track(frames, track, cfg.face_size, cfg.face_margin), lm, found
 
 
 def _clip_landmarks(crop_kind: str | None, lm: LandmarkTrack | None, found: np.ndarray | None, picks: np.ndarray,
