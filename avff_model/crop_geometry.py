@@ -64,5 +64,6 @@ def mouth_fractions(mouth_box: Box | None, size: int) -> tuple[float, float, flo
 def pixel_slices(fractions: tuple[float, float, float, float], h: int, w: int) -> tuple[slice, slice]:
     """(top, bottom, left, right) fractions -> (row slice, column slice) of an (H, W) image, at least 1 px each."""
     top, bottom, left, right = fractions
-    r0, c0 = int(h * top), int(w * left)
-    return slice(r0, max(int(h * bottom), r0 + 1)), slice(c0, max(int(w * right), c0 + 1))
+    eps = 1e-4  # a box that went through float32 (a batch's tensor) cuts the same pixels as the float64 one
+    r0, c0 = int(h * top + eps), int(w * left + eps)
+    return slice(r0, max(int(h * bottom + eps), r0 + 1)), slice(c0, max(int(w * right + eps), c0 + 1))

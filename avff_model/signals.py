@@ -53,8 +53,8 @@ def mouth_region(video: torch.Tensor, mouth: torch.Tensor | None = None) -> torc
     pooled to MOUTH_GRID."""
     _, _, _, h, w = video.shape
     grey = video.mean(dim=1)  # (B, T, H, W)
-    if mouth is None:
-        rows, cols = pixel_slices(MOUTH_BOX, h, w)
+    if mouth is None or bool((mouth == mouth[:1]).all()):  # one box for the batch: one slice
+        rows, cols = pixel_slices(MOUTH_BOX if mouth is None else tuple(mouth[0].tolist()), h, w)
         return F.adaptive_avg_pool2d(grey[:, :, rows, cols], MOUTH_GRID).flatten(2)  # (B, T, R * C)
     boxes = [pixel_slices(tuple(m), h, w) for m in mouth.tolist()]
     pooled = [F.adaptive_avg_pool2d(g[:, rows, cols], MOUTH_GRID) for g, (rows, cols) in zip(grey, boxes)]  # B x (T, R, C)

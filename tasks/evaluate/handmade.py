@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avff_model.crop_geometry import MOUTH_BOX as MOUTH_BOX  # re-exported: the template's mouth box
-from avff_model.crop_geometry import mouth_fractions
+from avff_model.crop_geometry import mouth_fractions, pixel_slices
 from storage.shard_schema import DecodedClip
 
 # (top, bottom, left, right) as fractions of the face crop; the mouth's is the crop geometry's
@@ -31,9 +31,8 @@ CENTRE_BOX = (0.25, 0.75, 0.25, 0.75)
 
 def _crop(grey: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
     """grey (T, H, W) -> (T, h, w) inside ``box``."""
-    _, h, w = grey.shape
-    top, bottom, left, right = box
-    return grey[:, int(h * top) : int(h * bottom), int(w * left) : int(w * right)]
+    rows, cols = pixel_slices(box, *grey.shape[1:])
+    return grey[:, rows, cols]
 
 
 def mouth_darkness(frames: np.ndarray, mouth_box: list[float] | None = None) -> np.ndarray:

@@ -59,6 +59,16 @@ def model_inputs(clips, img_size: int | None = None):
     return torch.stack([s["video"] for s in samples]), torch.stack([s["audio"] for s in samples])
 
 
+def clip_mouths(clips):
+    """Decoded clips -> (N, 4) float32 tensor: each clip's mouth box as (top, bottom, left, right)
+    fractions, as the loader's ``mouth`` (its stored box, or the crop template's)."""
+    import torch
+
+    from avff_model.crop_geometry import mouth_fractions
+
+    return torch.tensor([mouth_fractions(c.meta.mouth_box, c.frames.shape[1]) for c in clips], dtype=torch.float32)
+
+
 def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_quality: int = 90,
                 img_size: int | None = None):  # fmt: skip
     """A video -> (video (N, 3, T, H, W), audio (N, 1, F, Tm), face_frac), exactly as training sees clips."""
@@ -75,7 +85,8 @@ def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return VideoScore(path, None, 0, 0.0, [], "unreadable", f"{path}: not a regular file")
-        video, audio, face_frac = clip_inputs(path, pre, detector, img_size=scorer.config.img_size)
+        clips, face_frac = decoded_clips(path, pre, detector)
+        video, audio = model_inputs(clips, scorer.config.img_size)
     except VideoError as e:
         error = str(e)
         if e.reason == "no_audio" and pre.require_audio:
@@ -88,7 +99,7 @@ def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector
         return VideoScore(path, None, 0, 0.0, [], "unreadable", f"{path}: {e.strerror or e}")
     except Exception as e:  # an unexpected library error: this video's, not the batch's
         return VideoScore(path, None, 0, 0.0, [], "error", f"{path}: {type(e).__name__}: {e}")
-    p = scorer.predict_proba(video, audio)
+    p = scorer.predict_proba(video, audio, mouth=clip_mouths(clips))
     return VideoScore(path, float(np.mean(p)), len(p), face_frac, [float(x) for x in p])
 
 
