@@ -135,3 +135,33 @@ def test_box_crop_is_unchanged_by_landmarks_existing():
     assert PreprocessConfig(crop="box").hash() == "5229b89333b5808d", "the hash of the config before landmarks existed"
     with pytest.raises(ValueError, match="crop must be one of"):
         PreprocessConfig(crop="mesh")
+
+
+def test_a_landmark_unit_stores_the_mouth_box_in_its_shard_and_the_crop_in_the_manifest(tmp_path):
+    """Real DFDC clips through process_unit and finalize with crop="landmarks": the shard's clips carry
+    their mouth boxes, and the manifest says which video was aligned and which fell back to the box."""
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    from storage.shard_io import read_clips
+    from storage.tables import ManifestRow
+    from tasks.ingest.units import finalize
+    from tasks.ingest.write_unit import UnitVideo, WorkUnit, fingerprint, process_unit
+
+    names = ["abqwwspghj", "abofeumbvv"]  # well lit; a dim room where the mesh misses some frames
+    videos = tuple(UnitVideo(n, str(_clip(n)), f"p0/{n}.mp4", "p0", "FAKE", "train", n, None, fingerprint(str(_clip(n))))
+                   for n in names)  # fmt: skip
+    unit = WorkUnit("train", "p0", 0, str(tmp_path / "train" / "p0-00000.tar"), videos)
+    pre = PreprocessConfig(crop="landmarks", max_clips=1, face_size=112, min_landmark_frac=0.9)
+    with face_detector(pre) as det:
+        record = process_unit(unit, pre, detector=det)
+    clips = {c.meta.video_id: c.meta for c in read_clips(unit.shard)}
+    assert clips["abqwwspghj"].crop == "landmarks" and len(clips["abqwwspghj"].mouth_box) == 4
+    assert clips["abofeumbvv"].crop == "box_fallback" and clips["abofeumbvv"].mouth_box is None
+
+    planned = [ManifestRow(video_id=n, part="p0", rel_path=f"p0/{n}.mp4", label="FAKE", split="train", fold=0, group=n)
+               for n in names]  # fmt: skip
+    manifest, _, _ = finalize(planned, [asdict(record)], SimpleNamespace(rejected=[]), [])
+    rows = {r.video_id: r for r in manifest}
+    assert rows["abqwwspghj"].crop == "landmarks" and rows["abqwwspghj"].landmark_frac == 1.0
+    assert rows["abofeumbvv"].crop == "box_fallback" and rows["abofeumbvv"].landmark_frac < 0.9
