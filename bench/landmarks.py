@@ -1,6 +1,7 @@
 """What landmark crops cost, and what they look like.
 
     python bench/landmarks.py [--data ../shared/data/dfdc_sample] [--figure docs/img/landmarks.png]
+                              [--mouth-boxes 20 --work /tmp/avff-mouth]
 
 Cost: every video of ``--data`` is preprocessed as ingest does (``preprocess_video``), once with
 ``crop="box"`` and once with ``crop="landmarks"``; the CPU seconds of each stage come from the
@@ -10,12 +11,18 @@ stage over the frames sampled) and the whole preprocessing's CPU with landmarks 
 Figure (``--figure``): one real frame as is and rotated by 25 degrees about the face; left, the box
 crop with the template mouth box (what every clip used before landmarks); right, the landmark crop
 with the clip's stored mouth box. The dots are the lip landmarks found afresh on each crop.
+
+Mouth boxes (``--mouth-boxes N``): N generated REAL videos and one fake of each type
+(``tasks/synthetic``), one clip each through the ingest preprocessing and the shard round trip at
+64 px; the AUC of the hand-made ``lip_sync`` statistic, REAL against each fake type, with the mouth
+box the statistic used before ``avff_model/crop_geometry.py`` and with the template's.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 from pathlib import Path
 
@@ -29,6 +36,7 @@ from tasks.ingest.preprocess import PreprocessConfig, face_detector, preprocess_
 from tasks.ingest.video import sample_frames
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dfdc_sample"
+OLD_HANDMADE_BOX = (0.62, 0.85, 0.35, 0.65)  # (top, bottom, left, right): tasks/evaluate/handmade.py before crop_geometry
 
 
 def cost(videos: list[str]) -> None:
@@ -90,11 +98,46 @@ def figure(video: str, out: str, size: int = 224, degrees: float = 25.0) -> None
     print(f"wrote {out}")
 
 
+def mouth_boxes(n_real: int, work: Path) -> None:
+    """Print, per fake type, the lip_sync AUC with the old hand-made box and with the template's."""
+    from sklearn.metrics import roc_auc_score
+
+    from avff_model.crop_geometry import MOUTH_BOX
+    from tasks.evaluate.handmade import sync_correlation
+    from tasks.serve.predict import decoded_clips
+    from tasks.synthetic.dfdc_sample import make_dfdc_sample
+
+    data = make_dfdc_sample(work / "data", n_real=n_real, duration_s=4.0)
+    kinds = {}
+    for meta in glob.glob(str(data / "*" / "metadata.json")):
+        for name, entry in json.load(open(meta)).items():
+            kinds[os.path.join(os.path.dirname(meta), name)] = entry.get("manipulation") or entry["label"]
+    pre = PreprocessConfig(face_size=64)
+    scores: dict[str, list[tuple[float, float]]] = {}
+    with face_detector(pre) as det:
+        for path, kind in sorted(kinds.items()):
+            for c in decoded_clips(path, pre, det)[0]:
+                size = c.frames.shape[1]
+                boxes = [[left * size, top * size, right * size, bottom * size]
+                         for top, bottom, left, right in (OLD_HANDMADE_BOX, MOUTH_BOX)]  # fmt: skip
+                lip_sync = [-sync_correlation(c.frames, c.mel, c.meta.fps, c.meta.mel_hop_s, b) for b in boxes]
+                scores.setdefault(kind, []).append(tuple(lip_sync))
+    real = np.nan_to_num(np.array(scores.pop("REAL")))  # (n, 2)
+    print(f"REAL: {len(real)} clips, mean correlation old box {-real[:, 0].mean():+.2f}, template {-real[:, 1].mean():+.2f}")
+    for kind, rows in sorted(scores.items()):
+        fake = np.nan_to_num(np.array(rows))
+        y = [0] * len(real) + [1] * len(fake)
+        auc = [roc_auc_score(y, np.concatenate([real[:, i], fake[:, i]])) for i in (0, 1)]
+        print(f"{kind}: {len(fake)} clips, lip_sync AUC old box {auc[0]:.2f}, template {auc[1]:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(SHARED), help="folder of videos (default: the DFDC sample)")
     ap.add_argument("--figure", default=None, help="also write the crop comparison picture here (.png)")
     ap.add_argument("--figure-video", default=str(SHARED / "lynaeydofd.mp4"))
+    ap.add_argument("--mouth-boxes", type=int, default=0, help="also compare the mouth boxes on N generated REAL videos")
+    ap.add_argument("--work", default="/tmp/avff-mouth", help="where --mouth-boxes writes its generated videos")
     args = ap.parse_args()
     import torch
 
@@ -105,6 +148,8 @@ def main() -> None:
     cost(videos)
     if args.figure:
         figure(args.figure_video, args.figure)
+    if args.mouth_boxes:
+        mouth_boxes(args.mouth_boxes, Path(args.work))
 
 
 if __name__ == "__main__":
