@@ -61,6 +61,12 @@ def mouth_fractions(mouth_box: Box | None, size: int) -> tuple[float, float, flo
     return top, bottom, left, right
 
 
+def mirrored(fractions: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """(top, bottom, left, right) fractions -> the same box in the horizontally flipped crop."""
+    top, bottom, left, right = fractions
+    return top, bottom, 1.0 - right, 1.0 - left
+
+
 def pixel_slices(fractions: tuple[float, float, float, float], h: int, w: int) -> tuple[slice, slice]:
     """(top, bottom, left, right) fractions -> (row slice, column slice) of an (H, W) image, at least 1 px each."""
     top, bottom, left, right = fractions

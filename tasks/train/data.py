@@ -39,11 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from avff_model.crop_geometry import mouth_fractions
+from avff_model.crop_geometry import mirrored, mouth_fractions
 from storage import fs, shard_io
 from storage.shard_schema import META_MEMBER, REAL, SPLITS, DecodedClip, decode_sample
 from storage.tables import ShardRow, read_table
-from tasks.train.augment import ClipAugment, augment_mel, augment_video, clip_generator
+from tasks.train.augment import ClipAugment, apply_video_params, augment_mel, clip_generator, sample_video_params
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -122,7 +122,7 @@ def clip_to_tensors(
     if augment is not None and augment.enabled:
         if generator is None:
             raise ValueError("augmentation needs a seeded generator")
-        video = augment_video(video, augment.video, generator)
+        video, mouth = _augment_video(video, mouth, augment, generator)
         mel = augment_mel(mel, augment.audio, generator)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
@@ -136,6 +136,16 @@ def clip_to_tensors(
         "clip": int(clip.meta.clip),
         "mouth": mouth,
     }
+
+
+def _augment_video(video: torch.Tensor, mouth: torch.Tensor, augment: ClipAugment, g: torch.Generator):
+    """:func:`augment_video` (the same draws), with the clip's mouth box (4,) mirrored when the clip is flipped."""
+    if not augment.video.enabled:
+        return video, mouth
+    params = sample_video_params(augment.video, g)
+    if params.flip:
+        mouth = torch.tensor(mirrored(tuple(mouth.tolist())), dtype=torch.float32)
+    return apply_video_params(video, params, g), mouth
 
 
 def collate(samples: list[dict]) -> dict:

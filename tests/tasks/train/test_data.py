@@ -219,3 +219,24 @@ def test_a_clips_mouth_box_follows_its_frames_into_the_batch(layout):
     assert batch["mouth"].shape == (2, 4)
     assert batch["mouth"][0].tolist() == pytest.approx([0.5, 0.875, 0.25, 0.75])
     assert batch["mouth"][1].tolist() == pytest.approx(list(MOUTH_BOX))
+
+
+def test_a_flipped_clips_mouth_box_is_mirrored_with_its_frames(layout):
+    """hflip=1: the frames are flipped and so is the clip's mouth box; the frames equal augment_video's
+    (the same draws), and hflip=0 leaves the box where it was."""
+    from dataclasses import replace
+
+    from storage.shard_io import read_clips
+    from tasks.train.augment import AudioAugment, ClipAugment, VideoAugment, augment_video
+    from tasks.train.data import clip_to_tensors, shard_urls
+
+    clip = next(read_clips(shard_urls(layout, "train")[0]))  # frames (4, 32, 32, 3)
+    clip = replace(clip, meta=replace(clip.meta, crop="landmarks", mouth_box=[4.0, 16.0, 12.0, 28.0]))
+    for hflip, box in ((1.0, [0.5, 0.875, 0.625, 0.875]), (0.0, [0.5, 0.875, 0.125, 0.375])):
+        aug = ClipAugment(video=VideoAugment(hflip=hflip), audio=AudioAugment())
+        out = clip_to_tensors(clip, augment=aug, generator=torch.Generator().manual_seed(0))
+        assert out["mouth"].tolist() == pytest.approx(box)
+        plain = torch.from_numpy(clip.frames).permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
+        expected = augment_video(plain, aug.video, torch.Generator().manual_seed(0))
+        mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+        assert torch.allclose(out["video"], (expected - mean) / std)
