@@ -1,7 +1,7 @@
 """What landmark crops cost, and what they look like.
 
     python bench/landmarks.py [--data ../shared/data/dfdc_sample] [--figure docs/img/landmarks.png]
-                              [--mouth-boxes 20 --work /tmp/avff-mouth]
+                              [--mouth-boxes 20 --work /tmp/avff-mouth] [--template]
 
 Cost: every video of ``--data`` is preprocessed as ingest does (``preprocess_video``), once with
 ``crop="box"`` and once with ``crop="landmarks"``; the CPU seconds of each stage come from the
@@ -16,6 +16,9 @@ Mouth boxes (``--mouth-boxes N``): N generated REAL videos and one fake of each 
 (``tasks/synthetic``), one clip each through the ingest preprocessing and the shard round trip at
 64 px; the AUC of the hand-made ``lip_sync`` statistic, REAL against each fake type, with the mouth
 box the statistic used before ``avff_model/crop_geometry.py`` and with the template's.
+
+Template (``--template``): where the eyes and the mouth fall in *box* crops of real faces (the DFDC
+sample and every 12th realav clip, 8 frames each), the numbers ``crop_geometry``'s template is set to.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 
 from avff_model.crop_geometry import default_mouth_box
 from tasks.ingest.faces import crop_track, track_face
-from tasks.ingest.landmarks import LIPS, LandmarkFaceDetector, align, crop_landmarks, find_landmarks, mouth_box
+from tasks.ingest.landmarks import LIPS, LandmarkFaceDetector, align, crop_landmarks, find_landmarks, mouth_box, pose_of
 from tasks.ingest.preprocess import PreprocessConfig, face_detector, preprocess_video
 from tasks.ingest.video import sample_frames
 
@@ -131,6 +134,33 @@ def mouth_boxes(n_real: int, work: Path) -> None:
         print(f"{kind}: {len(fake)} clips, lip_sync AUC old box {auc[0]:.2f}, template {auc[1]:.2f}")
 
 
+def template(videos: list[str], size: int = 224, margin: float = 1.3) -> None:
+    """Print the median (p10, p90) of the eyes' row, the mouth's row and the eyes-to-mouth distance
+    in box crops, as fractions of the crop side, and the lips' width and height."""
+    stats: dict[str, list[float]] = {k: [] for k in ("eyes_y", "mouth_y", "eye_mouth", "lips_w", "lips_h")}
+    with LandmarkFaceDetector() as det:
+        for v in videos:
+            try:
+                frames = sample_frames(v, [0.5 * k for k in range(8)])[0]
+                track = track_face(frames, det)
+            except Exception as e:  # a clip too short or faceless: not part of the measurement
+                print(f"{Path(v).name}: skipped ({e})")
+                continue
+            for frame, box in zip(frames, track.boxes):
+                pts = det.landmarks(frame, box)
+                if pts is None:
+                    continue
+                side = margin * max(box[2] - box[0], box[3] - box[1])
+                centre = np.array([box[0] + box[2], box[1] + box[3]]) / 2
+                q = (pts - (centre - side / 2)) / side  # (468, 2) fractions of the box crop
+                eyes, _, dist = pose_of(q)
+                lips = q[list(LIPS)]
+                for k, x in zip(stats, (eyes[1], lips.mean(0)[1], dist, np.ptp(lips[:, 0]), np.ptp(lips[:, 1]))):
+                    stats[k].append(float(x))
+    for k, xs in stats.items():
+        print(f"{k}: median {np.median(xs):.3f} (p10 {np.percentile(xs, 10):.3f}, p90 {np.percentile(xs, 90):.3f}), {len(xs)} frames")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(SHARED), help="folder of videos (default: the DFDC sample)")
@@ -138,6 +168,7 @@ def main() -> None:
     ap.add_argument("--figure-video", default=str(SHARED / "lynaeydofd.mp4"))
     ap.add_argument("--mouth-boxes", type=int, default=0, help="also compare the mouth boxes on N generated REAL videos")
     ap.add_argument("--work", default="/tmp/avff-mouth", help="where --mouth-boxes writes its generated videos")
+    ap.add_argument("--template", action="store_true", help="also measure eyes and mouth in box crops of real faces")
     args = ap.parse_args()
     import torch
 
@@ -148,6 +179,9 @@ def main() -> None:
     cost(videos)
     if args.figure:
         figure(args.figure_video, args.figure)
+    if args.template:
+        realav = sorted(glob.glob(str(SHARED.parent / "realav" / "*" / "*.mp4")))[::12]
+        template(videos + realav)
     if args.mouth_boxes:
         mouth_boxes(args.mouth_boxes, Path(args.work))
 
