@@ -239,12 +239,14 @@ class AVFF(nn.Module):
 
     # ---------------------------------------------------------------- stage 2
     def forward_features(
-        self, video: torch.Tensor, audio: torch.Tensor, features: tuple[str, ...] = FEATURES
-    ) -> dict[str, torch.Tensor]:
+        self, video: torch.Tensor, audio: torch.Tensor, features: tuple[str, ...] = FEATURES,
+        mouth: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
         """Unmasked token features: "video" (B, L_v, D_v), "audio" (B, L_a, D_a),
         "a2v" (B, L_v, D_v), "v2a" (B, L_a, D_a), "sync" (B, 2N + 1) lip-sync scores
         (:meth:`sync_similarities`) and "xmodal" (B, 6) cross-modal prediction errors
-        (:meth:`cross_modal_features`); only those in ``features`` are computed."""
+        (:meth:`cross_modal_features`); only those in ``features`` are computed. ``mouth`` (B, 4): each
+        clip's mouth box for the sync branch (``signals.mouth_region``); None: the crop template's."""
         need = set(features)
         out: dict[str, torch.Tensor] = {}
         if need & _NEEDS["video"]:
@@ -260,7 +262,7 @@ class AVFF(nn.Module):
         if "xmodal" in need:
             out["xmodal"] = self.cross_modal_features(out)
         if "signals" in need:
-            out["signals"] = self.signals(video, audio)  # (B, S)
+            out["signals"] = self.signals(video, audio, mouth)  # (B, S)
         return {k: out[k] for k in features}
 
     def cross_modal_distances(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,18 +293,18 @@ class AVFF(nn.Module):
             logit = logit + self.signal_head(feats["signals"]).squeeze(-1)  # (B,)
         return logit
 
-    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None) -> torch.Tensor:
         """Stage-2 logits (B,), FAKE = 1; the decoders and discriminators are unused."""
-        return self.forward_head(self.forward_features(video, audio, self.inputs))
+        return self.forward_head(self.forward_features(video, audio, self.inputs, mouth))
 
     classify = forward
 
     def forward_with_features(
-        self, video: torch.Tensor, audio: torch.Tensor, features: tuple[str, ...] = ()
+        self, video: torch.Tensor, audio: torch.Tensor, features: tuple[str, ...] = (), mouth: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Stage-2 logits (B,) and the token features the head and ``features`` need, one encoder pass."""
         need = tuple(dict.fromkeys((*self.inputs, *features)))
-        feats = self.forward_features(video, audio, need)
+        feats = self.forward_features(video, audio, need, mouth)
         return self.forward_head(feats), feats
 
     def aux_logits(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ branches give the classifier the two signals a hand-made statistic finds, as *le
 features with a structural prior, and add their logit to the fusion head's:
 
 - :class:`SyncBranch` (audio-visual): per frame, a learned embedding of the mouth region
-  (lower middle of the aligned face crop) and of the mel frames heard around it; both are
+  (each clip's stored mouth box, or the template's: :mod:`avff_model.crop_geometry`) and of the mel frames heard around it; both are
   standardised over time and correlated at lags -L..L frames. A clip whose mouth moves with its
   own sound correlates at lag 0; moved, swapped or unrelated audio does not.
 - :class:`TextureBranch` (visual): a learned 3x3 filter bank on the grey frames, its log energy
@@ -23,12 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .crop_geometry import FACE_CENTRE, FACE_RADII, MOUTH_BOX, pixel_slices
 from .fusion import frame_shift, time_overlap
 
-# the mouth in an aligned face crop, as fractions of (H, W): rows 60-90 %, columns 25-75 %
-MOUTH_ROWS, MOUTH_COLS = (0.6, 0.9), (0.25, 0.75)
 MOUTH_GRID = (8, 16)  # the mouth region pooled to this many (rows, columns)
-FACE_RADII = (0.38, 0.30)  # the face ellipse's half-height and half-width, fractions of (H, W)
 
 
 def _standardise(x: torch.Tensor, dim: int, eps: float = 1e-3) -> torch.Tensor:
@@ -49,13 +47,18 @@ def lagged_correlation(v: torch.Tensor, a: torch.Tensor, lags: int) -> torch.Ten
     return torch.stack(out, dim=1)  # (B, 2L + 1)
 
 
-def mouth_region(video: torch.Tensor) -> torch.Tensor:
-    """(B, 3, T, H, W) -> (B, T, R * C): the grey mouth region of each frame, pooled to MOUTH_GRID."""
+def mouth_region(video: torch.Tensor, mouth: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 3, T, H, W), mouth (B, 4) (top, bottom, left, right) fractions per clip or None (the
+    template's MOUTH_BOX for every clip) -> (B, T, R * C): the grey mouth region of each frame,
+    pooled to MOUTH_GRID."""
     _, _, _, h, w = video.shape
-    (r0, r1), (c0, c1) = MOUTH_ROWS, MOUTH_COLS
     grey = video.mean(dim=1)  # (B, T, H, W)
-    mouth = grey[:, :, int(h * r0) : int(h * r1), int(w * c0) : int(w * c1)]  # (B, T, h', w')
-    return F.adaptive_avg_pool2d(mouth, MOUTH_GRID).flatten(2)  # (B, T, R * C)
+    if mouth is None or bool((mouth == mouth[:1]).all()):  # one box for the batch: one slice
+        rows, cols = pixel_slices(MOUTH_BOX if mouth is None else tuple(mouth[0].tolist()), h, w)
+        return F.adaptive_avg_pool2d(grey[:, :, rows, cols], MOUTH_GRID).flatten(2)  # (B, T, R * C)
+    boxes = [pixel_slices(tuple(m), h, w) for m in mouth.tolist()]
+    pooled = [F.adaptive_avg_pool2d(g[:, rows, cols], MOUTH_GRID) for g, (rows, cols) in zip(grey, boxes)]  # B x (T, R, C)
+    return torch.stack(pooled).flatten(2)  # (B, T, R * C)
 
 
 def frames_of_sound(audio: torch.Tensor, frames: int) -> torch.Tensor:
@@ -85,17 +88,18 @@ class SyncBranch(nn.Module):
         self.sound = nn.Sequential(nn.Linear(n_mels, hidden), nn.GELU(), nn.Linear(hidden, dim, bias=False))
         self.out_dim = 2 * lags + 1 + dim
 
-    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        zv = _standardise(self.mouth(mouth_region(video)), dim=1)  # (B, T, D)
+    def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None) -> torch.Tensor:
+        """``mouth``: (B, 4) each clip's mouth box as fractions (:func:`mouth_region`); None: the template's."""
+        zv = _standardise(self.mouth(mouth_region(video, mouth)), dim=1)  # (B, T, D)
         za = _standardise(self.sound(frames_of_sound(audio, video.shape[2])), dim=1)  # (B, T, D)
         per_channel = (zv * za).mean(dim=1)  # (B, D) lag-0 correlation of each channel
         return torch.cat([lagged_correlation(zv, za, self.lags), per_channel], dim=1)  # (B, 2L + 1 + D)
 
 
 def face_ellipse(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
-    """(H, W) bool: inside the centred face ellipse of FACE_RADII."""
-    y = (torch.arange(h, device=device) + 0.5) / h - 0.5  # (H,)
-    x = (torch.arange(w, device=device) + 0.5) / w - 0.5  # (W,)
+    """(H, W) bool: inside the face ellipse of the crop geometry (FACE_CENTRE, FACE_RADII)."""
+    y = (torch.arange(h, device=device) + 0.5) / h - FACE_CENTRE[0]  # (H,)
+    x = (torch.arange(w, device=device) + 0.5) / w - FACE_CENTRE[1]  # (W,)
     ry, rx = FACE_RADII
     return (y[:, None] / ry) ** 2 + (x[None, :] / rx) ** 2 <= 1.0  # (H, W)
 
@@ -141,10 +145,10 @@ class SignalFeatures(nn.Module):
         self.texture = TextureBranch() if texture else None
         self.out_dim = (self.sync.out_dim if sync else 0) + (self.texture.out_dim if texture else 0)
 
-    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None) -> torch.Tensor:
         parts = []
         if self.sync is not None:
-            parts.append(self.sync(video, audio))
+            parts.append(self.sync(video, audio, mouth))
         if self.texture is not None:
             parts.append(self.texture(video))
         return torch.cat(parts, dim=1).to(video.dtype)  # (B, S)

@@ -33,6 +33,11 @@ _FRAME_RE = re.compile(r"^f(\d{2})\.jpg$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+/\d{3}(?:_f[1-9])?$")
 
 
+# fields added after shards were first written: absent from the json when None, so a box-crop
+# ingest writes the bytes it wrote before them (and old shards read back with None)
+_OMITTED_WHEN_NONE = ("crop", "mouth_box", "landmark_frac")
+
+
 class ShardFormatError(ValueError):
     """A shard sample that does not follow this schema (or carries unsafe members)."""
 
@@ -58,6 +63,10 @@ class ClipMeta:
     manipulation: str | None = None  # generator fakes carry their type; DFDC has none
     frame_times: list[float] = field(default_factory=list)  # each frame's presentation time, seconds
     mel_start_s: float | None = None  # the mel window's start: the first frame's time, on the mel hop grid
+    # landmark crops (docs/ingest.md, "Landmarks"); None in box crops and in shards written before them
+    crop: str | None = None  # "landmarks": aligned by landmarks; "box_fallback": too few landmarks, detector box
+    mouth_box: list[float] | None = None  # [x0, y0, x1, y1] in crop pixels (avff_model/crop_geometry.py)
+    landmark_frac: float | None = None  # of the clip's frames with their own landmarks
     schema: int = SCHEMA_VERSION
     extra: dict = field(default_factory=dict)
     # which face of the video: 0 the main one, 1.. the others (each its own label); written only
@@ -119,7 +128,7 @@ def encode_sample(
     for i, frame in enumerate(frames):
         sample[f"f{i:02d}.{FRAME_EXT}"] = encode_jpeg(frame, jpeg_quality)
     sample[MEL_MEMBER] = encode_npy(np.ascontiguousarray(mel, dtype=np.float16))
-    fields = asdict(meta)
+    fields = {k: v for k, v in asdict(meta).items() if not (k in _OMITTED_WHEN_NONE and v is None)}
     if not meta.face:
         del fields["face"]  # see ClipMeta.face
     sample[META_MEMBER] = json.dumps(fields, sort_keys=True).encode("utf-8")
@@ -186,4 +195,16 @@ def decode_sample(sample: dict) -> DecodedClip:
         raise ShardFormatError(f"{key}: frames {sorted(frames)} do not match num_frames={meta.num_frames}")
     if mel.ndim != 2 or mel.dtype != np.float16:
         raise ShardFormatError(f"{key}: mel must be 2-D float16, got {mel.shape} {mel.dtype}")
-    return DecodedClip(key=key, frames=np.stack([frames[i] for i in range(meta.num_frames)]), mel=mel, meta=meta)
+    stacked = np.stack([frames[i] for i in range(meta.num_frames)])  # (T, H, W, 3)
+    _check_mouth_box(key, meta.mouth_box, stacked.shape[1:3])
+    return DecodedClip(key=key, frames=stacked, mel=mel, meta=meta)
+
+
+def _check_mouth_box(key: str, box, hw: tuple[int, int]) -> None:
+    """A stored mouth box is None or [x0, y0, x1, y1] with 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H."""
+    if box is None:
+        return
+    ok = isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) and np.isfinite(v) for v in box)
+    h, w = hw
+    if not ok or not (0 <= box[0] < box[2] <= w and 0 <= box[1] < box[3] <= h):
+        raise ShardFormatError(f"{key}: mouth_box {box!r} is not [x0, y0, x1, y1] inside the {w}x{h} crop")

@@ -54,6 +54,9 @@ class ManifestRow:
     shard: str | None = None  # URI of the shard holding its clips
     faces: int | None = None  # face tracks ingested (each its own samples); None until ingested
     fake_faces: int | None = None  # of those, labelled FAKE (by the pixel difference from the original)
+    # ingested with crop="landmarks": "landmarks", or "box_fallback" where too few frames had landmarks
+    crop: str | None = None
+    landmark_frac: float | None = None  # of its sampled frames with landmarks
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,7 +110,8 @@ SCHEMAS: dict[type, pa.Schema] = {
          ("duration", pa.float64()), ("fps", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
          ("rotation", pa.int32()), ("has_audio", pa.bool_()), ("audio_rate", pa.int32()), ("split", pa.string()),
          ("fold", pa.int32()), ("group", pa.string()), ("status", pa.string()), ("clips", pa.int32()),
-         ("shard", pa.string()), ("faces", pa.int32()), ("fake_faces", pa.int32())]
+         ("shard", pa.string()), ("faces", pa.int32()), ("fake_faces", pa.int32()), ("crop", pa.string()),
+         ("landmark_frac", pa.float64())]
     ),  # fmt: skip
     ShardRow: pa.schema(
         [("path", pa.string()), ("split", pa.string()), ("part", pa.string()), ("samples", pa.int64()),
@@ -123,7 +127,8 @@ SCHEMAS: dict[type, pa.Schema] = {
 }
 
 # columns added after tables were first written: an older table without them reads as their default
-_ADDED: dict[type, tuple[str, ...]] = {ManifestRow: ("faces", "fake_faces"), PredictionRow: ("face",)}
+ADDED_COLUMNS: dict[type, tuple[str, ...]] = {
+    ManifestRow: ("faces", "fake_faces", "crop", "landmark_frac"), PredictionRow: ("face",)}
 
 Row = TypeVar("Row", ManifestRow, ShardRow, RefusedRow, PredictionRow, IdentityRow)
 
@@ -161,7 +166,7 @@ def read_table(uri: str, row_type: type[Row]) -> list[Row]:
 def from_arrow(table: pa.Table, row_type: type[Row], source: str = "table") -> list[Row]:
     """A pyarrow table -> rows of ``row_type`` (columns selected by name, cast to the schema)."""
     schema = SCHEMAS[row_type]
-    for name in _ADDED.get(row_type, ()):
+    for name in ADDED_COLUMNS.get(row_type, ()):
         if name not in table.column_names:  # a table written before the column existed: its default
             default = next(f.default for f in fields(row_type) if f.name == name)
             table = table.append_column(name, pa.array([default] * table.num_rows, schema.field(name).type))

@@ -20,23 +20,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avff_model.crop_geometry import MOUTH_BOX as MOUTH_BOX  # re-exported: the template's mouth box
+from avff_model.crop_geometry import mouth_fractions, pixel_slices
 from storage.shard_schema import DecodedClip
 
-# (top, bottom, left, right) as fractions of the face crop
-MOUTH_BOX = (0.62, 0.85, 0.35, 0.65)
+# (top, bottom, left, right) as fractions of the face crop; the mouth's is the crop geometry's
+# (MOUTH_BOX, or the clip's stored mouth box: avff_model/crop_geometry.py)
 CENTRE_BOX = (0.25, 0.75, 0.25, 0.75)
 
 
 def _crop(grey: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
     """grey (T, H, W) -> (T, h, w) inside ``box``."""
-    _, h, w = grey.shape
-    top, bottom, left, right = box
-    return grey[:, int(h * top) : int(h * bottom), int(w * left) : int(w * right)]
+    rows, cols = pixel_slices(box, *grey.shape[1:])
+    return grey[:, rows, cols]
 
 
-def mouth_darkness(frames: np.ndarray) -> np.ndarray:
-    """frames (T, H, W, 3) uint8 -> (T,) minus the mean grey level of the mouth box (darker = open)."""
-    return -_crop(frames.astype(np.float32).mean(-1), MOUTH_BOX).mean((1, 2))
+def mouth_darkness(frames: np.ndarray, mouth_box: list[float] | None = None) -> np.ndarray:
+    """frames (T, H, W, 3) uint8, the clip's mouth box (crop pixels; None: the template's) -> (T,)
+    minus the mean grey level of the mouth box (darker = open)."""
+    box = mouth_fractions(mouth_box, frames.shape[1])
+    return -_crop(frames.astype(np.float32).mean(-1), box).mean((1, 2))
 
 
 def loudness_at(mel: np.ndarray, times_s: np.ndarray, hop_s: float) -> np.ndarray:
@@ -50,9 +53,10 @@ def loudness_at(mel: np.ndarray, times_s: np.ndarray, hop_s: float) -> np.ndarra
     return np.array([energy[max(0, i - 4) : i + 5].mean() for i in at])
 
 
-def sync_correlation(frames: np.ndarray, mel: np.ndarray, fps: float, hop_s: float) -> float:
+def sync_correlation(frames: np.ndarray, mel: np.ndarray, fps: float, hop_s: float,
+                     mouth_box: list[float] | None = None) -> float:  # fmt: skip
     """frames (T, H, W, 3) uint8, mel (F, Tm) -> correlation of mouth opening and loudness (NaN if flat)."""
-    mouth = mouth_darkness(frames)
+    mouth = mouth_darkness(frames, mouth_box)
     loud = loudness_at(mel, np.arange(len(mouth)) / fps, hop_s)
     if mouth.std() == 0 or loud.std() == 0:
         return float("nan")
@@ -69,7 +73,7 @@ def laplacian_variance(frames: np.ndarray, box: tuple[float, float, float, float
 
 # name -> clip -> score, oriented so that a higher score means more FAKE-like
 STATISTICS: dict[str, Callable[[DecodedClip], float]] = {
-    "lip_sync": lambda c: -sync_correlation(c.frames, c.mel, c.meta.fps, c.meta.mel_hop_s),
+    "lip_sync": lambda c: -sync_correlation(c.frames, c.mel, c.meta.fps, c.meta.mel_hop_s, c.meta.mouth_box),
     "sharpness": lambda c: -laplacian_variance(c.frames),
 }
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, mel_window
 from tasks.ingest.faces import FaceDetector, FaceTrack, crop_track, track_faces
+from tasks.ingest.landmarks import LandmarkFaceDetector, LandmarkTrack, align, crop_landmarks, find_landmarks, mouth_box
 from tasks.ingest.video import Limits, VideoError, VideoInfo, nearest_frames, presented_times, probe, read_frames
 
 
@@ -32,6 +33,11 @@ class PreprocessConfig:
     clip_stride_s: float | None = None  # between clip starts; None: clip_seconds (back to back), less: overlapping
     face_size: int = 224
     face_margin: float = 1.3
+    # "box": the detector box, squared and enlarged by face_margin; "landmarks": aligned by face
+    # landmarks (eyes level, fixed scale, avff_model/crop_geometry.py) with a stored mouth box,
+    # falling back to the box for a video with landmarks in fewer than min_landmark_frac of its frames
+    crop: str = "box"
+    min_landmark_frac: float = 0.5
     min_face_frac: float = 0.5  # of a clip's frames with a real detection
     max_faces: int = 4  # faces tracked per video: the main one (face 0) and others present in most frames
     min_track_frac: float = 0.5  # of all sampled frames in which a face other than the main one is detected
@@ -57,6 +63,8 @@ class PreprocessConfig:
             raise ValueError(f"max_faces must be in 1..{MAX_FACES}, got {self.max_faces}")
         if self.clip_mode not in CLIP_MODES:
             raise ValueError(f"clip_mode must be one of {', '.join(CLIP_MODES)}, got {self.clip_mode!r}")
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
 
     @property
     def clip_seconds(self) -> float:
@@ -94,10 +102,11 @@ class PreprocessConfig:
 
 CLIP_MODES = ("spread", "native")
 MAX_FACES = 10  # a sample key names its face with one digit (storage.shard_schema.sample_key)
+CROPS = ("box", "landmarks")
 # field -> the value that writes what configs without the field wrote (byte-identical output); all are
 # the field's default except max_faces, whose default (every face) writes more samples for videos of several people
 _HASHED_WHEN_SET = {"clip_offset_s": 0.0, "clip_stride_s": None, "clip_mode": "spread",
-                    "max_faces": 1, "min_track_frac": 0.5}  # fmt: skip
+                    "max_faces": 1, "min_track_frac": 0.5, "crop": "box", "min_landmark_frac": 0.5}  # fmt: skip
 
 
 @dataclass
@@ -114,6 +123,10 @@ class Clip:
     fps: float = 5.0  # the frames' rate: clip_fps (spread), the frames' own (native)
     face: int = 0  # which of the video's face tracks: 0 is the main face
     boxes: np.ndarray | None = None  # (T, 4) the track's box per frame, pixels of the upright frame
+    # with crop="landmarks" only (None otherwise, as before landmarks existed):
+    crop: str | None = None  # "landmarks" (aligned) or "box_fallback" (too few landmarks: the detector box)
+    mouth_box: list[float] | None = None  # [x0, y0, x1, y1] crop pixels holding the lips of every frame
+    landmark_frac: float | None = None  # of the clip's frames with their own landmarks
 
 
 @dataclass
@@ -124,6 +137,8 @@ class Preprocessed:
     face_frac: float  # over all sampled frames
     stage_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage
     faces: int = 1  # face tracks with at least one clip
+    crop: str | None = None  # as Clip.crop, for the whole video's main face (the manifest's column)
+    landmark_frac: float | None = None  # over the main face's sampled frames
 
     def by_face(self) -> dict[int, list[Clip]]:
         """face index -> its clips, in clip order."""
@@ -150,7 +165,10 @@ def clip_starts(
 
 
 def face_detector(cfg: PreprocessConfig) -> FaceDetector:
-    """The detector ``cfg``'s preprocessing runs with; build one per worker and reuse it for every video."""
+    """The detector ``cfg``'s preprocessing runs with (with the face mesh when ``crop="landmarks"``);
+    build one per worker and reuse it for every video."""
+    if cfg.crop == "landmarks":
+        return LandmarkFaceDetector(min_score=cfg.min_det_score, detect_side=cfg.detect_side)
     return FaceDetector(min_score=cfg.min_det_score, detect_side=cfg.detect_side)
 
 
@@ -188,13 +206,17 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
             raise VideoError("no_face", f"{path}: {e}") from e
     track = tracks[0]  # the main face: what a single-face ingest keeps
     clips: list[Clip] = []
-    with timer("crop"):
-        for t in tracks:  # faces without a clip are dropped; the kept ones are numbered 0, 1, ...
-            crops = crop_track(frames, t, cfg.face_size, cfg.face_margin)  # (N, S, S, 3)
-            face_clips = _face_clips(len({c.face for c in clips}), t, crops, plan, picks, got, on_time, mel, cfg)
-            if t is track and not face_clips:
-                break  # no clip of the main face: the video is refused below, as before
-            clips += face_clips
+    video_crop, video_found = None, None  # the main face's crop kind and landmark frames (the manifest's)
+    for t in tracks:  # faces without a clip are dropped; the kept ones are numbered 0, 1, ...
+        crops, lm, found = _crop_faces(frames, t, cfg, detector, timer)  # (N, S, S, 3)
+        crop_kind = None if cfg.crop == "box" else ("landmarks" if lm is not None else "box_fallback")
+        if t is track:
+            video_crop, video_found = crop_kind, found
+        face_clips = _face_clips(len({c.face for c in clips}), t, crops, plan, picks, got, on_time, mel, cfg,
+                                 (crop_kind, lm, found))  # fmt: skip
+        if t is track and not face_clips:
+            break  # no clip of the main face: the video is refused below, as before
+        clips += face_clips
     if not clips:
         best = max(float(track.detected[p].mean()) for p, ok in zip(picks, on_time) if ok)
         raise VideoError(
@@ -204,18 +226,20 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
         )
     return Preprocessed(
         info=info, clips=clips, stage_seconds=timer.seconds, face_frac=float(track.detected.mean()), stage_cpu=timer.cpu,
-        faces=len({c.face for c in clips}),
+        faces=len({c.face for c in clips}), crop=video_crop,
+        landmark_frac=None if video_found is None else round(float(video_found.mean()), 4),
     )  # fmt: skip
 
 
 def _face_clips(
     face: int, track: FaceTrack, crops: np.ndarray, plan: _ClipPlan, picks: np.ndarray, got: np.ndarray,
-    on_time: list[bool], mel: np.ndarray, cfg: PreprocessConfig,
+    on_time: list[bool], mel: np.ndarray, cfg: PreprocessConfig, landmarks: tuple = (None, None, None),
 ) -> list[Clip]:  # fmt: skip
     """The clips of one face track: those on time with the face detected in min_face_frac of their frames.
 
     crops (N, S, S, 3) of the N sampled frames; picks (C, T) each clip's frames among them; mel (F, Tm_total).
     """
+    crop_kind, lm, found = landmarks  # see _crop_faces / _clip_landmarks
     clips = []
     for k, (start, p) in enumerate(zip(plan.starts, picks)):
         det = track.detected[p]
@@ -236,9 +260,37 @@ def _face_clips(
                 fps=plan.fps[k],
                 face=face,
                 boxes=track.boxes[p],
+                **_clip_landmarks(crop_kind, lm, found, p, cfg.face_size),
             )
         )
     return clips
+
+
+def _crop_faces(frames, track, cfg: PreprocessConfig, detector: FaceDetector, timer: _Timer):
+    """N frames + face track -> ((N, S, S, 3) crops, the landmark track or None where the box was used,
+    (N,) bool frames with landmarks or None with crop="box")."""
+    lm, found = None, None
+    if cfg.crop == "landmarks":
+        if not isinstance(detector, LandmarkFaceDetector):
+            raise TypeError("crop='landmarks' needs the face mesh: build the detector with face_detector(cfg)")
+        with timer("landmarks"):
+            points = find_landmarks(frames, track, detector)
+            found = np.array([p is not None for p in points])  # (N,)
+            if found.any() and found.mean() >= cfg.min_landmark_frac:  # else: the box, and the clips say so
+                lm = align(points, cfg.face_size, cfg.smooth_window)
+    with timer("crop"):
+        if lm is not None:
+            return crop_landmarks(frames, lm, cfg.face_size), lm, found
+        return crop_track(frames, track, cfg.face_size, cfg.face_margin), lm, found
+
+
+def _clip_landmarks(crop_kind: str | None, lm: LandmarkTrack | None, found: np.ndarray | None, picks: np.ndarray,
+                    size: int) -> dict:  # fmt: skip
+    """A clip's landmark fields: none with crop="box"; with landmarks, its mouth box from its frames' lips."""
+    if crop_kind is None:
+        return {}
+    box = mouth_box(lm.lips[picks], size) if lm is not None else None
+    return {"crop": crop_kind, "mouth_box": box, "landmark_frac": round(float(found[picks].mean()), 4)}
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,9 @@ class IngestSettings(BaseModel):
     clip_stride_s: float | None = Field(None, gt=0, description="seconds between clip starts; None: a clip's "
                                         "length (back to back), less: overlapping clips")  # fmt: skip
     face_margin: float = Field(1.3, ge=1.0, le=3.0, description="face box scale before cropping")
+    crop: Literal["box", "landmarks"] = Field("box", description="box: the detector box; landmarks: aligned by "
+                                              "face landmarks (eyes level, fixed scale) with a stored mouth box, "
+                                              "the box where landmarks fail")  # fmt: skip
     min_face_frac: float = Field(0.5, ge=0.0, le=1.0, description="least fraction of a clip's frames with a face")
     max_faces: int = Field(4, ge=1, le=10, description="faces tracked per video (the main one and others present "
                            "in most frames), each its own samples; 1: the main face only")  # fmt: skip
@@ -119,6 +122,7 @@ class IngestSettings(BaseModel):
             frames_per_clip=self.frames_per_clip,
             clip_fps=self.clip_fps,
             clip_mode=self.clip_mode,
+            crop=self.crop,
             max_clips=self.max_clips,
             clip_offset_s=self.clip_offset_s,
             clip_stride_s=self.clip_stride_s,

@@ -98,7 +98,8 @@ def finalize(
 
 
 # the manifest columns a unit's record fills in for each ingested video
-_PROBED = ("duration", "fps", "width", "height", "rotation", "has_audio", "audio_rate", "clips", "faces", "fake_faces")
+_PROBED = ("duration", "fps", "width", "height", "rotation", "has_audio", "audio_rate", "clips", "faces", "fake_faces",
+           "crop", "landmark_frac")
 
 
 def remove_stale_shards(layout: fs.IngestLayout, units: list[WorkUnit]) -> list[str]:

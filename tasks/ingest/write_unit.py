@@ -182,6 +182,9 @@ def _add_video(sink: ShardWriter, v: UnitVideo, cfg: PreprocessConfig, detector,
             frame_times=clip.frame_times,
             mel_start_s=clip.mel_start_s,
             face=clip.face,
+            crop=clip.crop,
+            mouth_box=clip.mouth_box,
+            landmark_frac=clip.landmark_frac,
         )
         sink.write(encode_sample(clip.frames, clip.mel, meta, jpeg_quality))
         record.samples += 1
@@ -195,6 +198,7 @@ def _add_video(sink: ShardWriter, v: UnitVideo, cfg: PreprocessConfig, detector,
             **{k: getattr(result.info, k) for k in ("duration", "fps", "width", "height", "rotation", "codec", "has_audio", "audio_rate")},
             "seconds": result.stage_seconds,
             "cpu_seconds": result.stage_cpu,
+            **({"crop": result.crop, "landmark_frac": result.landmark_frac} if result.crop is not None else {}),
         }
     )
 

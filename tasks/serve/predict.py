@@ -54,6 +54,7 @@ def decoded_clips(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg
             start_s=clip.start_s, fps=clip.fps, num_frames=pre.frames_per_clip, face_box=clip.face_box,
             det_score=clip.det_score, detected_frac=clip.detected_frac, mel_hop_s=pre.mel.hop_s,
             frame_times=clip.frame_times, mel_start_s=clip.mel_start_s, face=clip.face,
+            crop=clip.crop, mouth_box=clip.mouth_box, landmark_frac=clip.landmark_frac,
         )  # fmt: skip
         clips.append(decode_sample(encode_sample(clip.frames, clip.mel, meta, jpeg_quality)))
     return clips, result.face_frac
@@ -68,6 +69,16 @@ def model_inputs(clips, img_size: int | None = None):
 
     samples = [clip_to_tensors(c, img_size=img_size) for c in clips]
     return torch.stack([s["video"] for s in samples]), torch.stack([s["audio"] for s in samples])
+
+
+def clip_mouths(clips):
+    """Decoded clips -> (N, 4) float32 tensor: each clip's mouth box as (top, bottom, left, right)
+    fractions, as the loader's ``mouth`` (its stored box, or the crop template's)."""
+    import torch
+
+    from avff_model.crop_geometry import mouth_fractions
+
+    return torch.tensor([mouth_fractions(c.meta.mouth_box, c.frames.shape[1]) for c in clips], dtype=torch.float32)
 
 
 def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_quality: int = 90,
@@ -101,7 +112,7 @@ def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector
         return VideoScore(path, None, 0, 0.0, [], "unreadable", f"{path}: {e.strerror or e}")
     except Exception as e:  # an unexpected library error: this video's, not the batch's
         return VideoScore(path, None, 0, 0.0, [], "error", f"{path}: {type(e).__name__}: {e}")
-    p = scorer.predict_proba(video, audio)
+    p = scorer.predict_proba(video, audio, mouth=clip_mouths(clips))
     faces = np.array([c.meta.face for c in clips])
     p_video, per_face = video_p_fake(p, faces)
     return VideoScore(path, p_video, len(p), face_frac, [float(x) for x in p], face_p_fake=per_face,

@@ -20,7 +20,8 @@ from tasks.serve.scorer import CONFIG_ARTIFACT, DECISION_ARTIFACT, WEIGHTS_ARTIF
 
 
 class AVFFPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc: ``{"video": (B, 3, T, H, W), "audio": (B, 1, F, Tm)}`` float32 -> (B,) calibrated P(FAKE).
+    """pyfunc: ``{"video": (B, 3, T, H, W), "audio": (B, 1, F, Tm)}`` float32 (optionally ``"mouth"`` (B, 4),
+    each clip's mouth box as fractions; without it, the crop template's) -> (B,) calibrated P(FAKE).
 
     A video's verdict is ``tasks.serve.decision.verdict(mean of its clips' P(FAKE), scorer.threshold)``,
     the rule ``avff predict`` and ``evaluate-avff`` apply; the threshold is the ``decision`` artifact's.
@@ -36,4 +37,4 @@ class AVFFPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         if not isinstance(model_input, dict) or not {"video", "audio"} <= set(model_input):
             raise ValueError("model_input must be a dict with 'video' and 'audio' arrays")
-        return self.scorer.predict_proba(model_input["video"], model_input["audio"])
+        return self.scorer.predict_proba(model_input["video"], model_input["audio"], mouth=model_input.get("mouth"))

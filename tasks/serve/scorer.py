@@ -119,9 +119,10 @@ class Scorer:
         return cls(model, device)
 
     @torch.inference_mode()
-    def predict_proba(self, video, audio, batch_size: int = 16) -> np.ndarray:
+    def predict_proba(self, video, audio, batch_size: int = 16, mouth=None) -> np.ndarray:
         """video (B, 3, T, H, W), audio (B, 1, F, Tm) (numpy or torch) -> (B,) float32 calibrated
-        P(FAKE) = sigmoid(slope * logit + intercept)."""
+        P(FAKE) = sigmoid(slope * logit + intercept). ``mouth`` (B, 4): each clip's mouth box as
+        fractions (``tasks.serve.predict.clip_mouths``); None: the crop template's."""
         video, audio = torch.as_tensor(np.asarray(video), dtype=torch.float32), torch.as_tensor(
             np.asarray(audio), dtype=torch.float32
         )
@@ -130,9 +131,14 @@ class Scorer:
         if tuple(video.shape[1:]) != want_v or tuple(audio.shape[1:]) != want_a or len(video) != len(audio):
             raise ValueError(f"expected video (B, {want_v}) and audio (B, {want_a}), got "
                              f"{tuple(video.shape)} and {tuple(audio.shape)}")  # fmt: skip
+        if mouth is not None:
+            mouth = torch.as_tensor(np.asarray(mouth), dtype=torch.float32)
+            if tuple(mouth.shape) != (len(video), 4):
+                raise ValueError(f"expected mouth ({len(video)}, 4), got {tuple(mouth.shape)}")
         out = []
         for i in range(0, len(video), batch_size):
-            logits = self.model(video[i : i + batch_size].to(self.device), audio[i : i + batch_size].to(self.device))
+            m = mouth[i : i + batch_size].to(self.device) if mouth is not None else None
+            logits = self.model(video[i : i + batch_size].to(self.device), audio[i : i + batch_size].to(self.device), m)
             out.append(torch.sigmoid(logits.float() * self.slope + self.intercept).cpu())  # (b,)
         return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
 

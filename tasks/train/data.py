@@ -22,7 +22,9 @@ shuffled (training) loaders; asking an evaluation loader for it raises.
 
 Tensors (letters as in ``avff_model``): ``video`` (B, 3, T, H, W) float32 ImageNet-normalised,
 ``audio`` (B, 1, F, Tm) float32 normalised with :data:`AUDIO_MEAN` / :data:`AUDIO_STD`,
-``target`` (B,) float32 (FAKE = 1), ``video_id`` list[str], ``clip`` (B,) int64, ``face`` (B,) int64.
+``target`` (B,) float32 (FAKE = 1), ``video_id`` list[str], ``clip`` (B,) int64, ``face`` (B,) int64,
+``mouth`` (B, 4) float32: the clip's mouth box as (top, bottom, left, right) fractions of its crop
+(its stored box, or the template's: :mod:`avff_model.crop_geometry`).
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from avff_model.crop_geometry import mirrored, mouth_fractions
 from storage import fs, shard_io
 from storage.shard_schema import META_MEMBER, REAL, SPLITS, DecodedClip, decode_sample
 from storage.tables import ShardRow, read_table
-from tasks.train.augment import ClipAugment, augment_mel, augment_video, clip_generator
+from tasks.train.augment import ClipAugment, apply_video_params, augment_mel, clip_generator, sample_video_params
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -95,7 +98,10 @@ def shrink_clip(clip: DecodedClip, img_size: int | None) -> DecodedClip:
     """
     if img_size is None or clip.frames.shape[1:3] == (img_size, img_size):
         return clip
-    return replace(clip, frames=resize_frames(torch.from_numpy(clip.frames), img_size).numpy())
+    meta = clip.meta
+    if meta.mouth_box is not None:  # crop pixels: scaled with the frames (the crop is square)
+        meta = replace(meta, mouth_box=[v * img_size / clip.frames.shape[1] for v in meta.mouth_box])
+    return replace(clip, frames=resize_frames(torch.from_numpy(clip.frames), img_size).numpy(), meta=meta)
 
 
 def clip_to_tensors(
@@ -108,6 +114,7 @@ def clip_to_tensors(
     ``augment`` transforms the clip before normalisation: frames in [0, 1], the raw log-mel.
     """
     frames = torch.from_numpy(clip.frames)  # (T, H, W, 3) uint8
+    mouth = torch.tensor(mouth_fractions(clip.meta.mouth_box, frames.shape[1]), dtype=torch.float32)  # (4,)
     if img_size is not None:
         frames = resize_frames(frames, img_size)  # (T, img_size, img_size, 3)
     video = frames.permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
@@ -115,7 +122,7 @@ def clip_to_tensors(
     if augment is not None and augment.enabled:
         if generator is None:
             raise ValueError("augmentation needs a seeded generator")
-        video = augment_video(video, augment.video, generator)
+        video, mouth = _augment_video(video, mouth, augment, generator)
         mel = augment_mel(mel, augment.audio, generator)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
@@ -128,7 +135,18 @@ def clip_to_tensors(
         "video_id": clip.meta.video_id,
         "clip": int(clip.meta.clip),
         "face": int(clip.meta.face),
+        "mouth": mouth,
     }
+
+
+def _augment_video(video: torch.Tensor, mouth: torch.Tensor, augment: ClipAugment, g: torch.Generator):
+    """:func:`augment_video` (the same draws), with the clip's mouth box (4,) mirrored when the clip is flipped."""
+    if not augment.video.enabled:
+        return video, mouth
+    params = sample_video_params(augment.video, g)
+    if params.flip:
+        mouth = torch.tensor(mirrored(tuple(mouth.tolist())), dtype=torch.float32)
+    return apply_video_params(video, params, g), mouth
 
 
 def collate(samples: list[dict]) -> dict:
@@ -140,6 +158,7 @@ def collate(samples: list[dict]) -> dict:
         "video_id": [s["video_id"] for s in samples],
         "clip": torch.tensor([s["clip"] for s in samples], dtype=torch.int64),  # (B,)
         "face": torch.tensor([s.get("face", 0) for s in samples], dtype=torch.int64),  # (B,)
+        "mouth": torch.stack([s["mouth"] for s in samples]),  # (B, 4) mouth box, fractions (crop_geometry)
     }
 
 

@@ -115,8 +115,8 @@ def _pretrain_losses(model, video, audio):
     return model.pretrain_losses(video, audio)
 
 
-def _forward(model, video, audio):
-    return model(video, audio)
+def _forward(model, video, audio, mouth=None):
+    return model(video, audio, mouth)
 
 
 class DataParallel:
@@ -149,8 +149,8 @@ class DataParallel:
     def pretrain_losses(self, video: torch.Tensor, audio: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.run_in_forward(_pretrain_losses, video, audio)
 
-    def __call__(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        return self.run_in_forward(_forward, video, audio)
+    def __call__(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None) -> torch.Tensor:
+        return self.run_in_forward(_forward, video, audio, mouth)
 
     def train(self, mode: bool = True) -> DataParallel:
         self.ddp.train(mode)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from avff_model.crop_geometry import FACE_CENTRE, FACE_RADII, MOUTH_HALF_HEIGHT, MOUTH_HALF_WIDTH, MOUTH_Y
 from tasks.train.augment import gaussian_blur, shift_mel_bins
 from tasks.train.batch_augment import down_up
 from tasks.train.settings import PSEUDO_FAKE_KINDS as KINDS
@@ -35,9 +36,8 @@ from tasks.train.settings import PseudoFakeAugment, PseudoFakeKind
 
 AUDIO_KINDS = tuple(k for k in KINDS if k.startswith("audio_"))
 VISUAL_KINDS = tuple(k for k in KINDS if k not in AUDIO_KINDS)
-# geometry of a face crop, as fractions of (H, W): the face ellipse and the mouth ellipse
-FACE_CENTRE, FACE_RADII = (0.5, 0.5), (0.42, 0.34)
-MOUTH_CENTRE, MOUTH_RADII = (0.74, 0.5), (0.14, 0.2)
+# the mouth ellipse of a clip without a stored mouth box: inscribed in the template's mouth box
+MOUTH_CENTRE, MOUTH_RADII = (MOUTH_Y, 0.5), (MOUTH_HALF_HEIGHT, MOUTH_HALF_WIDTH)
 
 # The pseudo-fake kinds that imitate each manipulation type of the synthetic generator
 # (tasks/synthetic/dfdc_sample.py MANIPULATIONS; a test checks every type has an entry): a model
@@ -83,6 +83,18 @@ def ellipse_mask(
     return t * t * (3 - 2 * t)
 
 
+def mouth_ellipses(mouth: torch.Tensor | None) -> tuple:
+    """The mouth ellipse of each clip: inscribed in its mouth box, (B, 4) (top, bottom, left, right)
+    fractions as the batch's ``"mouth"`` holds them, or the template's for every clip when None.
+    -> (centres, radii), each a (row, column) pair or (B, 2)."""
+    if mouth is None:
+        return MOUTH_CENTRE, MOUTH_RADII
+    m = mouth.detach().float().cpu()
+    centres = torch.stack([(m[:, 0] + m[:, 1]) / 2, (m[:, 2] + m[:, 3]) / 2], dim=1)  # (B, 2)
+    radii = torch.stack([(m[:, 1] - m[:, 0]) / 2, (m[:, 3] - m[:, 2]) / 2], dim=1)  # (B, 2)
+    return centres, radii
+
+
 def blend(source: torch.Tensor, other: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """source, other (B, 3, T, H, W), mask (B, 1, 1, H, W) or (H, W) -> ``other`` where mask is 1.
 
@@ -96,14 +108,15 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
 
 
 def face_masks(b: int, h: int, w: int, g: torch.Generator, centre=FACE_CENTRE, radii=FACE_RADII) -> torch.Tensor:
-    """(B, 1, 1, H, W): one soft ellipse per clip, centre and radii jittered by up to 5 % / 15 %."""
+    """(B, 1, 1, H, W): one soft ellipse per clip, centre and radii jittered by up to 5 % / 15 %.
+
+    ``centre``, ``radii``: (row, column) fractions, one pair for every clip or a (B, 2) tensor.
+    """
     dc = _uniform(2 * b, -0.05, 0.05, g).view(b, 2)
     sr = _uniform(2 * b, 0.85, 1.15, g).view(b, 2)
-    masks = [
-        ellipse_mask(h, w, (centre[0] + float(dc[i, 0]), centre[1] + float(dc[i, 1])),
-                     (radii[0] * float(sr[i, 0]), radii[1] * float(sr[i, 1])))
-        for i in range(b)
-    ]  # fmt: skip
+    c = torch.as_tensor(centre, dtype=torch.float32).expand(b, 2) + dc  # (B, 2)
+    r = torch.as_tensor(radii, dtype=torch.float32).expand(b, 2) * sr  # (B, 2)
+    masks = [ellipse_mask(h, w, (float(c[i, 0]), float(c[i, 1])), (float(r[i, 0]), float(r[i, 1]))) for i in range(b)]
     return torch.stack(masks)[:, None, None]  # (B, 1, 1, H, W)
 
 
@@ -243,7 +256,7 @@ class PseudoFakes:
         g = self.g
         chosen = (torch.rand(b, generator=g) < self.p) & (target.cpu() == 0)  # (B,)
         kind = torch.randint(len(self.kinds), (b,), generator=g)  # (B,)
-        face, mouth = face_masks(b, h, w, g), face_masks(b, h, w, g, MOUTH_CENTRE, MOUTH_RADII)
+        face, mouth = face_masks(b, h, w, g), face_masks(b, h, w, g, *mouth_ellipses(batch.get("mouth")))
         sign = torch.where(torch.rand(b, generator=g) < 0.5, -1, 1)  # (B,)
         columns = sign * torch.randint(self.columns[0], self.columns[1] + 1, (b,), generator=g)
         bins = sign * _uniform(b, 2.0, 8.0, g)

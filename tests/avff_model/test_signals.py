@@ -153,3 +153,34 @@ def test_branches_follow_the_heads_modalities_and_add_to_the_logit():
         assert feats["signals"].shape == (2, both.signals.out_dim)
         expected = both.head(feats) + both.signal_head(feats["signals"]).squeeze(-1)
         torch.testing.assert_close(both(video, audio), expected)
+
+
+def test_mouth_region_reads_each_clips_own_mouth_box():
+    """Clip 0's mouth box is the template's, clip 1's is top left: each pools its own region, and
+    without boxes both pool the template's (avff_model/crop_geometry.py)."""
+    from avff_model.crop_geometry import MOUTH_BOX
+
+    video = torch.zeros(2, 3, T, H, H)
+    video[1, :, :, 0:8, 0:16] = 1.0  # clip 1's "mouth", outside the template box
+    mouth = torch.tensor([MOUTH_BOX, (0.0, 8 / H, 0.0, 16 / H)])  # (B, 4) top, bottom, left, right
+    per_clip = mouth_region(video, mouth)  # (2, T, R * C)
+    assert torch.equal(per_clip[0], mouth_region(video)[0])
+    assert torch.allclose(per_clip[1], torch.ones_like(per_clip[1])) and mouth_region(video)[1].abs().max() == 0
+
+
+def test_the_model_passes_each_clips_mouth_box_to_the_sync_branch():
+    """AVFF.forward(video, audio, mouth): a box over the moving region changes the logit; the
+    template's box given explicitly equals giving none."""
+    from avff_model.crop_geometry import MOUTH_BOX
+
+    torch.manual_seed(0)
+    cfg = get_config("tiny")
+    model = AVFF(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    video = torch.randn(2, 3, cfg.num_frames, cfg.img_size, cfg.img_size, generator=g)
+    audio = torch.randn(2, 1, cfg.n_mels, cfg.mel_frames, generator=g)
+    template = torch.tensor([MOUTH_BOX, MOUTH_BOX])
+    with torch.no_grad():
+        base = model(video, audio)
+        assert torch.equal(model(video, audio, template), base)
+        assert not torch.allclose(model(video, audio, torch.tensor([[0.0, 0.3, 0.0, 0.3]] * 2)), base)

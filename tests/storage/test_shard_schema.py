@@ -1,4 +1,5 @@
 import io
+import json
 import os
 import pickle
 import tarfile
@@ -115,3 +116,28 @@ def test_a_second_face_has_its_own_key_and_the_main_face_writes_no_face_field(tm
         decode_sample(forged)
     with pytest.raises(ShardFormatError, match="invalid sample key"):
         encode_sample(frames, mel, _meta(face=10))
+
+
+def test_a_landmark_clip_keeps_its_mouth_box_and_a_box_clip_writes_the_json_it_wrote_before(tmp_path):
+    """crop / mouth_box / landmark_frac travel with the sample; left None they are absent from the
+    json, so box-crop shards are byte-identical to those written before the fields existed."""
+    frames = np.zeros((4, 32, 32, 3), np.uint8)
+    mel = np.zeros((8, 10), np.float32)
+    box_json = encode_sample(frames, mel, _meta())["json"]
+    assert not {"crop", "mouth_box", "landmark_frac"} & set(json.loads(box_json))
+    assert decode_sample({"__key__": "abcdefghij/001", **encode_sample(frames, mel, _meta())}).meta.mouth_box is None
+    meta = _meta(crop="landmarks", mouth_box=[8.0, 18.0, 24.0, 28.0], landmark_frac=0.75)
+    _write(tmp_path / "s.tar", [encode_sample(frames, mel, meta)])
+    (raw,) = _read(tmp_path / "s.tar")
+    back = decode_sample(raw).meta
+    assert (back.crop, back.mouth_box, back.landmark_frac) == ("landmarks", [8.0, 18.0, 24.0, 28.0], 0.75)
+
+
+@pytest.mark.parametrize("box", [[8, 18, 40, 28], [24, 18, 8, 28], [8, 18, 24], "8,18,24,28", [8, float("nan"), 24, 28]])
+def test_a_mouth_box_outside_the_crop_or_malformed_is_refused(box):
+    frames = np.zeros((4, 32, 32, 3), np.uint8)
+    sample = encode_sample(frames, np.zeros((8, 10), np.float32), _meta())
+    raw = json.loads(sample["json"])
+    sample["json"] = json.dumps({**raw, "mouth_box": box}).encode()
+    with pytest.raises(ShardFormatError, match="mouth_box .* is not \\[x0, y0, x1, y1\\] inside the 32x32 crop"):
+        decode_sample(sample)

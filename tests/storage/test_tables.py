@@ -3,7 +3,7 @@
 import os
 import subprocess
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,8 +12,8 @@ import pytest
 
 from storage import fs
 from storage.tables import (
-    SCHEMAS, IdentityRow, ManifestRow, PredictionRow, RefusedRow, ShardRow, TableSchemaError, columns, read_table,
-    write_table,
+    ADDED_COLUMNS, SCHEMAS, IdentityRow, ManifestRow, PredictionRow, RefusedRow, ShardRow, TableSchemaError, columns, read_table,
+    to_arrow, write_table,
 )  # fmt: skip
 
 
@@ -126,3 +126,14 @@ def _write_manifest(tmp_path) -> str:
     rows = _manifest()
     write_table(uri, ManifestRow, [rows[0], ManifestRow(**{**rows[1].__dict__, "faces": 2, "fake_faces": 1})])
     return uri
+
+
+def test_a_manifest_written_before_the_landmark_columns_reads_them_as_none(tmp_path):
+    """Old manifests lack crop / landmark_frac: they read back with None; new ones keep the values."""
+    uri = str(tmp_path / "manifest.parquet")
+    old = to_arrow(ManifestRow, _manifest()).drop_columns(list(ADDED_COLUMNS[ManifestRow]))
+    fs.write_parquet(old, uri)
+    assert read_table(uri, ManifestRow) == _manifest()
+    landmarked = [replace(r, crop="box_fallback", landmark_frac=0.25) for r in _manifest()]
+    write_table(uri, ManifestRow, landmarked)
+    assert [(r.crop, r.landmark_frac) for r in read_table(uri, ManifestRow)] == [("box_fallback", 0.25)] * 2

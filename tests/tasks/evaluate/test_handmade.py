@@ -56,3 +56,21 @@ def test_scores_are_oriented_fake_high_and_average_per_video():
     assert rows[1].scores["lip_sync"] > rows[0].scores["lip_sync"]
     per_video = H.video_scores(rows)
     assert per_video["fake"]["lip_sync"] == pytest.approx((rows[1].scores["lip_sync"] + rows[2].scores["lip_sync"]) / 2)
+
+
+def test_lip_sync_reads_the_clips_stored_mouth_box_and_the_template_box_without_one():
+    """A mouth drawn away from the template (a tilted or off-centre face): the statistic finds it
+    through the clip's stored box (crop pixels), and misses it with the template's."""
+    rng = np.random.default_rng(2)
+    loud = rng.random(T)
+    frames = np.full((T, SIZE, SIZE, 3), 180, np.uint8)
+    for t, v in enumerate(loud):
+        frames[t, 4:14, 4:24] = int(180 - 100 * v)  # the mouth, top left, outside MOUTH_BOX
+    _, mel = _talking(loud, rng)
+    assert H.sync_correlation(frames, mel, FPS, HOP, mouth_box=[4.0, 4.0, 24.0, 14.0]) > 0.9
+    assert np.isnan(H.sync_correlation(frames, mel, FPS, HOP))  # the template box sees a still, flat patch
+    meta = ClipMeta(video_id="v", clip=0, label="REAL", split="test", group="v", original=None, start_s=0.0, fps=FPS,
+                    num_frames=T, face_box=[0, 0, 1, 1], det_score=1.0, detected_frac=1.0, mel_hop_s=HOP,
+                    crop="landmarks", mouth_box=[4.0, 4.0, 24.0, 14.0])  # fmt: skip
+    (row,) = H.score_clips([DecodedClip("v/000", frames, mel.astype(np.float16), meta)])
+    assert row.scores["lip_sync"] < -0.9

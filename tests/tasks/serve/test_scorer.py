@@ -98,3 +98,21 @@ def test_a_training_output_folder_scores_with_its_best_checkpoint_and_decision(t
     assert (scorer.threshold, scorer.slope, scorer.intercept) == (0.3, 0.4, -0.2)
     for (k, a), b in zip(scorer.model.state_dict().items(), best_model.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_a_scorer_passes_each_clips_mouth_box_to_the_model(model_and_inputs):
+    """predict_proba(..., mouth): the clips' mouth boxes reach the sync branch (the model's own
+    forward with them); the template's box given explicitly scores as none; a wrong shape is refused."""
+    from avff_model.crop_geometry import MOUTH_BOX
+
+    model, video, audio, logits = model_and_inputs
+    scorer = Scorer(model)
+    mouth = np.array([[0.0, 0.4, 0.0, 0.4]] * 3, np.float32)
+    with torch.inference_mode():
+        own = model(torch.from_numpy(video), torch.from_numpy(audio), torch.from_numpy(mouth)).float().numpy()
+    assert not np.allclose(own, logits)
+    np.testing.assert_allclose(scorer.predict_proba(video, audio, mouth=mouth), 1 / (1 + np.exp(-own)), rtol=1e-5, atol=1e-6)
+    template = np.array([MOUTH_BOX] * 3, np.float32)
+    np.testing.assert_allclose(scorer.predict_proba(video, audio, mouth=template), scorer.predict_proba(video, audio))
+    with pytest.raises(ValueError, match=r"expected mouth \(3, 4\), got \(2, 4\)"):
+        scorer.predict_proba(video, audio, mouth=mouth[:2])

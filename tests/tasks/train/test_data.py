@@ -201,3 +201,42 @@ def test_shrink_clip_keeps_the_clip_uint8_and_only_resizes_its_frames(layout):
     assert small.frames.dtype == clip.frames.dtype == "uint8" and small.frames.shape == (4, 16, 16, 3)
     assert torch.equal(torch.from_numpy(small.frames), resize_frames(torch.from_numpy(clip.frames), 16))
     assert small.mel is clip.mel and small.meta == clip.meta and small.key == clip.key
+
+
+def test_a_clips_mouth_box_follows_its_frames_into_the_batch(layout):
+    """The stored mouth box (crop pixels) is scaled with shrunk frames and reaches the batch as
+    fractions; a clip without one (box crops, old shards) gets the template's."""
+    from dataclasses import replace
+
+    from avff_model.crop_geometry import MOUTH_BOX
+    from storage.shard_io import read_clips
+    from tasks.train.data import clip_to_tensors, collate, shrink_clip, shard_urls
+
+    clip = next(read_clips(shard_urls(layout, "train")[0]))  # frames (4, 32, 32, 3)
+    boxed = replace(clip, meta=replace(clip.meta, crop="landmarks", mouth_box=[8.0, 16.0, 24.0, 28.0]))
+    assert shrink_clip(boxed, 16).meta.mouth_box == [4.0, 8.0, 12.0, 14.0]
+    batch = collate([clip_to_tensors(boxed, img_size=16), clip_to_tensors(clip, img_size=16)])
+    assert batch["mouth"].shape == (2, 4)
+    assert batch["mouth"][0].tolist() == pytest.approx([0.5, 0.875, 0.25, 0.75])
+    assert batch["mouth"][1].tolist() == pytest.approx(list(MOUTH_BOX))
+
+
+def test_a_flipped_clips_mouth_box_is_mirrored_with_its_frames(layout):
+    """hflip=1: the frames are flipped and so is the clip's mouth box; the frames equal augment_video's
+    (the same draws), and hflip=0 leaves the box where it was."""
+    from dataclasses import replace
+
+    from storage.shard_io import read_clips
+    from tasks.train.augment import AudioAugment, ClipAugment, VideoAugment, augment_video
+    from tasks.train.data import clip_to_tensors, shard_urls
+
+    clip = next(read_clips(shard_urls(layout, "train")[0]))  # frames (4, 32, 32, 3)
+    clip = replace(clip, meta=replace(clip.meta, crop="landmarks", mouth_box=[4.0, 16.0, 12.0, 28.0]))
+    for hflip, box in ((1.0, [0.5, 0.875, 0.625, 0.875]), (0.0, [0.5, 0.875, 0.125, 0.375])):
+        aug = ClipAugment(video=VideoAugment(hflip=hflip), audio=AudioAugment())
+        out = clip_to_tensors(clip, augment=aug, generator=torch.Generator().manual_seed(0))
+        assert out["mouth"].tolist() == pytest.approx(box)
+        plain = torch.from_numpy(clip.frames).permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
+        expected = augment_video(plain, aug.video, torch.Generator().manual_seed(0))
+        mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+        assert torch.allclose(out["video"], (expected - mean) / std)

@@ -73,3 +73,28 @@ def test_a_non_finite_loss_stops_training_at_once():
     with pytest.raises(NonFiniteLossError, match="step 7"):
         train_one_epoch(model, bad, opt, device=CPU, log=InMemoryLogger(), ctx=StepContext(start_step=7))
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_the_batchs_mouth_boxes_reach_the_sync_branch_in_training_and_evaluation():
+    """A batch's "mouth" (B, 4) goes to the model in train_one_epoch (through the objective) and in
+    evaluate: the evaluated probabilities are the model's own forward with those boxes, not the template's."""
+    seed_everything(0)
+    model, batches, log = _model(), _batches(2), InMemoryLogger()
+    for batch in batches:
+        batch["mouth"] = torch.tensor([[0.0, 0.5, 0.0, 0.5]]).repeat(8, 1)  # (B, 4): top-left quarter
+    seen = []
+
+    def objective(m, video, audio, target, mouth=None):
+        seen.append(mouth)
+        logits = m(video, audio, mouth)
+        return {"loss": torch.nn.functional.binary_cross_entropy_with_logits(logits, target)}
+
+    opt = build_optimizer(param_groups(model.classifier_parameters(), 0.0), "adamw", lr=1e-3)
+    train_one_epoch(model, batches, opt, device=CPU, log=log, objective=objective)
+    assert len(seen) == 2 and all(torch.equal(s, batches[0]["mouth"]) for s in seen)
+    preds = evaluate(model, batches, device=CPU)
+    with torch.no_grad():
+        own = torch.cat([torch.sigmoid(model(b["video"], b["audio"], b["mouth"])) for b in batches])
+        template = torch.cat([torch.sigmoid(model(b["video"], b["audio"])) for b in batches])
+    assert torch.allclose(torch.from_numpy(preds.p).float(), own, atol=1e-6)
+    assert not torch.allclose(own, template)

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -175,3 +176,16 @@ def test_every_generator_manipulation_has_a_stand_in_entry_of_known_kinds():
     assert P.kinds_drawn(on) == P.KINDS and P.kinds_drawn(PseudoFakeAugment(p=0.0)) == ()
     assert set(P.kinds_drawn(on, ["mouth_decorrelated"])) == set(P.KINDS) - {"mouth_shuffle", "mouth_freeze"}
     assert P.kinds_drawn(PseudoFakeAugment(p=0.5, kinds=("audio_shift",)), ["lipsync_offset"]) == ()
+
+
+def test_mouth_masks_follow_each_clips_mouth_box_or_the_template():
+    """A batch's "mouth" boxes (fractions) place each clip's mouth ellipse; without them, the template's."""
+    h = w = 64
+    boxes = torch.tensor([[0.1, 0.3, 0.1, 0.4], [0.6, 0.8, 0.5, 0.9]])  # (B, 4) top, bottom, left, right
+    masks = P.face_masks(2, h, w, _g(), *P.mouth_ellipses(boxes))  # (2, 1, 1, H, W)
+    for m, (top, bottom, left, right) in zip(masks[:, 0, 0], boxes.tolist()):
+        rows, cols = np.nonzero(m.numpy() > 0.5)
+        r, c = rows.mean(), cols.mean()
+        assert top * h <= r < bottom * h and left * w <= c < right * w, "the mask's centre is inside the clip's box"
+    default = P.face_masks(2, h, w, _g(), *P.mouth_ellipses(None))
+    assert torch.equal(default, P.face_masks(2, h, w, _g(), P.MOUTH_CENTRE, P.MOUTH_RADII))
