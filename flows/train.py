@@ -36,7 +36,7 @@ from flows.train_distributed import mlflow_logger, train_data_parallel
 from flows.preflight import ConfigError, require_ingest_output, require_path
 from storage import fs
 from storage.tables import ManifestRow, read_table
-from tasks.train.checkpoint import WEIGHTS, resolve_checkpoint
+from storage.checkpoint import WEIGHTS, resolve_checkpoint
 from tasks.tracking.mlflow_adapter import MLflowLogger, param_value
 from tasks.train.progress import ProgressLog
 from tasks.evaluate.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card

@@ -30,7 +30,7 @@ import torch
 from avff_model import AVFF, AVFFConfig
 from storage import fs
 from tasks.serve.decision import DECISION_FILE, Decision, read_decision
-from tasks.train.checkpoint import WEIGHTS, CheckpointError, load_weights, resolve_checkpoint
+from storage.checkpoint import WEIGHTS, CheckpointError, load_weights, resolve_checkpoint
 
 WEIGHTS_ARTIFACT = "weights"
 CONFIG_ARTIFACT = "config"

@@ -115,7 +115,7 @@ def test_a_training_folder_is_scored_with_its_best_checkpoint_and_its_decision(t
     """`--model <avff train's output_dir>` means the model train registered (best checkpoint, with
     decision.json), not the last epoch at an uncalibrated 0.5."""
     from tasks.serve.decision import read_decision
-    from tasks.train.checkpoint import resolve_checkpoint
+    from storage.checkpoint import resolve_checkpoint
 
     out = Path(trained["output_dir"])
     best_dir = resolve_checkpoint(str(out / "checkpoints" / "best.json"))

@@ -25,7 +25,7 @@ from avff_model import AVFF
 from avff_model.config import get_config
 from deployments.stack import free_port
 from storage import fs
-from tasks.train.checkpoint import WEIGHTS, CheckpointError, CheckpointStore, load_checkpoint
+from storage.checkpoint import WEIGHTS, CheckpointError, CheckpointStore, load_checkpoint
 from tasks.synthetic.shards import write_synthetic_shards
 from tasks.tracking.logger import InMemoryLogger
 from tasks.train.run import TrainLockedError, run_training
@@ -204,7 +204,7 @@ _SAVE_TWICE = """
 import dataclasses, errno, resource, signal, sys, torch
 from avff_model import AVFF
 from avff_model.config import get_config
-from tasks.train.checkpoint import CheckpointStore
+from storage.checkpoint import CheckpointStore
 root, limit = sys.argv[1], int(sys.argv[2])
 cfg = get_config("tiny")
 torch.manual_seed(0)
