@@ -41,7 +41,7 @@ from tasks.tracking.mlflow_adapter import MLflowLogger, param_value
 from tasks.train.progress import ProgressLog
 from tasks.evaluate.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
 from tasks.evaluate.metric_names import monitor_mode
-from tasks.serve.decision import Decision
+from storage.decision import Decision
 from tasks.serve.scorer import log_pyfunc_model
 from tasks.tracking.logger import flatten_params
 from tasks.train.run import TrainResult, run_training, training_lock

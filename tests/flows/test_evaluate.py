@@ -80,7 +80,7 @@ def _subset(source, out, label: str | None, n: int):
 
 def _model(trained, kind: str) -> tuple[str, float]:
     """(--model, the model's decision threshold) for a local training folder or a registered version."""
-    from tasks.serve.decision import read_decision
+    from storage.decision import read_decision
     from storage.checkpoint import resolve_checkpoint
 
     if kind == "local":  # a folder written by avff train (scored with its best checkpoint): no training prior

@@ -114,7 +114,7 @@ def test_a_model_version_that_does_not_exist_is_one_clear_line(trained, dfdc_sam
 def test_a_training_folder_is_scored_with_its_best_checkpoint_and_its_decision(trained):
     """`--model <avff train's output_dir>` means the model train registered (best checkpoint, with
     decision.json), not the last epoch at an uncalibrated 0.5."""
-    from tasks.serve.decision import read_decision
+    from storage.decision import read_decision
     from storage.checkpoint import resolve_checkpoint
 
     out = Path(trained["output_dir"])

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from avff_model import AVFF, get_config
-from tasks.serve.decision import DECISION_FILE, Decision, read_decision, write_decision
+from storage.decision import DECISION_FILE, Decision, read_decision, write_decision
 from tasks.serve.scorer import CONFIG_ARTIFACT, CONFIG_FILE, DECISION_ARTIFACT, WEIGHTS_ARTIFACT, Scorer, load_model
 from storage.checkpoint import CheckpointStore
 

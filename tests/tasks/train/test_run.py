@@ -14,7 +14,7 @@ from avff_model import AVFF, get_config
 from storage import fs
 from tasks.evaluate import metrics as M
 from tasks.ingest.folds import fold_split, manifest_rows
-from tasks.serve.decision import Decision, read_decision
+from storage.decision import Decision, read_decision
 from tasks.serve.scorer import load_model
 from storage.checkpoint import load_checkpoint
 from tasks.train.finish import METRICS_TABLE, RELIABILITY_PLOT, UNCALIBRATED
