@@ -188,7 +188,8 @@ def loader_stage_costs(layout, clips: int = 32, reps: int = 3) -> dict:
 
     from storage.shard_schema import decode_sample
     from storage.shard_io import read_samples
-    from tasks.train.data import clip_to_tensors, collate, shard_urls
+    from avff_model.inputs import clip_to_tensors
+    from tasks.train.data import collate, shard_urls
 
     raw = []
     for url in shard_urls(layout, "train"):

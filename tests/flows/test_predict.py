@@ -15,7 +15,7 @@ from storage.shard_schema import decode_sample
 from tasks.ingest.faces import FaceDetector
 from tasks.serve.predict import clip_inputs, preprocess_for
 from tasks.serve.scorer import load_model
-from tasks.train.data import clip_to_tensors
+from avff_model.inputs import clip_to_tensors
 
 
 def _scorer(trained):

@@ -1,0 +1,73 @@
+"""The model's input contract: a decoded clip -> the tensors :class:`~avff_model.AVFF` takes.
+
+Training (the loader, :mod:`tasks.train.data`) and serving (:mod:`tasks.serve.predict`) both
+turn clips into inputs here, so the two cannot drift apart:
+
+    frames (T, H, W, 3) uint8   -> [resized to the model's img_size] -> video (3, T, H, W) float32,
+                                   ImageNet-normalised
+    mel    (F, Tm) log-mel      -> audio (1, F, Tm) float32, (mel - AUDIO_MEAN) / (2 * AUDIO_STD)
+
+A clip is anything shaped like ``storage.shard_schema.DecodedClip`` (``frames``, ``mel`` and a
+``meta`` with ``target``, ``video_id``, ``clip``); this module imports nothing from the project.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# AudioSet statistics of Kaldi fbanks, normalised as AST/AudioMAE do: (x - mean) / (2 * std).
+# Ingest writes the same features (tasks.ingest.audio.log_mel: kaldi.fbank, 128 bins, 25/10 ms).
+AUDIO_MEAN = -4.2677393
+AUDIO_STD = 4.5689974
+
+# (video (3, T, H, W) in [0, 1], raw log-mel (F, Tm)) -> the same, transformed (training's augmentation)
+Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (T, size, size, 3) uint8, antialiased bilinear; the same tensor if already that size.
+
+    A face crop ingested larger than the model's image size (224 px shards, the 112 px ``laptop``
+    preset) is shrunk once per clip, in uint8, before any float work.
+    """
+    if frames.shape[1:3] == (size, size):
+        return frames
+    chw = frames.permute(0, 3, 1, 2)  # (T, 3, H, W), a channels-last view: uint8 interpolation's fast path
+    out = F.interpolate(chw, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.permute(0, 2, 3, 1).contiguous()  # (T, size, size, 3)
+
+
+def clip_to_tensors(
+    clip, audio_mean: float = AUDIO_MEAN, audio_std: float = AUDIO_STD, img_size: int | None = None,
+    transform: Transform | None = None,
+) -> dict:  # fmt: skip
+    """A decoded clip -> one sample of model inputs (see the module docstring).
+
+    ``img_size``: the model's frame size; frames of another size are resized to it (:func:`resize_frames`).
+    ``transform`` runs before normalisation, on frames in [0, 1] and the raw log-mel.
+    Returns ``{"video": (3, T, H, W), "audio": (1, F, Tm), "target": float, "video_id": str, "clip": int}``.
+    """
+    frames = torch.from_numpy(clip.frames)  # (T, H, W, 3) uint8
+    if img_size is not None:
+        frames = resize_frames(frames, img_size)  # (T, img_size, img_size, 3)
+    video = frames.permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
+    mel = torch.from_numpy(clip.mel.astype(np.float32))  # (F, Tm)
+    if transform is not None:
+        video, mel = transform(video, mel)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+    video = (video - mean) / std
+    audio = ((mel - audio_mean) / (2.0 * audio_std)).unsqueeze(0)  # (1, F, Tm)
+    return {
+        "video": video,
+        "audio": audio,
+        "target": float(clip.meta.target),
+        "video_id": clip.meta.video_id,
+        "clip": int(clip.meta.clip),
+    }

@@ -1,0 +1,51 @@
+"""The model's input contract (avff_model/inputs.py): frames and log-mel -> normalised tensors."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from avff_model.inputs import AUDIO_MEAN, AUDIO_STD, IMAGENET_MEAN, IMAGENET_STD, clip_to_tensors, resize_frames
+
+
+def test_resize_frames_is_antialiased_and_matches_a_float_resize():
+    flat = torch.full((2, 32, 32, 3), 77, dtype=torch.uint8)
+    assert torch.equal(resize_frames(flat, 16), torch.full((2, 16, 16, 3), 77, dtype=torch.uint8))
+    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None]) % 2 * 255).to(torch.uint8)  # (32, 32)
+    small = resize_frames(checker[None, :, :, None].expand(1, 32, 32, 3).contiguous(), 16)
+    assert small.dtype == torch.uint8 and small.shape == (1, 16, 16, 3)
+    assert small.min() >= 100 and small.max() <= 155  # averaged, not aliased to 0 or 255 (point sampling would)
+    frames = torch.randint(0, 256, (3, 48, 48, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    ref = torch.nn.functional.interpolate(frames.permute(0, 3, 1, 2).double(), size=(16, 16), mode="bilinear",
+                                          antialias=True, align_corners=False)  # fmt: skip
+    got = resize_frames(frames, 16).permute(0, 3, 1, 2).double()
+    assert (got - ref).abs().max() <= 1.0  # within one grey level of the float computation
+
+
+def _clip(frames: np.ndarray, mel: np.ndarray):
+    meta = SimpleNamespace(target=1, video_id="v", clip=3)
+    return SimpleNamespace(frames=frames, mel=mel, meta=meta)
+
+
+def test_clip_to_tensors_normalises_video_and_audio_and_keeps_the_labels():
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    frames[..., 0], frames[..., 1], frames[..., 2] = 255, 0, 128
+    mel = np.full((4, 6), AUDIO_MEAN + 2 * AUDIO_STD, np.float16)
+    sample = clip_to_tensors(_clip(frames, mel))
+    assert sample["video"].shape == (3, 2, 8, 8) and sample["audio"].shape == (1, 4, 6)
+    expected = [(v / 255 - m) / s for v, m, s in zip((255, 0, 128), IMAGENET_MEAN, IMAGENET_STD)]
+    assert torch.allclose(sample["video"][:, 0, 0, 0], torch.tensor(expected), atol=1e-6)
+    assert torch.allclose(sample["audio"], torch.ones(1, 4, 6), atol=1e-2)  # float16 mel: one mean + 2 std -> 1
+    assert (sample["target"], sample["video_id"], sample["clip"]) == (1.0, "v", 3)
+
+
+def test_clip_to_tensors_resizes_to_the_models_size_and_transforms_before_normalising():
+    frames = np.full((2, 16, 16, 3), 200, np.uint8)
+    mel = np.zeros((4, 6), np.float32)
+    small = clip_to_tensors(_clip(frames, mel), img_size=8)
+    assert small["video"].shape == (3, 2, 8, 8)
+    black = clip_to_tensors(_clip(frames, mel), transform=lambda v, m: (v * 0, m + AUDIO_MEAN))
+    assert torch.allclose(black["video"][:, 0, 0, 0], -torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD))
+    assert torch.allclose(black["audio"], torch.zeros(1, 4, 6))
