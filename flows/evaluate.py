@@ -30,8 +30,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows import links
+from flows.links import resolve_tracking_uri
 from flows.preflight import check_evaluate_inputs, model_uri, retry_unless_deterministic
-from flows.train import resolve_tracking_uri
 from storage.shard_schema import REAL
 from tasks.evaluate.videos import defined, evaluate_videos, evaluation_markdown, prior_warning, undefined
 from tasks.ingest.preprocess import face_detector

@@ -32,6 +32,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows import links
+from flows.links import resolve_tracking_uri
 from flows.train_distributed import mlflow_logger, train_data_parallel
 from flows.preflight import ConfigError, require_ingest_output, require_path
 from storage import fs
@@ -46,13 +47,6 @@ from tasks.serve.scorer import log_pyfunc_model
 from tasks.tracking.logger import flatten_params
 from tasks.train.run import TrainResult, run_training, training_lock
 from tasks.train.settings import TrainSettings
-
-DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
 
 def git_commit() -> str | None:
     """HEAD of the checkout this code runs from, or None outside a git checkout."""
