@@ -8,6 +8,7 @@ import mlflow
 import pytest
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_evaluate_flow_reports_per_manipulation(trained, tmp_path):
     from flows.evaluate import EvaluateConfig, evaluate_avff
     from tasks.synthetic.dfdc_sample import MANIPULATIONS, make_dfdc_sample
@@ -90,6 +91,7 @@ def _model(trained, kind: str) -> tuple[str, float]:
     return f"avff-dfdc@{trained['model_version']}", float(version.tags["threshold"])
 
 
+@pytest.mark.slow  # starts a Prefect server
 @pytest.mark.parametrize("label,kind", [("FAKE", "local"), ("REAL", "registered"), ("FAKE", "registered"),
                                         ("REAL", "local")])  # fmt: skip
 def test_a_one_class_folder_is_evaluated_with_what_is_defined_on_it(trained, external, tmp_path, label, kind):
@@ -136,6 +138,7 @@ def test_a_one_class_folder_is_evaluated_with_what_is_defined_on_it(trained, ext
     assert ("the model loses to the prior" in md) == result["loses_to_prior"]
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_evaluate_predict_and_the_pyfunc_give_the_same_verdicts(trained, external, tmp_path):
     """Issue 25: one decision rule, the model's threshold and calibration, whichever way a video is scored."""
     import subprocess
@@ -190,6 +193,7 @@ def test_evaluate_predict_and_the_pyfunc_give_the_same_verdicts(trained, externa
 SHARED_SAMPLE = "/work/shared/data/dfdc_sample"  # 3 FAKE DFDC videos with metadata, 1 without
 
 
+@pytest.mark.slow  # starts a Prefect server
 @pytest.mark.skipif(not os.path.isdir(SHARED_SAMPLE), reason="the real DFDC sample is not on this machine")
 def test_the_real_fakes_only_sample_scored_by_a_local_model_states_its_detection_rate(trained, tmp_path):
     """Issue 28's command: `avff evaluate --data dfdc_sample --model <avff train's folder>`."""

@@ -17,6 +17,8 @@ from tasks.serve.predict import clip_inputs, preprocess_for
 from tasks.serve.scorer import load_model
 from avff_model.inputs import clip_to_tensors
 
+pytestmark = pytest.mark.slow  # every test here starts a Prefect server
+
 
 def _scorer(trained):
     import mlflow

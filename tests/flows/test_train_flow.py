@@ -15,6 +15,8 @@ from storage import fs
 from tasks.serve.scorer import load_model
 from tasks.synthetic.shards import write_synthetic_shards
 
+pytestmark = pytest.mark.slow  # every test here starts a Prefect server
+
 REGISTERED = "avff-dfdc"
 
 
