@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from storage import fs
 from tasks.serve.scorer import load_model
