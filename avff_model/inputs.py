@@ -14,6 +14,7 @@ A clip is anything shaped like ``storage.shard_schema.DecodedClip`` (``frames``,
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,10 +22,31 @@ import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# AudioSet statistics of Kaldi fbanks, normalised as AST/AudioMAE do: (x - mean) / (2 * std).
-# Ingest writes the same features (tasks.ingest.audio.log_mel: kaldi.fbank, 128 bins, 25/10 ms).
-AUDIO_MEAN = -4.2677393
-AUDIO_STD = 4.5689974
+
+
+@dataclass(frozen=True)
+class MelStats:
+    """Mean and std of log-mel values, and the features they were measured on: Kaldi fbank
+    (``torchaudio.compliance.kaldi.fbank``, Hann window, no dither) of a waveform in [-1, 1]."""
+
+    mean: float
+    std: float
+    sample_rate: int
+    n_mels: int
+    win_ms: float
+    hop_ms: float
+
+    def holds_for(self, spec) -> bool:
+        """Whether ``spec`` (sample_rate, n_mels, win_ms, hop_ms: ``tasks.ingest.audio.MelSpec``) makes those features."""
+        return (spec.sample_rate, spec.n_mels, spec.win_ms, spec.hop_ms) == (
+            self.sample_rate, self.n_mels, self.win_ms, self.hop_ms)  # fmt: skip
+
+
+# AudioSet statistics of Kaldi fbanks, normalised as AST/AudioMAE do: (x - mean) / (2 * std). Ingest's
+# default MelSpec (tasks.ingest.audio.log_mel) makes these features; tests/avff_model/test_inputs.py checks
+# both that and what the normalisation does to real speech.
+AUDIOSET_FBANK = MelStats(mean=-4.2677393, std=4.5689974, sample_rate=16000, n_mels=128, win_ms=25.0, hop_ms=10.0)
+AUDIO_MEAN, AUDIO_STD = AUDIOSET_FBANK.mean, AUDIOSET_FBANK.std
 
 # (video (3, T, H, W) in [0, 1], raw log-mel (F, Tm)) -> the same, transformed (training's augmentation)
 Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

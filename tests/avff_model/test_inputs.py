@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
-from avff_model.inputs import AUDIO_MEAN, AUDIO_STD, IMAGENET_MEAN, IMAGENET_STD, clip_to_tensors, resize_frames
+from avff_model.inputs import (
+    AUDIO_MEAN,
+    AUDIO_STD,
+    AUDIOSET_FBANK,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    clip_to_tensors,
+    resize_frames,
+)
+
+REALAV = Path(__file__).resolve().parents[3] / "shared" / "data" / "realav"
 
 
 def test_resize_frames_is_antialiased_and_matches_a_float_resize():
@@ -49,3 +61,28 @@ def test_clip_to_tensors_resizes_to_the_models_size_and_transforms_before_normal
     black = clip_to_tensors(_clip(frames, mel), transform=lambda v, m: (v * 0, m + AUDIO_MEAN))
     assert torch.allclose(black["video"][:, 0, 0, 0], -torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD))
     assert torch.allclose(black["audio"], torch.zeros(1, 4, 6))
+
+
+def test_the_audio_statistics_hold_for_the_features_ingest_writes():
+    from tasks.ingest.audio import MelSpec
+
+    assert AUDIOSET_FBANK.holds_for(MelSpec())  # change ingest's default mel, revisit AUDIO_MEAN / AUDIO_STD
+    assert (AUDIO_MEAN, AUDIO_STD) == (AUDIOSET_FBANK.mean, AUDIOSET_FBANK.std)
+    assert not AUDIOSET_FBANK.holds_for(MelSpec(n_mels=64)) and not AUDIOSET_FBANK.holds_for(MelSpec(hop_ms=20.0))
+
+
+def test_the_audio_statistics_put_real_speech_on_the_audioset_scale():
+    """Real talking-face clips through ingest's own decode and log-mel, then normalised: about mean 0 and std 0.5
+    (AST's target); the same speech at int16 scale, features the statistics do not hold for, lands far off."""
+    from tasks.ingest.audio import decode_audio, log_mel
+
+    clips = sorted(REALAV.rglob("*.mp4"))[::20][:6]
+    if not clips:
+        pytest.skip(f"{REALAV} is absent (real footage lives in ../shared/data/realav)")
+    waves = [decode_audio(str(p), 16000, max_seconds=8) for p in clips]
+    norm = np.concatenate([log_mel(w).ravel() for w in waves])
+    norm = (norm - AUDIO_MEAN) / (2 * AUDIO_STD)
+    assert abs(norm.mean()) < 0.6 and 0.3 < norm.std() < 0.8, (norm.mean(), norm.std())
+    loud = np.concatenate([log_mel(w * 32768).ravel() for w in waves])
+    assert ((loud - AUDIO_MEAN) / (2 * AUDIO_STD)).mean() > 1.0  # 1.9 on these clips
+
