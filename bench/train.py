@@ -64,7 +64,8 @@ def make_shards(root: Path, n_real: int = 12, size: tuple[int, int] = (256, 256)
     from storage import fs
     from tasks.ingest import units as steps
     from tasks.ingest.preprocess import face_detector
-    from tasks.synthetic.dfdc_sample import MANIPULATIONS, make_dfdc_sample
+    from storage.manipulations import MANIPULATIONS
+    from tasks.synthetic.dfdc_sample import make_dfdc_sample
     from tasks.ingest.write_unit import process_unit
 
     data, out = root / "data", root / "out"

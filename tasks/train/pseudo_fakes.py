@@ -40,7 +40,7 @@ FACE_CENTRE, FACE_RADII = (0.5, 0.5), (0.42, 0.34)
 MOUTH_CENTRE, MOUTH_RADII = (0.74, 0.5), (0.14, 0.2)
 
 # The pseudo-fake kinds that imitate each manipulation type of the synthetic generator
-# (tasks/synthetic/dfdc_sample.py MANIPULATIONS; a test checks every type has an entry): a model
+# (storage.manipulations.MANIPULATIONS; a test checks every type has an entry): a model
 # trained with a type's stand-in has seen that type in all but name, so a run that holds the type
 # out (exclude_manipulations) draws none of them, and a result with one switched on says so.
 # A frozen mouth is a degenerate unrelated mouth track, hence mouth_decorrelated's second kind.

@@ -11,7 +11,8 @@ import pytest
 @pytest.mark.slow  # starts a Prefect server
 def test_evaluate_flow_reports_per_manipulation(trained, tmp_path):
     from flows.evaluate import EvaluateConfig, evaluate_avff
-    from tasks.synthetic.dfdc_sample import MANIPULATIONS, make_dfdc_sample
+    from storage.manipulations import MANIPULATIONS
+    from tasks.synthetic.dfdc_sample import make_dfdc_sample
 
     data = make_dfdc_sample(tmp_path / "external", n_real=2, parts=0, duration_s=3.5, size=(160, 160), seed=123)
     mlflow.MlflowClient(trained["tracking_uri"]).set_registered_model_alias("avff-dfdc", "scored", trained["model_version"])
