@@ -39,17 +39,7 @@ LOG_LOSS_TOL = 1e-6
 CI_LEVEL = 0.95
 
 _LEVELS = ("clip", "video")
-_TABLE_METRICS = (
-    ("auc", "AUC"),
-    ("average_precision", "average precision"),
-    ("log_loss", "log loss"),
-    ("accuracy", "accuracy"),
-    ("balanced_accuracy", "balanced accuracy"),
-    ("precision", "precision"),
-    ("recall", "recall"),
-    ("f1", "F1"),
-    ("eer", "EER"),
-)
+_TABLE_METRICS = tuple((m, N.LABELS[m]) for m in N.METRICS)
 _VAL_VIDEO_AUC = N.key(N.VAL, "video", "auc")
 _EPOCH_COLUMNS = (
     ("train_loss", "train loss"),
