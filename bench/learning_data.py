@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from tasks.ingest.audio import MelSpec, log_mel
 from tasks.synthetic.dfdc_sample import LIPSYNC_MANIPULATIONS, lipsync_clips
-from tasks.train.data import AUDIO_MEAN, AUDIO_STD, IMAGENET_MEAN, IMAGENET_STD
+from avff_model.inputs import AUDIO_MEAN, AUDIO_STD, IMAGENET_MEAN, IMAGENET_STD
 
 KINDS = ("real", *LIPSYNC_MANIPULATIONS)
 RATE, FPS_RENDER, FPS, T, TM = 16000, 25.0, 5.0, 16, 320

@@ -33,7 +33,8 @@ TARGET_BYTES = 0.7e9
 
 def buffer_bytes(clips: list, buffer: int, img_size: int | None) -> dict[str, int]:
     """Bytes of a full shuffle buffer of ``buffer`` clips (``clips`` cycled), as float32 tensors and as uint8 clips."""
-    from tasks.train.data import clip_to_tensors, shrink_clip
+    from avff_model.inputs import clip_to_tensors
+    from tasks.train.data import shrink_clip
 
     before = after = 0
     for clip in itertools.islice(itertools.cycle(clips), buffer):

@@ -45,7 +45,7 @@ from av_signal import signal_table
 from storage import fs
 from storage.shard_schema import FAKE, LABELS, REAL
 from storage.tables import ManifestRow, read_table
-from tasks.train.checkpoint import WEIGHTS, resolve_checkpoint
+from storage.checkpoint import WEIGHTS, resolve_checkpoint
 from tasks.evaluate.videos import evaluate_videos
 from tasks.ingest.preprocess import face_detector
 from tasks.ingest.scan import scan_dfdc

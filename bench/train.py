@@ -64,7 +64,8 @@ def make_shards(root: Path, n_real: int = 12, size: tuple[int, int] = (256, 256)
     from storage import fs
     from tasks.ingest import units as steps
     from tasks.ingest.preprocess import face_detector
-    from tasks.synthetic.dfdc_sample import MANIPULATIONS, make_dfdc_sample
+    from storage.manipulations import MANIPULATIONS
+    from tasks.synthetic.dfdc_sample import make_dfdc_sample
     from tasks.ingest.write_unit import process_unit
 
     data, out = root / "data", root / "out"
@@ -188,7 +189,8 @@ def loader_stage_costs(layout, clips: int = 32, reps: int = 3) -> dict:
 
     from storage.shard_schema import decode_sample
     from storage.shard_io import read_samples
-    from tasks.train.data import clip_to_tensors, collate, shard_urls
+    from avff_model.inputs import clip_to_tensors
+    from tasks.train.data import collate, shard_urls
 
     raw = []
     for url in shard_urls(layout, "train"):

@@ -54,7 +54,7 @@ def _load(spec: str, tracking_uri: str | None, device: str):
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from flows.train import resolve_tracking_uri
+    from flows.links import resolve_tracking_uri
     from tasks.serve.scorer import load_model
 
     uri = model_uri(spec)

@@ -30,13 +30,14 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows import links
+from flows.links import resolve_tracking_uri
 from flows.preflight import check_evaluate_inputs, model_uri, retry_unless_deterministic
-from flows.train import resolve_tracking_uri
 from storage.shard_schema import REAL
 from tasks.evaluate.videos import defined, evaluate_videos, evaluation_markdown, prior_warning, undefined
 from tasks.ingest.preprocess import face_detector
 from tasks.ingest.scan import scan_dfdc, video_id_of
-from tasks.serve.decision import Decision, describe, verdict
+from storage.decision import Decision
+from tasks.serve.decision import describe, verdict
 from tasks.serve.predict import preprocess_for, score_video
 from tasks.evaluate.probes import shortcut_probes
 from tasks.serve.scorer import load_model

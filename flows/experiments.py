@@ -32,7 +32,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from flows.train import resolve_tracking_uri, run_tags
+from flows.links import resolve_tracking_uri
+from flows.train import run_tags
 from storage import fs
 from tasks.evaluate import experiments as X
 from tasks.ingest.folds import fold_split, list_folds, manifest_rows

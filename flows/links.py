@@ -12,6 +12,12 @@ import os
 from urllib.parse import quote
 
 TAG_FLOW_RUN_ID, TAG_FLOW_RUN_NAME, TAG_FLOW_RUN_URL = "prefect.flow_run_id", "prefect.flow_run_name", "prefect.flow_run_url"
+DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """The MLflow tracking URI: ``uri``, else ``$MLFLOW_TRACKING_URI``, else the local stack's server."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def flow_run() -> dict[str, str]:

@@ -32,27 +32,21 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows import links
+from flows.links import resolve_tracking_uri
 from flows.train_distributed import mlflow_logger, train_data_parallel
 from flows.preflight import ConfigError, require_ingest_output, require_path
 from storage import fs
 from storage.tables import ManifestRow, read_table
-from tasks.train.checkpoint import WEIGHTS, resolve_checkpoint
+from storage.checkpoint import WEIGHTS, resolve_checkpoint
 from tasks.tracking.mlflow_adapter import MLflowLogger, param_value
 from tasks.train.progress import ProgressLog
 from tasks.evaluate.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
 from tasks.evaluate.metric_names import monitor_mode
-from tasks.serve.decision import Decision
+from storage.decision import Decision
 from tasks.serve.scorer import log_pyfunc_model
 from tasks.tracking.logger import flatten_params
 from tasks.train.run import TrainResult, run_training, training_lock
 from tasks.train.settings import TrainSettings
-
-DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
 
 def git_commit() -> str | None:
     """HEAD of the checkout this code runs from, or None outside a git checkout."""

@@ -105,7 +105,7 @@ def assert_same_run():
     """check(reference, other): two TrainResults are the same run (weights bit for bit, history, test metrics)."""
     import torch
 
-    from tasks.train.checkpoint import load_checkpoint
+    from storage.checkpoint import load_checkpoint
 
     def same(a, b) -> bool:
         return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))

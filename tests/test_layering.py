@@ -97,3 +97,79 @@ def test_mlflow_stays_in_flows_and_the_tracking_adapter():
     files = [p for p in (ROOT / "tasks").rglob("*.py") if not p.relative_to(ROOT).as_posix().startswith(MLFLOW_OK)]
     offenders = sorted(str(p.relative_to(ROOT)) for p in files if "mlflow" in _imports(p))
     assert not offenders, f"only flows/ and {MLFLOW_OK} may import mlflow: {offenders}"
+
+
+# The concerns inside tasks/ (and their flows) talk through storage/ and avff_model/, never
+# through each other: what training writes and serving reads (checkpoints, decision.json) is
+# storage/, the model's input contract is avff_model/inputs.py. module prefix -> forbidden prefixes
+CONCERNS = {
+    "tasks.train": ("tasks.serve",),
+    "tasks.serve": ("tasks.train",),
+    "tasks.evaluate": ("tasks.train",),
+    # the serving and evaluating flows do not load the training flow (nor, through it, training)
+    "flows.evaluate": ("flows.train", "tasks.train"),
+    "flows.cli_evaluate": ("flows.train", "tasks.train"),
+    "flows.cli_predict": ("flows.train", "tasks.train"),
+}
+
+
+def _module_of(path: Path, root: Path) -> str:
+    return ".".join(path.relative_to(root).with_suffix("").parts)
+
+
+def _project_imports(path: Path) -> set[str]:
+    """Every project module ``path`` imports, at any depth (``from tasks import train`` names ``tasks.train``)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return {n for n in names if n.split(".")[0] in PROJECT}
+
+
+def _under(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def _concern_offenders(files: list[Path], root: Path = ROOT) -> dict[str, list[str]]:
+    offenders = {}
+    for path in files:
+        module = _module_of(path, root)
+        forbidden = [f for concern, fs in CONCERNS.items() if _under(module, concern) for f in fs]
+        bad = sorted(m for m in _project_imports(path) if any(_under(m, f) for f in forbidden))
+        if bad:
+            offenders[path.relative_to(root).as_posix()] = bad
+    return offenders
+
+
+def test_train_serve_and_evaluate_never_import_each_other():
+    files = sorted((ROOT / "tasks").rglob("*.py")) + sorted((ROOT / "flows").glob("*.py"))
+    offenders = _concern_offenders(files)
+    assert not offenders, f"a concern imports another (rules: {CONCERNS}): {offenders}"
+
+
+def _cli_imports(path: Path) -> list[str]:
+    return sorted(m for m in _project_imports(path) if m.startswith("flows.cli"))
+
+
+def test_flows_never_import_the_cli():
+    """The CLI modules (flows/cli*.py) sit above the flows: a flow that imports one drags argparse and printing in."""
+    flows = [p for p in sorted((ROOT / "flows").glob("*.py")) if not p.name.startswith("cli")]
+    offenders = {str(p.relative_to(ROOT)): bad for p in flows if (bad := _cli_imports(p))}
+    assert flows and not offenders, f"flows/ must not import the CLI modules: {offenders}"
+
+
+def test_the_concern_checks_catch_what_they_name(tmp_path):
+    probe = tmp_path / "tasks" / "serve" / "probe.py"
+    probe.parent.mkdir(parents=True)
+    probe.write_text("from tasks.train.data import x\nfrom tasks import train\nimport tasks.trainer\n"
+                     "from storage.checkpoint import y\ndef f():\n    from flows.cli_predict import z\n")  # fmt: skip
+    assert _concern_offenders([probe], tmp_path) == {"tasks/serve/probe.py": ["tasks.train", "tasks.train.data", "tasks.train.data.x"]}
+    assert _cli_imports(probe) == ["flows.cli_predict", "flows.cli_predict.z"]
+    fine = tmp_path / "tasks" / "evaluate" / "probe.py"
+    fine.parent.mkdir(parents=True)
+    fine.write_text("from tasks.serve.decision import verdict\nfrom tasks.trainer import t\n")
+    assert _concern_offenders([fine], tmp_path) == {}

@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tasks.evaluate import metric_names as N
+from tasks.evaluate.markdown import number
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 TABLE_METRICS = ("auc", "log_loss", "balanced_accuracy", "eer")
@@ -75,12 +76,8 @@ def summary_metrics(summary: Mapping[str, Spread], prefix: str = "cv") -> dict[s
     return out
 
 
-def _fmt(x: float, nd: int = 3) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{nd}f}"
-
-
 def _pm(s: Spread) -> str:
-    return _fmt(s.mean) if s.n <= 1 else f"{_fmt(s.mean)} ± {_fmt(s.std)}"
+    return number(s.mean) if s.n <= 1 else f"{number(s.mean)} ± {number(s.std)}"
 
 
 def cv_markdown(per_fold: Mapping[int, Mapping[str, float]], keys: Sequence[str]) -> str:
@@ -90,7 +87,7 @@ def cv_markdown(per_fold: Mapping[int, Mapping[str, float]], keys: Sequence[str]
     keys = [k for k in keys if k in summary]
     lines = ["# Grouped cross-validation", "", f"{len(folds)} folds; mean ± sample std over folds.", ""]
     lines += ["| fold | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    lines += [f"| {k} | " + " | ".join(_fmt(per_fold[k].get(m, math.nan)) for m in keys) + " |" for k in folds]
+    lines += [f"| {k} | " + " | ".join(number(per_fold[k].get(m, math.nan)) for m in keys) + " |" for k in folds]
     lines.append("| **mean ± std** | " + " | ".join(_pm(summary[m]) for m in keys) + " |")
     return "\n".join(lines) + "\n"
 

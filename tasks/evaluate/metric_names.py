@@ -33,6 +33,10 @@ LEVELS = ("video", "clip")
 # the scores of tasks.evaluate.metrics.binary_metrics, and which way is better
 METRICS = ("auc", "average_precision", "log_loss", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "eer")
 MAX_METRICS = frozenset({"auc", "average_precision", "accuracy", "balanced_accuracy", "precision", "recall", "f1"})
+# how a report names each of METRICS (the training report's tables; tests check every metric has one)
+LABELS = {"auc": "AUC", "average_precision": "average precision", "log_loss": "log loss", "accuracy": "accuracy",
+          "balanced_accuracy": "balanced accuracy", "precision": "precision", "recall": "recall", "f1": "F1",
+          "eer": "EER"}  # fmt: skip
 COUNTS = ("n", "n_pos", "threshold")  # binary_metrics' other keys: no score, never monitored
 BASELINES = ("prior", "majority")
 AT_VAL_THRESHOLD = "at_val_threshold"  # test metrics at the threshold chosen on val ("@val_threshold" flattened)

@@ -27,6 +27,7 @@ import numpy as np
 
 from tasks.evaluate import calibration as C
 from tasks.evaluate import metrics as M
+from tasks.evaluate.markdown import number
 from tasks.evaluate.metric_names import BEST_VAL, TEST, baseline_key, key, parse_monitor
 
 REGISTER_IF = ("beats_prior", "always", "never")
@@ -133,17 +134,13 @@ def champion_verdict(gate: Gate, mode: str, manifest_sha256: str,
     return False, f"{gate.metric} {gate.value:.4f} does not beat the champion's {theirs:.4f}"
 
 
-def _fmt(x: Any) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
-
-
 def _metric_rows(metrics: Mapping[str, float], split: str) -> list[str]:
     """Model / prior / majority rows of one split (best_val or test), video level."""
     rows = []
     for who, baseline in (("model", None), ("prior baseline", "prior"), ("majority baseline", "majority")):
         names = [key(split, "video", m) if baseline is None else baseline_key(split, "video", baseline, m)
                  for m, _ in _CARD_METRICS]  # fmt: skip
-        rows.append(f"| {who} | " + " | ".join(_fmt(metrics.get(n)) for n in names) + " |")
+        rows.append(f"| {who} | " + " | ".join(number(metrics.get(n)) for n in names) + " |")
     return rows
 
 

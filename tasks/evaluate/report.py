@@ -17,6 +17,7 @@ import numpy as np
 from storage.shard_schema import FAKE
 from tasks.evaluate import metric_names as N
 from tasks.evaluate.calibration import Calibration
+from tasks.evaluate.markdown import number
 from tasks.evaluate.registry import Gate
 from tasks.evaluate.metrics import all_fake_f1, bootstrap_auc_ci
 
@@ -38,17 +39,7 @@ LOG_LOSS_TOL = 1e-6
 CI_LEVEL = 0.95
 
 _LEVELS = ("clip", "video")
-_TABLE_METRICS = (
-    ("auc", "AUC"),
-    ("average_precision", "average precision"),
-    ("log_loss", "log loss"),
-    ("accuracy", "accuracy"),
-    ("balanced_accuracy", "balanced accuracy"),
-    ("precision", "precision"),
-    ("recall", "recall"),
-    ("f1", "F1"),
-    ("eer", "EER"),
-)
+_TABLE_METRICS = tuple((m, N.LABELS[m]) for m in N.METRICS)
 _VAL_VIDEO_AUC = N.key(N.VAL, "video", "auc")
 _EPOCH_COLUMNS = (
     ("train_loss", "train loss"),
@@ -143,11 +134,6 @@ def _num(x: Any) -> float:
     if isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool):
         return float(x)
     return math.nan
-
-
-def _f(x: Any, nd: int = 3) -> str:
-    v = _num(x)
-    return "n/a" if math.isnan(v) else f"{v:.{nd}f}"
 
 
 def _lr(x: Any) -> str:
@@ -249,7 +235,7 @@ def _loader_line(loader_prior: tuple[int, float] | None) -> list[str]:
         return []
     n, frac = loader_prior
     return [f"The training loader reads {n} clips a pass (extra_train_data included); the FAKE fraction of its "
-            f"targets is {_f(frac)} (pseudo-fakes included, in expectation): the training prior of class weights "
+            f"targets is {number(frac)} (pseudo-fakes included, in expectation): the training prior of class weights "
             f"and of the prior baseline.", ""]  # fmt: skip
 
 
@@ -264,9 +250,9 @@ def _dataset_section(dataset: Mapping[str, Mapping[str, int]], loader_prior: tup
         v_frac = vf / (vr + vf) if vr is not None and vf is not None and vr + vf else math.nan
         c_frac = cf / (cr + cf) if cr is not None and cf is not None and cr + cf else math.nan
         g = s.get("groups")
-        rows.append([split, str(vr), str(vf), str(cr), str(cf), _f(v_frac), _f(c_frac), str(g if g is not None else "n/a")])
-        text = f"{split}: {(vr or 0) + (vf or 0)} videos ({vr} REAL, {vf} FAKE; FAKE fraction {_f(v_frac)})"
-        text += f", {(cr or 0) + (cf or 0)} clips ({cr} REAL, {cf} FAKE; FAKE fraction {_f(c_frac)})"
+        rows.append([split, str(vr), str(vf), str(cr), str(cf), number(v_frac), number(c_frac), str(g if g is not None else "n/a")])
+        text = f"{split}: {(vr or 0) + (vf or 0)} videos ({vr} REAL, {vf} FAKE; FAKE fraction {number(v_frac)})"
+        text += f", {(cr or 0) + (cf or 0)} clips ({cr} REAL, {cf} FAKE; FAKE fraction {number(c_frac)})"
         if g is not None:
             text += f", {g} groups"
         sentences.append(f"- {text}.")
@@ -307,7 +293,7 @@ def _epoch_table(run: ReportInputs) -> list[str]:
         cells = [f"**{ep}** (best)" if ep == run.best_epoch else str(ep)]
         if has_stage:
             cells.append(str(r.get("stage", "")))
-        cells += [_lr(r.get(k)) if k == "lr" else _f(r.get(k)) for k, _ in _EPOCH_COLUMNS]
+        cells += [_lr(r.get(k)) if k == "lr" else number(r.get(k)) for k, _ in _EPOCH_COLUMNS]
         rows.append(cells)
     return _table(header, rows)
 
@@ -335,7 +321,7 @@ def _best_epoch_lines(run: ReportInputs, epochs: list[int]) -> list[str]:
     v = _num(best_row.get(run.monitor))
     stage_txt = f" (stage {best_row['stage']})" if "stage" in best_row else ""
     lines = [f"The checkpoint kept is epoch {run.best_epoch}{stage_txt}, selected on {run.monitor} "
-             f"(mode {run.monitor_mode}) = {_f(v)}."]  # fmt: skip
+             f"(mode {run.monitor_mode}) = {number(v)}."]  # fmt: skip
     values = [(ep, _num(r.get(run.monitor))) for ep, r in zip(epochs, run.history)]
     values = [(ep, x) for ep, x in values if not math.isnan(x)]
     if not values:
@@ -344,7 +330,7 @@ def _best_epoch_lines(run: ReportInputs, epochs: list[int]) -> list[str]:
     ext_ep, ext_v = (max if run.monitor_mode == "max" else min)(values, key=lambda t: t[1])
     if ext_ep == run.best_epoch or ext_v == v:
         return lines + [f"That is the {word} of {run.monitor} over the {len(values)} epochs that report it."]
-    return lines + [f"Note: the {word} of {run.monitor} in the history is {_f(ext_v)} at epoch {ext_ep}, "
+    return lines + [f"Note: the {word} of {run.monitor} in the history is {number(ext_v)} at epoch {ext_ep}, "
                     f"not at the kept epoch {run.best_epoch} (a different stage or selection rule?)."]  # fmt: skip
 
 
@@ -367,19 +353,19 @@ def _diagnosis_section(d: CurveDiagnosis) -> list[str]:
             "",
         ]
     lowest = "" if d.train_min == d.train_last else (
-        f" (its lowest, {_f(d.train_min)}, is {_pct(d.train_fall_total)} below the first epoch)"
+        f" (its lowest, {number(d.train_min)}, is {_pct(d.train_fall_total)} below the first epoch)"
     )
     lines.append(
         f"Over epochs {d.epochs[0]}–{d.epochs[-1]}{stage}, train loss {_moves(d.train_first, d.train_last)} "
-        f"from {_f(d.train_first)} to {_f(d.train_last)}{lowest}."
+        f"from {number(d.train_first)} to {number(d.train_last)}{lowest}."
     )
     if d.val_min_epoch == d.epochs[-1]:
-        lines.append(f"Val loss is lowest at the last epoch, {d.val_min_epoch} ({_f(d.val_min)}): it has not risen.")
+        lines.append(f"Val loss is lowest at the last epoch, {d.val_min_epoch} ({number(d.val_min)}): it has not risen.")
     else:
         lines.append(
-            f"Val loss reaches its minimum {_f(d.val_min)} at epoch {d.val_min_epoch} and ends at {_f(d.val_last)}, "
+            f"Val loss reaches its minimum {number(d.val_min)} at epoch {d.val_min_epoch} and ends at {number(d.val_last)}, "
             f"{_pct(d.val_rise)} above that minimum; from epoch {d.val_min_epoch} on, train loss "
-            f"{_moves(d.train_at_val_min, d.train_last)} ({_f(d.train_at_val_min)} → {_f(d.train_last)})."
+            f"{_moves(d.train_at_val_min, d.train_last)} ({number(d.train_at_val_min)} → {number(d.train_last)})."
         )
     lines.append(f"**Diagnosis: {d.verdict}**: {_diagnosis_reason(d)}.")
     return lines + [""]
@@ -448,7 +434,7 @@ def _calibration_section(cal: Calibration) -> list[str]:
             f"and the val threshold, use the calibrated P(FAKE)."
         )
     rows = [[split + (" (fitted here)" if split == "val" and cal.reason is None else ""), str(c.n),
-             _f(c.nll_before), _f(c.nll_after), _f(c.ece_before), _f(c.ece_after)]
+             number(c.nll_before), number(c.nll_after), number(c.ece_before), number(c.ece_after)]
             for split, c in cal.splits.items()]  # fmt: skip
     lines += [""] + _table(["clip level", "clips", "log loss before", "after", "ECE before", "after"], rows) + [""]
     test = cal.splits.get("test")
@@ -464,16 +450,16 @@ def _level_table(m: Mapping, at_val: Mapping | None, prior: Mapping | None, majo
     """Every _TABLE_METRICS of one level: the model at 0.5 (and at the val threshold) beside both baselines."""
     header = ["metric", "model @0.5"]
     if at_val:
-        header.append(f"model @{_f(at_val['threshold'])} (val)")
+        header.append(f"model @{number(at_val['threshold'])} (val)")
     header += ["prior baseline", "majority baseline", "model − prior"]
     rows = []
     for key, name in _TABLE_METRICS:
         v = _num(m.get(key))
-        row = [name, _f(v)]
+        row = [name, number(v)]
         if at_val:
-            row.append(_f(at_val.get(key)))
+            row.append(number(at_val.get(key)))
         pv = _num(prior.get(key)) if prior else math.nan
-        row += [_f(pv), _f(major.get(key)) if major else "n/a", _signed(v - pv)]
+        row += [number(pv), number(major.get(key)) if major else "n/a", _signed(v - pv)]
         rows.append(row)
     return _table(header, rows)
 
@@ -482,22 +468,22 @@ def _baseline_lines(level: str, m: Mapping, prior: Mapping | None, major: Mappin
     """The model against the prior (and majority) baseline in words; a warning when it does not beat the prior."""
     auc, ll = _num(m.get("auc")), _num(m.get("log_loss"))
     if not prior:
-        return [f"AUC {_f(auc)}, log loss {_f(ll)}; no baselines were computed (no train labels passed)."], []
+        return [f"AUC {number(auc)}, log loss {number(ll)}; no baselines were computed (no train labels passed)."], []
     p_auc, p_ll = _num(prior.get("auc")), _num(prior.get("log_loss"))
     text = (
-        f"AUC {_f(auc)} vs {_f(p_auc)} for the prior baseline ({_signed(auc - p_auc)}); "
-        f"log loss {_f(ll)} vs {_f(p_ll)} for the prior ({_signed(ll - p_ll)}, lower is better)"
+        f"AUC {number(auc)} vs {number(p_auc)} for the prior baseline ({_signed(auc - p_auc)}); "
+        f"log loss {number(ll)} vs {number(p_ll)} for the prior ({_signed(ll - p_ll)}, lower is better)"
     )
     if major:
         text += (
-            f" and {_f(major.get('log_loss'))} for the majority baseline; accuracy {_f(m.get('accuracy'))} "
-            f"vs {_f(major.get('accuracy'))} for the majority baseline "
+            f" and {number(major.get('log_loss'))} for the majority baseline; accuracy {number(m.get('accuracy'))} "
+            f"vs {number(major.get('accuracy'))} for the majority baseline "
             f"({_signed(_num(m.get('accuracy')) - _num(major.get('accuracy')))})"
         )
     if _beats(ll, p_ll):
         return [text + "."], []
     w = (
-        f"{level} log loss {_f(ll)} does not beat the prior baseline's {_f(p_ll)} "
+        f"{level} log loss {number(ll)} does not beat the prior baseline's {number(p_ll)} "
         f"({_signed(ll - p_ll)}): the model's probabilities are no better than predicting the train "
         f"FAKE fraction for every {level}."
     )
@@ -508,10 +494,10 @@ def _f1_lines(level: str, m: Mapping, at_val: Mapping | None) -> tuple[list[str]
     """F1 against the all-FAKE predictor's (a caveat when equal), and the metrics at the val threshold."""
     n, n_pos, f1 = _num(m.get("n")), _num(m.get("n_pos")), _num(m.get("f1"))
     f1_all = all_fake_f1(n, n_pos)
-    lines, warns = [f"The all-FAKE predictor scores F1 {_f(f1_all)} on these labels; the model scores {_f(f1)}."], []
+    lines, warns = [f"The all-FAKE predictor scores F1 {number(f1_all)} on these labels; the model scores {number(f1)}."], []
     if abs(f1 - f1_all) <= F1_EQUAL_TOL:
         w = (
-            f"{level} F1 {_f(f1)} equals the all-FAKE predictor's F1 {_f(f1_all)} "
+            f"{level} F1 {number(f1)} equals the all-FAKE predictor's F1 {number(f1_all)} "
             f"(difference {abs(f1 - f1_all):.3f} ≤ {F1_EQUAL_TOL}): with {int(n_pos)} of {int(n)} {level}s FAKE, "
             f"this F1 does not show that the model separates the classes; read AUC and log loss instead."
         )
@@ -519,9 +505,9 @@ def _f1_lines(level: str, m: Mapping, at_val: Mapping | None) -> tuple[list[str]
         lines.append(f"> **Caveat:** {w}")
     if at_val:
         lines.append(
-            f"At the validation-chosen threshold {_f(at_val.get('threshold'))}, F1 is {_f(at_val.get('f1'))} "
-            f"and balanced accuracy {_f(at_val.get('balanced_accuracy'))} "
-            f"(vs {_f(f1)} and {_f(m.get('balanced_accuracy'))} at 0.5)."
+            f"At the validation-chosen threshold {number(at_val.get('threshold'))}, F1 is {number(at_val.get('f1'))} "
+            f"and balanced accuracy {number(at_val.get('balanced_accuracy'))} "
+            f"(vs {number(f1)} and {number(m.get('balanced_accuracy'))} at 0.5)."
         )
     return lines, warns
 
@@ -544,14 +530,14 @@ def _test_ci_lines(run: ReportInputs, ci: tuple[float, float]) -> tuple[list[str
     n_vid = len(np.asarray(run.y_test_video))
     v_auc = _num(run.test.get("video", {}).get("auc"))
     lines = [
-        f"Test video AUC {_f(v_auc)}, {int(CI_LEVEL * 100)}% bootstrap CI [{_f(lo)}, {_f(hi)}] "
+        f"Test video AUC {number(v_auc)}, {int(CI_LEVEL * 100)}% bootstrap CI [{number(lo)}, {number(hi)}] "
         f"({run.n_bootstrap} resamples of {_resampled(run, run.groups_test_video, n_vid)}, seed {run.seed})."
     ]
     if math.isnan(lo):
         w = f"the test video AUC CI is undefined ({n_vid} videos, a single class or too few resamples with both)."
     elif lo <= 0.5 <= hi:
         w = (
-            f"the test video AUC CI [{_f(lo)}, {_f(hi)}] includes 0.5: on {n_vid} videos the AUC {_f(v_auc)} "
+            f"the test video AUC CI [{number(lo)}, {number(hi)}] includes 0.5: on {n_vid} videos the AUC {number(v_auc)} "
             f"is within noise of chance."
         )
     else:
@@ -578,7 +564,7 @@ Checks = tuple[list[str], list[str]]  # (items that fired, checks that did not f
 def _curve_checks(run: ReportInputs, d: CurveDiagnosis) -> Checks:
     if d.verdict == "overfitting":
         return [
-            f"**Overfitting** (val loss +{_pct(d.val_rise)} from its minimum {_f(d.val_min)} at epoch "
+            f"**Overfitting** (val loss +{_pct(d.val_rise)} from its minimum {number(d.val_min)} at epoch "
             f"{d.val_min_epoch}; train loss −{_pct(d.train_fall_after_val_min)} after it): stronger augmentation, "
             f"more weight decay/dropout, or a smaller patience so training stops nearer epoch {d.val_min_epoch}."
         ], []
@@ -596,10 +582,10 @@ def _imbalance_checks(run: ReportInputs) -> Checks:
     frac, counts = _majority_fraction(run.dataset.get("train", {}))
     if frac > IMBALANCE_MAJORITY:
         return [
-            f"**Class imbalance** (train majority class {_f(frac)} > {IMBALANCE_MAJORITY}; {counts}): weight "
+            f"**Class imbalance** (train majority class {number(frac)} > {IMBALANCE_MAJORITY}; {counts}): weight "
             f"the loss by class or balance the sampler, and monitor AUC/log loss rather than accuracy/F1."
         ], []
-    return [], [] if math.isnan(frac) else [f"train majority class {_f(frac)} ≤ {IMBALANCE_MAJORITY}"]
+    return [], [] if math.isnan(frac) else [f"train majority class {number(frac)} ≤ {IMBALANCE_MAJORITY}"]
 
 
 def _ci_checks(test_ci: tuple[float, float], val_ci: tuple[float, float] | None) -> Checks:
@@ -607,7 +593,7 @@ def _ci_checks(test_ci: tuple[float, float], val_ci: tuple[float, float] | None)
     for name, ci in (("test video", test_ci), ("val video", val_ci)):
         if ci is None or math.isnan(ci[0]):
             continue
-        ci_txt = f"{name} AUC {int(CI_LEVEL * 100)}% CI [{_f(ci[0])}, {_f(ci[1])}]"
+        ci_txt = f"{name} AUC {int(CI_LEVEL * 100)}% CI [{number(ci[0])}, {number(ci[1])}]"
         if ci[0] <= 0.5 <= ci[1]:
             items.append(
                 f"**AUC within noise of chance** ({ci_txt} includes 0.5): evaluate on more videos (and train on "
@@ -628,9 +614,9 @@ def _baseline_checks(run: ReportInputs) -> Checks:
         prior = run.test.get("baselines", {}).get(level, {}).get("prior")
         if prior:
             ll, p_ll = _num(m.get("log_loss")), _num(prior.get("log_loss"))
-            (gain if _beats(ll, p_ll) else no_gain).append(f"{level} {_f(ll)} vs {_f(p_ll)}")
+            (gain if _beats(ll, p_ll) else no_gain).append(f"{level} {number(ll)} vs {number(p_ll)}")
         f1, f1_all = _num(m.get("f1")), all_fake_f1(_num(m.get("n")), _num(m.get("n_pos")))
-        (f1_equal if abs(f1 - f1_all) <= F1_EQUAL_TOL else f1_apart).append(f"{level} {_f(f1)} vs {_f(f1_all)}")
+        (f1_equal if abs(f1 - f1_all) <= F1_EQUAL_TOL else f1_apart).append(f"{level} {number(f1)} vs {number(f1_all)}")
     items, passed = [], []
     if no_gain:
         cal = run.calibration
@@ -659,13 +645,13 @@ def _gap_checks(run: ReportInputs) -> Checks:
     test_auc = _num(run.test.get("video", {}).get("auc"))
     if val_auc - test_auc > VAL_TEST_AUC_GAP:
         return [
-            f"**Val/test gap** (val video AUC {_f(val_auc)} at epoch {run.best_epoch} vs test {_f(test_auc)}, "
-            f"gap {_f(val_auc - test_auc)} > {VAL_TEST_AUC_GAP}): check the val/test split for source or group "
+            f"**Val/test gap** (val video AUC {number(val_auc)} at epoch {run.best_epoch} vs test {number(test_auc)}, "
+            f"gap {number(val_auc - test_auc)} > {VAL_TEST_AUC_GAP}): check the val/test split for source or group "
             f"differences, and that checkpoint selection did not overfit val."
         ], []
     if math.isnan(val_auc - test_auc):
         return [], []
-    return [], [f"val AUC {_f(val_auc)} minus test AUC {_f(test_auc)} ≤ {VAL_TEST_AUC_GAP}"]
+    return [], [f"val AUC {number(val_auc)} minus test AUC {number(test_auc)} ≤ {VAL_TEST_AUC_GAP}"]
 
 
 def _still_improving_checks(run: ReportInputs) -> Checks:
@@ -706,13 +692,13 @@ def _headline(run: ReportInputs, ci: tuple[float, float]) -> list[str]:
     prior, major = b.get("prior") or {}, b.get("majority") or {}
     auc, ll, p_ll = _num(m.get("auc")), _num(m.get("log_loss")), _num(prior.get("log_loss"))
     rows = [
-        ["AUC", f"{_f(auc)} [{_f(ci[0])}, {_f(ci[1])}]", _f(prior.get("auc")), _f(major.get("auc"))],
-        ["log loss", _f(ll), _f(p_ll), _f(major.get("log_loss"))],
+        ["AUC", f"{number(auc)} [{number(ci[0])}, {number(ci[1])}]", number(prior.get("auc")), number(major.get("auc"))],
+        ["log loss", number(ll), number(p_ll), number(major.get("log_loss"))],
     ]
     if math.isnan(p_ll):
         verdict = "no prior baseline was computed"
     elif _beats(ll, p_ll):
-        verdict = f"the model **beats** the prior's log loss by {_f(p_ll - ll)}"
+        verdict = f"the model **beats** the prior's log loss by {number(p_ll - ll)}"
     else:
         verdict = f"the model **does not beat** the prior's log loss ({_signed(ll - p_ll)})"
     return [
@@ -744,7 +730,7 @@ def write_training_report(run: ReportInputs) -> str:
     lines += test_lines
     if val_ci is not None:
         lines += [
-            f"Val video AUC {int(CI_LEVEL * 100)}% bootstrap CI [{_f(val_ci[0])}, {_f(val_ci[1])}] "
+            f"Val video AUC {int(CI_LEVEL * 100)}% bootstrap CI [{number(val_ci[0])}, {number(val_ci[1])}] "
             f"({run.n_bootstrap} resamples of {_resampled(run, run.groups_val_video, len(np.asarray(run.y_val_video)))}, "
             f"seed {run.seed}).",
             "",

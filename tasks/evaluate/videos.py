@@ -29,6 +29,7 @@ import numpy as np
 
 from storage.shard_schema import FAKE
 from tasks.evaluate.metrics import baselines, binary_metrics, bootstrap_auc_ci
+from tasks.evaluate.markdown import number
 
 REPORTED = ("auc", "average_precision", "log_loss", "accuracy")
 # how a metric key reads in evaluation.md
@@ -142,23 +143,19 @@ def prior_warning(result: dict) -> str | None:
     if not loses_to_prior(overall):
         return None
     return (f"the model loses to the prior on the evaluated set: log loss {overall['log_loss']:.4f} >= "
-            f"{overall['prior_log_loss']:.4f} for a constant P(FAKE) = {_fmt(result['prior'])}")  # fmt: skip
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.3f}" if defined(x) else "n/a"
+            f"{overall['prior_log_loss']:.4f} for a constant P(FAKE) = {number(result['prior'])}")  # fmt: skip
 
 
 def _headline(g: dict) -> list[str]:
     """What a one-class (or any) set answers first: how many fakes are caught, how many reals are not."""
-    t = _fmt(g["threshold"])
+    t = number(g["threshold"])
     lines = []
     if g["n_fake"]:
         lines.append(f"**Detection rate: {g['fake_called_fake']} of {g['n_fake']} FAKE videos called FAKE "
-                     f"({_fmt(g['detection_rate'])})** at threshold {t}; mean P(FAKE) {_fmt(g['mean_p_fake'])}.")  # fmt: skip
+                     f"({number(g['detection_rate'])})** at threshold {t}; mean P(FAKE) {number(g['mean_p_fake'])}.")  # fmt: skip
     if g["n_real"]:
         lines.append(f"**False-positive rate: {g['real_called_fake']} of {g['n_real']} REAL videos called FAKE "
-                     f"({_fmt(g['false_positive_rate'])})** at threshold {t}.")  # fmt: skip
+                     f"({number(g['false_positive_rate'])})** at threshold {t}.")  # fmt: skip
     return lines
 
 
@@ -175,7 +172,7 @@ def _video_list(title: str, videos: list[dict], columns: tuple[str, ...]) -> lis
         return []
     lines = ["", f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for v in videos:
-        cells = [_fmt(v[c]) if c == "p_fake" else str(v.get(c) or "") for c in columns]
+        cells = [number(v[c]) if c == "p_fake" else str(v.get(c) or "") for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -187,17 +184,17 @@ def evaluation_markdown(result: dict, title: str, decision: str | None = None) -
     ``decision``: the rule's sentence (:func:`tasks.serve.decision.describe`); default: the threshold alone.
     """
     overall = result["overall"]
-    rule = decision or f"FAKE when P(FAKE) >= {_fmt(result['threshold'])}."
+    rule = decision or f"FAKE when P(FAKE) >= {number(result['threshold'])}."
     header = ("| videos | REAL | FAKE | groups | AUC | AUC 95% CI | AP | log loss | prior log loss | accuracy "
               "| majority accuracy | detection rate | false-positive rate | mean P(FAKE) |")  # fmt: skip
     lines = [f"# {title}", "", f"Decision rule: {rule}", "", *_headline(overall), "", header,
              "|---|" + "---:|" * 13]  # fmt: skip
     for name, g in [("all", overall), *result["by_type"].items()]:
         lines.append(
-            f"| {name} | {g['n_real']} | {g['n_fake']} | {g['n_groups']} | {_fmt(g['auc'])} | "
-            f"[{_fmt(g['auc_lo'])}, {_fmt(g['auc_hi'])}] | {_fmt(g['average_precision'])} | "
-            f"{_fmt(g['log_loss'])} | {_fmt(g['prior_log_loss'])} | {_fmt(g['accuracy'])} | {_fmt(g['majority_accuracy'])} | "
-            f"{_fmt(g['detection_rate'])} | {_fmt(g['false_positive_rate'])} | {_fmt(g['mean_p_fake'])} |"
+            f"| {name} | {g['n_real']} | {g['n_fake']} | {g['n_groups']} | {number(g['auc'])} | "
+            f"[{number(g['auc_lo'])}, {number(g['auc_hi'])}] | {number(g['average_precision'])} | "
+            f"{number(g['log_loss'])} | {number(g['prior_log_loss'])} | {number(g['accuracy'])} | {number(g['majority_accuracy'])} | "
+            f"{number(g['detection_rate'])} | {number(g['false_positive_rate'])} | {number(g['mean_p_fake'])} |"
         )
     prior = result["prior"]
     prior_text = (f"Prior baseline: constant P(FAKE) = {prior:.3f}, the training videos' FAKE fraction; majority: the "

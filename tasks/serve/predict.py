@@ -3,7 +3,8 @@
 Train/serve parity by construction: each clip goes through ``preprocess_video`` (ingest's
 code path, with the PreprocessConfig the model was trained on), then through the shard
 encoding and decoding (``encode_sample`` -> ``decode_sample``: the same JPEG and float16 the
-training data went through), then ``clip_to_tensors`` (the training loader's normalisation).
+training data went through), then ``clip_to_tensors`` (the model's input contract, :mod:`avff_model.inputs`, the one the
+training loader applies).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def model_inputs(clips, img_size: int | None = None):
     (frames resized to ``img_size``, the model's, where the preprocessing crops another size)."""
     import torch
 
-    from tasks.train.data import clip_to_tensors
+    from avff_model.inputs import clip_to_tensors
 
     samples = [clip_to_tensors(c, img_size=img_size) for c in clips]
     return torch.stack([s["video"] for s in samples]), torch.stack([s["audio"] for s in samples])

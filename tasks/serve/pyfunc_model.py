@@ -14,8 +14,8 @@ from pathlib import Path
 
 import mlflow
 
-from tasks.train.checkpoint import load_weights
-from tasks.serve.decision import Decision
+from storage.checkpoint import load_weights
+from storage.decision import Decision
 from tasks.serve.scorer import CONFIG_ARTIFACT, DECISION_ARTIFACT, WEIGHTS_ARTIFACT, Scorer
 
 

@@ -9,7 +9,7 @@
                         its artifacts are the weights and the config JSON, so loading it unpickles nothing
 
 P(FAKE) is sigmoid(a·logit + b), the Platt slope a and intercept b fitted on val at the end of
-training and stored with the threshold in ``decision.json`` (:mod:`tasks.serve.decision`): beside
+training and stored with the threshold in ``decision.json`` (:mod:`storage.decision`): beside
 the best checkpoint's weights, and as the pyfunc's ``decision`` artifact. Without one, a = 1, b = 0.
 
 Inputs follow the loader contract (:mod:`tasks.train.data`): video (B, 3, T, H, W) and audio
@@ -29,13 +29,13 @@ import torch
 
 from avff_model import AVFF, AVFFConfig
 from storage import fs
-from tasks.serve.decision import DECISION_FILE, Decision, read_decision
-from tasks.train.checkpoint import WEIGHTS, CheckpointError, load_weights, resolve_checkpoint
+from storage.decision import DECISION_FILE, Decision, read_decision
+from storage.checkpoint import WEIGHTS, CheckpointError, load_weights, resolve_checkpoint
 
 WEIGHTS_ARTIFACT = "weights"
 CONFIG_ARTIFACT = "config"
 PREPROCESS_ARTIFACT = "preprocess"  # the ingest PreprocessConfig the model was trained on
-DECISION_ARTIFACT = "decision"  # tasks.serve.decision.Decision: the calibration and P(FAKE) >= t is a FAKE verdict
+DECISION_ARTIFACT = "decision"  # storage.decision.Decision: the calibration and P(FAKE) >= t is a FAKE verdict
 CONFIG_FILE, PREPROCESS_FILE = "model_config.json", "preprocess.json"
 # the models-from-code entry point MLflow executes at load time; written at log time so that
 # no importable module of ours has the side effect of calling set_model

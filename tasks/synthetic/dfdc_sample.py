@@ -3,7 +3,7 @@
 A real clip animates a face photo (the scikit-image astronaut or an upscaled LFW face)
 over a textured background: smooth head drift, blinks, and a dark mouth ellipse whose
 height follows the amplitude envelope of a synthetic speech track (:mod:`tasks.synthetic.speech`).
-Each real gets one fake per requested manipulation (:data:`MANIPULATIONS`), written beside
+Each real gets one fake per requested manipulation (:data:`storage.manipulations.MANIPULATIONS`), written beside
 it in the same part, as DFDC does.
 
 Identity pools: ``pool`` (``train``, ``pretrain`` or ``external``, :data:`tasks.synthetic.faces.POOLS`)
@@ -39,6 +39,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from storage.manipulations import MANIPULATIONS
 from storage.shard_schema import FAKE, REAL
 from tasks.synthetic.faces import (
     POOLS,
@@ -55,14 +56,6 @@ from tasks.synthetic.faces import (
 )
 from tasks.synthetic.speech import SpeechPlan, frame_envelope, render_speech, speech_plan
 
-MANIPULATIONS = (
-    "lipsync_offset",  # audio shifted 100-500 ms against the mouth
-    "audio_swap",  # audio of another identity's clip; mouth follows the original audio
-    "mouth_decorrelated",  # mouth follows an unrelated envelope
-    "face_blend",  # another identity's face pasted in with a soft mask and a colour mismatch
-    "visual_artifact",  # blur + blockiness inside the face box only
-    "audio_pitch",  # pitch and formants jump mid-clip
-)
 PART_DIR = "dfdc_train_part_{}"
 METADATA = "metadata.json"
 IDENTITIES = "identities.csv"

@@ -21,7 +21,8 @@ training equal an uninterrupted one. Augmentation (:mod:`tasks.train.augment`) r
 shuffled (training) loaders; asking an evaluation loader for it raises.
 
 Tensors (letters as in ``avff_model``): ``video`` (B, 3, T, H, W) float32 ImageNet-normalised,
-``audio`` (B, 1, F, Tm) float32 normalised with :data:`AUDIO_MEAN` / :data:`AUDIO_STD`,
+``audio`` (B, 1, F, Tm) float32 normalised with :data:`AUDIO_MEAN` / :data:`AUDIO_STD`
+(the model's input contract, :mod:`avff_model.inputs`),
 ``target`` (B,) float32 (FAKE = 1), ``video_id`` list[str], ``clip`` (B,) int64, ``face`` (B,) int64,
 ``mouth`` (B, 4) float32: the clip's mouth box as (top, bottom, left, right) fractions of its crop
 (its stored box, or the template's: :mod:`avff_model.crop_geometry`).
@@ -36,21 +37,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from avff_model.crop_geometry import mirrored, mouth_fractions
+from avff_model.crop_geometry import mirrored
+from avff_model.inputs import AUDIO_MEAN, AUDIO_STD, clip_to_tensors, resize_frames
 from storage import fs, shard_io
 from storage.shard_schema import META_MEMBER, REAL, SPLITS, DecodedClip, decode_sample
 from storage.tables import ShardRow, read_table
 from tasks.train.augment import ClipAugment, apply_video_params, augment_mel, clip_generator, sample_video_params
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# AudioSet statistics of Kaldi fbanks, normalised as AST/AudioMAE do: (x - mean) / (2 * std).
-# Ingest writes the same features (tasks.ingest.audio.log_mel: kaldi.fbank, 128 bins, 25/10 ms).
-AUDIO_MEAN = -4.2677393
-AUDIO_STD = 4.5689974
 
 
 @dataclass(frozen=True)
@@ -78,19 +72,6 @@ def split_counts(layout: fs.IngestLayout, split: str) -> int:
     return sum(row.samples for row in read_table(layout.shard_index, ShardRow) if row.split == split)
 
 
-def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (T, size, size, 3) uint8, antialiased bilinear; the same tensor if already that size.
-
-    A face crop ingested larger than the model's image size (224 px shards, the 112 px ``laptop``
-    preset) is shrunk once per clip, in uint8, before any float work.
-    """
-    if frames.shape[1:3] == (size, size):
-        return frames
-    chw = frames.permute(0, 3, 1, 2)  # (T, 3, H, W), a channels-last view: uint8 interpolation's fast path
-    out = F.interpolate(chw, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out.permute(0, 2, 3, 1).contiguous()  # (T, size, size, 3)
-
-
 def shrink_clip(clip: DecodedClip, img_size: int | None) -> DecodedClip:
     """The clip with its frames resized to ``img_size`` in uint8 (:func:`resize_frames`).
 
@@ -104,39 +85,24 @@ def shrink_clip(clip: DecodedClip, img_size: int | None) -> DecodedClip:
     return replace(clip, frames=resize_frames(torch.from_numpy(clip.frames), img_size).numpy(), meta=meta)
 
 
-def clip_to_tensors(
-    clip: DecodedClip, audio_mean: float = AUDIO_MEAN, audio_std: float = AUDIO_STD,
-    augment: ClipAugment | None = None, generator: torch.Generator | None = None, img_size: int | None = None,
+def augmented_tensors(
+    clip: DecodedClip, augment: ClipAugment | None, generator: torch.Generator | None,
+    audio_mean: float = AUDIO_MEAN, audio_std: float = AUDIO_STD, img_size: int | None = None,
 ) -> dict:  # fmt: skip
-    """A decoded clip -> one sample of model inputs (see the module docstring).
+    """:func:`avff_model.inputs.clip_to_tensors` with the clip's augmentation, drawn from ``generator``.
 
-    ``img_size``: the model's frame size; frames of another size are resized to it (:func:`resize_frames`).
     ``augment`` transforms the clip before normalisation: frames in [0, 1], the raw log-mel.
     """
-    frames = torch.from_numpy(clip.frames)  # (T, H, W, 3) uint8
-    mouth = torch.tensor(mouth_fractions(clip.meta.mouth_box, frames.shape[1]), dtype=torch.float32)  # (4,)
-    if img_size is not None:
-        frames = resize_frames(frames, img_size)  # (T, img_size, img_size, 3)
-    video = frames.permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
-    mel = torch.from_numpy(clip.mel.astype(np.float32))  # (F, Tm)
-    if augment is not None and augment.enabled:
-        if generator is None:
-            raise ValueError("augmentation needs a seeded generator")
-        video, mouth = _augment_video(video, mouth, augment, generator)
-        mel = augment_mel(mel, augment.audio, generator)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
-    video = (video - mean) / std
-    audio = ((mel - audio_mean) / (2.0 * audio_std)).unsqueeze(0)  # (1, F, Tm)
-    return {
-        "video": video,
-        "audio": audio,
-        "target": float(clip.meta.target),
-        "video_id": clip.meta.video_id,
-        "clip": int(clip.meta.clip),
-        "face": int(clip.meta.face),
-        "mouth": mouth,
-    }
+    if augment is None or not augment.enabled:
+        return clip_to_tensors(clip, audio_mean, audio_std, img_size=img_size)
+    if generator is None:
+        raise ValueError("augmentation needs a seeded generator")
+
+    def transform(video: torch.Tensor, mel: torch.Tensor, mouth: torch.Tensor):
+        video, mouth = _augment_video(video, mouth, augment, generator)  # video's draws first, then the mel's
+        return video, augment_mel(mel, augment.audio, generator), mouth
+
+    return clip_to_tensors(clip, audio_mean, audio_std, img_size=img_size, transform=transform)
 
 
 def _augment_video(video: torch.Tensor, mouth: torch.Tensor, augment: ClipAugment, g: torch.Generator):
@@ -261,7 +227,7 @@ class _ToTensors:
         self.passes += 1
         for c in src:
             g = clip_generator(self.seed, self.epoch, f"{c.key}#{passes}") if self.augment else None
-            yield clip_to_tensors(c, self.audio_mean, self.audio_std, self.augment, g)
+            yield augmented_tensors(c, self.augment, g, self.audio_mean, self.audio_std)
 
 
 class _SeededShuffle:

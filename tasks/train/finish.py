@@ -29,7 +29,7 @@ from tasks.evaluate import calibration as C
 from tasks.evaluate import metrics as M
 from tasks.evaluate import plots
 from tasks.evaluate.metric_names import CALIBRATION_MAP, TEST, best_key, key
-from tasks.serve.decision import Decision, write_decision
+from storage.decision import Decision, write_decision
 from tasks.tracking.logger import Logger
 from tasks.train.engine import Predictions
 

@@ -40,7 +40,7 @@ VISUAL_KINDS = tuple(k for k in KINDS if k not in AUDIO_KINDS)
 MOUTH_CENTRE, MOUTH_RADII = (MOUTH_Y, 0.5), (MOUTH_HALF_HEIGHT, MOUTH_HALF_WIDTH)
 
 # The pseudo-fake kinds that imitate each manipulation type of the synthetic generator
-# (tasks/synthetic/dfdc_sample.py MANIPULATIONS; a test checks every type has an entry): a model
+# (storage.manipulations.MANIPULATIONS; a test checks every type has an entry): a model
 # trained with a type's stand-in has seen that type in all but name, so a run that holds the type
 # out (exclude_manipulations) draws none of them, and a result with one switched on says so.
 # A frozen mouth is a degenerate unrelated mouth track, hence mouth_decorrelated's second kind.

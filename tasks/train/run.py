@@ -56,7 +56,7 @@ from tasks.evaluate.metric_names import monitor_mode
 from tasks.evaluate.registry import Gate, gate_numbers, prior_gate
 from tasks.train.augment import ClipAugment
 from tasks.train.batch_augment import BatchTransform
-from tasks.train.checkpoint import CheckpointStore, capture_rng, load_checkpoint, resolve_checkpoint, restore_rng
+from storage.checkpoint import CheckpointStore, capture_rng, load_checkpoint, resolve_checkpoint, restore_rng
 from tasks.train.curriculum import clip_difficulty, easiest_clips, linear_ramp
 from tasks.ingest.folds import POOL, FoldSplit, fold_split, manifest_rows
 from tasks.train.objective import Objective, pos_weight_from_labels

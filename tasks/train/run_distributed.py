@@ -39,7 +39,7 @@ import torch
 import torch.multiprocessing as mp
 
 from tasks.train import distributed as D
-from tasks.train.checkpoint import CheckpointStore
+from storage.checkpoint import CheckpointStore
 from tasks.ingest.folds import POOL
 from tasks.tracking.logger import Logger
 from tasks.train.data import shard_urls

@@ -6,7 +6,6 @@ import torch
 
 from avff_model import AVFF, get_config
 from avff_model.signals import (
-    FACE_RADII,
     SyncBranch,
     TextureBranch,
     face_ellipse,

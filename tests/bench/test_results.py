@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tasks.synthetic.dfdc_sample import MANIPULATIONS
+from storage.manipulations import MANIPULATIONS
 from tasks.train.settings import PSEUDO_FAKE_KINDS
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"

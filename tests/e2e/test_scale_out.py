@@ -31,7 +31,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = pytest.mark.slow
+# its own deadlines (two Ray nodes at 300 s a start, two tries; the ingest 600 s) add up past pyproject's 900 s
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -17,7 +17,8 @@ import pytest
 from deployments.runs import model_versions, train_summary
 from deployments.stack import Stack, StackError, alive, free_port, group_members, http_json, port_free
 
-pytestmark = pytest.mark.slow
+# its own deadlines (stack up, deploy 300 s, an ingest and a training run 600 s each) add up past pyproject's 900 s
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def test_up_twice_starts_nothing_new(stack, timings):

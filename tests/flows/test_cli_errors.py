@@ -59,6 +59,7 @@ def test_a_config_error_found_by_validation_is_one_line_too(shards_dir, tmp_path
     assert out.stderr.startswith("avff train: error: --monitor: unknown monitor 'val_video_auroc'")
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_the_flow_refuses_before_opening_an_mlflow_run(prefect_server, tmp_path):
     import mlflow
 

@@ -97,6 +97,7 @@ def test_a_deterministic_error_is_not_retried_but_a_blip_is():
     assert retry_unless_deterministic(None, None, Failed(data=OSError("connection reset")))
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_an_ingest_of_a_folder_without_videos_scans_once(prefect_server, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId

@@ -8,9 +8,11 @@ import mlflow
 import pytest
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_evaluate_flow_reports_per_manipulation(trained, tmp_path):
     from flows.evaluate import EvaluateConfig, evaluate_avff
-    from tasks.synthetic.dfdc_sample import MANIPULATIONS, make_dfdc_sample
+    from storage.manipulations import MANIPULATIONS
+    from tasks.synthetic.dfdc_sample import make_dfdc_sample
 
     data = make_dfdc_sample(tmp_path / "external", n_real=2, parts=0, duration_s=3.5, size=(160, 160), seed=123)
     mlflow.MlflowClient(trained["tracking_uri"]).set_registered_model_alias("avff-dfdc", "scored", trained["model_version"])
@@ -80,8 +82,8 @@ def _subset(source, out, label: str | None, n: int):
 
 def _model(trained, kind: str) -> tuple[str, float]:
     """(--model, the model's decision threshold) for a local training folder or a registered version."""
-    from tasks.serve.decision import read_decision
-    from tasks.train.checkpoint import resolve_checkpoint
+    from storage.decision import read_decision
+    from storage.checkpoint import resolve_checkpoint
 
     if kind == "local":  # a folder written by avff train (scored with its best checkpoint): no training prior
         best = resolve_checkpoint(os.path.join(trained["output_dir"], "checkpoints", "best.json"))
@@ -90,6 +92,7 @@ def _model(trained, kind: str) -> tuple[str, float]:
     return f"avff-dfdc@{trained['model_version']}", float(version.tags["threshold"])
 
 
+@pytest.mark.slow  # starts a Prefect server
 @pytest.mark.parametrize("label,kind", [("FAKE", "local"), ("REAL", "registered"), ("FAKE", "registered"),
                                         ("REAL", "local")])  # fmt: skip
 def test_a_one_class_folder_is_evaluated_with_what_is_defined_on_it(trained, external, tmp_path, label, kind):
@@ -136,6 +139,7 @@ def test_a_one_class_folder_is_evaluated_with_what_is_defined_on_it(trained, ext
     assert ("the model loses to the prior" in md) == result["loses_to_prior"]
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_evaluate_predict_and_the_pyfunc_give_the_same_verdicts(trained, external, tmp_path):
     """Issue 25: one decision rule, the model's threshold and calibration, whichever way a video is scored."""
     import subprocess
@@ -190,6 +194,7 @@ def test_evaluate_predict_and_the_pyfunc_give_the_same_verdicts(trained, externa
 SHARED_SAMPLE = "/work/shared/data/dfdc_sample"  # 3 FAKE DFDC videos with metadata, 1 without
 
 
+@pytest.mark.slow  # starts a Prefect server
 @pytest.mark.skipif(not os.path.isdir(SHARED_SAMPLE), reason="the real DFDC sample is not on this machine")
 def test_the_real_fakes_only_sample_scored_by_a_local_model_states_its_detection_rate(trained, tmp_path):
     """Issue 28's command: `avff evaluate --data dfdc_sample --model <avff train's folder>`."""

@@ -35,6 +35,7 @@ def _children(client, parent_id: str):
     return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_ablation_writes_the_comparison_into_the_parent_run(prefect_server, mlflow_store, tmp_path):
     import mlflow
 
@@ -62,6 +63,7 @@ def test_ablation_writes_the_comparison_into_the_parent_run(prefect_server, mlfl
     assert not client.search_registered_models()  # experiments compare; only train-avff registers
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_three_fold_cv_gives_three_children_and_mean_std_in_the_parent(prefect_server, mlflow_store, tmp_path):
     import mlflow
 

@@ -3,6 +3,9 @@
 import json
 
 import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.slow  # every test here starts a Prefect server
 
 
 def _artifacts(flow_run_id) -> dict:

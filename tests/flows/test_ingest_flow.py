@@ -31,6 +31,7 @@ def _shard_hashes(out: Path) -> dict:
     return {os.path.relpath(r["path"], out): r["sha256"] for r in t}
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_manifest_lists_every_video_with_probe_facts(ingested, dfdc_sample):
     meta = _metadata(dfdc_sample)
     m = pq.read_table(ingested / "manifest.parquet").to_pylist()
@@ -44,6 +45,7 @@ def test_manifest_lists_every_video_with_probe_facts(ingested, dfdc_sample):
             assert r["original"] == Path(meta[r["video_id"]]["original"]).stem == r["group"]
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_no_group_crosses_splits_or_folds(ingested):
     m = pq.read_table(ingested / "manifest.parquet").to_pylist()
     splits, folds = defaultdict(set), defaultdict(set)
@@ -54,6 +56,7 @@ def test_no_group_crosses_splits_or_folds(ingested):
     assert {r["split"] for r in m} == {"train", "val", "test"}
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_shards_read_back_through_webdataset(ingested):
     index = pq.read_table(ingested / "shards.parquet").to_pylist()
     manifest = {r["video_id"]: r for r in pq.read_table(ingested / "manifest.parquet").to_pylist()}
@@ -76,6 +79,7 @@ def test_shards_read_back_through_webdataset(ingested):
     assert all(not p.name.startswith(".") for p in (ingested / "shards").rglob("*"))  # no temp files left
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_rerun_does_no_new_work(ingested, dfdc_sample, ingest_config):
     from flows.ingest import ingest_dfdc
 
@@ -87,6 +91,7 @@ def test_rerun_does_no_new_work(ingested, dfdc_sample, ingest_config):
     assert {p: p.stat().st_mtime_ns for p in (ingested / "shards").rglob("*.tar")} == mtimes
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_killed_run_resumes_to_identical_shards(ingested, dfdc_sample, tmp_path):
     """kill -9 the CLI mid-run, rerun: same shards as the uninterrupted run, nothing partial visible.
 
@@ -114,6 +119,7 @@ def test_killed_run_resumes_to_identical_shards(ingested, dfdc_sample, tmp_path)
     assert not [p for p in out.rglob(".*.tmp")]
 
 
+@pytest.mark.slow  # starts a Prefect server and a Ray head
 def test_ray_fanout_gives_identical_shards(ray_address, dfdc_sample, ingested, ingest_config, tmp_path):
     from flows.ingest import ingest_dfdc
 
@@ -142,6 +148,7 @@ def test_relative_local_paths_are_resolved_where_the_flow_runs(tmp_path, monkeyp
     assert IngestSettings(data="s3://bucket/dfdc", out="s3://bucket/shards").out == "s3://bucket/shards"
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_a_run_that_ingests_nothing_fails_and_says_why(tmp_path, ingest_config, prefect_server):
     """Every video unusable: the flow run fails naming the reason; CV on that output refuses before training."""
     from flows.experiments import CVConfig, fold_jobs

@@ -12,6 +12,7 @@ from tasks.ingest.scan import video_id_of
 from tasks.synthetic.dfdc_sample import IDENTITIES
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", ["local", "ray"])
 def test_auto_identities_group_the_manifest_like_the_generators_identity_map(
     executor, dfdc_sample, ingest_config, prefect_server, tmp_path, request

@@ -15,7 +15,9 @@ from storage.shard_schema import decode_sample
 from tasks.ingest.faces import FaceDetector
 from tasks.serve.predict import clip_inputs, preprocess_for
 from tasks.serve.scorer import load_model
-from tasks.train.data import clip_to_tensors
+from avff_model.inputs import clip_to_tensors
+
+pytestmark = pytest.mark.slow  # every test here starts a Prefect server
 
 
 def _scorer(trained):
@@ -114,8 +116,8 @@ def test_a_model_version_that_does_not_exist_is_one_clear_line(trained, dfdc_sam
 def test_a_training_folder_is_scored_with_its_best_checkpoint_and_its_decision(trained):
     """`--model <avff train's output_dir>` means the model train registered (best checkpoint, with
     decision.json), not the last epoch at an uncalibrated 0.5."""
-    from tasks.serve.decision import read_decision
-    from tasks.train.checkpoint import resolve_checkpoint
+    from storage.decision import read_decision
+    from storage.checkpoint import resolve_checkpoint
 
     out = Path(trained["output_dir"])
     best_dir = resolve_checkpoint(str(out / "checkpoints" / "best.json"))

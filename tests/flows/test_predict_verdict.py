@@ -16,6 +16,7 @@ def test_verdict_uses_the_models_threshold_or_says_it_has_none():
     assert verdict(None, 0.35)["verdict"] is None  # an unscored video has no verdict
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_predict_prints_verdict_beside_p_fake(trained, dfdc_sample):
     import mlflow
 

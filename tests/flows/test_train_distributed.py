@@ -13,6 +13,8 @@ from tasks.tracking.logger import JsonlLogger, read_jsonl_metrics
 from tasks.train.run import run_training
 from tasks.train.settings import TrainSettings
 
+pytestmark = pytest.mark.slow  # every test here starts a Ray head
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> str:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from storage import fs
 from tasks.serve.scorer import load_model
 from tasks.synthetic.shards import write_synthetic_shards
+
+pytestmark = pytest.mark.slow  # every test here starts a Prefect server
 
 REGISTERED = "avff-dfdc"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path

@@ -156,6 +156,7 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_a_run_whose_every_video_is_refused_at_scan_fails_with_counts_not_a_line_per_file(
     tmp_path, ingest_config, prefect_server
 ):
@@ -191,6 +192,7 @@ def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if " error: " in line or line.startswith("error:")]
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_an_ingest_of_nothing_usable_exits_non_zero_with_one_error_line(tmp_path, flow_env):
     """Not-UTF-8 metadata refuses every video before decoding: `avff ingest` exits 1 with one
     line naming the reason; no traceback without --debug."""

@@ -172,6 +172,7 @@ def test_a_sample_whose_json_lies_is_refused(edit, match):
 # --------------------------------------------------------------------------- paths from records and parameters
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_a_moved_output_root_is_indexed_where_it_now_is(ingest_config, footage, tmp_path, flow_env):
     """Completion records name their shard by absolute path. After the output root is moved
     (or a record is edited to point elsewhere) a rerun must index the shards under the

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from safetensors.torch import save_file
 
 from avff_model import AVFF
 from avff_model.config import get_config
-from tasks.train.checkpoint import CheckpointError, load_weights, save_checkpoint
+from storage.checkpoint import CheckpointError, load_weights, save_checkpoint
 from tasks.serve.scorer import checked_config, load_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +70,7 @@ def test_bad_paths_among_good_videos_are_reported_by_name_and_the_exit_status_sa
 _LOAD_HUGE = """
 import resource, sys, time
 from tasks.serve.scorer import load_model
-from tasks.train.checkpoint import CheckpointError
+from storage.checkpoint import CheckpointError
 # from here on, at most 1 GiB more address space: a model of 13 GB cannot be allocated by mistake
 vm = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.RLIM_INFINITY))

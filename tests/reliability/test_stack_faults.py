@@ -11,7 +11,8 @@ import pytest
 
 from deployments.stack import Stack, StackError, free_ports, port_free
 
-pytestmark = pytest.mark.slow  # boots a real Prefect server and MLflow server (~1 min on a busy box)
+pytestmark = [pytest.mark.slow,  # boots a real Prefect server and MLflow server (~1 min on a busy box)
+              pytest.mark.timeout(1800)]  # its stack's own health deadline is 600 s a service
 
 
 def _processes_in(home: Path) -> list[int]:

@@ -25,7 +25,7 @@ from avff_model import AVFF
 from avff_model.config import get_config
 from deployments.stack import free_port
 from storage import fs
-from tasks.train.checkpoint import WEIGHTS, CheckpointError, CheckpointStore, load_checkpoint
+from storage.checkpoint import WEIGHTS, CheckpointError, CheckpointStore, load_checkpoint
 from tasks.synthetic.shards import write_synthetic_shards
 from tasks.tracking.logger import InMemoryLogger
 from tasks.train.run import TrainLockedError, run_training
@@ -86,6 +86,7 @@ def test_training_killed_mid_epoch_resumes_to_the_uninterrupted_result(data, tmp
     assert_same_run(reference, resumed)
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_unreachable_mlflow_fails_the_flow_loudly_before_any_training(data, tmp_path, monkeypatch, flow_env):
     """A tracking URI nobody answers: the flow raises an error naming it, and trains nothing
     (no epoch is spent on a run whose metrics would be lost)."""
@@ -156,6 +157,7 @@ def _digests(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_a_refused_training_flow_writes_nothing_and_resume_continues_the_first_run(data, tmp_path, flow_env, monkeypatch):
     """Issue 27: the second ``train-avff`` into a folder wrote its ``mlflow_run.json`` before the
     lock refused it, so ``--resume-from`` later continued the refused run's (empty, failed) MLflow
@@ -204,7 +206,7 @@ _SAVE_TWICE = """
 import dataclasses, errno, resource, signal, sys, torch
 from avff_model import AVFF
 from avff_model.config import get_config
-from tasks.train.checkpoint import CheckpointStore
+from storage.checkpoint import CheckpointStore
 root, limit = sys.argv[1], int(sys.argv[2])
 cfg = get_config("tiny")
 torch.manual_seed(0)

@@ -64,3 +64,9 @@ def test_a_misspelled_or_non_val_monitor_is_refused_in_one_line(bad):
 def test_parse_refuses_what_is_no_metric_key(bad):
     with pytest.raises(ValueError, match="is no metric key"):
         N.parse(bad)
+
+
+def test_every_metric_has_one_label_and_binary_metrics_computes_every_metric():
+    assert list(N.LABELS) == list(N.METRICS) and all(N.LABELS.values())
+    scores = M.binary_metrics(np.array([0, 1, 0, 1]), np.array([0.2, 0.9, 0.6, 0.4]))
+    assert set(N.METRICS) <= set(scores)

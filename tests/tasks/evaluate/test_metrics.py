@@ -196,6 +196,7 @@ def test_group_bootstrap_resamples_whole_groups():
         assert len(idx) >= 3
         counts = np.bincount(idx, minlength=4)
         assert counts[0] == counts[2]  # the two videos of group b always come together
+        assert all(len({counts[i] for i in videos}) == 1 for videos in members.values())
 
 
 def test_group_bootstrap_interval_is_wider_than_the_video_bootstrap_on_correlated_videos():

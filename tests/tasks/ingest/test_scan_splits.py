@@ -2,7 +2,7 @@ import hashlib
 import json
 import os
 import random
-from collections import Counter, defaultdict
+from collections import defaultdict
 from types import SimpleNamespace
 
 import pytest

@@ -1,6 +1,7 @@
 """The one decision rule (tasks/serve/decision.py) and the sentence that names it in reports."""
 
-from tasks.serve.decision import Decision, describe, read_decision, verdict, write_decision
+from storage.decision import Decision, read_decision, write_decision
+from tasks.serve.decision import describe, verdict
 
 
 def test_verdict_is_p_fake_at_or_above_the_threshold():

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from avff_model import AVFF, get_config
-from tasks.serve.decision import DECISION_FILE, Decision, read_decision, write_decision
+from storage.decision import DECISION_FILE, Decision, read_decision, write_decision
 from tasks.serve.scorer import CONFIG_ARTIFACT, CONFIG_FILE, DECISION_ARTIFACT, WEIGHTS_ARTIFACT, Scorer, load_model
-from tasks.train.checkpoint import CheckpointStore
+from storage.checkpoint import CheckpointStore
 
 CFG = dict(img_size=32, num_frames=4, n_mels=32, mel_frames=32, num_slices=2)
 

@@ -11,9 +11,9 @@ import av
 import numpy as np
 import pytest
 
+from storage.manipulations import MANIPULATIONS
 from tasks.synthetic.dfdc_sample import (
     IDENTITIES,
-    MANIPULATIONS,
     METADATA,
     ShortcutControls,
     make_dfdc_sample,

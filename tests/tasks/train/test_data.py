@@ -8,10 +8,11 @@ import tarfile
 import pytest
 import torch
 
+from avff_model.inputs import IMAGENET_MEAN, IMAGENET_STD
 from storage import fs
 from storage.shard_schema import ShardFormatError
 from tasks.synthetic.shards import write_synthetic_shards
-from tasks.train.data import IMAGENET_MEAN, IMAGENET_STD, InputShape, infer_input_shape, make_loader
+from tasks.train.data import InputShape, infer_input_shape, make_loader
 
 N_TRAIN = 32  # 16 videos x 2 clips in 4 shards
 
@@ -49,22 +50,6 @@ def test_the_loader_shrinks_frames_to_the_models_size_and_keeps_the_labels_visib
     same = next(iter(make_loader(layout, "train", batch_size=8, shuffle=False, img_size=32)))
     plain = next(iter(make_loader(layout, "train", batch_size=8, shuffle=False)))
     assert torch.equal(same["video"], plain["video"])  # the shards' own size: untouched
-
-
-def test_resize_frames_is_antialiased_and_matches_a_float_resize():
-    from tasks.train.data import resize_frames
-
-    flat = torch.full((2, 32, 32, 3), 77, dtype=torch.uint8)
-    assert torch.equal(resize_frames(flat, 16), torch.full((2, 16, 16, 3), 77, dtype=torch.uint8))
-    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None]) % 2 * 255).to(torch.uint8)  # (32, 32)
-    small = resize_frames(checker[None, :, :, None].expand(1, 32, 32, 3).contiguous(), 16)
-    assert small.dtype == torch.uint8 and small.shape == (1, 16, 16, 3)
-    assert small.min() >= 100 and small.max() <= 155  # averaged, not aliased to 0 or 255 (point sampling would)
-    frames = torch.randint(0, 256, (3, 48, 48, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    ref = torch.nn.functional.interpolate(frames.permute(0, 3, 1, 2).double(), size=(16, 16), mode="bilinear",
-                                          antialias=True, align_corners=False)  # fmt: skip
-    got = resize_frames(frames, 16).permute(0, 3, 1, 2).double()
-    assert (got - ref).abs().max() <= 1.0  # within one grey level of the float computation
 
 
 def test_extra_layouts_add_every_split_of_another_ingest_to_the_loader(layout, tmp_path):
@@ -155,7 +140,7 @@ def _reference_batches(layout, *, batch_size: int, bufsize: int, seed: int, epoc
 
     from storage.shard_io import read_clips
     from tasks.train.augment import clip_generator
-    from tasks.train.data import clip_to_tensors, collate, shard_urls
+    from tasks.train.data import augmented_tensors, collate, shard_urls
 
     urls = shard_urls(layout, "train")
     clips = [c for i in np.random.default_rng([seed, epoch, 0]).permutation(len(urls)) for c in read_clips(urls[i])]
@@ -169,7 +154,7 @@ def _reference_batches(layout, *, batch_size: int, bufsize: int, seed: int, epoc
     rng.shuffle(buf)
     order += buf
     generators = [clip_generator(seed, epoch, f"{c.key}#0") for c in order]  # pass 0
-    samples = [clip_to_tensors(c, augment=augment, generator=g, img_size=img_size) for c, g in zip(order, generators)]
+    samples = [augmented_tensors(c, augment, g, img_size=img_size) for c, g in zip(order, generators)]
     return [collate(samples[i : i + batch_size]) for i in range(0, len(samples), batch_size)]
 
 
@@ -193,7 +178,8 @@ def test_shuffled_augmented_batches_equal_a_full_decode_and_normalise_bit_for_bi
 
 def test_shrink_clip_keeps_the_clip_uint8_and_only_resizes_its_frames(layout):
     from storage.shard_io import read_clips
-    from tasks.train.data import resize_frames, shrink_clip, shard_urls
+    from avff_model.inputs import resize_frames
+    from tasks.train.data import shrink_clip, shard_urls
 
     clip = next(read_clips(shard_urls(layout, "train")[0]))  # frames (4, 32, 32, 3) uint8
     assert shrink_clip(clip, None) is clip and shrink_clip(clip, 32) is clip
@@ -210,7 +196,8 @@ def test_a_clips_mouth_box_follows_its_frames_into_the_batch(layout):
 
     from avff_model.crop_geometry import MOUTH_BOX
     from storage.shard_io import read_clips
-    from tasks.train.data import clip_to_tensors, collate, shrink_clip, shard_urls
+    from avff_model.inputs import clip_to_tensors
+    from tasks.train.data import collate, shrink_clip, shard_urls
 
     clip = next(read_clips(shard_urls(layout, "train")[0]))  # frames (4, 32, 32, 3)
     boxed = replace(clip, meta=replace(clip.meta, crop="landmarks", mouth_box=[8.0, 16.0, 24.0, 28.0]))
@@ -228,13 +215,13 @@ def test_a_flipped_clips_mouth_box_is_mirrored_with_its_frames(layout):
 
     from storage.shard_io import read_clips
     from tasks.train.augment import AudioAugment, ClipAugment, VideoAugment, augment_video
-    from tasks.train.data import clip_to_tensors, shard_urls
+    from tasks.train.data import augmented_tensors, shard_urls
 
     clip = next(read_clips(shard_urls(layout, "train")[0]))  # frames (4, 32, 32, 3)
     clip = replace(clip, meta=replace(clip.meta, crop="landmarks", mouth_box=[4.0, 16.0, 12.0, 28.0]))
     for hflip, box in ((1.0, [0.5, 0.875, 0.625, 0.875]), (0.0, [0.5, 0.875, 0.125, 0.375])):
         aug = ClipAugment(video=VideoAugment(hflip=hflip), audio=AudioAugment())
-        out = clip_to_tensors(clip, augment=aug, generator=torch.Generator().manual_seed(0))
+        out = augmented_tensors(clip, aug, torch.Generator().manual_seed(0))
         assert out["mouth"].tolist() == pytest.approx(box)
         plain = torch.from_numpy(clip.frames).permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
         expected = augment_video(plain, aug.video, torch.Generator().manual_seed(0))

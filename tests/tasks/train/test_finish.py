@@ -11,7 +11,7 @@ from storage import fs
 from storage.tables import PredictionRow, read_table
 from tasks.evaluate import calibration as C
 from tasks.evaluate import metrics as M
-from tasks.serve.decision import Decision, read_decision
+from storage.decision import Decision, read_decision
 from tasks.tracking.logger import InMemoryLogger
 from tasks.train import finish
 from tasks.train.engine import Predictions

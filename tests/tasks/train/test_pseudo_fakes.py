@@ -166,7 +166,7 @@ def test_the_settings_switch_validates_kinds_and_rate():
 
 
 def test_every_generator_manipulation_has_a_stand_in_entry_of_known_kinds():
-    from tasks.synthetic.dfdc_sample import MANIPULATIONS
+    from storage.manipulations import MANIPULATIONS
     from tasks.train.settings import PseudoFakeAugment
 
     assert set(P.STAND_INS) == set(MANIPULATIONS)  # a new generator type must say which kinds imitate it

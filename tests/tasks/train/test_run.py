@@ -14,9 +14,9 @@ from avff_model import AVFF, get_config
 from storage import fs
 from tasks.evaluate import metrics as M
 from tasks.ingest.folds import fold_split, manifest_rows
-from tasks.serve.decision import Decision, read_decision
+from storage.decision import Decision, read_decision
 from tasks.serve.scorer import load_model
-from tasks.train.checkpoint import load_checkpoint
+from storage.checkpoint import load_checkpoint
 from tasks.train.finish import METRICS_TABLE, RELIABILITY_PLOT, UNCALIBRATED
 from tasks.train.optim import EarlyStopping
 from tasks.synthetic.shards import write_synthetic_shards

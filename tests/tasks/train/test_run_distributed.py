@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.train.checkpoint import load_checkpoint, resolve_checkpoint
+from storage.checkpoint import load_checkpoint, resolve_checkpoint
 from tasks.synthetic.shards import write_synthetic_shards
 from tasks.tracking.logger import JsonlLogger, read_jsonl_metrics
 from tasks.train.run_distributed import spawn, train_rank

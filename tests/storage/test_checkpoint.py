@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.train.checkpoint import (
+from storage.checkpoint import (
     STATE,
     WEIGHTS,
     CheckpointError,

@@ -1,0 +1,104 @@
+"""The model's input contract: a decoded clip -> the tensors :class:`~avff_model.AVFF` takes.
+
+Training (the loader, :mod:`tasks.train.data`) and serving (:mod:`tasks.serve.predict`) both
+turn clips into inputs here, so the two cannot drift apart:
+
+    frames (T, H, W, 3) uint8   -> [resized to the model's img_size] -> video (3, T, H, W) float32,
+                                   ImageNet-normalised
+    mel    (F, Tm) log-mel      -> audio (1, F, Tm) float32, (mel - AUDIO_MEAN) / (2 * AUDIO_STD)
+
+A clip is anything shaped like ``storage.shard_schema.DecodedClip`` (``frames``, ``mel`` and a
+``meta`` with ``target``, ``video_id``, ``clip``, ``face``, ``mouth_box``); this module imports nothing from
+the project outside ``avff_model``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avff_model.crop_geometry import mouth_fractions
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class MelStats:
+    """Mean and std of log-mel values, and the features they were measured on: Kaldi fbank
+    (``torchaudio.compliance.kaldi.fbank``, Hann window, no dither) of a waveform in [-1, 1]."""
+
+    mean: float
+    std: float
+    sample_rate: int
+    n_mels: int
+    win_ms: float
+    hop_ms: float
+
+    def holds_for(self, spec) -> bool:
+        """Whether ``spec`` (sample_rate, n_mels, win_ms, hop_ms: ``tasks.ingest.audio.MelSpec``) makes those features."""
+        return (spec.sample_rate, spec.n_mels, spec.win_ms, spec.hop_ms) == (
+            self.sample_rate, self.n_mels, self.win_ms, self.hop_ms)  # fmt: skip
+
+
+# AudioSet statistics of Kaldi fbanks, normalised as AST/AudioMAE do: (x - mean) / (2 * std). Ingest's
+# default MelSpec (tasks.ingest.audio.log_mel) makes these features; tests/avff_model/test_inputs.py checks
+# both that and what the normalisation does to real speech.
+AUDIOSET_FBANK = MelStats(mean=-4.2677393, std=4.5689974, sample_rate=16000, n_mels=128, win_ms=25.0, hop_ms=10.0)
+AUDIO_MEAN, AUDIO_STD = AUDIOSET_FBANK.mean, AUDIOSET_FBANK.std
+
+# (video (3, T, H, W) in [0, 1], raw log-mel (F, Tm), mouth box (4,) fractions) -> the same, transformed
+# (training's augmentation: a flip moves the mouth box too)
+Transform = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (T, size, size, 3) uint8, antialiased bilinear; the same tensor if already that size.
+
+    A face crop ingested larger than the model's image size (224 px shards, the 112 px ``laptop``
+    preset) is shrunk once per clip, in uint8, before any float work.
+    """
+    if frames.shape[1:3] == (size, size):
+        return frames
+    chw = frames.permute(0, 3, 1, 2)  # (T, 3, H, W), a channels-last view: uint8 interpolation's fast path
+    out = F.interpolate(chw, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.permute(0, 2, 3, 1).contiguous()  # (T, size, size, 3)
+
+
+def clip_to_tensors(
+    clip, audio_mean: float = AUDIO_MEAN, audio_std: float = AUDIO_STD, img_size: int | None = None,
+    transform: Transform | None = None,
+) -> dict:  # fmt: skip
+    """A decoded clip -> one sample of model inputs (see the module docstring).
+
+    ``img_size``: the model's frame size; frames of another size are resized to it (:func:`resize_frames`).
+    ``transform`` runs before normalisation, on frames in [0, 1], the raw log-mel and the mouth box.
+    Returns ``{"video": (3, T, H, W), "audio": (1, F, Tm), "target": float, "video_id": str, "clip": int,
+    "face": int, "mouth": (4,)}``; ``mouth`` is the clip's mouth box as (top, bottom, left, right) fractions
+    of its crop (its stored box, or the template's: :mod:`avff_model.crop_geometry`).
+    """
+    frames = torch.from_numpy(clip.frames)  # (T, H, W, 3) uint8
+    mouth = torch.tensor(mouth_fractions(clip.meta.mouth_box, frames.shape[1]), dtype=torch.float32)  # (4,)
+    if img_size is not None:
+        frames = resize_frames(frames, img_size)  # (T, img_size, img_size, 3)
+    video = frames.permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
+    mel = torch.from_numpy(clip.mel.astype(np.float32))  # (F, Tm)
+    if transform is not None:
+        video, mel, mouth = transform(video, mel, mouth)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+    video = (video - mean) / std
+    audio = ((mel - audio_mean) / (2.0 * audio_std)).unsqueeze(0)  # (1, F, Tm)
+    return {
+        "video": video,
+        "audio": audio,
+        "target": float(clip.meta.target),
+        "video_id": clip.meta.video_id,
+        "clip": int(clip.meta.clip),
+        "face": int(clip.meta.face),
+        "mouth": mouth,
+    }

@@ -1,0 +1,62 @@
+"""The ``decision.json`` file format: what turns a model's logit into P(FAKE) and a verdict.
+
+``{"threshold": t, "criterion": "f1", "slope": a, "intercept": b}``: P(FAKE) = sigmoid(a·logit + b)
+(Platt scaling fitted on val at the end of training, :mod:`tasks.evaluate.calibration`), and
+P(FAKE) >= t is a FAKE verdict (t chosen on the calibrated val probabilities). A training run
+writes it into its best checkpoint's directory; the registered pyfunc carries it as an artifact.
+Older files still load and mean what they meant: ``{"temperature": T}`` (temperature scaling,
+before Platt) is a = 1 / T, b = 0; a file with neither (before calibration existed), or a model
+without one, scores with the identity a = 1, b = 0.
+
+Training writes it and serving reads it, so the format lives here, below both; the rule that
+applies it is :mod:`tasks.serve.decision`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+
+from storage import fs
+
+DECISION_FILE = "decision.json"
+
+
+@dataclass(frozen=True)
+class Decision:
+    threshold: float | None  # None: no threshold could be chosen (one-class val); verdicts use 0.5
+    criterion: str  # f1 | youden | eer, or "default" without a threshold
+    slope: float = 1.0  # calibrated logit = slope * logit + intercept
+    intercept: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.slope) and self.slope > 0 and math.isfinite(self.intercept)):
+            raise ValueError(f"calibration needs a finite slope > 0 and a finite intercept, got "
+                             f"{self.slope!r}, {self.intercept!r}")  # fmt: skip
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Decision:
+        threshold, criterion = data.get("threshold"), str(data.get("criterion", "default"))
+        if "slope" in data:
+            return cls(threshold, criterion, float(data["slope"]), float(data.get("intercept", 0.0)))
+        temperature = float(data.get("temperature", 1.0))  # a file written before Platt scaling
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        return cls(threshold, criterion, 1.0 / temperature, 0.0)
+
+
+def write_decision(directory: str, decision: Decision) -> str:
+    """``<directory>/decision.json`` (local or object storage); returns its URI."""
+    uri = fs.join(directory, DECISION_FILE)
+    fs.atomic_write_bytes(uri, json.dumps(decision.to_json(), indent=2, sort_keys=True).encode())
+    return uri
+
+
+def read_decision(directory: str) -> Decision | None:
+    """The decision stored in ``directory``, None when it holds none."""
+    uri = fs.join(directory, DECISION_FILE)
+    return Decision.from_json(json.loads(fs.read_bytes(uri))) if fs.exists(uri) else None
