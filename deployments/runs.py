@@ -22,6 +22,7 @@ import urllib.error
 import urllib.parse
 
 from deployments.stack import http_json
+from tasks.tracking.ui import ml_view
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 _HEADLINE = re.compile(r"test_video_(auc|log_loss|accuracy|eer)")
@@ -110,7 +111,8 @@ def train_summary(uri: str, experiment: str = "avff", model: str = "avff-dfdc") 
     params = {p["key"]: p["value"] for p in data.get("params", [])}
     output_dir = params.get("train.output_dir")
     return {
-        "mlflow_ui": f"{uri}/#/experiments/{info['experiment_id']}/runs/{info['run_id']}",
+        "mlflow_ui": ml_view(f"{uri}/#/experiments/{info['experiment_id']}/runs/{info['run_id']}"),
+        "experiments_ui": ml_view(f"{uri}/#/experiments"),  # MLflow 3: the model-training view, not GenAI's
         "run_id": info["run_id"],
         "status": info["status"],
         "metrics": {m["key"]: m["value"] for m in data.get("metrics", [])},
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     headline = {k: round(v, 4) for k, v in summary["metrics"].items() if _HEADLINE.fullmatch(k)}
-    print(f"MLflow UI:      {uri}\n"
+    print(f"MLflow UI:      {summary['experiments_ui']}\n"
           f"MLflow run:     {summary['run_id']} ({summary['status']})  {summary['mlflow_ui']}\n"
           f"test metrics:   {headline}\n"
           f"registry:       {summary['model']} version {summary['model_version']}: {summary['registry']}\n"

@@ -36,7 +36,7 @@ from flows.train import resolve_tracking_uri, run_tags
 from storage import fs
 from tasks.evaluate import experiments as X
 from tasks.ingest.folds import fold_split, list_folds, manifest_rows
-from tasks.tracking.mlflow_adapter import MLflowLogger
+from tasks.tracking.mlflow_adapter import MLflowLogger, use_experiment
 from tasks.tracking.logger import flatten_params
 from tasks.evaluate.metric_names import BEST_VAL, key
 from tasks.train.run import run_training
@@ -143,7 +143,7 @@ def run_children(jobs: list[ChildJob], parent: Parent, max_parallel: int) -> lis
 def _open_parent(train: TrainSettings, kind: str) -> tuple[mlflow.ActiveRun, MLflowLogger, Parent]:
     """Start the parent run (fluent, so the flow's thread owns it) in the train config's experiment."""
     mlflow.set_tracking_uri(resolve_tracking_uri(train.tracking_uri))
-    experiment = mlflow.set_experiment(train.experiment)
+    experiment = use_experiment(train.experiment)
     run = mlflow.start_run(run_name=f"{kind}-{train.config_hash()[:8]}")
     logger = MLflowLogger(MlflowClient(), run.info.run_id)
     logger.set_tags({**run_tags(train), "avff.experiment": kind})

@@ -37,7 +37,7 @@ from flows.preflight import ConfigError, require_ingest_output, require_path
 from storage import fs
 from storage.tables import ManifestRow, read_table
 from tasks.train.checkpoint import WEIGHTS, resolve_checkpoint
-from tasks.tracking.mlflow_adapter import MLflowLogger, param_value
+from tasks.tracking.mlflow_adapter import MLflowLogger, param_value, use_experiment
 from tasks.train.progress import ProgressLog
 from tasks.evaluate.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
 from tasks.evaluate.metric_names import monitor_mode
@@ -280,7 +280,7 @@ def train_avff(config: TrainSettings) -> dict:
     check_inputs(config)
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    experiment = mlflow.set_experiment(config.experiment)
+    experiment = use_experiment(config.experiment)
     flow_run = links.flow_run()
     # the lock first: a run refused by it must not have written its run record (or anything) there
     with training_lock(config.output_dir) as held:

@@ -1,4 +1,7 @@
-"""The MLflow side of :class:`tasks.tracking.logger.Logger`, injected into training by the flow."""
+"""The MLflow side of :class:`tasks.tracking.logger.Logger`, injected into training by the flow, and
+:func:`use_experiment`: the experiments our flows write to, as model-training experiments
+(:mod:`tasks.tracking.ui` says how MLflow 3's UI tells them apart).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,22 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from tasks.tracking.ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
 _MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limits
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAM_CHARS = 6000
+
+
+def use_experiment(name: str):
+    """``mlflow.set_experiment(name)``, the experiment created or reused as a model-training experiment
+    (:data:`EXPERIMENT_KIND_TAG`); a kind someone chose in the UI is left as it is. Returns the experiment."""
+    import mlflow
+
+    experiment = mlflow.set_experiment(name)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment
 
 
 def param_value(value: Any) -> str:

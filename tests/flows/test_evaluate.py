@@ -30,6 +30,11 @@ def test_evaluate_flow_reports_per_manipulation(trained, tmp_path):
     assert run.data.tags["model_version"] == trained["model_version"] and run.data.tags["model_name"] == "avff-dfdc"
     assert run.data.tags["model_uri"] == f"models:/avff-dfdc/{trained['model_version']}"
     assert run.data.tags["training_run_id"] == trained["run_id"] and "prefect.flow_run_id" in run.data.tags
+    # marked as an evaluation the way MLflow's runs table reads it, its scored videos as an evaluation dataset
+    assert run.data.tags["mlflow.runType"] == "evaluation"
+    (scored_input,) = run.inputs.dataset_inputs
+    assert scored_input.tags[0].value == "evaluation" and scored_input.dataset.name == "evaluated:external"
+    assert json.loads(scored_input.dataset.profile)["num_rows"] == len(scores["rows"])
     # the prior baseline is the model's training FAKE fraction, not the evaluated set's
     version = client.get_model_version("avff-dfdc", trained["model_version"])
     assert scores["result"]["prior"] == pytest.approx(float(version.tags["train_fake_fraction"]))
