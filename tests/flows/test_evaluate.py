@@ -208,3 +208,25 @@ def test_the_real_fakes_only_sample_scored_by_a_local_model_states_its_detection
     caught = sum(r["verdict"] == "FAKE" for r in fakes)
     assert len(fakes) == 3 and f"**Detection rate: {caught} of 3 FAKE videos called FAKE" in md
     assert "| lynaeydofd |" in md and not result["loses_to_prior"]
+
+
+def test_scored_videos_are_the_evaluation_runs_dataset_unlabelled_and_unscored_ones_included(tmp_path, monkeypatch):
+    """The dataset input an evaluation run carries, through a real sqlite store: every scored row, an
+    unlabelled file (label None) and an unscorable one (P(FAKE) None) included, context "evaluation"."""
+    from flows.evaluate import log_scored_videos
+
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    rows = [{"video_id": "a", "label": "FAKE", "manipulation": "face_blend", "p_fake": 0.9, "verdict": "FAKE"},
+            {"video_id": "b", "label": None, "manipulation": None, "p_fake": 0.2, "verdict": "REAL"},
+            {"video_id": "c", "label": "REAL", "manipulation": None, "p_fake": None, "verdict": None}]  # fmt: skip
+    try:
+        with mlflow.start_run() as run:
+            log_scored_videos(rows, str(tmp_path / "external/"))
+        (scored,) = mlflow.MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert scored.tags[0].value == "evaluation" and scored.dataset.name == "evaluated:external"
+    assert json.loads(scored.dataset.profile)["num_rows"] == 3
+    source = json.loads(scored.dataset.schema)["mlflow_colspec"]
+    assert {c["name"] for c in source} == {"video_id", "label", "manipulation", "p_fake", "verdict"}
