@@ -22,7 +22,7 @@ import urllib.error
 import urllib.parse
 
 from deployments.stack import http_json
-from tasks.tracking.ui import ml_view
+from tasks.tracking.ui import TAG_STEPS_OF, ml_view
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 _HEADLINE = re.compile(r"test_video_(auc|log_loss|accuracy|eer)")
@@ -89,8 +89,9 @@ def latest_mlflow_run(uri: str, experiment: str) -> dict | None:
     except OSError:  # HTTPError 404: no such experiment yet
         return None
     found = http_json(f"{uri}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]],
-                      "order_by": ["attributes.start_time DESC"], "max_results": 1})  # fmt: skip
-    runs = found.get("runs") or []
+                      "order_by": ["attributes.start_time DESC"], "max_results": 50})  # fmt: skip
+    # a run's per-step curves live in a child run started after it: not a run of its own
+    runs = [r for r in found.get("runs") or [] if TAG_STEPS_OF not in {t["key"] for t in r.get("data", {}).get("tags", [])}]
     return runs[0] if runs else None
 
 

@@ -124,8 +124,10 @@ def train_child(job: ChildJob, parent: Parent) -> dict:
     try:
         result = run_training(job.settings, log=logger)
     except BaseException:
+        logger.close("FAILED")
         client.set_terminated(run.info.run_id, "FAILED")
         raise
+    logger.close()
     client.set_terminated(run.info.run_id, "FINISHED")
     return {"name": job.name, "run_id": run.info.run_id, "best_epoch": result.best_epoch,
             "metrics": {**result.val_metrics, **result.test_metrics}}  # fmt: skip

@@ -303,7 +303,12 @@ def train_avff(config: TrainSettings) -> dict:
                 logger.set_tags({f"resumed.{k}": str(v) for k, v in changed.items()})
             logger.log_params(params)
             log_dataset(fs.IngestLayout(config.data).manifest, tags["manifest_sha256"], run_id)
-            result = train(config, logger, tracking_uri, locked=True)
+            try:
+                result = train(config, logger, tracking_uri, locked=True)
+            except BaseException:
+                logger.close("FAILED")  # the per-step child run ends with training
+                raise
+            logger.close()
             registry = register_model(result, config, run_id, run_link, flow_run)
             model_line = _model_line(config.registered_model, registry, tracking_uri)
             logger.set_tags({"mlflow.note.content": _run_note(flow_run, model_line)})  # the run page's description

@@ -73,7 +73,11 @@ def test_flow_tracks_the_run_and_registers_a_loadable_pyfunc(prefect_server, mlf
     assert tags["manifest_sha256"] == fs.sha256_of(layout.manifest) and len(tags["config_hash"]) == 16
     assert len(tags.get("git_commit", "")) in (0, 40)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_video_auc")] == [2, 3]
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_step_loss")] == list(range(3, 11))
+    # per-step curves in a child run of their own: on the run they would open its metric list (first-logged order)
+    (steps,) = client.search_runs([run.info.experiment_id], f"tags.`avff.steps_of` = '{run.info.run_id}'")
+    assert steps.data.tags["mlflow.parentRunId"] == run.info.run_id and steps.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(steps.info.run_id, "train_step_loss")] == list(range(3, 11))
+    assert not [k for k in run.data.metrics if "_step_" in k] and "pretrain_step_loss" in steps.data.metrics
     assert "test_video_auc" in run.data.metrics
 
     # a run page one can read: curves and a short summary as metrics, the rest in a table
@@ -194,4 +198,8 @@ def test_resume_from_continues_the_same_mlflow_run_and_registers_once(prefect_se
     assert second["model_version"] == third["model_version"] == "1"
     assert [str(v.version) for v in client.search_model_versions(f"name='{REGISTERED}'")] == ["1"]
     assert third["registry"] == "already registered as version 1 by this run"
-    assert len(client.search_runs([run.info.experiment_id])) == 1
+    runs = client.search_runs([run.info.experiment_id])
+    # one run, and one per-step child run that the resumed attempts found again and continued
+    assert [r.info.run_id for r in runs if "avff.steps_of" not in r.data.tags] == [run.info.run_id]
+    (steps,) = [r for r in runs if r.data.tags.get("avff.steps_of") == run.info.run_id]
+    assert steps.info.status == "FINISHED"
