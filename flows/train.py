@@ -345,4 +345,5 @@ def _run_note(flow_run: dict[str, str], model_line: str) -> str:
     made_by = (f"Prefect flow run {links.markdown_link(flow_run['name'], flow_run.get('url'))} (train-avff)"
                if flow_run else "train-avff, outside a Prefect flow run")  # fmt: skip
     return (f"Made by {made_by}.\n\nModel: {model_line}.\n\nArtifacts: `report.md` (the training report), "
-            "`metrics_table.json` (val and test, clip and video level, against the prior and majority baselines).")
+            "`metrics_table.json` (val and test, clip and video level, against the prior and majority baselines). "
+            "Per-step curves: the child run `· per-step`.")
