@@ -60,7 +60,9 @@ if [ -z "${DFDC_ROOT:-}" ]; then
         echo "reusing $DATA" >&2
     else
         t=$(date +%s)
-        run avff sample --out "$DATA" --n-real "$AVFF_SAMPLE_REAL" --size "$AVFF_SAMPLE_SIZE" >&2
+        # --with-refusals: a listed video that is missing and a file with no entry, so the ingest flow run
+        # shows its refusals (the `ingest-refused` artifact) and evaluate its unlabelled file
+        run avff sample --out "$DATA" --n-real "$AVFF_SAMPLE_REAL" --size "$AVFF_SAMPLE_SIZE" --with-refusals >&2
         echo "sample written in $(elapsed "$t")" >&2
     fi
 fi

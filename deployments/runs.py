@@ -22,6 +22,7 @@ import urllib.error
 import urllib.parse
 
 from deployments.stack import http_json
+from tasks.tracking.ui import TAG_STEPS_OF, ml_view
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 _HEADLINE = re.compile(r"test_video_(auc|log_loss|accuracy|eer)")
@@ -88,8 +89,9 @@ def latest_mlflow_run(uri: str, experiment: str) -> dict | None:
     except OSError:  # HTTPError 404: no such experiment yet
         return None
     found = http_json(f"{uri}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]],
-                      "order_by": ["attributes.start_time DESC"], "max_results": 1})  # fmt: skip
-    runs = found.get("runs") or []
+                      "order_by": ["attributes.start_time DESC"], "max_results": 50})  # fmt: skip
+    # a run's per-step curves live in a child run started after it: not a run of its own
+    runs = [r for r in found.get("runs") or [] if TAG_STEPS_OF not in {t["key"] for t in r.get("data", {}).get("tags", [])}]
     return runs[0] if runs else None
 
 
@@ -110,7 +112,8 @@ def train_summary(uri: str, experiment: str = "avff", model: str = "avff-dfdc") 
     params = {p["key"]: p["value"] for p in data.get("params", [])}
     output_dir = params.get("train.output_dir")
     return {
-        "mlflow_ui": f"{uri}/#/experiments/{info['experiment_id']}/runs/{info['run_id']}",
+        "mlflow_ui": ml_view(f"{uri}/#/experiments/{info['experiment_id']}/runs/{info['run_id']}"),
+        "experiments_ui": ml_view(f"{uri}/#/experiments"),  # MLflow 3: the model-training view, not GenAI's
         "run_id": info["run_id"],
         "status": info["status"],
         "metrics": {m["key"]: m["value"] for m in data.get("metrics", [])},
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     headline = {k: round(v, 4) for k, v in summary["metrics"].items() if _HEADLINE.fullmatch(k)}
-    print(f"MLflow UI:      {uri}\n"
+    print(f"MLflow UI:      {summary['experiments_ui']}\n"
           f"MLflow run:     {summary['run_id']} ({summary['status']})  {summary['mlflow_ui']}\n"
           f"test metrics:   {headline}\n"
           f"registry:       {summary['model']} version {summary['model_version']}: {summary['registry']}\n"

@@ -59,6 +59,9 @@ def _add_sample(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument("--pool", choices=["train", "pretrain", "external"], default="train",
                    help="identity pool: sets of different pools share no face or voice (default: %(default)s)")
+    p.add_argument("--with-refusals", action="store_true",
+                   help="also list a video that is not there and add a file with no metadata entry, so ingest "
+                        "shows its refusals (the demo's sample)")
 
 
 def _sample(args) -> int:
@@ -68,6 +71,11 @@ def _sample(args) -> int:
         args.out, n_real=args.n_real, parts=args.parts, duration_s=args.duration, size=(args.size, args.size), seed=args.seed,
         pool=args.pool,
     )
+    if args.with_refusals:
+        from tasks.synthetic.dfdc_sample import add_refusals
+
+        refused = add_refusals(path)
+        print(f"listed but missing: {refused['missing']}; no metadata entry: {refused['unlisted']}", file=sys.stderr)
     print(path)
     return 0
 

@@ -41,6 +41,8 @@ from tasks.serve.decision import describe, verdict
 from tasks.serve.predict import preprocess_for, score_video
 from tasks.evaluate.probes import shortcut_probes
 from tasks.serve.scorer import load_model
+from tasks.tracking.mlflow_adapter import use_experiment
+from tasks.tracking.ui import EVALUATION_CONTEXT, RUN_TYPE_EVALUATION, RUN_TYPE_TAG
 
 
 UNLABELLED = "missing_metadata"  # a scan refusal that is a video without a label: evaluate scores and lists it
@@ -223,6 +225,7 @@ def _run_tags(model: ResolvedModel, config: EvaluateConfig, flow_run: dict[str, 
     note = (f"Evaluation of {scored} on `{config.data}` by Prefect flow run {made_by} (evaluate-avff)."
             + (" **The model loses to the prior on this set.**" if loses else ""))  # fmt: skip
     tags = {"model": config.model, "model_uri": model.uri, "data": config.data, "avff.kind": "evaluation",
+            RUN_TYPE_TAG: RUN_TYPE_EVALUATION,
             "loses_to_prior": str(loses).lower(), "mlflow.note.content": note, **links.flow_run_tags(flow_run)}  # fmt: skip
     if undefined_metrics:
         tags["undefined_metrics"] = ", ".join(f"eval_{k}" for k in undefined_metrics)
@@ -231,6 +234,17 @@ def _run_tags(model: ResolvedModel, config: EvaluateConfig, flow_run: dict[str, 
     if model.run_id:
         tags["training_run_id"] = model.run_id
     return tags
+
+
+def log_scored_videos(rows: list[dict], data: str) -> None:
+    """The scored videos (label, P(FAKE), verdict) as the active run's ``evaluation`` dataset input, beside
+    the training runs' ``training`` manifest in MLflow's Datasets column."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{k: r[k] for k in ("video_id", "label", "manipulation", "p_fake", "verdict")} for r in rows])
+    name = f"evaluated:{os.path.basename(data.rstrip('/'))}"
+    dataset = mlflow.data.from_pandas(frame, targets="label", predictions="p_fake", name=name)
+    mlflow.log_input(dataset, context=EVALUATION_CONTEXT)
 
 
 @flow(name="evaluate-avff", log_prints=True)
@@ -257,7 +271,7 @@ def evaluate_avff(config: EvaluateConfig) -> dict:
             result["probes"] = probe_model(config.data, model.uri, config.probes, work)
         markdown += "\n" + probes_markdown(result["probes"])
     _write_outputs(out, markdown, rows, result)
-    experiment = mlflow.set_experiment(config.experiment)
+    experiment = use_experiment(config.experiment)
     flow_run = links.flow_run()
     tags = _run_tags(model, config, flow_run, loses, result["undefined"])
     with mlflow.start_run(run_name=flow_run.get("name"), tags=tags) as run:
@@ -265,6 +279,7 @@ def evaluate_avff(config: EvaluateConfig) -> dict:
                            "threshold": result["threshold"]})  # fmt: skip
         mlflow.log_metrics(_metrics(result), step=0)
         mlflow.log_artifacts(out, artifact_path="evaluation")
+        log_scored_videos(rows, config.data)
     run_link = links.run_url(tracking_uri, experiment.experiment_id, run.info.run_id)
     links.link_artifact(run_link, f"MLflow run {run.info.run_id}", "mlflow-run", "the MLflow run of this evaluation")
     header = f"MLflow run {links.markdown_link(run.info.run_id, run_link)}\n\n"

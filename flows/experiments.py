@@ -37,7 +37,7 @@ from flows.train import run_tags
 from storage import fs
 from tasks.evaluate import experiments as X
 from tasks.ingest.folds import fold_split, list_folds, manifest_rows
-from tasks.tracking.mlflow_adapter import MLflowLogger
+from tasks.tracking.mlflow_adapter import MLflowLogger, use_experiment
 from tasks.tracking.logger import flatten_params
 from tasks.evaluate.metric_names import BEST_VAL, key
 from tasks.train.run import run_training
@@ -125,8 +125,10 @@ def train_child(job: ChildJob, parent: Parent) -> dict:
     try:
         result = run_training(job.settings, log=logger)
     except BaseException:
+        logger.close("FAILED")
         client.set_terminated(run.info.run_id, "FAILED")
         raise
+    logger.close()
     client.set_terminated(run.info.run_id, "FINISHED")
     return {"name": job.name, "run_id": run.info.run_id, "best_epoch": result.best_epoch,
             "metrics": {**result.val_metrics, **result.test_metrics}}  # fmt: skip
@@ -144,7 +146,7 @@ def run_children(jobs: list[ChildJob], parent: Parent, max_parallel: int) -> lis
 def _open_parent(train: TrainSettings, kind: str) -> tuple[mlflow.ActiveRun, MLflowLogger, Parent]:
     """Start the parent run (fluent, so the flow's thread owns it) in the train config's experiment."""
     mlflow.set_tracking_uri(resolve_tracking_uri(train.tracking_uri))
-    experiment = mlflow.set_experiment(train.experiment)
+    experiment = use_experiment(train.experiment)
     run = mlflow.start_run(run_name=f"{kind}-{train.config_hash()[:8]}")
     logger = MLflowLogger(MlflowClient(), run.info.run_id)
     logger.set_tags({**run_tags(train), "avff.experiment": kind})

@@ -3,13 +3,16 @@
 MLflow side: the run is named after the flow run and tagged with its id and UI URL. Prefect
 side: a link artifact to the MLflow run. MLflow UI URLs exist only for an ``http(s)``
 tracking URI (the stack's server); for a file or sqlite store set ``AVFF_MLFLOW_UI_URL`` to
-the address of an ``mlflow ui`` serving it, else the artifacts name the run id only.
+the address of an ``mlflow ui`` serving it, else the artifacts name the run id only. Every UI
+URL opens in MLflow 3's model-training view (:func:`tasks.tracking.mlflow_adapter.ml_view`).
 """
 
 from __future__ import annotations
 
 import os
 from urllib.parse import quote
+
+from tasks.tracking.ui import ml_view
 
 TAG_FLOW_RUN_ID, TAG_FLOW_RUN_NAME, TAG_FLOW_RUN_URL = "prefect.flow_run_id", "prefect.flow_run_name", "prefect.flow_run_url"
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
@@ -48,17 +51,23 @@ def mlflow_ui(tracking_uri: str) -> str | None:
 
 def experiment_url(tracking_uri: str, experiment_id: str) -> str | None:
     ui = mlflow_ui(tracking_uri)
-    return f"{ui}/#/experiments/{experiment_id}" if ui else None
+    return ml_view(f"{ui}/#/experiments/{experiment_id}") if ui else None
+
+
+def experiments_url(tracking_uri: str) -> str | None:
+    """The experiments list, in the model-training view."""
+    ui = mlflow_ui(tracking_uri)
+    return ml_view(f"{ui}/#/experiments") if ui else None
 
 
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
     ui = mlflow_ui(tracking_uri)
-    return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}" if ui else None
+    return ml_view(f"{ui}/#/experiments/{experiment_id}/runs/{run_id}") if ui else None
 
 
 def model_version_url(tracking_uri: str, name: str, version: str) -> str | None:
     ui = mlflow_ui(tracking_uri)
-    return f"{ui}/#/models/{quote(name)}/versions/{version}" if ui else None
+    return ml_view(f"{ui}/#/models/{quote(name)}/versions/{version}") if ui else None
 
 
 def markdown_link(text: str, url: str | None) -> str:

@@ -38,7 +38,7 @@ from flows.preflight import ConfigError, require_ingest_output, require_path
 from storage import fs
 from storage.tables import ManifestRow, read_table
 from storage.checkpoint import WEIGHTS, resolve_checkpoint
-from tasks.tracking.mlflow_adapter import MLflowLogger, param_value
+from tasks.tracking.mlflow_adapter import MLflowLogger, param_value, use_experiment
 from tasks.train.progress import ProgressLog
 from tasks.evaluate.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
 from tasks.evaluate.metric_names import monitor_mode
@@ -274,7 +274,7 @@ def train_avff(config: TrainSettings) -> dict:
     check_inputs(config)
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    experiment = mlflow.set_experiment(config.experiment)
+    experiment = use_experiment(config.experiment)
     flow_run = links.flow_run()
     # the lock first: a run refused by it must not have written its run record (or anything) there
     with training_lock(config.output_dir) as held:
@@ -297,7 +297,12 @@ def train_avff(config: TrainSettings) -> dict:
                 logger.set_tags({f"resumed.{k}": str(v) for k, v in changed.items()})
             logger.log_params(params)
             log_dataset(fs.IngestLayout(config.data).manifest, tags["manifest_sha256"], run_id)
-            result = train(config, logger, tracking_uri, locked=True)
+            try:
+                result = train(config, logger, tracking_uri, locked=True)
+            except BaseException:
+                logger.close("FAILED")  # the per-step child run ends with training
+                raise
+            logger.close()
             registry = register_model(result, config, run_id, run_link, flow_run)
             model_line = _model_line(config.registered_model, registry, tracking_uri)
             logger.set_tags({"mlflow.note.content": _run_note(flow_run, model_line)})  # the run page's description
@@ -334,4 +339,5 @@ def _run_note(flow_run: dict[str, str], model_line: str) -> str:
     made_by = (f"Prefect flow run {links.markdown_link(flow_run['name'], flow_run.get('url'))} (train-avff)"
                if flow_run else "train-avff, outside a Prefect flow run")  # fmt: skip
     return (f"Made by {made_by}.\n\nModel: {model_line}.\n\nArtifacts: `report.md` (the training report), "
-            "`metrics_table.json` (val and test, clip and video level, against the prior and majority baselines).")
+            "`metrics_table.json` (val and test, clip and video level, against the prior and majority baselines). "
+            "Per-step curves: the child run `· per-step`.")

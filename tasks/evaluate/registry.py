@@ -134,14 +134,29 @@ def champion_verdict(gate: Gate, mode: str, manifest_sha256: str,
     return False, f"{gate.metric} {gate.value:.4f} does not beat the champion's {theirs:.4f}"
 
 
-def _metric_rows(metrics: Mapping[str, float], split: str) -> list[str]:
+# MLflow's registry page renders a description's tables with no cell padding ("0.6670.405"): every
+# cell after the first opens with an em space. An entity, because the UI's markdown converter trims
+# literal (also non-breaking) whitespace from cells; GitHub and Prefect show it as a space too.
+CELL_PAD = "&emsp;"
+
+
+def card_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "---:") -> list[str]:
+    """A GFM table whose cells stay apart in MLflow's UI: the first column left-aligned, the rest ``align``."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join([cells[0], *(f"{CELL_PAD}{c}" for c in cells[1:])]) + " |"
+
+    return [line(header), "|---|" + f"{align}|" * (len(header) - 1), *(line(r) for r in rows)]
+
+
+def _metric_table(metrics: Mapping[str, float], split: str) -> list[str]:
     """Model / prior / majority rows of one split (best_val or test), video level."""
     rows = []
     for who, baseline in (("model", None), ("prior baseline", "prior"), ("majority baseline", "majority")):
         names = [key(split, "video", m) if baseline is None else baseline_key(split, "video", baseline, m)
                  for m, _ in _CARD_METRICS]  # fmt: skip
-        rows.append(f"| {who} | " + " | ".join(number(metrics.get(n)) for n in names) + " |")
-    return rows
+        rows.append([who, *(number(metrics.get(n)) for n in names)])
+    return card_table(["", *(label for _, label in _CARD_METRICS)], rows)
 
 
 def model_card(*, gate: Gate, data: str, manifest_sha256: str, dataset: Mapping[str, Mapping[str, int]],
@@ -149,9 +164,7 @@ def model_card(*, gate: Gate, data: str, manifest_sha256: str, dataset: Mapping[
                threshold_criterion: str, preprocess: Mapping[str, Any] | None, model: Mapping[str, Any],
                links: Mapping[str, str]) -> str:  # fmt: skip
     """Markdown for the model version's description: data, metrics with baselines, threshold, preprocessing."""
-    header = "| | " + " | ".join(label for _, label in _CARD_METRICS) + " |"
-    rule = "|---|" + "---:|" * len(_CARD_METRICS)
-    split_rows = [f"| {s} | {d.get('videos_real', 0)} | {d.get('videos_fake', 0)} | {d.get('groups', 0)} |"
+    split_rows = [[s, str(d.get("videos_real", 0)), str(d.get("videos_fake", 0)), str(d.get("groups", 0))]
                   for s, d in dataset.items()]  # fmt: skip
     thr = ("0.5 (val had one class: no threshold could be chosen)" if threshold is None
            else f"{threshold:.4f} (maximises {threshold_criterion} on val videos)")  # fmt: skip
@@ -167,20 +180,18 @@ def model_card(*, gate: Gate, data: str, manifest_sha256: str, dataset: Mapping[
         "## Data",
         f"`{data}` (manifest sha256 `{manifest_sha256[:16]}`), videos per split:",
         "",
-        "| split | REAL | FAKE | groups |",
-        "|---|---:|---:|---:|",
-        *split_rows,
+        *card_table(["split", "REAL", "FAKE", "groups"], split_rows),
         "",
         "## Metrics (video level) against the baselines",
         "Prior baseline: every video gets the training FAKE fraction; majority: the training majority class.",
         "",
         "val, at the best checkpoint:",
         "",
-        header, rule, *_metric_rows(val_metrics, BEST_VAL),
+        *_metric_table(val_metrics, BEST_VAL),
         "",
         "test:",
         "",
-        header, rule, *_metric_rows(test_metrics, TEST),
+        *_metric_table(test_metrics, TEST),
         "",
         "## Decision threshold",
         f"P(FAKE) >= {thr} means FAKE; `avff predict` prints this verdict.",

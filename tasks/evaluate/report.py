@@ -293,9 +293,15 @@ def _epoch_table(run: ReportInputs) -> list[str]:
         cells = [f"**{ep}** (best)" if ep == run.best_epoch else str(ep)]
         if has_stage:
             cells.append(str(r.get("stage", "")))
-        cells += [_lr(r.get(k)) if k == "lr" else number(r.get(k)) for k, _ in _EPOCH_COLUMNS]
+        cells += [_lr(r.get(k)) if k == "lr" else number(_train_loss(r) if k == "train_loss" else r.get(k))
+                  for k, _ in _EPOCH_COLUMNS]  # fmt: skip
         rows.append(cells)
     return _table(header, rows)
+
+
+def _train_loss(row: Mapping) -> Any:
+    """The epoch's training loss: stage 1 logs its total as ``pretrain_loss``, stage 2 as ``train_loss``."""
+    return row.get("train_loss", row.get("pretrain_loss"))
 
 
 def _epochs_text(history: Sequence[Mapping], epochs: list[int]) -> str:
@@ -339,8 +345,19 @@ def _early_stopping_line(run: ReportInputs, epochs: list[int]) -> str:
         after = f", {epochs[-1] - run.best_epoch} epochs after the best epoch {run.best_epoch}" if run.best_epoch is not None else ""
         pat = f" (patience {run.patience})" if run.patience is not None else ""
         return f"Early stopping triggered after epoch {epochs[-1]}{after}{pat}."
-    cap = f" of max_epochs {run.max_epochs}" if run.max_epochs is not None else ""
-    return f"Early stopping did not trigger: training ran {len(run.history)} epochs{cap}."
+    if run.max_epochs is None:
+        return f"Early stopping did not trigger: training ran {len(run.history)} epochs."
+    # max_epochs caps the stage early stopping watches (the last one); earlier stages ran their own count
+    last = run.history[-1].get("stage")
+    ran = sum(r.get("stage") == last for r in run.history)
+    before = len(run.history) - ran
+    stage = f" {last}" if last is not None and before else ""
+    after = f", after {before} epochs of {_stage_names(run.history[:before])}" if before else ""
+    return f"Early stopping did not trigger: training ran {ran}{stage} epochs of max_epochs {run.max_epochs}{after}."
+
+
+def _stage_names(history: Sequence[Mapping]) -> str:
+    return " and ".join(dict.fromkeys(str(r.get("stage")) for r in history))
 
 
 def _diagnosis_section(d: CurveDiagnosis) -> list[str]:
@@ -392,7 +409,19 @@ def _diagnosis_reason(d: CurveDiagnosis) -> str:
 
 
 def _auc_ci(y, p, run: ReportInputs, groups: Sequence[str] | None = None) -> tuple[float, float]:
+    """The bootstrap AUC interval; (nan, nan) from one group: every resample is that group, so the
+    "interval" is the point estimate twice and says nothing about the noise."""
+    if groups is not None and len(set(groups)) < 2:
+        return math.nan, math.nan
     return bootstrap_auc_ci(y, p, groups=groups, n_resamples=run.n_bootstrap, alpha=1 - CI_LEVEL, seed=run.seed)
+
+
+def _ci_undefined_why(y, groups: Sequence[str] | None) -> str:
+    """Why a bootstrap AUC interval is undefined, in words."""
+    n = len(np.asarray(y))
+    if groups is not None and len(set(groups)) < 2:
+        return f"{n} videos in {len(set(groups))} group: resampling one group cannot show the noise"
+    return f"{n} videos, a single class or too few resamples with both"
 
 
 def _resampled(run: ReportInputs, groups: Sequence[str] | None, n_videos: int) -> str:
@@ -534,7 +563,7 @@ def _test_ci_lines(run: ReportInputs, ci: tuple[float, float]) -> tuple[list[str
         f"({run.n_bootstrap} resamples of {_resampled(run, run.groups_test_video, n_vid)}, seed {run.seed})."
     ]
     if math.isnan(lo):
-        w = f"the test video AUC CI is undefined ({n_vid} videos, a single class or too few resamples with both)."
+        w = f"the test video AUC CI is undefined ({_ci_undefined_why(run.y_test_video, run.groups_test_video)})."
     elif lo <= 0.5 <= hi:
         w = (
             f"the test video AUC CI [{number(lo)}, {number(hi)}] includes 0.5: on {n_vid} videos the AUC {number(v_auc)} "
@@ -588,10 +617,16 @@ def _imbalance_checks(run: ReportInputs) -> Checks:
     return [], [] if math.isnan(frac) else [f"train majority class {number(frac)} ≤ {IMBALANCE_MAJORITY}"]
 
 
-def _ci_checks(test_ci: tuple[float, float], val_ci: tuple[float, float] | None) -> Checks:
+def _ci_checks(run: ReportInputs, test_ci: tuple[float, float], val_ci: tuple[float, float] | None) -> Checks:
+    """An interval spanning 0.5 fires; one excluding it passes; an undefined one fires too (it checks nothing)."""
     items, passed = [], []
-    for name, ci in (("test video", test_ci), ("val video", val_ci)):
-        if ci is None or math.isnan(ci[0]):
+    for name, ci, y, groups in (("test video", test_ci, run.y_test_video, run.groups_test_video),
+                                ("val video", val_ci, run.y_val_video, run.groups_val_video)):  # fmt: skip
+        if ci is None:
+            continue
+        if math.isnan(ci[0]):
+            items.append(f"**{name} AUC interval undefined** ({_ci_undefined_why(y, groups)}): the AUC's noise is "
+                         f"unknown; evaluate on more groups before drawing conclusions.")  # fmt: skip
             continue
         ci_txt = f"{name} AUC {int(CI_LEVEL * 100)}% CI [{number(ci[0])}, {number(ci[1])}]"
         if ci[0] <= 0.5 <= ci[1]:
@@ -669,7 +704,7 @@ def _recommendations(
     """Items each fired by a measured condition, then the checks that did not fire."""
     items: list[str] = []
     passed: list[str] = []
-    for fired, quiet in (_curve_checks(run, d), _imbalance_checks(run), _ci_checks(test_ci, val_ci),
+    for fired, quiet in (_curve_checks(run, d), _imbalance_checks(run), _ci_checks(run, test_ci, val_ci),
                          _baseline_checks(run), _gap_checks(run), _still_improving_checks(run)):  # fmt: skip
         items += fired
         passed += quiet
@@ -692,7 +727,8 @@ def _headline(run: ReportInputs, ci: tuple[float, float]) -> list[str]:
     prior, major = b.get("prior") or {}, b.get("majority") or {}
     auc, ll, p_ll = _num(m.get("auc")), _num(m.get("log_loss")), _num(prior.get("log_loss"))
     rows = [
-        ["AUC", f"{number(auc)} [{number(ci[0])}, {number(ci[1])}]", number(prior.get("auc")), number(major.get("auc"))],
+        ["AUC", f"{number(auc)} " + ("(interval undefined)" if math.isnan(ci[0]) else f"[{number(ci[0])}, {number(ci[1])}]"),
+         number(prior.get("auc")), number(major.get("auc"))],
         ["log loss", number(ll), number(p_ll), number(major.get("log_loss"))],
     ]
     if math.isnan(p_ll):
@@ -729,8 +765,10 @@ def write_training_report(run: ReportInputs) -> str:
     lines += _diagnosis_section(diagnosis)
     lines += test_lines
     if val_ci is not None:
+        shown = (f"undefined ({_ci_undefined_why(run.y_val_video, run.groups_val_video)})" if math.isnan(val_ci[0])
+                 else f"[{number(val_ci[0])}, {number(val_ci[1])}]")  # fmt: skip
         lines += [
-            f"Val video AUC {int(CI_LEVEL * 100)}% bootstrap CI [{number(val_ci[0])}, {number(val_ci[1])}] "
+            f"Val video AUC {int(CI_LEVEL * 100)}% bootstrap CI {shown} "
             f"({run.n_bootstrap} resamples of {_resampled(run, run.groups_val_video, len(np.asarray(run.y_val_video)))}, "
             f"seed {run.seed}).",
             "",

@@ -141,25 +141,30 @@ def summary_markdown(
         f"- units skipped as already complete: {skipped}",
         f"- wall time: {seconds:.1f} s; throughput {len(manifest) / max(seconds, 1e-9):.2f} videos/s",
         "",
-        "| split | groups | REAL | FAKE | share of videos (target) | FAKE fraction |",
-        "|---|---:|---:|---:|---:|---:|",
-        *[f"| {s} | {b['groups']} | {b['real']} | {b['fake']} | {b['share']:.3f}"
-          + (f" ({target[s]:.3f})" if target else "") + f" | {b['fake_fraction']:.3f} |" for s, b in balance.items()],
+        *(["| split | groups | REAL | FAKE | share of videos (target) | FAKE fraction |",
+           "|---|---:|---:|---:|---:|---:|",
+           *[f"| {s} | {b['groups']} | {b['real']} | {b['fake']} | {b['share']:.3f}"
+             + (f" ({target[s]:.3f})" if target else "") + f" | {b['fake_fraction']:.3f} |" for s, b in balance.items()],
+           "",
+           "Splits hash each group's key with the seed (stable as data grows, stratified by label only in "
+           "expectation): on few groups the shares scatter around the targets."]
+          if ingested else ["No video was ingested: no split holds any."]),
         "",
-        "Splits hash each group's key with the seed (stable as data grows, stratified by label only in "
-        "expectation): on few groups the shares scatter around the targets.",
-        "",
-        "| quarantine reason | videos |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in sorted(reasons.items())],
-        "",
-        "Every refused video, by name: the `ingest-refused` table artifact and quarantine.parquet.",
+        *_refused_lines(reasons),
         "",
         "Probe facts of the ingested videos:",
         "",
         *probe_lines(manifest),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _refused_lines(reasons: Counter) -> list[str]:
+    """Refusals per reason, or one sentence when there are none (an empty table renders as a bare header)."""
+    if not reasons:
+        return ["No video was refused."]
+    return ["| quarantine reason | videos |", "|---|---:|", *[f"| {k} | {v} |" for k, v in sorted(reasons.items())], "",
+            "Every refused video, by name: the `ingest-refused` table artifact and quarantine.parquet."]  # fmt: skip
 
 
 def write_outputs(

@@ -399,6 +399,37 @@ def make_dfdc_sample(
     return out_dir
 
 
+# the demo's two refusals: a name metadata.json lists with no file, a file metadata.json does not list
+MISSING_VIDEO, UNLISTED_VIDEO = "listedmissing.mp4", "notinmetadata.mp4"
+
+
+def add_refusals(out_dir: str | Path) -> dict[str, str]:
+    """Make a written sample show ingest's refusals: list :data:`MISSING_VIDEO` in the first folder's
+    metadata.json without writing it, and copy its first REAL to :data:`UNLISTED_VIDEO` with no entry.
+
+    Ingest quarantines both (``missing_file``, ``missing_metadata``: the ``ingest-refused`` artifact);
+    evaluate scores the unlisted file and lists it as unlabelled. Idempotent. Returns
+    {"missing": path, "unlisted": path} relative to ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    folders = sorted(out_dir.glob(PART_DIR.format("*"))) or [out_dir]
+    folder = folders[0]
+    meta_path = folder / METADATA
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path}: no metadata.json (write the sample first: make_dfdc_sample)")
+    meta = json.loads(meta_path.read_text())
+    real = next((name for name, e in sorted(meta.items()) if e["label"] == REAL and (folder / name).is_file()), None)
+    if real is None:
+        raise ValueError(f"{meta_path}: lists no REAL video on disk to copy as the unlisted file")
+    meta[MISSING_VIDEO] = {"label": REAL, "split": "train", "original": None, "manipulation": None}
+    meta.pop(UNLISTED_VIDEO, None)
+    (folder / UNLISTED_VIDEO).write_bytes((folder / real).read_bytes())
+    (folder / MISSING_VIDEO).unlink(missing_ok=True)
+    meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    rel = lambda name: str((folder / name).relative_to(out_dir))  # noqa: E731
+    return {"missing": rel(MISSING_VIDEO), "unlisted": rel(UNLISTED_VIDEO)}
+
+
 def make_single_folder_sample(out_dir: str | Path, **kwargs) -> Path:
     """Flat sample like DFDC's ``train_sample_videos/``: ``make_dfdc_sample(parts=0, ...)``."""
     if "parts" in kwargs:

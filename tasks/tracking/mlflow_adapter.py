@@ -1,4 +1,7 @@
-"""The MLflow side of :class:`tasks.tracking.logger.Logger`, injected into training by the flow."""
+"""The MLflow side of :class:`tasks.tracking.logger.Logger`, injected into training by the flow, and
+:func:`use_experiment`: the experiments our flows write to, as model-training experiments
+(:mod:`tasks.tracking.ui` says how MLflow 3's UI tells them apart).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,24 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from tasks.tracking.ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, TAG_STEPS_OF
 
 _MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limits
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAM_CHARS = 6000
+
+
+def use_experiment(name: str):
+    """``mlflow.set_experiment(name)``, the experiment created or reused as a model-training experiment
+    (:data:`EXPERIMENT_KIND_TAG`); a kind someone chose in the UI is left as it is. Returns the experiment."""
+    import mlflow
+
+    experiment = mlflow.set_experiment(name)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment
 
 
 def param_value(value: Any) -> str:
@@ -21,11 +38,45 @@ def param_value(value: Any) -> str:
     return str(value)[:_MAX_PARAM_CHARS]
 
 
+def is_step_series(key: str) -> bool:
+    """A per-optimiser-step curve (``train_step_loss``, ``pretrain_step_grad_norm``, ...)."""
+    return "_step_" in key
+
+
 class MLflowLogger:
-    """Logs to one MLflow run through an explicit client (no global tracking state)."""
+    """Logs to one MLflow run through an explicit client (no global tracking state).
+
+    Per-step curves (:func:`is_step_series`: a dozen of them, loss terms, gradient norms, learning
+    rates) go to a child run ``<run name> · per-step`` (tag :data:`TAG_STEPS_OF`), made on the first
+    one and found again when a run resumes: MLflow's run page lists metrics in the order they were
+    first logged, so on the run itself they would push the per-epoch curves and the summary at the
+    best checkpoint (the headline and its baselines) below a dozen step series.
+    """
 
     def __init__(self, client: MlflowClient, run_id: str):
         self.client, self.run_id = client, run_id
+        self._steps_run_id: str | None = None
+
+    @property
+    def steps_run_id(self) -> str:
+        """The child run holding the per-step curves, created (or found, on resume) on first use."""
+        if self._steps_run_id is None:
+            found = self._steps_runs()
+            run = self.client.get_run(self.run_id)
+            self._steps_run_id = found[0].info.run_id if found else self.client.create_run(
+                run.info.experiment_id, run_name=f"{run.info.run_name} · per-step",
+                tags={MLFLOW_PARENT_RUN_ID: self.run_id, TAG_STEPS_OF: self.run_id}).info.run_id  # fmt: skip
+        return self._steps_run_id
+
+    def _steps_runs(self) -> list:
+        experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        return self.client.search_runs([experiment_id], f"tags.`{TAG_STEPS_OF}` = '{self.run_id}'", max_results=1)
+
+    def close(self, status: str = "FINISHED") -> None:
+        """End the per-step child run, whichever process made it (a data-parallel rank 0 logs too)."""
+        for run in self._steps_runs():
+            if run.info.status == "RUNNING":
+                self.client.set_terminated(run.info.run_id, status)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(str(k), param_value(v)) for k, v in params.items()]
@@ -35,8 +86,10 @@ class MLflowLogger:
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
         items = [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items() if not math.isinf(float(v))]
-        for i in range(0, len(items), _MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=items[i : i + _MAX_METRICS_PER_BATCH])
+        for run_id, mine in ((self.run_id, [m for m in items if not is_step_series(m.key)]),
+                             (None, [m for m in items if is_step_series(m.key)])):  # fmt: skip
+            for i in range(0, len(mine), _MAX_METRICS_PER_BATCH):
+                self.client.log_batch(run_id or self.steps_run_id, metrics=mine[i : i + _MAX_METRICS_PER_BATCH])
 
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         if os.path.isdir(path):

@@ -36,7 +36,10 @@ from tasks.train.engine import Predictions
 SUMMARY_METRICS = ("best_val_video_auc", "best_val_video_log_loss", "test_video_auc", "test_video_average_precision",
                    "test_video_log_loss", "test_video_balanced_accuracy", "test_video_f1", "test_video_eer",
                    "test_video_at_val_threshold_balanced_accuracy", "test_video_at_val_threshold_f1",
-                   "test_clip_auc", "test_clip_log_loss")  # fmt: skip
+                   "test_clip_auc", "test_clip_log_loss",
+                   # the headline's baseline beside it, so MLflow's Compare view shows both
+                   "best_val_baselines_video_prior_auc", "best_val_baselines_video_prior_log_loss",
+                   "test_baselines_video_prior_auc", "test_baselines_video_prior_log_loss")  # fmt: skip
 METRICS_TABLE = "metrics_table.json"
 _PREDICTORS = (("model", "{level}"), ("model @ val threshold", "{level}@val_threshold"),
                ("prior baseline", "baselines.{level}.prior"), ("majority baseline", "baselines.{level}.majority"))  # fmt: skip

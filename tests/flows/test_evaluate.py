@@ -32,6 +32,11 @@ def test_evaluate_flow_reports_per_manipulation(trained, tmp_path):
     assert run.data.tags["model_version"] == trained["model_version"] and run.data.tags["model_name"] == "avff-dfdc"
     assert run.data.tags["model_uri"] == f"models:/avff-dfdc/{trained['model_version']}"
     assert run.data.tags["training_run_id"] == trained["run_id"] and "prefect.flow_run_id" in run.data.tags
+    # marked as an evaluation the way MLflow's runs table reads it, its scored videos as an evaluation dataset
+    assert run.data.tags["mlflow.runType"] == "evaluation"
+    (scored_input,) = run.inputs.dataset_inputs
+    assert scored_input.tags[0].value == "evaluation" and scored_input.dataset.name == "evaluated:external"
+    assert json.loads(scored_input.dataset.profile)["num_rows"] == len(scores["rows"])
     # the prior baseline is the model's training FAKE fraction, not the evaluated set's
     version = client.get_model_version("avff-dfdc", trained["model_version"])
     assert scores["result"]["prior"] == pytest.approx(float(version.tags["train_fake_fraction"]))
@@ -208,3 +213,25 @@ def test_the_real_fakes_only_sample_scored_by_a_local_model_states_its_detection
     caught = sum(r["verdict"] == "FAKE" for r in fakes)
     assert len(fakes) == 3 and f"**Detection rate: {caught} of 3 FAKE videos called FAKE" in md
     assert "| lynaeydofd |" in md and not result["loses_to_prior"]
+
+
+def test_scored_videos_are_the_evaluation_runs_dataset_unlabelled_and_unscored_ones_included(tmp_path, monkeypatch):
+    """The dataset input an evaluation run carries, through a real sqlite store: every scored row, an
+    unlabelled file (label None) and an unscorable one (P(FAKE) None) included, context "evaluation"."""
+    from flows.evaluate import log_scored_videos
+
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    rows = [{"video_id": "a", "label": "FAKE", "manipulation": "face_blend", "p_fake": 0.9, "verdict": "FAKE"},
+            {"video_id": "b", "label": None, "manipulation": None, "p_fake": 0.2, "verdict": "REAL"},
+            {"video_id": "c", "label": "REAL", "manipulation": None, "p_fake": None, "verdict": None}]  # fmt: skip
+    try:
+        with mlflow.start_run() as run:
+            log_scored_videos(rows, str(tmp_path / "external/"))
+        (scored,) = mlflow.MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert scored.tags[0].value == "evaluation" and scored.dataset.name == "evaluated:external"
+    assert json.loads(scored.dataset.profile)["num_rows"] == 3
+    source = json.loads(scored.dataset.schema)["mlflow_colspec"]
+    assert {c["name"] for c in source} == {"video_id", "label", "manipulation", "p_fake", "verdict"}

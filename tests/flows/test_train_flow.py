@@ -72,11 +72,19 @@ def test_flow_tracks_the_run_and_registers_a_loadable_pyfunc(prefect_server, mlf
     assert tags["manifest_sha256"] == fs.sha256_of(layout.manifest) and len(tags["config_hash"]) == 16
     assert len(tags.get("git_commit", "")) in (0, 40)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_video_auc")] == [2, 3]
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_step_loss")] == list(range(3, 11))
+    # per-step curves in a child run of their own: on the run they would open its metric list (first-logged order)
+    (steps,) = client.search_runs([run.info.experiment_id], f"tags.`avff.steps_of` = '{run.info.run_id}'")
+    assert steps.data.tags["mlflow.parentRunId"] == run.info.run_id and steps.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(steps.info.run_id, "train_step_loss")] == list(range(3, 11))
+    assert not [k for k in run.data.metrics if "_step_" in k] and "pretrain_step_loss" in steps.data.metrics
     assert "test_video_auc" in run.data.metrics
 
     # a run page one can read: curves and a short summary as metrics, the rest in a table
-    assert len(run.data.metrics) <= 40 and not [k for k in run.data.metrics if "baselines" in k], sorted(run.data.metrics)
+    assert len(run.data.metrics) <= 40, sorted(run.data.metrics)
+    # the headline beside its baseline, as metrics (MLflow's Compare view); the other baselines in the table
+    assert {k for k in run.data.metrics if "baselines" in k} == {
+        f"{split}_baselines_video_prior_{m}" for split in ("best_val", "test") for m in ("auc", "log_loss")}
+    assert run.data.metrics["test_baselines_video_prior_auc"] == 0.5
     table = json.loads(Path(client.download_artifacts(run.info.run_id, "metrics_table.json", str(tmp_path))).read_text())
     rows = [dict(zip(table["columns"], r)) for r in table["data"]]
     prior = next(r for r in rows if (r["split"], r["level"], r["predictor"]) == ("test", "video", "prior baseline"))
@@ -91,14 +99,19 @@ def test_flow_tracks_the_run_and_registers_a_loadable_pyfunc(prefect_server, mlf
         flow_run = prefect.read_flow_run(flow_run_id)
     assert run.info.run_name == flow_run.name and tags["prefect.flow_run_id"] == str(flow_run_id)
     assert tags["mlflow.note.content"].startswith("Made by Prefect flow run ") and flow_run.name in tags["mlflow.note.content"]
-    assert "avff-dfdc version 1](http://mlflow.example:5000/#/models/avff-dfdc/versions/1)" in tags["mlflow.note.content"]
-    run_url = f"http://mlflow.example:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert "avff-dfdc version 1](http://mlflow.example:5000/#/models/avff-dfdc/versions/1?workflowType=machine_learning)" in tags["mlflow.note.content"]
+    # links open in MLflow 3's model-training view, not its GenAI view
+    run_url = (f"http://mlflow.example:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+               "?workflowType=machine_learning")
     assert out["run_url"] == run_url
     artifacts = _artifacts(flow_run_id)
     assert f"({run_url})" in artifacts["mlflow-run"].data  # Prefect stores a link artifact as markdown
     assert artifacts["training-report"].data.startswith(f"MLflow run [{run.info.run_id}]({run_url})")
-    assert "avff-dfdc version 1](http://mlflow.example:5000/#/models/avff-dfdc/versions/1) (candidate, champion)" in (
+    assert ("avff-dfdc version 1](http://mlflow.example:5000/#/models/avff-dfdc/versions/1?workflowType=machine_learning)"
+            " (candidate, champion)") in (
         artifacts["training-report"].data)
+    # a model-training experiment in MLflow 3's UI (not the GenAI view)
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     # the manifest is the run's dataset, named by its digest
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.digest == fs.sha256_of(layout.manifest)[:16]
@@ -184,4 +197,8 @@ def test_resume_from_continues_the_same_mlflow_run_and_registers_once(prefect_se
     assert second["model_version"] == third["model_version"] == "1"
     assert [str(v.version) for v in client.search_model_versions(f"name='{REGISTERED}'")] == ["1"]
     assert third["registry"] == "already registered as version 1 by this run"
-    assert len(client.search_runs([run.info.experiment_id])) == 1
+    runs = client.search_runs([run.info.experiment_id])
+    # one run, and one per-step child run that the resumed attempts found again and continued
+    assert [r.info.run_id for r in runs if "avff.steps_of" not in r.data.tags] == [run.info.run_id]
+    (steps,) = [r for r in runs if r.data.tags.get("avff.steps_of") == run.info.run_id]
+    assert steps.info.status == "FINISHED"

@@ -95,8 +95,49 @@ def test_model_card_shows_data_metrics_against_baselines_threshold_and_preproces
     assert card.splitlines()[2].startswith("**Registry gate: register.** Cross-fitted val val_video_log_loss: model "
                                           "0.4000, prior 0.5000, difference -0.1000 (95 % group-bootstrap interval "
                                           "[-0.1500, -0.0500]). Reason: val_video_log_loss 0.4000 beats")  # fmt: skip
-    assert "| train | 3 | 9 | 3 |" in card and "`/data/shards`" in card
-    assert "| model | 0.810 | 0.400 |" in card and "| prior baseline | 0.500 | 0.500 |" in card
-    assert "| model | 0.790 |" in card and "| majority baseline | n/a | n/a | n/a | 0.900 |" in card
+    assert "| train | &emsp;3 | &emsp;9 | &emsp;3 |" in card and "`/data/shards`" in card
+    assert "| model | &emsp;0.810 | &emsp;0.400 |" in card and "| prior baseline | &emsp;0.500 | &emsp;0.500 |" in card
+    assert "| model | &emsp;0.790 |" in card and "| majority baseline | &emsp;n/a | &emsp;n/a | &emsp;n/a | &emsp;0.900 |" in card
     assert "P(FAKE) >= 0.4200 (maximises f1 on val videos)" in card
     assert "- face_size: 224" in card and "- MLflow run: http://mlflow/#/experiments/1/runs/r" in card
+
+
+def _card() -> str:
+    return model_card(
+        gate=prior_gate(GateNumbers(0.40, 0.50, (-0.15, -0.05)), "val_video_log_loss", "min"), data="/data/shards",
+        manifest_sha256="f" * 64, dataset={"train": {"videos_real": 3, "videos_fake": 9, "groups": 3},
+                                           "val": {"videos_real": 1, "videos_fake": 6, "groups": 1}},
+        val_metrics=VAL, test_metrics={"test_video_auc": 0.667, "test_video_log_loss": 0.405}, threshold=0.42,
+        threshold_criterion="f1", preprocess={"face_size": 224}, model={"preset": "tiny"}, links={},
+    )  # fmt: skip
+
+
+def test_model_card_tables_are_gfm_tables_whose_cells_stay_apart_through_the_mlflow_registry(tmp_path):
+    """MLflow's registry page draws a description's tables without cell padding: "0.6670.405". Read the
+    card back from a real registry, parse it as GFM, and check every table parses whole and every cell
+    after the first opens with a space that survives the UI's cell trimming (an entity, not whitespace)."""
+    import html
+    import re
+
+    from markdown_it import MarkdownIt
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db", registry_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    client.create_registered_model("card-test")
+    version = client.create_model_version("card-test", source=str(tmp_path), description=_card())
+    stored = client.get_model_version("card-test", version.version).description
+
+    rendered = MarkdownIt("commonmark").enable("table").render(stored)
+    tables = re.findall(r"<table>.*?</table>", rendered, flags=re.S)
+    assert len(tables) == 3  # the splits, val, test: none swallowed into a paragraph
+    assert "|" not in re.sub(r"<table>.*?</table>", "", rendered, flags=re.S)  # no table left unparsed
+    for table in tables:
+        rows = re.findall(r"<tr>(.*?)</tr>", table, flags=re.S)
+        widths = {len(re.findall(r"<t[hd][^>]*>", r)) for r in rows}
+        assert len(widths) == 1, table  # every row as wide as the header
+        for row in rows:
+            cells = [html.unescape(c) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, flags=re.S)]
+            # the UI's converter runs JS trim() on each cell: what is left must still start with a space
+            assert all(c.strip(" \t\n") and c.strip(" \t\n")[0] == "\u2003" for c in cells[1:]), row
+    val_model = re.search(r"<tr>\s*<td>model</td>(.*?)</tr>", next(t for t in tables if "0.810" in t), flags=re.S)
+    assert re.findall(r"<td[^>]*>(.*?)</td>", val_model.group(1))[:2] == ["\u20030.810", "\u20030.400"]

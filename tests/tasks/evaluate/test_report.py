@@ -41,7 +41,7 @@ def _inputs(history, kind="good", fake_frac=0.5, **kw):
     y_train = np.r_[np.ones(n_train_fake), np.zeros(100 - n_train_fake)]
     test = evaluate_predictions(ids, y, p, threshold_val=0.45, y_train=y_train)
     _, yv, pv = aggregate_by_video(ids, y, p)
-    best = min(history, key=lambda r: r["val_loss"])["epoch"]
+    best = min((r for r in history if "val_loss" in r), key=lambda r: r["val_loss"])["epoch"]
     args = dict(
         history=history,
         dataset={
@@ -212,3 +212,35 @@ def test_the_report_opens_with_the_gates_decision_number_and_reason():
                                "0.4047, difference +0.0076 (95 % group-bootstrap interval [-0.0040, +0.0210]). "
                                "Reason: val_video_log_loss 0.4123 does not beat the prior's 0.4047")  # fmt: skip
     assert not write_training_report(_inputs(_history(*GOOD))).splitlines()[2].startswith("**Registry gate")
+
+
+def _two_stage_history():
+    """One pretrain epoch (it logs pretrain_loss, no train_loss), then the GOOD classify epochs."""
+    pre = {"epoch": 1, "stage": "pretrain", "pretrain_loss": 1.234, "lr": 1e-4}
+    rest = [{**r, "epoch": r["epoch"] + 1, "stage": "classify"} for r in _history(*GOOD)[:3]]
+    return [pre, *rest]
+
+
+def test_max_epochs_counts_the_epochs_of_the_stage_it_caps_and_the_pretrain_loss_is_shown():
+    text = write_training_report(_inputs(_two_stage_history(), max_epochs=3, best_epoch=4))
+    # 4 epochs ran in all, 3 of them classify: max_epochs 3 caps those, not the pretrain epoch
+    assert "training ran 3 classify epochs of max_epochs 3, after 1 epochs of pretrain." in text
+    assert "ran 4 epochs of max_epochs 3" not in text
+    pretrain_row = next(line for line in text.splitlines() if line.startswith("| 1 | pretrain |"))
+    assert pretrain_row.split(" | ")[2] == "1.234"  # the logged stage-1 loss, not n/a
+
+
+def test_an_interval_from_one_group_is_undefined_never_a_passed_check():
+    run = _inputs(_history(*GOOD), y_val_video=None)
+    one = ["g0"] * len(run.y_test_video)
+    text = write_training_report(dataclasses.replace(run, groups_test_video=one, y_val_video=run.y_test_video,
+                                                     p_val_video=run.p_test_video, groups_val_video=one))  # fmt: skip
+    assert "1.000 (interval undefined)" in text.split("## ")[0]
+    assert "the test video AUC CI is undefined (40 videos in 1 group" in text
+    assert "Val video AUC 95% bootstrap CI undefined (40 videos in 1 group" in text
+    recs = text.split("## Recommendations")[1]
+    assert "**test video AUC interval undefined**" in recs and "**val video AUC interval undefined**" in recs
+    assert "excludes 0.5" not in recs and "[1.000, 1.000]" not in text
+    # two groups or more: a real interval, and the check can pass
+    two = [f"g{i % 2}" for i in range(len(run.y_test_video))]
+    assert "test video AUC 95% CI [" in write_training_report(dataclasses.replace(run, groups_test_video=two))

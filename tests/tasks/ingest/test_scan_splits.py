@@ -230,3 +230,19 @@ def test_a_tiny_dataset_still_gets_every_split_and_a_large_one_is_pure_hash():
     many = [VideoEntry(f"r{i}", "p0", f"p0/r{i}.mp4", "REAL", None, 1) for i in range(400)]
     got = assign_splits(many, seed=0)
     assert all(a.split == split_of(k, (0.7, 0.15, 0.15), 0) for k, a in got.items())
+
+
+def test_the_summary_renders_no_empty_table():
+    """No refusal: a sentence, not a bare "quarantine reason" header; refusals: the table, one row each."""
+    from storage.tables import RefusedRow
+
+    rows = [ManifestRow(video_id="v0", part="p", rel_path="v0.mp4", label="REAL", split="train", fold=0, group="g0",
+                        status="ingested", clips=1)]  # fmt: skip
+    clean = summary_markdown(rows, [], [], 1.0, 0)
+    assert "No video was refused." in clean and "| quarantine reason |" not in clean and "ingest-refused" not in clean
+    nothing = summary_markdown([], [], [], 1.0, 0)
+    assert "No video was ingested" in nothing and "| split |" not in nothing
+    refused = [RefusedRow(video_id="gone", part="p", rel_path="gone.mp4", label="REAL", reason="missing_file",
+                          error="gone.mp4: listed")]
+    md = summary_markdown(rows, [], refused, 1.0, 0)
+    assert "| missing_file | 1 |" in md and "No video was refused." not in md

@@ -389,3 +389,25 @@ def test_write_video_refuses_bad_frames(tmp_path):
         write_video(tmp_path / "b.mp4", np.zeros((2, 32, 32, 3), np.float32), 25)
     with pytest.raises(ValueError):
         write_video(tmp_path / "c.mp4", np.zeros((0, 32, 32, 3), np.uint8), 25)
+
+
+def test_the_demo_sample_shows_a_missing_and_an_unlisted_video_to_ingest_and_evaluate(tmp_path):
+    """The demo's sample: the real scan (what ingest quarantines, what evaluate scores unlabelled) refuses
+    exactly the two planted files, each with its reason and file name; everything else is kept."""
+    from tasks.ingest.scan import scan_dfdc
+    from tasks.synthetic.dfdc_sample import MISSING_VIDEO, UNLISTED_VIDEO, add_refusals
+
+    root = make_dfdc_sample(tmp_path / "s", n_real=1, duration_s=1.0, size=(64, 64), manipulations=("lipsync_offset",))
+    before = scan_dfdc(str(root))
+    assert not before.rejected and len(before.entries) == 2
+    planted = add_refusals(root)
+    assert add_refusals(root) == planted  # idempotent: a second call plants nothing more
+    assert planted == {"missing": f"dfdc_train_part_0/{MISSING_VIDEO}", "unlisted": f"dfdc_train_part_0/{UNLISTED_VIDEO}"}
+    scan = scan_dfdc(str(root))
+    refused = {r.rel_path: (r.reason, r.error) for r in scan.rejected}
+    assert set(refused) == set(planted.values())
+    assert refused[planted["missing"]][0] == "missing_file" and MISSING_VIDEO in refused[planted["missing"]][1]
+    assert refused[planted["unlisted"]][0] == "missing_metadata" and UNLISTED_VIDEO in refused[planted["unlisted"]][1]
+    assert [e.video_id for e in scan.entries] == [e.video_id for e in before.entries]
+    with pytest.raises(FileNotFoundError, match="metadata.json"):
+        add_refusals(tmp_path / "empty")
