@@ -222,6 +222,7 @@ def test_scored_videos_are_the_evaluation_runs_dataset_unlabelled_and_unscored_o
 
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_experiment("scored-videos")  # an earlier test's active experiment id is not in this store
     rows = [{"video_id": "a", "label": "FAKE", "manipulation": "face_blend", "p_fake": 0.9, "verdict": "FAKE"},
             {"video_id": "b", "label": None, "manipulation": None, "p_fake": 0.2, "verdict": "REAL"},
             {"video_id": "c", "label": "REAL", "manipulation": None, "p_fake": None, "verdict": None}]  # fmt: skip
