@@ -8,16 +8,19 @@ training data went through), then ``clip_to_tensors`` (the training loader's nor
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
-from dataclasses import dataclass
+import tempfile
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from storage.shard_schema import REAL, ClipMeta, decode_sample, encode_sample
+from storage.shard_schema import REAL, ClipMeta, decode_sample, encode_jpeg, encode_sample
 from tasks.ingest.faces import FaceDetector
 from tasks.ingest.preprocess import PreprocessConfig, preprocess_video
 from tasks.ingest.video import VideoError
+from tasks.serve.decision import verdict
 
 
 @dataclass
@@ -29,6 +32,13 @@ class VideoScore:
     clip_p_fake: list[float]
     reason: str | None = None  # stable code (no_face, no_audio, ...) when not scored
     error: str | None = None
+    clip_start_s: list[float] = field(default_factory=list)  # where each scored clip starts in the video
+    faces: list[str] = field(default_factory=list)  # per clip, the face the model saw (middle frame), base64 JPEG
+
+
+def face_jpeg_b64(frames: np.ndarray) -> str:
+    """A clip's face crops (T, H, W, 3) uint8 -> its middle frame as a base64 JPEG (what the page shows)."""
+    return base64.b64encode(encode_jpeg(frames[len(frames) // 2], quality=85)).decode("ascii")
 
 
 def decoded_clips(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_quality: int = 90):
@@ -65,8 +75,9 @@ def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_q
     return (*model_inputs(clips, img_size), face_frac)
 
 
-def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector) -> VideoScore:
-    """P(FAKE) of one video (mean over its clips), or the reason it cannot be scored.
+def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector, faces: bool = False) -> VideoScore:
+    """P(FAKE) of one video (mean over its clips), or the reason it cannot be scored; with
+    ``faces``, each clip's face crop as the model saw it (after the shard JPEG round trip).
 
     Never raises for one bad video: a missing path, a symlink loop, a directory or a decoder
     failure is this video's ``reason``, and the videos after it are still scored.
@@ -74,7 +85,8 @@ def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return VideoScore(path, None, 0, 0.0, [], "unreadable", f"{path}: not a regular file")
-        video, audio, face_frac = clip_inputs(path, pre, detector, img_size=scorer.config.img_size)
+        clips, face_frac = decoded_clips(path, pre, detector)
+        video, audio = model_inputs(clips, img_size=scorer.config.img_size)
     except VideoError as e:
         error = str(e)
         if e.reason == "no_audio" and pre.require_audio:
@@ -88,7 +100,31 @@ def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector
     except Exception as e:  # an unexpected library error: this video's, not the batch's
         return VideoScore(path, None, 0, 0.0, [], "error", f"{path}: {type(e).__name__}: {e}")
     p = scorer.predict_proba(video, audio)
-    return VideoScore(path, float(np.mean(p)), len(p), face_frac, [float(x) for x in p])
+    return VideoScore(path, float(np.mean(p)), len(p), face_frac, [float(x) for x in p],
+                      clip_start_s=[float(c.meta.start_s) for c in clips],
+                      faces=[face_jpeg_b64(c.frames) for c in clips] if faces else [])  # fmt: skip
+
+
+def score_bytes(data: bytes, name: str, scorer, pre: PreprocessConfig, detector: FaceDetector,
+                faces: bool = False) -> VideoScore:  # fmt: skip
+    """:func:`score_video` of a video held in memory (an upload, a served request), reported under ``name``.
+
+    The bytes go to a private temporary file (the decoder reads files), removed afterwards; a refusal's
+    message names ``name``, not that file.
+    """
+    suffix = os.path.splitext(name)[1][:16] if "." in name else ".bin"
+    with tempfile.TemporaryDirectory(prefix="avff-score-") as tmp:
+        path = os.path.join(tmp, f"upload{suffix}")
+        with open(path, "wb") as f:
+            f.write(data)
+        s = score_video(path, scorer, pre, detector, faces=faces)
+    return VideoScore(**{**asdict(s), "video": name, "error": s.error and s.error.replace(path, name)})
+
+
+def result(score: VideoScore, threshold: float | None) -> dict:
+    """One scored video as the JSON record ``avff predict --json``, the pyfunc and the web page return:
+    the score's fields plus its verdict under the model's rule (:func:`tasks.serve.decision.verdict`)."""
+    return {**asdict(score), **verdict(score.p_fake, threshold)}
 
 
 def preprocess_for(scorer) -> PreprocessConfig:
