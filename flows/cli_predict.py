@@ -48,7 +48,7 @@ def quiet_libraries():
         sys.stderr = python_stderr
 
 
-def _load(spec: str, tracking_uri: str | None, device: str):
+def load_scorer(spec: str, tracking_uri: str | None, device: str = "auto"):
     """The scorer for ``--model``; a registry name/version/alias that does not exist is one clear error."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -104,7 +104,7 @@ def _score_all(args) -> int:
     from tasks.serve.decision import verdict
     from tasks.serve.predict import preprocess_for, result, score_video
 
-    scorer = _load(args.model, args.tracking_uri, args.device)
+    scorer = load_scorer(args.model, args.tracking_uri, args.device)
     pre = preprocess_for(scorer)
     failed = 0
     with face_detector(pre) as detector:
