@@ -88,6 +88,10 @@ def make_app(score, max_bytes: int):
             record = await run_in_threadpool(score, bytes(body), name)
         except LookupError as e:  # no such registered model (yet)
             return JSONResponse(UploadRefused("no_model", str(e).strip("'\"")).to_json(name), status_code=503)
+        except Exception as e:  # the registry is down, the model files are broken: the page says so
+            first = (str(e).strip().splitlines() or [""])[0][:500]
+            message = f"cannot load the model: {type(e).__name__}: {first}"
+            return JSONResponse(UploadRefused("model_unavailable", message).to_json(name), status_code=503)
         return JSONResponse(record, status_code=200 if record["p_fake"] is not None else 422)
 
     routes = [Route("/", index), Route("/health", health), Route("/score", score_upload, methods=["POST"])]
@@ -95,7 +99,13 @@ def make_app(score, max_bytes: int):
 
 
 def _web(args) -> int:
+    import os
+
     import uvicorn
+
+    # a registry that is down answers the page in seconds, not after MLflow's minutes of retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
     from flows.cli_predict import load_scorer
     from tasks.serve.web import UploadScorer
