@@ -105,4 +105,5 @@ print(json.dumps({"data": e["SHARDS"], "output_dir": e["TRAIN_OUT"], "model_conf
 step "result (demo took $(elapsed "$T0"))"
 run python -m deployments.runs summary
 echo "Prefect UI:     ${PREFECT_API_URL%/api}"
+echo "Drop a video:   http://127.0.0.1:${AVFF_WEB_PORT:-8765}/ (scores with avff-dfdc@champion, once one is registered)"
 echo "To use the stack from this shell: eval \"\$(uv run avff stack env)\"; stop it: uv run avff stack down"

@@ -1,4 +1,5 @@
-"""The local stack: Prefect server + process worker, MLflow tracking server, optional Ray head.
+"""The local stack: Prefect server + process worker, MLflow tracking server, the drop-a-video page
+(`avff web`, scoring with the registry's champion), optional Ray head.
 
 All state lives in one directory, ``$AVFF_HOME`` (default ``./.avff/stack``)::
 
@@ -39,10 +40,10 @@ from typing import Callable
 
 POOL = "avff-process"
 HOST = "127.0.0.1"
-DEFAULT_PORTS = {"prefect": 4200, "mlflow": 5000, "ray": 6379}
-PORT_ENV = {"prefect": "AVFF_PREFECT_PORT", "mlflow": "AVFF_MLFLOW_PORT", "ray": "AVFF_RAY_PORT"}
-# stop order: the worker first (it talks to Prefect, its flow runs to MLflow and Ray)
-SERVICES = ("worker", "ray", "mlflow", "prefect")
+DEFAULT_PORTS = {"prefect": 4200, "mlflow": 5000, "ray": 6379, "web": 8765}
+PORT_ENV = {"prefect": "AVFF_PREFECT_PORT", "mlflow": "AVFF_MLFLOW_PORT", "ray": "AVFF_RAY_PORT", "web": "AVFF_WEB_PORT"}
+# stop order: the worker first (it talks to Prefect, its flow runs to MLflow and Ray), the page before MLflow
+SERVICES = ("worker", "web", "ray", "mlflow", "prefect")
 # Ray's unix socket paths (<temp>/session_<date>_<pid>/sockets/plasma_store) must fit in 107 bytes
 _RAY_TEMP_MAX = 48
 _QUIET = {
@@ -192,9 +193,9 @@ class Stack:
 
     def __init__(self, home: str | os.PathLike | None = None, *, prefect_port: int | None = None,
                  mlflow_port: int | None = None, ray_port: int | None = None, ray_cpus: int | None = None,
-                 pool: str = POOL, timeout: float | None = None):  # fmt: skip
+                 pool: str = POOL, timeout: float | None = None, web_port: int | None = None):  # fmt: skip
         self.home = Path(home or os.environ.get("AVFF_HOME") or ".avff/stack").resolve()
-        given = {"prefect": prefect_port, "mlflow": mlflow_port, "ray": ray_port}
+        given = {"prefect": prefect_port, "mlflow": mlflow_port, "ray": ray_port, "web": web_port}
         self.ports = {k: int(given[k] or os.environ.get(PORT_ENV[k]) or DEFAULT_PORTS[k]) for k in DEFAULT_PORTS}
         self.ray_cpus = ray_cpus or int(os.environ.get("AVFF_RAY_CPUS") or os.cpu_count() or 1)
         self.pool = pool
@@ -221,9 +222,13 @@ class Stack:
     def ray_address(self) -> str:
         return f"{HOST}:{self._port('ray')}"
 
+    @property
+    def web_url(self) -> str:
+        return f"http://{HOST}:{self._port('web')}/"
+
     def urls(self) -> dict[str, str]:
         urls = {"prefect_ui": self.prefect_api.removesuffix("/api"), "prefect_api": self.prefect_api,
-                "mlflow": self.mlflow_uri}  # fmt: skip
+                "mlflow": self.mlflow_uri, "web": self.web_url}  # fmt: skip
         if self._running("ray"):
             urls["ray"] = self.ray_address
         return urls
@@ -317,6 +322,12 @@ class Stack:
             # no GenAI job runner: it forks 7 huey consumers (~75 MB each) that training never uses
             env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
             return Service(name, argv, env, self.ports["mlflow"], lambda: http_ok(f"{self.mlflow_uri}/health"))
+        if name == "web":
+            # the champion, loaded at the first upload (none is registered before training) and again when it moves
+            env["MLFLOW_TRACKING_URI"] = self.mlflow_uri
+            argv = [str(self.bin / "avff"), "web", "--port", str(self.ports["web"]),
+                    "--model", os.environ.get("AVFF_WEB_MODEL", "avff-dfdc@champion")]  # fmt: skip
+            return Service(name, argv, env, self.ports["web"], lambda: http_ok(f"{self.web_url}health"))
         if name == "ray":
             # Every port assigned up front: the fixed defaults (10001, 52365) collide with any other
             # Ray on the machine, and with unassigned agent ports the raylet waits only 15 s (not
@@ -469,7 +480,7 @@ class Stack:
         """Start what is not running (Prefect, MLflow, optionally Ray, then the worker); wait
         until each is healthy; return the URLs."""
         with self._locked():
-            services = [self._service(n) for n in ["prefect", "mlflow"] + (["ray"] if ray else [])]
+            services = [self._service(n) for n in ["prefect", "mlflow", "web"] + (["ray"] if ray else [])]
             for svc in services:  # every port checked before anything starts: no half-started stack
                 self._check(svc)
             started: list[str] = []
@@ -477,7 +488,7 @@ class Stack:
                 for svc in services:  # start all, then wait: the servers boot in parallel
                     if self._start(svc):
                         started.append(svc.name)
-                for svc in services[:2]:
+                for svc in services[:3]:
                     self._wait(svc)
                 if ray:
                     self._wait_ray()
@@ -506,8 +517,8 @@ class Stack:
         """Per service: running, pid, url, healthy (an unhealthy running service is still starting)."""
         out = {}
         urls = {"prefect": self.prefect_api.removesuffix("/api"), "mlflow": self.mlflow_uri,
-                "ray": self.ray_address, "worker": f"pool {self.pool}"}  # fmt: skip
-        for name in ("prefect", "mlflow", "worker", "ray"):
+                "ray": self.ray_address, "worker": f"pool {self.pool}", "web": self.web_url}  # fmt: skip
+        for name in ("prefect", "mlflow", "worker", "web", "ray"):
             state = self._running(name)
             healthy = bool(state) and self._service(name).healthy()
             out[name] = {"running": bool(state), "pid": state and state["pid"], "url": urls[name], "healthy": healthy}
@@ -530,7 +541,7 @@ NOT_RUNNING = 3  # `status` of a stack with nothing running (LSB's "program is n
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["up", "down", "status", "env"],
-                   help="status exits 0 when prefect, mlflow and the worker are healthy, 1 when some are not, "
+                   help="status exits 0 when prefect, mlflow, the worker and the web page are healthy, 1 when some are not, "
                    f"{NOT_RUNNING} when nothing runs; env prints the exports")  # fmt: skip
     p.add_argument("--with-ray", action="store_true", help="also start a Ray head (RAY_ADDRESS for the worker)")
     p.add_argument("--home", default=None, help="state directory (default: $AVFF_HOME, else ./.avff/stack)")
@@ -558,7 +569,7 @@ def run(args: argparse.Namespace) -> int:
                 state = "healthy" if s["healthy"] else ("starting/unhealthy" if s["running"] else "stopped")
                 print(f"{name:8s} {state:18s} pid {str(s['pid'] or '-'):8s} {s['url']}")
             print(exports(stack.env()))
-            return 0 if all(rows[n]["healthy"] for n in ("prefect", "mlflow", "worker")) else 1
+            return 0 if all(rows[n]["healthy"] for n in ("prefect", "mlflow", "worker", "web")) else 1
         else:
             print(exports(stack.env()))
     except StackError as e:

@@ -18,6 +18,13 @@ if ! command -v uv >/dev/null 2>&1; then
     export PATH="$HOME/.local/bin:$PATH"
 fi
 uv sync --extra test --frozen
+# the web page test drives the system Chromium headless (playwright downloads no browser of its own);
+# installed here when it can be (root with apt), else that test skips and says why
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null \
+        || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null; } \
+        || echo "warning: could not install chromium: the web page test will skip" >&2
+fi
 
 export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true
 # Ray 2.60 sees `uv run` in a driver's parents and makes every worker `uv run` a fresh env in its

@@ -1,9 +1,9 @@
-"""The ``avff`` command: sample, ingest, train, evaluate, predict, cv, ablate, stack.
+"""The ``avff`` command: sample, ingest, train, evaluate, predict, cv, ablate, stack, web.
 
 ingest, train, evaluate, cv and ablate build their flow's typed config from the flags and call
 the flow (so such a CLI run is a Prefect flow run too: against PREFECT_API_URL when set, else a
 temporary local server), after checking the inputs that cannot work (flows/preflight.py).
-predict, sample and stack run in this process, with no flow run.
+predict, sample, stack and web run in this process, with no flow run.
 """
 
 from __future__ import annotations
@@ -141,10 +141,11 @@ EPILOG = """typical order:
   avff train --data SHARDS --out RUN         train, track in MLflow, register if it beats the prior
   avff evaluate --data VIDEOS                score the registered champion on other videos
   avff predict a.mp4 b.mp4                   FAKE / REAL per video
+  avff web                                   the same, for a video dropped on a page (started by avff stack up)
 
 ingest, train, evaluate, cv and ablate are Prefect flow runs: the Prefect UI shows them when
 PREFECT_API_URL is set (avff stack up), MLflow at $MLFLOW_TRACKING_URI (default
-http://127.0.0.1:5000). predict, sample and stack start no flow run.
+http://127.0.0.1:5000). predict, sample, stack and web start no flow run.
 `avff COMMAND --help` lists a command's options and defaults."""
 
 
@@ -164,7 +165,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    from flows import cli_evaluate, cli_experiments, cli_predict, cli_train
+    from flows import cli_evaluate, cli_experiments, cli_predict, cli_train, cli_web
 
     commands = {
         "ingest": (_add_ingest, _ingest),
@@ -172,6 +173,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         "stack": (_add_stack, _stack),
         **cli_train.COMMANDS,
         **cli_predict.COMMANDS,
+        **cli_web.COMMANDS,
         **cli_evaluate.COMMANDS,
         **cli_experiments.COMMANDS,
     }
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # without PREFECT_API_URL a flow starts a temporary local server; on a busy machine it needs > 20 s
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    if not args.debug and args.command not in ("sample", "stack"):
+    if not args.debug and args.command not in ("sample", "stack", "web"):
         _console_without_tracebacks()
     try:
         return commands[args.command][1](args)

@@ -8,7 +8,6 @@ import logging
 import os
 import sys
 import warnings
-from dataclasses import asdict
 
 from flows.preflight import MODEL_FORMS, model_uri
 
@@ -49,7 +48,7 @@ def quiet_libraries():
         sys.stderr = python_stderr
 
 
-def _load(spec: str, tracking_uri: str | None, device: str):
+def load_scorer(spec: str, tracking_uri: str | None, device: str = "auto"):
     """The scorer for ``--model``; a registry name/version/alias that does not exist is one clear error."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -103,9 +102,9 @@ def _score_all(args) -> int:
 
     from tasks.ingest.preprocess import face_detector
     from tasks.serve.decision import verdict
-    from tasks.serve.predict import preprocess_for, score_video
+    from tasks.serve.predict import preprocess_for, result, score_video
 
-    scorer = _load(args.model, args.tracking_uri, args.device)
+    scorer = load_scorer(args.model, args.tracking_uri, args.device)
     pre = preprocess_for(scorer)
     failed = 0
     with face_detector(pre) as detector:
@@ -114,7 +113,7 @@ def _score_all(args) -> int:
             failed += s.p_fake is None
             decision = verdict(s.p_fake, scorer.threshold)
             if args.json:
-                print(json.dumps({**asdict(s), **decision}), flush=True)
+                print(json.dumps(result(s, scorer.threshold)), flush=True)
             elif s.p_fake is None:
                 print(f"{path}: cannot score ({s.reason}): {s.error}", flush=True)
             else:

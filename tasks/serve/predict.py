@@ -9,16 +9,19 @@ training loader applies).
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from storage.shard_schema import REAL, ClipMeta, decode_sample, encode_sample
+from storage.shard_schema import REAL, ClipMeta, decode_sample, encode_jpeg, encode_sample
 from tasks.ingest.faces import FaceDetector
 from tasks.ingest.preprocess import PreprocessConfig, preprocess_video
 from tasks.ingest.video import VideoError
+from tasks.serve.decision import verdict
 
 
 @dataclass
@@ -32,6 +35,8 @@ class VideoScore:
     error: str | None = None
     face_p_fake: list[float] = field(default_factory=list)  # (faces,) each face's mean clip probability
     clip_face: list[int] = field(default_factory=list)  # (clips,) which face each clip shows
+    clip_start_s: list[float] = field(default_factory=list)  # where each scored clip starts in the video
+    faces: list[str] = field(default_factory=list)  # per clip, the face the model saw (middle frame), base64 JPEG
 
 
 def video_p_fake(p: np.ndarray, faces: np.ndarray) -> tuple[float, list[float]]:
@@ -42,6 +47,11 @@ def video_p_fake(p: np.ndarray, faces: np.ndarray) -> tuple[float, list[float]]:
     """
     per_face = [float(np.mean(p[faces == f])) for f in np.unique(faces)]
     return max(per_face), per_face
+
+
+def face_jpeg_b64(frames: np.ndarray) -> str:
+    """A clip's face crops (T, H, W, 3) uint8 -> its middle frame as a base64 JPEG (what the page shows)."""
+    return base64.b64encode(encode_jpeg(frames[len(frames) // 2], quality=85)).decode("ascii")
 
 
 def decoded_clips(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_quality: int = 90):
@@ -89,9 +99,10 @@ def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_q
     return (*model_inputs(clips, img_size), face_frac)
 
 
-def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector) -> VideoScore:
+def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector, faces: bool = False) -> VideoScore:
     """P(FAKE) of one video (:func:`video_p_fake`: max over faces of the mean over clips), or the
-    reason it cannot be scored.
+    reason it cannot be scored; with ``faces``, each clip's face crop as the model saw it (after the
+    shard JPEG round trip).
 
     Never raises for one bad video: a missing path, a symlink loop, a directory or a decoder
     failure is this video's ``reason``, and the videos after it are still scored.
@@ -100,7 +111,7 @@ def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector
         if not stat.S_ISREG(os.stat(path).st_mode):
             return VideoScore(path, None, 0, 0.0, [], "unreadable", f"{path}: not a regular file")
         clips, face_frac = decoded_clips(path, pre, detector)
-        video, audio = model_inputs(clips, scorer.config.img_size)
+        video, audio = model_inputs(clips, img_size=scorer.config.img_size)
     except VideoError as e:
         error = str(e)
         if e.reason == "no_audio" and pre.require_audio:
@@ -114,10 +125,33 @@ def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector
     except Exception as e:  # an unexpected library error: this video's, not the batch's
         return VideoScore(path, None, 0, 0.0, [], "error", f"{path}: {type(e).__name__}: {e}")
     p = scorer.predict_proba(video, audio, mouth=clip_mouths(clips))
-    faces = np.array([c.meta.face for c in clips])
-    p_video, per_face = video_p_fake(p, faces)
+    face_ids = np.array([c.meta.face for c in clips])
+    p_video, per_face = video_p_fake(p, face_ids)
     return VideoScore(path, p_video, len(p), face_frac, [float(x) for x in p], face_p_fake=per_face,
-                      clip_face=faces.tolist())  # fmt: skip
+                      clip_face=face_ids.tolist(), clip_start_s=[float(c.meta.start_s) for c in clips],
+                      faces=[face_jpeg_b64(c.frames) for c in clips] if faces else [])  # fmt: skip
+
+
+def score_bytes(data: bytes, name: str, scorer, pre: PreprocessConfig, detector: FaceDetector,
+                faces: bool = False) -> VideoScore:  # fmt: skip
+    """:func:`score_video` of a video held in memory (an upload, a served request), reported under ``name``.
+
+    The bytes go to a private temporary file (the decoder reads files), removed afterwards; a refusal's
+    message names ``name``, not that file.
+    """
+    suffix = os.path.splitext(name)[1][:16] if "." in name else ".bin"
+    with tempfile.TemporaryDirectory(prefix="avff-score-") as tmp:
+        path = os.path.join(tmp, f"upload{suffix}")
+        with open(path, "wb") as f:
+            f.write(data)
+        s = score_video(path, scorer, pre, detector, faces=faces)
+    return VideoScore(**{**asdict(s), "video": name, "error": s.error and s.error.replace(path, name)})
+
+
+def result(score: VideoScore, threshold: float | None) -> dict:
+    """One scored video as the JSON record ``avff predict --json``, the pyfunc and the web page return:
+    the score's fields plus its verdict under the model's rule (:func:`tasks.serve.decision.verdict`)."""
+    return {**asdict(score), **verdict(score.p_fake, threshold)}
 
 
 def preprocess_for(scorer) -> PreprocessConfig:

@@ -41,8 +41,9 @@ CONFIG_FILE, PREPROCESS_FILE = "model_config.json", "preprocess.json"
 # no importable module of ours has the side effect of calling set_model
 _ENTRY = "import mlflow\nfrom tasks.serve.pyfunc_model import AVFFPyfunc\n\nmlflow.models.set_model(AVFFPyfunc())\n"
 _PACKAGES = ("avff_model", "storage", "tasks")
-# input examples are stored as JSON: skip them for configs whose one clip is this large
-_MAX_EXAMPLE_VALUES = 1 << 18
+# what the pyfunc runs: the model and ingest's preprocessing (decode, face detection, audio)
+_REQUIREMENTS = ("torch", "numpy", "safetensors", "mlflow", "mediapipe", "av", "ffmpeg-python", "imageio-ffmpeg",
+                 "scipy", "pillow", "fsspec", "pyarrow", "webdataset")  # fmt: skip
 
 
 # Upper bounds of a model config we agree to build: the paper preset is ViT-B (768 wide, 12
@@ -192,6 +193,26 @@ def load_model(uri_or_path: str, device: str = "auto") -> Scorer:
     return scorer
 
 
+def video_signature() -> mlflow.models.ModelSignature:
+    """The pyfunc's input: per row a ``path`` (a video file the server can read) or ``video`` (the
+    file's bytes; base64 in a JSON request) with an optional ``name``. The output is a record per
+    video (:class:`tasks.serve.pyfunc_model.AVFFPyfunc`), left unchecked."""
+    from mlflow.types import ColSpec, Schema
+
+    return mlflow.models.ModelSignature(inputs=Schema([
+        ColSpec("string", "path", required=False),
+        ColSpec("binary", "video", required=False),
+        ColSpec("string", "name", required=False),
+    ]))  # fmt: skip
+
+
+def _requirements() -> list[str]:
+    """:data:`_REQUIREMENTS` pinned to this environment's versions."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in _REQUIREMENTS]
+
+
 def log_pyfunc_model(
     weights_path: str,
     config: dict,
@@ -207,18 +228,10 @@ def log_pyfunc_model(
     ``weights_path``: a local ``model.safetensors``. The project's packages are shipped as
     code_paths (from ``code_root``, default: this checkout) so the model loads without them
     installed. Pip requirements are pinned from this environment instead of inferred (which
-    would load the model in a subprocess).
+    would load the model in a subprocess). No input example: the input is a video file.
     """
-    import safetensors
-
     root = Path(code_root) if code_root else Path(__file__).resolve().parents[2]
-    cfg = AVFFConfig(**config)
-    example_values = 3 * cfg.num_frames * cfg.img_size**2 + cfg.n_mels * cfg.mel_frames
-    video = np.zeros((1, 3, cfg.num_frames, cfg.img_size, cfg.img_size), np.float32)
-    audio = np.zeros((1, 1, cfg.n_mels, cfg.mel_frames), np.float32)
-    example = {"video": video, "audio": audio}
-    scorer = Scorer.from_weights(load_weights(weights_path)[0], config, "cpu")
-    signature = mlflow.models.infer_signature(example, scorer.predict_proba(video, audio))
+    Scorer.from_weights(load_weights(weights_path)[0], config, "cpu")  # refuses weights that do not fit config
     with tempfile.TemporaryDirectory() as tmp:
         entry = Path(tmp) / "avff_pyfunc.py"
         entry.write_text(_ENTRY)
@@ -236,15 +249,7 @@ def log_pyfunc_model(
             python_model=str(entry),
             artifacts=artifacts,
             code_paths=[str(root / p) for p in _PACKAGES],
-            signature=signature,
-            input_example=example if example_values <= _MAX_EXAMPLE_VALUES else None,
-            pip_requirements=[
-                f"torch=={torch.__version__.split('+')[0]}",
-                f"numpy=={np.__version__}",
-                f"safetensors=={safetensors.__version__}",
-                f"mlflow=={mlflow.__version__}",
-                "fsspec",
-                "pyarrow",
-            ],
+            signature=video_signature(),
+            pip_requirements=_requirements(),
             registered_model_name=registered_model_name,
         )

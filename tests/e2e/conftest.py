@@ -58,7 +58,8 @@ def stack(request):
     """The stack, up with Ray; brought down (again, idempotently) when the session ends.
     Its home (logs, DBs, Ray session) is kept when a test failed."""
     home = Path(tempfile.mkdtemp(prefix="avff-e2e-"))
-    s = Stack(home, prefect_port=free_port(), mlflow_port=free_port(), ray_port=free_port(), ray_cpus=2)
+    s = Stack(home, prefect_port=free_port(), mlflow_port=free_port(), ray_port=free_port(), ray_cpus=2,
+              web_port=free_port())  # fmt: skip
     failed = True
     try:
         with timed("stack up (cold)"):

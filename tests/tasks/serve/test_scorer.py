@@ -82,8 +82,9 @@ def test_the_pyfunc_applies_its_decision_artifacts_calibration_and_scores_old_mo
     for decision, (a, b) in (({DECISION_ARTIFACT: str(tmp_path / DECISION_FILE)}, (0.5, 1.0)), ({}, (1.0, 0.0))):
         pyfunc = AVFFPyfunc()
         pyfunc.load_context(SimpleNamespace(artifacts={**artifacts, **decision}))  # what MLflow hands load_context
-        p = pyfunc.predict(None, {"video": video, "audio": audio})
+        p = pyfunc.scorer.predict_proba(video, audio)
         np.testing.assert_allclose(p, 1 / (1 + np.exp(-(a * logits + b))), rtol=1e-5, atol=1e-6)
+        assert pyfunc.scorer.threshold == (0.5 if decision else None)
 
 
 def test_a_training_output_folder_scores_with_its_best_checkpoint_and_decision(tmp_path):
