@@ -144,19 +144,20 @@ def test_a_one_class_folder_is_evaluated_with_what_is_defined_on_it(trained, ext
     assert ("the model loses to the prior" in md) == result["loses_to_prior"]
 
 
-@pytest.mark.slow  # starts a Prefect server
-def test_evaluate_predict_and_the_pyfunc_give_the_same_verdicts(trained, external, tmp_path):
-    """Issue 25: one decision rule, the model's threshold and calibration, whichever way a video is scored."""
+@pytest.mark.slow  # starts a Prefect server and `mlflow models serve`
+def test_evaluate_predict_the_pyfunc_and_the_served_model_give_the_same_verdicts(trained, external, tmp_path):
+    """Issue 25: one decision rule, the model's threshold and calibration, whichever way a video is scored:
+    evaluate-avff, `avff predict`, the registered pyfunc, and `mlflow models serve` of that version (a real
+    server on 127.0.0.1, sent paths and one video's bytes)."""
+    import base64
     import subprocess
     import sys
 
     import numpy as np
+    import pandas as pd
 
     from flows.evaluate import EvaluateConfig, evaluate_avff
-    from tasks.ingest.faces import FaceDetector
     from tasks.serve.decision import verdict
-    from tasks.serve.predict import clip_inputs, preprocess_for
-    from tasks.serve.scorer import load_model
 
     data = _subset(external, tmp_path / "data", None, 3)  # REAL and FAKE, plus one without a label
     model, threshold = _model(trained, "registered")
@@ -176,24 +177,70 @@ def test_evaluate_predict_and_the_pyfunc_give_the_same_verdicts(trained, externa
     mlflow.set_tracking_uri(trained["tracking_uri"])
     try:
         pyfunc = mlflow.pyfunc.load_model(uri)
-        pre = preprocess_for(load_model(uri, device="cpu"))  # the ingest settings the model carries
     finally:
         mlflow.set_tracking_uri(None)
-    pyfunc_threshold = pyfunc.unwrap_python_model().scorer.threshold
-    with FaceDetector() as det:
-        pyfunc_p = []
-        for path in paths:
-            video, audio, _ = clip_inputs(path, pre, det)
-            pyfunc_p.append(float(np.mean(pyfunc.predict({"video": video.numpy(), "audio": audio.numpy()}))))
+    pyfunc_rows = pyfunc.predict(pd.DataFrame({"path": paths}))  # the pyfunc's input is the video itself
+    uploaded, by_path = _served(uri, trained["tracking_uri"], [
+        [{"video": base64.b64encode(open(paths[0], "rb").read()).decode(), "name": "upload.mp4"}],
+        [{"path": p} for p in paths[1:]],
+    ])  # fmt: skip
+    served = uploaded + by_path
 
     assert [p["threshold"] for p in predicted] == [pytest.approx(threshold)] * 4
-    assert pyfunc_threshold == pytest.approx(threshold)
-    np.testing.assert_allclose([p["p_fake"] for p in predicted], [r["p_fake"] for r in rows], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(pyfunc_p, [r["p_fake"] for r in rows], rtol=0, atol=1e-5)
+    assert [r["threshold"] for r in pyfunc_rows + served] == [pytest.approx(threshold)] * 8
+    for scored in (predicted, pyfunc_rows, served):
+        np.testing.assert_allclose([p["p_fake"] for p in scored], [r["p_fake"] for r in rows], rtol=0, atol=1e-5)
     verdicts = [r["verdict"] for r in rows]
-    assert verdicts == [p["verdict"] for p in predicted] == [verdict(p, pyfunc_threshold)["verdict"] for p in pyfunc_p]
+    assert verdicts == [p["verdict"] for p in predicted] == [p["verdict"] for p in pyfunc_rows] == [
+        p["verdict"] for p in served] == [verdict(p["p_fake"], threshold)["verdict"] for p in served]  # fmt: skip
+    assert served[0]["video"] == "upload.mp4" and [p["clips"] for p in served] == [p["clips"] for p in predicted]
+    assert all(len(p["faces"]) == p["clips"] == len(p["clip_p_fake"]) for p in served)
     labelled = [r for r in rows if r["label"] is not None]
     assert result["overall"]["accuracy"] == pytest.approx(np.mean([r["verdict"] == r["label"] for r in labelled]))
+
+
+def _served(uri: str, tracking_uri: str, requests: list[list[dict]]) -> list[list[dict]]:
+    """Each request's records scored by `mlflow models serve -m uri --env-manager local` on a free
+    127.0.0.1 port (a request's rows are all paths or all bytes: MLflow cannot base64-decode a missing value)."""
+    import subprocess
+    import sys
+    import tempfile
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    from deployments.stack import free_port, wait_for_port
+
+    port, bin_dir = free_port(), str(Path(sys.executable).parent)  # the server execs `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen([f"{bin_dir}/mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+                             "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    try:
+        try:
+            wait_for_port(port, proc, timeout=300, name="mlflow models serve")
+        except RuntimeError:
+            log.seek(0)
+            pytest.fail(f"mlflow models serve exited: {log.read()[-3000:]}")
+        answers = []
+        for records in requests:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", method="POST",
+                                             data=json.dumps({"dataframe_records": records}).encode(),
+                                             headers={"Content-Type": "application/json"})  # fmt: skip
+            try:
+                with urllib.request.urlopen(request, timeout=600) as r:
+                    answers.append(json.loads(r.read())["predictions"])
+            except urllib.error.HTTPError as e:
+                pytest.fail(f"the served model answered {e.code}: {e.read()[:3000]!r}")
+        return answers
+    finally:
+        os.killpg(proc.pid, 15)  # the server and its uvicorn child
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+        log.close()
 
 
 SHARED_SAMPLE = "/work/shared/data/dfdc_sample"  # 3 FAKE DFDC videos with metadata, 1 without
