@@ -43,7 +43,7 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import av
@@ -269,8 +269,12 @@ def write_metadata(made: list[Made], out: Path) -> None:
 def build_footage(data: str, out: Path, seed: int, clips_per_person: int | None,
                   min_seconds: float) -> tuple[list[Made], dict[str, str], int]:  # fmt: skip
     """The made files of every person and the generated fakes, in ``out`` -> (made, person -> split, split seed);
-    ``seed`` draws the shifts and swap partners.
+    ``seed`` draws the shifts and swap partners. A rerun reads them back from ``out/made.json``.
     ``min_seconds``: the shortest clip the ingest keeps (weighs the split; shorter clips are still made)."""
+    done = out / "made.json"
+    if done.exists():
+        saved = json.loads(done.read_text())
+        return [Made(**m) for m in saved["made"]], saved["splits"], saved["split_seed"]
     clips, generated = real_clips(data), generated_fakes(data)
     duration = {c.path: probe(c.path).duration for c in clips}
     if clips_per_person:  # the longest clips of each person: a short one may be refused
@@ -293,6 +297,7 @@ def build_footage(data: str, out: Path, seed: int, clips_per_person: int | None,
         shutil.copyfile(g.path, dst)
         made.append(Made(str(dst), "generated", g.person, f"{g.person}__{g.video_id}", ""))
     write_metadata(made, out)
+    done.write_text(json.dumps({"made": [asdict(m) for m in made], "splits": splits, "split_seed": by_seed}, indent=1))
     return made, splits, by_seed
 
 
@@ -486,6 +491,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     import torch
 
+    # without PREFECT_API_URL the ingest flow starts a temporary server: on a loaded machine it needs minutes
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
     torch.set_num_threads(1)  # a shared 2-core box: intra-op threads spin (tests/conftest.py)
     out = Path(args.out)
     t0, c0, steps = time.perf_counter(), time.process_time(), {}
