@@ -1,24 +1,35 @@
-"""Lip sync on real faces: which clip sampling keeps it, 5 fps spread or the video's own rate?
+"""Real footage: train the project's model on real talking faces, score fakes of people it never saw.
 
-    python bench/real.py --out /tmp/real [--data ../shared/data/realav] [--heldout 0.3]
+    python bench/real.py --out DIR [--data ../shared/data/realav] [--doc docs/results.md]
+    python bench/real.py --out DIR --clips-per-person 1 --steps 4 --max-clips 1   # smallest sizes (the test's)
+    python bench/real.py --out DIR --compare-modes      # also the hand-made statistic in 3 clip samplings
 
-Every number the project had came from its own generator. This takes the real talking-face
-footage (``../shared/data/realav``: DFDC-format folders, ``provenance.json``), deduplicates it by
-sha256, holds out a share of its people (a person = the repository folder a clip came from, the
-closest to an identity the footage names; ``--heldout 1`` holds out all of them) and makes, from
-each held-out REAL clip, three files with the same video packets (copied, never re-encoded) and
-the sound re-encoded the same way:
+Every number the project had came from its own generator. This takes the real talking-face footage
+(``../shared/data/realav``: DFDC-format folders, ``provenance.json``), deduplicates it by sha256 and
+splits its PEOPLE into train / val / test (a person = the repository folder a clip came from, the
+closest to an identity the footage names: provenance.json names no one) with the ingest's own
+grouped split (:func:`tasks.ingest.splits.assign_splits`, the folder as identity), so that the
+ingest's splits are exactly these. From each REAL clip it makes, with the same video packets (copied,
+never re-encoded) and the sound re-encoded the same way (AAC 16 kHz mono):
 
 - ``control``: the clip's own sound (REAL);
-- ``shift``: the sound moved 0.4-1 s later or earlier (FAKE, a lip-sync fake);
-- ``swap``: another held-out person's speech (FAKE).
+- ``shift``: the sound moved 0.4-1 s later or earlier (FAKE: lip sync off);
+- ``swap``: another person's speech of the same split (FAKE: voice and words do not fit);
 
-Each file goes through the ingest preprocessing and the shard round trip (``decoded_clips``, what
-training and ``avff predict`` read) in two clip modes and is scored with the hand-made lip-sync
-statistic (``tasks/evaluate/handmade.py``: minus the correlation of mouth darkness and loudness),
-the mean over a video's clips. The table is the AUC of control against each fake type, with a
-bootstrap interval over source clips (a clip and its fakes); the prior (a constant score) has AUC 0.5. Written to ``--out``:
-``data/`` (the held-out files and their metadata.json), ``scores.csv``, ``summary.json``.
+and, for test people only (a type never trained on; the ``face_resample`` pseudo-fake is its nearest
+stand-in), the first ``ARTEFACT_S`` seconds re-encoded (H.264) twice: ``reencode`` (REAL) and
+``artefact`` (FAKE: the lower half of the detected face pixelated), so that the codec is no cue.
+The shared generated fakes (realav's FAKE files: SadTalker, Wav2Lip, ...) join their folder's person.
+
+Then: ingest (``flows.ingest.ingest_dfdc``, local executor) -> ``run_training`` (stage 2 only, the
+default head ``avff_agree``, pseudo-fakes on REAL clips) with val people picking the checkpoint and
+calibration -> the best checkpoint at ``DIR/model`` (``avff predict --model DIR/model`` loads it) ->
+every test-people file scored through ``avff predict``'s code path, beside the hand-made lip-sync
+statistic (``tasks/evaluate/handmade.py``) on the same clips and the prior (a constant: AUC 0.5).
+AUC of ``control`` against each fake type, with a 95 % bootstrap interval over source clips (a clip
+and its fakes resampled together). Written to ``--out``: ``data/footage/`` (the made files and
+their metadata.json), ``shards/``, ``model/``, ``scores.csv``, ``summary.json``, and with ``--doc``
+the "Real footage" section of that markdown file (between its markers; the rest is kept).
 """
 
 from __future__ import annotations
@@ -28,24 +39,33 @@ import csv
 import hashlib
 import json
 import os
+import shlex
+import shutil
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 
-from storage.shard_schema import FAKE, REAL
-from tasks.evaluate.handmade import STATISTICS
-from tasks.evaluate.metrics import auc_or_nan, bootstrap_auc_ci
-from tasks.ingest.audio import decode_audio
-from tasks.ingest.preprocess import PreprocessConfig, face_detector
-from tasks.ingest.scan import scan_dfdc
-from tasks.ingest.video import VideoError, probe
-from tasks.serve.predict import decoded_clips
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
+from storage.shard_schema import FAKE, REAL  # noqa: E402
+from tasks.evaluate.handmade import STATISTICS  # noqa: E402
+from tasks.evaluate.metrics import auc_or_nan, bootstrap_auc_ci  # noqa: E402
+from tasks.ingest.audio import decode_audio  # noqa: E402
+from tasks.ingest.preprocess import PreprocessConfig, face_detector  # noqa: E402
+from tasks.ingest.scan import VideoEntry, scan_dfdc  # noqa: E402
+from tasks.ingest.splits import assign_splits  # noqa: E402
+from tasks.ingest.video import VideoError, probe  # noqa: E402
+from tasks.serve.predict import decoded_clips, model_inputs  # noqa: E402
 
-RATE = 16000  # the sound of every generated file, mono AAC
+RATE = 16000  # the sound of every made file, mono AAC
 SHIFT_S = (0.4, 1.0)
+ARTEFACT_S = 10.0  # seconds re-encoded for reencode / artefact (the default clips read 9.6 s)
+RATIOS = (0.6, 0.15, 0.25)  # people: train, val, test
+FAKE_KINDS = ("shift", "swap", "artefact", "generated")
+BEGIN, END = "<!-- real footage: bench/real.py --doc -->", "<!-- end of real footage -->"
 
 
 @dataclass(frozen=True)
@@ -58,10 +78,14 @@ class RealClip:
 @dataclass(frozen=True)
 class Made:
     path: str
-    kind: str  # control | shift | swap
+    kind: str  # control | shift | swap | reencode | artefact | generated
     person: str
-    source: str  # the REAL clip it was made from
+    source: str  # the REAL clip it was made from (generated: its own name)
     detail: str  # the shift in seconds, or the swapped-in clip
+
+
+def _digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def real_clips(data: str) -> list[RealClip]:
@@ -70,7 +94,7 @@ def real_clips(data: str) -> list[RealClip]:
     out = []
     for e in scan_dfdc(data).entries:
         path = os.path.join(data, e.rel_path)
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        digest = _digest(path)
         if e.label != REAL or digest in seen:
             continue
         seen.add(digest)
@@ -83,12 +107,39 @@ def real_clips(data: str) -> list[RealClip]:
     return out
 
 
-def held_out(clips: list[RealClip], share: float, seed: int) -> list[RealClip]:
-    """The clips of the people whose seeded hash falls below ``share`` (a pure function of the name)."""
-    def u(person: str) -> float:
-        return int(hashlib.sha256(f"{seed}:heldout:{person}".encode()).hexdigest()[:12], 16) / 16**12
+def generated_fakes(data: str) -> list[RealClip]:
+    """realav's own FAKE files (generator outputs), once each by content, as (path, person = folder, id)."""
+    seen: set[str] = set()
+    out = []
+    for e in scan_dfdc(data).entries:
+        path = os.path.join(data, e.rel_path)
+        digest = _digest(path)
+        if e.label == FAKE and digest not in seen:
+            seen.add(digest)
+            out.append(RealClip(path, e.part, e.video_id))
+    return out
 
-    return [c for c in clips if u(c.person) < share]
+
+def person_splits(people: list[str], seed: int, ratios: tuple[float, float, float] = RATIOS) -> dict[str, str]:
+    """person -> train | val | test, as the ingest's grouped split assigns them with ``identities``
+    mapping every video to its person (same keys ``identity:<person>``, same ratios and seed)."""
+    entries = [VideoEntry(p, p, p, REAL, None, 0) for p in people]
+    return {p: a.split for p, a in assign_splits(entries, ratios, seed=seed, identities={p: p for p in people}).items()}
+
+
+def split_seed(seconds: dict[str, float], people: list[str], ratios: tuple[float, float, float] = RATIOS,
+               tries: int = 200) -> int:  # fmt: skip
+    """The split seed whose person split shares the usable REAL seconds (``seconds``: person -> seconds of
+    its clips long enough for a clip) nearest ``ratios``: a hash split of 15 people of very unequal footage
+    can leave val without a usable clip (seed 0 gives val only GRID's 3.0 s clips, all under 3.2 s)."""
+    total = sum(seconds.values()) or 1.0
+
+    def distance(seed: int) -> float:
+        split = person_splits(people, seed, ratios)
+        share = {s: sum(v for p, v in seconds.items() if split[p] == s) / total for s in ("train", "val", "test")}
+        return sum(abs(share[s] - r / sum(ratios)) for s, r in zip(("train", "val", "test"), ratios))
+
+    return min(range(tries), key=distance)
 
 
 def write_with_sound(src: str, dst: str, wave: np.ndarray) -> None:
@@ -102,10 +153,55 @@ def write_with_sound(src: str, dst: str, wave: np.ndarray) -> None:
                 continue
             packet.stream = v_out
             out.mux(packet)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[None, :], np.float32), format="flt", layout="mono")  # (1, n)
-        frame.sample_rate, frame.pts = RATE, 0
-        out.mux(a_out.encode(frame))
-        out.mux(a_out.encode())
+        _mux_sound(out, a_out, wave)
+
+
+def _mux_sound(out, a_out, wave: np.ndarray) -> None:
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[None, :], np.float32), format="flt", layout="mono")  # (1, n)
+    frame.sample_rate, frame.pts = RATE, 0
+    out.mux(a_out.encode(frame))
+    out.mux(a_out.encode())
+
+
+def pixelate(rgb: np.ndarray, box: np.ndarray, block: int = 8) -> np.ndarray:
+    """rgb (H, W, 3) with the lower half of face ``box`` [x0, y0, x1, y1] pixelated in ``block`` px squares."""
+    h, w = rgb.shape[:2]
+    x0, x1 = int(max(0, box[0])), int(min(w, box[2]))
+    y0, y1 = int(max(0, (box[1] + box[3]) / 2)), int(min(h, box[3]))
+    out = rgb.copy()
+    if x1 - x0 < block or y1 - y0 < block:
+        return out
+    region = out[y0:y1, x0:x1]  # (h', w', 3)
+    small = region[::block, ::block]  # (h'/b, w'/b, 3)
+    out[y0:y1, x0:x1] = np.repeat(np.repeat(small, block, 0), block, 1)[: y1 - y0, : x1 - x0]
+    return out
+
+
+def write_reencoded(src: str, dst: str, wave: np.ndarray, detector, artefact: bool, seconds: float = ARTEFACT_S) -> None:
+    """dst = the first ``seconds`` of src re-encoded (H.264, CRF 20) with ``wave`` as its sound; with ``artefact``
+    the lower half of the face (detected every 5th frame, the last box kept) pixelated in every frame."""
+    with av.open(src) as inp, av.open(dst, "w") as out:
+        v_in = inp.streams.video[0]
+        rate = v_in.average_rate or 25
+        v_out = out.add_stream("libx264", rate=rate)
+        v_out.width, v_out.height = v_in.codec_context.width // 2 * 2, v_in.codec_context.height // 2 * 2
+        v_out.pix_fmt, v_out.options = "yuv420p", {"crf": "20", "preset": "veryfast"}
+        a_out = out.add_stream("aac", rate=RATE, layout="mono")
+        box = None
+        for i, frame in enumerate(inp.decode(v_in)):
+            if frame.time is not None and frame.time >= seconds:
+                break
+            rgb = frame.to_ndarray(format="rgb24")[: v_out.height, : v_out.width]  # (H, W, 3)
+            if artefact:
+                if i % 5 == 0:
+                    found = detector.detect(rgb)
+                    box = max(found, key=lambda d: d[1])[0] if found else box
+                rgb = pixelate(rgb, box) if box is not None else rgb
+            new = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            new.pts, new.time_base = i, 1 / rate
+            out.mux(v_out.encode(new))
+        out.mux(v_out.encode())
+        _mux_sound(out, a_out, wave[: int(seconds * RATE)])
 
 
 def _sound(path: str) -> np.ndarray:
@@ -118,30 +214,142 @@ def _fit(wave: np.ndarray, n: int) -> np.ndarray:
     return np.resize(wave, n) if wave.size else np.zeros(n, np.float32)
 
 
-def make_fakes(clips: list[RealClip], out: Path, seed: int) -> list[Made]:
-    """control, shift and swap of each clip, in out/ with a DFDC metadata.json."""
+def shifted(wave: np.ndarray, shift_s: float) -> np.ndarray:
+    """wave moved ``shift_s`` seconds later (> 0, silence first) or earlier (< 0, silence last), same length."""
+    k = min(int(round(abs(shift_s) * RATE)), wave.size)
+    pad = np.zeros(k, np.float32)
+    return np.concatenate([pad, wave])[: wave.size] if shift_s > 0 else np.concatenate([wave[k:], pad])
+
+
+def make_fakes(clips: list[RealClip], out: Path, seed: int, artefact_detector=None) -> list[Made]:
+    """control, shift and swap of each clip (swap partners from ``clips``: pass one split's), in ``out``;
+    with ``artefact_detector`` also reencode and artefact."""
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     made: list[Made] = []
-    sounds = {c.video_id: _sound(c.path) for c in clips}
-    for i, c in enumerate(clips):
-        wave = sounds[c.video_id]
+    sounds = {c.path: _sound(c.path) for c in clips}
+    for c in clips:
+        wave = sounds[c.path]
         shift = float(rng.uniform(*SHIFT_S)) * (1 if rng.random() < 0.5 else -1)
-        k = int(round(abs(shift) * RATE))
-        pad = np.zeros(k, np.float32)
-        shifted = np.concatenate([pad, wave])[: wave.size] if shift > 0 else np.concatenate([wave[k:], pad])
-        others = [o for o in clips if o.person != c.person] or [o for o in clips if o is not c]
+        others = [o for o in clips if o.person != c.person] or [o for o in clips if o is not c] or [c]
         other = others[int(rng.integers(len(others)))]
-        for kind, w, detail in (("control", wave, ""), ("shift", shifted, f"{shift:+.2f}s"),
-                                ("swap", _fit(sounds[other.video_id], wave.size), other.video_id)):  # fmt: skip
-            dst = out / f"{c.video_id}__{kind}.mkv"
+        stem = f"{c.person}__{c.video_id}"
+        for kind, w, detail in (("control", wave, ""), ("shift", shifted(wave, shift), f"{shift:+.2f}s"),
+                                ("swap", _fit(sounds[other.path], wave.size), other.video_id)):  # fmt: skip
+            dst = out / f"{stem}__{kind}.mkv"
             write_with_sound(c.path, str(dst), w)
-            made.append(Made(str(dst), kind, c.person, c.video_id, detail))
-    meta = {Path(m.path).name: {"label": REAL if m.kind == "control" else FAKE,
-                                "original": None if m.kind == "control" else f"{m.source}__control.mkv"}
+            made.append(Made(str(dst), kind, c.person, stem, detail))
+        if artefact_detector is not None:
+            for kind in ("reencode", "artefact"):
+                dst = out / f"{stem}__{kind}.mkv"
+                try:
+                    write_reencoded(c.path, str(dst), wave, artefact_detector, artefact=kind == "artefact")
+                except (av.FFmpegError, ValueError) as e:  # an odd stream the encoder refuses: say which, go on
+                    print(f"{c.path}: not re-encoded for {kind} ({e})", flush=True)
+                    dst.unlink(missing_ok=True)
+                    continue
+                made.append(Made(str(dst), kind, c.person, stem, ""))
+    return made
+
+
+def write_metadata(made: list[Made], out: Path) -> None:
+    """out/metadata.json (DFDC format, ``manipulation`` = the kind) and out/identities.csv (video -> person)."""
+    controls = {m.source: Path(m.path).name for m in made if m.kind == "control"}
+    meta = {Path(m.path).name: {"label": REAL if m.kind in ("control", "reencode") else FAKE,
+                                "original": None if m.kind in ("control", "reencode") else controls.get(m.source),
+                                "manipulation": None if m.kind in ("control", "reencode") else m.kind}
             for m in made}  # fmt: skip
     (out / "metadata.json").write_text(json.dumps(meta, indent=1))
-    return made
+    with open(out / "identities.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "identity"])
+        w.writerows((Path(m.path).name, m.person) for m in made)
+
+
+def build_footage(data: str, out: Path, seed: int, clips_per_person: int | None,
+                  min_seconds: float) -> tuple[list[Made], dict[str, str], int]:  # fmt: skip
+    """The made files of every person and the generated fakes, in ``out`` -> (made, person -> split, split seed);
+    ``seed`` draws the shifts and swap partners. A rerun reads them back from ``out/made.json``.
+    ``min_seconds``: the shortest clip the ingest keeps (weighs the split; shorter clips are still made)."""
+    done = out / "made.json"
+    if done.exists():
+        saved = json.loads(done.read_text())
+        return [Made(**m) for m in saved["made"]], saved["splits"], saved["split_seed"]
+    clips, generated = real_clips(data), generated_fakes(data)
+    duration = {c.path: probe(c.path).duration for c in clips}
+    if clips_per_person:  # the longest clips of each person: a short one may be refused
+        by: dict[str, list[RealClip]] = {}
+        for c in sorted(clips, key=lambda c: -duration[c.path]):
+            by.setdefault(c.person, []).append(c)
+        clips = [c for cs in by.values() for c in cs[:clips_per_person]]
+        generated = [g for g in generated if g.person in by][: len(by)]
+    people = sorted({c.person for c in clips + generated})
+    usable = {p: sum(duration[c.path] for c in clips if c.person == p and duration[c.path] >= min_seconds) for p in people}
+    by_seed = split_seed(usable, people)
+    splits = person_splits(people, by_seed)
+    made: list[Made] = []
+    with face_detector(PreprocessConfig()) as det:
+        for i, split in enumerate(("train", "val", "test")):
+            part = [c for c in clips if splits[c.person] == split]
+            made += make_fakes(part, out, seed + i, det if split == "test" else None)
+    for g in generated:  # copied beside the made files (the data root is one folder); never into the repository
+        dst = out / f"{g.person}__{g.video_id}__generated{Path(g.path).suffix}"
+        shutil.copyfile(g.path, dst)
+        made.append(Made(str(dst), "generated", g.person, f"{g.person}__{g.video_id}", ""))
+    write_metadata(made, out)
+    done.write_text(json.dumps({"made": [asdict(m) for m in made], "splits": splits, "split_seed": by_seed}, indent=1))
+    return made, splits, by_seed
+
+
+# ---------------------------------------------------------------- ingest and training
+
+
+def ingest(footage: Path, shards: Path, seed: int, max_clips: int, clip_mode: str, face_size: int) -> dict:
+    from flows.ingest import ingest_dfdc
+    from tasks.ingest.settings import IngestSettings
+
+    return ingest_dfdc(IngestSettings(data=str(footage), out=str(shards), identities=str(footage / "identities.csv"),
+                                      ratios=RATIOS, seed=seed, face_size=face_size, max_clips=max_clips,
+                                      clip_mode=clip_mode, videos_per_shard=32, executor="local", progress=False))  # fmt: skip
+
+
+def check_splits(shards: Path, made: list[Made], splits: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Raise unless every ingested video sits in its person's split; -> split -> {videos, people}."""
+    from storage import fs
+    from storage.tables import ManifestRow, read_table
+    from tasks.ingest.splits import video_id_of
+
+    person = {video_id_of(Path(m.path).name): m.person for m in made}
+    rows = [r for r in read_table(fs.IngestLayout(str(shards)).manifest, ManifestRow) if r.status == "ingested"]
+    wrong = [(r.video_id, r.split) for r in rows if r.split != splits[person[r.video_id]]]
+    if wrong:
+        raise RuntimeError(f"ingest split {len(wrong)} videos away from their person's split, e.g. {wrong[:3]}")
+    return {s: {"videos": sum(r.split == s for r in rows), "people": len({p for p, x in splits.items() if x == s})}
+            for s in ("train", "val", "test")}  # fmt: skip
+
+
+def train(shards: Path, model_dir: Path, args) -> dict:
+    """run_training, stage 2 only, on the ingested train people; val people pick the checkpoint."""
+    from tasks.tracking.logger import InMemoryLogger
+    from tasks.train.run import run_training
+    from tasks.train.settings import PseudoFakeAugment, TrainSettings
+
+    kinds = ("audio_shift", "audio_swap", "mouth_shuffle", "face_resample")
+    settings = TrainSettings(data=str(shards), output_dir=str(model_dir), stages="classify", fusion=args.fusion,
+                             epochs=args.epochs, samples_per_epoch=args.steps * args.batch // args.epochs or 1,
+                             batch_size=args.batch, lr=1e-3, encoder_lr_scale=1.0, warmup=min(50, args.steps // 5),
+                             monitor="val_video_auc", patience=args.epochs, device="cpu", num_workers=0,
+                             seed=args.seed, report_bootstrap=50, register_if="never", log_checkpoints=False,
+                             pseudo_fakes=PseudoFakeAugment(p=args.pseudo_fakes, kinds=kinds) if args.pseudo_fakes
+                             else PseudoFakeAugment())  # fmt: skip
+    result = run_training(settings, log=InMemoryLogger())
+    return {"best_epoch": result.best_epoch, "epochs": result.epochs_run, "steps": args.steps,
+            "val_video_auc": result.val_metrics.get("best_val_video_auc"),
+            "history": [{k: v for k, v in h.items() if k in ("epoch", "train_loss", "val_video_auc", "val_loss")}
+                        for h in result.history]}  # fmt: skip
+
+
+# ---------------------------------------------------------------- scoring
 
 
 MODES = {
@@ -154,70 +362,175 @@ MODES = {
 }
 
 
-def score(path: str, cfg: PreprocessConfig, detector) -> tuple[float, int, str]:
-    """(the lip-sync statistic's mean over the video's clips, clips, refusal reason or '')."""
-    try:
-        clips, _ = decoded_clips(path, cfg, detector)
-    except VideoError as e:
-        return float("nan"), 0, e.reason
-    values = [STATISTICS["lip_sync"](c) for c in clips]
-    finite = [v for v in values if np.isfinite(v)]
-    return (float(np.mean(finite)) if finite else float("nan")), len(clips), ""
+def _lip_sync(clips) -> float:
+    finite = [v for v in (STATISTICS["lip_sync"](c) for c in clips) if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
-def auc_table(rows: list[dict]) -> dict[str, dict[str, dict]]:
-    """mode -> fake kind -> AUC of control vs that kind, its interval over source clips, n, on videos every mode scored."""
-    ok = {(r["source"], r["kind"]) for r in rows if all(np.isfinite(r[m]) for m in MODES)}
+def score_files(made: list[Made], model_dir: Path, compare_modes: bool) -> list[dict]:
+    """Per file: the model's P(FAKE) (mean over clips, ``avff predict``'s preprocessing and weights) and the
+    hand-made lip-sync statistic on the same clips; with ``compare_modes`` the statistic in every MODES sampling."""
+    import torch
+
+    from tasks.serve.predict import preprocess_for
+    from tasks.serve.scorer import load_model
+
+    scorer = load_model(str(model_dir), device="cpu")
+    pre = preprocess_for(scorer)
+    rows = []
+    with face_detector(pre) as det:
+        for m in made:
+            row = {"video": Path(m.path).name, "kind": m.kind, "person": m.person, "source": m.source,
+                   "detail": m.detail, "model": float("nan"), "lip_sync": float("nan"), "clips": 0, "refused": ""}  # fmt: skip
+            try:
+                clips, _ = decoded_clips(m.path, pre, det)
+            except VideoError as e:
+                row["refused"] = e.reason
+            else:
+                with torch.no_grad():
+                    p = scorer.predict_proba(*model_inputs(clips, scorer.config.img_size))
+                row.update(model=float(np.mean(p)), lip_sync=_lip_sync(clips), clips=len(clips))
+            for mode, cfg in MODES.items() if compare_modes else ():
+                try:
+                    row[mode] = _lip_sync(decoded_clips(m.path, cfg, det)[0])
+                except VideoError:
+                    row[mode] = float("nan")
+            rows.append(row)
+    return rows
+
+
+def auc_table(rows: list[dict], scores: list[str]) -> dict[str, dict[str, dict]]:
+    """score -> fake kind -> AUC of its REAL (control; reencode for artefact; every control for generated)
+    against that kind, 95 % interval over source clips, counts; on files every score in ``scores`` scored."""
+    ok = [r for r in rows if all(np.isfinite(r[s]) for s in scores)]
     table: dict[str, dict[str, dict]] = {}
-    for mode in MODES:
-        for kind in ("shift", "swap"):
-            sel = [r for r in rows if r["kind"] in ("control", kind) and (r["source"], "control") in ok
-                   and (r["source"], kind) in ok]  # fmt: skip
-            y = np.array([r["kind"] != "control" for r in sel], dtype=int)
-            p = (1 + np.array([r[mode] for r in sel])) / 2  # a correlation in [-1, 1] -> [0, 1], same order
-            # resampling source clips (a clip with its fakes): few people are held out, a clip is the unit here
-            lo, hi = bootstrap_auc_ci(y, p, groups=[r["source"] for r in sel], n_resamples=1000)
-            table.setdefault(mode, {})[kind] = {"auc": auc_or_nan(y, p), "lo": lo, "hi": hi, "real": int((y == 0).sum()),
-                                                "fake": int(y.sum())}  # fmt: skip
+    for kind in FAKE_KINDS:
+        fakes = [r for r in ok if r["kind"] == kind]
+        if kind == "generated":
+            reals = [r for r in ok if r["kind"] == "control"]
+        else:  # paired: a source's REAL only where its fake was scored too, and the other way round
+            real_kind = "reencode" if kind == "artefact" else "control"
+            both = {r["source"] for r in fakes} & {r["source"] for r in ok if r["kind"] == real_kind}
+            fakes = [r for r in fakes if r["source"] in both]
+            reals = [r for r in ok if r["kind"] == real_kind and r["source"] in both]
+        sel = reals + fakes
+        y = np.array([r in fakes for r in sel], dtype=int)
+        for s in scores:
+            p = np.array([r[s] for r in sel], dtype=float)
+            p = p if s == "model" else (1 + p) / 2  # a statistic's correlation in [-1, 1] -> [0, 1], same order
+            lo, hi = bootstrap_auc_ci(y, p, groups=[r["source"] for r in sel], n_resamples=1000) if len(sel) else (np.nan,) * 2
+            table.setdefault(s, {})[kind] = {"auc": auc_or_nan(y, p), "lo": lo, "hi": hi, "real": int((y == 0).sum()),
+                                             "fake": int(y.sum())}  # fmt: skip
     return table
 
 
-def main(argv: list[str] | None = None) -> None:
+def _cell(c: dict) -> str:
+    return "n/a" if not np.isfinite(c["auc"]) else f"{c['auc']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}]"
+
+
+def markdown(summary: dict, command: str) -> str:
+    """The "Real footage" section of docs/results.md from a run's summary."""
+    t, n = summary["auc"], summary["auc"]["model"]
+    people = summary["people"]
+    lines = [
+        "## Real footage (`bench/real.py`)", "",
+        f"Reproduce: `python bench/real.py {command}` ({summary['seconds'] / 60:.0f} min wall, "
+        f"{summary['cpu_seconds'] / 60:.0f} CPU-min of this process on {os.cpu_count()} cores; "
+        f"per step: {', '.join(f'{k} {v:.0f} s' for k, v in summary['steps_seconds'].items())}).", "",
+        f"{summary['clips']} distinct REAL clips with sound (sha256-deduplicated) from `../shared/data/realav`; "
+        f"a person is a repository folder (the footage names nobody). People split by the ingest's grouped split: "
+        f"train {people['train']['people']} ({people['train']['videos']} videos), val {people['val']['people']} "
+        f"({people['val']['videos']}), test {people['test']['people']} ({people['test']['videos']}): "
+        f"{', '.join(summary['test_people'])}. Model: `{summary['fusion']}` head, `tiny` preset, stage 2 from random "
+        f"init, {summary['train']['steps']} steps of batch {summary['batch']}, pseudo-fakes p={summary['pseudo_fakes']:g} "
+        "(audio_shift, audio_swap, mouth_shuffle, face_resample), best val-video-AUC epoch "
+        f"{summary['train']['best_epoch']} (val AUC {summary['train']['val_video_auc'] or float('nan'):.2f}). "
+        "AUC on the test people, REAL against each type, 95 % bootstrap interval over source clips:", "",
+        "| fake type (test people) | model | hand-made lip-sync statistic | prior | REAL / FAKE |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    names = {"shift": "audio shifted 0.4-1 s (vs the same clips unshifted)", "swap": "audio swapped with another person's",
+             "artefact": "lower face pixelated (vs the same re-encode without; never trained on)",
+             "generated": "realav's generated fakes (vs the test people's controls)"}  # fmt: skip
+    for kind in FAKE_KINDS:
+        lines.append(f"| {names[kind]} | {_cell(n[kind])} | {_cell(t['lip_sync'][kind])} | 0.50 | "
+                     f"{n[kind]['real']} / {n[kind]['fake']} |")  # fmt: skip
+    for mode in MODES if summary.get("compare_modes") else ():
+        lines.append(f"| hand-made, {mode} at 112 px: shift / swap | | {_cell(t[mode]['shift'])} / {_cell(t[mode]['swap'])} | | |")
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(path: Path, section: str) -> None:
+    """``section`` between BEGIN and END in ``path`` (appended with the markers when absent); the rest is kept."""
+    text = path.read_text() if path.exists() else ""
+    block = f"{BEGIN}\n{section}{END}"
+    if BEGIN in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, help="folder for the generated clips, scores.csv and summary.json")
+    ap.add_argument("--out", required=True, help="folder for the made clips, shards, model/, scores.csv, summary.json")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "realav"))
-    ap.add_argument("--heldout", type=float, default=0.3, help="share of people held out (1: everyone)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clips-per-person", type=int, default=None, help="at most this many REAL clips per person")
+    ap.add_argument("--max-clips", type=int, default=6, help="clips per video ingested (3.2 s each)")
+    ap.add_argument("--clip-mode", default="spread", choices=("spread",), help="native: mel length varies with fps")
+    ap.add_argument("--face-size", type=int, default=64)
+    ap.add_argument("--fusion", default="avff_agree")
+    ap.add_argument("--steps", type=int, default=600, help="optimizer steps of stage 2")
+    ap.add_argument("--epochs", type=int, default=6, help="the steps in this many epochs (one val each)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--pseudo-fakes", type=float, default=0.5, help="share of REAL training clips made pseudo-fakes")
+    ap.add_argument("--compare-modes", action="store_true", help="also the hand-made statistic in MODES' samplings")
+    ap.add_argument("--doc", help="write the Real footage section of this markdown file (docs/results.md)")
     args = ap.parse_args(argv)
+    import torch
+
+    # without PREFECT_API_URL the ingest flow starts a temporary server: on a loaded machine it needs minutes
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+    torch.set_num_threads(1)  # a shared 2-core box: intra-op threads spin (tests/conftest.py)
     out = Path(args.out)
-    t0 = time.perf_counter()
-    clips = real_clips(args.data)
-    test = held_out(clips, args.heldout, args.seed)
-    print(f"{len(clips)} distinct REAL clips with sound, {len({c.person for c in clips})} people (folders); "
-          f"held out {len(test)} clips of {len({c.person for c in test})}")  # fmt: skip
-    made = make_fakes(test, out / "data" / "heldout", args.seed)
-    rows = []
-    with face_detector(PreprocessConfig()) as detector:
-        for m in made:
-            row = {"video": Path(m.path).name, "kind": m.kind, "person": m.person, "source": m.source, "detail": m.detail}
-            for mode, cfg in MODES.items():
-                row[mode], row[f"{mode} clips"], row[f"{mode} refused"] = score(m.path, cfg, detector)
-            rows.append(row)
+    t0, c0, steps = time.perf_counter(), time.process_time(), {}
+
+    def lap(name: str, since: float) -> float:
+        steps[name] = time.perf_counter() - since
+        print(f"{name}: {steps[name]:.0f} s", flush=True)
+        return time.perf_counter()
+
+    t = time.perf_counter()
+    made, splits, seed = build_footage(args.data, out / "data" / "footage", args.seed, args.clips_per_person,
+                                       PreprocessConfig().clip_seconds)  # fmt: skip
+    t = lap("make files", t)
+    ingest(out / "data" / "footage", out / "shards", seed, args.max_clips, args.clip_mode, args.face_size)
+    people = check_splits(out / "shards", made, splits)
+    t = lap("ingest", t)
+    trained = train(out / "shards", out / "model", args)
+    t = lap("train", t)
+    rows = score_files([m for m in made if splits[m.person] == "test"], out / "model", args.compare_modes)
+    lap("score", t)
     with open(out / "scores.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    table = auc_table(rows)
-    summary = {"clips": len(clips), "heldout_clips": len(test), "heldout_people": sorted({c.person for c in test}),
-               "seconds": round(time.perf_counter() - t0, 1), "auc": table,
-               "refused": {mode: sorted({r[f"{mode} refused"] for r in rows} - {""}) for mode in MODES}}  # fmt: skip
+    scores = ["model", "lip_sync", *(MODES if args.compare_modes else ())]
+    summary = {"clips": len({m.source for m in made if m.kind == "control"}), "people": people,
+               "test_people": sorted(p for p, s in splits.items() if s == "test"), "split_seed": seed, "fusion": args.fusion,
+               "batch": args.batch, "pseudo_fakes": args.pseudo_fakes, "compare_modes": args.compare_modes,
+               "train": trained, "auc": auc_table(rows, scores), "refused": sorted({r["refused"] for r in rows} - {""}),
+               "seconds": round(time.perf_counter() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1),
+               "steps_seconds": {k: round(v, 1) for k, v in steps.items()}}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    print("\n| clip sampling | shift: AUC [95 % CI] | swap: AUC [95 % CI] | REAL / FAKE per type |\n|---|---:|---:|---:|")
-    for mode, kinds in table.items():
-        cells = " | ".join(f"{k['auc']:.2f} [{k['lo']:.2f}, {k['hi']:.2f}]" for k in kinds.values())
-        print(f"| {mode} | {cells} | {kinds['shift']['real']} / {kinds['shift']['fake']} |")
-    print("| prior (a constant score) | 0.50 | 0.50 | |")
-    print(f"\n{summary['seconds']} s; per-video scores in {out / 'scores.csv'}")
+    command = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    section = markdown(summary, command)
+    print("\n" + section)
+    if args.doc:
+        write_doc(Path(args.doc), section)
+    return summary
 
 
 if __name__ == "__main__":
