@@ -342,11 +342,24 @@ def train(shards: Path, model_dir: Path, args) -> dict:
                              seed=args.seed, report_bootstrap=50, register_if="never", log_checkpoints=False,
                              pseudo_fakes=PseudoFakeAugment(p=args.pseudo_fakes, kinds=kinds) if args.pseudo_fakes
                              else PseudoFakeAugment())  # fmt: skip
-    result = run_training(settings, log=InMemoryLogger())
-    return {"best_epoch": result.best_epoch, "epochs": result.epochs_run, "steps": args.steps,
-            "val_video_auc": result.val_metrics.get("best_val_video_auc"),
-            "history": [{k: v for k, v in h.items() if k in ("epoch", "train_loss", "val_video_auc", "val_loss")}
-                        for h in result.history]}  # fmt: skip
+    run_training(settings, log=InMemoryLogger())
+    return training_record(model_dir, args.steps)
+
+
+def training_record(model_dir: Path, steps: int) -> dict:
+    """The best epoch, its val video AUC and the per-epoch curve, from the last checkpoint's history."""
+    import torch
+
+    from storage.checkpoint import resolve_checkpoint
+
+    last = Path(resolve_checkpoint(str(model_dir / "checkpoints" / "last.json")))
+    history = torch.load(last / "state.pt", weights_only=False)["state"]["history"]
+    keep = ("epoch", "train_loss", "val_loss", "val_video_auc")
+    curve = [{k: h[k] for k in keep if k in h} for h in history]
+    best = json.loads((model_dir / "checkpoints" / "best.json").read_text())["checkpoint"]
+    best_epoch = int(best.split("-")[1])
+    return {"best_epoch": best_epoch, "epochs": len(curve), "steps": steps, "history": curve,
+            "val_video_auc": next((h.get("val_video_auc") for h in curve if h.get("epoch") == best_epoch), None)}
 
 
 # ---------------------------------------------------------------- scoring
@@ -368,8 +381,9 @@ def _lip_sync(clips) -> float:
 
 
 def score_files(made: list[Made], model_dir: Path, compare_modes: bool) -> list[dict]:
-    """Per file: the model's P(FAKE) (mean over clips, ``avff predict``'s preprocessing and weights) and the
-    hand-made lip-sync statistic on the same clips; with ``compare_modes`` the statistic in every MODES sampling."""
+    """Per file: the model's P(FAKE) (mean over clips, ``avff predict``'s preprocessing and weights), the
+    same for every epoch's checkpoint (``epoch k``: the learning curve on test people) and the hand-made
+    lip-sync statistic on the same clips; with ``compare_modes`` the statistic in every MODES sampling."""
     import torch
 
     from tasks.serve.predict import preprocess_for
@@ -377,7 +391,7 @@ def score_files(made: list[Made], model_dir: Path, compare_modes: bool) -> list[
 
     scorer = load_model(str(model_dir), device="cpu")
     pre = preprocess_for(scorer)
-    rows = []
+    rows, inputs = [], []
     with face_detector(pre) as det:
         for m in made:
             row = {"video": Path(m.path).name, "kind": m.kind, "person": m.person, "source": m.source,
@@ -387,15 +401,25 @@ def score_files(made: list[Made], model_dir: Path, compare_modes: bool) -> list[
             except VideoError as e:
                 row["refused"] = e.reason
             else:
+                x = model_inputs(clips, scorer.config.img_size)  # video (N, 3, T, H, W), audio (N, 1, F, Tm)
                 with torch.no_grad():
-                    p = scorer.predict_proba(*model_inputs(clips, scorer.config.img_size))
+                    p = scorer.predict_proba(*x)
                 row.update(model=float(np.mean(p)), lip_sync=_lip_sync(clips), clips=len(clips))
+                inputs.append((row, x))
             for mode, cfg in MODES.items() if compare_modes else ():
                 try:
                     row[mode] = _lip_sync(decoded_clips(m.path, cfg, det)[0])
                 except VideoError:
                     row[mode] = float("nan")
             rows.append(row)
+    for ckpt in sorted((model_dir / "checkpoints").glob("epoch-*")):
+        at = load_model(str(ckpt), device="cpu")
+        name = f"epoch {int(ckpt.name.split('-')[1])}"
+        for row in rows:
+            row[name] = float("nan")
+        with torch.no_grad():
+            for row, x in inputs:
+                row[name] = float(np.mean(at.predict_proba(*x)))
     return rows
 
 
@@ -428,6 +452,10 @@ def _cell(c: dict) -> str:
     return "n/a" if not np.isfinite(c["auc"]) else f"{c['auc']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}]"
 
 
+def _auc(c: dict) -> str:
+    return "n/a" if not np.isfinite(c["auc"]) else f"{c['auc']:.2f}"
+
+
 def markdown(summary: dict, command: str) -> str:
     """The "Real footage" section of docs/results.md from a run's summary."""
     t, n = summary["auc"], summary["auc"]["model"]
@@ -435,8 +463,9 @@ def markdown(summary: dict, command: str) -> str:
     lines = [
         "## Real footage (`bench/real.py`)", "",
         f"Reproduce: `python bench/real.py {command}` ({summary['seconds'] / 60:.0f} min wall, "
-        f"{summary['cpu_seconds'] / 60:.0f} CPU-min of this process on {os.cpu_count()} cores; "
-        f"per step: {', '.join(f'{k} {v:.0f} s' for k, v in summary['steps_seconds'].items())}).", "",
+        f"{summary['cpu_seconds'] / 60:.0f} CPU-min of this process on {os.cpu_count()} cores; per step, wall: "
+        f"{', '.join(f'{k} {v:.0f} s' for k, v in summary['steps_seconds'].items())}; CPU: "
+        f"{', '.join(f'{k} {v:.0f} s' for k, v in summary.get('steps_cpu_seconds', {}).items())}).", "",
         f"{summary['clips']} distinct REAL clips with sound (sha256-deduplicated) from `../shared/data/realav`; "
         f"a person is a repository folder (the footage names nobody). People split by the ingest's grouped split: "
         f"train {people['train']['people']} ({people['train']['videos']} videos), val {people['val']['people']} "
@@ -455,6 +484,11 @@ def markdown(summary: dict, command: str) -> str:
     for kind in FAKE_KINDS:
         lines.append(f"| {names[kind]} | {_cell(n[kind])} | {_cell(t['lip_sync'][kind])} | 0.50 | "
                      f"{n[kind]['real']} / {n[kind]['fake']} |")  # fmt: skip
+    per = summary.get("steps_per_epoch", 0)
+    for e in summary.get("epochs", []):
+        c = t[e]
+        lines.append(f"| model after {e} (step {int(e.split()[1]) * per}): shift / swap / artefact / generated | "
+                     f"{' / '.join(_auc(c[k]) for k in FAKE_KINDS)} | | | |")
     for mode in MODES if summary.get("compare_modes") else ():
         lines.append(f"| hand-made, {mode} at 112 px: shift / swap | | {_cell(t[mode]['shift'])} / {_cell(t[mode]['swap'])} | | |")
     return "\n".join(lines) + "\n"
@@ -487,6 +521,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--pseudo-fakes", type=float, default=0.5, help="share of REAL training clips made pseudo-fakes")
     ap.add_argument("--compare-modes", action="store_true", help="also the hand-made statistic in MODES' samplings")
+    ap.add_argument("--score-only", action="store_true", help="reuse --out's made files, shards and model/")
     ap.add_argument("--doc", help="write the Real footage section of this markdown file (docs/results.md)")
     args = ap.parse_args(argv)
     import torch
@@ -495,37 +530,49 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
     torch.set_num_threads(1)  # a shared 2-core box: intra-op threads spin (tests/conftest.py)
     out = Path(args.out)
-    t0, c0, steps = time.perf_counter(), time.process_time(), {}
+    steps: dict[str, float] = {}  # wall seconds per step
+    cpu: dict[str, float] = {}  # CPU seconds of this process per step (the ingest runs in it: executor local)
 
-    def lap(name: str, since: float) -> float:
-        steps[name] = time.perf_counter() - since
-        print(f"{name}: {steps[name]:.0f} s", flush=True)
-        return time.perf_counter()
+    def lap(name: str, since: tuple[float, float]) -> tuple[float, float]:
+        steps[name], cpu[name] = time.perf_counter() - since[0], time.process_time() - since[1]
+        print(f"{name}: {steps[name]:.0f} s wall, {cpu[name]:.0f} s CPU", flush=True)
+        return time.perf_counter(), time.process_time()
 
-    t = time.perf_counter()
+    t = time.perf_counter(), time.process_time()
     made, splits, seed = build_footage(args.data, out / "data" / "footage", args.seed, args.clips_per_person,
                                        PreprocessConfig().clip_seconds)  # fmt: skip
     t = lap("make files", t)
-    ingest(out / "data" / "footage", out / "shards", seed, args.max_clips, args.clip_mode, args.face_size)
+    if not args.score_only:
+        ingest(out / "data" / "footage", out / "shards", seed, args.max_clips, args.clip_mode, args.face_size)
     people = check_splits(out / "shards", made, splits)
     t = lap("ingest", t)
-    trained = train(out / "shards", out / "model", args)
-    t = lap("train", t)
+    if args.score_only:  # the earlier run's training record and times (summary.json, or earlier.json by hand)
+        earlier = json.loads(next(p for p in (out / "summary.json", out / "earlier.json") if p.exists()).read_text())
+        trained = training_record(out / "model", args.steps)
+        steps.update({k: v for k, v in earlier["steps_seconds"].items() if k not in ("make files", "score")})
+        cpu.update({k: v for k, v in earlier.get("steps_cpu_seconds", {"earlier run, all steps": earlier["cpu_seconds"]}).items()
+                    if k not in ("make files", "score")})  # fmt: skip
+    else:
+        trained = train(out / "shards", out / "model", args)
+        t = lap("train", t)
     rows = score_files([m for m in made if splits[m.person] == "test"], out / "model", args.compare_modes)
     lap("score", t)
     with open(out / "scores.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    scores = ["model", "lip_sync", *(MODES if args.compare_modes else ())]
+    epochs = [k for k in rows[0] if k.startswith("epoch ")]
+    scores = ["model", "lip_sync", *epochs, *(MODES if args.compare_modes else ())]
     summary = {"clips": len({m.source for m in made if m.kind == "control"}), "people": people,
                "test_people": sorted(p for p, s in splits.items() if s == "test"), "split_seed": seed, "fusion": args.fusion,
                "batch": args.batch, "pseudo_fakes": args.pseudo_fakes, "compare_modes": args.compare_modes,
                "train": trained, "auc": auc_table(rows, scores), "refused": sorted({r["refused"] for r in rows} - {""}),
-               "seconds": round(time.perf_counter() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1),
-               "steps_seconds": {k: round(v, 1) for k, v in steps.items()}}  # fmt: skip
+               "epochs": epochs, "steps_per_epoch": args.steps // args.epochs,
+               "seconds": round(sum(steps.values()), 1), "cpu_seconds": round(sum(cpu.values()), 1),
+               "steps_seconds": {k: round(v, 1) for k, v in steps.items()},
+               "steps_cpu_seconds": {k: round(v, 1) for k, v in cpu.items()}}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    command = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]) if a != "--score-only")
     section = markdown(summary, command)
     print("\n" + section)
     if args.doc:
