@@ -226,4 +226,3 @@ class SignalsOnlyHead(nn.Module):
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.bias.expand(feats["video"].shape[0])  # (B,)
-

@@ -22,8 +22,19 @@ from .audio_encoder import AudioEncoder
 from .config import AVFFConfig
 from .decoders import Decoder
 from .fusion import (
-    SYNC_SHIFTS, SYNC_WINDOW, CrossModalMap, complementary_slice_mask, cross_modal_stats, frame_shift, fuse_tokens,
-    overlap_slices, slice_ids, slice_pool, sync_candidates, time_overlap, token_masks,
+    SYNC_SHIFTS,
+    SYNC_WINDOW,
+    CrossModalMap,
+    complementary_slice_mask,
+    cross_modal_stats,
+    frame_shift,
+    fuse_tokens,
+    overlap_slices,
+    slice_ids,
+    slice_pool,
+    sync_candidates,
+    time_overlap,
+    token_masks,
 )
 from .heads import PatchDiscriminator, build_head, mlp_head
 from .layers import init_weights
@@ -300,7 +311,11 @@ class AVFF(nn.Module):
     classify = forward
 
     def forward_with_features(
-        self, video: torch.Tensor, audio: torch.Tensor, features: tuple[str, ...] = (), mouth: torch.Tensor | None = None
+        self,
+        video: torch.Tensor,
+        audio: torch.Tensor,
+        features: tuple[str, ...] = (),
+        mouth: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Stage-2 logits (B,) and the token features the head and ``features`` need, one encoder pass."""
         need = tuple(dict.fromkeys((*self.inputs, *features)))
@@ -331,7 +346,9 @@ class AVFF(nn.Module):
 
     def generator_parameters(self) -> list[nn.Parameter]:
         """Everything but the discriminators and the classifier heads (stage-1 optimiser)."""
-        return self._params(lambda n: not n.startswith((*DISCRIMINATOR_PREFIXES, HEAD_PREFIX, AUX_PREFIX, *SIGNAL_PREFIXES)))
+        return self._params(
+            lambda n: not n.startswith((*DISCRIMINATOR_PREFIXES, HEAD_PREFIX, AUX_PREFIX, *SIGNAL_PREFIXES))
+        )
 
     def discriminator_parameters(self) -> list[nn.Parameter]:
         return self._params(lambda n: n.startswith(DISCRIMINATOR_PREFIXES))

@@ -57,7 +57,9 @@ def mouth_region(video: torch.Tensor, mouth: torch.Tensor | None = None) -> torc
         rows, cols = pixel_slices(MOUTH_BOX if mouth is None else tuple(mouth[0].tolist()), h, w)
         return F.adaptive_avg_pool2d(grey[:, :, rows, cols], MOUTH_GRID).flatten(2)  # (B, T, R * C)
     boxes = [pixel_slices(tuple(m), h, w) for m in mouth.tolist()]
-    pooled = [F.adaptive_avg_pool2d(g[:, rows, cols], MOUTH_GRID) for g, (rows, cols) in zip(grey, boxes)]  # B x (T, R, C)
+    pooled = [
+        F.adaptive_avg_pool2d(g[:, rows, cols], MOUTH_GRID) for g, (rows, cols) in zip(grey, boxes)
+    ]  # B x (T, R, C)
     return torch.stack(pooled).flatten(2)  # (B, T, R * C)
 
 

@@ -33,8 +33,11 @@ def _head(cfg: AVFFConfig) -> int:
         "avff_sync": _token_mlp(2 * dv, h) + _token_mlp(2 * da, h) + _mlp_head(2 * h + SYNC_FEATURES, h),
         "avff_xmodal": _token_mlp(2 * dv, h) + _token_mlp(2 * da, h) + _mlp_head(2 * h + XMODAL_FEATURES, h),
         # avff_concat + two TemporalAgreement (own and cross projections to h/4), lags -1, 0, 1
-        "avff_agree": _token_mlp(2 * dv, h) + _token_mlp(2 * da, h) + 2 * _token_mlp(dv, max(h // 4, 4))
-        + 2 * _token_mlp(da, max(h // 4, 4)) + _mlp_head(2 * h + 12 * max(h // 4, 4), h),
+        "avff_agree": _token_mlp(2 * dv, h)
+        + _token_mlp(2 * da, h)
+        + 2 * _token_mlp(dv, max(h // 4, 4))
+        + 2 * _token_mlp(da, max(h // 4, 4))
+        + _mlp_head(2 * h + 12 * max(h // 4, 4), h),
         "attention": (dv + 1) * h + (da + 1) * h + 3 * h + _block(h, 4.0) + 2 * h + h + 1,
         "late": _mlp_head(dv, h) + _mlp_head(da, h),
         "video_only": _mlp_head(dv, h),
@@ -119,7 +122,9 @@ def _signals_bytes(cfg: AVFFConfig, batch: int) -> int:
         out += pixels * (2 + 12 * filters)
     if cfg.sync_branch and sees_video and sees_audio:
         hidden, dim = 32, 16  # SyncBranch's defaults
-        out += 4 * pixels + 4 * batch * cfg.num_frames * (MOUTH_GRID[0] * MOUTH_GRID[1] + cfg.n_mels + 2 * hidden + 2 * dim)
+        out += 4 * pixels + 4 * batch * cfg.num_frames * (
+            MOUTH_GRID[0] * MOUTH_GRID[1] + cfg.n_mels + 2 * hidden + 2 * dim
+        )
     return out
 
 

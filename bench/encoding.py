@@ -83,10 +83,14 @@ def main() -> None:
         psnr = 10 * np.log10(255**2 / max(np.mean((restored.astype(float) - frames) ** 2), 1e-9))
         rows[name] = {"bytes_per_clip": len(data), "decode_clips_per_s": 1 / seconds, "psnr_db": min(psnr, 99.0)}
     base = rows["npy"]
-    print(f"video: {video}\n{'encoding':10s} {'kB/clip':>9s} {'x npy size':>10s} {'clips/s':>9s} {'x npy speed':>11s} {'PSNR dB':>8s}")
+    print(
+        f"video: {video}\n{'encoding':10s} {'kB/clip':>9s} {'x npy size':>10s} {'clips/s':>9s} {'x npy speed':>11s} {'PSNR dB':>8s}"
+    )
     for name, r in rows.items():
-        print(f"{name:10s} {r['bytes_per_clip'] / 1e3:9.1f} {r['bytes_per_clip'] / base['bytes_per_clip']:10.3f} "
-              f"{r['decode_clips_per_s']:9.1f} {r['decode_clips_per_s'] / base['decode_clips_per_s']:11.3f} {r['psnr_db']:8.1f}")
+        print(
+            f"{name:10s} {r['bytes_per_clip'] / 1e3:9.1f} {r['bytes_per_clip'] / base['bytes_per_clip']:10.3f} "
+            f"{r['decode_clips_per_s']:9.1f} {r['decode_clips_per_s'] / base['decode_clips_per_s']:11.3f} {r['psnr_db']:8.1f}"
+        )
     out = Path(__file__).parent / "results" / "encoding.json"
     out.write_text(json.dumps({"video": video, "rows": rows}, indent=2))
 

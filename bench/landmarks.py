@@ -39,7 +39,12 @@ from tasks.ingest.preprocess import PreprocessConfig, face_detector, preprocess_
 from tasks.ingest.video import sample_frames
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dfdc_sample"
-OLD_HANDMADE_BOX = (0.62, 0.85, 0.35, 0.65)  # (top, bottom, left, right): tasks/evaluate/handmade.py before crop_geometry
+OLD_HANDMADE_BOX = (
+    0.62,
+    0.85,
+    0.35,
+    0.65,
+)  # (top, bottom, left, right): tasks/evaluate/handmade.py before crop_geometry
 
 
 def cost(videos: list[str]) -> None:
@@ -126,7 +131,9 @@ def mouth_boxes(n_real: int, work: Path) -> None:
                 lip_sync = [-sync_correlation(c.frames, c.mel, c.meta.fps, c.meta.mel_hop_s, b) for b in boxes]
                 scores.setdefault(kind, []).append(tuple(lip_sync))
     real = np.nan_to_num(np.array(scores.pop("REAL")))  # (n, 2)
-    print(f"REAL: {len(real)} clips, mean correlation old box {-real[:, 0].mean():+.2f}, template {-real[:, 1].mean():+.2f}")
+    print(
+        f"REAL: {len(real)} clips, mean correlation old box {-real[:, 0].mean():+.2f}, template {-real[:, 1].mean():+.2f}"
+    )
     for kind, rows in sorted(scores.items()):
         fake = np.nan_to_num(np.array(rows))
         y = [0] * len(real) + [1] * len(fake)
@@ -158,7 +165,9 @@ def template(videos: list[str], size: int = 224, margin: float = 1.3) -> None:
                 for k, x in zip(stats, (eyes[1], lips.mean(0)[1], dist, np.ptp(lips[:, 0]), np.ptp(lips[:, 1]))):
                     stats[k].append(float(x))
     for k, xs in stats.items():
-        print(f"{k}: median {np.median(xs):.3f} (p10 {np.percentile(xs, 10):.3f}, p90 {np.percentile(xs, 90):.3f}), {len(xs)} frames")
+        print(
+            f"{k}: median {np.median(xs):.3f} (p10 {np.percentile(xs, 10):.3f}, p90 {np.percentile(xs, 90):.3f}), {len(xs)} frames"
+        )
 
 
 def main() -> None:
@@ -166,7 +175,9 @@ def main() -> None:
     ap.add_argument("--data", default=str(SHARED), help="folder of videos (default: the DFDC sample)")
     ap.add_argument("--figure", default=None, help="also write the crop comparison picture here (.png)")
     ap.add_argument("--figure-video", default=str(SHARED / "lynaeydofd.mp4"))
-    ap.add_argument("--mouth-boxes", type=int, default=0, help="also compare the mouth boxes on N generated REAL videos")
+    ap.add_argument(
+        "--mouth-boxes", type=int, default=0, help="also compare the mouth boxes on N generated REAL videos"
+    )
     ap.add_argument("--work", default="/tmp/avff-mouth", help="where --mouth-boxes writes its generated videos")
     ap.add_argument("--template", action="store_true", help="also measure eyes and mouth in box crops of real faces")
     args = ap.parse_args()

@@ -88,7 +88,9 @@ def aucs(model: AVFF, data: Clips) -> dict[str, float]:
 
 def _per_kind(p: np.ndarray, y: np.ndarray, k: np.ndarray) -> dict[str, float]:
     """scores p, labels y, kinds k (N,) -> {type: AUC of REAL vs that type, "all": AUC}."""
-    out = {name: float(roc_auc_score(y[(k == 0) | (k == i)], p[(k == 0) | (k == i)])) for i, name in enumerate(KINDS) if i}
+    out = {
+        name: float(roc_auc_score(y[(k == 0) | (k == i)], p[(k == 0) | (k == i)])) for i, name in enumerate(KINDS) if i
+    }
     out["all"] = float(roc_auc_score(y, p))
     return out
 
@@ -152,7 +154,9 @@ def train_head(head_name: str, encoder: AVFF, f_train: dict, train: Clips, f_tes
     for _ in range(steps):
         idx = torch.cat([real[torch.randint(len(real), (batch // 2,), generator=g)],
                          fake[torch.randint(len(fake), (batch // 2,), generator=g)]])  # fmt: skip
-        loss = F.binary_cross_entropy_with_logits(head({k: v[idx] for k, v in f_train.items()}).float(), train.label[idx])
+        loss = F.binary_cross_entropy_with_logits(
+            head({k: v[idx] for k, v in f_train.items()}).float(), train.label[idx]
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -169,7 +173,9 @@ def heads_on_frozen(encoder: AVFF, train: Clips, test: Clips, steps: int) -> dic
 
 
 # ---------------------------------------------------------------- stage 1 and the sync margin
-def train_stage1(model: AVFF, real: Clips, *, steps: int, batch: int = 16, lr: float = 1e-3, seed: int = 0) -> list[dict]:
+def train_stage1(
+    model: AVFF, real: Clips, *, steps: int, batch: int = 16, lr: float = 1e-3, seed: int = 0
+) -> list[dict]:
     """The stage-1 losses (docs/model.md) on REAL clips; -> [{step, loss, recon_video, ...}] every 100 steps."""
     opt_g = torch.optim.AdamW(model.generator_parameters(), lr=lr, weight_decay=0.05)
     opt_d = torch.optim.AdamW(model.discriminator_parameters(), lr=lr, weight_decay=0.05)
@@ -217,7 +223,9 @@ def sync_margin(model: AVFF, real: Clips, mouth: torch.Tensor, *, n_boot: int = 
         target = ve.patchify(v)  # (B, L_v, P_v)
         err = []
         for audio in (a, a_other):
-            pred = model.video_decoder(torch.where(mask_v[..., None], model.a2v(model.audio_encoder(audio, mask_a)), tok_v))
+            pred = model.video_decoder(
+                torch.where(mask_v[..., None], model.a2v(model.audio_encoder(audio, mask_a)), tok_v)
+            )
             per_tok = (pred - target).pow(2).mean(-1)  # (B, L_v)
             sel = mask_v & is_mouth
             err.append((per_tok * sel).sum(1) / sel.sum(1).clamp(min=1))  # (B,)
@@ -324,8 +332,10 @@ def _row(name: str, r: dict) -> str:
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
-_HEADER = ("| run | train AUC | lipsync_offset | audio_swap | mouth_decorrelated | all lip-sync |\n"
-           "|---|---:|---:|---:|---:|---:|")
+_HEADER = (
+    "| run | train AUC | lipsync_offset | audio_swap | mouth_decorrelated | all lip-sync |\n"
+    "|---|---:|---:|---:|---:|---:|"
+)
 
 
 def report(results: Path) -> str:
@@ -386,7 +396,7 @@ def report(results: Path) -> str:
                 "", _HEADER]  # fmt: skip
         for f in unseen:
             for r in load(f.name)["curve"]:
-                out.append(_row(f"without {f.name.split('_avff')[0][len('unseen-'):]}, step {r['step']}", r))
+                out.append(_row(f"without {f.name.split('_avff')[0][len('unseen-') :]}, step {r['step']}", r))
     return "\n".join(out) + "\n"
 
 

@@ -157,7 +157,9 @@ def write_with_sound(src: str, dst: str, wave: np.ndarray) -> None:
 
 
 def _mux_sound(out, a_out, wave: np.ndarray) -> None:
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[None, :], np.float32), format="flt", layout="mono")  # (1, n)
+    frame = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(wave[None, :], np.float32), format="flt", layout="mono"
+    )  # (1, n)
     frame.sample_rate, frame.pts = RATE, 0
     out.mux(a_out.encode(frame))
     out.mux(a_out.encode())
@@ -177,7 +179,9 @@ def pixelate(rgb: np.ndarray, box: np.ndarray, block: int = 8) -> np.ndarray:
     return out
 
 
-def write_reencoded(src: str, dst: str, wave: np.ndarray, detector, artefact: bool, seconds: float = ARTEFACT_S) -> None:
+def write_reencoded(
+    src: str, dst: str, wave: np.ndarray, detector, artefact: bool, seconds: float = ARTEFACT_S
+) -> None:
     """dst = the first ``seconds`` of src re-encoded (H.264, CRF 20) with ``wave`` as its sound; with ``artefact``
     the lower half of the face (detected every 5th frame, the last box kept) pixelated in every frame."""
     with av.open(src) as inp, av.open(dst, "w") as out:
@@ -284,7 +288,9 @@ def build_footage(data: str, out: Path, seed: int, clips_per_person: int | None,
         clips = [c for cs in by.values() for c in cs[:clips_per_person]]
         generated = [g for g in generated if g.person in by][: len(by)]
     people = sorted({c.person for c in clips + generated})
-    usable = {p: sum(duration[c.path] for c in clips if c.person == p and duration[c.path] >= min_seconds) for p in people}
+    usable = {
+        p: sum(duration[c.path] for c in clips if c.person == p and duration[c.path] >= min_seconds) for p in people
+    }
     by_seed = split_seed(usable, people)
     splits = person_splits(people, by_seed)
     made: list[Made] = []
@@ -358,8 +364,13 @@ def training_record(model_dir: Path, steps: int) -> dict:
     curve = [{k: h[k] for k in keep if k in h} for h in history]
     best = json.loads((model_dir / "checkpoints" / "best.json").read_text())["checkpoint"]
     best_epoch = int(best.split("-")[1])
-    return {"best_epoch": best_epoch, "epochs": len(curve), "steps": steps, "history": curve,
-            "val_video_auc": next((h.get("val_video_auc") for h in curve if h.get("epoch") == best_epoch), None)}
+    return {
+        "best_epoch": best_epoch,
+        "epochs": len(curve),
+        "steps": steps,
+        "history": curve,
+        "val_video_auc": next((h.get("val_video_auc") for h in curve if h.get("epoch") == best_epoch), None),
+    }
 
 
 # ---------------------------------------------------------------- scoring
@@ -442,7 +453,11 @@ def auc_table(rows: list[dict], scores: list[str]) -> dict[str, dict[str, dict]]
         for s in scores:
             p = np.array([r[s] for r in sel], dtype=float)
             p = p if s == "model" else (1 + p) / 2  # a statistic's correlation in [-1, 1] -> [0, 1], same order
-            lo, hi = bootstrap_auc_ci(y, p, groups=[r["source"] for r in sel], n_resamples=1000) if len(sel) else (np.nan,) * 2
+            lo, hi = (
+                bootstrap_auc_ci(y, p, groups=[r["source"] for r in sel], n_resamples=1000)
+                if len(sel)
+                else (np.nan,) * 2
+            )
             table.setdefault(s, {})[kind] = {"auc": auc_or_nan(y, p), "lo": lo, "hi": hi, "real": int((y == 0).sum()),
                                              "fake": int(y.sum())}  # fmt: skip
     return table
@@ -461,11 +476,13 @@ def markdown(summary: dict, command: str) -> str:
     t, n = summary["auc"], summary["auc"]["model"]
     people = summary["people"]
     lines = [
-        "## Real footage (`bench/real.py`)", "",
+        "## Real footage (`bench/real.py`)",
+        "",
         f"Reproduce: `python bench/real.py {command}` ({summary['seconds'] / 60:.0f} min wall, "
         f"{summary['cpu_seconds'] / 60:.0f} CPU-min of this process on {os.cpu_count()} cores; per step, wall: "
         f"{', '.join(f'{k} {v:.0f} s' for k, v in summary['steps_seconds'].items())}; CPU: "
-        f"{', '.join(f'{k} {v:.0f} s' for k, v in summary.get('steps_cpu_seconds', {}).items())}).", "",
+        f"{', '.join(f'{k} {v:.0f} s' for k, v in summary.get('steps_cpu_seconds', {}).items())}).",
+        "",
         f"{summary['clips']} distinct REAL clips with sound (sha256-deduplicated) from `../shared/data/realav`; "
         f"a person is a repository folder (the footage names nobody). People split by the ingest's grouped split: "
         f"train {people['train']['people']} ({people['train']['videos']} videos), val {people['val']['people']} "
@@ -474,7 +491,8 @@ def markdown(summary: dict, command: str) -> str:
         f"init, {summary['train']['steps']} steps of batch {summary['batch']}, pseudo-fakes p={summary['pseudo_fakes']:g} "
         "(audio_shift, audio_swap, mouth_shuffle, face_resample), best val-video-AUC epoch "
         f"{summary['train']['best_epoch']} (val AUC {summary['train']['val_video_auc'] or float('nan'):.2f}). "
-        "AUC on the test people, REAL against each type, 95 % bootstrap interval over source clips:", "",
+        "AUC on the test people, REAL against each type, 95 % bootstrap interval over source clips:",
+        "",
         "| fake type (test people) | model | hand-made lip-sync statistic | prior | REAL / FAKE |",
         "|---|---:|---:|---:|---:|",
     ]
@@ -487,10 +505,14 @@ def markdown(summary: dict, command: str) -> str:
     per = summary.get("steps_per_epoch", 0)
     for e in summary.get("epochs", []):
         c = t[e]
-        lines.append(f"| model after {e} (step {int(e.split()[1]) * per}): shift / swap / artefact / generated | "
-                     f"{' / '.join(_auc(c[k]) for k in FAKE_KINDS)} | | | |")
+        lines.append(
+            f"| model after {e} (step {int(e.split()[1]) * per}): shift / swap / artefact / generated | "
+            f"{' / '.join(_auc(c[k]) for k in FAKE_KINDS)} | | | |"
+        )
     for mode in MODES if summary.get("compare_modes") else ():
-        lines.append(f"| hand-made, {mode} at 112 px: shift / swap | | {_cell(t[mode]['shift'])} / {_cell(t[mode]['swap'])} | | |")
+        lines.append(
+            f"| hand-made, {mode} at 112 px: shift / swap | | {_cell(t[mode]['shift'])} / {_cell(t[mode]['swap'])} | | |"
+        )
     return "\n".join(lines) + "\n"
 
 

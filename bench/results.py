@@ -170,9 +170,15 @@ def _score(model_dir: str, inputs: list[dict]) -> list[dict]:
 
 def _handmade_rows(inputs: list[dict], name: str) -> list[dict]:
     """A hand-made statistic as if it were a variant's P(FAKE) (only its ranking is meaningful: AUC)."""
-    return [{k: r[k] for k in ("video_id", "label", "manipulation", "group", "reason")}
-            | {"p_fake": float(1 / (1 + np.exp(-r["handmade"][name]))) if np.isfinite(r["handmade"].get(name, np.nan))
-               else None} for r in inputs]  # fmt: skip (a sigmoid keeps the ranking; its log loss means nothing)
+    return [
+        {k: r[k] for k in ("video_id", "label", "manipulation", "group", "reason")}
+        | {
+            "p_fake": float(1 / (1 + np.exp(-r["handmade"][name])))
+            if np.isfinite(r["handmade"].get(name, np.nan))
+            else None
+        }
+        for r in inputs
+    ]  # fmt: skip (a sigmoid keeps the ranking; its log loss means nothing)
 
 
 def _probe(model_dir: str, data: Path, n: int, work: Path) -> dict[str, list[float]]:
@@ -304,36 +310,77 @@ def run_seed(args, out: Path, seed: int) -> dict[str, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3, help="training seeds seed, seed+1, ... (each its own data and runs)")
+    ap.add_argument(
+        "--seeds", type=int, default=3, help="training seeds seed, seed+1, ... (each its own data and runs)"
+    )
     ap.add_argument("--n-real", type=int, default=32, help="identities of each seed's training set (train, val, test)")
-    ap.add_argument("--n-val", type=int, default=10,
-                    help="at least this many of them validate (pick the checkpoint, the calibration, the threshold)")
-    ap.add_argument("--n-real-external", type=int, default=16,
-                    help="identities of each seed's external set, from that seed's own slice of the external pool")
+    ap.add_argument(
+        "--n-val",
+        type=int,
+        default=10,
+        help="at least this many of them validate (pick the checkpoint, the calibration, the threshold)",
+    )
+    ap.add_argument(
+        "--n-real-external",
+        type=int,
+        default=16,
+        help="identities of each seed's external set, from that seed's own slice of the external pool",
+    )
     ap.add_argument("--duration", type=float, default=7.0, help="seconds per generated video (>= 3.5: one 3.2 s clip)")
     ap.add_argument("--pretrain-epochs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pretrain-real", type=int, default=0,
-                    help="N > 0: stage 1 per seed on N real-only identities, then every variant classifies from it")
+    ap.add_argument(
+        "--pretrain-real",
+        type=int,
+        default=0,
+        help="N > 0: stage 1 per seed on N real-only identities, then every variant classifies from it",
+    )
     ap.add_argument("--w-sync", type=float, default=0.0, help="stage-1 lip-sync loss weight (with --pretrain-real)")
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
-                    help="override a TrainSettings field for every variant, e.g. --set lr=1e-3")
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS),
-                    help="variants to train: a fusion head's name, or any name given a --variant-set (default: all three)")
-    ap.add_argument("--variant-set", action="append", default=[], metavar="NAME=JSON",
-                    help='TrainSettings fields of one variant, e.g. avff_plain=\'{"fusion": "avff_concat", '
-                         '"overrides": {"sync_branch": false}}\' ("overrides" merges with --set\'s)')
-    ap.add_argument("--holdout", action="store_true",
-                    help="first seed only: retrain the first variant once per manipulation type with that type's fakes "
-                         "kept out of training (exclude_manipulations), and report each on the type it never saw")
-    ap.add_argument("--extra-real", action="store_true",
-                    help="with --pretrain-real: stage 2 also reads the pretrain pool's REAL clips (extra_train_data)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="override a TrainSettings field for every variant, e.g. --set lr=1e-3",
+    )
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        help="variants to train: a fusion head's name, or any name given a --variant-set (default: all three)",
+    )
+    ap.add_argument(
+        "--variant-set",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help='TrainSettings fields of one variant, e.g. avff_plain=\'{"fusion": "avff_concat", '
+        '"overrides": {"sync_branch": false}}\' ("overrides" merges with --set\'s)',
+    )
+    ap.add_argument(
+        "--holdout",
+        action="store_true",
+        help="first seed only: retrain the first variant once per manipulation type with that type's fakes "
+        "kept out of training (exclude_manipulations), and report each on the type it never saw",
+    )
+    ap.add_argument(
+        "--extra-real",
+        action="store_true",
+        help="with --pretrain-real: stage 2 also reads the pretrain pool's REAL clips (extra_train_data)",
+    )
     ap.add_argument("--bootstrap", type=int, default=1000, help="group-bootstrap resamples per interval")
-    ap.add_argument("--probes", type=int, default=3,
-                    help="shortcut probes on this many REAL external videos of the first seed (0: none)")
-    ap.add_argument("--score-only", action="store_true",
-                    help="no training: score the variants' existing best checkpoints under --out and rewrite the doc")
+    ap.add_argument(
+        "--probes",
+        type=int,
+        default=3,
+        help="shortcut probes on this many REAL external videos of the first seed (0: none)",
+    )
+    ap.add_argument(
+        "--score-only",
+        action="store_true",
+        help="no training: score the variants' existing best checkpoints under --out and rewrite the doc",
+    )
     ap.add_argument("--out", default="/tmp/avff-results")
     ap.add_argument("--doc", default=str(Path(__file__).resolve().parents[1] / "docs" / "results.md"))
     args = ap.parse_args()
@@ -446,10 +493,12 @@ def _mean(xs) -> float:
 
 
 STAND_IN_MARK = "†"
-STAND_IN_NOTE = (f"{STAND_IN_MARK}: the variant drew a pseudo-fake that stands in for this type in training "
-                 "(`tasks/train/pseudo_fakes.py` STAND_INS: " +
-                 "; ".join(f"{t} ← {', '.join(k)}" for t, k in STAND_INS.items()) +
-                 "), so the number may move only because of that stand-in: it is not a type the model never saw.")
+STAND_IN_NOTE = (
+    f"{STAND_IN_MARK}: the variant drew a pseudo-fake that stands in for this type in training "
+    "(`tasks/train/pseudo_fakes.py` STAND_INS: "
+    + "; ".join(f"{t} ← {', '.join(k)}" for t, k in STAND_INS.items())
+    + "), so the number may move only because of that stand-in: it is not a type the model never saw."
+)
 
 
 def _cell(summary: dict, name: str, v: str) -> str:
@@ -485,11 +534,15 @@ def _targets(summary: dict, main: str) -> list[str]:
         c = summary["cells"].get((name, main))
         if c is None:
             continue
-        lines.append(f"| {name} | {before} | ≥ {goal:.2f} | {_cell(summary, name, main)} | "
-                     f"{'yes' if c['mean'] >= goal else 'no'} |")
+        lines.append(
+            f"| {name} | {before} | ≥ {goal:.2f} | {_cell(summary, name, main)} | "
+            f"{'yes' if c['mean'] >= goal else 'no'} |"
+        )
     ll = _mean([evals[(s, main)]["overall"]["log_loss"] for s in seeds])
     prior = _mean([evals[(s, main)]["overall"]["prior_log_loss"] for s in seeds])
-    lines.append(f"| log loss, all | above the prior's | < prior {prior:.2f} | {ll:.2f} | {'yes' if ll < prior else 'no'} |")
+    lines.append(
+        f"| log loss, all | above the prior's | < prior {prior:.2f} | {ll:.2f} | {'yes' if ll < prior else 'no'} |"
+    )
     return lines
 
 
@@ -514,8 +567,10 @@ def _verdicts(summary: dict) -> list[str]:
     for (a, b, name), c in summary["paired"].items():
         beats = c["lo"] > 0
         word = "beats" if beats else ("is beaten by" if c["hi"] < 0 else "does not separate from")
-        lines.append(f"- **{a} vs {b}**, {name}: AUC difference {_ci(c)} (one-sided bootstrap p = {c['p_le_0']:.3f}): "
-                     f"{a} {word} {b}{' beyond noise' if beats or c['hi'] < 0 else ' (the interval holds 0)'}.")
+        lines.append(
+            f"- **{a} vs {b}**, {name}: AUC difference {_ci(c)} (one-sided bootstrap p = {c['p_le_0']:.3f}): "
+            f"{a} {word} {b}{' beyond noise' if beats or c['hi'] < 0 else ' (the interval holds 0)'}."
+        )
     return lines
 
 
@@ -527,12 +582,18 @@ def _probe_table(summary: dict) -> list[str]:
         return []
     n = max(len(d) for v in variants for d in probes[v].values())
     cell = lambda d: f"{sum(d) / len(d):+.3f}" if d else "n/a"  # noqa: E731
-    return ["", "## Shortcut probes (`tasks/evaluate/probes.py`)", "",
-            f"Mean change of P(FAKE) on {n} REAL external clip(s) of seed {summary['seeds'][0]}, against the same clip "
-            "re-encoded unchanged. A model that reads lip sync should rise when the audio is shifted; one that moves "
-            "when leading silence is added or cut, or at another encoder quality, keys on an artefact.", "",
-            "| probe | " + " | ".join(variants) + " |", "|---|" + "---:|" * len(variants),
-            *(f"| {name} | " + " | ".join(cell(probes[v].get(name, [])) for v in variants) + " |" for name in names)]
+    return [
+        "",
+        "## Shortcut probes (`tasks/evaluate/probes.py`)",
+        "",
+        f"Mean change of P(FAKE) on {n} REAL external clip(s) of seed {summary['seeds'][0]}, against the same clip "
+        "re-encoded unchanged. A model that reads lip sync should rise when the audio is shifted; one that moves "
+        "when leading silence is added or cut, or at another encoder quality, keys on an artefact.",
+        "",
+        "| probe | " + " | ".join(variants) + " |",
+        "|---|" + "---:|" * len(variants),
+        *(f"| {name} | " + " | ".join(cell(probes[v].get(name, [])) for v in variants) + " |" for name in names),
+    ]
 
 
 def _holdout_table(first: dict, main: str, n_boot: int, drawn: tuple[str, ...] = ()) -> list[str]:
@@ -570,10 +631,14 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None, per_seed_f
         f"{platform.processor() or platform.machine()}, from an empty `--out`; a rerun skips the sample, "
         "ingest and stage-1 steps whose outputs exist).",
         "",
-        (f"Stage 1 per seed on {args.pretrain_real} real-only identities of the generator's `pretrain` pool, "
-         f"{args.pretrain_epochs} epochs, lip-sync loss weight w_sync={args.w_sync:g}; then each variant trains "
-         "stage 2 only, from those encoders. " if args.pretrain_real else "") +
-        f"Seeds {seeds}: each seed generates its own training set of {args.n_real} identities of the `train` pool × "
+        (
+            f"Stage 1 per seed on {args.pretrain_real} real-only identities of the generator's `pretrain` pool, "
+            f"{args.pretrain_epochs} epochs, lip-sync loss weight w_sync={args.w_sync:g}; then each variant trains "
+            "stage 2 only, from those encoders. "
+            if args.pretrain_real
+            else ""
+        )
+        + f"Seeds {seeds}: each seed generates its own training set of {args.n_real} identities of the `train` pool × "
         f"(1 real + 6 fakes), {args.duration:g} s at 160², ingested at 64² with a grouped split whose val holds "
         f"{', '.join(str(n) for n in summary['val_identities'].values())} identities (at least {args.n_val}: they "
         "pick the checkpoint, the calibration and the threshold), and its own external set of "
@@ -594,8 +659,11 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None, per_seed_f
         f"The main variant is `{summary['variants'][0]}` (the first of `--variants`). Variants (TrainSettings "
         "fields beyond the shared ones; `overrides` are model config fields, avff_model/config.py):",
         "",
-        *(f"- `{v}`: `{json.dumps({'fusion': fusion_of(args, v), **_own_fields(args, v)})}`"
-          for v in summary["variants"] if v not in STATISTICS),
+        *(
+            f"- `{v}`: `{json.dumps({'fusion': fusion_of(args, v), **_own_fields(args, v)})}`"
+            for v in summary["variants"]
+            if v not in STATISTICS
+        ),
         "",
         *_targets(summary, summary["variants"][0]),
         "",
@@ -605,9 +673,15 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None, per_seed_f
         "(no learning) on the same external videos.",
         "",
         *_table(summary),
-        *(["", f"**Too few groups for these intervals**: {args.n_real_external} external identities per seed; a "
-            "group bootstrap needs a few dozen groups to be trusted (a smoke run, not a result)."]
-          if args.n_real_external < 10 else []),
+        *(
+            [
+                "",
+                f"**Too few groups for these intervals**: {args.n_real_external} external identities per seed; a "
+                "group bootstrap needs a few dozen groups to be trusted (a smoke run, not a result).",
+            ]
+            if args.n_real_external < 10
+            else []
+        ),
         "",
         "## Does audio-visual beat uni-modal beyond noise?",
         "",

@@ -71,7 +71,9 @@ def make_shards(root: Path, n_real: int = 12, size: tuple[int, int] = (256, 256)
     data, out = root / "data", root / "out"
     if not (data / "dfdc_train_part_0").exists():
         # 3 fakes per real: 25 % REAL clips, near the DFDC sample's 19 % (stage 1 reads REAL only)
-        make_dfdc_sample(data, n_real=n_real, parts=1, duration_s=10.0, size=size, seed=0, manipulations=MANIPULATIONS[:3])
+        make_dfdc_sample(
+            data, n_real=n_real, parts=1, duration_s=10.0, size=size, seed=0, manipulations=MANIPULATIONS[:3]
+        )
     cfg = IngestSettings(data=str(data), out=str(out), videos_per_shard=videos_per_shard)
     result = steps.scan(cfg.data)
     layout = fs.IngestLayout(cfg.out)
@@ -220,7 +222,9 @@ def synthetic_batch(shape, batch: int) -> dict:
 
     g = torch.Generator().manual_seed(0)
     return {
-        "video": torch.randn(batch, 3, shape.num_frames, shape.img_size, shape.img_size, generator=g),  # (B, 3, T, H, W)
+        "video": torch.randn(
+            batch, 3, shape.num_frames, shape.img_size, shape.img_size, generator=g
+        ),  # (B, 3, T, H, W)
         "audio": torch.randn(batch, 1, shape.n_mels, shape.mel_frames, generator=g),  # (B, 1, F, Tm)
         "target": (torch.arange(batch) % 2).float(),  # (B,)
         "video_id": [f"v{i}" for i in range(batch)],
@@ -284,7 +288,10 @@ def train_rate(trainer: Trainer, stage: str, layout, batch: int, workers: int, s
     _sync(trainer.device)
     end = time.perf_counter()
     # from the first batch's arrival to the end: every step, and the loads after the first
-    out = {"samples_per_s": sum(loader.sizes) / (end - loader.stamps[1]), "first_batch_s": loader.stamps[1] - loader.stamps[0]}
+    out = {
+        "samples_per_s": sum(loader.sizes) / (end - loader.stamps[1]),
+        "first_batch_s": loader.stamps[1] - loader.stamps[0],
+    }
     if gpu is not None:
         out["gpu"] = gpu.stop()
         out["peak_mem_gib"] = torch.cuda.max_memory_allocated(trainer.device) / 2**30
@@ -330,19 +337,31 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--loader-batches", type=int, default=3, help="batches per loader measurement (first excluded)")
-    ap.add_argument("--steps", type=int, default=1, help="optimizer steps per step/train measurement (after one warm-up)")
+    ap.add_argument(
+        "--steps", type=int, default=1, help="optimizer steps per step/train measurement (after one warm-up)"
+    )
     ap.add_argument("--workers", default=None, help="loader worker counts (default: 0,os.cpu_count())")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--grad-checkpointing", action="store_true", help="activation checkpointing of every block")
-    ap.add_argument("--mem-budget-gib", type=float, default=8.0,
-                    help="on CUDA: the laptop preset's peak memory must stay under this (default: %(default)s, an 8 GB laptop GPU)")
+    ap.add_argument(
+        "--mem-budget-gib",
+        type=float,
+        default=8.0,
+        help="on CUDA: the laptop preset's peak memory must stay under this (default: %(default)s, an 8 GB laptop GPU)",
+    )
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
 
     device = resolve_device(args.device)
     precision = resolve_precision("auto", device)
-    configs = args.configs.split(",") if args.configs else (["tiny", "laptop", "paper"] if device.type == "cuda" else ["tiny"])
-    worker_counts = sorted({int(w) for w in args.workers.split(",")}) if args.workers else sorted({0, os.cpu_count() or 1})
+    configs = (
+        args.configs.split(",")
+        if args.configs
+        else (["tiny", "laptop", "paper"] if device.type == "cuda" else ["tiny"])
+    )
+    worker_counts = (
+        sorted({int(w) for w in args.workers.split(",")}) if args.workers else sorted({0, os.cpu_count() or 1})
+    )
     root = ensure_shards(args.shards)
     layout = fs.IngestLayout(str(root))
     shape = infer_input_shape(layout)
@@ -357,7 +376,9 @@ def main(argv: list[str] | None = None) -> dict:
     trainers = {name: Trainer(name, shape, device, precision, args.grad_checkpointing) for name in configs}
     sizes = sorted({tr.cfg.img_size for tr in trainers.values()})  # the loader shrinks frames to each model's size
     # (workers, REAL only: stage 1, frame size)
-    loader_keys = [(w, False, px) for px in sizes for w in worker_counts] + [(max(worker_counts), True, px) for px in sizes]
+    loader_keys = [(w, False, px) for px in sizes for w in worker_counts] + [
+        (max(worker_counts), True, px) for px in sizes
+    ]
     loader_runs: dict[tuple[int, bool, int], list[dict]] = {k: [] for k in loader_keys}
     batches = {name: synthetic_batch(tr.cfg, args.batch) for name, tr in trainers.items()}  # the config's clip shape
     step_runs = {(n, s): [] for n in configs for s in ("classify", "pretrain")}
@@ -386,7 +407,11 @@ def main(argv: list[str] | None = None) -> dict:
                 try:
                     r = train_rate(tr, stage, layout, args.batch, best_w, args.steps, seed=rep)
                 except torch.OutOfMemoryError as e:
-                    r = {"samples_per_s": float("nan"), "first_batch_s": float("nan"), "error": f"OOM: {str(e).splitlines()[0]}"}
+                    r = {
+                        "samples_per_s": float("nan"),
+                        "first_batch_s": float("nan"),
+                        "error": f"OOM: {str(e).splitlines()[0]}",
+                    }
                 train_runs[(name, stage)].append(r)
                 print(f"rep {rep} train {name} {stage}: {r['samples_per_s']:.2f} samples/s", flush=True)
     info["loadavg_end"] = os.getloadavg()
@@ -398,7 +423,10 @@ def main(argv: list[str] | None = None) -> dict:
     checks = []
     for name, tr in trainers.items():
         px = tr.cfg.img_size
-        stage_loader = {"classify": loader[(max(worker_counts), False, px)], "pretrain": loader[(max(worker_counts), True, px)]}
+        stage_loader = {
+            "classify": loader[(max(worker_counts), False, px)],
+            "pretrain": loader[(max(worker_counts), True, px)],
+        }
         row = {"params": tr.params, "model_config": dataclasses.asdict(tr.cfg)}
         for stage in ("classify", "pretrain"):
             st, tn = step_runs[(name, stage)], train_runs[(name, stage)]
@@ -433,7 +461,9 @@ def main(argv: list[str] | None = None) -> dict:
     print("data loader (train split, samples/s after the first batch):")
     for (w, real, px), r in loader.items():
         what = "REAL clips only (stage 1)" if real else "all clips (stage 2)"
-        print(f"  workers={w} {px:3d} px {what:26s}: {r['samples_per_s']:8.1f} samples/s   first batch {r['first_batch_s']:.1f}s")
+        print(
+            f"  workers={w} {px:3d} px {what:26s}: {r['samples_per_s']:8.1f} samples/s   first batch {r['first_batch_s']:.1f}s"
+        )
     head = f"{'config':8s} {'stage':9s} {'params':>8s} {'step/s':>9s} {'train/s':>9s} {'loader/step':>11s} {'epoch 1200 clips':>16s}"
     extra_gpu = device.type == "cuda"
     if extra_gpu:
@@ -446,7 +476,9 @@ def main(argv: list[str] | None = None) -> dict:
             line = (f"{name:8s} {stage:9s} {row['params'] / 1e6:7.1f}M {s['step_samples_per_s']:9.2f} "
                     f"{s['train_samples_per_s']:9.2f} {s['loader_over_step']:10.1f}x {s['epoch_1200_clips_s'] / 60:13.1f} min")  # fmt: skip
             if extra_gpu:
-                line += f" {s.get('peak_mem_gib', float('nan')):8.1f} {s.get('gpu_util_median_pct', float('nan')):7.0f}%"
+                line += (
+                    f" {s.get('peak_mem_gib', float('nan')):8.1f} {s.get('gpu_util_median_pct', float('nan')):7.0f}%"
+                )
             print(line)
     print("\ntargets:")
     for c in checks:

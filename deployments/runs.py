@@ -91,7 +91,9 @@ def latest_mlflow_run(uri: str, experiment: str) -> dict | None:
     found = http_json(f"{uri}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]],
                       "order_by": ["attributes.start_time DESC"], "max_results": 50})  # fmt: skip
     # a run's per-step curves live in a child run started after it: not a run of its own
-    runs = [r for r in found.get("runs") or [] if TAG_STEPS_OF not in {t["key"] for t in r.get("data", {}).get("tags", [])}]
+    runs = [
+        r for r in found.get("runs") or [] if TAG_STEPS_OF not in {t["key"] for t in r.get("data", {}).get("tags", [])}
+    ]
     return runs[0] if runs else None
 
 

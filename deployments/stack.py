@@ -41,7 +41,12 @@ from typing import Callable
 POOL = "avff-process"
 HOST = "127.0.0.1"
 DEFAULT_PORTS = {"prefect": 4200, "mlflow": 5000, "ray": 6379, "web": 8765}
-PORT_ENV = {"prefect": "AVFF_PREFECT_PORT", "mlflow": "AVFF_MLFLOW_PORT", "ray": "AVFF_RAY_PORT", "web": "AVFF_WEB_PORT"}
+PORT_ENV = {
+    "prefect": "AVFF_PREFECT_PORT",
+    "mlflow": "AVFF_MLFLOW_PORT",
+    "ray": "AVFF_RAY_PORT",
+    "web": "AVFF_WEB_PORT",
+}
 # stop order: the worker first (it talks to Prefect, its flow runs to MLflow and Ray), the page before MLflow
 SERVICES = ("worker", "web", "ray", "mlflow", "prefect")
 # Ray's unix socket paths (<temp>/session_<date>_<pid>/sockets/plasma_store) must fit in 107 bytes

@@ -14,12 +14,17 @@ def _add_evaluate(sub) -> None:
                        "model's own threshold and calibration (as avff predict); a folder of one class reports its "
                        "detection or false-positive rate and names the metrics undefined on it.")  # fmt: skip
     p.add_argument("--data", required=True, help="DFDC-format folder (dfdc_train_part_*/ or one with metadata.json)")
-    p.add_argument("--model", default="avff-dfdc@champion",
-                   help=f"{MODEL_FORMS} (default: %(default)s)")
+    p.add_argument("--model", default="avff-dfdc@champion", help=f"{MODEL_FORMS} (default: %(default)s)")
     p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else http://127.0.0.1:5000")
-    p.add_argument("--experiment", default="avff", help="MLflow experiment of the evaluation run (default: %(default)s)")
-    p.add_argument("--prior", type=float, default=None,
-                   help="FAKE fraction of the prior baseline (default: the model's training data)")
+    p.add_argument(
+        "--experiment", default="avff", help="MLflow experiment of the evaluation run (default: %(default)s)"
+    )
+    p.add_argument(
+        "--prior",
+        type=float,
+        default=None,
+        help="FAKE fraction of the prior baseline (default: the model's training data)",
+    )
     p.add_argument("--out", default=None, help="folder for evaluation.md and scores.json (default: a temp dir)")
     p.add_argument("--probes", type=int, default=0,
                    help="shortcut probes (audio shifted, silence added/cut, re-encoded) on this many REAL videos "

@@ -22,7 +22,9 @@ def _add_cv(sub) -> None:
     p = sub.add_parser("cv", help="grouped k-fold cross-validation (train+val pooled, test untouched)")
     add_train_arguments(p, skip=_PER_RUN)
     p.add_argument("--folds", type=int, nargs="+", default=None, help="default: every fold of the manifest")
-    p.add_argument("--max-parallel", type=int, default=1, help="folds at once (Prefect thread pool; default: %(default)s)")
+    p.add_argument(
+        "--max-parallel", type=int, default=1, help="folds at once (Prefect thread pool; default: %(default)s)"
+    )
     p.add_argument("--log-checkpoints", action="store_true", help="log each fold's checkpoints to MLflow")
 
 
@@ -71,13 +73,22 @@ def _variants(items: list[str], path: str | None) -> dict[str, dict]:
 def _add_ablate(sub) -> None:
     p = sub.add_parser("ablate", help="compare named variants of a training config over seeds")
     add_train_arguments(p, skip=_PER_RUN)
-    p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
-                   help="a variant: TrainSettings overrides, e.g. 'focal={\"loss\": \"focal\"}' ('base={}' for the base)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="a variant: TrainSettings overrides, e.g. 'focal={\"loss\": \"focal\"}' ('base={}' for the base)",
+    )
     p.add_argument("--variants-file", default=None, help="a JSON object name -> overrides (merged with --variant)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="(default: %(default)s)")
-    p.add_argument("--split", choices=["val", "test"], default="val", help="where the table compares (default: %(default)s)")
+    p.add_argument(
+        "--split", choices=["val", "test"], default="val", help="where the table compares (default: %(default)s)"
+    )
     p.add_argument("--level", choices=["video", "clip"], default="video", help="(default: %(default)s)")
-    p.add_argument("--max-parallel", type=int, default=1, help="runs at once (Prefect thread pool; default: %(default)s)")
+    p.add_argument(
+        "--max-parallel", type=int, default=1, help="runs at once (Prefect thread pool; default: %(default)s)"
+    )
     p.add_argument("--log-checkpoints", action="store_true", help="log each run's checkpoints to MLflow")
 
 

@@ -145,7 +145,11 @@ class ConfigFlags:
     def _argument(self, name: str, info: FieldInfo) -> dict[str, Any]:
         """add_argument kwargs of one field; default SUPPRESS: a flag left out is absent from the namespace."""
         kind = _plain(info.annotation)
-        default = "required: here or in --config" if info.is_required() else f"default: {_shown(info.get_default(call_default_factory=True))}"
+        default = (
+            "required: here or in --config"
+            if info.is_required()
+            else f"default: {_shown(info.get_default(call_default_factory=True))}"
+        )
         kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS,
                               "help": f"{info.description} ({default})".replace("%", "%%")}  # fmt: skip
         if name in self.types:
@@ -172,8 +176,13 @@ class ConfigFlags:
                       skip: Iterable[str] = ()) -> argparse._ArgumentGroup:  # fmt: skip
         """``--config`` and one flag per field (except ``skip``) in a group called ``title``; returns the group."""
         one_line_errors(parser)
-        parser.add_argument("--config", type=self._file, default={}, metavar="FILE",
-                            help="a YAML or JSON file of settings (the flow's parameter names); flags override it")
+        parser.add_argument(
+            "--config",
+            type=self._file,
+            default={},
+            metavar="FILE",
+            help="a YAML or JSON file of settings (the flow's parameter names); flags override it",
+        )
         group = parser.add_argument_group(title)
         for name, info in self.fields.items():
             if name not in skip:

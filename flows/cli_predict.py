@@ -13,11 +13,13 @@ from flows.preflight import MODEL_FORMS, model_uri
 
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="score videos with a registered (or local) AVFF model",
-                       description="FAKE / REAL per video with the model's own threshold; runs here, no flow run.")
+    p = sub.add_parser(
+        "predict",
+        help="score videos with a registered (or local) AVFF model",
+        description="FAKE / REAL per video with the model's own threshold; runs here, no flow run.",
+    )
     p.add_argument("videos", nargs="+", help="video files to score")
-    p.add_argument("--model", default="avff-dfdc@latest",
-                   help=f"{MODEL_FORMS} (default: %(default)s)")
+    p.add_argument("--model", default="avff-dfdc@latest", help=f"{MODEL_FORMS} (default: %(default)s)")
     p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else http://127.0.0.1:5000")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per video on stdout")
@@ -65,7 +67,9 @@ def load_scorer(spec: str, tracking_uri: str | None, device: str = "auto"):
     except MlflowException as e:
         if "not found" not in str(e).lower() and "RESOURCE_DOES_NOT_EXIST" not in str(e):
             raise
-        raise LookupError(f"model {spec!r} is not in the registry at {mlflow.get_tracking_uri()}: {_known(spec)}") from None
+        raise LookupError(
+            f"model {spec!r} is not in the registry at {mlflow.get_tracking_uri()}: {_known(spec)}"
+        ) from None
 
 
 def _known(spec: str) -> str:
@@ -108,7 +112,9 @@ def _score_all(args) -> int:
     pre = preprocess_for(scorer)
     failed = 0
     with face_detector(pre) as detector:
-        for path in tqdm(args.videos, desc="predict", unit="video", disable=len(args.videos) < 2 or not sys.stderr.isatty()):
+        for path in tqdm(
+            args.videos, desc="predict", unit="video", disable=len(args.videos) < 2 or not sys.stderr.isatty()
+        ):
             s = score_video(path, scorer, pre, detector)
             failed += s.p_fake is None
             decision = verdict(s.p_fake, scorer.threshold)
@@ -121,7 +127,9 @@ def _score_all(args) -> int:
                       f"{'' if decision['threshold_source'] == 'model' else ' (default: the model carries none)'}  "
                       f"({s.clips} clips, face in {s.face_frac:.0%} of sampled frames{_faces(s)})", flush=True)  # fmt: skip
     if failed:
-        print(f"avff predict: {failed} of {len(args.videos)} videos could not be scored (reasons above)", file=sys.stderr)
+        print(
+            f"avff predict: {failed} of {len(args.videos)} videos could not be scored (reasons above)", file=sys.stderr
+        )
     return 1 if failed else 0  # any video not scored: a script must notice
 
 
@@ -129,7 +137,9 @@ def _faces(s) -> str:
     """How a video of several faces got its score: each face's, the max being the video's."""
     if len(s.face_p_fake) < 2:
         return ""
-    return f"; {len(s.face_p_fake)} faces, P(FAKE) " + " / ".join(f"{p:.3f}" for p in s.face_p_fake) + ", the max counts"
+    return (
+        f"; {len(s.face_p_fake)} faces, P(FAKE) " + " / ".join(f"{p:.3f}" for p in s.face_p_fake) + ", the max counts"
+    )
 
 
 COMMANDS = {"predict": (_add_predict, _predict)}

@@ -54,15 +54,26 @@ class EvaluateConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
     data: str = Field(description="a DFDC-format folder (dfdc_train_part_*/ or one folder with metadata.json)")
-    model: str = Field("avff-dfdc@champion",
-                       description="NAME@alias|NAME@VERSION|NAME@latest|models:/...|runs:/...|local path")
+    model: str = Field(
+        "avff-dfdc@champion", description="NAME@alias|NAME@VERSION|NAME@latest|models:/...|runs:/...|local path"
+    )
     tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else http://127.0.0.1:5000")
     experiment: str = Field("avff", description="MLflow experiment of the evaluation run (the training one by default)")
-    prior: float | None = Field(None, ge=0, le=1, description="FAKE fraction of the prior baseline; default: the "
-                                "model's training data (its version's train_fake_fraction tag)")
+    prior: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="FAKE fraction of the prior baseline; default: the "
+        "model's training data (its version's train_fake_fraction tag)",
+    )
     out: str | None = Field(None, description="where to write evaluation.md and scores.json (default: a temp dir)")
-    probes: int = Field(0, ge=0, le=50, description="shortcut probes on this many REAL videos: how P(FAKE) moves "
-                        "when the audio is shifted, leading silence is added or cut, or the video is re-encoded")
+    probes: int = Field(
+        0,
+        ge=0,
+        le=50,
+        description="shortcut probes on this many REAL videos: how P(FAKE) moves "
+        "when the audio is shifted, leading silence is added or cut, or the video is re-encoded",
+    )
 
 
 @dataclass(frozen=True)
@@ -101,8 +112,13 @@ def resolve_model(spec: str) -> ResolvedModel:
 
 # read-only but for its own work_dir, which a rerun overwrites: safe to retry (a model server or
 # object store that blinked)
-@task(name="shortcut-probes", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
-      retry_condition_fn=retry_unless_deterministic)
+@task(
+    name="shortcut-probes",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_deterministic,
+)
 def probe_model(data: str, uri: str, n: int, work_dir: str) -> list[dict]:
     """tasks.evaluate.probes on the first n REAL videos that have audio: one row per (video, probe)."""
     scan = scan_dfdc(data)
@@ -110,6 +126,7 @@ def probe_model(data: str, uri: str, n: int, work_dir: str) -> list[dict]:
     pre = preprocess_for(scorer)
     rows: list[dict] = []
     with face_detector(pre) as det:
+
         def score(path: str) -> float | None:
             return score_video(path, scorer, pre, det).p_fake
 
@@ -148,8 +165,13 @@ def _targets(data: str, log) -> list[tuple[str, str, str | None, str | None]]:
     return targets
 
 
-@task(name="score-videos", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
-      retry_condition_fn=retry_unless_deterministic)  # read-only: safe to retry
+@task(
+    name="score-videos",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_deterministic,
+)  # read-only: safe to retry
 def score_videos(data: str, uri: str) -> dict:
     """{"rows": one per video (P(FAKE), verdict by the model's decision rule), "decision": the model's
     decision.json as a dict, None when it carries none}."""
@@ -181,7 +203,11 @@ def report_scores(scored: dict, prior: float | None, title: str) -> tuple[dict, 
     decision = Decision.from_json(scored["decision"]) if scored["decision"] else None
     threshold = verdict(None, decision.threshold if decision else None)["threshold"]
     result = evaluate_videos(scored["rows"], prior=prior, threshold=threshold)
-    result["decision"] = {**(decision.to_json() if decision else {}), "threshold": threshold, "rule": describe(decision)}
+    result["decision"] = {
+        **(decision.to_json() if decision else {}),
+        "threshold": threshold,
+        "rule": describe(decision),
+    }
     result["undefined"] = undefined(result["overall"], prior)
     result["warning"] = prior_warning(result)
     markdown = evaluation_markdown(result, title, describe(decision))
@@ -218,8 +244,13 @@ def _metrics(result: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
-def _run_tags(model: ResolvedModel, config: EvaluateConfig, flow_run: dict[str, str], loses: bool,
-              undefined_metrics: dict[str, str]) -> dict[str, str]:
+def _run_tags(
+    model: ResolvedModel,
+    config: EvaluateConfig,
+    flow_run: dict[str, str],
+    loses: bool,
+    undefined_metrics: dict[str, str],
+) -> dict[str, str]:
     scored = f"{model.name} version {model.version}" if model.version else model.uri
     made_by = links.markdown_link(flow_run["name"], flow_run.get("url")) if flow_run else "none"
     note = (f"Evaluation of {scored} on `{config.data}` by Prefect flow run {made_by} (evaluate-avff)."
@@ -257,8 +288,11 @@ def evaluate_avff(config: EvaluateConfig) -> dict:
     model = resolve_model(config.model)
     prior = config.prior if config.prior is not None else model.train_fake_fraction
     if prior is None:
-        log.warning("no training FAKE fraction for %s (and no --prior): the baselines are reported unknown, "
-                    "never estimated from the evaluated labels", model.uri)
+        log.warning(
+            "no training FAKE fraction for %s (and no --prior): the baselines are reported unknown, "
+            "never estimated from the evaluated labels",
+            model.uri,
+        )
     scored = score_videos(config.data, model.uri)
     title = f"evaluate-avff: {model.name} version {model.version}" if model.version else f"evaluate-avff: {model.uri}"
     result, markdown = report_scores(scored, prior, f"{title} on {config.data}")

@@ -62,8 +62,13 @@ def init_ray(address: str | None, num_cpus: int | None):
 
 # every ingest task is safe to retry: the plan and the indexes are rewritten whole (atomically), and a
 # unit whose shard is complete is skipped, never rewritten
-@task(name="scan-and-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
-      retry_condition_fn=retry_unless_deterministic)
+@task(
+    name="scan-and-plan",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_deterministic,
+)
 def scan_and_plan(cfg: IngestSettings) -> tuple[list[WorkUnit], "steps.ScanResult"]:
     """The work units and the scan's refusals; the planned manifest goes to storage, not back to the flow."""
     log = get_run_logger()
@@ -86,12 +91,22 @@ def scan_and_plan(cfg: IngestSettings) -> tuple[list[WorkUnit], "steps.ScanResul
     stale = steps.remove_stale_shards(layout, units)
     log.info(
         "scanned %s: %d videos in %d units, %d refused before decoding, %d fakes with absent originals; removed %d stale shards",
-        cfg.data, len(result.entries), len(units), len(result.rejected), len(result.missing_originals), len(stale),
+        cfg.data,
+        len(result.entries),
+        len(units),
+        len(result.rejected),
+        len(result.missing_originals),
+        len(stale),
     )
     # one line per reason, not per file: 100,000 refusals must not become 100,000 log records
     for reason, (n, first) in refusal_counts(result.rejected).items():
-        log.warning("refused before decoding: %s x %d (e.g. %s); every file is listed in %s",
-                    reason, n, first[:300], layout.quarantine)
+        log.warning(
+            "refused before decoding: %s x %d (e.g. %s); every file is listed in %s",
+            reason,
+            n,
+            first[:300],
+            layout.quarantine,
+        )
     return units, result
 
 
@@ -114,8 +129,13 @@ def _embed_faces(videos: list[tuple[str, str]], cfg: IngestSettings) -> Embedded
     return out
 
 
-@task(name="process-units", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
-      retry_condition_fn=retry_unless_deterministic)
+@task(
+    name="process-units",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_deterministic,
+)
 def process_units(units: list[WorkUnit], cfg: IngestSettings) -> tuple[list[dict], list[tuple[WorkUnit, str]], int]:
     """Fan the units out (Ray or in-process); returns (records, failed units, skipped count)."""
     log = get_run_logger()
@@ -132,9 +152,15 @@ def process_units(units: list[WorkUnit], cfg: IngestSettings) -> tuple[list[dict
     for unit, rec, error in _run(todo, pre, cfg):
         if error is None:
             records.append(rec)
-            log.info("shard %s: %d clips, %d videos, %d quarantined, %.1fs%s",
-                     unit.shard, rec["samples"], len(rec["videos"]), len(rec["quarantined"]), rec["seconds"],
-                     f" on Ray node {rec['node']}" if rec.get("node") else "")
+            log.info(
+                "shard %s: %d clips, %d videos, %d quarantined, %.1fs%s",
+                unit.shard,
+                rec["samples"],
+                len(rec["videos"]),
+                len(rec["quarantined"]),
+                rec["seconds"],
+                f" on Ray node {rec['node']}" if rec.get("node") else "",
+            )
         else:
             failed.append((unit, error))
             log.error("unit %s failed after %d retries: %s", unit.shard, cfg.retries, error)
@@ -144,7 +170,9 @@ def process_units(units: list[WorkUnit], cfg: IngestSettings) -> tuple[list[dict
     return records, failed, skipped
 
 
-def _run(todo: list[WorkUnit], pre: PreprocessConfig, cfg: IngestSettings) -> Iterator[tuple[WorkUnit, dict | None, str | None]]:
+def _run(
+    todo: list[WorkUnit], pre: PreprocessConfig, cfg: IngestSettings
+) -> Iterator[tuple[WorkUnit, dict | None, str | None]]:
     """Yield (unit, record dict, error) as units finish."""
     if not todo:
         return
@@ -284,17 +312,34 @@ class _ProgressArtifact:
         update_progress_artifact(self.id, percent, description=text)
 
 
-@task(name="write-index", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
-      retry_condition_fn=retry_unless_deterministic)
-def write_index(cfg: IngestSettings, records: list[dict], result: "steps.ScanResult", failed: list[tuple[WorkUnit, str]],
-                skipped: int, seconds: float) -> dict:
+@task(
+    name="write-index",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_deterministic,
+)
+def write_index(
+    cfg: IngestSettings,
+    records: list[dict],
+    result: "steps.ScanResult",
+    failed: list[tuple[WorkUnit, str]],
+    skipped: int,
+    seconds: float,
+) -> dict:
     """The final manifest, shard index and quarantine from the planned manifest (read back) and the records."""
     layout = fs.IngestLayout(cfg.out)
     # as scan-and-plan wrote it; on a retry after write_outputs began, the final manifest, which
     # finalize maps to itself (every video's fate comes from the records and failures again)
     planned = read_table(layout.manifest, ManifestRow)
     manifest, shards, quarantine = steps.finalize(planned, records, result, failed)
-    steps.write_outputs(layout, manifest, shards, quarantine, {**cfg.model_dump(), "preprocess": cfg.preprocess().to_dict(), "preprocess_hash": cfg.preprocess().hash()})
+    steps.write_outputs(
+        layout,
+        manifest,
+        shards,
+        quarantine,
+        {**cfg.model_dump(), "preprocess": cfg.preprocess().to_dict(), "preprocess_hash": cfg.preprocess().hash()},
+    )
     summary = steps.summary_markdown(manifest, shards, quarantine, seconds, skipped, ratios=cfg.ratios)
     create_markdown_artifact(markdown=summary, key="ingest-summary", description=f"ingest of {cfg.data}")
     if quarantine:  # every refused video by name, not only counts per reason

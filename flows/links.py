@@ -14,7 +14,11 @@ from urllib.parse import quote
 
 from tasks.tracking.ui import ml_view
 
-TAG_FLOW_RUN_ID, TAG_FLOW_RUN_NAME, TAG_FLOW_RUN_URL = "prefect.flow_run_id", "prefect.flow_run_name", "prefect.flow_run_url"
+TAG_FLOW_RUN_ID, TAG_FLOW_RUN_NAME, TAG_FLOW_RUN_URL = (
+    "prefect.flow_run_id",
+    "prefect.flow_run_name",
+    "prefect.flow_run_url",
+)
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
 
 

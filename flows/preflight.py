@@ -84,7 +84,9 @@ def require_output_folder(path: str | None) -> None:
             raise ConfigError(problem)
 
 
-MODEL_FORMS = "NAME@alias, NAME@VERSION, NAME@latest, models:/NAME/VERSION, runs:/RUN_ID/PATH or an existing folder or file"
+MODEL_FORMS = (
+    "NAME@alias, NAME@VERSION, NAME@latest, models:/NAME/VERSION, runs:/RUN_ID/PATH or an existing folder or file"
+)
 
 
 def model_uri(spec: str) -> str:

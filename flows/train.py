@@ -48,6 +48,7 @@ from tasks.tracking.logger import flatten_params
 from tasks.train.run import TrainResult, run_training, training_lock
 from tasks.train.settings import TrainSettings
 
+
 def git_commit() -> str | None:
     """HEAD of the checkout this code runs from, or None outside a git checkout."""
     try:
@@ -135,8 +136,13 @@ def train(settings: TrainSettings, logger: MLflowLogger, tracking_uri: str | Non
     world_size, ray_address, batch = settings.world_size, settings.ray_address, settings.batch_size
     if world_size == 1 and ray_address is None:
         return run_training(settings, log=ProgressLog(logger, get_run_logger().info, global_batch=batch), locked=locked)
-    get_run_logger().info("data-parallel: %d ranks x batch %d = global batch %d (%s)", world_size, batch,
-                          world_size * batch, f"Ray at {ray_address}" if ray_address else "this machine")
+    get_run_logger().info(
+        "data-parallel: %d ranks x batch %d = global batch %d (%s)",
+        world_size,
+        batch,
+        world_size * batch,
+        f"Ray at {ray_address}" if ray_address else "this machine",
+    )
     # rank 0 logs to this MLflow run; its progress lines go to its stdout (the worker's log)
     make_log = functools.partial(mlflow_logger, tracking_uri, logger.run_id, world_size * batch)
     return train_data_parallel(settings, make_log=make_log, locked=locked)
@@ -157,7 +163,9 @@ def _log_model(result: TrainResult, run_id: str, data: str, criterion: str) -> s
         decision = Decision(0.5 if result.threshold is None else result.threshold,
                             criterion if result.threshold is not None else "default",
                             result.slope, result.intercept)  # fmt: skip
-        info = log_pyfunc_model(str(weights), result.model_config, preprocess=ingest_preprocess(data), decision=decision)
+        info = log_pyfunc_model(
+            str(weights), result.model_config, preprocess=ingest_preprocess(data), decision=decision
+        )
     return info.model_uri
 
 
@@ -220,7 +228,9 @@ def register_model(result: TrainResult, config: TrainSettings, run_id: str, run_
     earlier = [v for v in client.search_model_versions(f"name='{config.registered_model}'") if v.run_id == run_id]
     if earlier:  # a resumed run that had already registered: one run, one version
         version = max(int(v.version) for v in earlier)
-        log.info("run %s already registered %s version %s: not registering again", run_id, config.registered_model, version)
+        log.info(
+            "run %s already registered %s version %s: not registering again", run_id, config.registered_model, version
+        )
         return {"version": str(version), "aliases": [], "gate": f"already registered as version {version} by this run"}
     mode = monitor_mode(config.monitor)
     gate = result.gate  # decided by the training run on cross-fitted val numbers, stated in its report
@@ -338,6 +348,8 @@ def _run_note(flow_run: dict[str, str], model_line: str) -> str:
     """The MLflow run's description: which flow run made it, what became of the model, where the numbers are."""
     made_by = (f"Prefect flow run {links.markdown_link(flow_run['name'], flow_run.get('url'))} (train-avff)"
                if flow_run else "train-avff, outside a Prefect flow run")  # fmt: skip
-    return (f"Made by {made_by}.\n\nModel: {model_line}.\n\nArtifacts: `report.md` (the training report), "
-            "`metrics_table.json` (val and test, clip and video level, against the prior and majority baselines). "
-            "Per-step curves: the child run `· per-step`.")
+    return (
+        f"Made by {made_by}.\n\nModel: {model_line}.\n\nArtifacts: `report.md` (the training report), "
+        "`metrics_table.json` (val and test, clip and video level, against the prior and majority baselines). "
+        "Per-step curves: the child run `· per-step`."
+    )

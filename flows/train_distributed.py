@@ -49,7 +49,9 @@ def _ray_loop(config: dict) -> None:
         fs.atomic_write_bytes(fs.join(settings.output_dir, RESULT), json.dumps(dataclasses.asdict(result)).encode())
 
 
-def train_on_ray(settings: TrainSettings, make_log: Callable[[], Logger] | None = None, locked: bool = False) -> TrainResult:
+def train_on_ray(
+    settings: TrainSettings, make_log: Callable[[], Logger] | None = None, locked: bool = False
+) -> TrainResult:
     """``settings.world_size`` Ray Train workers, one GPU each when the cluster has GPUs; rank 0's result."""
     import ray
     from ray.train import RunConfig, ScalingConfig

@@ -77,7 +77,9 @@ def restore_rng(state: dict) -> None:
 def _weights_bytes(model: torch.nn.Module, config: dict) -> bytes:
     # clone: tied/shared storages are refused by safetensors; contiguous CPU copies are not
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    return save_safetensors(tensors, metadata={"avff_config": json.dumps(config, sort_keys=True), "format": str(FORMAT)})
+    return save_safetensors(
+        tensors, metadata={"avff_config": json.dumps(config, sort_keys=True), "format": str(FORMAT)}
+    )
 
 
 def save_checkpoint(directory: str, model: torch.nn.Module, config: dict, state: dict) -> str:

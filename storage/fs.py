@@ -189,7 +189,9 @@ class HeldLock:
 
 
 @contextmanager
-def exclusive_lock(root: str, name: str, what: str, error: type[LockedError] = LockedError) -> Iterator[HeldLock | None]:
+def exclusive_lock(
+    root: str, name: str, what: str, error: type[LockedError] = LockedError
+) -> Iterator[HeldLock | None]:
     """One writer per output folder: ``root/name`` is flock'ed while the block runs.
 
     The file says who holds it (pid, host, start time), so a second writer's refusal names the

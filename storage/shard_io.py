@@ -66,7 +66,9 @@ class ShardWriter:
         self._tar.write(sample)
         self.samples += 1
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         assert self._tar is not None and self._file is not None and self._tmpdir is not None
         try:
             self._tar.close()

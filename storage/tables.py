@@ -105,30 +105,71 @@ class IdentityRow:
 
 SCHEMAS: dict[type, pa.Schema] = {
     ManifestRow: pa.schema(
-        [("video_id", pa.string()), ("part", pa.string()), ("rel_path", pa.string()), ("label", pa.string()),
-         ("original", pa.string()), ("manipulation", pa.string()), ("bytes", pa.int64()),
-         ("duration", pa.float64()), ("fps", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
-         ("rotation", pa.int32()), ("has_audio", pa.bool_()), ("audio_rate", pa.int32()), ("split", pa.string()),
-         ("fold", pa.int32()), ("group", pa.string()), ("status", pa.string()), ("clips", pa.int32()),
-         ("shard", pa.string()), ("faces", pa.int32()), ("fake_faces", pa.int32()), ("crop", pa.string()),
-         ("landmark_frac", pa.float64())]
+        [
+            ("video_id", pa.string()),
+            ("part", pa.string()),
+            ("rel_path", pa.string()),
+            ("label", pa.string()),
+            ("original", pa.string()),
+            ("manipulation", pa.string()),
+            ("bytes", pa.int64()),
+            ("duration", pa.float64()),
+            ("fps", pa.float64()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("rotation", pa.int32()),
+            ("has_audio", pa.bool_()),
+            ("audio_rate", pa.int32()),
+            ("split", pa.string()),
+            ("fold", pa.int32()),
+            ("group", pa.string()),
+            ("status", pa.string()),
+            ("clips", pa.int32()),
+            ("shard", pa.string()),
+            ("faces", pa.int32()),
+            ("fake_faces", pa.int32()),
+            ("crop", pa.string()),
+            ("landmark_frac", pa.float64()),
+        ]
     ),  # fmt: skip
     ShardRow: pa.schema(
-        [("path", pa.string()), ("split", pa.string()), ("part", pa.string()), ("samples", pa.int64()),
-         ("videos", pa.int64()), ("bytes", pa.int64()), ("sha256", pa.string())]
+        [
+            ("path", pa.string()),
+            ("split", pa.string()),
+            ("part", pa.string()),
+            ("samples", pa.int64()),
+            ("videos", pa.int64()),
+            ("bytes", pa.int64()),
+            ("sha256", pa.string()),
+        ]
     ),  # fmt: skip
     RefusedRow: pa.schema(
-        [("video_id", pa.string()), ("part", pa.string()), ("rel_path", pa.string()), ("label", pa.string()),
-         ("reason", pa.string()), ("error", pa.string())]
+        [
+            ("video_id", pa.string()),
+            ("part", pa.string()),
+            ("rel_path", pa.string()),
+            ("label", pa.string()),
+            ("reason", pa.string()),
+            ("error", pa.string()),
+        ]
     ),  # fmt: skip
-    PredictionRow: pa.schema([("video_id", pa.string()), ("clip", pa.int64()), ("y", pa.int64()), ("p_fake", pa.float64()),
-                              ("face", pa.int64())]),  # fmt: skip
+    PredictionRow: pa.schema(
+        [
+            ("video_id", pa.string()),
+            ("clip", pa.int64()),
+            ("y", pa.int64()),
+            ("p_fake", pa.float64()),
+            ("face", pa.int64()),
+        ]
+    ),  # fmt: skip
     IdentityRow: pa.schema([("video", pa.string()), ("identity", pa.string())]),
 }
 
 # columns added after tables were first written: an older table without them reads as their default
 ADDED_COLUMNS: dict[type, tuple[str, ...]] = {
-    ManifestRow: ("faces", "fake_faces", "crop", "landmark_frac"), PredictionRow: ("face",)}
+    ManifestRow: ("faces", "fake_faces", "crop", "landmark_frac"),
+    PredictionRow: ("face",),
+}
 
 Row = TypeVar("Row", ManifestRow, ShardRow, RefusedRow, PredictionRow, IdentityRow)
 

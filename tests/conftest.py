@@ -54,7 +54,11 @@ def dfdc_sample(tmp_path_factory) -> Path:
     """A small DFDC-format dataset: 2 parts, reals + every manipulation type."""
     from tasks.synthetic.dfdc_sample import make_dfdc_sample
 
-    return Path(make_dfdc_sample(tmp_path_factory.mktemp("dfdc") / "data", n_real=6, parts=2, duration_s=7.0, size=(160, 160), seed=0))
+    return Path(
+        make_dfdc_sample(
+            tmp_path_factory.mktemp("dfdc") / "data", n_real=6, parts=2, duration_s=7.0, size=(160, 160), seed=0
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +66,9 @@ def ingest_config():
     from tasks.ingest.settings import IngestSettings
 
     def make(data, out, **kw):
-        defaults = dict(face_size=FACE_SIZE, videos_per_shard=8, executor="local", progress=False, ratios=(0.6, 0.2, 0.2))
+        defaults = dict(
+            face_size=FACE_SIZE, videos_per_shard=8, executor="local", progress=False, ratios=(0.6, 0.2, 0.2)
+        )
         return IngestSettings(data=str(data), out=str(out), **{**defaults, **kw})
 
     return make
@@ -131,9 +137,24 @@ def ray_address():
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     ray_bin = str(Path(sys.executable).with_name("ray"))
     proc = subprocess.Popen(
-        [ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
-         "--include-dashboard", "false", "--disable-usage-stats", "--block"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+            "--block",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     address = f"127.0.0.1:{port}"
     wait_for_port(port, proc, timeout=180, name="ray start", poll=1.0)

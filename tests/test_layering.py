@@ -62,7 +62,9 @@ def _private_uses(path: Path) -> list[str]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PROJECT:
-            found += [f"{node.lineno}: from {node.module} import {a.name}" for a in node.names if a.name.startswith("_")]
+            found += [
+                f"{node.lineno}: from {node.module} import {a.name}" for a in node.names if a.name.startswith("_")
+            ]
         elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
             if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
                 found.append(f"{node.lineno}: {ast.unparse(node)}")
@@ -77,7 +79,9 @@ def _private_uses(path: Path) -> list[str]:
 
 def test_benchmarks_use_only_the_public_api():
     """STYLE.md 16: a benchmark that calls ``_private`` members or monkeypatches measures what a refactor changes."""
-    offenders = {str(p.relative_to(ROOT)): uses for p in sorted((ROOT / "bench").rglob("*.py")) if (uses := _private_uses(p))}
+    offenders = {
+        str(p.relative_to(ROOT)): uses for p in sorted((ROOT / "bench").rglob("*.py")) if (uses := _private_uses(p))
+    }
     assert not offenders, f"bench/ uses private names or monkeypatches: {offenders}"
 
 
@@ -167,7 +171,9 @@ def test_the_concern_checks_catch_what_they_name(tmp_path):
     probe.parent.mkdir(parents=True)
     probe.write_text("from tasks.train.data import x\nfrom tasks import train\nimport tasks.trainer\n"
                      "from storage.checkpoint import y\ndef f():\n    from flows.cli_predict import z\n")  # fmt: skip
-    assert _concern_offenders([probe], tmp_path) == {"tasks/serve/probe.py": ["tasks.train", "tasks.train.data", "tasks.train.data.x"]}
+    assert _concern_offenders([probe], tmp_path) == {
+        "tasks/serve/probe.py": ["tasks.train", "tasks.train.data", "tasks.train.data.x"]
+    }
     assert _cli_imports(probe) == ["flows.cli_predict", "flows.cli_predict.z"]
     fine = tmp_path / "tasks" / "evaluate" / "probe.py"
     fine.parent.mkdir(parents=True)

@@ -20,19 +20,27 @@ def _ruff(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
 
 def test_ruff_check_passes_on_the_repository():
     out = _ruff("check", "--no-cache", "--output-format", "concise", ".")
-    assert out.returncode == 0, f"ruff check found problems (fix them, or `uv run ruff check --fix .`):\n{out.stdout}{out.stderr}"
+    assert out.returncode == 0, (
+        f"ruff check found problems (fix them, or `uv run ruff check --fix .`):\n{out.stdout}{out.stderr}"
+    )
 
 
 def test_ruff_check_reads_this_repositorys_rules():
     """The test above is only as good as the config it runs with: an unused import is caught, clean code is not."""
-    args = ("check", "--no-cache", "--output-format", "concise", "--stdin-filename", str(ROOT / "tests" / "probe.py"), "-")
+    args = (
+        "check",
+        "--no-cache",
+        "--output-format",
+        "concise",
+        "--stdin-filename",
+        str(ROOT / "tests" / "probe.py"),
+        "-",
+    )
     assert _ruff(*args, stdin="import os\n\nprint(os.sep)\n").returncode == 0
     bad = _ruff(*args, stdin="import os\n")
     assert bad.returncode == 1 and "F401" in bad.stdout
 
 
-@pytest.mark.skip(reason="enabled after the one-time `uv run ruff format .` at merge (issue 24); other branches "
-                  "edit the same files now")  # fmt: skip
 def test_ruff_format_check_passes_on_the_repository():
     out = _ruff("format", "--check", "--no-cache", ".")
     assert out.returncode == 0, f"not formatted (run `uv run ruff format .`):\n{out.stdout}{out.stderr}"

@@ -90,7 +90,9 @@ def unmarked_server_tests(root: Path = TESTS) -> dict[str, list[str]]:
 
 def test_the_server_fixtures_exist_where_named():
     for name, conftest in SERVER_FIXTURES.items():
-        assert name in _fixtures(TESTS / conftest), f"{name} is no longer a fixture of tests/{conftest}: update SERVER_FIXTURES"
+        assert name in _fixtures(TESTS / conftest), (
+            f"{name} is no longer a fixture of tests/{conftest}: update SERVER_FIXTURES"
+        )
 
 
 def test_every_test_that_starts_a_server_is_marked_slow():
@@ -103,11 +105,15 @@ def test_the_marker_check_follows_fixtures_through_conftests(tmp_path):
         "import pytest\n@pytest.fixture\ndef prefect_server(): yield\n"
         "@pytest.fixture\ndef trained(prefect_server, tmp_path): return 1\n@pytest.fixture\ndef plain(): return 2\n")  # fmt: skip
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "conftest.py").write_text("import pytest\n@pytest.fixture\ndef trained(trained): return trained\n")
+    (tmp_path / "sub" / "conftest.py").write_text(
+        "import pytest\n@pytest.fixture\ndef trained(trained): return trained\n"
+    )
     (tmp_path / "sub" / "test_a.py").write_text(
         "import pytest\ndef test_missing(trained): pass\n@pytest.mark.slow\ndef test_marked(trained): pass\n"
         "def test_fine(plain, tmp_path): pass\n@pytest.fixture\ndef local(prefect_server): pass\n"
         "def test_local(local): pass\n")  # fmt: skip
-    (tmp_path / "test_b.py").write_text("import pytest\npytestmark = [pytest.mark.slow]\ndef test_any(prefect_server): pass\n")
+    (tmp_path / "test_b.py").write_text(
+        "import pytest\npytestmark = [pytest.mark.slow]\ndef test_any(prefect_server): pass\n"
+    )
     assert unmarked_server_tests(tmp_path) == {"sub/test_a.py::test_missing": ["prefect_server"],
                                                "sub/test_a.py::test_local": ["prefect_server"]}  # fmt: skip

@@ -196,7 +196,9 @@ def _max_over_faces(video_ids: Sequence[str], y_true, p_fake, how: str, faces: n
         raise ValueError(f"faces {faces.shape} and video_ids {ids.shape} differ in length")
     uniq, video_of = np.unique(ids, return_inverse=True)  # (V,), (N,)
     per = int(faces.max()) + 1
-    face_keys, y_face, p_face = aggregate_by_video(video_of * per + faces, y_true, p_fake, how)  # one key per (video, face)
+    face_keys, y_face, p_face = aggregate_by_video(
+        video_of * per + faces, y_true, p_fake, how
+    )  # one key per (video, face)
     inv = face_keys // per  # (K,) each face's video, an index into uniq
     y_vid, p_vid = np.zeros(len(uniq), np.int64), np.zeros(len(uniq))
     np.maximum.at(y_vid, inv, y_face)

@@ -118,8 +118,7 @@ def plot_confusion(y_true, p_fake, threshold: float, out_dir: str | Path, prefix
     ax = fig.add_subplot()
     ax.imshow(cm, cmap="Blues")
     for (i, j), count in np.ndenumerate(cm):
-        ax.text(j, i, str(count), ha="center", va="center",
-                color="white" if count > cm.max() / 2 else "black")
+        ax.text(j, i, str(count), ha="center", va="center", color="white" if count > cm.max() / 2 else "black")
     ax.set_xticks([0, 1], [REAL, FAKE])
     ax.set_yticks([0, 1], [REAL, FAKE])
     ax.set(title=f"{prefix} @ {threshold:.3f}", xlabel="predicted", ylabel="true")

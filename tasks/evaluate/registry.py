@@ -169,7 +169,15 @@ def model_card(*, gate: Gate, data: str, manifest_sha256: str, dataset: Mapping[
     thr = ("0.5 (val had one class: no threshold could be chosen)" if threshold is None
            else f"{threshold:.4f} (maximises {threshold_criterion} on val videos)")  # fmt: skip
     pre = preprocess or {}
-    pre_keys = ("face_size", "frames_per_clip", "clip_fps", "max_clips", "face_margin", "min_face_frac", "require_audio")
+    pre_keys = (
+        "face_size",
+        "frames_per_clip",
+        "clip_fps",
+        "max_clips",
+        "face_margin",
+        "min_face_frac",
+        "require_audio",
+    )
     lines = [
         "# AVFF deepfake detector",
         "",

@@ -239,7 +239,9 @@ def _loader_line(loader_prior: tuple[int, float] | None) -> list[str]:
             f"and of the prior baseline.", ""]  # fmt: skip
 
 
-def _dataset_section(dataset: Mapping[str, Mapping[str, int]], loader_prior: tuple[int, float] | None = None) -> list[str]:
+def _dataset_section(
+    dataset: Mapping[str, Mapping[str, int]], loader_prior: tuple[int, float] | None = None
+) -> list[str]:
     lines = ["## Dataset", ""]
     if not dataset:
         return lines + ["No dataset statistics were passed to the report.", ""]
@@ -250,14 +252,34 @@ def _dataset_section(dataset: Mapping[str, Mapping[str, int]], loader_prior: tup
         v_frac = vf / (vr + vf) if vr is not None and vf is not None and vr + vf else math.nan
         c_frac = cf / (cr + cf) if cr is not None and cf is not None and cr + cf else math.nan
         g = s.get("groups")
-        rows.append([split, str(vr), str(vf), str(cr), str(cf), number(v_frac), number(c_frac), str(g if g is not None else "n/a")])
+        rows.append(
+            [
+                split,
+                str(vr),
+                str(vf),
+                str(cr),
+                str(cf),
+                number(v_frac),
+                number(c_frac),
+                str(g if g is not None else "n/a"),
+            ]
+        )
         text = f"{split}: {(vr or 0) + (vf or 0)} videos ({vr} REAL, {vf} FAKE; FAKE fraction {number(v_frac)})"
         text += f", {(cr or 0) + (cf or 0)} clips ({cr} REAL, {cf} FAKE; FAKE fraction {number(c_frac)})"
         if g is not None:
             text += f", {g} groups"
         sentences.append(f"- {text}.")
     lines += _table(
-        ["split", "videos REAL", "videos FAKE", "clips REAL", "clips FAKE", "FAKE frac (videos)", "FAKE frac (clips)", "groups"],
+        [
+            "split",
+            "videos REAL",
+            "videos FAKE",
+            "clips REAL",
+            "clips FAKE",
+            "FAKE frac (videos)",
+            "FAKE frac (clips)",
+            "groups",
+        ],
         rows,
     )
     return lines + [""] + sentences + [""] + _loader_line(loader_prior)
@@ -342,7 +364,11 @@ def _best_epoch_lines(run: ReportInputs, epochs: list[int]) -> list[str]:
 
 def _early_stopping_line(run: ReportInputs, epochs: list[int]) -> str:
     if run.early_stopped:
-        after = f", {epochs[-1] - run.best_epoch} epochs after the best epoch {run.best_epoch}" if run.best_epoch is not None else ""
+        after = (
+            f", {epochs[-1] - run.best_epoch} epochs after the best epoch {run.best_epoch}"
+            if run.best_epoch is not None
+            else ""
+        )
         pat = f" (patience {run.patience})" if run.patience is not None else ""
         return f"Early stopping triggered after epoch {epochs[-1]}{after}{pat}."
     if run.max_epochs is None:
@@ -369,15 +395,19 @@ def _diagnosis_section(d: CurveDiagnosis) -> list[str]:
             f"at least {MIN_EPOCHS_TO_DIAGNOSE} are needed to read a trend.",
             "",
         ]
-    lowest = "" if d.train_min == d.train_last else (
-        f" (its lowest, {number(d.train_min)}, is {_pct(d.train_fall_total)} below the first epoch)"
+    lowest = (
+        ""
+        if d.train_min == d.train_last
+        else (f" (its lowest, {number(d.train_min)}, is {_pct(d.train_fall_total)} below the first epoch)")
     )
     lines.append(
         f"Over epochs {d.epochs[0]}–{d.epochs[-1]}{stage}, train loss {_moves(d.train_first, d.train_last)} "
         f"from {number(d.train_first)} to {number(d.train_last)}{lowest}."
     )
     if d.val_min_epoch == d.epochs[-1]:
-        lines.append(f"Val loss is lowest at the last epoch, {d.val_min_epoch} ({number(d.val_min)}): it has not risen.")
+        lines.append(
+            f"Val loss is lowest at the last epoch, {d.val_min_epoch} ({number(d.val_min)}): it has not risen."
+        )
     else:
         lines.append(
             f"Val loss reaches its minimum {number(d.val_min)} at epoch {d.val_min_epoch} and ends at {number(d.val_last)}, "
@@ -493,7 +523,9 @@ def _level_table(m: Mapping, at_val: Mapping | None, prior: Mapping | None, majo
     return _table(header, rows)
 
 
-def _baseline_lines(level: str, m: Mapping, prior: Mapping | None, major: Mapping | None) -> tuple[list[str], list[str]]:
+def _baseline_lines(
+    level: str, m: Mapping, prior: Mapping | None, major: Mapping | None
+) -> tuple[list[str], list[str]]:
     """The model against the prior (and majority) baseline in words; a warning when it does not beat the prior."""
     auc, ll = _num(m.get("auc")), _num(m.get("log_loss"))
     if not prior:
@@ -523,7 +555,10 @@ def _f1_lines(level: str, m: Mapping, at_val: Mapping | None) -> tuple[list[str]
     """F1 against the all-FAKE predictor's (a caveat when equal), and the metrics at the val threshold."""
     n, n_pos, f1 = _num(m.get("n")), _num(m.get("n_pos")), _num(m.get("f1"))
     f1_all = all_fake_f1(n, n_pos)
-    lines, warns = [f"The all-FAKE predictor scores F1 {number(f1_all)} on these labels; the model scores {number(f1)}."], []
+    lines, warns = (
+        [f"The all-FAKE predictor scores F1 {number(f1_all)} on these labels; the model scores {number(f1)}."],
+        [],
+    )
     if abs(f1 - f1_all) <= F1_EQUAL_TOL:
         w = (
             f"{level} F1 {number(f1)} equals the all-FAKE predictor's F1 {number(f1_all)} "
@@ -727,8 +762,13 @@ def _headline(run: ReportInputs, ci: tuple[float, float]) -> list[str]:
     prior, major = b.get("prior") or {}, b.get("majority") or {}
     auc, ll, p_ll = _num(m.get("auc")), _num(m.get("log_loss")), _num(prior.get("log_loss"))
     rows = [
-        ["AUC", f"{number(auc)} " + ("(interval undefined)" if math.isnan(ci[0]) else f"[{number(ci[0])}, {number(ci[1])}]"),
-         number(prior.get("auc")), number(major.get("auc"))],
+        [
+            "AUC",
+            f"{number(auc)} "
+            + ("(interval undefined)" if math.isnan(ci[0]) else f"[{number(ci[0])}, {number(ci[1])}]"),
+            number(prior.get("auc")),
+            number(major.get("auc")),
+        ],
         ["log loss", number(ll), number(p_ll), number(major.get("log_loss"))],
     ]
     if math.isnan(p_ll):
@@ -737,12 +777,16 @@ def _headline(run: ReportInputs, ci: tuple[float, float]) -> list[str]:
         verdict = f"the model **beats** the prior's log loss by {number(p_ll - ll)}"
     else:
         verdict = f"the model **does not beat** the prior's log loss ({_signed(ll - p_ll)})"
-    return [
-        f"**Test, video level ({int(_num(m.get('n')))} videos, {int(_num(m.get('n_pos')))} FAKE):** {verdict}; "
-        f"AUC interval: {int(CI_LEVEL * 100)} % bootstrap over "
-        f"{'groups (a REAL and its fakes together)' if run.groups_test_video is not None else 'videos'}.",
-        "",
-    ] + _table(["test video", "model", "prior baseline", "majority baseline"], rows) + [""]
+    return (
+        [
+            f"**Test, video level ({int(_num(m.get('n')))} videos, {int(_num(m.get('n_pos')))} FAKE):** {verdict}; "
+            f"AUC interval: {int(CI_LEVEL * 100)} % bootstrap over "
+            f"{'groups (a REAL and its fakes together)' if run.groups_test_video is not None else 'videos'}.",
+            "",
+        ]
+        + _table(["test video", "model", "prior baseline", "majority baseline"], rows)
+        + [""]
+    )
 
 
 def write_training_report(run: ReportInputs) -> str:
@@ -756,7 +800,9 @@ def write_training_report(run: ReportInputs) -> str:
     if run.y_val_video is not None and run.p_val_video is not None:
         val_ci = _auc_ci(run.y_val_video, run.p_val_video, run, run.groups_val_video)
     test_lines, warns = _test_section(run, test_ci)
-    lines = [f"# {run.title}", ""] + ([run.gate.headline(), ""] if run.gate is not None else []) + _headline(run, test_ci)
+    lines = (
+        [f"# {run.title}", ""] + ([run.gate.headline(), ""] if run.gate is not None else []) + _headline(run, test_ci)
+    )
     if warns:
         lines += [f"**{len(warns)} warning(s)**, detailed below:", ""] + [f"- {w}" for w in warns] + [""]
     lines += _dataset_section(run.dataset, run.loader_prior)

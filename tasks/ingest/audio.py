@@ -39,7 +39,9 @@ class MelSpec:
         return self.hop / self.sample_rate
 
 
-def decode_audio(path: str, sample_rate: int = 16000, max_seconds: float = 60.0, start_time: float | None = None) -> np.ndarray:
+def decode_audio(
+    path: str, sample_rate: int = 16000, max_seconds: float = 60.0, start_time: float | None = None
+) -> np.ndarray:
     """The first audio stream as (n,) float32 mono at sample_rate; raises VideoError.
 
     With ``start_time`` (seconds, the video stream's start: ``VideoInfo.start_time``), sample 0

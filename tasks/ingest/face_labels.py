@@ -22,7 +22,9 @@ RATIO = 0.5  # a track differing at least this share of the most-differing one i
 FLOOR = 2.5  # mean |difference| (0..255) below which a track is its original re-encoded (measured ~1)
 
 
-def face_labels(video_label: str, diffs: dict[int, float] | None, ratio: float = RATIO, floor: float = FLOOR) -> dict[int, str]:
+def face_labels(
+    video_label: str, diffs: dict[int, float] | None, ratio: float = RATIO, floor: float = FLOOR
+) -> dict[int, str]:
     """face -> REAL | FAKE from each face's pixel difference from the original (None: no original).
 
     >>> face_labels("FAKE", {0: 1.2, 1: 14.0})
@@ -34,7 +36,9 @@ def face_labels(video_label: str, diffs: dict[int, float] | None, ratio: float =
     return {face: FAKE if d >= ratio * top else REAL for face, d in diffs.items()}
 
 
-def face_differences(clips: list[Clip], original: str, cfg: PreprocessConfig, size: tuple[int, int]) -> dict[int, float] | None:
+def face_differences(
+    clips: list[Clip], original: str, cfg: PreprocessConfig, size: tuple[int, int]
+) -> dict[int, float] | None:
     """face -> mean |fake - original| (0..255) over its clips' crops, the original cropped at the
     fake's frame times and boxes; None when the original cannot be compared (unreadable, or
     frames of another size than the fake's ``size`` (width, height)).
@@ -57,4 +61,3 @@ def face_differences(clips: list[Clip], original: str, cfg: PreprocessConfig, si
             crop = crop_square(at[t], box, fake_crop.shape[0], cfg.face_margin)  # (S, S, 3)
             sums.setdefault(c.face, []).append(float(np.abs(crop.astype(np.int16) - fake_crop.astype(np.int16)).mean()))
     return {face: float(np.mean(d)) for face, d in sorted(sums.items())}
-

@@ -256,7 +256,9 @@ def track_faces(
 _SAME_FACE_IOU = 0.3  # a detection overlapping a kept track this much is that track's face
 
 
-def _seeds(frames: Sequence[np.ndarray], detector: FaceDetector, kept: list[FaceTrack], probes: int) -> list[tuple[int, Box]]:
+def _seeds(
+    frames: Sequence[np.ndarray], detector: FaceDetector, kept: list[FaceTrack], probes: int
+) -> list[tuple[int, Box]]:
     """(frame index, box) of the detections on ``probes`` evenly spread frames that no kept track
     covers, largest (area x score) first."""
     n = len(frames)
@@ -271,7 +273,12 @@ def _seeds(frames: Sequence[np.ndarray], detector: FaceDetector, kept: list[Face
 
 
 def _follow_from(
-    frames: Sequence[np.ndarray], detector: FaceDetector, seed: int, box: Box, avoid: list[np.ndarray], smooth_window: int
+    frames: Sequence[np.ndarray],
+    detector: FaceDetector,
+    seed: int,
+    box: Box,
+    avoid: list[np.ndarray],
+    smooth_window: int,
 ) -> FaceTrack:
     """The track of the face at ``box`` in frame ``seed``, followed forward then backward from it
     as :func:`track_face` follows the main face. ``avoid``: (N, 4) boxes of the kept tracks; a

@@ -116,7 +116,9 @@ class LandmarkTrack:
     lips: np.ndarray  # (N, L, 2) lip points in crop pixels (a frame without landmarks: its neighbour's)
 
 
-def find_landmarks(frames: Sequence[np.ndarray], track: FaceTrack, detector: LandmarkFaceDetector) -> list[np.ndarray | None]:
+def find_landmarks(
+    frames: Sequence[np.ndarray], track: FaceTrack, detector: LandmarkFaceDetector
+) -> list[np.ndarray | None]:
     """N (H, W, 3) frames and their face track -> per frame (468, 2) mesh points in frame pixels, or None."""
     return [detector.landmarks(f, b) for f, b in zip(frames, track.boxes)]
 

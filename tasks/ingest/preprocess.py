@@ -182,7 +182,11 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
         info = probe(path, cfg.limits)
     duration = min(info.duration, cfg.limits.read_seconds) if np.isfinite(info.duration) else cfg.limits.read_seconds
     with timer("decode"):
-        plan = _native_plan(path, info, cfg, duration) if cfg.clip_mode == "native" else _spread_plan(path, info, cfg, duration)
+        plan = (
+            _native_plan(path, info, cfg, duration)
+            if cfg.clip_mode == "native"
+            else _spread_plan(path, info, cfg, duration)
+        )
     times, picks = _unique_times(plan.wanted)  # (N,) sorted, (C, T) into times
 
     with timer("audio"):
@@ -307,7 +311,11 @@ class _ClipPlan:
 def _too_short(path: str, info: VideoInfo, cfg: PreprocessConfig, clip_seconds: float) -> VideoError:
     late = f" starting at {cfg.clip_offset_s:g}s" if cfg.clip_offset_s else ""
     # the planned length is the shorter of the two; an undeclared duration (NaN) leaves read_seconds
-    length = f"{info.duration:.2f}s" if info.duration <= cfg.limits.read_seconds else f"read_seconds={cfg.limits.read_seconds:g}"
+    length = (
+        f"{info.duration:.2f}s"
+        if info.duration <= cfg.limits.read_seconds
+        else f"read_seconds={cfg.limits.read_seconds:g}"
+    )
     short = f"{length} is shorter than one {clip_seconds:.3g}s clip{late}"
     return VideoError("too_short", f"{path}: {short}")
 

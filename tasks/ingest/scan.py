@@ -304,7 +304,7 @@ def scan_dfdc(root: str) -> ScanResult:
         listing = {e.name: e for e in os.scandir(part_dir)}  # one listdir per part, not a stat per entry
         on_disk = sorted(f for f in listing if f.lower().endswith(VIDEO_SUFFIXES))
         rel_dir = os.path.relpath(part_dir, root)
-        rel = (lambda f: f if rel_dir == "." else os.path.join(rel_dir, f))
+        rel = lambda f: f if rel_dir == "." else os.path.join(rel_dir, f)
         if meta is None:
             reason = "missing_metadata" if "missing" in error else "bad_metadata"
             result.rejected += [Rejection(part, rel(f), reason, f"{rel(f)}: {error}") for f in on_disk]
@@ -313,7 +313,9 @@ def scan_dfdc(root: str) -> ScanResult:
         for name, entry in meta.items():
             problem = _check_entry(name, entry) or _conflict(name, entry, conflicts)
             if problem:
-                result.rejected.append(Rejection(part, rel(str(name)), "bad_metadata", f"{part}/metadata.json: {problem}"))
+                result.rejected.append(
+                    Rejection(part, rel(str(name)), "bad_metadata", f"{part}/metadata.json: {problem}")
+                )
                 continue
             st, refused = _file_stat(part_dir, name, listing)
             if refused:
@@ -324,7 +326,9 @@ def scan_dfdc(root: str) -> ScanResult:
             vid = video_id_of(name)
             if vid in seen:
                 result.rejected.append(
-                    Rejection(part, rel(name), "duplicate_id", f"{rel(name)}: video id {vid!r} already in part {seen[vid]}")
+                    Rejection(
+                        part, rel(name), "duplicate_id", f"{rel(name)}: video id {vid!r} already in part {seen[vid]}"
+                    )
                 )
                 continue
             seen[vid] = part
@@ -344,7 +348,9 @@ def scan_dfdc(root: str) -> ScanResult:
         listed = {n for n in meta if isinstance(n, str)}
         for f in on_disk:
             if f not in listed:
-                result.rejected.append(Rejection(part, rel(f), "missing_metadata", f"{rel(f)}: no entry in {part}/metadata.json"))
+                result.rejected.append(
+                    Rejection(part, rel(f), "missing_metadata", f"{rel(f)}: no entry in {part}/metadata.json")
+                )
     _drop_duplicates(root, result, found)
     present = {e.video_id for e in result.entries}
     result.missing_originals = sorted({e.original for e in result.entries if e.original and e.original not in present})

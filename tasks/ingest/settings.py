@@ -102,7 +102,9 @@ class IngestSettings(BaseModel):
         if fs.is_local(self.data) and fs.is_local(self.out):
             data, out = (os.path.realpath(p.removeprefix("file://")) for p in (self.data, self.out))
             if os.path.commonpath([data, out]) == data:
-                raise ValueError(f"output folder {self.out} is inside the input folder {self.data}: choose an output outside it")
+                raise ValueError(
+                    f"output folder {self.out} is inside the input folder {self.data}: choose an output outside it"
+                )
         return self
 
     @field_validator("ratios")

@@ -104,5 +104,7 @@ def progress(done: int, total: int, seconds: float) -> tuple[float, str]:
     """(percent, "12 / 40 videos, 0.80 videos/s, ETA 35 s") of an ingest ``seconds`` into its work."""
     percent = 100.0 * done / total if total else 100.0
     rate = done / seconds if seconds > 0 else 0.0
-    eta = f"ETA {(total - done) / rate:.0f} s" if rate > 0 and done < total else ("done" if done >= total else "ETA n/a")
+    eta = (
+        f"ETA {(total - done) / rate:.0f} s" if rate > 0 and done < total else ("done" if done >= total else "ETA n/a")
+    )
     return percent, f"{done} / {total} videos, {rate:.2f} videos/s, {eta}"

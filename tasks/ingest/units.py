@@ -55,8 +55,19 @@ def plan(
         a = assignment[e.video_id]
         path = paths[e.video_id]
         videos.append(
-            UnitVideo(e.video_id, path, e.rel_path, e.part, e.label, a.split, a.group, e.original, fingerprint(path),
-                      e.manipulation, paths.get(e.original) if e.original else None)  # fmt: skip
+            UnitVideo(
+                e.video_id,
+                path,
+                e.rel_path,
+                e.part,
+                e.label,
+                a.split,
+                a.group,
+                e.original,
+                fingerprint(path),
+                e.manipulation,
+                paths.get(e.original) if e.original else None,
+            )  # fmt: skip
         )
     units = plan_units(videos, layout.shard, videos_per_shard)
     return units, [_planned_row(e, assignment[e.video_id].split, assignment[e.video_id].fold,
@@ -98,8 +109,20 @@ def finalize(
 
 
 # the manifest columns a unit's record fills in for each ingested video
-_PROBED = ("duration", "fps", "width", "height", "rotation", "has_audio", "audio_rate", "clips", "faces", "fake_faces",
-           "crop", "landmark_frac")
+_PROBED = (
+    "duration",
+    "fps",
+    "width",
+    "height",
+    "rotation",
+    "has_audio",
+    "audio_rate",
+    "clips",
+    "faces",
+    "fake_faces",
+    "crop",
+    "landmark_frac",
+)
 
 
 def remove_stale_shards(layout: fs.IngestLayout, units: list[WorkUnit]) -> list[str]:
@@ -141,14 +164,23 @@ def summary_markdown(
         f"- units skipped as already complete: {skipped}",
         f"- wall time: {seconds:.1f} s; throughput {len(manifest) / max(seconds, 1e-9):.2f} videos/s",
         "",
-        *(["| split | groups | REAL | FAKE | share of videos (target) | FAKE fraction |",
-           "|---|---:|---:|---:|---:|---:|",
-           *[f"| {s} | {b['groups']} | {b['real']} | {b['fake']} | {b['share']:.3f}"
-             + (f" ({target[s]:.3f})" if target else "") + f" | {b['fake_fraction']:.3f} |" for s, b in balance.items()],
-           "",
-           "Splits hash each group's key with the seed (stable as data grows, stratified by label only in "
-           "expectation): on few groups the shares scatter around the targets."]
-          if ingested else ["No video was ingested: no split holds any."]),
+        *(
+            [
+                "| split | groups | REAL | FAKE | share of videos (target) | FAKE fraction |",
+                "|---|---:|---:|---:|---:|---:|",
+                *[
+                    f"| {s} | {b['groups']} | {b['real']} | {b['fake']} | {b['share']:.3f}"
+                    + (f" ({target[s]:.3f})" if target else "")
+                    + f" | {b['fake_fraction']:.3f} |"
+                    for s, b in balance.items()
+                ],
+                "",
+                "Splits hash each group's key with the seed (stable as data grows, stratified by label only in "
+                "expectation): on few groups the shares scatter around the targets.",
+            ]
+            if ingested
+            else ["No video was ingested: no split holds any."]
+        ),
         "",
         *_refused_lines(reasons),
         "",

@@ -90,7 +90,9 @@ def plan_units(videos: list[UnitVideo], shard_for, videos_per_shard: int) -> lis
     for (split, part), vs in sorted(by_key.items()):
         vs.sort(key=lambda v: v.video_id)
         for chunk, i in enumerate(range(0, len(vs), videos_per_shard)):
-            units.append(WorkUnit(split, part, chunk, shard_for(split, part, chunk), tuple(vs[i : i + videos_per_shard])))
+            units.append(
+                WorkUnit(split, part, chunk, shard_for(split, part, chunk), tuple(vs[i : i + videos_per_shard]))
+            )
     return units
 
 
@@ -129,7 +131,9 @@ def is_complete(unit: WorkUnit, config_hash: str) -> dict | None:
     return None
 
 
-def process_unit(unit: WorkUnit, cfg: PreprocessConfig, *, detector: FaceDetector, jpeg_quality: int = 90) -> UnitRecord:
+def process_unit(
+    unit: WorkUnit, cfg: PreprocessConfig, *, detector: FaceDetector, jpeg_quality: int = 90
+) -> UnitRecord:
     """Preprocess every video of the unit into one shard; bad videos go to the record's quarantine.
 
     ``detector``: :func:`tasks.ingest.preprocess.face_detector` of ``cfg``, built once per worker
@@ -152,14 +156,18 @@ def process_unit(unit: WorkUnit, cfg: PreprocessConfig, *, detector: FaceDetecto
     return record
 
 
-def _add_video(sink: ShardWriter, v: UnitVideo, cfg: PreprocessConfig, detector, record: UnitRecord, jpeg_quality: int) -> None:
+def _add_video(
+    sink: ShardWriter, v: UnitVideo, cfg: PreprocessConfig, detector, record: UnitRecord, jpeg_quality: int
+) -> None:
     try:
         result = preprocess_video(v.path, cfg, detector)
     except VideoError as e:
         record.quarantined.append(_quarantine(v, e.reason, str(e)))
         return
     except Exception as e:  # a bug or an unexpected library error: quarantine this video, keep going
-        record.quarantined.append(_quarantine(v, "error", f"{v.rel_path}: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
+        record.quarantined.append(
+            _quarantine(v, "error", f"{v.rel_path}: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+        )
         return
     labels = _labels(v, result, cfg)
     for clip in result.clips:
@@ -195,7 +203,10 @@ def _add_video(sink: ShardWriter, v: UnitVideo, cfg: PreprocessConfig, detector,
             "faces": result.faces,
             "fake_faces": sum(label == FAKE for label in labels.values()),
             "face_frac": result.face_frac,
-            **{k: getattr(result.info, k) for k in ("duration", "fps", "width", "height", "rotation", "codec", "has_audio", "audio_rate")},
+            **{
+                k: getattr(result.info, k)
+                for k in ("duration", "fps", "width", "height", "rotation", "codec", "has_audio", "audio_rate")
+            },
             "seconds": result.stage_seconds,
             "cpu_seconds": result.stage_cpu,
             **({"crop": result.crop, "landmark_frac": result.landmark_frac} if result.crop is not None else {}),
@@ -213,4 +224,11 @@ def _labels(v: UnitVideo, result: Preprocessed, cfg: PreprocessConfig) -> dict[i
 
 
 def _quarantine(v: UnitVideo, reason: str, error: str) -> dict:
-    return {"video_id": v.video_id, "part": v.part, "rel_path": v.rel_path, "label": v.label, "reason": reason, "error": error}
+    return {
+        "video_id": v.video_id,
+        "part": v.part,
+        "rel_path": v.rel_path,
+        "label": v.label,
+        "reason": reason,
+        "error": error,
+    }

@@ -35,8 +35,10 @@ def describe(decision: Decision | None) -> str:
         t = DEFAULT_THRESHOLD if decision.threshold is None else decision.threshold
         rule = f"FAKE when P(FAKE) >= {t:.3f} (default: no threshold could be chosen on the training run's val)"
     else:
-        rule = (f"FAKE when P(FAKE) >= {decision.threshold:.3f}, the model's threshold "
-                f"(chosen on val by {decision.criterion})")
+        rule = (
+            f"FAKE when P(FAKE) >= {decision.threshold:.3f}, the model's threshold "
+            f"(chosen on val by {decision.criterion})"
+        )
     calibration = ("P(FAKE) uncalibrated" if (decision.slope, decision.intercept) == (1.0, 0.0) else
                    f"P(FAKE) = sigmoid({decision.slope:.3f} * logit {decision.intercept:+.3f}), Platt scaling fitted on val")  # fmt: skip
     return f"{rule}; {calibration}."

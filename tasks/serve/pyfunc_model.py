@@ -69,7 +69,9 @@ class AVFFPyfunc(mlflow.pyfunc.PythonModel):
         config = json.loads(Path(context.artifacts[CONFIG_ARTIFACT]).read_text())
         self.scorer = Scorer.from_weights(weights, config)
         if DECISION_ARTIFACT in context.artifacts:  # models logged before it existed score uncalibrated
-            self.scorer.use_decision(Decision.from_json(json.loads(Path(context.artifacts[DECISION_ARTIFACT]).read_text())))
+            self.scorer.use_decision(
+                Decision.from_json(json.loads(Path(context.artifacts[DECISION_ARTIFACT]).read_text()))
+            )
         if PREPROCESS_ARTIFACT in context.artifacts:  # else: defaults matched to the model's input shape
             self.scorer.preprocess = json.loads(Path(context.artifacts[PREPROCESS_ARTIFACT]).read_text())
         self.preprocess = preprocess_for(self.scorer)

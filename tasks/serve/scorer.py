@@ -83,7 +83,8 @@ def checked_config(config: dict, weights: dict[str, torch.Tensor]) -> AVFFConfig
         wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
         raise CheckpointError(
             f"weights do not match their model config: {len(missing)} missing, {len(extra)} unexpected, "
-            f"{len(wrong)} of another shape" + (f" (e.g. {wrong[0]}: {got[wrong[0]]} vs {expected[wrong[0]]})" if wrong else "")
+            f"{len(wrong)} of another shape"
+            + (f" (e.g. {wrong[0]}: {got[wrong[0]]} vs {expected[wrong[0]]})" if wrong else "")
         )
     return cfg
 
@@ -124,8 +125,9 @@ class Scorer:
         """video (B, 3, T, H, W), audio (B, 1, F, Tm) (numpy or torch) -> (B,) float32 calibrated
         P(FAKE) = sigmoid(slope * logit + intercept). ``mouth`` (B, 4): each clip's mouth box as
         fractions (``tasks.serve.predict.clip_mouths``); None: the crop template's."""
-        video, audio = torch.as_tensor(np.asarray(video), dtype=torch.float32), torch.as_tensor(
-            np.asarray(audio), dtype=torch.float32
+        video, audio = (
+            torch.as_tensor(np.asarray(video), dtype=torch.float32),
+            torch.as_tensor(np.asarray(audio), dtype=torch.float32),
         )
         cfg = self.config
         want_v, want_a = (3, cfg.num_frames, cfg.img_size, cfg.img_size), (1, cfg.n_mels, cfg.mel_frames)

@@ -12,7 +12,6 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from tasks.serve.predict import preprocess_for, result, score_bytes
 
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024  # an upload above this is refused before it is read whole
 PAGE_FILE = Path(__file__).with_name("page.html")
@@ -70,6 +69,7 @@ class UploadScorer:
         key = self._key()
         if self._loaded is None or self._loaded[0] != key:
             from tasks.ingest.preprocess import face_detector
+            from tasks.serve.predict import preprocess_for  # torch: not for the CLI's flags (flows/cli_web.py)
 
             scorer = self._load()
             pre = preprocess_for(scorer)
@@ -80,6 +80,8 @@ class UploadScorer:
 
     def __call__(self, data: bytes, name: str) -> dict:
         """The upload's record: :func:`tasks.serve.predict.result` of it, plus the model it was scored with."""
+        from tasks.serve.predict import result, score_bytes
+
         with self._lock:
             scorer, pre, detector = self._model()
             record = result(score_bytes(data, name, scorer, pre, detector, faces=True), scorer.threshold)

@@ -274,8 +274,9 @@ def _audio_pitch(rng: np.random.Generator, o: _Original) -> tuple[np.ndarray, np
     f0_factor = rng.uniform(1.35, 1.6) ** (1 if up else -1)
     formant_factor = rng.uniform(1.1, 1.2) ** (1 if up else -1)
     change_at = _PAD_S + rng.uniform(0.35, 0.65) * o.duration_s
-    stream = render_speech(o.speaker.plan, o.rate, change_at_s=change_at, f0_factor=f0_factor,
-                           formant_factor=formant_factor)
+    stream = render_speech(
+        o.speaker.plan, o.rate, change_at_s=change_at, f0_factor=f0_factor, formant_factor=formant_factor
+    )
     return o.frames, _clip_audio(stream, o.speaker.lead_s, o.rate, o.duration_s)
 
 
@@ -316,8 +317,15 @@ def pool_faces(seed: int, n_real: int, pool: str = "train", pool_slice: tuple[in
     return [int(faces[k % len(faces)]) for k in range(n_real)]
 
 
-def _write(path: Path, frames: np.ndarray, audio: np.ndarray, rng: np.random.Generator, fps: float, rate: int,
-           controls: ShortcutControls) -> None:
+def _write(
+    path: Path,
+    frames: np.ndarray,
+    audio: np.ndarray,
+    rng: np.random.Generator,
+    fps: float,
+    rate: int,
+    controls: ShortcutControls,
+) -> None:
     crf = int(rng.integers(controls.crf[0], controls.crf[1] + 1))
     write_video(path, frames, fps, _finish(audio, rng, controls), rate, crf=crf)
 
@@ -380,8 +388,20 @@ def make_dfdc_sample(
         _write(folder / real, frames, audio, rng_of(k, 2), fps, audio_rate, controls)
         meta[real] = {"label": REAL, "split": "train", "original": None, "manipulation": None}
         identities.append(f"{real},{source_name(faces[k])}")
-        original = _Original(look, scene, voice, audio, mouth, frames, voices[:k] + voices[k + 1 :], donors,
-                             duration_s, fps, audio_rate, controls.lead_silence_s)
+        original = _Original(
+            look,
+            scene,
+            voice,
+            audio,
+            mouth,
+            frames,
+            voices[:k] + voices[k + 1 :],
+            donors,
+            duration_s,
+            fps,
+            audio_rate,
+            controls.lead_silence_s,
+        )
         for name in dict.fromkeys(manipulations):
             m = MANIPULATIONS.index(name)
             rng = rng_of(k, 10 + m)

@@ -284,8 +284,9 @@ def _draw_mouth(spr: np.ndarray, lm: dict[str, float], half_h: float, face_px: i
     region[:] = region * (1 - cover) + np.array([0.18, 0.06, 0.07], np.float32) * cover
 
 
-def _paste(frame: np.ndarray, bg: np.ndarray, spr: np.ndarray, cx: float, cy: float, s: float, ang: float,
-           radius: float) -> None:
+def _paste(
+    frame: np.ndarray, bg: np.ndarray, spr: np.ndarray, cx: float, cy: float, s: float, ang: float, radius: float
+) -> None:
     """Alpha-composite ``spr`` rotated by ``ang`` and scaled by ``s`` at (cx, cy), bilinear;
     ``radius`` (sprite pixels) bounds the opaque part around the sprite centre."""
     h, w = frame.shape[:2]

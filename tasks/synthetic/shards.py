@@ -90,7 +90,14 @@ def write_synthetic_shards(
 
 
 def _manifest_row(
-    vid: str, label: str, split: str, fold: int, shard: str, clips: int, num_frames: int, img_size: int,
+    vid: str,
+    label: str,
+    split: str,
+    fold: int,
+    shard: str,
+    clips: int,
+    num_frames: int,
+    img_size: int,
     manipulation: str | None = None,
 ) -> ManifestRow:
     """Every manifest column, filled as ingest fills it for an ingested video; the probe facts describe the

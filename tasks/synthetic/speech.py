@@ -17,8 +17,16 @@ from scipy.signal import lfilter
 F0_RANGE = (90.0, 220.0)
 # (F1, F2, F3) in Hz of a few vowels: a, i, u, e, o, schwa, ae.
 _VOWELS = np.array(
-    [[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480],
-     [570, 840, 2410], [500, 1500, 2500], [660, 1720, 2410]], dtype=np.float64,
+    [
+        [730, 1090, 2440],
+        [270, 2290, 3010],
+        [300, 870, 2240],
+        [530, 1840, 2480],
+        [570, 840, 2410],
+        [500, 1500, 2500],
+        [660, 1720, 2410],
+    ],
+    dtype=np.float64,
 )
 _BANDWIDTHS = (80.0, 100.0, 140.0)
 _KNOT_DT = 0.25  # seconds between pitch knots

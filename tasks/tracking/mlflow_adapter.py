@@ -100,7 +100,9 @@ class MLflowLogger:
     def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
         """``rows`` as an MLflow table artifact (NaN cells become null)."""
         columns = list(dict.fromkeys(k for r in rows for k in r))
-        self.client.log_table(self.run_id, data={c: [r.get(c) for r in rows] for c in columns}, artifact_file=artifact_file)
+        self.client.log_table(
+            self.run_id, data={c: [r.get(c) for r in rows] for c in columns}, artifact_file=artifact_file
+        )
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(str(k), str(v)) for k, v in tags.items()])

@@ -68,7 +68,9 @@ def calibrate(val: Predictions, test: Predictions | None, enabled: bool) -> C.Ca
     clips of a class), with the clip log loss and ECE before and after it on val and (when given) test."""
     platt, reason = C.choose_platt(val.y, C.to_logits(val.p), enabled=enabled)
     splits = {"val": val} if test is None else {"val": val, "test": test}
-    return C.Calibration(platt, reason, {n: C.split_calibration(p.y, C.to_logits(p.p), platt) for n, p in splits.items()})
+    return C.Calibration(
+        platt, reason, {n: C.split_calibration(p.y, C.to_logits(p.p), platt) for n, p in splits.items()}
+    )
 
 
 def calibrated(preds: Predictions, platt: C.Platt) -> Predictions:
@@ -161,7 +163,9 @@ def render_plots(history: Sequence[dict], test: Predictions, threshold: float | 
     paths += plots.plot_roc_pr(test.y, test.p, directory, "test_clip")
     paths.append(plots.plot_confusion(y, p, 0.5 if threshold is None else threshold, directory, "test_video"))
     if raw_test is not None:
-        curves = {"uncalibrated": raw_test.p} if raw_test.p is test.p else {"uncalibrated": raw_test.p, "calibrated": test.p}
+        curves = (
+            {"uncalibrated": raw_test.p} if raw_test.p is test.p else {"uncalibrated": raw_test.p, "calibrated": test.p}
+        )
         paths.append(C.plot_reliability(test.y, curves, directory / RELIABILITY_PLOT))
     return paths
 

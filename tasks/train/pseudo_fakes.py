@@ -289,4 +289,3 @@ class PseudoFakes:
         applied = torch.where(chosen, kind, torch.full_like(kind, -1))  # (B,)
         new_t = torch.where(chosen.to(target.device), torch.ones_like(target), target)
         return {**batch, "video": new_v, "audio": new_a, "target": new_t, "pseudo_kind": applied}
-

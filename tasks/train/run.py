@@ -123,8 +123,10 @@ def resolve_model_config(name: str, overrides: Mapping[str, Any], shape: InputSh
     fits = shape.img_size // patch * patch  # the largest whole number of patches in the crops
     size = overrides.get("img_size", min(preset.img_size, fits))
     if size > shape.img_size:
-        raise ValueError(f"img_size={size} contradicts the shards' {shape.img_size} px face crops: frames are only "
-                         f"shrunk, never enlarged; ingest with face_size >= {size} or set img_size <= {shape.img_size}")
+        raise ValueError(
+            f"img_size={size} contradicts the shards' {shape.img_size} px face crops: frames are only "
+            f"shrunk, never enlarged; ingest with face_size >= {size} or set img_size <= {shape.img_size}"
+        )
     return get_config(name, **{**data_shape, **overrides, "img_size": size})
 
 
@@ -241,7 +243,9 @@ class RunData:
     def train_clips(self) -> int:
         """Clips one pass of the training loader reads (the schedule's length): the training role's
         (the shard index's count, or the manifest's when a fold or held-out types filter it) plus the extra data's."""
-        own = split_counts(self.layout, "train") if self.view is None and not self.held_out else len(self.labels["train"])
+        own = (
+            split_counts(self.layout, "train") if self.view is None and not self.held_out else len(self.labels["train"])
+        )
         return own + self.extra_clips
 
 
@@ -548,7 +552,14 @@ class _Run:
             terms["curriculum_fraction"] = fraction
         if cfg.progressive_epochs:
             terms["progressive_scale"] = transform.scale if transform else 1.0
-        return {"epoch": progress.epoch, "stage": "classify", "train_loss": out["loss"], **terms, **val, "lr": lr}, improved
+        return {
+            "epoch": progress.epoch,
+            "stage": "classify",
+            "train_loss": out["loss"],
+            **terms,
+            **val,
+            "lr": lr,
+        }, improved
 
     # ------------------------------------------------------------ test, plots, report
 
@@ -562,7 +573,9 @@ class _Run:
         train, es = self.data.training_prior(self._pseudo_fake_p()), self.progress.es
         result.train_fake_fraction = float(np.mean(train.videos))
         raw_val = evaluate(self.model, self._loader("val", epoch=0), device=self.device, precision=self.precision)
-        if self.data.view is not None:  # a CV fold: score the fold (uncalibrated: a map fitted on it is in-sample), never test
+        if (
+            self.data.view is not None
+        ):  # a CV fold: score the fold (uncalibrated: a map fitted on it is in-sample), never test
             val_metrics = finish.score(raw_val, train)
             result.val_metrics = M.flatten("best_val", val_metrics)
             self.log.log_metrics(finish.summary_metrics(result.val_metrics, cfg.monitor), step=es.best_epoch)
@@ -583,7 +596,9 @@ class _Run:
         self.log.log_metrics({**finish.summary_metrics(summary, cfg.monitor), **finish.calibration_metrics(cal)},
                              step=es.best_epoch)  # fmt: skip
         raw = None if val is raw_val else {"val": finish.score(raw_val, train), "test": finish.score(raw_test, train)}
-        self.log.log_table(finish.metrics_table({"val": val_metrics, "test": test_metrics}, raw, cal), finish.METRICS_TABLE)
+        self.log.log_table(
+            finish.metrics_table({"val": val_metrics, "test": test_metrics}, raw, cal), finish.METRICS_TABLE
+        )
         self.log.set_tags({"best_epoch": str(es.best_epoch), "val_threshold": str(result.threshold)})
         finish.keep_decision(best, result.threshold, cfg.threshold_criterion, cal.platt)
         result.predictions = finish.write_predictions(cfg.output_dir, {"val": val, "test": test})

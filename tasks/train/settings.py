@@ -149,8 +149,17 @@ class PseudoFakeAugment:
 VIDEO_PRESETS = {
     "none": VideoAugment(),
     "light": VideoAugment(hflip=0.5, rotate=5.0, brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02),
-    "strong": VideoAugment(hflip=0.5, rotate=10.0, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05,
-                           jpeg_p=0.3, blur_p=0.2, noise_p=0.2),  # fmt: skip
+    "strong": VideoAugment(
+        hflip=0.5,
+        rotate=10.0,
+        brightness=0.2,
+        contrast=0.2,
+        saturation=0.2,
+        hue=0.05,
+        jpeg_p=0.3,
+        blur_p=0.2,
+        noise_p=0.2,
+    ),  # fmt: skip
 }
 AUDIO_PRESETS = {
     "none": AudioAugment(),
@@ -195,17 +204,27 @@ class TrainSettings(BaseModel):
     data: str = Field(description="ingest output root: shards.parquet, manifest.parquet, shards/ (local or s3://)")
     output_dir: str = Field(description="output root: checkpoints, plots, predictions, report.md (local or s3://)")
     resume_from: str | None = Field(None, description="a checkpoint dir, a pointer .json or an earlier output_dir")
-    pretrained_encoders: str | None = Field(None, description="encoders.safetensors of a stage-1 run, loaded before stage 2")
-    extra_train_data: tuple[str, ...] = Field((), description="other ingest outputs whose every clip (any split) "
-                                              "joins the training batches, e.g. REAL-only footage that pseudo-fakes "
-                                              "turn into labelled FAKEs; set samples_per_epoch, which they do not change")
-    exclude_manipulations: tuple[str, ...] = Field((), description="manipulation types held out: their FAKE videos "
-                                                   "reach neither training nor validation (test keeps them) and their "
-                                                   "pseudo-fake stand-ins (tasks.train.pseudo_fakes.STAND_INS) are "
-                                                   "not drawn: to measure how a model does on a type it never saw")
+    pretrained_encoders: str | None = Field(
+        None, description="encoders.safetensors of a stage-1 run, loaded before stage 2"
+    )
+    extra_train_data: tuple[str, ...] = Field(
+        (),
+        description="other ingest outputs whose every clip (any split) "
+        "joins the training batches, e.g. REAL-only footage that pseudo-fakes "
+        "turn into labelled FAKEs; set samples_per_epoch, which they do not change",
+    )
+    exclude_manipulations: tuple[str, ...] = Field(
+        (),
+        description="manipulation types held out: their FAKE videos "
+        "reach neither training nor validation (test keeps them) and their "
+        "pseudo-fake stand-ins (tasks.train.pseudo_fakes.STAND_INS) are "
+        "not drawn: to measure how a model does on a type it never saw",
+    )
     # -- model
     model_preset: str = Field("tiny", alias="model_config", description="AVFF preset: tiny | laptop | paper")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="AVFFConfig fields to override, e.g. num_slices=2")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="AVFFConfig fields to override, e.g. num_slices=2"
+    )
     fusion: str | None = Field(None, description="stage-2 head (avff_model.heads), e.g. avff_concat, avff_sync, "
                                "attention, late, video_only, audio_only; None: the preset's")  # fmt: skip
     dropout: float | None = Field(None, ge=0, lt=1, description="model dropout; None: the preset's")
@@ -219,13 +238,16 @@ class TrainSettings(BaseModel):
     pretrain_lr: float | None = Field(None, gt=0, description="stage-1 learning rate; None: lr")
     optimizer: Literal["adamw", "adam", "lion"] = Field("adamw", description="optimizer of both stages")
     scheduler: Literal["warmup_cosine", "cosine_warm_restarts", "constant"] = Field(
-        "warmup_cosine", description="learning-rate schedule of each stage")
+        "warmup_cosine", description="learning-rate schedule of each stage"
+    )
     warmup: int = Field(0, ge=0, description="optimizer steps of linear warmup, per stage")
     cycle_epochs: int = Field(1, ge=1, description="cosine_warm_restarts: epochs of the first cycle (T_0)")
     cycle_mult: float = Field(1.0, ge=1, description="cosine_warm_restarts: growth of each next cycle (T_mult)")
     weight_decay: float = Field(0.05, ge=0, description="AdamW/Lion weight decay")
     grad_clip: float = Field(1.0, ge=0, description="max global gradient norm; 0 disables")
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16/fp16 on GPU, fp32 on CPU")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto: bf16/fp16 on GPU, fp32 on CPU"
+    )
     # -- model selection
     monitor: str = Field("val_video_log_loss", description="val metric for early stopping, the best checkpoint and "
                          f"the registry gate: val_loss, or val_video_<m> / val_clip_<m> with <m> one of "
@@ -234,7 +256,8 @@ class TrainSettings(BaseModel):
     patience: int = Field(3, ge=1, description="stop after this many stage-2 epochs without improvement")
     min_delta: float = Field(0.0, ge=0, description="the least change of monitor that counts as improvement")
     threshold_criterion: Literal["f1", "youden", "eer"] = Field(
-        "f1", description="how the decision threshold is chosen on val videos")
+        "f1", description="how the decision threshold is chosen on val videos"
+    )
     calibrate: bool = Field(True, description="Platt scaling: fit slope a and intercept b on val clip logits at the "
                             "best checkpoint, P(FAKE) = sigmoid(a logit + b) for the threshold, val/test metrics "
                             "and serving")  # fmt: skip
@@ -245,18 +268,26 @@ class TrainSettings(BaseModel):
     shuffle_buffer: int = Field(256, ge=0, description="clips in the shuffle buffer of the train loader")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     world_size: int = Field(1, ge=1, description="data-parallel ranks (GPUs, or CPU processes); batch_size is per rank")
-    ray_address: str | None = Field(None, description="run the ranks as Ray Train workers on this cluster "
-                                    "(auto | host:6379 | ray://host:10001 | local); None: processes on this machine")
+    ray_address: str | None = Field(
+        None,
+        description="run the ranks as Ray Train workers on this cluster "
+        "(auto | host:6379 | ray://host:10001 | local); None: processes on this machine",
+    )
     fold: int | None = Field(None, ge=0, description="grouped CV: train+val pooled, this manifest fold validates, "
                              "test never read, no report; None: the manifest's splits")  # fmt: skip
     # -- stage-2 augmentation (train loader and batches; never val/test)
-    video_augment: VideoAugment = Field(default_factory=VideoAugment,
-                                        description="per-clip video augmentation, or a preset: none | light | strong")
-    audio_augment: AudioAugment = Field(default_factory=AudioAugment,
-                                        description="per-clip log-mel augmentation, or a preset: none | sync_safe")
+    video_augment: VideoAugment = Field(
+        default_factory=VideoAugment, description="per-clip video augmentation, or a preset: none | light | strong"
+    )
+    audio_augment: AudioAugment = Field(
+        default_factory=AudioAugment, description="per-clip log-mel augmentation, or a preset: none | sync_safe"
+    )
     mix: MixAugment = Field(default_factory=MixAugment, description="Mixup / CutMix of training batches")
-    pseudo_fakes: PseudoFakeAugment = Field(default_factory=PseudoFakeAugment, description="pseudo-fakes made from "
-                                            'REAL training clips, e.g. {"p": 0.5} or {"p": 0.5, "kinds": ["audio_shift"]}')
+    pseudo_fakes: PseudoFakeAugment = Field(
+        default_factory=PseudoFakeAugment,
+        description="pseudo-fakes made from "
+        'REAL training clips, e.g. {"p": 0.5} or {"p": 0.5, "kinds": ["audio_shift"]}',
+    )
     encoder_lr_scale: float = Field(1.0, gt=0, le=1, description="stage-2 learning rate of the encoders and A2V/V2A "
                                     "as a fraction of lr (keeps stage 1's features)")  # fmt: skip
     # -- stage-2 objective (tasks.train.objective)

@@ -17,7 +17,9 @@ def _grads(checkpointed: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch
     audio = torch.randn(2, 1, 32, 32, generator=g)  # (B, 1, F, Tm)
     losses = model.pretrain_losses(video, audio, generator=torch.Generator().manual_seed(2))
     (losses["loss"] + losses["disc_loss"]).backward()
-    return {k: v.detach() for k, v in losses.items()}, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    return {k: v.detach() for k, v in losses.items()}, {
+        n: p.grad for n, p in model.named_parameters() if p.grad is not None
+    }
 
 
 def test_checkpointed_blocks_give_the_same_losses_and_gradients():

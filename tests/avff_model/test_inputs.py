@@ -85,4 +85,3 @@ def test_the_audio_statistics_put_real_speech_on_the_audioset_scale():
     assert abs(norm.mean()) < 0.6 and 0.3 < norm.std() < 0.8, (norm.mean(), norm.std())
     loud = np.concatenate([log_mel(w * 32768).ravel() for w in waves])
     assert ((loud - AUDIO_MEAN) / (2 * AUDIO_STD)).mean() > 1.0  # 1.9 on these clips
-

@@ -15,7 +15,12 @@ from safetensors.torch import load_file, save_file
 import avff_model
 from avff_model import AVFF, estimate_activation_bytes, estimate_params, get_config, list_configs, list_heads
 from avff_model.fusion import (
-    complementary_slice_mask, frame_shift, overlap_slices, slice_ids, sync_candidates, time_overlap,
+    complementary_slice_mask,
+    frame_shift,
+    overlap_slices,
+    slice_ids,
+    sync_candidates,
+    time_overlap,
 )
 from avff_model.heads import build_head
 from avff_model.layers import patchify_audio, patchify_video, unpatchify_audio, unpatchify_video
@@ -240,7 +245,7 @@ def test_adversarial_terms_train_only_their_side():
     gen_params, disc_params = model.generator_parameters(), model.discriminator_parameters()
     d_grads = torch.autograd.grad(losses["disc_loss"], gen_params + disc_params, retain_graph=True, allow_unused=True)
     assert all(g is None for g in d_grads[: len(gen_params)])  # nothing flows into the generator
-    assert all(g is not None for g in d_grads[len(gen_params):])
+    assert all(g is not None for g in d_grads[len(gen_params) :])
     g_grads = torch.autograd.grad(losses["loss"], disc_params, allow_unused=True)
     assert all(g is None for g in g_grads)  # the generator loss never trains the discriminators
 
@@ -389,8 +394,9 @@ def test_cross_modal_maps_start_time_aligned():
     """A2V's token map starts as the time-overlap average: a constant audio column lands at its time."""
     model = make_model()
     ve, ae = model.video_encoder, model.audio_encoder
-    align = time_overlap(ve.token_time(), ve.num_time, ae.token_time(), ae.num_time,
-                         out_shift=frame_shift(model.cfg.num_frames))  # (L_v, L_a)
+    align = time_overlap(
+        ve.token_time(), ve.num_time, ae.token_time(), ae.num_time, out_shift=frame_shift(model.cfg.num_frames)
+    )  # (L_v, L_a)
     torch.testing.assert_close(align.sum(dim=1), torch.ones(align.shape[0]))
     torch.testing.assert_close(model.a2v.token_map.weight, align)
     # video step 0 (frames 0, 1 at 0 s and 0.2 s) covers [-0.1, 0.3) s, cut to [0, 0.3):

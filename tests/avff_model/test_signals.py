@@ -43,7 +43,9 @@ def _envelope_clip(seed: int, delay_s: float) -> tuple[torch.Tensor, torch.Tenso
     env = torch.nn.functional.conv1d(noise, (kernel / kernel.sum())[None, None], padding=15)[0, 0]  # (Tm + 2 pad,)
     at = lambda t: env[torch.round(t / hop).long() + pad]  # noqa: E731  e(t), t in s from the mel start
     video = torch.zeros(1, 3, T, H, H)
-    video[:, :, :, int(0.65 * H) : int(0.85 * H), int(0.35 * H) : int(0.65 * H)] = -at(torch.arange(T) / fps)[:, None, None]
+    video[:, :, :, int(0.65 * H) : int(0.85 * H), int(0.35 * H) : int(0.65 * H)] = -at(torch.arange(T) / fps)[
+        :, None, None
+    ]
     audio = at(torch.arange(TM) * hop - delay_s)[None, None, None, :].expand(1, 1, F, TM).clone()  # (1, 1, F, Tm)
     return video, audio
 
@@ -84,7 +86,10 @@ def test_frames_of_sound_averages_the_columns_centred_on_each_frame():
 def test_lagged_correlation_peaks_at_the_lag_that_aligns_the_series():
     a = torch.randn(2, 20, 4)
     v = torch.roll(a, shifts=2, dims=1)  # v_t = a_{t-2}: the peak is at lag -2
-    v, a = (v - v.mean(1, keepdim=True)) / v.std(1, keepdim=True), (a - a.mean(1, keepdim=True)) / a.std(1, keepdim=True)
+    v, a = (
+        (v - v.mean(1, keepdim=True)) / v.std(1, keepdim=True),
+        (a - a.mean(1, keepdim=True)) / a.std(1, keepdim=True),
+    )
     c = lagged_correlation(v, a, lags=3)  # (2, 7), index 3 is lag 0
     assert c.shape == (2, 7) and (c.argmax(dim=1) == 1).all()  # lag -2
 
@@ -139,7 +144,11 @@ def test_texture_branch_sees_blur_inside_the_face_and_not_outside():
 
 def test_branches_follow_the_heads_modalities_and_add_to_the_logit():
     cfg = get_config("tiny")
-    both, video_only, audio_only = AVFF(cfg), AVFF(get_config("tiny", fusion="video_only")), AVFF(get_config("tiny", fusion="audio_only"))
+    both, video_only, audio_only = (
+        AVFF(cfg),
+        AVFF(get_config("tiny", fusion="video_only")),
+        AVFF(get_config("tiny", fusion="audio_only")),
+    )
     assert both.signals.sync is not None and both.signals.texture is not None
     assert video_only.signals.sync is None and video_only.signals.texture is not None
     assert audio_only.signals is None and "signals" not in audio_only.inputs

@@ -44,10 +44,14 @@ def test_person_splits_are_the_ingest_split_of_every_video_of_each_person():
     seconds = {p: 10.0 * (i + 1) for i, p in enumerate(people)}
     seed = real.split_seed(seconds, people)
     by_person = real.person_splits(people, seed)
-    videos = [VideoEntry(f"{p}__clip{j}", "footage", f"{p}__clip{j}.mkv", REAL, None, 0) for p in people for j in range(3)]
+    videos = [
+        VideoEntry(f"{p}__clip{j}", "footage", f"{p}__clip{j}.mkv", REAL, None, 0) for p in people for j in range(3)
+    ]
     ingest = assign_splits(videos, real.RATIOS, seed=seed, identities={v.video_id: v.video_id.split("__clip")[0]
                                                                           for v in videos})  # fmt: skip
-    assert {v: a.split for v, a in ingest.items()} == {v.video_id: by_person[v.video_id.split("__clip")[0]] for v in videos}
+    assert {v: a.split for v, a in ingest.items()} == {
+        v.video_id: by_person[v.video_id.split("__clip")[0]] for v in videos
+    }
     assert set(by_person.values()) == {"train", "val", "test"}
     share = {s: sum(seconds[p] for p in people if by_person[p] == s) / sum(seconds.values()) for s in ("train", "test")}
     assert share["train"] > share["test"] > 0.1  # the seed was picked for the ratios, not left to the hash
@@ -99,4 +103,6 @@ def _ingested(out: Path) -> list[tuple[str, str]]:
 
     with open(out / "data" / "footage" / "identities.csv") as f:
         person = {video_id_of(r["video"]): r["identity"] for r in csv.DictReader(f)}
-    return [(person[r.video_id], r.split) for r in read_table(fs.IngestLayout(str(out / "shards")).manifest, ManifestRow)]
+    return [
+        (person[r.video_id], r.split) for r in read_table(fs.IngestLayout(str(out / "shards")).manifest, ManifestRow)
+    ]

@@ -28,10 +28,14 @@ def results():
 
 def _args(**kw) -> SimpleNamespace:
     """The docs/results.md command's variant flags."""
-    base = dict(set=['pseudo_fakes={"p": 0.5}'], variant_set=[
-        'avff={"fusion": "avff_concat"}',
-        'avff_plain={"fusion": "avff_concat", "pseudo_fakes": {"p": 0.0}}',
-        'avff_lipsync={"fusion": "avff_concat", "pseudo_fakes": {"p": 0.5, "kinds": ["audio_shift"]}}'])
+    base = dict(
+        set=['pseudo_fakes={"p": 0.5}'],
+        variant_set=[
+            'avff={"fusion": "avff_concat"}',
+            'avff_plain={"fusion": "avff_concat", "pseudo_fakes": {"p": 0.0}}',
+            'avff_lipsync={"fusion": "avff_concat", "pseudo_fakes": {"p": 0.5, "kinds": ["audio_shift"]}}',
+        ],
+    )
     return SimpleNamespace(**{**base, **kw})
 
 

@@ -92,7 +92,10 @@ def test_ports_come_from_arguments_then_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("AVFF_MLFLOW_PORT", raising=False)
     stack = st.Stack(tmp_path, mlflow_port=5999)
     assert stack.ports["prefect"] == 4311 and stack.ports["mlflow"] == 5999 and stack.ports["ray"] == 6379
-    assert stack.env() == {"PREFECT_API_URL": "http://127.0.0.1:4311/api", "MLFLOW_TRACKING_URI": "http://127.0.0.1:5999"}
+    assert stack.env() == {
+        "PREFECT_API_URL": "http://127.0.0.1:4311/api",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5999",
+    }
 
 
 def test_cli_status_of_a_stopped_stack_says_not_running(tmp_path, capsys, monkeypatch):

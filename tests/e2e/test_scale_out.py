@@ -119,7 +119,9 @@ class Namespace:
         for path in sorted(self.tmp.glob("*.log")):
             lines.append(f"--- {path.name} (tail)\n{path.read_text(errors='replace')[-1500:]}")
         for path in sorted((self.tmp / "ray").glob("session_*/logs/*")):
-            if path.is_file() and path.name.startswith(("gcs_server", "raylet", "dashboard_agent", "runtime_env_agent")):
+            if path.is_file() and path.name.startswith(
+                ("gcs_server", "raylet", "dashboard_agent", "runtime_env_agent")
+            ):
                 text = path.read_text(errors="replace")
                 errors = [ln for ln in text.splitlines() if RAY_ERROR_LINE.match(ln)]
                 if errors:
@@ -234,7 +236,9 @@ def cluster(timings):
 
 
 def _relative_hashes(index: dict[str, str], root: str) -> dict[str, str]:
-    return {posixpath.relpath(path.removeprefix("s3://"), root.removeprefix("s3://")): sha for path, sha in index.items()}
+    return {
+        posixpath.relpath(path.removeprefix("s3://"), root.removeprefix("s3://")): sha for path, sha in index.items()
+    }
 
 
 def test_two_node_ray_ingest_to_s3_matches_local_run(cluster, ingested, dfdc_sample, timings):

@@ -98,7 +98,9 @@ def test_train_deployment_logs_to_mlflow_and_registers_the_model(train_run, stac
     assert list((stack.home / "mlflow" / "artifacts").rglob("report.md"))
     # the UI's run page loads the run through GraphQL (a broken graphene once made it HTTP 500)
     query = "query($d: MlflowGetRunInput) { mlflowGetRun(input: $d) { run { info { runId status } } } }"
-    answer = http_json(f"{stack.mlflow_uri}/graphql", {"query": query, "variables": {"d": {"runId": summary["run_id"]}}})
+    answer = http_json(
+        f"{stack.mlflow_uri}/graphql", {"query": query, "variables": {"d": {"runId": summary["run_id"]}}}
+    )
     assert answer["data"]["mlflowGetRun"]["run"]["info"] == {"runId": summary["run_id"], "status": "FINISHED"}
 
 

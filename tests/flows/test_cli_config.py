@@ -95,7 +95,9 @@ def test_a_json_file_works_too_and_flags_override_the_file(shards, tmp_path):
 
 
 def test_cli_defaults_are_the_model_defaults(shards):
-    assert train_config(_parser().parse_args(["--data", shards, "--out", "o"])) == TrainSettings(data=shards, output_dir="o")
+    assert train_config(_parser().parse_args(["--data", shards, "--out", "o"])) == TrainSettings(
+        data=shards, output_dir="o"
+    )
     helps = {a.dest: a.help for a in _parser()._actions}
     for name, info in FIELDS.items():
         if not info.is_required() and not dataclasses.is_dataclass(info.annotation):  # those: "off"
@@ -115,8 +117,13 @@ def test_every_field_is_a_parameter_of_the_deployed_flow():
 
 def test_an_unknown_key_in_the_file_is_one_line_naming_it_before_anything_imports(shards, tmp_path):
     (tmp_path / "run.yaml").write_text("data: shards\noutput_dir: o\nmonitr: val_video_auc\n")
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "train", "--config", str(tmp_path / "run.yaml")],
-                         capture_output=True, text=True, timeout=120, cwd=Path(cli_train.__file__).parents[1])
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "train", "--config", str(tmp_path / "run.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(cli_train.__file__).parents[1],
+    )
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr == (f"avff train: error: argument --config: {tmp_path / 'run.yaml'}: unknown key 'monitr' "
                           "(did you mean 'monitor'?)\n")  # fmt: skip

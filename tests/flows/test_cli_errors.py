@@ -29,7 +29,10 @@ def shards_dir(tmp_path):
     ("flags", "message"),
     [
         (["--epochs", "-3"], "avff train: error: argument --epochs: must be >= 0, got -3"),
-        (["--model", "huge"], "avff train: error: argument --model: unknown model preset 'huge'; known: laptop, paper, tiny"),
+        (
+            ["--model", "huge"],
+            "avff train: error: argument --model: unknown model preset 'huge'; known: laptop, paper, tiny",
+        ),
         (["--batch-size", "two"], "avff train: error: argument --batch-size: 'two' is not an integer"),
     ],
 )
@@ -39,8 +42,10 @@ def test_bad_flags_fail_while_parsing(shards_dir, tmp_path, flags, message):
                          env={"MLFLOW_TRACKING_URI": f"sqlite:///{db}"})  # fmt: skip
     assert out.returncode == 2 and out.stderr == message + "\n" and out.stdout == ""
     # why it is quick (~0.3 s on an idle 2-core box), without timing a shared machine: no flow, torch or mlflow import
-    probe = ("import sys\nfrom flows.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-             "print(sorted(m for m in ('flows.train', 'torch', 'mlflow') if m in sys.modules))")
+    probe = (
+        "import sys\nfrom flows.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('flows.train', 'torch', 'mlflow') if m in sys.modules))"
+    )
     imported = subprocess.run([sys.executable, "-c", probe, "train", "--data", str(shards_dir), "--out",
                                str(tmp_path / "o"), *flags], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert imported.stdout.strip() == "[]", imported.stdout + imported.stderr
@@ -50,7 +55,10 @@ def test_bad_flags_fail_while_parsing(shards_dir, tmp_path, flags, message):
 def test_data_without_manifest_says_to_ingest_first(tmp_path):
     out, _ = _avff("train", "--data", str(tmp_path), "--out", str(tmp_path / "o"))
     assert out.returncode == 2 and len(out.stderr.splitlines()) == 1
-    assert f"holds no {MANIFEST}" in out.stderr and f"run `avff ingest --data <videos> --out {tmp_path}` first" in out.stderr
+    assert (
+        f"holds no {MANIFEST}" in out.stderr
+        and f"run `avff ingest --data <videos> --out {tmp_path}` first" in out.stderr
+    )
 
 
 def test_a_config_error_found_by_validation_is_one_line_too(shards_dir, tmp_path):
@@ -95,5 +103,8 @@ def test_an_empty_split_is_refused_before_any_run(tmp_path):
     out, _ = _avff("train", "--data", str(tmp_path / "shards"), "--out", str(tmp_path / "o"),
                    env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})  # fmt: skip
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert "no ingested video in the val and test split of" in out.stderr and "(train 4, val 0, test 0 videos)" in out.stderr
+    assert (
+        "no ingested video in the val and test split of" in out.stderr
+        and "(train 4, val 0, test 0 videos)" in out.stderr
+    )
     assert not (tmp_path / "mlflow.db").exists()

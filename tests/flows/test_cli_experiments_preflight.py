@@ -15,7 +15,9 @@ from storage.tables import SCHEMAS, ManifestRow
 def _avff(tmp_path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def _refused(tmp_path, out: subprocess.CompletedProcess, command: str, phrase: str) -> None:
@@ -46,8 +48,8 @@ def test_cv_refuses_an_unknown_fold(tmp_path, shards):
     [
         ([], "give at least one --variant NAME=JSON or --variants-file"),
         (["--variant", "short={epochs: 1}"], "--variant short: not JSON"),
-        (["--variant", "neg={\"epochs\": -1}"], "epochs"),
-        (["--variant", "moved={\"seed\": 3}"], "may not override ['seed']"),
+        (["--variant", 'neg={"epochs": -1}'], "epochs"),
+        (["--variant", 'moved={"seed": 3}'], "may not override ['seed']"),
     ],
 )
 def test_ablate_refuses_a_variant_that_cannot_work(tmp_path, shards, variants, phrase):

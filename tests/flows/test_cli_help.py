@@ -20,7 +20,9 @@ def test_top_level_help_is_plain_text_with_a_version():
     out = subprocess.run([sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "``" not in out.stdout and ":func:" not in out.stdout
     assert "avff ingest --data VIDEOS --out SHARDS" in out.stdout
-    version = subprocess.run([sys.executable, "-m", "flows.cli", "--version"], capture_output=True, text=True, timeout=60)
+    version = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "--version"], capture_output=True, text=True, timeout=60
+    )
     assert version.returncode == 0 and version.stdout.startswith("avff ")
 
 

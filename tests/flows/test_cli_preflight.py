@@ -17,7 +17,9 @@ def _avff(tmp_path, *args: str) -> subprocess.CompletedProcess:
     home = tmp_path / "prefect-home"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(home), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def _refused(tmp_path, out: subprocess.CompletedProcess, command: str, *phrases: str) -> None:
@@ -112,5 +114,7 @@ def test_an_ingest_of_a_folder_without_videos_scans_once(prefect_server, tmp_pat
     with pytest.raises(FileNotFoundError, match="no metadata.json and no dfdc_train_part_"):
         state.result()
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
     assert [(r.name.rsplit("-", 1)[0], r.run_count) for r in runs] == [("scan-and-plan", 1)]  # one attempt, no retries

@@ -15,7 +15,9 @@ def test_evaluate_flow_reports_per_manipulation(trained, tmp_path):
     from tasks.synthetic.dfdc_sample import make_dfdc_sample
 
     data = make_dfdc_sample(tmp_path / "external", n_real=2, parts=0, duration_s=3.5, size=(160, 160), seed=123)
-    mlflow.MlflowClient(trained["tracking_uri"]).set_registered_model_alias("avff-dfdc", "scored", trained["model_version"])
+    mlflow.MlflowClient(trained["tracking_uri"]).set_registered_model_alias(
+        "avff-dfdc", "scored", trained["model_version"]
+    )
     result = evaluate_avff(EvaluateConfig(data=str(data), model="avff-dfdc@scored",
                                           tracking_uri=trained["tracking_uri"], out=str(tmp_path / "eval"),
                                           probes=1))  # fmt: skip

@@ -13,7 +13,9 @@ def _artifacts(flow_run_id) -> dict:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     return {a.key: a for a in found}
 
 
@@ -36,7 +38,9 @@ def test_ingest_shows_refused_videos_by_name(prefect_server, ingest_config, tmp_
 
     quarantine = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist()
     refused = json.loads(artifacts["ingest-refused"].data)
-    assert {r["video"] for r in refused} == {q["rel_path"] for q in quarantine} >= {"broken.mp4", "gone.mp4", "stray.mp4"}
+    assert (
+        {r["video"] for r in refused} == {q["rel_path"] for q in quarantine} >= {"broken.mp4", "gone.mp4", "stray.mp4"}
+    )
     assert all(r["reason"] and r["message"] for r in refused)
     assert next(r for r in refused if r["video"] == "stray.mp4")["reason"] == "missing_metadata"
 

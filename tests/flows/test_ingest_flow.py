@@ -98,8 +98,22 @@ def test_killed_run_resumes_to_identical_shards(ingested, dfdc_sample, tmp_path)
     End to end (Prefect, the CLI, several units); the fast twin on one bare unit is in
     tests/tasks/ingest/test_units.py."""
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "flows.cli", "ingest", "--data", str(dfdc_sample), "--out", str(out),
-           "--executor", "local", "--face-size", "64", "--videos-per-shard", "8"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "ingest",
+        "--data",
+        str(dfdc_sample),
+        "--out",
+        str(out),
+        "--executor",
+        "local",
+        "--face-size",
+        "64",
+        "--videos-per-shard",
+        "8",
+    ]
     # the session fixture used ratios (0.6, 0.2, 0.2); the CLI must match it for identical output
     cmd += ["--ratios", "0.6", "0.2", "0.2"]
     # its own process group: kill -9 takes the CLI *and* the temporary Prefect server it started
@@ -114,7 +128,7 @@ def test_killed_run_resumes_to_identical_shards(ingested, dfdc_sample, tmp_path)
     assert not (out / "shards.parquet").exists()
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert json.loads(rerun.stdout[rerun.stdout.index("{"):])["skipped_units"] >= done_before
+    assert json.loads(rerun.stdout[rerun.stdout.index("{") :])["skipped_units"] >= done_before
     assert _shard_hashes(out) == _shard_hashes(ingested)
     assert not [p for p in out.rglob(".*.tmp")]
 

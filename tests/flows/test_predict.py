@@ -38,7 +38,11 @@ def test_train_serve_parity(trained, ingested, dfdc_sample):
     manifest = pq.read_table(ingested / "manifest.parquet").to_pylist()
     row = next(r for r in manifest if r["label"] == "FAKE" and r["status"] == "ingested")
     shard_clips = sorted(
-        (decode_sample(s) for s in wds.WebDataset(row["shard"], shardshuffle=False) if s["__key__"].startswith(row["video_id"] + "/")),
+        (
+            decode_sample(s)
+            for s in wds.WebDataset(row["shard"], shardshuffle=False)
+            if s["__key__"].startswith(row["video_id"] + "/")
+        ),
         key=lambda c: c.meta.clip,
     )
     with FaceDetector() as det:
@@ -58,9 +62,23 @@ def test_predict_cli_scores_real_and_fake_and_explains_failures(trained, dfdc_sa
     fake = next(part / n for n, e in meta.items() if e["label"] == "FAKE")
     silent = write_video(tmp_path / "no_audio.mp4", np.full((100, 64, 64, 3), 128, np.uint8), 25)
     out = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "predict", str(real), str(fake), str(silent),
-         "--model", f"avff-dfdc@{trained['model_version']}", "--tracking-uri", trained["tracking_uri"], "--json"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "predict",
+            str(real),
+            str(fake),
+            str(silent),
+            "--model",
+            f"avff-dfdc@{trained['model_version']}",
+            "--tracking-uri",
+            trained["tracking_uri"],
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 1, out.stderr[-3000:]  # one video could not be scored: the batch says so
     assert "1 of 3 videos could not be scored" in out.stderr
@@ -124,6 +142,10 @@ def test_a_training_folder_is_scored_with_its_best_checkpoint_and_its_decision(t
     assert best_dir != resolve_checkpoint(str(out / "checkpoints" / "last.json")), "fixture: best is not last"
     decision = read_decision(best_dir)
     folder, best = load_model(str(out), device="cpu"), load_model(str(out / "checkpoints" / "best.json"), device="cpu")
-    assert decision is not None and (folder.threshold, folder.slope, folder.intercept) == (decision.threshold, decision.slope, decision.intercept)
+    assert decision is not None and (folder.threshold, folder.slope, folder.intercept) == (
+        decision.threshold,
+        decision.slope,
+        decision.intercept,
+    )
     for (k, a), b in zip(folder.model.state_dict().items(), best.model.state_dict().values()):
         assert torch.equal(a, b), k

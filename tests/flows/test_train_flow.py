@@ -46,7 +46,9 @@ def _artifacts(flow_run_id) -> dict:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     return {a.key: a for a in found}
 
 
@@ -83,9 +85,12 @@ def test_flow_tracks_the_run_and_registers_a_loadable_pyfunc(prefect_server, mlf
     assert len(run.data.metrics) <= 40, sorted(run.data.metrics)
     # the headline beside its baseline, as metrics (MLflow's Compare view); the other baselines in the table
     assert {k for k in run.data.metrics if "baselines" in k} == {
-        f"{split}_baselines_video_prior_{m}" for split in ("best_val", "test") for m in ("auc", "log_loss")}
+        f"{split}_baselines_video_prior_{m}" for split in ("best_val", "test") for m in ("auc", "log_loss")
+    }
     assert run.data.metrics["test_baselines_video_prior_auc"] == 0.5
-    table = json.loads(Path(client.download_artifacts(run.info.run_id, "metrics_table.json", str(tmp_path))).read_text())
+    table = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "metrics_table.json", str(tmp_path))).read_text()
+    )
     rows = [dict(zip(table["columns"], r)) for r in table["data"]]
     prior = next(r for r in rows if (r["split"], r["level"], r["predictor"]) == ("test", "video", "prior baseline"))
     assert prior["auc"] == 0.5 and prior["log_loss"] > 0
@@ -98,18 +103,27 @@ def test_flow_tracks_the_run_and_registers_a_loadable_pyfunc(prefect_server, mlf
     with get_client(sync_client=True) as prefect:
         flow_run = prefect.read_flow_run(flow_run_id)
     assert run.info.run_name == flow_run.name and tags["prefect.flow_run_id"] == str(flow_run_id)
-    assert tags["mlflow.note.content"].startswith("Made by Prefect flow run ") and flow_run.name in tags["mlflow.note.content"]
-    assert "avff-dfdc version 1](http://mlflow.example:5000/#/models/avff-dfdc/versions/1?workflowType=machine_learning)" in tags["mlflow.note.content"]
+    assert (
+        tags["mlflow.note.content"].startswith("Made by Prefect flow run ")
+        and flow_run.name in tags["mlflow.note.content"]
+    )
+    assert (
+        "avff-dfdc version 1](http://mlflow.example:5000/#/models/avff-dfdc/versions/1?workflowType=machine_learning)"
+        in tags["mlflow.note.content"]
+    )
     # links open in MLflow 3's model-training view, not its GenAI view
-    run_url = (f"http://mlflow.example:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-               "?workflowType=machine_learning")
+    run_url = (
+        f"http://mlflow.example:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        "?workflowType=machine_learning"
+    )
     assert out["run_url"] == run_url
     artifacts = _artifacts(flow_run_id)
     assert f"({run_url})" in artifacts["mlflow-run"].data  # Prefect stores a link artifact as markdown
     assert artifacts["training-report"].data.startswith(f"MLflow run [{run.info.run_id}]({run_url})")
-    assert ("avff-dfdc version 1](http://mlflow.example:5000/#/models/avff-dfdc/versions/1?workflowType=machine_learning)"
-            " (candidate, champion)") in (
-        artifacts["training-report"].data)
+    assert (
+        "avff-dfdc version 1](http://mlflow.example:5000/#/models/avff-dfdc/versions/1?workflowType=machine_learning)"
+        " (candidate, champion)"
+    ) in (artifacts["training-report"].data)
     # a model-training experiment in MLflow 3's UI (not the GenAI view)
     assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     # the manifest is the run's dataset, named by its digest
@@ -121,7 +135,8 @@ def test_flow_tracks_the_run_and_registers_a_loadable_pyfunc(prefect_server, mlf
     version = client.get_model_version(REGISTERED, "1")
     assert version.description.startswith("# AVFF deepfake detector") and "| prior baseline |" in version.description
     assert version.tags["monitor"] == "val_video_log_loss" and float(version.tags["monitor_value"]) < float(
-        version.tags["prior_value"])
+        version.tags["prior_value"]
+    )
     assert str(client.get_model_version_by_alias(REGISTERED, "champion").version) == "1"
 
     def listing(path=None):

@@ -73,7 +73,9 @@ def write_av(path: Path, frames: np.ndarray, *, times_s=None, fps: float = FPS, 
             out.mux(vs.encode(vf))
         out.mux(vs.encode())
         if aus is not None:
-            af = av.AudioFrame.from_ndarray(np.asarray(audio, np.float32)[None, :], format="flt", layout="mono")  # (1, n)
+            af = av.AudioFrame.from_ndarray(
+                np.asarray(audio, np.float32)[None, :], format="flt", layout="mono"
+            )  # (1, n)
             af.sample_rate, af.pts = audio_rate, 0
             out.mux(aus.encode(af))
             out.mux(aus.encode())

@@ -119,7 +119,9 @@ def _write_zoo(root: Path, footage, media, scratch: Path) -> None:
     write_video(d / "hevc.mp4", a, FPS, audio, codec="libx265")
     write_video(d / "vp9.mkv", a, FPS, audio, codec="libvpx-vp9")
     opus_rate = 48000  # Opus has no 44.1 kHz
-    audio48 = np.interp(np.arange(len(audio) * opus_rate // AUDIO_RATE) / opus_rate, np.arange(len(audio)) / AUDIO_RATE, audio)
+    audio48 = np.interp(
+        np.arange(len(audio) * opus_rate // AUDIO_RATE) / opus_rate, np.arange(len(audio)) / AUDIO_RATE, audio
+    )
     media.write_av(d / "vp9_opus.webm", a, vcodec="libvpx-vp9", audio=audio48, acodec="libopus", audio_rate=opus_rate)
     mjpeg = write_video(d / "mjpeg.avi", a, FPS, audio, codec="mjpeg")
     (d / "unknown_video_codec.avi").write_bytes(mjpeg.read_bytes().replace(b"MJPG", b"QQQQ"))  # fourcc no decoder has
@@ -145,7 +147,7 @@ def _write_zoo(root: Path, footage, media, scratch: Path) -> None:
     # 90 s at 2 fps: over max_duration_s, small on disk
     slow = np.concatenate([a[::12]] * 13)[:180]
     write_video(d / "long.mp4", slow, 2, np.tile(audio, 13)[: 90 * AUDIO_RATE])
-    write_video(d / "wide.mp4", np.zeros((3, 480, 640, 3), np.uint8), FPS, audio[:AUDIO_RATE // 8])
+    write_video(d / "wide.mp4", np.zeros((3, 480, 640, 3), np.uint8), FPS, audio[: AUDIO_RATE // 8])
     noise = np.random.default_rng(2).integers(0, 256, (60, 160, 160, 3), dtype=np.uint8)
     write_video(d / "heavy.mp4", noise, FPS, audio[: len(noise) * AUDIO_RATE // FPS], crf=0)
     assert (d / "heavy.mp4").stat().st_size > LIMITS["max_bytes"]

@@ -243,6 +243,6 @@ def test_two_ingests_on_one_output_one_refuses_and_nothing_is_corrupted(clean, r
                 os.kill(p.pid, signal.SIGCONT)
                 p.kill()
                 p.wait()
-    assert json.loads(stdout[stdout.index("{"):])["shards"] == len(reference)
+    assert json.loads(stdout[stdout.index("{") :])["shards"] == len(reference)
     assert _shard_hashes(out) == reference
     assert not _visible_partials(out)

@@ -117,7 +117,9 @@ def test_a_key_given_twice_with_different_labels_is_refused_not_guessed(tmp_path
     assert [e.rel_path for e in result.entries] == ["dfdc_train_part_0/b.mp4"]
     refused = {r.rel_path.rsplit("/", 1)[1]: r for r in result.rejected}
     assert set(refused) == {"a.mp4", "c.mp4"}
-    assert refused["a.mp4"].reason == "bad_metadata" and "more than once with different entries" in refused["a.mp4"].error
+    assert (
+        refused["a.mp4"].reason == "bad_metadata" and "more than once with different entries" in refused["a.mp4"].error
+    )
     assert refused["c.mp4"].reason == "bad_metadata" and "label" in refused["c.mp4"].error
 
 
@@ -177,7 +179,9 @@ def test_a_run_whose_every_video_is_refused_at_scan_fails_with_counts_not_a_line
             ingest_dfdc(ingest_config(tmp_path / "dfdc", out))
     finally:
         logger.removeHandler(handler)
-    refusal_lines = [r.getMessage() for r in handler.records if r.levelno >= logging.WARNING and "refused" in r.getMessage()]
+    refusal_lines = [
+        r.getMessage() for r in handler.records if r.levelno >= logging.WARNING and "refused" in r.getMessage()
+    ]
     assert len(refusal_lines) == 1 and "missing_file x 5000" in refusal_lines[0], refusal_lines[:5]
     rows = pq.read_table(out / "quarantine.parquet").to_pylist()
     assert len(rows) == 5000 and {r["reason"] for r in rows} == {"missing_file"}

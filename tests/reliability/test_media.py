@@ -49,7 +49,6 @@ def _read_bytes() -> int:
 def long_video(tmp_path_factory, footage):
     """A 120 s talking-face video whose bytes are spread evenly over time (a noisy band on top)."""
 
-
     fps, seconds, rate = 5, 120, 16000
     src = np.arange(fps * seconds) * 25 // fps % len(footage.a)  # 25 fps footage, looped
     frames = footage.a[src].copy()  # (600, 160, 160, 3)

@@ -11,8 +11,10 @@ import pytest
 
 from deployments.stack import Stack, StackError, free_ports, port_free
 
-pytestmark = [pytest.mark.slow,  # boots a real Prefect server and MLflow server (~1 min on a busy box)
-              pytest.mark.timeout(1800)]  # its stack's own health deadline is 600 s a service
+pytestmark = [
+    pytest.mark.slow,  # boots a real Prefect server and MLflow server (~1 min on a busy box)
+    pytest.mark.timeout(1800),
+]  # its stack's own health deadline is 600 s a service
 
 
 def _processes_in(home: Path) -> list[int]:
@@ -43,7 +45,9 @@ def test_a_failed_up_stops_the_services_it_started(tmp_path):
             assert (home / "logs" / f"{name}.log").stat().st_size > 0
         assert "Resource quantities must be nonnegative" in (home / "logs" / "ray.log").read_text()
         assert stack.pids() == {}
-        assert all(port_free(p) for p in (ports[0], ports[1], ports[3])), "Prefect, MLflow or the web page still listens"
+        assert all(port_free(p) for p in (ports[0], ports[1], ports[3])), (
+            "Prefect, MLflow or the web page still listens"
+        )
         assert _processes_in(home) == []
     finally:
         stack.down()

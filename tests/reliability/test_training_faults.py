@@ -64,7 +64,9 @@ def test_training_killed_mid_epoch_resumes_to_the_uninterrupted_result(data, tmp
     """kill -9 (or SIGTERM, what a scheduler sends first) a training process right after its
     epoch-2 checkpoint (so inside epoch 3), resume from its output dir: same weights, history
     and test metrics as a run never killed."""
-    reference = run_training(TrainSettings(data=data, output_dir=str(tmp_path / "ref"), **SETTINGS), log=InMemoryLogger())
+    reference = run_training(
+        TrainSettings(data=data, output_dir=str(tmp_path / "ref"), **SETTINGS), log=InMemoryLogger()
+    )
 
     out = tmp_path / "killed"
     kwargs = dict(data=data, output_dir=str(out), **SETTINGS)
@@ -128,7 +130,9 @@ def test_a_second_training_into_the_same_folder_refuses_at_once_naming_the_first
         assert proc.poll() is None, proc.stderr.read()[-2000:]
         before = sorted(p.name for p in out.rglob("*"))
         t0 = time.perf_counter()
-        with pytest.raises(TrainLockedError, match=rf"another training run is writing to {out} .*held by pid {proc.pid} on host"):
+        with pytest.raises(
+            TrainLockedError, match=rf"another training run is writing to {out} .*held by pid {proc.pid} on host"
+        ):
             run_training(TrainSettings(**kwargs), log=InMemoryLogger())
         assert time.perf_counter() - t0 < 10
         assert sorted(p.name for p in out.rglob("*")) == before
@@ -154,11 +158,15 @@ print("RUN", train_avff(TrainSettings(**json.loads(sys.argv[1])))["run_id"])
 def _digests(root: Path) -> dict[str, str]:
     import hashlib
 
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
 
 
 @pytest.mark.slow  # starts a Prefect server
-def test_a_refused_training_flow_writes_nothing_and_resume_continues_the_first_run(data, tmp_path, flow_env, monkeypatch):
+def test_a_refused_training_flow_writes_nothing_and_resume_continues_the_first_run(
+    data, tmp_path, flow_env, monkeypatch
+):
     """Issue 27: the second ``train-avff`` into a folder wrote its ``mlflow_run.json`` before the
     lock refused it, so ``--resume-from`` later continued the refused run's (empty, failed) MLflow
     run. Now the lock comes first: the refused flow leaves every byte of the folder as it was and
@@ -177,8 +185,14 @@ def test_a_refused_training_flow_writes_nothing_and_resume_continues_the_first_r
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None and not (
-            f"pid {proc.pid} " in _lock_text(out) and "MLflow run" in _lock_text(out) and (out / "mlflow_run.json").exists()
+        while (
+            time.time() < deadline
+            and proc.poll() is None
+            and not (
+                f"pid {proc.pid} " in _lock_text(out)
+                and "MLflow run" in _lock_text(out)
+                and (out / "mlflow_run.json").exists()
+            )
         ):
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGSTOP)

@@ -54,8 +54,6 @@ def bucket(tmp_path_factory) -> str:
             proc.wait()
 
 
-
-
 def _open_uploads(bucket: str) -> list:
     import boto3
 

@@ -12,9 +12,21 @@ from storage.shard_schema import ClipMeta, ShardFormatError, decode_sample, enco
 
 
 def _meta(**kw):
-    base = dict(video_id="abcdefghij", clip=1, label="FAKE", split="train", group="origvideoo", original="origvideoo",
-                start_s=3.2, fps=5.0, num_frames=4, face_box=[1.0, 2.0, 30.0, 31.0], det_score=0.9,
-                detected_frac=1.0, mel_hop_s=0.01)
+    base = dict(
+        video_id="abcdefghij",
+        clip=1,
+        label="FAKE",
+        split="train",
+        group="origvideoo",
+        original="origvideoo",
+        start_s=3.2,
+        fps=5.0,
+        num_frames=4,
+        face_box=[1.0, 2.0, 30.0, 31.0],
+        det_score=0.9,
+        detected_frac=1.0,
+        mel_hop_s=0.01,
+    )
     return ClipMeta(**{**base, **kw})
 
 
@@ -132,7 +144,9 @@ def test_a_landmark_clip_keeps_its_mouth_box_and_a_box_clip_writes_the_json_it_w
     assert (back.crop, back.mouth_box, back.landmark_frac) == ("landmarks", [8.0, 18.0, 24.0, 28.0], 0.75)
 
 
-@pytest.mark.parametrize("box", [[8, 18, 40, 28], [24, 18, 8, 28], [8, 18, 24], "8,18,24,28", [8, float("nan"), 24, 28]])
+@pytest.mark.parametrize(
+    "box", [[8, 18, 40, 28], [24, 18, 8, 28], [8, 18, 24], "8,18,24,28", [8, float("nan"), 24, 28]]
+)
 def test_a_mouth_box_outside_the_crop_or_malformed_is_refused(box):
     frames = np.zeros((4, 32, 32, 3), np.uint8)
     sample = encode_sample(frames, np.zeros((8, 10), np.float32), _meta())

@@ -45,8 +45,16 @@ def test_manifest_rows_round_trip_with_the_declared_types(tmp_path):
 def test_other_tables_round_trip_and_empty_tables_keep_their_schema(tmp_path):
     rows = {
         ShardRow: [ShardRow(path="s.tar", split="train", part="p0", samples=4, videos=2, bytes=1024, sha256="ab" * 32)],
-        RefusedRow: [RefusedRow(video_id=None, part="p0", rel_path="p0/x.mp4", label=None, reason="missing_metadata",
-                                error="p0/x.mp4: no entry")],  # fmt: skip
+        RefusedRow: [
+            RefusedRow(
+                video_id=None,
+                part="p0",
+                rel_path="p0/x.mp4",
+                label=None,
+                reason="missing_metadata",
+                error="p0/x.mp4: no entry",
+            )
+        ],  # fmt: skip
         PredictionRow: [PredictionRow(video_id="a", clip=0, y=1, p_fake=0.25)],
         IdentityRow: [IdentityRow(video="a.mp4", identity="alice")],
     }
@@ -87,7 +95,6 @@ def test_an_identity_csv_reads_every_cell_as_text(tmp_path):
         IdentityRow(video="r000.mp4", identity="007"), IdentityRow(video="r001", identity="")]  # fmt: skip
 
 
-
 _THREADS_AFTER_READ = """
 import os, sys
 from storage.tables import ManifestRow, read_table
@@ -118,7 +125,9 @@ def test_tables_written_before_the_face_columns_read_with_their_defaults(tmp_pat
     uri = _write_manifest(tmp_path)
     assert [(r.faces, r.fake_faces) for r in read_table(uri, ManifestRow)] == [(None, None), (2, 1)]
     pq.write_table(fs.read_parquet(uri).drop_columns(["faces", "fake_faces"]), tmp_path / "old.parquet")
-    assert [(r.faces, r.fake_faces) for r in read_table(str(tmp_path / "old.parquet"), ManifestRow)] == [(None, None)] * 2
+    assert [(r.faces, r.fake_faces) for r in read_table(str(tmp_path / "old.parquet"), ManifestRow)] == [
+        (None, None)
+    ] * 2
 
 
 def _write_manifest(tmp_path) -> str:

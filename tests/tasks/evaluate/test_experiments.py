@@ -22,8 +22,10 @@ def test_spread_is_the_sample_std_over_finite_values():
     assert (s.mean, s.n) == (pytest.approx(0.8), 3) and s.std == pytest.approx(0.2)
     assert X.spread([0.7]).std == 0.0 and X.spread([math.nan]).n == 0
     summary = X.summarize([{"a": 1.0, "b": 2.0}, {"a": 3.0}])
-    assert list(summary) == ["a"] and X.summary_metrics(summary, "cv") == {"cv_mean_a": 2.0,
-                                                                           "cv_std_a": pytest.approx(math.sqrt(2))}
+    assert list(summary) == ["a"] and X.summary_metrics(summary, "cv") == {
+        "cv_mean_a": 2.0,
+        "cv_std_a": pytest.approx(math.sqrt(2)),
+    }
 
 
 def _run(auc: float, ll: float) -> dict[str, float]:

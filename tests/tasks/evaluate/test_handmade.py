@@ -32,7 +32,7 @@ def test_sync_correlation_is_high_in_sync_and_low_when_the_audio_is_another_clip
 def test_laplacian_variance_falls_when_the_face_is_blurred():
     rng = np.random.default_rng(0)
     sharp = rng.integers(0, 256, (T, SIZE, SIZE, 3)).astype(np.uint8)
-    blurred = ((sharp.astype(float) + np.roll(sharp, 1, 1) + np.roll(sharp, 1, 2) + np.roll(sharp, (1, 1), (1, 2))) / 4)
+    blurred = (sharp.astype(float) + np.roll(sharp, 1, 1) + np.roll(sharp, 1, 2) + np.roll(sharp, (1, 1), (1, 2))) / 4
     assert H.laplacian_variance(blurred.astype(np.uint8)) < 0.5 * H.laplacian_variance(sharp)
     edges_only = sharp.copy()
     edges_only[:, 16:48, 16:48] = 128  # flat face centre, busy border: the centre box ignores the border

@@ -206,8 +206,9 @@ def test_group_bootstrap_interval_is_wider_than_the_video_bootstrap_on_correlate
     by_group = bootstrap_auc_ci(y, p, groups=groups, n_resamples=400, seed=0)
     assert by_group[0] < auc < by_group[1]
     assert by_group[1] - by_group[0] > 1.3 * (by_video[1] - by_video[0])
-    assert bootstrap_auc_ci(y, p, groups=np.arange(len(y)), n_resamples=50, seed=4) == \
-        bootstrap_auc_ci(y, p, n_resamples=50, seed=4)  # one group per video = the video bootstrap
+    assert bootstrap_auc_ci(y, p, groups=np.arange(len(y)), n_resamples=50, seed=4) == bootstrap_auc_ci(
+        y, p, n_resamples=50, seed=4
+    )  # one group per video = the video bootstrap
 
 
 def test_paired_auc_difference_tells_a_real_gain_from_noise():
@@ -290,6 +291,8 @@ def test_a_video_of_several_faces_scores_as_its_most_fake_face():
     with pytest.raises(ValueError, match="both labels"):  # without faces, a's clips disagree
         aggregate_by_video(ids, y, p)
     # all faces 0: exactly the single-face aggregation
-    np.testing.assert_allclose(aggregate_by_video(ids[4:], y[4:], p[4:], faces=[0, 0])[2], aggregate_by_video(ids[4:], y[4:], p[4:])[2])
+    np.testing.assert_allclose(
+        aggregate_by_video(ids[4:], y[4:], p[4:], faces=[0, 0])[2], aggregate_by_video(ids[4:], y[4:], p[4:])[2]
+    )
     video = evaluate_predictions(ids, y, p, faces=faces)["video"]
     assert video["auc"] == 1.0

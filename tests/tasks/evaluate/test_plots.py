@@ -12,8 +12,15 @@ def _is_png(path):
 
 def test_plot_curves_one_png_per_present_quantity(tmp_path):
     history = [
-        {"epoch": e, "stage": "finetune", "train_loss": 0.7 - 0.1 * e, "val_loss": 0.6 - 0.05 * e,
-         "val_video_auc": 0.6 + 0.05 * e, "val_video_f1": 0.5 + 0.05 * e, "lr": 1e-3 / e}
+        {
+            "epoch": e,
+            "stage": "finetune",
+            "train_loss": 0.7 - 0.1 * e,
+            "val_loss": 0.6 - 0.05 * e,
+            "val_video_auc": 0.6 + 0.05 * e,
+            "val_video_f1": 0.5 + 0.05 * e,
+            "lr": 1e-3 / e,
+        }
         for e in range(1, 5)
     ]
     paths = plot_curves(history, tmp_path / "curves")

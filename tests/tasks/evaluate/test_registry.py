@@ -15,7 +15,11 @@ VAL = {"best_val_video_log_loss": 0.40, "best_val_baselines_video_prior_log_loss
 
 
 def test_prior_gate_compares_the_monitored_metric_with_the_prior():
-    video_ll, video_auc, clip_ll = GateNumbers(0.40, 0.50, (-0.2, 0.01)), GateNumbers(0.81, 0.5), GateNumbers(0.70, 0.60)
+    video_ll, video_auc, clip_ll = (
+        GateNumbers(0.40, 0.50, (-0.2, 0.01)),
+        GateNumbers(0.81, 0.5),
+        GateNumbers(0.70, 0.60),
+    )
     passed = prior_gate(video_ll, "val_video_log_loss", "min")  # 0.40 < 0.50
     assert passed.register and passed.interval == (-0.2, 0.01)
     assert not prior_gate(video_ll, "val_video_log_loss", "min", min_improvement=0.2).register  # needs < 0.30
@@ -97,7 +101,10 @@ def test_model_card_shows_data_metrics_against_baselines_threshold_and_preproces
                                           "[-0.1500, -0.0500]). Reason: val_video_log_loss 0.4000 beats")  # fmt: skip
     assert "| train | &emsp;3 | &emsp;9 | &emsp;3 |" in card and "`/data/shards`" in card
     assert "| model | &emsp;0.810 | &emsp;0.400 |" in card and "| prior baseline | &emsp;0.500 | &emsp;0.500 |" in card
-    assert "| model | &emsp;0.790 |" in card and "| majority baseline | &emsp;n/a | &emsp;n/a | &emsp;n/a | &emsp;0.900 |" in card
+    assert (
+        "| model | &emsp;0.790 |" in card
+        and "| majority baseline | &emsp;n/a | &emsp;n/a | &emsp;n/a | &emsp;0.900 |" in card
+    )
     assert "P(FAKE) >= 0.4200 (maximises f1 on val videos)" in card
     assert "- face_size: 224" in card and "- MLflow run: http://mlflow/#/experiments/1/runs/r" in card
 

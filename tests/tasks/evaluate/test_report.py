@@ -16,9 +16,16 @@ GOOD = ([0.690, 0.500, 0.400, 0.350, 0.320], [0.660, 0.520, 0.450, 0.420, 0.410]
 
 def _history(train, val, auc_start=0.6):
     return [
-        {"epoch": e, "stage": "finetune", "train_loss": t, "val_loss": v,
-         "val_video_auc": round(auc_start + 0.03 * e, 3), "val_video_log_loss": v,
-         "val_video_f1": 0.7, "lr": 1e-4 * 0.5**e}
+        {
+            "epoch": e,
+            "stage": "finetune",
+            "train_loss": t,
+            "val_loss": v,
+            "val_video_auc": round(auc_start + 0.03 * e, 3),
+            "val_video_log_loss": v,
+            "val_video_f1": 0.7,
+            "lr": 1e-4 * 0.5**e,
+        }
         for e, (t, v) in enumerate(zip(train, val), start=1)
     ]
 
@@ -45,8 +52,13 @@ def _inputs(history, kind="good", fake_frac=0.5, **kw):
     args = dict(
         history=history,
         dataset={
-            "train": {"videos_real": 100 - n_train_fake, "videos_fake": n_train_fake,
-                      "clips_real": 3 * (100 - n_train_fake), "clips_fake": 3 * n_train_fake, "groups": 37},
+            "train": {
+                "videos_real": 100 - n_train_fake,
+                "videos_fake": n_train_fake,
+                "clips_real": 3 * (100 - n_train_fake),
+                "clips_fake": 3 * n_train_fake,
+                "groups": 37,
+            },
             "test": split_stats(ids, y, groups=[i[:5] for i in ids]),
         },
         config={"model": {"preset": "tiny", "dropout": 0.1}},
@@ -121,10 +133,15 @@ def test_model_equal_to_prior_triggers_warnings():
 
 def test_dataset_section_and_split_stats():
     ids = ["a", "a", "b", "c", "c", "c"]
-    stats = split_stats(ids, ["FAKE", "FAKE", "REAL", "FAKE", "FAKE", "FAKE"], groups=["g1", "g1", "g1", "g2", "g2", "g2"])
+    stats = split_stats(
+        ids, ["FAKE", "FAKE", "REAL", "FAKE", "FAKE", "FAKE"], groups=["g1", "g1", "g1", "g2", "g2", "g2"]
+    )
     assert stats == {"videos_real": 1, "videos_fake": 2, "clips_real": 1, "clips_fake": 5, "groups": 2}
     text = write_training_report(_inputs(_history(*GOOD), dataset={"val": stats}))
-    assert "- val: 3 videos (1 REAL, 2 FAKE; FAKE fraction 0.667), 6 clips (1 REAL, 5 FAKE; FAKE fraction 0.833), 2 groups." in text
+    assert (
+        "- val: 3 videos (1 REAL, 2 FAKE; FAKE fraction 0.667), 6 clips (1 REAL, 5 FAKE; FAKE fraction 0.833), 2 groups."
+        in text
+    )
 
 
 def test_short_history_is_not_diagnosed():
@@ -135,9 +152,17 @@ def test_short_history_is_not_diagnosed():
 
 def test_degenerate_run_reports_without_crashing():
     ids, y = ["a", "b"], [1, 1]  # one-class test set, no baselines, no history
-    run = ReportInputs(history=[], dataset={}, config={}, test=evaluate_predictions(ids, y, [0.9, 0.6]),
-                       early_stopped=False, best_epoch=None, monitor="val_video_auc",
-                       y_test_video=np.array(y), p_test_video=np.array([0.9, 0.6]))
+    run = ReportInputs(
+        history=[],
+        dataset={},
+        config={},
+        test=evaluate_predictions(ids, y, [0.9, 0.6]),
+        early_stopped=False,
+        best_epoch=None,
+        monitor="val_video_auc",
+        y_test_video=np.array(y),
+        p_test_video=np.array([0.9, 0.6]),
+    )
     text = write_training_report(run)
     assert "The history is empty" in text
     assert "test video AUC CI is undefined (2 videos" in text
@@ -185,22 +210,27 @@ def test_calibration_section_quotes_the_map_and_the_numbers_or_why_it_is_the_ide
     platt = fit_platt(*val)
     cal = Calibration(platt, None, {"val": split_calibration(*val, platt), "test": split_calibration(*test, platt)})
     text = write_training_report(_inputs(_history(*GOOD), calibration=cal))
-    section = text[text.index("## Calibration"):text.index("## Recommendations")]
+    section = text[text.index("## Calibration") : text.index("## Recommendations")]
     a, b = platt.slope, platt.intercept
     assert f"Platt scaling fitted on 300 val clips (P(FAKE) = sigmoid({a:.3f} · logit {b:+.3f})" in section and a < 1
     assert "over-confident: a slope < 1 softens them" in section and f"an intercept of {b:+.3f}" in section
     s = cal.splits["test"]
-    assert f"| test | 300 | {s.nll_before:.3f} | {s.nll_after:.3f} | {s.ece_before:.3f} | {s.ece_after:.3f} |" in section
+    assert (
+        f"| test | 300 | {s.nll_before:.3f} | {s.nll_after:.3f} | {s.ece_before:.3f} | {s.ece_after:.3f} |" in section
+    )
     assert f"moves the clip log loss {s.nll_after - s.nll_before:+.3f}" in section and s.nll_after < s.nll_before
     no_gain = write_training_report(_inputs(_history(*GOOD), kind="prior", fake_frac=0.75, calibration=cal))
     assert f"even after Platt scaling (slope {a:.3f}, intercept {b:+.3f}): check whether" in no_gain
     assert "calibrate (Platt scaling on val, `calibrate`)" in write_training_report(
-        _inputs(_history(*GOOD), kind="prior", fake_frac=0.75))
+        _inputs(_history(*GOOD), kind="prior", fake_frac=0.75)
+    )
     one = Calibration(Platt(), "val holds one class only (3 clips, 3 FAKE): no calibration can be fitted",
                       {"val": split_calibration([1, 1, 1], [0.1, 0.2, 0.3], Platt())})  # fmt: skip
     text = write_training_report(_inputs(_history(*GOOD), calibration=one))
     assert "Slope 1, intercept 0 (P(FAKE) left as the model outputs it): val holds one class only (3 clips" in text
-    assert "moves the clip log loss" not in text and "## Calibration" not in write_training_report(_inputs(_history(*GOOD)))
+    assert "moves the clip log loss" not in text and "## Calibration" not in write_training_report(
+        _inputs(_history(*GOOD))
+    )
 
 
 def test_the_report_opens_with_the_gates_decision_number_and_reason():

@@ -7,9 +7,18 @@ from tasks.evaluate.videos import evaluate_videos, evaluation_markdown, loses_to
 
 def _rows():
     rng = np.random.default_rng(0)
-    rows = [{"video_id": f"r{i}", "label": "REAL", "manipulation": None, "p_fake": float(rng.uniform(0, 0.5))} for i in range(10)]
-    rows += [{"video_id": f"a{i}", "label": "FAKE", "manipulation": "face_blend", "p_fake": float(rng.uniform(0.5, 1))} for i in range(5)]
-    rows += [{"video_id": f"b{i}", "label": "FAKE", "manipulation": "audio_swap", "p_fake": float(rng.uniform(0, 1))} for i in range(5)]
+    rows = [
+        {"video_id": f"r{i}", "label": "REAL", "manipulation": None, "p_fake": float(rng.uniform(0, 0.5))}
+        for i in range(10)
+    ]
+    rows += [
+        {"video_id": f"a{i}", "label": "FAKE", "manipulation": "face_blend", "p_fake": float(rng.uniform(0.5, 1))}
+        for i in range(5)
+    ]
+    rows += [
+        {"video_id": f"b{i}", "label": "FAKE", "manipulation": "audio_swap", "p_fake": float(rng.uniform(0, 1))}
+        for i in range(5)
+    ]
     rows += [{"video_id": "x", "label": "FAKE", "manipulation": "audio_swap", "p_fake": None}]
     return rows
 

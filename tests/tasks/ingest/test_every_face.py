@@ -49,7 +49,8 @@ def generated(tmp_path_factory) -> dict[str, Path]:
     for left in (True, False):
         side = "left" if left else "right"
         out[f"two_fake_{side}"], out[f"two_original_{side}"] = two_face_pair(
-            src / fake, src / original, src / other, root / "two", fake_left=left, height=160, seconds=3.6)
+            src / fake, src / original, src / other, root / "two", fake_left=left, height=160, seconds=3.6
+        )
     return out
 
 
@@ -81,7 +82,8 @@ def test_a_two_person_fake_gives_two_faces_and_only_the_manipulated_one_is_fake(
     shard = _ingest([_unit_video(fake, FAKE, original), _unit_video(original, REAL, None)], tmp_path, PRE, detector)
     clips = list(read_clips(shard))
     assert sorted((c.meta.video_id, c.meta.face) for c in clips) == sorted(
-        [(original.stem, 0), (original.stem, 1), (fake.stem, 0), (fake.stem, 1)])
+        [(original.stem, 0), (original.stem, 1), (fake.stem, 0), (fake.stem, 1)]
+    )
     keys = sorted(c.key for c in clips if c.meta.video_id == fake.stem)
     assert keys == [f"{fake.stem}/000", f"{fake.stem}/000_f1"]
     other = "right" if side == "left" else "left"
@@ -116,7 +118,9 @@ def test_a_single_face_video_writes_the_shard_a_main_face_only_ingest_writes(gen
 
 def test_max_faces_bounds_the_tracks_and_main_face_is_face_0(generated, detector):
     two = preprocess_video(str(generated["two_fake_left"]), PRE, detector)
-    one = preprocess_video(str(generated["two_fake_left"]), PreprocessConfig(face_size=64, max_clips=1, max_faces=1), detector)
+    one = preprocess_video(
+        str(generated["two_fake_left"]), PreprocessConfig(face_size=64, max_clips=1, max_faces=1), detector
+    )
     assert two.faces == 2 and one.faces == 1
     np.testing.assert_array_equal(one.clips[0].frames, two.by_face()[0][0].frames)
     with pytest.raises(ValueError, match="max_faces"):
@@ -144,7 +148,8 @@ def real_pair(tmp_path_factory) -> dict[str, Path]:
     for left in (True, False):
         side = "left" if left else "right"
         out[f"fake_{side}"], out[f"original_{side}"] = two_face_pair(
-            FFPP / "004_982.mp4", FFPP / "004.mp4", FFPP / "634.mp4", root, fake_left=left, height=288, seconds=3.6)
+            FFPP / "004_982.mp4", FFPP / "004.mp4", FFPP / "634.mp4", root, fake_left=left, height=288, seconds=3.6
+        )
     return out
 
 

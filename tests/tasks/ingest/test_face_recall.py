@@ -47,7 +47,9 @@ def test_a_small_face_in_1080p_is_found(detector):
     import cv2
 
     for i, f in enumerate(frames):
-        small[i, h // 3 : h // 3 + h // 3, w // 3 : w // 3 + w // 3] = cv2.resize(f, (w // 3, h // 3), interpolation=cv2.INTER_AREA)
+        small[i, h // 3 : h // 3 + h // 3, w // 3 : w // 3 + w // 3] = cv2.resize(
+            f, (w // 3, h // 3), interpolation=cv2.INTER_AREA
+        )
     assert _detected(small, detector) >= 0.85
     track = track_face(small, detector)
     cx = (track.boxes[:, 0] + track.boxes[:, 2]) / 2
@@ -70,7 +72,6 @@ def test_brighten_lifts_the_mean_and_keeps_black_black():
     out = brighten(dim)
     assert abs(out.mean() / 255 - 0.45) < 0.12 and out.min() == 0
     assert np.all(np.diff(out[..., 0].ravel()[np.argsort(dim[..., 0].ravel())].astype(int)) >= 0)  # monotonic
-
 
 
 REALAV = SHARED.parent / "realav"

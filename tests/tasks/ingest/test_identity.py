@@ -11,7 +11,15 @@ import cv2
 import numpy as np
 import pytest
 
-from tasks.ingest.identity import SAME_PERSON, cluster_faces, embed_video, embed_videos, face_identities, frame_times, roots
+from tasks.ingest.identity import (
+    SAME_PERSON,
+    cluster_faces,
+    embed_video,
+    embed_videos,
+    face_identities,
+    frame_times,
+    roots,
+)
 from tasks.ingest.scan import VideoEntry, scan_dfdc
 from tasks.ingest.settings import IngestSettings
 from tasks.ingest.splits import IDENTITY_PREFIX, assign_splits, identity_groups
@@ -122,7 +130,12 @@ def test_one_face_in_two_videos_becomes_one_identity_and_one_split(two_faces):
     before = identity_groups(result.entries).groups  # original links only: the astronaut in two groups
     assert before["astro_a"] != before["astro_b"]
     grouping = identity_groups(result.entries, identities)
-    assert grouping.groups["astro_a"] == grouping.groups["astro_b"] == grouping.groups["astro_fake"] == IDENTITY_PREFIX + "face-astro_a"
+    assert (
+        grouping.groups["astro_a"]
+        == grouping.groups["astro_b"]
+        == grouping.groups["astro_fake"]
+        == IDENTITY_PREFIX + "face-astro_a"
+    )
     assert grouping.groups["lfw"] == IDENTITY_PREFIX + "face-lfw"
     for seed in range(20):
         a = assign_splits(result.entries, seed=seed, grouping=grouping)

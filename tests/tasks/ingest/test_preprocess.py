@@ -68,8 +68,13 @@ def test_decode_audio_resamples_to_16k_mono(tmp_path):
     from tasks.synthetic.dfdc_sample import write_video
 
     t = np.arange(44100 * 2) / 44100
-    path = write_video(tmp_path / "a.mp4", np.zeros((50, 32, 32, 3), np.uint8), 25,
-                       audio=0.5 * np.sin(2 * np.pi * 440 * t).astype(np.float32), audio_rate=44100)
+    path = write_video(
+        tmp_path / "a.mp4",
+        np.zeros((50, 32, 32, 3), np.uint8),
+        25,
+        audio=0.5 * np.sin(2 * np.pi * 440 * t).astype(np.float32),
+        audio_rate=44100,
+    )
     wave = decode_audio(str(path))
     assert wave.dtype == np.float32 and abs(len(wave) - 32000) < 2048
     spectrum = np.abs(np.fft.rfft(wave[4000:20000]))

@@ -24,17 +24,22 @@ def _part(root, name, meta, files=None):
 
 
 def test_scan_parts_entries_and_refusals(tmp_path):
-    _part(tmp_path, "dfdc_train_part_0", {
-        "aaaa.mp4": {"label": "REAL", "split": "train", "original": None},
-        "bbbb.mp4": {"label": "FAKE", "split": "train", "original": "aaaa.mp4"},
-        "cccc.mp4": {"label": "MAYBE", "split": "train", "original": None},
-        "dddd.mp4": {"split": "train"},
-        "../escape.mp4": {"label": "REAL", "original": None},
-        "/etc/passwd": {"label": "REAL", "original": None},
-        "gone.mp4": {"label": "REAL", "original": None},
-        "eeee.mp4": {"label": "FAKE", "original": 5},
-        "with space é.mp4": {"label": "REAL", "original": None},
-    }, files=["aaaa.mp4", "bbbb.mp4", "cccc.mp4", "dddd.mp4", "eeee.mp4", "unlisted.mp4", "with space é.mp4"])
+    _part(
+        tmp_path,
+        "dfdc_train_part_0",
+        {
+            "aaaa.mp4": {"label": "REAL", "split": "train", "original": None},
+            "bbbb.mp4": {"label": "FAKE", "split": "train", "original": "aaaa.mp4"},
+            "cccc.mp4": {"label": "MAYBE", "split": "train", "original": None},
+            "dddd.mp4": {"split": "train"},
+            "../escape.mp4": {"label": "REAL", "original": None},
+            "/etc/passwd": {"label": "REAL", "original": None},
+            "gone.mp4": {"label": "REAL", "original": None},
+            "eeee.mp4": {"label": "FAKE", "original": 5},
+            "with space é.mp4": {"label": "REAL", "original": None},
+        },
+        files=["aaaa.mp4", "bbbb.mp4", "cccc.mp4", "dddd.mp4", "eeee.mp4", "unlisted.mp4", "with space é.mp4"],
+    )
     _part(tmp_path, "dfdc_train_part_1", {"aaaa.mp4": {"label": "REAL", "original": None}})
     _part(tmp_path, "dfdc_train_part_2", "{not json", files=["x1.mp4"])
     (tmp_path / "dfdc_train_part_3").mkdir()
@@ -81,7 +86,10 @@ REAL_METADATA = "/work/shared/data/metadata_train_sample_videos_full.json"
 def _dfdc_like(n_real=77, n_fake=323, seed=0):
     rng = random.Random(seed)
     reals = [VideoEntry(f"r{i:03d}", "p0", f"r{i:03d}.mp4", "REAL", None, 1) for i in range(n_real)]
-    fakes = [VideoEntry(f"f{i:03d}", "p0", f"f{i:03d}.mp4", "FAKE", f"r{rng.randrange(n_real):03d}", 1) for i in range(n_fake)]
+    fakes = [
+        VideoEntry(f"f{i:03d}", "p0", f"f{i:03d}.mp4", "FAKE", f"r{rng.randrange(n_real):03d}", 1)
+        for i in range(n_fake)
+    ]
     # DFDC subsets also hold fakes whose original is absent
     fakes += [VideoEntry(f"g{i:03d}", "p0", f"g{i:03d}.mp4", "FAKE", f"absent{i % 7}", 1) for i in range(20)]
     return reals + fakes
@@ -152,8 +160,12 @@ def test_identity_map_merges_groups_from_csv_and_parquet(tmp_path):
 
     entries = _dfdc_like(n_real=40, n_fake=80)
     # r000 and r001 are the same actor; so are r002, r003 and the absent original of g000
-    (tmp_path / "ids.csv").write_text("video,identity\nr000.mp4,alice\nr001,alice\nr002.mp4,007\nr003.mp4,007\nabsent0,007\n")
-    fs.write_parquet(pa.table({"video": ["r000", "r001.mp4"], "identity": ["alice", "alice"]}), str(tmp_path / "ids.parquet"))
+    (tmp_path / "ids.csv").write_text(
+        "video,identity\nr000.mp4,alice\nr001,alice\nr002.mp4,007\nr003.mp4,007\nabsent0,007\n"
+    )
+    fs.write_parquet(
+        pa.table({"video": ["r000", "r001.mp4"], "identity": ["alice", "alice"]}), str(tmp_path / "ids.parquet")
+    )
     ids = read_identities(str(tmp_path / "ids.csv"))
     assert ids == {"r000": "alice", "r001": "alice", "r002": "007", "r003": "007", "absent0": "007"}  # "007" stays text
     assert read_identities(str(tmp_path / "ids.parquet")) == {"r000": "alice", "r001": "alice"}
@@ -242,7 +254,15 @@ def test_the_summary_renders_no_empty_table():
     assert "No video was refused." in clean and "| quarantine reason |" not in clean and "ingest-refused" not in clean
     nothing = summary_markdown([], [], [], 1.0, 0)
     assert "No video was ingested" in nothing and "| split |" not in nothing
-    refused = [RefusedRow(video_id="gone", part="p", rel_path="gone.mp4", label="REAL", reason="missing_file",
-                          error="gone.mp4: listed")]
+    refused = [
+        RefusedRow(
+            video_id="gone",
+            part="p",
+            rel_path="gone.mp4",
+            label="REAL",
+            reason="missing_file",
+            error="gone.mp4: listed",
+        )
+    ]
     md = summary_markdown(rows, [], refused, 1.0, 0)
     assert "| missing_file | 1 |" in md and "No video was refused." not in md

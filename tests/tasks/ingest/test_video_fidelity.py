@@ -79,10 +79,19 @@ def _encode(path: Path, codec: str, options: dict, n: int = 90, fps: int = 30) -
 
 
 STREAMS = {
-    "h264_bpyramid": ("libx264", {"preset": "medium", "bf": "3", "refs": "4", "x264-params": "b-pyramid=normal", "crf": "30"}),
-    "h264_open_gop": ("libx264", {"preset": "medium", "bf": "3", "g": "24", "x264-params": "b-pyramid=normal:open-gop=1", "crf": "30"}),
+    "h264_bpyramid": (
+        "libx264",
+        {"preset": "medium", "bf": "3", "refs": "4", "x264-params": "b-pyramid=normal", "crf": "30"},
+    ),
+    "h264_open_gop": (
+        "libx264",
+        {"preset": "medium", "bf": "3", "g": "24", "x264-params": "b-pyramid=normal:open-gop=1", "crf": "30"},
+    ),
     "h264_no_b": ("libx264", {"preset": "medium", "bf": "0", "crf": "30"}),
-    "hevc_b": ("libx265", {"preset": "medium", "crf": "30", "x265-params": "log-level=error:bframes=4:b-pyramid=1:keyint=30"}),
+    "hevc_b": (
+        "libx265",
+        {"preset": "medium", "crf": "30", "x265-params": "log-level=error:bframes=4:b-pyramid=1:keyint=30"},
+    ),
 }
 
 
@@ -156,7 +165,9 @@ def test_crops_equal_between_a_real_clip_and_its_lossless_all_intra_copy(tmp_pat
         b = preprocess_video(str(copy), cfg, det)
     assert len(a.clips) == len(b.clips) == 1
     assert a.clips[0].frame_times == b.clips[0].frame_times
-    assert np.array_equal(a.clips[0].frames, b.clips[0].frames), "the crops must not depend on how the pixels were coded"
+    assert np.array_equal(a.clips[0].frames, b.clips[0].frames), (
+        "the crops must not depend on how the pixels were coded"
+    )
 
 
 def test_an_edit_list_cut_samples_the_presented_frames_exactly(tmp_path):

@@ -60,9 +60,13 @@ def test_a_checkpoint_loads_its_decision_and_an_old_one_scores_with_t_1(model_an
 
 def test_decision_round_trips_reads_old_files_as_they_were_meant_and_refuses_bad_maps(tmp_path):
     write_decision(str(tmp_path), Decision(0.5, "f1", 1.7, -0.2))
-    assert read_decision(str(tmp_path)) == Decision(0.5, "f1", 1.7, -0.2) and read_decision(str(tmp_path / "none")) is None
+    assert (
+        read_decision(str(tmp_path)) == Decision(0.5, "f1", 1.7, -0.2) and read_decision(str(tmp_path / "none")) is None
+    )
     assert Decision.from_json({"threshold": 0.2, "criterion": "f1"}) == Decision(0.2, "f1", 1.0, 0.0)
-    assert Decision.from_json({"threshold": 0.2, "criterion": "f1", "temperature": 4.0}) == Decision(0.2, "f1", 0.25, 0.0)
+    assert Decision.from_json({"threshold": 0.2, "criterion": "f1", "temperature": 4.0}) == Decision(
+        0.2, "f1", 0.25, 0.0
+    )
     with pytest.raises(ValueError, match="slope"):
         Decision(0.5, "f1", 0.0)
     with pytest.raises(ValueError, match="temperature"):
@@ -112,7 +116,9 @@ def test_a_scorer_passes_each_clips_mouth_box_to_the_model(model_and_inputs):
     with torch.inference_mode():
         own = model(torch.from_numpy(video), torch.from_numpy(audio), torch.from_numpy(mouth)).float().numpy()
     assert not np.allclose(own, logits)
-    np.testing.assert_allclose(scorer.predict_proba(video, audio, mouth=mouth), 1 / (1 + np.exp(-own)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        scorer.predict_proba(video, audio, mouth=mouth), 1 / (1 + np.exp(-own)), rtol=1e-5, atol=1e-6
+    )
     template = np.array([MOUTH_BOX] * 3, np.float32)
     np.testing.assert_allclose(scorer.predict_proba(video, audio, mouth=template), scorer.predict_proba(video, audio))
     with pytest.raises(ValueError, match=r"expected mouth \(3, 4\), got \(2, 4\)"):

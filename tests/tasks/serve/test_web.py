@@ -74,7 +74,9 @@ def test_an_upload_is_scored_as_avff_predict_scores_the_file_and_shows_its_faces
     assert record["p_fake"] == pytest.approx(reference.p_fake, abs=1e-6)
     assert record["clip_p_fake"] == pytest.approx(reference.clip_p_fake, abs=1e-6)
     assert record["clip_start_s"] == reference.clip_start_s and len(record["clip_start_s"]) == record["clips"] > 0
-    assert record["verdict"] == ("FAKE" if reference.p_fake >= 0.5 else "REAL") and record["threshold_source"] == "default"
+    assert (
+        record["verdict"] == ("FAKE" if reference.p_fake >= 0.5 else "REAL") and record["threshold_source"] == "default"
+    )
     faces = [Image.open(io.BytesIO(base64.b64decode(f))) for f in record["faces"]]
     assert len(faces) == record["clips"] and {(f.format, f.size) for f in faces} == {("JPEG", (pre.face_size,) * 2)}
 

@@ -350,7 +350,11 @@ def test_container_and_audio_statistics_do_not_reveal_the_label(videos):
 def test_the_shortcut_audit_catches_a_planted_shortcut(tmp_path):
     """Same audit, a sample whose fakes alone get 0.6 s more leading silence: it must fire."""
     broken = make_dfdc_sample(
-        tmp_path, n_real=8, duration_s=1.5, size=(128, 128), seed=3,
+        tmp_path,
+        n_real=8,
+        duration_s=1.5,
+        size=(128, 128),
+        seed=3,
         manipulations=("lipsync_offset", "audio_swap", "face_blend", "visual_artifact"),
         controls=ShortcutControls(planted_fake_lead_s=0.6),
     )
@@ -365,8 +369,12 @@ def test_the_shortcut_audit_catches_a_planted_shortcut(tmp_path):
 
 @pytest.mark.parametrize(
     ("suffix", "codec", "decoded_as", "rotation", "with_audio"),
-    [(".mp4", "libx264", "h264", 90, True), (".mp4", "libx264", "h264", 0, False),
-     (".mkv", "libx265", "hevc", 270, True), (".avi", "mjpeg", "mjpeg", 0, False)],
+    [
+        (".mp4", "libx264", "h264", 90, True),
+        (".mp4", "libx264", "h264", 0, False),
+        (".mkv", "libx265", "hevc", 270, True),
+        (".avi", "mjpeg", "mjpeg", 0, False),
+    ],
 )
 def test_write_video_round_trips(tmp_path, suffix, codec, decoded_as, rotation, with_audio):
     yy, xx = np.mgrid[0:48, 0:64]
@@ -402,7 +410,10 @@ def test_the_demo_sample_shows_a_missing_and_an_unlisted_video_to_ingest_and_eva
     assert not before.rejected and len(before.entries) == 2
     planted = add_refusals(root)
     assert add_refusals(root) == planted  # idempotent: a second call plants nothing more
-    assert planted == {"missing": f"dfdc_train_part_0/{MISSING_VIDEO}", "unlisted": f"dfdc_train_part_0/{UNLISTED_VIDEO}"}
+    assert planted == {
+        "missing": f"dfdc_train_part_0/{MISSING_VIDEO}",
+        "unlisted": f"dfdc_train_part_0/{UNLISTED_VIDEO}",
+    }
     scan = scan_dfdc(str(root))
     refused = {r.rel_path: (r.reason, r.error) for r in scan.rejected}
     assert set(refused) == set(planted.values())

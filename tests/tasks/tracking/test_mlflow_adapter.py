@@ -32,7 +32,10 @@ def test_experiments_are_model_training_experiments_new_or_old_and_a_chosen_kind
 
 
 def test_links_open_in_the_model_training_view():
-    assert ml_view("http://h:5000/#/experiments/1/runs/r") == "http://h:5000/#/experiments/1/runs/r?workflowType=machine_learning"
+    assert (
+        ml_view("http://h:5000/#/experiments/1/runs/r")
+        == "http://h:5000/#/experiments/1/runs/r?workflowType=machine_learning"
+    )
     assert ml_view("http://h/#/experiments?a=b") == "http://h/#/experiments?a=b&workflowType=machine_learning"
 
 

@@ -149,7 +149,10 @@ def test_metrics_table_adds_the_uncalibrated_model_rows_and_the_val_and_test_ece
     rows = finish.metrics_table({"val": finish.score(finish.calibrated(VAL, cal.platt), TRAIN)}, raw, cal)
     uncal = [r for r in rows if r["predictor"] == finish.UNCALIBRATED]
     assert [r["level"] for r in uncal] == ["video", "clip"] and "ece" not in uncal[0]
-    assert uncal[1]["log_loss"] == pytest.approx(M.log_loss(VAL.y, VAL.p)) and uncal[1]["ece"] == cal.splits["val"].ece_before
+    assert (
+        uncal[1]["log_loss"] == pytest.approx(M.log_loss(VAL.y, VAL.p))
+        and uncal[1]["ece"] == cal.splits["val"].ece_before
+    )
     model = next(r for r in rows if r["level"] == "clip" and r["predictor"] == "model")
     assert model["ece"] == cal.splits["val"].ece_after and model["log_loss"] <= uncal[1]["log_loss"]
 

@@ -101,8 +101,10 @@ def _launch(data: str, out: Path, log: Path, **kw) -> subprocess.Popen:
     """A 2-rank run in its own process tree (the test kills one of its ranks)."""
     cfg = out.parent / "settings.pkl"
     cfg.write_bytes(pickle.dumps(_settings(data, out, batch_size=8, epochs=200, patience=1000, **kw)))
-    code = ("import pickle, tasks.train.run_distributed as T; "
-            f"T.spawn(pickle.load(open({str(cfg)!r}, 'rb')), 2, backend='gloo')")
+    code = (
+        "import pickle, tasks.train.run_distributed as T; "
+        f"T.spawn(pickle.load(open({str(cfg)!r}, 'rb')), 2, backend='gloo')"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stderr=open(log, "w"))
 
@@ -113,8 +115,10 @@ def test_a_kill_9_of_one_rank_leaves_a_run_that_resumes_on_another_world_size(da
     try:
         deadline = time.monotonic() + 120
         pids: dict[int, int] = {}
-        while proc.poll() is None and time.monotonic() < deadline and not (
-            pids.get(1) and (out / "checkpoints" / "last.json").exists()
+        while (
+            proc.poll() is None
+            and time.monotonic() < deadline
+            and not (pids.get(1) and (out / "checkpoints" / "last.json").exists())
         ):
             pids = {int(r): int(p) for r, p in re.findall(r"^rank (\d+)/2 pid (\d+)$", err.read_text(), re.M)}
             time.sleep(0.05)

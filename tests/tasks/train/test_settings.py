@@ -45,7 +45,9 @@ def test_bad_values_are_refused_naming_the_field(field, value, message):
 
 
 def test_a_switch_contradicting_the_overrides_is_refused_before_any_run():
-    assert "fusion='late' contradicts overrides['fusion']='attention'" in _error(fusion="late", overrides={"fusion": "attention"})
+    assert "fusion='late' contradicts overrides['fusion']='attention'" in _error(
+        fusion="late", overrides={"fusion": "attention"}
+    )
     s = TrainSettings(**BASE, fusion="late", aux_weight=0.5, overrides={"num_slices": 2})
     assert s.model_overrides() == {"num_slices": 2, "fusion": "late", "aux_heads": True}
 
