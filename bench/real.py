@@ -88,36 +88,36 @@ def _digest(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def real_clips(data: str) -> list[RealClip]:
-    """The REAL clips of every part, once each by content (sha256), those with sound only."""
+def _distinct(data: str, label: str) -> list[RealClip]:
+    """The files of ``label`` in every part, once each by content (sha256), as (path, person = folder, id)."""
     seen: set[str] = set()
     out = []
     for e in scan_dfdc(data).entries:
+        if e.label != label:
+            continue
         path = os.path.join(data, e.rel_path)
         digest = _digest(path)
-        if e.label != REAL or digest in seen:
-            continue
-        seen.add(digest)
+        if digest not in seen:
+            seen.add(digest)
+            out.append(RealClip(path, e.part, e.video_id))
+    return out
+
+
+def real_clips(data: str) -> list[RealClip]:
+    """The REAL clips of every part, once each by content (sha256), those with sound only."""
+    out = []
+    for c in _distinct(data, REAL):
         try:
-            if not probe(path).has_audio:
-                continue
+            if probe(c.path).has_audio:
+                out.append(c)
         except VideoError:
             continue
-        out.append(RealClip(path, e.part, e.video_id))
     return out
 
 
 def generated_fakes(data: str) -> list[RealClip]:
-    """realav's own FAKE files (generator outputs), once each by content, as (path, person = folder, id)."""
-    seen: set[str] = set()
-    out = []
-    for e in scan_dfdc(data).entries:
-        path = os.path.join(data, e.rel_path)
-        digest = _digest(path)
-        if e.label == FAKE and digest not in seen:
-            seen.add(digest)
-            out.append(RealClip(path, e.part, e.video_id))
-    return out
+    """realav's own FAKE files (generator outputs), once each by content."""
+    return _distinct(data, FAKE)
 
 
 def person_splits(people: list[str], seed: int, ratios: tuple[float, float, float] = RATIOS) -> dict[str, str]:
