@@ -618,6 +618,15 @@ def _holdout_table(first: dict, main: str, n_boot: int, drawn: tuple[str, ...] =
     return lines
 
 
+REAL_FOOTAGE = "<!-- real footage: bench/real.py --doc -->"  # bench/real.py owns the doc from here on
+
+
+def _kept_tail(path: Path) -> str:
+    """What another benchmark wrote into ``path`` (from its marker to the end), kept across a rewrite."""
+    text = path.read_text() if path.exists() else ""
+    return "\n" + text[text.index(REAL_FOOTAGE) :] if REAL_FOOTAGE in text else ""
+
+
 def write_doc(path: Path, summary: dict, args, seconds: float | None, per_seed_first: dict) -> None:
     seeds, evals, variants = summary["seeds"], summary["evals"], summary["variants"]
     prior_ll = _mean([evals[(s, variants[0])]["overall"]["prior_log_loss"] for s in seeds])
@@ -694,7 +703,7 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None, per_seed_f
         *_holdout_table(per_seed_first, summary["variants"][0], args.bootstrap, summary["drawn"].get(variants[0], ())),
     ]
     lines += _appendix(args, out_root=str(Path(args.out) / f"seed{seeds[0]}"))
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + _kept_tail(path))
     print(f"wrote {path}")
 
 
