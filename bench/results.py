@@ -381,6 +381,13 @@ def main() -> None:
         action="store_true",
         help="no training: score the variants' existing best checkpoints under --out and rewrite the doc",
     )
+    ap.add_argument(
+        "--only-seed",
+        type=int,
+        default=None,
+        help="train and score this one of the seeds and stop (no doc): run seeds as parallel processes "
+        "into one --out, then once more with --score-only to write the doc",
+    )
     ap.add_argument("--out", default="/tmp/avff-results")
     ap.add_argument("--doc", default=str(Path(__file__).resolve().parents[1] / "docs" / "results.md"))
     args = ap.parse_args()
@@ -399,10 +406,19 @@ def main() -> None:
     out = Path(args.out)
     t0 = time.time()
     seeds = list(range(args.seed, args.seed + args.seeds))
+    if args.only_seed is not None:
+        if args.only_seed not in seeds:
+            ap.error(f"--only-seed {args.only_seed} is not one of the seeds {seeds}")
+        run_seed(args, out, args.only_seed)
+        (out / f"seed{args.only_seed}" / "run_seconds.txt").write_text(f"{time.time() - t0:.0f}\n")
+        return
     per_seed = {s: run_seed(args, out, s) for s in seeds}
     timing = out / "run_seconds.txt"  # wall time of the training run, kept for --score-only rewrites
     if not args.score_only:
         timing.write_text(f"{time.time() - t0:.0f}\n")
+    elif not timing.exists() and all((out / f"seed{s}" / "run_seconds.txt").exists() for s in seeds):
+        parts = [float((out / f"seed{s}" / "run_seconds.txt").read_text()) for s in seeds]  # --only-seed runs
+        timing.write_text(f"{max(parts):.0f}\n")
     uni = {v for v in args.variants if fusion_of(args, v) in UNI_MODAL}
     if args.variants:
         drawn = {v: drawn_kinds(args, v) for v in args.variants}
