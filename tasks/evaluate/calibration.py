@@ -155,26 +155,28 @@ class CrossFit:
     prior the same way (the other half's FAKE fraction), so model and prior see the same information."""
 
     p: np.ndarray  # (N,) calibrated P(FAKE), out of fold
-    prior: np.ndarray  # (N,) the other half's clip FAKE fraction, Laplace-smoothed ((n_fake + 1) / (n + 2))
+    prior: np.ndarray  # (N,) the other half's clip FAKE fraction, smoothed towards a prior: (n_fake + 2π) / (n + 2)
     maps: tuple[Platt, Platt]  # the map applied to half 0 (fitted on half 1), and to half 1
     reasons: tuple[str | None, str | None]  # why a half's map is the identity (None: fitted)
 
 
-def cross_fit(y, logits, groups: Sequence, *, enabled: bool = True, seed: int = 0) -> CrossFit:
+def cross_fit(y, logits, groups: Sequence, *, enabled: bool = True, seed: int = 0, prior: float = 0.5) -> CrossFit:
     """2-fold cross-fitted calibration of val clips, split by ``groups`` (a REAL video and its fakes together),
-    stratified by label (:func:`halves`)."""
+    stratified by label (:func:`halves`). Each half's prior is the other half's FAKE fraction shrunk towards
+    ``prior`` π (the training prior; 0.5 is Laplace's rule) with the weight of two clips: a large half speaks
+    for itself, an empty one (val of one group) gives π, never a coin flip."""
     y, z = np.asarray(y, dtype=np.int64), np.asarray(logits, dtype=np.float64)
     half = halves(groups, y, seed)
-    p, prior = np.empty(y.size), np.empty(y.size)
+    p, out_prior = np.empty(y.size), np.empty(y.size)
     maps, reasons = [], []
     for h in (0, 1):
         fit_on, score = half != h, half == h
         platt, why = choose_platt(y[fit_on], z[fit_on], enabled=enabled)
         p[score] = platt(z[score])
-        prior[score] = (y[fit_on].sum() + 1) / (fit_on.sum() + 2)  # Laplace: a one-class half is no certainty
+        out_prior[score] = (y[fit_on].sum() + 2 * prior) / (fit_on.sum() + 2)  # a one-class half is no certainty
         maps.append(platt)
         reasons.append(why)
-    return CrossFit(p, prior, (maps[0], maps[1]), (reasons[0], reasons[1]))
+    return CrossFit(p, out_prior, (maps[0], maps[1]), (reasons[0], reasons[1]))
 
 
 @dataclass(frozen=True)

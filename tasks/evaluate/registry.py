@@ -69,20 +69,25 @@ class Gate:
     def headline(self) -> str:
         """One line: the decision, its number with its interval, its reason."""
         lo, hi = self.interval
+        spread = ("no interval: val holds too few groups to resample" if math.isnan(lo) or math.isnan(hi)
+                  else f"95 % group-bootstrap interval [{lo:+.4f}, {hi:+.4f}]")  # fmt: skip
         return (f"**Registry gate: {'register' if self.register else 'refuse'}.** Cross-fitted val {self.metric}: "
                 f"model {self.value:.4f}, prior {self.prior:.4f}, difference {self.value - self.prior:+.4f} "
-                f"(95 % group-bootstrap interval [{lo:+.4f}, {hi:+.4f}]). Reason: {self.reason}.")  # fmt: skip
+                f"({spread}). Reason: {self.reason}.")  # fmt: skip
 
 
 def gate_numbers(y, p, video_ids: Sequence[str], groups: Sequence[str], monitor: str, *, calibrate: bool = True,
-                 seed: int = 0, n_bootstrap: int = 200, faces=None) -> GateNumbers:  # fmt: skip
+                 seed: int = 0, n_bootstrap: int = 200, faces=None, train_prior: float = 0.5) -> GateNumbers:  # fmt: skip
     """The monitored metric of the model and of the prior on val clips ``y``, ``p`` (N,) (uncalibrated P(FAKE),
     ``groups`` (N,) per clip), 2-fold cross-fitted by group (:func:`tasks.evaluate.calibration.cross_fit`),
-    and a ``n_bootstrap`` group-bootstrap 95 % interval of model - prior. ``faces`` (N,): each clip's face
-    (a video scores as its most fake face, :func:`tasks.evaluate.metrics.aggregate_by_video`)."""
+    and a ``n_bootstrap`` group-bootstrap 95 % interval of model - prior (NaN with fewer than two groups: one
+    group resampled is one number, not an interval). ``faces`` (N,): each clip's face (a video scores as its
+    most fake face, :func:`tasks.evaluate.metrics.aggregate_by_video`). ``train_prior``: the FAKE fraction
+    the report's prior baseline uses; each half's prior shrinks towards it (:func:`~C.cross_fit`), so a val
+    of one group compares the model with the report's prior, not with a coin flip."""
     level, metric = parse_monitor(monitor)
     y = np.asarray(y, dtype=np.int64)
-    fit = C.cross_fit(y, C.to_logits(p), groups, enabled=calibrate, seed=seed)
+    fit = C.cross_fit(y, C.to_logits(p), groups, enabled=calibrate, seed=seed, prior=train_prior)
     ids, ym, pm = np.asarray(video_ids), y, fit.p
     pp, g = fit.prior, np.asarray([str(x) for x in groups])
     if level == "video":  # a video's clips share a group, hence a half and its prior
@@ -95,10 +100,17 @@ def gate_numbers(y, p, video_ids: Sequence[str], groups: Sequence[str], monitor:
         return M.binary_metrics(ym[idx], pm[idx])[metric] - M.binary_metrics(ym[idx], pp[idx])[metric]
 
     value, prior = M.binary_metrics(ym, pm)[metric], M.binary_metrics(ym, pp)[metric]
-    interval = M.percentile_interval(M.group_bootstrap(diff, g, n_resamples=n_bootstrap, seed=seed))
+    n_groups = len(set(g.tolist()))
+    interval = (math.nan, math.nan)
+    if n_groups >= 2:
+        interval = M.percentile_interval(M.group_bootstrap(diff, g, n_resamples=n_bootstrap, seed=seed))
     fallbacks = [f"half {h}: {why}" for h, why in enumerate(fit.reasons) if why]
+    if n_groups < 2:
+        fallbacks.append(
+            f"{n_groups} val group: nothing to cross-fit, the prior is the training prior {train_prior:.3f}"
+        )
     note = "2-fold cross-fitted by group" + (f" ({'; '.join(fallbacks)})" if fallbacks else "")
-    return GateNumbers(float(value), float(prior), interval, len(set(g.tolist())), note)
+    return GateNumbers(float(value), float(prior), interval, n_groups, note)
 
 
 def prior_gate(numbers: GateNumbers, monitor: str, mode: str, *, register_if: str = "beats_prior",

@@ -52,7 +52,7 @@ from storage.shard_schema import FAKE, REAL
 from storage.tables import ManifestRow
 from tasks.evaluate import metrics as M
 from tasks.evaluate.calibration import Calibration
-from tasks.evaluate.metric_names import monitor_mode
+from tasks.evaluate.metric_names import monitor_mode, parse_monitor
 from tasks.evaluate.registry import Gate, gate_numbers, prior_gate
 from tasks.train.augment import ClipAugment
 from tasks.train.batch_augment import BatchTransform
@@ -618,8 +618,12 @@ class _Run:
         """The registry gate on the uncalibrated val predictions, calibrated cross-fitted (not in-sample)."""
         cfg = self.cfg
         groups = [self.data.group_of.get(v, v) for v in raw_val.video_ids]
+        train = self.data.training_prior(self._pseudo_fake_p())  # the report's prior baseline, at the gate's level
+        level, _ = parse_monitor(cfg.monitor)
+        prior = float(np.mean(train.videos if level == "video" else train.clips))
         numbers = gate_numbers(raw_val.y, raw_val.p, raw_val.video_ids, groups, cfg.monitor, calibrate=cfg.calibrate,
-                               seed=cfg.seed, n_bootstrap=cfg.report_bootstrap, faces=raw_val.faces)  # fmt: skip
+                               seed=cfg.seed, n_bootstrap=cfg.report_bootstrap, faces=raw_val.faces,
+                               train_prior=prior)  # fmt: skip
         return prior_gate(numbers, cfg.monitor, self.mode, register_if=cfg.register_if,
                           min_improvement=cfg.min_improvement)  # fmt: skip
 

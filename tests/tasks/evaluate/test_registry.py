@@ -77,6 +77,32 @@ def test_a_tiny_val_half_falls_back_to_the_identity_and_says_so():
     assert numbers.prior < 2.0  # the one-class half's prior for the other is smoothed, not a certainty
 
 
+def test_a_val_of_one_group_meets_the_training_prior_not_a_coin_flip_and_has_no_interval():
+    """The demo's val held one group: nothing to cross-fit, and the prior read 0.5 (log loss ln 2 = 0.6931), so a
+    model that lost to the report's prior on test (0.530 vs 0.410) passed the gate on val (0.52 vs 0.69)."""
+    y, p, videos, groups = _val(1, signal=0.0, fake=0.5, seed=0)  # one group: a REAL video and its fake, 4 clips
+    assert sorted(y.tolist()) == [0, 0, 1, 1]
+    numbers = gate_numbers(y, p, videos, groups, "val_video_log_loss", n_bootstrap=50, train_prior=0.86)
+    _, yv, _ = M.aggregate_by_video(videos, y, p)
+    assert numbers.prior == pytest.approx(M.log_loss(yv, np.full(yv.size, 0.86)))  # the report's prior baseline
+    assert numbers.prior != pytest.approx(math.log(2))
+    gate = prior_gate(numbers, "val_video_log_loss", "min")
+    assert numbers.groups == 1 and all(math.isnan(x) for x in numbers.interval)
+    assert "no interval: val holds too few groups" in gate.headline()
+    assert "1 val group: nothing to cross-fit, the prior is the training prior 0.860" in gate.reason
+
+
+def test_cross_fit_prior_shrinks_towards_the_given_prior_with_two_clips_weight():
+    y, z, groups = np.array([1, 1, 0, 1]), np.zeros(4), np.array(["a", "a", "b", "b"])
+    laplace = C.cross_fit(y, z, groups)  # the default π = 0.5 is Laplace's (n_fake + 1) / (n + 2)
+    half = C.halves(groups, y)
+    for i in range(4):
+        other = half != half[i]
+        assert laplace.prior[i] == pytest.approx((y[other].sum() + 1) / (other.sum() + 2))
+    shifted = C.cross_fit(y, z, groups, prior=0.9)
+    assert np.all(shifted.prior > laplace.prior)
+
+
 def test_champion_moves_only_to_a_better_model_on_the_same_val_set():
     gate = Gate(True, "val_video_log_loss", 0.40, 0.50, "")
     same = {"monitor": "val_video_log_loss", "manifest_sha256": "abc"}
