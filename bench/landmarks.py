@@ -5,7 +5,7 @@
 
 Cost: every video of ``--data`` is preprocessed as ingest does (``preprocess_video``), once with
 ``crop="box"`` and once with ``crop="landmarks"``; the CPU seconds of each stage come from the
-preprocessing's own timer. Reported: the face mesh's CPU ms per sampled frame (its "landmarks"
+the ingest stage clock (tasks/ingest/stages.py). Reported: the face mesh's CPU ms per sampled frame (its "landmarks"
 stage over the frames sampled) and the whole preprocessing's CPU with landmarks over without.
 
 Figure (``--figure``): one real frame as is and rotated by 25 degrees about the face; left, the box
@@ -36,6 +36,7 @@ from avff_model.crop_geometry import default_mouth_box
 from tasks.ingest.faces import crop_track, track_face
 from tasks.ingest.landmarks import LIPS, LandmarkFaceDetector, align, crop_landmarks, find_landmarks, mouth_box, pose_of
 from tasks.ingest.preprocess import PreprocessConfig, face_detector, preprocess_video
+from tasks.ingest.stages import measuring
 from tasks.ingest.video import sample_frames
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dfdc_sample"
@@ -55,13 +56,14 @@ def cost(videos: list[str]) -> None:
         with face_detector(cfg) as det:
             preprocess_video(videos[0], cfg, det)  # warm-up: the graphs' first call allocates
             for v in videos:
-                out = preprocess_video(v, cfg, det)
-                totals[crop] += sum(out.stage_cpu.values())
+                with measuring() as clock:
+                    out = preprocess_video(v, cfg, det)
+                totals[crop] += clock.total()
                 if crop == "landmarks":
                     frames = cfg.frames_per_clip * cfg.max_clips  # spread clips back to back: no shared frames
-                    totals["mesh"] += out.stage_cpu["landmarks"]
+                    totals["mesh"] += clock.cpu["landmarks"]
                     totals["frames"] += frames
-                    print(f"{Path(v).name}: landmarks {out.stage_cpu['landmarks'] / frames * 1e3:.1f} CPU ms/frame, "
+                    print(f"{Path(v).name}: landmarks {clock.cpu['landmarks'] / frames * 1e3:.1f} CPU ms/frame, "
                           f"found in {out.landmark_frac:.0%} of frames, crop={out.crop}")  # fmt: skip
     print(f"face mesh: {totals['mesh'] / totals['frames'] * 1e3:.1f} CPU ms per sampled frame "
           f"({totals['frames']} frames, {len(videos)} videos)")  # fmt: skip

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from tasks.ingest.stages import stage
+
 Box = np.ndarray  # (4,) float [x0, y0, x1, y1] in pixels
 
 
@@ -76,6 +78,10 @@ class FaceDetector:
         again in 2 x 2 overlapping tiles, each seen at 1.7x the scale (small faces in 1080p); in a
         smaller frame, again inside a black border (a tight face crop whose face fills the frame).
         """
+        with stage("detect"):
+            return self._detect(rgb)
+
+    def _detect(self, rgb: np.ndarray) -> list[tuple[Box, float]]:
         found = self._detect_scaled(rgb)
         h, w = rgb.shape[:2]
         if found:
@@ -112,9 +118,10 @@ class FaceDetector:
         """Short-range detection on a square crop twice the size of box, resized to refine_side."""
         (cx, cy), side = _center(box), 2.0 * _side(box)
         x0, y0 = cx - side / 2, cy - side / 2
-        crop = crop_square(rgb, np.array([x0, y0, x0 + side, y0 + side]), self.refine_side)
-        scale = side / self.refine_side
-        return [(b * scale + np.array([x0, y0, x0, y0]), s) for b, s in self._run(self.short, crop)]
+        with stage("refine"):
+            crop = crop_square(rgb, np.array([x0, y0, x0 + side, y0 + side]), self.refine_side)
+            scale = side / self.refine_side
+            return [(b * scale + np.array([x0, y0, x0, y0]), s) for b, s in self._run(self.short, crop)]
 
 
 DARK = 0.35  # mean brightness (0..1) below which a missed face is looked for again, brightened
@@ -239,6 +246,15 @@ def track_faces(
     main = track_face(frames, detector, smooth_window)
     if max_faces <= 1 or len(frames) == 0:
         return [main]
+    with stage("faces"):
+        return [main, *_other_faces(frames, detector, main, smooth_window, max_faces, min_track_frac, probes)]
+
+
+def _other_faces(
+    frames: Sequence[np.ndarray], detector: FaceDetector, main: FaceTrack, smooth_window: int, max_faces: int,
+    min_track_frac: float, probes: int,
+) -> list[FaceTrack]:  # fmt: skip
+    """:func:`track_faces` beyond the main face: the other tracks, largest first."""
     tracks: list[FaceTrack] = []
     for seed, box in _seeds(frames, detector, [main], probes):
         if len(tracks) + 1 >= max_faces:
@@ -250,7 +266,7 @@ def track_faces(
         if track.detected.mean() >= min_track_frac:
             tracks.append(track)
     tracks.sort(key=lambda t: -float(np.mean((t.boxes[:, 2] - t.boxes[:, 0]) ** 2)))
-    return [main, *tracks]
+    return tracks
 
 
 _SAME_FACE_IOU = 0.3  # a detection overlapping a kept track this much is that track's face

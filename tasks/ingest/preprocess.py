@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -18,6 +16,7 @@ import numpy as np
 from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, mel_window
 from tasks.ingest.faces import FaceDetector, FaceTrack, crop_track, track_faces
 from tasks.ingest.landmarks import LandmarkFaceDetector, LandmarkTrack, align, crop_landmarks, find_landmarks, mouth_box
+from tasks.ingest.stages import stage
 from tasks.ingest.video import Limits, VideoError, VideoInfo, nearest_frames, presented_times, probe, read_frames
 
 
@@ -133,9 +132,7 @@ class Clip:
 class Preprocessed:
     info: VideoInfo
     clips: list[Clip]
-    stage_seconds: dict[str, float]  # wall-clock per stage
     face_frac: float  # over all sampled frames
-    stage_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage
     faces: int = 1  # face tracks with at least one clip
     crop: str | None = None  # as Clip.crop, for the whole video's main face (the manifest's column)
     landmark_frac: float | None = None  # over the main face's sampled frames
@@ -177,42 +174,36 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
 
     Raises VideoError with a stable reason for anything that makes the video unusable.
     """
-    timer = _Timer()
-    with timer("probe"):
+    with stage("probe"):
         info = probe(path, cfg.limits)
     duration = min(info.duration, cfg.limits.read_seconds) if np.isfinite(info.duration) else cfg.limits.read_seconds
-    with timer("decode"):
-        plan = (
-            _native_plan(path, info, cfg, duration)
-            if cfg.clip_mode == "native"
-            else _spread_plan(path, info, cfg, duration)
-        )
+    plan = _native_plan(path, info, cfg, duration) if cfg.clip_mode == "native" else _spread_plan(path, info, cfg, duration)
     times, picks = _unique_times(plan.wanted)  # (N,) sorted, (C, T) into times
 
-    with timer("audio"):
-        mel = log_mel(_audio(path, info, cfg, plan.end_s), cfg.mel)  # (F, Tm_total)
-    with timer("decode"):
-        frames, got = read_frames(
-            path,
-            times.tolist(),
-            rotation=info.rotation,
-            skip_nonref=cfg.skip_nonref,
-            read_seconds=cfg.limits.read_seconds,
-            max_pixels=cfg.limits.max_pixels,
-        )  # N x (H, W, 3), (N,)
+    with stage("audio"):
+        wave = _audio(path, info, cfg, plan.end_s)
+    with stage("mel"):
+        mel = log_mel(wave, cfg.mel)  # (F, Tm_total)
+    frames, got = read_frames(
+        path,
+        times.tolist(),
+        rotation=info.rotation,
+        skip_nonref=cfg.skip_nonref,
+        read_seconds=cfg.limits.read_seconds,
+        max_pixels=cfg.limits.max_pixels,
+    )  # N x (H, W, 3), (N,)
     on_time = [np.abs(got[p] - times[p]).max() <= cfg.max_frame_error_s for p in picks]
     if not any(on_time):
         raise _off_stream(path, info, times, got, cfg.max_frame_error_s)
-    with timer("detect"):
-        try:
-            tracks = track_faces(frames, detector, cfg.smooth_window, cfg.max_faces, cfg.min_track_frac)
-        except ValueError as e:
-            raise VideoError("no_face", f"{path}: {e}") from e
+    try:
+        tracks = track_faces(frames, detector, cfg.smooth_window, cfg.max_faces, cfg.min_track_frac)  # stages: detect, refine, faces
+    except ValueError as e:
+        raise VideoError("no_face", f"{path}: {e}") from e
     track = tracks[0]  # the main face: what a single-face ingest keeps
     clips: list[Clip] = []
     video_crop, video_found = None, None  # the main face's crop kind and landmark frames (the manifest's)
     for t in tracks:  # faces without a clip are dropped; the kept ones are numbered 0, 1, ...
-        crops, lm, found = _crop_faces(frames, t, cfg, detector, timer)  # (N, S, S, 3)
+        crops, lm, found = _crop_faces(frames, t, cfg, detector)  # (N, S, S, 3)
         crop_kind = None if cfg.crop == "box" else ("landmarks" if lm is not None else "box_fallback")
         if t is track:
             video_crop, video_found = crop_kind, found
@@ -229,7 +220,7 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
             f"({track.detected.mean():.0%} of all sampled frames)",
         )
     return Preprocessed(
-        info=info, clips=clips, stage_seconds=timer.seconds, face_frac=float(track.detected.mean()), stage_cpu=timer.cpu,
+        info=info, clips=clips, face_frac=float(track.detected.mean()),
         faces=len({c.face for c in clips}), crop=video_crop,
         landmark_frac=None if video_found is None else round(float(video_found.mean()), 4),
     )  # fmt: skip
@@ -270,19 +261,19 @@ def _face_clips(
     return clips
 
 
-def _crop_faces(frames, track, cfg: PreprocessConfig, detector: FaceDetector, timer: _Timer):
+def _crop_faces(frames, track, cfg: PreprocessConfig, detector: FaceDetector):
     """N frames + face track -> ((N, S, S, 3) crops, the landmark track or None where the box was used,
     (N,) bool frames with landmarks or None with crop="box")."""
     lm, found = None, None
     if cfg.crop == "landmarks":
         if not isinstance(detector, LandmarkFaceDetector):
             raise TypeError("crop='landmarks' needs the face mesh: build the detector with face_detector(cfg)")
-        with timer("landmarks"):
+        with stage("landmarks"):
             points = find_landmarks(frames, track, detector)
             found = np.array([p is not None for p in points])  # (N,)
             if found.any() and found.mean() >= cfg.min_landmark_frac:  # else: the box, and the clips say so
                 lm = align(points, cfg.face_size, cfg.smooth_window)
-    with timer("crop"):
+    with stage("crop"):
         if lm is not None:
             return crop_landmarks(frames, lm, cfg.face_size), lm, found
         return crop_track(frames, track, cfg.face_size, cfg.face_margin), lm, found
@@ -400,19 +391,3 @@ def _off_stream(path: str, info: VideoInfo, times: np.ndarray, got: np.ndarray, 
         f"{path}: no frame within {tol}s of {times[worst]:.2f}s (nearest at {got[worst]:.2f}s) in every clip",
     )
 
-
-class _Timer:
-    """Wall and CPU seconds per named stage (CPU: the whole process, so one video per process)."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-        self.cpu: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        wall, cpu = time.perf_counter(), time.process_time()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - wall
-            self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - cpu

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from tasks.ingest.stages import stage
+
 
 class VideoError(Exception):
     """A video that cannot be used; ``reason`` is a stable code for quarantine.parquet."""
@@ -64,7 +66,8 @@ class Limits:
 
 def _open(path: str):
     try:
-        return av.open(path, metadata_errors="ignore")
+        with stage("demux"):  # the demuxer reads the container's header and index
+            return av.open(path, metadata_errors="ignore")
     except av.error.InvalidDataError as e:
         raise VideoError("undecodable", f"{path}: not a readable media file ({e})") from e
     except (av.error.FFmpegError, OSError) as e:
@@ -183,6 +186,11 @@ class _Timeline:
 
 
 def _timeline(c, v, until_s: float) -> _Timeline:
+    with stage("demux"):
+        return _read_timeline(c, v, until_s)
+
+
+def _read_timeline(c, v, until_s: float) -> _Timeline:
     tb = float(v.time_base)
     origin = v.start_time
     pts: list[int] = []
@@ -331,26 +339,33 @@ def _decode_targets(path: str, v, packets, order: list[int], skip_nonref: bool, 
     skip = skip_nonref and cc.name in EXACT_SKIP_CODECS
     size = None
     try:
-        for packet in packets:
-            if packet is not None and packet.size == 0:
-                packet = None  # the demuxer's flush packet
-            if skip:  # the decoder reads this per packet
-                cc.skip_frame = "DEFAULT" if packet is None or packet.pts in slots else "NONREF"
-            for frame in cc.decode(packet):
-                size = _check_size(path, frame, size, max_pixels)
-                rows = slots.pop(frame.pts, None)
-                if rows is None:
-                    continue
-                rgb = _upright(frame.to_ndarray(format="rgb24"), rotation)  # (H, W, 3)
-                for row in rows:
-                    frames[row] = rgb
-                done += len(rows)
-            if not slots:
-                break
+        with stage("decode"):
+            for packet in packets:
+                if packet is not None and packet.size == 0:
+                    packet = None  # the demuxer's flush packet
+                if skip:  # the decoder reads this per packet
+                    cc.skip_frame = "DEFAULT" if packet is None or packet.pts in slots else "NONREF"
+                for frame in cc.decode(packet):
+                    size = _check_size(path, frame, size, max_pixels)
+                    rows = slots.pop(frame.pts, None)
+                    if rows is None:
+                        continue
+                    rgb = _rgb(frame, rotation)  # (H, W, 3)
+                    for row in rows:
+                        frames[row] = rgb
+                    done += len(rows)
+                if not slots:
+                    break
     except av.error.FFmpegError as e:
         if done == 0:
             raise VideoError("undecodable", f"{path}: video stream does not decode ({e})") from e
     return frames if not slots else None
+
+
+def _rgb(frame, rotation: int) -> np.ndarray:
+    """A decoded frame -> (H, W, 3) uint8 RGB, upright."""
+    with stage("convert"):
+        return _upright(frame.to_ndarray(format="rgb24"), rotation)
 
 
 def _decode_all_nearest(path: str, want: np.ndarray, read_seconds: float, max_pixels: int, rotation: int):
@@ -364,7 +379,7 @@ def _decode_all_nearest(path: str, want: np.ndarray, read_seconds: float, max_pi
         start = _start_seconds(v)
         size = None
         try:
-            for frame in c.decode(v):
+            for frame in _decoded(c, v):
                 if frame.time is None:
                     continue
                 start = frame.time if start is None else start
@@ -374,7 +389,7 @@ def _decode_all_nearest(path: str, want: np.ndarray, read_seconds: float, max_pi
                 k = len(times) - 1
                 improved = [i for i, w in enumerate(want) if i not in best or abs(t - w) < abs(times[best[i]] - w)]
                 if improved:
-                    frames[k] = _upright(frame.to_ndarray(format="rgb24"), rotation)
+                    frames[k] = _rgb(frame, rotation)
                     for i in improved:
                         best[i] = k
                     frames = {j: f for j, f in frames.items() if j in best.values()}  # drop frames nobody picks
@@ -387,3 +402,14 @@ def _decode_all_nearest(path: str, want: np.ndarray, read_seconds: float, max_pi
         raise VideoError("undecodable", f"{path}: no decodable video frames")
     order = [best[i] for i in range(len(want))]
     return [frames[k] for k in order], np.asarray([times[k] for k in order], dtype=np.float64)
+
+
+def _decoded(c, v):
+    """Every frame of ``v``, its demux and decode charged to the "decode" stage."""
+    frames = c.decode(v)
+    while True:
+        with stage("decode"):
+            frame = next(frames, None)
+        if frame is None:
+            return
+        yield frame

@@ -22,6 +22,7 @@ from storage.shard_io import ShardWriter
 from tasks.ingest.face_labels import face_differences, face_labels
 from tasks.ingest.faces import FaceDetector
 from tasks.ingest.preprocess import Preprocessed, PreprocessConfig, preprocess_video
+from tasks.ingest.stages import measuring, stage
 from tasks.ingest.video import VideoError
 
 
@@ -66,6 +67,7 @@ class UnitRecord:
     bytes: int = 0
     sha256: str = ""
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # of the whole unit in its process; its videos' stages are videos[i]["cpu_seconds"]
     skipped: bool = False  # already complete from an earlier run
 
 
@@ -145,13 +147,14 @@ def process_unit(
     done = is_complete(unit, config_hash)
     if done:
         return UnitRecord(**{**done, "skipped": True})
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     record = UnitRecord(shard=unit.shard, split=unit.split, part=unit.part, signature=unit.signature(config_hash))
     with ShardWriter(unit.shard) as sink:
         for v in unit.videos:
             _add_video(sink, v, cfg, detector, record, jpeg_quality)
     record.bytes, record.sha256 = sink.bytes, sink.sha256
     record.seconds = time.perf_counter() - t0
+    record.cpu_seconds = time.process_time() - cpu0  # the record's own write below is the unit's small remainder
     fs.atomic_write_bytes(fs.IngestLayout.record_of(unit.shard), json.dumps(asdict(record), sort_keys=True).encode())
     return record
 
@@ -159,17 +162,45 @@ def process_unit(
 def _add_video(
     sink: ShardWriter, v: UnitVideo, cfg: PreprocessConfig, detector, record: UnitRecord, jpeg_quality: int
 ) -> None:
+    t0 = time.perf_counter()
+    with measuring() as clock:
+        written = _write_video(sink, v, cfg, detector, record, jpeg_quality)
+    if written is not None:
+        result, fake_faces = written
+        record.videos.append(
+            {
+                "video_id": v.video_id,
+                "clips": len(result.clips),
+                "faces": result.faces,
+                "fake_faces": fake_faces,
+                "face_frac": result.face_frac,
+                **{
+                    k: getattr(result.info, k)
+                    for k in ("duration", "fps", "width", "height", "rotation", "codec", "has_audio", "audio_rate")
+                },
+                "seconds": time.perf_counter() - t0,
+                "cpu_seconds": clock.cpu,  # per stage of tasks/ingest/stages.py, + "other"
+                **({"crop": result.crop, "landmark_frac": result.landmark_frac} if result.crop is not None else {}),
+            }
+        )
+
+
+def _write_video(
+    sink: ShardWriter, v: UnitVideo, cfg: PreprocessConfig, detector, record: UnitRecord, jpeg_quality: int
+) -> tuple[Preprocessed, int] | None:
+    """Preprocess one video into the shard -> (its Preprocessed, its fake faces), or None when it was quarantined."""
     try:
         result = preprocess_video(v.path, cfg, detector)
     except VideoError as e:
         record.quarantined.append(_quarantine(v, e.reason, str(e)))
-        return
+        return None
     except Exception as e:  # a bug or an unexpected library error: quarantine this video, keep going
         record.quarantined.append(
             _quarantine(v, "error", f"{v.rel_path}: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
         )
-        return
-    labels = _labels(v, result, cfg)
+        return None
+    with stage("labels"):
+        labels = _labels(v, result, cfg)
     for clip in result.clips:
         meta = ClipMeta(
             video_id=v.video_id,
@@ -194,24 +225,12 @@ def _add_video(
             mouth_box=clip.mouth_box,
             landmark_frac=clip.landmark_frac,
         )
-        sink.write(encode_sample(clip.frames, clip.mel, meta, jpeg_quality))
+        with stage("jpeg"):
+            sample = encode_sample(clip.frames, clip.mel, meta, jpeg_quality)
+        with stage("write"):
+            sink.write(sample)
         record.samples += 1
-    record.videos.append(
-        {
-            "video_id": v.video_id,
-            "clips": len(result.clips),
-            "faces": result.faces,
-            "fake_faces": sum(label == FAKE for label in labels.values()),
-            "face_frac": result.face_frac,
-            **{
-                k: getattr(result.info, k)
-                for k in ("duration", "fps", "width", "height", "rotation", "codec", "has_audio", "audio_rate")
-            },
-            "seconds": result.stage_seconds,
-            "cpu_seconds": result.stage_cpu,
-            **({"crop": result.crop, "landmark_frac": result.landmark_frac} if result.crop is not None else {}),
-        }
-    )
+    return result, sum(label == FAKE for label in labels.values())
 
 
 def _labels(v: UnitVideo, result: Preprocessed, cfg: PreprocessConfig) -> dict[int, str]:
