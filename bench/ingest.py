@@ -1,7 +1,7 @@
 """What ``avff ingest`` costs per video, beside two decode limits and a naive pipeline, broken into stages.
 
     python bench/ingest.py                       # the real DFDC clips in ../shared/data/dfdc_sample
-    python bench/ingest.py --copies 12 --reps 2 --ray-workers 1 2
+    python bench/ingest.py --copies 12 --reps 3 --ray-workers 1 2 --crop landmarks
 
 Every number is CPU seconds per video (user + sys), the median over ``--reps``; the variants run
 one after another in each repetition. A copy of a clip is its bytes plus a trailing MP4 ``free``
@@ -21,14 +21,17 @@ box naming the copy (ingest refuses byte-identical files), so every copy decodes
 over one copy, divided by the extra videos, so start-up (imports, detector graphs, the Prefect
 server's start) is not counted. The ``cli`` breakdown is read from the run's own shard records:
 per video, the stages of ``tasks/ingest/stages.py`` (+ ``other``: inside a video, claimed by no
-stage), then ``unit`` (a shard's own work: open, publish, sha256, record) and ``orchestration``
-(the CLI minus its units: Prefect task runs, logging, artifacts, the temporary server). The rows
-add up to the ``cli`` number by construction.
+stage), then ``unit`` (a shard's own work: open, publish, sha256, record), ``flow`` (the CLI's
+own process outside its units: Prefect's flow and task runs, logging, artifacts, planning, the
+manifest) and ``server`` (its child processes: the temporary Prefect server). The child reports
+its own CPU at exit (``getrusage(RUSAGE_SELF)``, after the server is stopped), so ``flow`` and
+``server`` are measured, not guessed. The rows add up to the ``cli`` number by construction.
+``--crop landmarks`` adds a row for the command with landmark crops (every face is on by default).
 
 ``--ray-workers``: the same command with ``--executor ray --num-workers W`` (wall time; efficiency
 per worker = rate(W) / (W x rate(1))). Ray's raylet and workers are not all children the CLI
 waits for, so their CPU is not fully in getrusage: the table shows wall rates only.
-Results go to bench/results/ingest.json.
+Results go to bench/results/ingest.json, rewritten after every repetition.
 """
 
 from __future__ import annotations
@@ -59,8 +62,20 @@ from tasks.ingest.write_unit import UnitVideo, WorkUnit, fingerprint, process_un
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dfdc_sample"
 REPO = Path(__file__).resolve().parents[1]
-UNIT, ORCHESTRATION = "unit", "orchestration"
-BREAKDOWN = (*NAMES, OTHER, UNIT, ORCHESTRATION)  # the rows of the cli breakdown, pipeline order
+UNIT, FLOW, SERVER = "unit", "flow", "server"
+ORCHESTRATION = (FLOW, SERVER)  # what the command adds around its units
+BREAKDOWN = (*NAMES, OTHER, UNIT, *ORCHESTRATION)  # the rows of the cli breakdown, pipeline order
+# runs the CLI and, last of all at exit (after the temporary server is stopped), writes its own CPU
+_CHILD = """import atexit, json, resource, runpy, sys
+out = sys.argv.pop(1)
+def _report():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    with open(out, "w") as f:
+        json.dump({"self_cpu": r.ru_utime + r.ru_stime}, f)
+atexit.register(_report)
+sys.argv[0] = "avff"
+runpy.run_module("flows.cli", run_name="__main__")
+"""
 
 
 # --------------------------------------------------------------------------- inputs
@@ -143,20 +158,24 @@ def unit_cpu(videos: list[Path], copies: int, cfg: PreprocessConfig, detector: F
 def cli_ingest(data: Path, out: Path, *flags: str) -> dict:
     """Run ``avff ingest`` as a child: CPU seconds (children included), wall seconds, its shard records."""
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "flows.cli", "ingest", "--data", str(data), "--out", str(out), *flags]
+    report = out.with_suffix(".cpu.json")
+    args = ["ingest", "--data", str(data), "--out", str(out), *flags]
+    cmd = [sys.executable, "-c", _CHILD, str(report), *args]
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true"}
     before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        raise SystemExit(f"avff {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     records = [json.loads(p.read_text()) for p in sorted(out.rglob("*.tar.json"))]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"cpu": cpu, "wall": wall, "records": records}
+    return {"cpu": cpu, "self_cpu": json.loads(report.read_text())["self_cpu"], "wall": wall, "records": records}
 
 
 def breakdown(run: dict) -> dict[str, float]:
-    """A CLI run's CPU seconds split into BREAKDOWN rows (summed over its videos); they add up to run["cpu"]."""
+    """A CLI run's CPU seconds split into BREAKDOWN rows (summed over its videos); they add up to run["cpu"].
+
+    run: "cpu" (the command and its children), "self_cpu" (the command's own process), "records"."""
     rows = dict.fromkeys(BREAKDOWN, 0.0)
     units = 0.0
     for rec in run["records"]:
@@ -167,7 +186,8 @@ def breakdown(run: dict) -> dict[str, float]:
                 rows[name] += s
                 in_videos += s
         rows[UNIT] += rec["cpu_seconds"] - in_videos
-    rows[ORCHESTRATION] = run["cpu"] - units
+    rows[FLOW] = run["self_cpu"] - units
+    rows[SERVER] = run["cpu"] - run["self_cpu"]
     return rows
 
 
@@ -178,10 +198,13 @@ def videos_in(run: dict) -> int:
 # --------------------------------------------------------------------------- the run
 
 
-def run(videos: list[Path], copies: int, reps: int, ray_workers: list[int]) -> dict:
+def run(videos: list[Path], copies: int, reps: int, ray_workers: list[int], crops: list[str], save) -> dict:
+    """Every variant ``reps`` times, then the Ray table; ``save(result)`` after every repetition."""
     cfg = PreprocessConfig()
-    per: dict[str, list[float]] = {k: [] for k in ("full", "nonref", "naive", "process_unit", "cli")}
-    stage_runs: list[dict[str, float]] = []
+    variants = ["full", "nonref", "naive", "process_unit", "cli", *(f"cli_{c}" for c in crops)]
+    per: dict[str, list[float]] = {k: [] for k in variants}
+    stage_runs: dict[str, list[dict[str, float]]] = {k: [] for k in variants if k.startswith("cli")}
+    result: dict = {}
     with tempfile.TemporaryDirectory(prefix="avff-bench-ingest-") as tmp:
         root = Path(tmp)
         one, many = make_copies(videos, 1, root / "one"), make_copies(videos, copies, root / "many")
@@ -193,31 +216,45 @@ def run(videos: list[Path], copies: int, reps: int, ray_workers: list[int]) -> d
                 per["naive"].append(statistics.fmean(naive(str(p), detector, cfg) for p in videos))
                 extra = len(videos) * (copies - 1)
                 per["process_unit"].append((unit_cpu(videos, copies, cfg, detector) - unit_cpu(videos, 1, cfg, detector)) / extra)
-                small, big = (cli_ingest(d, root / "out", "--executor", "local") for d in (one, many))
-                extra = videos_in(big) - videos_in(small)
-                per["cli"].append((big["cpu"] - small["cpu"]) / extra)
-                b1, bn = breakdown(small), breakdown(big)
-                stage_runs.append({k: (bn[k] - b1[k]) / extra for k in BREAKDOWN})
-        fanout = ray_table(many, root / "ray", ray_workers, len(videos) * copies) if ray_workers else []
+                for key in stage_runs:
+                    flags = ("--executor", "local", *(("--crop", key[4:]) if key != "cli" else ()))
+                    small, big = (cli_ingest(d, root / "out", *flags) for d in (one, many))
+                    extra = videos_in(big) - videos_in(small)
+                    per[key].append((big["cpu"] - small["cpu"]) / extra)
+                    b1, bn = breakdown(small), breakdown(big)
+                    stage_runs[key].append({k: (bn[k] - b1[k]) / extra for k in BREAKDOWN})
+                result = _summary(videos, copies, per, stage_runs, [])
+                save(result)
+        if ray_workers:
+            result = _summary(videos, copies, per, stage_runs, ray_table(many, root / "ray", ray_workers, len(videos) * copies))
+            save(result)
+    return result
+
+
+def _summary(videos: list[Path], copies: int, per: dict, stage_runs: dict, fanout: list[dict]) -> dict:
     med = {k: statistics.median(v) for k, v in per.items()}
-    stages = {k: statistics.median(r[k] for r in stage_runs) for k in BREAKDOWN}
+    stages = {key: {k: statistics.median(r[k] for r in runs) for k in BREAKDOWN} for key, runs in stage_runs.items()}
+    ranges = {k: [min(v), max(v)] for k, v in per.items()}
     return {
         "videos": [p.name for p in videos],
         "copies": copies,
-        "reps": reps,
+        "reps": len(per["cli"]),
         "cpu_s_per_video": med,
+        "cpu_s_per_video_range": ranges,
         "cpu_s_per_video_runs": per,
-        "cli_stages_cpu_s": stages,
+        "cli_stages_cpu_s": stages["cli"],
+        "cli_stages_cpu_s_runs": stage_runs,
+        "stages_by_variant": stages,
         "ratios": {
-            "cli_over_nonref": med["cli"] / med["nonref"],
+            **{f"{k}_over_nonref": med[k] / med["nonref"] for k in stages},
             "cli_over_full": med["cli"] / med["full"],
             "cli_over_naive": med["cli"] / med["naive"],
             "process_unit_over_cli": med["process_unit"] / med["cli"],
-            "orchestration_share": stages[ORCHESTRATION] / med["cli"],
+            "orchestration_share": sum(stages["cli"][k] for k in ORCHESTRATION) / med["cli"],
         },
         "ray_fanout": fanout,
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "load_avg": os.getloadavg()},  # fmt: skip
+                    "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},  # fmt: skip
     }
 
 
@@ -235,19 +272,23 @@ def ray_table(data: Path, out: Path, workers: list[int], n_videos: int) -> list[
 
 
 def print_table(r: dict) -> None:
-    c, s, q = r["cpu_s_per_video"], r["cli_stages_cpu_s"], r["ratios"]
-    print(f"{len(r['videos'])} videos x {r['copies']} copies, median of {r['reps']}; CPU seconds per video "
+    c, lo_hi, q = r["cpu_s_per_video"], r["cpu_s_per_video_range"], r["ratios"]
+    print(f"{len(r['videos'])} videos x {r['copies']} copies, median [range] of {r['reps']}; CPU seconds per video "
           f"(load average {r['machine']['load_avg'][0]:.1f} on {r['machine']['cpus']} CPUs)")  # fmt: skip
-    print(f"{'variant':<40}{'CPU s':>8}{'cli / it':>10}")
-    rows = [("full decode (limit a)", "full"), ("reference-only decode (limit n)", "nonref"),
-            ("naive: all frames, detect every 6th", "naive"), ("process_unit in this process", "process_unit"),
-            ("avff ingest --executor local", "cli")]  # fmt: skip
-    for label, key in rows:
-        print(f"{label:<40}{c[key]:>8.3f}{c['cli'] / c[key]:>9.2f}x")
-    print("avff ingest, CPU s per video by stage (adds up to the command's number):")
-    for name in BREAKDOWN:
-        print(f"  {name:<16}{s[name]:>7.3f}  {s[name] / c['cli']:>5.1%}")
-    print(f"  {'total':<16}{sum(s.values()):>7.3f}")
+    print(f"{'variant':<40}{'CPU s':>8}{'range':>16}{'cli / it':>10}")
+    labels = {"full": "full decode (limit a)", "nonref": "reference-only decode (limit n)",
+              "naive": "naive: all frames, detect every 6th", "process_unit": "process_unit in this process",
+              "cli": "avff ingest --executor local"}  # fmt: skip
+    for key in c:
+        label = labels.get(key, f"avff ingest --executor local --crop {key[4:]}")
+        lo, hi = lo_hi[key]
+        print(f"{label:<40}{c[key]:>8.3f}{f'{lo:.3f}-{hi:.3f}':>16}{c['cli'] / c[key]:>9.2f}x")
+    for key, s in r["stages_by_variant"].items():
+        print(f"{key}: CPU s per video by stage (adds up to the command's number):")
+        for name in BREAKDOWN:
+            print(f"  {name:<16}{s[name]:>7.3f}  {s[name] / c[key]:>5.1%}")
+        print(f"  {'total':<16}{sum(s.values()):>7.3f}")
+    print(f"orchestration (flow + server) share of the command: {q['orchestration_share']:.1%}")
     for row in r["ray_fanout"]:
         print(f"ray, {row['workers']} worker(s): {row['videos']} videos in {row['wall_s']:.1f} s wall, "
               f"{row['videos_per_s']:.3f} videos/s, efficiency per worker {row['efficiency']:.2f}")  # fmt: skip
@@ -259,6 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--copies", type=int, default=12, help="copies of every video in the big run (>= 2)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--ray-workers", type=int, nargs="*", default=[1, 2], help="Ray fan-out rows (none: skip)")
+    ap.add_argument("--crop", nargs="*", default=[], choices=["landmarks"], help="also the command with this crop")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     videos = sorted(args.data.glob("*.mp4"))
@@ -266,11 +308,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no .mp4 under {args.data} (pass --data DIR)")
     if args.copies < 2:
         raise SystemExit("--copies must be >= 2 (the marginal cost needs two run sizes)")
-    result = run(videos, args.copies, args.reps, sorted(set(args.ray_workers)))
-    print_table(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+
+    def save(result: dict) -> None:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print_table(result)
+        print(f"wrote {args.out}", flush=True)
+
+    run(videos, args.copies, args.reps, sorted(set(args.ray_workers)), args.crop, save)
 
 
 if __name__ == "__main__":
