@@ -17,7 +17,7 @@ from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, 
 from tasks.ingest.faces import FaceDetector, FaceTrack, crop_track, track_faces
 from tasks.ingest.landmarks import LandmarkFaceDetector, LandmarkTrack, align, crop_landmarks, find_landmarks, mouth_box
 from tasks.ingest.stages import stage
-from tasks.ingest.video import Limits, VideoError, VideoInfo, nearest_frames, presented_times, probe, read_frames
+from tasks.ingest.video import HWACCELS, Limits, VideoError, VideoInfo, nearest_frames, presented_times, probe, read_frames
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class PreprocessConfig:
     require_audio: bool = True
     min_audio_rms: float = 1e-4  # below: a silent track, refused
     skip_nonref: bool = True  # decode non-reference frames only where they are targets (bit-exact)
+    hwaccel: str | None = None  # "cuda": decode the video on an NVIDIA GPU (NVDEC); None: the CPU
     max_frame_error_s: float = 0.25  # a requested time with no frame this close: the clip is off the stream
     limits: Limits = field(default_factory=Limits)
 
@@ -64,6 +65,8 @@ class PreprocessConfig:
             raise ValueError(f"clip_mode must be one of {', '.join(CLIP_MODES)}, got {self.clip_mode!r}")
         if self.crop not in CROPS:
             raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
+        if self.hwaccel is not None and self.hwaccel not in HWACCELS:
+            raise ValueError(f"hwaccel must be one of {', '.join(HWACCELS)} or None, got {self.hwaccel!r}")
 
     @property
     def clip_seconds(self) -> float:
@@ -105,7 +108,8 @@ CROPS = ("box", "landmarks")
 # field -> the value that writes what configs without the field wrote (byte-identical output); all are
 # the field's default except max_faces, whose default (every face) writes more samples for videos of several people
 _HASHED_WHEN_SET = {"clip_offset_s": 0.0, "clip_stride_s": None, "clip_mode": "spread",
-                    "max_faces": 1, "min_track_frac": 0.5, "crop": "box", "min_landmark_frac": 0.5}  # fmt: skip
+                    "max_faces": 1, "min_track_frac": 0.5, "crop": "box", "min_landmark_frac": 0.5,
+                    "hwaccel": None}  # fmt: skip
 
 
 @dataclass
@@ -191,6 +195,7 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
         skip_nonref=cfg.skip_nonref,
         read_seconds=cfg.limits.read_seconds,
         max_pixels=cfg.limits.max_pixels,
+        hwaccel=cfg.hwaccel,
     )  # N x (H, W, 3), (N,)
     on_time = [np.abs(got[p] - times[p]).max() <= cfg.max_frame_error_s for p in picks]
     if not any(on_time):

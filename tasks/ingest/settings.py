@@ -62,6 +62,8 @@ class IngestSettings(BaseModel):
     max_bytes: int = Field(2_000_000_000, gt=0, description="largest file accepted, bytes")
     max_pixels: int = Field(3840 * 2160, gt=0, description="largest frame accepted, pixels")
     read_seconds: float = Field(60.0, gt=0, description="seconds of each video decoded at most")
+    hwaccel: Literal["cuda"] | None = Field(None, description="cuda: decode the video on an NVIDIA GPU (NVDEC, "
+                                            "no fallback to the CPU); None: the CPU")  # fmt: skip
     # -- execution
     executor: Literal["ray", "local"] = Field("ray", description="ray: shards on Ray actors ($RAY_ADDRESS or a "
                                               "local Ray); local: in this process")  # fmt: skip
@@ -133,5 +135,6 @@ class IngestSettings(BaseModel):
             min_face_frac=self.min_face_frac,
             max_faces=self.max_faces,
             require_audio=self.require_audio,
+            hwaccel=self.hwaccel,
             limits=Limits(self.max_bytes, self.max_duration_s, self.max_pixels, self.read_seconds),
         )

@@ -64,14 +64,42 @@ class Limits:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
-def _open(path: str):
+HWACCELS = ("cuda",)  # hardware decoders read_frames may use: cuda = NVIDIA NVDEC (untested on hardware here)
+
+
+class HWAccelUnavailable(RuntimeError):
+    """The hardware decoder asked for cannot start on this machine (not the video's fault)."""
+
+
+def _hwaccel(name: str):
+    """PyAV's hardware decoding through ``name``, with no silent fallback to the CPU decoder."""
+    from av.codec.hwaccel import HWAccel
+
+    if name not in HWACCELS:
+        raise ValueError(f"hwaccel must be one of {', '.join(HWACCELS)} or None, got {name!r}")
+    return HWAccel(device_type=name, allow_software_fallback=False)
+
+
+def _open(path: str, hwaccel: str | None = None):
+    """The container, its video decoder on ``hwaccel`` when named (None: the CPU)."""
     try:
         with stage("demux"):  # the demuxer reads the container's header and index
-            return av.open(path, metadata_errors="ignore")
-    except av.error.InvalidDataError as e:
-        raise VideoError("undecodable", f"{path}: not a readable media file ({e})") from e
-    except (av.error.FFmpegError, OSError) as e:
-        raise VideoError("undecodable", f"{path}: cannot open ({e})") from e
+            if hwaccel is None:
+                return av.open(path, metadata_errors="ignore")
+            return av.open(path, metadata_errors="ignore", hwaccel=_hwaccel(hwaccel))
+    except av.error.FFmpegError as e:
+        if hwaccel is not None:
+            _open(path).close()  # a bad file is refused as such; a file the CPU opens blames the device
+            raise HWAccelUnavailable(f"{path}: hardware decoding hwaccel={hwaccel!r} cannot start here ({e})") from e
+        raise _unreadable(path, e) from e
+    except OSError as e:
+        raise _unreadable(path, e) from e
+
+
+def _unreadable(path: str, e: Exception) -> VideoError:
+    if isinstance(e, av.error.InvalidDataError):
+        return VideoError("undecodable", f"{path}: not a readable media file ({e})")
+    return VideoError("undecodable", f"{path}: cannot open ({e})")
 
 
 def probe(path: str, limits: Limits = Limits()) -> VideoInfo:
@@ -284,14 +312,18 @@ def read_frames(
     skip_nonref: bool = True,
     read_seconds: float = 60.0,
     max_pixels: int = 3840 * 2160,
+    hwaccel: str | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """:func:`sample_frames` as a list of (H, W, 3) arrays, one per sorted time (a frame picked
     twice is the same array). Ingest uses this: no (N, H, W, 3) copy, whose fresh 300 MB per
-    1080p video cost up to 0.2 CPU-s in page faults (docs/performance.md)."""
+    1080p video cost up to 0.2 CPU-s in page faults (docs/performance.md).
+
+    ``hwaccel="cuda"``: the video decodes on the GPU (NVDEC), frames copied back for the same
+    RGB conversion; raises :class:`HWAccelUnavailable` where that device cannot start."""
     if not times:
         return [], np.zeros(0)
     want = np.sort(np.asarray(times, dtype=np.float64))  # (N,)
-    with _open(path) as c:
+    with _open(path, hwaccel) as c:
         v = c.streams.video[0]
         try:
             line = _timeline(c, v, min(float(want[-1]), read_seconds))
@@ -304,13 +336,13 @@ def read_frames(
                 packets = [*line.packets, None]  # None flushes the frames the decoder still holds
                 frames = _decode_targets(path, v, packets, order, skip_nonref, max_pixels, rotation)
             else:
-                with _open(path) as again:
+                with _open(path, hwaccel) as again:
                     v2 = again.streams.video[0]
                     frames = _decode_targets(path, v2, again.demux(v2), order, skip_nonref, max_pixels, rotation)
             if frames is not None:
                 return frames, line.seconds()[index]
             # a target packet gave no frame (corrupt data, a decoder that renumbers pts): decode everything
-    return _decode_all_nearest(path, want, read_seconds, max_pixels, rotation)
+    return _decode_all_nearest(path, want, read_seconds, max_pixels, rotation, hwaccel)
 
 
 def _check_size(path: str, frame, first: tuple[int, int] | None, max_pixels: int) -> tuple[int, int]:
@@ -368,12 +400,14 @@ def _rgb(frame, rotation: int) -> np.ndarray:
         return _upright(frame.to_ndarray(format="rgb24"), rotation)
 
 
-def _decode_all_nearest(path: str, want: np.ndarray, read_seconds: float, max_pixels: int, rotation: int):
+def _decode_all_nearest(
+    path: str, want: np.ndarray, read_seconds: float, max_pixels: int, rotation: int, hwaccel: str | None = None
+):
     """The reference path: decode every frame up to the last requested time, keep the nearest ones."""
     times: list[float] = []
     frames: dict[int, np.ndarray] = {}
     best: dict[int, int] = {}  # requested index -> frame number
-    with _open(path) as c:
+    with _open(path, hwaccel) as c:
         v = c.streams.video[0]
         v.thread_type = "NONE"
         start = _start_seconds(v)

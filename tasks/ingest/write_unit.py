@@ -23,7 +23,7 @@ from tasks.ingest.face_labels import face_differences, face_labels
 from tasks.ingest.faces import FaceDetector
 from tasks.ingest.preprocess import Preprocessed, PreprocessConfig, preprocess_video
 from tasks.ingest.stages import measuring, stage
-from tasks.ingest.video import VideoError
+from tasks.ingest.video import HWAccelUnavailable, VideoError
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,8 @@ def _write_video(
     except VideoError as e:
         record.quarantined.append(_quarantine(v, e.reason, str(e)))
         return None
+    except HWAccelUnavailable:
+        raise  # the machine, not the video: the unit fails rather than quarantine every video
     except Exception as e:  # a bug or an unexpected library error: quarantine this video, keep going
         record.quarantined.append(
             _quarantine(v, "error", f"{v.rel_path}: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
