@@ -199,12 +199,14 @@ def videos_in(run: dict) -> int:
 
 
 def run(videos: list[Path], copies: int, reps: int, ray_workers: list[int], crops: list[str], save) -> dict:
-    """Every variant ``reps`` times, then the Ray table; ``save(result)`` after every repetition."""
+    """Every variant ``reps`` times (the Ray table after the first); ``save(result)`` after every repetition."""
     cfg = PreprocessConfig()
     variants = ["full", "nonref", "naive", "process_unit", "cli", *(f"cli_{c}" for c in crops)]
     per: dict[str, list[float]] = {k: [] for k in variants}
     stage_runs: dict[str, list[dict[str, float]]] = {k: [] for k in variants if k.startswith("cli")}
     result: dict = {}
+    fanout: list[dict] = []
+    cli_runs: list[dict] = []  # every command run's totals, to see what the marginal hides
     with tempfile.TemporaryDirectory(prefix="avff-bench-ingest-") as tmp:
         root = Path(tmp)
         one, many = make_copies(videos, 1, root / "one"), make_copies(videos, copies, root / "many")
@@ -223,15 +225,21 @@ def run(videos: list[Path], copies: int, reps: int, ray_workers: list[int], crop
                     per[key].append((big["cpu"] - small["cpu"]) / extra)
                     b1, bn = breakdown(small), breakdown(big)
                     stage_runs[key].append({k: (bn[k] - b1[k]) / extra for k in BREAKDOWN})
-                result = _summary(videos, copies, per, stage_runs, [])
+                    cli_runs.append({"variant": key, **_run_facts(small, "one"), **_run_facts(big, "many")})
+                if ray_workers and not fanout:  # after the first repetition: a long run still gets its table
+                    fanout = ray_table(many, root / "ray", ray_workers, len(videos) * copies)
+                result = _summary(videos, copies, per, stage_runs, fanout, cli_runs)
                 save(result)
-        if ray_workers:
-            result = _summary(videos, copies, per, stage_runs, ray_table(many, root / "ray", ray_workers, len(videos) * copies))
-            save(result)
     return result
 
 
-def _summary(videos: list[Path], copies: int, per: dict, stage_runs: dict, fanout: list[dict]) -> dict:
+def _run_facts(run: dict, name: str) -> dict:
+    """A CLI run's totals: its videos, CPU (all), its own process's CPU, its children's, wall."""
+    return {f"{name}_{k}": round(v, 3) for k, v in (("videos", videos_in(run)), ("cpu", run["cpu"]),
+            ("self_cpu", run["self_cpu"]), ("server_cpu", run["cpu"] - run["self_cpu"]), ("wall", run["wall"]))}  # fmt: skip
+
+
+def _summary(videos: list[Path], copies: int, per: dict, stage_runs: dict, fanout: list[dict], cli_runs: list[dict]) -> dict:
     med = {k: statistics.median(v) for k, v in per.items()}
     stages = {key: {k: statistics.median(r[k] for r in runs) for k in BREAKDOWN} for key, runs in stage_runs.items()}
     ranges = {k: [min(v), max(v)] for k, v in per.items()}
@@ -253,6 +261,7 @@ def _summary(videos: list[Path], copies: int, per: dict, stage_runs: dict, fanou
             "orchestration_share": sum(stages["cli"][k] for k in ORCHESTRATION) / med["cli"],
         },
         "ray_fanout": fanout,
+        "cli_runs": cli_runs,
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},  # fmt: skip
     }
@@ -264,7 +273,8 @@ def ray_table(data: Path, out: Path, workers: list[int], n_videos: int) -> list[
     rows = []
     for w in workers:
         r = cli_ingest(data, out, "--executor", "ray", "--num-workers", str(w), "--videos-per-shard", str(per_shard))
-        rows.append({"workers": w, "wall_s": r["wall"], "videos": videos_in(r), "videos_per_s": videos_in(r) / r["wall"]})
+        rows.append({"workers": w, "wall_s": r["wall"], "videos": videos_in(r), "videos_per_s": videos_in(r) / r["wall"],
+                     "cpu_s_seen": r["cpu"], "load_avg": os.getloadavg()[0]})  # fmt: skip
     base = rows[0]["videos_per_s"] / rows[0]["workers"]
     for row in rows:
         row["efficiency"] = row["videos_per_s"] / (row["workers"] * base)
