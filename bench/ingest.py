@@ -198,10 +198,15 @@ def videos_in(run: dict) -> int:
 # --------------------------------------------------------------------------- the run
 
 
-def run(videos: list[Path], copies: int, reps: int, ray_workers: list[int], crops: list[str], save) -> dict:
-    """Every variant ``reps`` times (the Ray table after the first); ``save(result)`` after every repetition."""
+VARIANTS = ("full", "nonref", "naive", "process_unit", "cli")
+
+
+def run(videos: list[Path], copies: int, reps: int, ray_workers: list[int], crops: list[str], save,
+        only: tuple[str, ...] = VARIANTS) -> dict:  # fmt: skip
+    """The variants in ``only`` (+ the command per crop) ``reps`` times (the Ray table after the
+    first); ``save(result)`` after every repetition."""
     cfg = PreprocessConfig()
-    variants = ["full", "nonref", "naive", "process_unit", "cli", *(f"cli_{c}" for c in crops)]
+    variants = [*(v for v in VARIANTS if v in only), *(f"cli_{c}" for c in crops)]
     per: dict[str, list[float]] = {k: [] for k in variants}
     stage_runs: dict[str, list[dict[str, float]]] = {k: [] for k in variants if k.startswith("cli")}
     result: dict = {}
@@ -211,13 +216,19 @@ def run(videos: list[Path], copies: int, reps: int, ray_workers: list[int], crop
         root = Path(tmp)
         one, many = make_copies(videos, 1, root / "one"), make_copies(videos, copies, root / "many")
         with face_detector(cfg) as detector:
-            unit_cpu(videos, 1, cfg, detector)  # warm-up: graphs, imports, page cache
+            if "process_unit" in per or "naive" in per:
+                unit_cpu(videos, 1, cfg, detector)  # warm-up: graphs, imports, page cache
             for _ in range(reps):
-                per["full"].append(statistics.fmean(decode_limit(str(p), None) for p in videos))
-                per["nonref"].append(statistics.fmean(decode_limit(str(p), "NONREF") for p in videos))
-                per["naive"].append(statistics.fmean(naive(str(p), detector, cfg) for p in videos))
-                extra = len(videos) * (copies - 1)
-                per["process_unit"].append((unit_cpu(videos, copies, cfg, detector) - unit_cpu(videos, 1, cfg, detector)) / extra)
+                if "full" in per:
+                    per["full"].append(statistics.fmean(decode_limit(str(p), None) for p in videos))
+                if "nonref" in per:
+                    per["nonref"].append(statistics.fmean(decode_limit(str(p), "NONREF") for p in videos))
+                if "naive" in per:
+                    per["naive"].append(statistics.fmean(naive(str(p), detector, cfg) for p in videos))
+                if "process_unit" in per:
+                    extra = len(videos) * (copies - 1)
+                    cpu = unit_cpu(videos, copies, cfg, detector) - unit_cpu(videos, 1, cfg, detector)
+                    per["process_unit"].append(cpu / extra)
                 for key in stage_runs:
                     flags = ("--executor", "local", *(("--crop", key[4:]) if key != "cli" else ()))
                     small, big = (cli_ingest(d, root / "out", *flags) for d in (one, many))
@@ -231,6 +242,16 @@ def run(videos: list[Path], copies: int, reps: int, ray_workers: list[int], crop
                 result = _summary(videos, copies, per, stage_runs, fanout, cli_runs)
                 save(result)
     return result
+
+
+def _ratios(med: dict[str, float], stages: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The command over the limits and baselines measured in this run, and orchestration's share."""
+    out = {f"{k}_over_{base}": med[k] / med[base] for k in stages for base in ("nonref", "full", "naive") if base in med}
+    if "process_unit" in med and "cli" in med:
+        out["process_unit_over_cli"] = med["process_unit"] / med["cli"]
+    if "cli" in stages:
+        out["orchestration_share"] = sum(stages["cli"][k] for k in ORCHESTRATION) / med["cli"]
+    return out
 
 
 def _run_facts(run: dict, name: str) -> dict:
@@ -250,16 +271,10 @@ def _summary(videos: list[Path], copies: int, per: dict, stage_runs: dict, fanou
         "cpu_s_per_video": med,
         "cpu_s_per_video_range": ranges,
         "cpu_s_per_video_runs": per,
-        "cli_stages_cpu_s": stages["cli"],
+        "cli_stages_cpu_s": stages.get("cli", {}),
         "cli_stages_cpu_s_runs": stage_runs,
         "stages_by_variant": stages,
-        "ratios": {
-            **{f"{k}_over_nonref": med[k] / med["nonref"] for k in stages},
-            "cli_over_full": med["cli"] / med["full"],
-            "cli_over_naive": med["cli"] / med["naive"],
-            "process_unit_over_cli": med["process_unit"] / med["cli"],
-            "orchestration_share": sum(stages["cli"][k] for k in ORCHESTRATION) / med["cli"],
-        },
+        "ratios": _ratios(med, stages),
         "ray_fanout": fanout,
         "cli_runs": cli_runs,
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
@@ -292,13 +307,15 @@ def print_table(r: dict) -> None:
     for key in c:
         label = labels.get(key, f"avff ingest --executor local --crop {key[4:]}")
         lo, hi = lo_hi[key]
-        print(f"{label:<40}{c[key]:>8.3f}{f'{lo:.3f}-{hi:.3f}':>16}{c['cli'] / c[key]:>9.2f}x")
+        ratio = f"{c['cli'] / c[key]:>9.2f}x" if "cli" in c else ""
+        print(f"{label:<40}{c[key]:>8.3f}{f'{lo:.3f}-{hi:.3f}':>16}{ratio}")
     for key, s in r["stages_by_variant"].items():
         print(f"{key}: CPU s per video by stage (adds up to the command's number):")
         for name in BREAKDOWN:
             print(f"  {name:<16}{s[name]:>7.3f}  {s[name] / c[key]:>5.1%}")
         print(f"  {'total':<16}{sum(s.values()):>7.3f}")
-    print(f"orchestration (flow + server) share of the command: {q['orchestration_share']:.1%}")
+    if "orchestration_share" in q:
+        print(f"orchestration (flow + server) share of the command: {q['orchestration_share']:.1%}")
     for row in r["ray_fanout"]:
         print(f"ray, {row['workers']} worker(s): {row['videos']} videos in {row['wall_s']:.1f} s wall, "
               f"{row['videos_per_s']:.3f} videos/s, efficiency per worker {row['efficiency']:.2f}")  # fmt: skip
@@ -310,6 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--copies", type=int, default=12, help="copies of every video in the big run (>= 2)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--ray-workers", type=int, nargs="*", default=[1, 2], help="Ray fan-out rows (none: skip)")
+    ap.add_argument("--only", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="variants to run")
     ap.add_argument("--crop", nargs="*", default=[], choices=["landmarks"], help="also the command with this crop")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -325,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
         print_table(result)
         print(f"wrote {args.out}", flush=True)
 
-    run(videos, args.copies, args.reps, sorted(set(args.ray_workers)), args.crop, save)
+    run(videos, args.copies, args.reps, sorted(set(args.ray_workers)), args.crop, save, tuple(args.only))
 
 
 if __name__ == "__main__":
