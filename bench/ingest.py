@@ -267,7 +267,7 @@ def _summary(videos: list[Path], copies: int, per: dict, stage_runs: dict, fanou
     return {
         "videos": [p.name for p in videos],
         "copies": copies,
-        "reps": len(per["cli"]),
+        "reps": max(len(v) for v in per.values()),
         "cpu_s_per_video": med,
         "cpu_s_per_video_range": ranges,
         "cpu_s_per_video_runs": per,
