@@ -30,7 +30,7 @@ class Stage:
     name: str
     what: str  # one line for the benchmark's table: the work, and the function doing it
     whole: bool = False  # stages nested in this one are charged to it
-    only: str = ""  # when the stage runs, if not for every video (the real-clip test skips it otherwise)
+    only: str = ""  # when the stage runs, if not for every video (the real-clip test expects the others)
 
 
 STAGES: tuple[Stage, ...] = (

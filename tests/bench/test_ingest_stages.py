@@ -110,7 +110,7 @@ def test_on_a_real_clip_the_stages_claim_the_unit(tmp_path):
     assert not record.quarantined
     cpu = record.videos[0]["cpu_seconds"]
     assert set(cpu) <= {*NAMES, OTHER}
-    runs = {s.name for s in STAGES if s.name != "labels"}  # labels: only a fake with several faces and its original
+    runs = {s.name for s in STAGES if s.only in ("", "max_faces > 1", "crop=landmarks")}  # what this cfg switches on
     missing = {n for n in runs if not cpu.get(n, 0) > 0}
     assert not missing, f"stages that never ran on a real clip: {missing}"
     video_total = sum(cpu.values())
