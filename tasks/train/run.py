@@ -112,7 +112,8 @@ def resolve_model_config(name: str, overrides: Mapping[str, Any], shape: InputSh
     ``img_size`` override's) where the shards' face crops are larger: the loader shrinks each clip
     to it (``make_loader(img_size=...)``), so a 224 px ingest trains ``laptop`` at its 112 px and
     within its memory. Smaller crops are never enlarged: the preset then runs at the shards' size
-    (cut to whole patches: 100 px crops train at 96).
+    (cut to whole patches: 100 px crops train at 96). The masking's time slices are the preset's, or
+    fewer where the clip has fewer time tokens (native-rate clips: 64 mel columns make 4 audio tokens).
     """
     data_shape = {k: v for k, v in dataclasses.asdict(shape).items() if k != "img_size"}
     clash = {k: (v, data_shape[k]) for k, v in overrides.items() if k in data_shape and v != data_shape[k]}
@@ -127,7 +128,12 @@ def resolve_model_config(name: str, overrides: Mapping[str, Any], shape: InputSh
             f"img_size={size} contradicts the shards' {shape.img_size} px face crops: frames are only "
             f"shrunk, never enlarged; ingest with face_size >= {size} or set img_size <= {shape.img_size}"
         )
-    return get_config(name, **{**data_shape, **overrides, "img_size": size})
+    fields = {**data_shape, **overrides, "img_size": size}
+    if "num_slices" not in overrides:  # as many slices as both modalities have time tokens, even, at most the preset's
+        tokens = min(shape.num_frames // fields.get("tubelet", preset.tubelet),
+                     shape.mel_frames // fields.get("audio_patch", preset.audio_patch))  # fmt: skip
+        fields["num_slices"] = max(2, min(preset.num_slices, tokens - tokens % 2))
+    return get_config(name, **fields)
 
 
 def frame_size_note(shard_size: int, model_size: int) -> str:
