@@ -274,7 +274,8 @@ def run_seed(args, out: Path, seed: int) -> dict[str, dict]:
                   "patience": 4, "device": "cpu", "seed": seed, "report_bootstrap": 20, "num_workers": 0, **shared,
                   **variant_fields(args, variant)}  # fmt: skip
         settings = TrainSettings(data=str(root / "shards"), output_dir=str(root / variant), **fields)
-        best_epoch = None if args.score_only else run_training(settings, log=InMemoryLogger()).best_epoch
+        done = (root / variant / "scores.json").exists()  # trained and scored by an earlier, stopped run: resume
+        best_epoch = None if args.score_only or done else run_training(settings, log=InMemoryLogger()).best_epoch
         ckpt = resolve_checkpoint(str(root / variant / "checkpoints" / "best.json"))
         if inputs is None:  # every variant of the tiny preset reads the same clips
             inputs = _external_inputs(external, preprocess_for(load_model(os.path.join(ckpt, WEIGHTS), device="cpu")))
