@@ -117,7 +117,7 @@ class Ranked:
                 f"resume_from was trained with a global batch of {saved} ({state.get('world_size')} ranks x "
                 f"{saved // max(state.get('world_size') or 1, 1)}); now {self.world_size} x "
                 f"{batch_size} = {now}. Keep world_size x batch_size equal to resume."
-            )  # fmt: skip
+            )
 
     def close(self) -> None:
         """Leave the group: rank 0 then scores the best checkpoint on all of val and test, alone."""
