@@ -220,7 +220,7 @@ class AVFF(nn.Module):
             self.video_disc(out.target_video), self.video_disc(out.pred_video.detach()), out.mask_video
         ) + L.discriminator_loss(
             self.audio_disc(out.target_audio), self.audio_disc(out.pred_audio.detach()), out.mask_audio
-        )  # fmt: skip
+        )
         loss = cfg.w_contrastive * contrastive + cfg.w_recon * (recon_v + recon_a) + cfg.w_adv * adv_gen
         extra = {}
         if out.zs_video is not None:
@@ -229,7 +229,7 @@ class AVFF(nn.Module):
         if out.a2v_full is not None:
             extra["cross_modal"] = L.cross_modal_loss(out.a2v_full, out.video_full) + L.cross_modal_loss(
                 out.v2a_full, out.audio_full
-            )  # fmt: skip
+            )
             loss = loss + cfg.w_cross * extra["cross_modal"]
         return {
             "loss": loss, "contrastive": contrastive, "recon_video": recon_v, "recon_audio": recon_a,

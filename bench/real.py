@@ -535,7 +535,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--clips-per-person", type=int, default=None, help="at most this many REAL clips per person")
     ap.add_argument("--max-clips", type=int, default=6, help="clips per video ingested (3.2 s each)")
-    ap.add_argument("--clip-mode", default="spread", choices=("spread",), help="native: mel length varies with fps")
+    ap.add_argument(
+        "--clip-mode",
+        default="spread",
+        choices=("spread", "native"),
+        help="native: 16 consecutive frames "
+        "at the video's own rate (0.64 s at 25 fps), 64 mel columns whatever the rate",
+    )
     ap.add_argument("--face-size", type=int, default=64)
     ap.add_argument("--fusion", default="avff_agree")
     ap.add_argument("--steps", type=int, default=600, help="optimizer steps of stage 2")

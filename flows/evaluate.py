@@ -24,14 +24,13 @@ from dataclasses import dataclass
 
 import mlflow
 from mlflow import MlflowClient
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows import links
 from flows.links import resolve_tracking_uri
-from flows.preflight import check_evaluate_inputs, model_uri, retry_unless_deterministic
+from flows.preflight import check_evaluate_inputs, model_uri, retrying_task
 from storage.shard_schema import REAL
 from tasks.evaluate.videos import defined, evaluate_videos, evaluation_markdown, prior_warning, undefined
 from tasks.ingest.preprocess import face_detector
@@ -112,13 +111,7 @@ def resolve_model(spec: str) -> ResolvedModel:
 
 # read-only but for its own work_dir, which a rerun overwrites: safe to retry (a model server or
 # object store that blinked)
-@task(
-    name="shortcut-probes",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unless_deterministic,
-)
+@retrying_task("shortcut-probes")
 def probe_model(data: str, uri: str, n: int, work_dir: str) -> list[dict]:
     """tasks.evaluate.probes on the first n REAL videos that have audio: one row per (video, probe)."""
     scan = scan_dfdc(data)
@@ -165,13 +158,7 @@ def _targets(data: str, log) -> list[tuple[str, str, str | None, str | None]]:
     return targets
 
 
-@task(
-    name="score-videos",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unless_deterministic,
-)  # read-only: safe to retry
+@retrying_task("score-videos")  # read-only: safe to retry
 def score_videos(data: str, uri: str) -> dict:
     """{"rows": one per video (P(FAKE), verdict by the model's decision rule), "decision": the model's
     decision.json as a dict, None when it carries none}."""

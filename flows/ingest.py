@@ -17,16 +17,15 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.cache_policies import NO_CACHE
 
-from flows.preflight import check_ingest_inputs, retry_unless_deterministic
+from flows.preflight import check_ingest_inputs, retrying_task
 from storage import fs
 from storage.tables import ManifestRow, RefusedRow, read_table, write_table
 from tasks.ingest import units as steps
@@ -62,13 +61,7 @@ def init_ray(address: str | None, num_cpus: int | None):
 
 # every ingest task is safe to retry: the plan and the indexes are rewritten whole (atomically), and a
 # unit whose shard is complete is skipped, never rewritten
-@task(
-    name="scan-and-plan",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unless_deterministic,
-)
+@retrying_task("scan-and-plan")
 def scan_and_plan(cfg: IngestSettings) -> tuple[list[WorkUnit], "steps.ScanResult"]:
     """The work units and the scan's refusals; the planned manifest goes to storage, not back to the flow."""
     log = get_run_logger()
@@ -129,13 +122,7 @@ def _embed_faces(videos: list[tuple[str, str]], cfg: IngestSettings) -> Embedded
     return out
 
 
-@task(
-    name="process-units",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unless_deterministic,
-)
+@retrying_task("process-units")
 def process_units(units: list[WorkUnit], cfg: IngestSettings) -> tuple[list[dict], list[tuple[WorkUnit, str]], int]:
     """Fan the units out (Ray or in-process); returns (records, failed units, skipped count)."""
     log = get_run_logger()
@@ -312,13 +299,7 @@ class _ProgressArtifact:
         update_progress_artifact(self.id, percent, description=text)
 
 
-@task(
-    name="write-index",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unless_deterministic,
-)
+@retrying_task("write-index")
 def write_index(
     cfg: IngestSettings,
     records: list[dict],

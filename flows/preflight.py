@@ -131,3 +131,19 @@ def retry_unless_deterministic(task, task_run, state) -> bool:
         except BaseException as e:  # the failed state's own exception
             error = e
     return not isinstance(error, DETERMINISTIC)
+
+
+RETRIES, RETRY_DELAYS_S = 2, (2, 10)  # a blip (storage, a model server) gets two more tries, 2 s then 10 s later
+
+
+def retrying_task(name: str):
+    """``@task`` for a Prefect task that is safe to run again: no result cache, :data:`RETRIES` retries after
+    :data:`RETRY_DELAYS_S`, none for a :data:`DETERMINISTIC` error (:func:`retry_unless_deterministic`).
+
+    Prefect is imported here, not at the top: the CLI imports this module before any flow.
+    """
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    return task(name=name, cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=list(RETRY_DELAYS_S),
+                retry_condition_fn=retry_unless_deterministic)  # fmt: skip

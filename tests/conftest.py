@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from deployments.stack import free_port, wait_for_port
+from tests.processes import stop
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging
@@ -173,8 +174,4 @@ def ray_address():
             if ray.is_initialized():
                 ray.shutdown()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc, timeout=60)

@@ -115,6 +115,18 @@ def log_mel(wave: np.ndarray, spec: MelSpec = MelSpec()) -> np.ndarray:
     return fbank.T.contiguous().numpy()  # (F, Tm)
 
 
+def resample_columns(mel: np.ndarray, n: int) -> np.ndarray:
+    """(F, m) -> (F, n): linear interpolation in time between column centres, the span kept (column j of
+    the result sits at (j + 1/2) / n of it); the same array when m == n."""
+    m = mel.shape[1]
+    if m == n:
+        return mel
+    x = np.clip((np.arange(n) + 0.5) * m / n - 0.5, 0, m - 1)  # (n,) source positions, in columns
+    lo = np.floor(x).astype(int)
+    hi, w = np.minimum(lo + 1, m - 1), (x - lo).astype(mel.dtype)
+    return mel[:, lo] * (1 - w) + mel[:, hi] * w  # (F, n)
+
+
 def mel_window(mel: np.ndarray, start_s: float, frames: int, hop_s: float, pad_value: float) -> np.ndarray:
     """The (F, frames) slice of mel starting at start_s; padded with pad_value past the end."""
     start = int(round(start_s / hop_s))

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, mel_window
+from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, mel_window, resample_columns
 from tasks.ingest.faces import FaceDetector, FaceTrack, crop_track, track_faces
 from tasks.ingest.landmarks import LandmarkFaceDetector, LandmarkTrack, align, crop_landmarks, find_landmarks, mouth_box
 from tasks.ingest.stages import stage
@@ -81,6 +81,13 @@ class PreprocessConfig:
     def mel_frames(self) -> int:
         return int(round(self.clip_seconds / self.mel.hop_s))
 
+    @property
+    def native_mel_frames(self) -> int:
+        """A native clip's mel columns whatever its frame rate: the hop's count at :data:`NATIVE_REF_FPS`
+        (4 per frame, 64 for 16 frames), so clips of 25 and 30 fps videos share one shape and one
+        column-per-frame ratio (the model pairs frame k with columns k·Tm/T onwards)."""
+        return self.frames_per_clip * max(1, int(round(1.0 / (NATIVE_REF_FPS * self.mel.hop_s))))
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -99,10 +106,13 @@ class PreprocessConfig:
         what configs without them wrote: shards ingested before those fields existed stay valid.
         """
         d = {k: v for k, v in asdict(self).items() if not (k in _HASHED_WHEN_SET and v == _HASHED_WHEN_SET[k])}
+        if self.clip_mode == "native":  # native mels are resampled to a fixed length since: older ones varied
+            d["native_mel_frames"] = self.native_mel_frames
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 CLIP_MODES = ("spread", "native")
+NATIVE_REF_FPS = 25.0  # a native clip's mel has this rate's column count (:attr:`PreprocessConfig.native_mel_frames`)
 MAX_FACES = 10  # a sample key names its face with one digit (storage.shard_schema.sample_key)
 CROPS = ("box", "landmarks")
 # field -> the value that writes what configs without the field wrote (byte-identical output); all are
@@ -251,7 +261,7 @@ def _face_clips(
                 index=k,
                 start_s=start,
                 frames=crops[p],
-                mel=mel_window(mel, mel_start, plan.mel_frames[k], cfg.mel.hop_s, pad_value=SILENCE_LOG_MEL),
+                mel=_clip_mel(mel, mel_start, plan.mel_frames[k], cfg),
                 face_box=[float(x) for x in track.boxes[p].mean(axis=0)],
                 det_score=float(track.scores[p][det].mean()) if det.any() else 0.0,
                 detected_frac=float(det.mean()),
@@ -348,6 +358,13 @@ def _native_plan(path: str, info: VideoInfo, cfg: PreprocessConfig, duration: fl
     mel_frames = [int(round(t / f / cfg.mel.hop_s)) for f in fps]
     end = max(float(w[-1]) + 1.0 / f for w, f in zip(wanted, fps))
     return _ClipPlan([s for s, _ in kept], wanted, fps, mel_frames, end)
+
+
+def _clip_mel(mel: np.ndarray, start_s: float, frames: int, cfg: PreprocessConfig) -> np.ndarray:
+    """(F, frames) columns of ``mel`` from ``start_s``: the clip's own span; a native clip's resampled in
+    time to ``cfg.native_mel_frames`` columns (unchanged at 25 fps, where the span already has that many)."""
+    window = mel_window(mel, start_s, frames, cfg.mel.hop_s, pad_value=SILENCE_LOG_MEL)  # (F, frames)
+    return resample_columns(window, cfg.native_mel_frames) if cfg.clip_mode == "native" else window
 
 
 def _unique_times(wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,16 +1,17 @@
 """What a training run does after its last epoch, at the best checkpoint, one function per step.
 
+- :func:`score_best`         calibrate, threshold and score val and test at once (:class:`Scored`):
 - :func:`calibrate` / :func:`calibrated`   the Platt map fitted on val clip logits, applied to a split
 - :func:`score`              a split's predictions -> :func:`tasks.evaluate.metrics.evaluate_predictions`
 - :func:`val_threshold`      the decision threshold chosen on val video predictions
-- :func:`summary_metrics` / :func:`metrics_table`   what MLflow charts, and the full table
+- :func:`log_scored`         what MLflow charts (:func:`summary_metrics`), the full table (:func:`metrics_table`), tags
 - :func:`write_predictions`  ``predictions/<split>.parquet``
 - :func:`render_plots`       curves, ROC/PR, the confusion matrix and the reliability diagram as PNGs
 - :func:`keep_decision`      threshold and calibration beside the best checkpoint (``decision.json``)
 - :func:`publish`            plots and report.md into ``output_dir`` (object storage: uploaded)
 - :func:`log_remote`         one file or folder (local or remote) as an artifact of the run
 
-:meth:`tasks.train.run._Run.finish` calls them in this order.
+:func:`tasks.train.run.finish_run` calls them in this order.
 """
 
 from __future__ import annotations
@@ -61,6 +62,41 @@ class Published:
 
     plots: list[str] = field(default_factory=list)
     report: str | None = None
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The best checkpoint on val and test (:func:`score_best`): the calibration, the calibrated predictions,
+    their metrics (:func:`score`, test at the val threshold) and, when calibration changed P(FAKE), the raw scores."""
+
+    calibration: C.Calibration
+    val: Predictions
+    test: Predictions
+    val_metrics: dict[str, Any]
+    test_metrics: dict[str, Any]
+    threshold: float | None
+    uncalibrated: dict[str, dict[str, Any]] | None  # split -> :func:`score` of the raw predictions
+
+
+def score_best(raw_val: Predictions, raw_test: Predictions, train: TrainLabels, *, enabled: bool,
+               criterion: str) -> Scored:  # fmt: skip
+    """Calibrate on val (``enabled``), choose the threshold on calibrated val videos (``criterion``), score both."""
+    cal = calibrate(raw_val, raw_test, enabled)
+    val, test = calibrated(raw_val, cal.platt), calibrated(raw_test, cal.platt)
+    val_metrics = score(val, train)
+    threshold = val_threshold(val, criterion)
+    test_metrics = score(test, train, threshold)
+    raw = None if val is raw_val else {"val": score(raw_val, train), "test": score(raw_test, train)}
+    return Scored(cal, val, test, val_metrics, test_metrics, threshold, raw)
+
+
+def log_scored(log: Logger, scored: Scored, monitor: str, best_epoch: int) -> None:
+    """The summary and calibration metrics at ``best_epoch``, the full metrics table, and the run's tags."""
+    summary = {**M.flatten("best_val", scored.val_metrics), **M.flatten("test", scored.test_metrics)}
+    log.log_metrics({**summary_metrics(summary, monitor), **calibration_metrics(scored.calibration)}, step=best_epoch)
+    by_split = {"val": scored.val_metrics, "test": scored.test_metrics}
+    log.log_table(metrics_table(by_split, scored.uncalibrated, scored.calibration), METRICS_TABLE)
+    log.set_tags({"best_epoch": str(best_epoch), "val_threshold": str(scored.threshold)})
 
 
 def calibrate(val: Predictions, test: Predictions | None, enabled: bool) -> C.Calibration:

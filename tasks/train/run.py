@@ -35,7 +35,7 @@ import dataclasses
 import json
 import math
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -71,6 +71,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from tasks.train.optim import EarlyStopping, build_optimizer, build_scheduler, named, named_param_groups, param_groups
 from tasks.train.pseudo_fakes import PseudoFakes, expected_targets, kinds_drawn
+from tasks.train.world import RunWorld, SingleProcess
 
 # What MLflow's run page charts per epoch; the summary at the best checkpoint is finish.SUMMARY_METRICS.
 # Every other number (both levels, both thresholds, the baselines) is one row of the run's
@@ -112,7 +113,8 @@ def resolve_model_config(name: str, overrides: Mapping[str, Any], shape: InputSh
     ``img_size`` override's) where the shards' face crops are larger: the loader shrinks each clip
     to it (``make_loader(img_size=...)``), so a 224 px ingest trains ``laptop`` at its 112 px and
     within its memory. Smaller crops are never enlarged: the preset then runs at the shards' size
-    (cut to whole patches: 100 px crops train at 96).
+    (cut to whole patches: 100 px crops train at 96). The masking's time slices are the preset's, or
+    fewer where the clip has fewer time tokens (native-rate clips: 64 mel columns make 4 audio tokens).
     """
     data_shape = {k: v for k, v in dataclasses.asdict(shape).items() if k != "img_size"}
     clash = {k: (v, data_shape[k]) for k, v in overrides.items() if k in data_shape and v != data_shape[k]}
@@ -127,7 +129,12 @@ def resolve_model_config(name: str, overrides: Mapping[str, Any], shape: InputSh
             f"img_size={size} contradicts the shards' {shape.img_size} px face crops: frames are only "
             f"shrunk, never enlarged; ingest with face_size >= {size} or set img_size <= {shape.img_size}"
         )
-    return get_config(name, **{**data_shape, **overrides, "img_size": size})
+    fields = {**data_shape, **overrides, "img_size": size}
+    if "num_slices" not in overrides:  # as many slices as both modalities have time tokens, even, at most the preset's
+        tokens = min(shape.num_frames // fields.get("tubelet", preset.tubelet),
+                     shape.mel_frames // fields.get("audio_patch", preset.audio_patch))  # fmt: skip
+        fields["num_slices"] = max(2, min(preset.num_slices, tokens - tokens % 2))
+    return get_config(name, **fields)
 
 
 def frame_size_note(shard_size: int, model_size: int) -> str:
@@ -301,11 +308,16 @@ class StageOptim(NamedTuple):
     scaler: torch.amp.GradScaler
 
 
-class _Run:
-    """One run_training call: its settings, data, model and progress; methods are its phases, in order."""
+class Run:
+    """One run_training call: its settings, data, model and progress; methods are its phases, in order.
 
-    def __init__(self, cfg: TrainSettings, log: Logger):
+    ``world`` is where it runs (:mod:`tasks.train.world`): one process, or one rank of a process
+    group (:class:`tasks.train.run_distributed.Ranked`); the run is the same either way.
+    """
+
+    def __init__(self, cfg: TrainSettings, log: Logger, world: RunWorld | None = None):
         self.cfg, self.log = cfg, log
+        self.world = world or SingleProcess()
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.store = CheckpointStore(fs.join(cfg.output_dir, "checkpoints"))
@@ -317,13 +329,15 @@ class _Run:
         model_cfg = resolve_model_config(cfg.model_preset, cfg.model_overrides(), shape)
         self.img_size, self.frames = model_cfg.img_size, frame_size_note(shape.img_size, model_cfg.img_size)
         self.config_dict = dataclasses.asdict(model_cfg)
-        self.model = AVFF(model_cfg).to(self.device)
+        self.plain = AVFF(model_cfg).to(self.device)  # what checkpoints hold and the finish scores
         if cfg.stages in ("both", "classify"):  # fail now, not after stage 1 with no best epoch
             val = self.data.stats["val"]
             M.check_monitor_defined(cfg.monitor, val["videos_real"], val["videos_fake"])
         self.progress = Progress(EarlyStopping(cfg.patience, cfg.min_delta, self.mode))
         self.resume: dict | None = None
         self.encoders_uri = fs.join(cfg.output_dir, "encoders.safetensors")
+        self.world.prepare(self.data, cfg.seed)
+        self.model = self.world.wrap(self.plain, self.device)  # what trains (behind DDP on ranks)
 
     # ------------------------------------------------------------ setup
 
@@ -337,20 +351,21 @@ class _Run:
         if saved != self.config_dict:
             diff = {k: (saved.get(k), v) for k, v in self.config_dict.items() if saved.get(k) != v}
             raise ValueError(f"resume_from holds a different model config (checkpoint, now): {diff}")
-        self.model.load_state_dict(ckpt.weights)
+        self.plain.load_state_dict(ckpt.weights)
         self.progress.load_state_dict(ckpt.state)
         self.resume = ckpt.state
-        # resuming into a new output_dir: bring the best/pretrained checkpoints along
-        self.store.adopt(source.rstrip("/").rsplit("/", 1)[0], ("best", "pretrained"))
+        if self.world.is_main:  # resuming into a new output_dir: bring the best/pretrained checkpoints along
+            self.store.adopt(source.rstrip("/").rsplit("/", 1)[0], ("best", "pretrained"))
+        self.world.check_resume(ckpt.state, self.cfg.batch_size)
 
     def log_params(self) -> None:
         self.log.log_params(flatten_params(self.config_dict, "model"))
         self.log.log_params({"resolved.device": str(self.device), "resolved.precision": self.precision,
                              "resolved.monitor_mode": self.mode, "resolved.frames": self.frames})  # fmt: skip
 
-    def _loader(self, split: str, *, epoch: int, real_only: bool = False, train: bool = False,
+    def loader(self, split: str, *, epoch: int, real_only: bool = False, train: bool = False,
                 augment: bool = False, keep_clips: frozenset[tuple[str, int]] | None = None):  # fmt: skip
-        """One epoch's loader of a role; ``augment`` only ever reaches a ``train`` loader."""
+        """One epoch's loader of a role as this process reads it; ``augment`` only ever reaches a ``train`` loader."""
         cfg, view = self.cfg, self.data.view
         shards, keep_videos = split, None
         if view is not None:  # a CV fold: pooled shards, filtered by the fold's video ids
@@ -358,7 +373,7 @@ class _Run:
                 raise ValueError("a cross-validation fold never reads the test split")
             shards, keep_videos = POOL, view.train if split == "train" else view.val
         clip_augment = ClipAugment(cfg.video_augment, cfg.audio_augment) if train and augment else None
-        return make_loader(
+        loader = make_loader(
             self.data.layout, shards,
             batch_size=cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size),
             num_workers=cfg.num_workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch,
@@ -367,9 +382,11 @@ class _Run:
             keep_clips=keep_clips, drop_videos=self.data.held_out if split in HELD_OUT_OF else frozenset(),
             extra_layouts=self.extra_layouts if train else (), img_size=self.img_size,
         )  # fmt: skip
+        return self.world.train_batches(loader) if train else loader
 
     def _schedule(self, optimizer, n_samples: int, epochs: int):
         cfg = self.cfg
+        n_samples = math.ceil(n_samples / self.world.world_size)  # this process's share
         per_epoch = _steps_per_epoch(cfg.samples_per_epoch or n_samples, cfg.batch_size)
         return build_scheduler(
             optimizer, cfg.scheduler, total_steps=per_epoch * max(epochs, 1), warmup_steps=cfg.warmup,
@@ -390,6 +407,7 @@ class _Run:
             "schedulers": {k: s.state_dict() for k, s in optim.schedulers.items()},
             "scaler": optim.scaler.state_dict(), "early_stopping": progress["early_stopping"],
             "history": progress["history"], "rng": capture_rng(), "seed": self.cfg.seed,
+            **self.world.checkpoint_state(self.cfg.batch_size),
         }  # fmt: skip
 
     def _restore(self, stage: str, optim: StageOptim) -> int:
@@ -414,8 +432,9 @@ class _Run:
         """Append the epoch's history ``row``, then checkpoint weights and state under ``tags``."""
         self.progress.history.append(row)
         state = self._state(stage, stage_epoch, optim)
-        self.store.save(f"epoch-{self.progress.epoch:04d}", self.model, self.config_dict, state, tags)
-        self.store.prune()
+        if self.world.is_main:  # every rank holds the same weights: one writes them
+            self.store.save(f"epoch-{self.progress.epoch:04d}", self.plain, self.config_dict, state, tags)
+            self.store.prune()
 
     # ------------------------------------------------------------ stage 1
 
@@ -438,7 +457,7 @@ class _Run:
         if done < 0:
             return
         for stage_epoch in range(done, cfg.pretrain_epochs):
-            loader = self._loader("train", epoch=progress.epoch, real_only=True, train=True)
+            loader = self.loader("train", epoch=progress.epoch, real_only=True, train=True)
             ctx = StepContext(self.precision, cfg.grad_clip, optim.scaler, progress.global_step, cfg.log_every)
             out = pretrain_one_epoch(self.model, loader, gen, device=self.device, log=self.log, disc_optimizer=disc,
                                      scheduler=optim.schedulers["generator"],
@@ -448,8 +467,8 @@ class _Run:
             row = {"epoch": progress.epoch, "stage": "pretrain", **metrics, "lr": gen.param_groups[0]["lr"]}
             final = stage_epoch + 1 == cfg.pretrain_epochs
             self._save_epoch(row, "pretrain", stage_epoch + 1, optim, ("last", "pretrained") if final else ("last",))
-            if final:  # what a later classify-only run takes as pretrained_encoders
-                save_encoders(self.model, self.encoders_uri)
+            if final and self.world.is_main:  # what a later classify-only run takes as pretrained_encoders
+                save_encoders(self.plain, self.encoders_uri)
             # per-epoch means of the terms would repeat the per-step curves (pretrain_step_*): the total only
             self.log.log_metrics({"pretrain_loss": metrics["pretrain_loss"], "lr": gen.param_groups[0]["lr"]},
                                  step=progress.epoch)  # fmt: skip
@@ -468,9 +487,13 @@ class _Run:
         keys = list(zip(preds.video_ids, preds.clips.tolist()))
         return fraction, easiest_clips(keys, preds.y, clip_difficulty(preds.y, preds.p), fraction)
 
-    def _predict(self, split: str):
-        """Clip predictions of a whole split (in order, unshuffled) under the current weights."""
-        return evaluate(self.model, self._loader(split, epoch=0), device=self.device, precision=self.precision)
+    def _predict(self, split: str) -> Predictions:
+        """Clip predictions of a whole split (in order, unshuffled) under the current weights, from every process."""
+
+        def mine() -> Predictions:
+            return evaluate(self.model, self.loader(split, epoch=0), device=self.device, precision=self.precision)
+
+        return self.world.predictions(mine, split)
 
     def _validate(self) -> dict[str, float]:
         preds = self._predict("val")
@@ -482,6 +505,9 @@ class _Run:
                              "no best epoch could be kept")  # fmt: skip
         if self.cfg.monitor not in flat:
             raise KeyError(f"monitor {self.cfg.monitor!r} is not a validation metric; known: {sorted(flat)}")
+        if not self.world.agree(flat[self.cfg.monitor]):
+            raise RuntimeError(f"ranks disagree on {self.cfg.monitor} at epoch {self.progress.epoch}: "
+                               "early stopping would diverge")  # fmt: skip
         return flat
 
     def _classify_optim(self) -> StageOptim:
@@ -494,7 +520,7 @@ class _Run:
         opt = build_optimizer(groups, cfg.optimizer, lr=cfg.lr)
         return self._stage_optim({"classifier": opt}, self.data.train_clips(), cfg.epochs)
 
-    def _pseudo_fake_p(self) -> float:
+    def pseudo_fake_p(self) -> float:
         """The chance a REAL clip is turned FAKE: 0 when pseudo-fakes are off or every kind is held out."""
         cfg = self.cfg
         return cfg.pseudo_fakes.p if kinds_drawn(cfg.pseudo_fakes, cfg.exclude_manipulations) else 0.0
@@ -503,7 +529,7 @@ class _Run:
         """The stage-2 loss, its FAKE weight resolved from the prior of what the training loader reads (extra
         data and pseudo-fakes included) when ``class_weight`` asks."""
         cfg = self.cfg
-        prior = self.data.training_prior(self._pseudo_fake_p()).clips
+        prior = self.data.training_prior(self.pseudo_fake_p()).clips
         pos_weight = pos_weight_from_labels(prior) if cfg.class_weight == "prior" else None
         if pos_weight is not None:
             self.log.log_params({"resolved.pos_weight": pos_weight})
@@ -514,7 +540,7 @@ class _Run:
         cfg, progress = self.cfg, self.progress
         path = cfg.pretrained_encoders
         if path and not (self.resume and self.resume["stage"] == "classify"):  # a resumed stage 2 has its own
-            loaded, missing = load_encoders(self.model, path)
+            loaded, missing = load_encoders(self.plain, path)
             self.log.log_params({"pretrained_encoders.loaded": loaded, "pretrained_encoders.missing": missing})
         optim = self._classify_optim()
         objective = self._objective()
@@ -538,7 +564,7 @@ class _Run:
         opt = optim.optimizers["classifier"]
         fraction, keep = self._curriculum(stage_epoch)
         transform = batch_transform(cfg, stage_epoch, progress.epoch)
-        loader = self._loader("train", epoch=progress.epoch, train=True, augment=True, keep_clips=keep)
+        loader = self.loader("train", epoch=progress.epoch, train=True, augment=True, keep_clips=keep)
         ctx = StepContext(self.precision, cfg.grad_clip, optim.scaler, progress.global_step, cfg.log_every)
         lr = opt.param_groups[0]["lr"]
         out = train_one_epoch(self.model, loader, opt, device=self.device, log=self.log,
@@ -563,62 +589,36 @@ class _Run:
 
     # ------------------------------------------------------------ test, plots, report
 
-    def finish(self, result: TrainResult) -> None:
-        """Score the best checkpoint on val (and test), then predictions, plots, the report and uploads."""
-        cfg = self.cfg
-        best = self.store.resolve("best")
-        if best is None:
-            return
-        self.model.load_state_dict(load_checkpoint(best).weights)
-        train, es = self.data.training_prior(self._pseudo_fake_p()), self.progress.es
-        result.train_fake_fraction = float(np.mean(train.videos))
-        raw_val = evaluate(self.model, self._loader("val", epoch=0), device=self.device, precision=self.precision)
-        if (
-            self.data.view is not None
-        ):  # a CV fold: score the fold (uncalibrated: a map fitted on it is in-sample), never test
-            val_metrics = finish.score(raw_val, train)
-            result.val_metrics = M.flatten("best_val", val_metrics)
-            self.log.log_metrics(finish.summary_metrics(result.val_metrics, cfg.monitor), step=es.best_epoch)
-            self.log.log_table(finish.metrics_table({"val": val_metrics}), finish.METRICS_TABLE)
-            result.predictions = finish.write_predictions(cfg.output_dir, {"val": raw_val})
-            return
-        raw_test = evaluate(self.model, self._loader("test", epoch=0), device=self.device, precision=self.precision)
-        result.gate = self._gate(raw_val)
-        cal = finish.calibrate(raw_val, raw_test, cfg.calibrate)
-        result.slope, result.intercept = cal.platt.slope, cal.platt.intercept
-        val, test = finish.calibrated(raw_val, cal.platt), finish.calibrated(raw_test, cal.platt)
-        val_metrics = finish.score(val, train)
-        result.val_metrics = M.flatten("best_val", val_metrics)
-        result.threshold = finish.val_threshold(val, cfg.threshold_criterion)
-        test_metrics = finish.score(test, train, result.threshold)
-        result.test_metrics = M.flatten("test", test_metrics)
-        summary = {**result.val_metrics, **result.test_metrics}
-        self.log.log_metrics({**finish.summary_metrics(summary, cfg.monitor), **finish.calibration_metrics(cal)},
-                             step=es.best_epoch)  # fmt: skip
-        raw = None if val is raw_val else {"val": finish.score(raw_val, train), "test": finish.score(raw_test, train)}
-        self.log.log_table(
-            finish.metrics_table({"val": val_metrics, "test": test_metrics}, raw, cal), finish.METRICS_TABLE
-        )
-        self.log.set_tags({"best_epoch": str(es.best_epoch), "val_threshold": str(result.threshold)})
-        finish.keep_decision(best, result.threshold, cfg.threshold_criterion, cal.platt)
-        result.predictions = finish.write_predictions(cfg.output_dir, {"val": val, "test": test})
+    def score_best(self, best: str, splits: tuple[str, ...]) -> dict[str, Predictions]:
+        """Whole splits' predictions under the ``best`` checkpoint's weights, read by this process alone
+        (a ranked world has closed its group: the main rank scores all of val and test)."""
+        self.plain.load_state_dict(load_checkpoint(best).weights)
+        return {s: evaluate(self.plain, self.loader(s, epoch=0), device=self.device, precision=self.precision)
+                for s in splits}  # fmt: skip
+
+    def render(self, scored: finish.Scored, raw_test: Predictions, gate: Gate) -> finish.Published:
+        """Plots and report.md, logged and (object storage) uploaded."""
+        output_dir = self.cfg.output_dir
         with tempfile.TemporaryDirectory() as tmp:
-            local = finish.plots_dir(cfg.output_dir, Path(tmp))
-            paths = finish.render_plots(self.progress.history, test, result.threshold, local, raw_test)
-            report = write_training_report(self._report_inputs(val, test, test_metrics, cal, result.gate))
-            published = finish.publish(cfg.output_dir, paths, report, local, self.log)
-        result.plots, result.report_path = published.plots, published.report
-        for uri in result.predictions.values():
+            local = finish.plots_dir(output_dir, Path(tmp))
+            paths = finish.render_plots(self.progress.history, scored.test, scored.threshold, local, raw_test)
+            report = write_training_report(self._report_inputs(scored.val, scored.test, scored.test_metrics,
+                                                               scored.calibration, gate))  # fmt: skip
+            return finish.publish(output_dir, paths, report, local, self.log)
+
+    def upload(self, predictions: Mapping[str, str]) -> None:
+        """The prediction tables, and (``log_checkpoints``) the best and last checkpoints, as run artifacts."""
+        for uri in predictions.values():
             finish.log_remote(self.log, uri, "predictions")
-        if cfg.log_checkpoints:
+        if self.cfg.log_checkpoints:
             for tag in ("best", "last"):
                 finish.log_remote(self.log, self.store.resolve(tag), f"checkpoints/{tag}")
 
-    def _gate(self, raw_val: Predictions) -> Gate:
+    def gate(self, raw_val: Predictions) -> Gate:
         """The registry gate on the uncalibrated val predictions, calibrated cross-fitted (not in-sample)."""
         cfg = self.cfg
         groups = [self.data.group_of.get(v, v) for v in raw_val.video_ids]
-        train = self.data.training_prior(self._pseudo_fake_p())  # the report's prior baseline, at the gate's level
+        train = self.data.training_prior(self.pseudo_fake_p())  # the report's prior baseline, at the gate's level
         level, _ = parse_monitor(cfg.monitor)
         prior = float(np.mean(train.videos if level == "video" else train.clips))
         numbers = gate_numbers(raw_val.y, raw_val.p, raw_val.video_ids, groups, cfg.monitor, calibrate=cfg.calibrate,
@@ -642,7 +642,7 @@ class _Run:
             max_epochs=self.cfg.epochs,
             groups_test_video=[group_of.get(v, v) for v in vt], groups_val_video=[group_of.get(v, v) for v in vv],
             calibration=calibration, gate=gate,
-            loader_prior=(self.data.train_clips(), float(np.mean(self.data.training_prior(self._pseudo_fake_p()).clips))),
+            loader_prior=(self.data.train_clips(), float(np.mean(self.data.training_prior(self.pseudo_fake_p()).clips))),
         )  # fmt: skip
 
 
@@ -658,43 +658,91 @@ def training_lock(output_dir: str):
     return fs.exclusive_lock(output_dir, TRAIN_LOCK, "training run", TrainLockedError)
 
 
-def run_training(cfg: TrainSettings, *, log: Logger,
-                 make_run: Callable[[TrainSettings, Logger], _Run] | None = None, locked: bool = False) -> TrainResult:  # fmt: skip
+def run_training(cfg: TrainSettings, *, log: Logger, world: RunWorld | None = None,
+                 locked: bool = False) -> TrainResult:  # fmt: skip
     """Stage 1 -> stage 2 -> test at the best checkpoint -> plots and report (module docstring).
 
     One run per ``output_dir`` at a time (the lock ingest uses): a second refuses at once,
     naming the first (pid, host, MLflow run). ``locked``: the caller already holds
-    :func:`training_lock` (the flow takes it before writing its run record there).
+    :func:`training_lock` (the flow takes it before writing its run record there). ``world``:
+    where this process runs (:mod:`tasks.train.world`; default one process); only its main
+    process takes the lock (the others write nothing there).
     """
-    if locked:
-        return _run_training(cfg, log=log, make_run=make_run)
+    world = world or SingleProcess()
+    if locked or not world.is_main:
+        return _train(cfg, log, world)
     with training_lock(cfg.output_dir) as held:
         if held is not None and getattr(log, "run_id", None):
             held.describe(f"MLflow run {log.run_id}")
-        return _run_training(cfg, log=log, make_run=make_run)
+        return _train(cfg, log, world)
 
 
-def _run_training(cfg: TrainSettings, *, log: Logger,
-                  make_run: Callable[[TrainSettings, Logger], _Run] | None = None) -> TrainResult:  # fmt: skip
-    """The run itself; ``make_run`` builds its state (:class:`tasks.train.run_distributed.DistributedRun` per rank)."""
-    run = (make_run or _Run)(cfg, log)
+def _train(cfg: TrainSettings, log: Logger, world: RunWorld) -> TrainResult:
+    """The run itself, under the lock."""
+    run = Run(cfg, log, world)
     run.load_resume()
     run.log_params()
-    fs.atomic_write_bytes(fs.join(cfg.output_dir, "model_config.json"),
-                          json.dumps(run.config_dict, indent=2, sort_keys=True).encode())  # fmt: skip
+    if world.is_main:
+        fs.atomic_write_bytes(fs.join(cfg.output_dir, "model_config.json"),
+                              json.dumps(run.config_dict, indent=2, sort_keys=True).encode())  # fmt: skip
     if cfg.stages in ("both", "pretrain"):
         run.pretrain()
     if cfg.stages in ("both", "classify"):
         run.classify()
+    result = trained(run)
+    return finish_run(run, result) if cfg.stages in ("both", "classify") else result
+
+
+def trained(run: Run) -> TrainResult:
+    """What a run holds after its last epoch: history, checkpoints, encoders; nothing scored yet."""
     progress = run.progress
-    result = TrainResult(
-        output_dir=cfg.output_dir, model_config=run.config_dict, device=str(run.device), precision=run.precision,
+    return TrainResult(
+        output_dir=run.cfg.output_dir, model_config=run.config_dict, device=str(run.device), precision=run.precision,
         history=progress.history, epochs_run=progress.epochs_run,
         best_epoch=progress.es.best_epoch if progress.es.best is not None else None,
         stopped_early=progress.stopped_early, best_checkpoint=run.store.resolve("best"),
         last_checkpoint=run.store.resolve("last"), encoders=run.encoders_uri if fs.exists(run.encoders_uri) else None,
         dataset=run.data.stats,
     )  # fmt: skip
-    if cfg.stages in ("both", "classify"):
-        run.finish(result)
-    return result
+
+
+def finish_run(run: Run, result: TrainResult) -> TrainResult:
+    """``result`` completed at the best checkpoint: val and test scored, calibrated and thresholded, the
+    decision kept beside the checkpoint, predictions, plots and the report written and logged.
+
+    A ranked world closes its group first; only the main process finishes (the others return ``result``).
+    """
+    run.world.close()
+    best = run.store.resolve("best") if run.world.is_main else None
+    if best is None:
+        return result
+    cfg, best_epoch = run.cfg, run.progress.es.best_epoch
+    train = run.data.training_prior(run.pseudo_fake_p())
+    result = dataclasses.replace(result, train_fake_fraction=float(np.mean(train.videos)))
+    if run.data.view is not None:  # a CV fold: its val alone, never test
+        return finish_fold(run, result, run.score_best(best, ("val",))["val"], train)
+    raw = run.score_best(best, ("val", "test"))
+    gate = run.gate(raw["val"])
+    scored = finish.score_best(raw["val"], raw["test"], train, enabled=cfg.calibrate, criterion=cfg.threshold_criterion)
+    finish.log_scored(run.log, scored, cfg.monitor, best_epoch)
+    finish.keep_decision(best, scored.threshold, cfg.threshold_criterion, scored.calibration.platt)
+    predictions = finish.write_predictions(cfg.output_dir, {"val": scored.val, "test": scored.test})
+    published = run.render(scored, raw["test"], gate)
+    run.upload(predictions)
+    return dataclasses.replace(
+        result, threshold=scored.threshold, slope=scored.calibration.platt.slope,
+        intercept=scored.calibration.platt.intercept, test_metrics=M.flatten("test", scored.test_metrics),
+        val_metrics=M.flatten("best_val", scored.val_metrics), report_path=published.report, plots=published.plots,
+        predictions=predictions, gate=gate,
+    )  # fmt: skip
+
+
+def finish_fold(run: Run, result: TrainResult, raw_val: Predictions, train: finish.TrainLabels) -> TrainResult:
+    """A cross-validation fold's end: its val scored uncalibrated (a map fitted on it is in-sample), logged,
+    and its predictions written."""
+    val_metrics = finish.score(raw_val, train)
+    flat = M.flatten("best_val", val_metrics)
+    run.log.log_metrics(finish.summary_metrics(flat, run.cfg.monitor), step=run.progress.es.best_epoch)
+    run.log.log_table(finish.metrics_table({"val": val_metrics}), finish.METRICS_TABLE)
+    predictions = finish.write_predictions(run.cfg.output_dir, {"val": raw_val})
+    return dataclasses.replace(result, val_metrics=flat, predictions=predictions)

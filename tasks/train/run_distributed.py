@@ -1,7 +1,7 @@
 """Data-parallel training: :func:`tasks.train.run.run_training` on every rank of a process group.
 
-Each rank runs the same :class:`DistributedRun` (a :class:`tasks.train.run._Run` whose model is
-a :class:`tasks.train.distributed.DataParallel`):
+Each rank runs the same :class:`tasks.train.run.Run`, given the world :class:`Ranked` (its model
+behind a :class:`tasks.train.distributed.DataParallel`):
 
 - shards split per rank (``urls[rank::world]``, :mod:`tasks.train.data`) then per loader
   worker; every rank takes the same number of steps (:func:`tasks.train.distributed.even_batches`)
@@ -26,25 +26,22 @@ Launchers: :func:`spawn` (torch.multiprocessing, one node) here; torchrun runs
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.multiprocessing as mp
 
-from tasks.train import distributed as D
-from storage.checkpoint import CheckpointStore
 from tasks.ingest.folds import POOL
 from tasks.tracking.logger import Logger
+from tasks.train import distributed as D
 from tasks.train.data import shard_urls
 from tasks.train.engine import Predictions
-from tasks.train.run import TrainResult, _Run, _run_training, run_training
+from tasks.train.run import RunData, TrainResult, run_training
 from tasks.train.settings import TrainSettings
 
 
@@ -62,30 +59,6 @@ class SilentLogger:
     def log_table(self, rows, artifact_file: str) -> None: ...
 
 
-class _MainOnlyStore:
-    """A CheckpointStore that writes on rank 0 only; every rank may read."""
-
-    def __init__(self, store: CheckpointStore, world: D.World):
-        self.store, self.world = store, world
-
-    def save(self, name, model, config, state, tags=()) -> str:
-        if self.world.is_main:
-            plain = model.module if isinstance(model, D.DataParallel) else model
-            return self.store.save(name, plain, config, state, tags)
-        return self.store.path(name)
-
-    def prune(self, *args, **kwargs) -> None:
-        if self.world.is_main:
-            self.store.prune(*args, **kwargs)
-
-    def adopt(self, *args, **kwargs) -> None:
-        if self.world.is_main:
-            self.store.adopt(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
-
-
 def per_rank_settings(cfg: TrainSettings, world_size: int) -> TrainSettings:
     """``samples_per_epoch`` (global) -> this rank's share; refuses a share that is not whole."""
     if cfg.samples_per_epoch is None:
@@ -95,49 +68,34 @@ def per_rank_settings(cfg: TrainSettings, world_size: int) -> TrainSettings:
     return cfg.replace(samples_per_epoch=cfg.samples_per_epoch // world_size)
 
 
-class DistributedRun(_Run):
-    """One rank's share of a run (module docstring); ``world`` must already be initialised."""
+class Ranked:
+    """One rank's share of a run (module docstring): the :class:`tasks.train.world.RunWorld` of a process
+    group that ``world`` describes and that is already initialised."""
 
-    def __init__(self, cfg: TrainSettings, log: Logger, world: D.World):
-        super().__init__(cfg, log)
+    def __init__(self, world: D.World):
         self.world = world
-        for split in (POOL,) if self.data.view is not None else ("train", "val"):
-            n = len(shard_urls(self.data.layout, split))
-            if n < world.world_size:
-                raise ValueError(f"{split} has {n} shards for {world.world_size} ranks: every rank needs at least one "
+        self.is_main, self.world_size = world.is_main, world.world_size
+
+    def prepare(self, data: RunData, seed: int) -> None:
+        """Every rank needs a shard of each role it reads; ranks draw their own masks and augmentations."""
+        for split in (POOL,) if data.view is not None else ("train", "val"):
+            n = len(shard_urls(data.layout, split))
+            if n < self.world_size:
+                raise ValueError(f"{split} has {n} shards for {self.world_size} ranks: every rank needs at least one "
                                  f"(write smaller shards, or use fewer ranks)")  # fmt: skip
-        if world.rank:  # masks and other draws differ across ranks; weights are rank 0's (DDP broadcast)
-            torch.manual_seed(cfg.seed + 1_000_003 * world.rank)
-        self.model = D.DataParallel(self.model, self.device)
-        self.store = _MainOnlyStore(self.store, world)
+        if self.world.rank:  # masks and other draws differ across ranks; weights are rank 0's (DDP broadcast)
+            torch.manual_seed(seed + 1_000_003 * self.world.rank)
 
-    @property
-    def global_batch(self) -> int:
-        return self.cfg.batch_size * self.world.world_size
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> D.DataParallel:
+        return D.DataParallel(model, device)
 
-    def load_resume(self) -> None:
-        super().load_resume()
-        saved = (self.resume or {}).get("global_batch")
-        if saved is not None and saved != self.global_batch:
-            raise ValueError(
-                f"resume_from was trained with a global batch of {saved} ({self.resume.get('world_size')} ranks x "
-                f"{saved // max(self.resume.get('world_size') or 1, 1)}); now {self.world.world_size} x "
-                f"{self.cfg.batch_size} = {self.global_batch}. Keep world_size x batch_size equal to resume."
-            )  # fmt: skip
+    def train_batches(self, loader: Iterable[dict]) -> Iterable[dict]:
+        return D.even_batches(loader)
 
-    def _loader(self, split: str, *, epoch: int, train: bool = False, **kwargs):
-        loader = super()._loader(split, epoch=epoch, train=train, **kwargs)
-        return D.even_batches(loader) if train else loader
-
-    def _schedule(self, optimizer, n_samples: int, epochs: int):
-        return super()._schedule(optimizer, math.ceil(n_samples / self.world.world_size), epochs)
-
-    def _state(self, *args) -> dict:
-        return {**super()._state(*args), "world_size": self.world.world_size, "global_batch": self.global_batch}
-
-    def _predict(self, split: str) -> Predictions:
+    def predictions(self, predict: Callable[[], Predictions], split: str) -> Predictions:
+        """Every rank's predictions of ``split``, on every rank."""
         try:
-            mine = super()._predict(split)
+            mine = predict()
         except ValueError:  # this rank's shards hold none of the kept videos
             mine = Predictions([], np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
         preds = D.gather_predictions(mine)
@@ -145,20 +103,25 @@ class DistributedRun(_Run):
             raise ValueError(f"no {split} predictions on any rank")
         return preds
 
-    def _validate(self) -> dict[str, float]:
-        flat = super()._validate()
-        if not D.same_everywhere(flat[self.cfg.monitor]):
-            raise RuntimeError(f"ranks disagree on {self.cfg.monitor} at epoch {self.progress.epoch}: "
-                               "early stopping would diverge")  # fmt: skip
-        return flat
+    def agree(self, value: float) -> bool:
+        return D.same_everywhere(value)
 
-    def finish(self, result: TrainResult) -> None:
-        """Rank 0 scores the best checkpoint on all of val and test, alone, after the group closes."""
+    def checkpoint_state(self, batch_size: int) -> dict[str, int]:
+        return {"world_size": self.world_size, "global_batch": batch_size * self.world_size}
+
+    def check_resume(self, state: dict, batch_size: int) -> None:
+        """A resumed run keeps the checkpoint's global batch: the schedule counts optimizer steps."""
+        saved, now = state.get("global_batch"), batch_size * self.world_size
+        if saved is not None and saved != now:
+            raise ValueError(
+                f"resume_from was trained with a global batch of {saved} ({state.get('world_size')} ranks x "
+                f"{saved // max(state.get('world_size') or 1, 1)}); now {self.world_size} x "
+                f"{batch_size} = {now}. Keep world_size x batch_size equal to resume."
+            )
+
+    def close(self) -> None:
+        """Leave the group: rank 0 then scores the best checkpoint on all of val and test, alone."""
         D.close_world()
-        if not self.world.is_main:
-            return
-        self.model = self.model.module if isinstance(self.model, D.DataParallel) else self.model
-        super().finish(result)
 
 
 def train_rank(cfg: TrainSettings, make_log: Callable[[], Logger] | None = None, *, backend: str = "auto",
@@ -172,14 +135,9 @@ def train_rank(cfg: TrainSettings, make_log: Callable[[], Logger] | None = None,
     try:
         cfg = per_rank_settings(cfg, world.world_size)
 
-        def make_run(c: TrainSettings, log: Logger) -> DistributedRun:
-            return DistributedRun(c, log, world)
-
-        if world.is_main:
-            log = make_log() if make_log is not None else SilentLogger()
-            return run_training(cfg, log=log, make_run=make_run, locked=locked)
-        _run_training(cfg, log=SilentLogger(), make_run=make_run)
-        return None
+        log = make_log() if world.is_main and make_log is not None else SilentLogger()
+        result = run_training(cfg, log=log, world=Ranked(world), locked=locked)
+        return result if world.is_main else None
     finally:
         D.close_world()
 

@@ -99,3 +99,22 @@ def test_the_split_puts_at_least_the_asked_identities_in_val(results):
 def test_each_seed_draws_its_external_set_from_its_own_slice(results):
     args = SimpleNamespace(seed=4, seeds=3)
     assert [results.external_slice(args, s) for s in (4, 5, 6)] == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_the_targets_table_holds_issue_22s_rows_against_their_variants(results):
+    """The paper's model (avff_nosignals) per lip-sync type against 0.90, the main variant against the hand-made
+    statistics measured in the same run, and its log loss against the prior's minus 0.05."""
+    rng = np.random.default_rng(1)
+    variants = ["avff", "avff_nosignals", "lip_sync", "sharpness"]
+    signal = {"avff": 4.0, "avff_nosignals": 0.0, "lip_sync": 4.0, "sharpness": 0.0}
+    per_seed = {s: {v: {"rows": (r := _rows(rng, signal[v], s)), "rows_last": r, "prior": 0.86, "val_identities": 10}
+                    for v in variants} for s in range(2)}  # fmt: skip
+    summary = results.summarise(per_seed, variants, 20, set(), {})
+    table = "\n".join(results._targets(summary, "avff"))
+    paper = [line for line in table.splitlines() if line.startswith("| the paper's model (`avff_nosignals`)")]
+    assert len(paper) == 3 and all(line.endswith("| no |") for line in paper)  # no signal: below 0.90
+    mine = next(line for line in table.splitlines() if line.startswith("| `avff`: lipsync_offset"))
+    assert "≥ the hand-made statistic (" in mine and "log loss, all" in table
+    without = results.summarise({s: {v: per_seed[s][v] for v in ("avff", "lip_sync")} for s in per_seed},
+                                ["avff", "lip_sync"], 20, set(), {})  # fmt: skip
+    assert "| not run | no |" in "\n".join(results._targets(without, "avff"))

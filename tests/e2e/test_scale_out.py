@@ -31,6 +31,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tests.processes import stop
+
 # its own deadlines (two Ray nodes at 300 s a start, two tries; the ingest 600 s) add up past pyproject's 900 s
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -165,11 +167,7 @@ class Namespace:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in self.procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)  # all were signalled first, so they stop together; this waits, then kills stragglers
         # Ray's own children (gcs, raylets, workers) live only in this namespace
         left = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True).stdout.split()
         for pid in left:

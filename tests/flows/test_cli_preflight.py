@@ -99,6 +99,43 @@ def test_a_deterministic_error_is_not_retried_but_a_blip_is():
     assert retry_unless_deterministic(None, None, Failed(data=OSError("connection reset")))
 
 
+def test_the_flows_tasks_that_touch_storage_retry_a_blip_twice_without_a_cache():
+    from prefect.cache_policies import NO_CACHE
+
+    from flows import evaluate, ingest
+    from flows.preflight import retry_unless_deterministic
+
+    tasks = {"scan-and-plan": ingest.scan_and_plan, "process-units": ingest.process_units,
+             "write-index": ingest.write_index, "shortcut-probes": evaluate.probe_model,
+             "score-videos": evaluate.score_videos}  # fmt: skip
+    for name, t in tasks.items():
+        assert t.name == name
+    for t in tasks.values():
+        assert (t.retries, t.retry_delay_seconds, t.cache_policy) == (2, [2, 10], NO_CACHE), t.name
+        assert t.retry_condition_fn is retry_unless_deterministic, t.name
+
+
+@pytest.mark.slow  # starts a Prefect server
+def test_a_retrying_task_retries_a_blip_but_not_a_config_error(prefect_server):
+    from flows.preflight import retrying_task
+
+    calls: list[type] = []
+
+    @retrying_task("flaky")
+    def flaky(error: type[Exception]) -> int:
+        calls.append(error)
+        if len(calls) < 3:
+            raise error("the same call may work again" if error is OSError else "it never will")
+        return len(calls)
+
+    fast = flaky.with_options(retry_delay_seconds=0)  # the retries and their condition stay
+    assert fast(OSError) == 3
+    calls.clear()
+    with pytest.raises(ConfigError, match="never"):
+        fast(ConfigError)
+    assert calls == [ConfigError]
+
+
 @pytest.mark.slow  # starts a Prefect server
 def test_an_ingest_of_a_folder_without_videos_scans_once(prefect_server, tmp_path):
     from prefect.client.orchestration import get_client

@@ -17,6 +17,7 @@ import torch
 
 from avff_model import AVFF, get_config
 from deployments.stack import free_port, wait_for_port
+from tests.processes import stop
 from storage.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -52,11 +53,7 @@ def page_server(tmp_path_factory):
         wait_for_port(port, proc, timeout=180, name="avff web")
         yield {"url": f"http://127.0.0.1:{port}/", "model": model, "small": small, "large": large, "sync_api": sync_api}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.seek(0)
         print(log.read()[-3000:])
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 
 from deployments.stack import free_port, wait_for_port
+from tests.processes import stop
 from storage import fs
 
 
@@ -46,12 +47,7 @@ def bucket(tmp_path_factory) -> str:
             yield f"s3://{name}"
             s3fs_class.clear_instance_cache()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _open_uploads(bucket: str) -> list:

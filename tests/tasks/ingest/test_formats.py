@@ -92,6 +92,7 @@ def test_each_format_ingests_in_both_clip_modes(case, tmp_path, detector):
         assert clip.frames.shape == (16, 64, 64, 3) and clip.detected_frac >= 0.5
         assert (clip.mel > SILENCE_LOG_MEL + 1).mean() > 0.5  # the speech survived the codec and the resampling
     for clip in native.clips:
+        assert clip.mel.shape == (128, 64)  # 4 columns per frame at any rate: one shape for the model
         np.testing.assert_allclose(np.diff(clip.frame_times), 1 / float(stored), atol=2e-3)
         assert clip.fps == pytest.approx(float(stored), rel=1e-3)
 

@@ -245,18 +245,18 @@ def test_augmentation_runs_in_train_loaders_only(layout, tmp_path):
         make_loader(layout, "val", batch_size=4, augment=aug)
     # run_training's own loaders: augmentation reaches the stage-2 train loader, never val/test
     from tasks.tracking.logger import InMemoryLogger
-    from tasks.train.run import _Run
+    from tasks.train.run import Run
     from tasks.train.settings import TrainSettings
 
     settings = TrainSettings(data=layout.root, output_dir=str(tmp_path), overrides={"num_slices": 2}, device="cpu",
                              video_augment=aug.video, audio_augment=aug.audio, shuffle_buffer=0, num_workers=0)  # fmt: skip
-    run = _Run(settings, InMemoryLogger())
+    run = Run(settings, InMemoryLogger())
     for split in ("val", "test"):
-        ev = _videos(run._loader(split, epoch=3))
+        ev = _videos(run.loader(split, epoch=3))
         ref = _videos(make_loader(layout, split, batch_size=8, shuffle=False))
         assert ev.keys() == ref.keys() and all(torch.equal(ev[k], ref[k]) for k in ev)
     ref = _videos(make_loader(layout, "train", batch_size=8, seed=0, epoch=0, shuffle_buffer=0))
-    stage1 = _videos(run._loader("train", epoch=0, train=True))  # stage 1 trains on clean clips
+    stage1 = _videos(run.loader("train", epoch=0, train=True))  # stage 1 trains on clean clips
     assert stage1.keys() == ref.keys() and all(torch.equal(stage1[k], ref[k]) for k in ref)
-    stage2 = _videos(run._loader("train", epoch=0, train=True, augment=True))
+    stage2 = _videos(run.loader("train", epoch=0, train=True, augment=True))
     assert stage2.keys() == ref.keys() and all(not torch.allclose(stage2[k], ref[k]) for k in ref)

@@ -313,6 +313,21 @@ def test_smaller_shards_are_never_enlarged():
     assert "\n" not in str(err.value)
 
 
+def test_native_rate_clips_mask_as_many_slices_as_their_audio_has_time_tokens():
+    """A native clip's 64 mel columns make 4 audio time tokens: 4 slices, not the preset's 8 (a config error
+    before); spread clips keep the preset's 8; an explicit num_slices is kept (and checked)."""
+    from tasks.train.data import InputShape
+    from tasks.train.run import resolve_model_config
+
+    native = InputShape(img_size=64, num_frames=16, n_mels=128, mel_frames=64)
+    assert resolve_model_config("tiny", {}, native).num_slices == 4
+    spread = InputShape(img_size=64, num_frames=16, n_mels=128, mel_frames=320)
+    assert resolve_model_config("tiny", {}, spread).num_slices == 8
+    assert resolve_model_config("tiny", {"num_slices": 2}, native).num_slices == 2
+    with pytest.raises(ValueError, match="num_slices <= audio time tokens"):
+        resolve_model_config("tiny", {"num_slices": 8}, native)
+
+
 @pytest.fixture(scope="module")
 def data_64px(tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("data64"))

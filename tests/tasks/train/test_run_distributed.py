@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from storage.checkpoint import load_checkpoint, resolve_checkpoint
+from storage.decision import read_decision
 from tasks.synthetic.shards import write_synthetic_shards
 from tasks.tracking.logger import JsonlLogger, read_jsonl_metrics
 from tasks.train.run_distributed import spawn, train_rank
@@ -95,6 +96,25 @@ def test_both_stages_run_under_ddp_and_the_adversarial_step_keeps_ranks_identica
     init = load_checkpoint(str(out / "checkpoints" / "epoch-0001")).weights
     assert any(k.startswith(("video_disc", "audio_disc")) for k in init)
     assert [r["stage"] for r in res.history] == ["pretrain", "classify"]
+
+
+def test_one_rank_trains_bit_for_bit_like_the_single_process_run(data, tmp_path, monkeypatch, assert_same_run):
+    """A rank is the same Run given another world (tasks.train.world): with one rank nothing else differs,
+    DDP and the gathering included (world_size 1 averages over one gradient, gathers one rank)."""
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    kw = dict(stages="both", pretrain_epochs=1, epochs=2, batch_size=8)
+    ref = run_training(_settings(data, tmp_path / "ref", **kw), log=JsonlLogger(path=str(tmp_path / "ref.jsonl")))
+    one = train_rank(_settings(data, tmp_path / "one", **kw), functools.partial(JsonlLogger, path=str(tmp_path / "one.jsonl")),
+                     backend="gloo", init_method=f"file://{tmp_path}/rendezvous")  # fmt: skip
+    assert_same_run(ref, one)
+    assert read_jsonl_metrics(str(tmp_path / "one.jsonl")) == read_jsonl_metrics(str(tmp_path / "ref.jsonl"))
+    assert read_decision(one.best_checkpoint) == read_decision(ref.best_checkpoint)
+    report = Path(one.report_path).read_text().replace(str(tmp_path / "one"), str(tmp_path / "ref"))
+    assert report == Path(ref.report_path).read_text()
+    # what a rank adds to a checkpoint: the global batch a resume must keep
+    ranked, plain = load_checkpoint(one.last_checkpoint).state, load_checkpoint(ref.last_checkpoint).state
+    assert (ranked["world_size"], ranked["global_batch"]) == (1, 8) and "global_batch" not in plain
 
 
 def _launch(data: str, out: Path, log: Path, **kw) -> subprocess.Popen:
