@@ -1,4 +1,4 @@
-"""``avff predict VIDEO... [--model avff-dfdc@latest|PATH] [--json]``."""
+"""``avff predict VIDEO... [--model avff-dfdc@champion|PATH] [--json]``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _add_predict(sub) -> None:
         description="FAKE / REAL per video with the model's own threshold; runs here, no flow run.",
     )
     p.add_argument("videos", nargs="+", help="video files to score")
-    p.add_argument("--model", default="avff-dfdc@latest", help=f"{MODEL_FORMS} (default: %(default)s)")
+    p.add_argument("--model", default="avff-dfdc@champion", help=f"{MODEL_FORMS} (default: %(default)s)")
     p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else http://127.0.0.1:5000")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per video on stdout")
