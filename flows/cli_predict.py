@@ -93,8 +93,10 @@ def _predict(args) -> int:
     from flows.cli_fields import refused
     from flows.preflight import ConfigError
 
-    try:  # the model's form before libraries load: a mistyped --model is one line at once
-        model_uri(args.model)
+    from flows.cli_registry import require_registered
+
+    try:  # the model's form, and that the registry holds it, before libraries load: one line at once
+        require_registered(args.model, args.tracking_uri)
     except ConfigError as e:
         return refused("predict", str(e))
     with contextlib.nullcontext() if getattr(args, "debug", False) else quiet_libraries():
