@@ -109,6 +109,10 @@ def test_a_dropped_video_shows_predicts_verdict_its_clips_and_faces(page_server,
     faces = page.query_selector_all("#timeline .clip img")
     # every face crop is a JPEG the browser decoded
     assert faces and all(img.evaluate("i => i.complete && i.naturalWidth > 0") for img in faces)
+    # the drop zone sits below the intro, not over it (an inline <label> with padding overlapped its text)
+    intro, drop = page.locator("p").first.bounding_box(), page.locator("#drop").bounding_box()
+    assert intro["y"] + intro["height"] <= drop["y"]
+    assert page.inner_text("#details").startswith(f"{video.name}: {len(clips)} clip{'' if len(clips) == 1 else 's'}, ")
 
     out = subprocess.run([sys.executable, "-m", "flows.cli", "predict", str(video), "--model", page_server["model"],
                           "--device", "cpu", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
