@@ -7,7 +7,8 @@ Reads the stack's addresses as every client does (``avff stack env``: ``$AVFF_HO
 ``AVFF_*_PORT`` variables) and the newest runs over the servers' REST APIs, then saves:
 
 - ``mlflow-runs.png``: experiment ``avff``'s runs in MLflow's model-training view;
-- ``mlflow-run.png``: the newest training run's overview (headline metrics and baselines first);
+- ``mlflow-run.png``: the newest training run's overview, its metrics searched for ``test_`` (the
+  headline metrics beside their baselines);
 - ``mlflow-model-version.png``: the model card of the version that run registered (skipped, and
   said, when the gate refused it);
 - ``prefect-ingest-run.png``, ``ingest-refused.png``, ``ingest-summary.png``: the newest
@@ -36,6 +37,7 @@ from tasks.tracking.ui import ml_view
 CHROMIUM = os.environ.get("AVFF_CHROMIUM", "/usr/bin/chromium")
 MAX_BYTES = 300_000
 VIEWPORT = {"width": 1400, "height": 900}
+HEADLINE_FILTER = "test_"  # the run page's metric search: test metrics and their baselines
 # MLflow's UI keeps its telemetry notice's dismissal in local storage (tasks/tracking/ui.py)
 MLFLOW_QUIET = "localStorage.setItem('mlflow.telemetry.info.alert.dismissed_v1', 'true');"
 
@@ -118,6 +120,9 @@ def mlflow_shots(s: Shooter, uri: str, experiment: str, model: str) -> None:
     s.save(page, "mlflow-runs.png")
     page = s.open(ml_view(f"{uri}/#/experiments/{eid}/runs/{rid}"), "Metrics", MLFLOW_QUIET)
     _close_mlflow_assistant(page)
+    # the overview lists metrics in first-logged order (the epoch curves); its search box shows the headline
+    page.get_by_placeholder("Search metrics").fill(HEADLINE_FILTER)
+    page.wait_for_timeout(1000)
     page.get_by_text("Metrics (", exact=False).first.scroll_into_view_if_needed()
     s.save(page, "mlflow-run.png")
     versions = model_versions(uri, model, rid)
