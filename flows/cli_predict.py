@@ -127,7 +127,7 @@ def _score_all(args) -> int:
             else:
                 print(f"{path}: {decision['verdict']}  P(FAKE) = {s.p_fake:.3f}, threshold {decision['threshold']:.3f}"
                       f"{'' if decision['threshold_source'] == 'model' else ' (default: the model carries none)'}  "
-                      f"({s.clips} clips, face in {s.face_frac:.0%} of sampled frames{_faces(s)})", flush=True)  # fmt: skip
+                      f"({s.clips} clip{'' if s.clips == 1 else 's'}, face in {s.face_frac:.0%} of sampled frames{_faces(s)})", flush=True)  # fmt: skip
     if failed:
         print(
             f"avff predict: {failed} of {len(args.videos)} videos could not be scored (reasons above)", file=sys.stderr

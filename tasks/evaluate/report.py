@@ -816,7 +816,9 @@ def write_training_report(run: ReportInputs) -> str:
     lines += _diagnosis_section(diagnosis)
     lines += test_lines
     if val_ci is not None:
-        how = f"{run.n_bootstrap} resamples of {_resampled(run, run.groups_val_video, len(np.asarray(run.y_val_video)))}"
+        how = (
+            f"{run.n_bootstrap} resamples of {_resampled(run, run.groups_val_video, len(np.asarray(run.y_val_video)))}"
+        )
         shown = (f"undefined ({_ci_undefined_why(run.y_val_video, run.groups_val_video)})" if math.isnan(val_ci[0])
                  else f"[{number(val_ci[0])}, {number(val_ci[1])}] ({how}, seed {run.seed})")  # fmt: skip
         lines += [f"Val video AUC {int(CI_LEVEL * 100)}% bootstrap CI {shown}.", ""]

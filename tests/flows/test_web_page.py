@@ -42,7 +42,9 @@ def _generated_videos(root: Path) -> tuple[Path, Path]:
 
     videos = []
     for name, size, seed in (("small", (128, 128), 0), ("large", (256, 256), 1)):
-        folder = make_dfdc_sample(root / name, n_real=1, parts=0, duration_s=4.0, size=size, seed=seed, manipulations=())
+        folder = make_dfdc_sample(
+            root / name, n_real=1, parts=0, duration_s=4.0, size=size, seed=seed, manipulations=()
+        )
         (video,) = json.loads((folder / "metadata.json").read_text())
         videos.append(folder / video)
     return videos[0], videos[1]
