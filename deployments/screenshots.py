@@ -38,8 +38,13 @@ CHROMIUM = os.environ.get("AVFF_CHROMIUM", "/usr/bin/chromium")
 MAX_BYTES = 300_000
 VIEWPORT = {"width": 1400, "height": 900}
 HEADLINE_FILTER = "test_"  # the run page's metric search: test metrics and their baselines
-# MLflow's UI keeps its telemetry notice's dismissal in local storage (tasks/tracking/ui.py)
-MLFLOW_QUIET = "localStorage.setItem('mlflow.telemetry.info.alert.dismissed_v1', 'true');"
+# MLflow 3.17's UI keeps in local storage its telemetry notice's dismissal (tasks/tracking/ui.py) and
+# whether its assistant panel opened once (it opens by itself on a first visit, over half the page)
+MLFLOW_QUIET = (
+    "localStorage.setItem('mlflow.telemetry.info.alert.dismissed_v1', 'true');"
+    "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
+    "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
+)
 
 
 def save_png(png: bytes, path: Path, max_bytes: int = MAX_BYTES) -> int:
@@ -102,10 +107,10 @@ class Shooter:
 
 
 def _close_mlflow_assistant(page) -> None:
-    """The run page opens MLflow 3.17's assistant side panel: close it when it is there."""
+    """MLflow 3.17 may open its assistant side panel (MLFLOW_QUIET asks it not to): close it when it is there."""
     panel = page.get_by_text("MLflow Assistant", exact=False)
     if panel.count():
-        close = page.locator("[aria-label='Close']").or_(page.get_by_role("button", name="Close"))
+        close = page.locator("[data-component-id='mlflow.assistant.chat_panel.close']")
         if close.count():
             close.first.click()
             page.wait_for_timeout(500)
@@ -117,6 +122,7 @@ def mlflow_shots(s: Shooter, uri: str, experiment: str, model: str) -> None:
         raise LookupError(f"no run in MLflow experiment {experiment!r} at {uri}: run the demo first")
     eid, rid, name = run["info"]["experiment_id"], run["info"]["run_id"], run["info"]["run_name"]
     page = s.open(ml_view(f"{uri}/#/experiments/{eid}/runs"), name, MLFLOW_QUIET)
+    _close_mlflow_assistant(page)
     s.save(page, "mlflow-runs.png")
     page = s.open(ml_view(f"{uri}/#/experiments/{eid}/runs/{rid}"), "Metrics", MLFLOW_QUIET)
     _close_mlflow_assistant(page)
