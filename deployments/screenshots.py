@@ -140,9 +140,9 @@ def mlflow_shots(s: Shooter, uri: str, experiment: str, model: str) -> None:
     s.save(page, "mlflow-model-version.png")
 
 
-def prefect_shots(s: Shooter, api: str) -> None:
+def prefect_shots(s: Shooter, api: str, flow_run_id: str | None = None) -> None:
     ui = api.removesuffix("/api")
-    run = newest_flow_run(api, "ingest-dfdc")
+    run = http_json(f"{api}/flow_runs/{flow_run_id}") if flow_run_id else newest_flow_run(api, "ingest-dfdc")
     page = s.open(f"{ui}/runs/flow-run/{run['id']}", "Artifacts")
     page.get_by_role("tab", name="Artifacts").or_(page.get_by_text("Artifacts", exact=True)).first.click()
     page.get_by_text("ingest-refused").first.wait_for(timeout=60_000)
@@ -173,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("docs/img"))
     p.add_argument("--video", type=Path, help="the video dropped on the page (default: a FAKE of data/sample)")
     p.add_argument("--sample", type=Path, default=Path("data/sample"), help="the demo's sample (for --video)")
+    p.add_argument(
+        "--ingest-run",
+        help="the ingest-dfdc flow run id to show (default: the newest; a rerun skips "
+        "complete shards, so the first shows the work)",
+    )
     p.add_argument("--experiment", default="avff")
     p.add_argument("--model", default="avff-dfdc")
     p.add_argument("--only", nargs="+", choices=("mlflow", "prefect", "web"), default=("mlflow", "prefect", "web"))
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             if "mlflow" in args.only:
                 mlflow_shots(s, stack.mlflow_uri, args.experiment, args.model)
             if "prefect" in args.only:
-                prefect_shots(s, stack.prefect_api)
+                prefect_shots(s, stack.prefect_api, args.ingest_run)
             if "web" in args.only:
                 web_shot(s, stack.web_url, args.video or demo_fake(args.sample))
         finally:
