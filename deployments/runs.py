@@ -160,10 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     headline = {k: round(v, 4) for k, v in summary["metrics"].items() if _HEADLINE.fullmatch(k)}
+    version = f" version {summary['model_version']}" if summary["model_version"] else ""  # not "version None"
     print(f"MLflow UI:      {summary['experiments_ui']}\n"
           f"MLflow run:     {summary['run_id']} ({summary['status']})  {summary['mlflow_ui']}\n"
           f"test metrics:   {headline}\n"
-          f"registry:       {summary['model']} version {summary['model_version']}: {summary['registry']}\n"
+          f"registry:       {summary['model']}{version}: {summary['registry']}\n"
           f"report:         {summary['report']}  (MLflow artifact {summary['report_artifact']})")  # fmt: skip
     return 0
 

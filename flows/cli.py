@@ -42,6 +42,7 @@ def _ingest(args) -> int:
         check_ingest_inputs(cfg.data, cfg.out, cfg.identity_map)
     except (ValidationError, ConfigError) as e:
         return flags.usage_error("ingest", e)
+    flow_console(args)
     from flows.ingest import ingest_dfdc
 
     print(json.dumps(ingest_dfdc(cfg), indent=2))
@@ -139,6 +140,17 @@ class _NoTraceback(logging.Formatter):
             record.exc_info, record.exc_text, record.stack_info = saved
 
 
+# commands whose checks run inside their own function, before the flow: Prefect (seconds to import) must wait
+# for them, so they call flow_console() once their preflight passed; predict, sample, stack and web run no flow
+CONSOLE_AFTER_PREFLIGHT = ("ingest", "evaluate", "predict", "sample", "stack", "web")
+
+
+def flow_console(args) -> None:
+    """Prefect's console without tracebacks (unless --debug), for a command about to run its flow."""
+    if not getattr(args, "debug", False):
+        _console_without_tracebacks()
+
+
 def _console_without_tracebacks() -> None:
     """Prefect prints a failed flow's traceback on the console; without --debug only its first line."""
     from prefect.logging.configuration import ensure_logging_setup
@@ -206,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # without PREFECT_API_URL a flow starts a temporary local server; on a busy machine it needs > 20 s
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    if not args.debug and args.command not in ("sample", "stack", "web"):
-        _console_without_tracebacks()
+    if args.command not in CONSOLE_AFTER_PREFLIGHT:  # train, cv, ablate: checked while parsing
+        flow_console(args)
     try:
         return commands[args.command][1](args)
     except KeyboardInterrupt:

@@ -33,12 +33,17 @@ def _add_evaluate(sub) -> None:
 
 def _evaluate(args) -> int:
     from flows.cli_fields import refused
+    from flows.cli_registry import require_registered
     from flows.preflight import ConfigError, check_evaluate_inputs
 
     try:  # before the flow's import and its run: a refused command leaves no failed run behind
         check_evaluate_inputs(args.data, args.model, args.out)
+        require_registered(args.model, args.tracking_uri)
     except ConfigError as e:
         return refused("evaluate", str(e))
+    from flows.cli import flow_console
+
+    flow_console(args)
     from flows.evaluate import EvaluateConfig, evaluate_avff
 
     cfg = EvaluateConfig(data=args.data, model=args.model, tracking_uri=args.tracking_uri,

@@ -1,4 +1,4 @@
-"""``avff predict VIDEO... [--model avff-dfdc@latest|PATH] [--json]``."""
+"""``avff predict VIDEO... [--model avff-dfdc@champion|PATH] [--json]``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _add_predict(sub) -> None:
         description="FAKE / REAL per video with the model's own threshold; runs here, no flow run.",
     )
     p.add_argument("videos", nargs="+", help="video files to score")
-    p.add_argument("--model", default="avff-dfdc@latest", help=f"{MODEL_FORMS} (default: %(default)s)")
+    p.add_argument("--model", default="avff-dfdc@champion", help=f"{MODEL_FORMS} (default: %(default)s)")
     p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else http://127.0.0.1:5000")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per video on stdout")
@@ -93,8 +93,10 @@ def _predict(args) -> int:
     from flows.cli_fields import refused
     from flows.preflight import ConfigError
 
-    try:  # the model's form before libraries load: a mistyped --model is one line at once
-        model_uri(args.model)
+    from flows.cli_registry import require_registered
+
+    try:  # the model's form, and that the registry holds it, before libraries load: one line at once
+        require_registered(args.model, args.tracking_uri)
     except ConfigError as e:
         return refused("predict", str(e))
     with contextlib.nullcontext() if getattr(args, "debug", False) else quiet_libraries():
@@ -125,7 +127,7 @@ def _score_all(args) -> int:
             else:
                 print(f"{path}: {decision['verdict']}  P(FAKE) = {s.p_fake:.3f}, threshold {decision['threshold']:.3f}"
                       f"{'' if decision['threshold_source'] == 'model' else ' (default: the model carries none)'}  "
-                      f"({s.clips} clips, face in {s.face_frac:.0%} of sampled frames{_faces(s)})", flush=True)  # fmt: skip
+                      f"({s.clips} clip{'' if s.clips == 1 else 's'}, face in {s.face_frac:.0%} of sampled frames{_faces(s)})", flush=True)  # fmt: skip
     if failed:
         print(
             f"avff predict: {failed} of {len(args.videos)} videos could not be scored (reasons above)", file=sys.stderr

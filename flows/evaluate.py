@@ -144,15 +144,16 @@ def probes_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _targets(data: str, log) -> list[tuple[str, str, str | None, str | None]]:
-    """(video_id, rel_path, label, manipulation) of every video to score: the labelled entries, then
-    the files with no metadata entry (scored and listed unlabelled, never silently skipped)."""
+def _targets(data: str, log) -> list[tuple[str, str, str | None, str | None, str]]:
+    """(video_id, rel_path, label, manipulation, group) of every video to score: the labelled entries, then
+    the files with no metadata entry (scored and listed unlabelled, never silently skipped). The group,
+    the AUC bootstrap's unit, is a REAL's id shared by its fakes (their metadata's ``original``)."""
     scan = scan_dfdc(data)
-    targets = [(e.video_id, e.rel_path, e.label, e.manipulation) for e in scan.entries]
+    targets = [(e.video_id, e.rel_path, e.label, e.manipulation, e.original or e.video_id) for e in scan.entries]
     for r in scan.rejected:
         if r.reason == UNLABELLED:
             log.warning("%s: scored, but unlabelled (not in the metrics)", r.error)
-            targets.append((video_id_of(r.rel_path), r.rel_path, None, None))
+            targets.append((video_id_of(r.rel_path), r.rel_path, None, None, video_id_of(r.rel_path)))
         else:
             log.warning("refused %s: %s", r.rel_path, r.error)
     return targets
@@ -168,9 +169,10 @@ def score_videos(data: str, uri: str) -> dict:
     pre = preprocess_for(scorer)
     rows = []
     with face_detector(pre) as det:
-        for i, (video_id, rel_path, label, manipulation) in enumerate(targets):
+        for i, (video_id, rel_path, label, manipulation, group) in enumerate(targets):
             s = score_video(os.path.join(data, rel_path), scorer, pre, det)
             rows.append({"video_id": video_id, "label": label, "manipulation": manipulation, "p_fake": s.p_fake,
+                         "group": group,
                          "verdict": verdict(s.p_fake, scorer.threshold)["verdict"], "clips": s.clips,
                          "reason": s.reason, "faces": len(s.face_p_fake)})  # fmt: skip
             if s.p_fake is None:

@@ -104,12 +104,12 @@ def gate_numbers(y, p, video_ids: Sequence[str], groups: Sequence[str], monitor:
     interval = (math.nan, math.nan)
     if n_groups >= 2:
         interval = M.percentile_interval(M.group_bootstrap(diff, g, n_resamples=n_bootstrap, seed=seed))
-    fallbacks = [f"half {h}: {why}" for h, why in enumerate(fit.reasons) if why]
-    if n_groups < 2:
-        fallbacks.append(
-            f"{n_groups} val group: nothing to cross-fit, the prior is the training prior {train_prior:.3f}"
-        )
-    note = "2-fold cross-fitted by group" + (f" ({'; '.join(fallbacks)})" if fallbacks else "")
+    if n_groups < 2:  # one half is empty: naming its calibration and the other's would read as a 2-fold fit
+        note = (f"{n_groups} val group: nothing to cross-fit, the prior is the training prior {train_prior:.3f} "
+                f"and the model's P(FAKE) is uncalibrated")  # fmt: skip
+    else:
+        fallbacks = [f"half {h}: {why}" for h, why in enumerate(fit.reasons) if why]
+        note = "2-fold cross-fitted by group" + (f" ({'; '.join(fallbacks)})" if fallbacks else "")
     return GateNumbers(float(value), float(prior), interval, n_groups, note)
 
 

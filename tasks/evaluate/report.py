@@ -598,6 +598,7 @@ def _test_ci_lines(run: ReportInputs, ci: tuple[float, float]) -> tuple[list[str
         f"({run.n_bootstrap} resamples of {_resampled(run, run.groups_test_video, n_vid)}, seed {run.seed})."
     ]
     if math.isnan(lo):
+        lines = [f"Test video AUC {number(v_auc)}, no bootstrap CI."]  # "CI [n/a, n/a] (200 resamples ...": none were
         w = f"the test video AUC CI is undefined ({_ci_undefined_why(run.y_test_video, run.groups_test_video)})."
     elif lo <= 0.5 <= hi:
         w = (
@@ -777,11 +778,15 @@ def _headline(run: ReportInputs, ci: tuple[float, float]) -> list[str]:
         verdict = f"the model **beats** the prior's log loss by {number(p_ll - ll)}"
     else:
         verdict = f"the model **does not beat** the prior's log loss ({_signed(ll - p_ll)})"
+    if math.isnan(ci[0]):  # the table says "interval undefined": the line above it says why, not how it was made
+        spread = f"no AUC interval ({_ci_undefined_why(run.y_test_video, run.groups_test_video)})"
+    else:
+        spread = (f"AUC interval: {int(CI_LEVEL * 100)} % bootstrap over "
+                  f"{'groups (a REAL and its fakes together)' if run.groups_test_video is not None else 'videos'}")  # fmt: skip
     return (
         [
             f"**Test, video level ({int(_num(m.get('n')))} videos, {int(_num(m.get('n_pos')))} FAKE):** {verdict}; "
-            f"AUC interval: {int(CI_LEVEL * 100)} % bootstrap over "
-            f"{'groups (a REAL and its fakes together)' if run.groups_test_video is not None else 'videos'}.",
+            f"{spread}.",
             "",
         ]
         + _table(["test video", "model", "prior baseline", "majority baseline"], rows)
@@ -811,14 +816,12 @@ def write_training_report(run: ReportInputs) -> str:
     lines += _diagnosis_section(diagnosis)
     lines += test_lines
     if val_ci is not None:
+        how = (
+            f"{run.n_bootstrap} resamples of {_resampled(run, run.groups_val_video, len(np.asarray(run.y_val_video)))}"
+        )
         shown = (f"undefined ({_ci_undefined_why(run.y_val_video, run.groups_val_video)})" if math.isnan(val_ci[0])
-                 else f"[{number(val_ci[0])}, {number(val_ci[1])}]")  # fmt: skip
-        lines += [
-            f"Val video AUC {int(CI_LEVEL * 100)}% bootstrap CI {shown} "
-            f"({run.n_bootstrap} resamples of {_resampled(run, run.groups_val_video, len(np.asarray(run.y_val_video)))}, "
-            f"seed {run.seed}).",
-            "",
-        ]
+                 else f"[{number(val_ci[0])}, {number(val_ci[1])}] ({how}, seed {run.seed})")  # fmt: skip
+        lines += [f"Val video AUC {int(CI_LEVEL * 100)}% bootstrap CI {shown}.", ""]
     if run.calibration is not None:
         lines += _calibration_section(run.calibration)
     lines += _recommendations(run, diagnosis, test_ci, val_ci)

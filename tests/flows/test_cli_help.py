@@ -45,7 +45,9 @@ def test_top_level_help_says_which_commands_are_flow_runs():
     assert "predict, sample, stack and web start no flow run" in text
 
 
-@pytest.mark.parametrize(("command", "default"), [("predict", "avff-dfdc@latest"), ("evaluate", "avff-dfdc@champion")])
+@pytest.mark.parametrize(
+    ("command", "default"), [("predict", "avff-dfdc@champion"), ("evaluate", "avff-dfdc@champion")]
+)
 def test_model_help_shows_the_default_and_the_forms(command, default):
     parser, _ = build_parser()
     text = " ".join(_subparsers(parser)[command].format_help().split())

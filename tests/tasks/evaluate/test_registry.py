@@ -90,6 +90,9 @@ def test_a_val_of_one_group_meets_the_training_prior_not_a_coin_flip_and_has_no_
     assert numbers.groups == 1 and all(math.isnan(x) for x in numbers.interval)
     assert "no interval: val holds too few groups" in gate.headline()
     assert "1 val group: nothing to cross-fit, the prior is the training prior 0.860" in gate.reason
+    # the demo's reason also said "2-fold cross-fitted by group (half 0: val holds one class only (0 clips, ...":
+    # a fit of an empty half, contradicting "nothing to cross-fit"
+    assert "uncalibrated" in gate.reason and "2-fold" not in gate.reason and "half 0" not in gate.reason
 
 
 def test_cross_fit_prior_shrinks_towards_the_given_prior_with_two_clips_weight():

@@ -266,6 +266,9 @@ def test_an_interval_from_one_group_is_undefined_never_a_passed_check():
     text = write_training_report(dataclasses.replace(run, groups_test_video=one, y_val_video=run.y_test_video,
                                                      p_val_video=run.p_test_video, groups_val_video=one))  # fmt: skip
     assert "1.000 (interval undefined)" in text.split("## ")[0]
+    # the headline said "AUC interval: 95 % bootstrap over groups" above a table saying there is none
+    assert "no AUC interval (40 videos in 1 group" in text.split("## ")[0] and "AUC interval: " not in text
+    assert "CI [n/a, n/a]" not in text and "resamples of 1 group" not in text
     assert "the test video AUC CI is undefined (40 videos in 1 group" in text
     assert "Val video AUC 95% bootstrap CI undefined (40 videos in 1 group" in text
     recs = text.split("## Recommendations")[1]
