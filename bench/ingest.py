@@ -246,7 +246,9 @@ def run(videos: list[Path], copies: int, reps: int, ray_workers: list[int], crop
 
 def _ratios(med: dict[str, float], stages: dict[str, dict[str, float]]) -> dict[str, float]:
     """The command over the limits and baselines measured in this run, and orchestration's share."""
-    out = {f"{k}_over_{base}": med[k] / med[base] for k in stages for base in ("nonref", "full", "naive") if base in med}
+    out = {
+        f"{k}_over_{base}": med[k] / med[base] for k in stages for base in ("nonref", "full", "naive") if base in med
+    }
     if "process_unit" in med and "cli" in med:
         out["process_unit_over_cli"] = med["process_unit"] / med["cli"]
     if "cli" in stages:
@@ -260,7 +262,9 @@ def _run_facts(run: dict, name: str) -> dict:
             ("self_cpu", run["self_cpu"]), ("server_cpu", run["cpu"] - run["self_cpu"]), ("wall", run["wall"]))}  # fmt: skip
 
 
-def _summary(videos: list[Path], copies: int, per: dict, stage_runs: dict, fanout: list[dict], cli_runs: list[dict]) -> dict:
+def _summary(
+    videos: list[Path], copies: int, per: dict, stage_runs: dict, fanout: list[dict], cli_runs: list[dict]
+) -> dict:
     med = {k: statistics.median(v) for k, v in per.items()}
     stages = {key: {k: statistics.median(r[k] for r in runs) for k in BREAKDOWN} for key, runs in stage_runs.items()}
     ranges = {k: [min(v), max(v)] for k, v in per.items()}
@@ -277,8 +281,13 @@ def _summary(videos: list[Path], copies: int, per: dict, stage_runs: dict, fanou
         "ratios": _ratios(med, stages),
         "ray_fanout": fanout,
         "cli_runs": cli_runs,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},  # fmt: skip
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_avg": os.getloadavg(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        },  # fmt: skip
     }
 
 

@@ -17,7 +17,16 @@ from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, 
 from tasks.ingest.faces import FaceDetector, FaceTrack, crop_track, track_faces
 from tasks.ingest.landmarks import LandmarkFaceDetector, LandmarkTrack, align, crop_landmarks, find_landmarks, mouth_box
 from tasks.ingest.stages import stage
-from tasks.ingest.video import HWACCELS, Limits, VideoError, VideoInfo, nearest_frames, presented_times, probe, read_frames
+from tasks.ingest.video import (
+    HWACCELS,
+    Limits,
+    VideoError,
+    VideoInfo,
+    nearest_frames,
+    presented_times,
+    probe,
+    read_frames,
+)
 
 
 @dataclass(frozen=True)
@@ -191,7 +200,11 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
     with stage("probe"):
         info = probe(path, cfg.limits)
     duration = min(info.duration, cfg.limits.read_seconds) if np.isfinite(info.duration) else cfg.limits.read_seconds
-    plan = _native_plan(path, info, cfg, duration) if cfg.clip_mode == "native" else _spread_plan(path, info, cfg, duration)
+    plan = (
+        _native_plan(path, info, cfg, duration)
+        if cfg.clip_mode == "native"
+        else _spread_plan(path, info, cfg, duration)
+    )
     times, picks = _unique_times(plan.wanted)  # (N,) sorted, (C, T) into times
 
     with stage("audio"):
@@ -211,7 +224,9 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
     if not any(on_time):
         raise _off_stream(path, info, times, got, cfg.max_frame_error_s)
     try:
-        tracks = track_faces(frames, detector, cfg.smooth_window, cfg.max_faces, cfg.min_track_frac)  # stages: detect, refine, faces
+        tracks = track_faces(
+            frames, detector, cfg.smooth_window, cfg.max_faces, cfg.min_track_frac
+        )  # stages: detect, refine, faces
     except ValueError as e:
         raise VideoError("no_face", f"{path}: {e}") from e
     track = tracks[0]  # the main face: what a single-face ingest keeps
@@ -412,4 +427,3 @@ def _off_stream(path: str, info: VideoInfo, times: np.ndarray, got: np.ndarray, 
         "frame_gap",
         f"{path}: no frame within {tol}s of {times[worst]:.2f}s (nearest at {got[worst]:.2f}s) in every clip",
     )
-

@@ -42,13 +42,24 @@ STAGES: tuple[Stage, ...] = (
     Stage("mel", "log-mel spectrogram (tasks.ingest.audio.log_mel)"),
     Stage("detect", "first look: full-range BlazeFace on the downscaled frame, tiles, brightened retry"),
     Stage("refine", "second look: short-range BlazeFace around the last box (FaceDetector.refine)"),
-    Stage("faces", "every face beyond the main one: probe detections, others followed (tasks.ingest.faces.track_faces)",
-          whole=True, only="max_faces > 1"),  # fmt: skip
-    Stage("landmarks", "face mesh per frame + alignment (tasks.ingest.landmarks.find_landmarks, align)",
-          only="crop=landmarks"),  # fmt: skip
+    Stage(
+        "faces",
+        "every face beyond the main one: probe detections, others followed (tasks.ingest.faces.track_faces)",
+        whole=True,
+        only="max_faces > 1",
+    ),  # fmt: skip
+    Stage(
+        "landmarks",
+        "face mesh per frame + alignment (tasks.ingest.landmarks.find_landmarks, align)",
+        only="crop=landmarks",
+    ),  # fmt: skip
     Stage("crop", "face crops resized to face_size (faces.crop_track; landmarks.crop_landmarks)"),
-    Stage("labels", "a fake's faces told apart: the original decoded and compared (tasks.ingest.face_labels)",
-          whole=True, only="a fake with several faces and its original"),  # fmt: skip
+    Stage(
+        "labels",
+        "a fake's faces told apart: the original decoded and compared (tasks.ingest.face_labels)",
+        whole=True,
+        only="a fake with several faces and its original",
+    ),  # fmt: skip
     Stage("jpeg", "JPEG encoding of every stored frame (storage.shard_schema.encode_jpeg)"),
     Stage("write", "mel .npy, meta .json, tar members to the shard (ShardWriter.write)"),
 )

@@ -88,7 +88,10 @@ def test_the_benchmark_breakdown_is_the_stage_table_plus_what_lies_around_it(ben
 def test_the_benchmark_breakdown_adds_up_to_the_command(bench):
     """The rows of a run sum to its CPU time: the command's own process beyond its units is the
     flow, its children (the temporary Prefect server) the server."""
-    videos = [{"cpu_seconds": {"decode": 1.0, "convert": 0.25, OTHER: 0.05}}, {"cpu_seconds": {"decode": 0.9, "jpeg": 0.1}}]
+    videos = [
+        {"cpu_seconds": {"decode": 1.0, "convert": 0.25, OTHER: 0.05}},
+        {"cpu_seconds": {"decode": 0.9, "jpeg": 0.1}},
+    ]
     run = {"cpu": 3.5, "self_cpu": 3.0, "records": [{"cpu_seconds": 2.5, "videos": videos}]}
     rows = bench.breakdown(run)
     assert rows["decode"] == pytest.approx(1.9) and rows[bench.UNIT] == pytest.approx(0.2)
