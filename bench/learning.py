@@ -20,6 +20,7 @@ Experiments (each a function, each a table in the written report):
          sync margin (video reconstruction error on mouth tokens, hidden slices filled by A2V of another
          clip's audio minus of the clip's own audio; > 0 = stage 1 uses the audio); stage 2 from it.
   ids    cause 2: identities x steps learning curve, train vs held-out AUC.
+  margin:DIR  cause 3 on a stage-1 run made elsewhere (bench/results.py's seedN/pretrain): its sync margin.
 """
 
 from __future__ import annotations
@@ -280,8 +281,33 @@ QUICK = Plan(ids=32, test_ids=16, pretrain_ids=16, steps=20, head_steps=50, s1_s
              evals=(10,))  # fmt: skip
 
 
+def stage1_margin(root: Path, raw: dict) -> dict:
+    """The sync margin of a stage-1 output folder's last checkpoint (``model_config.json`` and
+    ``checkpoints/``, e.g. bench/results.py's ``seedN/pretrain``: its own config, its own w_sync) beside
+    the same config at random init, on the REAL clips of ``raw`` (the pretrain pool)."""
+    from safetensors.torch import load_file
+
+    from avff_model.config import AVFFConfig
+    from storage.checkpoint import WEIGHTS, resolve_checkpoint
+
+    cfg = AVFFConfig(**json.loads((root / "model_config.json").read_text()))
+    pre = Clips.of(raw)
+    pre = pre.subset((pre.label == 0).nonzero().flatten())
+    mouth = mouth_positions(pre, cfg)
+    torch.manual_seed(0)
+    rand, trained = AVFF(cfg), AVFF(cfg)
+    state = load_file(str(Path(resolve_checkpoint(str(root / "checkpoints" / "last.json"))) / WEIGHTS))
+    missing, _ = trained.load_state_dict(state, strict=False)
+    if [k for k in missing if k.startswith(("video_", "audio_", "a2v", "v2a"))]:
+        raise ValueError(f"{root}: the checkpoint lacks encoder or cross-modal weights: {missing[:4]}")
+    return {"stage1": str(root), "w_sync": cfg.w_sync, "w_cross": cfg.w_cross,
+            "random init": sync_margin(rand, pre, mouth), "stage 1": sync_margin(trained, pre, mouth)}  # fmt: skip
+
+
 def run(exp: str, plan: Plan, cache: str, head: str, tubelet: int) -> dict:
     """One experiment (see the module docstring) -> its results."""
+    if exp.startswith("margin:"):  # cause 3 on a stage-1 run made elsewhere (no training here)
+        return stage1_margin(Path(exp.split(":", 1)[1]), cached_clips(cache, "pretrain", plan.pretrain_ids))
     raw_train = cached_clips(cache, "train", max(plan.ids, *plan.ids_curve))
     train, test = Clips.of(raw_train, plan.ids), Clips.of(cached_clips(cache, "external", plan.test_ids))
     mouth = mouth_positions(train, build(tubelet=tubelet).cfg)
@@ -379,6 +405,16 @@ def report(results: Path) -> str:
                     out.append(_row(f"{head} on frozen {key} features", h))
         for r in sync.get("stage 2 from stage 1", []):
             out.append(_row(f"avff_agree end to end from stage 1, step {r['step']}", r))
+    margins = sorted(results.glob("margin-*.json"))
+    if margins:
+        out += ["", "Stage 1 of the pipeline benchmark (`bench/learning.py margin:DIR` on bench/results.py's "
+                "`seedN/pretrain`: 100 identities, 8 epochs, batch 8, ingested clips), its sync margin on this "
+                "page's pretrain clips:", "", "| stage-1 run | random init | after stage 1 |", "|---|---|---|"]  # fmt: skip
+        for f in margins:
+            m = load(f.name)
+            cells = [f"{m[k]['margin']:.2e} [{m[k]['lo']:.2e}, {m[k]['hi']:.2e}]" for k in ("random init", "stage 1")]
+            name = f"{Path(m['stage1']).parent.name}, w_sync={m['w_sync']:g}, w_cross={m['w_cross']:g}"
+            out.append(f"| {name} | {cells[0]} | {cells[1]} |")
     ids = sorted(results.glob("ids_avff_agree_t2_ids*.json"))
     if ids:
         out += ["", "## Cause 2: identities (avff_agree, trained end to end)", "", _HEADER]
@@ -434,7 +470,8 @@ def main(argv: list[str] | None = None) -> None:
                **run(exp, plan, args.cache, args.head, args.tubelet)}  # fmt: skip
         res["seconds"] = round(time.time() - t0)
         tag = "_quick" if args.quick else f"_ids{'-'.join(map(str, plan.ids_curve))}" if exp == "ids" else ""
-        name = f"{exp.replace(':', '-')}_{args.head}_t{args.tubelet}{tag}.json"
+        stem = f"margin-{Path(exp[7:]).resolve().parent.name}" if exp.startswith("margin:") else exp.replace(":", "-")
+        name = f"{stem}_{args.head}_t{args.tubelet}{tag}.json"
         (out / name).write_text(json.dumps(res, indent=1))
         print("wrote", out / name, flush=True)
 
