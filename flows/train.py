@@ -42,7 +42,7 @@ from tasks.tracking.mlflow_adapter import MLflowLogger, param_value, use_experim
 from tasks.train.progress import ProgressLog
 from tasks.evaluate.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
 from tasks.evaluate.metric_names import monitor_mode
-from storage.decision import Decision
+from storage.decision import Decision, ingest_preprocess
 from tasks.serve.scorer import log_pyfunc_model
 from tasks.tracking.logger import flatten_params
 from tasks.train.run import TrainResult, run_training, training_lock
@@ -68,14 +68,6 @@ def run_tags(config: TrainSettings) -> dict[str, str]:
         tags["mlflow.source.git.commit"] = commit
         tags["git_commit"] = commit
     return tags
-
-
-def ingest_preprocess(data: str) -> dict | None:
-    """The PreprocessConfig ingest used for these shards, so `avff predict` can repeat it exactly."""
-    path = fs.IngestLayout(data).config
-    if not fs.exists(path):
-        return None
-    return json.loads(fs.read_bytes(path)).get("preprocess")
 
 
 def check_inputs(config: TrainSettings, *, splits: bool = True) -> None:

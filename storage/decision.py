@@ -9,7 +9,9 @@ before Platt) is a = 1 / T, b = 0; a file with neither (before calibration exist
 without one, scores with the identity a = 1, b = 0.
 
 Training writes it and serving reads it, so the format lives here, below both; the rule that
-applies it is :mod:`tasks.serve.decision`.
+applies it is :mod:`tasks.serve.decision`. Beside it, ``preprocess.json``: the ingest's
+PreprocessConfig (as a dict) of the shards the model trained on, so a scorer loaded from the
+checkpoint repeats that preprocessing (clip mode, crop, frame rate) instead of the defaults.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass
 from storage import fs
 
 DECISION_FILE = "decision.json"
+PREPROCESS_FILE = "preprocess.json"  # also the name the registered pyfunc model carries it under
 
 
 @dataclass(frozen=True)
@@ -60,3 +63,22 @@ def read_decision(directory: str) -> Decision | None:
     """The decision stored in ``directory``, None when it holds none."""
     uri = fs.join(directory, DECISION_FILE)
     return Decision.from_json(json.loads(fs.read_bytes(uri))) if fs.exists(uri) else None
+
+
+def write_preprocess(directory: str, preprocess: dict) -> str:
+    """``<directory>/preprocess.json``; returns its URI."""
+    uri = fs.join(directory, PREPROCESS_FILE)
+    fs.atomic_write_bytes(uri, json.dumps(preprocess, indent=2, sort_keys=True).encode())
+    return uri
+
+
+def read_preprocess(directory: str) -> dict | None:
+    """The preprocessing stored in ``directory``, None when it holds none."""
+    uri = fs.join(directory, PREPROCESS_FILE)
+    return json.loads(fs.read_bytes(uri)) if fs.exists(uri) else None
+
+
+def ingest_preprocess(data: str) -> dict | None:
+    """The PreprocessConfig ingest wrote with the shards under ``data`` (its ingest_config.json), if any."""
+    path = fs.IngestLayout(data).config
+    return json.loads(fs.read_bytes(path)).get("preprocess") if fs.exists(path) else None

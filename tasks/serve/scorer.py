@@ -29,14 +29,14 @@ import torch
 
 from avff_model import AVFF, AVFFConfig
 from storage import fs
-from storage.decision import DECISION_FILE, Decision, read_decision
+from storage.decision import DECISION_FILE, PREPROCESS_FILE, Decision, read_decision, read_preprocess
 from storage.checkpoint import WEIGHTS, CheckpointError, load_weights, resolve_checkpoint
 
 WEIGHTS_ARTIFACT = "weights"
 CONFIG_ARTIFACT = "config"
 PREPROCESS_ARTIFACT = "preprocess"  # the ingest PreprocessConfig the model was trained on
 DECISION_ARTIFACT = "decision"  # storage.decision.Decision: the calibration and P(FAKE) >= t is a FAKE verdict
-CONFIG_FILE, PREPROCESS_FILE = "model_config.json", "preprocess.json"
+CONFIG_FILE = "model_config.json"
 # the models-from-code entry point MLflow executes at load time; written at log time so that
 # no importable module of ours has the side effect of calling set_model
 _ENTRY = "import mlflow\nfrom tasks.serve.pyfunc_model import AVFFPyfunc\n\nmlflow.models.set_model(AVFFPyfunc())\n"
@@ -192,6 +192,7 @@ def load_model(uri_or_path: str, device: str = "auto") -> Scorer:
     decision = read_decision(directory)  # beside a training run's best checkpoint
     if decision is not None:
         scorer.use_decision(decision)
+    scorer.preprocess = read_preprocess(directory)  # the ingest's preprocessing, written beside it
     return scorer
 
 

@@ -30,7 +30,7 @@ from tasks.evaluate import calibration as C
 from tasks.evaluate import metrics as M
 from tasks.evaluate import plots
 from tasks.evaluate.metric_names import CALIBRATION_MAP, TEST, best_key, key
-from storage.decision import Decision, write_decision
+from storage.decision import Decision, ingest_preprocess, write_decision, write_preprocess
 from tasks.tracking.logger import Logger
 from tasks.train.engine import Predictions
 
@@ -211,6 +211,13 @@ def keep_decision(checkpoint: str, threshold: float | None, criterion: str, plat
     predict --model out/checkpoints/best.json``) applies the calibration and the val threshold."""
     crit = criterion if threshold is not None else "default"
     return write_decision(checkpoint, Decision(threshold, crit, platt.slope, platt.intercept))
+
+
+def keep_preprocess(checkpoint: str, data: str) -> str | None:
+    """``preprocess.json`` (the ingest's preprocessing of ``data``) beside the best checkpoint's decision,
+    so a scorer loaded from the checkpoint repeats it (clip mode, crop, rate); None when ``data`` has none."""
+    preprocess = ingest_preprocess(data)
+    return write_preprocess(checkpoint, preprocess) if preprocess is not None else None
 
 
 def plots_dir(output_dir: str, scratch: Path) -> Path:

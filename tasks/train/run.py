@@ -726,6 +726,7 @@ def finish_run(run: Run, result: TrainResult) -> TrainResult:
     scored = finish.score_best(raw["val"], raw["test"], train, enabled=cfg.calibrate, criterion=cfg.threshold_criterion)
     finish.log_scored(run.log, scored, cfg.monitor, best_epoch)
     finish.keep_decision(best, scored.threshold, cfg.threshold_criterion, scored.calibration.platt)
+    finish.keep_preprocess(best, cfg.data)
     predictions = finish.write_predictions(cfg.output_dir, {"val": scored.val, "test": scored.test})
     published = run.render(scored, raw["test"], gate)
     run.upload(predictions)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from storage import fs
+from tasks.ingest.preprocess import PreprocessConfig
 from tasks.tracking.logger import InMemoryLogger
 from tasks.train.data import infer_input_shape, make_loader
 from tasks.train.run import run_training
@@ -28,3 +29,11 @@ def test_ingest_output_trains_with_the_tiny_preset(ingested, tmp_path):
     result = run_training(TrainSettings(data=str(ingested), output_dir=str(tmp_path), stages="classify", epochs=1,
                                         batch_size=8, device="cpu", report_bootstrap=20, num_workers=0), log=InMemoryLogger())  # fmt: skip
     assert result.report_path and "test_video_auc" in result.test_metrics
+    # `avff predict --model <output_dir>/checkpoints/best.json` repeats the ingest's preprocessing (clip mode,
+    # crop, rate), not the defaults matched to the input shape: a native-rate or landmark model needs it
+    from tasks.serve.predict import preprocess_for
+    from tasks.serve.scorer import load_model
+
+    scorer = load_model(str(tmp_path / "checkpoints" / "best.json"), device="cpu")
+    assert scorer.preprocess == ingest["preprocess"]
+    assert preprocess_for(scorer).to_dict() == PreprocessConfig.from_dict(ingest["preprocess"]).to_dict()
