@@ -11,8 +11,10 @@ features with a structural prior, and add their logit to the fusion head's:
   standardised over time and correlated at lags -L..L frames. A clip whose mouth moves with its
   own sound correlates at lag 0; moved, swapped or unrelated audio does not. With ``lips``, the
   same lagged correlation between the mouth's opening and width from face landmarks (each clip's
-  ``lips``, :func:`avff_model.inputs.clip_lips`) and two learned channels of its sound: on real faces
-  the landmarks' opening follows speech where the mouth region's pixels barely do (docs/results.md).
+  ``lips``, :func:`avff_model.inputs.clip_lips`) and the sound's loudness, each on its own, with no
+  learned weight before the head: on real faces the landmarks' opening follows speech where the
+  mouth region's pixels barely do, and a learned sound channel fitted to 12 people did not carry to
+  others (docs/results.md, "Real footage").
 - :class:`TextureBranch` (visual): a learned 3x3 filter bank on the grey frames, its log energy
   inside the face ellipse and in the border around it, and the colour difference between the
   two. Blur, resampling and blending seams change the inside but not the border.
@@ -28,6 +30,7 @@ from torch import nn
 
 from .crop_geometry import FACE_CENTRE, FACE_RADII, MOUTH_BOX, pixel_slices
 from .fusion import frame_shift, time_overlap
+from .inputs import AUDIO_MEAN, AUDIO_STD
 
 MOUTH_GRID = (8, 16)  # the mouth region pooled to this many (rows, columns)
 LIP_CHANNELS = 2  # a clip's lips per frame: the mouth's opening and width (tasks/ingest/landmarks.lip_shape)
@@ -82,9 +85,15 @@ def frames_of_sound(audio: torch.Tensor, frames: int) -> torch.Tensor:
     return torch.einsum("bft,kt->bkf", audio[:, 0], weights.to(audio.dtype))  # (B, T, F)
 
 
+def loudness(sound: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) normalised log-mel per frame (:func:`frames_of_sound`) -> (B, T, 1) its log energy:
+    the log of the summed mel power, as the hand-made statistic's loudness (tasks/evaluate/handmade.py)."""
+    return torch.logsumexp(sound.float() * (2.0 * AUDIO_STD) + AUDIO_MEAN, dim=-1, keepdim=True).to(sound.dtype)
+
+
 class SyncBranch(nn.Module):
     """video (B, 3, T, H, W), audio (B, 1, F, Tm) -> (B, 2 * lags + 1 + D) lip-sync features, and with
-    ``lips`` another (2 * lags + 1 + LIP_CHANNELS) from the landmarks' mouth opening and width."""
+    ``lips`` another LIP_CHANNELS * (2 * lags + 1) from the landmarks' mouth opening and width."""
 
     def __init__(self, n_mels: int, dim: int = 16, hidden: int = 32, lags: int = 3, lips: bool = False):
         super().__init__()
@@ -94,11 +103,8 @@ class SyncBranch(nn.Module):
         self.mouth = nn.Sequential(nn.Linear(MOUTH_GRID[0] * MOUTH_GRID[1], hidden), nn.GELU(),
                                    nn.Linear(hidden, dim, bias=False))  # fmt: skip
         self.sound = nn.Sequential(nn.Linear(n_mels, hidden), nn.GELU(), nn.Linear(hidden, dim, bias=False))
-        self.lip_sound = None  # the sound's two channels that the lips' opening and width are compared with
-        if lips:
-            self.lip_sound = nn.Sequential(nn.Linear(n_mels, hidden), nn.GELU(),
-                                           nn.Linear(hidden, LIP_CHANNELS, bias=False))  # fmt: skip
-        self.out_dim = 2 * lags + 1 + dim + (2 * lags + 1 + LIP_CHANNELS if lips else 0)
+        self.lips = lips
+        self.out_dim = 2 * lags + 1 + dim + (LIP_CHANNELS * (2 * lags + 1) if lips else 0)
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None,
                 lips: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
@@ -109,12 +115,14 @@ class SyncBranch(nn.Module):
         za = _standardise(self.sound(sound), dim=1)  # (B, T, D)
         per_channel = (zv * za).mean(dim=1)  # (B, D) lag-0 correlation of each channel
         out = [lagged_correlation(zv, za, self.lags), per_channel]
-        if self.lip_sound is not None:
+        if self.lips:
             if lips is None:
                 lips = video.new_zeros(video.shape[0], video.shape[2], LIP_CHANNELS)
-            zl = _standardise(lips.to(video.dtype), dim=1, eps=LIP_EPS)  # (B, T, 2); a still mouth stays 0
-            zs = _standardise(self.lip_sound(sound), dim=1)  # (B, T, 2)
-            out += [lagged_correlation(zl, zs, self.lags), (zl * zs).mean(dim=1)]  # (B, 2L + 1), (B, 2)
+            zl = _standardise(lips.to(sound.dtype), dim=1, eps=LIP_EPS)  # (B, T, 2); a still mouth stays 0
+            zs = _standardise(loudness(sound), dim=1)  # (B, T, 1)
+            out += [
+                lagged_correlation(zl[..., c : c + 1], zs, self.lags) for c in range(LIP_CHANNELS)
+            ]  # 2 x (B, 2L + 1)
         return torch.cat(out, dim=1)  # (B, out_dim)
 
 

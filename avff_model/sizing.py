@@ -55,9 +55,8 @@ def _signals(cfg: AVFFConfig) -> int:
     if sync:
         n += (mouth + 1) * hidden + hidden * dim + (cfg.n_mels + 1) * hidden + hidden * dim  # last layers: no bias
         out += 2 * lags + 1 + dim
-        if cfg.sync_lips:  # the sound's lip channels (SyncBranch.lip_sound) and their lagged correlations
-            n += (cfg.n_mels + 1) * hidden + hidden * LIP_CHANNELS
-            out += 2 * lags + 1 + LIP_CHANNELS
+        if cfg.sync_lips:  # each lip channel's lagged correlation with the loudness: no weights
+            out += LIP_CHANNELS * (2 * lags + 1)
     if texture:
         n, out = n + 9 * filters, out + 3 * filters + 3
     return n + _mlp_head(out, cfg.head_hidden) if out else 0
@@ -130,7 +129,7 @@ def _signals_bytes(cfg: AVFFConfig, batch: int) -> int:
             + cfg.n_mels
             + 2 * hidden
             + 2 * dim
-            + (hidden + 2 * LIP_CHANNELS if cfg.sync_lips else 0)
+            + (3 * LIP_CHANNELS + 1 if cfg.sync_lips else 0)
         )
     return out
 
