@@ -11,18 +11,24 @@
 If a statistic separates REAL from a fake type and a learned model does not, the signal
 survived ingest and the model failed to learn it. Inputs are a :class:`storage.shard_schema.DecodedClip`'s
 arrays: frames (T, H, W, 3) uint8 face crops, mel (F, Tm) log-mel.
+
+Every training run scores its val and test clips with both (the evaluation loader measures them as
+it reads the clips: ``make_loader(statistics=STATISTICS)``) and reports them beside the prior
+baseline (:func:`baseline_metrics`): ``test_baselines_video_lip_sync_auc`` and the like.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import rankdata
 
 from avff_model.crop_geometry import MOUTH_BOX as MOUTH_BOX  # re-exported: the template's mouth box
 from avff_model.crop_geometry import mouth_fractions, pixel_slices
-from storage.shard_schema import DecodedClip
+from storage.shard_schema import FAKE, REAL, DecodedClip
+from tasks.evaluate.metrics import binary_metrics
 
 # (top, bottom, left, right) as fractions of the face crop; the mouth's is the crop geometry's
 # (MOUTH_BOX, or the clip's stored mouth box: avff_model/crop_geometry.py)
@@ -76,6 +82,8 @@ STATISTICS: dict[str, Callable[[DecodedClip], float]] = {
     "lip_sync": lambda c: -sync_correlation(c.frames, c.mel, c.meta.fps, c.meta.mel_hop_s, c.meta.mouth_box),
     "sharpness": lambda c: -laplacian_variance(c.frames),
 }
+# the metrics a statistic has: its ranking's (it is no probability: no log loss, no threshold)
+RANK_METRICS = ("auc", "average_precision", "eer", "n", "n_pos")
 
 
 @dataclass(frozen=True)
@@ -104,3 +112,34 @@ def video_scores(rows: Iterable[ClipScores]) -> dict[str, dict[str, float]]:
               else float("nan") for n in STATISTICS}
         for vid, rs in by_video.items()
     }  # fmt: skip
+
+
+def statistic_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """RANK_METRICS of one statistic's scores ``score`` (N,) (higher = more FAKE-like) on labels ``y`` (N,),
+    FAKE = 1, over the samples it is defined for (finite score; ``n`` counts them); NaN scores where those
+    hold one class or none."""
+    y, score = np.asarray(y, np.int64), np.asarray(score, np.float64)
+    ok = np.isfinite(score)
+    if not ok.any():
+        return {"auc": float("nan"), "average_precision": float("nan"), "eer": float("nan"), "n": 0.0,
+                "n_pos": 0.0}  # fmt: skip
+    p = rankdata(score[ok]) / (ok.sum() + 1)  # (n,) in (0, 1), the same order (ties stay ties)
+    m = binary_metrics(y[ok], p)
+    return {k: m[k] for k in RANK_METRICS}
+
+
+def baseline_metrics(video_ids: Sequence[str], y: np.ndarray, scores: Mapping[str, np.ndarray]
+                     ) -> dict[str, dict[str, dict[str, float]]]:  # fmt: skip
+    """Each statistic as a baseline of one split: ``{"clip": {name: m}, "video": {name: m}}`` with ``m``
+    of :func:`statistic_metrics`. ``video_ids``, ``y`` (N,) the clips' videos and labels (FAKE = 1),
+    ``scores``: name -> (N,) clip scores; a video scores the mean of its clips (:func:`video_scores`)."""
+    y = np.asarray(y, np.int64)
+    rows = [ClipScores(v, i, FAKE if label else REAL, {n: float(s[i]) for n, s in scores.items()})
+            for i, (v, label) in enumerate(zip(video_ids, y))]  # fmt: skip
+    per_video = video_scores(rows)
+    label = {r.video_id: int(r.label == FAKE) for r in rows}
+    y_video = np.array([label[v] for v in per_video], np.int64)  # (V,)
+    return {
+        "clip": {n: statistic_metrics(y, s) for n, s in scores.items()},
+        "video": {n: statistic_metrics(y_video, np.array([per_video[v][n] for v in per_video])) for n in scores},
+    }
