@@ -78,11 +78,19 @@ def laplacian_variance(frames: np.ndarray, box: tuple[float, float, float, float
     return float(lap.var(axis=(1, 2)).mean())
 
 
-# name -> clip -> score, oriented so that a higher score means more FAKE-like
-STATISTICS: dict[str, Callable[[DecodedClip], float]] = {
-    "lip_sync": lambda c: -sync_correlation(c.frames, c.mel, c.meta.fps, c.meta.mel_hop_s, c.meta.mouth_box),
-    "sharpness": lambda c: -laplacian_variance(c.frames),
-}
+def lip_sync(c: DecodedClip) -> float:
+    """Minus the clip's mouth/loudness correlation: higher = more FAKE-like (NaN when either is flat)."""
+    return -sync_correlation(c.frames, c.mel, c.meta.fps, c.meta.mel_hop_s, c.meta.mouth_box)
+
+
+def sharpness(c: DecodedClip) -> float:
+    """Minus the Laplacian variance of the clip's face centre: higher = smoother = more FAKE-like."""
+    return -laplacian_variance(c.frames)
+
+
+# name -> clip -> score, oriented so that a higher score means more FAKE-like; plain functions, not
+# lambdas, so a DataLoader worker started by spawn can be handed them
+STATISTICS: dict[str, Callable[[DecodedClip], float]] = {"lip_sync": lip_sync, "sharpness": sharpness}
 # the metrics a statistic has: its ranking's (it is no probability: no log loss, no threshold)
 RANK_METRICS = ("auc", "average_precision", "eer", "n", "n_pos")
 

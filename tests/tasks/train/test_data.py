@@ -231,14 +231,15 @@ def test_a_flipped_clips_mouth_box_is_mirrored_with_its_frames(layout):
 
 def test_an_evaluation_loader_measures_the_statistics_on_each_clip_as_stored(layout):
     """``statistics``: each batch carries every statistic of every clip, measured before the model's resize
-    (the same numbers as on the clip read straight from its shard); a training loader refuses them."""
+    (the same numbers as on the clip read straight from its shard), in loader workers too; a training loader
+    refuses them."""
     from storage.shard_io import read_clips
     from tasks.evaluate.handmade import STATISTICS
     from tasks.train.data import shard_urls
 
     stored = {(c.meta.video_id, c.meta.clip): {n: fn(c) for n, fn in STATISTICS.items()}
               for url in shard_urls(layout, "val") for c in read_clips(url)}  # fmt: skip
-    batches = list(make_loader(layout, "val", batch_size=5, img_size=16, statistics=STATISTICS))
+    batches = list(make_loader(layout, "val", batch_size=5, img_size=16, statistics=STATISTICS, num_workers=2))
     assert batches[0]["video"].shape[-1] == 16 and set(batches[0]["handmade"]) == set(STATISTICS)
     seen = {}
     for b in batches:
