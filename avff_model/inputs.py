@@ -8,7 +8,7 @@ turn clips into inputs here, so the two cannot drift apart:
     mel    (F, Tm) log-mel      -> audio (1, F, Tm) float32, (mel - AUDIO_MEAN) / (2 * AUDIO_STD)
 
 A clip is anything shaped like ``storage.shard_schema.DecodedClip`` (``frames``, ``mel`` and a
-``meta`` with ``target``, ``video_id``, ``clip``, ``face``, ``mouth_box``); this module imports nothing from
+``meta`` with ``target``, ``video_id``, ``clip``, ``face``, ``mouth_box``, ``lip_shape``); this module imports nothing from
 the project outside ``avff_model``.
 """
 
@@ -78,8 +78,9 @@ def clip_to_tensors(
     ``img_size``: the model's frame size; frames of another size are resized to it (:func:`resize_frames`).
     ``transform`` runs before normalisation, on frames in [0, 1], the raw log-mel and the mouth box.
     Returns ``{"video": (3, T, H, W), "audio": (1, F, Tm), "target": float, "video_id": str, "clip": int,
-    "face": int, "mouth": (4,)}``; ``mouth`` is the clip's mouth box as (top, bottom, left, right) fractions
-    of its crop (its stored box, or the template's: :mod:`avff_model.crop_geometry`).
+    "face": int, "mouth": (4,), "lips": (T, 2)}``; ``mouth`` is the clip's mouth box as (top, bottom, left,
+    right) fractions of its crop (its stored box, or the template's: :mod:`avff_model.crop_geometry`);
+    ``lips`` its mouth's opening and width per frame (:func:`clip_lips`).
     """
     frames = torch.from_numpy(clip.frames)  # (T, H, W, 3) uint8
     mouth = torch.tensor(mouth_fractions(clip.meta.mouth_box, frames.shape[1]), dtype=torch.float32)  # (4,)
@@ -101,4 +102,15 @@ def clip_to_tensors(
         "clip": int(clip.meta.clip),
         "face": int(clip.meta.face),
         "mouth": mouth,
+        "lips": clip_lips(clip),
     }
+
+
+def clip_lips(clip) -> torch.Tensor:
+    """A clip's (T, 2) mouth opening and width per frame, from its landmarks (``meta.lip_shape``);
+    zeros for a clip without landmarks (box crops, older shards), which the sync branch reads as no
+    lip motion (:class:`avff_model.signals.SyncBranch`)."""
+    shape = getattr(clip.meta, "lip_shape", None)
+    if shape is None:
+        return torch.zeros(clip.frames.shape[0], 2)
+    return torch.tensor(shape, dtype=torch.float32)  # (T, 2)

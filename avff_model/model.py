@@ -133,7 +133,9 @@ class AVFF(nn.Module):
             self.head.bind_time(torch.arange(lv, device="cpu") // (gh * gw), torch.arange(la, device="cpu") % tm)
         seen = set(self.head.inputs)
         sync, texture = cfg.sync_branch and {"video", "audio"} <= seen, cfg.texture_branch and "video" in seen
-        self.signals = SignalFeatures(cfg.n_mels, sync=sync, texture=texture) if sync or texture else None
+        self.signals = (
+            SignalFeatures(cfg.n_mels, sync=sync, texture=texture, lips=cfg.sync_lips) if sync or texture else None
+        )
         self.signal_head = mlp_head(self.signals.out_dim, cfg.head_hidden, cfg.dropout) if self.signals else None
         self.inputs = (*self.head.inputs, "signals") if self.signals else self.head.inputs
         # uni-modal heads whose losses regularise stage 2 (never part of forward's logit)
@@ -251,13 +253,14 @@ class AVFF(nn.Module):
     # ---------------------------------------------------------------- stage 2
     def forward_features(
         self, video: torch.Tensor, audio: torch.Tensor, features: tuple[str, ...] = FEATURES,
-        mouth: torch.Tensor | None = None,
+        mouth: torch.Tensor | None = None, lips: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:  # fmt: skip
         """Unmasked token features: "video" (B, L_v, D_v), "audio" (B, L_a, D_a),
         "a2v" (B, L_v, D_v), "v2a" (B, L_a, D_a), "sync" (B, 2N + 1) lip-sync scores
         (:meth:`sync_similarities`) and "xmodal" (B, 6) cross-modal prediction errors
         (:meth:`cross_modal_features`); only those in ``features`` are computed. ``mouth`` (B, 4): each
-        clip's mouth box for the sync branch (``signals.mouth_region``); None: the crop template's."""
+        clip's mouth box for the sync branch (``signals.mouth_region``); None: the crop template's. ``lips``
+        (B, T, 2): each frame's mouth opening and width from landmarks (``inputs.clip_lips``); None: none."""
         need = set(features)
         out: dict[str, torch.Tensor] = {}
         if need & _NEEDS["video"]:
@@ -273,7 +276,7 @@ class AVFF(nn.Module):
         if "xmodal" in need:
             out["xmodal"] = self.cross_modal_features(out)
         if "signals" in need:
-            out["signals"] = self.signals(video, audio, mouth)  # (B, S)
+            out["signals"] = self.signals(video, audio, mouth, lips)  # (B, S)
         return {k: out[k] for k in features}
 
     def cross_modal_distances(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,9 +307,10 @@ class AVFF(nn.Module):
             logit = logit + self.signal_head(feats["signals"]).squeeze(-1)  # (B,)
         return logit
 
-    def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None,
+                lips: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """Stage-2 logits (B,), FAKE = 1; the decoders and discriminators are unused."""
-        return self.forward_head(self.forward_features(video, audio, self.inputs, mouth))
+        return self.forward_head(self.forward_features(video, audio, self.inputs, mouth, lips))
 
     classify = forward
 
@@ -316,10 +320,11 @@ class AVFF(nn.Module):
         audio: torch.Tensor,
         features: tuple[str, ...] = (),
         mouth: torch.Tensor | None = None,
+        lips: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Stage-2 logits (B,) and the token features the head and ``features`` need, one encoder pass."""
         need = tuple(dict.fromkeys((*self.inputs, *features)))
-        feats = self.forward_features(video, audio, need, mouth)
+        feats = self.forward_features(video, audio, need, mouth, lips)
         return self.forward_head(feats), feats
 
     def aux_logits(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

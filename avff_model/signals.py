@@ -9,7 +9,10 @@ features with a structural prior, and add their logit to the fusion head's:
 - :class:`SyncBranch` (audio-visual): per frame, a learned embedding of the mouth region
   (each clip's stored mouth box, or the template's: :mod:`avff_model.crop_geometry`) and of the mel frames heard around it; both are
   standardised over time and correlated at lags -L..L frames. A clip whose mouth moves with its
-  own sound correlates at lag 0; moved, swapped or unrelated audio does not.
+  own sound correlates at lag 0; moved, swapped or unrelated audio does not. With ``lips``, the
+  same lagged correlation between the mouth's opening and width from face landmarks (each clip's
+  ``lips``, :func:`avff_model.inputs.clip_lips`) and two learned channels of its sound: on real faces
+  the landmarks' opening follows speech where the mouth region's pixels barely do (docs/results.md).
 - :class:`TextureBranch` (visual): a learned 3x3 filter bank on the grey frames, its log energy
   inside the face ellipse and in the border around it, and the colour difference between the
   two. Blur, resampling and blending seams change the inside but not the border.
@@ -27,6 +30,8 @@ from .crop_geometry import FACE_CENTRE, FACE_RADII, MOUTH_BOX, pixel_slices
 from .fusion import frame_shift, time_overlap
 
 MOUTH_GRID = (8, 16)  # the mouth region pooled to this many (rows, columns)
+LIP_CHANNELS = 2  # a clip's lips per frame: the mouth's opening and width (tasks/ingest/landmarks.lip_shape)
+LIP_EPS = 1e-5  # the lips' variance floor: their opening moves by ~0.05 of the eyes-to-mouth distance
 
 
 def _standardise(x: torch.Tensor, dim: int, eps: float = 1e-3) -> torch.Tensor:
@@ -78,9 +83,10 @@ def frames_of_sound(audio: torch.Tensor, frames: int) -> torch.Tensor:
 
 
 class SyncBranch(nn.Module):
-    """video (B, 3, T, H, W), audio (B, 1, F, Tm) -> (B, 2 * lags + 1 + D) lip-sync features."""
+    """video (B, 3, T, H, W), audio (B, 1, F, Tm) -> (B, 2 * lags + 1 + D) lip-sync features, and with
+    ``lips`` another (2 * lags + 1 + LIP_CHANNELS) from the landmarks' mouth opening and width."""
 
-    def __init__(self, n_mels: int, dim: int = 16, hidden: int = 32, lags: int = 3):
+    def __init__(self, n_mels: int, dim: int = 16, hidden: int = 32, lags: int = 3, lips: bool = False):
         super().__init__()
         self.lags = lags
         # no bias on the last layers: standardising over time removes any constant, so a bias there
@@ -88,14 +94,28 @@ class SyncBranch(nn.Module):
         self.mouth = nn.Sequential(nn.Linear(MOUTH_GRID[0] * MOUTH_GRID[1], hidden), nn.GELU(),
                                    nn.Linear(hidden, dim, bias=False))  # fmt: skip
         self.sound = nn.Sequential(nn.Linear(n_mels, hidden), nn.GELU(), nn.Linear(hidden, dim, bias=False))
-        self.out_dim = 2 * lags + 1 + dim
+        self.lip_sound = None  # the sound's two channels that the lips' opening and width are compared with
+        if lips:
+            self.lip_sound = nn.Sequential(nn.Linear(n_mels, hidden), nn.GELU(),
+                                           nn.Linear(hidden, LIP_CHANNELS, bias=False))  # fmt: skip
+        self.out_dim = 2 * lags + 1 + dim + (2 * lags + 1 + LIP_CHANNELS if lips else 0)
 
-    def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None) -> torch.Tensor:
-        """``mouth``: (B, 4) each clip's mouth box as fractions (:func:`mouth_region`); None: the template's."""
+    def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None,
+                lips: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """``mouth``: (B, 4) each clip's mouth box as fractions (:func:`mouth_region`); None: the template's.
+        ``lips``: (B, T, 2) each frame's mouth opening and width; None or zeros: no landmarks (no lip features)."""
+        sound = frames_of_sound(audio, video.shape[2])  # (B, T, F)
         zv = _standardise(self.mouth(mouth_region(video, mouth)), dim=1)  # (B, T, D)
-        za = _standardise(self.sound(frames_of_sound(audio, video.shape[2])), dim=1)  # (B, T, D)
+        za = _standardise(self.sound(sound), dim=1)  # (B, T, D)
         per_channel = (zv * za).mean(dim=1)  # (B, D) lag-0 correlation of each channel
-        return torch.cat([lagged_correlation(zv, za, self.lags), per_channel], dim=1)  # (B, 2L + 1 + D)
+        out = [lagged_correlation(zv, za, self.lags), per_channel]
+        if self.lip_sound is not None:
+            if lips is None:
+                lips = video.new_zeros(video.shape[0], video.shape[2], LIP_CHANNELS)
+            zl = _standardise(lips.to(video.dtype), dim=1, eps=LIP_EPS)  # (B, T, 2); a still mouth stays 0
+            zs = _standardise(self.lip_sound(sound), dim=1)  # (B, T, 2)
+            out += [lagged_correlation(zl, zs, self.lags), (zl * zs).mean(dim=1)]  # (B, 2L + 1), (B, 2)
+        return torch.cat(out, dim=1)  # (B, out_dim)
 
 
 def face_ellipse(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
@@ -141,16 +161,17 @@ class SignalFeatures(nn.Module):
     forward(video, audio) -> (B, out_dim), the branches' features concatenated.
     """
 
-    def __init__(self, n_mels: int, *, sync: bool, texture: bool):
+    def __init__(self, n_mels: int, *, sync: bool, texture: bool, lips: bool = False):
         super().__init__()
-        self.sync = SyncBranch(n_mels) if sync else None
+        self.sync = SyncBranch(n_mels, lips=lips) if sync else None
         self.texture = TextureBranch() if texture else None
         self.out_dim = (self.sync.out_dim if sync else 0) + (self.texture.out_dim if texture else 0)
 
-    def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None,
+                lips: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         parts = []
         if self.sync is not None:
-            parts.append(self.sync(video, audio, mouth))
+            parts.append(self.sync(video, audio, mouth, lips))
         if self.texture is not None:
             parts.append(self.texture(video))
         return torch.cat(parts, dim=1).to(video.dtype)  # (B, S)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .config import AVFFConfig
 from .fusion import SYNC_FEATURES, SYNC_SHIFTS, XMODAL_FEATURES
-from .signals import MOUTH_GRID
+from .signals import LIP_CHANNELS, MOUTH_GRID
 
 
 def _block(d: int, mlp_ratio: float) -> int:
@@ -55,6 +55,9 @@ def _signals(cfg: AVFFConfig) -> int:
     if sync:
         n += (mouth + 1) * hidden + hidden * dim + (cfg.n_mels + 1) * hidden + hidden * dim  # last layers: no bias
         out += 2 * lags + 1 + dim
+        if cfg.sync_lips:  # the sound's lip channels (SyncBranch.lip_sound) and their lagged correlations
+            n += (cfg.n_mels + 1) * hidden + hidden * LIP_CHANNELS
+            out += 2 * lags + 1 + LIP_CHANNELS
     if texture:
         n, out = n + 9 * filters, out + 3 * filters + 3
     return n + _mlp_head(out, cfg.head_hidden) if out else 0
@@ -123,7 +126,11 @@ def _signals_bytes(cfg: AVFFConfig, batch: int) -> int:
     if cfg.sync_branch and sees_video and sees_audio:
         hidden, dim = 32, 16  # SyncBranch's defaults
         out += 4 * pixels + 4 * batch * cfg.num_frames * (
-            MOUTH_GRID[0] * MOUTH_GRID[1] + cfg.n_mels + 2 * hidden + 2 * dim
+            MOUTH_GRID[0] * MOUTH_GRID[1]
+            + cfg.n_mels
+            + 2 * hidden
+            + 2 * dim
+            + (hidden + 2 * LIP_CHANNELS if cfg.sync_lips else 0)
         )
     return out
 

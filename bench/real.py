@@ -58,7 +58,7 @@ from tasks.ingest.preprocess import PreprocessConfig, face_detector  # noqa: E40
 from tasks.ingest.scan import VideoEntry, scan_dfdc  # noqa: E402
 from tasks.ingest.splits import assign_splits  # noqa: E402
 from tasks.ingest.video import VideoError, probe  # noqa: E402
-from tasks.serve.predict import decoded_clips, model_inputs  # noqa: E402
+from tasks.serve.predict import clip_lip_shapes, clip_mouths, decoded_clips, model_inputs  # noqa: E402
 
 RATE = 16000  # the sound of every made file, mono AAC
 SHIFT_S = (0.4, 1.0)
@@ -310,13 +310,14 @@ def build_footage(data: str, out: Path, seed: int, clips_per_person: int | None,
 # ---------------------------------------------------------------- ingest and training
 
 
-def ingest(footage: Path, shards: Path, seed: int, max_clips: int, clip_mode: str, face_size: int) -> dict:
+def ingest(footage: Path, shards: Path, seed: int, max_clips: int, clip_mode: str, face_size: int, crop: str) -> dict:
     from flows.ingest import ingest_dfdc
     from tasks.ingest.settings import IngestSettings
 
     return ingest_dfdc(IngestSettings(data=str(footage), out=str(shards), identities=str(footage / "identities.csv"),
                                       ratios=RATIOS, seed=seed, face_size=face_size, max_clips=max_clips,
-                                      clip_mode=clip_mode, videos_per_shard=32, executor="local", progress=False))  # fmt: skip
+                                      clip_mode=clip_mode, crop=crop, videos_per_shard=32, executor="local",
+                                      progress=False))  # fmt: skip
 
 
 def check_splits(shards: Path, made: list[Made], splits: dict[str, str]) -> dict[str, dict[str, int]]:
@@ -413,6 +414,7 @@ def score_files(made: list[Made], model_dir: Path, compare_modes: bool) -> list[
                 row["refused"] = e.reason
             else:
                 x = model_inputs(clips, scorer.config.img_size)  # video (N, 3, T, H, W), audio (N, 1, F, Tm)
+                x = (*x, 16, clip_mouths(clips), clip_lip_shapes(clips))  # batch size, mouth (N, 4), lips (N, T, 2)
                 with torch.no_grad():
                     p = scorer.predict_proba(*x)
                 row.update(model=float(np.mean(p)), lip_sync=_lip_sync(clips), clips=len(clips))
@@ -487,7 +489,8 @@ def markdown(summary: dict, command: str) -> str:
         f"a person is a repository folder (the footage names nobody). People split by the ingest's grouped split: "
         f"train {people['train']['people']} ({people['train']['videos']} videos), val {people['val']['people']} "
         f"({people['val']['videos']}), test {people['test']['people']} ({people['test']['videos']}): "
-        f"{', '.join(summary['test_people'])}. Model: `{summary['fusion']}` head, `tiny` preset, stage 2 from random "
+        f"{', '.join(summary['test_people'])}. Crops: `{summary.get('crop', 'box')}`. "
+        f"Model: `{summary['fusion']}` head, `tiny` preset, stage 2 from random "
         f"init, {summary['train']['steps']} steps of batch {summary['batch']}, pseudo-fakes p={summary['pseudo_fakes']:g} "
         "(audio_shift, audio_swap, mouth_shuffle, face_resample), best val-video-AUC epoch "
         f"{summary['train']['best_epoch']} (val AUC {summary['train']['val_video_auc'] or float('nan'):.2f}). "
@@ -543,6 +546,12 @@ def main(argv: list[str] | None = None) -> dict:
         "at the video's own rate (0.64 s at 25 fps), 64 mel columns whatever the rate",
     )
     ap.add_argument("--face-size", type=int, default=64)
+    ap.add_argument(
+        "--crop",
+        default="landmarks",
+        choices=("box", "landmarks"),
+        help="landmarks: aligned crops, each clip's mouth box and its lips' opening and width per frame",
+    )
     ap.add_argument("--fusion", default="avff_agree")
     ap.add_argument("--steps", type=int, default=600, help="optimizer steps of stage 2")
     ap.add_argument("--epochs", type=int, default=6, help="the steps in this many epochs (one val each)")
@@ -571,7 +580,9 @@ def main(argv: list[str] | None = None) -> dict:
                                        PreprocessConfig().clip_seconds)  # fmt: skip
     t = lap("make files", t)
     if not args.score_only:
-        ingest(out / "data" / "footage", out / "shards", seed, args.max_clips, args.clip_mode, args.face_size)
+        ingest(
+            out / "data" / "footage", out / "shards", seed, args.max_clips, args.clip_mode, args.face_size, args.crop
+        )
     people = check_splits(out / "shards", made, splits)
     t = lap("ingest", t)
     if args.score_only:  # the earlier run's training record and times (summary.json, or earlier.json by hand)
@@ -593,7 +604,7 @@ def main(argv: list[str] | None = None) -> dict:
     scores = ["model", "lip_sync", *epochs, *(MODES if args.compare_modes else ())]
     summary = {"clips": len({m.source for m in made if m.kind == "control"}), "people": people,
                "test_people": sorted(p for p, s in splits.items() if s == "test"), "split_seed": seed, "fusion": args.fusion,
-               "batch": args.batch, "pseudo_fakes": args.pseudo_fakes, "compare_modes": args.compare_modes,
+               "batch": args.batch, "pseudo_fakes": args.pseudo_fakes, "compare_modes": args.compare_modes, "crop": args.crop,
                "train": trained, "auc": auc_table(rows, scores), "refused": sorted({r["refused"] for r in rows} - {""}),
                "epochs": epochs, "steps_per_epoch": args.steps // args.epochs,
                "seconds": round(sum(steps.values()), 1), "cpu_seconds": round(sum(cpu.values()), 1),

@@ -35,7 +35,7 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+/\d{3}(?:_f[1-9])?$")
 
 # fields added after shards were first written: absent from the json when None, so a box-crop
 # ingest writes the bytes it wrote before them (and old shards read back with None)
-_OMITTED_WHEN_NONE = ("crop", "mouth_box", "landmark_frac")
+_OMITTED_WHEN_NONE = ("crop", "mouth_box", "landmark_frac", "lip_shape")
 
 
 class ShardFormatError(ValueError):
@@ -67,6 +67,8 @@ class ClipMeta:
     crop: str | None = None  # "landmarks": aligned by landmarks; "box_fallback": too few landmarks, detector box
     mouth_box: list[float] | None = None  # [x0, y0, x1, y1] in crop pixels (avff_model/crop_geometry.py)
     landmark_frac: float | None = None  # of the clip's frames with their own landmarks
+    # (T, 2) per frame the mouth's opening and width over the eyes-to-mouth distance (tasks/ingest/landmarks.lip_shape)
+    lip_shape: list[list[float]] | None = None
     schema: int = SCHEMA_VERSION
     extra: dict = field(default_factory=dict)
     # which face of the video: 0 the main one, 1.. the others (each its own label); written only
@@ -197,7 +199,19 @@ def decode_sample(sample: dict) -> DecodedClip:
         raise ShardFormatError(f"{key}: mel must be 2-D float16, got {mel.shape} {mel.dtype}")
     stacked = np.stack([frames[i] for i in range(meta.num_frames)])  # (T, H, W, 3)
     _check_mouth_box(key, meta.mouth_box, stacked.shape[1:3])
+    _check_lip_shape(key, meta.lip_shape, meta.num_frames)
     return DecodedClip(key=key, frames=stacked, mel=mel, meta=meta)
+
+
+def _check_lip_shape(key: str, shape, frames: int) -> None:
+    """A stored lip shape is None or ``frames`` rows of two finite numbers >= 0."""
+    if shape is None:
+        return
+    ok = isinstance(shape, list) and len(shape) == frames and all(
+        isinstance(row, list) and len(row) == 2 and all(isinstance(v, (int, float)) and np.isfinite(v) and v >= 0
+                                                         for v in row) for row in shape)  # fmt: skip
+    if not ok:
+        raise ShardFormatError(f"{key}: lip_shape is not {frames} rows of [opening, width] (finite, >= 0)")
 
 
 def _check_mouth_box(key: str, box, hw: tuple[int, int]) -> None:

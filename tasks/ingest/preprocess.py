@@ -149,6 +149,7 @@ class Clip:
     crop: str | None = None  # "landmarks" (aligned) or "box_fallback" (too few landmarks: the detector box)
     mouth_box: list[float] | None = None  # [x0, y0, x1, y1] crop pixels holding the lips of every frame
     landmark_frac: float | None = None  # of the clip's frames with their own landmarks
+    lip_shape: list[list[float]] | None = None  # (T, 2) the mouth's opening and width per frame (landmarks.lip_shape)
 
 
 @dataclass
@@ -314,8 +315,11 @@ def _clip_landmarks(crop_kind: str | None, lm: LandmarkTrack | None, found: np.n
     """A clip's landmark fields: none with crop="box"; with landmarks, its mouth box from its frames' lips."""
     if crop_kind is None:
         return {}
-    box = mouth_box(lm.lips[picks], size) if lm is not None else None
-    return {"crop": crop_kind, "mouth_box": box, "landmark_frac": round(float(found[picks].mean()), 4)}
+    if lm is None:
+        return {"crop": crop_kind, "mouth_box": None, "landmark_frac": round(float(found[picks].mean()), 4)}
+    return {"crop": crop_kind, "mouth_box": mouth_box(lm.lips[picks], size),
+            "landmark_frac": round(float(found[picks].mean()), 4),
+            "lip_shape": [[round(float(v), 4) for v in row] for row in lm.shape[picks]]}  # fmt: skip
 
 
 @dataclass(frozen=True)

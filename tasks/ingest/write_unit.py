@@ -226,6 +226,7 @@ def _write_video(
             crop=clip.crop,
             mouth_box=clip.mouth_box,
             landmark_frac=clip.landmark_frac,
+            lip_shape=clip.lip_shape,
         )
         with stage("jpeg"):
             sample = encode_sample(clip.frames, clip.mel, meta, jpeg_quality)

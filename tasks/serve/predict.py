@@ -65,7 +65,7 @@ def decoded_clips(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg
             start_s=clip.start_s, fps=clip.fps, num_frames=pre.frames_per_clip, face_box=clip.face_box,
             det_score=clip.det_score, detected_frac=clip.detected_frac, mel_hop_s=pre.mel.hop_s,
             frame_times=clip.frame_times, mel_start_s=clip.mel_start_s, face=clip.face,
-            crop=clip.crop, mouth_box=clip.mouth_box, landmark_frac=clip.landmark_frac,
+            crop=clip.crop, mouth_box=clip.mouth_box, landmark_frac=clip.landmark_frac, lip_shape=clip.lip_shape,
         )  # fmt: skip
         clips.append(decode_sample(encode_sample(clip.frames, clip.mel, meta, jpeg_quality)))
     return clips, result.face_frac
@@ -90,6 +90,16 @@ def clip_mouths(clips):
     from avff_model.crop_geometry import mouth_fractions
 
     return torch.tensor([mouth_fractions(c.meta.mouth_box, c.frames.shape[1]) for c in clips], dtype=torch.float32)
+
+
+def clip_lip_shapes(clips):
+    """Decoded clips -> (N, T, 2) float32 tensor: each frame's mouth opening and width from landmarks, as
+    the loader's ``lips`` (zeros for a clip without landmarks: :func:`avff_model.inputs.clip_lips`)."""
+    import torch
+
+    from avff_model.inputs import clip_lips
+
+    return torch.stack([clip_lips(c) for c in clips])
 
 
 def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_quality: int = 90,
@@ -124,7 +134,7 @@ def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector
         return VideoScore(path, None, 0, 0.0, [], "unreadable", f"{path}: {e.strerror or e}")
     except Exception as e:  # an unexpected library error: this video's, not the batch's
         return VideoScore(path, None, 0, 0.0, [], "error", f"{path}: {type(e).__name__}: {e}")
-    p = scorer.predict_proba(video, audio, mouth=clip_mouths(clips))
+    p = scorer.predict_proba(video, audio, mouth=clip_mouths(clips), lips=clip_lip_shapes(clips))
     face_ids = np.array([c.meta.face for c in clips])
     p_video, per_face = video_p_fake(p, face_ids)
     return VideoScore(path, p_video, len(p), face_frac, [float(x) for x in p], face_p_fake=per_face,

@@ -121,10 +121,11 @@ class Scorer:
         return cls(model, device)
 
     @torch.inference_mode()
-    def predict_proba(self, video, audio, batch_size: int = 16, mouth=None) -> np.ndarray:
+    def predict_proba(self, video, audio, batch_size: int = 16, mouth=None, lips=None) -> np.ndarray:
         """video (B, 3, T, H, W), audio (B, 1, F, Tm) (numpy or torch) -> (B,) float32 calibrated
         P(FAKE) = sigmoid(slope * logit + intercept). ``mouth`` (B, 4): each clip's mouth box as
-        fractions (``tasks.serve.predict.clip_mouths``); None: the crop template's."""
+        fractions (``tasks.serve.predict.clip_mouths``); None: the crop template's. ``lips`` (B, T, 2):
+        each frame's mouth opening and width (``tasks.serve.predict.clip_lip_shapes``); None: none."""
         video, audio = (
             torch.as_tensor(np.asarray(video), dtype=torch.float32),
             torch.as_tensor(np.asarray(audio), dtype=torch.float32),
@@ -138,10 +139,16 @@ class Scorer:
             mouth = torch.as_tensor(np.asarray(mouth), dtype=torch.float32)
             if tuple(mouth.shape) != (len(video), 4):
                 raise ValueError(f"expected mouth ({len(video)}, 4), got {tuple(mouth.shape)}")
+        if lips is not None:
+            lips = torch.as_tensor(np.asarray(lips), dtype=torch.float32)
+            if tuple(lips.shape) != (len(video), cfg.num_frames, 2):
+                raise ValueError(f"expected lips ({len(video)}, {cfg.num_frames}, 2), got {tuple(lips.shape)}")
         out = []
         for i in range(0, len(video), batch_size):
             m = mouth[i : i + batch_size].to(self.device) if mouth is not None else None
-            logits = self.model(video[i : i + batch_size].to(self.device), audio[i : i + batch_size].to(self.device), m)
+            lp = lips[i : i + batch_size].to(self.device) if lips is not None else None
+            logits = self.model(video[i : i + batch_size].to(self.device), audio[i : i + batch_size].to(self.device),
+                                m, lp)  # fmt: skip
             out.append(torch.sigmoid(logits.float() * self.slope + self.intercept).cpu())  # (b,)
         return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
 

@@ -25,9 +25,11 @@ Tensors (letters as in ``avff_model``): ``video`` (B, 3, T, H, W) float32 ImageN
 (the model's input contract, :mod:`avff_model.inputs`),
 ``target`` (B,) float32 (FAKE = 1), ``video_id`` list[str], ``clip`` (B,) int64, ``face`` (B,) int64,
 ``mouth`` (B, 4) float32: the clip's mouth box as (top, bottom, left, right) fractions of its crop
-(its stored box, or the template's: :mod:`avff_model.crop_geometry`); an evaluation loader asked for
-``statistics`` (name -> function of a DecodedClip, :data:`tasks.evaluate.handmade.STATISTICS`) adds
-``handmade``: name -> (B,) float64, each measured on the clip as stored, before the model's resize.
+(its stored box, or the template's: :mod:`avff_model.crop_geometry`), ``lips`` (B, T, 2) float32: its
+mouth's opening and width per frame from landmarks, zeros without (:func:`avff_model.inputs.clip_lips`);
+an evaluation loader asked for ``statistics`` (name -> function of a DecodedClip,
+:data:`tasks.evaluate.handmade.STATISTICS`) adds ``handmade``: name -> (B,) float64, each measured on
+the clip as stored, before the model's resize.
 """
 
 from __future__ import annotations
@@ -134,6 +136,7 @@ def collate(samples: list[dict]) -> dict:
         "clip": torch.tensor([s["clip"] for s in samples], dtype=torch.int64),  # (B,)
         "face": torch.tensor([s.get("face", 0) for s in samples], dtype=torch.int64),  # (B,)
         "mouth": torch.stack([s["mouth"] for s in samples]),  # (B, 4) mouth box, fractions (crop_geometry)
+        "lips": torch.stack([s["lips"] for s in samples]),  # (B, T, 2) mouth opening and width (inputs.clip_lips)
     }
 
 

@@ -115,8 +115,8 @@ def _pretrain_losses(model, video, audio):
     return model.pretrain_losses(video, audio)
 
 
-def _forward(model, video, audio, mouth=None):
-    return model(video, audio, mouth)
+def _forward(model, video, audio, mouth=None, lips=None):
+    return model(video, audio, mouth, lips)
 
 
 class DataParallel:
@@ -149,8 +149,9 @@ class DataParallel:
     def pretrain_losses(self, video: torch.Tensor, audio: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.run_in_forward(_pretrain_losses, video, audio)
 
-    def __call__(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None) -> torch.Tensor:
-        return self.run_in_forward(_forward, video, audio, mouth)
+    def __call__(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None,
+                 lips: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        return self.run_in_forward(_forward, video, audio, mouth, lips)
 
     def train(self, mode: bool = True) -> DataParallel:
         self.ddp.train(mode)

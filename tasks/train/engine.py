@@ -113,8 +113,8 @@ class _EpochMeans:
 
 def _to_device(batch: dict, device: torch.device) -> dict:
     """``batch`` with its tensors video (B, 3, T, H, W), audio (B, 1, F, Tm), target (B,) and, when it has
-    one, mouth (B, 4) on ``device``."""
-    keys = [k for k in ("video", "audio", "target", "mouth") if k in batch]
+    one, mouth (B, 4) and lips (B, T, 2) on ``device``."""
+    keys = [k for k in ("video", "audio", "target", "mouth", "lips") if k in batch]
     return {**batch, **{k: batch[k].to(device, non_blocking=True) for k in keys}}
 
 
@@ -155,7 +155,7 @@ def train_one_epoch(
         video, audio, target = batch["video"], batch["audio"], batch["target"]  # (B, 3, T, H, W), (B, 1, F, Tm), (B,)
         step = ctx.start_step + epoch.steps
         with autocast(device, ctx.precision):
-            losses = _in_forward(model, objective, video, audio, target, batch.get("mouth"))
+            losses = _in_forward(model, objective, video, audio, target, batch.get("mouth"), batch.get("lips"))
         values, batch_size = _step_values(losses, len(target), step)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["loss"]).backward()
@@ -244,7 +244,8 @@ def evaluate(model: torch.nn.Module, loader: Iterable[dict], *, device: torch.de
     for batch in loader:
         with autocast(device, precision):
             mouth = batch["mouth"].to(device) if "mouth" in batch else None  # (B, 4)
-            logits = model(batch["video"].to(device), batch["audio"].to(device), mouth)  # (B,)
+            lips = batch["lips"].to(device) if "lips" in batch else None  # (B, T, 2)
+            logits = model(batch["video"].to(device), batch["audio"].to(device), mouth, lips)  # (B,)
         ps.append(torch.sigmoid(logits.float()).cpu().numpy())
         ys.append(batch["target"].numpy())
         clips.append(batch["clip"].numpy())

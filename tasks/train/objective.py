@@ -105,11 +105,13 @@ class Objective:
             raise ValueError(f"pos_weight must be > 0, got {self.pos_weight}")
 
     def __call__(self, model: torch.nn.Module, video: torch.Tensor, audio: torch.Tensor,
-                 target: torch.Tensor, mouth: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+                 target: torch.Tensor, mouth: torch.Tensor | None = None,
+                 lips: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
         """video (B, 3, T, H, W), audio (B, 1, F, Tm), target (B,), mouth (B, 4) or None (the batch's
-        mouth boxes, :mod:`avff_model.crop_geometry`) -> {"loss": total, term: value}."""
+        mouth boxes, :mod:`avff_model.crop_geometry`), lips (B, T, 2) or None (the mouth's opening and
+        width, :func:`avff_model.inputs.clip_lips`) -> {"loss": total, term: value}."""
         extra = ("video", "audio") if self.aux_weight > 0 or self.contrastive_weight > 0 else ()
-        logits, feats = model.forward_with_features(video, audio, extra, mouth)  # (B,), {name: (B, L, D)}
+        logits, feats = model.forward_with_features(video, audio, extra, mouth, lips)  # (B,), {name: (B, L, D)}
         y = smooth_targets(target.float(), self.label_smoothing)
         fn = get_loss(self.loss)
         out = {"cls": fn(logits, y, pos_weight=self.pos_weight, gamma=self.focal_gamma).mean()}

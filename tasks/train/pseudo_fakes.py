@@ -266,6 +266,8 @@ class PseudoFakes:
         if swap is None and "audio_swap" in self.kinds:  # a batch of one has no other audio
             chosen &= kind != self.kinds.index("audio_swap")
         new_v, new_a = video.clone(), audio.clone()
+        lips = batch.get("lips")  # (B, T, 2): the landmarks' mouth follows the pixels' mouth
+        new_l = lips.clone() if lips is not None else None
         for k, name in enumerate(self.kinds):
             sel = chosen & (kind == k)
             if not sel.any():
@@ -278,8 +280,14 @@ class PseudoFakes:
                 new_v[di] = face_resample(video[di], face[i], scale)
             elif name == "mouth_freeze":
                 new_v[di] = mouth_freeze(video[di], mouth[i], frame[i])
+                if new_l is not None:
+                    new_l[di] = lips[di, frame[i].to(lips.device)][:, None].expand(-1, t, -1)
             elif name == "mouth_shuffle":
                 new_v[di] = mouth_shuffle(video[di], mouth[i], order[i])
+                if new_l is not None:
+                    new_l[di] = torch.gather(
+                        lips[di], 1, order[i].to(lips.device)[..., None].expand(-1, -1, lips.shape[-1])
+                    )
             elif name == "audio_shift":
                 new_a[di] = shift_audio(audio[di], columns[i])
             elif name == "audio_swap":
@@ -288,4 +296,5 @@ class PseudoFakes:
                 new_a[di] = pitch_shift(audio[di], bins[i])
         applied = torch.where(chosen, kind, torch.full_like(kind, -1))  # (B,)
         new_t = torch.where(chosen.to(target.device), torch.ones_like(target), target)
-        return {**batch, "video": new_v, "audio": new_a, "target": new_t, "pseudo_kind": applied}
+        out = {**batch, "video": new_v, "audio": new_a, "target": new_t, "pseudo_kind": applied}
+        return out if new_l is None else {**out, "lips": new_l}

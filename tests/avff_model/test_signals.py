@@ -192,3 +192,61 @@ def test_the_model_passes_each_clips_mouth_box_to_the_sync_branch():
         base = model(video, audio)
         assert torch.equal(model(video, audio, template), base)
         assert not torch.allclose(model(video, audio, torch.tensor([[0.0, 0.3, 0.0, 0.3]] * 2)), base)
+
+
+def _lip_clip(seed: int, shift_frames: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A clip whose pixels never move and whose landmarks' lips open (and narrow) with the sound."""
+    video, audio = _talking_clip(seed, shift_frames)
+    opening = _talking_clip(seed)[1][0, 0, 0, :: TM // T]  # (T,) the unshifted loudness at each frame
+    lips = torch.stack([0.1 + 0.2 * opening, 1.2 - 0.1 * opening], dim=-1)[None]  # (1, T, 2)
+    return torch.zeros_like(video), audio, lips
+
+
+def test_sync_branch_reads_the_lips_and_learns_own_audio_from_moved_audio():
+    """With still pixels, only the landmarks' lips carry the mouth: a branch with ``lips`` learns to
+    tell own sound from moved sound from them; without lips (zeros: no landmarks) its lip features are 0."""
+    torch.manual_seed(0)
+    branch = SyncBranch(F, lips=True)
+    head = torch.nn.Linear(branch.out_dim, 1)
+    opt = torch.optim.Adam([*branch.parameters(), *head.parameters()], lr=1e-2)
+
+    def batch(seed: int):
+        own = [_lip_clip(seed * 8 + i) for i in range(4)]
+        moved = [_lip_clip(seed * 8 + i, shift_frames=3) for i in range(4, 8)]
+        v, a, lp = zip(*own, *moved)
+        return torch.cat(v), torch.cat(a), torch.cat(lp), torch.tensor([0.0] * 4 + [1.0] * 4)
+
+    for step in range(60):
+        v, a, lp, y = batch(step)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(branch(v, a, lips=lp)).squeeze(-1), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    v, a, lp, y = batch(1000)  # clips never seen
+    with torch.no_grad():
+        p = head(branch(v, a, lips=lp)).squeeze(-1)
+        assert p[4:].min() > p[:4].max(), "every moved clip scores above every clip with its own sound"
+        lip_part = branch(v, a, lips=torch.zeros_like(lp))[:, -(2 * branch.lags + 1 + 2) :]
+        assert torch.equal(lip_part, torch.zeros_like(lip_part)), "no landmarks: no lip features"
+        assert torch.equal(branch(v, a), branch(v, a, lips=torch.zeros_like(lp)))
+
+
+def test_a_checkpoint_from_before_lips_loads_and_scores_as_before():
+    """A config saved before ``sync_lips`` existed lacks the key: it builds the branch without the lip
+    path, so its weights load strictly, and lips given to it change nothing."""
+    from dataclasses import asdict
+
+    from avff_model.config import AVFFConfig
+
+    old = {k: v for k, v in asdict(get_config("tiny")).items() if k != "sync_lips"}
+    torch.manual_seed(0)
+    before = AVFF(AVFFConfig(**{**old})).eval()
+    assert not any("lip_sound" in k for k in before.state_dict())
+    model = AVFF(AVFFConfig(**old))
+    model.load_state_dict(before.state_dict())  # strict
+    cfg = model.cfg
+    video = torch.randn(2, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
+    audio = torch.randn(2, 1, cfg.n_mels, cfg.mel_frames)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(video, audio), model(video, audio, None, torch.rand(2, cfg.num_frames, 2)))
+    assert get_config("tiny").sync_lips and any("lip_sound" in k for k in AVFF(get_config("tiny")).state_dict())

@@ -135,13 +135,23 @@ def test_a_landmark_clip_keeps_its_mouth_box_and_a_box_clip_writes_the_json_it_w
     frames = np.zeros((4, 32, 32, 3), np.uint8)
     mel = np.zeros((8, 10), np.float32)
     box_json = encode_sample(frames, mel, _meta())["json"]
-    assert not {"crop", "mouth_box", "landmark_frac"} & set(json.loads(box_json))
+    assert not {"crop", "mouth_box", "landmark_frac", "lip_shape"} & set(json.loads(box_json))
     assert decode_sample({"__key__": "abcdefghij/001", **encode_sample(frames, mel, _meta())}).meta.mouth_box is None
-    meta = _meta(crop="landmarks", mouth_box=[8.0, 18.0, 24.0, 28.0], landmark_frac=0.75)
+    lips = [[0.1, 1.1], [0.2, 1.0], [0.0, 1.2], [0.15, 1.05]]  # (T, 2) opening, width
+    meta = _meta(crop="landmarks", mouth_box=[8.0, 18.0, 24.0, 28.0], landmark_frac=0.75, lip_shape=lips)
     _write(tmp_path / "s.tar", [encode_sample(frames, mel, meta)])
     (raw,) = _read(tmp_path / "s.tar")
     back = decode_sample(raw).meta
     assert (back.crop, back.mouth_box, back.landmark_frac) == ("landmarks", [8.0, 18.0, 24.0, 28.0], 0.75)
+    assert back.lip_shape == lips
+
+
+@pytest.mark.parametrize("lips", [[[0.1, 1.0]] * 3, [[0.1]] * 4, [[0.1, float("nan")]] * 4, [[-0.1, 1.0]] * 4, "0.1"])
+def test_a_lip_shape_of_the_wrong_length_or_values_is_refused(lips):
+    sample = encode_sample(np.zeros((4, 32, 32, 3), np.uint8), np.zeros((8, 10), np.float32), _meta())
+    sample["json"] = json.dumps({**json.loads(sample["json"]), "lip_shape": lips}).encode()
+    with pytest.raises(ShardFormatError, match="lip_shape is not 4 rows of"):
+        decode_sample(sample)
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,25 @@ def test_lip_sync_reads_the_clips_stored_mouth_box_and_the_template_box_without_
     assert row.scores["lip_sync"] < -0.9
 
 
+def test_lip_sync_reads_the_landmarks_lips_where_the_clip_has_them():
+    """Still pixels, lips that part (and narrow) with the sound: the darkness sees nothing, the
+    landmarks' opening correlates; the same lips against another clip's sound do not."""
+    rng = np.random.default_rng(3)
+    loud = rng.random(T)
+    _, mel = _talking(loud, rng)
+    still = np.full((T, SIZE, SIZE, 3), 150, np.uint8)
+    lips = [[0.05 + 0.2 * v, 1.2 - 0.1 * v] for v in loud]  # (T, 2) opening up, width down when loud
+    assert np.isnan(H.sync_correlation(still, mel, FPS, HOP)), "no pixel moves"
+    assert H.sync_correlation(still, mel, FPS, HOP, lip_shape=lips) > 0.9
+    _, other = _talking(rng.random(T), rng)
+    assert abs(H.sync_correlation(still, other, FPS, HOP, lip_shape=lips)) < 0.6
+    meta = ClipMeta(video_id="v", clip=0, label="REAL", split="test", group="v", original=None, start_s=0.0, fps=FPS,
+                    num_frames=T, face_box=[0, 0, 1, 1], det_score=1.0, detected_frac=1.0, mel_hop_s=HOP,
+                    crop="landmarks", mouth_box=[4.0, 4.0, 24.0, 14.0], lip_shape=lips)  # fmt: skip
+    (row,) = H.score_clips([DecodedClip("v/000", still, mel.astype(np.float16), meta)])
+    assert row.scores["lip_sync"] < -0.9
+
+
 def test_a_statistic_is_scored_by_its_ranking_over_the_clips_it_defines():
     y = np.array([0, 0, 1, 1, 0, 1])
     # sharpness-like magnitudes (a sigmoid would saturate them into ties); one undefined clip

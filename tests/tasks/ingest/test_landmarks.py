@@ -17,6 +17,7 @@ from tasks.ingest.landmarks import (
     alignment_matrix,
     crop_landmarks,
     find_landmarks,
+    lip_shape,
     mouth_box,
     pose_of,
     transform_points,
@@ -110,6 +111,14 @@ def test_mouth_box_holds_every_frame_lips_padded_and_inside_the_crop():
     assert mouth_box(lips + [0, 60], SIZE, pad=0.5) == [70, 200, 150, SIZE], "clipped to the crop"
 
 
+def test_lip_shape_is_the_lips_gap_and_the_mouths_width_over_the_eyes_to_mouth_distance():
+    points = np.zeros((468, 2))
+    points[13], points[14] = [100, 200], [100, 210]  # the inner lips 10 px apart
+    points[61], points[291] = [80, 205], [120, 205]  # the corners 40 px apart
+    assert lip_shape(points, 50.0) == pytest.approx([0.2, 0.8])
+    assert lip_shape(points * 2, 100.0) == pytest.approx([0.2, 0.8]), "scale-free"
+
+
 def test_landmark_ingest_stores_a_mouth_box_and_falls_back_to_the_box_when_told(detector):
     """Real clip through the ingest path: aligned clips carry their mouth box; a video with landmarks
     in fewer frames than min_landmark_frac is cropped by the box and says so."""
@@ -122,11 +131,15 @@ def test_landmark_ingest_stores_a_mouth_box_and_falls_back_to_the_box_when_told(
         assert clip.crop == "landmarks" and clip.landmark_frac == 1.0 and clip.frames.shape == (16, SIZE, SIZE, 3)
         x0, y0, x1, y1 = clip.mouth_box
         assert 0 <= x0 < SIZE / 2 < x1 <= SIZE and y0 < MOUTH_Y * SIZE < y1, "the mouth sits on the template"
+        shape = np.array(clip.lip_shape)  # (T, 2) a talking face: the lips part and close
+        assert shape.shape == (16, 2) and np.isfinite(shape).all()
+        assert (shape[:, 0] < shape[:, 1]).all() and 0.5 < shape[:, 1].mean() < 2.0, "a gap narrower than the mouth"
+        assert shape[:, 0].std() > 0.01, "the speaker's lips move"
 
         strict = PreprocessConfig(crop="landmarks", max_clips=1, min_landmark_frac=1.0)
         dim = preprocess_video(str(_clip("abofeumbvv")), strict, det)  # a dim room: some frames lack landmarks
     assert dim.crop == "box_fallback" and 0 < dim.landmark_frac < 1.0
-    assert all(c.crop == "box_fallback" and c.mouth_box is None for c in dim.clips)
+    assert all(c.crop == "box_fallback" and c.mouth_box is None and c.lip_shape is None for c in dim.clips)
     assert strict.hash() != cfg.hash() != PreprocessConfig().hash()
 
 
@@ -158,6 +171,7 @@ def test_a_landmark_unit_stores_the_mouth_box_in_its_shard_and_the_crop_in_the_m
         record = process_unit(unit, pre, detector=det)
     clips = {c.meta.video_id: c.meta for c in read_clips(unit.shard)}
     assert clips["abqwwspghj"].crop == "landmarks" and len(clips["abqwwspghj"].mouth_box) == 4
+    assert np.array(clips["abqwwspghj"].lip_shape).shape == (16, 2), "the lips' shape per frame rides in the shard"
     assert clips["abofeumbvv"].crop == "box_fallback" and clips["abofeumbvv"].mouth_box is None
 
     planned = [ManifestRow(video_id=n, part="p0", rel_path=f"p0/{n}.mp4", label="FAKE", split="train", fold=0, group=n)

@@ -75,26 +75,31 @@ def test_a_non_finite_loss_stops_training_at_once():
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def test_the_batchs_mouth_boxes_reach_the_sync_branch_in_training_and_evaluation():
-    """A batch's "mouth" (B, 4) goes to the model in train_one_epoch (through the objective) and in
-    evaluate: the evaluated probabilities are the model's own forward with those boxes, not the template's."""
+def test_the_batchs_mouth_boxes_and_lips_reach_the_sync_branch_in_training_and_evaluation():
+    """A batch's "mouth" (B, 4) and "lips" (B, T, 2) go to the model in train_one_epoch (through the
+    objective) and in evaluate: the evaluated probabilities are the model's own forward with those
+    boxes and lips, not the template's box without lips."""
     seed_everything(0)
     model, batches, log = _model(), _batches(2), InMemoryLogger()
+    t = batches[0]["video"].shape[2]
     for batch in batches:
         batch["mouth"] = torch.tensor([[0.0, 0.5, 0.0, 0.5]]).repeat(8, 1)  # (B, 4): top-left quarter
+        batch["lips"] = torch.rand(8, t, 2, generator=torch.Generator().manual_seed(1))  # (B, T, 2)
     seen = []
 
-    def objective(m, video, audio, target, mouth=None):
-        seen.append(mouth)
-        logits = m(video, audio, mouth)
+    def objective(m, video, audio, target, mouth=None, lips=None):
+        seen.append((mouth, lips))
+        logits = m(video, audio, mouth, lips)
         return {"loss": torch.nn.functional.binary_cross_entropy_with_logits(logits, target)}
 
     opt = build_optimizer(param_groups(model.classifier_parameters(), 0.0), "adamw", lr=1e-3)
     train_one_epoch(model, batches, opt, device=CPU, log=log, objective=objective)
-    assert len(seen) == 2 and all(torch.equal(s, batches[0]["mouth"]) for s in seen)
+    assert len(seen) == 2 and all(torch.equal(m, batches[0]["mouth"]) and torch.equal(lp, batches[0]["lips"])
+                                  for m, lp in seen)  # fmt: skip
     preds = evaluate(model, batches, device=CPU)
     with torch.no_grad():
-        own = torch.cat([torch.sigmoid(model(b["video"], b["audio"], b["mouth"])) for b in batches])
+        own = torch.cat([torch.sigmoid(model(b["video"], b["audio"], b["mouth"], b["lips"])) for b in batches])
+        no_lips = torch.cat([torch.sigmoid(model(b["video"], b["audio"], b["mouth"])) for b in batches])
         template = torch.cat([torch.sigmoid(model(b["video"], b["audio"])) for b in batches])
     assert torch.allclose(torch.from_numpy(preds.p).float(), own, atol=1e-6)
-    assert not torch.allclose(own, template)
+    assert not torch.allclose(own, no_lips) and not torch.allclose(no_lips, template)

@@ -77,7 +77,7 @@ class _FixedLogits(torch.nn.Module):
         super().__init__()
         self.logits = logits
 
-    def forward_with_features(self, video, audio, features=(), mouth=None):
+    def forward_with_features(self, video, audio, features=(), mouth=None, lips=None):
         return self.logits, {}
 
 

@@ -189,3 +189,23 @@ def test_mouth_masks_follow_each_clips_mouth_box_or_the_template():
         assert top * h <= r < bottom * h and left * w <= c < right * w, "the mask's centre is inside the clip's box"
     default = P.face_masks(2, h, w, _g(), *P.mouth_ellipses(None))
     assert torch.equal(default, P.face_masks(2, h, w, _g(), P.MOUTH_CENTRE, P.MOUTH_RADII))
+
+
+def test_the_landmarks_lips_follow_the_mouth_pseudo_fakes_and_stay_with_the_others():
+    """A mouth shuffled or frozen in the pixels is shuffled or frozen in the clip's lips too (else the
+    lips would still fit the sound and the pseudo-fake would teach nothing to the lip features)."""
+    t = 8
+    lips = torch.arange(4 * t * 2, dtype=torch.float32).reshape(4, t, 2)  # (B, T, 2) distinct per frame
+    for kind in ("mouth_shuffle", "mouth_freeze"):
+        out = P.PseudoFakes(1.0, (kind,), generator=_g())({**_batch(4), "lips": lips})
+        for b in range(4):
+            got = out["lips"][b]
+            if kind == "mouth_freeze":
+                assert (got == got[:1]).all(), "one frame's lips held for the whole clip"
+                assert any(torch.equal(got[0], lips[b, k]) for k in range(t))
+            else:
+                assert not torch.equal(got, lips[b]) and torch.equal(got[:, 0].sort().values, lips[b, :, 0])
+    for kind in ("audio_shift", "audio_swap", "self_blend", "face_resample"):
+        out = P.PseudoFakes(1.0, (kind,), generator=_g())({**_batch(4), "lips": lips})
+        assert torch.equal(out["lips"], lips), kind
+    assert "lips" not in P.PseudoFakes(1.0, ("mouth_shuffle",), generator=_g())(_batch(4))
