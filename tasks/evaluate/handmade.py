@@ -13,35 +13,42 @@
 If a statistic separates REAL from a fake type and a learned model does not, the signal
 survived ingest and the model failed to learn it. Inputs are a :class:`storage.shard_schema.DecodedClip`'s
 arrays: frames (T, H, W, 3) uint8 face crops, mel (F, Tm) log-mel.
+
+Every training run scores its val and test clips with both (the evaluation loader measures them as
+it reads the clips: ``make_loader(statistics=STATISTICS)``) and reports them beside the prior
+baseline (:func:`baseline_metrics`): ``test_baselines_video_lip_sync_auc`` and the like.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import rankdata
 
 from avff_model.crop_geometry import MOUTH_BOX as MOUTH_BOX  # re-exported: the template's mouth box
 from avff_model.crop_geometry import mouth_fractions, pixel_slices
-from storage.shard_schema import DecodedClip
+from storage.shard_schema import FAKE, REAL, DecodedClip
+from tasks.evaluate.metrics import binary_metrics
 
 # (top, bottom, left, right) as fractions of the face crop; the mouth's is the crop geometry's
 # (MOUTH_BOX, or the clip's stored mouth box: avff_model/crop_geometry.py)
 CENTRE_BOX = (0.25, 0.75, 0.25, 0.75)
 
 
-def _crop(grey: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-    """grey (T, H, W) -> (T, h, w) inside ``box``."""
-    rows, cols = pixel_slices(box, *grey.shape[1:])
-    return grey[:, rows, cols]
+def _grey(frames: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """frames (T, H, W, 3) uint8 -> (T, h, w) float32 grey levels inside ``box``; cropped before the
+    conversion (the same numbers, a fraction of the work: a training run measures every val/test clip)."""
+    rows, cols = pixel_slices(box, *frames.shape[1:3])
+    return frames[:, rows, cols].astype(np.float32).mean(-1)
 
 
 def mouth_darkness(frames: np.ndarray, mouth_box: list[float] | None = None) -> np.ndarray:
     """frames (T, H, W, 3) uint8, the clip's mouth box (crop pixels; None: the template's) -> (T,)
     minus the mean grey level of the mouth box (darker = open)."""
     box = mouth_fractions(mouth_box, frames.shape[1])
-    return -_crop(frames.astype(np.float32).mean(-1), box).mean((1, 2))
+    return -_grey(frames, box).mean((1, 2))
 
 
 def lip_opening(lip_shape: list[list[float]]) -> np.ndarray:
@@ -92,18 +99,27 @@ def sync_correlation(frames: np.ndarray, mel: np.ndarray, fps: float, hop_s: flo
 def laplacian_variance(frames: np.ndarray, box: tuple[float, float, float, float] = CENTRE_BOX) -> float:
     """frames (T, H, W, 3) uint8 -> mean over frames of the variance of the 4-neighbour Laplacian
     of the grey levels inside ``box`` (the face centre by default)."""
-    g = _crop(frames.astype(np.float32).mean(-1), box)  # (T, h, w)
+    g = _grey(frames, box)  # (T, h, w)
     lap = g[:, 1:-1, :-2] + g[:, 1:-1, 2:] + g[:, :-2, 1:-1] + g[:, 2:, 1:-1] - 4 * g[:, 1:-1, 1:-1]  # (T, h-2, w-2)
     return float(lap.var(axis=(1, 2)).mean())
 
 
-# name -> clip -> score, oriented so that a higher score means more FAKE-like
-STATISTICS: dict[str, Callable[[DecodedClip], float]] = {
-    "lip_sync": lambda c: (
-        -sync_correlation(c.frames, c.mel, c.meta.fps, c.meta.mel_hop_s, c.meta.mouth_box, c.meta.lip_shape)
-    ),
-    "sharpness": lambda c: -laplacian_variance(c.frames),
-}
+def lip_sync(c: DecodedClip) -> float:
+    """Minus the clip's mouth/loudness correlation (the landmarks' lip shape where the clip has it):
+    higher = more FAKE-like (NaN when either is flat)."""
+    return -sync_correlation(c.frames, c.mel, c.meta.fps, c.meta.mel_hop_s, c.meta.mouth_box, c.meta.lip_shape)
+
+
+def sharpness(c: DecodedClip) -> float:
+    """Minus the Laplacian variance of the clip's face centre: higher = smoother = more FAKE-like."""
+    return -laplacian_variance(c.frames)
+
+
+# name -> clip -> score, oriented so that a higher score means more FAKE-like; plain functions, not
+# lambdas, so a DataLoader worker started by spawn can be handed them
+STATISTICS: dict[str, Callable[[DecodedClip], float]] = {"lip_sync": lip_sync, "sharpness": sharpness}
+# the metrics a statistic has: its ranking's (it is no probability: no log loss, no threshold)
+RANK_METRICS = ("auc", "average_precision", "eer", "n", "n_pos")
 
 
 @dataclass(frozen=True)
@@ -129,6 +145,37 @@ def video_scores(rows: Iterable[ClipScores]) -> dict[str, dict[str, float]]:
         by_video.setdefault(r.video_id, []).append(r)
     return {
         vid: {n: float(np.nanmean([r.scores[n] for r in rs])) if any(np.isfinite(r.scores[n]) for r in rs)
-              else float("nan") for n in STATISTICS}
+              else float("nan") for n in rs[0].scores}
         for vid, rs in by_video.items()
     }  # fmt: skip
+
+
+def statistic_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """RANK_METRICS of one statistic's scores ``score`` (N,) (higher = more FAKE-like) on labels ``y`` (N,),
+    FAKE = 1, over the samples it is defined for (finite score; ``n`` counts them); NaN scores where those
+    hold one class or none."""
+    y, score = np.asarray(y, np.int64), np.asarray(score, np.float64)
+    ok = np.isfinite(score)
+    if not ok.any():
+        return {"auc": float("nan"), "average_precision": float("nan"), "eer": float("nan"), "n": 0.0,
+                "n_pos": 0.0}  # fmt: skip
+    p = rankdata(score[ok]) / (ok.sum() + 1)  # (n,) in (0, 1), the same order (ties stay ties)
+    m = binary_metrics(y[ok], p)
+    return {k: m[k] for k in RANK_METRICS}
+
+
+def baseline_metrics(video_ids: Sequence[str], y: np.ndarray, scores: Mapping[str, np.ndarray]
+                     ) -> dict[str, dict[str, dict[str, float]]]:  # fmt: skip
+    """Each statistic as a baseline of one split: ``{"clip": {name: m}, "video": {name: m}}`` with ``m``
+    of :func:`statistic_metrics`. ``video_ids``, ``y`` (N,) the clips' videos and labels (FAKE = 1),
+    ``scores``: name -> (N,) clip scores; a video scores the mean of its clips (:func:`video_scores`)."""
+    y = np.asarray(y, np.int64)
+    rows = [ClipScores(v, i, FAKE if label else REAL, {n: float(s[i]) for n, s in scores.items()})
+            for i, (v, label) in enumerate(zip(video_ids, y))]  # fmt: skip
+    per_video = video_scores(rows)
+    label = {r.video_id: int(r.label == FAKE) for r in rows}
+    y_video = np.array([label[v] for v in per_video], np.int64)  # (V,)
+    return {
+        "clip": {n: statistic_metrics(y, s) for n, s in scores.items()},
+        "video": {n: statistic_metrics(y_video, np.array([per_video[v][n] for v in per_video])) for n in scores},
+    }

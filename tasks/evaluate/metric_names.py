@@ -12,7 +12,9 @@
 - level: ``video`` (clip probabilities averaged per video) or ``clip``;
 - metric: a key of :func:`tasks.evaluate.metrics.binary_metrics` (:data:`METRICS` are the scores,
   :data:`COUNTS` the bookkeeping);
-- baseline: ``prior`` or ``majority`` (:func:`tasks.evaluate.metrics.baselines`).
+- baseline: ``prior`` or ``majority`` (:func:`tasks.evaluate.metrics.baselines`), or a hand-made
+  statistic, ``lip_sync`` or ``sharpness`` (:data:`HANDMADE`, :func:`tasks.evaluate.handmade.baseline_metrics`:
+  rank metrics only, ``auc``, ``average_precision``, ``eer``), e.g. ``test_baselines_video_lip_sync_auc``.
 
 ``val_loss`` is the val clip log loss under a shorter name (the per-epoch loss curve).
 Platt scaling at the end of training adds ``calibration_slope`` and ``calibration_intercept``
@@ -38,7 +40,10 @@ LABELS = {"auc": "AUC", "average_precision": "average precision", "log_loss": "l
           "balanced_accuracy": "balanced accuracy", "precision": "precision", "recall": "recall", "f1": "F1",
           "eer": "EER"}  # fmt: skip
 COUNTS = ("n", "n_pos", "threshold")  # binary_metrics' other keys: no score, never monitored
-BASELINES = ("prior", "majority")
+BASELINES = ("prior", "majority")  # the trivial predictors, fitted on the training labels
+HANDMADE = ("lip_sync", "sharpness")  # the statistics of tasks.evaluate.handmade, baselines that look at the clip
+# how the metrics table, the training report and the model card name them
+HANDMADE_LABELS = {"lip_sync": "hand-made lip-sync statistic", "sharpness": "hand-made sharpness statistic"}
 AT_VAL_THRESHOLD = "at_val_threshold"  # test metrics at the threshold chosen on val ("@val_threshold" flattened)
 VAL_LOSS = "val_loss"  # = val_clip_log_loss
 CALIBRATION = ("ece", "uncalibrated_ece")  # logged once at the best checkpoint, never monitored
@@ -71,8 +76,8 @@ def prefix(split: str, level: str) -> str:
 def baseline_key(split: str, level: str, baseline: str, metric: str) -> str:
     """``baseline_key("best_val", "video", "prior", "log_loss") == "best_val_baselines_video_prior_log_loss"``."""
     prefix(split, level)  # validates both
-    if baseline not in BASELINES:
-        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    if baseline not in BASELINES + HANDMADE:
+        raise ValueError(f"baseline must be one of {BASELINES + HANDMADE}, got {baseline!r}")
     return f"{split}_baselines_{level}_{baseline}_{metric}"
 
 
@@ -92,7 +97,7 @@ def parse(name: str) -> MetricKey:
         rest = rest.removeprefix("baselines_")
         level = next((lv for lv in LEVELS if rest.startswith(lv + "_")), None)
         rest = rest.removeprefix(f"{level}_")
-        baseline = next((b for b in BASELINES if rest.startswith(b + "_")), None)
+        baseline = next((b for b in BASELINES + HANDMADE if rest.startswith(b + "_")), None)
         rest = rest.removeprefix(f"{baseline}_") if baseline else ""
     else:
         level = next((lv for lv in LEVELS if rest.startswith(lv + "_")), None)

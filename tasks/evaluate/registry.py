@@ -28,7 +28,7 @@ import numpy as np
 from tasks.evaluate import calibration as C
 from tasks.evaluate import metrics as M
 from tasks.evaluate.markdown import number
-from tasks.evaluate.metric_names import BEST_VAL, TEST, baseline_key, key, parse_monitor
+from tasks.evaluate.metric_names import BEST_VAL, HANDMADE, HANDMADE_LABELS, TEST, baseline_key, key, parse_monitor
 
 REGISTER_IF = ("beats_prior", "always", "never")
 # model version tags the champion comparison reads back
@@ -162,12 +162,17 @@ def card_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str 
 
 
 def _metric_table(metrics: Mapping[str, float], split: str) -> list[str]:
-    """Model / prior / majority rows of one split (best_val or test), video level."""
+    """Model / prior / majority rows of one split (best_val or test), video level, and the hand-made statistics'
+    (their AUC: no probability, no log loss) when the run measured them."""
     rows = []
     for who, baseline in (("model", None), ("prior baseline", "prior"), ("majority baseline", "majority")):
         names = [key(split, "video", m) if baseline is None else baseline_key(split, "video", baseline, m)
                  for m, _ in _CARD_METRICS]  # fmt: skip
         rows.append([who, *(number(metrics.get(n)) for n in names)])
+    for name in HANDMADE:
+        names = [baseline_key(split, "video", name, m) for m, _ in _CARD_METRICS]
+        if names[0] in metrics:
+            rows.append([HANDMADE_LABELS[name], *(number(metrics.get(n)) for n in names)])
     return card_table(["", *(label for _, label in _CARD_METRICS)], rows)
 
 
@@ -203,7 +208,9 @@ def model_card(*, gate: Gate, data: str, manifest_sha256: str, dataset: Mapping[
         *card_table(["split", "REAL", "FAKE", "groups"], split_rows),
         "",
         "## Metrics (video level) against the baselines",
-        "Prior baseline: every video gets the training FAKE fraction; majority: the training majority class.",
+        "Prior baseline: every video gets the training FAKE fraction; majority: the training majority class; "
+        "hand-made statistics (`tasks/evaluate/handmade.py`, no learning): a one-line number of each clip, "
+        "ranked (AUC only).",
         "",
         "val, at the best checkpoint:",
         "",

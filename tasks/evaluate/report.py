@@ -585,7 +585,31 @@ def _level_lines(test: Mapping, level: str) -> tuple[list[str], list[str]]:
     lines += _level_table(m, at_val, prior, major) + [""]
     base_lines, base_warns = _baseline_lines(level, m, prior, major)
     f1_lines, f1_warns = _f1_lines(level, m, at_val)
-    return lines + base_lines + f1_lines + [""], base_warns + f1_warns
+    return lines + base_lines + f1_lines + [""] + _handmade_lines(level, m, b), base_warns + f1_warns
+
+
+def _handmade_lines(level: str, m: Mapping, base: Mapping) -> list[str]:
+    """The model's ranking beside each hand-made statistic's on the same split and level (none when not measured)."""
+    measured = [(name, base[name]) for name in N.HANDMADE if base.get(name)]
+    if not measured:
+        return []
+    auc = _num(m.get("auc"))
+    rows = [
+        ["model", number(auc), number(m.get("average_precision")), number(m.get("eer")), str(int(_num(m.get("n")))), ""]
+    ]
+    for name, s in measured:
+        rows.append([N.HANDMADE_LABELS[name], number(s.get("auc")), number(s.get("average_precision")),
+                     number(s.get("eer")), str(int(_num(s.get("n")))), _signed(auc - _num(s.get("auc")))])  # fmt: skip
+    header = ["predictor", "AUC", "average precision", "EER", f"{level}s scored", "model − statistic (AUC)"]
+    per = "a video scores the mean of its clips, and one whose every clip" if level == "video" else "a clip that"
+    return [
+        f"Against the hand-made statistics (`tasks/evaluate/handmade.py`, no learning: a one-line number of each "
+        f"clip, higher = more FAKE-like; only their ranking means anything; {per} is flat for a statistic is left "
+        f"out of its row):",
+        "",
+        *_table(header, rows),
+        "",
+    ]
 
 
 def _test_ci_lines(run: ReportInputs, ci: tuple[float, float]) -> tuple[list[str], list[str]]:

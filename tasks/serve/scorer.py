@@ -29,7 +29,7 @@ import torch
 
 from avff_model import AVFF, AVFFConfig
 from storage import fs
-from storage.decision import DECISION_FILE, PREPROCESS_FILE, Decision, read_decision, read_preprocess
+from storage.decision import Decision, read_decision, read_preprocess, write_decision, write_preprocess
 from storage.checkpoint import WEIGHTS, CheckpointError, load_weights, resolve_checkpoint
 
 WEIGHTS_ARTIFACT = "weights"
@@ -159,10 +159,10 @@ def _from_model_dir(path: Path, device: str) -> Scorer:
     if len(weights) != 1:
         raise FileNotFoundError(f"{path}: expected one artifacts/*.safetensors, found {len(weights)}")
     state, meta_config, _ = load_weights(str(weights[0]))
-    config_file, preprocess_file = path / "artifacts" / CONFIG_FILE, path / "artifacts" / PREPROCESS_FILE
+    config_file = path / "artifacts" / CONFIG_FILE
     config = json.loads(config_file.read_text()) if config_file.exists() else meta_config
     scorer = Scorer.from_weights(state, config, device)
-    scorer.preprocess = json.loads(preprocess_file.read_text()) if preprocess_file.exists() else None
+    scorer.preprocess = read_preprocess(str(path / "artifacts"))
     decision = read_decision(str(path / "artifacts"))
     if decision is not None:
         scorer.use_decision(decision)
@@ -248,12 +248,10 @@ def log_pyfunc_model(
         config_path = Path(tmp) / CONFIG_FILE
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
         artifacts = {WEIGHTS_ARTIFACT: str(weights_path), CONFIG_ARTIFACT: str(config_path)}
-        if preprocess is not None:
-            (Path(tmp) / PREPROCESS_FILE).write_text(json.dumps(preprocess, indent=2, sort_keys=True))
-            artifacts[PREPROCESS_ARTIFACT] = str(Path(tmp) / PREPROCESS_FILE)
+        if preprocess is not None:  # the one writer of each file (storage.decision), as a checkpoint holds them
+            artifacts[PREPROCESS_ARTIFACT] = write_preprocess(tmp, preprocess)
         if decision is not None:
-            (Path(tmp) / DECISION_FILE).write_text(json.dumps(decision.to_json(), indent=2, sort_keys=True))
-            artifacts[DECISION_ARTIFACT] = str(Path(tmp) / DECISION_FILE)
+            artifacts[DECISION_ARTIFACT] = write_decision(tmp, decision)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(entry),

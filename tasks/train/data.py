@@ -26,14 +26,17 @@ Tensors (letters as in ``avff_model``): ``video`` (B, 3, T, H, W) float32 ImageN
 ``target`` (B,) float32 (FAKE = 1), ``video_id`` list[str], ``clip`` (B,) int64, ``face`` (B,) int64,
 ``mouth`` (B, 4) float32: the clip's mouth box as (top, bottom, left, right) fractions of its crop
 (its stored box, or the template's: :mod:`avff_model.crop_geometry`), ``lips`` (B, T, 2) float32: its
-mouth's opening and width per frame from landmarks, zeros without (:func:`avff_model.inputs.clip_lips`).
+mouth's opening and width per frame from landmarks, zeros without (:func:`avff_model.inputs.clip_lips`);
+an evaluation loader asked for ``statistics`` (name -> function of a DecodedClip,
+:data:`tasks.evaluate.handmade.STATISTICS`) adds ``handmade``: name -> (B,) float64, each measured on
+the clip as stored, before the model's resize.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -116,8 +119,15 @@ def _augment_video(video: torch.Tensor, mouth: torch.Tensor, augment: ClipAugmen
     return apply_video_params(video, params, g), mouth
 
 
+Statistics = Mapping[str, Callable[[DecodedClip], float]]  # name -> a number of one clip (tasks/evaluate/handmade.py)
+
+
 def collate(samples: list[dict]) -> dict:
     """List of samples -> batch dict (tensors stacked, ids kept as a list)."""
+    if "handmade" in samples[0]:  # measured by an evaluation loader: name -> (B,)
+        handmade = {n: torch.tensor([s["handmade"][n] for s in samples], dtype=torch.float64)
+                    for n in samples[0]["handmade"]}  # fmt: skip
+        return {**collate([{k: v for k, v in s.items() if k != "handmade"} for s in samples]), "handmade": handmade}
     return {
         "video": torch.stack([s["video"] for s in samples]),  # (B, 3, T, H, W)
         "audio": torch.stack([s["audio"] for s in samples]),  # (B, 1, F, Tm)
@@ -217,19 +227,27 @@ class _Shrink:
 
 
 class _ToTensors:
-    """DecodedClip -> tensors; with ``augment``, each clip draws from its own (seed, epoch, pass, key) generator."""
+    """DecodedClip -> tensors; with ``augment``, each clip draws from its own (seed, epoch, pass, key) generator.
+
+    With ``statistics`` (evaluation loaders), each is measured on the clip as it arrives (as stored), which is
+    then resized to ``img_size`` here: the statistics are the same numbers whatever size the model reads.
+    """
 
     def __init__(self, audio_mean: float, audio_std: float, augment: ClipAugment | None = None, seed: int = 0,
-                 epoch: int = 0):  # fmt: skip
+                 epoch: int = 0, statistics: Statistics | None = None, img_size: int | None = None):  # fmt: skip
         self.audio_mean, self.audio_std, self.augment = audio_mean, audio_std, augment
         self.seed, self.epoch, self.passes = seed, epoch, 0
+        self.statistics, self.img_size = statistics, img_size
 
     def __call__(self, src: Iterable[DecodedClip]) -> Iterator[dict]:
         passes = self.passes
         self.passes += 1
         for c in src:
+            measured = {n: float(fn(c)) for n, fn in self.statistics.items()} if self.statistics else None
+            c = shrink_clip(c, self.img_size)
             g = clip_generator(self.seed, self.epoch, f"{c.key}#{passes}") if self.augment else None
-            yield augmented_tensors(c, self.augment, g, self.audio_mean, self.audio_std)
+            out = augmented_tensors(c, self.augment, g, self.audio_mean, self.audio_std)
+            yield out if measured is None else {**out, "handmade": measured}
 
 
 class _SeededShuffle:
@@ -293,6 +311,7 @@ def make_dataset(
     drop_videos: frozenset[str] = frozenset(),
     split_by_rank: bool = True,
     img_size: int | None = None,
+    statistics: Statistics | None = None,
 ) -> shard_io.Pipeline:
     """The pipeline over ``urls`` (an IterableDataset yielding batch dicts).
 
@@ -302,12 +321,15 @@ def make_dataset(
     ``keep_videos`` / ``keep_clips`` (video id, clip) drop every other sample (CV folds,
     curriculum); ``drop_videos`` drops these videos' samples (a manipulation type held out); ``augment`` needs ``shuffle`` (training loaders only). ``split_by_rank=False``:
     every rank of a process group reads every shard. ``img_size``: frames of another size are
-    resized to it (the model's image size; None keeps the shards' size).
+    resized to it (the model's image size; None keeps the shards' size). ``statistics``: each batch carries
+    ``handmade``, every statistic of every clip, measured before that resize (evaluation loaders only).
     """
     if not urls:
         raise ValueError("no shards to read")
     if augment is not None and augment.enabled and not shuffle:
         raise ValueError("augmentation is for training loaders only (shuffle=True); evaluation never augments")
+    if statistics and shuffle:
+        raise ValueError("statistics are measured by evaluation loaders only (shuffle=False)")
     augment = augment if augment is not None and augment.enabled else None
     stages: list = [
         _EpochShards(urls, shuffle=shuffle, seed=seed, epoch=epoch),
@@ -321,10 +343,12 @@ def make_dataset(
     stages.append(_decode)
     if real_only:
         stages.append(_real_only)
-    stages.append(_Shrink(img_size))
+    if not statistics:  # else _ToTensors measures the clip first, then resizes it
+        stages.append(_Shrink(img_size))
     if shuffle and shuffle_buffer > 1:
         stages.append(_SeededShuffle(shuffle_buffer, seed, epoch))  # holds uint8 clips: 4x fewer bytes than float32
-    stages.append(_ToTensors(audio_mean, audio_std, augment, seed, epoch))
+    stages.append(_ToTensors(audio_mean, audio_std, augment, seed, epoch, statistics or None,
+                             img_size if statistics else None))  # fmt: skip
     one_pass = shard_io.Pipeline(*stages)
     if samples_per_epoch is None:
         return shard_io.Pipeline(one_pass, shard_io.batched(batch_size, collate))
@@ -354,12 +378,13 @@ def make_loader(
     drop_videos: frozenset[str] = frozenset(),
     extra_layouts: Sequence[fs.IngestLayout] = (),
     img_size: int | None = None,
+    statistics: Statistics | None = None,
 ) -> DataLoader:
     """A DataLoader over one split's shards (or several splits') for one epoch (build a new one each epoch).
 
     ``shuffle`` defaults to ``split == "train"``. Workers are capped at the shard count so
     none starts without a shard. Batches are dicts (see the module docstring). ``augment``,
-    ``keep_videos``, ``keep_clips`` and ``img_size``: see :func:`make_dataset`.
+    ``keep_videos``, ``keep_clips``, ``img_size`` and ``statistics``: see :func:`make_dataset`.
     """
     urls = shard_urls(layout, split) + [url for extra in extra_layouts for url in shard_urls(extra, SPLITS)]
     if not urls:
@@ -379,6 +404,7 @@ def make_loader(
         keep_clips=keep_clips,
         img_size=img_size,
         drop_videos=drop_videos,
+        statistics=statistics,
     )
     workers = min(num_workers, len(urls))
     return DataLoader(

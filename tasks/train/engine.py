@@ -228,15 +228,19 @@ class Predictions(NamedTuple):
     y: np.ndarray  # (N,) int64, FAKE = 1
     p: np.ndarray  # (N,) float64, probability of FAKE
     faces: np.ndarray | None = None  # (N,) int64, which face of its video each clip shows (0: the main one)
+    # statistic name -> (N,) float64, the hand-made statistics (tasks/evaluate/handmade.py) of each clip,
+    # when the loader measured them (make_loader(statistics=...)); None otherwise
+    handmade: dict[str, np.ndarray] | None = None
 
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, loader: Iterable[dict], *, device: torch.device,
              precision: str = "fp32") -> Predictions:  # fmt: skip
-    """Probabilities of FAKE for every clip of ``loader`` (model in eval mode)."""
+    """Probabilities of FAKE for every clip of ``loader`` (model in eval mode), with the clips' hand-made
+    statistics when the loader measured them (a batch's ``handmade``)."""
     model.eval()
     ids: list[str] = []
-    clips, ys, ps, faces = [], [], [], []
+    clips, ys, ps, faces, handmade = [], [], [], [], []
     for batch in loader:
         with autocast(device, precision):
             mouth = batch["mouth"].to(device) if "mouth" in batch else None  # (B, 4)
@@ -247,7 +251,14 @@ def evaluate(model: torch.nn.Module, loader: Iterable[dict], *, device: torch.de
         clips.append(batch["clip"].numpy())
         faces.append(batch["face"].numpy() if "face" in batch else np.zeros(len(batch["video_id"]), np.int64))  # (B,)
         ids.extend(batch["video_id"])
+        if "handmade" in batch:
+            handmade.append(batch["handmade"])  # name -> (B,)
     if not ids:
         raise ValueError("the evaluation loader yielded no batches")
+    measured = (
+        {n: np.concatenate([h[n].numpy() for h in handmade]).astype(np.float64) for n in handmade[0]}
+        if handmade
+        else None
+    )
     return Predictions(ids, np.concatenate(clips), np.concatenate(ys).astype(np.int64),
-                       np.concatenate(ps).astype(np.float64), np.concatenate(faces).astype(np.int64))  # fmt: skip
+                       np.concatenate(ps).astype(np.float64), np.concatenate(faces).astype(np.int64), measured)  # fmt: skip

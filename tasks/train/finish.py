@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +28,10 @@ import numpy as np
 from storage import fs
 from storage.tables import PredictionRow, write_table
 from tasks.evaluate import calibration as C
+from tasks.evaluate import handmade as H
 from tasks.evaluate import metrics as M
 from tasks.evaluate import plots
-from tasks.evaluate.metric_names import CALIBRATION_MAP, TEST, best_key, key
+from tasks.evaluate.metric_names import CALIBRATION_MAP, HANDMADE, HANDMADE_LABELS, TEST, best_key, key, parse
 from storage.decision import Decision, ingest_preprocess, write_decision, write_preprocess
 from tasks.tracking.logger import Logger
 from tasks.train.engine import Predictions
@@ -40,10 +42,13 @@ SUMMARY_METRICS = ("best_val_video_auc", "best_val_video_log_loss", "test_video_
                    "test_clip_auc", "test_clip_log_loss",
                    # the headline's baseline beside it, so MLflow's Compare view shows both
                    "best_val_baselines_video_prior_auc", "best_val_baselines_video_prior_log_loss",
-                   "test_baselines_video_prior_auc", "test_baselines_video_prior_log_loss")  # fmt: skip
+                   "test_baselines_video_prior_auc", "test_baselines_video_prior_log_loss",
+                   # and the one-line hand-made statistics the model must beat (tasks/evaluate/handmade.py)
+                   *(f"{split}_baselines_video_{name}_auc" for name in HANDMADE for split in ("best_val", "test")))  # fmt: skip
 METRICS_TABLE = "metrics_table.json"
 _PREDICTORS = (("model", "{level}"), ("model @ val threshold", "{level}@val_threshold"),
-               ("prior baseline", "baselines.{level}.prior"), ("majority baseline", "baselines.{level}.majority"))  # fmt: skip
+               ("prior baseline", "baselines.{level}.prior"), ("majority baseline", "baselines.{level}.majority"),
+               *((HANDMADE_LABELS[name], f"baselines.{{level}}.{name}") for name in HANDMADE))  # fmt: skip
 UNCALIBRATED = "model, uncalibrated"  # the metrics-table predictor of P(FAKE) before Platt scaling
 RELIABILITY_PLOT = "reliability_test_clip.png"
 
@@ -127,9 +132,14 @@ def calibration_metrics(cal: C.Calibration) -> dict[str, float]:
 
 
 def score(preds: Predictions, train: TrainLabels, threshold_val: float | None = None) -> dict[str, Any]:
-    """Clip and video metrics of one split's predictions, with the prior/majority baselines of ``train``."""
-    return M.evaluate_predictions(preds.video_ids, preds.y, preds.p, threshold_val=threshold_val,
-                                  y_train=train.clips, y_train_video=train.videos, faces=preds.faces)  # fmt: skip
+    """Clip and video metrics of one split's predictions, with the prior/majority baselines of ``train`` and,
+    when the loader measured them (``preds.handmade``), the hand-made statistics' (:func:`H.baseline_metrics`)."""
+    out = M.evaluate_predictions(preds.video_ids, preds.y, preds.p, threshold_val=threshold_val,
+                                 y_train=train.clips, y_train_video=train.videos, faces=preds.faces)  # fmt: skip
+    if preds.handmade:
+        for level, by_name in H.baseline_metrics(preds.video_ids, preds.y, preds.handmade).items():
+            out.setdefault("baselines", {}).setdefault(level, {}).update(by_name)
+    return out
 
 
 def by_video(preds: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -148,9 +158,12 @@ def val_threshold(val: Predictions, criterion: str) -> float | None:
 
 
 def summary_metrics(flat: Mapping[str, float], monitor: str) -> dict[str, float]:
-    """SUMMARY_METRICS (and the monitor at the best checkpoint) out of flattened best_val_/test_ keys."""
+    """SUMMARY_METRICS (and the monitor at the best checkpoint) out of flattened best_val_/test_ keys.
+
+    A baseline's NaN (its AUC on a split of one class, a statistic no clip defines) is left out, not logged
+    as a number: MLflow would chart and compare it; the metrics table keeps it (as null)."""
     keep = set(SUMMARY_METRICS) | {best_key(monitor)}
-    return {k: v for k, v in flat.items() if k in keep}
+    return {k: v for k, v in flat.items() if k in keep and not (math.isnan(v) and parse(k).baseline is not None)}
 
 
 def metrics_table(by_split: Mapping[str, Mapping[str, Any]], uncalibrated: Mapping[str, Mapping[str, Any]] | None = None,

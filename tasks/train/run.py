@@ -8,6 +8,8 @@
    video metrics), early stopping on ``monitor``, ``best`` and ``last`` checkpoints;
 3. test evaluation at the best checkpoint: a Platt map (slope and intercept) fitted on val clip
    logits calibrates val and test P(FAKE) (``calibrate``), then the decision threshold is chosen on val;
+   the same pass measures each clip's hand-made statistics (:mod:`tasks.evaluate.handmade`), reported
+   beside the prior as baselines (``test_baselines_video_lip_sync_auc``, ...);
 4. plots, predictions, the markdown report; everything logged through ``log``.
 
 Stage-2 options, all off by default (docs/experiments.md): per-clip video/audio augmentation
@@ -52,6 +54,7 @@ from storage.shard_schema import FAKE, REAL
 from storage.tables import ManifestRow
 from tasks.evaluate import metrics as M
 from tasks.evaluate.calibration import Calibration
+from tasks.evaluate.handmade import STATISTICS
 from tasks.evaluate.metric_names import monitor_mode, parse_monitor
 from tasks.evaluate.registry import Gate, gate_numbers, prior_gate
 from tasks.train.augment import ClipAugment
@@ -62,7 +65,7 @@ from tasks.ingest.folds import POOL, FoldSplit, fold_split, manifest_rows
 from tasks.train.objective import Objective, pos_weight_from_labels
 from tasks.evaluate.report import ReportInputs, write_training_report
 from tasks.tracking.logger import Logger, flatten_params
-from tasks.train.data import InputShape, infer_input_shape, make_loader, split_counts
+from tasks.train.data import InputShape, Statistics, infer_input_shape, make_loader, split_counts
 from tasks.train.settings import TrainSettings
 from tasks.train.device import make_scaler, resolve_device, resolve_precision, seed_everything
 from tasks.train import finish
@@ -364,8 +367,10 @@ class Run:
                              "resolved.monitor_mode": self.mode, "resolved.frames": self.frames})  # fmt: skip
 
     def loader(self, split: str, *, epoch: int, real_only: bool = False, train: bool = False,
-                augment: bool = False, keep_clips: frozenset[tuple[str, int]] | None = None):  # fmt: skip
-        """One epoch's loader of a role as this process reads it; ``augment`` only ever reaches a ``train`` loader."""
+                augment: bool = False, keep_clips: frozenset[tuple[str, int]] | None = None,
+                statistics: Statistics | None = None):  # fmt: skip
+        """One epoch's loader of a role as this process reads it; ``augment`` only ever reaches a ``train`` loader,
+        ``statistics`` (measured per clip as it is read: the batches' ``handmade``) an evaluation one."""
         cfg, view = self.cfg, self.data.view
         shards, keep_videos = split, None
         if view is not None:  # a CV fold: pooled shards, filtered by the fold's video ids
@@ -380,7 +385,7 @@ class Run:
             samples_per_epoch=cfg.samples_per_epoch if train else None, real_only=real_only, shuffle=train,
             pin_memory=self.device.type == "cuda", augment=clip_augment, keep_videos=keep_videos,
             keep_clips=keep_clips, drop_videos=self.data.held_out if split in HELD_OUT_OF else frozenset(),
-            extra_layouts=self.extra_layouts if train else (), img_size=self.img_size,
+            extra_layouts=self.extra_layouts if train else (), img_size=self.img_size, statistics=statistics,
         )  # fmt: skip
         return self.world.train_batches(loader) if train else loader
 
@@ -591,10 +596,11 @@ class Run:
 
     def score_best(self, best: str, splits: tuple[str, ...]) -> dict[str, Predictions]:
         """Whole splits' predictions under the ``best`` checkpoint's weights, read by this process alone
-        (a ranked world has closed its group: the main rank scores all of val and test)."""
+        (a ranked world has closed its group: the main rank scores all of val and test), with the hand-made
+        statistics of every clip measured in the same pass (the baselines the model must beat)."""
         self.plain.load_state_dict(load_checkpoint(best).weights)
-        return {s: evaluate(self.plain, self.loader(s, epoch=0), device=self.device, precision=self.precision)
-                for s in splits}  # fmt: skip
+        return {s: evaluate(self.plain, self.loader(s, epoch=0, statistics=STATISTICS), device=self.device,
+                            precision=self.precision) for s in splits}  # fmt: skip
 
     def render(self, scored: finish.Scored, raw_test: Predictions, gate: Gate) -> finish.Published:
         """Plots and report.md, logged and (object storage) uploaded."""

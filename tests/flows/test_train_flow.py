@@ -83,10 +83,11 @@ def test_flow_tracks_the_run_and_registers_a_loadable_pyfunc(prefect_server, mlf
 
     # a run page one can read: curves and a short summary as metrics, the rest in a table
     assert len(run.data.metrics) <= 40, sorted(run.data.metrics)
-    # the headline beside its baseline, as metrics (MLflow's Compare view); the other baselines in the table
+    # the headline beside its baselines, as metrics (MLflow's Compare view): the prior and the hand-made
+    # statistics' AUC; the other baselines in the table
     assert {k for k in run.data.metrics if "baselines" in k} == {
         f"{split}_baselines_video_prior_{m}" for split in ("best_val", "test") for m in ("auc", "log_loss")
-    }
+    } | {f"{split}_baselines_video_{s}_auc" for split in ("best_val", "test") for s in ("lip_sync", "sharpness")}
     assert run.data.metrics["test_baselines_video_prior_auc"] == 0.5
     table = json.loads(
         Path(client.download_artifacts(run.info.run_id, "metrics_table.json", str(tmp_path))).read_text()

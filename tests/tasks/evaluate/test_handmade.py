@@ -93,3 +93,28 @@ def test_lip_sync_reads_the_landmarks_lips_where_the_clip_has_them():
                     crop="landmarks", mouth_box=[4.0, 4.0, 24.0, 14.0], lip_shape=lips)  # fmt: skip
     (row,) = H.score_clips([DecodedClip("v/000", still, mel.astype(np.float16), meta)])
     assert row.scores["lip_sync"] < -0.9
+
+
+def test_a_statistic_is_scored_by_its_ranking_over_the_clips_it_defines():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    # sharpness-like magnitudes (a sigmoid would saturate them into ties); one undefined clip
+    score = np.array([-5000.0, -4000.0, -10.0, -20.0, -3000.0, np.nan])
+    m = H.statistic_metrics(y, score)
+    assert set(m) == set(H.RANK_METRICS) and m["auc"] == 1.0 and m["eer"] == 0.0
+    assert (m["n"], m["n_pos"]) == (5, 2)  # the NaN clip is left out, and counted out
+    assert H.statistic_metrics(y, -score)["auc"] == 0.0  # oriented: higher = more FAKE-like
+    assert H.statistic_metrics(y, np.r_[score[:5] * 0, np.nan])["auc"] == 0.5  # a constant ranks nothing
+    assert np.isnan(H.statistic_metrics(np.ones(3, int), [1.0, 2.0, 3.0])["auc"])  # one class: undefined
+    none = H.statistic_metrics(y, np.full(6, np.nan))
+    assert np.isnan(none["auc"]) and none["n"] == 0
+
+
+def test_baseline_metrics_score_clips_and_videos_as_video_scores_averages_them():
+    ids = ["a", "a", "b", "b", "c", "d"]
+    y = np.array([0, 0, 1, 1, 0, 1])
+    lip = np.array([0.1, 0.9, 0.2, 0.6, 0.3, np.nan])  # video means: a 0.5, b 0.4, c 0.3, d undefined
+    sharp = np.array([-3.0, -3.0, -1.0, -1.0, -2.0, -0.5])
+    out = H.baseline_metrics(ids, y, {"lip_sync": lip, "sharpness": sharp})
+    assert out["clip"]["lip_sync"] == H.statistic_metrics(y, lip)
+    assert out["video"]["lip_sync"]["auc"] == 0.5 and out["video"]["lip_sync"]["n"] == 3  # b beats c, not a
+    assert out["video"]["sharpness"]["auc"] == 1.0 and out["video"]["sharpness"]["n"] == 4

@@ -70,3 +70,14 @@ def test_every_metric_has_one_label_and_binary_metrics_computes_every_metric():
     assert list(N.LABELS) == list(N.METRICS) and all(N.LABELS.values())
     scores = M.binary_metrics(np.array([0, 1, 0, 1]), np.array([0.2, 0.9, 0.6, 0.4]))
     assert set(N.METRICS) <= set(scores)
+
+
+def test_the_hand_made_baselines_are_the_statistics_and_their_keys_parse():
+    from tasks.evaluate.handmade import STATISTICS
+
+    assert tuple(STATISTICS) == N.HANDMADE and set(N.HANDMADE_LABELS) == set(N.HANDMADE)
+    k = N.parse("test_baselines_video_lip_sync_auc")
+    assert (k.split, k.level, k.baseline, k.metric) == ("test", "video", "lip_sync", "auc")
+    assert N.baseline_key("best_val", "clip", "sharpness", "eer") == "best_val_baselines_clip_sharpness_eer"
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        N.baseline_key("test", "video", "blur", "auc")

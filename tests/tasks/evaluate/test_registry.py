@@ -177,3 +177,23 @@ def test_model_card_tables_are_gfm_tables_whose_cells_stay_apart_through_the_mlf
             assert all(c.strip(" \t\n") and c.strip(" \t\n")[0] == "\u2003" for c in cells[1:]), row
     val_model = re.search(r"<tr>\s*<td>model</td>(.*?)</tr>", next(t for t in tables if "0.810" in t), flags=re.S)
     assert re.findall(r"<td[^>]*>(.*?)</td>", val_model.group(1))[:2] == ["\u20030.810", "\u20030.400"]
+
+
+def test_model_card_lists_the_hand_made_statistics_a_run_measured_beside_the_baselines():
+    """The statistics' AUC (no log loss: a statistic is no probability) on the card's video tables; a run
+    that did not measure them (an older version) shows no such row."""
+    test = {"test_video_auc": 0.79, "test_baselines_video_prior_auc": 0.5, "test_baselines_video_lip_sync_auc": 0.97,
+            "test_baselines_video_sharpness_auc": 0.55}  # fmt: skip
+
+    def card(test_metrics):
+        return model_card(gate=prior_gate(GateNumbers(0.40, 0.50), "val_video_log_loss", "min"), data="/d",
+                          manifest_sha256="f" * 64, dataset={}, val_metrics=VAL, test_metrics=test_metrics,
+                          threshold=0.42, threshold_criterion="f1", preprocess=None, model={}, links={})  # fmt: skip
+
+    val_part, test_part = card(test).split("## Decision")[0].split("test:")
+    assert "| hand-made" not in val_part  # VAL holds no statistic
+    rows = test_part.splitlines()
+    majority = next(i for i, r in enumerate(rows) if r.startswith("| majority baseline"))
+    assert rows[majority + 1] == "| hand-made lip-sync statistic | &emsp;0.970 | &emsp;n/a | &emsp;n/a | &emsp;n/a |"
+    assert rows[majority + 2] == "| hand-made sharpness statistic | &emsp;0.550 | &emsp;n/a | &emsp;n/a | &emsp;n/a |"
+    assert "| hand-made" not in card({"test_video_auc": 0.79}).split("test:")[1].split("## Decision")[0]

@@ -123,3 +123,35 @@ def test_a_scorer_passes_each_clips_mouth_box_to_the_model(model_and_inputs):
     np.testing.assert_allclose(scorer.predict_proba(video, audio, mouth=template), scorer.predict_proba(video, audio))
     with pytest.raises(ValueError, match=r"expected mouth \(3, 4\), got \(2, 4\)"):
         scorer.predict_proba(video, audio, mouth=mouth[:2])
+
+
+def test_a_logged_pyfunc_carries_the_preprocessing_and_decision_files_a_checkpoint_holds(model_and_inputs, tmp_path,
+                                                                                         monkeypatch):  # fmt: skip
+    """log_pyfunc_model writes preprocess.json and decision.json through storage.decision (one writer each):
+    the logged artifacts are the bytes a checkpoint's folder holds, and the model loads with both."""
+    import mlflow
+
+    from storage.decision import PREPROCESS_FILE, write_preprocess
+    from tasks.serve.scorer import log_pyfunc_model
+
+    model, video, audio, logits = model_and_inputs
+    config = dataclasses.asdict(model.cfg)
+    directory = CheckpointStore(str(tmp_path / "ckpt")).save("m", model, config, {})
+    preprocess, decision = {"clip_mode": "native", "face_size": 32}, Decision(0.3, "f1", 0.5, 1.0)
+    beside = tmp_path / "beside"  # what finish.keep_decision / keep_preprocess write beside a checkpoint
+    write_preprocess(str(beside), preprocess)
+    write_decision(str(beside), decision)
+    monkeypatch.chdir(tmp_path)  # nothing may land in the repo's ./mlruns
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        with mlflow.start_run():
+            info = log_pyfunc_model(f"{directory}/model.safetensors", config, preprocess=preprocess, decision=decision)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=str(tmp_path / "dl")))
+    finally:
+        mlflow.set_tracking_uri(None)
+    for name in (PREPROCESS_FILE, DECISION_FILE):
+        assert (local / "artifacts" / name).read_bytes() == (beside / name).read_bytes()
+    scorer = load_model(str(local), device="cpu")
+    assert scorer.preprocess == preprocess and scorer.threshold == 0.3
+    np.testing.assert_allclose(scorer.predict_proba(video, audio), 1 / (1 + np.exp(-(0.5 * logits + 1.0))), rtol=1e-5,
+                               atol=1e-6)  # fmt: skip

@@ -227,3 +227,26 @@ def test_a_flipped_clips_mouth_box_is_mirrored_with_its_frames(layout):
         expected = augment_video(plain, aug.video, torch.Generator().manual_seed(0))
         mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
         assert torch.allclose(out["video"], (expected - mean) / std)
+
+
+def test_an_evaluation_loader_measures_the_statistics_on_each_clip_as_stored(layout):
+    """``statistics``: each batch carries every statistic of every clip, measured before the model's resize
+    (the same numbers as on the clip read straight from its shard), in loader workers too; a training loader
+    refuses them."""
+    from storage.shard_io import read_clips
+    from tasks.evaluate.handmade import STATISTICS
+    from tasks.train.data import shard_urls
+
+    stored = {(c.meta.video_id, c.meta.clip): {n: fn(c) for n, fn in STATISTICS.items()}
+              for url in shard_urls(layout, "val") for c in read_clips(url)}  # fmt: skip
+    batches = list(make_loader(layout, "val", batch_size=5, img_size=16, statistics=STATISTICS, num_workers=2))
+    assert batches[0]["video"].shape[-1] == 16 and set(batches[0]["handmade"]) == set(STATISTICS)
+    seen = {}
+    for b in batches:
+        for i, key in enumerate(zip(b["video_id"], b["clip"].tolist())):
+            seen[key] = {n: float(b["handmade"][n][i]) for n in STATISTICS}
+    assert seen.keys() == stored.keys() and len(seen) == 16
+    assert all(seen[k] == pytest.approx(stored[k], rel=1e-6) for k in stored)
+    assert "handmade" not in next(iter(make_loader(layout, "val", batch_size=5)))  # only when asked
+    with pytest.raises(ValueError, match="evaluation loaders only"):
+        make_loader(layout, "train", batch_size=5, shuffle=True, statistics=STATISTICS)

@@ -178,3 +178,37 @@ def test_a_video_of_two_faces_scores_as_its_fake_face_and_its_predictions_name_t
     rows = read_table(finish.write_predictions(str(tmp_path), {"test": preds})["test"], PredictionRow)
     assert [(r.video_id, r.clip, r.face, r.y) for r in rows][:4] == [("v0", 0, 0, 0), ("v0", 1, 0, 0), ("v0", 0, 1, 1),
                                                                       ("v0", 1, 1, 1)]  # fmt: skip
+
+
+def test_the_hand_made_statistics_are_baselines_beside_the_prior_in_the_summary_and_the_table():
+    """Predictions that carry the clips' statistics (an evaluation loader measured them) score them per video
+    (the mean of its clips) as baselines: summary metrics beside the prior's, and rows of the metrics table."""
+    lip = np.array([0.1, -0.2, 0.5, 0.3, 0.2, 0.0, 0.6, 0.8])  # FAKE videos v1, v3 highest: AUC 1
+    sharp = np.array([-1.0, -1.0, -9.0, -9.0, np.nan, np.nan, -0.5, -0.5])  # v2 undefined; REAL v0 between: AUC 0.5
+    val = VAL._replace(handmade={"lip_sync": lip, "sharpness": sharp})
+    scored = finish.score(val, TRAIN)
+    assert scored["baselines"]["video"]["lip_sync"]["auc"] == 1.0 and "prior" in scored["baselines"]["video"]
+    sharpness = scored["baselines"]["video"]["sharpness"]
+    assert (sharpness["auc"], sharpness["n"], sharpness["n_pos"]) == (0.5, 3, 2)
+    assert sharpness["average_precision"] == pytest.approx((1 + 2 / 3) / 2)  # v3 (FAKE), v0 (REAL), v1 (FAKE)
+    summary = finish.summary_metrics(M.flatten("test", scored), "val_loss")
+    assert summary["test_baselines_video_lip_sync_auc"] == 1.0 and summary["test_baselines_video_sharpness_auc"] == 0.5
+    rows = finish.metrics_table({"test": scored})
+    by = {(r["level"], r["predictor"]): r for r in rows}
+    assert by[("video", "hand-made lip-sync statistic")]["auc"] == 1.0
+    assert by[("clip", "hand-made sharpness statistic")]["n"] == 6  # two clips undefined
+    assert "log_loss" not in by[("video", "hand-made lip-sync statistic")]  # a statistic is no probability
+    assert len(finish.metrics_table({"test": finish.score(VAL, TRAIN)})) == len(rows) - 4  # not measured: no rows
+
+
+def test_a_baseline_undefined_on_a_split_is_not_logged_as_a_number():
+    """One class in test: the prior's and a statistic's AUC are NaN, left out of the summary (MLflow would
+    chart NaN); the model's own numbers and the defined baselines stay."""
+    one_class = _preds([1, 1, 1, 1], [0.2, 0.4, 0.6, 0.8])._replace(
+        handmade={"lip_sync": np.array([0.1, 0.2, 0.3, 0.4]), "sharpness": np.array([-1.0, -2.0, -3.0, -4.0])}
+    )
+    flat = M.flatten("test", finish.score(one_class, TRAIN))
+    assert np.isnan(flat["test_baselines_video_lip_sync_auc"]) and np.isnan(flat["test_baselines_video_prior_auc"])
+    summary = finish.summary_metrics(flat, "val_loss")
+    assert not [k for k in summary if k.endswith("_auc") and "baselines" in k]
+    assert "test_baselines_video_prior_log_loss" in summary and np.isnan(summary["test_video_auc"])

@@ -354,3 +354,38 @@ def test_a_run_shrinks_larger_shards_to_the_models_size_and_says_so(data_64px, t
     batch = next(iter(make_loader(layout, "test", batch_size=len(clips), shuffle=False, img_size=32)))
     assert video.shape[-2:] == (32, 32) and torch.equal(video, batch["video"])
     assert scorer.predict_proba(video, audio).shape == (len(clips),)
+
+
+def test_a_run_reports_the_hand_made_statistics_as_baselines_in_mlflow_the_table_and_the_report(tmp_path,
+                                                                                                 monkeypatch):  # fmt: skip
+    """Talking faces and their lipsync_offset fakes (the generator's people and voices, the audio shifted):
+    the hand-made lip-sync statistic separates them, the sharpness statistic cannot (same pixels); the run
+    logs both beside the prior in a real MLflow store and writes them into its table and its report."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from tasks.synthetic.shards import write_lipsync_shards
+    from tasks.tracking.mlflow_adapter import MLflowLogger
+
+    layout = write_lipsync_shards(str(tmp_path / "lip"))
+    monkeypatch.chdir(tmp_path)  # nothing may land in the repo's ./mlruns
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = client.create_run(client.create_experiment("lip")).info.run_id
+    result = run_training(_settings(layout.root, tmp_path / "run", pretrain_epochs=0, epochs=1),
+                          log=MLflowLogger(client, run_id))  # fmt: skip
+    metrics = client.get_run(run_id).data.metrics
+    for split in ("best_val", "test"):
+        assert metrics[f"{split}_baselines_video_lip_sync_auc"] >= 0.95
+        assert metrics[f"{split}_baselines_video_sharpness_auc"] == 0.5  # a REAL and its fake: the same frames
+        assert f"{split}_baselines_video_prior_auc" in metrics
+    table = json.loads(Path(client.download_artifacts(run_id, METRICS_TABLE, str(tmp_path))).read_text())
+    rows = {(r[0], r[1], r[2]): dict(zip(table["columns"], r)) for r in table["data"]}
+    assert rows[("test", "video", "hand-made lip-sync statistic")]["n"] == 8  # 4 people, REAL and FAKE each
+    assert ("val", "clip", "hand-made sharpness statistic") in rows
+    report = Path(result.report_path).read_text()
+    lip = metrics["test_baselines_video_lip_sync_auc"]
+    assert (
+        f"| hand-made lip-sync statistic | {lip:.3f} |" in report
+        and "| hand-made sharpness statistic | 0.500 |" in report
+    )
