@@ -144,7 +144,8 @@ def test_a_logged_pyfunc_carries_the_preprocessing_and_decision_files_a_checkpoi
     monkeypatch.chdir(tmp_path)  # nothing may land in the repo's ./mlruns
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     try:
-        with mlflow.start_run():
+        # an explicit experiment: an earlier test may leave another store's experiment active in this process
+        with mlflow.start_run(experiment_id=mlflow.create_experiment("pyfunc")):
             info = log_pyfunc_model(f"{directory}/model.safetensors", config, preprocess=preprocess, decision=decision)
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=str(tmp_path / "dl")))
     finally:
