@@ -20,6 +20,11 @@ from pathlib import Path
 import av
 import numpy as np
 
+from tasks.ingest.audio import decode_audio
+
+PROBE_RATE = 16000  # the edited copies' sound: the rate ingest and `avff predict` resample every track to
+MAX_PROBE_S = 3600.0  # the sound read from a source (the model reads at most its first minute)
+
 SHIFTS_S = (-1.0, -0.5, -0.2, 0.2, 0.5, 1.0)
 
 
@@ -62,17 +67,6 @@ def leading_silence_s(audio: np.ndarray, rate: int, threshold_dbfs: float = -50.
     return float(loud[0] * win / rate) if len(loud) else float(len(audio) / rate)
 
 
-def _read_audio(path: str) -> tuple[np.ndarray, int]:
-    """Mono float32 (n,) and its rate."""
-    with av.open(path) as c:
-        stream = c.streams.audio[0]
-        rate = stream.sample_rate
-        chunks = [f.to_ndarray().astype(np.float32) for f in c.decode(stream)]
-    # planar (channels, n) or packed (1, n * channels): average to mono
-    mono = [x.mean(0) if x.shape[0] == stream.channels else x.reshape(-1, stream.channels).mean(1) for x in chunks]
-    return np.concatenate(mono) if mono else np.zeros(0, np.float32), rate
-
-
 def _edit_audio(audio: np.ndarray, rate: int, edit: Edit, cut_s: float) -> np.ndarray:
     """The edited mono track, same length as the video it will sit under."""
     x = audio[int(round(cut_s * rate)) :].copy()
@@ -87,7 +81,8 @@ def _edit_audio(audio: np.ndarray, rate: int, edit: Edit, cut_s: float) -> np.nd
 
 def write_edit(src: str | Path, dst: str | Path, edit: Edit) -> Path:
     """Write ``src`` with ``edit`` applied to ``dst`` (.mp4, H.264 + AAC mono); returns ``dst``."""
-    audio, rate = _read_audio(str(src))
+    rate = PROBE_RATE
+    audio = decode_audio(str(src), rate, max_seconds=MAX_PROBE_S)  # the project's one audio reader (PyAV)
     cut_s = leading_silence_s(audio, rate) if edit.cut_s < 0 else edit.cut_s
     audio = _edit_audio(audio, rate, edit, cut_s)
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:

@@ -8,7 +8,8 @@ from pathlib import Path
 import av
 import pytest
 
-from tasks.evaluate.probes import Edit, _read_audio, default_edits, leading_silence_s, shortcut_probes, write_edit
+from tasks.evaluate.probes import PROBE_RATE, Edit, default_edits, leading_silence_s, shortcut_probes, write_edit
+from tasks.ingest.audio import decode_audio
 from tasks.synthetic.dfdc_sample import ShortcutControls, make_single_folder_sample
 
 LEAD = 0.3
@@ -22,7 +23,7 @@ def real_clip(tmp_path_factory) -> Path:
 
 
 def _lead(path) -> float:
-    return leading_silence_s(*_read_audio(str(path)))
+    return leading_silence_s(decode_audio(str(path), PROBE_RATE), PROBE_RATE)
 
 
 def _frames(path) -> int:
