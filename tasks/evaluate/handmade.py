@@ -55,11 +55,11 @@ def lip_opening(lip_shape: list[list[float]]) -> np.ndarray:
     """(T, 2) per frame the lips' gap and the mouth's width (``ClipMeta.lip_shape``) -> (T,) the gap
     minus the width, each standardised over the clip (a still one counts as 0).
 
-    Why both: on 38 real talking clips of 6 people (bench/real.py's test people, 3 clips of 16
-    frames at 5 fps), the gap alone separates shifted / swapped sound at AUC 0.67 / 0.69, the gap
-    minus the width 0.75 / 0.79 (the darkness: 0.62 / 0.65); the width alone anti-correlates with
-    loudness. On 47 clips of 10 other people (bench/real.py's training people): gap minus width
-    0.62 / 0.64, gap alone 0.56 / 0.64, darkness 0.46 / 0.45 (docs/results.md, "Real footage").
+    Why both (``python bench/lip_signal.py``, 3 clips of 16 frames at 5 fps): on 39 real talking
+    clips of bench/real.py's test people, the gap alone separates shifted / swapped sound at AUC
+    0.68 / 0.71, the gap minus the width 0.76 / 0.81 (the darkness: 0.64 / 0.67); the width alone
+    anti-correlates with loudness. On 47 clips of 10 other people: gap minus width 0.70 / 0.67, gap
+    alone 0.60 / 0.62, darkness 0.49 / 0.48 (docs/results.md, "Real footage").
     """
     shape = np.asarray(lip_shape, np.float64)  # (T, 2)
     centred = shape - shape.mean(0)

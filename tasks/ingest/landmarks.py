@@ -151,10 +151,10 @@ def lip_shape(points: np.ndarray, eye_mouth: float) -> np.ndarray:
     the lips' inner edges and the distance between the mouth's corners, both over ``eye_mouth``.
 
     The lip-sync signal of a real face: in 3 clips of 16 frames at 5 fps, the opening minus the width
-    correlates with loudness where a shifted or swapped sound does not, at AUC 0.75 / 0.79 on 38 real
-    talking clips of 6 people and 0.62 / 0.64 on 47 of 10 others, where the mouth region's darkness
-    gives 0.62 / 0.65 and 0.46 / 0.45 (:func:`tasks.evaluate.handmade.lip_opening`). Scale-free, so
-    the same number whatever the crop size or the face's distance to the camera.
+    correlates with loudness where a shifted or swapped sound does not, at AUC 0.76 / 0.81 on 39 real
+    talking clips of 5 people and 0.70 / 0.67 on 47 of 10 others, where the mouth region's darkness
+    gives 0.64 / 0.67 and 0.49 / 0.48 (``bench/lip_signal.py``; :func:`tasks.evaluate.handmade.lip_opening`).
+    Scale-free, so the same number whatever the crop size or the face's distance to the camera.
     """
     opening = np.linalg.norm(points[INNER_LIP_MIDDLE[0]] - points[INNER_LIP_MIDDLE[1]])
     width = np.linalg.norm(points[MOUTH_CORNERS[0]] - points[MOUTH_CORNERS[1]])
