@@ -60,6 +60,9 @@ class AVFFConfig:
     # the sync branch also reads the landmarks' mouth opening and width (signals.SyncBranch ``lips``);
     # False here so a checkpoint written before it existed (whose config lacks it) loads as it was; the presets turn it on
     sync_lips: bool = False
+    # with sync_lips: also the lips' sync peak (signals.sync_peak, for clips with a 25 fps lip track); False
+    # for checkpoints written before it, on in the presets
+    sync_peak: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -146,7 +149,7 @@ def tiny() -> AVFFConfig:
         video_width=64, video_depth=2, video_heads=4,
         audio_width=64, audio_depth=2, audio_heads=4,
         decoder_width=64, decoder_depth=1, decoder_heads=4,
-        contrastive_dim=32, disc_hidden=64, head_hidden=64, head_heads=4, sync_lips=True,
+        contrastive_dim=32, disc_hidden=64, head_hidden=64, head_heads=4, sync_lips=True, sync_peak=True,
     )  # fmt: skip
 
 
@@ -161,11 +164,11 @@ def laptop() -> AVFFConfig:
         video_width=384, video_depth=8, video_heads=6,
         audio_width=384, audio_depth=8, audio_heads=6,
         decoder_width=256, decoder_depth=2, decoder_heads=8,
-        contrastive_dim=256, disc_hidden=256, head_hidden=256, head_heads=4, sync_lips=True,
+        contrastive_dim=256, disc_hidden=256, head_hidden=256, head_heads=4, sync_lips=True, sync_peak=True,
     )  # fmt: skip
 
 
 @register_config
 def paper() -> AVFFConfig:
     """The paper's scale: ViT-B (768 wide, 12 deep, 12 heads) for both encoders at 224 px, K=8."""
-    return AVFFConfig(sync_lips=True)
+    return AVFFConfig(sync_lips=True, sync_peak=True)

@@ -106,10 +106,23 @@ def clip_to_tensors(
     }
 
 
+def mel_band(n_mels: int, lo_hz: float, hi_hz: float, sample_rate: int = 16000, low_hz: float = 20.0) -> np.ndarray:
+    """(F,) bool: the mel bins whose centre lies in [lo_hz, hi_hz], for the Kaldi fbank ingest computes
+    (tasks/ingest/audio.log_mel: HTK mel scale, bins evenly spaced in mel from ``low_hz`` to Nyquist)."""
+    mel = lambda f: 1127.0 * np.log1p(np.asarray(f, np.float64) / 700.0)  # noqa: E731
+    lo, hi = mel(low_hz), mel(sample_rate / 2)
+    centres = 700.0 * np.expm1((lo + (np.arange(n_mels) + 1) * (hi - lo) / (n_mels + 1)) / 1127.0)  # (F,) Hz
+    return (centres >= lo_hz) & (centres <= hi_hz)
+
+
 def clip_lips(clip) -> torch.Tensor:
-    """A clip's (T, 2) mouth opening and width per frame, from its landmarks (``meta.lip_shape``);
-    zeros for a clip without landmarks (box crops, older shards), which the sync branch reads as no
-    lip motion (:class:`avff_model.signals.SyncBranch`)."""
+    """A clip's lips: its (K, 2) lip track at 25 fps over its span where ingest made one
+    (``meta.lip_track``), else its (T, 2) mouth opening and width per frame from its landmarks
+    (``meta.lip_shape``); zeros (T, 2) for a clip without landmarks (box crops, older shards), which
+    the sync branch reads as no lip motion (:class:`avff_model.signals.SyncBranch`)."""
+    track = getattr(clip.meta, "lip_track", None)
+    if track is not None:
+        return torch.tensor(track, dtype=torch.float32)  # (K, 2)
     shape = getattr(clip.meta, "lip_shape", None)
     if shape is None:
         return torch.zeros(clip.frames.shape[0], 2)

@@ -134,7 +134,9 @@ class AVFF(nn.Module):
         seen = set(self.head.inputs)
         sync, texture = cfg.sync_branch and {"video", "audio"} <= seen, cfg.texture_branch and "video" in seen
         self.signals = (
-            SignalFeatures(cfg.n_mels, sync=sync, texture=texture, lips=cfg.sync_lips) if sync or texture else None
+            SignalFeatures(cfg.n_mels, sync=sync, texture=texture, lips=cfg.sync_lips, peak=cfg.sync_peak)
+            if sync or texture
+            else None
         )
         self.signal_head = mlp_head(self.signals.out_dim, cfg.head_hidden, cfg.dropout) if self.signals else None
         self.inputs = (*self.head.inputs, "signals") if self.signals else self.head.inputs

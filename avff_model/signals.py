@@ -30,11 +30,17 @@ from torch import nn
 
 from .crop_geometry import FACE_CENTRE, FACE_RADII, MOUTH_BOX, pixel_slices
 from .fusion import frame_shift, time_overlap
-from .inputs import AUDIO_MEAN, AUDIO_STD
+from .inputs import AUDIO_MEAN, AUDIO_STD, mel_band
 
 MOUTH_GRID = (8, 16)  # the mouth region pooled to this many (rows, columns)
 LIP_CHANNELS = 2  # a clip's lips per frame: the mouth's opening and width (tasks/ingest/landmarks.lip_shape)
 LIP_EPS = 1e-5  # the lips' variance floor: their opening moves by ~0.05 of the eyes-to-mouth distance
+# the lip track's sync peak (:func:`sync_peak`): the sound's loudness in the band where speech moves with
+# the lips, and the lags, in steps of the 25 fps track, of "near" (0.08 s), "far" (beyond 0.32 s) and the
+# farthest (1.2 s); chosen on 10 people's real clips, confirmed on 5 others (docs/results.md, "Real footage")
+SYNC_BAND_HZ = (500.0, 2000.0)
+TRACK_NEAR, TRACK_FAR, TRACK_MAX_LAG = 2, 8, 30
+PEAK_FEATURES = 4
 
 
 def _standardise(x: torch.Tensor, dim: int, eps: float = 1e-3) -> torch.Tensor:
@@ -91,20 +97,47 @@ def loudness(sound: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(sound.float() * (2.0 * AUDIO_STD) + AUDIO_MEAN, dim=-1, keepdim=True).to(sound.dtype)
 
 
+def band_loudness(sound: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) normalised log-mel per step, (F,) bool band -> (B, T, 1) the log energy inside the band."""
+    return torch.logsumexp((sound.float() * (2.0 * AUDIO_STD) + AUDIO_MEAN)[..., band], dim=-1, keepdim=True)
+
+
+def sync_peak(lips: torch.Tensor, loud: torch.Tensor) -> torch.Tensor:
+    """lips (B, K, 2) opening and width, loud (B, K, 1) -> (B, 4): the lagged correlation of the mouth's
+    opening (gap minus width, each standardised) with the loudness at lag 0, its best within
+    TRACK_NEAR steps, its best beyond TRACK_FAR, and near minus far. A mouth that moves with its own
+    sound peaks near lag 0; a moved sound peaks elsewhere, an unrelated one nowhere in particular
+    (:func:`tasks.evaluate.handmade.sync_peak`, the hand-made twin)."""
+    z = _standardise(lips.float(), dim=1, eps=LIP_EPS)  # (B, K, 2)
+    opening = _standardise(z[..., :1] - z[..., 1:], dim=1)  # (B, K, 1)
+    lags = max(min(TRACK_MAX_LAG, lips.shape[1] - 8), 0)
+    profile = lagged_correlation(opening, _standardise(loud.float(), dim=1), lags)  # (B, 2L + 1)
+    near = profile[:, max(lags - TRACK_NEAR, 0) : lags + TRACK_NEAR + 1].amax(dim=1)  # (B,)
+    offsets = torch.arange(-lags, lags + 1, device=lips.device).abs()
+    far_part = profile[:, offsets > TRACK_FAR]
+    far = far_part.amax(dim=1) if far_part.shape[1] else torch.zeros_like(near)  # (B,)
+    return torch.stack([profile[:, lags], near, far, near - far], dim=1)  # (B, 4)
+
+
 class SyncBranch(nn.Module):
     """video (B, 3, T, H, W), audio (B, 1, F, Tm) -> (B, 2 * lags + 1 + D) lip-sync features, and with
     ``lips`` another LIP_CHANNELS * (2 * lags + 1) from the landmarks' mouth opening and width."""
 
-    def __init__(self, n_mels: int, dim: int = 16, hidden: int = 32, lags: int = 3, lips: bool = False):
+    def __init__(self, n_mels: int, dim: int = 16, hidden: int = 32, lags: int = 3, lips: bool = False,
+                 peak: bool = False):  # fmt: skip
         super().__init__()
         self.lags = lags
+        self.peak = peak  # with lips: also their :func:`sync_peak` (a lip track's lags reach 1.2 s)
+        self.register_buffer("band", torch.from_numpy(mel_band(n_mels, *SYNC_BAND_HZ)), persistent=False)
         # no bias on the last layers: standardising over time removes any constant, so a bias there
         # would get no gradient but float noise (which Adam turns into lr-sized steps)
         self.mouth = nn.Sequential(nn.Linear(MOUTH_GRID[0] * MOUTH_GRID[1], hidden), nn.GELU(),
                                    nn.Linear(hidden, dim, bias=False))  # fmt: skip
         self.sound = nn.Sequential(nn.Linear(n_mels, hidden), nn.GELU(), nn.Linear(hidden, dim, bias=False))
         self.lips = lips
-        self.out_dim = 2 * lags + 1 + dim + (LIP_CHANNELS * (2 * lags + 1) if lips else 0)
+        self.out_dim = (
+            2 * lags + 1 + dim + (LIP_CHANNELS * (2 * lags + 1) + (PEAK_FEATURES if peak else 0) if lips else 0)
+        )
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None,
                 lips: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
@@ -118,11 +151,16 @@ class SyncBranch(nn.Module):
         if self.lips:
             if lips is None:
                 lips = video.new_zeros(video.shape[0], video.shape[2], LIP_CHANNELS)
-            zl = _standardise(lips.to(sound.dtype), dim=1, eps=LIP_EPS)  # (B, T, 2); a still mouth stays 0
-            zs = _standardise(loudness(sound), dim=1)  # (B, T, 1)
+            heard = sound if lips.shape[1] == sound.shape[1] else frames_of_sound(audio, lips.shape[1])  # (B, K, F)
+            zl = _standardise(lips.to(heard.dtype), dim=1, eps=LIP_EPS)  # (B, K, 2); a still mouth stays 0
+            zs = _standardise(loudness(heard), dim=1)  # (B, K, 1)
             out += [
                 lagged_correlation(zl[..., c : c + 1], zs, self.lags) for c in range(LIP_CHANNELS)
             ]  # 2 x (B, 2L + 1)
+            if self.peak:
+                peak = sync_peak(lips, band_loudness(heard, self.band))  # (B, 4)
+                still = lips.float().std(dim=1).amax(dim=1, keepdim=True) < 1e-4  # no landmarks: zeros
+                out.append(torch.where(still, torch.zeros_like(peak), peak).to(heard.dtype))
         return torch.cat(out, dim=1)  # (B, out_dim)
 
 
@@ -169,9 +207,9 @@ class SignalFeatures(nn.Module):
     forward(video, audio) -> (B, out_dim), the branches' features concatenated.
     """
 
-    def __init__(self, n_mels: int, *, sync: bool, texture: bool, lips: bool = False):
+    def __init__(self, n_mels: int, *, sync: bool, texture: bool, lips: bool = False, peak: bool = False):
         super().__init__()
-        self.sync = SyncBranch(n_mels, lips=lips) if sync else None
+        self.sync = SyncBranch(n_mels, lips=lips, peak=peak) if sync else None
         self.texture = TextureBranch() if texture else None
         self.out_dim = (self.sync.out_dim if sync else 0) + (self.texture.out_dim if texture else 0)
 

@@ -15,9 +15,13 @@ of every control / shift / swap file at its own frame rate, finds the face mesh 
 Each is correlated with the sound's loudness (log energy in +-40 ms around each frame's time) in the
 samplings a model or a statistic could use: ``3 clips 5 fps`` (the ingest's default: 3 clips of 16
 frames 0.2 s apart, correlation per clip then the mean), ``10 s 5 fps`` and ``10 s native`` (one
-correlation over every frame). Printed: AUC of ``control`` against ``shift`` and ``swap`` (higher
-correlation = REAL), per signal and sampling. Nothing is trained: this says which signal a learned
-sync branch should be given, on people it was never tuned on.
+correlation over every frame), and ``3 clips 25 fps``: the same 3 clips' spans with every frame's lips
+resampled to 25 fps, as ingest's ``lip_track`` stores them (:func:`tasks.ingest.landmarks.lip_track`).
+On those, ``op-wid peak`` is the hand-made statistic a clip with a lip track gets
+(:func:`tasks.evaluate.handmade.track_sync`: the lag at which the opening correlates best with the
+500-2000 Hz loudness, near 0 or far). Printed: AUC of ``control`` against ``shift`` and ``swap``
+(higher = REAL), per signal and sampling. Nothing is trained: this says which signal a learned sync
+branch should be given, on people it was never tuned on.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ import av
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
-from tasks.evaluate.handmade import lip_opening  # noqa: E402
+from storage.shard_schema import LIP_TRACK_FPS  # noqa: E402
+from tasks.evaluate.handmade import lip_opening, track_sync  # noqa: E402
 from tasks.evaluate.metrics import auc_or_nan  # noqa: E402
-from tasks.ingest.audio import decode_audio  # noqa: E402
-from tasks.ingest.landmarks import LIPS, LandmarkFaceDetector, lip_shape, pose_of  # noqa: E402
+from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, mel_window  # noqa: E402
+from tasks.ingest.landmarks import LIPS, LandmarkFaceDetector, lip_shape, lip_track, pose_of  # noqa: E402
 
 SECONDS, RATE, HALF_WINDOW_S = 10.0, 16000, 0.04
 KINDS = ("control", "shift", "swap")
@@ -119,6 +124,26 @@ def correlations(sig: dict[str, np.ndarray], loud: np.ndarray, fps: float) -> di
     return out
 
 
+def track_measures(shape: np.ndarray, times: np.ndarray, wave: np.ndarray) -> dict[str, float]:
+    """The 3 clips' spans (3.2 s from 0, 3.2, 6.4 s) with the lips at 25 fps as ingest's lip track: the
+    opening's lag-0 correlation with the loudness, and the hand-made sync peak; each the mean over clips."""
+    spec = MelSpec()
+    mel = log_mel(wave, spec)  # (F, Tm)
+    found = [None if not np.isfinite(row).all() else row for row in shape]
+    lag0, peak = [], []
+    for k in range(3):
+        grid = k * 3.2 + np.arange(80) / LIP_TRACK_FPS  # (80,)
+        inside = (times >= grid[0] - 0.02) & (times <= grid[-1] + 0.02)
+        track = lip_track(times[inside], [f for f, i in zip(found, inside) if i], grid)
+        if track is None or grid[-1] > times[-1]:
+            continue
+        window = mel_window(mel, grid[0], 320, spec.hop_s, SILENCE_LOG_MEL)  # (F, 320)
+        lag0.append(corr(lip_opening(track.tolist()), loudness(wave, grid)))
+        peak.append(track_sync(track.tolist(), window, spec.hop_s))
+    mean = lambda v: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")  # noqa: E731
+    return {"op-wid / 3 clips 25 fps": mean(lag0), "op-wid peak / 3 clips 25 fps": mean(peak)}
+
+
 def measure(footage: Path, people: set[str] | None) -> list[dict]:
     meta = json.loads((footage / "metadata.json").read_text())
     rows = []
@@ -135,9 +160,10 @@ def measure(footage: Path, people: set[str] | None) -> list[dict]:
             if sig is None:
                 continue
             fps = (len(times) - 1) / max(times[-1] - times[0], 1e-6)
-            loud = loudness(decode_audio(path, RATE), times)
+            wave = decode_audio(path, RATE)
             rows.append({"file": name, "kind": kind, "person": person, "source": source,
-                         **correlations(sig, loud, fps)})  # fmt: skip
+                         **correlations(sig, loudness(wave, times), fps),
+                         **track_measures(sig["shape"], times, wave)})  # fmt: skip
             print(kind, name[:60], flush=True)
     return rows
 

@@ -316,7 +316,7 @@ def ingest(footage: Path, shards: Path, seed: int, max_clips: int, clip_mode: st
 
     return ingest_dfdc(IngestSettings(data=str(footage), out=str(shards), identities=str(footage / "identities.csv"),
                                       ratios=RATIOS, seed=seed, face_size=face_size, max_clips=max_clips,
-                                      clip_mode=clip_mode, crop=crop, videos_per_shard=32, executor="local",
+                                      clip_mode=clip_mode, crop=crop, lip_track=crop == "landmarks", videos_per_shard=32, executor="local",
                                       progress=False))  # fmt: skip
 
 

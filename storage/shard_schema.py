@@ -35,7 +35,8 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+/\d{3}(?:_f[1-9])?$")
 
 # fields added after shards were first written: absent from the json when None, so a box-crop
 # ingest writes the bytes it wrote before them (and old shards read back with None)
-_OMITTED_WHEN_NONE = ("crop", "mouth_box", "landmark_frac", "lip_shape")
+_OMITTED_WHEN_NONE = ("crop", "mouth_box", "landmark_frac", "lip_shape", "lip_track")
+LIP_TRACK_FPS = 25.0  # a stored lip track's rate (tasks/ingest/landmarks.lip_track)
 
 
 class ShardFormatError(ValueError):
@@ -69,6 +70,8 @@ class ClipMeta:
     landmark_frac: float | None = None  # of the clip's frames with their own landmarks
     # (T, 2) per frame the mouth's opening and width over the eyes-to-mouth distance (tasks/ingest/landmarks.lip_shape)
     lip_shape: list[list[float]] | None = None
+    # (K, 2) the same at LIP_TRACK_FPS over the clip's span, K = num_frames / fps * LIP_TRACK_FPS (ingest's lip_track)
+    lip_track: list[list[float]] | None = None
     schema: int = SCHEMA_VERSION
     extra: dict = field(default_factory=dict)
     # which face of the video: 0 the main one, 1.. the others (each its own label); written only
@@ -200,18 +203,24 @@ def decode_sample(sample: dict) -> DecodedClip:
     stacked = np.stack([frames[i] for i in range(meta.num_frames)])  # (T, H, W, 3)
     _check_mouth_box(key, meta.mouth_box, stacked.shape[1:3])
     _check_lip_shape(key, meta.lip_shape, meta.num_frames)
+    _check_lip_shape(key, meta.lip_track, lip_track_steps(meta.num_frames, meta.fps), "lip_track")
     return DecodedClip(key=key, frames=stacked, mel=mel, meta=meta)
 
 
-def _check_lip_shape(key: str, shape, frames: int) -> None:
-    """A stored lip shape is None or ``frames`` rows of two finite numbers >= 0."""
+def lip_track_steps(num_frames: int, fps: float) -> int:
+    """A clip's lip track length: its span (num_frames / fps seconds) at LIP_TRACK_FPS."""
+    return int(round(num_frames / fps * LIP_TRACK_FPS))
+
+
+def _check_lip_shape(key: str, shape, frames: int, name: str = "lip_shape") -> None:
+    """A stored lip shape (or track) is None or ``frames`` rows of two finite numbers >= 0."""
     if shape is None:
         return
     ok = isinstance(shape, list) and len(shape) == frames and all(
         isinstance(row, list) and len(row) == 2 and all(isinstance(v, (int, float)) and np.isfinite(v) and v >= 0
                                                          for v in row) for row in shape)  # fmt: skip
     if not ok:
-        raise ShardFormatError(f"{key}: lip_shape is not {frames} rows of [opening, width] (finite, >= 0)")
+        raise ShardFormatError(f"{key}: {name} is not {frames} rows of [opening, width] (finite, >= 0)")
 
 
 def _check_mouth_box(key: str, box, hw: tuple[int, int]) -> None:

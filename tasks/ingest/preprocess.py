@@ -15,7 +15,18 @@ import numpy as np
 
 from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, mel_window, resample_columns
 from tasks.ingest.faces import FaceDetector, FaceTrack, crop_track, track_faces
-from tasks.ingest.landmarks import LandmarkFaceDetector, LandmarkTrack, align, crop_landmarks, find_landmarks, mouth_box
+from storage.shard_schema import LIP_TRACK_FPS, lip_track_steps
+from tasks.ingest.landmarks import (
+    LandmarkFaceDetector,
+    LandmarkTrack,
+    align,
+    crop_landmarks,
+    find_landmarks,
+    lip_shape,
+    lip_track,
+    mouth_box,
+    pose_of,
+)
 from tasks.ingest.stages import stage
 from tasks.ingest.video import (
     HWACCELS,
@@ -23,6 +34,7 @@ from tasks.ingest.video import (
     VideoError,
     VideoInfo,
     nearest_frames,
+    frames_within,
     presented_times,
     probe,
     read_frames,
@@ -46,6 +58,9 @@ class PreprocessConfig:
     # falling back to the box for a video with landmarks in fewer than min_landmark_frac of its frames
     crop: str = "box"
     min_landmark_frac: float = 0.5
+    # with crop="landmarks": also each clip's lip shape at LIP_TRACK_FPS over its whole span, from every
+    # frame of the video there (the lip-sync signal of a real face is faster than 5 fps: landmarks.lip_track)
+    lip_track: bool = False
     min_face_frac: float = 0.5  # of a clip's frames with a real detection
     max_faces: int = 4  # faces tracked per video: the main one (face 0) and others present in most frames
     min_track_frac: float = 0.5  # of all sampled frames in which a face other than the main one is detected
@@ -74,6 +89,8 @@ class PreprocessConfig:
             raise ValueError(f"clip_mode must be one of {', '.join(CLIP_MODES)}, got {self.clip_mode!r}")
         if self.crop not in CROPS:
             raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
+        if self.lip_track and self.crop != "landmarks":
+            raise ValueError("lip_track needs crop='landmarks' (the lips are found by the face mesh)")
         if self.hwaccel is not None and self.hwaccel not in HWACCELS:
             raise ValueError(f"hwaccel must be one of {', '.join(HWACCELS)} or None, got {self.hwaccel!r}")
 
@@ -128,7 +145,7 @@ CROPS = ("box", "landmarks")
 # the field's default except max_faces, whose default (every face) writes more samples for videos of several people
 _HASHED_WHEN_SET = {"clip_offset_s": 0.0, "clip_stride_s": None, "clip_mode": "spread",
                     "max_faces": 1, "min_track_frac": 0.5, "crop": "box", "min_landmark_frac": 0.5,
-                    "hwaccel": None}  # fmt: skip
+                    "hwaccel": None, "lip_track": False}  # fmt: skip
 
 
 @dataclass
@@ -150,6 +167,8 @@ class Clip:
     mouth_box: list[float] | None = None  # [x0, y0, x1, y1] crop pixels holding the lips of every frame
     landmark_frac: float | None = None  # of the clip's frames with their own landmarks
     lip_shape: list[list[float]] | None = None  # (T, 2) the mouth's opening and width per frame (landmarks.lip_shape)
+    # with lip_track: (K, 2) the same at LIP_TRACK_FPS over the clip's span, K = T / fps * LIP_TRACK_FPS
+    lip_track: list[list[float]] | None = None
 
 
 @dataclass
@@ -243,6 +262,9 @@ def preprocess_video(path: str, cfg: PreprocessConfig, detector: FaceDetector) -
         if t is track and not face_clips:
             break  # no clip of the main face: the video is refused below, as before
         clips += face_clips
+    if cfg.lip_track and clips:
+        with stage("lip_track"):
+            _add_lip_tracks(path, info, cfg, clips, detector)
     if not clips:
         best = max(float(track.detected[p].mean()) for p, ok in zip(picks, on_time) if ok)
         raise VideoError(
@@ -320,6 +342,41 @@ def _clip_landmarks(crop_kind: str | None, lm: LandmarkTrack | None, found: np.n
     return {"crop": crop_kind, "mouth_box": mouth_box(lm.lips[picks], size),
             "landmark_frac": round(float(found[picks].mean()), 4),
             "lip_shape": [[round(float(v), 4) for v in row] for row in lm.shape[picks]]}  # fmt: skip
+
+
+def _add_lip_tracks(path: str, info: VideoInfo, cfg: PreprocessConfig, clips: list[Clip], detector) -> None:
+    """Each clip's ``lip_track``: for a landmark clip, the face mesh on every frame the video shows within
+    its span, its box the clip's track box at that time, resampled to LIP_TRACK_FPS
+    (:func:`tasks.ingest.landmarks.lip_track`); zeros where no lips were found (a box fallback, a
+    mostly faceless span), so every clip of the ingest has one and batches stack."""
+    wanted = [c for c in clips if c.crop == "landmarks"]  # box fallbacks: no mesh to follow
+    grids = [c.frame_times[0] + np.arange(lip_track_steps(len(c.frame_times), c.fps)) / LIP_TRACK_FPS for c in wanted]
+    seen = _lips_in_spans(path, info, cfg, wanted, [(g[0] - 0.02, g[-1] + 0.02) for g in grids], detector)
+    for c, grid, (times, shapes) in zip(wanted, grids, seen):
+        track = lip_track(np.array(times), shapes, grid)
+        if track is not None:
+            c.lip_track = [[round(float(v), 4) for v in row] for row in track]
+    for c in clips:
+        if c.lip_track is None:
+            c.lip_track = [[0.0, 0.0]] * lip_track_steps(len(c.frame_times), c.fps)
+
+
+def _lips_in_spans(path: str, info: VideoInfo, cfg: PreprocessConfig, clips: list[Clip],
+                   spans: list[tuple[float, float]], detector) -> list[tuple[list[float], list]]:  # fmt: skip
+    """Per clip: the times of the frames shown within its span and their lip shapes (None: no mesh),
+    in one decode pass, a frame at a time."""
+    seen: list[tuple[list[float], list]] = [([], []) for _ in clips]
+    if not clips:
+        return seen
+    for t, rgb in frames_within(path, spans, rotation=info.rotation, read_seconds=cfg.limits.read_seconds,
+                                max_pixels=cfg.limits.max_pixels, hwaccel=cfg.hwaccel):  # fmt: skip
+        for c, (a, b), (times, shapes) in zip(clips, spans, seen):
+            if a <= t <= b:
+                box = np.array([np.interp(t, c.frame_times, c.boxes[:, j]) for j in range(4)])
+                pts = detector.landmarks(rgb, box)
+                times.append(t)
+                shapes.append(None if pts is None else lip_shape(pts, pose_of(pts)[2]))
+    return seen
 
 
 @dataclass(frozen=True)

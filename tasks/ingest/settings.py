@@ -53,6 +53,9 @@ class IngestSettings(BaseModel):
     crop: Literal["box", "landmarks"] = Field("box", description="box: the detector box; landmarks: aligned by "
                                               "face landmarks (eyes level, fixed scale) with a stored mouth box, "
                                               "the box where landmarks fail")  # fmt: skip
+    lip_track: bool = Field(False, description="with crop=landmarks: each clip's lips at 25 fps over its whole span, "
+                            "from every frame there (the lip-sync signal of a real face; decodes every frame of the "
+                            "clips)")  # fmt: skip
     min_face_frac: float = Field(0.5, ge=0.0, le=1.0, description="least fraction of a clip's frames with a face")
     max_faces: int = Field(4, ge=1, le=10, description="faces tracked per video (the main one and others present "
                            "in most frames), each its own samples; 1: the main face only")  # fmt: skip
@@ -109,6 +112,12 @@ class IngestSettings(BaseModel):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _lip_track_needs_landmarks(self) -> IngestSettings:
+        if self.lip_track and self.crop != "landmarks":
+            raise ValueError("lip_track needs crop=landmarks (the lips are found by the face mesh)")
+        return self
+
     @field_validator("ratios")
     @classmethod
     def _ratios(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -127,6 +136,7 @@ class IngestSettings(BaseModel):
             clip_fps=self.clip_fps,
             clip_mode=self.clip_mode,
             crop=self.crop,
+            lip_track=self.lip_track,
             max_clips=self.max_clips,
             clip_offset_s=self.clip_offset_s,
             clip_stride_s=self.clip_stride_s,

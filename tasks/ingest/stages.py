@@ -53,6 +53,12 @@ STAGES: tuple[Stage, ...] = (
         "face mesh per frame + alignment (tasks.ingest.landmarks.find_landmarks, align)",
         only="crop=landmarks",
     ),  # fmt: skip
+    Stage(
+        "lip_track",
+        "every frame of each clip's span decoded and meshed, lips at 25 fps (preprocess._add_lip_tracks)",
+        whole=True,
+        only="lip_track",
+    ),  # fmt: skip
     Stage("crop", "face crops resized to face_size (faces.crop_track; landmarks.crop_landmarks)"),
     Stage(
         "labels",

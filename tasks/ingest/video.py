@@ -22,6 +22,8 @@ import os
 from dataclasses import dataclass
 
 import av
+from collections.abc import Iterator
+
 import numpy as np
 
 from tasks.ingest.stages import stage
@@ -436,6 +438,32 @@ def _decode_all_nearest(
         raise VideoError("undecodable", f"{path}: no decodable video frames")
     order = [best[i] for i in range(len(want))]
     return [frames[k] for k in order], np.asarray([times[k] for k in order], dtype=np.float64)
+
+
+def frames_within(
+    path: str, spans: list[tuple[float, float]], *, rotation: int = 0, read_seconds: float = 60.0,
+    max_pixels: int = 3840 * 2160, hwaccel: str | None = None,
+) -> Iterator[tuple[float, np.ndarray]]:  # fmt: skip
+    """Every frame shown within any of ``spans`` ([start, end] seconds from the stream's start, as
+    :func:`read_frames`' times), in time order: (time, (H, W, 3) uint8 upright RGB). Decoded one by
+    one up to the last span's end, so one full frame is held at a time. Raises VideoError."""
+    last = min(max(end for _, end in spans), read_seconds)
+    with _open(path, hwaccel) as c:
+        v = c.streams.video[0]
+        start, size = _start_seconds(v), None
+        try:
+            for frame in _decoded(c, v):
+                if frame.time is None:
+                    continue
+                start = frame.time if start is None else start
+                t = frame.time - start
+                if t > last:
+                    return
+                if any(a <= t <= b for a, b in spans):
+                    size = _check_size(path, frame, size, max_pixels)
+                    yield t, _rgb(frame, rotation)
+        except av.error.FFmpegError as e:
+            raise VideoError("undecodable", f"{path}: video stream does not decode ({e})") from e
 
 
 def _decoded(c, v):

@@ -227,6 +227,7 @@ def _write_video(
             mouth_box=clip.mouth_box,
             landmark_frac=clip.landmark_frac,
             lip_shape=clip.lip_shape,
+            lip_track=clip.lip_track,
         )
         with stage("jpeg"):
             sample = encode_sample(clip.frames, clip.mel, meta, jpeg_quality)

@@ -66,6 +66,7 @@ def decoded_clips(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg
             det_score=clip.det_score, detected_frac=clip.detected_frac, mel_hop_s=pre.mel.hop_s,
             frame_times=clip.frame_times, mel_start_s=clip.mel_start_s, face=clip.face,
             crop=clip.crop, mouth_box=clip.mouth_box, landmark_frac=clip.landmark_frac, lip_shape=clip.lip_shape,
+            lip_track=clip.lip_track,
         )  # fmt: skip
         clips.append(decode_sample(encode_sample(clip.frames, clip.mel, meta, jpeg_quality)))
     return clips, result.face_frac

@@ -198,6 +198,20 @@ def shuffled_order(b: int, t: int, g: torch.Generator) -> torch.Tensor:
     return order
 
 
+def _reorder_lips(lips: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """lips (n, K, 2) over a clip's span, order (n, T) the frame each frame shows -> the lips the
+    re-ordered frames show: step s lies in frame f = s * T // K and takes the step at the same offset
+    in frame order[f]. K = T (one lip shape per frame): plain re-indexing; a 25 fps lip track (K > T):
+    each frame's stretch of steps moves with it."""
+    n, k, _ = lips.shape
+    t = order.shape[1]
+    pos = (torch.arange(k, dtype=torch.float64) + 0.5) * t / k  # (K,) in frames
+    frame = pos.floor().long().clamp(max=t - 1)  # (K,)
+    moved = order.cpu().double()[:, frame] + (pos - frame)  # (n, K) positions in the source frames
+    steps = (moved * k / t).floor().long().clamp(0, k - 1).to(lips.device)  # (n, K)
+    return torch.gather(lips, 1, steps[..., None].expand(-1, -1, lips.shape[-1]))
+
+
 def shift_audio(audio: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
     """audio (B, 1, F, Tm), columns (B,) ints -> clip b's mel rolled by columns[b] in time.
 
@@ -280,14 +294,14 @@ class PseudoFakes:
                 new_v[di] = face_resample(video[di], face[i], scale)
             elif name == "mouth_freeze":
                 new_v[di] = mouth_freeze(video[di], mouth[i], frame[i])
-                if new_l is not None:
-                    new_l[di] = lips[di, frame[i].to(lips.device)][:, None].expand(-1, t, -1)
+                if new_l is not None:  # the lips at the frozen frame's time, held (a lip track: its middle step)
+                    k = lips.shape[1]
+                    step = ((frame[i].double() + 0.5) * k / t).floor().long().to(lips.device)  # (n,)
+                    new_l[di] = lips[di, step][:, None].expand(-1, k, -1)
             elif name == "mouth_shuffle":
                 new_v[di] = mouth_shuffle(video[di], mouth[i], order[i])
                 if new_l is not None:
-                    new_l[di] = torch.gather(
-                        lips[di], 1, order[i].to(lips.device)[..., None].expand(-1, -1, lips.shape[-1])
-                    )
+                    new_l[di] = _reorder_lips(lips[di], order[i])
             elif name == "audio_shift":
                 new_a[di] = shift_audio(audio[di], columns[i])
             elif name == "audio_swap":

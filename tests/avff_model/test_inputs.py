@@ -85,3 +85,30 @@ def test_the_audio_statistics_put_real_speech_on_the_audioset_scale():
     assert abs(norm.mean()) < 0.6 and 0.3 < norm.std() < 0.8, (norm.mean(), norm.std())
     loud = np.concatenate([log_mel(w * 32768).ravel() for w in waves])
     assert ((loud - AUDIO_MEAN) / (2 * AUDIO_STD)).mean() > 1.0  # 1.9 on these clips
+
+
+def test_mel_band_picks_the_bins_whose_centre_kaldis_fbank_puts_in_the_band():
+    """The speech band the sync peak hears is chosen from the fbank ingest computes (Kaldi's, 20 Hz to
+    Nyquist): its bin centres, read from torchaudio's own mel banks, decide the bins."""
+    import torchaudio
+
+    from avff_model.inputs import mel_band
+
+    _, centres = torchaudio.compliance.kaldi.get_mel_banks(128, 512, 16000.0, 20.0, 0.0, 100.0, -500.0, 1.0)
+    centres = centres.flatten()  # (F,) Hz
+    want = ((centres >= 500) & (centres <= 2000)).numpy()
+    got = mel_band(128, 500.0, 2000.0)
+    assert got.dtype == bool and got.sum() > 20 and (got == want).all()
+
+
+def test_clip_lips_is_the_lip_track_where_the_clip_has_one():
+    from types import SimpleNamespace
+
+    from avff_model.inputs import clip_lips
+
+    frames = np.zeros((16, 8, 8, 3), np.uint8)
+    shape, track = [[0.1, 1.0]] * 16, [[0.2, 0.9]] * 80
+    assert clip_lips(SimpleNamespace(frames=frames, meta=SimpleNamespace(lip_shape=None))).shape == (16, 2)
+    assert clip_lips(SimpleNamespace(frames=frames, meta=SimpleNamespace(lip_shape=shape, lip_track=None)))[0, 0] == 0.1
+    both = clip_lips(SimpleNamespace(frames=frames, meta=SimpleNamespace(lip_shape=shape, lip_track=track)))
+    assert both.shape == (80, 2) and float(both[0, 0]) == pytest.approx(0.2)

@@ -6,6 +6,7 @@ import torch
 
 from avff_model import AVFF, get_config
 from avff_model.signals import (
+    PEAK_FEATURES,
     SyncBranch,
     TextureBranch,
     face_ellipse,
@@ -239,11 +240,11 @@ def test_a_checkpoint_from_before_lips_loads_and_scores_as_before():
 
     from avff_model.config import AVFFConfig
 
-    old = {k: v for k, v in asdict(get_config("tiny")).items() if k != "sync_lips"}
+    old = {k: v for k, v in asdict(get_config("tiny")).items() if k not in ("sync_lips", "sync_peak")}
     torch.manual_seed(0)
     before = AVFF(AVFFConfig(**{**old})).eval()
     lipless = before.signals.sync.out_dim
-    assert AVFF(get_config("tiny")).signals.sync.out_dim == lipless + 2 * (2 * 3 + 1)
+    assert AVFF(get_config("tiny")).signals.sync.out_dim == lipless + 2 * (2 * 3 + 1) + PEAK_FEATURES
     model = AVFF(AVFFConfig(**old))
     model.load_state_dict(before.state_dict())  # strict
     cfg = model.cfg
@@ -252,3 +253,26 @@ def test_a_checkpoint_from_before_lips_loads_and_scores_as_before():
     with torch.no_grad():
         assert torch.equal(model.eval()(video, audio), model(video, audio, None, torch.rand(2, cfg.num_frames, 2)))
     assert get_config("tiny").sync_lips
+
+
+def test_a_checkpoint_from_before_the_sync_peak_loads_strictly_and_the_peak_reads_a_lip_track():
+    """A config saved with the lips but before ``sync_peak`` lacks the key: its branch is as wide as
+    before and loads strictly. With the peak, lips longer than the clip's frames (a 25 fps lip track
+    over the clip's span) give PEAK_FEATURES more features, all zero for a clip without landmarks."""
+    from dataclasses import asdict
+
+    from avff_model.config import AVFFConfig
+
+    old = {k: v for k, v in asdict(get_config("tiny")).items() if k != "sync_peak"}
+    before = AVFF(AVFFConfig(**old)).eval()
+    AVFF(AVFFConfig(**old)).load_state_dict(before.state_dict())  # strict
+    assert AVFF(get_config("tiny")).signals.sync.out_dim == before.signals.sync.out_dim + PEAK_FEATURES
+    branch = SyncBranch(F, lips=True, peak=True).eval()
+    video, audio = _talking_clip(0)
+    track = torch.rand(video.shape[0], 80, 2)  # (B, K, 2), K = 3.2 s at 25 fps
+    with torch.no_grad():
+        feats = branch(video, audio, lips=track)
+        assert feats.shape == (video.shape[0], branch.out_dim) and torch.isfinite(feats).all()
+        assert not torch.equal(feats[:, -PEAK_FEATURES:], torch.zeros_like(feats[:, -PEAK_FEATURES:]))
+        none = branch(video, audio, lips=torch.zeros_like(track))[:, -PEAK_FEATURES:]
+        assert torch.equal(none, torch.zeros_like(none)), "no landmarks: no peak"

@@ -46,3 +46,19 @@ def test_a_real_talking_face_gives_its_lip_shape_on_most_frames():
     assert sig is not None and np.isfinite(sig["shape"]).all(1).mean() > 0.8
     ok = np.isfinite(sig["op"])
     assert (sig["op"][ok] < sig["shape"][ok, 1]).all(), "the lips' gap is narrower than the mouth"
+
+
+def test_the_lip_track_measures_peak_with_their_own_sound_and_not_with_it_moved():
+    """Lips at 25 fps over 10 s and a 1 kHz voice whose loudness follows their opening: in the 3 clips'
+    spans the opening correlates with its own sound at lag 0 and peaks there (the hand-made sync peak,
+    > 0); the same voice 0.6 s later peaks away from lag 0 (< 0)."""
+    rng = np.random.default_rng(1)
+    times = np.arange(250) / 25.0
+    opening = np.convolve(rng.random(254), np.ones(5) / 5, mode="valid")  # (250,) speech-like, ~0.1 s smooth
+    shape = np.stack([0.05 + 0.2 * opening, 1.2 - 0.1 * opening], axis=1)  # (250, 2)
+    t = np.arange(int(10.0 * L.RATE)) / L.RATE
+    voice = (np.interp(t, times, opening) * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    moved = np.concatenate([np.zeros(int(0.6 * L.RATE), np.float32), voice])[: voice.size]
+    own, late = L.track_measures(shape, times, voice), L.track_measures(shape, times, moved)
+    assert own["op-wid / 3 clips 25 fps"] > 0.8 > 0.3 > late["op-wid / 3 clips 25 fps"]
+    assert own["op-wid peak / 3 clips 25 fps"] > 0.3 and late["op-wid peak / 3 clips 25 fps"] < 0

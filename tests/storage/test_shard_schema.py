@@ -8,7 +8,7 @@ import pytest
 import webdataset as wds
 
 from storage import fs
-from storage.shard_schema import ClipMeta, ShardFormatError, decode_sample, encode_sample
+from storage.shard_schema import ClipMeta, ShardFormatError, decode_sample, encode_sample, lip_track_steps
 
 
 def _meta(**kw):
@@ -164,3 +164,18 @@ def test_a_mouth_box_outside_the_crop_or_malformed_is_refused(box):
     sample["json"] = json.dumps({**raw, "mouth_box": box}).encode()
     with pytest.raises(ShardFormatError, match="mouth_box .* is not \\[x0, y0, x1, y1\\] inside the 32x32 crop"):
         decode_sample(sample)
+
+
+def test_a_lip_track_travels_with_the_sample_and_one_of_the_wrong_length_is_refused():
+    """A lip track is the clip's span (num_frames / fps s) at 25 fps; absent from a clip without one."""
+    frames, mel = np.zeros((4, 32, 32, 3), np.uint8), np.zeros((8, 10), np.float32)
+    meta = _meta()
+    steps = lip_track_steps(meta.num_frames, meta.fps)
+    assert steps == round(meta.num_frames / meta.fps * 25)
+    assert "lip_track" not in json.loads(encode_sample(frames, mel, meta)["json"])
+    track = [[0.1 + 0.01 * i, 1.0] for i in range(steps)]
+    back = decode_sample({"__key__": "abcdefghij/001", **encode_sample(frames, mel, _meta(lip_track=track))}).meta
+    assert back.lip_track == track
+    short = encode_sample(frames, mel, _meta(lip_track=track[:-1]))
+    with pytest.raises(ShardFormatError, match=f"lip_track is not {steps} rows of"):
+        decode_sample({"__key__": "abcdefghij/001", **short})

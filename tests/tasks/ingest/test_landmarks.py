@@ -180,3 +180,48 @@ def test_a_landmark_unit_stores_the_mouth_box_in_its_shard_and_the_crop_in_the_m
     rows = {r.video_id: r for r in manifest}
     assert rows["abqwwspghj"].crop == "landmarks" and rows["abqwwspghj"].landmark_frac == 1.0
     assert rows["abofeumbvv"].crop == "box_fallback" and rows["abofeumbvv"].landmark_frac < 0.9
+
+
+def test_lip_track_resamples_the_frames_lips_to_the_grid_and_refuses_a_mostly_faceless_span():
+    from tasks.ingest.landmarks import lip_track
+
+    times = np.array([0.0, 0.04, 0.08, 0.12])
+    shapes = [np.array([0.1, 1.0]), None, np.array([0.3, 0.8]), np.array([0.3, 0.8])]
+    track = lip_track(times, shapes, np.array([0.0, 0.02, 0.04, 0.2]))
+    assert track.shape == (4, 2)
+    assert np.allclose(track[:, 0], [0.1, 0.15, 0.2, 0.3])  # linear across the faceless frame, held at the end
+    assert lip_track(times, [None, None, None, shapes[0]], np.array([0.0])) is None
+
+
+REALAV = Path(__file__).resolve().parents[4] / "shared" / "data" / "realav"
+
+
+def test_a_real_talkers_lip_track_peaks_with_its_own_sound_and_not_with_it_moved():
+    """A real talking clip ingested with ``lip_track``: each clip carries its lips at 25 fps over its
+    3.2 s span, and against the clip's own sound they peak near lag 0 where the sound moved 0.6 s later
+    (silence first, as bench/real.py's shifted fakes) does not. Without ``lip_track``: no track."""
+    from tasks.evaluate.handmade import track_sync
+    from tasks.ingest.audio import SILENCE_LOG_MEL, decode_audio, log_mel, mel_window
+
+    path = REALAV / "Hangz-nju-cuhk__Talking-Face_PC-AVS" / "Audio_Source_00086.mp4"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (real clips live in ../shared/data)")
+    cfg = PreprocessConfig(crop="landmarks", lip_track=True, face_size=64, max_clips=1, max_faces=1)
+    with face_detector(cfg) as det:
+        (clip,) = preprocess_video(str(path), cfg, det).clips
+        plain = preprocess_video(str(path), PreprocessConfig(crop="landmarks", face_size=64, max_clips=1), det)
+    assert plain.clips[0].lip_track is None
+    track = np.array(clip.lip_track)
+    assert track.shape == (80, 2) and np.isfinite(track).all() and track[:, 0].std() > 0.005  # the lips move
+    wave = decode_audio(str(path), 16000)
+    moved = np.concatenate([np.zeros(int(0.6 * 16000), np.float32), wave])[: wave.size]
+    hop = cfg.mel.hop_s
+
+    def mel(w):
+        return mel_window(log_mel(w, cfg.mel), clip.mel_start_s, 320, hop, SILENCE_LOG_MEL)
+
+    def peak(w):
+        return track_sync(clip.lip_track, mel(w), hop)
+
+    assert np.allclose(mel(wave), clip.mel, atol=1e-4)  # the clip's own sound, as ingest cut it
+    assert peak(wave) > 0.1 > peak(moved)

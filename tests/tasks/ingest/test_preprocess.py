@@ -125,6 +125,13 @@ def test_ingest_settings_pass_the_sampling_fields_on(tmp_path):
     assert IngestSettings(**base, clip_mode="native").preprocess().clip_mode == "native"
     with pytest.raises(ValidationError):
         IngestSettings(**base, clip_mode="dense")
+    assert IngestSettings(**base, crop="landmarks", lip_track=True).preprocess().lip_track
+    with pytest.raises(ValidationError, match="lip_track needs crop=landmarks"):
+        IngestSettings(**base, lip_track=True)
+    with pytest.raises(ValueError, match="lip_track needs crop='landmarks'"):
+        PreprocessConfig(lip_track=True)
+    assert PreprocessConfig(crop="landmarks").hash() == PreprocessConfig(crop="landmarks", lip_track=False).hash()
+    assert PreprocessConfig(crop="landmarks").hash() != PreprocessConfig(crop="landmarks", lip_track=True).hash()
 
 
 @pytest.fixture(scope="module")

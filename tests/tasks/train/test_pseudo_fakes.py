@@ -209,3 +209,21 @@ def test_the_landmarks_lips_follow_the_mouth_pseudo_fakes_and_stay_with_the_othe
         out = P.PseudoFakes(1.0, (kind,), generator=_g())({**_batch(4), "lips": lips})
         assert torch.equal(out["lips"], lips), kind
     assert "lips" not in P.PseudoFakes(1.0, ("mouth_shuffle",), generator=_g())(_batch(4))
+
+
+def test_a_lip_track_moves_with_the_mouth_pseudo_fakes_frames():
+    """A 25 fps lip track (K = 5 T steps over the clip's span): a shuffled mouth moves each frame's
+    stretch of 5 steps with its frame; a frozen one holds the lips of the frozen frame's time."""
+    t, r = 8, 5
+    track = torch.arange(4 * t * r * 2, dtype=torch.float32).reshape(4, t * r, 2)  # (B, K, 2) distinct per step
+    out = P.PseudoFakes(1.0, ("mouth_shuffle",), generator=_g())({**_batch(4), "lips": track})["lips"]
+    for b in range(4):
+        blocks = out[b, :, 0].reshape(t, r)  # (T, r): each frame's stretch
+        assert not torch.equal(out[b], track[b])
+        assert torch.equal(blocks - blocks[:, :1], torch.arange(r, dtype=torch.float32).expand(t, r) * 2)
+        assert torch.equal(blocks[:, 0].sort().values, track[b, ::r, 0]), "whole stretches, each once"
+    out = P.PseudoFakes(1.0, ("mouth_freeze",), generator=_g())({**_batch(4), "lips": track})["lips"]
+    for b in range(4):
+        assert (out[b] == out[b, :1]).all()
+        step = int(out[b, 0, 0] - track[b, 0, 0]) // 2
+        assert step % r == r // 2, "the middle of a frame's stretch"
