@@ -58,7 +58,7 @@ from tasks.ingest.preprocess import PreprocessConfig, face_detector  # noqa: E40
 from tasks.ingest.scan import VideoEntry, scan_dfdc  # noqa: E402
 from tasks.ingest.splits import assign_splits  # noqa: E402
 from tasks.ingest.video import VideoError, probe  # noqa: E402
-from tasks.serve.predict import clip_lip_shapes, clip_mouths, decoded_clips, model_inputs  # noqa: E402
+from tasks.serve.predict import decoded_clips, model_inputs  # noqa: E402
 
 RATE = 16000  # the sound of every made file, mono AAC
 SHIFT_S = (0.4, 1.0)
@@ -413,10 +413,9 @@ def score_files(made: list[Made], model_dir: Path, compare_modes: bool) -> list[
             except VideoError as e:
                 row["refused"] = e.reason
             else:
-                x = model_inputs(clips, scorer.config.img_size)  # video (N, 3, T, H, W), audio (N, 1, F, Tm)
-                x = (*x, 16, clip_mouths(clips), clip_lip_shapes(clips))  # batch size, mouth (N, 4), lips (N, T, 2)
+                x = model_inputs(clips, scorer.config.img_size)  # video, audio, mouth (N, 4), lips (N, T, 2)
                 with torch.no_grad():
-                    p = scorer.predict_proba(*x)
+                    p = scorer.predict_proba(**x)
                 row.update(model=float(np.mean(p)), lip_sync=_lip_sync(clips), clips=len(clips))
                 inputs.append((row, x))
             for mode, cfg in MODES.items() if compare_modes else ():
@@ -432,7 +431,7 @@ def score_files(made: list[Made], model_dir: Path, compare_modes: bool) -> list[
             row[name] = float("nan")
         with torch.no_grad():
             for row, x in inputs:
-                row[name] = float(np.mean(at.predict_proba(*x)))
+                row[name] = float(np.mean(at.predict_proba(**x)))
     return rows
 
 
