@@ -98,3 +98,11 @@ def test_the_ranking_metrics_are_those_one_class_labels_leave_undefined_and_the_
     one_class = M.binary_metrics(np.array([0, 0, 0]), np.array([0.2, 0.5, 0.7]))
     assert tuple(m for m in N.METRICS if np.isnan(one_class[m])) == N.RANK_METRICS == M.ONE_CLASS_NAN
     assert set(N.RANK_METRICS) == set(STATISTIC_METRICS) & set(N.METRICS)
+
+
+def test_every_selection_of_metrics_elsewhere_names_metrics_of_the_table():
+    from tasks.evaluate.experiments import TABLE_METRICS
+    from tasks.evaluate.registry import _CARD_METRICS
+    from tasks.evaluate.videos import REPORTED
+
+    assert set(TABLE_METRICS) | set(REPORTED) | {m for m, _ in _CARD_METRICS} <= set(N.METRICS)
