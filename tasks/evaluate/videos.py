@@ -30,10 +30,12 @@ import numpy as np
 from storage.shard_schema import FAKE
 from tasks.evaluate.metrics import baselines, binary_metrics, bootstrap_auc_ci
 from tasks.evaluate.markdown import number
+from tasks.evaluate.metric_names import SHORT_LABELS
 
 REPORTED = ("auc", "average_precision", "log_loss", "accuracy")
 # how a metric key reads in evaluation.md
-NAMES = {"auc": "AUC", "auc_lo": "its 95% interval", "auc_hi": "", "average_precision": "AP",
+NAMES = {"auc": SHORT_LABELS["auc"], "auc_lo": "its 95% interval", "auc_hi": "",
+         "average_precision": SHORT_LABELS["average_precision"],
          "detection_rate": "detection rate", "false_positive_rate": "false-positive rate",
          "prior_log_loss": "prior log loss", "majority_accuracy": "majority accuracy"}  # fmt: skip
 

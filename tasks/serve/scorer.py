@@ -124,8 +124,8 @@ class Scorer:
     def predict_proba(self, video, audio, batch_size: int = 16, mouth=None, lips=None) -> np.ndarray:
         """video (B, 3, T, H, W), audio (B, 1, F, Tm) (numpy or torch) -> (B,) float32 calibrated
         P(FAKE) = sigmoid(slope * logit + intercept). ``mouth`` (B, 4): each clip's mouth box as
-        fractions (``tasks.serve.predict.clip_mouths``); None: the crop template's. ``lips`` (B, T, 2):
-        each frame's mouth opening and width (``tasks.serve.predict.clip_lip_shapes``); None: none."""
+        fractions; None: the crop template's. ``lips`` (B, T, 2): each frame's mouth opening and width;
+        None: none. ``tasks.serve.predict.model_inputs`` makes all four from decoded clips: ``predict_proba(**inputs)``."""
         video, audio = (
             torch.as_tensor(np.asarray(video), dtype=torch.float32),
             torch.as_tensor(np.asarray(audio), dtype=torch.float32),
