@@ -3,9 +3,9 @@
 Reports video-level AUC, AP, log loss, accuracy, detection and false-positive rates and mean
 P(FAKE) overall and per manipulation type (when the metadata names one), beside the trivial
 baselines and the AUCs of the hand-made statistics a training run also reports
-(``eval_prior_auc``, ``eval_lip_sync_auc``, ``eval_sharpness_auc``), into MLflow and as markdown. Verdicts use the model's own decision rule (its
-threshold and calibration, ``decision.json``), the one ``avff predict`` applies, and the report
-says which. A set of one class (fakes only, reals only) reports what is defined on it and names
+(``eval_prior_auc``, ``eval_lip_sync_auc``, ``eval_sharpness_auc``), into MLflow and as
+markdown. Verdicts use the model's own decision rule (its threshold and calibration,
+``decision.json``), the one ``avff predict`` applies, and the report says which. A set of one class (fakes only, reals only) reports what is defined on it and names
 what is not, and why. A file with no metadata entry is scored and listed as unlabelled. The
 prior baseline is the FAKE fraction of the model's own training data (a tag of its model
 version); a model that loses to it on the evaluated set is said so, in the log and the table,

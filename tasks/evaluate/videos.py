@@ -177,7 +177,9 @@ def undefined(group: dict, prior: float | None) -> dict[str, str]:
         why.update(dict.fromkeys(("prior_log_loss", "majority_accuracy", "prior_auc"), reason))
     for name in HANDMADE:
         if f"{name}_auc" not in why and not defined(group.get(f"{name}_auc")):
-            why[f"{name}_auc"] = "no scored clip measured the statistic (a still mouth, a flat sound, or not measured)"
+            why[f"{name}_auc"] = (
+                "the statistic is undefined on every scored clip of a class (a still mouth, a flat sound), or unmeasured"
+            )
     return why
 
 
