@@ -34,6 +34,7 @@ from flows.links import resolve_tracking_uri
 from flows.preflight import check_evaluate_inputs, model_uri, retrying_task
 from storage.shard_schema import REAL
 from tasks.evaluate.videos import (
+    BASELINE_AUCS,
     clip_statistics,
     defined,
     evaluate_videos,
@@ -235,9 +236,12 @@ def _write_outputs(out: str, markdown: str, rows: list[dict], result: dict) -> N
 
 
 def _metrics(result: dict) -> dict[str, float]:
-    """The defined numbers, as MLflow metrics; an undefined one (NaN: AUC on one class) is left out
-    and named in the run's ``undefined_metrics`` tag."""
-    metrics = {f"eval_{k}": v for k, v in result["overall"].items() if defined(v)}
+    """The defined numbers, as MLflow metrics, the headline first (the run page lists them in the order
+    logged: the model's AUC and log loss, then the baselines'); an undefined one (NaN: AUC on one
+    class) is left out and named in the run's ``undefined_metrics`` tag."""
+    overall = result["overall"]
+    first = [k for k in ("auc", "log_loss", "prior_auc", "prior_log_loss", *BASELINE_AUCS[1:]) if k in overall]
+    metrics = {f"eval_{k}": overall[k] for k in [*first, *overall] if defined(overall[k])}
     for m, g in result["by_type"].items():
         metrics.update({f"eval_{m}_{k}": v for k, v in g.items() if defined(v)})
     return {k: float(v) for k, v in metrics.items()}

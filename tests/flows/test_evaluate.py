@@ -189,7 +189,9 @@ def test_evaluate_reports_the_hand_made_statistics_beside_the_model(trained, ext
         assert measured == pytest.approx([c.scores[name] for c in again], nan_ok=True)
 
     run = mlflow.MlflowClient(trained["tracking_uri"]).get_run(result["run_id"])
-    metrics = run.data.metrics
+    metrics = run.data.metrics  # in the store's order, the run page's
+    assert list(metrics)[:6] == ["eval_auc", "eval_log_loss", "eval_prior_auc", "eval_prior_log_loss",
+                                 "eval_lip_sync_auc", "eval_sharpness_auc"]  # fmt: skip
     md = (out / "evaluation.md").read_text()
     with get_client(sync_client=True) as client:
         flow_run = [run.data.tags["prefect.flow_run_id"]]

@@ -82,7 +82,7 @@ def test_given_the_summary_a_run_logs_it_first_and_gets_its_curves_when_it_finis
 
     (child,) = store.search_runs([experiment.experiment_id], f"tags.`{TAG_STEPS_OF}` = '{run.info.run_id}'")
     assert child.info.run_name == "calm-heron · curves" and child.info.status == "FINISHED"
-    ordered = [m.key for m in store.get_run(run.info.run_id).data._metric_objs]  # the store's (the page's) order
+    ordered = list(store.get_run(run.info.run_id).data.metrics)  # the store's order, the run page's
     assert ordered == ["test_video_auc", "best_val_video_auc", "calibration_slope", "train_loss", "val_video_auc", "lr"]
     history = store.get_metric_history(run.info.run_id, "val_video_auc")
     assert [(m.step, m.value) for m in history] == [(1, 0.6), (2, 0.7)]  # every epoch, copied once
