@@ -45,6 +45,7 @@ from tasks.evaluate.metric_names import monitor_mode
 from storage.decision import Decision, ingest_preprocess
 from tasks.serve.scorer import log_pyfunc_model
 from tasks.tracking.logger import flatten_params
+from tasks.train.finish import is_summary
 from tasks.train.run import TrainResult, run_training, training_lock
 from tasks.train.settings import TrainSettings
 
@@ -288,7 +289,7 @@ def train_avff(config: TrainSettings) -> dict:
             remember_run(config.output_dir, run_id)
             run_link = links.run_url(tracking_uri, experiment.experiment_id, run_id)
             links.link_artifact(run_link, f"MLflow run {run_id}", "mlflow-run", "the MLflow run of this flow run")
-            logger = MLflowLogger(MlflowClient(), run_id)
+            logger = MLflowLogger(MlflowClient(), run_id, summary=is_summary)  # the run page: summary first
             tags = run_tags(config)
             logger.set_tags({**tags, **links.flow_run_tags(flow_run)})
             # the tracking URI may carry credentials: it is the run's location, not a parameter
@@ -302,7 +303,7 @@ def train_avff(config: TrainSettings) -> dict:
             try:
                 result = train(config, logger, tracking_uri, locked=True)
             except BaseException:
-                logger.close("FAILED")  # the per-step child run ends with training
+                logger.close("FAILED")  # the child run of curves ends with training
                 raise
             logger.close()
             registry = register_model(result, config, run_id, run_link, flow_run)
@@ -343,5 +344,6 @@ def _run_note(flow_run: dict[str, str], model_line: str) -> str:
     return (
         f"Made by {made_by}.\n\nModel: {model_line}.\n\nArtifacts: `report.md` (the training report), "
         "`metrics_table.json` (val and test, clip and video level, against the prior and majority baselines). "
-        "Per-step curves: the child run `· per-step`."
+        "Curves: every epoch's here, after the summary; live during training, with the per-step ones, "
+        "on the child run `· curves`."
     )

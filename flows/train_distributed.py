@@ -33,8 +33,9 @@ def mlflow_logger(tracking_uri: str, run_id: str, global_batch: int) -> Progress
     from mlflow import MlflowClient
 
     from tasks.tracking.mlflow_adapter import MLflowLogger
+    from tasks.train.finish import is_summary
 
-    return ProgressLog(MLflowLogger(MlflowClient(tracking_uri), run_id), functools.partial(print, flush=True),
+    return ProgressLog(MLflowLogger(MlflowClient(tracking_uri), run_id, summary=is_summary), functools.partial(print, flush=True),
                        global_batch=global_batch)  # fmt: skip
 
 

@@ -13,11 +13,12 @@ import base64
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from storage.shard_schema import REAL, ClipMeta, decode_sample, encode_jpeg, encode_sample
+from storage.shard_schema import REAL, ClipMeta, DecodedClip, decode_sample, encode_jpeg, encode_sample
 from tasks.ingest.faces import FaceDetector
 from tasks.ingest.preprocess import PreprocessConfig, preprocess_video
 from tasks.ingest.video import VideoError
@@ -96,10 +97,12 @@ def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_q
     return model_inputs(clips, img_size), face_frac
 
 
-def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector, faces: bool = False) -> VideoScore:
+def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector, faces: bool = False,
+                on_clips: Callable[[list[DecodedClip]], None] | None = None) -> VideoScore:  # fmt: skip
     """P(FAKE) of one video (:func:`video_p_fake`: max over faces of the mean over clips), or the
     reason it cannot be scored; with ``faces``, each clip's face crop as the model saw it (after the
-    shard JPEG round trip).
+    shard JPEG round trip). ``on_clips`` is handed the decoded clips the model scores (evaluate measures
+    the hand-made statistics on them: one decode for both).
 
     Never raises for one bad video: a missing path, a symlink loop, a directory or a decoder
     failure is this video's ``reason``, and the videos after it are still scored.
@@ -122,6 +125,8 @@ def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector
     except Exception as e:  # an unexpected library error: this video's, not the batch's
         return VideoScore(path, None, 0, 0.0, [], "error", f"{path}: {type(e).__name__}: {e}")
     p = scorer.predict_proba(**inputs)
+    if on_clips is not None:
+        on_clips(clips)
     face_ids = np.array([c.meta.face for c in clips])
     p_video, per_face = video_p_fake(p, face_ids)
     return VideoScore(path, p_video, len(p), face_frac, [float(x) for x in p], face_p_fake=per_face,

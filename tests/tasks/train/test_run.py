@@ -78,7 +78,7 @@ def test_the_run_calibrates_on_val_logs_the_map_and_ece_and_stores_it_beside_the
     assert log.metrics["calibration_intercept"] == [(result.best_epoch, b)]
     [(_, before)], [(_, after)] = log.metrics["test_clip_uncalibrated_ece"], log.metrics["test_clip_ece"]
     assert 0 <= after <= 1 and 0 <= before <= 1
-    on_page = [k for k in log.metrics if not is_step_series(k)]  # per-step curves go to the '· per-step' child run
+    on_page = [k for k in log.metrics if not is_step_series(k)]  # per-step curves go to the '· curves' child run
     assert len(on_page) <= 40  # the run page; everything else is in the metrics table
     assert read_decision(result.best_checkpoint) == Decision(result.threshold, "f1", a, b)
     scorer = load_model(result.best_checkpoint, device="cpu")
