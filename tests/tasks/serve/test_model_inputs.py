@@ -57,3 +57,18 @@ def test_model_inputs_stack_the_samples_mouth_boxes_and_lip_shapes(real_clip, sc
     np.testing.assert_allclose(s.clip_p_fake, ref, rtol=1e-5, atol=1e-6)
     # the lips matter to this model: scoring without them gives other numbers
     assert not np.allclose(scorer.predict_proba(x["video"], x["audio"], mouth=x["mouth"]), ref, atol=1e-4)
+
+
+def test_a_model_of_lip_track_shards_scores_a_real_video_with_its_lip_tracks(real_clip, scorer):
+    """Shards ingested with ``lip_track``: predict makes each clip's 25 fps lip track (0.32 s: 8 steps, not
+    the 4 frames), the scorer takes it as the clips' lips, and it changes the scores."""
+    pre = PreprocessConfig(**{**PRE.to_dict(), "limits": PRE.limits, "lip_track": True})
+    with face_detector(pre) as det:
+        clips, _ = decoded_clips(real_clip, pre, det)
+        s = score_video(real_clip, scorer, pre, det)
+    assert s.reason is None and len(s.clip_p_fake) == len(clips)
+    x = model_inputs(clips, scorer.config.img_size)
+    assert tuple(x["lips"].shape) == (len(clips), 8, 2) and x["lips"].abs().sum() > 0
+    np.testing.assert_allclose(s.clip_p_fake, scorer.predict_proba(**x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="expected lips"):
+        scorer.predict_proba(x["video"], x["audio"], lips=x["lips"][..., :1])
