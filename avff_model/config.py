@@ -63,6 +63,9 @@ class AVFFConfig:
     # with sync_lips: also the lips' sync peak (signals.sync_peak, for clips with a 25 fps lip track); False
     # for checkpoints written before it, on in the presets
     sync_peak: bool = False
+    # the sync branch's learned mouth-region and sound embeddings; False: its lip features only (real
+    # footage: the learned pixel part fits the training people, docs/results.md "Real footage")
+    sync_pixels: bool = True
 
     def __post_init__(self) -> None:
         checks = {
@@ -77,6 +80,7 @@ class AVFFConfig:
             "audio_width % audio_heads == 0": self.audio_width % self.audio_heads == 0,
             "decoder_width % decoder_heads == 0": self.decoder_width % self.decoder_heads == 0,
             "head_hidden % head_heads == 0": self.head_hidden % self.head_heads == 0,
+            "sync_pixels or sync_lips": self.sync_pixels or self.sync_lips,
             "0 <= dropout < 1": 0.0 <= self.dropout < 1.0,
             "temperature > 0": self.temperature > 0,
             "w_cross >= 0": self.w_cross >= 0,

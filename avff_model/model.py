@@ -134,7 +134,9 @@ class AVFF(nn.Module):
         seen = set(self.head.inputs)
         sync, texture = cfg.sync_branch and {"video", "audio"} <= seen, cfg.texture_branch and "video" in seen
         self.signals = (
-            SignalFeatures(cfg.n_mels, sync=sync, texture=texture, lips=cfg.sync_lips, peak=cfg.sync_peak)
+            SignalFeatures(
+                cfg.n_mels, sync=sync, texture=texture, lips=cfg.sync_lips, peak=cfg.sync_peak, pixels=cfg.sync_pixels
+            )
             if sync or texture
             else None
         )

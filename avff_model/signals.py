@@ -124,19 +124,23 @@ class SyncBranch(nn.Module):
     ``lips`` another LIP_CHANNELS * (2 * lags + 1) from the landmarks' mouth opening and width."""
 
     def __init__(self, n_mels: int, dim: int = 16, hidden: int = 32, lags: int = 3, lips: bool = False,
-                 peak: bool = False):  # fmt: skip
+                 peak: bool = False, pixels: bool = True):  # fmt: skip
         super().__init__()
+        if not (pixels or lips):
+            raise ValueError("a sync branch needs its pixel part or the lips")
         self.lags = lags
+        self.pixels = pixels  # the learned mouth-region and sound embeddings (False: the lips' features only)
         self.peak = peak  # with lips: also their :func:`sync_peak` (a lip track's lags reach 1.2 s)
         self.register_buffer("band", torch.from_numpy(mel_band(n_mels, *SYNC_BAND_HZ)), persistent=False)
         # no bias on the last layers: standardising over time removes any constant, so a bias there
         # would get no gradient but float noise (which Adam turns into lr-sized steps)
-        self.mouth = nn.Sequential(nn.Linear(MOUTH_GRID[0] * MOUTH_GRID[1], hidden), nn.GELU(),
-                                   nn.Linear(hidden, dim, bias=False))  # fmt: skip
-        self.sound = nn.Sequential(nn.Linear(n_mels, hidden), nn.GELU(), nn.Linear(hidden, dim, bias=False))
+        if pixels:
+            self.mouth = nn.Sequential(nn.Linear(MOUTH_GRID[0] * MOUTH_GRID[1], hidden), nn.GELU(),
+                                       nn.Linear(hidden, dim, bias=False))  # fmt: skip
+            self.sound = nn.Sequential(nn.Linear(n_mels, hidden), nn.GELU(), nn.Linear(hidden, dim, bias=False))
         self.lips = lips
-        self.out_dim = (
-            2 * lags + 1 + dim + (LIP_CHANNELS * (2 * lags + 1) + (PEAK_FEATURES if peak else 0) if lips else 0)
+        self.out_dim = (2 * lags + 1 + dim if pixels else 0) + (
+            LIP_CHANNELS * (2 * lags + 1) + (PEAK_FEATURES if peak else 0) if lips else 0
         )
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None,
@@ -144,10 +148,12 @@ class SyncBranch(nn.Module):
         """``mouth``: (B, 4) each clip's mouth box as fractions (:func:`mouth_region`); None: the template's.
         ``lips``: (B, T, 2) each frame's mouth opening and width; None or zeros: no landmarks (no lip features)."""
         sound = frames_of_sound(audio, video.shape[2])  # (B, T, F)
-        zv = _standardise(self.mouth(mouth_region(video, mouth)), dim=1)  # (B, T, D)
-        za = _standardise(self.sound(sound), dim=1)  # (B, T, D)
-        per_channel = (zv * za).mean(dim=1)  # (B, D) lag-0 correlation of each channel
-        out = [lagged_correlation(zv, za, self.lags), per_channel]
+        out = []
+        if self.pixels:
+            zv = _standardise(self.mouth(mouth_region(video, mouth)), dim=1)  # (B, T, D)
+            za = _standardise(self.sound(sound), dim=1)  # (B, T, D)
+            per_channel = (zv * za).mean(dim=1)  # (B, D) lag-0 correlation of each channel
+            out += [lagged_correlation(zv, za, self.lags), per_channel]
         if self.lips:
             if lips is None:
                 lips = video.new_zeros(video.shape[0], video.shape[2], LIP_CHANNELS)
@@ -207,9 +213,10 @@ class SignalFeatures(nn.Module):
     forward(video, audio) -> (B, out_dim), the branches' features concatenated.
     """
 
-    def __init__(self, n_mels: int, *, sync: bool, texture: bool, lips: bool = False, peak: bool = False):
+    def __init__(self, n_mels: int, *, sync: bool, texture: bool, lips: bool = False, peak: bool = False,
+                 pixels: bool = True):  # fmt: skip
         super().__init__()
-        self.sync = SyncBranch(n_mels, lips=lips, peak=peak) if sync else None
+        self.sync = SyncBranch(n_mels, lips=lips, peak=peak, pixels=pixels) if sync else None
         self.texture = TextureBranch() if texture else None
         self.out_dim = (self.sync.out_dim if sync else 0) + (self.texture.out_dim if texture else 0)
 

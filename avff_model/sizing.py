@@ -53,8 +53,9 @@ def _signals(cfg: AVFFConfig) -> int:
     mouth, hidden, dim, lags, filters = MOUTH_GRID[0] * MOUTH_GRID[1], 32, 16, 3, 8  # SyncBranch/TextureBranch defaults
     n, out = 0, 0
     if sync:
-        n += (mouth + 1) * hidden + hidden * dim + (cfg.n_mels + 1) * hidden + hidden * dim  # last layers: no bias
-        out += 2 * lags + 1 + dim
+        if cfg.sync_pixels:
+            n += (mouth + 1) * hidden + hidden * dim + (cfg.n_mels + 1) * hidden + hidden * dim  # last layers: no bias
+            out += 2 * lags + 1 + dim
         if cfg.sync_lips:  # each lip channel's lagged correlation with the loudness: no weights
             out += LIP_CHANNELS * (2 * lags + 1) + (PEAK_FEATURES if cfg.sync_peak else 0)
     if texture:

@@ -344,7 +344,7 @@ def train(shards: Path, model_dir: Path, args) -> dict:
 
     kinds = ("audio_shift", "audio_swap", "mouth_shuffle", "face_resample")
     settings = TrainSettings(data=str(shards), output_dir=str(model_dir), stages="classify", fusion=args.fusion,
-                             epochs=args.epochs, samples_per_epoch=args.steps * args.batch // args.epochs or 1,
+                             overrides=json.loads(args.overrides), epochs=args.epochs, samples_per_epoch=args.steps * args.batch // args.epochs or 1,
                              batch_size=args.batch, lr=1e-3, encoder_lr_scale=1.0, warmup=min(50, args.steps // 5),
                              monitor="val_video_auc", patience=args.epochs, device="cpu", num_workers=0,
                              seed=args.seed, report_bootstrap=50, register_if="never", log_checkpoints=False,
@@ -454,7 +454,9 @@ def auc_table(rows: list[dict], scores: list[str]) -> dict[str, dict[str, dict]]
         y = np.array([r in fakes for r in sel], dtype=int)
         for s in scores:
             p = np.array([r[s] for r in sel], dtype=float)
-            p = p if s == "model" else (1 + p) / 2  # a statistic's correlation in [-1, 1] -> [0, 1], same order
+            p = (
+                p if s == "model" else 1 / (1 + np.exp(-p))
+            )  # a statistic (a correlation, a sync peak) -> (0, 1), same order
             lo, hi = (
                 bootstrap_auc_ci(y, p, groups=[r["source"] for r in sel], n_resamples=1000)
                 if len(sel)
@@ -553,6 +555,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="landmarks: aligned crops, each clip's mouth box and its lips' opening and width per frame",
     )
     ap.add_argument("--fusion", default="avff_agree")
+    ap.add_argument("--overrides", default="{}", help="model config overrides, JSON (e.g. '{\"sync_pixels\": false}')")
     ap.add_argument("--steps", type=int, default=600, help="optimizer steps of stage 2")
     ap.add_argument("--epochs", type=int, default=6, help="the steps in this many epochs (one val each)")
     ap.add_argument("--batch", type=int, default=16)
@@ -603,7 +606,7 @@ def main(argv: list[str] | None = None) -> dict:
     epochs = [k for k in rows[0] if k.startswith("epoch ")]
     scores = ["model", "lip_sync", *epochs, *(MODES if args.compare_modes else ())]
     summary = {"clips": len({m.source for m in made if m.kind == "control"}), "people": people,
-               "test_people": sorted(p for p, s in splits.items() if s == "test"), "split_seed": seed, "fusion": args.fusion,
+               "test_people": sorted(p for p, s in splits.items() if s == "test"), "split_seed": seed, "fusion": args.fusion, "overrides": json.loads(args.overrides),
                "batch": args.batch, "pseudo_fakes": args.pseudo_fakes, "compare_modes": args.compare_modes, "crop": args.crop,
                "train": trained, "auc": auc_table(rows, scores), "refused": sorted({r["refused"] for r in rows} - {""}),
                "epochs": epochs, "steps_per_epoch": args.steps // args.epochs,

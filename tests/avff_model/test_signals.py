@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from avff_model import AVFF, get_config
@@ -276,3 +277,21 @@ def test_a_checkpoint_from_before_the_sync_peak_loads_strictly_and_the_peak_read
         assert not torch.equal(feats[:, -PEAK_FEATURES:], torch.zeros_like(feats[:, -PEAK_FEATURES:]))
         none = branch(video, audio, lips=torch.zeros_like(track))[:, -PEAK_FEATURES:]
         assert torch.equal(none, torch.zeros_like(none)), "no landmarks: no peak"
+
+
+def test_a_sync_branch_without_its_pixel_part_gives_the_lip_features_only():
+    """``sync_pixels=False``: no learned mouth-region or sound embedding (nothing to fit the training
+    people with), the lips' lagged correlations and sync peak only; a config needs one of the two."""
+    from avff_model.config import AVFFConfig
+
+    full, lips_only = SyncBranch(F, lips=True, peak=True), SyncBranch(F, lips=True, peak=True, pixels=False)
+    assert lips_only.out_dim == full.out_dim - (2 * 3 + 1 + 16) == 2 * (2 * 3 + 1) + PEAK_FEATURES
+    assert not any(n.startswith(("mouth.", "sound.")) for n, _ in lips_only.named_parameters())
+    video, audio = _talking_clip(0)
+    track = torch.rand(video.shape[0], 80, 2)
+    with torch.no_grad():
+        assert torch.equal(lips_only(video, audio, lips=track), full(video, audio, lips=track)[:, 2 * 3 + 1 + 16 :])
+    model = AVFF(get_config("tiny", fusion="signals_only", sync_pixels=False, texture_branch=False))
+    assert model.signals.out_dim == lips_only.out_dim
+    with pytest.raises(ValueError, match="sync_pixels or sync_lips"):
+        AVFFConfig(sync_pixels=False, sync_lips=False)
