@@ -43,8 +43,12 @@ class MLflowTracker:
         return use_experiment(name).experiment_id
 
     @contextlib.contextmanager
-    def open_run(self, *, name: str | None = None, resume: str | None = None) -> Iterator[Run]:
-        with mlflow.start_run(run_id=resume) if resume else mlflow.start_run(run_name=name) as active:
+    def open_run(
+        self, *, name: str | None = None, resume: str | None = None, tags: Mapping[str, str] | None = None
+    ) -> Iterator[Run]:
+        tags = dict(tags) if tags else None
+        started = mlflow.start_run(run_id=resume, tags=tags) if resume else mlflow.start_run(run_name=name, tags=tags)
+        with started as active:
             yield Run(active.info.run_id, active.info.experiment_id, active.info.run_name, dict(active.data.params))
 
     @contextlib.contextmanager
@@ -75,13 +79,18 @@ class MLflowTracker:
     def set_note(self, run_id: str, markdown: str) -> None:
         self.logger(run_id).set_tags({NOTE_TAG: markdown})
 
-    def log_dataset(self, run_id: str, frame: Any, *, name: str, digest: str, source: str, context: str) -> None:
+    def log_dataset(self, run_id: str, frame: Any, *, name: str, context: str, digest: str | None = None,
+                    source: str | None = None, predictions: str | None = None) -> None:  # fmt: skip
+        given = {k: v for k, v in (("digest", digest), ("predictions", predictions)) if v is not None}
         try:
             with warnings.catch_warnings():  # "the source can be interpreted in multiple ways" (all of them local)
                 warnings.simplefilter("ignore", UserWarning)
-                dataset = mlflow.data.from_pandas(frame, source=source, targets="label", name=name, digest=digest)
+                dataset = mlflow.data.from_pandas(frame, targets="label", name=name, **given,
+                                                  **({"source": source} if source is not None else {}))  # fmt: skip
         except MlflowException:  # a storage scheme MLflow has no dataset source for (e.g. memory://)
-            dataset = mlflow.data.from_pandas(frame, targets="label", name=name, digest=digest)
+            if source is None:
+                raise
+            dataset = mlflow.data.from_pandas(frame, targets="label", name=name, **given)
         with _attached(run_id):
             mlflow.log_input(dataset, context=context)
 
@@ -91,6 +100,14 @@ class MLflowTracker:
 
     def register(self, model_uri: str, name: str, tags: Mapping[str, str]) -> str:
         return str(mlflow.register_model(model_uri, name, tags=dict(tags)).version)
+
+    def model_version(self, name: str, ref: str) -> ModelVersion:
+        client = self._client()
+        found = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
+        return ModelVersion(int(found.version), found.run_id, dict(found.tags))
+
+    def version_uri(self, name: str, version: str | int) -> str:
+        return f"models:/{name}/{version}"
 
     def model_versions(self, name: str) -> list[ModelVersion]:
         found = self._client().search_model_versions(f"name='{name}'")

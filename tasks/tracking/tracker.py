@@ -71,8 +71,11 @@ class Tracker(Protocol):
         """Create or reuse experiment ``name`` for the runs this process opens; returns its id."""
         ...
 
-    def open_run(self, *, name: str | None = None, resume: str | None = None) -> AbstractContextManager[Run]:
-        """A new run called ``name`` (or run ``resume`` continued), ended FINISHED, or FAILED on an exception."""
+    def open_run(
+        self, *, name: str | None = None, resume: str | None = None, tags: Mapping[str, str] | None = None
+    ) -> AbstractContextManager[Run]:
+        """A new run called ``name`` (or run ``resume`` continued) with ``tags``, active in this thread, ended
+        FINISHED, or FAILED on an exception."""
         ...
 
     def child_run(self, parent: Run, name: str, tags: Mapping[str, str]) -> AbstractContextManager[RunLogger]:
@@ -89,8 +92,10 @@ class Tracker(Protocol):
         """The run page's description."""
         ...
 
-    def log_dataset(self, run_id: str, frame: Any, *, name: str, digest: str, source: str, context: str) -> None:
-        """A pandas frame as the run's input dataset (``label`` is its target column)."""
+    def log_dataset(self, run_id: str, frame: Any, *, name: str, context: str, digest: str | None = None,
+                    source: str | None = None, predictions: str | None = None) -> None:  # fmt: skip
+        """A pandas frame as the run's input dataset (``label`` its target column, ``predictions`` a column of
+        scores); a ``source`` the tracker cannot name is left out."""
         ...
 
     def log_model(self, run_id: str, write: Callable[[], Any]) -> str:
@@ -100,6 +105,14 @@ class Tracker(Protocol):
 
     def register(self, model_uri: str, name: str, tags: Mapping[str, str]) -> str:
         """Register ``model_uri`` as a new version of ``name``; returns the version."""
+        ...
+
+    def model_version(self, name: str, ref: str) -> ModelVersion:
+        """Version ``ref`` (digits) or alias ``ref`` of ``name``; a missing one raises (see :meth:`registry_lookup`)."""
+        ...
+
+    def version_uri(self, name: str, version: str | int) -> str:
+        """The URI that loads exactly this version (``models:/name/3``)."""
         ...
 
     def model_versions(self, name: str) -> list[ModelVersion]: ...

@@ -40,12 +40,13 @@ def test_the_tracking_uri_is_the_argument_else_the_environment_else_the_local_st
 
 def test_a_run_opens_resumes_with_its_params_and_fails_on_an_exception(tracker):
     experiment_id = tracker.use_experiment("runs")
-    with tracker.open_run(name="brave-otter") as run:
+    with tracker.open_run(name="brave-otter", tags={"avff.kind": "evaluation"}) as run:
         tracker.logger(run.run_id).log_params({"lr": 0.001})
         tracker.set_note(run.run_id, "made by a test")
     assert (run.experiment_id, run.name) == (experiment_id, "brave-otter")
     stored = _client(tracker).get_run(run.run_id)
     assert stored.info.status == "FINISHED" and stored.data.tags["mlflow.note.content"] == "made by a test"
+    assert stored.data.tags["avff.kind"] == "evaluation"
 
     with pytest.raises(RuntimeError, match="boom"), tracker.open_run(resume=run.run_id) as again:
         assert again.run_id == run.run_id and again.params == {"lr": "0.001"}  # what a resume compares against
@@ -109,7 +110,33 @@ def test_log_register_alias_describe_and_a_missing_model_is_not_in_registry(trac
     assert tracker.alias_tags("avff-test", "champion") == {"monitor": "val_video_auc"}
     assert [(v.version, v.run_id) for v in tracker.model_versions("avff-test")] == [(1, run.run_id)]
     assert _client(tracker).get_model_version("avff-test", "1").description == "# card"
+    assert tracker.model_version("avff-test", "champion") == tracker.model_version("avff-test", "1")
+    assert tracker.model_version("avff-test", "1").tags == {"monitor": "val_video_auc"}
+    assert tracker.version_uri("avff-test", 1) == "models:/avff-test/1"
+    with pytest.raises(NotInRegistry), tracker.registry_lookup():
+        tracker.model_version("avff-test", "nope")
     with pytest.raises(NotInRegistry), tracker.registry_lookup():
         load_model("models:/avff-test@nope")
     with pytest.raises(ValueError, match="other"), tracker.registry_lookup():
         raise ValueError("other errors pass through")
+
+
+def test_datasets_named_with_a_source_or_without_one(tracker):
+    import pandas as pd
+
+    tracker.use_experiment("datasets")
+    frame = pd.DataFrame({"video_id": ["a", "b"], "label": [0, 1], "p_fake": [0.2, 0.9]})
+    with tracker.open_run(name="d") as run:
+        tracker.log_dataset(
+            run.run_id,
+            frame,
+            name="dfdc-manifest",
+            digest="0123456789abcdef",
+            source="memory://manifest.parquet",
+            context="training",
+        )  # a scheme MLflow cannot name
+        tracker.log_dataset(run.run_id, frame, name="evaluated:x", predictions="p_fake", context="evaluation")
+    inputs = _client(tracker).get_run(run.run_id).inputs.dataset_inputs
+    got = {d.dataset.name: (d.dataset.digest, {t.key: t.value for t in d.tags}["mlflow.data.context"]) for d in inputs}
+    assert got["dfdc-manifest"] == ("0123456789abcdef", "training")
+    assert got["evaluated:x"][1] == "evaluation"
