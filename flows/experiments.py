@@ -106,6 +106,8 @@ class ChildJob:
 
 @dataclasses.dataclass(frozen=True)
 class Parent:
+    """The parent run and the tracker its children are opened on (a worker thread's task takes it)."""
+
     tracker: Tracker
     run: Run
 
