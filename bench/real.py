@@ -58,7 +58,8 @@ from tasks.ingest.preprocess import PreprocessConfig, face_detector  # noqa: E40
 from tasks.ingest.scan import VideoEntry, scan_dfdc  # noqa: E402
 from tasks.ingest.splits import assign_splits  # noqa: E402
 from tasks.ingest.video import VideoError, probe  # noqa: E402
-from tasks.serve.predict import clip_lip_shapes, clip_mouths, decoded_clips, model_inputs  # noqa: E402
+from tasks.media.video_writer import write_video  # noqa: E402
+from tasks.serve.predict import decoded_clips, model_inputs  # noqa: E402
 
 RATE = 16000  # the sound of every made file, mono AAC
 SHIFT_S = (0.4, 1.0)
@@ -184,28 +185,28 @@ def write_reencoded(
 ) -> None:
     """dst = the first ``seconds`` of src re-encoded (H.264, CRF 20) with ``wave`` as its sound; with ``artefact``
     the lower half of the face (detected every 5th frame, the last box kept) pixelated in every frame."""
-    with av.open(src) as inp, av.open(dst, "w") as out:
+    with av.open(src) as inp:
         v_in = inp.streams.video[0]
-        rate = v_in.average_rate or 25
-        v_out = out.add_stream("libx264", rate=rate)
-        v_out.width, v_out.height = v_in.codec_context.width // 2 * 2, v_in.codec_context.height // 2 * 2
-        v_out.pix_fmt, v_out.options = "yuv420p", {"crf": "20", "preset": "veryfast"}
-        a_out = out.add_stream("aac", rate=RATE, layout="mono")
-        box = None
-        for i, frame in enumerate(inp.decode(v_in)):
-            if frame.time is not None and frame.time >= seconds:
-                break
-            rgb = frame.to_ndarray(format="rgb24")[: v_out.height, : v_out.width]  # (H, W, 3)
-            if artefact:
-                if i % 5 == 0:
-                    found = detector.detect(rgb)
-                    box = max(found, key=lambda d: d[1])[0] if found else box
-                rgb = pixelate(rgb, box) if box is not None else rgb
-            new = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            new.pts, new.time_base = i, 1 / rate
-            out.mux(v_out.encode(new))
-        out.mux(v_out.encode())
-        _mux_sound(out, a_out, wave[: int(seconds * RATE)])
+        h, w = v_in.codec_context.height // 2 * 2, v_in.codec_context.width // 2 * 2  # yuv420p: even
+        frames = _first_seconds(inp.decode(v_in), seconds, (h, w), detector if artefact else None)
+        write_video(dst, frames, v_in.average_rate or 25, wave[: int(seconds * RATE)], RATE, crf=20, preset="veryfast",
+                    threads=None, audio_bitrate=None, aac_coder=None)  # fmt: skip
+
+
+def _first_seconds(decoded, seconds: float, hw: tuple[int, int], detector=None):
+    """The (H, W, 3) RGB frames of the first ``seconds``, cropped to ``hw``; with a ``detector`` the lower
+    half of the face (detected every 5th frame, the last box kept) pixelated."""
+    box = None
+    for i, frame in enumerate(decoded):
+        if frame.time is not None and frame.time >= seconds:
+            return
+        rgb = frame.to_ndarray(format="rgb24")[: hw[0], : hw[1]]  # (H, W, 3)
+        if detector is not None:
+            if i % 5 == 0:
+                found = detector.detect(rgb)
+                box = max(found, key=lambda d: d[1])[0] if found else box
+            rgb = pixelate(rgb, box) if box is not None else rgb
+        yield np.ascontiguousarray(rgb)
 
 
 def _sound(path: str) -> np.ndarray:
@@ -413,10 +414,9 @@ def score_files(made: list[Made], model_dir: Path, compare_modes: bool) -> list[
             except VideoError as e:
                 row["refused"] = e.reason
             else:
-                x = model_inputs(clips, scorer.config.img_size)  # video (N, 3, T, H, W), audio (N, 1, F, Tm)
-                x = (*x, 16, clip_mouths(clips), clip_lip_shapes(clips))  # batch size, mouth (N, 4), lips (N, T, 2)
+                x = model_inputs(clips, scorer.config.img_size)  # video, audio, mouth (N, 4), lips (N, T, 2)
                 with torch.no_grad():
-                    p = scorer.predict_proba(*x)
+                    p = scorer.predict_proba(**x)
                 row.update(model=float(np.mean(p)), lip_sync=_lip_sync(clips), clips=len(clips))
                 inputs.append((row, x))
             for mode, cfg in MODES.items() if compare_modes else ():
@@ -432,7 +432,7 @@ def score_files(made: list[Made], model_dir: Path, compare_modes: bool) -> list[
             row[name] = float("nan")
         with torch.no_grad():
             for row, x in inputs:
-                row[name] = float(np.mean(at.predict_proba(*x)))
+                row[name] = float(np.mean(at.predict_proba(**x)))
     return rows
 
 

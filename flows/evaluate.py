@@ -2,9 +2,10 @@
 
 Reports video-level AUC, AP, log loss, accuracy, detection and false-positive rates and mean
 P(FAKE) overall and per manipulation type (when the metadata names one), beside the trivial
-baselines, into MLflow and as markdown. Verdicts use the model's own decision rule (its
-threshold and calibration, ``decision.json``), the one ``avff predict`` applies, and the report
-says which. A set of one class (fakes only, reals only) reports what is defined on it and names
+baselines and the AUCs of the hand-made statistics a training run also reports
+(``eval_prior_auc``, ``eval_lip_sync_auc``, ``eval_sharpness_auc``), into MLflow and as
+markdown. Verdicts use the model's own decision rule (its threshold and calibration,
+``decision.json``), the one ``avff predict`` applies, and the report says which. A set of one class (fakes only, reals only) reports what is defined on it and names
 what is not, and why. A file with no metadata entry is scored and listed as unlabelled. The
 prior baseline is the FAKE fraction of the model's own training data (a tag of its model
 version); a model that loses to it on the evaluated set is said so, in the log and the table,
@@ -32,7 +33,15 @@ from flows import links
 from flows.links import resolve_tracking_uri
 from flows.preflight import check_evaluate_inputs, model_uri, retrying_task
 from storage.shard_schema import REAL
-from tasks.evaluate.videos import defined, evaluate_videos, evaluation_markdown, prior_warning, undefined
+from tasks.evaluate.videos import (
+    BASELINE_AUCS,
+    clip_statistics,
+    defined,
+    evaluate_videos,
+    evaluation_markdown,
+    prior_warning,
+    undefined,
+)
 from tasks.ingest.preprocess import face_detector
 from tasks.ingest.scan import scan_dfdc, video_id_of
 from storage.decision import Decision
@@ -161,8 +170,8 @@ def _targets(data: str, log) -> list[tuple[str, str, str | None, str | None, str
 
 @retrying_task("score-videos")  # read-only: safe to retry
 def score_videos(data: str, uri: str) -> dict:
-    """{"rows": one per video (P(FAKE), verdict by the model's decision rule), "decision": the model's
-    decision.json as a dict, None when it carries none}."""
+    """{"rows": one per video (P(FAKE), verdict by the model's decision rule, the hand-made statistics of
+    the clips scored), "decision": the model's decision.json as a dict, None when it carries none}."""
     log = get_run_logger()
     targets = _targets(data, log)
     scorer = load_model(uri)
@@ -170,11 +179,13 @@ def score_videos(data: str, uri: str) -> dict:
     rows = []
     with face_detector(pre) as det:
         for i, (video_id, rel_path, label, manipulation, group) in enumerate(targets):
-            s = score_video(os.path.join(data, rel_path), scorer, pre, det)
+            measured: dict[str, list[float]] = {}  # the hand-made statistics, on the clips the model scores
+            s = score_video(os.path.join(data, rel_path), scorer, pre, det,
+                            on_clips=lambda clips, into=measured: into.update(clip_statistics(clips)))  # fmt: skip
             rows.append({"video_id": video_id, "label": label, "manipulation": manipulation, "p_fake": s.p_fake,
                          "group": group,
                          "verdict": verdict(s.p_fake, scorer.threshold)["verdict"], "clips": s.clips,
-                         "reason": s.reason, "faces": len(s.face_p_fake)})  # fmt: skip
+                         "reason": s.reason, "faces": len(s.face_p_fake), "handmade": measured})  # fmt: skip
             if s.p_fake is None:
                 log.warning("cannot score %s: %s", rel_path, s.error)
             if (i + 1) % 10 == 0:
@@ -225,9 +236,12 @@ def _write_outputs(out: str, markdown: str, rows: list[dict], result: dict) -> N
 
 
 def _metrics(result: dict) -> dict[str, float]:
-    """The defined numbers, as MLflow metrics; an undefined one (NaN: AUC on one class) is left out
-    and named in the run's ``undefined_metrics`` tag."""
-    metrics = {f"eval_{k}": v for k, v in result["overall"].items() if defined(v)}
+    """The defined numbers, as MLflow metrics, the headline first (the run page lists them in the order
+    logged: the model's AUC and log loss, then the baselines'); an undefined one (NaN: AUC on one
+    class) is left out and named in the run's ``undefined_metrics`` tag."""
+    overall = result["overall"]
+    first = [k for k in ("auc", "log_loss", "prior_auc", "prior_log_loss", *BASELINE_AUCS[1:]) if k in overall]
+    metrics = {f"eval_{k}": overall[k] for k in [*first, *overall] if defined(overall[k])}
     for m, g in result["by_type"].items():
         metrics.update({f"eval_{m}_{k}": v for k, v in g.items() if defined(v)})
     return {k: float(v) for k, v in metrics.items()}

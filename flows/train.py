@@ -41,6 +41,7 @@ from tasks.evaluate.metric_names import monitor_mode
 from storage.decision import Decision, ingest_preprocess
 from tasks.serve.scorer import log_pyfunc_model
 from tasks.tracking.logger import flatten_params
+from tasks.train.finish import is_summary
 from tasks.train.run import TrainResult, run_training, training_lock
 from tasks.train.settings import TrainSettings
 
@@ -229,7 +230,7 @@ def open_tracked_run(tracker: Tracker, run: Run, config: TrainSettings, flow_run
     remember_run(config.output_dir, run.run_id)
     run_link = links.run_url(tracker.uri, run.experiment_id, run.run_id)
     links.link_run(run_link, run.run_id, "the MLflow run of this flow run")
-    logger = tracker.logger(run.run_id)
+    logger = tracker.logger(run.run_id, summary=is_summary)  # the run page: summary first
     tags = run_tags(config)
     logger.set_tags({**tags, **links.flow_run_tags(flow_run)})
     # the tracking URI may carry credentials: it is the run's location, not a parameter
@@ -244,7 +245,7 @@ def open_tracked_run(tracker: Tracker, run: Run, config: TrainSettings, flow_run
 
 
 def train_then_close(config: TrainSettings, logger: RunLogger, tracker: Tracker) -> TrainResult:
-    """:func:`train`; the per-step child run ends with training, FAILED when it raises."""
+    """:func:`train`; the child run of curves ends with training, FAILED when it raises."""
     try:
         result = train(config, logger, tracker, locked=True)
     except BaseException:
@@ -312,5 +313,6 @@ def _run_note(flow_run: dict[str, str], model_line: str) -> str:
     return (
         f"Made by {made_by}.\n\nModel: {model_line}.\n\nArtifacts: `report.md` (the training report), "
         "`metrics_table.json` (val and test, clip and video level, against the prior and majority baselines). "
-        "Per-step curves: the child run `· per-step`."
+        "Curves: every epoch's here, after the summary; live during training, with the per-step ones, "
+        "on the child run `· curves`."
     )

@@ -31,7 +31,10 @@ from tasks.train.settings import TrainSettings
 
 def rank0_logger(tracker: Tracker, run_id: str, global_batch: int) -> ProgressLog:
     """``tracker``'s logger on ``run_id`` built in the process that logs (rank 0), with progress lines on its stdout."""
-    return ProgressLog(tracker.logger(run_id), functools.partial(print, flush=True), global_batch=global_batch)
+    from tasks.train.finish import is_summary
+
+    return ProgressLog(tracker.logger(run_id, summary=is_summary), functools.partial(print, flush=True),
+                       global_batch=global_batch)  # fmt: skip
 
 
 RESULT = "train_result.json"  # rank 0's TrainResult, handed from the Ray workers to the driver

@@ -129,6 +129,15 @@ CONCERNS = {
     "tasks.train": ("tasks.serve",),
     "tasks.serve": ("tasks.train",),
     "tasks.evaluate": ("tasks.train",),
+    # the one video writer, below every concern that writes videos
+    "tasks.media": (
+        "tasks.ingest",
+        "tasks.train",
+        "tasks.serve",
+        "tasks.evaluate",
+        "tasks.synthetic",
+        "tasks.tracking",
+    ),
     # the serving and evaluating flows do not load the training flow (nor, through it, training)
     "flows.evaluate": ("flows.train", "tasks.train"),
     "flows.cli_evaluate": ("flows.train", "tasks.train"),

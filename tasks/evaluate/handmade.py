@@ -113,9 +113,10 @@ def sync_peak(opening: np.ndarray, loud: np.ndarray, near: int = TRACK_NEAR, far
     each lag's correlation over the overlap). Own sound peaks near 0 (> 0); a sound moved 0.4-1 s
     peaks far (< 0); an unrelated one anywhere. NaN when either is flat.
 
-    Why (``python bench/lip_signal.py``): with a 25 fps lip track over each clip's 3.2 s, the lag-0
-    correlation separates own from shifted / swapped sound at AUC 0.75 / 0.77 on 10 people's real
-    clips, this peak at 0.86 / 0.82 (0.93 / 0.89 on 5 other people, not used to choose it).
+    Why (``python bench/lip_signal.py``, docs/results.md "Real footage"): with a 25 fps lip track over
+    each clip's 3.2 s, the lag-0 correlation separates own from shifted / swapped sound at AUC
+    0.68 / 0.68 on 10 people's real clips, this peak at 0.87 / 0.80 (0.94 / 0.88 on 5 other people,
+    not used to choose it; the lag-0 correlation there 0.73 / 0.70).
     """
     k = len(opening)
     lags = range(-min(max_lag, k - 8), min(max_lag, k - 8) + 1)

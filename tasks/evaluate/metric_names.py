@@ -10,11 +10,11 @@
 - split: ``val`` (every epoch), ``best_val`` (val at the best checkpoint), ``test`` (at the best
   checkpoint, never read by a cross-validation fold);
 - level: ``video`` (clip probabilities averaged per video) or ``clip``;
-- metric: a key of :func:`tasks.evaluate.metrics.binary_metrics` (:data:`METRICS` are the scores,
-  :data:`COUNTS` the bookkeeping);
+- metric: a key of :func:`tasks.evaluate.metrics.binary_metrics` (:data:`METRICS` are the scores, with
+  their labels and direction in :data:`TABLE`, the one table of them; :data:`COUNTS` the bookkeeping);
 - baseline: ``prior`` or ``majority`` (:func:`tasks.evaluate.metrics.baselines`), or a hand-made
   statistic, ``lip_sync`` or ``sharpness`` (:data:`HANDMADE`, :func:`tasks.evaluate.handmade.baseline_metrics`:
-  rank metrics only, ``auc``, ``average_precision``, ``eer``), e.g. ``test_baselines_video_lip_sync_auc``.
+  :data:`RANK_METRICS` only, ``auc``, ``average_precision``, ``eer``), e.g. ``test_baselines_video_lip_sync_auc``.
 
 ``val_loss`` is the val clip log loss under a shorter name (the per-epoch loss curve).
 Platt scaling at the end of training adds ``calibration_slope`` and ``calibration_intercept``
@@ -32,13 +32,37 @@ from typing import NamedTuple
 VAL, BEST_VAL, TEST = "val", "best_val", "test"
 SPLITS = (VAL, BEST_VAL, TEST)
 LEVELS = ("video", "clip")
-# the scores of tasks.evaluate.metrics.binary_metrics, and which way is better
-METRICS = ("auc", "average_precision", "log_loss", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "eer")
-MAX_METRICS = frozenset({"auc", "average_precision", "accuracy", "balanced_accuracy", "precision", "recall", "f1"})
-# how a report names each of METRICS (the training report's tables; tests check every metric has one)
-LABELS = {"auc": "AUC", "average_precision": "average precision", "log_loss": "log loss", "accuracy": "accuracy",
-          "balanced_accuracy": "balanced accuracy", "precision": "precision", "recall": "recall", "f1": "F1",
-          "eer": "EER"}  # fmt: skip
+
+
+class Metric(NamedTuple):
+    """One score of :func:`tasks.evaluate.metrics.binary_metrics`: its key, its names, its direction."""
+
+    name: str
+    label: str  # how a report names it (the training report's tables, its epoch columns, the plots)
+    short: str  # in narrow tables (the model card, evaluation.md)
+    higher_is_better: bool
+    # a ranking's metric: defined for any score (the hand-made statistics have these only), NaN when
+    # the labels hold one class
+    rank: bool = False
+
+
+# The one table of metric names and labels; every list of them below and elsewhere derives from it.
+TABLE = (
+    Metric("auc", "AUC", "AUC", True, rank=True),
+    Metric("average_precision", "average precision", "AP", True, rank=True),
+    Metric("log_loss", "log loss", "log loss", False),
+    Metric("accuracy", "accuracy", "accuracy", True),
+    Metric("balanced_accuracy", "balanced accuracy", "balanced acc.", True),
+    Metric("precision", "precision", "precision", True),
+    Metric("recall", "recall", "recall", True),
+    Metric("f1", "F1", "F1", True),
+    Metric("eer", "EER", "EER", False, rank=True),
+)
+METRICS = tuple(m.name for m in TABLE)
+MAX_METRICS = frozenset(m.name for m in TABLE if m.higher_is_better)
+LABELS = {m.name: m.label for m in TABLE}
+SHORT_LABELS = {m.name: m.short for m in TABLE}
+RANK_METRICS = tuple(m.name for m in TABLE if m.rank)  # ("auc", "average_precision", "eer")
 COUNTS = ("n", "n_pos", "threshold")  # binary_metrics' other keys: no score, never monitored
 BASELINES = ("prior", "majority")  # the trivial predictors, fitted on the training labels
 HANDMADE = ("lip_sync", "sharpness")  # the statistics of tasks.evaluate.handmade, baselines that look at the clip

@@ -34,6 +34,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from tasks.evaluate.metric_names import RANK_METRICS
+
 # DFDC's public scoring clips probabilities before the log loss, so that one confident
 # mistake costs ~16 nats instead of infinity.
 PROB_EPS = 1e-7
@@ -355,8 +357,8 @@ def seed_mean_auc(
     return out
 
 
-# metrics that are NaN when the labels hold one class only (binary_metrics' keys)
-ONE_CLASS_NAN = ("auc", "average_precision", "eer")
+# metrics that are NaN when the labels hold one class only (binary_metrics' keys): the ranking's
+ONE_CLASS_NAN = RANK_METRICS
 
 
 def check_monitor_defined(monitor: str, n_real: int, n_fake: int, split: str = "val") -> None:

@@ -17,14 +17,15 @@ from sklearn.metrics import auc as area_under
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
 
 from storage.shard_schema import FAKE, REAL
+from tasks.evaluate.metric_names import LABELS
 
 DPI = 110
 
 # (file stem, title, y label, which history keys belong on the figure)
 _CURVES: list[tuple[str, str, str, Callable[[str], bool]]] = [
     ("loss", "Loss", "loss (nats)", lambda k: k == "loss" or k.endswith("_loss")),
-    ("auc", "ROC AUC", "AUC", lambda k: k == "auc" or k.endswith("_auc")),
-    ("f1", "F1", "F1", lambda k: k == "f1" or k.endswith("_f1")),
+    ("auc", f"ROC {LABELS['auc']}", LABELS["auc"], lambda k: k == "auc" or k.endswith("_auc")),
+    ("f1", LABELS["f1"], LABELS["f1"], lambda k: k == "f1" or k.endswith("_f1")),
     (
         "precision_recall",
         "Precision and recall",

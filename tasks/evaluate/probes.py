@@ -21,6 +21,7 @@ import av
 import numpy as np
 
 from tasks.ingest.audio import decode_audio
+from tasks.media.video_writer import write_video
 
 PROBE_RATE = 16000  # the edited copies' sound: the rate ingest and `avff predict` resample every track to
 MAX_PROBE_S = 3600.0  # the sound read from a source (the model reads at most its first minute)
@@ -85,28 +86,27 @@ def write_edit(src: str | Path, dst: str | Path, edit: Edit) -> Path:
     audio = decode_audio(str(src), rate, max_seconds=MAX_PROBE_S)  # the project's one audio reader (PyAV)
     cut_s = leading_silence_s(audio, rate) if edit.cut_s < 0 else edit.cut_s
     audio = _edit_audio(audio, rate, edit, cut_s)
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+    with av.open(str(src)) as inp:
         vin = inp.streams.video[0]
         fps = Fraction(vin.average_rate or 25).limit_denominator(1001)
-        vs = out.add_stream("libx264", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = vin.codec_context.width // 2 * 2, vin.codec_context.height // 2 * 2, "yuv420p"
-        vs.options = {"crf": str(edit.crf), "preset": "ultrafast"}
-        aus = out.add_stream("aac", rate=rate, layout="mono")
-        i = 0
-        for frame in inp.decode(vin):
-            if frame.time is not None and frame.time < cut_s:
-                continue
-            rgb = frame.to_ndarray(format="rgb24")[: vs.height, : vs.width]  # (H, W, 3), even
-            vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            vf.pts = i
-            out.mux(vs.encode(vf))
-            i += 1
-        out.mux(vs.encode())
-        n = min(len(audio), int(round(i / fps * rate)))
-        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[None, :n]), format="flt", layout="mono")  # (1, n)
-        af.sample_rate, af.pts = rate, 0
-        out.mux(aus.encode(af))
-        out.mux(aus.encode())
+        h, w = vin.codec_context.height // 2 * 2, vin.codec_context.width // 2 * 2  # yuv420p: even
+        frames = (
+            f.to_ndarray(format="rgb24")[:h, :w]  # (H, W, 3)
+            for f in inp.decode(vin)
+            if f.time is None or f.time >= cut_s
+        )
+        write_video(
+            dst,
+            frames,
+            fps,
+            audio,
+            rate,
+            crf=edit.crf,
+            threads=None,
+            audio_bitrate=None,
+            aac_coder=None,
+            trim_audio=True,
+        )
     return Path(dst)
 
 

@@ -28,12 +28,13 @@ import numpy as np
 from tasks.evaluate import calibration as C
 from tasks.evaluate import metrics as M
 from tasks.evaluate.markdown import number
-from tasks.evaluate.metric_names import BEST_VAL, HANDMADE, HANDMADE_LABELS, TEST, baseline_key, key, parse_monitor
+from tasks.evaluate.metric_names import (
+    BEST_VAL, HANDMADE, HANDMADE_LABELS, SHORT_LABELS, TEST, baseline_key, key, parse_monitor)  # fmt: skip
 
 REGISTER_IF = ("beats_prior", "always", "never")
 # model version tags the champion comparison reads back
 TAG_MONITOR, TAG_VALUE, TAG_DATA = "monitor", "monitor_value", "manifest_sha256"
-_CARD_METRICS = (("auc", "AUC"), ("log_loss", "log loss"), ("balanced_accuracy", "balanced acc."), ("f1", "F1"))
+_CARD_METRICS = tuple((m, SHORT_LABELS[m]) for m in ("auc", "log_loss", "balanced_accuracy", "f1"))
 
 
 def better(a: float, b: float, mode: str, margin: float = 0.0) -> bool:

@@ -44,9 +44,7 @@ _VAL_VIDEO_AUC = N.key(N.VAL, "video", "auc")
 _EPOCH_COLUMNS = (
     ("train_loss", "train loss"),
     (N.VAL_LOSS, "val loss"),
-    (_VAL_VIDEO_AUC, "val AUC"),
-    (N.key(N.VAL, "video", "log_loss"), "val log loss"),
-    (N.key(N.VAL, "video", "f1"), "val F1"),
+    *((N.key(N.VAL, "video", m), f"val {N.LABELS[m]}") for m in ("auc", "log_loss", "f1")),
     ("lr", "lr"),
 )
 

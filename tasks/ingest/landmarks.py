@@ -168,10 +168,10 @@ def lip_track(times: np.ndarray, shapes: Sequence[np.ndarray | None], grid: np.n
     ``min_found`` of the frames have one.
 
     Why a clip carries its lips at the video's own rate (``PreprocessConfig.lip_track``): on real
-    talking faces, the lips' opening at every frame of a clip's 3.2 s span against the sound's
-    500-2000 Hz loudness separates own from shifted / swapped sound at AUC 0.86 / 0.82 on 10 people,
-    where the same 3.2 s at the clip's 5 fps gives 0.66 / 0.68 (``bench/lip_signal.py``,
-    docs/results.md "Real footage").
+    talking faces, where in lag the lips' opening over a clip's 3.2 s span at 25 fps correlates best
+    with the sound's 500-2000 Hz loudness (:func:`tasks.evaluate.handmade.sync_peak`) separates own
+    from shifted / swapped sound at AUC 0.87 / 0.80 on 10 people, where the lag-0 correlation at the
+    clip's 5 fps gives 0.70 / 0.67 (``bench/lip_signal.py``, docs/results.md "Real footage").
     """
     have = np.array([s is not None for s in shapes], bool)
     if not len(shapes) or have.mean() < min_found:

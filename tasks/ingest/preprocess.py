@@ -337,10 +337,10 @@ def _clip_landmarks(crop_kind: str | None, lm: LandmarkTrack | None, found: np.n
     """A clip's landmark fields: none with crop="box"; with landmarks, its mouth box from its frames' lips."""
     if crop_kind is None:
         return {}
+    fields = {"crop": crop_kind, "mouth_box": None, "landmark_frac": round(float(found[picks].mean()), 4)}
     if lm is None:
-        return {"crop": crop_kind, "mouth_box": None, "landmark_frac": round(float(found[picks].mean()), 4)}
-    return {"crop": crop_kind, "mouth_box": mouth_box(lm.lips[picks], size),
-            "landmark_frac": round(float(found[picks].mean()), 4),
+        return fields
+    return {**fields, "mouth_box": mouth_box(lm.lips[picks], size),
             "lip_shape": [[round(float(v), 4) for v in row] for row in lm.shape[picks]]}  # fmt: skip
 
 

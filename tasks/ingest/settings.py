@@ -8,6 +8,7 @@ config it describes is built on demand by :meth:`IngestSettings.preprocess`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Literal
 
@@ -126,25 +127,18 @@ class IngestSettings(BaseModel):
         return v
 
     def preprocess(self):
-        """The :class:`tasks.ingest.preprocess.PreprocessConfig` these settings describe."""
+        """The :class:`tasks.ingest.preprocess.PreprocessConfig` these settings describe: every field of it (and
+        of its :class:`tasks.ingest.video.Limits`) that is a field here, passed on by name, never mapped by hand;
+        the others keep PreprocessConfig's defaults (tests/tasks/ingest/test_settings.py checks the defaults agree)."""
         # the decoders and the detector: imported by a run, not by the CLI building its flags
         from tasks.ingest.preprocess import PreprocessConfig
         from tasks.ingest.video import Limits
 
-        return PreprocessConfig(
-            frames_per_clip=self.frames_per_clip,
-            clip_fps=self.clip_fps,
-            clip_mode=self.clip_mode,
-            crop=self.crop,
-            lip_track=self.lip_track,
-            max_clips=self.max_clips,
-            clip_offset_s=self.clip_offset_s,
-            clip_stride_s=self.clip_stride_s,
-            face_size=self.face_size,
-            face_margin=self.face_margin,
-            min_face_frac=self.min_face_frac,
-            max_faces=self.max_faces,
-            require_audio=self.require_audio,
-            hwaccel=self.hwaccel,
-            limits=Limits(self.max_bytes, self.max_duration_s, self.max_pixels, self.read_seconds),
-        )
+        limits = Limits(**self._fields_of(Limits))
+        return PreprocessConfig(**self._fields_of(PreprocessConfig), limits=limits)
+
+    def _fields_of(self, config_class) -> dict:
+        """This config's values of the fields ``config_class`` (a dataclass) shares with it by name."""
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(config_class) if f.name in type(self).model_fields
+        }

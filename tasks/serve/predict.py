@@ -13,11 +13,12 @@ import base64
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from storage.shard_schema import REAL, ClipMeta, decode_sample, encode_jpeg, encode_sample
+from storage.shard_schema import REAL, ClipMeta, DecodedClip, decode_sample, encode_jpeg, encode_sample
 from tasks.ingest.faces import FaceDetector
 from tasks.ingest.preprocess import PreprocessConfig, preprocess_video
 from tasks.ingest.video import VideoError
@@ -72,48 +73,36 @@ def decoded_clips(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg
     return clips, result.face_frac
 
 
-def model_inputs(clips, img_size: int | None = None):
-    """Decoded clips -> (video (N, 3, T, H, W), audio (N, 1, F, Tm)) float tensors, as the loader makes them
-    (frames resized to ``img_size``, the model's, where the preprocessing crops another size)."""
+def model_inputs(clips, img_size: int | None = None) -> dict:
+    """Decoded clips -> the model's inputs for them, stacked as the loader batches them, keyed by
+    :meth:`tasks.serve.scorer.Scorer.predict_proba`'s argument names (``predict_proba(**inputs)``):
+
+    ``video`` (N, 3, T, H, W) and ``audio`` (N, 1, F, Tm) float tensors (frames resized to ``img_size``,
+    the model's, where the preprocessing crops another size); ``mouth`` (N, 4) each clip's mouth box as
+    (top, bottom, left, right) fractions and ``lips`` (N, T, 2) its mouth's opening and width per frame
+    (zeros without landmarks), as :func:`avff_model.inputs.clip_to_tensors` makes them for training.
+    """
     import torch
 
     from avff_model.inputs import clip_to_tensors
 
     samples = [clip_to_tensors(c, img_size=img_size) for c in clips]
-    return torch.stack([s["video"] for s in samples]), torch.stack([s["audio"] for s in samples])
-
-
-def clip_mouths(clips):
-    """Decoded clips -> (N, 4) float32 tensor: each clip's mouth box as (top, bottom, left, right)
-    fractions, as the loader's ``mouth`` (its stored box, or the crop template's)."""
-    import torch
-
-    from avff_model.crop_geometry import mouth_fractions
-
-    return torch.tensor([mouth_fractions(c.meta.mouth_box, c.frames.shape[1]) for c in clips], dtype=torch.float32)
-
-
-def clip_lip_shapes(clips):
-    """Decoded clips -> (N, T, 2) float32 tensor: each frame's mouth opening and width from landmarks, as
-    the loader's ``lips`` (zeros for a clip without landmarks: :func:`avff_model.inputs.clip_lips`)."""
-    import torch
-
-    from avff_model.inputs import clip_lips
-
-    return torch.stack([clip_lips(c) for c in clips])
+    return {k: torch.stack([s[k] for s in samples]) for k in ("video", "audio", "mouth", "lips")}
 
 
 def clip_inputs(path: str, pre: PreprocessConfig, detector: FaceDetector, jpeg_quality: int = 90,
-                img_size: int | None = None):  # fmt: skip
-    """A video -> (video (N, 3, T, H, W), audio (N, 1, F, Tm), face_frac), exactly as training sees clips."""
+                img_size: int | None = None) -> tuple[dict, float]:  # fmt: skip
+    """A video -> (its :func:`model_inputs`, face_frac), exactly as training sees its clips."""
     clips, face_frac = decoded_clips(path, pre, detector, jpeg_quality)
-    return (*model_inputs(clips, img_size), face_frac)
+    return model_inputs(clips, img_size), face_frac
 
 
-def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector, faces: bool = False) -> VideoScore:
+def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector, faces: bool = False,
+                on_clips: Callable[[list[DecodedClip]], None] | None = None) -> VideoScore:  # fmt: skip
     """P(FAKE) of one video (:func:`video_p_fake`: max over faces of the mean over clips), or the
     reason it cannot be scored; with ``faces``, each clip's face crop as the model saw it (after the
-    shard JPEG round trip).
+    shard JPEG round trip). ``on_clips`` is handed the decoded clips the model scores (evaluate measures
+    the hand-made statistics on them: one decode for both).
 
     Never raises for one bad video: a missing path, a symlink loop, a directory or a decoder
     failure is this video's ``reason``, and the videos after it are still scored.
@@ -122,7 +111,7 @@ def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector
         if not stat.S_ISREG(os.stat(path).st_mode):
             return VideoScore(path, None, 0, 0.0, [], "unreadable", f"{path}: not a regular file")
         clips, face_frac = decoded_clips(path, pre, detector)
-        video, audio = model_inputs(clips, img_size=scorer.config.img_size)
+        inputs = model_inputs(clips, img_size=scorer.config.img_size)
     except VideoError as e:
         error = str(e)
         if e.reason == "no_audio" and pre.require_audio:
@@ -135,7 +124,9 @@ def score_video(path: str, scorer, pre: PreprocessConfig, detector: FaceDetector
         return VideoScore(path, None, 0, 0.0, [], "unreadable", f"{path}: {e.strerror or e}")
     except Exception as e:  # an unexpected library error: this video's, not the batch's
         return VideoScore(path, None, 0, 0.0, [], "error", f"{path}: {type(e).__name__}: {e}")
-    p = scorer.predict_proba(video, audio, mouth=clip_mouths(clips), lips=clip_lip_shapes(clips))
+    p = scorer.predict_proba(**inputs)
+    if on_clips is not None:
+        on_clips(clips)
     face_ids = np.array([c.meta.face for c in clips])
     p_video, per_face = video_p_fake(p, face_ids)
     return VideoScore(path, p_video, len(p), face_frac, [float(x) for x in p], face_p_fake=per_face,

@@ -124,8 +124,8 @@ class Scorer:
     def predict_proba(self, video, audio, batch_size: int = 16, mouth=None, lips=None) -> np.ndarray:
         """video (B, 3, T, H, W), audio (B, 1, F, Tm) (numpy or torch) -> (B,) float32 calibrated
         P(FAKE) = sigmoid(slope * logit + intercept). ``mouth`` (B, 4): each clip's mouth box as
-        fractions (``tasks.serve.predict.clip_mouths``); None: the crop template's. ``lips`` (B, T, 2):
-        each frame's mouth opening and width (``tasks.serve.predict.clip_lip_shapes``); None: none."""
+        fractions; None: the crop template's. ``lips`` (B, T, 2): each frame's mouth opening and width, or
+        (B, K, 2) a clip's 25 fps lip track (ingest's ``lip_track``); None: none. ``tasks.serve.predict.model_inputs`` makes all four from decoded clips: ``predict_proba(**inputs)``."""
         video, audio = (
             torch.as_tensor(np.asarray(video), dtype=torch.float32),
             torch.as_tensor(np.asarray(audio), dtype=torch.float32),
@@ -141,8 +141,9 @@ class Scorer:
                 raise ValueError(f"expected mouth ({len(video)}, 4), got {tuple(mouth.shape)}")
         if lips is not None:
             lips = torch.as_tensor(np.asarray(lips), dtype=torch.float32)
-            if tuple(lips.shape) != (len(video), cfg.num_frames, 2):
-                raise ValueError(f"expected lips ({len(video)}, {cfg.num_frames}, 2), got {tuple(lips.shape)}")
+            if lips.ndim != 3 or lips.shape[0] != len(video) or lips.shape[2] != 2 or lips.shape[1] < 2:
+                raise ValueError(f"expected lips ({len(video)}, T, 2): per frame (T = {cfg.num_frames}) or a lip "
+                                 f"track (T = its 25 fps steps), got {tuple(lips.shape)}")  # fmt: skip
         out = []
         for i in range(0, len(video), batch_size):
             m = mouth[i : i + batch_size].to(self.device) if mouth is not None else None

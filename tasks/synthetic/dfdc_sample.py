@@ -33,14 +33,13 @@ import json
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 from storage.manipulations import MANIPULATIONS
 from storage.shard_schema import FAKE, REAL
+from tasks.media.video_writer import write_video  # the one writer; imported from here by many tests
 from tasks.synthetic.faces import (
     POOLS,
     Look,
@@ -77,81 +76,6 @@ class ShortcutControls:
     noise_floor_dbfs: tuple[float, float] = (-72.0, -62.0)
     crf: tuple[int, int] = (20, 28)  # libx264 quality, inclusive range
     planted_fake_lead_s: float = 0.0
-
-
-# --------------------------------------------------------------------------- video I/O
-
-
-def write_video(
-    path: str | Path,
-    frames_rgb: np.ndarray,
-    fps: float,
-    audio: np.ndarray | None = None,
-    audio_rate: int = 44100,
-    codec: str = "libx264",
-    rotation_deg: int = 0,
-    *,
-    crf: int = 23,
-    audio_bitrate: int = 64000,
-) -> Path:
-    """Encode ``frames_rgb`` (N, H, W, 3) uint8 and optional mono ``audio`` (n,) float32.
-
-    The container follows the suffix (``.mp4``, ``.mkv``, ``.avi``). ``codec`` is any PyAV
-    video encoder (``libx264``, ``libx265``, ``mjpeg``...); H.264/HEVC get ``yuv420p``, MJPEG
-    ``yuvj420p``, both of which need even H and W. ``rotation_deg`` (counter-clockwise) is
-    written as a display matrix, which readers see as ``VideoFrame.rotation`` (in (-180, 180],
-    so 270 reads back as -90); the pixels are stored unrotated. ``crf`` applies to x264/x265.
-    Audio is AAC at ``audio_bitrate``, interleaved with the video frame by frame.
-    """
-    path = Path(path)
-    frames_rgb = np.asarray(frames_rgb)
-    if frames_rgb.ndim != 4 or frames_rgb.shape[-1] != 3 or frames_rgb.dtype != np.uint8:
-        raise ValueError(f"frames_rgb must be (N, H, W, 3) uint8, got {frames_rgb.shape} {frames_rgb.dtype}")
-    n, h, w, _ = frames_rgb.shape
-    if n == 0:
-        raise ValueError("frames_rgb holds no frame")
-    pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-    if h % 2 or w % 2:
-        raise ValueError(f"{pix_fmt} needs an even frame size, got {h}x{w}")
-    rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream(codec, rate=rate)
-        vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
-        vs.codec_context.thread_count = 1  # deterministic bytes; parallelism is per video
-        if codec == "libx264":
-            vs.options = {"crf": str(crf), "preset": "ultrafast"}
-        if codec == "libx265":
-            vs.options = {"crf": str(crf), "preset": "ultrafast", "x265-params": "log-level=error"}
-        if codec == "mjpeg":
-            vs.codec_context.qmin = vs.codec_context.qmax = 4
-        if rotation_deg % 360:
-            vs.set_display_rotation(rotation_deg)
-        aus = None
-        if audio is not None:
-            audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-            aus = out.add_stream("aac", rate=audio_rate, layout="mono")
-            aus.bit_rate = audio_bitrate
-            aus.options = {"aac_coder": "fast"}  # ~3x faster than twoloop, same for every video
-        sent = 0
-        for i in range(n):
-            vf = av.VideoFrame.from_ndarray(frames_rgb[i], format="rgb24")
-            vf.pts = i
-            out.mux(vs.encode(vf))
-            if aus is not None:  # audio up to the end of this frame, for interleaving
-                upto = len(audio) if i == n - 1 else min(len(audio), round((i + 1) * audio_rate / rate))
-                if upto > sent:
-                    out.mux(aus.encode(_audio_frame(audio[sent:upto], audio_rate, sent)))
-                    sent = upto
-        out.mux(vs.encode())
-        if aus is not None:
-            out.mux(aus.encode())
-    return path
-
-
-def _audio_frame(samples: np.ndarray, rate: int, pts: int) -> av.AudioFrame:
-    frame = av.AudioFrame.from_ndarray(samples[None, :], format="flt", layout="mono")  # (1, n)
-    frame.sample_rate, frame.pts = rate, pts
-    return frame
 
 
 # --------------------------------------------------------------------------- audio helpers

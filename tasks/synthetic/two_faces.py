@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from storage.shard_schema import FAKE, REAL
-from tasks.synthetic.dfdc_sample import write_video
+from tasks.media.video_writer import write_video
 
 
 def side_by_side(left: str | Path, right: str | Path, out: str | Path, *, height: int = 360, seconds: float = 4.0,

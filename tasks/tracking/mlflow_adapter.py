@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mlflow import MlflowClient
@@ -47,14 +47,20 @@ class MLflowLogger:
     """Logs to one MLflow run through an explicit client (no global tracking state).
 
     Per-step curves (:func:`is_step_series`: a dozen of them, loss terms, gradient norms, learning
-    rates) go to a child run ``<run name> · per-step`` (tag :data:`TAG_STEPS_OF`), made on the first
+    rates) go to a child run ``<run name> · curves`` (tag :data:`TAG_STEPS_OF`), made on the first
     one and found again when a run resumes: MLflow's run page lists metrics in the order they were
-    first logged, so on the run itself they would push the per-epoch curves and the summary at the
-    best checkpoint (the headline and its baselines) below a dozen step series.
+    first logged (mlflow 3.17's ``RunViewMetricsTable`` shows the store's order, unsorted), so on the
+    run itself they would push the summary at the best checkpoint (the headline and its baselines)
+    below a dozen step series.
+
+    Given ``summary`` (which keys are the run's summary: training's
+    :func:`tasks.train.finish.is_summary`), every other metric is a curve, too: logged live on the
+    child run and copied onto the run, every point, when it finishes (:meth:`close`), so the run page
+    lists the summary first and the run keeps its per-epoch curves (charts, Compare).
     """
 
-    def __init__(self, client: MlflowClient, run_id: str):
-        self.client, self.run_id = client, run_id
+    def __init__(self, client: MlflowClient, run_id: str, summary: Callable[[str], bool] | None = None):
+        self.client, self.run_id, self.summary = client, run_id, summary
         self._steps_run_id: str | None = None
 
     @property
@@ -64,7 +70,7 @@ class MLflowLogger:
             found = self._steps_runs()
             run = self.client.get_run(self.run_id)
             self._steps_run_id = found[0].info.run_id if found else self.client.create_run(
-                run.info.experiment_id, run_name=f"{run.info.run_name} · per-step",
+                run.info.experiment_id, run_name=f"{run.info.run_name} · curves",
                 tags={MLFLOW_PARENT_RUN_ID: self.run_id, TAG_STEPS_OF: self.run_id}).info.run_id  # fmt: skip
         return self._steps_run_id
 
@@ -73,10 +79,30 @@ class MLflowLogger:
         return self.client.search_runs([experiment_id], f"tags.`{TAG_STEPS_OF}` = '{self.run_id}'", max_results=1)
 
     def close(self, status: str = "FINISHED") -> None:
-        """End the per-step child run, whichever process made it (a data-parallel rank 0 logs too)."""
+        """End the child run of curves, whichever process made it (a data-parallel rank 0 logs too); on a
+        finished run with a ``summary``, first copy its curves onto the run (:meth:`copy_curves`)."""
         for run in self._steps_runs():
+            if status == "FINISHED" and self.summary is not None:
+                self.copy_curves(run.info.run_id)
             if run.info.status == "RUNNING":
                 self.client.set_terminated(run.info.run_id, status)
+
+    def curve(self, key: str) -> bool:
+        """A metric logged on the child run: a per-step series, or (given ``summary``) anything but the summary."""
+        return is_step_series(key) or (self.summary is not None and not self.summary(key))
+
+    def copy_curves(self, child_run_id: str) -> None:
+        """Every point of the child's per-epoch curves (not its step series) onto the run, in the order
+        they were first logged; points the run already holds (a resumed run finishing again) are skipped."""
+        items: list[Metric] = []
+        for key in self.client.get_run(child_run_id).data.metrics:
+            if is_step_series(key):
+                continue
+            held = {(m.step, m.timestamp) for m in self.client.get_metric_history(self.run_id, key)}
+            items += [Metric(key, m.value, m.timestamp, m.step) for m in self.client.get_metric_history(child_run_id, key)
+                      if (m.step, m.timestamp) not in held]  # fmt: skip
+        for i in range(0, len(items), _MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=items[i : i + _MAX_METRICS_PER_BATCH])
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(str(k), param_value(v)) for k, v in params.items()]
@@ -86,8 +112,8 @@ class MLflowLogger:
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
         items = [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items() if not math.isinf(float(v))]
-        for run_id, mine in ((self.run_id, [m for m in items if not is_step_series(m.key)]),
-                             (None, [m for m in items if is_step_series(m.key)])):  # fmt: skip
+        for run_id, mine in ((self.run_id, [m for m in items if not self.curve(m.key)]),
+                             (None, [m for m in items if self.curve(m.key)])):  # fmt: skip
             for i in range(0, len(mine), _MAX_METRICS_PER_BATCH):
                 self.client.log_batch(run_id or self.steps_run_id, metrics=mine[i : i + _MAX_METRICS_PER_BATCH])
 

@@ -73,8 +73,8 @@ class MLflowTracker:
             return None
         return Run(run.info.run_id, run.info.experiment_id, run.info.run_name, dict(run.data.params))
 
-    def logger(self, run_id: str) -> MLflowLogger:
-        return MLflowLogger(self._client(), run_id)
+    def logger(self, run_id: str, summary: Callable[[str], bool] | None = None) -> MLflowLogger:
+        return MLflowLogger(self._client(), run_id, summary=summary)
 
     def set_note(self, run_id: str, markdown: str) -> None:
         self.logger(run_id).set_tags({NOTE_TAG: markdown})

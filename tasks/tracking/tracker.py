@@ -55,7 +55,7 @@ class ModelVersion:
 
 
 class RunLogger(Logger, Protocol):
-    """A :class:`Logger` bound to one run; ``close`` ends what it opened (the per-step child run)."""
+    """A :class:`Logger` bound to one run; ``close`` ends what it opened (the child run of curves)."""
 
     run_id: str
 
@@ -86,7 +86,10 @@ class Tracker(Protocol):
         """The run ``run_id``, None when this tracker has no such run."""
         ...
 
-    def logger(self, run_id: str) -> RunLogger: ...
+    def logger(self, run_id: str, summary: Callable[[str], bool] | None = None) -> RunLogger:
+        """Run ``run_id``'s logger; ``summary`` names its summary metrics (the rest are curves, shown after them:
+        :class:`tasks.tracking.mlflow_adapter.MLflowLogger`)."""
+        ...
 
     def set_note(self, run_id: str, markdown: str) -> None:
         """The run page's description."""

@@ -31,7 +31,8 @@ from tasks.evaluate import calibration as C
 from tasks.evaluate import handmade as H
 from tasks.evaluate import metrics as M
 from tasks.evaluate import plots
-from tasks.evaluate.metric_names import CALIBRATION_MAP, HANDMADE, HANDMADE_LABELS, TEST, best_key, key, parse
+from tasks.evaluate.metric_names import (BEST_VAL, CALIBRATION_MAP, HANDMADE, HANDMADE_LABELS, TEST, baseline_key,
+                                         best_key, key, parse)  # fmt: skip
 from storage.decision import Decision, ingest_preprocess, write_decision, write_preprocess
 from tasks.tracking.logger import Logger
 from tasks.train.engine import Predictions
@@ -45,6 +46,11 @@ SUMMARY_METRICS = ("best_val_video_auc", "best_val_video_log_loss", "test_video_
                    "test_baselines_video_prior_auc", "test_baselines_video_prior_log_loss",
                    # and the one-line hand-made statistics the model must beat (tasks/evaluate/handmade.py)
                    *(f"{split}_baselines_video_{name}_auc" for name in HANDMADE for split in ("best_val", "test")))  # fmt: skip
+# what the run page lists first (it lists metrics in the order they were first logged): per split, test then
+# val, the model's video AUC and log loss, then their baselines' (the prior's, the hand-made statistics' AUC)
+HEADLINE = tuple(k for split in (TEST, BEST_VAL) for k in (
+    key(split, "video", "auc"), key(split, "video", "log_loss"), baseline_key(split, "video", "prior", "auc"),
+    baseline_key(split, "video", "prior", "log_loss"), *(baseline_key(split, "video", n, "auc") for n in HANDMADE)))  # fmt: skip
 METRICS_TABLE = "metrics_table.json"
 _PREDICTORS = (("model", "{level}"), ("model @ val threshold", "{level}@val_threshold"),
                ("prior baseline", "baselines.{level}.prior"), ("majority baseline", "baselines.{level}.majority"),
@@ -158,12 +164,20 @@ def val_threshold(val: Predictions, criterion: str) -> float | None:
 
 
 def summary_metrics(flat: Mapping[str, float], monitor: str) -> dict[str, float]:
-    """SUMMARY_METRICS (and the monitor at the best checkpoint) out of flattened best_val_/test_ keys.
+    """SUMMARY_METRICS (and the monitor at the best checkpoint) out of flattened best_val_/test_ keys, the
+    HEADLINE first (the run page's order).
 
     A baseline's NaN (its AUC on a split of one class, a statistic no clip defines) is left out, not logged
     as a number: MLflow would chart and compare it; the metrics table keeps it (as null)."""
     keep = set(SUMMARY_METRICS) | {best_key(monitor)}
-    return {k: v for k, v in flat.items() if k in keep and not (math.isnan(v) and parse(k).baseline is not None)}
+    out = {k: v for k, v in flat.items() if k in keep and not (math.isnan(v) and parse(k).baseline is not None)}
+    return {**{k: out[k] for k in HEADLINE if k in out}, **out}
+
+
+def is_summary(name: str) -> bool:
+    """A metric of the run's summary at the best checkpoint (``best_val_*``, ``test_*``, the calibration map),
+    not a curve: what :class:`tasks.tracking.mlflow_adapter.MLflowLogger` keeps on the run from the start."""
+    return name in CALIBRATION_MAP or name.startswith((f"{BEST_VAL}_", f"{TEST}_"))
 
 
 def metrics_table(by_split: Mapping[str, Mapping[str, Any]], uncalibrated: Mapping[str, Mapping[str, Any]] | None = None,

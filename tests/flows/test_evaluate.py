@@ -131,6 +131,10 @@ def test_a_one_class_folder_is_evaluated_with_what_is_defined_on_it(trained, ext
     run = mlflow.MlflowClient(trained["tracking_uri"]).get_run(result["run_id"])
     metrics, tags = run.data.metrics, run.data.tags
     assert "eval_auc" not in metrics and "eval_auc" in tags["undefined_metrics"]
+    # the baselines' AUCs too: not logged as a number, named undefined, n/a in the table
+    assert not {"eval_prior_auc", "eval_lip_sync_auc", "eval_sharpness_auc"} & set(metrics)
+    assert {"eval_lip_sync_auc", "eval_sharpness_auc"} <= set(tags["undefined_metrics"].split(", "))
+    assert "| all | n/a | n/a | n/a | n/a |" in md
     assert metrics["eval_log_loss"] == pytest.approx(result["overall"]["log_loss"])
     assert float(run.data.params["threshold"]) == pytest.approx(threshold)
     rate = "eval_detection_rate" if label == "FAKE" else "eval_false_positive_rate"
@@ -144,6 +148,70 @@ def test_a_one_class_folder_is_evaluated_with_what_is_defined_on_it(trained, ext
         assert result["loses_to_prior"] == (not overall["log_loss"] < overall["prior_log_loss"])
     assert tags["loses_to_prior"] == str(result["loses_to_prior"]).lower()
     assert ("the model loses to the prior" in md) == result["loses_to_prior"]
+
+
+def _video_mean(row: dict, name: str) -> float:
+    """A video's hand-made statistic as scores.json holds it: its clips' mean, undefined (null) clips skipped."""
+    values = [v for v in row["handmade"][name] if v is not None]
+    return float(sum(values) / len(values)) if values else math.nan
+
+
+@pytest.mark.slow  # starts a Prefect server
+def test_evaluate_reports_the_hand_made_statistics_beside_the_model(trained, external, tmp_path):
+    """Issue 25: the baselines a training run logs (the prior's and the two hand-made statistics' video AUCs),
+    measured on the clips the model scored, as MLflow metrics of the evaluation run, in evaluation.md and in
+    the Prefect artifact, overall and per manipulation type."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from sklearn.metrics import roc_auc_score
+
+    from flows.evaluate import EvaluateConfig, evaluate_avff
+    from storage.checkpoint import resolve_checkpoint
+    from tasks.evaluate.handmade import score_clips
+    from tasks.ingest.preprocess import face_detector
+    from tasks.serve.predict import decoded_clips, preprocess_for
+    from tasks.serve.scorer import load_model
+
+    model, _ = _model(trained, "registered")
+    out = tmp_path / "eval"
+    result = evaluate_avff(EvaluateConfig(data=str(external), model=model, tracking_uri=trained["tracking_uri"],
+                                          out=str(out)))  # fmt: skip
+    rows = json.loads((out / "scores.json").read_text())["rows"]
+    # measured on the clips the model scored: decoding the first video again gives the same numbers
+    scorer = load_model(resolve_checkpoint(os.path.join(trained["output_dir"], "checkpoints", "best.json")))
+    pre = preprocess_for(scorer)
+    with face_detector(pre) as det:
+        clips, _ = decoded_clips(str(external / f"{rows[0]['video_id']}.mp4"), pre, det)
+    again = score_clips(clips)
+    assert len(again) == rows[0]["clips"] == len(rows[0]["handmade"]["sharpness"])
+    for name in ("lip_sync", "sharpness"):
+        measured = [math.nan if v is None else v for v in rows[0]["handmade"][name]]
+        assert measured == pytest.approx([c.scores[name] for c in again], nan_ok=True)
+
+    run = mlflow.MlflowClient(trained["tracking_uri"]).get_run(result["run_id"])
+    metrics = run.data.metrics  # in the store's order, the run page's
+    assert list(metrics)[:6] == ["eval_auc", "eval_log_loss", "eval_prior_auc", "eval_prior_log_loss",
+                                 "eval_lip_sync_auc", "eval_sharpness_auc"]  # fmt: skip
+    md = (out / "evaluation.md").read_text()
+    with get_client(sync_client=True) as client:
+        flow_run = [run.data.tags["prefect.flow_run_id"]]
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=flow_run))
+        )
+    artifact = next(a.data for a in found if a.key == "evaluation")
+    assert "## The model against one-line statistics" in md and "## The model against one-line statistics" in artifact
+    for group in ("all", "lipsync_offset", "face_blend"):
+        chosen = [r for r in rows if r["label"] == "REAL" or (r["label"] and group in ("all", r["manipulation"]))]
+        y = [r["label"] == "FAKE" for r in chosen]
+        prefix = "eval_" if group == "all" else f"eval_{group}_"
+        auc = {"model": roc_auc_score(y, [r["p_fake"] for r in chosen]), "prior": 0.5}
+        for name in ("lip_sync", "sharpness"):
+            scored = [(label, _video_mean(r, name)) for label, r in zip(y, chosen)]
+            auc[name] = roc_auc_score(*zip(*[(label, v) for label, v in scored if math.isfinite(v)]))
+            assert metrics[f"{prefix}{name}_auc"] == pytest.approx(auc[name])
+        assert metrics[f"{prefix}prior_auc"] == 0.5 and metrics[f"{prefix}auc"] == pytest.approx(auc["model"])
+        line = f"| {group} | " + " | ".join(f"{auc[k]:.3f}" for k in ("model", "prior", "lip_sync", "sharpness")) + " |"
+        assert line in md and line in artifact
 
 
 @pytest.mark.slow  # starts a Prefect server and `mlflow models serve`

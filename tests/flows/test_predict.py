@@ -46,11 +46,14 @@ def test_train_serve_parity(trained, ingested, dfdc_sample):
         key=lambda c: c.meta.clip,
     )
     with FaceDetector() as det:
-        video, audio, _ = clip_inputs(str(dfdc_sample / row["rel_path"]), pre, det)
+        inputs, _ = clip_inputs(str(dfdc_sample / row["rel_path"]), pre, det)
+    video, audio = inputs["video"], inputs["audio"]
     from_shard = [clip_to_tensors(c) for c in shard_clips]
     assert video.shape[0] == len(from_shard) == row["clips"]
     torch.testing.assert_close(video, torch.stack([s["video"] for s in from_shard]), rtol=0, atol=0)
     torch.testing.assert_close(audio, torch.stack([s["audio"] for s in from_shard]), rtol=0, atol=0)
+    for k in ("mouth", "lips"):  # the sync branch's inputs too
+        torch.testing.assert_close(inputs[k], torch.stack([s[k] for s in from_shard]), rtol=0, atol=0)
 
 
 def test_predict_cli_scores_real_and_fake_and_explains_failures(trained, dfdc_sample, tmp_path):

@@ -81,3 +81,28 @@ def test_the_hand_made_baselines_are_the_statistics_and_their_keys_parse():
     assert N.baseline_key("best_val", "clip", "sharpness", "eer") == "best_val_baselines_clip_sharpness_eer"
     with pytest.raises(ValueError, match="baseline must be one of"):
         N.baseline_key("test", "video", "blur", "auc")
+
+
+def test_the_table_gives_every_metric_its_labels_and_the_direction_binary_metrics_has():
+    assert [m.name for m in N.TABLE] == list(N.METRICS) == list(N.SHORT_LABELS) and all(N.SHORT_LABELS.values())
+    y = np.array([0, 0, 1, 1, 0, 1])
+    right, wrong = np.array([0.1, 0.3, 0.8, 0.9, 0.2, 0.7]), np.array([0.9, 0.7, 0.2, 0.1, 0.8, 0.3])
+    good, bad = M.binary_metrics(y, right), M.binary_metrics(y, wrong)
+    for m in N.METRICS:  # better predictions score higher on MAX_METRICS, lower on the others
+        assert (good[m] > bad[m]) == (m in N.MAX_METRICS), m
+
+
+def test_the_ranking_metrics_are_those_one_class_labels_leave_undefined_and_the_statistics_have():
+    from tasks.evaluate.handmade import RANK_METRICS as STATISTIC_METRICS
+
+    one_class = M.binary_metrics(np.array([0, 0, 0]), np.array([0.2, 0.5, 0.7]))
+    assert tuple(m for m in N.METRICS if np.isnan(one_class[m])) == N.RANK_METRICS == M.ONE_CLASS_NAN
+    assert set(N.RANK_METRICS) == set(STATISTIC_METRICS) & set(N.METRICS)
+
+
+def test_every_selection_of_metrics_elsewhere_names_metrics_of_the_table():
+    from tasks.evaluate.experiments import TABLE_METRICS
+    from tasks.evaluate.registry import _CARD_METRICS
+    from tasks.evaluate.videos import REPORTED
+
+    assert set(TABLE_METRICS) | set(REPORTED) | {m for m, _ in _CARD_METRICS} <= set(N.METRICS)

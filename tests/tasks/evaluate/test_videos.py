@@ -113,3 +113,39 @@ def test_unlabelled_and_unscored_videos_are_listed_not_measured():
     assert "## Could not be scored" in md and "| x | FAKE |" in md
     with pytest.raises(ValueError, match="no labelled video"):
         evaluate_videos([rows[-1]])
+
+
+def test_the_hand_made_statistics_are_reported_beside_the_model_per_type_and_overall():
+    """Issue 25: evaluate reports the baselines training reports, each video scoring its clips' mean
+    (NaN clips skipped), per type against all reals; n/a where undefined, with the reason."""
+    rows = [r for r in _rows() if r["p_fake"] is not None]
+    rng = np.random.default_rng(1)
+    for r in rows:  # lip_sync separates face_blend from reals perfectly; sharpness is noise; 3 clips a video
+        high = r["manipulation"] == "face_blend"
+        r["handmade"] = {"lip_sync": [float(rng.uniform(1, 2) if high else rng.uniform(0, 1)) for _ in range(3)],
+                         "sharpness": [float(rng.normal()), float("nan"), float(rng.normal())]}  # fmt: skip
+    result = evaluate_videos(rows, prior=0.5)
+    blend, overall = result["by_type"]["face_blend"], result["overall"]
+    assert blend["lip_sync_auc"] == 1.0 and blend["prior_auc"] == 0.5
+    y = [r["label"] == "FAKE" for r in rows]
+    sharp = [np.nanmean(r["handmade"]["sharpness"]) for r in rows]
+    assert overall["sharpness_auc"] == pytest.approx(roc_auc_score(y, sharp))
+    lip = [np.mean(r["handmade"]["lip_sync"]) for r in rows]
+    assert overall["lip_sync_auc"] == pytest.approx(roc_auc_score(y, lip))
+    md = evaluation_markdown(result, "t")
+    assert "| videos | model AUC | prior (constant P(FAKE)) AUC | hand-made lip-sync statistic AUC |" in md
+    assert f"| face_blend | 1.000 | 0.500 | 1.000 | {blend['sharpness_auc']:.3f} |" in md
+
+    fakes_only = evaluate_videos([r for r in rows if r["label"] == "FAKE"])  # one class, no prior: all n/a
+    assert all(np.isnan(fakes_only["overall"][k]) for k in ("prior_auc", "lip_sync_auc", "sharpness_auc"))
+    why = undefined(fakes_only["overall"], None)
+    assert "only FAKE videos" in why["lip_sync_auc"] and "only FAKE videos" in why["sharpness_auc"]
+    md = evaluation_markdown(fakes_only, "t")
+    assert "| all | n/a | n/a | n/a | n/a |" in md
+    assert (
+        "Undefined here (n/a): hand-made lip-sync statistic AUC, hand-made sharpness statistic AUC, "
+        "because they too rank FAKE against REAL videos, and this set holds only FAKE videos."
+    ) in md
+    unmeasured = evaluate_videos([{k: v for k, v in r.items() if k != "handmade"} for r in rows], prior=0.5)
+    assert np.isnan(unmeasured["overall"]["lip_sync_auc"]) and unmeasured["overall"]["prior_auc"] == 0.5
+    assert "unmeasured" in undefined(unmeasured["overall"], 0.5)["lip_sync_auc"]

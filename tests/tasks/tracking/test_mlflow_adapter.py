@@ -54,10 +54,38 @@ def test_per_step_curves_go_to_one_child_run_found_again_on_resume_and_ended_wit
 
     assert set(store.get_run(run.info.run_id).data.metrics) == {"val_video_auc", "test_video_auc"}
     (steps,) = store.search_runs([experiment.experiment_id], f"tags.`{TAG_STEPS_OF}` = '{run.info.run_id}'")
-    assert steps.info.run_name == "brave-otter · per-step" and steps.data.tags["mlflow.parentRunId"] == run.info.run_id
+    assert steps.info.run_name == "brave-otter · curves" and steps.data.tags["mlflow.parentRunId"] == run.info.run_id
     history = store.get_metric_history(steps.info.run_id, "train_step_loss")
     assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 0.5), (3, 0.25)]
     assert steps.info.status == "RUNNING"
     logger.close()
     assert store.get_run(steps.info.run_id).info.status == "FINISHED"
     assert len(store.search_runs([experiment.experiment_id])) == 2  # the run and its one per-step child
+
+
+def test_given_the_summary_a_run_logs_it_first_and_gets_its_curves_when_it_finishes(store):
+    """Issue 25: MLflow's run page lists metrics in the order first logged; a training run's summary comes
+    after its epochs, so its curves are logged live on the child run and copied onto it at the end."""
+    from tasks.tracking.mlflow_adapter import MLflowLogger
+    from tasks.tracking.ui import TAG_STEPS_OF
+    from tasks.train.finish import is_summary
+
+    experiment = use_experiment("summary-first")
+    run = store.create_run(experiment.experiment_id, run_name="calm-heron")
+    logger = MLflowLogger(store, run.info.run_id, summary=is_summary)
+    for epoch in (1, 2):
+        logger.log_metrics({"train_step_loss": 1.0 / epoch}, step=epoch)
+        logger.log_metrics({"train_loss": 1.0 / epoch, "val_video_auc": 0.5 + epoch / 10, "lr": 1e-3}, step=epoch)
+    assert store.get_run(run.info.run_id).data.metrics == {}  # during training: the curves are on the child
+    logger.log_metrics({"test_video_auc": 0.8, "best_val_video_auc": 0.7, "calibration_slope": 1.1}, step=2)
+    logger.close()
+
+    (child,) = store.search_runs([experiment.experiment_id], f"tags.`{TAG_STEPS_OF}` = '{run.info.run_id}'")
+    assert child.info.run_name == "calm-heron · curves" and child.info.status == "FINISHED"
+    ordered = list(store.get_run(run.info.run_id).data.metrics)  # the store's order, the run page's
+    assert ordered == ["test_video_auc", "best_val_video_auc", "calibration_slope", "train_loss", "val_video_auc", "lr"]
+    history = store.get_metric_history(run.info.run_id, "val_video_auc")
+    assert [(m.step, m.value) for m in history] == [(1, 0.6), (2, 0.7)]  # every epoch, copied once
+    assert "train_step_loss" not in store.get_run(run.info.run_id).data.metrics
+    logger.close()  # closing again copies nothing twice
+    assert len(store.get_metric_history(run.info.run_id, "val_video_auc")) == 2

@@ -47,6 +47,19 @@ def test_summary_keeps_the_charted_keys_and_the_monitor_at_its_best():
     assert finish.summary_metrics(flat, "val_loss") == {"test_video_auc": 0.9, "best_val_clip_log_loss": 0.6}
 
 
+def test_the_summary_is_logged_headline_first_and_is_told_from_the_curves():
+    """Issue 25: MLflow's run page lists metrics in the order first logged: the headline (test, then val,
+    video AUC and log loss and their baselines) leads the summary, whatever order scoring produced."""
+    flat = M.flatten("best_val", finish.score(VAL, TRAIN)) | M.flatten("test", finish.score(VAL, TRAIN, 0.5))
+    logged = list(finish.summary_metrics(flat, "val_video_auc"))
+    headline = [k for k in finish.HEADLINE if k in logged]
+    assert logged[: len(headline)] == headline and logged[:2] == ["test_video_auc", "test_video_log_loss"]
+    assert headline[4:6] == ["best_val_video_auc", "best_val_video_log_loss"]  # no hand-made scores measured here
+    assert set(logged) - set(headline) and all(finish.is_summary(k) for k in logged)
+    assert finish.is_summary("calibration_slope") and finish.is_summary("test_clip_ece")
+    assert not any(finish.is_summary(k) for k in ("val_video_auc", "val_loss", "train_loss", "lr", "pretrain_loss"))
+
+
 def test_metrics_table_has_one_row_per_split_level_and_predictor():
     rows = finish.metrics_table({"val": finish.score(VAL, TRAIN), "test": finish.score(VAL, TRAIN, 0.5)})
     keys = [(r["split"], r["level"], r["predictor"]) for r in rows]

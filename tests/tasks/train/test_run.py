@@ -78,7 +78,7 @@ def test_the_run_calibrates_on_val_logs_the_map_and_ece_and_stores_it_beside_the
     assert log.metrics["calibration_intercept"] == [(result.best_epoch, b)]
     [(_, before)], [(_, after)] = log.metrics["test_clip_uncalibrated_ece"], log.metrics["test_clip_ece"]
     assert 0 <= after <= 1 and 0 <= before <= 1
-    on_page = [k for k in log.metrics if not is_step_series(k)]  # per-step curves go to the '· per-step' child run
+    on_page = [k for k in log.metrics if not is_step_series(k)]  # per-step curves go to the '· curves' child run
     assert len(on_page) <= 40  # the run page; everything else is in the metrics table
     assert read_decision(result.best_checkpoint) == Decision(result.threshold, "f1", a, b)
     scorer = load_model(result.best_checkpoint, device="cpu")
@@ -350,10 +350,11 @@ def test_a_run_shrinks_larger_shards_to_the_models_size_and_says_so(data_64px, t
     scorer = load_model(result.best_checkpoint, device="cpu")
     layout = fs.IngestLayout(data_64px)
     clips = list(read_clips(shard_urls(layout, "test")[0]))
-    video, audio = model_inputs(clips, scorer.config.img_size)  # (N, 3, T, 32, 32)
+    inputs = model_inputs(clips, scorer.config.img_size)  # video (N, 3, T, 32, 32), mouth (N, 4), lips (N, T, 2)
     batch = next(iter(make_loader(layout, "test", batch_size=len(clips), shuffle=False, img_size=32)))
-    assert video.shape[-2:] == (32, 32) and torch.equal(video, batch["video"])
-    assert scorer.predict_proba(video, audio).shape == (len(clips),)
+    assert inputs["video"].shape[-2:] == (32, 32)
+    assert all(torch.equal(inputs[k], batch[k]) for k in ("video", "mouth", "lips"))
+    assert scorer.predict_proba(**inputs).shape == (len(clips),)
 
 
 def test_a_run_reports_the_hand_made_statistics_as_baselines_in_mlflow_the_table_and_the_report(tmp_path,
