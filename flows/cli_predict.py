@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import sys
-import warnings
+from typing import TYPE_CHECKING
 
 from flows.preflight import MODEL_FORMS, model_uri
+
+if TYPE_CHECKING:
+    from tasks.tracking.tracker import Tracker
 
 
 def _add_predict(sub) -> None:
@@ -30,9 +32,9 @@ def quiet_libraries():
     """Python keeps writing to stderr; native libraries (TFLite's delegate notes, mediapipe's absl
     warnings) write to file descriptor 2, which points at /dev/null meanwhile. Also off: MLflow's
     download bars, its INFO logs and its type-hint warning. ``--debug`` skips all of this."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    from tasks.tracking.tracker import quiet_tracker
+
+    quiet_tracker()
     sys.stderr.flush()
     saved = os.dup(2)
     python_stderr = sys.stderr
@@ -52,35 +54,27 @@ def quiet_libraries():
 
 def load_scorer(spec: str, tracking_uri: str | None, device: str = "auto"):
     """The scorer for ``--model``; a registry name/version/alias that does not exist is one clear error."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from flows.links import resolve_tracking_uri
     from tasks.serve.scorer import load_model
+    from tasks.tracking.mlflow_tracker import MLflowTracker
+    from tasks.tracking.tracker import NotInRegistry
 
     uri = model_uri(spec)
     if not uri.startswith(("models:/", "runs:/")):
         return load_model(uri, device=device)
-    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    tracker = MLflowTracker.connect(tracking_uri)  # load_model downloads models:/ URIs from it
     try:
-        return load_model(uri, device=device)
-    except MlflowException as e:
-        if "not found" not in str(e).lower() and "RESOURCE_DOES_NOT_EXIST" not in str(e):
-            raise
-        raise LookupError(
-            f"model {spec!r} is not in the registry at {mlflow.get_tracking_uri()}: {_known(spec)}"
-        ) from None
+        with tracker.registry_lookup():
+            return load_model(uri, device=device)
+    except NotInRegistry:
+        raise LookupError(f"model {spec!r} is not in the registry at {tracker.uri}: {_known(tracker, spec)}") from None
 
 
-def _known(spec: str) -> str:
+def _known(tracker: Tracker, spec: str) -> str:
     """What the registry does hold under spec's name: its versions and aliases."""
-    from mlflow import MlflowClient
-
     name = spec.partition("@")[0]
-    client = MlflowClient()
     try:
-        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
-        aliases = client.get_registered_model(name).aliases
+        versions = sorted(v.version for v in tracker.model_versions(name))
+        aliases = tracker.aliases(name)
     except Exception:
         versions, aliases = [], {}
     if not versions:

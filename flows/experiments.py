@@ -7,8 +7,8 @@
   seeds, one child run each; the parent gets a comparison table (markdown + bar plot of AUC
   and log loss with seed error bars) with the trivial baselines as rows.
 
-Child runs are MLflow runs tagged ``mlflow.parentRunId`` (what ``nested=True`` sets), created
-through an explicit client so they can run in worker threads. Runs go one after another
+Child runs are MLflow runs under the parent (:meth:`tasks.tracking.tracker.Tracker.child_run`, what
+``nested=True`` makes), created through an explicit client so they can run in worker threads. Runs go one after another
 (``max_parallel=1``, reproducible) or fan out as Prefect tasks on a ThreadPoolTaskRunner of
 ``max_parallel`` threads: every run then shares the process's CPU/GPU and global RNG (model
 initialisation draws from it), so parallel runs are not bitwise reproducible. Nothing is
@@ -17,28 +17,27 @@ registered in the model registry: these flows compare, ``train-avff`` ships.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import mlflow
-from mlflow import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from flows.links import resolve_tracking_uri
 from flows.train import run_tags
 from storage import fs
 from tasks.evaluate import experiments as X
 from tasks.ingest.folds import fold_split, list_folds, manifest_rows
-from tasks.tracking.mlflow_adapter import MLflowLogger, use_experiment
 from tasks.tracking.logger import flatten_params
+from tasks.tracking.mlflow_tracker import MLflowTracker
+from tasks.tracking.tracker import Run, RunLogger, Tracker
 from tasks.evaluate.metric_names import BEST_VAL, key
 from tasks.train.run import run_training
 from tasks.train.settings import TrainSettings
@@ -107,9 +106,14 @@ class ChildJob:
 
 @dataclasses.dataclass(frozen=True)
 class Parent:
-    tracking_uri: str
-    experiment_id: str
-    run_id: str
+    """The parent run and the tracker its children are opened on (a worker thread's task takes it)."""
+
+    tracker: Tracker
+    run: Run
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
 
 
 # no retries: an attempt opens its own MLflow child run and trains from scratch, so a retry would leave a
@@ -117,20 +121,10 @@ class Parent:
 @task(name="train-child", cache_policy=NO_CACHE)
 def train_child(job: ChildJob, parent: Parent) -> dict:
     """One training run as an MLflow child of ``parent``; returns its id and flat metrics."""
-    client = MlflowClient(parent.tracking_uri)
-    run = client.create_run(parent.experiment_id, tags={MLFLOW_PARENT_RUN_ID: parent.run_id,
-                                                        MLFLOW_RUN_NAME: job.name, **job.tags})  # fmt: skip
-    logger = MLflowLogger(client, run.info.run_id)
-    logger.log_params(job.params)
-    try:
+    with parent.tracker.child_run(parent.run, job.name, job.tags) as logger:
+        logger.log_params(job.params)
         result = run_training(job.settings, log=logger)
-    except BaseException:
-        logger.close("FAILED")
-        client.set_terminated(run.info.run_id, "FAILED")
-        raise
-    logger.close()
-    client.set_terminated(run.info.run_id, "FINISHED")
-    return {"name": job.name, "run_id": run.info.run_id, "best_epoch": result.best_epoch,
+    return {"name": job.name, "run_id": logger.run_id, "best_epoch": result.best_epoch,
             "metrics": {**result.val_metrics, **result.test_metrics}}  # fmt: skip
 
 
@@ -143,17 +137,18 @@ def run_children(jobs: list[ChildJob], parent: Parent, max_parallel: int) -> lis
         return [f.result() for f in futures]
 
 
-def _open_parent(train: TrainSettings, kind: str) -> tuple[mlflow.ActiveRun, MLflowLogger, Parent]:
-    """Start the parent run (fluent, so the flow's thread owns it) in the train config's experiment."""
-    mlflow.set_tracking_uri(resolve_tracking_uri(train.tracking_uri))
-    experiment = use_experiment(train.experiment)
-    run = mlflow.start_run(run_name=f"{kind}-{train.config_hash()[:8]}")
-    logger = MLflowLogger(MlflowClient(), run.info.run_id)
-    logger.set_tags({**run_tags(train), "avff.experiment": kind})
-    return run, logger, Parent(mlflow.get_tracking_uri(), experiment.experiment_id, run.info.run_id)
+@contextlib.contextmanager
+def parent_run(train: TrainSettings, kind: str) -> Iterator[tuple[RunLogger, Parent]]:
+    """The parent run (the flow's thread owns it) in the train config's experiment, tagged; ended on exit."""
+    tracker = MLflowTracker.connect(train.tracking_uri)
+    tracker.use_experiment(train.experiment)
+    with tracker.open_run(name=f"{kind}-{train.config_hash()[:8]}") as run:
+        logger = tracker.logger(run.run_id)
+        logger.set_tags({**run_tags(train), "avff.experiment": kind})
+        yield logger, Parent(tracker, run)
 
 
-def _log_text(logger: MLflowLogger, files: dict[str, str | bytes], artifact_path: str | None = None) -> None:
+def _log_text(logger: RunLogger, files: dict[str, str | bytes], artifact_path: str | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, content in files.items():
             p = Path(tmp) / name
@@ -184,7 +179,7 @@ def fold_jobs(config: CVConfig) -> tuple[list[int], list[ChildJob]]:
     return folds, jobs
 
 
-def log_cv_summary(logger: MLflowLogger, folds: list[int], results: list[dict]) -> tuple[dict[str, X.Spread], str]:
+def log_cv_summary(logger: RunLogger, folds: list[int], results: list[dict]) -> tuple[dict[str, X.Spread], str]:
     """``cv_mean_*`` / ``cv_std_*`` metrics (step 0), ``cv_summary.md`` and ``cv_folds.json`` in the parent."""
     per_fold = {k: r["metrics"] for k, r in zip(folds, results)}
     summary = X.summarize(list(per_fold.values()))
@@ -200,8 +195,7 @@ def log_cv_summary(logger: MLflowLogger, folds: list[int], results: list[dict]) 
 def cv_avff(config: CVConfig) -> dict:
     """Grouped k-fold CV of one training config: a child run per fold, mean and std in the parent."""
     folds, jobs = fold_jobs(config)
-    run, logger, parent = _open_parent(config.train, "cv")
-    with run:
+    with parent_run(config.train, "cv") as (logger, parent):
         logger.log_params({**_train_params(config.train), "cv.folds": json.dumps(folds),
                            "cv.max_parallel": config.max_parallel})  # fmt: skip
         results = run_children(jobs, parent, config.max_parallel)
@@ -223,7 +217,7 @@ def ablation_jobs(config: AblationConfig) -> list[ChildJob]:
     return jobs
 
 
-def log_comparison(logger: MLflowLogger, config: AblationConfig, jobs: list[ChildJob],
+def log_comparison(logger: RunLogger, config: AblationConfig, jobs: list[ChildJob],
                    results: list[dict]) -> tuple[list[X.ComparisonRow], str]:  # fmt: skip
     """The table, the bar plot and runs.json under ``ablation/`` in the parent; row metrics at step 0."""
     by_variant: dict[str, list[dict]] = {name: [] for name in config.variants}
@@ -245,8 +239,7 @@ def log_comparison(logger: MLflowLogger, config: AblationConfig, jobs: list[Chil
 def ablate_avff(config: AblationConfig) -> dict:
     """Variants x seeds as child runs; a comparison table and bar plot in the parent run."""
     jobs = ablation_jobs(config)
-    run, logger, parent = _open_parent(config.base, "ablation")
-    with run:
+    with parent_run(config.base, "ablation") as (logger, parent):
         logger.log_params({**_train_params(config.base),
                            "ablation.variants": json.dumps(config.variants, sort_keys=True),
                            "ablation.seeds": json.dumps(config.seeds), "ablation.split": config.split,

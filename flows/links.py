@@ -4,7 +4,7 @@ MLflow side: the run is named after the flow run and tagged with its id and UI U
 side: a link artifact to the MLflow run. MLflow UI URLs exist only for an ``http(s)``
 tracking URI (the stack's server); for a file or sqlite store set ``AVFF_MLFLOW_UI_URL`` to
 the address of an ``mlflow ui`` serving it, else the artifacts name the run id only. Every UI
-URL opens in MLflow 3's model-training view (:func:`tasks.tracking.mlflow_adapter.ml_view`).
+URL opens in MLflow 3's model-training view (:func:`tasks.tracking.ui.ml_view`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from urllib.parse import quote
 
+from tasks.tracking.tracker import DEFAULT_TRACKING_URI, resolve_tracking_uri  # noqa: F401 (callers read them here)
 from tasks.tracking.ui import ml_view
 
 TAG_FLOW_RUN_ID, TAG_FLOW_RUN_NAME, TAG_FLOW_RUN_URL = (
@@ -19,12 +20,7 @@ TAG_FLOW_RUN_ID, TAG_FLOW_RUN_NAME, TAG_FLOW_RUN_URL = (
     "prefect.flow_run_name",
     "prefect.flow_run_url",
 )
-DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """The MLflow tracking URI: ``uri``, else ``$MLFLOW_TRACKING_URI``, else the local stack's server."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+RUN_LINK_KEY = "mlflow-run"  # the Prefect link artifact to a flow run's MLflow run
 
 
 def flow_run() -> dict[str, str]:
@@ -87,3 +83,8 @@ def link_artifact(url: str | None, text: str, key: str, description: str) -> Non
     else:
         create_markdown_artifact(markdown=f"{description}: `{text}` (no MLflow UI URL for this tracking URI)",
                                  key=key, description=description)  # fmt: skip
+
+
+def link_run(url: str | None, run_id: str, description: str) -> None:
+    """The flow run's link artifact (key :data:`RUN_LINK_KEY`) to its MLflow run ``run_id``."""
+    link_artifact(url, f"MLflow run {run_id}", RUN_LINK_KEY, description)

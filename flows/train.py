@@ -2,43 +2,39 @@
 
 The flow checks its inputs, opens an MLflow run named after the Prefect flow run and tagged
 with it (git commit, manifest sha256, config hash, the flow run's id and URL), logs the
-manifest as the run's dataset, hands training an :class:`~tasks.tracking.mlflow_adapter.MLflowLogger`,
-then logs the best weights as a pyfunc model (models from code: weights + config JSON +
-decision threshold, no pickle). The model enters the registry only if the gate the training run
+manifest as the run's dataset, hands training the run's logger, then logs the best weights as a
+pyfunc model (models from code: weights + config JSON + decision threshold, no pickle). The model enters the registry only if the gate the training run
 decided passes: it beats the prior on val, both cross-fitted (``register_if``,
 :mod:`tasks.evaluate.registry`; the run's report states the decision first), with a model card
 as its description and the
 aliases ``candidate`` and (when it beats the current one) ``champion``. Training itself
-knows nothing of Prefect or MLflow.
+knows nothing of Prefect or MLflow, and this flow talks to MLflow only through the tracker
+boundary (:mod:`tasks.tracking.tracker`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import json
-import os
 import subprocess
 import tempfile
-import warnings
 from pathlib import Path
 
-import mlflow
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows import links
-from flows.links import resolve_tracking_uri
-from flows.train_distributed import mlflow_logger, train_data_parallel
+from flows.links import resolve_tracking_uri  # noqa: F401 (flows.cli_web reads it here)
+from flows.train_distributed import rank0_logger, train_data_parallel
 from flows.preflight import ConfigError, require_ingest_output, require_path
 from storage import fs
 from storage.tables import ManifestRow, read_table
 from storage.checkpoint import WEIGHTS, resolve_checkpoint
-from tasks.tracking.mlflow_adapter import MLflowLogger, param_value, use_experiment
+from tasks.tracking.mlflow_adapter import param_value
+from tasks.tracking.mlflow_tracker import MLflowTracker
+from tasks.tracking.tracker import Run, RunLogger, Tracker, recorded_run_id, remember_run
+from tasks.tracking.ui import TAG_GIT_COMMIT
 from tasks.train.progress import ProgressLog
 from tasks.evaluate.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
 from tasks.evaluate.metric_names import monitor_mode
@@ -66,7 +62,7 @@ def run_tags(config: TrainSettings) -> dict[str, str]:
             "data": config.data, "stages": config.stages}  # fmt: skip
     commit = git_commit()
     if commit:
-        tags["mlflow.source.git.commit"] = commit
+        tags[TAG_GIT_COMMIT] = commit
         tags["git_commit"] = commit
     return tags
 
@@ -96,33 +92,19 @@ def require_splits(data: str, needed: tuple[str, ...]) -> None:
                           "more videos or other --ratios, or see quarantine.parquet for the refused ones")  # fmt: skip
 
 
-def log_dataset(manifest_uri: str, digest: str, run_id: str) -> None:
+def log_dataset(tracker: Tracker, manifest_uri: str, digest: str, run_id: str) -> None:
     """The manifest as the run's input dataset (MLflow's Datasets panel), named by its digest."""
     import pandas as pd
 
     frame = pd.DataFrame([dataclasses.asdict(r) for r in read_table(manifest_uri, ManifestRow)])
-    try:
-        with warnings.catch_warnings():  # "the source can be interpreted in multiple ways" (all of them local)
-            warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(frame, source=manifest_uri, targets="label", name="dfdc-manifest",
-                                              digest=digest[:16])  # fmt: skip
-    except MlflowException:  # a storage scheme MLflow has no dataset source for (e.g. memory://)
-        dataset = mlflow.data.from_pandas(frame, targets="label", name="dfdc-manifest", digest=digest[:16])
-    with _attached(run_id):
-        mlflow.log_input(dataset, context="training")
-
-
-def _attached(run_id: str):
-    """The fluent API needs the run active in this thread (a Prefect task may run in another)."""
-    active = mlflow.active_run()
-    return contextlib.nullcontext() if active and active.info.run_id == run_id else mlflow.start_run(run_id=run_id)
+    tracker.log_dataset(run_id, frame, name="dfdc-manifest", digest=digest[:16], source=manifest_uri,
+                        context="training")  # fmt: skip
 
 
 # no retries: a second attempt would train again from scratch into the same MLflow run, logging every
 # metric twice at the same steps (a resumed run is asked for explicitly: resume_from)
 @task(name="train", cache_policy=NO_CACHE)
-def train(settings: TrainSettings, logger: MLflowLogger, tracking_uri: str | None = None,
-          locked: bool = False) -> TrainResult:  # fmt: skip
+def train(settings: TrainSettings, logger: RunLogger, tracker: Tracker, locked: bool = False) -> TrainResult:
     """run_training on this process, or on ``world_size`` data-parallel ranks; progress lines every 10 s.
 
     ``locked``: the flow holds the output folder's lock already."""
@@ -137,29 +119,20 @@ def train(settings: TrainSettings, logger: MLflowLogger, tracking_uri: str | Non
         f"Ray at {ray_address}" if ray_address else "this machine",
     )
     # rank 0 logs to this MLflow run; its progress lines go to its stdout (the worker's log)
-    make_log = functools.partial(mlflow_logger, tracking_uri, logger.run_id, world_size * batch)
+    make_log = functools.partial(rank0_logger, tracker, logger.run_id, world_size * batch)
     return train_data_parallel(settings, make_log=make_log, locked=locked)
 
 
-def _champion_tags(client: MlflowClient, name: str) -> dict[str, str] | None:
-    try:
-        return dict(client.get_model_version_by_alias(name, "champion").tags)
-    except MlflowException:  # no such model or alias yet
-        return None
-
-
-def _log_model(result: TrainResult, run_id: str, data: str, criterion: str) -> str:
+def _log_model(tracker: Tracker, result: TrainResult, run_id: str, data: str, criterion: str) -> str:
     """Log the best checkpoint as a pyfunc in run ``run_id``; returns its model URI."""
-    with _attached(run_id), tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / WEIGHTS
         weights.write_bytes(fs.read_bytes(fs.join(resolve_checkpoint(result.best_checkpoint), WEIGHTS)))
         decision = Decision(0.5 if result.threshold is None else result.threshold,
                             criterion if result.threshold is not None else "default",
                             result.slope, result.intercept)  # fmt: skip
-        info = log_pyfunc_model(
-            str(weights), result.model_config, preprocess=ingest_preprocess(data), decision=decision
-        )
-    return info.model_uri
+        return tracker.log_model(run_id, functools.partial(log_pyfunc_model, str(weights), result.model_config,
+                                                           preprocess=ingest_preprocess(data), decision=decision))  # fmt: skip
 
 
 def _fake_fraction(dataset: dict, split: str = "train") -> float | None:
@@ -168,33 +141,12 @@ def _fake_fraction(dataset: dict, split: str = "train") -> float | None:
     return d.get("videos_fake", 0) / n if n else None
 
 
-RUN_FILE = "mlflow_run.json"  # in output_dir: the MLflow run that trains there, for --resume-from
-
-
-def remember_run(output_dir: str, run_id: str) -> None:
-    fs.atomic_write_bytes(fs.join(output_dir, RUN_FILE), json.dumps({"run_id": run_id}).encode())
-
-
-def resumable_run(resume_from: str | None, experiment_id: str) -> str | None:
-    """The MLflow run that wrote resume_from's checkpoints, when it is in this experiment; else None.
-
-    resume_from is a checkpoint root, a pointer .json or an epoch directory: the run file sits
-    in the root, so the folder itself, its parent and its grandparent are looked at.
-    """
-    if not resume_from:
-        return None
-    folder = resume_from.rstrip("/")
-    for _ in range(3):
-        uri = fs.join(folder, RUN_FILE)
-        if fs.exists(uri):
-            run_id = json.loads(fs.read_bytes(uri)).get("run_id")
-            try:
-                run = MlflowClient().get_run(run_id)
-            except MlflowException:
-                return None  # another tracking server, or a deleted run: a new run it is
-            return run_id if run.info.experiment_id == experiment_id else None
-        folder = os.path.dirname(folder)
-    return None
+def resumable_run(resume_from: str | None, experiment_id: str, tracker: Tracker | None = None) -> str | None:
+    """The run that wrote resume_from's checkpoints (:func:`~tasks.tracking.tracker.recorded_run_id`), when
+    ``tracker`` (default: the process's tracking URI) has it in this experiment; else None: a new run it is."""
+    run_id = recorded_run_id(resume_from)
+    run = (tracker or MLflowTracker()).find_run(run_id) if run_id else None
+    return run_id if run is not None and run.experiment_id == experiment_id else None
 
 
 def split_changed_params(logged: dict[str, str], params: dict) -> tuple[dict, dict]:
@@ -207,8 +159,8 @@ def split_changed_params(logged: dict[str, str], params: dict) -> tuple[dict, di
 # run" and leave the version without its aliases and model card; one that failed while logging the
 # model would log a second copy in the run
 @task(name="register-model", cache_policy=NO_CACHE)
-def register_model(result: TrainResult, config: TrainSettings, run_id: str, run_link: str | None,
-                   flow_run: dict[str, str]) -> dict:  # fmt: skip
+def register_model(tracker: Tracker, result: TrainResult, config: TrainSettings, run_id: str,
+                   run_link: str | None, flow_run: dict[str, str]) -> dict:  # fmt: skip
     """Log the best model; register it only past the prior gate; set ``candidate`` / ``champion``.
 
     Returns {"version", "aliases", "gate"}; version None when nothing was registered (no
@@ -217,8 +169,7 @@ def register_model(result: TrainResult, config: TrainSettings, run_id: str, run_
     log = get_run_logger()
     if result.best_checkpoint is None:  # a pretrain-only run has no classifier
         return {"version": None, "aliases": [], "gate": "no stage-2 checkpoint"}
-    client = MlflowClient()
-    earlier = [v for v in client.search_model_versions(f"name='{config.registered_model}'") if v.run_id == run_id]
+    earlier = [v for v in tracker.model_versions(config.registered_model) if v.run_id == run_id]
     if earlier:  # a resumed run that had already registered: one run, one version
         version = max(int(v.version) for v in earlier)
         log.info(
@@ -229,20 +180,23 @@ def register_model(result: TrainResult, config: TrainSettings, run_id: str, run_
     gate = result.gate  # decided by the training run on cross-fitted val numbers, stated in its report
     if gate is None:
         return {"version": None, "aliases": [], "gate": "the run computed no gate"}
-    model_uri = _log_model(result, run_id, config.data, config.threshold_criterion)
-    client.set_tag(run_id, "registry", ("registered: " if gate.register else "not registered: ") + gate.reason)
+    model_uri = _log_model(tracker, result, run_id, config.data, config.threshold_criterion)
+    tracker.logger(run_id).set_tags(
+        {"registry": ("registered: " if gate.register else "not registered: ") + gate.reason}
+    )
     if not gate.register:
         log.warning("not registering the model in %s: %s", config.registered_model, gate.reason)
         return {"version": None, "aliases": [], "gate": gate.reason}
     manifest_sha = fs.sha256_of(fs.IngestLayout(config.data).manifest)
-    promote, why = champion_verdict(gate, mode, manifest_sha, _champion_tags(client, config.registered_model))
+    promote, why = champion_verdict(gate, mode, manifest_sha, tracker.alias_tags(config.registered_model, "champion"))
     tags = _version_tags(gate, result, manifest_sha, flow_run)
-    version = mlflow.register_model(model_uri, config.registered_model, tags=tags).version
-    card = _card(gate, result, config, manifest_sha, run_link, flow_run)
-    client.update_model_version(config.registered_model, version, description=card)
+    version = tracker.register(model_uri, config.registered_model, tags)
+    tracker.describe_version(
+        config.registered_model, version, _card(gate, result, config, manifest_sha, run_link, flow_run)
+    )
     aliases = ["candidate", "champion"] if promote else ["candidate"]
     for alias in aliases:
-        client.set_registered_model_alias(config.registered_model, alias, version)
+        tracker.set_alias(config.registered_model, alias, version)
     log.info("registered %s version %s (%s); champion: %s", config.registered_model, version, ", ".join(aliases), why)
     return {"version": str(version), "aliases": aliases, "gate": gate.reason, "champion": why}
 
@@ -270,50 +224,65 @@ def _card(gate: Gate, result: TrainResult, config: TrainSettings, manifest_sha: 
                       model=model, links=card_links)  # fmt: skip
 
 
+def open_tracked_run(tracker: Tracker, run: Run, config: TrainSettings, flow_run: dict[str, str],
+                     resumed: bool) -> tuple[RunLogger, str | None]:  # fmt: skip
+    """Record, link, tag and parametrise the flow's run; returns its logger and UI link."""
+    remember_run(config.output_dir, run.run_id)
+    run_link = links.run_url(tracker.uri, run.experiment_id, run.run_id)
+    links.link_run(run_link, run.run_id, "the MLflow run of this flow run")
+    logger = tracker.logger(run.run_id, summary=is_summary)  # the run page: summary first
+    tags = run_tags(config)
+    logger.set_tags({**tags, **links.flow_run_tags(flow_run)})
+    # the tracking URI may carry credentials: it is the run's location, not a parameter
+    params = flatten_params(config.model_dump(by_alias=True, exclude={"tracking_uri"}), "train")
+    if resumed:  # MLflow refuses to change a logged param: what changed on resume becomes a tag
+        get_run_logger().info("resuming MLflow run %s from %s: its curves continue", run.run_id, config.resume_from)
+        params, changed = split_changed_params(dict(run.params), params)
+        logger.set_tags({f"resumed.{k}": str(v) for k, v in changed.items()})
+    logger.log_params(params)
+    log_dataset(tracker, fs.IngestLayout(config.data).manifest, tags["manifest_sha256"], run.run_id)
+    return logger, run_link
+
+
+def train_then_close(config: TrainSettings, logger: RunLogger, tracker: Tracker) -> TrainResult:
+    """:func:`train`; the child run of curves ends with training, FAILED when it raises."""
+    try:
+        result = train(config, logger, tracker, locked=True)
+    except BaseException:
+        logger.close("FAILED")
+        raise
+    logger.close()
+    return result
+
+
 @flow(name="train-avff", log_prints=True)
 def train_avff(config: TrainSettings) -> dict:
     """Train AVFF on ingested shards, track the run in MLflow and register the best model if it beats the prior."""
-    log = get_run_logger()
     check_inputs(config)
-    tracking_uri = resolve_tracking_uri(config.tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
-    experiment = use_experiment(config.experiment)
+    tracker = MLflowTracker.connect(config.tracking_uri)
+    experiment_id = tracker.use_experiment(config.experiment)
     flow_run = links.flow_run()
     # the lock first: a run refused by it must not have written its run record (or anything) there
     with training_lock(config.output_dir) as held:
-        resumed = resumable_run(config.resume_from, experiment.experiment_id)
-        with mlflow.start_run(run_id=resumed) if resumed else mlflow.start_run(run_name=flow_run.get("name")) as run:
-            run_id = run.info.run_id
+        resumed = resumable_run(config.resume_from, experiment_id, tracker)
+        with tracker.open_run(name=flow_run.get("name"), resume=resumed) as run:
             if held is not None:
-                held.describe(f"MLflow run {run_id}")
-            remember_run(config.output_dir, run_id)
-            run_link = links.run_url(tracking_uri, experiment.experiment_id, run_id)
-            links.link_artifact(run_link, f"MLflow run {run_id}", "mlflow-run", "the MLflow run of this flow run")
-            logger = MLflowLogger(MlflowClient(), run_id, summary=is_summary)  # the run page: summary first
-            tags = run_tags(config)
-            logger.set_tags({**tags, **links.flow_run_tags(flow_run)})
-            # the tracking URI may carry credentials: it is the run's location, not a parameter
-            params = flatten_params(config.model_dump(by_alias=True, exclude={"tracking_uri"}), "train")
-            if resumed:  # MLflow refuses to change a logged param: what changed on resume becomes a tag
-                log.info("resuming MLflow run %s from %s: its curves continue", run_id, config.resume_from)
-                params, changed = split_changed_params(run.data.params, params)
-                logger.set_tags({f"resumed.{k}": str(v) for k, v in changed.items()})
-            logger.log_params(params)
-            log_dataset(fs.IngestLayout(config.data).manifest, tags["manifest_sha256"], run_id)
-            try:
-                result = train(config, logger, tracking_uri, locked=True)
-            except BaseException:
-                logger.close("FAILED")  # the child run of curves ends with training
-                raise
-            logger.close()
-            registry = register_model(result, config, run_id, run_link, flow_run)
-            model_line = _model_line(config.registered_model, registry, tracking_uri)
-            logger.set_tags({"mlflow.note.content": _run_note(flow_run, model_line)})  # the run page's description
+                held.describe(f"MLflow run {run.run_id}")
+            logger, run_link = open_tracked_run(tracker, run, config, flow_run, resumed is not None)
+            result = train_then_close(config, logger, tracker)
+            registry = register_model(tracker, result, config, run.run_id, run_link, flow_run)
+            model_line = _model_line(config.registered_model, registry, tracker.uri)
+            tracker.set_note(run.run_id, _run_note(flow_run, model_line))  # the run page's description
+    return _finished(run.run_id, run_link, model_line, registry, result)
+
+
+def _finished(run_id: str, run_link: str | None, model_line: str, registry: dict, result: TrainResult) -> dict:
+    """The report as a Prefect artifact, a log line, and the flow's result."""
     header = f"MLflow run {links.markdown_link(run_id, run_link)} · model: {model_line}\n\n"
     if result.report_path:  # the same report in the Prefect UI
         create_markdown_artifact(markdown=header + fs.read_bytes(result.report_path).decode(), key="training-report",
                                  description=f"MLflow run {run_id}")  # fmt: skip
-    log.info("run %s: best epoch %s, model version %s", run_id, result.best_epoch, registry["version"])
+    get_run_logger().info("run %s: best epoch %s, model version %s", run_id, result.best_epoch, registry["version"])
     return {
         "run_id": run_id,
         "run_url": run_link,

@@ -10,7 +10,7 @@ Both read ``world_size`` and ``ray_address`` from the run's :class:`tasks.train.
   must be storage every worker reaches (s3://, or a shared mount), as for a resume.
 
 Rank 0 logs to the flow's MLflow run through ``make_log`` (a picklable factory: it runs in
-rank 0's process); the result is rank 0's :class:`tasks.train.run.TrainResult`.
+rank 0's process, e.g. :func:`rank0_logger` on the flow's tracker); the result is rank 0's :class:`tasks.train.run.TrainResult`.
 """
 
 from __future__ import annotations
@@ -23,19 +23,17 @@ from collections.abc import Callable
 from storage import fs
 from tasks.train.progress import ProgressLog
 from tasks.tracking.logger import Logger
+from tasks.tracking.tracker import Tracker
 from tasks.train.run_distributed import spawn, train_rank
 from tasks.train.run import TrainResult
 from tasks.train.settings import TrainSettings
 
 
-def mlflow_logger(tracking_uri: str, run_id: str, global_batch: int) -> ProgressLog:
-    """An MLflowLogger on ``run_id`` built in the process that logs (rank 0), with progress lines on its stdout."""
-    from mlflow import MlflowClient
-
-    from tasks.tracking.mlflow_adapter import MLflowLogger
+def rank0_logger(tracker: Tracker, run_id: str, global_batch: int) -> ProgressLog:
+    """``tracker``'s logger on ``run_id`` built in the process that logs (rank 0), with progress lines on its stdout."""
     from tasks.train.finish import is_summary
 
-    return ProgressLog(MLflowLogger(MlflowClient(tracking_uri), run_id, summary=is_summary), functools.partial(print, flush=True),
+    return ProgressLog(tracker.logger(run_id, summary=is_summary), functools.partial(print, flush=True),
                        global_batch=global_batch)  # fmt: skip
 
 

@@ -25,6 +25,7 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 ML_VIEW_QUERY = "workflowType=machine_learning"
 RUN_TYPE_TAG, RUN_TYPE_EVALUATION = "mlflow.runType", "evaluation"
 EVALUATION_CONTEXT = "evaluation"  # the dataset input's context tag, beside training runs' "training"
+TAG_GIT_COMMIT = "mlflow.source.git.commit"  # the run page's "source" commit
 TAG_STEPS_OF = "avff.steps_of"  # on the child run holding a run's per-step curves: that run's id
 
 
