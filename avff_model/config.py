@@ -66,6 +66,8 @@ class AVFFConfig:
     # the sync branch's learned mouth-region and sound embeddings; False: its lip features only (real
     # footage: the learned pixel part fits the training people, docs/results.md "Real footage")
     sync_pixels: bool = True
+    # with sync_lips: each lip channel's lagged correlation with the loudness; False: the lips' sync peak only
+    sync_lip_lags: bool = True
 
     def __post_init__(self) -> None:
         checks = {
@@ -81,6 +83,7 @@ class AVFFConfig:
             "decoder_width % decoder_heads == 0": self.decoder_width % self.decoder_heads == 0,
             "head_hidden % head_heads == 0": self.head_hidden % self.head_heads == 0,
             "sync_pixels or sync_lips": self.sync_pixels or self.sync_lips,
+            "sync_lip_lags or sync_peak": self.sync_lip_lags or self.sync_peak,
             "0 <= dropout < 1": 0.0 <= self.dropout < 1.0,
             "temperature > 0": self.temperature > 0,
             "w_cross >= 0": self.w_cross >= 0,

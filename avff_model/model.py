@@ -135,7 +135,13 @@ class AVFF(nn.Module):
         sync, texture = cfg.sync_branch and {"video", "audio"} <= seen, cfg.texture_branch and "video" in seen
         self.signals = (
             SignalFeatures(
-                cfg.n_mels, sync=sync, texture=texture, lips=cfg.sync_lips, peak=cfg.sync_peak, pixels=cfg.sync_pixels
+                cfg.n_mels,
+                sync=sync,
+                texture=texture,
+                lips=cfg.sync_lips,
+                peak=cfg.sync_peak,
+                pixels=cfg.sync_pixels,
+                lip_lags=cfg.sync_lip_lags,
             )
             if sync or texture
             else None

@@ -124,10 +124,11 @@ class SyncBranch(nn.Module):
     ``lips`` another LIP_CHANNELS * (2 * lags + 1) from the landmarks' mouth opening and width."""
 
     def __init__(self, n_mels: int, dim: int = 16, hidden: int = 32, lags: int = 3, lips: bool = False,
-                 peak: bool = False, pixels: bool = True):  # fmt: skip
+                 peak: bool = False, pixels: bool = True, lip_lags: bool = True):  # fmt: skip
         super().__init__()
-        if not (pixels or lips):
-            raise ValueError("a sync branch needs its pixel part or the lips")
+        if not (pixels or lips) or (lips and not (lip_lags or peak)):
+            raise ValueError("a sync branch needs its pixel part or the lips, and lips need their lags or their peak")
+        self.lip_lags = lip_lags  # with lips: each lip channel's lagged correlation (False: their sync peak only)
         self.lags = lags
         self.pixels = pixels  # the learned mouth-region and sound embeddings (False: the lips' features only)
         self.peak = peak  # with lips: also their :func:`sync_peak` (a lip track's lags reach 1.2 s)
@@ -140,7 +141,7 @@ class SyncBranch(nn.Module):
             self.sound = nn.Sequential(nn.Linear(n_mels, hidden), nn.GELU(), nn.Linear(hidden, dim, bias=False))
         self.lips = lips
         self.out_dim = (2 * lags + 1 + dim if pixels else 0) + (
-            LIP_CHANNELS * (2 * lags + 1) + (PEAK_FEATURES if peak else 0) if lips else 0
+            (LIP_CHANNELS * (2 * lags + 1) if lip_lags else 0) + (PEAK_FEATURES if peak else 0) if lips else 0
         )
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None,
@@ -158,11 +159,12 @@ class SyncBranch(nn.Module):
             if lips is None:
                 lips = video.new_zeros(video.shape[0], video.shape[2], LIP_CHANNELS)
             heard = sound if lips.shape[1] == sound.shape[1] else frames_of_sound(audio, lips.shape[1])  # (B, K, F)
-            zl = _standardise(lips.to(heard.dtype), dim=1, eps=LIP_EPS)  # (B, K, 2); a still mouth stays 0
-            zs = _standardise(loudness(heard), dim=1)  # (B, K, 1)
-            out += [
-                lagged_correlation(zl[..., c : c + 1], zs, self.lags) for c in range(LIP_CHANNELS)
-            ]  # 2 x (B, 2L + 1)
+            if self.lip_lags:
+                zl = _standardise(lips.to(heard.dtype), dim=1, eps=LIP_EPS)  # (B, K, 2); a still mouth stays 0
+                zs = _standardise(loudness(heard), dim=1)  # (B, K, 1)
+                out += [
+                    lagged_correlation(zl[..., c : c + 1], zs, self.lags) for c in range(LIP_CHANNELS)
+                ]  # 2 x (B, 2L + 1)
             if self.peak:
                 peak = sync_peak(lips, band_loudness(heard, self.band))  # (B, 4)
                 still = lips.float().std(dim=1).amax(dim=1, keepdim=True) < 1e-4  # no landmarks: zeros
@@ -214,9 +216,9 @@ class SignalFeatures(nn.Module):
     """
 
     def __init__(self, n_mels: int, *, sync: bool, texture: bool, lips: bool = False, peak: bool = False,
-                 pixels: bool = True):  # fmt: skip
+                 pixels: bool = True, lip_lags: bool = True):  # fmt: skip
         super().__init__()
-        self.sync = SyncBranch(n_mels, lips=lips, peak=peak, pixels=pixels) if sync else None
+        self.sync = SyncBranch(n_mels, lips=lips, peak=peak, pixels=pixels, lip_lags=lip_lags) if sync else None
         self.texture = TextureBranch() if texture else None
         self.out_dim = (self.sync.out_dim if sync else 0) + (self.texture.out_dim if texture else 0)
 

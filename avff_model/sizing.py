@@ -57,7 +57,7 @@ def _signals(cfg: AVFFConfig) -> int:
             n += (mouth + 1) * hidden + hidden * dim + (cfg.n_mels + 1) * hidden + hidden * dim  # last layers: no bias
             out += 2 * lags + 1 + dim
         if cfg.sync_lips:  # each lip channel's lagged correlation with the loudness: no weights
-            out += LIP_CHANNELS * (2 * lags + 1) + (PEAK_FEATURES if cfg.sync_peak else 0)
+            out += (LIP_CHANNELS * (2 * lags + 1) if cfg.sync_lip_lags else 0) + (PEAK_FEATURES if cfg.sync_peak else 0)
     if texture:
         n, out = n + 9 * filters, out + 3 * filters + 3
     return n + _mlp_head(out, cfg.head_hidden) if out else 0

@@ -37,18 +37,17 @@ def model_key(spec: str, tracking_uri: str | None):
         return lambda: uri
 
     def key() -> str:
-        from mlflow import MlflowClient
-
-        from flows.train import resolve_tracking_uri
+        from tasks.tracking.mlflow_tracker import MLflowTracker
+        from tasks.tracking.tracker import resolve_tracking_uri
 
         name, _, alias = uri.removeprefix("models:/").partition("@")
         name, _, version = name.partition("/")
-        client = MlflowClient(resolve_tracking_uri(tracking_uri))
+        tracker = MLflowTracker(resolve_tracking_uri(tracking_uri))
         try:
             if alias:
-                return f"models:/{name}/{client.get_model_version_by_alias(name, alias).version}"
+                return tracker.version_uri(name, tracker.model_version(name, alias).version)
             if version == "latest":
-                return f"models:/{name}/{max(int(v.version) for v in client.search_model_versions(f'name={name!r}'))}"
+                return tracker.version_uri(name, max(v.version for v in tracker.model_versions(name)))
         except Exception:  # not registered yet: loading says so
             return uri
         return uri

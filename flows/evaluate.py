@@ -23,14 +23,11 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-import mlflow
-from mlflow import MlflowClient
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows import links
-from flows.links import resolve_tracking_uri
 from flows.preflight import check_evaluate_inputs, model_uri, retrying_task
 from storage.shard_schema import REAL
 from tasks.evaluate.videos import (
@@ -49,7 +46,8 @@ from tasks.serve.decision import describe, verdict
 from tasks.serve.predict import preprocess_for, score_video
 from tasks.evaluate.probes import shortcut_probes
 from tasks.serve.scorer import load_model
-from tasks.tracking.mlflow_adapter import use_experiment
+from tasks.tracking.mlflow_tracker import NOTE_TAG, MLflowTracker
+from tasks.tracking.tracker import Tracker
 from tasks.tracking.ui import EVALUATION_CONTEXT, RUN_TYPE_EVALUATION, RUN_TYPE_TAG
 
 
@@ -95,26 +93,24 @@ class ResolvedModel:
     train_fake_fraction: float | None = None
 
 
-def resolve_model(spec: str) -> ResolvedModel:
+def resolve_model(spec: str, tracker: Tracker) -> ResolvedModel:
     """'avff-dfdc@champion' / '@latest' / '@3' -> that registry version (aliases do not move under us)."""
     uri = model_uri(spec)
     if not uri.startswith("models:/"):
         return ResolvedModel(uri)
-    client = MlflowClient()
     ref = uri.removeprefix("models:/")
     if "@" in ref:
-        name, alias = ref.split("@", 1)
-        version = client.get_model_version_by_alias(name, alias)
+        name, number = ref.split("@", 1)
     else:
         name, _, number = ref.partition("/")
         if number == "latest":
-            versions = client.search_model_versions(f"name='{name}'")
+            versions = tracker.model_versions(name)
             if not versions:
                 raise LookupError(f"registered model {name!r} has no versions")
-            number = str(max(int(v.version) for v in versions))
-        version = client.get_model_version(name, number)
+            number = str(max(v.version for v in versions))
+    version = tracker.model_version(name, number)
     fraction = version.tags.get("train_fake_fraction")
-    return ResolvedModel(f"models:/{name}/{version.version}", name, str(version.version), version.run_id,
+    return ResolvedModel(tracker.version_uri(name, version.version), name, str(version.version), version.run_id,
                          float(fraction) if fraction is not None else None)  # fmt: skip
 
 
@@ -260,7 +256,7 @@ def _run_tags(
             + (" **The model loses to the prior on this set.**" if loses else ""))  # fmt: skip
     tags = {"model": config.model, "model_uri": model.uri, "data": config.data, "avff.kind": "evaluation",
             RUN_TYPE_TAG: RUN_TYPE_EVALUATION,
-            "loses_to_prior": str(loses).lower(), "mlflow.note.content": note, **links.flow_run_tags(flow_run)}  # fmt: skip
+            "loses_to_prior": str(loses).lower(), NOTE_TAG: note, **links.flow_run_tags(flow_run)}  # fmt: skip
     if undefined_metrics:
         tags["undefined_metrics"] = ", ".join(f"eval_{k}" for k in undefined_metrics)
     if model.version is not None:
@@ -270,15 +266,14 @@ def _run_tags(
     return tags
 
 
-def log_scored_videos(rows: list[dict], data: str) -> None:
-    """The scored videos (label, P(FAKE), verdict) as the active run's ``evaluation`` dataset input, beside
+def log_scored_videos(tracker: Tracker, run_id: str, rows: list[dict], data: str) -> None:
+    """The scored videos (label, P(FAKE), verdict) as the run's ``evaluation`` dataset input, beside
     the training runs' ``training`` manifest in MLflow's Datasets column."""
     import pandas as pd
 
     frame = pd.DataFrame([{k: r[k] for k in ("video_id", "label", "manipulation", "p_fake", "verdict")} for r in rows])
     name = f"evaluated:{os.path.basename(data.rstrip('/'))}"
-    dataset = mlflow.data.from_pandas(frame, targets="label", predictions="p_fake", name=name)
-    mlflow.log_input(dataset, context=EVALUATION_CONTEXT)
+    tracker.log_dataset(run_id, frame, name=name, predictions="p_fake", context=EVALUATION_CONTEXT)
 
 
 @flow(name="evaluate-avff", log_prints=True)
@@ -286,9 +281,8 @@ def evaluate_avff(config: EvaluateConfig) -> dict:
     """Score every video of config.data with config.model; log metrics, table and scores to MLflow."""
     log = get_run_logger()
     check_evaluate_inputs(config.data, config.model, config.out)  # again: a run from the UI skipped the CLI's
-    tracking_uri = resolve_tracking_uri(config.tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
-    model = resolve_model(config.model)
+    tracker = MLflowTracker.connect(config.tracking_uri)
+    model = resolve_model(config.model, tracker)
     prior = config.prior if config.prior is not None else model.train_fake_fraction
     if prior is None:
         log.warning(
@@ -308,19 +302,20 @@ def evaluate_avff(config: EvaluateConfig) -> dict:
             result["probes"] = probe_model(config.data, model.uri, config.probes, work)
         markdown += "\n" + probes_markdown(result["probes"])
     _write_outputs(out, markdown, rows, result)
-    experiment = use_experiment(config.experiment)
+    experiment_id = tracker.use_experiment(config.experiment)
     flow_run = links.flow_run()
     tags = _run_tags(model, config, flow_run, loses, result["undefined"])
-    with mlflow.start_run(run_name=flow_run.get("name"), tags=tags) as run:
-        mlflow.log_params({"model": config.model, "model_uri": model.uri, "data": config.data, "prior": result["prior"],
+    with tracker.open_run(name=flow_run.get("name"), tags=tags) as run:
+        logger = tracker.logger(run.run_id)
+        logger.log_params({"model": config.model, "model_uri": model.uri, "data": config.data, "prior": result["prior"],
                            "threshold": result["threshold"]})  # fmt: skip
-        mlflow.log_metrics(_metrics(result), step=0)
-        mlflow.log_artifacts(out, artifact_path="evaluation")
-        log_scored_videos(rows, config.data)
-    run_link = links.run_url(tracking_uri, experiment.experiment_id, run.info.run_id)
-    links.link_artifact(run_link, f"MLflow run {run.info.run_id}", "mlflow-run", "the MLflow run of this evaluation")
-    header = f"MLflow run {links.markdown_link(run.info.run_id, run_link)}\n\n"
-    create_markdown_artifact(markdown=header + markdown, key="evaluation", description=f"MLflow run {run.info.run_id}")
-    return {"run_id": run.info.run_id, "run_url": run_link, "model_uri": model.uri, "model_version": model.version,
+        logger.log_metrics(_metrics(result), step=0)
+        logger.log_artifact(out, "evaluation")
+        log_scored_videos(tracker, run.run_id, rows, config.data)
+    run_link = links.run_url(tracker.uri, experiment_id, run.run_id)
+    links.link_run(run_link, run.run_id, "the MLflow run of this evaluation")
+    header = f"MLflow run {links.markdown_link(run.run_id, run_link)}\n\n"
+    create_markdown_artifact(markdown=header + markdown, key="evaluation", description=f"MLflow run {run.run_id}")
+    return {"run_id": run.run_id, "run_url": run_link, "model_uri": model.uri, "model_version": model.version,
             "loses_to_prior": loses, "out": out, "overall": result["overall"], "by_type": result["by_type"],
             "decision": result["decision"], "undefined": result["undefined"]}  # fmt: skip

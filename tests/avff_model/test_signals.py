@@ -293,5 +293,14 @@ def test_a_sync_branch_without_its_pixel_part_gives_the_lip_features_only():
         assert torch.equal(lips_only(video, audio, lips=track), full(video, audio, lips=track)[:, 2 * 3 + 1 + 16 :])
     model = AVFF(get_config("tiny", fusion="signals_only", sync_pixels=False, texture_branch=False))
     assert model.signals.out_dim == lips_only.out_dim
+    peak_only = SyncBranch(F, lips=True, peak=True, pixels=False, lip_lags=False)
+    with torch.no_grad():
+        assert torch.equal(peak_only(video, audio, lips=track), full(video, audio, lips=track)[:, -PEAK_FEATURES:])
+    lips_model = AVFF(
+        get_config("tiny", fusion="signals_only", sync_pixels=False, sync_lip_lags=False, texture_branch=False)
+    )
+    assert lips_model.signals.out_dim == PEAK_FEATURES
     with pytest.raises(ValueError, match="sync_pixels or sync_lips"):
         AVFFConfig(sync_pixels=False, sync_lips=False)
+    with pytest.raises(ValueError, match="sync_lip_lags or sync_peak"):
+        AVFFConfig(sync_lips=True, sync_lip_lags=False, sync_peak=False)

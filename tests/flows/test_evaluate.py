@@ -336,6 +336,7 @@ def test_scored_videos_are_the_evaluation_runs_dataset_unlabelled_and_unscored_o
     """The dataset input an evaluation run carries, through a real sqlite store: every scored row, an
     unlabelled file (label None) and an unscorable one (P(FAKE) None) included, context "evaluation"."""
     from flows.evaluate import log_scored_videos
+    from tasks.tracking.mlflow_tracker import MLflowTracker
 
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
@@ -345,7 +346,7 @@ def test_scored_videos_are_the_evaluation_runs_dataset_unlabelled_and_unscored_o
             {"video_id": "c", "label": "REAL", "manipulation": None, "p_fake": None, "verdict": None}]  # fmt: skip
     try:
         with mlflow.start_run() as run:
-            log_scored_videos(rows, str(tmp_path / "external/"))
+            log_scored_videos(MLflowTracker(), run.info.run_id, rows, str(tmp_path / "external/"))
         (scored,) = mlflow.MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
     finally:
         mlflow.set_tracking_uri(None)
