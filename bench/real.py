@@ -491,8 +491,11 @@ def markdown(summary: dict, command: str) -> str:
         f"a person is a repository folder (the footage names nobody). People split by the ingest's grouped split: "
         f"train {people['train']['people']} ({people['train']['videos']} videos), val {people['val']['people']} "
         f"({people['val']['videos']}), test {people['test']['people']} ({people['test']['videos']}): "
-        f"{', '.join(summary['test_people'])}. Crops: `{summary.get('crop', 'box')}`. "
-        f"Model: `{summary['fusion']}` head, `tiny` preset, stage 2 from random "
+        f"{', '.join(summary['test_people'])}. Crops: `{summary.get('crop', 'box')}`"
+        + (" with 25 fps lip tracks (`--lip-track`)" if summary.get("crop") == "landmarks" else "")
+        + f". Model: `{summary['fusion']}` head, `tiny` preset"
+        + (f" with {summary['overrides']}" if summary.get("overrides") else "")
+        + ", stage 2 from random "
         f"init, {summary['train']['steps']} steps of batch {summary['batch']}, pseudo-fakes p={summary['pseudo_fakes']:g} "
         "(audio_shift, audio_swap, mouth_shuffle, face_resample), best val-video-AUC epoch "
         f"{summary['train']['best_epoch']} (val AUC {summary['train']['val_video_auc'] or float('nan'):.2f}). "
