@@ -138,7 +138,7 @@ def test_a_missing_required_field_names_its_flag(shards, capsys):
 
 INGEST_NOT_DEFAULT = {
     "out": "/tmp/avff-shards", "identities": "/tmp/ids.csv", "ratios": [0.6, 0.2, 0.2], "folds": 3, "seed": 1,
-    "videos_per_shard": 8, "jpeg_quality": 80, "face_size": 64, "frames_per_clip": 8, "clip_fps": 4.0, "clip_mode": "native", "crop": "landmarks", "max_clips": 2,
+    "videos_per_shard": 8, "jpeg_quality": 80, "face_size": 64, "frames_per_clip": 8, "clip_fps": 4.0, "clip_mode": "native", "crop": "landmarks", "lip_track": True, "max_clips": 2,
     "clip_offset_s": 0.5, "clip_stride_s": 1.6, "face_margin": 1.5, "min_face_frac": 0.3, "max_faces": 2, "require_audio": False, "max_duration_s": 60.0, "max_bytes": 1000,
     "max_pixels": 1000, "read_seconds": 10.0, "hwaccel": "cuda", "executor": "local", "ray_address": "auto", "num_workers": 2,
     "retries": 0, "progress": False,

@@ -134,15 +134,22 @@ def test_a_model_version_that_does_not_exist_is_one_clear_line(trained, dfdc_sam
     assert "avff-dfdc@999" in lines[0] and "not in the registry" in lines[0] and "has versions" in lines[0]
 
 
-def test_a_training_folder_is_scored_with_its_best_checkpoint_and_its_decision(trained):
+def test_a_training_folder_is_scored_with_its_best_checkpoint_and_its_decision(trained, tmp_path):
     """`--model <avff train's output_dir>` means the model train registered (best checkpoint, with
     decision.json), not the last epoch at an uncalibrated 0.5."""
-    from storage.decision import read_decision
-    from storage.checkpoint import resolve_checkpoint
+    import shutil
 
-    out = Path(trained["output_dir"])
+    from storage.checkpoint import CheckpointStore, resolve_checkpoint
+    from storage.decision import read_decision
+
+    out = tmp_path / "train"
+    shutil.copytree(trained["output_dir"], out)
+    # whether the fixture's last epoch is its best depends on its training; in this copy "last" is surely
+    # another model than "best" (the pretrained one), so reading the wrong pointer shows
+    store = CheckpointStore(str(out / "checkpoints"))
+    store.mark("last", Path(store.resolve("pretrained")).name)
     best_dir = resolve_checkpoint(str(out / "checkpoints" / "best.json"))
-    assert best_dir != resolve_checkpoint(str(out / "checkpoints" / "last.json")), "fixture: best is not last"
+    assert best_dir != resolve_checkpoint(str(out / "checkpoints" / "last.json"))
     decision = read_decision(best_dir)
     folder, best = load_model(str(out), device="cpu"), load_model(str(out / "checkpoints" / "best.json"), device="cpu")
     assert decision is not None and (folder.threshold, folder.slope, folder.intercept) == (
