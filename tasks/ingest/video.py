@@ -412,14 +412,9 @@ def _decode_all_nearest(
     with _open(path, hwaccel) as c:
         v = c.streams.video[0]
         v.thread_type = "NONE"
-        start = _start_seconds(v)
         size = None
         try:
-            for frame in _decoded(c, v):
-                if frame.time is None:
-                    continue
-                start = frame.time if start is None else start
-                t = frame.time - start
+            for t, frame in _timed(c, v):
                 size = _check_size(path, frame, size, max_pixels)
                 times.append(t)
                 k = len(times) - 1
@@ -450,13 +445,9 @@ def frames_within(
     last = min(max(end for _, end in spans), read_seconds)
     with _open(path, hwaccel) as c:
         v = c.streams.video[0]
-        start, size = _start_seconds(v), None
+        size = None
         try:
-            for frame in _decoded(c, v):
-                if frame.time is None:
-                    continue
-                start = frame.time if start is None else start
-                t = frame.time - start
+            for t, frame in _timed(c, v):
                 if t > last:
                     return
                 if any(a <= t <= b for a, b in spans):
@@ -464,6 +455,17 @@ def frames_within(
                     yield t, _rgb(frame, rotation)
         except av.error.FFmpegError as e:
             raise VideoError("undecodable", f"{path}: video stream does not decode ({e})") from e
+
+
+def _timed(c, v):
+    """(seconds from the stream's start, frame) of every decoded frame that has a time; the start is the
+    stream's declared one, else the first frame's."""
+    start = _start_seconds(v)
+    for frame in _decoded(c, v):
+        if frame.time is None:
+            continue
+        start = frame.time if start is None else start
+        yield frame.time - start, frame
 
 
 def _decoded(c, v):
