@@ -40,6 +40,7 @@ LIP_EPS = 1e-5  # the lips' variance floor: their opening moves by ~0.05 of the 
 # farthest (1.2 s); chosen on 10 people's real clips, confirmed on 5 others (docs/results.md, "Real footage")
 SYNC_BAND_HZ = (500.0, 2000.0)
 TRACK_NEAR, TRACK_FAR, TRACK_MAX_LAG = 2, 8, 30
+TRACK_MIN_OVERLAP = 8  # the fewest overlapping steps a lag's correlation is taken over (0.32 s)
 PEAK_FEATURES = 4
 
 
@@ -107,10 +108,12 @@ def sync_peak(lips: torch.Tensor, loud: torch.Tensor) -> torch.Tensor:
     opening (gap minus width, each standardised) with the loudness at lag 0, its best within
     TRACK_NEAR steps, its best beyond TRACK_FAR, and near minus far. A mouth that moves with its own
     sound peaks near lag 0; a moved sound peaks elsewhere, an unrelated one nowhere in particular
-    (:func:`tasks.evaluate.handmade.sync_peak`, the hand-made twin)."""
+    (:func:`tasks.evaluate.handmade.sync_peak`, the hand-made twin, which takes each lag's Pearson
+    correlation over its overlap; here both series are standardised once over the whole track, a
+    batched form that differs from it only by the overlap's own mean and scale)."""
     z = _standardise(lips.float(), dim=1, eps=LIP_EPS)  # (B, K, 2)
     opening = _standardise(z[..., :1] - z[..., 1:], dim=1)  # (B, K, 1)
-    lags = max(min(TRACK_MAX_LAG, lips.shape[1] - 8), 0)
+    lags = max(min(TRACK_MAX_LAG, lips.shape[1] - TRACK_MIN_OVERLAP), 0)
     profile = lagged_correlation(opening, _standardise(loud.float(), dim=1), lags)  # (B, 2L + 1)
     near = profile[:, max(lags - TRACK_NEAR, 0) : lags + TRACK_NEAR + 1].amax(dim=1)  # (B,)
     offsets = torch.arange(-lags, lags + 1, device=lips.device).abs()

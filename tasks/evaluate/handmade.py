@@ -32,7 +32,7 @@ from scipy.stats import rankdata
 from avff_model.crop_geometry import MOUTH_BOX as MOUTH_BOX  # re-exported: the template's mouth box
 from avff_model.crop_geometry import mouth_fractions, pixel_slices
 from avff_model.inputs import mel_band
-from avff_model.signals import SYNC_BAND_HZ, TRACK_FAR, TRACK_MAX_LAG, TRACK_NEAR
+from avff_model.signals import SYNC_BAND_HZ, TRACK_FAR, TRACK_MAX_LAG, TRACK_MIN_OVERLAP, TRACK_NEAR
 from storage.shard_schema import FAKE, LIP_TRACK_FPS, REAL, DecodedClip
 from tasks.evaluate.metrics import binary_metrics
 
@@ -101,7 +101,7 @@ def sync_correlation(frames: np.ndarray, mel: np.ndarray, fps: float, hop_s: flo
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    if len(x) < 8 or x.std() == 0 or y.std() == 0:
+    if len(x) < TRACK_MIN_OVERLAP or x.std() == 0 or y.std() == 0:
         return float("nan")
     return float(np.corrcoef(x, y)[0, 1])
 
@@ -119,7 +119,8 @@ def sync_peak(opening: np.ndarray, loud: np.ndarray, near: int = TRACK_NEAR, far
     not used to choose it; the lag-0 correlation there 0.73 / 0.70).
     """
     k = len(opening)
-    lags = range(-min(max_lag, k - 8), min(max_lag, k - 8) + 1)
+    reach = min(max_lag, k - TRACK_MIN_OVERLAP)
+    lags = range(-reach, reach + 1)
     profile = {lag: _pearson(opening[max(0, -lag) : k - max(0, lag)], loud[max(0, lag) : k - max(0, -lag)])
                for lag in lags}  # fmt: skip
     close = [v for lag, v in profile.items() if abs(lag) <= near and np.isfinite(v)]
