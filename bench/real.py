@@ -66,6 +66,13 @@ SHIFT_S = (0.4, 1.0)
 ARTEFACT_S = 10.0  # seconds re-encoded for reencode / artefact (the default clips read 9.6 s)
 RATIOS = (0.6, 0.15, 0.25)  # people: train, val, test
 FAKE_KINDS = ("shift", "swap", "artefact", "generated")
+# the models ``--select`` compares by grouped cross-validation on the train and val people (select_model)
+_PEAK_ONLY = {"sync_pixels": False, "sync_lip_lags": False, "texture_branch": False}
+CANDIDATES = {
+    "default (ViT + every branch)": {"fusion": "avff_agree", "overrides": {}},
+    "ViT + sync peak": {"fusion": "avff_agree", "overrides": _PEAK_ONLY},
+    "sync peak alone": {"fusion": "signals_only", "overrides": _PEAK_ONLY},
+}
 BEGIN, END = "<!-- real footage: bench/real.py --doc -->", "<!-- end of real footage -->"
 
 
@@ -336,8 +343,10 @@ def check_splits(shards: Path, made: list[Made], splits: dict[str, str]) -> dict
             for s in ("train", "val", "test")}  # fmt: skip
 
 
-def train(shards: Path, model_dir: Path, args) -> dict:
-    """run_training, stage 2 only, on the ingested train people; val people pick the checkpoint."""
+def train(shards: Path, model_dir: Path, args, fold: int | None = None) -> dict:
+    """run_training, stage 2 only, of ``args.fusion`` / ``args.overrides`` on the ingested train people; val
+    people pick the checkpoint. ``fold``: grouped CV instead (train and val people pooled, that manifest fold
+    validates, test people never read)."""
     from tasks.tracking.logger import InMemoryLogger
     from tasks.train.run import run_training
     from tasks.train.settings import PseudoFakeAugment, TrainSettings
@@ -347,11 +356,39 @@ def train(shards: Path, model_dir: Path, args) -> dict:
                              overrides=json.loads(args.overrides), epochs=args.epochs, samples_per_epoch=args.steps * args.batch // args.epochs or 1,
                              batch_size=args.batch, lr=1e-3, encoder_lr_scale=1.0, warmup=min(50, args.steps // 5),
                              monitor="val_video_auc", patience=args.epochs, device="cpu", num_workers=0,
-                             seed=args.seed, report_bootstrap=50, register_if="never", log_checkpoints=False,
+                             seed=args.seed, report_bootstrap=50, register_if="never", log_checkpoints=False, fold=fold,
                              pseudo_fakes=PseudoFakeAugment(p=args.pseudo_fakes, kinds=kinds) if args.pseudo_fakes
                              else PseudoFakeAugment())  # fmt: skip
     run_training(settings, log=InMemoryLogger())
     return training_record(model_dir, args.steps)
+
+
+def cv_folds(shards: Path) -> list[int]:
+    """The manifest folds that hold a train or val person's ingested videos (grouped: a person is in one)."""
+    from storage import fs
+    from storage.tables import ManifestRow, read_table
+
+    rows = read_table(fs.IngestLayout(str(shards)).manifest, ManifestRow)
+    return sorted({r.fold for r in rows if r.status == "ingested" and r.split in ("train", "val")})
+
+
+def select_model(shards: Path, out: Path, args, candidates: dict[str, dict]) -> dict:
+    """Grouped cross-validation of each candidate (name -> {"fusion", "overrides"}) on the train and val
+    people only: per fold, train on the other folds' people and read the held-out people's video AUC after
+    the last epoch (a fixed schedule: nothing chosen on the held-out fold). -> {"folds", "auc": name ->
+    per-fold AUCs, "mean": name -> mean, "chosen": the best mean}. A fold already trained is read back."""
+    folds, auc = cv_folds(shards), {}
+    for name, cand in candidates.items():
+        run = argparse.Namespace(**{**vars(args), "fusion": cand["fusion"], "overrides": json.dumps(cand["overrides"])})
+        auc[name] = []
+        for k in folds:
+            model_dir = out / "select" / name.replace(" ", "_") / f"fold-{k}"
+            done = model_dir / "checkpoints" / "last.json"
+            record = training_record(model_dir, args.steps) if done.exists() else train(shards, model_dir, run, fold=k)
+            auc[name].append(record["history"][-1].get("val_video_auc"))
+            print(f"select: {name} fold {k}: held-out video AUC {auc[name][-1]}", flush=True)
+    mean = {n: float(np.nanmean([v if v is not None else np.nan for v in a])) for n, a in auc.items()}
+    return {"folds": folds, "auc": auc, "mean": mean, "chosen": max(mean, key=lambda n: mean[n])}
 
 
 def training_record(model_dir: Path, steps: int) -> dict:
@@ -521,7 +558,28 @@ def markdown(summary: dict, command: str) -> str:
         lines.append(
             f"| hand-made, {mode} at 112 px: shift / swap | | {_cell(t[mode]['shift'])} / {_cell(t[mode]['swap'])} | | |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + selection_lines(summary.get("selection"))) + "\n"
+
+
+def selection_lines(selection: dict | None) -> list[str]:
+    """The ``--select`` table: each candidate's held-out video AUC per fold of the train and val people."""
+    if not selection:
+        return []
+    folds = selection["folds"]
+    lines = [
+        "",
+        f"Model chosen by `--select`: grouped cross-validation on the train and val people only ({len(folds)} folds "
+        "of people; per fold, trained on the others as above and scored on the held-out people's videos, their own "
+        "sound against shifted or swapped, after the last epoch). Chosen: "
+        f"**{selection['chosen']}**.",
+        "",
+        "| candidate | " + " | ".join(f"fold {k}" for k in folds) + " | mean |",
+        "|---|" + "---:|" * (len(folds) + 1),
+    ]
+    for name, aucs in selection["auc"].items():
+        cells = " | ".join("n/a" if a is None or not np.isfinite(a) else f"{a:.2f}" for a in aucs)
+        lines.append(f"| {name} | {cells} | {selection['mean'][name]:.2f} |")
+    return lines
 
 
 def write_doc(path: Path, section: str) -> None:
@@ -564,6 +622,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--pseudo-fakes", type=float, default=0.5, help="share of REAL training clips made pseudo-fakes")
     ap.add_argument("--compare-modes", action="store_true", help="also the hand-made statistic in MODES' samplings")
+    ap.add_argument("--select", action="store_true", help="choose the model among CANDIDATES by grouped CV on the "
+                    "train and val people first (about 5x the training time), then train it as usual")  # fmt: skip
     ap.add_argument("--score-only", action="store_true", help="reuse --out's made files, shards and model/")
     ap.add_argument("--doc", help="write the Real footage section of this markdown file (docs/results.md)")
     args = ap.parse_args(argv)
@@ -591,13 +651,20 @@ def main(argv: list[str] | None = None) -> dict:
         )
     people = check_splits(out / "shards", made, splits)
     t = lap("ingest", t)
+    selection = None
     if args.score_only:  # the earlier run's training record and times (summary.json, or earlier.json by hand)
         earlier = json.loads(next(p for p in (out / "summary.json", out / "earlier.json") if p.exists()).read_text())
         trained = training_record(out / "model", args.steps)
+        selection = earlier.get("selection")
         steps.update({k: v for k, v in earlier["steps_seconds"].items() if k not in ("make files", "score")})
         cpu.update({k: v for k, v in earlier.get("steps_cpu_seconds", {"earlier run, all steps": earlier["cpu_seconds"]}).items()
                     if k not in ("make files", "score")})  # fmt: skip
     else:
+        if args.select:
+            selection = select_model(out / "shards", out, args, CANDIDATES)
+            args.fusion, args.overrides = (CANDIDATES[selection["chosen"]][k] for k in ("fusion", "overrides"))
+            args.overrides = json.dumps(args.overrides)
+            t = lap("select", t)
         trained = train(out / "shards", out / "model", args)
         t = lap("train", t)
     rows = score_files([m for m in made if splits[m.person] == "test"], out / "model", args.compare_modes)
@@ -611,7 +678,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {"clips": len({m.source for m in made if m.kind == "control"}), "people": people,
                "test_people": sorted(p for p, s in splits.items() if s == "test"), "split_seed": seed, "fusion": args.fusion, "overrides": json.loads(args.overrides),
                "batch": args.batch, "pseudo_fakes": args.pseudo_fakes, "compare_modes": args.compare_modes, "crop": args.crop,
-               "train": trained, "auc": auc_table(rows, scores), "refused": sorted({r["refused"] for r in rows} - {""}),
+               "train": trained, "selection": selection, "auc": auc_table(rows, scores), "refused": sorted({r["refused"] for r in rows} - {""}),
                "epochs": epochs, "steps_per_epoch": args.steps // args.epochs,
                "seconds": round(sum(steps.values()), 1), "cpu_seconds": round(sum(cpu.values()), 1),
                "steps_seconds": {k: round(v, 1) for k, v in steps.items()},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import subprocess
@@ -88,11 +89,31 @@ def test_the_command_at_its_smallest_sizes_leaves_a_model_avff_predict_loads(tmp
     with open(out / "scores.csv") as f:  # a test person's control the command scored
         control = out / "data" / "footage" / next(r["video"] for r in csv.DictReader(f)
                                                   if r["kind"] == "control" and r["refused"] == "")  # fmt: skip
+    # --select's grouped CV: one fold per fold of the train and val people, each scored on its held-out people
+    args = argparse.Namespace(steps=2, epochs=1, batch=4, pseudo_fakes=0.5, seed=0)
+    cands = {"sync peak alone": real.CANDIDATES["sync peak alone"]}
+    picked = real.select_model(out / "shards", out, args, cands)
+    cv_people = {p for p, s in splits_of.items() if s != {"test"}}
+    assert picked["chosen"] == "sync peak alone" and len(picked["auc"]["sync peak alone"]) == len(picked["folds"])
+    assert set(picked["folds"]) == _folds_of(out, cv_people) and len(picked["folds"]) >= 2
+    assert real.select_model(out / "shards", out, args, cands) == picked  # a rerun reads the folds back
     run = subprocess.run([str(Path(sys.executable).parent / "avff"), "predict", str(control), "--model", str(out / "model"),
                           "--device", "cpu", "--json"], capture_output=True, text=True, timeout=600)  # fmt: skip
     assert run.returncode == 0, run.stderr
     scored = json.loads(run.stdout.strip().splitlines()[-1])
     assert scored["video"] == str(control) and 0.0 <= scored["p_fake"] <= 1.0 and scored["clips"] >= 1
+
+
+def _folds_of(out: Path, people: set[str]) -> set[int]:
+    """The manifest folds of ``people``'s ingested videos."""
+    from storage import fs
+    from storage.tables import ManifestRow, read_table
+    from tasks.ingest.scan import video_id_of
+
+    with open(out / "data" / "footage" / "identities.csv") as f:
+        person = {video_id_of(r["video"]): r["identity"] for r in csv.DictReader(f)}
+    rows = read_table(fs.IngestLayout(str(out / "shards")).manifest, ManifestRow)
+    return {r.fold for r in rows if r.status == "ingested" and person[r.video_id] in people}
 
 
 def _ingested(out: Path) -> list[tuple[str, str]]:
