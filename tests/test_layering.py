@@ -17,8 +17,8 @@ FORBIDDEN = {
     "deployments": {*STORAGE_LIBS},
     "bench": {"deployments", *STORAGE_LIBS},  # benchmarks measure the public API of flows, tasks, storage, the model
 }
-# flows/cli.py is the console entry point, above everything (it also drives `avff stack`)
-ABOVE_DEPLOYMENTS = {"flows/cli.py"}
+# flows/cli/__init__.py is the console entry point, above everything (it also drives `avff stack`)
+ABOVE_DEPLOYMENTS = {"flows/cli/__init__.py"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -47,10 +47,10 @@ def test_package_imports_respect_the_layering(package):
 
 
 def test_the_cli_entry_point_is_checked_too():
-    cli = [p for p in (ROOT / "flows").glob("cli*.py")]
-    assert ROOT / "flows" / "cli.py" in cli and len(cli) > 1
+    cli = list((ROOT / "flows" / "cli").glob("*.py"))
+    assert ROOT / "flows" / "cli" / "__init__.py" in cli and len(cli) > 1
     assert all(STORAGE_LIBS <= _forbidden_for(p, "flows") for p in cli)
-    assert "deployments" in _forbidden_for(ROOT / "flows" / "cli_train.py", "flows")
+    assert "deployments" in _forbidden_for(ROOT / "flows" / "cli" / "train.py", "flows")
 
 
 def _private_uses(path: Path) -> list[str]:
@@ -137,8 +137,8 @@ CONCERNS = {
     ),
     # the serving and evaluating flows do not load the training flow (nor, through it, training)
     "flows.evaluate": ("flows.train", "tasks.train"),
-    "flows.cli_evaluate": ("flows.train", "tasks.train"),
-    "flows.cli_predict": ("flows.train", "tasks.train"),
+    "flows.cli.evaluate": ("flows.train", "tasks.train"),
+    "flows.cli.predict": ("flows.train", "tasks.train"),
 }
 
 
@@ -175,7 +175,8 @@ def _concern_offenders(files: list[Path], root: Path = ROOT) -> dict[str, list[s
 
 
 def test_train_serve_and_evaluate_never_import_each_other():
-    files = sorted((ROOT / "tasks").rglob("*.py")) + sorted((ROOT / "flows").glob("*.py"))
+    files = sorted((ROOT / "tasks").rglob("*.py")) + sorted((ROOT / "flows").rglob("*.py"))
+    assert ROOT / "flows" / "cli" / "predict.py" in files
     offenders = _concern_offenders(files)
     assert not offenders, f"a concern imports another (rules: {CONCERNS}): {offenders}"
 
@@ -195,11 +196,11 @@ def test_the_concern_checks_catch_what_they_name(tmp_path):
     probe = tmp_path / "tasks" / "serve" / "probe.py"
     probe.parent.mkdir(parents=True)
     probe.write_text("from tasks.train.data import x\nfrom tasks import train\nimport tasks.trainer\n"
-                     "from storage.checkpoint import y\ndef f():\n    from flows.cli_predict import z\n")  # fmt: skip
+                     "from storage.checkpoint import y\ndef f():\n    from flows.cli.predict import z\n")  # fmt: skip
     assert _concern_offenders([probe], tmp_path) == {
         "tasks/serve/probe.py": ["tasks.train", "tasks.train.data", "tasks.train.data.x"]
     }
-    assert _cli_imports(probe) == ["flows.cli_predict", "flows.cli_predict.z"]
+    assert _cli_imports(probe) == ["flows.cli.predict", "flows.cli.predict.z"]
     fine = tmp_path / "tasks" / "evaluate" / "probe.py"
     fine.parent.mkdir(parents=True)
     fine.write_text("from tasks.serve.decision import verdict\nfrom tasks.trainer import t\n")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows import cli_train
-from flows.cli_train import TRAIN_FLAGS, add_train_arguments, train_config
+from flows.cli import train as cli_train
+from flows.cli.train import TRAIN_FLAGS, add_train_arguments, train_config
 from tasks.train.settings import TrainSettings
 
 FIELDS, flag_of = TrainSettings.model_fields, TRAIN_FLAGS.flag_of
@@ -122,7 +122,7 @@ def test_an_unknown_key_in_the_file_is_one_line_naming_it_before_anything_import
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=Path(cli_train.__file__).parents[1],
+        cwd=Path(cli_train.__file__).parents[2],
     )
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr == (f"avff train: error: argument --config: {tmp_path / 'run.yaml'}: unknown key 'monitr' "

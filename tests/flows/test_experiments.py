@@ -106,8 +106,8 @@ def test_cli_flags_build_the_same_configs_the_flows_take(tmp_path, monkeypatch):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "manifest.parquet").touch()
 
-    from flows import cli_experiments, cli_train
-    from flows.cli_train import train_config
+    from flows.cli import experiments as cli_experiments, train as cli_train
+    from flows.cli.train import train_config
     from tasks.train.settings import TrainSettings
 
     parser = argparse.ArgumentParser()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flows.cli_train import add_train_arguments, checked_train_config
+from flows.cli.train import add_train_arguments, checked_train_config
 
 _PER_RUN = ("fold", "log_checkpoints")  # TrainSettings fields cv and ablate set for each child run
 
@@ -46,7 +46,7 @@ def _cv(args) -> int:
 
 def _refused(command: str, error: Exception) -> int:
     from flows.cli import one_line
-    from flows.cli_fields import refused
+    from flows.cli.fields import refused
 
     return refused(command, one_line(error))
 

@@ -17,7 +17,7 @@ import sys
 
 def _ingest_flags():
     """IngestSettings' flags: ``--field-name`` each, ``--config FILE``, defaults and help from the fields."""
-    from flows.cli_fields import ConfigFlags
+    from flows.cli.fields import ConfigFlags
     from tasks.ingest.settings import IngestSettings
 
     return ConfigFlags(IngestSettings)
@@ -192,17 +192,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    from flows import cli_evaluate, cli_experiments, cli_predict, cli_train, cli_web
+    from flows.cli import evaluate, experiments, predict, train, web
 
     commands = {
         "ingest": (_add_ingest, _ingest),
         "sample": (_add_sample, _sample),
         "stack": (_add_stack, _stack),
-        **cli_train.COMMANDS,
-        **cli_predict.COMMANDS,
-        **cli_web.COMMANDS,
-        **cli_evaluate.COMMANDS,
-        **cli_experiments.COMMANDS,
+        **train.COMMANDS,
+        **predict.COMMANDS,
+        **web.COMMANDS,
+        **evaluate.COMMANDS,
+        **experiments.COMMANDS,
     }
     for add, _ in commands.values():
         add(sub)
@@ -230,7 +230,3 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"avff {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

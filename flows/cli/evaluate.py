@@ -32,8 +32,8 @@ def _add_evaluate(sub) -> None:
 
 
 def _evaluate(args) -> int:
-    from flows.cli_fields import refused
-    from flows.cli_registry import require_registered
+    from flows.cli.fields import refused
+    from flows.cli.registry import require_registered
     from flows.preflight import ConfigError, check_evaluate_inputs
 
     try:  # before the flow's import and its run: a refused command leaves no failed run behind
