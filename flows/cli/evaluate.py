@@ -41,7 +41,7 @@ def _evaluate(args) -> int:
         require_registered(args.model, args.tracking_uri)
     except ConfigError as e:
         return refused("evaluate", str(e))
-    from flows.cli import flow_console
+    from flows.cli.console import flow_console
 
     flow_console(args)
     from flows.evaluate import EvaluateConfig, evaluate_avff

@@ -45,7 +45,7 @@ def _cv(args) -> int:
 
 
 def _refused(command: str, error: Exception) -> int:
-    from flows.cli import one_line
+    from flows.cli.console import one_line
     from flows.cli.fields import refused
 
     return refused(command, one_line(error))

@@ -146,11 +146,11 @@ INGEST_NOT_DEFAULT = {
 
 
 def test_every_ingest_field_is_a_flag_a_yaml_key_and_a_parameter(tmp_path):
-    from flows.cli import _ingest_flags
+    from flows.cli.ingest import ingest_flags
     from flows.ingest import ingest_dfdc
     from tasks.ingest.settings import IngestSettings
 
-    flags = _ingest_flags()
+    flags = ingest_flags()
     fields = IngestSettings.model_fields
     assert set(INGEST_NOT_DEFAULT) | {"data"} == set(fields)
 
