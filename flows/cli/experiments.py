@@ -51,9 +51,16 @@ def _add_cv(sub) -> None:
     CV_FLAGS.add_fields(p.add_argument_group("cross-validation (CVConfig, docs/experiments.md)"), skip=("train",))
 
 
+def _repeated(config: CVConfig | AblationConfig, field: str) -> CVConfig | AblationConfig:
+    """``config`` with its training run logging checkpoints as the experiment says: every child run does
+    (fold_jobs, variant_config), and so does the run the parent's params record (--log-checkpoints, default off)."""
+    train = getattr(config, field).replace(log_checkpoints=config.log_checkpoints)
+    return type(config)(**{**dict(config), field: train})
+
+
 def cv_config(args: argparse.Namespace, train: TrainSettings) -> CVConfig:
     """The CVConfig the flags describe, repeating ``train`` (validated)."""
-    return CVConfig(train=train, **CV_FLAGS.overlay({}, args))
+    return _repeated(CVConfig(train=train, **CV_FLAGS.overlay({}, args)), "train")
 
 
 def _cv(args) -> int:
@@ -100,7 +107,7 @@ def ablation_config(args: argparse.Namespace, base: TrainSettings) -> AblationCo
     fields = ABLATION_FLAGS.overlay({"variants": _variants_file(args.variants_file)}, args)
     if not fields["variants"]:
         raise ValueError("give at least one --variant NAME=JSON or --variants-file")
-    return AblationConfig(base=base, **fields)
+    return _repeated(AblationConfig(base=base, **fields), "base")
 
 
 def _add_ablate(sub) -> None:

@@ -127,11 +127,11 @@ def test_cli_flags_build_the_same_configs_the_flows_take(tmp_path, monkeypatch):
     assert config.video_augment.hflip == 0.5 and config.audio_augment.noise_p == 0.5
     assert (config.mix.mixup_alpha, config.mix.prob) == (0.2, 0.5) and config.class_weight == "prior"
     assert config.fusion == "late"
-    assert ablation_config(args, config) == AblationConfig(
-        base=config, variants={"focal": {"loss": "focal"}, "base": {}}, seeds=[0, 1]
+    assert ablation_config(args, config) == AblationConfig(  # the base logs checkpoints as the ablation says
+        base=config.replace(log_checkpoints=False), variants={"focal": {"loss": "focal"}, "base": {}}, seeds=[0, 1]
     )
     cv = parser.parse_args(["cv", "--data", "d", "--out", "o", "--folds", "0", "2", "--max-parallel", "2"])
-    assert cv_config(cv, train_config(cv)) == CVConfig(train=TrainSettings(data="d", output_dir="o"), folds=[0, 2],
+    assert cv_config(cv, train_config(cv)) == CVConfig(train=TrainSettings(data="d", output_dir="o", log_checkpoints=False), folds=[0, 2],
                                                        max_parallel=2)  # fmt: skip
     with pytest.raises(SystemExit):  # cv and ablate set fold and log_checkpoints per run: no such flags
         parser.parse_args(["ablate", "--data", "d", "--out", "o", "--fold", "1"])
