@@ -13,6 +13,10 @@ Child runs are MLflow runs under the parent (:meth:`tasks.tracking.tracker.Track
 ``max_parallel`` threads: every run then shares the process's CPU/GPU and global RNG (model
 initialisation draws from it), so parallel runs are not bitwise reproducible. Nothing is
 registered in the model registry: these flows compare, ``train-avff`` ships.
+
+Their parameters, :class:`CVConfig` and :class:`AblationConfig`, live in
+:mod:`tasks.train.experiment_settings` (no flow, torch or Prefect import), where ``avff cv`` /
+``avff ablate`` generate their flags from; this module re-exports them.
 """
 
 from __future__ import annotations
@@ -23,13 +27,12 @@ import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flows.train import run_tags
 from storage import fs
@@ -39,59 +42,12 @@ from tasks.tracking.logger import flatten_params
 from tasks.tracking.mlflow_tracker import MLflowTracker
 from tasks.tracking.tracker import Run, RunLogger, Tracker
 from tasks.evaluate.metric_names import BEST_VAL, key
+from tasks.train.experiment_settings import AblationConfig, CVConfig
 from tasks.train.run import run_training
 from tasks.train.settings import TrainSettings
 
-# a variant may not move these: they are the experiment's, not the variant's
-_RESERVED = {"output_dir", "seed", "experiment", "tracking_uri", "registered_model", "resume_from", "data", "fold",
-             "log_checkpoints"}  # fmt: skip
 CV_TABLE = (key(BEST_VAL, "video", "auc"), key(BEST_VAL, "video", "log_loss"), key(BEST_VAL, "video", "balanced_accuracy"),
             key(BEST_VAL, "clip", "auc"), key(BEST_VAL, "clip", "log_loss"))  # fmt: skip
-
-
-class CVConfig(BaseModel):
-    """Parameters of cv-avff."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    train: TrainSettings = Field(description="the training run each fold repeats (output_dir: root of fold-k/)")
-    folds: list[int] | None = Field(None, description="folds to run; default every fold of train+val")
-    max_parallel: int = Field(1, ge=1, description="1: folds in sequence; n: n folds at once (thread pool)")
-    log_checkpoints: bool = Field(False, description="log each fold's best/last checkpoints to MLflow")
-
-
-class AblationConfig(BaseModel):
-    """Parameters of ablate-avff."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    base: TrainSettings = Field(description="what every variant starts from (output_dir: root of variant/seed-s/)")
-    variants: dict[str, dict[str, Any]] = Field(min_length=1, description="name -> TrainSettings overrides")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    split: Literal["val", "test"] = Field("val", description="where the table compares (val: no test peeking)")
-    level: Literal["video", "clip"] = "video"
-    max_parallel: int = Field(1, ge=1, description="1: runs in sequence; n: n runs at once (thread pool)")
-    log_checkpoints: bool = False
-
-    @field_validator("variants")
-    @classmethod
-    def _valid_variants(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        for name, overrides in v.items():
-            X.check_name(name)
-            reserved = _RESERVED & set(overrides)
-            if reserved:
-                raise ValueError(f"variant {name!r} may not override {sorted(reserved)}")
-        return v
-
-    def variant_config(self, name: str, seed: int) -> TrainSettings:
-        """The base config with variant ``name``'s overrides (nested dicts merge), for ``seed``."""
-        overrides = dict(self.variants[name])
-        if "model_config" in overrides:  # the alias: the dump below uses the field's Python name
-            overrides["model_preset"] = overrides.pop("model_config")
-        merged = X.deep_merge(self.base.model_dump(), overrides)
-        merged.update(seed=seed, output_dir=fs.join(self.base.output_dir, name, f"seed-{seed}"),
-                      log_checkpoints=self.log_checkpoints)  # fmt: skip
-        return TrainSettings.model_validate(merged)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows import links
-from flows.links import resolve_tracking_uri  # noqa: F401 (flows.cli_web reads it here)
 from flows.train_distributed import rank0_logger, train_data_parallel
 from flows.preflight import ConfigError, require_ingest_output, require_path
 from storage import fs

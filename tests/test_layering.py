@@ -17,8 +17,8 @@ FORBIDDEN = {
     "deployments": {*STORAGE_LIBS},
     "bench": {"deployments", *STORAGE_LIBS},  # benchmarks measure the public API of flows, tasks, storage, the model
 }
-# flows/cli.py is the console entry point, above everything (it also drives `avff stack`)
-ABOVE_DEPLOYMENTS = {"flows/cli.py"}
+# `avff stack` (flows/cli/stack.py) drives deployments/stack.py: the one CLI module above deployments/
+ABOVE_DEPLOYMENTS = {"flows/cli/stack.py"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -47,10 +47,10 @@ def test_package_imports_respect_the_layering(package):
 
 
 def test_the_cli_entry_point_is_checked_too():
-    cli = [p for p in (ROOT / "flows").glob("cli*.py")]
-    assert ROOT / "flows" / "cli.py" in cli and len(cli) > 1
+    cli = list((ROOT / "flows" / "cli").glob("*.py"))
+    assert ROOT / "flows" / "cli" / "__init__.py" in cli and len(cli) > 1
     assert all(STORAGE_LIBS <= _forbidden_for(p, "flows") for p in cli)
-    assert "deployments" in _forbidden_for(ROOT / "flows" / "cli_train.py", "flows")
+    assert "deployments" in _forbidden_for(ROOT / "flows" / "cli" / "train.py", "flows")
 
 
 def _private_uses(path: Path) -> list[str]:
@@ -137,8 +137,8 @@ CONCERNS = {
     ),
     # the serving and evaluating flows do not load the training flow (nor, through it, training)
     "flows.evaluate": ("flows.train", "tasks.train"),
-    "flows.cli_evaluate": ("flows.train", "tasks.train"),
-    "flows.cli_predict": ("flows.train", "tasks.train"),
+    "flows.cli.evaluate": ("flows.train", "tasks.train"),
+    "flows.cli.predict": ("flows.train", "tasks.train"),
 }
 
 
@@ -175,31 +175,55 @@ def _concern_offenders(files: list[Path], root: Path = ROOT) -> dict[str, list[s
 
 
 def test_train_serve_and_evaluate_never_import_each_other():
-    files = sorted((ROOT / "tasks").rglob("*.py")) + sorted((ROOT / "flows").glob("*.py"))
+    files = sorted((ROOT / "tasks").rglob("*.py")) + sorted((ROOT / "flows").rglob("*.py"))
+    assert ROOT / "flows" / "cli" / "predict.py" in files
     offenders = _concern_offenders(files)
     assert not offenders, f"a concern imports another (rules: {CONCERNS}): {offenders}"
 
 
 def _cli_imports(path: Path) -> list[str]:
-    return sorted(m for m in _project_imports(path) if m.startswith("flows.cli"))
+    """The CLI modules ``path`` imports: ``flows.cli`` and below (and a stray ``flows.cli_*`` module)."""
+    return sorted(m for m in _project_imports(path) if _under(m, "flows.cli") or m.startswith("flows.cli_"))
 
 
-def test_flows_never_import_the_cli():
-    """The CLI modules (flows/cli*.py) sit above the flows: a flow that imports one drags argparse and printing in."""
-    flows = [p for p in sorted((ROOT / "flows").glob("*.py")) if not p.name.startswith("cli")]
-    offenders = {str(p.relative_to(ROOT)): bad for p in flows if (bad := _cli_imports(p))}
-    assert flows and not offenders, f"flows/ must not import the CLI modules: {offenders}"
+def _outside_the_cli(root: Path) -> list[Path]:
+    """Every module of flows/ that is not in the CLI package flows/cli/."""
+    return [p for p in sorted((root / "flows").rglob("*.py")) if root / "flows" / "cli" not in p.parents]
+
+
+def test_no_flow_imports_the_cli():
+    """The CLI is its own package, flows/cli/, above the flows: a flow that imports it drags argparse and
+    printing in, and a flow run started from Prefect or a deployment would depend on the console's face."""
+    assert (ROOT / "flows" / "cli" / "__init__.py").is_file(), "the CLI is the package flows/cli/"
+    flows = _outside_the_cli(ROOT)
+    stray = [p.relative_to(ROOT).as_posix() for p in flows if p.name.startswith("cli")]
+    assert flows and not stray, f"CLI modules belong in flows/cli/: {stray}"
+    offenders = {p.relative_to(ROOT).as_posix(): bad for p in flows if (bad := _cli_imports(p))}
+    assert not offenders, f"no module of flows/ outside flows/cli/ may import flows.cli: {offenders}"
+
+
+def test_the_cli_check_catches_what_it_names(tmp_path):
+    (tmp_path / "flows" / "cli").mkdir(parents=True)
+    (tmp_path / "flows" / "cli" / "train.py").write_text("from flows.train import train_avff\n")
+    flow = tmp_path / "flows" / "evaluate.py"
+    flow.write_text("from flows import cli\nfrom flows.client import c\ndef f():\n    import flows.cli.predict\n")
+    assert _outside_the_cli(tmp_path) == [flow]
+    assert _cli_imports(flow) == ["flows.cli", "flows.cli.predict"]
+    # the layout before the package: flows/cli.py beside the flows, its siblings flows/cli_*.py
+    old = tmp_path / "flows" / "cli_experiments.py"
+    old.write_text("from flows.cli import one_line\nfrom flows.cli_train import t\n")
+    assert old in _outside_the_cli(tmp_path) and _cli_imports(old) == ["flows.cli", "flows.cli.one_line",
+                                                                       "flows.cli_train", "flows.cli_train.t"]  # fmt: skip
 
 
 def test_the_concern_checks_catch_what_they_name(tmp_path):
     probe = tmp_path / "tasks" / "serve" / "probe.py"
     probe.parent.mkdir(parents=True)
     probe.write_text("from tasks.train.data import x\nfrom tasks import train\nimport tasks.trainer\n"
-                     "from storage.checkpoint import y\ndef f():\n    from flows.cli_predict import z\n")  # fmt: skip
+                     "from storage.checkpoint import y\n")  # fmt: skip
     assert _concern_offenders([probe], tmp_path) == {
         "tasks/serve/probe.py": ["tasks.train", "tasks.train.data", "tasks.train.data.x"]
     }
-    assert _cli_imports(probe) == ["flows.cli_predict", "flows.cli_predict.z"]
     fine = tmp_path / "tasks" / "evaluate" / "probe.py"
     fine.parent.mkdir(parents=True)
     fine.write_text("from tasks.serve.decision import verdict\nfrom tasks.trainer import t\n")

@@ -1,7 +1,7 @@
 """THE ingest config: one frozen pydantic model, the ``ingest-dfdc`` flow's parameter and ``avff ingest``'s flags.
 
 Like :mod:`tasks.train.settings`: the Prefect form, the CLI flags (generated from the fields by
-flows/cli.py) and ``avff ingest --config ingest.yaml`` all come from :class:`IngestSettings`.
+flows/cli/ingest.py) and ``avff ingest --config ingest.yaml`` all come from :class:`IngestSettings`.
 It imports no decoder, detector or torch (the CLI builds its flags from it); the preprocessing
 config it describes is built on demand by :meth:`IngestSettings.preprocess`.
 """

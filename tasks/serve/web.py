@@ -1,6 +1,6 @@
 """The drop-a-video page's logic, free of any web framework: the page, the upload checks, the answer.
 
-The server (:mod:`flows.cli_web`) only moves bytes: ``GET /`` is :func:`page`, ``POST /score``
+The server (:mod:`flows.cli.web`) only moves bytes: ``GET /`` is :func:`page`, ``POST /score``
 (the raw file as the body, its name in ``X-Filename``) is :func:`check_upload` then the model's
 :func:`tasks.serve.predict.score_bytes` through :class:`UploadScorer`, answered with
 :func:`tasks.serve.predict.result`, the record ``avff predict --json`` prints.
@@ -69,7 +69,7 @@ class UploadScorer:
         key = self._key()
         if self._loaded is None or self._loaded[0] != key:
             from tasks.ingest.preprocess import face_detector
-            from tasks.serve.predict import preprocess_for  # torch: not for the CLI's flags (flows/cli_web.py)
+            from tasks.serve.predict import preprocess_for  # torch: not for the CLI's flags (flows/cli/web.py)
 
             scorer = self._load()
             pre = preprocess_for(scorer)

@@ -2,7 +2,7 @@
 
 :class:`TrainSettings` is what :func:`tasks.train.run.run_training` reads, the parameter of
 the ``train-avff`` flow (Prefect validates it and renders it as a form, the field
-descriptions as help), the flags of ``avff train`` (flows/cli_train.py builds them from the
+descriptions as help), the flags of ``avff train`` (flows/cli/train.py builds them from the
 fields: names, types, bounds, defaults, help) and the YAML file of ``avff train --config``.
 Nothing maps it by hand onto a second copy.
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows import cli_train
-from flows.cli_train import TRAIN_FLAGS, add_train_arguments, train_config
+from flows.cli import train as cli_train
+from flows.cli.train import TRAIN_FLAGS, add_train_arguments, train_config
 from tasks.train.settings import TrainSettings
 
 FIELDS, flag_of = TrainSettings.model_fields, TRAIN_FLAGS.flag_of
@@ -122,7 +122,7 @@ def test_an_unknown_key_in_the_file_is_one_line_naming_it_before_anything_import
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=Path(cli_train.__file__).parents[1],
+        cwd=Path(cli_train.__file__).parents[2],
     )
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr == (f"avff train: error: argument --config: {tmp_path / 'run.yaml'}: unknown key 'monitr' "
@@ -146,11 +146,11 @@ INGEST_NOT_DEFAULT = {
 
 
 def test_every_ingest_field_is_a_flag_a_yaml_key_and_a_parameter(tmp_path):
-    from flows.cli import _ingest_flags
+    from flows.cli.ingest import ingest_flags
     from flows.ingest import ingest_dfdc
     from tasks.ingest.settings import IngestSettings
 
-    flags = _ingest_flags()
+    flags = ingest_flags()
     fields = IngestSettings.model_fields
     assert set(INGEST_NOT_DEFAULT) | {"data"} == set(fields)
 
@@ -173,3 +173,81 @@ def test_every_ingest_field_is_a_flag_a_yaml_key_and_a_parameter(tmp_path):
     schema = ingest_dfdc.parameters.model_dump()
     properties = schema["definitions"][schema["properties"]["config"]["$ref"].rsplit("/", 1)[-1]]["properties"]
     assert set(properties) == set(fields) and all(p.get("description") for p in properties.values())
+
+
+# avff cv / ablate: a value other than the default for every field of CVConfig / AblationConfig but the
+# training run they repeat (that one is the avff train flags; a new field must join)
+EXPERIMENT_NOT_DEFAULT = {
+    "cv": {"folds": [1, 2], "max_parallel": 3, "log_checkpoints": True},
+    "ablate": {"variants": {"focal": {"loss": "focal"}, "base": {}}, "seeds": [4, 5], "split": "test",
+               "level": "clip", "max_parallel": 2, "log_checkpoints": True},
+}  # fmt: skip
+
+
+def _experiment(command: str):
+    """(config model, its flags, flags -> config, the field of the training run) of ``avff cv`` / ``ablate``."""
+    from flows.cli import experiments as cli
+    from tasks.train.experiment_settings import AblationConfig, CVConfig
+
+    if command == "cv":
+        return CVConfig, cli.CV_FLAGS, cli.cv_config, "train"
+    return AblationConfig, cli.ABLATION_FLAGS, cli.ablation_config, "base"
+
+
+def _parse_experiment(command: str, argv: list[str]) -> argparse.Namespace:
+    from flows.cli import experiments as cli
+
+    parser = argparse.ArgumentParser(prog="avff")
+    cli.COMMANDS[command][0](parser.add_subparsers(dest="command"))
+    return parser.parse_args([command, *argv])
+
+
+@pytest.mark.parametrize("command", sorted(EXPERIMENT_NOT_DEFAULT))
+def test_every_cv_and_ablation_field_is_a_flag_with_the_models_default(shards, command):
+    model, flags, build, run = _experiment(command)
+    values = EXPERIMENT_NOT_DEFAULT[command]
+    assert set(values) | {run} == set(model.model_fields)
+    argv = ["--data", shards, "--out", "o"]
+    for name, v in values.items():
+        flag = flags.flag_of(name)
+        argv += ([flag] if v is True else [a for k, x in v.items() for a in (flag, f"{k}={json.dumps(x)}")]
+                 if isinstance(v, dict) else [flag, *map(str, v)] if isinstance(v, list) else [flag, str(v)])  # fmt: skip
+    train = TrainSettings(data=shards, output_dir="o")
+    config = build(_parse_experiment(command, argv), train)
+    assert config == model(**{run: train}, **values)  # logs checkpoints, as its training run (the default) does
+    required = {"variants": values["variants"]} if command == "ablate" else {}
+    default = model(**{run: train.replace(log_checkpoints=False)}, **required)  # the run logs as the experiment
+    assert [n for n in values if n not in required and getattr(config, n) == getattr(default, n)] == []
+    # the CLI has no defaults of its own: without the flags, the model's
+    plain = ["--data", shards, "--out", "o", *(["--variant", 'focal={"loss": "focal"}', "--variant", "base={}"]
+                                               if required else [])]  # fmt: skip
+    assert build(_parse_experiment(command, plain), train) == default
+
+
+def test_variant_flags_add_to_the_variants_file(shards, tmp_path):
+    (tmp_path / "variants.json").write_text(json.dumps({"focal": {"loss": "focal"}, "late": {"fusion": "late"}}))
+    args = _parse_experiment("ablate", ["--data", shards, "--out", "o", "--variants-file", "variants.json",
+                                        "--variant", 'focal={"focal_gamma": 1.0}'])  # fmt: skip
+    config = _experiment("ablate")[2](args, TrainSettings(data=shards, output_dir="o"))
+    assert config.variants == {"focal": {"focal_gamma": 1.0}, "late": {"fusion": "late"}}
+
+
+@pytest.mark.parametrize("text", ["short={epochs: 1}", "no-equals-sign"])
+def test_a_variant_that_is_not_name_equals_json_is_refused_while_parsing(shards, capsys, text):
+    with pytest.raises(SystemExit) as e:
+        _parse_experiment("ablate", ["--data", shards, "--out", "o", "--variant", text])
+    err = capsys.readouterr().err
+    assert (
+        e.value.code == 2 and err.startswith("avff ablate: error: argument --variant: ") and len(err.splitlines()) == 1
+    )
+
+
+def test_every_cv_and_ablation_field_is_a_parameter_of_its_flow():
+    from flows.experiments import ablate_avff, cv_avff
+
+    for command, flow in (("cv", cv_avff), ("ablate", ablate_avff)):
+        schema = flow.parameters.model_dump()
+        definition = schema["properties"]["config"]["$ref"].rsplit("/", 1)[-1]
+        properties = schema["definitions"][definition]["properties"]
+        assert set(properties) == set(_experiment(command)[0].model_fields)
+        assert all(p.get("description") for p in properties.values()), command  # the form's help, the flags' help

@@ -47,7 +47,7 @@ def test_cv_refuses_an_unknown_fold(tmp_path, shards):
     ("variants", "phrase"),
     [
         ([], "give at least one --variant NAME=JSON or --variants-file"),
-        (["--variant", "short={epochs: 1}"], "--variant short: not JSON"),
+        (["--variant", "short={epochs: 1}"], "--variant: short: not JSON"),  # while parsing
         (["--variant", 'neg={"epochs": -1}'], "epochs"),
         (["--variant", 'moved={"seed": 3}'], "may not override ['seed']"),
     ],

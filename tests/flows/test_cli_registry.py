@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from deployments.stack import free_port, wait_for_port
-from flows.cli_registry import require_registered
+from flows.cli.registry import require_registered
 from flows.preflight import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1].parent

@@ -106,8 +106,10 @@ def test_cli_flags_build_the_same_configs_the_flows_take(tmp_path, monkeypatch):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "manifest.parquet").touch()
 
-    from flows import cli_experiments, cli_train
-    from flows.cli_train import train_config
+    from flows.cli import experiments as cli_experiments, train as cli_train
+    from flows.cli.experiments import ablation_config, cv_config
+    from flows.cli.train import train_config
+    from flows.experiments import AblationConfig, CVConfig
     from tasks.train.settings import TrainSettings
 
     parser = argparse.ArgumentParser()
@@ -125,8 +127,11 @@ def test_cli_flags_build_the_same_configs_the_flows_take(tmp_path, monkeypatch):
     assert config.video_augment.hflip == 0.5 and config.audio_augment.noise_p == 0.5
     assert (config.mix.mixup_alpha, config.mix.prob) == (0.2, 0.5) and config.class_weight == "prior"
     assert config.fusion == "late"
-    assert cli_experiments._variants(args.variant, None) == {"focal": {"loss": "focal"}, "base": {}}
+    assert ablation_config(args, config) == AblationConfig(  # the base logs checkpoints as the ablation says
+        base=config.replace(log_checkpoints=False), variants={"focal": {"loss": "focal"}, "base": {}}, seeds=[0, 1]
+    )
     cv = parser.parse_args(["cv", "--data", "d", "--out", "o", "--folds", "0", "2", "--max-parallel", "2"])
-    assert (cv.folds, cv.max_parallel) == ([0, 2], 2)
+    assert cv_config(cv, train_config(cv)) == CVConfig(train=TrainSettings(data="d", output_dir="o", log_checkpoints=False), folds=[0, 2],
+                                                       max_parallel=2)  # fmt: skip
     with pytest.raises(SystemExit):  # cv and ablate set fold and log_checkpoints per run: no such flags
         parser.parse_args(["ablate", "--data", "d", "--out", "o", "--fold", "1"])

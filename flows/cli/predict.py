@@ -84,10 +84,10 @@ def _known(tracker: Tracker, spec: str) -> str:
 
 
 def _predict(args) -> int:
-    from flows.cli_fields import refused
+    from flows.cli.fields import refused
     from flows.preflight import ConfigError
 
-    from flows.cli_registry import require_registered
+    from flows.cli.registry import require_registered
 
     try:  # the model's form, and that the registry holds it, before libraries load: one line at once
         require_registered(args.model, args.tracking_uri)

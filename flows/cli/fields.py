@@ -3,9 +3,9 @@
 :class:`ConfigFlags` ties a config model (``TrainSettings``, ``IngestSettings``) to its command:
 each field becomes ``--field-name`` (or a kept spelling from ``renames``), typed and bounded
 from the field (numbers checked while parsing, ``Literal`` as choices, ``X | None`` as X, a
-tuple as that many values, a mapping as repeated ``KEY=JSON``, a nested dataclass as a preset
-name or a JSON object merged into the current value, a bool as ``--x`` / ``--no-x``), with the
-field's description and default as help. Every flag defaults to "absent", so a value comes
+tuple as that many values, a list as one or more values, a mapping as repeated ``KEY=JSON``, a
+nested dataclass as a preset name or a JSON object merged into the current value, a bool as
+``--x`` / ``--no-x``), with the field's description and default as help. Every flag defaults to "absent", so a value comes
 from the flags, else from ``--config`` (a YAML or JSON file of fields, unknown keys refused
 while parsing), else from the model: the command has no defaults of its own.
 """
@@ -105,6 +105,7 @@ class ConfigFlags:
     renames: Mapping[str, str] = dataclasses.field(default_factory=dict)  # field -> its flag, when not --field-name
     types: Mapping[str, Callable[[str], Any]] = dataclasses.field(default_factory=dict)  # field -> parse-time check
     presets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # nested field -> named values
+    file_flag: str = "--config"  # the flag of the file that can hold the fields too (named in a required field's help)
 
     @property
     def fields(self) -> dict[str, FieldInfo]:
@@ -146,16 +147,19 @@ class ConfigFlags:
         """add_argument kwargs of one field; default SUPPRESS: a flag left out is absent from the namespace."""
         kind = _plain(info.annotation)
         default = (
-            "required: here or in --config"
+            f"required: here or in {self.file_flag}"
             if info.is_required()
             else f"default: {_shown(info.get_default(call_default_factory=True))}"
         )
         kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS,
                               "help": f"{info.description} ({default})".replace("%", "%%")}  # fmt: skip
-        if name in self.types:
+        if get_origin(kind) is dict:  # repeated KEY=JSON pairs (``types`` may check each pair while parsing)
+            named = get_origin(get_args(kind)[1]) is dict  # name -> settings (ablation variants)
+            kw.update(
+                action="append", type=self.types.get(name, _key_json), metavar="NAME=JSON" if named else "KEY=JSON"
+            )
+        elif name in self.types:
             kw["type"] = self.types[name]
-        elif get_origin(kind) is dict:
-            kw.update(action="append", type=_key_json, metavar="KEY=JSON")
         elif kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif get_origin(kind) is Literal:
@@ -166,6 +170,9 @@ class ConfigFlags:
             kw.update(nargs=len(get_args(kind)), type=bounded(get_args(kind)[0], []))
         elif get_origin(kind) is tuple and get_args(kind)[0] is str:  # tuple[str, ...]: any number of values
             kw.update(nargs="*")
+        elif get_origin(kind) is list:  # list[int]: one or more values
+            item = get_args(kind)[0]
+            kw.update(nargs="+", type=bounded(item, []) if item in (int, float) else item)
         elif dataclasses.is_dataclass(kind):
             kw.update(type=_preset_or_json, metavar="PRESET|JSON" if name in self.presets else "JSON")
         if "action" not in kw and "choices" not in kw and "metavar" not in kw:
@@ -174,20 +181,25 @@ class ConfigFlags:
 
     def add_arguments(self, parser: argparse.ArgumentParser, title: str, *,
                       skip: Iterable[str] = ()) -> argparse._ArgumentGroup:  # fmt: skip
-        """``--config`` and one flag per field (except ``skip``) in a group called ``title``; returns the group."""
+        """``--config`` (:attr:`file_flag`) and one flag per field (except ``skip``) in a group called ``title``."""
         one_line_errors(parser)
         parser.add_argument(
-            "--config",
+            self.file_flag,
+            dest="config",
             type=self._file,
             default={},
             metavar="FILE",
             help="a YAML or JSON file of settings (the flow's parameter names); flags override it",
         )
         group = parser.add_argument_group(title)
+        self.add_fields(group, skip=skip)
+        return group
+
+    def add_fields(self, group: argparse._ActionsContainer, *, skip: Iterable[str] = ()) -> None:
+        """One flag per field (except ``skip``), no file flag: a second config's fields beside the first's."""
         for name, info in self.fields.items():
             if name not in skip:
                 group.add_argument(self.flag_of(name), **self._argument(name, info))
-        return group
 
     def nested(self, fields: Mapping[str, Any], name: str) -> dict[str, Any]:
         """A nested setting's current value as a dict: the file's (a preset name resolved), else the default."""
@@ -198,7 +210,11 @@ class ConfigFlags:
 
     def values(self, args: argparse.Namespace) -> dict[str, Any]:
         """{field name: value} of ``--config`` overlaid with the flags given (mappings and nested JSON merge)."""
-        fields = dict(args.config)
+        return self.overlay(args.config, args)
+
+    def overlay(self, fields: Mapping[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+        """``fields`` ({field name: value}) with the flags given on top (mappings and nested JSON merge)."""
+        fields = dict(fields)
         given = vars(args)
         for name, info in self.fields.items():
             if name not in given:

@@ -10,7 +10,7 @@ parameters); flags override it. A flag left out keeps the file's value, else the
 default, so the CLI has no defaults of its own.
 
 :func:`add_train_arguments` and :func:`checked_train_config` are shared with ``avff cv`` and
-``avff ablate`` (flows/cli_experiments.py), so every training setting is a flag of all three.
+``avff ablate`` (flows/cli/experiments.py), so every training setting is a flag of all three.
 
 Bad input fails before any Prefect or MLflow run starts, as one line with exit status 2:
 numbers and their bounds, ``--model``, ``--data`` (no manifest: run ``avff ingest`` first) and
@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
-from flows.cli_fields import ConfigFlags, bounded
+from flows.cli.fields import ConfigFlags, bounded
 from tasks.train.settings import AUGMENT_PRESETS, TrainSettings
 
 

@@ -32,8 +32,8 @@ def _add_evaluate(sub) -> None:
 
 
 def _evaluate(args) -> int:
-    from flows.cli_fields import refused
-    from flows.cli_registry import require_registered
+    from flows.cli.fields import refused
+    from flows.cli.registry import require_registered
     from flows.preflight import ConfigError, check_evaluate_inputs
 
     try:  # before the flow's import and its run: a refused command leaves no failed run behind
@@ -41,7 +41,7 @@ def _evaluate(args) -> int:
         require_registered(args.model, args.tracking_uri)
     except ConfigError as e:
         return refused("evaluate", str(e))
-    from flows.cli import flow_console
+    from flows.cli.console import flow_console
 
     flow_console(args)
     from flows.evaluate import EvaluateConfig, evaluate_avff

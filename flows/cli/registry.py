@@ -5,7 +5,7 @@ gate refused, nothing is registered: without this check ``evaluate`` started a f
 (Prefect's log lines, a failed run left behind) and ``predict`` imported MLflow for seconds before saying
 "train one with `avff train`", which the user just did. Here either is one line, naming what the registry
 holds and what to pass instead. Only an http(s) tracking server is asked (a sqlite or file store is read
-by the command itself, which says the same through :func:`flows.cli_predict.load_scorer`).
+by the command itself, which says the same through :func:`flows.cli.predict.load_scorer`).
 """
 
 from __future__ import annotations

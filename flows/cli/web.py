@@ -106,7 +106,7 @@ def _web(args) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
-    from flows.cli_predict import load_scorer
+    from flows.cli.predict import load_scorer
     from tasks.serve.web import UploadScorer
 
     scorer = UploadScorer(lambda: load_scorer(args.model, args.tracking_uri, args.device),
