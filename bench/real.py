@@ -39,6 +39,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -69,10 +70,12 @@ FAKE_KINDS = ("shift", "swap", "artefact", "generated")
 # the models ``--select`` compares by grouped cross-validation on the train and val people (select_model)
 _PEAK_ONLY = {"sync_pixels": False, "sync_lip_lags": False, "texture_branch": False}
 CANDIDATES = {
-    "default (ViT + every branch)": {"fusion": "avff_agree", "overrides": {}},
+    "default: ViT + every branch": {"fusion": "avff_agree", "overrides": {}},
     "ViT + sync peak": {"fusion": "avff_agree", "overrides": _PEAK_ONLY},
     "sync peak alone": {"fusion": "signals_only", "overrides": _PEAK_ONLY},
+    "sync peak + texture": {"fusion": "signals_only", "overrides": {"sync_pixels": False, "sync_lip_lags": False}},
 }
+SELECT_KINDS = ("shift", "swap", "generated")  # the fake kinds every train and val person can have
 BEGIN, END = "<!-- real footage: bench/real.py --doc -->", "<!-- end of real footage -->"
 
 
@@ -372,23 +375,74 @@ def cv_folds(shards: Path) -> list[int]:
     return sorted({r.fold for r in rows if r.status == "ingested" and r.split in ("train", "val")})
 
 
-def select_model(shards: Path, out: Path, args, candidates: dict[str, dict]) -> dict:
+def select_model(shards: Path, out: Path, args, candidates: dict[str, dict], made: list[Made],
+                 splits: dict[str, str]) -> dict:  # fmt: skip
     """Grouped cross-validation of each candidate (name -> {"fusion", "overrides"}) on the train and val
-    people only: per fold, train on the other folds' people and read the held-out people's video AUC after
-    the last epoch (a fixed schedule: nothing chosen on the held-out fold). -> {"folds", "auc": name ->
-    per-fold AUCs, "mean": name -> mean, "chosen": the best mean}. A fold already trained is read back."""
-    folds, auc = cv_folds(shards), {}
+    people only (``splits``: person -> split; the test people are never read). Per fold of people: train on
+    the other folds' people as :func:`train` does, then score the held-out people's made files with the
+    LAST checkpoint (a fixed schedule: nothing is chosen on the held-out people). The out-of-fold scores
+    of all folds pooled give each candidate an AUC per fake type (:func:`auc_table`); the chosen one has the
+    best mean over SELECT_KINDS, so a model that catches one kind of fake only is not preferred. A fold
+    already trained is read back. -> {"folds", "val_auc": name -> each fold's last val video AUC,
+    "auc": name -> kind -> cell, "mean": name -> mean over SELECT_KINDS, "chosen"}."""
+    from storage.checkpoint import resolve_checkpoint
+    from tasks.ingest.splits import video_id_of
+
+    folds, fold_of = cv_folds(shards), manifest_folds(shards)
+    held_out = [m for m in made if splits[m.person] != "test" and fold_of.get(video_id_of(Path(m.path).name)) in folds]
+    val_auc: dict[str, list] = {}
+    last: dict[str, dict[int, str]] = {}
     for name, cand in candidates.items():
         run = argparse.Namespace(**{**vars(args), "fusion": cand["fusion"], "overrides": json.dumps(cand["overrides"])})
-        auc[name] = []
+        val_auc[name], last[name] = [], {}
         for k in folds:
-            model_dir = out / "select" / name.replace(" ", "_") / f"fold-{k}"
+            model_dir = out / "select" / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") / f"fold-{k}"
             done = model_dir / "checkpoints" / "last.json"
             record = training_record(model_dir, args.steps) if done.exists() else train(shards, model_dir, run, fold=k)
-            auc[name].append(record["history"][-1].get("val_video_auc"))
-            print(f"select: {name} fold {k}: held-out video AUC {auc[name][-1]}", flush=True)
-    mean = {n: float(np.nanmean([v if v is not None else np.nan for v in a])) for n, a in auc.items()}
-    return {"folds": folds, "auc": auc, "mean": mean, "chosen": max(mean, key=lambda n: mean[n])}
+            val_auc[name].append(record["history"][-1].get("val_video_auc"))
+            last[name][k] = resolve_checkpoint(str(done))
+            print(f"select: {name} fold {k}: held-out val video AUC {val_auc[name][-1]}", flush=True)
+    rows = score_held_out(held_out, last, {m.path: fold_of[video_id_of(Path(m.path).name)] for m in held_out})
+    table = auc_table(rows, list(candidates))
+    mean = {n: float(np.nanmean([table[n][kind]["auc"] for kind in SELECT_KINDS])) for n in candidates}
+    return {"folds": folds, "val_auc": val_auc, "auc": table, "mean": mean, "chosen": max(mean, key=lambda n: mean[n])}
+
+
+def manifest_folds(shards: Path) -> dict[str, int]:
+    """video id -> its manifest fold, for every ingested video."""
+    from storage import fs
+    from storage.tables import ManifestRow, read_table
+
+    rows = read_table(fs.IngestLayout(str(shards)).manifest, ManifestRow)
+    return {r.video_id: r.fold for r in rows if r.status == "ingested"}
+
+
+def score_held_out(made: list[Made], checkpoints: dict[str, dict[int, str]], fold: dict[str, int]) -> list[dict]:
+    """Each file (decoded once, ``avff predict``'s preprocessing) scored by every candidate's checkpoint of
+    the file's fold (``checkpoints``: candidate -> fold -> checkpoint folder) -> rows as :func:`score_files`."""
+    import torch
+
+    from tasks.serve.predict import preprocess_for
+    from tasks.serve.scorer import load_model
+
+    models = {(n, k): load_model(c, device="cpu") for n, by in checkpoints.items() for k, c in by.items()}
+    pre = preprocess_for(next(iter(models.values())))
+    rows = []
+    with face_detector(pre) as det:
+        for m in made:
+            row = {"video": Path(m.path).name, "kind": m.kind, "person": m.person, "source": m.source,
+                   "fold": fold[m.path], **{n: float("nan") for n in checkpoints}}  # fmt: skip
+            try:
+                clips, _ = decoded_clips(m.path, pre, det)
+            except VideoError:
+                rows.append(row)
+                continue
+            for n in checkpoints:
+                model = models[(n, fold[m.path])]
+                with torch.no_grad():
+                    row[n] = float(np.mean(model.predict_proba(**model_inputs(clips, model.config.img_size))))
+            rows.append(row)
+    return rows
 
 
 def training_record(model_dir: Path, steps: int) -> dict:
@@ -562,23 +616,30 @@ def markdown(summary: dict, command: str) -> str:
 
 
 def selection_lines(selection: dict | None) -> list[str]:
-    """The ``--select`` table: each candidate's held-out video AUC per fold of the train and val people."""
+    """The ``--select`` table: each candidate's pooled out-of-fold AUC per fake type on the train and val people."""
     if not selection:
         return []
-    folds = selection["folds"]
+    folds, t = selection["folds"], selection["auc"]
     lines = [
         "",
-        f"Model chosen by `--select`: grouped cross-validation on the train and val people only ({len(folds)} folds "
-        "of people; per fold, trained on the others as above and scored on the held-out people's videos, their own "
-        "sound against shifted or swapped, after the last epoch). Chosen: "
-        f"**{selection['chosen']}**.",
+        f"**Model chosen by `--select`**: grouped cross-validation on the train and val people only ({len(folds)} "
+        "folds of people; per fold, trained on the other folds' people as above and scored, after the last epoch, "
+        "on the held-out people's files; out-of-fold scores pooled). A person here is a repository folder, and "
+        "realav's generated fakes come one generator per folder, so their column is a generator the model never "
+        f"saw. Chosen by the mean over {', '.join(SELECT_KINDS)}: **{selection['chosen']}**.",
         "",
-        "| candidate | " + " | ".join(f"fold {k}" for k in folds) + " | mean |",
-        "|---|" + "---:|" * (len(folds) + 1),
+        "| candidate | " + " | ".join(SELECT_KINDS) + " | mean | val AUC per fold (last epoch) |",
+        "|---|" + "---:|" * (len(SELECT_KINDS) + 1) + "---|",
     ]
-    for name, aucs in selection["auc"].items():
-        cells = " | ".join("n/a" if a is None or not np.isfinite(a) else f"{a:.2f}" for a in aucs)
-        lines.append(f"| {name} | {cells} | {selection['mean'][name]:.2f} |")
+    for name in t:
+        cells = " | ".join(_cell(t[name][kind]) for kind in SELECT_KINDS)
+        per_fold = ", ".join(
+            "n/a" if a is None or not np.isfinite(a) else f"{a:.2f}" for a in selection["val_auc"][name]
+        )
+        lines.append(f"| {name} | {cells} | {selection['mean'][name]:.2f} | {per_fold} |")
+    counts = t[next(iter(t))]
+    sizes = " | ".join(f"{counts[k]['real']} / {counts[k]['fake']}" for k in SELECT_KINDS)
+    lines.append(f"| REAL / FAKE files | {sizes} | | |")
     return lines
 
 
@@ -661,7 +722,7 @@ def main(argv: list[str] | None = None) -> dict:
                     if k not in ("make files", "score")})  # fmt: skip
     else:
         if args.select:
-            selection = select_model(out / "shards", out, args, CANDIDATES)
+            selection = select_model(out / "shards", out, args, CANDIDATES, made, splits)
             args.fusion, args.overrides = (CANDIDATES[selection["chosen"]][k] for k in ("fusion", "overrides"))
             args.overrides = json.dumps(args.overrides)
             t = lap("select", t)

@@ -438,7 +438,10 @@ class Run:
         self.progress.history.append(row)
         state = self._state(stage, stage_epoch, optim)
         if self.world.is_main:  # every rank holds the same weights: one writes them
-            self.store.save(f"epoch-{self.progress.epoch:04d}", self.plain, self.config_dict, state, tags)
+            saved = self.store.save(f"epoch-{self.progress.epoch:04d}", self.plain, self.config_dict, state, tags)
+            # each checkpoint carries the ingest's preprocessing, so any of them (last, a CV fold's, an epoch's)
+            # is scored as its data was made: landmark crops and lip tracks, not the defaults' box crops
+            finish.keep_preprocess(saved, self.cfg.data)
             self.store.prune()
 
     # ------------------------------------------------------------ stage 1

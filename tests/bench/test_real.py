@@ -92,11 +92,15 @@ def test_the_command_at_its_smallest_sizes_leaves_a_model_avff_predict_loads(tmp
     # --select's grouped CV: one fold per fold of the train and val people, each scored on its held-out people
     args = argparse.Namespace(steps=2, epochs=1, batch=4, pseudo_fakes=0.5, seed=0)
     cands = {"sync peak alone": real.CANDIDATES["sync peak alone"]}
-    picked = real.select_model(out / "shards", out, args, cands)
+    made, splits, _ = real.build_footage(str(REALAV), out / "data" / "footage", 0, None, 3.2)  # read back
+    picked = real.select_model(out / "shards", out, args, cands, made, splits)
     cv_people = {p for p, s in splits_of.items() if s != {"test"}}
-    assert picked["chosen"] == "sync peak alone" and len(picked["auc"]["sync peak alone"]) == len(picked["folds"])
+    assert picked["chosen"] == "sync peak alone" and len(picked["val_auc"]["sync peak alone"]) == len(picked["folds"])
     assert set(picked["folds"]) == _folds_of(out, cv_people) and len(picked["folds"]) >= 2
-    assert real.select_model(out / "shards", out, args, cands) == picked  # a rerun reads the folds back
+    shift = picked["auc"]["sync peak alone"]["shift"]  # scored on the train and val people's files only
+    n_cv = sum(m.kind == "control" and splits[m.person] != "test" for m in made)
+    assert 1 <= shift["real"] <= n_cv and shift["real"] == shift["fake"]
+    assert real.select_model(out / "shards", out, args, cands, made, splits) == picked  # a rerun reads folds back
     run = subprocess.run([str(Path(sys.executable).parent / "avff"), "predict", str(control), "--model", str(out / "model"),
                           "--device", "cpu", "--json"], capture_output=True, text=True, timeout=600)  # fmt: skip
     assert run.returncode == 0, run.stderr

@@ -37,3 +37,17 @@ def test_ingest_output_trains_with_the_tiny_preset(ingested, tmp_path):
     scorer = load_model(str(tmp_path / "checkpoints" / "best.json"), device="cpu")
     assert scorer.preprocess == ingest["preprocess"]
     assert preprocess_for(scorer).to_dict() == PreprocessConfig.from_dict(ingest["preprocess"]).to_dict()
+
+
+def test_every_checkpoint_carries_the_ingests_preprocessing(ingested, tmp_path):
+    """A CV fold's checkpoints (no report, no decision) and every epoch's, not the best one alone: a
+    landmark model scored from one of them with the defaults' box crops sees no lips (bench/real.py --select)."""
+    from tasks.serve.scorer import load_model
+
+    ingest = json.loads(fs.read_bytes(fs.IngestLayout(str(ingested)).config))
+    run_training(TrainSettings(data=str(ingested), output_dir=str(tmp_path), stages="classify", epochs=1, fold=0,
+                               batch_size=8, device="cpu", report_bootstrap=20, num_workers=0), log=InMemoryLogger())  # fmt: skip
+    epochs = sorted((tmp_path / "checkpoints").glob("epoch-*"))
+    assert epochs
+    for ckpt in epochs:
+        assert load_model(str(ckpt), device="cpu").preprocess == ingest["preprocess"], ckpt.name
