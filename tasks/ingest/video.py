@@ -17,6 +17,8 @@ edit lists (applied by FFmpeg's demuxer) are honoured.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import os
 from dataclasses import dataclass
@@ -374,6 +376,32 @@ class RGBConverter:
     def __call__(self, frame, rotation: int = 0) -> np.ndarray:
         with stage("convert"):
             return _upright(self._sws.reformat(frame, format="rgb24", threads=1).to_ndarray(), rotation)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+FRAME_HEAP_BLOCK = 32 << 20  # blocks up to this size come from the heap (glibc's most): a 4K RGB frame is 25 MB
+FRAME_HEAP_KEEP = 1 << 30  # freed heap memory kept for reuse, up to this much
+
+
+def keep_frame_memory() -> bool:
+    """Let this process reuse the memory of freed frames for the next ones; False where it cannot (not glibc).
+
+    A 1080p RGB frame (6 MB) is above glibc's threshold for a private mapping, so each converted
+    frame was fresh memory whose ~1,500 pages fault in when swscale first writes them, and go back
+    to the kernel when the video is done: ~73,000 page faults and ~0.16 CPU-s per video in ingest,
+    several times the conversion itself (docs/performance.md). Served from the heap, which is not
+    trimmed, the next video's frames reuse those pages. The price: the process keeps its peak heap
+    between videos (one video's frames, ~0.3 GB at 1080p). Process-wide: a worker calls it once
+    when it is set up (flows.ingest.UnitWorker), never at import. Pixels do not change.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):  # no C library found, or one without mallopt (musl, macOS)
+        return False
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, FRAME_HEAP_BLOCK)) and bool(mallopt(_M_TRIM_THRESHOLD, FRAME_HEAP_KEEP))
 
 
 def _decode_targets(path: str, v, packets, order: list[int], skip_nonref: bool, max_pixels: int, rotation: int):
