@@ -21,7 +21,13 @@ frame) and the largest absolute difference per channel (R, G, B).
 - ``cv2_i420``     OpenCV's ``cvtColor(COLOR_YUV2RGB_I420)`` on the planes (other coefficients).
 - ``scaled_640``   swscale converting straight to the detector's 640 x 360 (cost only: other pixels).
 
-Results go to bench/results/convert.json.
+``--pipeline``: the same question inside ingest, where the frames' memory matters more than the
+conversion: ``preprocess_video`` over every clip (``--reps`` passes after a warm-up video, one face
+detector), its stage clock's CPU per video (``tasks.ingest.stages``) and the process's minor page
+faults per video, in two fresh child processes: with the allocator as it comes (as before issue 26) and
+after :func:`tasks.ingest.video.keep_frame_memory` (what an ingest worker calls at set-up).
+
+Results go to bench/results/convert.json (``--pipeline``: convert-pipeline.json).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,7 +48,9 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from tasks.ingest.video import RGBConverter
+from tasks.ingest.preprocess import PreprocessConfig, face_detector, preprocess_video
+from tasks.ingest.stages import NAMES, OTHER, measuring
+from tasks.ingest.video import RGBConverter, keep_frame_memory
 
 RESULTS = Path(__file__).resolve().parent / "results" / "convert.json"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dfdc_sample"
@@ -134,6 +144,52 @@ def run(videos: list[list], reps: int, names: list[str]) -> dict:
     return {"frames": n_frames, "variants": rows}
 
 
+def pipeline_child(paths: list[Path], reps: int, keep: bool) -> dict:
+    """In this process: preprocess_video over paths ``reps`` times -> stage CPU and page faults per video."""
+    cfg = PreprocessConfig()
+    kept = keep_frame_memory() if keep else None
+    cpu: dict[str, float] = {}
+    with face_detector(cfg) as detector:
+        preprocess_video(str(paths[0]), cfg, detector)  # warm-up: graphs, imports
+        faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(reps):
+            for p in paths:
+                with measuring() as clock:
+                    preprocess_video(str(p), cfg, detector)
+                for k, v in clock.cpu.items():
+                    cpu[k] = cpu.get(k, 0.0) + v
+        n = reps * len(paths)
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / n
+    stages = {k: round(v / n, 4) for k, v in cpu.items()}
+    return {"keep_frame_memory": kept, "videos": n, "page_faults_per_video": round(faults), "cpu_s_per_video": stages,
+            "total_cpu_s_per_video": round(sum(cpu.values()) / n, 4)}  # fmt: skip
+
+
+def pipeline(data: Path, reps: int) -> dict:
+    """:func:`pipeline_child` with the allocator as it comes and after keep_frame_memory, each in a
+    fresh process (the setting is process-wide), one after the other."""
+    out = {}
+    for mode in ("default_malloc", "keep_frame_memory"):
+        cmd = [sys.executable, __file__, "--data", str(data), "--reps", str(reps), "--child", mode]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def print_pipeline(result: dict) -> None:
+    before, after = result["default_malloc"], result["keep_frame_memory"]
+    print(
+        f"preprocess_video, {after['videos']} videos per process, CPU s per video (load average {result['load_average']})"
+    )
+    print(f"{'stage':<10} {'default':>10} {'kept':>10}")
+    for k in [n for n in (*NAMES, OTHER) if n in before["cpu_s_per_video"] or n in after["cpu_s_per_video"]]:
+        print(f"{k:<10} {before['cpu_s_per_video'].get(k, 0):>10.3f} {after['cpu_s_per_video'].get(k, 0):>10.3f}")
+    print(f"{'total':<10} {before['total_cpu_s_per_video']:>10.3f} {after['total_cpu_s_per_video']:>10.3f}")
+    print(
+        f"{'faults':<10} {before['page_faults_per_video']:>10} {after['page_faults_per_video']:>10}  (minor page faults per video)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=SHARED, help="folder of .mp4 files (default: the real DFDC sample)")
@@ -141,10 +197,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--only", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--pipeline", action="store_true", help="the convert stage inside preprocess_video instead")
+    ap.add_argument("--child", choices=["default_malloc", "keep_frame_memory"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     paths = sorted(args.data.glob("*.mp4"))
     if not paths:
         raise SystemExit(f"no .mp4 files in {args.data}: nothing to measure")
+    if args.child:  # one side of --pipeline, in its own process
+        print(json.dumps(pipeline_child(paths, args.reps, keep=args.child == "keep_frame_memory")))
+        return
+    if args.pipeline:
+        load = os.getloadavg()[0]
+        result = {**pipeline(args.data, args.reps), "load_average": [round(load, 2), round(os.getloadavg()[0], 2)]}
+        out = args.out if args.out != RESULTS else RESULTS.with_name("convert-pipeline.json")
+        out.write_text(json.dumps(result, indent=1))
+        print_pipeline(result)
+        print(f"-> {out}")
+        return
     cv2.setNumThreads(1)  # as ingest runs: one video per core
     names = [REFERENCE, *[n for n in args.only if n != REFERENCE]]
     videos = [picked_frames(p, args.frames) for p in paths]
