@@ -365,9 +365,10 @@ class RGBConverter:
     """Decoded frames -> (H, W, 3) uint8 RGB, upright, through one swscale context kept for them all.
 
     The pixels of ``frame.to_ndarray(format="rgb24")`` (the fidelity tests compare against it on
-    every real clip), without its cost: that call builds a new swscale context and slice-thread
-    pool for every frame, 20x the conversion itself (bench/convert.py, docs/performance.md).
-    One thread, as the decoder: ingest runs one video per core. Not thread-safe: one per decode.
+    every real clip), at 0.6x its CPU: that call builds a new swscale context and slice-thread pool
+    for every frame (bench/convert.py, docs/performance.md). One thread, as the decoder: ingest
+    runs one video per core. Hardware frames are copied back first, as ``to_ndarray`` does. Not
+    thread-safe: one per decode.
     """
 
     def __init__(self) -> None:
