@@ -32,6 +32,7 @@ from tasks.ingest import units as steps
 from tasks.ingest import summary as ingest_summary
 from tasks.ingest.scan import refusal_counts
 from tasks.ingest.preprocess import PreprocessConfig, face_detector
+from tasks.ingest.video import keep_frame_memory
 from tasks.ingest.write_unit import WorkUnit, is_complete, process_unit
 from tasks.ingest.identity import Embedded, cluster_faces, embed_videos, root_videos
 from tasks.ingest.splits import identity_groups, read_identities
@@ -185,6 +186,7 @@ class UnitWorker:
     def __init__(self, pre: PreprocessConfig, jpeg_quality: int):
         self.pre, self.jpeg_quality = pre, jpeg_quality
         self.detector = face_detector(pre)
+        keep_frame_memory()  # this process decodes video after video: reuse the frames' pages (issue 26)
 
     def write(self, unit: WorkUnit) -> dict:
         """:func:`process_unit`'s record as a dict; any failure raises :class:`UnitFailed`."""

@@ -37,7 +37,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("probe", "open the container, read stream facts (tasks.ingest.video.probe)"),
     Stage("demux", "read the video packets and their timestamps (tasks.ingest.video._timeline)"),
     Stage("decode", "H.264 decode of reference frames + targets (codec_context.decode)"),
-    Stage("convert", "YUV -> RGB of the picked frames, rotation (VideoFrame.to_ndarray)"),
+    Stage("convert", "YUV -> RGB of the picked frames, rotation (tasks.ingest.video.RGBConverter)"),
     Stage("audio", "demux + decode + resample the audio (tasks.ingest.audio.decode_audio)"),
     Stage("mel", "log-mel spectrogram (tasks.ingest.audio.log_mel)"),
     Stage("detect", "first look: full-range BlazeFace on the downscaled frame, tiles, brightened retry"),

@@ -17,11 +17,14 @@ edit lists (applied by FFmpeg's demuxer) are honoured.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import os
 from dataclasses import dataclass
 
 import av
+from av.video.reformatter import VideoReformatter
 from collections.abc import Iterator
 
 import numpy as np
@@ -358,6 +361,50 @@ def _check_size(path: str, frame, first: tuple[int, int] | None, max_pixels: int
     return size
 
 
+class RGBConverter:
+    """Decoded frames -> (H, W, 3) uint8 RGB, upright, through one swscale context kept for them all.
+
+    The pixels of ``frame.to_ndarray(format="rgb24")`` (the fidelity tests compare against it on
+    every real clip), at 0.6x its CPU: that call builds a new swscale context and slice-thread pool
+    for every frame (bench/convert.py, docs/performance.md). One thread, as the decoder: ingest
+    runs one video per core. Hardware frames are copied back first, as ``to_ndarray`` does. Not
+    thread-safe: one per decode.
+    """
+
+    def __init__(self) -> None:
+        self._sws = VideoReformatter()
+
+    def __call__(self, frame, rotation: int = 0) -> np.ndarray:
+        with stage("convert"):
+            return _upright(self._sws.reformat(frame, format="rgb24", threads=1).to_ndarray(), rotation)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+FRAME_HEAP_BLOCK = 32 << 20  # blocks up to this size come from the heap (glibc's most): a 4K RGB frame is 25 MB
+FRAME_HEAP_KEEP = 1 << 30  # freed heap memory kept for reuse, up to this much
+
+
+def keep_frame_memory() -> bool:
+    """Let this process reuse the memory of freed frames for the next ones; False where it cannot (not glibc).
+
+    A 1080p RGB frame (6 MB) is above glibc's threshold for a private mapping, so each converted
+    frame was fresh memory whose ~1,500 pages fault in when swscale first writes them, and go back
+    to the kernel when the video is done: ~73,000 page faults and ~0.16 CPU-s per video in ingest,
+    several times the conversion itself (docs/performance.md). Served from the heap, which is not
+    trimmed, the next video's frames reuse those pages. The price: the process keeps its peak heap
+    between videos (one video's frames, ~0.3 GB at 1080p). Process-wide: a worker calls it once
+    when it is set up (flows.ingest.UnitWorker), never at import. Pixels do not change.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):  # no C library found, or one without mallopt (musl, macOS)
+        return False
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, FRAME_HEAP_BLOCK)) and bool(mallopt(_M_TRIM_THRESHOLD, FRAME_HEAP_KEEP))
+
+
 def _decode_targets(path: str, v, packets, order: list[int], skip_nonref: bool, max_pixels: int, rotation: int):
     """Frames at the pts in ``order`` -> [(H, W, 3) RGB], or None when a target gave no frame.
 
@@ -372,6 +419,7 @@ def _decode_targets(path: str, v, packets, order: list[int], skip_nonref: bool, 
     cc = v.codec_context
     skip = skip_nonref and cc.name in EXACT_SKIP_CODECS
     size = None
+    to_rgb = RGBConverter()
     try:
         with stage("decode"):
             for packet in packets:
@@ -384,7 +432,7 @@ def _decode_targets(path: str, v, packets, order: list[int], skip_nonref: bool, 
                     rows = slots.pop(frame.pts, None)
                     if rows is None:
                         continue
-                    rgb = _rgb(frame, rotation)  # (H, W, 3)
+                    rgb = to_rgb(frame, rotation)  # (H, W, 3)
                     for row in rows:
                         frames[row] = rgb
                     done += len(rows)
@@ -396,12 +444,6 @@ def _decode_targets(path: str, v, packets, order: list[int], skip_nonref: bool, 
     return frames if not slots else None
 
 
-def _rgb(frame, rotation: int) -> np.ndarray:
-    """A decoded frame -> (H, W, 3) uint8 RGB, upright."""
-    with stage("convert"):
-        return _upright(frame.to_ndarray(format="rgb24"), rotation)
-
-
 def _decode_all_nearest(
     path: str, want: np.ndarray, read_seconds: float, max_pixels: int, rotation: int, hwaccel: str | None = None
 ):
@@ -409,6 +451,7 @@ def _decode_all_nearest(
     times: list[float] = []
     frames: dict[int, np.ndarray] = {}
     best: dict[int, int] = {}  # requested index -> frame number
+    to_rgb = RGBConverter()
     with _open(path, hwaccel) as c:
         v = c.streams.video[0]
         v.thread_type = "NONE"
@@ -420,7 +463,7 @@ def _decode_all_nearest(
                 k = len(times) - 1
                 improved = [i for i, w in enumerate(want) if i not in best or abs(t - w) < abs(times[best[i]] - w)]
                 if improved:
-                    frames[k] = _rgb(frame, rotation)
+                    frames[k] = to_rgb(frame, rotation)
                     for i in improved:
                         best[i] = k
                     frames = {j: f for j, f in frames.items() if j in best.values()}  # drop frames nobody picks
@@ -443,6 +486,7 @@ def frames_within(
     :func:`read_frames`' times), in time order: (time, (H, W, 3) uint8 upright RGB). Decoded one by
     one up to the last span's end, so one full frame is held at a time. Raises VideoError."""
     last = min(max(end for _, end in spans), read_seconds)
+    to_rgb = RGBConverter()
     with _open(path, hwaccel) as c:
         v = c.streams.video[0]
         size = None
@@ -452,7 +496,7 @@ def frames_within(
                     return
                 if any(a <= t <= b for a, b in spans):
                     size = _check_size(path, frame, size, max_pixels)
-                    yield t, _rgb(frame, rotation)
+                    yield t, to_rgb(frame, rotation)
         except av.error.FFmpegError as e:
             raise VideoError("undecodable", f"{path}: video stream does not decode ({e})") from e
 

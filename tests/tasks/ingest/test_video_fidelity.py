@@ -17,7 +17,7 @@ import pytest
 
 from tasks.ingest.faces import FaceDetector
 from tasks.ingest.preprocess import PreprocessConfig, preprocess_video
-from tasks.ingest.video import nearest_frames, sample_frames
+from tasks.ingest.video import RGBConverter, nearest_frames, sample_frames
 
 SHARED = Path(__file__).resolve().parents[4] / "shared" / "data"
 REAL_CLIPS = sorted(SHARED.glob("*/*.mp4"))
@@ -184,3 +184,41 @@ def test_an_edit_list_cut_samples_the_presented_frames_exactly(tmp_path):
     with av.open(str(cut)) as c:
         assert any(p.is_discard for p in c.demux(video=0)), "the copy must carry an edit list"
     _assert_exact(cut, [k / 7 for k in range(15)])
+
+
+def _frames_of(path: Path, n: int) -> list:
+    with av.open(str(path)) as c:
+        return [f for _, f in zip(range(n), c.decode(video=0))]
+
+
+BT709, FULL_RANGE = 1, 2  # AVCOL_SPC_BT709, AVCOL_RANGE_JPEG: tags as a decoder sets them on a frame
+
+
+def _synthetic_frame(w: int, h: int, fmt: str, seed: int, colorspace: int = 0, color_range: int = 0):
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=fmt)
+    frame.colorspace, frame.color_range = colorspace, color_range
+    return frame
+
+
+def test_one_converter_gives_to_ndarray_pixels_whatever_each_frame_s_size_format_and_colour_tags():
+    """RGBConverter keeps one swscale context for many frames (issue 26: a new one per frame cost
+    more than the conversion); a frame unlike the last (size, pixel format, colour matrix) must
+    reconfigure it, never be converted with the last frame's settings."""
+    frames = [
+        _synthetic_frame(64, 48, "yuv420p", 0),
+        _synthetic_frame(64, 48, "yuv420p", 1, colorspace=BT709),  # same size, another colour matrix
+        _synthetic_frame(64, 48, "yuv420p", 2, color_range=FULL_RANGE),  # same size, full range
+        _synthetic_frame(96, 34, "yuv444p", 3),  # another size and chroma layout
+        _synthetic_frame(64, 48, "yuv420p", 4),  # back to the first kind
+    ]
+    for path in REAL_CLIPS[:1] + [p for p in REAL_CLIPS if "ffpp" in p.parent.name][:1]:
+        frames += _frames_of(path, 3)  # real 1080p 4:2:0 and 720p 4:4:4, when present
+    to_rgb = RGBConverter()
+    for i, frame in enumerate(frames):
+        want = frame.to_ndarray(format="rgb24")  # (H, W, 3): the conversion before issue 26
+        got = to_rgb(frame)
+        assert got.shape == (frame.height, frame.width, 3) and got.dtype == np.uint8
+        assert np.array_equal(got, want), f"frame {i} ({frame.format.name} {frame.width}x{frame.height}) differs"
+    assert np.array_equal(to_rgb(frames[3], rotation=90), np.rot90(frames[3].to_ndarray(format="rgb24")))
