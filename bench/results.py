@@ -41,27 +41,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from av_signal import signal_table
-from storage import fs
-from storage.shard_schema import FAKE, LABELS, REAL
-from storage.tables import ManifestRow, read_table
-from storage.checkpoint import WEIGHTS, resolve_checkpoint
-from tasks.evaluate.videos import evaluate_videos
-from tasks.ingest.preprocess import face_detector
-from tasks.ingest.scan import scan_dfdc
-from tasks.evaluate.metrics import seed_mean_auc
-from tasks.evaluate.handmade import STATISTICS
-from tasks.ingest.video import VideoError
-from tasks.serve.predict import decoded_clips, model_inputs, preprocess_for, score_video
-from tasks.evaluate.probes import shortcut_probes
-from tasks.synthetic.dfdc_sample import make_dfdc_sample
-from tasks.synthetic.faces import pool_sources
-from tasks.serve.scorer import load_model
-from tasks.ingest.splits import assign_splits, identity_groups
-from tasks.tracking.logger import InMemoryLogger
-from tasks.train.pseudo_fakes import AUDIO_KINDS, STAND_INS, VISUAL_KINDS, kinds_drawn, stand_ins
-from tasks.train.run import run_training
-from tasks.train.settings import TrainSettings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
+from bench.av_signal import signal_table  # noqa: E402
+from storage import fs  # noqa: E402
+from storage.shard_schema import FAKE, LABELS, REAL  # noqa: E402
+from storage.tables import ManifestRow, read_table  # noqa: E402
+from storage.checkpoint import WEIGHTS, resolve_checkpoint  # noqa: E402
+from tasks.evaluate.videos import evaluate_videos  # noqa: E402
+from tasks.ingest.preprocess import face_detector  # noqa: E402
+from tasks.ingest.scan import scan_dfdc  # noqa: E402
+from tasks.evaluate.metrics import seed_mean_auc  # noqa: E402
+from tasks.evaluate.handmade import STATISTICS  # noqa: E402
+from tasks.ingest.video import VideoError  # noqa: E402
+from tasks.serve.predict import decoded_clips, model_inputs, preprocess_for, score_video  # noqa: E402
+from tasks.evaluate.probes import shortcut_probes  # noqa: E402
+from tasks.synthetic.dfdc_sample import make_dfdc_sample  # noqa: E402
+from tasks.synthetic.faces import pool_sources  # noqa: E402
+from tasks.serve.scorer import load_model  # noqa: E402
+from tasks.ingest.splits import assign_splits, identity_groups  # noqa: E402
+from tasks.tracking.logger import InMemoryLogger  # noqa: E402
+from tasks.train.pseudo_fakes import AUDIO_KINDS, STAND_INS, VISUAL_KINDS, kinds_drawn, stand_ins  # noqa: E402
+from tasks.train.run import run_training  # noqa: E402
+from tasks.train.settings import TrainSettings  # noqa: E402
 
 VARIANTS = ("avff_concat", "video_only", "audio_only")
 UNI_MODAL = ("video_only", "audio_only")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,18 +10,7 @@ import pytest
 from storage.manipulations import MANIPULATIONS
 from tasks.train.settings import PSEUDO_FAKE_KINDS
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-@pytest.fixture(scope="module")
-def results():
-    """bench/results.py as a module (a script: its sibling av_signal.py is imported by bare name)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(BENCH))
-        spec = importlib.util.spec_from_file_location("bench_results", BENCH / "results.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
+from bench import results
 
 
 def _args(**kw) -> SimpleNamespace:
@@ -51,7 +38,7 @@ def _rows(rng: np.random.Generator, signal: float, seed: int) -> list[dict]:
     return rows
 
 
-def test_the_variants_drawn_kinds_follow_their_settings_and_a_held_out_type_drops_its_stand_in(results):
+def test_the_variants_drawn_kinds_follow_their_settings_and_a_held_out_type_drops_its_stand_in():
     args = _args()
     assert results.drawn_kinds(args, "avff") == PSEUDO_FAKE_KINDS
     assert results.drawn_kinds(args, "avff_plain") == ()
@@ -63,7 +50,7 @@ def test_the_variants_drawn_kinds_follow_their_settings_and_a_held_out_type_drop
     assert set(results.drawn_kinds(args, "audio_only")) == {"audio_shift", "audio_swap", "audio_pitch"}
 
 
-def test_cells_are_marked_where_the_variant_drew_a_stand_in_of_the_rows_types(results):
+def test_cells_are_marked_where_the_variant_drew_a_stand_in_of_the_rows_types():
     args, rng = _args(), np.random.default_rng(0)
     variants = ["avff", "avff_plain", "avff_lipsync"]
     per_seed = {}
@@ -89,19 +76,19 @@ def test_cells_are_marked_where_the_variant_drew_a_stand_in_of_the_rows_types(re
     assert "## Best or last checkpoint" in "\n".join(results._last_table(summary))
 
 
-def test_the_split_puts_at_least_the_asked_identities_in_val(results):
+def test_the_split_puts_at_least_the_asked_identities_in_val():
     train, val, test = results.split_ratios(32, 10)
     assert val * 32 >= 10 and train + val + test == pytest.approx(1.0) and train * 32 >= 15
     with pytest.raises(ValueError, match="--n-real"):
         results.split_ratios(16, 10)
 
 
-def test_each_seed_draws_its_external_set_from_its_own_slice(results):
+def test_each_seed_draws_its_external_set_from_its_own_slice():
     args = SimpleNamespace(seed=4, seeds=3)
     assert [results.external_slice(args, s) for s in (4, 5, 6)] == [(0, 3), (1, 3), (2, 3)]
 
 
-def test_the_targets_table_holds_issue_22s_rows_against_their_variants(results):
+def test_the_targets_table_holds_issue_22s_rows_against_their_variants():
     """The paper's model (avff_nosignals) per lip-sync type against 0.90, the main variant against the hand-made
     statistics measured in the same run, and its log loss against the prior's minus 0.05."""
     rng = np.random.default_rng(1)
