@@ -219,9 +219,10 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = _parser()
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv  # the doc's Reproduce line
     if args.seeds < 1:
         ap.error("--seeds must be at least 1")
     try:
@@ -232,6 +233,10 @@ def main() -> None:
     if args.n_real_external > room:
         ap.error(f"--n-real-external {args.n_real_external}: each of {args.seeds} seeds' slices of the external pool "
                  f"holds {room} faces; ask for fewer (or fewer seeds) so no face repeats")  # fmt: skip
+    try:  # a variant its settings refuse (an unknown head, a field it may not move): before any data is made
+        marked = {v: stood_in(drawn_kinds(settings_of(args, v))) for v in args.variants}
+    except ValueError as err:
+        ap.error(f"--variants / --variant-set / --set: {err}")
     torch.set_num_threads(1)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     out = Path(args.out)
@@ -252,7 +257,6 @@ def main() -> None:
         timing.write_text(f"{max(parts):.0f}\n")
     uni = {v for v in args.variants if settings_of(args, v).fusion in UNI_MODAL}
     if args.variants:
-        marked = {v: stood_in(drawn_kinds(settings_of(args, v))) for v in args.variants}
         summary = summarise(per_seed, [*args.variants, *STATISTICS], args.bootstrap, uni, marked)
         write_doc(Path(args.doc), summary, args, float(timing.read_text()) if timing.exists() else None,
                   per_seed[seeds[0]])  # fmt: skip
@@ -261,9 +265,9 @@ def main() -> None:
 # --------------------------------------------------------------------------- the doc
 
 
-def _command_line() -> str:
+def _command_line(argv: list[str]) -> str:
     """This run's arguments, less --doc/--out (they say where, not what)."""
-    argv, keep = sys.argv[1:], []
+    argv, keep = list(argv), []
     while argv:
         arg = argv.pop(0)
         if arg == "--score-only":
@@ -454,7 +458,7 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None, per_seed_f
     lines = [
         "# Results on the generator's benchmark (tiny preset, CPU)",
         "",
-        f"Reproduce: `python bench/results.py {_command_line()}` "
+        f"Reproduce: `python bench/results.py {_command_line(args.argv)}` "
         f"({f'{seconds / 60:.0f} min' if seconds else 'time not recorded'} on {os.cpu_count()} CPU cores, "
         f"{platform.processor() or platform.machine()}, from an empty `--out`; a rerun skips the sample, "
         "ingest and stage-1 steps whose outputs exist).",

@@ -111,6 +111,15 @@ def test_the_targets_table_holds_issue_22s_rows_against_their_variants():
     assert "| not run | no |" in "\n".join(results._targets(without, "avff"))
 
 
+def test_a_variant_its_settings_refuse_stops_the_command_before_any_data_is_made(tmp_path, capsys):
+    out = tmp_path / "out"
+    for argv, why in ((["--variants", "avff_concat", "no_such_head"], "unknown fusion 'no_such_head'"),
+                      (["--variant-set", 'v={"seed": 3}', "--variants", "v"], "may not override ['seed']")):  # fmt: skip
+        with pytest.raises(SystemExit) as stop:
+            results.main([*argv, "--out", str(out)])
+        assert stop.value.code == 2 and why in capsys.readouterr().err and not out.exists()
+
+
 @pytest.mark.slow  # ingest is a Prefect flow: a temporary Prefect server starts
 def test_the_command_at_its_smallest_sizes_from_the_repo_root_writes_scores_and_the_doc(tmp_path):
     out, doc = tmp_path / "out", tmp_path / "results.md"
