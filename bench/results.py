@@ -24,6 +24,11 @@ the prior baseline from each training split's FAKE fraction, the videos that cou
 and shortcut probes (``--probes N``:
 how each model's P(FAKE) moves on N REAL external clips when the audio is shifted, leading silence
 is added or cut, or the clip is re-encoded at a lower quality; :mod:`tasks.evaluate.probes`). Everything on CPU.
+
+This script holds the flags, the loop over seeds and variants, and the doc. The steps are
+:mod:`tasks.train.benchmark` (split, stage 1, a variant's settings, merged as ``avff ablate`` merges
+one) and :mod:`tasks.evaluate.benchmark` (the external set's inputs, scores, baselines, probes and
+the summary); a variant trains through :func:`tasks.train.run.run_training`, as the experiment flows'.
 """
 
 from __future__ import annotations
@@ -38,65 +43,30 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from av_signal import signal_table
-from storage import fs
-from storage.shard_schema import FAKE, LABELS, REAL
-from storage.tables import ManifestRow, read_table
-from storage.checkpoint import WEIGHTS, resolve_checkpoint
-from tasks.evaluate.videos import evaluate_videos
-from tasks.ingest.preprocess import face_detector
-from tasks.ingest.scan import scan_dfdc
-from tasks.evaluate.metrics import seed_mean_auc
-from tasks.evaluate.handmade import STATISTICS
-from tasks.ingest.video import VideoError
-from tasks.serve.predict import decoded_clips, model_inputs, preprocess_for, score_video
-from tasks.evaluate.probes import shortcut_probes
-from tasks.synthetic.dfdc_sample import make_dfdc_sample
-from tasks.synthetic.faces import pool_sources
-from tasks.serve.scorer import load_model
-from tasks.ingest.splits import assign_splits, identity_groups
-from tasks.tracking.logger import InMemoryLogger
-from tasks.train.pseudo_fakes import AUDIO_KINDS, STAND_INS, VISUAL_KINDS, kinds_drawn, stand_ins
-from tasks.train.run import run_training
-from tasks.train.settings import TrainSettings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
+from bench.av_signal import signal_table  # noqa: E402
+from tasks.evaluate.benchmark import UNI_MODAL, external_inputs, handmade_rows, probe_deltas, score_checkpoints  # noqa: E402
+from tasks.evaluate.benchmark import best_checkpoint, summarise, type_auc  # noqa: E402
+from tasks.evaluate.handmade import STATISTICS  # noqa: E402
+from tasks.evaluate.videos import evaluate_videos  # noqa: E402
+from tasks.serve.predict import preprocess_for  # noqa: E402
+from tasks.serve.scorer import load_model  # noqa: E402
+from tasks.synthetic.dfdc_sample import make_dfdc_sample  # noqa: E402
+from tasks.synthetic.faces import pool_sources  # noqa: E402
+from tasks.tracking.logger import InMemoryLogger  # noqa: E402
+from tasks.train.benchmark import STAGE2, drawn_kinds, pretrain_settings, split_ratios, split_seed  # noqa: E402
+from tasks.train.benchmark import stood_in, train_prior, val_identities, variant_fields, variant_settings  # noqa: E402
+from tasks.train.pseudo_fakes import STAND_INS  # noqa: E402
+from tasks.train.run import run_training  # noqa: E402
+from tasks.train.settings import TrainSettings  # noqa: E402
 
 VARIANTS = ("avff_concat", "video_only", "audio_only")
-UNI_MODAL = ("video_only", "audio_only")
-AV_TYPES = ("lipsync_offset", "audio_swap", "mouth_decorrelated")
 KINDS = {"lipsync_offset": "audio-visual", "audio_swap": "audio-visual", "mouth_decorrelated": "audio-visual",
          "face_blend": "visual", "visual_artifact": "visual", "audio_pitch": "audio"}  # fmt: skip
 LAST_SUBSETS = ("all", "audio-visual fakes")  # where the last checkpoint is scored beside the best
-TEST_RATIO = 0.1  # the training set's own test split: run_training reports it; the benchmark scores the external sets
 SIZE = (160, 160)
-
-
-def split_ratios(n_real: int, n_val: int) -> tuple[float, float, float]:
-    """(train, val, test) ratios that put about ``n_val`` + 1 of ``n_real`` identities in val (the hash
-    split is not exact; :func:`_split_seed` then insists on ``n_val``), TEST_RATIO in test, the rest in train."""
-    val = (n_val + 1) / n_real
-    train = 1.0 - val - TEST_RATIO
-    if train < 0.3:
-        raise ValueError(f"--n-real {n_real} leaves too few training identities beside {n_val} validation ones: "
-                         f"raise --n-real to at least {math.ceil((n_val + 1) / (0.7 - TEST_RATIO))}")  # fmt: skip
-    return train, val, TEST_RATIO
-
-
-def _split_seed(data: Path, ratios: tuple[float, float, float], min_val_groups: int = 1) -> int:
-    """The first split seed whose hash split gives every split with a positive ratio a REAL and a
-    FAKE video and val at least ``min_val_groups`` identities: on a handful of groups seed 0 can
-    leave a split empty (tasks/ingest/splits.py)."""
-    entries = scan_dfdc(str(data)).entries
-    need = {(s, label) for s, r in zip(("train", "val", "test"), ratios) if r > 0 for label in LABELS}
-    for seed in range(100):
-        a = assign_splits(entries, ratios, seed=seed)
-        val_groups = {x.group for x in a.values() if x.split == "val"}
-        if need <= {(a[e.video_id].split, e.label) for e in entries} and len(val_groups) >= min_val_groups:
-            return seed
-    raise ValueError(f"no split seed below 100 gives every split both labels and val {min_val_groups} identities "
-                     f"on {data}: generate more identities")  # fmt: skip
 
 
 def _ingest(data: Path, out: Path, ratios: tuple[float, float, float], search_seed: bool = True,
@@ -105,22 +75,9 @@ def _ingest(data: Path, out: Path, ratios: tuple[float, float, float], search_se
     from tasks.ingest.settings import IngestSettings
 
     if not (out / "shards.parquet").exists():
-        seed = _split_seed(data, ratios, min_val_groups) if search_seed else 0
+        seed = split_seed(data, ratios, min_val_groups) if search_seed else 0
         ingest_dfdc(IngestSettings(data=str(data), out=str(out), face_size=64, videos_per_shard=16, executor="local",
                                    ratios=ratios, seed=seed, progress=False))  # fmt: skip
-
-
-def _val_identities(shards: Path) -> int:
-    """Identities (groups) in the ingested val split: what picks the checkpoint, the calibration and the threshold."""
-    return len({r.group for r in read_table(fs.IngestLayout(str(shards)).manifest, ManifestRow)
-                if r.split == "val" and r.status == "ingested"})  # fmt: skip
-
-
-def _train_prior(shards: Path) -> float:
-    """The video-level FAKE fraction of the ingested training split: the prior baseline's P(FAKE)."""
-    rows = [r for r in read_table(fs.IngestLayout(str(shards)).manifest, ManifestRow)
-            if r.split == "train" and r.status == "ingested"]  # fmt: skip
-    return sum(r.label == FAKE for r in rows) / len(rows)
 
 
 def _pretrain(args, out: Path, seed: int) -> str:
@@ -130,70 +87,10 @@ def _pretrain(args, out: Path, seed: int) -> str:
         data = make_dfdc_sample(out / "pretrain_data", n_real=args.pretrain_real, parts=2, duration_s=args.duration,
                                 size=SIZE, seed=args.seed, manipulations=(), pool="pretrain")  # fmt: skip
         _ingest(data, out / "pretrain_shards", ratios=(1.0, 0.0, 0.0), search_seed=False)  # reals only, all train
-        settings = TrainSettings(data=str(out / "pretrain_shards"), output_dir=str(encoders.parent), stages="pretrain",
-                                 pretrain_epochs=args.pretrain_epochs, batch_size=8, lr=1e-3, device="cpu",
-                                 seed=seed, num_workers=0, overrides={"w_sync": args.w_sync} if args.w_sync else {})  # fmt: skip
+        settings = pretrain_settings(out / "pretrain_shards", encoders.parent, epochs=args.pretrain_epochs, seed=seed,
+                                     w_sync=args.w_sync)  # fmt: skip
         run_training(settings, log=InMemoryLogger())
     return str(encoders)
-
-
-def _external_inputs(data: Path, pre) -> list[dict]:
-    """Every external video preprocessed once (shared by all variants): its model inputs and the
-    hand-made statistics of its clips, or the reason it cannot be scored."""
-    entries = scan_dfdc(str(data)).entries
-    groups = identity_groups(entries).groups
-    out = []
-    with face_detector(pre) as det:
-        for e in entries:
-            row = {"video_id": e.video_id, "label": e.label, "manipulation": e.manipulation,
-                   "group": groups[e.video_id], "reason": None, "inputs": None, "handmade": {}}  # fmt: skip
-            try:
-                clips, _ = decoded_clips(str(data / e.rel_path), pre, det)
-            except VideoError as err:
-                row["reason"] = err.reason
-            else:
-                row["inputs"] = model_inputs(clips)
-                row["handmade"] = {n: float(np.nanmean([fn(c) for c in clips])) for n, fn in STATISTICS.items()}
-            out.append(row)
-    return out
-
-
-def _score(model_dir: str, inputs: list[dict]) -> list[dict]:
-    """P(FAKE) per external video (mean over its clips) for one trained variant."""
-    scorer = load_model(model_dir, device="cpu")
-    rows = []
-    for r in inputs:
-        x = r["inputs"]  # video and audio only, as this table was measured (no mouth box nor lip shapes)
-        p = None if x is None else float(np.mean(scorer.predict_proba(x["video"], x["audio"])))
-        rows.append({k: r[k] for k in ("video_id", "label", "manipulation", "group", "reason")} | {"p_fake": p})
-    return rows
-
-
-def _handmade_rows(inputs: list[dict], name: str) -> list[dict]:
-    """A hand-made statistic as if it were a variant's P(FAKE) (only its ranking is meaningful: AUC)."""
-    return [
-        {k: r[k] for k in ("video_id", "label", "manipulation", "group", "reason")}
-        | {
-            "p_fake": float(1 / (1 + np.exp(-r["handmade"][name])))
-            if np.isfinite(r["handmade"].get(name, np.nan))
-            else None
-        }
-        for r in inputs
-    ]  # fmt: skip (a sigmoid keeps the ranking; its log loss means nothing)
-
-
-def _probe(model_dir: str, data: Path, n: int, work: Path) -> dict[str, list[float]]:
-    """Shortcut probes (tasks/evaluate/probes.py) on the first ``n`` REAL videos of ``data``: probe -> deltas of P(FAKE)."""
-    scorer = load_model(model_dir, device="cpu")
-    pre = preprocess_for(scorer)
-    reals = sorted(e.rel_path for e in scan_dfdc(str(data)).entries if e.label == REAL)[:n]
-    deltas: dict[str, list[float]] = {}
-    with face_detector(pre) as det:
-        for rel in reals:
-            for r in shortcut_probes(data / rel, lambda path: score_video(path, scorer, pre, det).p_fake, work):
-                if r.probe != "control":  # an edit the model cannot score (e.g. too short) stays n/a
-                    deltas.setdefault(r.probe, []).extend([] if r.delta is None else [r.delta])
-    return deltas
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -208,48 +105,24 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
-def variant_fields(args, name: str) -> dict:
-    """A variant's TrainSettings fields: its fusion head (its name, unless --variant-set gives "fusion")
-    and its --variant-set overrides; a model "overrides" mapping merges with --set's."""
-    own, common = _own_fields(args, name), _overrides(args.set)
-    merged = {**common.get("overrides", {}), **own.get("overrides", {})}
-    return {"fusion": name, **common, **own, **({"overrides": merged} if merged else {})}
-
-
 def _own_fields(args, name: str) -> dict:
     """What --variant-set gives one variant, on top of --set."""
     return json.loads(dict(pair.split("=", 1) for pair in args.variant_set).get(name, "{}"))
 
 
-def fusion_of(args, name: str) -> str:
-    return variant_fields(args, name)["fusion"]
-
-
-def drawn_kinds(args, name: str, held_out: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The pseudo-fake kinds variant ``name`` draws in training (with ``held_out`` types' stand-ins off) and
-    can see: a uni-modal head cannot learn from a kind that alters only the other modality (to it, label noise)."""
-    settings = TrainSettings(data=".", output_dir=".", **variant_fields(args, name))
-    blind = {"video_only": AUDIO_KINDS, "audio_only": VISUAL_KINDS}.get(settings.fusion or "", ())
-    return tuple(k for k in kinds_drawn(settings.pseudo_fakes, (*settings.exclude_manipulations, *held_out))
-                 if k not in blind)  # fmt: skip
-
-
-def stand_in_on(drawn: tuple[str, ...], types: tuple[str, ...]) -> bool:
-    """Whether a variant drawing pseudo-fake kinds ``drawn`` trained on a stand-in of any of ``types``:
-    its AUC on them may move only because that stand-in was on."""
-    return bool(set(drawn) & stand_ins(types))
+def settings_of(args, name: str, root: Path = Path("."), seed: int = 0, shared: dict | None = None,
+                **own) -> TrainSettings:  # fmt: skip
+    """Variant ``name``'s run for one seed: the benchmark's stage 2 (STAGE2, ``shared``), --set, then the
+    variant's --variant-set fields and ``own`` (tasks/train/benchmark.py: as ``avff ablate`` merges them)."""
+    run = own.pop("run", name)  # where the run writes: the variant's name, or a held-out copy's
+    base = TrainSettings(data=str(root / "shards"), output_dir=str(root), pretrain_epochs=args.pretrain_epochs,
+                         epochs=args.epochs, seed=seed, **{**STAGE2, **(shared or {}), **_overrides(args.set)})  # fmt: skip
+    return variant_settings(base, name, {**_own_fields(args, name), **own}, root / run)
 
 
 def external_slice(args, seed: int) -> tuple[int, int]:
     """The slice of the external pool seed ``seed`` draws its faces from: one per seed, shared by none."""
     return seed - args.seed, args.seeds
-
-
-def _score_checkpoints(run_dir: Path, inputs: list[dict]) -> dict[str, list[dict]]:
-    """The external rows of a run's best and last checkpoints: {"rows": best, "rows_last": last}."""
-    best, last = (resolve_checkpoint(str(run_dir / "checkpoints" / f"{t}.json")) for t in ("best", "last"))
-    rows = _score(os.path.join(best, WEIGHTS), inputs)
-    return {"rows": rows, "rows_last": rows if last == best else _score(os.path.join(last, WEIGHTS), inputs)}
 
 
 def run_seed(args, out: Path, seed: int) -> dict[str, dict]:
@@ -262,47 +135,41 @@ def run_seed(args, out: Path, seed: int) -> dict[str, dict]:
                                 size=SIZE, seed=seed + 1000, pool="external",
                                 pool_slice=external_slice(args, seed))  # fmt: skip
     _ingest(train_data, root / "shards", split_ratios(args.n_real, args.n_val), min_val_groups=args.n_val)
-    n_val = _val_identities(root / "shards")
+    n_val = val_identities(root / "shards")
     shared = {}
     if args.pretrain_real and not args.score_only:
         shared = {"stages": "classify", "pretrained_encoders": _pretrain(args, out, seed)}
     if args.extra_real and not args.score_only:
         shared["extra_train_data"] = [str(out / "pretrain_shards")]
-    prior = _train_prior(root / "shards")
+    prior = train_prior(root / "shards")
     results, inputs = {}, None
     for variant in args.variants:
-        fields = {"pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "batch_size": 8, "lr": 3e-4,
-                  "patience": 4, "device": "cpu", "seed": seed, "report_bootstrap": 20, "num_workers": 0, **shared,
-                  **variant_fields(args, variant)}  # fmt: skip
-        settings = TrainSettings(data=str(root / "shards"), output_dir=str(root / variant), **fields)
+        settings = settings_of(args, variant, root, seed, shared)
         done = (root / variant / "scores.json").exists()  # trained and scored by an earlier, stopped run: resume
         best_epoch = None if args.score_only or done else run_training(settings, log=InMemoryLogger()).best_epoch
-        ckpt = resolve_checkpoint(str(root / variant / "checkpoints" / "best.json"))
         if inputs is None:  # every variant of the tiny preset reads the same clips
-            inputs = _external_inputs(external, preprocess_for(load_model(os.path.join(ckpt, WEIGHTS), device="cpu")))
-        scored = _score_checkpoints(root / variant, inputs)
-        rows = scored["rows"]
-        probes = _probe(os.path.join(ckpt, WEIGHTS), external, args.probes, root / variant / "probes") \
+            inputs = external_inputs(
+                external, preprocess_for(load_model(best_checkpoint(root / variant), device="cpu"))
+            )
+        scored = score_checkpoints(root / variant, inputs)
+        probes = probe_deltas(best_checkpoint(root / variant), external, args.probes, root / variant / "probes") \
             if args.probes and seed == args.seed else {}  # fmt: skip
         (root / variant / "scores.json").write_text(json.dumps({**scored, "prior": prior, "probes": probes}, indent=1))
         results[variant] = {**scored, "prior": prior, "best_epoch": best_epoch, "probes": probes,
                             "val_identities": n_val}  # fmt: skip
-        overall = evaluate_videos(rows, prior=prior, n_bootstrap=0)["overall"]
+        overall = evaluate_videos(scored["rows"], prior=prior, n_bootstrap=0)["overall"]
         print(f"seed {seed} {variant}: external AUC {overall['auc']:.3f} (best epoch {best_epoch})", flush=True)
     for name in STATISTICS:  # the hand-made baselines, scored on the same external videos
-        rows = _handmade_rows(inputs, name)
+        rows = handmade_rows(inputs, name)
         results[name] = {"rows": rows, "rows_last": rows, "prior": prior, "best_epoch": None, "probes": {}}
     if args.holdout and seed == args.seed:  # the main variant again, each type (its val videos, its stand-in) held out
         main = args.variants[0]
         for kind in KINDS:
             name = f"{main}-without-{kind}"
-            fields = {"pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "batch_size": 8, "lr": 3e-4,
-                      "patience": 4, "device": "cpu", "seed": seed, "report_bootstrap": 20, "num_workers": 0, **shared,
-                      **variant_fields(args, main), "exclude_manipulations": [kind]}  # fmt: skip
             if not args.score_only:
-                run_training(TrainSettings(data=str(root / "shards"), output_dir=str(root / name), **fields),
-                             log=InMemoryLogger())  # fmt: skip
-            results[name] = {**_score_checkpoints(root / name, inputs), "prior": prior, "best_epoch": None,
+                settings = settings_of(args, main, root, seed, shared, run=name, exclude_manipulations=[kind])
+                run_training(settings, log=InMemoryLogger())
+            results[name] = {**score_checkpoints(root / name, inputs), "prior": prior, "best_epoch": None,
                              "probes": {}, "held_out": kind}  # fmt: skip
             print(f"seed {seed} {name}: external AUC on {kind} "
                   f"{evaluate_videos(results[name]['rows'], prior=prior, n_bootstrap=0)['by_type'][kind]['auc']:.3f}",
@@ -310,89 +177,52 @@ def run_seed(args, out: Path, seed: int) -> dict[str, dict]:
     return results
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--seeds", type=int, default=3, help="training seeds seed, seed+1, ... (each its own data and runs)"
-    )
+    # fmt: off
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds seed, seed+1, ... (each its own data and runs)")
     ap.add_argument("--n-real", type=int, default=32, help="identities of each seed's training set (train, val, test)")
-    ap.add_argument(
-        "--n-val",
-        type=int,
-        default=10,
-        help="at least this many of them validate (pick the checkpoint, the calibration, the threshold)",
-    )
-    ap.add_argument(
-        "--n-real-external",
-        type=int,
-        default=16,
-        help="identities of each seed's external set, from that seed's own slice of the external pool",
-    )
+    ap.add_argument("--n-val", type=int, default=10,
+                    help="at least this many of them validate (pick the checkpoint, the calibration, the threshold)")
+    ap.add_argument("--n-real-external", type=int, default=16,
+                    help="identities of each seed's external set, from that seed's own slice of the external pool")
     ap.add_argument("--duration", type=float, default=7.0, help="seconds per generated video (>= 3.5: one 3.2 s clip)")
     ap.add_argument("--pretrain-epochs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--pretrain-real",
-        type=int,
-        default=0,
-        help="N > 0: stage 1 per seed on N real-only identities, then every variant classifies from it",
-    )
+    ap.add_argument("--pretrain-real", type=int, default=0,
+                    help="N > 0: stage 1 per seed on N real-only identities, then every variant classifies from it")
     ap.add_argument("--w-sync", type=float, default=0.0, help="stage-1 lip-sync loss weight (with --pretrain-real)")
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=JSON",
-        help="override a TrainSettings field for every variant, e.g. --set lr=1e-3",
-    )
-    ap.add_argument(
-        "--variants",
-        nargs="+",
-        default=list(VARIANTS),
-        help="variants to train: a fusion head's name, or any name given a --variant-set (default: all three)",
-    )
-    ap.add_argument(
-        "--variant-set",
-        action="append",
-        default=[],
-        metavar="NAME=JSON",
-        help='TrainSettings fields of one variant, e.g. avff_plain=\'{"fusion": "avff_concat", '
-        '"overrides": {"sync_branch": false}}\' ("overrides" merges with --set\'s)',
-    )
-    ap.add_argument(
-        "--holdout",
-        action="store_true",
-        help="first seed only: retrain the first variant once per manipulation type with that type's fakes "
-        "kept out of training (exclude_manipulations), and report each on the type it never saw",
-    )
-    ap.add_argument(
-        "--extra-real",
-        action="store_true",
-        help="with --pretrain-real: stage 2 also reads the pretrain pool's REAL clips (extra_train_data)",
-    )
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                    help="override a TrainSettings field for every variant, e.g. --set lr=1e-3")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS),
+                    help="variants to train: a fusion head's name, or any name given a --variant-set (default: all three)")
+    ap.add_argument("--variant-set", action="append", default=[], metavar="NAME=JSON",
+                    help='TrainSettings fields of one variant, e.g. avff_plain=\'{"fusion": "avff_concat", '
+                         '"overrides": {"sync_branch": false}}\' (nested fields such as "overrides" merge with --set\'s)')
+    ap.add_argument("--holdout", action="store_true",
+                    help="first seed only: retrain the first variant once per manipulation type with that type's fakes "
+                         "kept out of training (exclude_manipulations), and report each on the type it never saw")
+    ap.add_argument("--extra-real", action="store_true",
+                    help="with --pretrain-real: stage 2 also reads the pretrain pool's REAL clips (extra_train_data)")
     ap.add_argument("--bootstrap", type=int, default=1000, help="group-bootstrap resamples per interval")
-    ap.add_argument(
-        "--probes",
-        type=int,
-        default=3,
-        help="shortcut probes on this many REAL external videos of the first seed (0: none)",
-    )
-    ap.add_argument(
-        "--score-only",
-        action="store_true",
-        help="no training: score the variants' existing best checkpoints under --out and rewrite the doc",
-    )
-    ap.add_argument(
-        "--only-seed",
-        type=int,
-        default=None,
-        help="train and score this one of the seeds and stop (no doc): run seeds as parallel processes "
-        "into one --out, then once more with --score-only to write the doc",
-    )
+    ap.add_argument("--probes", type=int, default=3,
+                    help="shortcut probes on this many REAL external videos of the first seed (0: none)")
+    ap.add_argument("--score-only", action="store_true",
+                    help="no training: score the variants' existing best checkpoints under --out and rewrite the doc")
+    ap.add_argument("--only-seed", type=int, default=None,
+                    help="train and score this one of the seeds and stop (no doc): run seeds as parallel processes "
+                         "into one --out, then once more with --score-only to write the doc")
     ap.add_argument("--out", default="/tmp/avff-results")
     ap.add_argument("--doc", default=str(Path(__file__).resolve().parents[1] / "docs" / "results.md"))
-    args = ap.parse_args()
+    # fmt: on
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv  # the doc's Reproduce line
     if args.seeds < 1:
         ap.error("--seeds must be at least 1")
     try:
@@ -403,6 +233,10 @@ def main() -> None:
     if args.n_real_external > room:
         ap.error(f"--n-real-external {args.n_real_external}: each of {args.seeds} seeds' slices of the external pool "
                  f"holds {room} faces; ask for fewer (or fewer seeds) so no face repeats")  # fmt: skip
+    try:  # a variant its settings refuse (an unknown head, a field it may not move): before any data is made
+        marked = {v: stood_in(drawn_kinds(settings_of(args, v))) for v in args.variants}
+    except ValueError as err:
+        ap.error(f"--variants / --variant-set / --set: {err}")
     torch.set_num_threads(1)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     out = Path(args.out)
@@ -421,74 +255,19 @@ def main() -> None:
     elif not timing.exists() and all((out / f"seed{s}" / "run_seconds.txt").exists() for s in seeds):
         parts = [float((out / f"seed{s}" / "run_seconds.txt").read_text()) for s in seeds]  # --only-seed runs
         timing.write_text(f"{max(parts):.0f}\n")
-    uni = {v for v in args.variants if fusion_of(args, v) in UNI_MODAL}
+    uni = {v for v in args.variants if settings_of(args, v).fusion in UNI_MODAL}
     if args.variants:
-        drawn = {v: drawn_kinds(args, v) for v in args.variants}
-        summary = summarise(per_seed, [*args.variants, *STATISTICS], args.bootstrap, uni, drawn)
+        summary = summarise(per_seed, [*args.variants, *STATISTICS], args.bootstrap, uni, marked)
         write_doc(Path(args.doc), summary, args, float(timing.read_text()) if timing.exists() else None,
                   per_seed[seeds[0]])  # fmt: skip
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def _subset(rows: list[dict], types: tuple[str, ...] | None) -> list[dict]:
-    """Scored reals plus the scored fakes of ``types`` (None: every fake)."""
-    return [r for r in rows if r["p_fake"] is not None and (r["label"] == REAL or types is None
-                                                            or r["manipulation"] in types)]  # fmt: skip
-
-
-def _arrays(rows: list[dict], variants: list[str], by_variant: dict[str, list[dict]]) -> tuple:
-    """(y, p per variant..., groups) on the videos every variant scored (paired)."""
-    scored = set.intersection(*({r["video_id"] for r in by_variant[v] if r["p_fake"] is not None} for v in variants))
-    keep = [r for r in rows if r["video_id"] in scored]
-    p = {v: {r["video_id"]: r["p_fake"] for r in by_variant[v]} for v in variants}
-    y = [int(r["label"] == FAKE) for r in keep]
-    return (y, *([p[v][r["video_id"]] for r in keep] for v in variants), [r["group"] for r in keep])
-
-
-def summarise(per_seed: dict[int, dict], variants: list[str], n_boot: int, uni: set[str] = set(UNI_MODAL),
-              drawn: dict[str, tuple[str, ...]] | None = None) -> dict:  # fmt: skip
-    """Cells (mean AUC and interval per variant and subset, at the best and the last checkpoint), paired
-    comparisons, counts and baselines; ``stand_in``: the cells of a variant that drew (``drawn``: variant ->
-    pseudo-fake kinds) a stand-in of the subset's types."""
-    first = next(iter(per_seed.values()))
-    types = sorted({r["manipulation"] for r in first[variants[0]]["rows"] if r["label"] == FAKE})
-    subsets = {"all": None, "audio-visual fakes": AV_TYPES, **{t: (t,) for t in types}}
-    cells, cells_last, stand_in = {}, {}, {}
-    for name, sel in subsets.items():
-        for v in variants:
-            for key, out in (("rows", cells), ("rows_last", cells_last)):
-                if key == "rows_last" and (name not in LAST_SUBSETS or v in STATISTICS):
-                    continue
-                runs = [_arrays(_subset(res[v][key], sel), [v], {v: res[v][key]}) for res in per_seed.values()]
-                out[(name, v)] = seed_mean_auc(runs, n_resamples=n_boot)
-            stand_in[(name, v)] = stand_in_on((drawn or {}).get(v, ()), tuple(sel or types))
-    paired = {}
-    learned = [v for v in variants if v not in STATISTICS]
-    for a in (v for v in learned if v not in uni):
-        for b in (v for v in learned if v in uni):
-            for name in ("audio-visual fakes", "all"):
-                runs = [_arrays(_subset(res[a]["rows"], subsets[name]), [a, b], {a: res[a]["rows"], b: res[b]["rows"]})
-                        for res in per_seed.values()]  # fmt: skip
-                paired[(a, b, name)] = seed_mean_auc(runs, n_resamples=n_boot)
-    evals = {(s, v): evaluate_videos(res[v]["rows"], prior=res[v]["prior"], n_bootstrap=0)
-             for s, res in per_seed.items() for v in variants}  # fmt: skip
-    probes = {v: first[v].get("probes") or {} for v in variants}
-    return {"seeds": list(per_seed), "types": types, "subsets": list(subsets), "cells": cells, "paired": paired,
-            "cells_last": cells_last, "stand_in": stand_in, "drawn": dict(drawn or {}), "evals": evals,
-            "variants": variants, "probes": probes,
-            "val_identities": {s: res[variants[0]].get("val_identities") for s, res in per_seed.items()},
-            "n_videos": {s: len(res[variants[0]]["rows"]) for s, res in per_seed.items()},
-            "unscored": {v: sum(evals[(s, v)]["unscored"] for s in per_seed) for v in variants}}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the doc
 
 
-def _command_line() -> str:
+def _command_line(argv: list[str]) -> str:
     """This run's arguments, less --doc/--out (they say where, not what)."""
-    argv, keep = sys.argv[1:], []
+    argv, keep = list(argv), []
     while argv:
         arg = argv.pop(0)
         if arg == "--score-only":
@@ -642,9 +421,9 @@ def _probe_table(summary: dict) -> list[str]:
     ]
 
 
-def _holdout_table(first: dict, main: str, n_boot: int, drawn: tuple[str, ...] = ()) -> list[str]:
+def _holdout_table(first: dict, main: str, n_boot: int, marked: frozenset[str] = frozenset()) -> list[str]:
     """Each manipulation type's AUC when the main variant trained on it and when it never saw it (first seed);
-    ``drawn``: the pseudo-fake kinds the main variant draws (its stand-ins mark the "trained on it" cells)."""
+    ``marked``: the types the main variant drew a stand-in of (they mark the "trained on it" cells)."""
     held = {res["held_out"]: res for res in first.values() if res.get("held_out")}
     if not held:
         return []
@@ -656,10 +435,8 @@ def _holdout_table(first: dict, main: str, n_boot: int, drawn: tuple[str, ...] =
              f"the interval is the group bootstrap of that seed. {STAND_IN_MARK} as above.", "",
              "| type | kind | trained on it | never saw it |", "|---|---|---:|---:|"]  # fmt: skip
     for kind, res in held.items():
-        seen = seed_mean_auc([_arrays(_subset(first[main]["rows"], (kind,)), [main], {main: first[main]["rows"]})],
-                             n_resamples=n_boot)  # fmt: skip
-        unseen = seed_mean_auc([_arrays(_subset(res["rows"], (kind,)), ["x"], {"x": res["rows"]})], n_resamples=n_boot)
-        mark = f" {STAND_IN_MARK}" if stand_in_on(drawn, (kind,)) else ""
+        seen, unseen = type_auc(first[main]["rows"], kind, n_boot), type_auc(res["rows"], kind, n_boot)
+        mark = f" {STAND_IN_MARK}" if kind in marked else ""
         lines.append(f"| {kind} | {KINDS[kind]} | {_ci(seen)}{mark} | {_ci(unseen)} |")
     return lines
 
@@ -681,7 +458,7 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None, per_seed_f
     lines = [
         "# Results on the generator's benchmark (tiny preset, CPU)",
         "",
-        f"Reproduce: `python bench/results.py {_command_line()}` "
+        f"Reproduce: `python bench/results.py {_command_line(args.argv)}` "
         f"({f'{seconds / 60:.0f} min' if seconds else 'time not recorded'} on {os.cpu_count()} CPU cores, "
         f"{platform.processor() or platform.machine()}, from an empty `--out`; a rerun skips the sample, "
         "ingest and stage-1 steps whose outputs exist).",
@@ -715,7 +492,7 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None, per_seed_f
         "fields beyond the shared ones; `overrides` are model config fields, avff_model/config.py):",
         "",
         *(
-            f"- `{v}`: `{json.dumps({'fusion': fusion_of(args, v), **_own_fields(args, v)})}`"
+            f"- `{v}`: `{json.dumps(variant_fields(v, _own_fields(args, v)))}`"
             for v in summary["variants"]
             if v not in STATISTICS
         ),
@@ -746,7 +523,9 @@ def write_doc(path: Path, summary: dict, args, seconds: float | None, per_seed_f
         *_verdicts(summary),
         *_last_table(summary),
         *_probe_table(summary),
-        *_holdout_table(per_seed_first, summary["variants"][0], args.bootstrap, summary["drawn"].get(variants[0], ())),
+        *_holdout_table(
+            per_seed_first, summary["variants"][0], args.bootstrap, summary["stood_in"].get(variants[0], frozenset())
+        ),
     ]
     lines += _appendix(args, out_root=str(Path(args.out) / f"seed{seeds[0]}"))
     path.write_text("\n".join(lines) + "\n" + _kept_tail(path))
