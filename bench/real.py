@@ -3,6 +3,7 @@
     python bench/real.py --out DIR [--data ../shared/data/realav] [--doc docs/results.md]
     python bench/real.py --out DIR --clips-per-person 1 --steps 4 --max-clips 1   # smallest sizes (the test's)
     python bench/real.py --out DIR --compare-modes      # also the hand-made statistic in 3 clip samplings
+    python bench/real.py --out DIR --select             # choose the model by grouped CV on train+val people
 
 Every number the project had came from its own generator. This takes the real talking-face footage
 (``../shared/data/realav``: DFDC-format folders, ``provenance.json``), deduplicates it by sha256 and
