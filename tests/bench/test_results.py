@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bench import results
-from storage.manipulations import MANIPULATIONS
+from tests.benchmark_rows import external_rows
 from tasks.evaluate.benchmark import summarise
 from tasks.train.benchmark import drawn_kinds, stood_in
 from tasks.train.settings import PSEUDO_FAKE_KINDS
@@ -34,18 +34,6 @@ def _args(**kw) -> SimpleNamespace:
         epochs=2,
     )
     return SimpleNamespace(**{**base, **kw})
-
-
-def _rows(rng: np.random.Generator, signal: float, seed: int) -> list[dict]:
-    """One seed's external rows: 12 identities x (a REAL + one fake per type), P(FAKE) with ``signal``."""
-    rows = []
-    for g in range(12):
-        for m in (None, *MANIPULATIONS):
-            fake = m is not None
-            p = float(1 / (1 + np.exp(-(signal * fake + rng.normal()))))
-            rows.append({"video_id": f"s{seed}g{g}{m}", "label": "FAKE" if fake else "REAL", "manipulation": m,
-                         "group": f"g{g}", "reason": None, "p_fake": p})  # fmt: skip
-    return rows
 
 
 def test_a_variants_run_takes_the_benchmarks_stage_two_then_set_then_its_own_fields(tmp_path):
@@ -71,8 +59,13 @@ def test_cells_are_marked_where_the_variant_drew_a_stand_in_of_the_rows_types():
     for s in range(2):
         per_seed[s] = {}
         for v in variants:
-            rows = _rows(rng, 1.0, s)
-            per_seed[s][v] = {"rows": rows, "rows_last": _rows(rng, 0.0, s), "prior": 0.86, "val_identities": 10}
+            rows = external_rows(rng, 1.0, s)
+            per_seed[s][v] = {
+                "rows": rows,
+                "rows_last": external_rows(rng, 0.0, s),
+                "prior": 0.86,
+                "val_identities": 10,
+            }
     marked = {v: stood_in(drawn_kinds(results.settings_of(args, v))) for v in variants}
     summary = summarise(per_seed, variants, 50, set(), marked)
     marked = {k for k, on in summary["stand_in"].items() if on}
@@ -98,7 +91,7 @@ def test_the_targets_table_holds_issue_22s_rows_against_their_variants():
     rng = np.random.default_rng(1)
     variants = ["avff", "avff_nosignals", "lip_sync", "sharpness"]
     signal = {"avff": 4.0, "avff_nosignals": 0.0, "lip_sync": 4.0, "sharpness": 0.0}
-    per_seed = {s: {v: {"rows": (r := _rows(rng, signal[v], s)), "rows_last": r, "prior": 0.86, "val_identities": 10}
+    per_seed = {s: {v: {"rows": (r := external_rows(rng, signal[v], s)), "rows_last": r, "prior": 0.86, "val_identities": 10}
                     for v in variants} for s in range(2)}  # fmt: skip
     summary = summarise(per_seed, variants, 20, set(), {})
     table = "\n".join(results._targets(summary, "avff"))

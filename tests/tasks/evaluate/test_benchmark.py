@@ -6,21 +6,9 @@ import math
 
 import numpy as np
 
-from storage.manipulations import MANIPULATIONS
+from tests.benchmark_rows import external_rows
 from tasks.evaluate import benchmark as E
 from tasks.evaluate.handmade import STATISTICS
-
-
-def _rows(rng: np.random.Generator, signal: float, seed: int = 0, groups: int = 12) -> list[dict]:
-    """One seed's external rows: ``groups`` identities x (a REAL + one fake per type), P(FAKE) with ``signal``."""
-    rows = []
-    for g in range(groups):
-        for m in (None, *MANIPULATIONS):
-            fake = m is not None
-            p = float(1 / (1 + np.exp(-(signal * fake + rng.normal()))))
-            rows.append({"video_id": f"s{seed}g{g}{m}", "label": "FAKE" if fake else "REAL", "manipulation": m,
-                         "group": f"g{g}", "reason": None, "p_fake": p})  # fmt: skip
-    return rows
 
 
 def test_a_handmade_statistic_scores_like_a_model_keeping_its_ranking_and_its_gaps():
@@ -39,7 +27,7 @@ def test_a_handmade_statistic_scores_like_a_model_keeping_its_ranking_and_its_ga
 
 def test_paired_arrays_keep_only_videos_every_variant_scored():
     rng = np.random.default_rng(0)
-    a, b = _rows(rng, 2.0, groups=3), _rows(rng, 2.0, groups=3)
+    a, b = external_rows(rng, 2.0, groups=3), external_rows(rng, 2.0, groups=3)
     b[1] = {**b[1], "p_fake": None}  # b could not score the first group's first fake
     sel = E.subset(a, ("lipsync_offset",))
     assert {r["label"] for r in sel} == {"REAL", "FAKE"} and all(
@@ -52,7 +40,7 @@ def test_paired_arrays_keep_only_videos_every_variant_scored():
 
 def test_a_type_with_signal_scores_above_one_without():
     rng = np.random.default_rng(2)
-    strong, none = _rows(rng, 6.0, groups=20), _rows(rng, 0.0, groups=20)
+    strong, none = external_rows(rng, 6.0, groups=20), external_rows(rng, 0.0, groups=20)
     assert E.type_auc(strong, "face_blend", 50)["mean"] > 0.9
     assert abs(E.type_auc(none, "face_blend", 50)["mean"] - 0.5) < 0.3
 
@@ -60,7 +48,7 @@ def test_a_type_with_signal_scores_above_one_without():
 def test_the_summary_marks_stand_in_cells_and_scores_the_last_checkpoint_apart():
     rng = np.random.default_rng(0)
     variants = ["avff", "avff_plain", "video_only"]
-    per_seed = {s: {v: {"rows": _rows(rng, 1.0, s), "rows_last": _rows(rng, 0.0, s), "prior": 0.86,
+    per_seed = {s: {v: {"rows": external_rows(rng, 1.0, s), "rows_last": external_rows(rng, 0.0, s), "prior": 0.86,
                         "val_identities": 10} for v in variants} for s in range(2)}  # fmt: skip
     stood_in = {
         "avff": frozenset({"lipsync_offset"}),
