@@ -367,15 +367,6 @@ def train(shards: Path, model_dir: Path, args, fold: int | None = None) -> dict:
     return training_record(model_dir, args.steps)
 
 
-def cv_folds(shards: Path) -> list[int]:
-    """The manifest folds that hold a train or val person's ingested videos (grouped: a person is in one)."""
-    from storage import fs
-    from storage.tables import ManifestRow, read_table
-
-    rows = read_table(fs.IngestLayout(str(shards)).manifest, ManifestRow)
-    return sorted({r.fold for r in rows if r.status == "ingested" and r.split in ("train", "val")})
-
-
 def select_model(shards: Path, out: Path, args, candidates: dict[str, dict], made: list[Made],
                  splits: dict[str, str]) -> dict:  # fmt: skip
     """Grouped cross-validation of each candidate (name -> {"fusion", "overrides"}) on the train and val
@@ -389,8 +380,9 @@ def select_model(shards: Path, out: Path, args, candidates: dict[str, dict], mad
     from storage.checkpoint import resolve_checkpoint
     from tasks.ingest.splits import video_id_of
 
-    folds, fold_of = cv_folds(shards), manifest_folds(shards)
-    held_out = [m for m in made if splits[m.person] != "test" and fold_of.get(video_id_of(Path(m.path).name)) in folds]
+    fold_of = manifest_folds(shards)
+    held_out = [m for m in made if splits[m.person] != "test" and video_id_of(Path(m.path).name) in fold_of]
+    folds = sorted({fold_of[video_id_of(Path(m.path).name)] for m in held_out})  # the train and val people's
     val_auc: dict[str, list] = {}
     last: dict[str, dict[int, str]] = {}
     for name, cand in candidates.items():

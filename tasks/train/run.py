@@ -60,6 +60,7 @@ from tasks.evaluate.registry import Gate, gate_numbers, prior_gate
 from tasks.train.augment import ClipAugment
 from tasks.train.batch_augment import BatchTransform
 from storage.checkpoint import CheckpointStore, capture_rng, load_checkpoint, resolve_checkpoint, restore_rng
+from storage.decision import ingest_preprocess, write_preprocess
 from tasks.train.curriculum import clip_difficulty, easiest_clips, linear_ramp
 from tasks.ingest.folds import POOL, FoldSplit, fold_split, manifest_rows
 from tasks.train.objective import Objective, pos_weight_from_labels
@@ -324,6 +325,7 @@ class Run:
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.store = CheckpointStore(fs.join(cfg.output_dir, "checkpoints"))
+        self.preprocess = ingest_preprocess(cfg.data)  # written with every checkpoint (_save_epoch)
         self.mode = monitor_mode(cfg.monitor) if cfg.monitor_mode == "auto" else cfg.monitor_mode
         seed_everything(cfg.seed)
         self.extra_layouts = tuple(fs.IngestLayout(d) for d in cfg.extra_train_data)
@@ -441,7 +443,8 @@ class Run:
             saved = self.store.save(f"epoch-{self.progress.epoch:04d}", self.plain, self.config_dict, state, tags)
             # each checkpoint carries the ingest's preprocessing, so any of them (last, a CV fold's, an epoch's)
             # is scored as its data was made: landmark crops and lip tracks, not the defaults' box crops
-            finish.keep_preprocess(saved, self.cfg.data)
+            if self.preprocess is not None:
+                write_preprocess(saved, self.preprocess)
             self.store.prune()
 
     # ------------------------------------------------------------ stage 1
