@@ -23,10 +23,11 @@ stand-in), the first ``ARTEFACT_S`` seconds re-encoded (H.264) twice: ``reencode
 The shared generated fakes (realav's FAKE files: SadTalker, Wav2Lip, ...) join their folder's person.
 
 Then: ingest (``flows.ingest.ingest_dfdc``, local executor) -> ``run_training`` (stage 2 only, the
-default head ``avff_agree``, pseudo-fakes on REAL clips) with val people picking the checkpoint and
-calibration -> the best checkpoint at ``DIR/model`` (``avff predict --model DIR/model`` loads it) ->
-every test-people file scored through ``avff predict``'s code path, beside the hand-made lip-sync
-statistic (``tasks/evaluate/handmade.py``) on the same clips and the prior (a constant: AUC 0.5).
+model --select chose, ``CHOSEN``, unless --fusion / --overrides say otherwise; pseudo-fakes on REAL
+clips) with val people picking the checkpoint and calibration -> the best checkpoint at ``DIR/model``
+(``avff predict --model DIR/model`` loads it) -> every test-people file scored through ``avff predict``'s
+code path, beside the hand-made lip-sync statistic (``tasks/evaluate/handmade.py``) on the same clips
+and the prior (a constant: AUC 0.5).
 AUC of ``control`` against each fake type, with a 95 % bootstrap interval over source clips (a clip
 and its fakes resampled together). Written to ``--out``: ``data/footage/`` (the made files and
 their metadata.json), ``shards/``, ``model/``, ``scores.csv``, ``summary.json``, and with ``--doc``
@@ -76,6 +77,7 @@ CANDIDATES = {
     "sync peak alone": {"fusion": "signals_only", "overrides": _PEAK_ONLY},
     "sync peak + texture": {"fusion": "signals_only", "overrides": {"sync_pixels": False, "sync_lip_lags": False}},
 }
+CHOSEN = "sync peak alone"  # what --select chose by grouped CV on the train and val people: the default model
 SELECT_KINDS = ("shift", "swap", "generated")  # the fake kinds every train and val person can have
 BEGIN, END = "<!-- real footage: bench/real.py --doc -->", "<!-- end of real footage -->"
 
@@ -669,8 +671,10 @@ def main(argv: list[str] | None = None) -> dict:
         choices=("box", "landmarks"),
         help="landmarks: aligned crops, each clip's mouth box and its lips' opening and width per frame",
     )
-    ap.add_argument("--fusion", default="avff_agree")
-    ap.add_argument("--overrides", default="{}", help="model config overrides, JSON (e.g. '{\"sync_pixels\": false}')")
+    chosen = CANDIDATES[CHOSEN]  # the default model: the candidate --select chose (docs/results.md)
+    ap.add_argument("--fusion", default=chosen["fusion"], help=f"the head (default: {CHOSEN!r}'s)")
+    ap.add_argument("--overrides", default=json.dumps(chosen["overrides"]),
+                    help="model config overrides, JSON (e.g. '{\"sync_pixels\": false}'; default: %(default)s)")  # fmt: skip
     ap.add_argument("--steps", type=int, default=600, help="optimizer steps of stage 2")
     ap.add_argument("--epochs", type=int, default=6, help="the steps in this many epochs (one val each)")
     ap.add_argument("--batch", type=int, default=16)
@@ -697,7 +701,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     t = time.perf_counter(), time.process_time()
     made, splits, seed = build_footage(args.data, out / "data" / "footage", args.seed, args.clips_per_person,
-                                       PreprocessConfig().clip_seconds)  # fmt: skip
+                                       PreprocessConfig().spread_fit_seconds)  # fmt: skip
     t = lap("make files", t)
     if not args.score_only:
         ingest(

@@ -100,6 +100,13 @@ class PreprocessConfig:
         return self.frames_per_clip / self.clip_fps
 
     @property
+    def spread_fit_seconds(self) -> float:
+        """The shortest span a spread clip fits in: its last frame, at (T - 1) / clip_fps, stands for the
+        half frame interval either side, so a video lasting past (T - 1.5) / clip_fps has it (2.9 s for
+        16 frames at 5 fps: a 3 s talking-head clip fits). The sound past the video's end is silence."""
+        return (self.frames_per_clip - 1.5) / self.clip_fps
+
+    @property
     def mel(self) -> MelSpec:
         return MelSpec(self.sample_rate, self.n_mels, self.win_ms, self.hop_ms)
 
@@ -189,15 +196,18 @@ class Preprocessed:
 
 
 def clip_starts(
-    duration: float, clip_seconds: float, max_clips: int, offset: float = 0.0, stride: float | None = None
-) -> list[float]:
+    duration: float, clip_seconds: float, max_clips: int, offset: float = 0.0, stride: float | None = None,
+    fits: float | None = None,
+) -> list[float]:  # fmt: skip
     """Start times of the clips that fit in duration: the first at offset, then one every stride
-    seconds (None: clip_seconds, back to back; less: overlapping clips), at most max_clips.
+    seconds (None: clip_seconds, back to back; less: overlapping clips), at most max_clips. A clip fits
+    where ``fits`` seconds from its start lie in the video (None: all its clip_seconds).
 
-    10 s at 3.2 s -> [0.0, 3.2, 6.4]; with offset 0.5 and stride 1.6 -> [0.5, 2.1, 3.7, 5.3] (before the cap).
+    10 s at 3.2 s -> [0.0, 3.2, 6.4]; with offset 0.5 and stride 1.6 -> [0.5, 2.1, 3.7, 5.3] (before the cap);
+    3 s at 3.2 s -> [] but [0.0] with fits=2.9.
     """
     step = clip_seconds if stride is None else stride
-    room = duration - offset - clip_seconds  # how far past the first start the last one may lie
+    room = duration - offset - (clip_seconds if fits is None else fits)  # how far past the first start the last may lie
     if room < -1e-6:
         return []
     n = int(np.floor((room + 1e-6) / step)) + 1
@@ -403,8 +413,10 @@ def _too_short(path: str, info: VideoInfo, cfg: PreprocessConfig, clip_seconds: 
 
 
 def _spread_plan(path: str, info: VideoInfo, cfg: PreprocessConfig, duration: float) -> _ClipPlan:
-    """Frames clip_fps apart: frame i of a clip at start + i / clip_fps (the nearest frame is read)."""
-    starts = clip_starts(duration, cfg.clip_seconds, cfg.max_clips, cfg.clip_offset_s, cfg.clip_stride_s)
+    """Frames clip_fps apart: frame i of a clip at start + i / clip_fps (the nearest frame is read); a clip
+    fits where its frames do (:attr:`PreprocessConfig.spread_fit_seconds`), its sound padded with silence."""
+    starts = clip_starts(duration, cfg.clip_seconds, cfg.max_clips, cfg.clip_offset_s, cfg.clip_stride_s,
+                         fits=cfg.spread_fit_seconds)  # fmt: skip
     if not starts:
         raise _too_short(path, info, cfg, cfg.clip_seconds)
     wanted = np.array([[s + i / cfg.clip_fps for i in range(cfg.frames_per_clip)] for s in starts])  # (C, T)

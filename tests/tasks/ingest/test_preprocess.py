@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from tasks.ingest.audio import MelSpec, decode_audio, log_mel, mel_window
+from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, mel_window
 from tasks.ingest.preprocess import PreprocessConfig, clip_starts, face_detector, preprocess_video
 from tasks.ingest.video import VideoError, probe, sample_frames
 
@@ -86,6 +86,35 @@ def test_clip_starts():
     assert clip_starts(3.1, 3.2, 3) == []
     assert clip_starts(100.0, 3.2, 3) == [0.0, 3.2, 6.4]
     assert clip_starts(6.4, 3.2, 3) == [0.0, 3.2]  # a clip ending exactly at the end fits
+
+
+def test_a_clip_fits_where_its_frames_do():
+    """A 16-frame 5 fps clip's last frame is at 3.0 s: a 2.98 s talking-head clip (GRID's length) holds it."""
+    cfg = PreprocessConfig()
+    assert cfg.spread_fit_seconds == pytest.approx(2.9)
+    assert clip_starts(2.98, 3.2, 3, fits=cfg.spread_fit_seconds) == [0.0]
+    assert clip_starts(2.8, 3.2, 3, fits=cfg.spread_fit_seconds) == []
+    assert clip_starts(10.0, 3.2, 3, fits=cfg.spread_fit_seconds) == [0.0, 3.2, 6.4]  # the stride is unchanged
+    assert clip_starts(6.0, 3.2, 3, fits=cfg.spread_fit_seconds) == [0.0]  # 3.2 + 2.9 > 6
+
+
+def test_a_three_second_video_gives_a_clip_with_its_last_frame_and_silence_after_the_sound(tmp_path, talking_face):
+    """Issue 23: realav's 3 s clips (LipNet, lip reading: 17 of 39 test sources) were refused ``too_short``
+    because a 3.2 s clip's sound runs 0.2 s past them, though every frame it samples is there."""
+    short = tmp_path / "short.mp4"
+    with av.open(str(talking_face)) as src, av.open(str(short), "w") as dst:  # the first 2.98 s, packets copied
+        streams = {s.index: dst.add_stream_from_template(s) for s in (src.streams.video[0], src.streams.audio[0])}
+        for packet in src.demux(src.streams.video[0], src.streams.audio[0]):
+            if packet.dts is not None and packet.pts is not None and packet.pts * packet.time_base < 2.98:
+                packet.stream = streams[packet.stream_index]
+                dst.mux(packet)
+    assert 2.9 < probe(str(short)).duration < 3.1
+    with face_detector(PreprocessConfig(face_size=64)) as detector:
+        out = preprocess_video(str(short), PreprocessConfig(face_size=64), detector)
+    (clip,) = out.clips
+    assert clip.frames.shape == (16, 64, 64, 3) and clip.mel.shape == (128, 320)
+    assert clip.frame_times[-1] == pytest.approx(3.0, abs=0.25) and clip.frame_times[-1] < 3.0  # the video's last
+    assert np.all(clip.mel[:, -8:] == SILENCE_LOG_MEL) and not np.all(clip.mel[:, :280] == SILENCE_LOG_MEL)
 
 
 def test_clip_starts_with_an_offset_and_a_stride():
