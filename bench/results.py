@@ -88,7 +88,7 @@ def _pretrain(args, out: Path, seed: int) -> str:
                                 size=SIZE, seed=args.seed, manipulations=(), pool="pretrain")  # fmt: skip
         _ingest(data, out / "pretrain_shards", ratios=(1.0, 0.0, 0.0), search_seed=False)  # reals only, all train
         settings = pretrain_settings(out / "pretrain_shards", encoders.parent, epochs=args.pretrain_epochs, seed=seed,
-                                     w_sync=args.w_sync)  # fmt: skip
+                                     w_sync=args.w_sync, overrides=_overrides(args.set).get("overrides"))  # fmt: skip
         run_training(settings, log=InMemoryLogger())
     return str(encoders)
 

@@ -70,11 +70,13 @@ def train_prior(shards: Path) -> float:
     return sum(r.label == FAKE for r in rows) / len(rows)
 
 
-def pretrain_settings(shards: Path, output_dir: Path, *, epochs: int, seed: int, w_sync: float) -> TrainSettings:
-    """Stage 1 alone on ``shards`` (real-only, all train), the lip-sync loss weighted by ``w_sync`` (0: the preset's)."""
+def pretrain_settings(shards: Path, output_dir: Path, *, epochs: int, seed: int, w_sync: float,
+                      overrides: dict[str, Any] | None = None) -> TrainSettings:  # fmt: skip
+    """Stage 1 alone on ``shards`` (real-only, all train), the lip-sync loss weighted by ``w_sync`` (0: the preset's);
+    ``overrides``: the model config fields every variant shares (e.g. the tubelet), so that its encoders fit them."""
     return TrainSettings(data=str(shards), output_dir=str(output_dir), stages="pretrain", pretrain_epochs=epochs,
                          batch_size=8, lr=1e-3, device="cpu", seed=seed, num_workers=0,
-                         overrides={"w_sync": w_sync} if w_sync else {})  # fmt: skip
+                         overrides={**(overrides or {}), **({"w_sync": w_sync} if w_sync else {})})  # fmt: skip
 
 
 def variant_fields(name: str, own: dict[str, Any]) -> dict[str, Any]:

@@ -75,3 +75,20 @@ def test_stage_one_trains_the_encoders_alone_with_the_sync_weight_asked_for(tmp_
     s = B.pretrain_settings(tmp_path / "shards", tmp_path / "pre", epochs=2, seed=1, w_sync=1.0)
     assert (s.stages, s.pretrain_epochs, s.seed, s.overrides) == ("pretrain", 2, 1, {"w_sync": 1.0})
     assert B.pretrain_settings(tmp_path, tmp_path, epochs=1, seed=0, w_sync=0.0).overrides == {}
+
+
+def test_stage_one_has_the_shape_every_variant_shares(tmp_path):
+    """``--set 'overrides={"tubelet": 1}'`` reaches stage 1 too: its encoders load into each variant's model
+    (a tubelet-2 stage 1 would not: its patch embedding has the other shape)."""
+    from avff_model.config import get_config
+    from avff_model.model import AVFF
+    from tasks.train.run import load_encoders, save_encoders
+
+    s = B.pretrain_settings(tmp_path, tmp_path, epochs=1, seed=0, w_sync=1.0, overrides={"tubelet": 1})
+    assert s.overrides == {"tubelet": 1, "w_sync": 1.0}
+    save_encoders(AVFF(get_config("tiny", **s.overrides)), str(tmp_path / "encoders.safetensors"))
+    variant = AVFF(get_config("tiny", tubelet=1, sync_branch=False, texture_branch=False))
+    loaded, missing = load_encoders(variant, str(tmp_path / "encoders.safetensors"))
+    assert loaded > 0 and missing == 0
+    with pytest.raises(ValueError, match="shape mismatch"):
+        load_encoders(AVFF(get_config("tiny")), str(tmp_path / "encoders.safetensors"))
