@@ -551,8 +551,9 @@ def _appendix(args, out_root: str) -> list[str]:
             "- **Calibration:** each model's P(FAKE) is Platt-scaled on its own val split (`calibrate`, on by "
             "default): slope and intercept move no ranking (AUC), and the intercept takes up the base rate, so log "
             "loss sits near the val prior's for a model that learned nothing and below it only for one that did.",
-            "- **Where the targets stand and what would reach them:** docs/model.md (extension 12) has the measured "
-            "curve of the lip-sync branch against REAL data and steps, and the reasons the visual and pitch types "
+            "- **Where the targets stand and what would reach them:** docs/learning.md has the measured curves of the "
+            "paper's model (head, identities, stage 1, encoder learning rate, tubelet); docs/model.md (extension 12) "
+            "those of the lip-sync branch against REAL data and steps, and the reasons the visual and pitch types "
             "stay near chance.",
             "- **Small data:** these are small models on small synthetic data: the numbers say which signals each "
             "variant picked up, not how AVFF does on DFDC."]  # fmt: skip
