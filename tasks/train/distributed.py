@@ -88,6 +88,12 @@ def init_world(backend: str = "auto", *, device: str = "auto", timeout_s: float 
     return current_world()
 
 
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def close_world() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -137,6 +137,9 @@ def train_rank(cfg: TrainSettings, make_log: Callable[[], Logger] | None = None,
 
         log = make_log() if world.is_main and make_log is not None else SilentLogger()
         result = run_training(cfg, log=log, world=Ranked(world), locked=locked)
+        # every rank leaves together: a rank that tore gloo down while rank 0 still finished its run was seen
+        # to abort ("terminate called without an active exception"); a failed rank skips this and is ended
+        D.barrier()
         return result if world.is_main else None
     finally:
         D.close_world()
