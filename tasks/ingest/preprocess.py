@@ -400,7 +400,9 @@ class _ClipPlan:
     end_s: float  # the audio needed: up to the end of the last clip
 
 
-def _too_short(path: str, info: VideoInfo, cfg: PreprocessConfig, clip_seconds: float) -> VideoError:
+def _too_short(path: str, info: VideoInfo, cfg: PreprocessConfig, clip_seconds: float,
+               fits: float | None = None) -> VideoError:  # fmt: skip
+    """``fits``: the span a clip's frames need where that is less than the clip (a spread clip's)."""
     late = f" starting at {cfg.clip_offset_s:g}s" if cfg.clip_offset_s else ""
     # the planned length is the shorter of the two; an undeclared duration (NaN) leaves read_seconds
     length = (
@@ -408,7 +410,8 @@ def _too_short(path: str, info: VideoInfo, cfg: PreprocessConfig, clip_seconds: 
         if info.duration <= cfg.limits.read_seconds
         else f"read_seconds={cfg.limits.read_seconds:g}"
     )
-    short = f"{length} is shorter than one {clip_seconds:.3g}s clip{late}"
+    need = f" (its frames need {fits:.3g}s)" if fits is not None else ""
+    short = f"{length} is shorter than one {clip_seconds:.3g}s clip{need}{late}"
     return VideoError("too_short", f"{path}: {short}")
 
 
@@ -418,7 +421,7 @@ def _spread_plan(path: str, info: VideoInfo, cfg: PreprocessConfig, duration: fl
     starts = clip_starts(duration, cfg.clip_seconds, cfg.max_clips, cfg.clip_offset_s, cfg.clip_stride_s,
                          fits=cfg.spread_fit_seconds)  # fmt: skip
     if not starts:
-        raise _too_short(path, info, cfg, cfg.clip_seconds)
+        raise _too_short(path, info, cfg, cfg.clip_seconds, fits=cfg.spread_fit_seconds)
     wanted = np.array([[s + i / cfg.clip_fps for i in range(cfg.frames_per_clip)] for s in starts])  # (C, T)
     n = len(starts)
     return _ClipPlan(starts, wanted, [cfg.clip_fps] * n, [cfg.mel_frames] * n, starts[-1] + cfg.clip_seconds)

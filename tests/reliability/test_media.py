@@ -341,4 +341,7 @@ def test_a_read_window_shorter_than_a_clip_is_named_not_a_nan_duration(tmp_path)
     cfg = PreprocessConfig(face_size=64, require_audio=False, limits=Limits(read_seconds=2.0))
     with FaceDetector() as detector, pytest.raises(VideoError) as err:
         preprocess_video(str(path), cfg, detector)
-    assert err.value.reason == "too_short" and "read_seconds=2 is shorter than one 3.2s clip" in str(err.value)
+    assert (
+        err.value.reason == "too_short"
+        and "read_seconds=2 is shorter than one 3.2s clip (its frames need 2.9s)" in str(err.value)
+    )
