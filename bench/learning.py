@@ -235,7 +235,19 @@ def sync_margin(model: AVFF, real: Clips, mouth: torch.Tensor, *, n_boot: int = 
     d = torch.cat(diffs).numpy()
     boot = np.random.default_rng(seed).choice(d, (n_boot, len(d))).mean(1)
     return {"margin": float(d.mean()), "lo": float(np.percentile(boot, 2.5)), "hi": float(np.percentile(boot, 97.5)),
-            "rel": float(d.mean() / max(1e-9, float(np.abs(d).mean())))}  # fmt: skip
+            "rel": float(d.mean() / max(1e-9, float(np.abs(d).mean()))), "diffs": d.tolist()}  # fmt: skip
+
+
+def pooled_margin(runs: list[list[float]], *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """The sync margin of several stage-1 runs measured on the same clips (``runs``: per run, per clip):
+    mean over runs, and a two-level 95 % bootstrap (runs drawn with replacement, then the clips, the same
+    draw for every run), so the interval carries what training a run gave and which clips were scored."""
+    d = np.asarray(runs, dtype=np.float64)  # (R, N)
+    rng = np.random.default_rng(seed)
+    r = rng.integers(len(d), size=(n_boot, len(d)))  # (n_boot, R)
+    c = rng.integers(d.shape[1], size=(n_boot, d.shape[1]))  # (n_boot, N)
+    boot = np.array([d[r[b]][:, c[b]].mean() for b in range(n_boot)])
+    return {"margin": float(d.mean()), "lo": float(np.percentile(boot, 2.5)), "hi": float(np.percentile(boot, 97.5))}
 
 
 # ---------------------------------------------------------------- the mouth-opening probe
@@ -281,10 +293,11 @@ QUICK = Plan(ids=32, test_ids=16, pretrain_ids=16, steps=20, head_steps=50, s1_s
              evals=(10,))  # fmt: skip
 
 
-def stage1_margin(root: Path, raw: dict) -> dict:
+def stage1_margin(root: Path, raw: dict, external: dict) -> dict:
     """The sync margin of a stage-1 output folder's last checkpoint (``model_config.json`` and
     ``checkpoints/``, e.g. bench/results.py's ``seedN/pretrain``: its own config, its own w_sync) beside
-    the same config at random init, on the REAL clips of ``raw`` (the pretrain pool)."""
+    the same config at random init, on the REAL clips of ``raw`` (the pretrain pool, the identities stage 1
+    trained on) and, under ``"external"``, on the REAL clips of ``external`` (identities it never saw)."""
     from safetensors.torch import load_file
 
     from avff_model.config import AVFFConfig
@@ -300,14 +313,18 @@ def stage1_margin(root: Path, raw: dict) -> dict:
     missing, _ = trained.load_state_dict(state, strict=False)
     if [k for k in missing if k.startswith(("video_", "audio_", "a2v", "v2a"))]:
         raise ValueError(f"{root}: the checkpoint lacks encoder or cross-modal weights: {missing[:4]}")
-    return {"stage1": str(root), "w_sync": cfg.w_sync, "w_cross": cfg.w_cross,
-            "random init": sync_margin(rand, pre, mouth), "stage 1": sync_margin(trained, pre, mouth)}  # fmt: skip
+    ext = Clips.of(external)
+    ext = ext.subset((ext.label == 0).nonzero().flatten())
+    return {"stage1": str(root), "w_sync": cfg.w_sync, "w_cross": cfg.w_cross, "tubelet": cfg.tubelet,
+            "random init": sync_margin(rand, pre, mouth), "stage 1": sync_margin(trained, pre, mouth),
+            "external": {"random init": sync_margin(rand, ext, mouth), "stage 1": sync_margin(trained, ext, mouth)}}  # fmt: skip
 
 
 def run(exp: str, plan: Plan, cache: str, head: str, tubelet: int) -> dict:
     """One experiment (see the module docstring) -> its results."""
     if exp.startswith("margin:"):  # cause 3 on a stage-1 run made elsewhere (no training here)
-        return stage1_margin(Path(exp.split(":", 1)[1]), cached_clips(cache, "pretrain", plan.pretrain_ids))
+        return stage1_margin(Path(exp.split(":", 1)[1]), cached_clips(cache, "pretrain", plan.pretrain_ids),
+                             cached_clips(cache, "external", plan.test_ids))  # fmt: skip
     raw_train = cached_clips(cache, "train", max(plan.ids, *plan.ids_curve))
     train, test = Clips.of(raw_train, plan.ids), Clips.of(cached_clips(cache, "external", plan.test_ids))
     mouth = mouth_positions(train, build(tubelet=tubelet).cfg)
@@ -364,6 +381,40 @@ _HEADER = (
 )
 
 
+def _margin_cell(m: dict) -> str:
+    return f"{m['margin']:.2e} [{m['lo']:.2e}, {m['hi']:.2e}]"
+
+
+def _margin_table(margins: list[dict]) -> list[str]:
+    """The sync margins of bench/results.py's stage-1 runs: per run, then pooled over a tubelet's runs
+    (:func:`pooled_margin`), on the pretrain pool's clips and, where measured, on external identities."""
+    out = ["", "Stage 1 of the pipeline benchmark (`bench/learning.py --tubelet T margin:DIR` on bench/results.py's "
+           "`seedN/pretrain`: 100 identities of the generator's pretrain pool, 8 epochs, batch 8, ingested clips), "
+           "its sync margin on this page's REAL clips: the pretrain pool's (identities stage 1 trained on) and the "
+           "external pool's (never seen). > 0: A2V's prediction of the hidden mouth tokens is better with the "
+           "clip's own audio than with another clip's.", "",
+           "| stage-1 run | tubelet | random init, pretrain clips | after stage 1, pretrain clips | "
+           "random init, external | after stage 1, external |", "|---|---:|---|---|---|---|"]  # fmt: skip
+    for m in margins:
+        ext = m.get("external", {})
+        cells = [_margin_cell(m[k]) for k in ("random init", "stage 1")]
+        cells += [_margin_cell(ext[k]) if k in ext else "—" for k in ("random init", "stage 1")]
+        name = f"{Path(m['stage1']).parent.name}, w_sync={m['w_sync']:g}, w_cross={m['w_cross']:g}"
+        out.append(f"| {name} | {m.get('tubelet', 2)} | " + " | ".join(cells) + " |")
+    for t in sorted({m.get("tubelet", 2) for m in margins}):
+        runs = [m for m in margins if m.get("tubelet", 2) == t and "diffs" in m["stage 1"]]
+        if len(runs) < 2:
+            continue
+        cells = []
+        for pool in ("pretrain", "external"):
+            for k in ("random init", "stage 1"):
+                src = [r if pool == "pretrain" else r.get("external", {}) for r in runs]
+                diffs = [s[k]["diffs"] for s in src if k in s]
+                cells.append(_margin_cell(pooled_margin(diffs)) if len(diffs) == len(runs) else "—")
+        out.append(f"| **pooled over the {len(runs)} runs** (two-level bootstrap) | {t} | " + " | ".join(cells) + " |")
+    return out
+
+
 def report(results: Path) -> str:
     """The tables of docs/learning.md from the result JSONs under ``results`` (missing ones are skipped)."""
     load = lambda name: json.loads((results / name).read_text()) if (results / name).exists() else None  # noqa: E731
@@ -405,16 +456,9 @@ def report(results: Path) -> str:
                     out.append(_row(f"{head} on frozen {key} features", h))
         for r in sync.get("stage 2 from stage 1", []):
             out.append(_row(f"avff_agree end to end from stage 1, step {r['step']}", r))
-    margins = sorted(results.glob("margin-*.json"))
+    margins = [load(f.name) for f in sorted(results.glob("margin-*.json"))]
     if margins:
-        out += ["", "Stage 1 of the pipeline benchmark (`bench/learning.py margin:DIR` on bench/results.py's "
-                "`seedN/pretrain`: 100 identities, 8 epochs, batch 8, ingested clips), its sync margin on this "
-                "page's pretrain clips:", "", "| stage-1 run | random init | after stage 1 |", "|---|---|---|"]  # fmt: skip
-        for f in margins:
-            m = load(f.name)
-            cells = [f"{m[k]['margin']:.2e} [{m[k]['lo']:.2e}, {m[k]['hi']:.2e}]" for k in ("random init", "stage 1")]
-            name = f"{Path(m['stage1']).parent.name}, w_sync={m['w_sync']:g}, w_cross={m['w_cross']:g}"
-            out.append(f"| {name} | {cells[0]} | {cells[1]} |")
+        out += _margin_table(margins)
     ids = sorted(results.glob("ids_avff_agree_t2_ids*.json"))
     if ids:
         out += ["", "## Cause 2: identities (avff_agree, trained end to end)", "", _HEADER]
