@@ -22,7 +22,7 @@ import urllib.error
 import urllib.parse
 
 from deployments.stack import http_json
-from tasks.tracking.ui import TAG_STEPS_OF, ml_view
+from tasks.tracking.ui import RUN_TYPE_EVALUATION, RUN_TYPE_TAG, TAG_STEPS_OF, ml_view
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 _HEADLINE = re.compile(r"test_video_(auc|log_loss|accuracy|eer)")
@@ -82,7 +82,11 @@ def run_seconds(run: dict) -> float:
 
 
 def latest_mlflow_run(uri: str, experiment: str) -> dict | None:
-    """The most recently started run of ``experiment`` (REST ``runs/search``), or None."""
+    """The most recently started training run of ``experiment`` (REST ``runs/search``), or None.
+
+    Neither an evaluation run (``avff evaluate``, tagged ``mlflow.runType``) nor a run's ``· curves`` child:
+    after an evaluation the demo's summary and the screenshots still show the training run and its version.
+    """
     q = urllib.parse.urlencode({"experiment_name": experiment})
     try:
         exp = http_json(f"{uri}/api/2.0/mlflow/experiments/get-by-name?{q}")["experiment"]
@@ -90,11 +94,12 @@ def latest_mlflow_run(uri: str, experiment: str) -> dict | None:
         return None
     found = http_json(f"{uri}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]],
                       "order_by": ["attributes.start_time DESC"], "max_results": 50})  # fmt: skip
-    # a run's per-step curves live in a child run started after it: not a run of its own
-    runs = [
-        r for r in found.get("runs") or [] if TAG_STEPS_OF not in {t["key"] for t in r.get("data", {}).get("tags", [])}
-    ]
-    return runs[0] if runs else None
+    for run in found.get("runs") or []:
+        tags = {t["key"]: t["value"] for t in run.get("data", {}).get("tags", [])}
+        # a run's per-step curves live in a child run started after it: not a run of its own
+        if TAG_STEPS_OF not in tags and tags.get(RUN_TYPE_TAG) != RUN_TYPE_EVALUATION:
+            return run
+    return None
 
 
 def model_versions(uri: str, model: str, run_id: str | None = None) -> list[dict]:
