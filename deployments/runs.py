@@ -3,7 +3,7 @@
 Waiting polls ``GET /api/flow_runs/{id}`` instead of `prefect flow-run ...` calls (each CLI
 call pays a 10-20 s import on a small box) or `--watch` (a websocket that a slow server
 may drop). A failed run prints its logs. The train flow's outcome is read back from MLflow:
-the latest run of an experiment and the registered version logged from that run.
+the latest training run of an experiment (not an evaluation run) and the registered version logged from that run.
 
     python -m deployments.runs id < `prefect deployment run` output     -> the flow run id
     python -m deployments.runs wait FLOW_RUN_ID [--timeout S]           -> 0 when COMPLETED
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("wait", help="wait for a flow run; print its logs and exit 1 unless COMPLETED")
     w.add_argument("flow_run_id")
     w.add_argument("--timeout", type=float, default=1800)
-    s = sub.add_parser("summary", help="latest MLflow run of the experiment and its registered version (JSON)")
+    s = sub.add_parser("summary", help="latest training run of the experiment and its registered version (JSON)")
     s.add_argument("--experiment", default="avff")
     s.add_argument("--model", default="avff-dfdc")
     s.add_argument("--json", action="store_true", help="everything, metrics included, as JSON")
