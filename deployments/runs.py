@@ -3,7 +3,7 @@
 Waiting polls ``GET /api/flow_runs/{id}`` instead of `prefect flow-run ...` calls (each CLI
 call pays a 10-20 s import on a small box) or `--watch` (a websocket that a slow server
 may drop). A failed run prints its logs. The train flow's outcome is read back from MLflow:
-the latest run of an experiment and the registered version logged from that run.
+the latest training run of an experiment (not an evaluation run) and the registered version logged from that run.
 
     python -m deployments.runs id < `prefect deployment run` output     -> the flow run id
     python -m deployments.runs wait FLOW_RUN_ID [--timeout S]           -> 0 when COMPLETED
@@ -22,7 +22,7 @@ import urllib.error
 import urllib.parse
 
 from deployments.stack import http_json
-from tasks.tracking.ui import TAG_STEPS_OF, ml_view
+from tasks.tracking.ui import RUN_TYPE_EVALUATION, RUN_TYPE_TAG, TAG_STEPS_OF, ml_view
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 _HEADLINE = re.compile(r"test_video_(auc|log_loss|accuracy|eer)")
@@ -82,7 +82,11 @@ def run_seconds(run: dict) -> float:
 
 
 def latest_mlflow_run(uri: str, experiment: str) -> dict | None:
-    """The most recently started run of ``experiment`` (REST ``runs/search``), or None."""
+    """The most recently started training run of ``experiment`` (REST ``runs/search``), or None.
+
+    Neither an evaluation run (``avff evaluate``, tagged ``mlflow.runType``) nor a run's ``· curves`` child:
+    after an evaluation the demo's summary and the screenshots still show the training run and its version.
+    """
     q = urllib.parse.urlencode({"experiment_name": experiment})
     try:
         exp = http_json(f"{uri}/api/2.0/mlflow/experiments/get-by-name?{q}")["experiment"]
@@ -90,11 +94,12 @@ def latest_mlflow_run(uri: str, experiment: str) -> dict | None:
         return None
     found = http_json(f"{uri}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]],
                       "order_by": ["attributes.start_time DESC"], "max_results": 50})  # fmt: skip
-    # a run's per-step curves live in a child run started after it: not a run of its own
-    runs = [
-        r for r in found.get("runs") or [] if TAG_STEPS_OF not in {t["key"] for t in r.get("data", {}).get("tags", [])}
-    ]
-    return runs[0] if runs else None
+    for run in found.get("runs") or []:
+        tags = {t["key"]: t["value"] for t in run.get("data", {}).get("tags", [])}
+        # a run's per-step curves live in a child run started after it: not a run of its own
+        if TAG_STEPS_OF not in tags and tags.get(RUN_TYPE_TAG) != RUN_TYPE_EVALUATION:
+            return run
+    return None
 
 
 def model_versions(uri: str, model: str, run_id: str | None = None) -> list[dict]:
@@ -137,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("wait", help="wait for a flow run; print its logs and exit 1 unless COMPLETED")
     w.add_argument("flow_run_id")
     w.add_argument("--timeout", type=float, default=1800)
-    s = sub.add_parser("summary", help="latest MLflow run of the experiment and its registered version (JSON)")
+    s = sub.add_parser("summary", help="latest training run of the experiment and its registered version (JSON)")
     s.add_argument("--experiment", default="avff")
     s.add_argument("--model", default="avff-dfdc")
     s.add_argument("--json", action="store_true", help="everything, metrics included, as JSON")

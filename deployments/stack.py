@@ -49,6 +49,8 @@ PORT_ENV = {
 }
 # stop order: the worker first (it talks to Prefect, its flow runs to MLflow and Ray), the page before MLflow
 SERVICES = ("worker", "web", "ray", "mlflow", "prefect")
+# Ray's default worker port range (`ray start --min-worker-port/--max-worker-port`): its head refuses a port in it
+RAY_WORKER_PORTS = (10002, 19999)
 # Ray's unix socket paths (<temp>/session_<date>_<pid>/sockets/plasma_store) must fit in 107 bytes
 _RAY_TEMP_MAX = 48
 _QUIET = {
@@ -397,6 +399,9 @@ class Stack:
                 raise StackError(f"{svc.name} already runs on port {state.get('port')} (pid {state['pid']}, home "
                                  f"{self.home}): run `avff stack down` before changing ports")  # fmt: skip
             return False
+        if svc.name == "ray" and RAY_WORKER_PORTS[0] <= svc.port <= RAY_WORKER_PORTS[1]:
+            raise StackError(f"port {svc.port} lies in Ray's worker port range {RAY_WORKER_PORTS[0]}-"
+                             f"{RAY_WORKER_PORTS[1]}, which Ray refuses for its head: set {PORT_ENV['ray']} outside it")  # fmt: skip
         if svc.port is not None and not port_free(svc.port):
             raise StackError(f"port {svc.port} in use by another process: set {PORT_ENV[svc.name]}")
         return True
@@ -552,7 +557,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--home", default=None, help="state directory (default: $AVFF_HOME, else ./.avff/stack)")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, prog: str = "python -m deployments.stack") -> int:
     stack = Stack(args.home)
     try:
         if args.action == "up":
@@ -579,7 +584,7 @@ def run(args: argparse.Namespace) -> int:
             print(exports(stack.env()))
     except StackError as e:
         # one line (the log file it names has the rest); `up` has already stopped what it started
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        print(f"{prog}: error: {str(e).splitlines()[0].removesuffix('; its last lines:')}", file=sys.stderr)
         return 1
     return 0
 

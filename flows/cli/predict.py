@@ -93,8 +93,15 @@ def _predict(args) -> int:
         require_registered(args.model, args.tracking_uri)
     except ConfigError as e:
         return refused("predict", str(e))
+    if not any(os.path.isfile(v) for v in args.videos):  # nothing to score: say so before the model loads
+        return refused("predict", "no video to score: " + "; ".join(map(_not_a_video, args.videos)))
     with contextlib.nullcontext() if getattr(args, "debug", False) else quiet_libraries():
         return _score_all(args)
+
+
+def _not_a_video(path: str) -> str:
+    """Why ``path`` is no video file, in score_video's words."""
+    return f"{path}: {'not a regular file' if os.path.exists(path) else 'no such file'}"
 
 
 def _score_all(args) -> int:

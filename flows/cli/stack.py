@@ -15,7 +15,7 @@ def _add_stack(sub) -> None:
 def _stack(args) -> int:
     from deployments.stack import run
 
-    return run(args)
+    return run(args, prog="avff stack")
 
 
 COMMANDS = {"stack": (_add_stack, _stack)}

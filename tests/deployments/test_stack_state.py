@@ -110,3 +110,31 @@ def test_flow_run_id_is_read_from_prefect_cli_output():
     assert parse_flow_run_id(out) == "1a5cd06d-4a94-4cc6-b8be-afadc7a8e853"
     with pytest.raises(ValueError):
         parse_flow_run_id("Error: deployment not found")
+
+
+def test_a_ray_port_in_rays_worker_port_range_is_refused_before_anything_starts(tmp_path):
+    """Ray refuses a GCS port inside its own worker port range (10002-19999): `avff stack up` with
+    AVFF_RAY_PORT=16387 tried three times (~1 min) and ended on an empty "its last lines:"."""
+    stack = st.Stack(tmp_path, ray_port=16387)
+    with pytest.raises(st.StackError) as refused:
+        stack._check(stack._service("ray"))
+    assert str(refused.value) == ("port 16387 lies in Ray's worker port range 10002-19999, which Ray refuses for "
+                                  "its head: set AVFF_RAY_PORT outside it")  # fmt: skip
+    assert not (tmp_path / "run").exists() or not list((tmp_path / "run").glob("*.json"))  # nothing started
+    ok = st.Stack(tmp_path, ray_port=st.free_port())  # the OS's ephemeral range, above Ray's worker ports
+    assert ok._check(ok._service("ray")) is True
+
+
+def test_cli_up_that_cannot_start_is_one_avff_stack_error_line(tmp_path, capsys, monkeypatch):
+    """Like every avff error: `avff stack: error: …`, one line, exit 1 (it printed a bare "error: …")."""
+    from flows.cli import main
+
+    for name, port in zip(("PREFECT", "MLFLOW", "WEB"), st.free_ports(3)):
+        monkeypatch.setenv(f"AVFF_{name}_PORT", str(port))
+    monkeypatch.setenv("AVFF_RAY_PORT", "16387")
+    assert main(["stack", "up", "--with-ray", "--home", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (
+        "avff stack: error: port 16387 lies in Ray's worker port range 10002-19999, which Ray refuses for its head: "
+        "set AVFF_RAY_PORT outside it\n"
+    )

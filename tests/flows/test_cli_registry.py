@@ -89,3 +89,14 @@ def test_the_registry_is_asked_what_it_holds(tracking_server, tmp_path):
     out = _avff("evaluate", "--data", str(tmp_path), "--model", "avff-dfdc@best", "--tracking-uri", tracking_server)
     assert len(out.stderr.splitlines()) == 1 and "has latest version 1" in out.stderr
     assert out.stdout.strip() == "[]"  # refused before the flow's import: no flow run to leave behind
+
+
+def test_predict_with_no_video_to_score_is_one_line_before_the_model_loads(tmp_path):
+    """`avff predict typo.mp4` loaded the model (torch, MLflow: ~30 s on a busy 2-core box) before it said the file
+    was missing; when none of the named videos is a file, it says so at once (exit 2, nothing imported)."""
+    (tmp_path / "folder.mp4").mkdir()
+    out = _avff("predict", str(tmp_path / "a.mp4"), str(tmp_path / "folder.mp4"), "--model", str(tmp_path))
+    (line,) = out.stderr.splitlines()
+    assert line == (f"avff predict: error: no video to score: {tmp_path / 'a.mp4'}: no such file; "
+                    f"{tmp_path / 'folder.mp4'}: not a regular file")  # fmt: skip
+    assert out.stdout.strip() == "[]"  # nothing imported: no MLflow, no torch
