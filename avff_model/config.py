@@ -68,6 +68,9 @@ class AVFFConfig:
     sync_pixels: bool = True
     # with sync_lips: each lip channel's lagged correlation with the loudness; False: the lips' sync peak only
     sync_lip_lags: bool = True
+    # the signal head's input normalisation: "layer" (per sample, across features) or "batch" (per feature,
+    # across samples); docs/learning.md "The visual types" measures both
+    signal_norm: str = "layer"
 
     def __post_init__(self) -> None:
         checks = {
@@ -84,6 +87,7 @@ class AVFFConfig:
             "head_hidden % head_heads == 0": self.head_hidden % self.head_heads == 0,
             "sync_pixels or sync_lips": self.sync_pixels or self.sync_lips,
             "sync_lip_lags or sync_peak": self.sync_lip_lags or self.sync_peak,
+            "signal_norm in (layer, batch)": self.signal_norm in ("layer", "batch"),
             "0 <= dropout < 1": 0.0 <= self.dropout < 1.0,
             "temperature > 0": self.temperature > 0,
             "w_cross >= 0": self.w_cross >= 0,

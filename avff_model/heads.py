@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .agreement import TemporalAgreement
@@ -34,11 +35,22 @@ class PatchDiscriminator(nn.Module):
         return self.net(patches).squeeze(-1)  # (B, L)
 
 
-def mlp_head(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
-    """(B, in_dim) -> (B, 1)."""
-    return nn.Sequential(
-        nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1)
-    )
+class FeatureNorm(nn.BatchNorm1d):
+    """BatchNorm1d that also takes a training batch of one (a last partial batch): it is normalised by the
+    running statistics, which it leaves as they are."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, D)
+        if self.training and x.shape[0] < 2:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+def mlp_head(in_dim: int, hidden: int, dropout: float, norm: str = "layer") -> nn.Sequential:
+    """(B, in_dim) -> (B, 1). ``norm``: "layer" normalises each sample across its features (for tokens'
+    features); "batch" each feature across samples (running statistics at eval), for a vector of unlike
+    features whose common level is itself the cue (the texture branch's log energies: docs/learning.md)."""
+    first = {"layer": nn.LayerNorm, "batch": FeatureNorm}[norm](in_dim)
+    return nn.Sequential(first, nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
 
 _HEADS: dict[str, type[nn.Module]] = {}

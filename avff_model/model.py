@@ -146,7 +146,9 @@ class AVFF(nn.Module):
             if sync or texture
             else None
         )
-        self.signal_head = mlp_head(self.signals.out_dim, cfg.head_hidden, cfg.dropout) if self.signals else None
+        self.signal_head = (
+            mlp_head(self.signals.out_dim, cfg.head_hidden, cfg.dropout, norm=cfg.signal_norm) if self.signals else None
+        )
         self.inputs = (*self.head.inputs, "signals") if self.signals else self.head.inputs
         # uni-modal heads whose losses regularise stage 2 (never part of forward's logit)
         self.aux_heads = nn.ModuleDict({

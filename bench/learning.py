@@ -315,7 +315,8 @@ def stage1_margin(root: Path, raw: dict, external: dict) -> dict:
         raise ValueError(f"{root}: the checkpoint lacks encoder or cross-modal weights: {missing[:4]}")
     ext = Clips.of(external)
     ext = ext.subset((ext.label == 0).nonzero().flatten())
-    return {"stage1": str(root), "w_sync": cfg.w_sync, "w_cross": cfg.w_cross, "tubelet": cfg.tubelet,
+    epochs = int(json.loads((root / "checkpoints" / "last.json").read_text())["checkpoint"].split("-")[-1])
+    return {"stage1": str(root), "w_sync": cfg.w_sync, "w_cross": cfg.w_cross, "tubelet": cfg.tubelet, "epochs": epochs,
             "random init": sync_margin(rand, pre, mouth), "stage 1": sync_margin(trained, pre, mouth),
             "external": {"random init": sync_margin(rand, ext, mouth), "stage 1": sync_margin(trained, ext, mouth)}}  # fmt: skip
 
@@ -389,7 +390,7 @@ def _margin_table(margins: list[dict]) -> list[str]:
     """The sync margins of bench/results.py's stage-1 runs: per run, then pooled over a tubelet's runs
     (:func:`pooled_margin`), on the pretrain pool's clips and, where measured, on external identities."""
     out = ["", "Stage 1 of the pipeline benchmark (`bench/learning.py --tubelet T margin:DIR` on bench/results.py's "
-           "`seedN/pretrain`: 100 identities of the generator's pretrain pool, 8 epochs, batch 8, ingested clips), "
+           "`seedN/pretrain`: 100 identities of the generator's pretrain pool, batch 8, ingested clips), "
            "its sync margin on this page's REAL clips: the pretrain pool's (identities stage 1 trained on) and the "
            "external pool's (never seen). > 0: A2V's prediction of the hidden mouth tokens is better with the "
            "clip's own audio than with another clip's.", "",
@@ -399,10 +400,12 @@ def _margin_table(margins: list[dict]) -> list[str]:
         ext = m.get("external", {})
         cells = [_margin_cell(m[k]) for k in ("random init", "stage 1")]
         cells += [_margin_cell(ext[k]) if k in ext else "—" for k in ("random init", "stage 1")]
-        name = f"{Path(m['stage1']).parent.name}, w_sync={m['w_sync']:g}, w_cross={m['w_cross']:g}"
+        name = f"{Path(m['stage1']).parent.name}, {m.get('epochs', 8)} epochs, w_sync={m['w_sync']:g}"
         out.append(f"| {name} | {m.get('tubelet', 2)} | " + " | ".join(cells) + " |")
-    for t in sorted({m.get("tubelet", 2) for m in margins}):
-        runs = [m for m in margins if m.get("tubelet", 2) == t and "diffs" in m["stage 1"]]
+    for t, epochs in sorted({(m.get("tubelet", 2), m.get("epochs", 8)) for m in margins}):
+        runs = [
+            m for m in margins if (m.get("tubelet", 2), m.get("epochs", 8)) == (t, epochs) and "diffs" in m["stage 1"]
+        ]
         if len(runs) < 2:
             continue
         cells = []
@@ -411,7 +414,9 @@ def _margin_table(margins: list[dict]) -> list[str]:
                 src = [r if pool == "pretrain" else r.get("external", {}) for r in runs]
                 diffs = [s[k]["diffs"] for s in src if k in s]
                 cells.append(_margin_cell(pooled_margin(diffs)) if len(diffs) == len(runs) else "—")
-        out.append(f"| **pooled over the {len(runs)} runs** (two-level bootstrap) | {t} | " + " | ".join(cells) + " |")
+        out.append(
+            f"| **pooled: {len(runs)} runs, {epochs} epochs** (two-level bootstrap) | {t} | " + " | ".join(cells) + " |"
+        )
     return out
 
 
@@ -514,7 +519,12 @@ def main(argv: list[str] | None = None) -> None:
                **run(exp, plan, args.cache, args.head, args.tubelet)}  # fmt: skip
         res["seconds"] = round(time.time() - t0)
         tag = "_quick" if args.quick else f"_ids{'-'.join(map(str, plan.ids_curve))}" if exp == "ids" else ""
-        stem = f"margin-{Path(exp[7:]).resolve().parent.name}" if exp.startswith("margin:") else exp.replace(":", "-")
+        stage1 = Path(exp[7:]).resolve()  # .../<results>/seedN/pretrain: named by both
+        stem = (
+            f"margin-{stage1.parents[1].name}-{stage1.parent.name}"
+            if exp.startswith("margin:")
+            else exp.replace(":", "-")
+        )
         name = f"{stem}_{args.head}_t{args.tubelet}{tag}.json"
         (out / name).write_text(json.dumps(res, indent=1))
         print("wrote", out / name, flush=True)

@@ -304,3 +304,31 @@ def test_a_sync_branch_without_its_pixel_part_gives_the_lip_features_only():
         AVFFConfig(sync_pixels=False, sync_lips=False)
     with pytest.raises(ValueError, match="sync_lip_lags or sync_peak"):
         AVFFConfig(sync_lips=True, sync_lip_lags=False, sync_peak=False)
+
+
+def test_the_layer_norm_erases_a_level_common_to_every_feature_and_the_batch_norm_keeps_it():
+    """Blur lowers every log energy of the texture branch together; a per-sample LayerNorm removes exactly
+    that shift, a per-feature BatchNorm (signal_norm="batch") keeps it (docs/learning.md, the visual types)."""
+    from avff_model.heads import mlp_head
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 27)
+    blurred = x - 2.0  # the same clips, every feature lower by the same amount
+    for norm, erased in (("layer", True), ("batch", False)):
+        head = mlp_head(27, 32, 0.0, norm=norm)
+        head.train()
+        head(torch.cat([x, blurred]))  # one training batch of both: the batch norm's running statistics
+        head.eval()
+        same = torch.allclose(head(x), head(blurred), atol=1e-5)
+        assert same == erased, norm
+
+
+def test_the_batch_norm_head_trains_on_a_batch_of_one_without_touching_its_statistics():
+    from avff_model.heads import mlp_head
+
+    head = mlp_head(8, 16, 0.0, norm="batch")
+    head.train()
+    before = head[0].running_mean.clone()
+    out = head(torch.randn(1, 8))
+    out.sum().backward()
+    assert out.shape == (1, 1) and torch.equal(head[0].running_mean, before)
