@@ -329,8 +329,9 @@ def ingest(footage: Path, shards: Path, seed: int, max_clips: int, clip_mode: st
     from tasks.ingest.settings import IngestSettings
 
     return ingest_dfdc(IngestSettings(data=str(footage), out=str(shards), identities=str(footage / "identities.csv"),
-                                      ratios=RATIOS, seed=seed, face_size=face_size, max_clips=max_clips,
-                                      clip_mode=clip_mode, crop=crop, lip_track=crop == "landmarks", videos_per_shard=32, executor="local",
+                                      ratios=RATIOS, seed=seed, videos_per_shard=32, executor="local",
+                                      preprocess={"face_size": face_size, "max_clips": max_clips, "clip_mode": clip_mode,
+                                                  "crop": crop, "lip_track": crop == "landmarks"},
                                       progress=False))  # fmt: skip
 
 

@@ -76,7 +76,7 @@ def _ingest(data: Path, out: Path, ratios: tuple[float, float, float], search_se
 
     if not (out / "shards.parquet").exists():
         seed = split_seed(data, ratios, min_val_groups) if search_seed else 0
-        ingest_dfdc(IngestSettings(data=str(data), out=str(out), face_size=64, videos_per_shard=16, executor="local",
+        ingest_dfdc(IngestSettings(data=str(data), out=str(out), preprocess={"face_size": 64}, videos_per_shard=16, executor="local",
                                    ratios=ratios, seed=seed, progress=False))  # fmt: skip
 
 

@@ -79,7 +79,7 @@ def make_shards(root: Path, n_real: int = 12, size: tuple[int, int] = (256, 256)
     layout = fs.IngestLayout(cfg.out)
     units, planned = steps.plan(result, cfg.data, layout, ratios=cfg.ratios, folds=cfg.folds, seed=cfg.seed,
                                 videos_per_shard=cfg.videos_per_shard)  # fmt: skip
-    pre = cfg.preprocess()
+    pre = cfg.preprocess
     with face_detector(pre) as det:
         records = [dataclasses.asdict(process_unit(u, pre, jpeg_quality=cfg.jpeg_quality, detector=det)) for u in units]
     manifest, shards, quarantine = steps.finalize(planned, records, result, [])

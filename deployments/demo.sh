@@ -91,7 +91,8 @@ run_deployment ingest-dfdc/local "$(run python -c '
 import json, os
 e = os.environ
 print(json.dumps({"data": e["DATA"], "out": e["SHARDS"], "executor": e["AVFF_EXECUTOR"],
-                  "face_size": int(e["AVFF_FACE_SIZE"]), "videos_per_shard": int(e["AVFF_VIDEOS_PER_SHARD"])}))')"
+                  "preprocess": {"face_size": int(e["AVFF_FACE_SIZE"])},
+                  "videos_per_shard": int(e["AVFF_VIDEOS_PER_SHARD"])}))')"
 
 step "train-avff/local"
 run_deployment train-avff/local "$(run python -c '

@@ -111,10 +111,10 @@ def _embed_faces(videos: list[tuple[str, str]], cfg: IngestSettings) -> Embedded
     """identities=auto's embeddings of ``(video id, path)`` pairs: in this process, or in batches of
     :data:`FACE_BATCH` as Ray tasks (collected as they finish)."""
     if cfg.executor == "local" or not videos:
-        return embed_videos(videos, read_seconds=cfg.read_seconds)
+        return embed_videos(videos, read_seconds=cfg.preprocess.limits.read_seconds)
     ray = init_ray(cfg.ray_address, cfg.num_workers)
     embed = ray.remote(num_cpus=1, max_retries=cfg.retries)(embed_videos)
-    pending = [embed.remote(videos[i : i + FACE_BATCH], read_seconds=cfg.read_seconds)
+    pending = [embed.remote(videos[i : i + FACE_BATCH], read_seconds=cfg.preprocess.limits.read_seconds)
                for i in range(0, len(videos), FACE_BATCH)]  # fmt: skip
     out = Embedded()
     while pending:
@@ -127,7 +127,7 @@ def _embed_faces(videos: list[tuple[str, str]], cfg: IngestSettings) -> Embedded
 def process_units(units: list[WorkUnit], cfg: IngestSettings) -> tuple[list[dict], list[tuple[WorkUnit, str]], int]:
     """Fan the units out (Ray or in-process); returns (records, failed units, skipped count)."""
     log = get_run_logger()
-    pre = cfg.preprocess()
+    pre = cfg.preprocess
     config_hash = pre.hash()
     records, failed, todo = [], [], []
     for u in units:
@@ -321,7 +321,7 @@ def write_index(
         manifest,
         shards,
         quarantine,
-        {**cfg.model_dump(), "preprocess": cfg.preprocess().to_dict(), "preprocess_hash": cfg.preprocess().hash()},
+        {**cfg.model_dump(), "preprocess_hash": cfg.preprocess.hash()},
     )
     summary = steps.summary_markdown(manifest, shards, quarantine, seconds, skipped, ratios=cfg.ratios)
     create_markdown_artifact(markdown=summary, key="ingest-summary", description=f"ingest of {cfg.data}")

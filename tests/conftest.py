@@ -66,11 +66,11 @@ def dfdc_sample(tmp_path_factory) -> Path:
 def ingest_config():
     from tasks.ingest.settings import IngestSettings
 
-    def make(data, out, **kw):
-        defaults = dict(
-            face_size=FACE_SIZE, videos_per_shard=8, executor="local", progress=False, ratios=(0.6, 0.2, 0.2)
-        )
-        return IngestSettings(data=str(data), out=str(out), **{**defaults, **kw})
+    def make(data, out, preprocess=None, **kw):
+        """Small fast settings; ``preprocess`` (a dict of PreprocessConfig fields) on top of face_size=FACE_SIZE."""
+        defaults = dict(videos_per_shard=8, executor="local", progress=False, ratios=(0.6, 0.2, 0.2))
+        pre = {"face_size": FACE_SIZE, **(preprocess or {})}
+        return IngestSettings(data=str(data), out=str(out), preprocess=pre, **{**defaults, **kw})
 
     return make
 

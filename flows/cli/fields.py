@@ -5,7 +5,9 @@ each field becomes ``--field-name`` (or a kept spelling from ``renames``), typed
 from the field (numbers checked while parsing, ``Literal`` as choices, ``X | None`` as X, a
 tuple as that many values, a list as one or more values, a mapping as repeated ``KEY=JSON``, a
 nested dataclass as a preset name or a JSON object merged into the current value, a bool as
-``--x`` / ``--no-x``), with the field's description and default as help. Every flag defaults to "absent", so a value comes
+``--x`` / ``--no-x``), with the field's description and default as help. A nested config named in
+``flatten`` (IngestSettings' ``preprocess``) has no flag of its own: each of its fields, nested ones
+included, is a flag of its own name (``--face-size`` sets ``preprocess.face_size``). Every flag defaults to "absent", so a value comes
 from the flags, else from ``--config`` (a YAML or JSON file of fields, unknown keys refused
 while parsing), else from the model: the command has no defaults of its own.
 """
@@ -106,19 +108,39 @@ class ConfigFlags:
     types: Mapping[str, Callable[[str], Any]] = dataclasses.field(default_factory=dict)  # field -> parse-time check
     presets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # nested field -> named values
     file_flag: str = "--config"  # the flag of the file that can hold the fields too (named in a required field's help)
+    flatten: tuple[str, ...] = ()  # nested config fields whose own fields are flags (--face-size: preprocess.face_size)
+
+    def __post_init__(self) -> None:
+        flags = [self.flag_of(dest) for dest in self.flags]
+        clashes = sorted({f for f in flags if flags.count(f) > 1})
+        if clashes:
+            raise ValueError(f"{self.model.__name__}: flags named twice once flattened: {', '.join(clashes)}")
 
     @property
     def fields(self) -> dict[str, FieldInfo]:
         return self.model.model_fields
+
+    @property
+    def flags(self) -> dict[str, FieldInfo]:
+        """{flag's dest: field} of every flag: the model's fields, a flattened group's by dotted path."""
+        out: dict[str, FieldInfo] = {}
+        for name, info in self.fields.items():
+            out.update(_leaves(info.annotation, name) if name in self.flatten else {name: info})
+        return out
+
+    def place_of(self, key: str) -> str | None:
+        """The dotted place of a flattened group's field named ``key`` (``preprocess.limits.max_bytes``), else None."""
+        return next((dest for dest in self.flags if "." in dest and dest.rsplit(".", 1)[1] == key), None)
 
     def name_of(self, key: str) -> str:
         """The field a key names (its name or its alias), or ``key`` itself when it names none."""
         return next((n for n, info in self.fields.items() if key in (n, info.alias)), key)
 
     def flag_of(self, key: str) -> str:
-        """The flag of a field, by field name or alias: ``model_config`` -> ``--model`` for TrainSettings."""
+        """The flag of a field, by field name, alias or dotted place: ``model_config`` -> ``--model`` for
+        TrainSettings, ``preprocess.face_size`` -> ``--face-size`` for IngestSettings."""
         name = self.name_of(key)
-        return self.renames.get(name, "--" + name.replace("_", "-"))
+        return self.renames.get(name, "--" + name.rsplit(".", 1)[-1].replace("_", "-"))
 
     def read_file(self, path: str) -> dict[str, Any]:
         """A YAML or JSON file of fields -> {field name: value}; an unknown key raises ValueError naming it."""
@@ -132,9 +154,12 @@ class ConfigFlags:
             raise ValueError(f"{path} must hold a mapping of settings, got {type(loaded).__name__}")
         keys = [k for n, info in self.fields.items() for k in (n, info.alias) if k]
         for key in loaded:
-            if key not in keys:
-                close = difflib.get_close_matches(str(key), keys, n=1)
-                raise ValueError(f"{path}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            place = None if key in keys else self.place_of(str(key))
+            if place:  # a flattened group's field at the top: where it belongs
+                raise ValueError(f"{path}: {key!r} belongs under {place.rsplit('.', 1)[0]}: (it is {place})")
+        _check_keys(path, loaded, keys, "")
+        for group in self.flatten:
+            _check_nested_keys(path, loaded.get(group), self.fields[group].annotation, group)
         return {self.name_of(k): v for k, v in loaded.items()}
 
     def _file(self, text: str) -> dict[str, Any]:
@@ -151,6 +176,8 @@ class ConfigFlags:
             if info.is_required()
             else f"default: {_shown(info.get_default(call_default_factory=True))}"
         )
+        if "." in name:  # a flattened group's field: its key in a file
+            default += f"; {self.file_flag} key {name}"
         kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS,
                               "help": f"{info.description} ({default})".replace("%", "%%")}  # fmt: skip
         if get_origin(kind) is dict:  # repeated KEY=JSON pairs (``types`` may check each pair while parsing)
@@ -197,9 +224,9 @@ class ConfigFlags:
 
     def add_fields(self, group: argparse._ActionsContainer, *, skip: Iterable[str] = ()) -> None:
         """One flag per field (except ``skip``), no file flag: a second config's fields beside the first's."""
-        for name, info in self.fields.items():
-            if name not in skip:
-                group.add_argument(self.flag_of(name), **self._argument(name, info))
+        for dest, info in self.flags.items():
+            if dest.split(".", 1)[0] not in skip and dest.rsplit(".", 1)[-1] not in skip:
+                group.add_argument(self.flag_of(dest), **self._argument(dest, info))
 
     def nested(self, fields: Mapping[str, Any], name: str) -> dict[str, Any]:
         """A nested setting's current value as a dict: the file's (a preset name resolved), else the default."""
@@ -216,10 +243,13 @@ class ConfigFlags:
         """``fields`` ({field name: value}) with the flags given on top (mappings and nested JSON merge)."""
         fields = dict(fields)
         given = vars(args)
-        for name, info in self.fields.items():
+        for name, info in self.flags.items():
             if name not in given:
                 continue
             value = given[name]
+            if "." in name:  # a flattened group's field: into the file's mapping of the group (else a new one)
+                _put(fields, name.split("."), value)
+                continue
             if get_origin(_plain(info.annotation)) is dict:  # KEY=JSON pairs onto the file's mapping
                 value = {**fields.get(name, {}), **dict(value)}
             elif isinstance(value, dict):  # a nested setting's JSON: merged onto the file's value, else the default
@@ -235,11 +265,72 @@ class ConfigFlags:
             for e in errors():
                 message = e["msg"].removeprefix("Value error, ")
                 # a check across fields (loc empty) names its fields itself
-                clauses.append(f"{self.flag_of(str(e['loc'][0]))}: {message}" if e["loc"] else message)
+                clauses.append(self._clause(e["loc"], message))
             text = "; ".join(clauses)
         else:
             text = str(error)
         return refused(command, text)
+
+    def _clause(self, loc: tuple, message: str) -> str:
+        """One error as ``--flag: message``; a check across fields (loc empty or a whole group) names its fields."""
+        place = ".".join(map(str, loc))
+        if not loc:
+            return message
+        if loc[0] not in self.flatten:
+            return f"{self.flag_of(str(loc[0]))}: {message}"
+        if place in self.flags:
+            return f"{self.flag_of(place)}: {message}"
+        group = any(dest.startswith(place + ".") for dest in self.flags)
+        return message if group else f"{place}: {message}"
+
+
+def _config_fields(config: Any) -> dict[str, FieldInfo] | None:
+    """The fields of a nested config class (a pydantic model or pydantic dataclass), None for any other type."""
+    if isinstance(config, type) and issubclass(config, BaseModel):
+        return config.model_fields
+    return getattr(config, "__pydantic_fields__", None) if isinstance(config, type) else None
+
+
+def _leaves(config: type, prefix: str) -> dict[str, FieldInfo]:
+    """{dotted place: field} of every field of ``config``, the fields of its nested configs in their place."""
+    out: dict[str, FieldInfo] = {}
+    for name, info in (_config_fields(config) or {}).items():
+        nested = _config_fields(info.annotation) is not None
+        out.update(_leaves(info.annotation, f"{prefix}.{name}") if nested else {f"{prefix}.{name}": info})
+    return out
+
+
+def _check_keys(path: str, loaded: Mapping, keys: list[str], where: str) -> None:
+    """Refuse a key of ``loaded`` not in ``keys``, suggesting the closest (``where``: the mapping's place)."""
+    for key in loaded:
+        if key not in keys:
+            close = difflib.get_close_matches(str(key), keys, n=1)
+            hint = f" (did you mean {where + close[0]!r}?)" if close else ""
+            raise ValueError(f"{path}: unknown key {where + str(key)!r}{hint}")
+
+
+def _check_nested_keys(path: str, loaded: Any, config: type, where: str) -> None:
+    """The keys of a flattened group's mapping in a file, nested mappings included (a non-mapping: left to pydantic)."""
+    fields = _config_fields(config) or {}
+    if not isinstance(loaded, Mapping):
+        return
+    _check_keys(path, loaded, list(fields), f"{where}.")
+    for name, info in fields.items():
+        if _config_fields(info.annotation) is not None:
+            _check_nested_keys(path, loaded.get(name), info.annotation, f"{where}.{name}")
+
+
+def _put(fields: dict[str, Any], place: list[str], value: Any) -> None:
+    """Set ``fields[a][b][c] = value`` for place ``[a, b, c]``, copying the mappings on the way (a nested
+    config object becomes its dict)."""
+    head, *rest = place
+    if not rest:
+        fields[head] = value
+        return
+    inner = fields.get(head, {})
+    inner = dataclasses.asdict(inner) if dataclasses.is_dataclass(inner) else dict(inner)
+    _put(inner, rest, value)
+    fields[head] = inner
 
 
 def refused(command: str, reason: str) -> int:

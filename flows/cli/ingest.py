@@ -8,11 +8,12 @@ from flows.cli.console import flow_console
 
 
 def ingest_flags():
-    """IngestSettings' flags: ``--field-name`` each, ``--config FILE``, defaults and help from the fields."""
+    """IngestSettings' flags: ``--field-name`` each (the preprocessing's too: ``--face-size`` sets
+    ``preprocess.face_size``), ``--config FILE``, defaults and help from the fields."""
     from flows.cli.fields import ConfigFlags
     from tasks.ingest.settings import IngestSettings
 
-    return ConfigFlags(IngestSettings)
+    return ConfigFlags(IngestSettings, flatten=("preprocess",))
 
 
 def _add_ingest(sub) -> None:

@@ -7,13 +7,11 @@ in training (a test checks the parity).
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, mel_window, resample_columns
+from tasks.ingest.audio import SILENCE_LOG_MEL, decode_audio, log_mel, mel_window, resample_columns
 from tasks.ingest.faces import FaceDetector, FaceTrack, crop_track, track_faces
 from storage.shard_schema import LIP_TRACK_FPS, lip_track_steps
 from tasks.ingest.landmarks import (
@@ -28,9 +26,8 @@ from tasks.ingest.landmarks import (
     pose_of,
 )
 from tasks.ingest.stages import stage
+from tasks.ingest.config import PreprocessConfig
 from tasks.ingest.video import (
-    HWACCELS,
-    Limits,
     VideoError,
     VideoInfo,
     nearest_frames,
@@ -39,120 +36,6 @@ from tasks.ingest.video import (
     probe,
     read_frames,
 )
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    frames_per_clip: int = 16  # T
-    clip_fps: float = 5.0  # 16 frames at 5 fps = 3.2 s, the AVFF setting
-    # "spread": frames clip_fps apart; "native": consecutive frames at the video's own rate
-    # (16 at 25 fps = 0.64 s), fast enough for lip motion (syllables come 4-7 per second)
-    clip_mode: str = "spread"
-    max_clips: int = 3
-    clip_offset_s: float = 0.0  # the first clip starts this late (skips a video's unsettled opening)
-    clip_stride_s: float | None = None  # between clip starts; None: clip_seconds (back to back), less: overlapping
-    face_size: int = 224
-    face_margin: float = 1.3
-    # "box": the detector box, squared and enlarged by face_margin; "landmarks": aligned by face
-    # landmarks (eyes level, fixed scale, avff_model/crop_geometry.py) with a stored mouth box,
-    # falling back to the box for a video with landmarks in fewer than min_landmark_frac of its frames
-    crop: str = "box"
-    min_landmark_frac: float = 0.5
-    # with crop="landmarks": also each clip's lip shape at LIP_TRACK_FPS over its whole span, from every
-    # frame of the video there (the lip-sync signal of a real face is faster than 5 fps: landmarks.lip_track)
-    lip_track: bool = False
-    min_face_frac: float = 0.5  # of a clip's frames with a real detection
-    max_faces: int = 4  # faces tracked per video: the main one (face 0) and others present in most frames
-    min_track_frac: float = 0.5  # of all sampled frames in which a face other than the main one is detected
-    smooth_window: int = 5
-    detect_side: int = 640
-    min_det_score: float = 0.5
-    sample_rate: int = 16000
-    n_mels: int = 128
-    win_ms: float = 25.0
-    hop_ms: float = 10.0
-    require_audio: bool = True
-    min_audio_rms: float = 1e-4  # below: a silent track, refused
-    skip_nonref: bool = True  # decode non-reference frames only where they are targets (bit-exact)
-    hwaccel: str | None = None  # "cuda": decode the video on an NVIDIA GPU (NVDEC); None: the CPU
-    max_frame_error_s: float = 0.25  # a requested time with no frame this close: the clip is off the stream
-    limits: Limits = field(default_factory=Limits)
-
-    def __post_init__(self) -> None:
-        if not self.clip_offset_s >= 0:
-            raise ValueError(f"clip_offset_s must be >= 0, got {self.clip_offset_s}")
-        if self.clip_stride_s is not None and not self.clip_stride_s > 0:
-            raise ValueError(f"clip_stride_s must be > 0 or None, got {self.clip_stride_s}")
-        if not 1 <= self.max_faces <= MAX_FACES:
-            raise ValueError(f"max_faces must be in 1..{MAX_FACES}, got {self.max_faces}")
-        if self.clip_mode not in CLIP_MODES:
-            raise ValueError(f"clip_mode must be one of {', '.join(CLIP_MODES)}, got {self.clip_mode!r}")
-        if self.crop not in CROPS:
-            raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
-        if self.lip_track and self.crop != "landmarks":
-            raise ValueError("lip_track needs crop='landmarks' (the lips are found by the face mesh)")
-        if self.hwaccel is not None and self.hwaccel not in HWACCELS:
-            raise ValueError(f"hwaccel must be one of {', '.join(HWACCELS)} or None, got {self.hwaccel!r}")
-
-    @property
-    def clip_seconds(self) -> float:
-        """A spread clip's length; a native clip's is ``frames_per_clip`` frames of its video."""
-        return self.frames_per_clip / self.clip_fps
-
-    @property
-    def spread_fit_seconds(self) -> float:
-        """The shortest span a spread clip fits in: its last frame, at (T - 1) / clip_fps, stands for the
-        half frame interval either side, so a video lasting past (T - 1.5) / clip_fps has it (2.9 s for
-        16 frames at 5 fps: a 3 s talking-head clip fits). The sound past the video's end is silence."""
-        return (self.frames_per_clip - 1.5) / self.clip_fps
-
-    @property
-    def mel(self) -> MelSpec:
-        return MelSpec(self.sample_rate, self.n_mels, self.win_ms, self.hop_ms)
-
-    @property
-    def mel_frames(self) -> int:
-        return int(round(self.clip_seconds / self.mel.hop_s))
-
-    @property
-    def native_mel_frames(self) -> int:
-        """A native clip's mel columns whatever its frame rate: the hop's count at :data:`NATIVE_REF_FPS`
-        (4 per frame, 64 for 16 frames), so clips of 25 and 30 fps videos share one shape and one
-        column-per-frame ratio (the model pairs frame k with columns k·Tm/T onwards)."""
-        return self.frames_per_clip * max(1, int(round(1.0 / (NATIVE_REF_FPS * self.mel.hop_s))))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        d = {k: v for k, v in d.items() if k in known}
-        if isinstance(d.get("limits"), dict):
-            d["limits"] = Limits(**d["limits"])
-        return cls(**d)
-
-    def hash(self) -> str:
-        """Identifies the output: a change here invalidates previously written shards.
-
-        The fields of :data:`_HASHED_WHEN_SET` count only away from the values there, which write
-        what configs without them wrote: shards ingested before those fields existed stay valid.
-        """
-        d = {k: v for k, v in asdict(self).items() if not (k in _HASHED_WHEN_SET and v == _HASHED_WHEN_SET[k])}
-        if self.clip_mode == "native":  # native mels are resampled to a fixed length since: older ones varied
-            d["native_mel_frames"] = self.native_mel_frames
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-CLIP_MODES = ("spread", "native")
-NATIVE_REF_FPS = 25.0  # a native clip's mel has this rate's column count (:attr:`PreprocessConfig.native_mel_frames`)
-MAX_FACES = 10  # a sample key names its face with one digit (storage.shard_schema.sample_key)
-CROPS = ("box", "landmarks")
-# field -> the value that writes what configs without the field wrote (byte-identical output); all are
-# the field's default except max_faces, whose default (every face) writes more samples for videos of several people
-_HASHED_WHEN_SET = {"clip_offset_s": 0.0, "clip_stride_s": None, "clip_mode": "spread",
-                    "max_faces": 1, "min_track_frac": 0.5, "crop": "box", "min_landmark_frac": 0.5,
-                    "hwaccel": None, "lip_track": False}  # fmt: skip
 
 
 @dataclass

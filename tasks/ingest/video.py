@@ -29,6 +29,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from tasks.ingest.config import HWACCELS, Limits
 from tasks.ingest.stages import stage
 
 
@@ -51,25 +52,6 @@ class VideoInfo:
     has_audio: bool
     audio_rate: int
     start_time: float = 0.0  # seconds: the video stream's first timestamp, t=0 for every other time
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource bounds: a video beyond them is refused, never read whole."""
-
-    max_bytes: int = 2_000_000_000
-    max_duration_s: float = 600.0
-    max_pixels: int = 3840 * 2160
-    read_seconds: float = 60.0  # only the first read_seconds are decoded (bounds long videos)
-
-    def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_duration_s", "max_pixels", "read_seconds"):
-            value = getattr(self, name)
-            if not value > 0:  # also refuses NaN, which would switch the comparison off
-                raise ValueError(f"{name} must be > 0, got {value!r}")
-
-
-HWACCELS = ("cuda",)  # hardware decoders read_frames may use: cuda = NVIDIA NVDEC (untested on hardware here)
 
 
 class HWAccelUnavailable(RuntimeError):

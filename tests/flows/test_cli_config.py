@@ -138,21 +138,37 @@ def test_a_missing_required_field_names_its_flag(shards, capsys):
 
 INGEST_NOT_DEFAULT = {
     "out": "/tmp/avff-shards", "identities": "/tmp/ids.csv", "ratios": [0.6, 0.2, 0.2], "folds": 3, "seed": 1,
-    "videos_per_shard": 8, "jpeg_quality": 80, "face_size": 64, "frames_per_clip": 8, "clip_fps": 4.0, "clip_mode": "native", "crop": "landmarks", "lip_track": True, "max_clips": 2,
-    "clip_offset_s": 0.5, "clip_stride_s": 1.6, "face_margin": 1.5, "min_face_frac": 0.3, "max_faces": 2, "require_audio": False, "max_duration_s": 60.0, "max_bytes": 1000,
-    "max_pixels": 1000, "read_seconds": 10.0, "hwaccel": "cuda", "executor": "local", "ray_address": "auto", "num_workers": 2,
+    "videos_per_shard": 8, "jpeg_quality": 80, "executor": "local", "ray_address": "auto", "num_workers": 2,
     "retries": 0, "progress": False,
+    "preprocess": {
+        "face_size": 64, "frames_per_clip": 8, "clip_fps": 4.0, "clip_mode": "native", "crop": "landmarks",
+        "lip_track": True, "max_clips": 2, "clip_offset_s": 0.5, "clip_stride_s": 1.6, "face_margin": 1.5,
+        "min_landmark_frac": 0.6, "min_face_frac": 0.3, "max_faces": 2, "min_track_frac": 0.4, "smooth_window": 3,
+        "detect_side": 320, "min_det_score": 0.6, "sample_rate": 22050, "n_mels": 64, "win_ms": 20.0, "hop_ms": 5.0,
+        "require_audio": False, "min_audio_rms": 0.001, "skip_nonref": False, "hwaccel": "cuda",
+        "max_frame_error_s": 0.5,
+        "limits": {"max_duration_s": 60.0, "max_bytes": 1000, "max_pixels": 1000, "read_seconds": 10.0},
+    },
 }  # fmt: skip
+
+
+def _at(values: dict, dest: str):
+    """``values``' entry at a dotted place (``preprocess.limits.max_bytes``)."""
+    for key in dest.split("."):
+        values = values[key]
+    return values
 
 
 def test_every_ingest_field_is_a_flag_a_yaml_key_and_a_parameter(tmp_path):
     from flows.cli.ingest import ingest_flags
     from flows.ingest import ingest_dfdc
-    from tasks.ingest.settings import IngestSettings
+    from tasks.ingest.settings import IngestSettings, preprocessing_places
 
     flags = ingest_flags()
     fields = IngestSettings.model_fields
     assert set(INGEST_NOT_DEFAULT) | {"data"} == set(fields)
+    # every preprocessing field, nested ones included, is a flat flag of its own name
+    assert set(flags.flags) == (set(fields) - {"preprocess"}) | set(preprocessing_places().values())
 
     def parse(argv):
         p = argparse.ArgumentParser(prog="avff ingest")
@@ -160,19 +176,66 @@ def test_every_ingest_field_is_a_flag_a_yaml_key_and_a_parameter(tmp_path):
         return IngestSettings.model_validate(flags.values(p.parse_args(argv)))
 
     argv = ["--data", "/tmp/dfdc"]
-    for name, v in INGEST_NOT_DEFAULT.items():
-        flag = flags.flag_of(name)
+    for dest in flags.flags:
+        if dest == "data":
+            continue
+        flag, v = flags.flag_of(dest), _at(INGEST_NOT_DEFAULT, dest)
         argv += ([flag if v else "--no-" + flag[2:]] if isinstance(v, bool) else
                  [flag, *map(str, v)] if isinstance(v, list) else [flag, str(v)])  # fmt: skip
     (tmp_path / "ingest.yaml").write_text(yaml.safe_dump({"data": "/tmp/dfdc", **INGEST_NOT_DEFAULT}))
     from_flags, from_yaml = parse(argv), parse(["--config", str(tmp_path / "ingest.yaml")])
     assert from_flags == from_yaml == IngestSettings(data="/tmp/dfdc", **INGEST_NOT_DEFAULT)
-    default = IngestSettings(data="/tmp/dfdc", out="/tmp/o")
-    assert [n for n in INGEST_NOT_DEFAULT if getattr(from_flags, n) == getattr(default, n)] == []
-    assert parse(["--data", "/tmp/dfdc", "--out", "/tmp/o"]) == default  # the CLI has no defaults of its own
+    default = IngestSettings(data="/tmp/dfdc", out="/tmp/o").model_dump()
+    assert [d for d in flags.flags if d != "data" and _at(from_flags.model_dump(), d) == _at(default, d)] == []
+    assert parse(["--data", "/tmp/dfdc", "--out", "/tmp/o"]).model_dump() == default  # no defaults of its own
+    # a flag over a file's group: merged into it, the file's other values kept
+    (tmp_path / "part.yaml").write_text(yaml.safe_dump({"data": "/tmp/dfdc", "out": "/tmp/o",
+                                                        "preprocess": {"face_size": 64, "limits": {"max_bytes": 9}}}))  # fmt: skip
+    merged = parse(["--config", str(tmp_path / "part.yaml"), "--read-seconds", "7", "--max-clips", "2"]).preprocess
+    assert (merged.face_size, merged.max_clips, merged.limits.max_bytes, merged.limits.read_seconds) == (64, 2, 9, 7.0)
+    # the Prefect form: every field described, the preprocessing as a nested group of described fields
     schema = ingest_dfdc.parameters.model_dump()
-    properties = schema["definitions"][schema["properties"]["config"]["$ref"].rsplit("/", 1)[-1]]["properties"]
+    definitions = schema["definitions"]
+    properties = definitions[schema["properties"]["config"]["$ref"].rsplit("/", 1)[-1]]["properties"]
     assert set(properties) == set(fields) and all(p.get("description") for p in properties.values())
+    for group in ("PreprocessConfig", "Limits"):
+        assert all(p.get("description") for p in definitions[group]["properties"].values()), group
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("face_size: 64", "'face_size' belongs under preprocess: (it is preprocess.face_size)"),
+        ("max_bytes: 64", "'max_bytes' belongs under preprocess.limits: (it is preprocess.limits.max_bytes)"),
+        ("preprocess: {face_sise: 64}", "unknown key 'preprocess.face_sise' (did you mean 'preprocess.face_size'?)"),
+    ],
+)
+def test_an_ingest_file_with_a_misplaced_key_is_refused_naming_its_place(tmp_path, capsys, text, error):
+    from flows.cli.ingest import ingest_flags
+
+    (tmp_path / "ingest.yaml").write_text(text)
+    p = argparse.ArgumentParser(prog="avff ingest")
+    ingest_flags().add_arguments(p, "ingest settings")
+    with pytest.raises(SystemExit):
+        p.parse_args(["--config", str(tmp_path / "ingest.yaml")])
+    assert error in capsys.readouterr().err
+
+
+def test_an_ingest_value_refused_inside_the_group_names_its_flag(capsys):
+    from pydantic import ValidationError
+
+    from flows.cli.ingest import ingest_flags
+    from tasks.ingest.settings import IngestSettings
+
+    for pre in ({"face_size": 8, "limits": {"max_bytes": 0}}, {"lip_track": True}):
+        with pytest.raises(ValidationError) as e:
+            IngestSettings(data="/tmp/dfdc", out="/tmp/o", preprocess=pre)
+        assert ingest_flags().usage_error("ingest", e.value) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "avff ingest: error: --face-size: Input should be greater than or equal to 32; "
+        "--max-bytes: Input should be greater than 0",
+        "avff ingest: error: lip_track needs crop=landmarks (the lips are found by the face mesh)",
+    ]
 
 
 # avff cv / ablate: a value other than the default for every field of CVConfig / AblationConfig but the

@@ -198,7 +198,7 @@ def zoo(tmp_path_factory, footage, media, ingest_config, flow_env):
     _write_zoo(data, footage, media, base)
     before = _snapshot(data)
     out = base / "out"
-    result = ingest_dfdc(ingest_config(data, out, **LIMITS))
+    result = ingest_dfdc(ingest_config(data, out, preprocess={"limits": LIMITS}))
     return data, out, result, before
 
 

@@ -205,13 +205,15 @@ def test_resource_bounds_come_from_config_and_nonsense_is_refused(ingest_config,
     from tasks.ingest.video import Limits
 
     data = tmp_path / "data"  # the output may not sit inside the input
-    cfg = ingest_config(data, tmp_path / "out", max_bytes=10_000, max_duration_s=5.0, max_pixels=64 * 64,
-                        read_seconds=4.0)  # fmt: skip
-    assert cfg.preprocess().limits == Limits(max_bytes=10_000, max_duration_s=5.0, max_pixels=4096, read_seconds=4.0)
+    limits = dict(max_bytes=10_000, max_duration_s=5.0, max_pixels=64 * 64, read_seconds=4.0)
+    cfg = ingest_config(data, tmp_path / "out", preprocess={"limits": limits})
+    assert cfg.preprocess.limits == Limits(max_bytes=10_000, max_duration_s=5.0, max_pixels=4096, read_seconds=4.0)
     for bad in (dict(max_bytes=0), dict(max_duration_s=-1.0), dict(max_pixels=0), dict(read_seconds=0.0),
                 dict(max_duration_s=float("nan"))):  # fmt: skip
-        with pytest.raises(ValueError, match=next(iter(bad))):
-            ingest_config(data, tmp_path / "out", **bad).preprocess()
+        with pytest.raises(ValidationError, match=next(iter(bad))):  # refused by the config, naming the field
+            ingest_config(data, tmp_path / "out", preprocess={"limits": bad})
+        with pytest.raises(ValueError, match=next(iter(bad))):  # and by the per-video code's own config
+            Limits(**bad)
     for bad in (dict(frames_per_clip=65), dict(max_clips=0), dict(face_size=4096)):
         with pytest.raises(ValidationError):
-            ingest_config(data, tmp_path / "out", **bad)
+            ingest_config(data, tmp_path / "out", preprocess=bad)

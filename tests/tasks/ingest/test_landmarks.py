@@ -147,7 +147,7 @@ def test_box_crop_is_unchanged_by_landmarks_existing():
     """crop="box" hashes and crops as before: no landmark fields, no face mesh (max_faces=1: one face,
     as before every face was tracked; see test_preprocess for the every-face default)."""
     assert PreprocessConfig(crop="box", max_faces=1).hash() == "5229b89333b5808d", "the hash before landmarks existed"
-    with pytest.raises(ValueError, match="crop must be one of"):
+    with pytest.raises(ValueError, match=r"crop\n  Input should be 'box' or 'landmarks'"):
         PreprocessConfig(crop="mesh")
 
 

@@ -146,18 +146,18 @@ def test_ingest_settings_pass_the_sampling_fields_on(tmp_path):
     from tasks.ingest.settings import IngestSettings
 
     base = dict(data=str(tmp_path / "data"), out=str(tmp_path / "out"))
-    assert IngestSettings(**base).preprocess() == PreprocessConfig()
-    pre = IngestSettings(**base, clip_offset_s=0.5, clip_stride_s=1.6).preprocess()
+    assert IngestSettings(**base).preprocess == PreprocessConfig()
+    pre = IngestSettings(**base, preprocess={"clip_offset_s": 0.5, "clip_stride_s": 1.6}).preprocess
     assert (pre.clip_offset_s, pre.clip_stride_s) == (0.5, 1.6)
     with pytest.raises(ValidationError):
-        IngestSettings(**base, clip_stride_s=0.0)
-    assert IngestSettings(**base, clip_mode="native").preprocess().clip_mode == "native"
+        IngestSettings(**base, preprocess={"clip_stride_s": 0.0})
+    assert IngestSettings(**base, preprocess={"clip_mode": "native"}).preprocess.clip_mode == "native"
     with pytest.raises(ValidationError):
-        IngestSettings(**base, clip_mode="dense")
-    assert IngestSettings(**base, crop="landmarks", lip_track=True).preprocess().lip_track
+        IngestSettings(**base, preprocess={"clip_mode": "dense"})
+    assert IngestSettings(**base, preprocess={"crop": "landmarks", "lip_track": True}).preprocess.lip_track
     with pytest.raises(ValidationError, match="lip_track needs crop=landmarks"):
-        IngestSettings(**base, lip_track=True)
-    with pytest.raises(ValueError, match="lip_track needs crop='landmarks'"):
+        IngestSettings(**base, preprocess={"lip_track": True})
+    with pytest.raises(ValueError, match="lip_track needs crop=landmarks"):
         PreprocessConfig(lip_track=True)
     assert PreprocessConfig(crop="landmarks").hash() == PreprocessConfig(crop="landmarks", lip_track=False).hash()
     assert PreprocessConfig(crop="landmarks").hash() != PreprocessConfig(crop="landmarks", lip_track=True).hash()

@@ -21,7 +21,8 @@ def test_ingest_output_trains_with_the_tiny_preset(ingested, tmp_path):
     layout = fs.IngestLayout(str(ingested))
     ingest = json.loads(fs.read_bytes(layout.config))
     shape = infer_input_shape(layout)
-    assert shape.img_size == ingest["face_size"] and shape.num_frames == ingest["frames_per_clip"]
+    pre = ingest["preprocess"]
+    assert shape.img_size == pre["face_size"] and shape.num_frames == pre["frames_per_clip"]
     batch = next(iter(make_loader(layout, "val", batch_size=4)))
     assert batch["video"].shape[1:] == (3, shape.num_frames, shape.img_size, shape.img_size)
     assert batch["audio"].shape[1:] == (1, shape.n_mels, shape.mel_frames)
