@@ -50,6 +50,24 @@ class MelStats:
 # both that and what the normalisation does to real speech.
 AUDIOSET_FBANK = MelStats(mean=-4.2677393, std=4.5689974, sample_rate=16000, n_mels=128, win_ms=25.0, hop_ms=10.0)
 AUDIO_MEAN, AUDIO_STD = AUDIOSET_FBANK.mean, AUDIOSET_FBANK.std
+MEL_FIELDS = ("sample_rate", "n_mels", "win_ms", "hop_ms")
+
+
+def mel_stats_for(preprocess: dict | None, where: str) -> MelStats:
+    """The statistics that normalise the log-mels of shards ingested with ``preprocess`` (the ``preprocess``
+    block of their ingest_config.json; None: not recorded, taken as ingest's defaults). Raises, naming
+    ``where``, when the shards' mel settings are not the ones the statistics were measured on: their audio
+    would reach the model off scale."""
+    if preprocess is None:
+        return AUDIOSET_FBANK
+    theirs = {k: preprocess.get(k, getattr(AUDIOSET_FBANK, k)) for k in MEL_FIELDS}
+    ours = {k: getattr(AUDIOSET_FBANK, k) for k in MEL_FIELDS}
+    if theirs != ours:
+        diff = ", ".join(f"{k}={theirs[k]} (not {ours[k]})" for k in MEL_FIELDS if theirs[k] != ours[k])
+        raise ValueError(f"{where}: its log-mels were made with {diff}; the model's audio normalisation "
+                         f"(AUDIO_MEAN / AUDIO_STD) was measured on {ours}: re-ingest with the default mel settings")  # fmt: skip
+    return AUDIOSET_FBANK
+
 
 # (video (3, T, H, W) in [0, 1], raw log-mel (F, Tm), mouth box (4,) fractions) -> the same, transformed
 # (training's augmentation: a flip moves the mouth box too)

@@ -49,6 +49,7 @@ import torch
 
 from avff_model import AVFF, AVFFConfig, get_config
 from avff_model.model import ENCODER_PREFIXES
+from avff_model.inputs import mel_stats_for
 from storage import fs
 from storage.shard_schema import FAKE, REAL
 from storage.tables import ManifestRow
@@ -329,6 +330,8 @@ class Run:
         self.mode = monitor_mode(cfg.monitor) if cfg.monitor_mode == "auto" else cfg.monitor_mode
         seed_everything(cfg.seed)
         self.extra_layouts = tuple(fs.IngestLayout(d) for d in cfg.extra_train_data)
+        for data in (cfg.data, *cfg.extra_train_data):  # the audio normalisation holds for one mel setting
+            mel_stats_for(ingest_preprocess(data), f"shards {data}")
         self.data = load_run_data(fs.IngestLayout(cfg.data), cfg.fold, cfg.exclude_manipulations, self.extra_layouts)
         shape = infer_input_shape(self.data.layout)
         model_cfg = resolve_model_config(cfg.model_preset, cfg.model_overrides(), shape)

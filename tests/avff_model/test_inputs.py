@@ -71,6 +71,20 @@ def test_the_audio_statistics_hold_for_the_features_ingest_writes():
     assert not AUDIOSET_FBANK.holds_for(MelSpec(n_mels=64)) and not AUDIOSET_FBANK.holds_for(MelSpec(hop_ms=20.0))
 
 
+def test_shards_made_with_other_mel_settings_are_refused_naming_them_and_the_setting():
+    import dataclasses
+
+    from avff_model.inputs import mel_stats_for
+    from tasks.ingest.config import PreprocessConfig
+
+    default = dataclasses.asdict(PreprocessConfig())  # what ingest records in ingest_config.json
+    assert mel_stats_for(default, "shards /d") is AUDIOSET_FBANK
+    assert mel_stats_for(None, "shards /d") is AUDIOSET_FBANK  # nothing recorded: ingest's defaults
+    with pytest.raises(ValueError, match=r"shards /d: its log-mels were made with n_mels=64 \(not 128\)") as err:
+        mel_stats_for({**default, "n_mels": 64}, "shards /d")
+    assert "\n" not in str(err.value)
+
+
 def test_the_audio_statistics_put_real_speech_on_the_audioset_scale():
     """Real talking-face clips through ingest's own decode and log-mel, then normalised: about mean 0 and std 0.5
     (AST's target); the same speech at int16 scale, features the statistics do not hold for, lands far off."""

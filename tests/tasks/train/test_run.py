@@ -154,6 +154,19 @@ def test_contradicting_shape_overrides_fail_before_training(data, tmp_path):
         run_training(_settings(data, tmp_path, overrides={**SMALL, "img_size": 64}), log=InMemoryLogger())
 
 
+def test_shards_ingested_with_another_mel_setting_are_refused_before_training(data, tmp_path):
+    """The audio normalisation (AUDIO_MEAN / AUDIO_STD) holds for ingest's default log-mel only."""
+    import json
+    import shutil
+
+    other = tmp_path / "shards"
+    shutil.copytree(data, other)
+    (other / "ingest_config.json").write_text(json.dumps({"preprocess": {"n_mels": 64, "hop_ms": 10.0}}))
+    with pytest.raises(ValueError, match=f"shards {other}: its log-mels were made with n_mels=64"):
+        run_training(_settings(str(other), tmp_path / "out"), log=InMemoryLogger())
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
 def test_run_data_counts_roles_labels_groups_and_the_training_prior(data):
     layout = fs.IngestLayout(data)
     split = load_run_data(layout, None)
