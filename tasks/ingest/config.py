@@ -85,9 +85,11 @@ class PreprocessConfig:
     smooth_window: int = Field(5, ge=1, description="frames over which a track's boxes are smoothed")
     detect_side: int = Field(640, ge=32, description="longest frame side the face detector sees, pixels")
     min_det_score: float = Field(0.5, ge=0.0, le=1.0, description="least face detector score")
-    # -- the audio
+    # -- the audio (the model's audio normalisation holds for these defaults only: training refuses shards made
+    #    with others, avff_model.inputs.mel_stats_for)
     sample_rate: int = Field(16000, gt=0, description="audio resampled to this rate, Hz")
-    n_mels: int = Field(128, ge=1, description="log-mel bins (the model's audio normalisation assumes 128)")
+    n_mels: int = Field(128, ge=1, description="log-mel bins (training refuses shards with another value: the model's audio "
+                        "normalisation holds for 128)")  # fmt: skip
     win_ms: float = Field(25.0, gt=0, description="mel window, milliseconds")
     hop_ms: float = Field(10.0, gt=0, description="mel hop, milliseconds")
     require_audio: bool = Field(True, description="refuse videos without audio (off: keep them with a silent log-mel)")
