@@ -17,6 +17,7 @@ from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, 
 from tasks.ingest.faces import FaceDetector, FaceTrack, crop_track, track_faces
 from storage.shard_schema import LIP_TRACK_FPS, lip_track_steps
 from tasks.ingest.landmarks import (
+    MESH_ROIS,
     LandmarkFaceDetector,
     LandmarkTrack,
     align,
@@ -58,6 +59,10 @@ class PreprocessConfig:
     # falling back to the box for a video with landmarks in fewer than min_landmark_frac of its frames
     crop: str = "box"
     min_landmark_frac: float = 0.5
+    # with crop="landmarks", where the face mesh looks: "box" gives its landmark model the tracked box's
+    # region (its own face detector only where that finds no face), "detect" runs the whole mesh on
+    # every frame (before issue 26; 1.5x the CPU, points 1.2 px apart at the median: docs/performance.md)
+    mesh_roi: str = "box"
     # with crop="landmarks": also each clip's lip shape at LIP_TRACK_FPS over its whole span, from every
     # frame of the video there (the lip-sync signal of a real face is faster than 5 fps: landmarks.lip_track)
     lip_track: bool = False
@@ -89,6 +94,8 @@ class PreprocessConfig:
             raise ValueError(f"clip_mode must be one of {', '.join(CLIP_MODES)}, got {self.clip_mode!r}")
         if self.crop not in CROPS:
             raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
+        if self.mesh_roi not in MESH_ROIS:
+            raise ValueError(f"mesh_roi must be one of {', '.join(MESH_ROIS)}, got {self.mesh_roi!r}")
         if self.lip_track and self.crop != "landmarks":
             raise ValueError("lip_track needs crop='landmarks' (the lips are found by the face mesh)")
         if self.hwaccel is not None and self.hwaccel not in HWACCELS:
@@ -130,6 +137,8 @@ class PreprocessConfig:
         d = {k: v for k, v in d.items() if k in known}
         if isinstance(d.get("limits"), dict):
             d["limits"] = Limits(**d["limits"])
+        if d.get("crop") == "landmarks":  # written before mesh_roi existed: the whole mesh made its points
+            d.setdefault("mesh_roi", "detect")
         return cls(**d)
 
     def hash(self) -> str:
@@ -139,6 +148,8 @@ class PreprocessConfig:
         what configs without them wrote: shards ingested before those fields existed stay valid.
         """
         d = {k: v for k, v in asdict(self).items() if not (k in _HASHED_WHEN_SET and v == _HASHED_WHEN_SET[k])}
+        if self.crop != "landmarks":  # no face mesh runs: box crops are the same whatever its region
+            d.pop("mesh_roi", None)
         if self.clip_mode == "native":  # native mels are resampled to a fixed length since: older ones varied
             d["native_mel_frames"] = self.native_mel_frames
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -149,10 +160,11 @@ NATIVE_REF_FPS = 25.0  # a native clip's mel has this rate's column count (:attr
 MAX_FACES = 10  # a sample key names its face with one digit (storage.shard_schema.sample_key)
 CROPS = ("box", "landmarks")
 # field -> the value that writes what configs without the field wrote (byte-identical output); all are
-# the field's default except max_faces, whose default (every face) writes more samples for videos of several people
+# the field's default except max_faces, whose default (every face) writes more samples for videos of several people,
+# and mesh_roi, whose default (the box's region) writes other landmark points, so other aligned crops
 _HASHED_WHEN_SET = {"clip_offset_s": 0.0, "clip_stride_s": None, "clip_mode": "spread",
                     "max_faces": 1, "min_track_frac": 0.5, "crop": "box", "min_landmark_frac": 0.5,
-                    "hwaccel": None, "lip_track": False}  # fmt: skip
+                    "hwaccel": None, "lip_track": False, "mesh_roi": "detect"}  # fmt: skip
 
 
 @dataclass
@@ -218,7 +230,7 @@ def face_detector(cfg: PreprocessConfig) -> FaceDetector:
     """The detector ``cfg``'s preprocessing runs with (with the face mesh when ``crop="landmarks"``);
     build one per worker and reuse it for every video."""
     if cfg.crop == "landmarks":
-        return LandmarkFaceDetector(min_score=cfg.min_det_score, detect_side=cfg.detect_side)
+        return LandmarkFaceDetector(min_score=cfg.min_det_score, detect_side=cfg.detect_side, mesh_roi=cfg.mesh_roi)
     return FaceDetector(min_score=cfg.min_det_score, detect_side=cfg.detect_side)
 
 
