@@ -46,6 +46,8 @@ def point_distance(ref: list, new: list) -> dict:
     d = np.array([np.linalg.norm(p - q, axis=1).mean() for p, q in both])  # (M,) pixels
     return {
         "frames": len(ref),
+        "found_ref": sum(p is not None for p in ref),
+        "found_new": sum(q is not None for q in new),
         "found_ref_only": sum(p is not None and q is None for p, q in zip(ref, new)),
         "found_new_only": sum(p is None and q is not None for p, q in zip(ref, new)),
         "px_median": float(np.median(d)) if d.size else None,
