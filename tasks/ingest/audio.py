@@ -6,6 +6,8 @@ decoder) and torchaudio only computes the mel filterbank.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import av
@@ -100,7 +102,7 @@ def log_mel(wave: np.ndarray, spec: MelSpec = MelSpec()) -> np.ndarray:
     """
     if wave.size < spec.win:
         wave = np.pad(wave, (0, spec.win - wave.size))
-    with torch.no_grad():
+    with torch.no_grad(), torch_threads(1):
         fbank = torchaudio.compliance.kaldi.fbank(
             torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))[None],  # (1, n)
             sample_frequency=spec.sample_rate,
@@ -113,6 +115,27 @@ def log_mel(wave: np.ndarray, spec: MelSpec = MelSpec()) -> np.ndarray:
             dither=0.0,
         )  # (Tm, F)
     return fbank.T.contiguous().numpy()  # (F, Tm)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with torch's intra-op threads set to ``n``, then restore them.
+
+    Why one thread for the mel: a video's fbank is a few small ops (~1,000 frames of 400
+    samples), and torch's thread pool spins more CPU than it saves. On the 4 DFDC clips log_mel
+    cost 0.07-0.12 CPU-s per video with 2 threads and 0.007 with one, the same bits
+    (docs/performance.md, "Mel"; tests/tasks/ingest/test_audio_threads.py). Ingest runs one video
+    per core anyway. torch's setting is process-wide: not for a block other threads share.
+    """
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resample_columns(mel: np.ndarray, n: int) -> np.ndarray:

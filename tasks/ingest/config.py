@@ -27,13 +27,16 @@ ClipMode = Literal["spread", "native"]
 CLIP_MODES: tuple[str, ...] = get_args(ClipMode)
 Crop = Literal["box", "landmarks"]
 CROPS: tuple[str, ...] = get_args(Crop)
+MeshRoi = Literal["box", "detect"]
+MESH_ROIS: tuple[str, ...] = get_args(MeshRoi)  # the face mesh's region: landmarks.LandmarkFaceDetector
 NATIVE_REF_FPS = 25.0  # a native clip's mel has this rate's column count (:attr:`PreprocessConfig.native_mel_frames`)
 MAX_FACES = 10  # a sample key names its face with one digit (storage.shard_schema.sample_key)
 # field -> the value that writes what configs without the field wrote (byte-identical output); all are
-# the field's default except max_faces, whose default (every face) writes more samples for videos of several people
+# the field's default except max_faces, whose default (every face) writes more samples for videos of several people,
+# and mesh_roi, whose default (the box's region) writes other landmark points, so other aligned crops
 _HASHED_WHEN_SET = {"clip_offset_s": 0.0, "clip_stride_s": None, "clip_mode": "spread",
                     "max_faces": 1, "min_track_frac": 0.5, "crop": "box", "min_landmark_frac": 0.5,
-                    "hwaccel": None, "lip_track": False}  # fmt: skip
+                    "hwaccel": None, "lip_track": False, "mesh_roi": "detect"}  # fmt: skip
 
 _CONFIG = ConfigDict(extra="forbid")
 
@@ -73,6 +76,10 @@ class PreprocessConfig:
                        "level, fixed scale) with a stored mouth box, the box where landmarks fail")  # fmt: skip
     min_landmark_frac: float = Field(0.5, ge=0.0, le=1.0, description="with crop=landmarks: least fraction of a "
                                      "video's frames with landmarks, else the detector box")  # fmt: skip
+    # "detect" was the only path before issue 26: 1.5x the CPU, points 1.2 px apart at the median (docs/performance.md)
+    mesh_roi: MeshRoi = Field("box", description="with crop=landmarks, where the face mesh looks: box: its landmark "
+                              "model on the tracked box's region (the whole mesh only where that finds no face); "
+                              "detect: the whole mesh on every frame")  # fmt: skip
     # the lip-sync signal of a real face is faster than 5 fps: landmarks.lip_track
     lip_track: bool = Field(False, description="with crop=landmarks: each clip's lips at 25 fps over its whole span, "
                             "from every frame there (the lip-sync signal of a real face; decodes every frame of the "
@@ -144,7 +151,10 @@ class PreprocessConfig:
     def from_dict(cls, d: dict) -> PreprocessConfig:
         """The config a stored dict describes; keys of fields it no longer has are ignored."""
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        d = {k: v for k, v in d.items() if k in known}
+        if d.get("crop") == "landmarks":  # written before mesh_roi existed: the whole mesh made its points
+            d.setdefault("mesh_roi", "detect")
+        return cls(**d)
 
     def hash(self) -> str:
         """Identifies the output: a change here invalidates previously written shards.
@@ -153,6 +163,8 @@ class PreprocessConfig:
         what configs without them wrote: shards ingested before those fields existed stay valid.
         """
         d = {k: v for k, v in asdict(self).items() if not (k in _HASHED_WHEN_SET and v == _HASHED_WHEN_SET[k])}
+        if self.crop != "landmarks":  # no face mesh runs: box crops are the same whatever its region
+            d.pop("mesh_roi", None)
         if self.clip_mode == "native":  # native mels are resampled to a fixed length since: older ones varied
             d["native_mel_frames"] = self.native_mel_frames
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -243,11 +243,34 @@ def track_faces(
     when it is detected in at least ``min_track_frac`` of the frames. Extra tracks are ordered
     by size (largest first). Raises ValueError when no face is found in any frame.
     """
-    main = track_face(frames, detector, smooth_window)
+    looks = SeenFrames(detector)  # the probes look at frame 0 again, as the main track's first look did
+    main = track_face(frames, looks, smooth_window)
     if max_faces <= 1 or len(frames) == 0:
         return [main]
     with stage("faces"):
-        return [main, *_other_faces(frames, detector, main, smooth_window, max_faces, min_track_frac, probes)]
+        return [main, *_other_faces(frames, looks, main, smooth_window, max_faces, min_track_frac, probes)]
+
+
+class SeenFrames:
+    """A detector that remembers its full-frame looks (:meth:`FaceDetector.detect`) by frame, for the
+    frames of one video: a frame looked at twice (the main track's first look and a probe for other
+    faces, both on frame 0) gets the same detections without the ~12 ms second look. Keyed by the
+    array's identity (read_frames gives a frame picked twice as one array), so it holds the frames it
+    saw: make one per video. Second looks (:meth:`FaceDetector.refine`) depend on a box and pass through.
+    """
+
+    def __init__(self, detector: FaceDetector):
+        self.detector = detector
+        self._seen: dict[int, tuple[np.ndarray, list[tuple[Box, float]]]] = {}
+
+    def detect(self, rgb: np.ndarray) -> list[tuple[Box, float]]:
+        hit = self._seen.get(id(rgb))
+        if hit is None or hit[0] is not rgb:
+            hit = self._seen[id(rgb)] = (rgb, self.detector.detect(rgb))
+        return list(hit[1])
+
+    def refine(self, rgb: np.ndarray, box: Box) -> list[tuple[Box, float]]:
+        return self.detector.refine(rgb, box)
 
 
 def _other_faces(

@@ -101,7 +101,7 @@ def face_detector(cfg: PreprocessConfig) -> FaceDetector:
     """The detector ``cfg``'s preprocessing runs with (with the face mesh when ``crop="landmarks"``);
     build one per worker and reuse it for every video."""
     if cfg.crop == "landmarks":
-        return LandmarkFaceDetector(min_score=cfg.min_det_score, detect_side=cfg.detect_side)
+        return LandmarkFaceDetector(min_score=cfg.min_det_score, detect_side=cfg.detect_side, mesh_roi=cfg.mesh_roi)
     return FaceDetector(min_score=cfg.min_det_score, detect_side=cfg.detect_side)
 
 

@@ -143,7 +143,7 @@ INGEST_NOT_DEFAULT = {
     "preprocess": {
         "face_size": 64, "frames_per_clip": 8, "clip_fps": 4.0, "clip_mode": "native", "crop": "landmarks",
         "lip_track": True, "max_clips": 2, "clip_offset_s": 0.5, "clip_stride_s": 1.6, "face_margin": 1.5,
-        "min_landmark_frac": 0.6, "min_face_frac": 0.3, "max_faces": 2, "min_track_frac": 0.4, "smooth_window": 3,
+        "min_landmark_frac": 0.6, "mesh_roi": "detect", "min_face_frac": 0.3, "max_faces": 2, "min_track_frac": 0.4, "smooth_window": 3,
         "detect_side": 320, "min_det_score": 0.6, "sample_rate": 22050, "n_mels": 64, "win_ms": 20.0, "hop_ms": 5.0,
         "require_audio": False, "min_audio_rms": 0.001, "skip_nonref": False, "hwaccel": "cuda",
         "max_frame_error_s": 0.5,
