@@ -1,0 +1,96 @@
+"""Where the visual types get lost (issue 22): in the texture branch's features, or in the head that reads them?
+
+    uv run python bench/texture_head.py /tmp/avff-results/seed0/avff /tmp/avff-results/seed1/avff ...
+
+For each trained variant folder of bench/results.py (``seedN/<variant>``, its best checkpoint), on the held-out
+clips of that seed's own ingest (val and test splits: identities the variant never trained on), REAL against
+each visual type's fakes, AUC of:
+  texture   minus the trained texture branch's Laplacian log energy inside the face (its filter 0, no learning
+            on top: the hand-made sharpness statistic's twin);
+  probe     a logistic regression on all of the texture branch's features, fitted on the train split;
+  signals   the signal head's logit (every branch the variant has);
+  model     the whole model's logit.
+texture or probe high with signals low: the cue reaches the head and the head does not use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
+from avff_model import AVFF  # noqa: E402
+from avff_model.config import AVFFConfig  # noqa: E402
+from avff_model.inputs import clip_to_tensors  # noqa: E402
+from storage.checkpoint import load_weights, resolve_checkpoint  # noqa: E402
+from storage.shard_io import read_clips  # noqa: E402
+
+VISUAL = ("visual_artifact", "face_blend")
+
+
+@torch.no_grad()
+def features(model: AVFF, clips: list) -> dict[str, np.ndarray]:
+    """-> texture features (N, 3K+3), signal logits (N,), model logits (N,) of every clip, batches of 32."""
+    model.eval()
+    out: dict[str, list] = {"texture": [], "signals": [], "model": []}
+    for i in range(0, len(clips), 32):
+        t = [clip_to_tensors(c) for c in clips[i : i + 32]]
+        v, a = (
+            torch.stack([x["video"] for x in t]),
+            torch.stack([x["audio"] for x in t]),
+        )  # (B, 3, T, H, W), (B, 1, F, Tm)
+        out["texture"].append(model.signals.texture(v).numpy())
+        out["signals"].append(model.signal_head(model.signals(v, a)).squeeze(-1).numpy())
+        out["model"].append(model(v, a).numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def variant_aucs(root: Path) -> dict:
+    """One variant folder -> {visual type: {texture, probe, signals, model}} on its seed's held-out clips."""
+    cfg = AVFFConfig(**json.loads((root / "model_config.json").read_text()))
+    model = AVFF(cfg)
+    state, _, _ = load_weights(resolve_checkpoint(str(root / "checkpoints" / "best.json")))
+    model.load_state_dict(state, strict=False)
+    shards = sorted((root.parent / "shards").glob("**/*.tar"))
+    clips = [c for url in shards for c in read_clips(str(url))]
+    kind = np.array([c.meta.manipulation or "real" for c in clips])
+    train = np.array([c.meta.split == "train" for c in clips])
+    y = (kind != "real").astype(int)
+    f = features(model, clips)
+    tex = f["texture"]
+    mu, sd = tex[train].mean(0), tex[train].std(0) + 1e-6
+    probe = LogisticRegression(max_iter=2000).fit((tex[train] - mu) / sd, y[train]).decision_function((tex - mu) / sd)
+    scores = {"texture": -tex[:, 0], "probe": probe, "signals": f["signals"], "model": f["model"]}
+    out = {}
+    for t in VISUAL:
+        keep = ~train & ((kind == "real") | (kind == t))
+        out[t] = {name: float(roc_auc_score(y[keep], s[keep])) for name, s in scores.items()}
+    return {"variant": root.name, "seed": root.parent.name, "signal_norm": cfg.signal_norm, "aucs": out}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("variants", nargs="+", help="bench/results.py variant folders (seedN/<variant>)")
+    ap.add_argument("--json", help="also write the rows here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    rows = [variant_aucs(Path(v)) for v in args.variants]
+    print("| variant | seed | signal norm | type | texture | probe | signals | model |")
+    print("|---|---|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        for t, a in r["aucs"].items():
+            cells = " | ".join(f"{a[k]:.2f}" for k in ("texture", "probe", "signals", "model"))
+            print(f"| {r['variant']} | {r['seed']} | {r['signal_norm']} | {t} | {cells} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
