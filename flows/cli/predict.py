@@ -89,12 +89,12 @@ def _predict(args) -> int:
 
     from flows.cli.registry import require_registered
 
+    if not any(os.path.isfile(v) for v in args.videos):  # nothing to score: said first, with no server asked
+        return refused("predict", "no video to score: " + "; ".join(map(_not_a_video, args.videos)))
     try:  # the model's form, and that the registry holds it, before libraries load: one line at once
         require_registered(args.model, args.tracking_uri)
     except ConfigError as e:
         return refused("predict", str(e))
-    if not any(os.path.isfile(v) for v in args.videos):  # nothing to score: say so before the model loads
-        return refused("predict", "no video to score: " + "; ".join(map(_not_a_video, args.videos)))
     with contextlib.nullcontext() if getattr(args, "debug", False) else quiet_libraries():
         return _score_all(args)
 

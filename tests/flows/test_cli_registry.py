@@ -32,6 +32,7 @@ def _avff(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
 def test_no_tracking_server_is_one_line_before_prefect_or_mlflow_load(command, tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"
+    (tmp_path / "a.mp4").write_bytes(b"")  # a file: predict asks the server only when it has a video to score
     target = ["--data", str(tmp_path)] if command == "evaluate" else [str(tmp_path / "a.mp4")]
     out = _avff(command, *target, "--tracking-uri", uri)
     (line,) = out.stderr.splitlines()
@@ -95,8 +96,10 @@ def test_predict_with_no_video_to_score_is_one_line_before_the_model_loads(tmp_p
     """`avff predict typo.mp4` loaded the model (torch, MLflow: ~30 s on a busy 2-core box) before it said the file
     was missing; when none of the named videos is a file, it says so at once (exit 2, nothing imported)."""
     (tmp_path / "folder.mp4").mkdir()
-    out = _avff("predict", str(tmp_path / "a.mp4"), str(tmp_path / "folder.mp4"), "--model", str(tmp_path))
-    (line,) = out.stderr.splitlines()
-    assert line == (f"avff predict: error: no video to score: {tmp_path / 'a.mp4'}: no such file; "
-                    f"{tmp_path / 'folder.mp4'}: not a regular file")  # fmt: skip
-    assert out.stdout.strip() == "[]"  # nothing imported: no MLflow, no torch
+    for model in (str(tmp_path), "avff-dfdc@champion"):  # a folder; the registry, with no server answering
+        out = _avff("predict", str(tmp_path / "a.mp4"), str(tmp_path / "folder.mp4"), "--model", model,
+                    "--tracking-uri", f"http://127.0.0.1:{free_port()}")  # fmt: skip
+        (line,) = out.stderr.splitlines()
+        assert line == (f"avff predict: error: no video to score: {tmp_path / 'a.mp4'}: no such file; "
+                        f"{tmp_path / 'folder.mp4'}: not a regular file")  # fmt: skip
+        assert out.stdout.strip() == "[]"  # nothing imported: no MLflow, no torch
