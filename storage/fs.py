@@ -16,11 +16,12 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import fsspec
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+if TYPE_CHECKING:  # pyarrow loads where a table is read or written: the CLI's flags import this module
+    import pyarrow as pa
 
 
 class PathEscapeError(ValueError):
@@ -130,6 +131,8 @@ def atomic_write_bytes(uri: str, data: bytes) -> None:
 
 
 def write_parquet(table: pa.Table, uri: str) -> None:
+    import pyarrow.parquet as pq
+
     with atomic_open(uri) as f:
         pq.write_table(table, f)
 
@@ -141,6 +144,8 @@ def read_parquet(uri: str) -> pa.Table:
     aborts at interpreter exit ("terminate called without an active exception",
     apache/arrow#34314), which turned ``avff train``'s exit status 2 into 134. Our tables are small.
     """
+    import pyarrow.parquet as pq
+
     fs, path = split_uri(uri)
     with fs.open(path, "rb") as f:
         return pq.ParquetFile(f, pre_buffer=False).read(use_threads=False)
