@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tasks.ingest.audio import MelSpec, log_mel
+from tasks.ingest.audio import default_mel, log_mel
 from tasks.synthetic.dfdc_sample import LIPSYNC_MANIPULATIONS, lipsync_clips
 from avff_model.inputs import AUDIO_MEAN, AUDIO_STD, IMAGENET_MEAN, IMAGENET_STD
 
@@ -44,7 +44,7 @@ def _crop(frames: np.ndarray, centre: np.ndarray, face_side: float, img: int) ->
 
 
 def _mel(audio: np.ndarray) -> torch.Tensor:
-    m = log_mel(audio.astype(np.float32), MelSpec())  # (128, n)
+    m = log_mel(audio.astype(np.float32), default_mel())  # (128, n)
     if m.shape[1] < TM:
         m = np.pad(m, ((0, 0), (0, TM - m.shape[1])), constant_values=m.min())
     return torch.from_numpy(m[:, :TM]).to(torch.float16)  # (F, Tm)

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from storage.shard_schema import LIP_TRACK_FPS  # noqa: E402
 from tasks.evaluate.handmade import lip_opening, track_sync  # noqa: E402
 from tasks.evaluate.metrics import auc_or_nan  # noqa: E402
-from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, mel_window  # noqa: E402
+from tasks.ingest.audio import SILENCE_LOG_MEL, decode_audio, default_mel, log_mel, mel_window  # noqa: E402
 from tasks.ingest.landmarks import LIPS, LandmarkFaceDetector, lip_shape, lip_track, pose_of  # noqa: E402
 
 SECONDS, RATE, HALF_WINDOW_S = 10.0, 16000, 0.04
@@ -127,7 +127,7 @@ def correlations(sig: dict[str, np.ndarray], loud: np.ndarray, fps: float) -> di
 def track_measures(shape: np.ndarray, times: np.ndarray, wave: np.ndarray) -> dict[str, float]:
     """The 3 clips' spans (3.2 s from 0, 3.2, 6.4 s) with the lips at 25 fps as ingest's lip track: the
     opening's lag-0 correlation with the loudness, and the hand-made sync peak; each the mean over clips."""
-    spec = MelSpec()
+    spec = default_mel()
     mel = log_mel(wave, spec)  # (F, Tm)
     found = [None if not np.isfinite(row).all() else row for row in shape]
     lag0, peak = [], []

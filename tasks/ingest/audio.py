@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 
 import av
 import numpy as np
@@ -23,10 +24,13 @@ SILENCE_LOG_MEL = float(np.log(np.finfo(np.float32).eps))  # Kaldi's floor: log-
 
 @dataclass(frozen=True)
 class MelSpec:
-    sample_rate: int = 16000
-    n_mels: int = 128
-    win_ms: float = 25.0
-    hop_ms: float = 10.0
+    """The log-mel settings. Their defaults live once, in :class:`tasks.ingest.config.PreprocessConfig`
+    (:func:`default_mel` is its ``.mel``): the model's audio normalisation holds for those."""
+
+    sample_rate: int
+    n_mels: int
+    win_ms: float
+    hop_ms: float
 
     @property
     def hop(self) -> int:
@@ -94,12 +98,22 @@ def _align(wave: np.ndarray, offset: int) -> np.ndarray:
     return wave[-offset:]
 
 
-def log_mel(wave: np.ndarray, spec: MelSpec = MelSpec()) -> np.ndarray:
-    """(n,) float32 wave -> (F, Tm) float32 log-mel, F = n_mels, Tm = 1 + (n - win) // hop.
+@cache
+def default_mel() -> MelSpec:
+    """Ingest's default log-mel settings (``PreprocessConfig().mel``)."""
+    from tasks.ingest.config import PreprocessConfig  # imports this module's MelSpec lazily: no cycle at import
+
+    return PreprocessConfig().mel
+
+
+def log_mel(wave: np.ndarray, spec: MelSpec | None = None) -> np.ndarray:
+    """(n,) float32 wave -> (F, Tm) float32 log-mel, F = n_mels, Tm = 1 + (n - win) // hop; ``spec``: by
+    default :func:`default_mel`.
 
     Kaldi-compatible fbank, as AudioMAE (AVFF's audio branch) computes it: frame i covers
     samples [i*hop, i*hop + win), so mel frame i <-> time i * hop_s.
     """
+    spec = spec or default_mel()
     if wave.size < spec.win:
         wave = np.pad(wave, (0, spec.win - wave.size))
     with torch.no_grad(), torch_threads(1):

@@ -7,6 +7,7 @@ exactly what ingest writes, through the same writers (:mod:`storage.shard_io`, :
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
@@ -110,11 +111,11 @@ def write_lipsync_shards(
     import torch
 
     from avff_model.inputs import resize_frames
-    from tasks.ingest.audio import MelSpec, log_mel
+    from tasks.ingest.audio import default_mel, log_mel
     from tasks.synthetic.dfdc_sample import lipsync_clips
 
     identities = dict(identities or {"train": 6, "val": 4, "test": 4})
-    fps, frames_per_clip, mel_frames, spec = 5.0, 16, 320, MelSpec(n_mels=n_mels)
+    fps, frames_per_clip, mel_frames, spec = 5.0, 16, 320, dataclasses.replace(default_mel(), n_mels=n_mels)
     clips = lipsync_clips(sum(identities.values()), seed=seed, duration_s=frames_per_clip / fps, fps=25.0,
                           keep_every=5, audio_rate=spec.sample_rate)  # fmt: skip
     by_person = [c for c in clips if c.manipulation in (None, "lipsync_offset")]  # REAL, FAKE per identity

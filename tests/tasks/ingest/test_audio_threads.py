@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchaudio
 
-from tasks.ingest.audio import MelSpec, decode_audio, log_mel, torch_threads
+from tasks.ingest.audio import MelSpec, decode_audio, default_mel, log_mel, torch_threads
 
 SHARED = Path(__file__).resolve().parents[4] / "shared" / "data"
 REAL_CLIPS = sorted(SHARED.glob("dfdc_sample/*.mp4"))
@@ -42,7 +42,7 @@ def test_torch_threads_sets_and_restores():
 @pytest.mark.parametrize("threads", [2, 4])
 def test_log_mel_on_one_thread_equals_the_multithreaded_fbank_on_noise(threads):
     wave = np.random.default_rng(0).standard_normal(16000 * 10).astype(np.float32) * 0.1  # (n,) 10 s
-    spec = MelSpec()
+    spec = default_mel()
     assert np.array_equal(log_mel(wave, spec), reference_mel(wave, spec, threads))
 
 
@@ -50,6 +50,6 @@ def test_log_mel_on_one_thread_equals_the_multithreaded_fbank_on_noise(threads):
 @pytest.mark.parametrize("clip", REAL_CLIPS, ids=lambda p: p.stem)
 def test_log_mel_on_one_thread_equals_the_multithreaded_fbank_on_real_clips(clip):
     wave = decode_audio(str(clip), 16000)
-    spec = MelSpec()
+    spec = default_mel()
     assert np.array_equal(log_mel(wave, spec), reference_mel(wave, spec, 2))
     assert torch.get_num_threads() == 1  # conftest's setting, restored

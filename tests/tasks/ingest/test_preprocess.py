@@ -1,5 +1,6 @@
 """Timing of sampled frames and mel windows, on real encoded video (PyAV) and real fbank."""
 
+import dataclasses
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -8,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from tasks.ingest.audio import SILENCE_LOG_MEL, MelSpec, decode_audio, log_mel, mel_window
+from tasks.ingest.audio import SILENCE_LOG_MEL, decode_audio, default_mel, log_mel, mel_window
 from tasks.ingest.preprocess import PreprocessConfig, clip_starts, face_detector, preprocess_video
 from tasks.ingest.video import VideoError, probe, sample_frames
 
@@ -52,7 +53,7 @@ def test_rotation_metadata_is_honoured(tmp_path):
 
 
 def test_mel_window_is_aligned_with_the_audio(tmp_path):
-    spec = MelSpec()
+    spec = default_mel()
     wave = np.zeros(16000 * 6, np.float32)
     wave[32000:32160] = 0.8 * np.sin(np.arange(160) * 0.5)  # a 10 ms burst at 2.0 s
     mel = log_mel(wave, spec)
@@ -233,7 +234,7 @@ def test_native_clips_of_a_variable_rate_stream_are_its_consecutive_frames(foota
     hop_ms = 16 * span / 15 / 64 * 1000
     wave = decode_audio(str(path), 16000, start_time=probe(str(path)).start_time)
     start = int(round(clip.mel_start_s * 16000))
-    direct = log_mel(wave[start:], MelSpec(hop_ms=hop_ms))[:, :64]  # (F, 64)
+    direct = log_mel(wave[start:], dataclasses.replace(default_mel(), hop_ms=hop_ms))[:, :64]  # (F, 64)
     assert np.corrcoef(direct.ravel(), clip.mel.ravel())[0, 1] > 0.95
 
 
