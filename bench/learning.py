@@ -493,16 +493,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--head", default="avff_agree", help="stage-2 head of trained / sync / ids")
     ap.add_argument("--tubelet", type=int, default=2)
     ap.add_argument("--cache", default="/tmp/learning", help="generated clips are cached here")
-    ap.add_argument("--results", default="/tmp/learning/results", help="one JSON per experiment lands here")
+    ap.add_argument("--results", default=str(Path(__file__).resolve().parent / "results" / "learning"),
+                    help="one JSON per experiment lands here (kept in the repository: --report rebuilds the tables "
+                         "from them)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, help="override the plan's stage-2 steps")
     ap.add_argument("--ids-curve", help="override the plan's identity counts, e.g. 13,50")
     ap.add_argument("--report", help="write the tables of every result found to this markdown file and exit")
+    ap.add_argument("--force", action="store_true", help="with --report: write even if rows of the file would go")
     args = ap.parse_args(argv)
     if args.report:  # the tables go between the markers; the prose around them is kept
         path, tables = Path(args.report), f"{BEGIN}\n{report(Path(args.results))}{END}"
         text = path.read_text() if path.exists() else f"# Learning (issue 22)\n\n{BEGIN}\n{END}\n"
         head, rest = text.split(BEGIN, 1)
+        rows = lambda t: sum(line.startswith("| ") for line in t.splitlines())  # noqa: E731
+        if rows(tables) < rows(rest.split(END, 1)[0]) and not args.force:
+            raise SystemExit(f"--report: {path}'s tables have {rows(rest.split(END, 1)[0])} rows, the JSONs in "
+                             f"{args.results} give {rows(tables)}: rerun the missing experiments there, or --force")  # fmt: skip
         path.write_text(head + tables + rest.split(END, 1)[1])
         return
     torch.set_num_threads(args.threads)
