@@ -71,6 +71,11 @@ class AVFFConfig:
     # the signal head's input normalisation: "layer" (per sample, across features) or "batch" (per feature,
     # across samples); docs/learning.md "The visual types" measures both
     signal_norm: str = "layer"
+    # how the signal branches' evidence joins the fusion head's: "sum", one head over every branch's features
+    # whose logit is added to the fusion head's; "noisy_or", one head per branch (sync, texture) and the clip is
+    # FAKE if any of them or the fusion head says so (heads.noisy_or): a weak branch's cue is not drowned by a
+    # strong one's in a shared head (docs/learning.md "The visual types")
+    signal_fusion: str = "sum"
 
     def __post_init__(self) -> None:
         checks = {
@@ -88,6 +93,7 @@ class AVFFConfig:
             "sync_pixels or sync_lips": self.sync_pixels or self.sync_lips,
             "sync_lip_lags or sync_peak": self.sync_lip_lags or self.sync_peak,
             "signal_norm in (layer, batch)": self.signal_norm in ("layer", "batch"),
+            "signal_fusion in (sum, noisy_or)": self.signal_fusion in ("sum", "noisy_or"),
             "0 <= dropout < 1": 0.0 <= self.dropout < 1.0,
             "temperature > 0": self.temperature > 0,
             "w_cross >= 0": self.w_cross >= 0,

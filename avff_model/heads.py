@@ -53,6 +53,29 @@ def mlp_head(in_dim: int, hidden: int, dropout: float, norm: str = "layer") -> n
     return nn.Sequential(first, nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
 
+class BranchHeads(nn.Module):
+    """One :func:`mlp_head` per branch: (B, sum(dims)) -> (B, len(dims)), head k on its branch's slice of the
+    features (the signal branches' features concatenated in ``dims``' order)."""
+
+    def __init__(self, dims: list[int], hidden: int, dropout: float, norm: str = "layer"):
+        super().__init__()
+        self.dims = list(dims)
+        self.heads = nn.ModuleList(mlp_head(d, hidden, dropout, norm) for d in self.dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, sum(dims)) -> (B, K)
+        return torch.cat([h(part) for h, part in zip(self.heads, x.split(self.dims, dim=1))], dim=1)
+
+
+def noisy_or(logits: torch.Tensor) -> torch.Tensor:
+    """(B, K) logits of K detectors -> (B,) the logit of "at least one says FAKE": 1 - prod_k (1 - p_k).
+
+    -log P(every detector says REAL) = S = sum_k softplus(l_k), so p = 1 - exp(-S) and
+    logit(p) = log(1 - exp(-S)) + S (computed with expm1; S is floored where every l_k is hugely negative).
+    """
+    s = F.softplus(logits).sum(dim=-1).clamp_min(1e-30)  # (B,)
+    return torch.log(-torch.expm1(-s)) + s
+
+
 _HEADS: dict[str, type[nn.Module]] = {}
 
 

@@ -36,7 +36,7 @@ from .fusion import (
     time_overlap,
     token_masks,
 )
-from .heads import PatchDiscriminator, build_head, mlp_head
+from .heads import BranchHeads, PatchDiscriminator, build_head, mlp_head, noisy_or
 from .layers import init_weights
 from .signals import SignalFeatures
 from .video_encoder import VideoEncoder
@@ -82,6 +82,15 @@ class EncoderLoadReport:
     loaded: list[str]
     missing: list[str]  # encoder keys of the model absent from the file (left as initialised)
     unexpected: list[str]  # keys in the file the model has no use for (ignored)
+
+
+def signal_head(signals: SignalFeatures, cfg: AVFFConfig) -> nn.Module:
+    """The head over the signal branches' features: (B, S) -> (B, 1) for ``signal_fusion="sum"``, (B, K) one
+    logit per branch (sync, then texture) for "noisy_or"."""
+    if cfg.signal_fusion == "noisy_or":
+        dims = [b.out_dim for b in (signals.sync, signals.texture) if b is not None]
+        return BranchHeads(dims, cfg.head_hidden, cfg.dropout, norm=cfg.signal_norm)
+    return mlp_head(signals.out_dim, cfg.head_hidden, cfg.dropout, norm=cfg.signal_norm)
 
 
 def _frozen_call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -146,9 +155,8 @@ class AVFF(nn.Module):
             if sync or texture
             else None
         )
-        self.signal_head = (
-            mlp_head(self.signals.out_dim, cfg.head_hidden, cfg.dropout, norm=cfg.signal_norm) if self.signals else None
-        )
+        self.signal_fusion = cfg.signal_fusion
+        self.signal_head = signal_head(self.signals, cfg) if self.signals else None
         self.inputs = (*self.head.inputs, "signals") if self.signals else self.head.inputs
         # uni-modal heads whose losses regularise stage 2 (never part of forward's logit)
         self.aux_heads = nn.ModuleDict({
@@ -315,9 +323,12 @@ class AVFF(nn.Module):
     def forward_head(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """The fusion head's logit (B,), plus the signal branches' when the model has them."""
         logit = self.head(feats)  # (B,)
-        if self.signal_head is not None:
-            logit = logit + self.signal_head(feats["signals"]).squeeze(-1)  # (B,)
-        return logit
+        if self.signal_head is None:
+            return logit
+        branches = self.signal_head(feats["signals"])  # (B, 1) "sum" | (B, K) "noisy_or": one per branch
+        if self.signal_fusion == "noisy_or":
+            return noisy_or(torch.cat([logit[:, None], branches], dim=1))  # (B,)
+        return logit + branches.squeeze(-1)  # (B,)
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None,
                 lips: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip

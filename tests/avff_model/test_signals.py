@@ -332,3 +332,35 @@ def test_the_batch_norm_head_trains_on_a_batch_of_one_without_touching_its_stati
     out = head(torch.randn(1, 8))
     out.sum().backward()
     assert out.shape == (1, 1) and torch.equal(head[0].running_mean, before)
+
+
+def test_noisy_or_is_the_probability_that_any_detector_says_fake():
+    from avff_model.heads import noisy_or
+
+    logits = torch.tensor([[0.0, 0.0], [2.0, -3.0], [-4.0, -5.0], [-1.0, 3.0]], dtype=torch.float64)
+    any_fake = 1 - (1 - torch.sigmoid(logits)).prod(dim=1)
+    torch.testing.assert_close(noisy_or(logits), torch.logit(any_fake))
+    assert (noisy_or(logits) >= logits.max(dim=1).values).all()  # one detector's FAKE is never outvoted
+    extreme = noisy_or(torch.tensor([[-300.0, -300.0], [300.0, -300.0]]))
+    assert torch.isfinite(extreme).all() and extreme[0] < -60 and extreme[1] > 100
+
+
+def test_noisy_or_fusion_gives_each_signal_branch_its_own_head():
+    """signal_fusion="noisy_or": a head per branch (sync, texture) on its own features, and the model's logit
+    is the noisy-OR of the fusion head's and theirs; the texture head alone can make a clip FAKE."""
+    from avff_model.config import AVFFConfig
+    from avff_model.heads import noisy_or
+
+    model = AVFF(get_config("tiny", signal_fusion="noisy_or", signal_norm="batch")).eval()
+    dims = [model.signals.sync.out_dim, model.signals.texture.out_dim]
+    assert model.signal_head.dims == dims and len(model.signal_head.heads) == 2
+    video, audio = torch.randn(2, 3, T, H, H), torch.randn(2, 1, F, TM)
+    with torch.no_grad():
+        feats = model.forward_features(video, audio, model.inputs)
+        sync, texture = feats["signals"].split(dims, dim=1)
+        branches = torch.cat([model.signal_head.heads[0](sync), model.signal_head.heads[1](texture)], dim=1)
+        torch.testing.assert_close(model(video, audio), noisy_or(torch.cat([model.head(feats)[:, None], branches], 1)))
+        model.signal_head.heads[1][-1].bias.fill_(20.0)  # the texture head alone says FAKE
+        assert (model(video, audio) > 19.0).all()
+    with pytest.raises(ValueError, match="signal_fusion"):
+        AVFFConfig(signal_fusion="mean")
