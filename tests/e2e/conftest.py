@@ -117,8 +117,8 @@ def ingest_run(deployed, e2e_sample, stack, cli_env) -> tuple[dict, Path]:
     out = stack.home / "data" / "shards"
     # 4 identities; splits hash each group (tasks/ingest/splits.py): seed 3 happens to give 2/1/1 groups, so that
     # every split (test included) gets videos
-    config = {"data": str(e2e_sample), "out": str(out), "executor": "ray", "face_size": 64, "videos_per_shard": 4,
-              "ratios": [0.5, 0.25, 0.25], "seed": 3, "progress": False}  # fmt: skip
+    config = {"data": str(e2e_sample), "out": str(out), "executor": "ray", "preprocess": {"face_size": 64},
+              "videos_per_shard": 4, "ratios": [0.5, 0.25, 0.25], "seed": 3, "progress": False}  # fmt: skip
     with timed("flow run ingest-dfdc/local"):
         return run_deployment("ingest-dfdc/local", config, cli_env), out
 

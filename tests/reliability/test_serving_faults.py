@@ -84,14 +84,14 @@ except CheckpointError as e:
 
 
 def test_a_tiny_file_asking_for_a_huge_model_is_refused_before_building_it(tmp_path):
-    """400 bytes of safetensors whose config asks for width 32768 and depth 64 (~13 GB): refused
+    """About a kilobyte of safetensors (its config is most of it) whose config asks for width 32768 and depth 64 (~13 GB): refused
     from the config alone, in well under a second, without allocating the model (the check runs
     under an address-space limit that such a model would break)."""
     config = {**dataclasses.asdict(get_config("tiny")), "video_width": 32768, "video_depth": 64,
               "audio_width": 32768, "audio_depth": 64}  # fmt: skip
     path = tmp_path / "huge.safetensors"
     save_file({"x": torch.zeros(2)}, str(path), metadata={"avff_config": json.dumps(config)})
-    assert path.stat().st_size < 1000
+    assert path.stat().st_size < 2000
     out = subprocess.run([sys.executable, "-c", _LOAD_HUGE, str(path)], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
