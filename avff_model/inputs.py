@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from avff_model.crop_geometry import mouth_fractions
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+MEL_FIELDS = ("sample_rate", "n_mels", "win_ms", "hop_ms")  # the log-mel settings statistics hold for
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,7 @@ class MelStats:
 
     def holds_for(self, spec) -> bool:
         """Whether ``spec`` (sample_rate, n_mels, win_ms, hop_ms: ``tasks.ingest.audio.MelSpec``) makes those features."""
-        return (spec.sample_rate, spec.n_mels, spec.win_ms, spec.hop_ms) == (
-            self.sample_rate, self.n_mels, self.win_ms, self.hop_ms)  # fmt: skip
+        return all(getattr(spec, k) == getattr(self, k) for k in MEL_FIELDS)
 
 
 # AudioSet statistics of Kaldi fbanks, normalised as AST/AudioMAE do: (x - mean) / (2 * std). Ingest's
@@ -50,7 +53,6 @@ class MelStats:
 # both that and what the normalisation does to real speech.
 AUDIOSET_FBANK = MelStats(mean=-4.2677393, std=4.5689974, sample_rate=16000, n_mels=128, win_ms=25.0, hop_ms=10.0)
 AUDIO_MEAN, AUDIO_STD = AUDIOSET_FBANK.mean, AUDIOSET_FBANK.std
-MEL_FIELDS = ("sample_rate", "n_mels", "win_ms", "hop_ms")
 
 
 def mel_stats_for(preprocess: dict | None, where: str) -> MelStats:
@@ -61,8 +63,8 @@ def mel_stats_for(preprocess: dict | None, where: str) -> MelStats:
     if preprocess is None:
         return AUDIOSET_FBANK
     theirs = {k: preprocess.get(k, getattr(AUDIOSET_FBANK, k)) for k in MEL_FIELDS}
-    ours = {k: getattr(AUDIOSET_FBANK, k) for k in MEL_FIELDS}
-    if theirs != ours:
+    if not AUDIOSET_FBANK.holds_for(SimpleNamespace(**theirs)):
+        ours = {k: getattr(AUDIOSET_FBANK, k) for k in MEL_FIELDS}
         diff = ", ".join(f"{k}={theirs[k]} (not {ours[k]})" for k in MEL_FIELDS if theirs[k] != ours[k])
         raise ValueError(f"{where}: its log-mels were made with {diff}; the model's audio normalisation "
                          f"(AUDIO_MEAN / AUDIO_STD) was measured on {ours}: re-ingest with the default mel settings")  # fmt: skip

@@ -155,7 +155,6 @@ class AVFF(nn.Module):
             if sync or texture
             else None
         )
-        self.signal_fusion = cfg.signal_fusion
         self.signal_head = signal_head(self.signals, cfg) if self.signals else None
         self.inputs = (*self.head.inputs, "signals") if self.signals else self.head.inputs
         # uni-modal heads whose losses regularise stage 2 (never part of forward's logit)
@@ -326,7 +325,7 @@ class AVFF(nn.Module):
         if self.signal_head is None:
             return logit
         branches = self.signal_head(feats["signals"])  # (B, 1) "sum" | (B, K) "noisy_or": one per branch
-        if self.signal_fusion == "noisy_or":
+        if self.cfg.signal_fusion == "noisy_or":
             return noisy_or(torch.cat([logit[:, None], branches], dim=1))  # (B,)
         return logit + branches.squeeze(-1)  # (B,)
 
