@@ -47,6 +47,7 @@ ENCODER_PREFIXES = ("video_encoder.", "audio_encoder.", "a2v.", "v2a.")
 DISCRIMINATOR_PREFIXES = ("video_disc.", "audio_disc.")
 HEAD_PREFIX = "head."
 AUX_PREFIX = "aux_heads."
+BRANCH_PREFIX = "logit_"  # forward_with_features: the logits the model's own joins
 SIGNAL_PREFIXES = ("signals.", "signal_head.")  # the signal branches (avff_model/signals.py): stage 2 only
 CONTRASTIVE_PREFIXES = ("video_proj.", "audio_proj.", "logit_scale")
 FEATURES = ("video", "audio", "a2v", "v2a")
@@ -319,15 +320,25 @@ class AVFF(nn.Module):
         """Mean-pooled features: "video" (B, D_v), "audio" (B, D_a), "a2v" (B, D_v), "v2a" (B, D_a)."""
         return {k: t.mean(dim=1) for k, t in self.forward_features(video, audio).items()}
 
-    def forward_head(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The fusion head's logit (B,), plus the signal branches' when the model has them."""
-        logit = self.head(feats)  # (B,)
+    def branch_logits(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The logits the model's own one joins, each (B,): "fusion" (the fusion head's), then "signals" (the
+        signal head's, ``signal_fusion="sum"``) or one per signal branch, "sync" and "texture" ("noisy_or")."""
+        out = {"fusion": self.head(feats)}  # (B,)
         if self.signal_head is None:
-            return logit
+            return out
         branches = self.signal_head(feats["signals"])  # (B, 1) "sum" | (B, K) "noisy_or": one per branch
-        if self.cfg.signal_fusion == "noisy_or":
-            return noisy_or(torch.cat([logit[:, None], branches], dim=1))  # (B,)
-        return logit + branches.squeeze(-1)  # (B,)
+        names = [n for n in ("sync", "texture") if getattr(self.signals, n) is not None]
+        names = names if self.cfg.signal_fusion == "noisy_or" else ["signals"]
+        return {**out, **dict(zip(names, branches.unbind(dim=1)))}
+
+    def join_logits(self, branches: dict[str, torch.Tensor]) -> torch.Tensor:
+        """:meth:`branch_logits` -> the model's logit (B,): their sum ("sum") or their noisy-OR ("noisy_or")."""
+        stacked = torch.stack(list(branches.values()), dim=1)  # (B, K)
+        return noisy_or(stacked) if self.cfg.signal_fusion == "noisy_or" else stacked.sum(dim=1)
+
+    def forward_head(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The fusion head's logit (B,), joined with the signal branches' when the model has them."""
+        return self.join_logits(self.branch_logits(feats))
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None,
                 lips: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
@@ -344,10 +355,12 @@ class AVFF(nn.Module):
         mouth: torch.Tensor | None = None,
         lips: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Stage-2 logits (B,) and the token features the head and ``features`` need, one encoder pass."""
+        """Stage-2 logits (B,) and the token features the head and ``features`` need, one encoder pass; with them
+        the logits the model's joins, "logit_<name>" (B,) for each of :meth:`branch_logits`."""
         need = tuple(dict.fromkeys((*self.inputs, *features)))
         feats = self.forward_features(video, audio, need, mouth, lips)
-        return self.forward_head(feats), feats
+        branches = self.branch_logits(feats)
+        return self.join_logits(branches), {**feats, **{f"{BRANCH_PREFIX}{k}": v for k, v in branches.items()}}
 
     def aux_logits(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Uni-modal logits {"video": (B,), "audio": (B,)} of the auxiliary heads (cfg.aux_heads)."""

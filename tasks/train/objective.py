@@ -13,7 +13,9 @@ or label smoothing) and return per-sample or scalar float32 losses:
 :class:`Objective` adds, each with its own weight and all off by default: the BCE of the
 model's auxiliary video-only and audio-only heads (needs ``AVFFConfig.aux_heads``) and stage
 1's audio-visual InfoNCE on the REAL clips of the batch (FAKE clips may pair mismatched
-audio and video, so they are no positives). Validation metrics never see these terms: val
+audio and video, so they are no positives), and the same loss on each logit the model's own
+joins (``branch_weight``: the fusion head's and the signal heads', so a branch whose cue the
+others explain away still learns it; docs/learning.md "The visual types"). Validation metrics never see these terms: val
 log loss stays comparable across every option.
 """
 
@@ -25,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from avff_model.model import BRANCH_PREFIX
 
 LossFn = Callable[..., torch.Tensor]
 _LOSSES: dict[str, LossFn] = {}
@@ -94,13 +98,14 @@ class Objective:
     label_smoothing: float = 0.0
     aux_weight: float = 0.0  # x (BCE of the video-only head + BCE of the audio-only head)
     contrastive_weight: float = 0.0  # x InfoNCE over the batch's REAL clips
+    branch_weight: float = 0.0  # x (the loss of each logit the model's joins: the fusion head's, the signal heads')
 
     def __post_init__(self) -> None:
         get_loss(self.loss)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.focal_gamma < 0 or self.aux_weight < 0 or self.contrastive_weight < 0:
-            raise ValueError("focal_gamma, aux_weight and contrastive_weight must be >= 0")
+        if min(self.focal_gamma, self.aux_weight, self.contrastive_weight, self.branch_weight) < 0:
+            raise ValueError("focal_gamma, aux_weight, contrastive_weight and branch_weight must be >= 0")
         if self.pos_weight is not None and self.pos_weight <= 0:
             raise ValueError(f"pos_weight must be > 0, got {self.pos_weight}")
 
@@ -120,6 +125,10 @@ class Objective:
             for m, aux in model.aux_logits(feats).items():
                 out[f"aux_{m}"] = bce(aux, y, pos_weight=self.pos_weight).mean()
                 total = total + self.aux_weight * out[f"aux_{m}"]
+        if self.branch_weight > 0:  # deep supervision: each joined logit must also classify on its own
+            for name in [k for k in feats if k.startswith(BRANCH_PREFIX)]:
+                out[name] = fn(feats[name], y, pos_weight=self.pos_weight, gamma=self.focal_gamma).mean()
+                total = total + self.branch_weight * out[name]
         if self.contrastive_weight > 0:
             out["contrastive"] = model.contrastive_loss(feats, keep=target == 0)
             total = total + self.contrastive_weight * out["contrastive"]

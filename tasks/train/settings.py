@@ -297,6 +297,8 @@ class TrainSettings(BaseModel):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="BCE target smoothing")
     aux_weight: float = Field(0.0, ge=0, description="weight of the video-only + audio-only auxiliary BCE terms")
     contrastive_weight: float = Field(0.0, ge=0, description="weight of the stage-2 InfoNCE on REAL clips")
+    branch_weight: float = Field(0.0, ge=0, description="weight of each joined logit's own loss (the fusion head's, "
+                                 "the signal heads'): every branch must classify on its own")  # fmt: skip
     # -- stage-2 schedules over epochs (tasks.train.curriculum); 0 epochs disables
     curriculum_epochs: int = Field(0, ge=0, description="self-paced curriculum ramp length; 0 disables")
     curriculum_start: float = Field(0.5, gt=0, le=1, description="easiest fraction of clips at the first epoch")
@@ -376,7 +378,7 @@ class TrainSettings(BaseModel):
 
         return Objective(loss=self.loss, focal_gamma=self.focal_gamma, pos_weight=pos_weight,
                          label_smoothing=self.label_smoothing, aux_weight=self.aux_weight,
-                         contrastive_weight=self.contrastive_weight)  # fmt: skip
+                         contrastive_weight=self.contrastive_weight, branch_weight=self.branch_weight)  # fmt: skip
 
     def replace(self, **changes: Any) -> TrainSettings:
         """A validated copy with ``changes`` (field names) applied."""

@@ -130,3 +130,24 @@ def test_default_objective_is_the_plain_bce_the_engine_always_used():
     out = Objective()(model, video, audio, target)
     assert set(out) == {"loss", "cls"}
     assert torch.isclose(out["loss"], F.binary_cross_entropy_with_logits(model(video, audio), target))
+
+
+@pytest.mark.parametrize("fusion", ["sum", "noisy_or"])
+def test_branch_losses_supervise_each_joined_logit_on_its_own(fusion):
+    model = _model(signal_fusion=fusion)
+    model.eval()  # no dropout: the objective's pass and the reference pass see the same logits
+    video, audio, target = _inputs()
+    out = Objective(branch_weight=0.5)(model, video, audio, target)
+    feats = model.forward_features(video, audio, model.inputs)
+    branches = model.branch_logits(feats)
+    assert list(branches) == (["fusion", "sync", "texture"] if fusion == "noisy_or" else ["fusion", "signals"])
+    assert torch.allclose(model.join_logits(branches), model(video, audio))
+    for name, logit in branches.items():
+        assert torch.isclose(out[f"logit_{name}"], F.binary_cross_entropy_with_logits(logit, target), atol=1e-6)
+    terms = sum(out[f"logit_{name}"] for name in branches)
+    assert torch.isclose(out["loss"], out["cls"] + 0.5 * terms)
+    model.zero_grad()
+    out["logit_signals" if fusion == "sum" else "logit_texture"].backward()  # a branch's own loss trains its head
+    texture = model.signals.texture.bank.weight.grad
+    assert texture is not None and texture.abs().sum() > 0
+    assert all(p.grad is None for p in model.head.parameters())  # and not the fusion head
