@@ -28,6 +28,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from tasks.config_fields import config_fields, leaf_fields
+
 _OPS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "le": ("<=", operator.le), "lt": ("<", operator.lt)}
 
 
@@ -125,7 +127,7 @@ class ConfigFlags:
         """{flag's dest: field} of every flag: the model's fields, a flattened group's by dotted path."""
         out: dict[str, FieldInfo] = {}
         for name, info in self.fields.items():
-            out.update(_leaves(info.annotation, name) if name in self.flatten else {name: info})
+            out.update(leaf_fields(info.annotation, name) if name in self.flatten else {name: info})
         return out
 
     def place_of(self, key: str) -> str | None:
@@ -284,22 +286,6 @@ class ConfigFlags:
         return message if group else f"{place}: {message}"
 
 
-def _config_fields(config: Any) -> dict[str, FieldInfo] | None:
-    """The fields of a nested config class (a pydantic model or pydantic dataclass), None for any other type."""
-    if isinstance(config, type) and issubclass(config, BaseModel):
-        return config.model_fields
-    return getattr(config, "__pydantic_fields__", None) if isinstance(config, type) else None
-
-
-def _leaves(config: type, prefix: str) -> dict[str, FieldInfo]:
-    """{dotted place: field} of every field of ``config``, the fields of its nested configs in their place."""
-    out: dict[str, FieldInfo] = {}
-    for name, info in (_config_fields(config) or {}).items():
-        nested = _config_fields(info.annotation) is not None
-        out.update(_leaves(info.annotation, f"{prefix}.{name}") if nested else {f"{prefix}.{name}": info})
-    return out
-
-
 def _check_keys(path: str, loaded: Mapping, keys: list[str], where: str) -> None:
     """Refuse a key of ``loaded`` not in ``keys``, suggesting the closest (``where``: the mapping's place)."""
     for key in loaded:
@@ -311,12 +297,12 @@ def _check_keys(path: str, loaded: Mapping, keys: list[str], where: str) -> None
 
 def _check_nested_keys(path: str, loaded: Any, config: type, where: str) -> None:
     """The keys of a flattened group's mapping in a file, nested mappings included (a non-mapping: left to pydantic)."""
-    fields = _config_fields(config) or {}
+    fields = config_fields(config) or {}
     if not isinstance(loaded, Mapping):
         return
     _check_keys(path, loaded, list(fields), f"{where}.")
     for name, info in fields.items():
-        if _config_fields(info.annotation) is not None:
+        if config_fields(info.annotation) is not None:
             _check_nested_keys(path, loaded.get(name), info.annotation, f"{where}.{name}")
 
 
