@@ -28,12 +28,15 @@ is added or cut, or the clip is re-encoded at a lower quality; :mod:`tasks.evalu
 This script holds the flags, the loop over seeds and variants, and the doc. The steps are
 :mod:`tasks.train.benchmark` (split, stage 1, a variant's settings, merged as ``avff ablate`` merges
 one) and :mod:`tasks.evaluate.benchmark` (the external set's inputs, scores, baselines, probes and
-the summary); a variant trains through :func:`tasks.train.run.run_training`, as the experiment flows'.
+the summary); a variant trains as ``avff ablate``'s do: a child run of the seed's parent run
+(:func:`flows.experiments.variant_job`, :func:`~flows.experiments.run_children`), tracked in
+``seedN/mlflow.db`` with its artifacts in ``seedN/mlartifacts/``, and writes to ``seedN/<variant>/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -41,12 +44,14 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
 from bench.av_signal import signal_table  # noqa: E402
+from flows.experiments import Parent, parent_run, run_children, variant_job  # noqa: E402
 from tasks.evaluate.benchmark import UNI_MODAL, external_inputs, handmade_rows, probe_deltas, score_checkpoints  # noqa: E402
 from tasks.evaluate.benchmark import best_checkpoint, summarise, type_auc  # noqa: E402
 from tasks.evaluate.handmade import STATISTICS  # noqa: E402
@@ -110,14 +115,39 @@ def _own_fields(args, name: str) -> dict:
     return json.loads(dict(pair.split("=", 1) for pair in args.variant_set).get(name, "{}"))
 
 
+def base_settings(args, root: Path = Path("."), seed: int = 0, shared: dict | None = None) -> TrainSettings:
+    """What every variant of one seed starts from: the benchmark's stage 2 (STAGE2, ``shared``), then --set."""
+    return TrainSettings(data=str(root / "shards"), output_dir=str(root), pretrain_epochs=args.pretrain_epochs,
+                         epochs=args.epochs, seed=seed, **{**STAGE2, **(shared or {}), **_overrides(args.set)})  # fmt: skip
+
+
 def settings_of(args, name: str, root: Path = Path("."), seed: int = 0, shared: dict | None = None,
                 **own) -> TrainSettings:  # fmt: skip
-    """Variant ``name``'s run for one seed: the benchmark's stage 2 (STAGE2, ``shared``), --set, then the
-    variant's --variant-set fields and ``own`` (tasks/train/benchmark.py: as ``avff ablate`` merges them)."""
+    """Variant ``name``'s run for one seed: :func:`base_settings`, then the variant's --variant-set fields
+    and ``own`` (tasks/train/benchmark.py: as ``avff ablate`` merges them)."""
     run = own.pop("run", name)  # where the run writes: the variant's name, or a held-out copy's
-    base = TrainSettings(data=str(root / "shards"), output_dir=str(root), pretrain_epochs=args.pretrain_epochs,
-                         epochs=args.epochs, seed=seed, **{**STAGE2, **(shared or {}), **_overrides(args.set)})  # fmt: skip
-    return variant_settings(base, name, {**_own_fields(args, name), **own}, root / run)
+    return variant_settings(
+        base_settings(args, root, seed, shared), name, {**_own_fields(args, name), **own}, root / run
+    )
+
+
+@contextlib.contextmanager
+def seed_parent(args, root: Path, seed: int, shared: dict) -> Iterator[Parent | None]:
+    """The parent run the seed's variants train under, as ``avff ablate``'s: in a sqlite store in the seed's
+    folder, its artifacts beside it (never the working directory's ./mlruns); None with --score-only."""
+    if args.score_only:
+        yield None
+        return
+    root = root.resolve()
+    base = base_settings(args, root, seed, shared).replace(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    with parent_run(base, "benchmark", artifact_location=(root / "mlartifacts").as_uri()) as (_, parent):
+        yield parent
+
+
+def train_variant(parent: Parent, name: str, settings: TrainSettings) -> int | None:
+    """One variant's run as a child of ``parent``, through the experiment flows' code path; its best epoch."""
+    [result] = run_children([variant_job(name, settings)], parent, max_parallel=1)
+    return result["best_epoch"]
 
 
 def external_slice(args, seed: int) -> tuple[int, int]:
@@ -143,37 +173,46 @@ def run_seed(args, out: Path, seed: int) -> dict[str, dict]:
         shared["extra_train_data"] = [str(out / "pretrain_shards")]
     prior = train_prior(root / "shards")
     results, inputs = {}, None
-    for variant in args.variants:
-        settings = settings_of(args, variant, root, seed, shared)
-        done = (root / variant / "scores.json").exists()  # trained and scored by an earlier, stopped run: resume
-        best_epoch = None if args.score_only or done else run_training(settings, log=InMemoryLogger()).best_epoch
-        if inputs is None:  # every variant of the tiny preset reads the same clips
-            inputs = external_inputs(
-                external, preprocess_for(load_model(best_checkpoint(root / variant), device="cpu"))
-            )
-        scored = score_checkpoints(root / variant, inputs)
-        probes = probe_deltas(best_checkpoint(root / variant), external, args.probes, root / variant / "probes") \
-            if args.probes and seed == args.seed else {}  # fmt: skip
-        (root / variant / "scores.json").write_text(json.dumps({**scored, "prior": prior, "probes": probes}, indent=1))
-        results[variant] = {**scored, "prior": prior, "best_epoch": best_epoch, "probes": probes,
-                            "val_identities": n_val}  # fmt: skip
-        overall = evaluate_videos(scored["rows"], prior=prior, n_bootstrap=0)["overall"]
-        print(f"seed {seed} {variant}: external AUC {overall['auc']:.3f} (best epoch {best_epoch})", flush=True)
-    for name in STATISTICS:  # the hand-made baselines, scored on the same external videos
-        rows = handmade_rows(inputs, name)
-        results[name] = {"rows": rows, "rows_last": rows, "prior": prior, "best_epoch": None, "probes": {}}
-    if args.holdout and seed == args.seed:  # the main variant again, each type (its val videos, its stand-in) held out
-        main = args.variants[0]
-        for kind in KINDS:
-            name = f"{main}-without-{kind}"
-            if not args.score_only:
-                settings = settings_of(args, main, root, seed, shared, run=name, exclude_manipulations=[kind])
-                run_training(settings, log=InMemoryLogger())
-            results[name] = {**score_checkpoints(root / name, inputs), "prior": prior, "best_epoch": None,
-                             "probes": {}, "held_out": kind}  # fmt: skip
-            print(f"seed {seed} {name}: external AUC on {kind} "
-                  f"{evaluate_videos(results[name]['rows'], prior=prior, n_bootstrap=0)['by_type'][kind]['auc']:.3f}",
-                  flush=True)  # fmt: skip
+    with seed_parent(args, root, seed, shared) as parent:
+        for variant in args.variants:
+            settings = settings_of(args, variant, root, seed, shared)
+            done = (root / variant / "scores.json").exists()  # trained and scored by an earlier, stopped run: resume
+            best_epoch = None if parent is None or done else train_variant(parent, variant, settings)
+            if inputs is None:  # every variant of the tiny preset reads the same clips
+                inputs = external_inputs(
+                    external, preprocess_for(load_model(best_checkpoint(root / variant), device="cpu"))
+                )
+            scored = score_checkpoints(root / variant, inputs)
+            probes = probe_deltas(best_checkpoint(root / variant), external, args.probes, root / variant / "probes") \
+                if args.probes and seed == args.seed else {}  # fmt: skip
+            (root / variant / "scores.json").write_text(json.dumps({**scored, "prior": prior, "probes": probes},
+                                                                   indent=1))  # fmt: skip
+            results[variant] = {**scored, "prior": prior, "best_epoch": best_epoch, "probes": probes,
+                                "val_identities": n_val}  # fmt: skip
+            overall = evaluate_videos(scored["rows"], prior=prior, n_bootstrap=0)["overall"]
+            print(f"seed {seed} {variant}: external AUC {overall['auc']:.3f} (best epoch {best_epoch})", flush=True)
+        for name in STATISTICS:  # the hand-made baselines, scored on the same external videos
+            rows = handmade_rows(inputs, name)
+            results[name] = {"rows": rows, "rows_last": rows, "prior": prior, "best_epoch": None, "probes": {}}
+        if args.holdout and seed == args.seed:
+            results.update(held_out_runs(args, root, seed, shared, parent, inputs, prior))
+    return results
+
+
+def held_out_runs(args, root: Path, seed: int, shared: dict, parent: Parent | None, inputs, prior: float) -> dict:
+    """The main variant again, each type (its val videos, its stand-in) held out, trained (unless --score-only)
+    under ``parent`` and scored on the external set: {run name: results}."""
+    main, results = args.variants[0], {}
+    for kind in KINDS:
+        name = f"{main}-without-{kind}"
+        if parent is not None:
+            train_variant(parent, name, settings_of(args, main, root, seed, shared, run=name,
+                                                    exclude_manipulations=[kind]))  # fmt: skip
+        results[name] = {**score_checkpoints(root / name, inputs), "prior": prior, "best_epoch": None,
+                         "probes": {}, "held_out": kind}  # fmt: skip
+        print(f"seed {seed} {name}: external AUC on {kind} "
+              f"{evaluate_videos(results[name]['rows'], prior=prior, n_bootstrap=0)['by_type'][kind]['auc']:.3f}",
+              flush=True)  # fmt: skip
     return results
 
 

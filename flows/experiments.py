@@ -94,10 +94,12 @@ def run_children(jobs: list[ChildJob], parent: Parent, max_parallel: int) -> lis
 
 
 @contextlib.contextmanager
-def parent_run(train: TrainSettings, kind: str) -> Iterator[tuple[RunLogger, Parent]]:
-    """The parent run (the flow's thread owns it) in the train config's experiment, tagged; ended on exit."""
+def parent_run(train: TrainSettings, kind: str,
+               artifact_location: str | None = None) -> Iterator[tuple[RunLogger, Parent]]:  # fmt: skip
+    """The parent run (the flow's thread owns it) in the train config's experiment, tagged; ended on exit.
+    ``artifact_location``: where the experiment keeps its artifacts if it is created here (None: the store's default)."""
     tracker = MLflowTracker.connect(train.tracking_uri)
-    tracker.use_experiment(train.experiment)
+    tracker.use_experiment(train.experiment, artifact_location)
     with tracker.open_run(name=f"{kind}-{train.config_hash()[:8]}") as run:
         logger = tracker.logger(run.run_id)
         logger.set_tags({**run_tags(train), "avff.experiment": kind})
@@ -162,15 +164,16 @@ def cv_avff(config: CVConfig) -> dict:
             "mean": {k: s.mean for k, s in summary.items()}, "std": {k: s.std for k, s in summary.items()}}  # fmt: skip
 
 
+def variant_job(name: str, train: TrainSettings) -> ChildJob:
+    """Variant ``name``'s run with ``train`` (its seed's) as a child job, named and tagged by variant and seed
+    (bench/results.py trains its variants through this and :func:`run_children` too)."""
+    return ChildJob(f"{name}-seed{train.seed}", train, _train_params(train),
+                    {"avff.variant": name, "avff.seed": str(train.seed)})  # fmt: skip
+
+
 def ablation_jobs(config: AblationConfig) -> list[ChildJob]:
     """One job per variant x seed, in that order."""
-    jobs = []
-    for name in config.variants:
-        for seed in config.seeds:
-            train = config.variant_config(name, seed)
-            jobs.append(ChildJob(f"{name}-seed{seed}", train, _train_params(train),
-                                 {"avff.variant": name, "avff.seed": str(seed)}))  # fmt: skip
-    return jobs
+    return [variant_job(name, config.variant_config(name, seed)) for name in config.variants for seed in config.seeds]
 
 
 def log_comparison(logger: RunLogger, config: AblationConfig, jobs: list[ChildJob],

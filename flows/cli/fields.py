@@ -28,6 +28,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from tasks.config_fields import config_fields, leaf_fields
+
 _OPS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "le": ("<=", operator.le), "lt": ("<", operator.lt)}
 
 
@@ -125,12 +127,8 @@ class ConfigFlags:
         """{flag's dest: field} of every flag: the model's fields, a flattened group's by dotted path."""
         out: dict[str, FieldInfo] = {}
         for name, info in self.fields.items():
-            out.update(_leaves(info.annotation, name) if name in self.flatten else {name: info})
+            out.update(leaf_fields(info.annotation, name) if name in self.flatten else {name: info})
         return out
-
-    def place_of(self, key: str) -> str | None:
-        """The dotted place of a flattened group's field named ``key`` (``preprocess.limits.max_bytes``), else None."""
-        return next((dest for dest in self.flags if "." in dest and dest.rsplit(".", 1)[1] == key), None)
 
     def name_of(self, key: str) -> str:
         """The field a key names (its name or its alias), or ``key`` itself when it names none."""
@@ -143,7 +141,8 @@ class ConfigFlags:
         return self.renames.get(name, "--" + name.rsplit(".", 1)[-1].replace("_", "-"))
 
     def read_file(self, path: str) -> dict[str, Any]:
-        """A YAML or JSON file of fields -> {field name: value}; an unknown key raises ValueError naming it."""
+        """A YAML or JSON file of fields -> {field name: value}; an unknown key raises ValueError naming it (a
+        flattened group's field at the top is kept: the model refuses it, naming its place)."""
         import yaml
 
         try:
@@ -153,11 +152,10 @@ class ConfigFlags:
         if not isinstance(loaded, dict):
             raise ValueError(f"{path} must hold a mapping of settings, got {type(loaded).__name__}")
         keys = [k for n, info in self.fields.items() for k in (n, info.alias) if k]
-        for key in loaded:
-            place = None if key in keys else self.place_of(str(key))
-            if place:  # a flattened group's field at the top: where it belongs
-                raise ValueError(f"{path}: {key!r} belongs under {place.rsplit('.', 1)[0]}: (it is {place})")
-        _check_keys(path, loaded, keys, "")
+        # a flattened group's field at the top (``face_size``) is left to the model, whose refusal names its
+        # place for every entry point alike (IngestSettings: the flow's parameter, the Prefect form, this file)
+        misplaced = {dest.rsplit(".", 1)[1] for dest in self.flags if "." in dest}
+        _check_keys(path, {k: v for k, v in loaded.items() if k not in misplaced}, keys, "")
         for group in self.flatten:
             _check_nested_keys(path, loaded.get(group), self.fields[group].annotation, group)
         return {self.name_of(k): v for k, v in loaded.items()}
@@ -284,22 +282,6 @@ class ConfigFlags:
         return message if group else f"{place}: {message}"
 
 
-def _config_fields(config: Any) -> dict[str, FieldInfo] | None:
-    """The fields of a nested config class (a pydantic model or pydantic dataclass), None for any other type."""
-    if isinstance(config, type) and issubclass(config, BaseModel):
-        return config.model_fields
-    return getattr(config, "__pydantic_fields__", None) if isinstance(config, type) else None
-
-
-def _leaves(config: type, prefix: str) -> dict[str, FieldInfo]:
-    """{dotted place: field} of every field of ``config``, the fields of its nested configs in their place."""
-    out: dict[str, FieldInfo] = {}
-    for name, info in (_config_fields(config) or {}).items():
-        nested = _config_fields(info.annotation) is not None
-        out.update(_leaves(info.annotation, f"{prefix}.{name}") if nested else {f"{prefix}.{name}": info})
-    return out
-
-
 def _check_keys(path: str, loaded: Mapping, keys: list[str], where: str) -> None:
     """Refuse a key of ``loaded`` not in ``keys``, suggesting the closest (``where``: the mapping's place)."""
     for key in loaded:
@@ -311,12 +293,12 @@ def _check_keys(path: str, loaded: Mapping, keys: list[str], where: str) -> None
 
 def _check_nested_keys(path: str, loaded: Any, config: type, where: str) -> None:
     """The keys of a flattened group's mapping in a file, nested mappings included (a non-mapping: left to pydantic)."""
-    fields = _config_fields(config) or {}
+    fields = config_fields(config) or {}
     if not isinstance(loaded, Mapping):
         return
     _check_keys(path, loaded, list(fields), f"{where}.")
     for name, info in fields.items():
-        if _config_fields(info.annotation) is not None:
+        if config_fields(info.annotation) is not None:
             _check_nested_keys(path, loaded.get(name), info.annotation, f"{where}.{name}")
 
 

@@ -12,29 +12,23 @@ as a ``preprocess:`` mapping, the CLI as flat flags (``--face-size``). A preproc
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from storage import fs
+from tasks.config_fields import leaf_fields
 from tasks.ingest.config import PreprocessConfig
 
 # the values of ``identities`` that are not a file: a file literally named "auto" needs a path ("./auto")
 IDENTITY_MODES = ("original", "auto")
 
 
-def preprocessing_places(config: type = PreprocessConfig, prefix: str = "preprocess") -> dict[str, str]:
+def preprocessing_places() -> dict[str, str]:
     """Every field of the preprocessing config, nested ones included -> its dotted place in :class:`IngestSettings`
     (``max_bytes`` -> ``preprocess.limits.max_bytes``)."""
-    places = {}
-    for name, info in config.__pydantic_fields__.items():  # pydantic's: annotations resolved
-        nested = dataclasses.is_dataclass(info.annotation)
-        places.update(
-            preprocessing_places(info.annotation, f"{prefix}.{name}") if nested else {name: f"{prefix}.{name}"}
-        )
-    return places
+    return {place.rsplit(".", 1)[1]: place for place in leaf_fields(PreprocessConfig, "preprocess")}
 
 
 class IngestSettings(BaseModel):

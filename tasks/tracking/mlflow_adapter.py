@@ -22,11 +22,15 @@ _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAM_CHARS = 6000
 
 
-def use_experiment(name: str):
+def use_experiment(name: str, artifact_location: str | None = None):
     """``mlflow.set_experiment(name)``, the experiment created or reused as a model-training experiment
-    (:data:`EXPERIMENT_KIND_TAG`); a kind someone chose in the UI is left as it is. Returns the experiment."""
+    (:data:`EXPERIMENT_KIND_TAG`); a kind someone chose in the UI is left as it is. Returns the experiment.
+    ``artifact_location``: where the experiment keeps its artifacts if this call creates it (None: the
+    store's default, ``./mlruns`` of the working directory for a local sqlite file)."""
     import mlflow
 
+    if artifact_location and mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=artifact_location)
     experiment = mlflow.set_experiment(name)
     if EXPERIMENT_KIND_TAG not in experiment.tags:
         MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)

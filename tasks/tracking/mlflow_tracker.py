@@ -39,8 +39,8 @@ class MLflowTracker:
     def _client(self) -> MlflowClient:
         return MlflowClient(self.uri)
 
-    def use_experiment(self, name: str) -> str:
-        return use_experiment(name).experiment_id
+    def use_experiment(self, name: str, artifact_location: str | None = None) -> str:
+        return use_experiment(name, artifact_location).experiment_id
 
     @contextlib.contextmanager
     def open_run(

@@ -67,8 +67,9 @@ class Tracker(Protocol):
 
     uri: str | None
 
-    def use_experiment(self, name: str) -> str:
-        """Create or reuse experiment ``name`` for the runs this process opens; returns its id."""
+    def use_experiment(self, name: str, artifact_location: str | None = None) -> str:
+        """Create or reuse experiment ``name`` for the runs this process opens; returns its id.
+        ``artifact_location``: where a created experiment keeps its artifacts (None: the store's default)."""
         ...
 
     def open_run(

@@ -113,6 +113,12 @@ def test_a_variant_its_settings_refuse_stops_the_command_before_any_data_is_made
         assert stop.value.code == 2 and why in capsys.readouterr().err and not out.exists()
 
 
+def test_score_only_opens_no_parent_run_and_makes_no_store(tmp_path):
+    with results.seed_parent(_args(score_only=True), tmp_path, 0, {}) as parent:
+        assert parent is None
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.slow  # ingest is a Prefect flow: a temporary Prefect server starts
 def test_the_command_at_its_smallest_sizes_from_the_repo_root_writes_scores_and_the_doc(tmp_path):
     out, doc = tmp_path / "out", tmp_path / "results.md"
@@ -132,3 +138,14 @@ def test_the_command_at_its_smallest_sizes_from_the_repo_root_writes_scores_and_
     table = text[text.index("## Every variant, per manipulation type") :]
     assert "| **all** |" in table and "## Is the signal there?" in text  # bench/av_signal.py's table, imported
     assert "**avff_concat vs video_only**" in text  # the paired comparison of the audio-visual and uni-modal heads
+    # the variants trained as avff ablate's: child runs of the seed's parent, in a store under --out
+    from mlflow import MlflowClient
+
+    store = MlflowClient(f"sqlite:///{out / 'seed0' / 'mlflow.db'}")
+    runs = store.search_runs([e.experiment_id for e in store.search_experiments()])
+    children = {r.data.tags["avff.variant"]: r for r in runs if "avff.variant" in r.data.tags}
+    assert set(children) == {"avff_concat", "video_only"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in children.values()} == {
+        r.info.run_id for r in runs if r.data.tags.get("avff.experiment") == "benchmark"
+    }
+    assert all(r.info.artifact_uri.startswith((out / "seed0" / "mlartifacts").as_uri()) for r in runs)

@@ -202,23 +202,36 @@ def test_every_ingest_field_is_a_flag_a_yaml_key_and_a_parameter(tmp_path):
         assert all(p.get("description") for p in definitions[group]["properties"].values()), group
 
 
-@pytest.mark.parametrize(
-    ("text", "error"),
-    [
-        ("face_size: 64", "'face_size' belongs under preprocess: (it is preprocess.face_size)"),
-        ("max_bytes: 64", "'max_bytes' belongs under preprocess.limits: (it is preprocess.limits.max_bytes)"),
-        ("preprocess: {face_sise: 64}", "unknown key 'preprocess.face_sise' (did you mean 'preprocess.face_size'?)"),
-    ],
-)
-def test_an_ingest_file_with_a_misplaced_key_is_refused_naming_its_place(tmp_path, capsys, text, error):
+def test_an_ingest_file_with_a_misspelt_nested_key_is_refused_while_parsing(tmp_path, capsys):
     from flows.cli.ingest import ingest_flags
 
-    (tmp_path / "ingest.yaml").write_text(text)
+    (tmp_path / "ingest.yaml").write_text("preprocess: {face_sise: 64}")
     p = argparse.ArgumentParser(prog="avff ingest")
     ingest_flags().add_arguments(p, "ingest settings")
     with pytest.raises(SystemExit):
         p.parse_args(["--config", str(tmp_path / "ingest.yaml")])
-    assert error in capsys.readouterr().err
+    assert "unknown key 'preprocess.face_sise' (did you mean 'preprocess.face_size'?)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [("face_size: 64", "preprocess.face_size"), ("max_bytes: 64", "preprocess.limits.max_bytes")],
+)
+def test_an_ingest_file_with_a_flat_preprocessing_key_is_refused_by_the_settings_naming_its_place(
+    tmp_path, capsys, monkeypatch, text, place
+):
+    """The file reader keeps the key; IngestSettings refuses it, as it does for the flow's parameter and the form."""
+    from flows.cli import main
+
+    for name, value in (("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
+                        "true"), ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")):  # fmt: skip
+        monkeypatch.setenv(name, value)  # main sets them with setdefault: restored after the test
+    (tmp_path / "ingest.yaml").write_text(f"data: {tmp_path / 'in'}\nout: {tmp_path / 'out'}\n{text}\n")
+    assert main(["ingest", "--config", str(tmp_path / "ingest.yaml")]) == 2
+    key = text.split(":")[0]
+    assert capsys.readouterr().err.splitlines() == [
+        f"avff ingest: error: {key} is a preprocessing setting: give it as {place} (YAML: under preprocess:)"
+    ]
 
 
 def test_an_ingest_value_refused_inside_the_group_names_its_flag(capsys):

@@ -152,6 +152,19 @@ def test_second_ingest_on_same_output_refuses(tmp_path):
         pass
 
 
+def test_the_ingest_flow_parameter_refuses_a_flat_preprocessing_key_naming_its_place(tmp_path):
+    """What a deployment run or the Prefect form hands the flow is validated into IngestSettings: the same refusal."""
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.ingest import ingest_dfdc
+
+    config = {"data": str(tmp_path / "in"), "out": str(tmp_path / "out"), "face_size": 64}
+    with pytest.raises(
+        ParameterTypeError, match=r"face_size is a preprocessing setting: give it as preprocess\.face_size"
+    ):
+        ingest_dfdc.validate_parameters({"config": config})
+
+
 def test_relative_local_paths_are_resolved_where_the_flow_runs(tmp_path, monkeypatch):
     """Ray workers run in their own directory: the flow hands them absolute paths."""
     from tasks.ingest.settings import IngestSettings

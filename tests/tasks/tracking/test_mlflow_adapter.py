@@ -31,6 +31,14 @@ def test_experiments_are_model_training_experiments_new_or_old_and_a_chosen_kind
     assert store.get_experiment(chosen).tags[EXPERIMENT_KIND_TAG] == "genai_development"
 
 
+def test_a_created_experiment_keeps_its_artifacts_where_asked_and_an_old_one_where_it_was(store, tmp_path):
+    """A local sqlite store would put them in the working directory's ./mlruns (bench/results.py: under its --out)."""
+    where = (tmp_path / "out" / "mlartifacts").as_uri()
+    created = use_experiment("placed", artifact_location=where)
+    assert store.get_experiment(created.experiment_id).artifact_location == where
+    assert use_experiment("placed", artifact_location=(tmp_path / "elsewhere").as_uri()).artifact_location == where
+
+
 def test_links_open_in_the_model_training_view():
     assert (
         ml_view("http://h:5000/#/experiments/1/runs/r")
