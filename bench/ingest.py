@@ -168,7 +168,7 @@ def cli_ingest(data: Path, out: Path, *flags: str) -> dict:
     wall, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
         raise SystemExit(f"avff {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    records = [json.loads(p.read_text()) for p in sorted(out.rglob("*.tar.json"))]
+    records = read_records(out)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"cpu": cpu, "self_cpu": json.loads(report.read_text())["self_cpu"], "wall": wall, "records": records}
 
@@ -294,6 +294,22 @@ def _summary(
     }
 
 
+def read_records(out: Path) -> list[dict]:
+    """The shard records under ``out``, each with "_span": (start, end) of its unit, wall clock. A record is
+    written when its shard is done, so its file's time is the unit's end; the end minus its seconds, the start."""
+    records = []
+    for path in sorted(out.rglob("*.tar.json")):
+        rec, end = json.loads(path.read_text()), path.stat().st_mtime
+        records.append({**rec, "_span": (end - rec["seconds"], end)})
+    return records
+
+
+def fanout_wall(run: dict) -> float:
+    """Wall seconds from the first unit's start to the last unit's end (the workers' own phase: no start-up)."""
+    spans = [rec["_span"] for rec in run["records"]]
+    return max(end for _, end in spans) - min(start for start, _ in spans)
+
+
 def ray_table(one: Path, many: Path, out: Path, workers: list[int], n_videos: int) -> list[dict]:
     """Wall-clock rate of ``avff ingest --executor ray`` with W workers (shards: 2 per worker of the largest W),
     whole and marginal: the command's fixed start (Ray, the temporary Prefect server, imports: ~50 s) is paid
@@ -307,11 +323,49 @@ def ray_table(one: Path, many: Path, out: Path, workers: list[int], n_videos: in
         rows.append({"workers": w, "wall_s": big["wall"], "videos": videos_in(big),
                      "videos_per_s": videos_in(big) / big["wall"], "small_wall_s": small["wall"],
                      "marginal_videos_per_s": extra / (big["wall"] - small["wall"]),
+                     "fanout_wall_s": fanout_wall(big), "fanout_videos_per_s": videos_in(big) / fanout_wall(big),
                      "cpu_s_seen": big["cpu"], "load_avg": os.getloadavg()[0]})  # fmt: skip
-    for key in ("videos_per_s", "marginal_videos_per_s"):
+    for key in ("videos_per_s", "marginal_videos_per_s", "fanout_videos_per_s"):
         base = rows[0][key] / rows[0]["workers"]
         for row in rows:
             row[key.replace("videos_per_s", "efficiency")] = row[key] / (row["workers"] * base)
+    return rows
+
+
+def _process_worker(videos: list[Path], copies: int, start, out) -> None:
+    """One of :func:`process_table`'s processes: warm up, wait for the others, then time its share."""
+    cfg = PreprocessConfig()
+    keep_frame_memory()
+    with face_detector(cfg) as detector:
+        unit_cpu(videos, 1, cfg, detector)  # warm-up: graphs, imports, page cache
+        start.wait()
+        t0, c0 = time.perf_counter(), time.process_time()
+        unit_cpu(videos, copies, cfg, detector)
+        out.put((time.perf_counter() - t0, time.process_time() - c0))
+
+
+def process_table(videos: list[Path], copies: int, workers: list[int]) -> list[dict]:
+    """The machine's own ceiling for a fan-out, with no Ray, Prefect or shard index: W plain processes, each
+    running ``process_unit`` on ``copies // W`` copies of every video once all are warm; rate = videos / the
+    slowest one's wall, efficiency per worker = rate(W) / (W x rate(1))."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    rows = []
+    for w in workers:
+        start, out = ctx.Barrier(w), ctx.Queue()
+        procs = [ctx.Process(target=_process_worker, args=(videos, copies // w, start, out)) for _ in range(w)]
+        for proc in procs:
+            proc.start()
+        walls, cpus = zip(*(out.get() for _ in procs))
+        for proc in procs:
+            proc.join()
+        n = len(videos) * (copies // w) * w
+        rows.append({"workers": w, "videos": n, "wall_s": max(walls), "videos_per_s": n / max(walls),
+                     "cpu_s_per_video": sum(cpus) / n, "load_avg": os.getloadavg()[0]})  # fmt: skip
+    base = rows[0]["videos_per_s"] / rows[0]["workers"]
+    for row in rows:
+        row["efficiency"] = row["videos_per_s"] / (row["workers"] * base)
     return rows
 
 
@@ -339,7 +393,8 @@ def print_table(r: dict) -> None:
         print(f"ray, {row['workers']} worker(s): {row['videos']} videos in {row['wall_s']:.1f} s wall, "
               f"{row['videos_per_s']:.3f} videos/s, efficiency per worker {row['efficiency']:.2f}; marginal "
               f"(beyond the {row['small_wall_s']:.1f} s run of the first copies) {row['marginal_videos_per_s']:.3f} "
-              f"videos/s, efficiency {row['marginal_efficiency']:.2f}")  # fmt: skip
+              f"videos/s, efficiency {row['marginal_efficiency']:.2f}; the workers' own phase (first unit's start "
+              f"to last unit's end) {row['fanout_wall_s']:.1f} s, efficiency {row['fanout_efficiency']:.2f}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -351,6 +406,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="variants to run")
     ap.add_argument("--crop", nargs="*", default=[], choices=["landmarks"], help="also the command with this crop")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--process-workers", type=int, nargs="+", help="only the ceiling of a fan-out: W plain "
+                    "processes, no Ray or Prefect (process_table), written to --out")  # fmt: skip
     args = ap.parse_args(argv)
     videos = sorted(args.data.glob("*.mp4"))
     if not videos:
@@ -358,6 +415,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.copies < 2:
         raise SystemExit("--copies must be >= 2 (the marginal cost needs two run sizes)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.process_workers:
+        rows = process_table(videos, args.copies, sorted(set(args.process_workers)))
+        for row in rows:
+            print(f"{row['workers']} plain process(es): {row['videos']} videos in {row['wall_s']:.1f} s wall, "
+                  f"{row['videos_per_s']:.3f} videos/s, efficiency per worker {row['efficiency']:.2f}")  # fmt: skip
+        args.out.write_text(json.dumps({"process_fanout": rows, "copies": args.copies, "videos": [p.name for p in videos],
+                                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, indent=2) + "\n")  # fmt: skip
+        return
 
     def save(result: dict) -> None:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

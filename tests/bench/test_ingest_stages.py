@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,15 @@ def test_on_a_real_clip_the_stages_claim_the_unit(tmp_path):
     assert 0 < record.cpu_seconds - video_total < 0.25 * record.cpu_seconds  # the unit's own work is small
     on_disk = json.loads((tmp_path / "s.tar.json").read_text())
     assert on_disk["videos"][0]["cpu_seconds"] == pytest.approx(cpu)
+
+
+def test_the_workers_phase_runs_from_the_first_units_start_to_the_last_units_end(bench, tmp_path):
+    """Each unit is dated by its record (written when the shard is done) minus the unit's own seconds; the
+    fan-out's phase spans them, so the command's start-up (Ray, the Prefect server) is not in it."""
+    for name, seconds, end in (("a", 10.0, 1000.0), ("b", 12.0, 1003.0), ("c", 9.0, 1015.0)):
+        record = tmp_path / f"{name}.tar.json"
+        record.write_text(json.dumps({"seconds": seconds, "videos": []}))
+        os.utime(record, (end, end))
+    records = bench.read_records(tmp_path)
+    assert [r["_span"] for r in records] == [(990.0, 1000.0), (991.0, 1003.0), (1006.0, 1015.0)]
+    assert bench.fanout_wall({"records": records}) == pytest.approx(1015.0 - 990.0)
