@@ -34,7 +34,7 @@ def test_every_switch_reaches_the_run(data, tmp_path):
         data, tmp_path, fusion="late", dropout=0.1, video_augment=video_augment_preset("strong"),
         audio_augment=audio_augment_preset("sync_safe"), mix=MixAugment(mixup_alpha=0.4, cutmix_alpha=1.0),
         loss="focal", focal_gamma=1.0, class_weight="prior", label_smoothing=0.1, aux_weight=0.3,
-        contrastive_weight=0.05, curriculum_epochs=2, curriculum_start=0.5, progressive_epochs=2,
+        contrastive_weight=0.05, branch_weight=0.2, curriculum_epochs=2, curriculum_start=0.5, progressive_epochs=2,
     )  # fmt: skip
     result = run_training(settings, log=log)
     assert log.params["model.fusion"] == "late" and log.params["model.dropout"] == 0.1
@@ -43,7 +43,9 @@ def test_every_switch_reaches_the_run(data, tmp_path):
     rows = [r for r in result.history if r["stage"] == "classify"]
     assert [r["curriculum_fraction"] for r in rows] == [0.5, 0.75]
     assert [r["progressive_scale"] for r in rows] == [0.5, 0.75]
-    assert all({"train_aux_video", "train_aux_audio", "train_contrastive"} <= r.keys() for r in rows)
+    assert all(
+        {"train_aux_video", "train_aux_audio", "train_contrastive", "train_logit_fusion"} <= r.keys() for r in rows
+    )
     # the curriculum trains on 16 then 24 of the 32 clips: 2 + 3 steps of 8
     assert [s for s, _ in log.metrics["train_step_loss"]] == [1, 2, 3, 4, 5]
     assert "train_step_aux_video" in log.metrics and "train_step_cls" in log.metrics
