@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:
         ap.error(f"--variants / --variant-set / --set: {err}")
     torch.set_num_threads(1)
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
     out = Path(args.out)
     t0 = time.time()
     seeds = list(range(args.seed, args.seed + args.seeds))
