@@ -332,7 +332,10 @@ class AVFF(nn.Module):
         return {**out, **dict(zip(names, branches.unbind(dim=1)))}
 
     def join_logits(self, branches: dict[str, torch.Tensor]) -> torch.Tensor:
-        """:meth:`branch_logits` -> the model's logit (B,): their sum ("sum") or their noisy-OR ("noisy_or")."""
+        """:meth:`branch_logits` -> the model's logit (B,): their sum ("sum") or their noisy-OR ("noisy_or"); a
+        model without signal branches, the fusion head's logit as it is (a noisy-OR of one floors it near -69)."""
+        if len(branches) == 1:
+            return branches["fusion"]
         stacked = torch.stack(list(branches.values()), dim=1)  # (B, K)
         return noisy_or(stacked) if self.cfg.signal_fusion == "noisy_or" else stacked.sum(dim=1)
 

@@ -319,11 +319,11 @@ def ray_table(one: Path, many: Path, out: Path, workers: list[int], n_videos: in
     for w in workers:
         flags = ("--executor", "ray", "--num-workers", str(w), "--videos-per-shard", str(per_shard))
         small, big = (cli_ingest(d, out, *flags) for d in (one, many))
-        extra = videos_in(big) - videos_in(small)
+        extra, phase = videos_in(big) - videos_in(small), fanout_wall(big)
         rows.append({"workers": w, "wall_s": big["wall"], "videos": videos_in(big),
                      "videos_per_s": videos_in(big) / big["wall"], "small_wall_s": small["wall"],
                      "marginal_videos_per_s": extra / (big["wall"] - small["wall"]),
-                     "fanout_wall_s": fanout_wall(big), "fanout_videos_per_s": videos_in(big) / fanout_wall(big),
+                     "fanout_wall_s": phase, "fanout_videos_per_s": videos_in(big) / phase,
                      "cpu_s_seen": big["cpu"], "load_avg": os.getloadavg()[0]})  # fmt: skip
     for key in ("videos_per_s", "marginal_videos_per_s", "fanout_videos_per_s"):
         base = rows[0][key] / rows[0]["workers"]

@@ -151,3 +151,12 @@ def test_branch_losses_supervise_each_joined_logit_on_its_own(fusion):
     texture = model.signals.texture.bank.weight.grad
     assert texture is not None and texture.abs().sum() > 0
     assert all(p.grad is None for p in model.head.parameters())  # and not the fusion head
+
+
+def test_without_signal_branches_the_logit_is_the_fusion_heads_whatever_the_join():
+    model = _model(signal_fusion="noisy_or", sync_branch=False, texture_branch=False)
+    model.eval()
+    video, audio, _ = _inputs()
+    feats = model.forward_features(video, audio, model.inputs)
+    assert list(model.branch_logits(feats)) == ["fusion"]
+    assert torch.equal(model(video, audio), model.head(feats))  # not a noisy-OR of one, which floors at ~-69
