@@ -76,6 +76,9 @@ class AVFFConfig:
     # FAKE if any of them or the fusion head says so (heads.noisy_or): a weak branch's cue is not drowned by a
     # strong one's in a shared head (docs/learning.md "The visual types")
     signal_fusion: str = "sum"
+    # the signal head's hidden width: None, head_hidden's; 0, no hidden layer (a linear read-out of the
+    # normalised branch features, docs/learning.md "The visual types")
+    signal_hidden: int | None = None
 
     def __post_init__(self) -> None:
         checks = {
@@ -94,6 +97,7 @@ class AVFFConfig:
             "sync_lip_lags or sync_peak": self.sync_lip_lags or self.sync_peak,
             "signal_norm in (layer, batch)": self.signal_norm in ("layer", "batch"),
             "signal_fusion in (sum, noisy_or)": self.signal_fusion in ("sum", "noisy_or"),
+            "signal_hidden is None or >= 0": self.signal_hidden is None or self.signal_hidden >= 0,
             "0 <= dropout < 1": 0.0 <= self.dropout < 1.0,
             "temperature > 0": self.temperature > 0,
             "w_cross >= 0": self.w_cross >= 0,

@@ -48,8 +48,11 @@ class FeatureNorm(nn.BatchNorm1d):
 def mlp_head(in_dim: int, hidden: int, dropout: float, norm: str = "layer") -> nn.Sequential:
     """(B, in_dim) -> (B, 1). ``norm``: "layer" normalises each sample across its features (for tokens'
     features); "batch" each feature across samples (running statistics at eval), for a vector of unlike
-    features whose common level is itself the cue (the texture branch's log energies: docs/learning.md)."""
+    features whose common level is itself the cue (the texture branch's log energies: docs/learning.md).
+    ``hidden=0``: no hidden layer, a linear read-out of the normalised features (a logistic regression)."""
     first = {"layer": nn.LayerNorm, "batch": FeatureNorm}[norm](in_dim)
+    if hidden == 0:
+        return nn.Sequential(first, nn.Dropout(dropout), nn.Linear(in_dim, 1))
     return nn.Sequential(first, nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
 

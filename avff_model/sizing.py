@@ -19,6 +19,8 @@ def _block(d: int, mlp_ratio: float) -> int:
 
 
 def _mlp_head(d_in: int, hidden: int) -> int:
+    if hidden == 0:
+        return 2 * d_in + d_in + 1  # LayerNorm, Linear(d_in, 1)
     return 2 * d_in + d_in * hidden + hidden + hidden + 1  # LayerNorm, Linear, Linear(hidden, 1)
 
 
@@ -60,7 +62,8 @@ def _signals(cfg: AVFFConfig) -> int:
             out += (LIP_CHANNELS * (2 * lags + 1) if cfg.sync_lip_lags else 0) + (PEAK_FEATURES if cfg.sync_peak else 0)
     if texture:
         n, out = n + 9 * filters, out + 3 * filters + 3
-    return n + _mlp_head(out, cfg.head_hidden) if out else 0
+    hidden = cfg.head_hidden if cfg.signal_hidden is None else cfg.signal_hidden
+    return n + _mlp_head(out, hidden) if out else 0
 
 
 def estimate_params(cfg: AVFFConfig) -> dict[str, int]:

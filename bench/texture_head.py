@@ -1,10 +1,12 @@
 """Where the visual types get lost (issue 22): in the texture branch's features, or in the head that reads them?
 
     uv run python bench/texture_head.py /tmp/avff-results/seed0/avff /tmp/avff-results/seed1/avff ...
+    uv run python bench/texture_head.py --external /tmp/avff-results/seed*/avff   # on the external videos
 
 For each trained variant folder of bench/results.py (``seedN/<variant>``, its best checkpoint), on the held-out
-clips of that seed's own ingest (val and test splits: identities the variant never trained on), REAL against
-each type's fakes, AUC of:
+clips of that seed's own ingest (val and test splits: identities the variant never trained on), or with
+``--external`` on the seed's external videos as bench/results.py scores them (each video's clips averaged),
+REAL against each type's fakes, AUC of:
   texture    minus the trained texture branch's Laplacian log energy inside the face (its filter 0, no learning
              on top: the hand-made sharpness statistic's twin);
   probe      a logistic regression on the texture branch's features fitted on the train split, that type's
@@ -15,6 +17,7 @@ each type's fakes, AUC of:
   max_branch the larger of two such probes, one on the sync features, one on the texture features;
   signals    the signal head's logit (every branch the variant has; with signal_fusion="noisy_or" the noisy-OR
              of its per-branch heads);
+  fusion     the fusion head's logit alone (the part of the model's logit that is not the signal head's);
   model      the whole model's logit.
 texture or probe high with signals low: the cue reaches the head and the head does not use it; tex_all high
 with sig_all low: one head over both branches lets the stronger branch drown the weaker.
@@ -42,32 +45,49 @@ from storage.shard_io import read_clips  # noqa: E402
 
 VISUAL = ("visual_artifact", "face_blend")
 LIP_SYNC = ("lipsync_offset", "audio_swap", "mouth_decorrelated")
-COLUMNS = ("texture", "probe", "tex_all", "sig_all", "max_branch", "signals", "model")
+COLUMNS = ("texture", "probe", "tex_all", "sig_all", "max_branch", "signals", "fusion", "model")
 
 
 @torch.no_grad()
-def features(model: AVFF, clips: list) -> dict[str, np.ndarray]:
-    """-> texture features (N, 3K+3), every signal feature (N, D), signal logits (N,), model logits (N,) of every
-    clip, batches of 32."""
+def features(model: AVFF, video: torch.Tensor, audio: torch.Tensor) -> dict[str, np.ndarray]:
+    """video (N, 3, T, H, W), audio (N, 1, F, Tm) -> texture features (N, 3K+3), every signal feature (N, D), the
+    signal head's, the fusion head's and the model's logits (N,), batches of 32."""
     model.eval()
-    out: dict[str, list] = {"texture": [], "features": [], "signals": [], "model": []}
-    for i in range(0, len(clips), 32):
-        t = [clip_to_tensors(c) for c in clips[i : i + 32]]
-        v, a = (
-            torch.stack([x["video"] for x in t]),
-            torch.stack([x["audio"] for x in t]),
-        )  # (B, 3, T, H, W), (B, 1, F, Tm)
-        feats = model.signals(v, a)  # (B, D): the sync branch's features, then the texture branch's
+    out: dict[str, list] = {"texture": [], "features": [], "signals": [], "fusion": [], "model": []}
+    for i in range(0, len(video), 32):
+        v, a = video[i : i + 32], audio[i : i + 32]  # (B, 3, T, H, W), (B, 1, F, Tm)
+        feats = model.forward_features(v, a, model.inputs)
         out["texture"].append(model.signals.texture(v).numpy())
-        out["features"].append(feats.numpy())
-        branches = model.signal_head(feats)  # (B, 1) signal_fusion "sum" | (B, K) "noisy_or": one per branch
+        out["features"].append(feats["signals"].numpy())  # (B, D): the sync branch's features, then the texture's
+        branches = model.signal_head(feats["signals"])  # (B, 1) signal_fusion "sum" | (B, K) "noisy_or"
         out["signals"].append((branches.squeeze(-1) if branches.shape[1] == 1 else noisy_or(branches)).numpy())
-        out["model"].append(model(v, a).numpy())
+        out["fusion"].append(model.branch_logits(feats)["fusion"].numpy())
+        out["model"].append(model.forward_head(feats).numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def variant_aucs(root: Path) -> dict:
-    """One variant folder -> {visual type: {texture, probe, signals, model}} on its seed's held-out clips."""
+def clip_features(model: AVFF, clips: list) -> dict[str, np.ndarray]:
+    t = [clip_to_tensors(c) for c in clips]
+    return features(model, torch.stack([x["video"] for x in t]), torch.stack([x["audio"] for x in t]))
+
+
+def external_features(model_dir: Path, model: AVFF) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The seed's external videos as bench/results.py scores them: per video, the mean over its clips of every
+    feature and logit (a linear probe of the mean is the mean of the probe), and each video's kind."""
+    from tasks.evaluate.benchmark import best_checkpoint, external_inputs
+    from tasks.serve.predict import preprocess_for
+    from tasks.serve.scorer import load_model
+
+    rows = external_inputs(model_dir.parent / "external", preprocess_for(load_model(best_checkpoint(model_dir))))
+    rows = [r for r in rows if r["inputs"] is not None]
+    per_video = [features(model, r["inputs"]["video"], r["inputs"]["audio"]) for r in rows]
+    return {k: np.stack([f[k].mean(0) for f in per_video]) for k in per_video[0]}, np.array(
+        [r["manipulation"] or "real" for r in rows]
+    )
+
+
+def variant_aucs(root: Path, external: bool = False) -> dict:
+    """One variant folder -> {type: {column: AUC}} on its seed's held-out clips (or external videos)."""
     cfg = AVFFConfig(**json.loads((root / "model_config.json").read_text()))
     model = AVFF(cfg)
     state, _, _ = load_weights(resolve_checkpoint(str(root / "checkpoints" / "best.json")))
@@ -77,36 +97,46 @@ def variant_aucs(root: Path) -> dict:
     kind = np.array([c.meta.manipulation or "real" for c in clips])
     train = np.array([c.meta.split == "train" for c in clips])
     y = (kind != "real").astype(int)
-    f = features(model, clips)
-    tex, sig = f["texture"], f["features"]
+    f = clip_features(model, clips)  # the probes fit on the train split's clips
+    scored, s_kind = external_features(root, model) if external else (f, kind)  # what is scored
+    s_y, held_out = (s_kind != "real").astype(int), np.ones(len(s_kind), bool) if external else ~train
+    n_tex = f["texture"].shape[1]
 
-    def probe(x: np.ndarray, fit: np.ndarray) -> np.ndarray:
-        """A logistic regression on the train split's ``fit`` clips, standardised there; scores every clip."""
-        mu, sd = x[train].mean(0), x[train].std(0) + 1e-6
-        clf = LogisticRegression(max_iter=5000).fit((x[train & fit] - mu) / sd, y[train & fit])
-        return clf.decision_function((x - mu) / sd)
+    def probe(x: str, kinds: tuple[str, ...] | None = None, cols: slice = slice(None)) -> np.ndarray:
+        """A logistic regression on feature ``x`` (its ``cols``) of the train split's REAL clips and ``kinds``' fakes
+        (None: every fake), standardised there; scores every scored clip (or external video)."""
+        xt = f[x][:, cols][train]
+        fit = (kind[train] == "real") | (np.isin(kind[train], kinds) if kinds else True)
+        mu, sd = xt.mean(0), xt.std(0) + 1e-6
+        clf = LogisticRegression(max_iter=5000).fit((xt[fit] - mu) / sd, y[train][fit])
+        return clf.decision_function((scored[x][:, cols] - mu) / sd)
 
-    every = np.ones(len(y), dtype=bool)
-    sync_all = probe(sig[:, : sig.shape[1] - tex.shape[1]], every) if sig.shape[1] > tex.shape[1] else None
-    tex_all = probe(tex, every)
-    common = {"texture": -tex[:, 0], "tex_all": tex_all, "sig_all": probe(sig, every),
+    has_sync = f["features"].shape[1] > n_tex
+    tex_all = probe("texture")
+    sync_all = probe("features", cols=slice(0, f["features"].shape[1] - n_tex)) if has_sync else None
+    common = {"texture": -scored["texture"][:, 0], "tex_all": tex_all, "sig_all": probe("features"),
               "max_branch": tex_all if sync_all is None else np.maximum(tex_all, sync_all),
-              "signals": f["signals"], "model": f["model"]}  # fmt: skip
+              "signals": scored["signals"], "fusion": scored["fusion"], "model": scored["model"]}  # fmt: skip
     out = {}
     for t in (*VISUAL, *LIP_SYNC):
-        keep = ~train & ((kind == "real") | (kind == t))
-        scores = {**common, "probe": probe(tex, (kind == "real") | (kind == t))}
-        out[t] = {name: float(roc_auc_score(y[keep], scores[name][keep])) for name in COLUMNS}
+        keep = held_out & ((s_kind == "real") | (s_kind == t))
+        scores = {**common, "probe": probe("texture", (t,))}
+        out[t] = {name: float(roc_auc_score(s_y[keep], scores[name][keep])) for name in COLUMNS}
     return {"variant": root.name, "seed": root.parent.name, "signal_norm": cfg.signal_norm, "aucs": out}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("variants", nargs="+", help="bench/results.py variant folders (seedN/<variant>)")
+    ap.add_argument(
+        "--external",
+        action="store_true",
+        help="score the seed's external videos (seedN/external) instead of its held-out splits' clips",
+    )
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    rows = [variant_aucs(Path(v)) for v in args.variants]
+    rows = [variant_aucs(Path(v), args.external) for v in args.variants]
     print("| variant | seed | signal norm | type | " + " | ".join(COLUMNS) + " |")
     print("|---|---|---|---|" + "---:|" * len(COLUMNS))
     for r in rows:
@@ -116,6 +146,12 @@ def main(argv: list[str] | None = None) -> None:
                 + " | ".join(f"{a[k]:.2f}" for k in COLUMNS)
                 + " |"
             )
+    print("\nMean over the seeds given:\n\n| variant | type | " + " | ".join(COLUMNS) + " |")
+    print("|---|---|" + "---:|" * len(COLUMNS))
+    for v in dict.fromkeys(r["variant"] for r in rows):
+        for t in rows[0]["aucs"]:
+            mean = [np.mean([r["aucs"][t][k] for r in rows if r["variant"] == v]) for k in COLUMNS]
+            print(f"| {v} | {t} | " + " | ".join(f"{m:.2f}" for m in mean) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

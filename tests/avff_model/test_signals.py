@@ -364,3 +364,29 @@ def test_noisy_or_fusion_gives_each_signal_branch_its_own_head():
         assert (model(video, audio) > 19.0).all()
     with pytest.raises(ValueError, match="signal_fusion"):
         AVFFConfig(signal_fusion="mean")
+
+
+def test_signal_hidden_zero_makes_the_signal_head_a_linear_read_out_of_the_normalised_features():
+    """signal_hidden=0: the signal head is norm -> Linear(S, 1), affine in its features at eval (a logistic
+    regression on them), every feature read; the parameter estimate counts it; a negative width is refused."""
+    from avff_model.config import AVFFConfig
+    from avff_model.sizing import estimate_params
+
+    cfg = get_config("tiny", signal_hidden=0, signal_norm="batch")
+    model = AVFF(cfg).eval()
+    s = model.signals.out_dim
+    linear = [m for m in model.signal_head.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linear] == [(s, 1)]
+    torch.manual_seed(0)
+    x, z = torch.randn(8, s), torch.randn(8, s)
+    head = model.signal_head
+    with torch.no_grad():
+        torch.testing.assert_close(head(0.25 * x + 0.75 * z), 0.25 * head(x) + 0.75 * head(z))
+    x.requires_grad_(True)
+    head(x).sum().backward()
+    assert (x.grad.abs().sum(dim=0) > 0).all()  # no feature dropped
+    assert estimate_params(cfg)["total"] == sum(p.numel() for p in model.parameters())
+    wide = AVFF(get_config("tiny", signal_hidden=16))
+    assert [m.out_features for m in wide.signal_head.modules() if isinstance(m, torch.nn.Linear)] == [16, 1]
+    with pytest.raises(ValueError, match="signal_hidden"):
+        AVFFConfig(signal_hidden=-1)
