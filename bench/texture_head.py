@@ -6,7 +6,7 @@
 For each trained variant folder of bench/results.py (``seedN/<variant>``, its best checkpoint), on the held-out
 clips of that seed's own ingest (val and test splits: identities the variant never trained on), or with
 ``--external`` on the seed's external videos as bench/results.py scores them (each video's clips averaged),
-REAL against each type's fakes, AUC of:
+REAL against each type's fakes ("all": every fake, audio_pitch too), AUC of:
   texture    minus the trained texture branch's Laplacian log energy inside the face (its filter 0, no learning
              on top: the hand-made sharpness statistic's twin);
   probe      a logistic regression on the texture branch's features fitted on the train split, that type's
@@ -18,7 +18,9 @@ REAL against each type's fakes, AUC of:
   signals    the signal head's logit (every branch the variant has; with signal_fusion="noisy_or" the noisy-OR
              of its per-branch heads);
   fusion     the fusion head's logit alone (the part of the model's logit that is not the signal head's);
-  model      the whole model's logit.
+  model      the whole model's logit;
+  joined     (--external only) fusion, signals and tex_all joined by a logistic regression fitted on the seed's val
+             clips (as the calibration is): what a read-out fitted after training, not end to end, would give.
 texture or probe high with signals low: the cue reaches the head and the head does not use it; tex_all high
 with sig_all low: one head over both branches lets the stronger branch drown the weaker.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +48,7 @@ from storage.shard_io import read_clips  # noqa: E402
 
 VISUAL = ("visual_artifact", "face_blend")
 LIP_SYNC = ("lipsync_offset", "audio_swap", "mouth_decorrelated")
-COLUMNS = ("texture", "probe", "tex_all", "sig_all", "max_branch", "signals", "fusion", "model")
+COLUMNS = ("texture", "probe", "tex_all", "sig_all", "max_branch", "signals", "fusion", "model", "joined")
 
 
 @torch.no_grad()
@@ -102,26 +105,36 @@ def variant_aucs(root: Path, external: bool = False) -> dict:
     s_y, held_out = (s_kind != "real").astype(int), np.ones(len(s_kind), bool) if external else ~train
     n_tex = f["texture"].shape[1]
 
-    def probe(x: str, kinds: tuple[str, ...] | None = None, cols: slice = slice(None)) -> np.ndarray:
+    def probe(x: str, kinds: tuple[str, ...] | None = None, cols: slice = slice(None)) -> Callable[[dict], np.ndarray]:
         """A logistic regression on feature ``x`` (its ``cols``) of the train split's REAL clips and ``kinds``' fakes
-        (None: every fake), standardised there; scores every scored clip (or external video)."""
+        (None: every fake), standardised there: the function that scores a features dict with it."""
         xt = f[x][:, cols][train]
         fit = (kind[train] == "real") | (np.isin(kind[train], kinds) if kinds else True)
         mu, sd = xt.mean(0), xt.std(0) + 1e-6
         clf = LogisticRegression(max_iter=5000).fit((xt[fit] - mu) / sd, y[train][fit])
-        return clf.decision_function((scored[x][:, cols] - mu) / sd)
+        return lambda d: clf.decision_function((d[x][:, cols] - mu) / sd)
 
     has_sync = f["features"].shape[1] > n_tex
-    tex_all = probe("texture")
-    sync_all = probe("features", cols=slice(0, f["features"].shape[1] - n_tex)) if has_sync else None
-    common = {"texture": -scored["texture"][:, 0], "tex_all": tex_all, "sig_all": probe("features"),
+    tex_fn = probe("texture")
+    tex_all = tex_fn(scored)
+    sync_all = probe("features", cols=slice(0, f["features"].shape[1] - n_tex))(scored) if has_sync else None
+    common = {"texture": -scored["texture"][:, 0], "tex_all": tex_all, "sig_all": probe("features")(scored),
               "max_branch": tex_all if sync_all is None else np.maximum(tex_all, sync_all),
               "signals": scored["signals"], "fusion": scored["fusion"], "model": scored["model"]}  # fmt: skip
+    if external:  # the fusion logit, the signal logit and tex_all joined by a logistic regression on the val clips
+        val = np.array([c.meta.split == "val" for c in clips])
+
+        def parts(d: dict) -> np.ndarray:
+            return np.stack([d["fusion"], d["signals"], tex_fn(d)], axis=1)  # (N, 3)
+
+        mu, sd = parts(f)[val].mean(0), parts(f)[val].std(0) + 1e-6
+        join = LogisticRegression(max_iter=5000).fit((parts(f)[val] - mu) / sd, y[val])
+        common["joined"] = join.decision_function((parts(scored) - mu) / sd)
     out = {}
-    for t in (*VISUAL, *LIP_SYNC):
-        keep = held_out & ((s_kind == "real") | (s_kind == t))
-        scores = {**common, "probe": probe("texture", (t,))}
-        out[t] = {name: float(roc_auc_score(s_y[keep], scores[name][keep])) for name in COLUMNS}
+    for t in (*VISUAL, *LIP_SYNC, "all"):  # "all": every fake (audio_pitch too) against REAL
+        keep = held_out & ((s_kind == "real") | (s_kind == t) | (t == "all"))
+        scores = {**common, "probe": probe("texture", None if t == "all" else (t,))(scored)}
+        out[t] = {name: float(roc_auc_score(s_y[keep], scores[name][keep])) for name in COLUMNS if name in scores}
     return {"variant": root.name, "seed": root.parent.name, "signal_norm": cfg.signal_norm, "aucs": out}
 
 
@@ -143,15 +156,15 @@ def main(argv: list[str] | None = None) -> None:
         for t, a in r["aucs"].items():
             print(
                 f"| {r['variant']} | {r['seed']} | {r['signal_norm']} | {t} | "
-                + " | ".join(f"{a[k]:.2f}" for k in COLUMNS)
+                + " | ".join(f"{a[k]:.2f}" if k in a else "—" for k in COLUMNS)
                 + " |"
             )
     print("\nMean over the seeds given:\n\n| variant | type | " + " | ".join(COLUMNS) + " |")
     print("|---|---|" + "---:|" * len(COLUMNS))
     for v in dict.fromkeys(r["variant"] for r in rows):
         for t in rows[0]["aucs"]:
-            mean = [np.mean([r["aucs"][t][k] for r in rows if r["variant"] == v]) for k in COLUMNS]
-            print(f"| {v} | {t} | " + " | ".join(f"{m:.2f}" for m in mean) + " |")
+            mean = [np.mean([r["aucs"][t].get(k, np.nan) for r in rows if r["variant"] == v]) for k in COLUMNS]
+            print(f"| {v} | {t} | " + " | ".join("—" if np.isnan(m) else f"{m:.2f}" for m in mean) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

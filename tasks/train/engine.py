@@ -138,8 +138,9 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """Stage 2: one pass over ``loader``; returns the epoch mean of every loss term and the step count.
 
-    ``objective(model, video, audio, target) -> {"loss": total, term: value}`` defaults to plain
-    BCE-with-logits; ``transform(batch) -> batch`` runs on the device before the forward pass.
+    ``objective(model, video, audio, target, mouth, lips[, pseudo_kind]) -> {"loss": total, term: value}``
+    (``pseudo_kind`` where the batch has pseudo-fakes) defaults to plain BCE-with-logits;
+    ``transform(batch) -> batch`` runs on the device before the forward pass.
     """
     ctx = ctx or StepContext()
     objective = objective or Objective()
@@ -154,8 +155,9 @@ def train_one_epoch(
             batch = transform(batch)
         video, audio, target = batch["video"], batch["audio"], batch["target"]  # (B, 3, T, H, W), (B, 1, F, Tm), (B,)
         step = ctx.start_step + epoch.steps
+        kinds = (batch["pseudo_kind"],) if "pseudo_kind" in batch else ()  # (B,): the pseudo-fake each clip got
         with autocast(device, ctx.precision):
-            losses = _in_forward(model, objective, video, audio, target, batch.get("mouth"), batch.get("lips"))
+            losses = _in_forward(model, objective, video, audio, target, batch.get("mouth"), batch.get("lips"), *kinds)
         values, batch_size = _step_values(losses, len(target), step)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["loss"]).backward()

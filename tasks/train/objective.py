@@ -15,7 +15,11 @@ model's auxiliary video-only and audio-only heads (needs ``AVFFConfig.aux_heads`
 1's audio-visual InfoNCE on the REAL clips of the batch (FAKE clips may pair mismatched
 audio and video, so they are no positives), and the same loss on each logit the model's own
 joins (``branch_weight``: the fusion head's and the signal heads', so a branch whose cue the
-others explain away still learns it; docs/learning.md "The visual types"). Validation metrics never see these terms: val
+others explain away still learns it; docs/learning.md "The visual types"). With
+``branch_supervision="seen"`` a signal branch learns only from what it can see: its own loss on REAL clips
+and the pseudo-fakes of the kinds it sees (:data:`tasks.train.pseudo_fakes.SEEN_BY`), and it enters the
+joined logit's loss detached, so the fakes it cannot judge (every FAKE as read, whose kind is unknown)
+train only the fusion head. Validation metrics never see these terms: val
 log loss stays comparable across every option.
 """
 
@@ -29,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from avff_model.model import BRANCH_PREFIX
+from tasks.train.pseudo_fakes import seen_mask
 
 LossFn = Callable[..., torch.Tensor]
 _LOSSES: dict[str, LossFn] = {}
@@ -99,6 +104,8 @@ class Objective:
     aux_weight: float = 0.0  # x (BCE of the video-only head + BCE of the audio-only head)
     contrastive_weight: float = 0.0  # x InfoNCE over the batch's REAL clips
     branch_weight: float = 0.0  # x (the loss of each logit the model's joins: the fusion head's, the signal heads')
+    branch_supervision: str = "every"  # "every" clip for each branch's loss | "seen": what the branch can see
+    pseudo_kinds: tuple[str, ...] = ()  # the pseudo-fake kinds the batches' "pseudo_kind" indexes
 
     def __post_init__(self) -> None:
         get_loss(self.loss)
@@ -106,17 +113,26 @@ class Objective:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if min(self.focal_gamma, self.aux_weight, self.contrastive_weight, self.branch_weight) < 0:
             raise ValueError("focal_gamma, aux_weight, contrastive_weight and branch_weight must be >= 0")
+        if self.branch_supervision not in ("every", "seen"):
+            raise ValueError(f"branch_supervision must be 'every' or 'seen', got {self.branch_supervision!r}")
+        if self.branch_supervision == "seen" and self.branch_weight <= 0:
+            raise ValueError("branch_supervision='seen' needs branch_weight > 0: the signal branches' own loss")
         if self.pos_weight is not None and self.pos_weight <= 0:
             raise ValueError(f"pos_weight must be > 0, got {self.pos_weight}")
 
     def __call__(self, model: torch.nn.Module, video: torch.Tensor, audio: torch.Tensor,
-                 target: torch.Tensor, mouth: torch.Tensor | None = None,
-                 lips: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+                 target: torch.Tensor, mouth: torch.Tensor | None = None, lips: torch.Tensor | None = None,
+                 pseudo_kind: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
         """video (B, 3, T, H, W), audio (B, 1, F, Tm), target (B,), mouth (B, 4) or None (the batch's
         mouth boxes, :mod:`avff_model.crop_geometry`), lips (B, T, 2) or None (the mouth's opening and
-        width, :func:`avff_model.inputs.clip_lips`) -> {"loss": total, term: value}."""
+        width, :func:`avff_model.inputs.clip_lips`), pseudo_kind (B,) or None (the pseudo-fake applied to each
+        clip, an index in ``pseudo_kinds``, -1 for none) -> {"loss": total, term: value}."""
         extra = ("video", "audio") if self.aux_weight > 0 or self.contrastive_weight > 0 else ()
         logits, feats = model.forward_with_features(video, audio, extra, mouth, lips)  # (B,), {name: (B, L, D)}
+        seen = self.branch_supervision == "seen"
+        if seen:  # the join's loss trains the fusion head only: the signal branches enter it detached
+            branches = {k.removeprefix(BRANCH_PREFIX): v for k, v in feats.items() if k.startswith(BRANCH_PREFIX)}
+            logits = model.join_logits({k: v if k == "fusion" else v.detach() for k, v in branches.items()})
         y = smooth_targets(target.float(), self.label_smoothing)
         fn = get_loss(self.loss)
         out = {"cls": fn(logits, y, pos_weight=self.pos_weight, gamma=self.focal_gamma).mean()}
@@ -127,7 +143,12 @@ class Objective:
                 total = total + self.aux_weight * out[f"aux_{m}"]
         if self.branch_weight > 0:  # deep supervision: each joined logit must also classify on its own
             for name in [k for k in feats if k.startswith(BRANCH_PREFIX)]:
-                out[name] = fn(feats[name], y, pos_weight=self.pos_weight, gamma=self.focal_gamma).mean()
+                branch, keep = name.removeprefix(BRANCH_PREFIX), slice(None)
+                if seen and branch != "fusion":  # REAL clips and the pseudo-fakes this branch sees
+                    keep = seen_mask(branch, pseudo_kind, self.pseudo_kinds, target)  # (B,) bool
+                logit = feats[name][keep]  # (B',)
+                out[name] = (fn(logit, y[keep], pos_weight=self.pos_weight, gamma=self.focal_gamma).mean()
+                             if len(logit) else feats[name].sum() * 0.0)  # fmt: skip
                 total = total + self.branch_weight * out[name]
         if self.contrastive_weight > 0:
             out["contrastive"] = model.contrastive_loss(feats, keep=target == 0)

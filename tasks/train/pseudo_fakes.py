@@ -54,6 +54,27 @@ STAND_INS: dict[str, tuple[PseudoFakeKind, ...]] = {
 }
 
 
+# The pseudo-fake kinds each signal branch can see (``Objective.branch_supervision="seen"``): the texture
+# branch measures the face's pixels alone, the sync branch the mouth against the sound; "signals" is the one
+# head over both (signal_fusion="sum"). audio_pitch changes neither the pixels nor the sync: no branch sees it.
+SEEN_BY: dict[str, frozenset[str]] = {
+    "texture": frozenset({"self_blend", "face_resample"}),
+    "sync": frozenset({"mouth_freeze", "mouth_shuffle", "audio_shift", "audio_swap"}),
+}
+SEEN_BY["signals"] = SEEN_BY["texture"] | SEEN_BY["sync"]
+
+
+def seen_mask(
+    branch: str, pseudo_kind: torch.Tensor | None, kinds: tuple[str, ...], target: torch.Tensor
+) -> torch.Tensor:
+    """(B,) bool: the clips whose label a signal ``branch`` can judge: REAL clips as read (target 0, no
+    pseudo-fake) and the pseudo-fakes of the kinds it sees (SEEN_BY); ``pseudo_kind`` (B,) indexes ``kinds``,
+    -1 for none (None: no pseudo-fakes in the batch). A FAKE as read is no branch's: its kind is unknown."""
+    applied = torch.zeros_like(target, dtype=torch.long) - 1 if pseudo_kind is None else pseudo_kind  # (B,)
+    sees = torch.tensor([k in SEEN_BY[branch] for k in kinds] + [False], dtype=torch.bool, device=target.device)
+    return ((target == 0) & (applied < 0)) | sees[applied.clamp_min(0)] & (applied >= 0)
+
+
 def stand_ins(manipulations: Iterable[str]) -> frozenset[str]:
     """The pseudo-fake kinds standing in for any of ``manipulations`` (a type not in STAND_INS has none)."""
     return frozenset(k for m in manipulations for k in STAND_INS.get(m, ()))

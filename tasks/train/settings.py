@@ -299,6 +299,9 @@ class TrainSettings(BaseModel):
     contrastive_weight: float = Field(0.0, ge=0, description="weight of the stage-2 InfoNCE on REAL clips")
     branch_weight: float = Field(0.0, ge=0, description="weight of each joined logit's own loss (the fusion head's, "
                                  "the signal heads'): every branch must classify on its own")  # fmt: skip
+    branch_supervision: Literal["every", "seen"] = Field(
+        "every", description="seen: a signal branch learns only from REAL clips and the pseudo-fakes it can see "
+        "(needs branch_weight > 0 and pseudo-fakes); every: from every clip")  # fmt: skip
     # -- stage-2 schedules over epochs (tasks.train.curriculum); 0 epochs disables
     curriculum_epochs: int = Field(0, ge=0, description="self-paced curriculum ramp length; 0 disables")
     curriculum_start: float = Field(0.5, gt=0, le=1, description="easiest fraction of clips at the first epoch")
@@ -358,6 +361,8 @@ class TrainSettings(BaseModel):
     @model_validator(mode="after")
     def _switches_agree_with_overrides(self) -> TrainSettings:
         self.model_overrides()  # raises on a contradiction
+        if self.branch_supervision == "seen" and self.branch_weight <= 0:
+            raise ValueError("branch_supervision='seen' needs branch_weight > 0 (the signal branches' own loss)")
         return self
 
     def model_overrides(self) -> dict[str, Any]:
@@ -375,10 +380,13 @@ class TrainSettings(BaseModel):
     def objective(self, pos_weight: float | None):
         """The stage-2 loss (:class:`tasks.train.objective.Objective`), the FAKE weight resolved from the data."""
         from tasks.train.objective import Objective  # torch: imported by the run, not by the CLI
+        from tasks.train.pseudo_fakes import kinds_drawn
 
         return Objective(loss=self.loss, focal_gamma=self.focal_gamma, pos_weight=pos_weight,
                          label_smoothing=self.label_smoothing, aux_weight=self.aux_weight,
-                         contrastive_weight=self.contrastive_weight, branch_weight=self.branch_weight)  # fmt: skip
+                         contrastive_weight=self.contrastive_weight, branch_weight=self.branch_weight,
+                         branch_supervision=self.branch_supervision,
+                         pseudo_kinds=kinds_drawn(self.pseudo_fakes, self.exclude_manipulations))  # fmt: skip
 
     def replace(self, **changes: Any) -> TrainSettings:
         """A validated copy with ``changes`` (field names) applied."""

@@ -30,7 +30,7 @@ NOT_DEFAULT = {
     "ray_address": "auto", "fold": 1, "video_augment": "strong", "audio_augment": {"pitch_shift": 1.0},
     "mix": {"mixup_alpha": 0.2, "prob": 0.5}, "pseudo_fakes": {"p": 0.5, "kinds": ["audio_shift"]},
     "encoder_lr_scale": 0.5, "loss": "focal", "focal_gamma": 1.0, "class_weight": "prior",
-    "label_smoothing": 0.1, "aux_weight": 0.3, "contrastive_weight": 0.05, "branch_weight": 0.5, "curriculum_epochs": 2,
+    "label_smoothing": 0.1, "aux_weight": 0.3, "contrastive_weight": 0.05, "branch_weight": 0.5, "branch_supervision": "seen", "curriculum_epochs": 2,
     "curriculum_start": 0.25, "progressive_epochs": 3, "progressive_start": 0.75, "log_every": 10,
     "log_checkpoints": False, "report_bootstrap": 50, "experiment": "exp", "tracking_uri": "sqlite:///m.db",
     "registered_model": "m", "register_if": "never", "min_improvement": 0.02,

@@ -160,3 +160,45 @@ def test_without_signal_branches_the_logit_is_the_fusion_heads_whatever_the_join
     feats = model.forward_features(video, audio, model.inputs)
     assert list(model.branch_logits(feats)) == ["fusion"]
     assert torch.equal(model(video, audio), model.head(feats))  # not a noisy-OR of one, which floors at ~-69
+
+
+def test_seen_mask_keeps_real_clips_and_the_pseudo_fakes_a_branch_can_see():
+    from tasks.train.pseudo_fakes import seen_mask
+
+    kinds = ("self_blend", "face_resample", "audio_shift", "audio_pitch")
+    target = torch.tensor([0.0, 1.0, 1.0, 1.0, 1.0, 1.0])  # a REAL clip, a FAKE as read, then pseudo-fakes
+    pseudo_kind = torch.tensor([-1, -1, 0, 1, 2, 3])
+    assert seen_mask("texture", pseudo_kind, kinds, target).tolist() == [True, False, True, True, False, False]
+    assert seen_mask("sync", pseudo_kind, kinds, target).tolist() == [True, False, False, False, True, False]
+    assert seen_mask("signals", pseudo_kind, kinds, target).tolist() == [True, False, True, True, True, False]
+    assert seen_mask("texture", None, kinds, target).tolist() == [True] + [False] * 5  # no pseudo-fakes: REAL only
+
+
+@pytest.mark.parametrize("fusion", ["sum", "noisy_or"])
+def test_seen_supervision_trains_a_signal_branch_only_on_what_it_can_see(fusion):
+    """branch_supervision="seen": a signal branch's own loss counts only REAL clips and the pseudo-fakes of its
+    kinds, and the joined loss reaches the fusion head only; so FAKE clips as read (kind unknown) and, with a head
+    per branch, the sync branch's pseudo-fakes give the texture branch no gradient at all, and the fusion head
+    still learns from them. (One head over both branches, "sum", sees both branches' kinds.)"""
+    kinds = ("face_resample", "audio_shift")
+    model = _model(signal_fusion=fusion)
+    model.eval()
+    video, audio, _ = _inputs(4)
+    target = torch.ones(4)
+    objective = Objective(branch_weight=1.0, branch_supervision="seen", pseudo_kinds=kinds)
+    unseen = torch.tensor([-1, -1, 1, 1] if fusion == "noisy_or" else [-1] * 4)  # FAKE as read; the audio pseudo-fake
+    out = objective(model, video, audio, target, pseudo_kind=unseen)
+    model.zero_grad()
+    out["loss"].backward()
+    assert model.signals.texture.bank.weight.grad is None or model.signals.texture.bank.weight.grad.abs().sum() == 0
+    assert sum(p.grad.abs().sum() for p in model.head.parameters() if p.grad is not None) > 0
+    seen = torch.tensor([0, 0, 1, 1])  # visual pseudo-fakes: the texture branch's own loss trains it
+    model.zero_grad()
+    objective(model, video, audio, target, pseudo_kind=seen)["loss"].backward()
+    assert model.signals.texture.bank.weight.grad.abs().sum() > 0
+    every = Objective(branch_weight=1.0)(model, video, audio, target, pseudo_kind=unseen)  # today's: every clip
+    model.zero_grad()
+    every["loss"].backward()
+    assert model.signals.texture.bank.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="branch_weight"):
+        Objective(branch_supervision="seen")
