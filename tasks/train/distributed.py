@@ -138,8 +138,9 @@ class DataParallel:
     def __init__(self, model: torch.nn.Module, device: torch.device):
         self.module = model
         # find_unused_parameters: each stage leaves parts of AVFF unused (the classifier head in
-        # stage 1, decoders and discriminators in stage 2). broadcast_buffers off: AVFF has no
-        # BatchNorm; its buffers are constants (position embeddings, slice ids).
+        # stage 1, decoders and discriminators in stage 2). broadcast_buffers off: AVFF's buffers are
+        # constants (position embeddings, slice ids), but for the optional signal_norm="batch" FeatureNorm,
+        # whose running statistics each rank keeps from its own batches (rank 0's are checkpointed).
         ids = None
         if device.type == "cuda":
             ids = [device.index if device.index is not None else torch.cuda.current_device()]
