@@ -112,6 +112,11 @@ class AVFFConfig:
         return 0.5
 
     @property
+    def signal_head_hidden(self) -> int:
+        """The signal head's hidden width: ``signal_hidden``, or ``head_hidden`` where it is None (0: linear)."""
+        return self.head_hidden if self.signal_hidden is None else self.signal_hidden
+
+    @property
     def video_grid(self) -> tuple[int, int, int]:
         """(T/tubelet, H/patch, W/patch): the video token grid."""
         side = self.img_size // self.patch

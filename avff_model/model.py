@@ -88,11 +88,10 @@ class EncoderLoadReport:
 def signal_head(signals: SignalFeatures, cfg: AVFFConfig) -> nn.Module:
     """The head over the signal branches' features: (B, S) -> (B, 1) for ``signal_fusion="sum"``, (B, K) one
     logit per branch (sync, then texture) for "noisy_or"."""
-    hidden = cfg.head_hidden if cfg.signal_hidden is None else cfg.signal_hidden
     if cfg.signal_fusion == "noisy_or":
         dims = [b.out_dim for b in (signals.sync, signals.texture) if b is not None]
-        return BranchHeads(dims, hidden, cfg.dropout, norm=cfg.signal_norm)
-    return mlp_head(signals.out_dim, hidden, cfg.dropout, norm=cfg.signal_norm)
+        return BranchHeads(dims, cfg.signal_head_hidden, cfg.dropout, norm=cfg.signal_norm)
+    return mlp_head(signals.out_dim, cfg.signal_head_hidden, cfg.dropout, norm=cfg.signal_norm)
 
 
 def _frozen_call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -62,8 +62,7 @@ def _signals(cfg: AVFFConfig) -> int:
             out += (LIP_CHANNELS * (2 * lags + 1) if cfg.sync_lip_lags else 0) + (PEAK_FEATURES if cfg.sync_peak else 0)
     if texture:
         n, out = n + 9 * filters, out + 3 * filters + 3
-    hidden = cfg.head_hidden if cfg.signal_hidden is None else cfg.signal_hidden
-    return n + _mlp_head(out, hidden) if out else 0
+    return n + _mlp_head(out, cfg.signal_head_hidden) if out else 0
 
 
 def estimate_params(cfg: AVFFConfig) -> dict[str, int]:
