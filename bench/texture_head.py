@@ -40,11 +40,12 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
 from avff_model import AVFF  # noqa: E402
-from avff_model.config import AVFFConfig  # noqa: E402
 from avff_model.heads import noisy_or  # noqa: E402
 from avff_model.inputs import clip_to_tensors  # noqa: E402
-from storage.checkpoint import load_weights, resolve_checkpoint  # noqa: E402
 from storage.shard_io import read_clips  # noqa: E402
+from tasks.evaluate.benchmark import best_checkpoint, external_inputs  # noqa: E402
+from tasks.serve.predict import preprocess_for  # noqa: E402
+from tasks.serve.scorer import Scorer, load_model  # noqa: E402
 
 VISUAL = ("visual_artifact", "face_blend")
 LIP_SYNC = ("lipsync_offset", "audio_swap", "mouth_decorrelated")
@@ -74,14 +75,12 @@ def clip_features(model: AVFF, clips: list) -> dict[str, np.ndarray]:
     return features(model, torch.stack([x["video"] for x in t]), torch.stack([x["audio"] for x in t]))
 
 
-def external_features(model_dir: Path, model: AVFF) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The seed's external videos as bench/results.py scores them: per video, the mean over its clips of every
-    feature and logit (a linear probe of the mean is the mean of the probe), and each video's kind."""
-    from tasks.evaluate.benchmark import best_checkpoint, external_inputs
-    from tasks.serve.predict import preprocess_for
-    from tasks.serve.scorer import load_model
-
-    rows = external_inputs(model_dir.parent / "external", preprocess_for(load_model(best_checkpoint(model_dir))))
+def external_features(model_dir: Path, scorer: Scorer) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The seed's external videos as bench/results.py scores them (preprocessed as ``scorer``'s model was trained):
+    per video, the mean over its clips of every feature and logit (a linear probe of the mean is the mean of the
+    probe), and each video's kind."""
+    model = scorer.model
+    rows = external_inputs(model_dir.parent / "external", preprocess_for(scorer))
     rows = [r for r in rows if r["inputs"] is not None]
     per_video = [features(model, r["inputs"]["video"], r["inputs"]["audio"]) for r in rows]
     return {k: np.stack([f[k].mean(0) for f in per_video]) for k in per_video[0]}, np.array(
@@ -91,17 +90,15 @@ def external_features(model_dir: Path, model: AVFF) -> tuple[dict[str, np.ndarra
 
 def variant_aucs(root: Path, external: bool = False) -> dict:
     """One variant folder -> {type: {column: AUC}} on its seed's held-out clips (or external videos)."""
-    cfg = AVFFConfig(**json.loads((root / "model_config.json").read_text()))
-    model = AVFF(cfg)
-    state, _, _ = load_weights(resolve_checkpoint(str(root / "checkpoints" / "best.json")))
-    model.load_state_dict(state, strict=False)
+    scorer = load_model(best_checkpoint(root), device="cpu")  # the best checkpoint, as bench/results.py scores it
+    model, cfg = scorer.model, scorer.config
     shards = sorted((root.parent / "shards").glob("**/*.tar"))
     clips = [c for url in shards for c in read_clips(str(url))]
     kind = np.array([c.meta.manipulation or "real" for c in clips])
     train = np.array([c.meta.split == "train" for c in clips])
     y = (kind != "real").astype(int)
     f = clip_features(model, clips)  # the probes fit on the train split's clips
-    scored, s_kind = external_features(root, model) if external else (f, kind)  # what is scored
+    scored, s_kind = external_features(root, scorer) if external else (f, kind)  # what is scored
     s_y, held_out = (s_kind != "real").astype(int), np.ones(len(s_kind), bool) if external else ~train
     n_tex = f["texture"].shape[1]
 
@@ -127,13 +124,14 @@ def variant_aucs(root: Path, external: bool = False) -> dict:
         def parts(d: dict) -> np.ndarray:
             return np.stack([d["fusion"], d["signals"], tex_fn(d)], axis=1)  # (N, 3)
 
-        mu, sd = parts(f)[val].mean(0), parts(f)[val].std(0) + 1e-6
-        join = LogisticRegression(max_iter=5000).fit((parts(f)[val] - mu) / sd, y[val])
+        pv = parts(f)[val]  # (N_val, 3)
+        mu, sd = pv.mean(0), pv.std(0) + 1e-6
+        join = LogisticRegression(max_iter=5000).fit((pv - mu) / sd, y[val])
         common["joined"] = join.decision_function((parts(scored) - mu) / sd)
     out = {}
     for t in (*VISUAL, *LIP_SYNC, "all"):  # "all": every fake (audio_pitch too) against REAL
         keep = held_out & ((s_kind == "real") | (s_kind == t) | (t == "all"))
-        scores = {**common, "probe": probe("texture", None if t == "all" else (t,))(scored)}
+        scores = {**common, "probe": tex_all if t == "all" else probe("texture", (t,))(scored)}
         out[t] = {name: float(roc_auc_score(s_y[keep], scores[name][keep])) for name in COLUMNS if name in scores}
     return {"variant": root.name, "seed": root.parent.name, "signal_norm": cfg.signal_norm, "aucs": out}
 
