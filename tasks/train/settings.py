@@ -301,7 +301,7 @@ class TrainSettings(BaseModel):
                                  "the signal heads'): every branch must classify on its own")  # fmt: skip
     branch_supervision: Literal["every", "seen"] = Field(
         "every", description="seen: a signal branch learns only from REAL clips and the pseudo-fakes it can see "
-        "(needs branch_weight > 0 and pseudo-fakes); every: from every clip")  # fmt: skip
+        "(needs branch_weight > 0; without pseudo-fakes that is REAL clips only); every: from every clip")  # fmt: skip
     # -- stage-2 schedules over epochs (tasks.train.curriculum); 0 epochs disables
     curriculum_epochs: int = Field(0, ge=0, description="self-paced curriculum ramp length; 0 disables")
     curriculum_start: float = Field(0.5, gt=0, le=1, description="easiest fraction of clips at the first epoch")
