@@ -38,6 +38,7 @@ from .fusion import (
 )
 from .heads import BranchHeads, PatchDiscriminator, build_head, mlp_head, noisy_or
 from .layers import init_weights
+from .readout import Readout
 from .signals import SignalFeatures
 from .video_encoder import VideoEncoder
 
@@ -158,6 +159,7 @@ class AVFF(nn.Module):
         )
         self.signal_head = signal_head(self.signals, cfg) if self.signals else None
         self.inputs = (*self.head.inputs, "signals") if self.signals else self.head.inputs
+        self.readout: Readout | None = None  # fitted after training (avff_model/readout.py); None: join_logits
         # uni-modal heads whose losses regularise stage 2 (never part of forward's logit)
         self.aux_heads = nn.ModuleDict({
             m: build_head(f"{m}_only", video_width=dv, audio_width=da, hidden=cfg.head_hidden, heads=cfg.head_heads,
@@ -339,9 +341,30 @@ class AVFF(nn.Module):
         stacked = torch.stack(list(branches.values()), dim=1)  # (B, K)
         return noisy_or(stacked) if self.cfg.signal_fusion == "noisy_or" else stacked.sum(dim=1)
 
+    def texture_features(self, feats: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The texture branch's features (B, 3K+3): the tail of ``feats["signals"]``; None without the branch."""
+        texture = self.signals.texture if self.signals is not None else None
+        return feats["signals"][:, -texture.out_dim :] if texture is not None else None
+
+    def set_readout(self, readout: Readout | None) -> None:
+        """Join the logits with ``readout`` from now on (None: :meth:`join_logits`); refused (ValueError) when it
+        weighs a part this model lacks or its probe's width is not the texture branch's."""
+        if readout is not None:
+            texture = self.signals.texture if self.signals is not None else None
+            if "signals" in readout.weights and self.signal_head is None:
+                raise ValueError("the readout weighs a signal logit and this model has no signal branches")
+            if readout.probe and (texture is None or len(readout.probe) != texture.out_dim):
+                width = texture.out_dim if texture is not None else "no texture branch"
+                raise ValueError(f"the readout's texture probe has {len(readout.probe)} weights; the model: {width}")
+        self.readout = readout
+
     def forward_head(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The fusion head's logit (B,), joined with the signal branches' when the model has them."""
-        return self.join_logits(self.branch_logits(feats))
+        """The fusion head's logit (B,), joined with the signal branches' when the model has them: by
+        :meth:`join_logits`, or by the fitted :attr:`readout` when one is set."""
+        branches = self.branch_logits(feats)
+        if self.readout is None:
+            return self.join_logits(branches)
+        return self.readout(branches, self.texture_features(feats))
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None,
                 lips: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip

@@ -37,7 +37,7 @@ from tasks.tracking.ui import TAG_GIT_COMMIT
 from tasks.train.progress import ProgressLog
 from tasks.evaluate.registry import TAG_DATA, TAG_MONITOR, TAG_VALUE, Gate, champion_verdict, model_card
 from tasks.evaluate.metric_names import monitor_mode
-from storage.decision import Decision, ingest_preprocess
+from storage.decision import Decision, ingest_preprocess, read_decision
 from tasks.serve.scorer import log_pyfunc_model
 from tasks.tracking.logger import flatten_params
 from tasks.train.finish import is_summary
@@ -126,10 +126,12 @@ def _log_model(tracker: Tracker, result: TrainResult, run_id: str, data: str, cr
     """Log the best checkpoint as a pyfunc in run ``run_id``; returns its model URI."""
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / WEIGHTS
-        weights.write_bytes(fs.read_bytes(fs.join(resolve_checkpoint(result.best_checkpoint), WEIGHTS)))
+        best = resolve_checkpoint(result.best_checkpoint)
+        weights.write_bytes(fs.read_bytes(fs.join(best, WEIGHTS)))
+        kept = read_decision(best)  # the fitted read-out (readout="fitted") lives only there
         decision = Decision(0.5 if result.threshold is None else result.threshold,
                             criterion if result.threshold is not None else "default",
-                            result.slope, result.intercept)  # fmt: skip
+                            result.slope, result.intercept, kept.readout if kept is not None else None)  # fmt: skip
         return tracker.log_model(run_id, functools.partial(log_pyfunc_model, str(weights), result.model_config,
                                                            preprocess=ingest_preprocess(data), decision=decision))  # fmt: skip
 

@@ -6,7 +6,10 @@ P(FAKE) >= t is a FAKE verdict (t chosen on the calibrated val probabilities). A
 writes it into its best checkpoint's directory; the registered pyfunc carries it as an artifact.
 Older files still load and mean what they meant: ``{"temperature": T}`` (temperature scaling,
 before Platt) is a = 1 / T, b = 0; a file with neither (before calibration existed), or a model
-without one, scores with the identity a = 1, b = 0.
+without one, scores with the identity a = 1, b = 0. A run trained with ``readout="fitted"`` adds
+``"readout": {...}``: the join of the model's logits fitted after training (:mod:`avff_model.readout`,
+its ``to_json``), which replaces the model's own sum before the calibration applies; files without it
+score with the model's own join.
 
 Training writes it and serving reads it, so the format lives here, below both; the rule that
 applies it is :mod:`tasks.serve.decision`. Beside it, ``preprocess.json``: the ingest's
@@ -32,6 +35,7 @@ class Decision:
     criterion: str  # f1 | youden | eer, or "default" without a threshold
     slope: float = 1.0  # calibrated logit = slope * logit + intercept
     intercept: float = 0.0
+    readout: dict | None = None  # avff_model.readout.Readout.to_json(): how the logit is joined; None: the model's
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.slope) and self.slope > 0 and math.isfinite(self.intercept)):
@@ -39,13 +43,17 @@ class Decision:
                              f"{self.slope!r}, {self.intercept!r}")  # fmt: skip
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.readout is None:  # files without a read-out keep the format older readers know
+            del data["readout"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> Decision:
         threshold, criterion = data.get("threshold"), str(data.get("criterion", "default"))
         if "slope" in data:
-            return cls(threshold, criterion, float(data["slope"]), float(data.get("intercept", 0.0)))
+            return cls(threshold, criterion, float(data["slope"]), float(data.get("intercept", 0.0)),
+                       data.get("readout"))  # fmt: skip
         temperature = float(data.get("temperature", 1.0))  # a file written before Platt scaling
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")

@@ -78,17 +78,20 @@ class Gate:
 
 
 def gate_numbers(y, p, video_ids: Sequence[str], groups: Sequence[str], monitor: str, *, calibrate: bool = True,
-                 seed: int = 0, n_bootstrap: int = 200, faces=None, train_prior: float = 0.5) -> GateNumbers:  # fmt: skip
+                 seed: int = 0, n_bootstrap: int = 200, faces=None, train_prior: float = 0.5,
+                 out_of_fold: str | None = None) -> GateNumbers:  # fmt: skip
     """The monitored metric of the model and of the prior on val clips ``y``, ``p`` (N,) (uncalibrated P(FAKE),
     ``groups`` (N,) per clip), 2-fold cross-fitted by group (:func:`tasks.evaluate.calibration.cross_fit`),
     and a ``n_bootstrap`` group-bootstrap 95 % interval of model - prior (NaN with fewer than two groups: one
     group resampled is one number, not an interval). ``faces`` (N,): each clip's face (a video scores as its
     most fake face, :func:`tasks.evaluate.metrics.aggregate_by_video`). ``train_prior``: the FAKE fraction
     the report's prior baseline uses; each half's prior shrinks towards it (:func:`~C.cross_fit`), so a val
-    of one group compares the model with the report's prior, not with a coin flip."""
+    of one group compares the model with the report's prior, not with a coin flip. ``out_of_fold``: ``p`` is
+    already scored out of fold on the same halves (how, in words: a fitted read-out's join,
+    :mod:`tasks.train.readout`), so no calibration is fitted on top of it."""
     level, metric = parse_monitor(monitor)
     y = np.asarray(y, dtype=np.int64)
-    fit = C.cross_fit(y, C.to_logits(p), groups, enabled=calibrate, seed=seed, prior=train_prior)
+    fit = C.cross_fit(y, C.to_logits(p), groups, enabled=calibrate and not out_of_fold, seed=seed, prior=train_prior)
     ids, ym, pm = np.asarray(video_ids), y, fit.p
     pp, g = fit.prior, np.asarray([str(x) for x in groups])
     if level == "video":  # a video's clips share a group, hence a half and its prior
@@ -109,7 +112,7 @@ def gate_numbers(y, p, video_ids: Sequence[str], groups: Sequence[str], monitor:
         note = (f"{n_groups} val group: nothing to cross-fit, the prior is the training prior {train_prior:.3f} "
                 f"and the model's P(FAKE) is uncalibrated")  # fmt: skip
     else:
-        fallbacks = [f"half {h}: {why}" for h, why in enumerate(fit.reasons) if why]
+        fallbacks = [out_of_fold] if out_of_fold else [f"half {h}: {why}" for h, why in enumerate(fit.reasons) if why]
         note = "2-fold cross-fitted by group" + (f" ({'; '.join(fallbacks)})" if fallbacks else "")
     return GateNumbers(float(value), float(prior), interval, n_groups, note)
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from avff_model import AVFF, AVFFConfig
+from avff_model.readout import Readout
 from storage import fs
 from storage.decision import Decision, read_decision, read_preprocess, write_decision, write_preprocess
 from storage.checkpoint import WEIGHTS, CheckpointError, load_weights, resolve_checkpoint
@@ -107,6 +108,7 @@ class Scorer:
     def use_decision(self, decision: Decision) -> None:
         """Score with ``decision``'s calibration and give verdicts at its threshold."""
         self.threshold, self.slope, self.intercept = decision.threshold, decision.slope, decision.intercept
+        self.model.set_readout(Readout.from_json(decision.readout) if decision.readout is not None else None)
         self.decision = decision
 
     @classmethod

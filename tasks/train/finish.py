@@ -33,6 +33,7 @@ from tasks.evaluate import metrics as M
 from tasks.evaluate import plots
 from tasks.evaluate.metric_names import (BEST_VAL, CALIBRATION_MAP, HANDMADE, HANDMADE_LABELS, TEST, baseline_key,
                                          best_key, key, parse)  # fmt: skip
+from avff_model.readout import Readout
 from storage.decision import Decision, ingest_preprocess, write_decision, write_preprocess
 from tasks.tracking.logger import Logger
 from tasks.train.engine import Predictions
@@ -233,11 +234,14 @@ def render_plots(history: Sequence[dict], test: Predictions, threshold: float | 
     return paths
 
 
-def keep_decision(checkpoint: str, threshold: float | None, criterion: str, platt: C.Platt) -> str:
+def keep_decision(checkpoint: str, threshold: float | None, criterion: str, platt: C.Platt,
+                  readout: Readout | None = None) -> str:  # fmt: skip
     """``decision.json`` in the best checkpoint's directory, so a scorer loaded from it (``avff
-    predict --model out/checkpoints/best.json``) applies the calibration and the val threshold."""
+    predict --model out/checkpoints/best.json``) applies the read-out (when fitted), the calibration and
+    the val threshold."""
     crit = criterion if threshold is not None else "default"
-    return write_decision(checkpoint, Decision(threshold, crit, platt.slope, platt.intercept))
+    joined = readout.to_json() if readout is not None else None
+    return write_decision(checkpoint, Decision(threshold, crit, platt.slope, platt.intercept, joined))
 
 
 def keep_preprocess(checkpoint: str, data: str) -> str | None:

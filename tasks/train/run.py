@@ -50,6 +50,7 @@ import torch
 from avff_model import AVFF, AVFFConfig, get_config
 from avff_model.model import ENCODER_PREFIXES
 from avff_model.inputs import mel_stats_for
+from avff_model.readout import Readout
 from storage import fs
 from storage.shard_schema import FAKE, REAL
 from storage.tables import ManifestRow
@@ -71,6 +72,7 @@ from tasks.train.data import InputShape, Statistics, infer_input_shape, make_loa
 from tasks.train.settings import TrainSettings
 from tasks.train.device import make_scaler, resolve_device, resolve_precision, seed_everything
 from tasks.train import finish
+from tasks.train import readout as readout_fit
 from tasks.train.engine import Predictions, StepContext, evaluate, pretrain_one_epoch, train_one_epoch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -603,6 +605,24 @@ class Run:
 
     # ------------------------------------------------------------ test, plots, report
 
+    def fit_readout(self, best: str) -> FittedReadout | None:
+        """``readout="fitted"``: the read-out of the ``best`` checkpoint's frozen model fitted (the texture probe on
+        the train split, the join on val: :mod:`tasks.train.readout`) and set on the scoring model, logged and
+        returned; None (logged why) when it cannot be fitted."""
+        self.plain.load_state_dict(load_checkpoint(best).weights)
+        parts = {s: readout_fit.collect(self.plain, self.loader(s, epoch=0), device=self.device,
+                                        precision=self.precision) for s in ("train", "val")}  # fmt: skip
+        readout, why = readout_fit.fit_readout(parts["train"], parts["val"])
+        if readout is None:
+            self.log.log_params({"readout_skipped": why})
+            return None
+        self.plain.set_readout(readout)
+        self.log.log_metrics({f"readout_weight_{k}": v for k, v in readout.weights.items()}, step=self.progress.epoch)
+        groups = [self.data.group_of.get(k[0], k[0]) for k in parts["val"].keys]
+        return FittedReadout(
+            readout, parts["val"], readout_fit.cross_fitted(readout, parts["val"], groups, self.cfg.seed)
+        )
+
     def score_best(self, best: str, splits: tuple[str, ...]) -> dict[str, Predictions]:
         """Whole splits' predictions under the ``best`` checkpoint's weights, read by this process alone
         (a ranked world has closed its group: the main rank scores all of val and test), with the hand-made
@@ -629,14 +649,16 @@ class Run:
             for tag in ("best", "last"):
                 finish.log_remote(self.log, self.store.resolve(tag), f"checkpoints/{tag}")
 
-    def gate(self, raw_val: Predictions) -> Gate:
-        """The registry gate on the uncalibrated val predictions, calibrated cross-fitted (not in-sample)."""
+    def gate(self, raw_val: Predictions, out_of_fold: str | None = None) -> Gate:
+        """The registry gate on the uncalibrated val predictions, calibrated cross-fitted (not in-sample);
+        ``out_of_fold``: they are scored out of fold already, as this says (:meth:`FittedReadout.gate_val`)."""
         cfg = self.cfg
         groups = [self.data.group_of.get(v, v) for v in raw_val.video_ids]
         train = self.data.training_prior(self.pseudo_fake_p())  # the report's prior baseline, at the gate's level
         level, _ = parse_monitor(cfg.monitor)
         prior = float(np.mean(train.videos if level == "video" else train.clips))
-        numbers = gate_numbers(raw_val.y, raw_val.p, raw_val.video_ids, groups, cfg.monitor, calibrate=cfg.calibrate,
+        numbers = gate_numbers(raw_val.y, raw_val.p, raw_val.video_ids, groups, cfg.monitor,
+                               calibrate=cfg.calibrate, out_of_fold=out_of_fold,
                                seed=cfg.seed, n_bootstrap=cfg.report_bootstrap, faces=raw_val.faces,
                                train_prior=prior)  # fmt: skip
         return prior_gate(numbers, cfg.monitor, self.mode, register_if=cfg.register_if,
@@ -659,6 +681,26 @@ class Run:
             calibration=calibration, gate=gate,
             loader_prior=(self.data.train_clips(), float(np.mean(self.data.training_prior(self.pseudo_fake_p()).clips))),
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FittedReadout:
+    """A read-out fitted at the end of a run, with what the registry gate needs to judge it out of fold."""
+
+    readout: Readout
+    val: readout_fit.Parts  # val's clips as the fit saw them
+    val_p: np.ndarray | None  # (N,) val P(FAKE), the join cross-fitted by group halves; None: a half too small
+
+    def gate_val(self, raw_val: Predictions) -> tuple[Predictions, str | None]:
+        """``raw_val`` (scored with the read-out fitted on it) with the cross-fitted P(FAKE) in its place, matched
+        clip by clip, and how it was scored; unchanged (its calibration cross-fitted, the join in-sample) and None
+        when a half of val could not fit a join."""
+        if self.val_p is None:
+            return raw_val, None
+        by_key = dict(zip(self.val.keys, self.val_p))
+        faces = raw_val.faces if raw_val.faces is not None else np.zeros(len(raw_val.video_ids), np.int64)
+        p = [by_key[(v, int(c), int(f))] for v, c, f in zip(raw_val.video_ids, raw_val.clips, faces)]
+        return raw_val._replace(p=np.asarray(p, dtype=np.float64)), "the read-out's join refitted on each half"
 
 
 class TrainLockedError(fs.LockedError):
@@ -736,11 +778,13 @@ def finish_run(run: Run, result: TrainResult) -> TrainResult:
     result = dataclasses.replace(result, train_fake_fraction=float(np.mean(train.videos)))
     if run.data.view is not None:  # a CV fold: its val alone, never test
         return finish_fold(run, result, run.score_best(best, ("val",))["val"], train)
-    raw = run.score_best(best, ("val", "test"))
-    gate = run.gate(raw["val"])
+    fitted = run.fit_readout(best) if cfg.readout == "fitted" else None
+    raw = run.score_best(best, ("val", "test"))  # with the fitted read-out, when there is one
+    gate = run.gate(raw["val"]) if fitted is None else run.gate(*fitted.gate_val(raw["val"]))
     scored = finish.score_best(raw["val"], raw["test"], train, enabled=cfg.calibrate, criterion=cfg.threshold_criterion)
     finish.log_scored(run.log, scored, cfg.monitor, best_epoch)
-    finish.keep_decision(best, scored.threshold, cfg.threshold_criterion, scored.calibration.platt)
+    finish.keep_decision(best, scored.threshold, cfg.threshold_criterion, scored.calibration.platt,
+                         fitted.readout if fitted is not None else None)  # fmt: skip
     finish.keep_preprocess(best, cfg.data)
     predictions = finish.write_predictions(cfg.output_dir, {"val": scored.val, "test": scored.test})
     published = run.render(scored, raw["test"], gate)
