@@ -67,6 +67,7 @@ class ReportInputs:
     gate: the registry gate's decision, number and reason, the report's first line (None: not stated).
     loader_prior: what one pass of the training loader reads (extra data included) and the FAKE fraction
         of its targets (pseudo-fakes included): the prior of class weights and of the prior baseline.
+    readout: the read-out fitted after training (``readout="fitted"``), or why none was (None: not asked for).
     """
 
     history: list[dict[str, Any]]
@@ -91,6 +92,17 @@ class ReportInputs:
     calibration: Calibration | None = None
     gate: Gate | None = None  # the registry gate's decision (tasks.evaluate.registry), stated first
     loader_prior: tuple[int, float] | None = None  # (clips a training pass reads, expected FAKE fraction of targets)
+    readout: ReadoutSummary | None = None
+
+
+@dataclass(frozen=True)
+class ReadoutSummary:
+    """What the report says of a read-out fitted after training (:mod:`tasks.train.readout`)."""
+
+    weights: Mapping[str, float]  # part ("fusion", "signals", "probe") -> its weight in the join; {}: not fitted
+    train_clips: int = 0  # the texture probe's clips
+    val_clips: int = 0  # the join's
+    skipped: str | None = None  # why none was fitted
 
 
 @dataclass(frozen=True)
@@ -472,6 +484,28 @@ def _test_section(run: ReportInputs, ci: tuple[float, float]) -> tuple[list[str]
     return lines + ci_lines + [""], warns + ci_warns
 
 
+_PART_NAMES = {"fusion": "the fusion head's logit", "signals": "the signal head's logit",
+               "probe": "the texture probe's logit"}  # fmt: skip
+
+
+def _readout_section(r: ReadoutSummary) -> list[str]:
+    """The fitted join of the model's logits (or why the model's own sum scores)."""
+    lines = ["## Read-out", ""]
+    if r.skipped is not None:
+        return lines + [f"`readout=\"fitted\"` was asked for and nothing was fitted: {r.skipped}. The model's "
+                        f"own join of its logits scores.", ""]  # fmt: skip
+    terms = ", ".join(f"{_PART_NAMES[k]} {w:+.3f}" for k, w in r.weights.items())
+    return lines + [
+        f"The model's logit is not the sum its heads trained with: after training, with every weight frozen, a "
+        f"logistic regression on the texture branch's features of {r.train_clips} train clips (the texture "
+        f"probe) and a logistic join fitted on {r.val_clips} val clips weigh the parts (avff_model/readout.py): "
+        f"{terms} (weights on the raw logits). Every val and test number above uses it; val numbers are in-sample "
+        f"for the join's {len(r.weights) + 1} parameters (the registry gate's number refits it on each half of "
+        f"val and scores the other).",
+        "",
+    ]
+
+
 def _calibration_section(cal: Calibration) -> list[str]:
     """Platt scaling: the fitted slope and intercept (or why the identity) and clip log loss / ECE before
     and after, per split."""
@@ -844,6 +878,8 @@ def write_training_report(run: ReportInputs) -> str:
         shown = (f"undefined ({_ci_undefined_why(run.y_val_video, run.groups_val_video)})" if math.isnan(val_ci[0])
                  else f"[{number(val_ci[0])}, {number(val_ci[1])}] ({how}, seed {run.seed})")  # fmt: skip
         lines += [f"Val video AUC {int(CI_LEVEL * 100)}% bootstrap CI {shown}.", ""]
+    if run.readout is not None:
+        lines += _readout_section(run.readout)
     if run.calibration is not None:
         lines += _calibration_section(run.calibration)
     lines += _recommendations(run, diagnosis, test_ci, val_ci)

@@ -66,7 +66,7 @@ from storage.decision import ingest_preprocess, write_preprocess
 from tasks.train.curriculum import clip_difficulty, easiest_clips, linear_ramp
 from tasks.ingest.folds import POOL, FoldSplit, fold_split, manifest_rows
 from tasks.train.objective import Objective, pos_weight_from_labels
-from tasks.evaluate.report import ReportInputs, write_training_report
+from tasks.evaluate.report import ReadoutSummary, ReportInputs, write_training_report
 from tasks.tracking.logger import Logger, flatten_params
 from tasks.train.data import InputShape, Statistics, infer_input_shape, make_loader, split_counts
 from tasks.train.settings import TrainSettings
@@ -330,6 +330,7 @@ class Run:
         self.store = CheckpointStore(fs.join(cfg.output_dir, "checkpoints"))
         self.preprocess = ingest_preprocess(cfg.data)  # written with every checkpoint (_save_epoch)
         self.mode = monitor_mode(cfg.monitor) if cfg.monitor_mode == "auto" else cfg.monitor_mode
+        self.readout_summary: ReadoutSummary | None = None  # set by fit_readout, for the report
         seed_everything(cfg.seed)
         self.extra_layouts = tuple(fs.IngestLayout(d) for d in cfg.extra_train_data)
         for data in (cfg.data, *cfg.extra_train_data):  # the audio normalisation holds for one mel setting
@@ -615,8 +616,10 @@ class Run:
         readout, why = readout_fit.fit_readout(parts["train"], parts["val"])
         if readout is None:
             self.log.log_params({"readout_skipped": why})
+            self.readout_summary = ReadoutSummary({}, skipped=why)
             return None
         self.plain.set_readout(readout)
+        self.readout_summary = ReadoutSummary(readout.weights, len(parts["train"].y), len(parts["val"].y))
         self.log.log_metrics({f"readout_weight_{k}": v for k, v in readout.weights.items()}, step=self.progress.epoch)
         groups = [self.data.group_of.get(k[0], k[0]) for k in parts["val"].keys]
         return FittedReadout(
@@ -680,6 +683,7 @@ class Run:
             groups_test_video=[group_of.get(v, v) for v in vt], groups_val_video=[group_of.get(v, v) for v in vv],
             calibration=calibration, gate=gate,
             loader_prior=(self.data.train_clips(), float(np.mean(self.data.training_prior(self.pseudo_fake_p()).clips))),
+            readout=self.readout_summary,
         )  # fmt: skip
 
 

@@ -156,3 +156,33 @@ def test_a_logged_pyfunc_carries_the_preprocessing_and_decision_files_a_checkpoi
     assert scorer.preprocess == preprocess and scorer.threshold == 0.3
     np.testing.assert_allclose(scorer.predict_proba(video, audio), 1 / (1 + np.exp(-(0.5 * logits + 1.0))), rtol=1e-5,
                                atol=1e-6)  # fmt: skip
+
+
+def test_a_decision_with_a_readout_round_trips_and_every_loader_scores_with_it(tmp_path):
+    """decision.json's "readout" (readout="fitted") is applied by a checkpoint's scorer and by the pyfunc; a
+    decision without one keeps the file format older readers know."""
+    from avff_model.readout import Readout
+    from tasks.serve.pyfunc_model import AVFFPyfunc
+
+    torch.manual_seed(2)
+    model = AVFF(get_config("tiny", **CFG)).eval()
+    readout = Readout({"fusion": 0.5, "signals": 2.0, "probe": -1.0}, 0.3, tuple([0.05] * 27), 0.1)
+    decision = Decision(0.4, "f1", 1.2, -0.1, readout.to_json())
+    assert "readout" not in Decision(0.4, "f1").to_json()
+    config = dataclasses.asdict(model.cfg)
+    directory = CheckpointStore(str(tmp_path / "checkpoints")).save("epoch-0001", model, config, {}, ("best",))
+    write_decision(directory, decision)
+    assert read_decision(directory) == decision
+    video = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(3))
+    audio = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(4))
+    model.set_readout(readout)
+    with torch.inference_mode():
+        expected = torch.sigmoid(1.2 * model(video, audio) - 0.1).numpy()
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    pyfunc = AVFFPyfunc()
+    pyfunc.load_context(SimpleNamespace(artifacts={WEIGHTS_ARTIFACT: f"{directory}/model.safetensors",
+                                                   CONFIG_ARTIFACT: str(tmp_path / CONFIG_FILE),
+                                                   DECISION_ARTIFACT: f"{directory}/{DECISION_FILE}"}))  # fmt: skip
+    for scorer in (load_model(directory, device="cpu"), pyfunc.scorer):
+        assert scorer.model.readout == readout
+        np.testing.assert_allclose(scorer.predict_proba(video, audio), expected, rtol=1e-5, atol=1e-6)

@@ -97,6 +97,35 @@ def test_the_run_calibrates_on_val_logs_the_map_and_ece_and_stores_it_beside_the
     assert gate.interval[0] <= gate.value - gate.prior <= gate.interval[1]
 
 
+def test_a_fitted_readout_is_kept_in_the_decision_scored_by_the_scorer_and_gated_out_of_fold(data, tmp_path):
+    """readout="fitted": the join fitted after training goes into decision.json, a scorer loaded from the best
+    checkpoint applies it (its P(FAKE) are the run's test predictions), and the gate judges it cross-fitted."""
+    from avff_model.inputs import clip_to_tensors
+    from avff_model.readout import Readout
+    from storage.shard_io import read_clips
+    from storage.tables import PredictionRow, read_table
+    from tasks.train.data import shard_urls
+
+    log = InMemoryLogger()
+    result = run_training(_settings(data, tmp_path, pretrain_epochs=0, epochs=2, readout="fitted"), log=log)
+    decision = read_decision(result.best_checkpoint)
+    readout = Readout.from_json(decision.readout)
+    assert set(readout.weights) == {"fusion", "signals", "probe"} and len(readout.probe) == 27
+    assert {k: v[-1][1] for k, v in log.metrics.items() if k.startswith("readout_weight_")} == {
+        f"readout_weight_{k}": w for k, w in readout.weights.items()
+    }
+    scorer = load_model(result.best_checkpoint, device="cpu")
+    assert scorer.model.readout == readout and (scorer.slope, scorer.intercept) == (result.slope, result.intercept)
+    clips = [c for url in shard_urls(fs.IngestLayout(data), "test") for c in read_clips(url)]
+    tensors = [clip_to_tensors(c) for c in clips]
+    p = scorer.predict_proba(torch.stack([t["video"] for t in tensors]), torch.stack([t["audio"] for t in tensors]))
+    kept = {(r.video_id, r.clip): r.p_fake for r in read_table(result.predictions["test"], PredictionRow)}
+    np.testing.assert_allclose(p, [kept[(c.meta.video_id, c.meta.clip)] for c in clips], rtol=1e-4, atol=1e-5)
+    assert "the read-out's join refitted on each half" in result.gate.reason
+    report = Path(result.report_path).read_text()
+    assert "## Read-out" in report and f"the texture probe's logit {readout.weights['probe']:+.3f}" in report
+
+
 class _Crash(Exception):
     pass
 
