@@ -495,10 +495,11 @@ def _readout_section(r: ReadoutSummary) -> list[str]:
         return lines + [f"`readout=\"fitted\"` was asked for and nothing was fitted: {r.skipped}. The model's "
                         f"own join of its logits scores.", ""]  # fmt: skip
     terms = ", ".join(f"{_PART_NAMES[k]} {w:+.3f}" for k, w in r.weights.items())
+    probe = (f"a logistic regression on the texture branch's features of {r.train_clips} train clips (the texture "
+             f"probe) and " if "probe" in r.weights else "")  # fmt: skip
     return lines + [
-        f"The model's logit is not the sum its heads trained with: after training, with every weight frozen, a "
-        f"logistic regression on the texture branch's features of {r.train_clips} train clips (the texture "
-        f"probe) and a logistic join fitted on {r.val_clips} val clips weigh the parts (avff_model/readout.py): "
+        f"The model's logit is not the sum its heads trained with: after training, with every weight frozen, "
+        f"{probe}a logistic join fitted on {r.val_clips} val clips weigh the parts (avff_model/readout.py): "
         f"{terms} (weights on the raw logits). Every val and test number above uses it; val numbers are in-sample "
         f"for the join's {len(r.weights) + 1} parameters (the registry gate's number refits it on each half of "
         f"val and scores the other).",

@@ -3,7 +3,8 @@
 At the best checkpoint, with every weight frozen:
 
 1. :func:`collect` runs the model over a split once (eval mode, no augmentation, no pseudo-fakes) and keeps per
-   clip the logits the model joins and the texture branch's features;
+   clip the logits the model joins and the texture branch's features (the train split: those features alone,
+   which need no encoder pass);
 2. :func:`fit_readout` fits (a) the texture probe, a logistic regression of FAKE on the standardised texture
    features of the train split's clips, and (b) the join, a logistic regression of FAKE on the standardised
    fusion logit, signal logit and probe logit of the val clips, then folds the standardisations into plain
@@ -44,18 +45,23 @@ class Parts:
 
 
 @torch.inference_mode()
-def collect(model: AVFF, loader: Iterable[dict], *, device: torch.device, precision: str = "fp32") -> Parts:
-    """The logits the model joins and its texture features for every clip of ``loader`` (eval mode)."""
+def collect(model: AVFF, loader: Iterable[dict], *, device: torch.device, precision: str = "fp32",
+            texture_only: bool = False) -> Parts:  # fmt: skip
+    """The logits the model joins and its texture features for every clip of ``loader`` (eval mode);
+    ``texture_only``: the texture features alone (no encoder pass: what the probe's train split needs)."""
     model.eval()
     keys, ys, logits, texture = [], [], {}, []
     for batch in loader:
+        video = batch["video"].to(device)  # (B, 3, T, H, W)
         with autocast(device, precision):
-            mouth = batch["mouth"].to(device) if "mouth" in batch else None  # (B, 4)
-            lips = batch["lips"].to(device) if "lips" in batch else None  # (B, T, 2)
-            feats = model.forward_features(batch["video"].to(device), batch["audio"].to(device), model.inputs,
-                                           mouth, lips)  # fmt: skip
-            tex = model.texture_features(feats)  # (B, 3K+3) | None
-            parts = logit_parts(model.branch_logits(feats))  # "fusion", "signals" -> (B,)
+            if texture_only:
+                tex, parts = model.signals.texture(video), {}  # (B, 3K+3)
+            else:
+                mouth = batch["mouth"].to(device) if "mouth" in batch else None  # (B, 4)
+                lips = batch["lips"].to(device) if "lips" in batch else None  # (B, T, 2)
+                feats = model.forward_features(video, batch["audio"].to(device), model.inputs, mouth, lips)
+                tex = model.texture_features(feats)  # (B, 3K+3) | None
+                parts = logit_parts(model.branch_logits(feats))  # "fusion", "signals" -> (B,)
         for name, v in parts.items():
             logits.setdefault(name, []).append(v.float().cpu().numpy())
         if tex is not None:
@@ -101,14 +107,15 @@ def fit_join(inputs: dict[str, np.ndarray], y: np.ndarray, probe: tuple[float, .
     return Readout(dict(zip(names, map(float, w))), b, probe if "probe" in inputs else (), probe_bias)
 
 
-def fit_readout(train: Parts, val: Parts) -> tuple[Readout | None, str | None]:
-    """(the read-out, None) fitted on the train split's texture features and val's logits, or (None, why)."""
+def fit_readout(train: Parts | None, val: Parts) -> tuple[Readout | None, str | None]:
+    """(the read-out, None) fitted on the train split's texture features (``train``; None: the model has no
+    texture branch, so no probe) and val's logits, or (None, why)."""
     if "signals" not in val.logits:
         return None, "the model has no signal branches: its logit is the fusion head's alone, nothing to join"
-    why = _too_few(val.y, "val") or (_too_few(train.y, "the train split") if train.texture is not None else None)
+    why = _too_few(val.y, "val") or (_too_few(train.y, "the train split") if train is not None else None)
     if why:
         return None, why
-    probe, probe_bias = (None, 0.0) if train.texture is None else _logistic(train.texture, train.y)
+    probe, probe_bias = (None, 0.0) if train is None else _logistic(train.texture, train.y)
     probe_t = tuple(map(float, probe)) if probe is not None else ()
     return fit_join(_join_inputs(val, probe, probe_bias), val.y, probe_t, probe_bias), None
 

@@ -610,21 +610,22 @@ class Run:
         """``readout="fitted"``: the read-out of the ``best`` checkpoint's frozen model fitted (the texture probe on
         the train split, the join on val: :mod:`tasks.train.readout`) and set on the scoring model, logged and
         returned; None (logged why) when it cannot be fitted."""
-        self.plain.load_state_dict(load_checkpoint(best).weights)
-        parts = {s: readout_fit.collect(self.plain, self.loader(s, epoch=0), device=self.device,
-                                        precision=self.precision) for s in ("train", "val")}  # fmt: skip
-        readout, why = readout_fit.fit_readout(parts["train"], parts["val"])
+        model = self.plain
+        model.load_state_dict(load_checkpoint(best).weights)
+        has_texture = model.signals is not None and model.signals.texture is not None
+        val = readout_fit.collect(model, self.loader("val", epoch=0), device=self.device, precision=self.precision)
+        train = (readout_fit.collect(model, self.loader("train", epoch=0), device=self.device,
+                                     precision=self.precision, texture_only=True) if has_texture else None)  # fmt: skip
+        readout, why = readout_fit.fit_readout(train, val)
         if readout is None:
             self.log.log_params({"readout_skipped": why})
             self.readout_summary = ReadoutSummary({}, skipped=why)
             return None
-        self.plain.set_readout(readout)
-        self.readout_summary = ReadoutSummary(readout.weights, len(parts["train"].y), len(parts["val"].y))
+        model.set_readout(readout)
+        self.readout_summary = ReadoutSummary(readout.weights, len(train.y) if train else 0, len(val.y))
         self.log.log_metrics({f"readout_weight_{k}": v for k, v in readout.weights.items()}, step=self.progress.epoch)
-        groups = [self.data.group_of.get(k[0], k[0]) for k in parts["val"].keys]
-        return FittedReadout(
-            readout, parts["val"], readout_fit.cross_fitted(readout, parts["val"], groups, self.cfg.seed)
-        )
+        groups = [self.data.group_of.get(k[0], k[0]) for k in val.keys]
+        return FittedReadout(readout, val, readout_fit.cross_fitted(readout, val, groups, self.cfg.seed))
 
     def score_best(self, best: str, splits: tuple[str, ...]) -> dict[str, Predictions]:
         """Whole splits' predictions under the ``best`` checkpoint's weights, read by this process alone
