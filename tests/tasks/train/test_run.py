@@ -80,7 +80,8 @@ def test_the_run_calibrates_on_val_logs_the_map_and_ece_and_stores_it_beside_the
     assert 0 <= after <= 1 and 0 <= before <= 1
     on_page = [k for k in log.metrics if not is_step_series(k)]  # per-step curves go to the '· curves' child run
     assert len(on_page) <= 40  # the run page; everything else is in the metrics table
-    assert read_decision(result.best_checkpoint) == Decision(result.threshold, "f1", a, b)
+    decision = read_decision(result.best_checkpoint)  # with the read-out fitted by default (readout="fitted")
+    assert decision == Decision(result.threshold, "f1", a, b, decision.readout) and decision.readout is not None
     scorer = load_model(result.best_checkpoint, device="cpu")
     assert (scorer.slope, scorer.intercept) == (a, b)
     rows = {(r["split"], r["level"], r["predictor"]): r for r in log.tables[METRICS_TABLE]}
@@ -99,7 +100,8 @@ def test_the_run_calibrates_on_val_logs_the_map_and_ece_and_stores_it_beside_the
 
 def test_a_fitted_readout_is_kept_in_the_decision_scored_by_the_scorer_and_gated_out_of_fold(data, tmp_path):
     """readout="fitted": the join fitted after training goes into decision.json, a scorer loaded from the best
-    checkpoint applies it (its P(FAKE) are the run's test predictions), and the gate judges it cross-fitted."""
+    checkpoint applies it (its P(FAKE) are the run's test predictions), and the gate judges it cross-fitted;
+    readout="end_to_end" keeps the trained sum and fits nothing."""
     from avff_model.inputs import clip_to_tensors
     from avff_model.readout import Readout
     from storage.shard_io import read_clips
@@ -124,6 +126,10 @@ def test_a_fitted_readout_is_kept_in_the_decision_scored_by_the_scorer_and_gated
     assert "the read-out's join refitted on each half" in result.gate.reason
     report = Path(result.report_path).read_text()
     assert "## Read-out" in report and f"the texture probe's logit {readout.weights['probe']:+.3f}" in report
+    e2e = run_training(_settings(data, tmp_path / "e2e", pretrain_epochs=0, epochs=1, readout="end_to_end"),
+                       log=InMemoryLogger())  # fmt: skip
+    assert read_decision(e2e.best_checkpoint).readout is None and load_model(e2e.best_checkpoint).model.readout is None
+    assert "## Read-out" not in Path(e2e.report_path).read_text()
 
 
 class _Crash(Exception):
