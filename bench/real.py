@@ -53,6 +53,8 @@ import av
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
+from storage.checkpoint import resolve_checkpoint  # noqa: E402
+from storage.decision import read_decision  # noqa: E402
 from storage.shard_schema import FAKE, REAL  # noqa: E402
 from tasks.evaluate.handmade import STATISTICS  # noqa: E402
 from tasks.evaluate.metrics import auc_or_nan, bootstrap_auc_ci  # noqa: E402
@@ -366,6 +368,8 @@ def train(shards: Path, model_dir: Path, args, fold: int | None = None) -> dict:
                              seed=args.seed, report_bootstrap=50, register_if="never", log_checkpoints=False, fold=fold,
                              pseudo_fakes=PseudoFakeAugment(p=args.pseudo_fakes, kinds=kinds) if args.pseudo_fakes
                              else PseudoFakeAugment())  # fmt: skip
+    if args.readout is not None:
+        settings = settings.replace(readout=args.readout)
     run_training(settings, log=InMemoryLogger())
     return training_record(model_dir, args.steps)
 
@@ -439,6 +443,11 @@ def score_held_out(made: list[Made], checkpoints: dict[str, dict[int, str]], fol
                     row[n] = float(np.mean(model.predict_proba(**model_inputs(clips, model.config.img_size))))
             rows.append(row)
     return rows
+
+
+def _weights(weights: dict[str, float]) -> str:
+    """A fitted read-out's weights, as the doc states them."""
+    return ", ".join(f"{k} {v:+.2f}" for k, v in weights.items())
 
 
 def training_record(model_dir: Path, steps: int) -> dict:
@@ -585,8 +594,13 @@ def markdown(summary: dict, command: str) -> str:
         + ", stage 2 from random "
         f"init, {summary['train']['steps']} steps of batch {summary['batch']}, pseudo-fakes p={summary['pseudo_fakes']:g} "
         "(audio_shift, audio_swap, mouth_shuffle, face_resample), best val-video-AUC epoch "
-        f"{summary['train']['best_epoch']} (val AUC {summary['train']['val_video_auc'] or float('nan'):.2f}). "
-        "AUC on the test people, REAL against each type, 95 % bootstrap interval over source clips:",
+        f"{summary['train']['best_epoch']} (val AUC {summary['train']['val_video_auc'] or float('nan'):.2f}), "
+        + (
+            f"its logits joined by the read-out fitted after training ({_weights(summary['readout'])}). "
+            if summary.get("readout")
+            else "its logits summed as trained (no read-out). "
+        )
+        + "AUC on the test people, REAL against each type, 95 % bootstrap interval over source clips:",
         "",
         "| fake type (test people) | model | hand-made lip-sync statistic | prior | REAL / FAKE |",
         "|---|---:|---:|---:|---:|",
@@ -680,6 +694,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--epochs", type=int, default=6, help="the steps in this many epochs (one val each)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--pseudo-fakes", type=float, default=0.5, help="share of REAL training clips made pseudo-fakes")
+    ap.add_argument(
+        "--readout",
+        choices=("end_to_end", "fitted"),
+        default=None,
+        help="how the model's logits are joined (TrainSettings.readout; default: its default)",
+    )
     ap.add_argument("--compare-modes", action="store_true", help="also the hand-made statistic in MODES' samplings")
     ap.add_argument("--select", action="store_true", help="choose the model among CANDIDATES by grouped CV on the "
                     "train and val people first (about 5x the training time), then train it as usual")  # fmt: skip
@@ -734,10 +754,12 @@ def main(argv: list[str] | None = None) -> dict:
         w.writerows(rows)
     epochs = [k for k in rows[0] if k.startswith("epoch ")]
     scores = ["model", "lip_sync", *epochs, *(MODES if args.compare_modes else ())]
+    kept = read_decision(resolve_checkpoint(str(out / "model" / "checkpoints" / "best.json")))
+    readout = kept.readout["weights"] if kept is not None and kept.readout else None  # the fitted join, if any
     summary = {"clips": len({m.source for m in made if m.kind == "control"}), "people": people,
                "test_people": sorted(p for p, s in splits.items() if s == "test"), "split_seed": seed, "fusion": args.fusion, "overrides": json.loads(args.overrides),
                "batch": args.batch, "pseudo_fakes": args.pseudo_fakes, "compare_modes": args.compare_modes, "crop": args.crop,
-               "train": trained, "selection": selection, "auc": auc_table(rows, scores), "refused": sorted({r["refused"] for r in rows} - {""}),
+               "readout": readout, "train": trained, "selection": selection, "auc": auc_table(rows, scores), "refused": sorted({r["refused"] for r in rows} - {""}),
                "epochs": epochs, "steps_per_epoch": args.steps // args.epochs,
                "seconds": round(sum(steps.values()), 1), "cpu_seconds": round(sum(cpu.values()), 1),
                "steps_seconds": {k: round(v, 1) for k, v in steps.items()},

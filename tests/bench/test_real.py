@@ -90,7 +90,7 @@ def test_the_command_at_its_smallest_sizes_leaves_a_model_avff_predict_loads(tmp
         control = out / "data" / "footage" / next(r["video"] for r in csv.DictReader(f)
                                                   if r["kind"] == "control" and r["refused"] == "")  # fmt: skip
     # --select's grouped CV: one fold per fold of the train and val people, each scored on its held-out people
-    args = argparse.Namespace(steps=2, epochs=1, batch=4, pseudo_fakes=0.5, seed=0)
+    args = argparse.Namespace(steps=2, epochs=1, batch=4, pseudo_fakes=0.5, seed=0, readout=None)
     cands = {"sync peak alone": real.CANDIDATES["sync peak alone"]}
     made, splits, _ = real.build_footage(str(REALAV), out / "data" / "footage", 0, None, 3.2)  # read back
     picked = real.select_model(out / "shards", out, args, cands, made, splits)

@@ -25,7 +25,7 @@ NOT_DEFAULT = {
     "stages": "classify", "pretrain_epochs": 2, "epochs": 4, "batch_size": 16, "eval_batch_size": 32, "lr": 0.003,
     "pretrain_lr": 0.001, "optimizer": "lion", "scheduler": "cosine_warm_restarts", "warmup": 5, "cycle_epochs": 2,
     "cycle_mult": 2.0, "weight_decay": 0.1, "grad_clip": 0.5, "precision": "fp32", "monitor": "val_video_auc",
-    "monitor_mode": "max", "patience": 7, "min_delta": 0.01, "threshold_criterion": "eer", "calibrate": False, "seed": 3,
+    "monitor_mode": "max", "patience": 7, "min_delta": 0.01, "threshold_criterion": "eer", "calibrate": False, "readout": "end_to_end", "seed": 3,
     "num_workers": 0, "samples_per_epoch": 64, "shuffle_buffer": 16, "device": "cpu", "world_size": 2,
     "ray_address": "auto", "fold": 1, "video_augment": "strong", "audio_augment": {"pitch_shift": 1.0},
     "mix": {"mixup_alpha": 0.2, "prob": 0.5}, "pseudo_fakes": {"p": 0.5, "kinds": ["audio_shift"]},
