@@ -6,8 +6,10 @@
    discriminator optimizers;
 2. stage 2 ("classify", both labels): BCE fine-tuning with per-epoch validation (clip and
    video metrics), early stopping on ``monitor``, ``best`` and ``last`` checkpoints;
-3. test evaluation at the best checkpoint: a Platt map (slope and intercept) fitted on val clip
-   logits calibrates val and test P(FAKE) (``calibrate``), then the decision threshold is chosen on val;
+3. test evaluation at the best checkpoint: the read-out fitted with every weight frozen (``readout="fitted"``,
+   :mod:`tasks.train.readout`: a texture probe on the train split, the join of the logits on val) replaces the
+   trained sum of the logits, a Platt map (slope and intercept) fitted on val clip logits calibrates val and
+   test P(FAKE) (``calibrate``), then the decision threshold is chosen on val;
    the same pass measures each clip's hand-made statistics (:mod:`tasks.evaluate.handmade`), reported
    beside the prior as baselines (``test_baselines_video_lip_sync_auc``, ...);
 4. plots, predictions, the markdown report; everything logged through ``log``.
@@ -27,7 +29,7 @@ one that never stopped.
 Output layout under ``output_dir`` (local or object storage)::
 
     checkpoints/epoch-0003/{model.safetensors,state.pt}   checkpoints/{last,best,pretrained}.json
-    checkpoints/epoch-000k/decision.json  (the best one's threshold and calibration)
+    checkpoints/epoch-000k/decision.json  (the best one's threshold, calibration and read-out)
     plots/*.png   predictions/{val,test}.parquet   report.md   model_config.json
 """
 
