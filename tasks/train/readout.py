@@ -44,14 +44,20 @@ class Parts:
     texture: np.ndarray | None  # (N, 3K+3) float64, the texture branch's features; None without the branch
 
 
+PROBE_CLIPS = 50_000  # the texture probe's train clips at most: 27 features need no more, the full DFDC has ~10x
+
+
 @torch.inference_mode()
 def collect(model: AVFF, loader: Iterable[dict], *, device: torch.device, precision: str = "fp32",
-            texture_only: bool = False) -> Parts:  # fmt: skip
+            texture_only: bool = False, max_clips: int | None = None) -> Parts:  # fmt: skip
     """The logits the model joins and its texture features for every clip of ``loader`` (eval mode);
-    ``texture_only``: the texture features alone (no encoder pass: what the probe's train split needs)."""
+    ``texture_only``: the texture features alone (no encoder pass: what the probe's train split needs);
+    ``max_clips``: stop after the batch that reaches this many (the loader's first ones, in shard order)."""
     model.eval()
     keys, ys, logits, texture = [], [], {}, []
     for batch in loader:
+        if max_clips is not None and len(keys) >= max_clips:
+            break
         video = batch["video"].to(device)  # (B, 3, T, H, W)
         with autocast(device, precision):
             if texture_only:

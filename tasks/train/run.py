@@ -617,7 +617,8 @@ class Run:
         has_texture = model.signals is not None and model.signals.texture is not None
         val = readout_fit.collect(model, self.loader("val", epoch=0), device=self.device, precision=self.precision)
         train = (readout_fit.collect(model, self.loader("train", epoch=0), device=self.device,
-                                     precision=self.precision, texture_only=True) if has_texture else None)  # fmt: skip
+                                     precision=self.precision, texture_only=True, max_clips=readout_fit.PROBE_CLIPS)
+                 if has_texture else None)  # fmt: skip
         readout, why = readout_fit.fit_readout(train, val)
         if readout is None:
             self.log.log_params({"readout_skipped": why})

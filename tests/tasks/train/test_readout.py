@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from avff_model.readout import Readout
 from tasks.evaluate.calibration import halves
-from tasks.train.readout import Parts, cross_fitted, fit_readout
+from tasks.train.readout import Parts, collect, cross_fitted, fit_readout
 
 
 def _parts(n: int, seed: int, memorised: bool) -> Parts:
@@ -80,3 +80,26 @@ def test_cross_fitted_val_scores_never_see_their_own_labels():
     np.testing.assert_allclose(p_flipped[half == 0], p[half == 0])
     assert not np.allclose(p_flipped[half == 1], p[half == 1])
     assert ((p > 0) & (p < 1)).all() and roc_auc_score(val.y, p) > 0.7
+
+
+def test_collect_keeps_each_clips_logits_and_texture_and_stops_at_max_clips():
+    """The texture features read alone (the probe's train pass, no encoders) equal those of the full pass; the
+    logits are the model's own branches; ``max_clips`` stops after the batch that reaches it."""
+    from avff_model import AVFF, get_config
+    from avff_model.readout import logit_parts
+
+    torch.manual_seed(0)
+    model = AVFF(get_config("tiny", img_size=32, num_frames=4, n_mels=32, mel_frames=32, num_slices=2)).eval()
+    g = torch.Generator().manual_seed(0)
+    batches = [{"video": torch.randn(4, 3, 4, 32, 32, generator=g), "audio": torch.randn(4, 1, 32, 32, generator=g),
+                "target": torch.tensor([0, 1, 0, 1]), "clip": torch.arange(4), "video_id": [f"b{i}"] * 4}
+               for i in range(3)]  # fmt: skip
+    full = collect(model, batches, device=torch.device("cpu"))
+    alone = collect(model, batches, device=torch.device("cpu"), texture_only=True, max_clips=5)
+    assert len(full.y) == 12 and len(alone.y) == 8 and alone.logits == {}
+    np.testing.assert_allclose(alone.texture, full.texture[:8], rtol=1e-6, atol=1e-6)
+    with torch.inference_mode():
+        feats = model.forward_features(batches[0]["video"], batches[0]["audio"], model.inputs)
+        own = logit_parts(model.branch_logits(feats))
+    np.testing.assert_allclose(full.logits["signals"][:4], own["signals"].numpy(), rtol=1e-5, atol=1e-6)
+    assert full.keys[5] == ("b1", 1, 0)
