@@ -41,4 +41,7 @@ def describe(decision: Decision | None) -> str:
         )
     calibration = ("P(FAKE) uncalibrated" if (decision.slope, decision.intercept) == (1.0, 0.0) else
                    f"P(FAKE) = sigmoid({decision.slope:.3f} * logit {decision.intercept:+.3f}), Platt scaling fitted on val")  # fmt: skip
+    if decision.readout is not None:  # readout="fitted": the logit is the join fitted after training
+        weights = ", ".join(f"{k} {w:+.3f}" for k, w in decision.readout["weights"].items())
+        calibration += f"; the logit joined by the read-out fitted after training ({weights})"
     return f"{rule}; {calibration}."

@@ -16,3 +16,6 @@ def test_describe_names_threshold_criterion_and_calibration(tmp_path):
     assert "sigmoid(0.400 * logit -0.250), Platt scaling fitted on val" in text
     assert "default: the model carries no decision.json" in describe(None) and "uncalibrated" in describe(None)
     assert "0.500 (default: no threshold could be chosen" in describe(Decision(0.5, "default", 1.0))
+    joined = Decision(0.85, "f1", 0.4, -0.25, {"weights": {"fusion": 0.2, "signals": 2.5}, "bias": 0.1})
+    assert "the logit joined by the read-out fitted after training (fusion +0.200, signals +2.500)" in describe(joined)
+    assert "read-out" not in text
