@@ -590,6 +590,10 @@ def _appendix(args, out_root: str) -> list[str]:
             "- **Calibration:** each model's P(FAKE) is Platt-scaled on its own val split (`calibrate`, on by "
             "default): slope and intercept move no ranking (AUC), and the intercept takes up the base rate, so log "
             "loss sits near the val prior's for a model that learned nothing and below it only for one that did.",
+            "- **Read-out:** a model with signal branches scores through the read-out fitted after its training "
+            '(`readout`, "fitted" by default): a logistic texture probe on its train split and a logistic join of '
+            "its logits on its own val split, so its ranking, unlike the calibration's, may change; val, not the "
+            "external set, fits it (docs/experiments.md).",
             "- **Where the targets stand and what would reach them:** docs/learning.md has the measured curves of the "
             "paper's model (head, identities, stage 1, encoder learning rate, tubelet); docs/model.md (extension 12) "
             "those of the lip-sync branch against REAL data and steps, and the reasons the visual and pitch types "
