@@ -59,20 +59,20 @@ class Readout:
         """The join's inputs, each (B,): :func:`logit_parts` of ``branches``, and the probe of ``texture``
         (B, 3K+3) when this readout has one."""
         out = logit_parts(branches)
-        if texture is not None and self.probe:
-            w = torch.tensor(self.probe, dtype=texture.dtype, device=texture.device)  # (3K+3,)
-            out["probe"] = texture @ w + self.probe_bias  # (B, 3K+3) @ (3K+3,) -> (B,)
+        if texture is not None and self.probe:  # float32 even under autocast: the weights are fitted in float64
+            w = torch.tensor(self.probe, dtype=torch.float32, device=texture.device)  # (3K+3,)
+            out["probe"] = texture.float() @ w + self.probe_bias  # (B, 3K+3) @ (3K+3,) -> (B,)
         return out
 
     def __call__(self, branches: dict[str, torch.Tensor], texture: torch.Tensor | None) -> torch.Tensor:
-        """-> (B,) the joined logit."""
+        """-> (B,) the joined logit, float32."""
         parts = self.parts(branches, texture)
         missing = sorted(set(self.weights) - set(parts))
         if missing:
             raise ValueError(f"this readout weighs {missing}, which the model does not produce")
-        logit = torch.full_like(parts["fusion"], self.bias)  # (B,)
+        logit = torch.full_like(parts["fusion"], self.bias, dtype=torch.float32)  # (B,)
         for name, w in self.weights.items():
-            logit = logit + w * parts[name]
+            logit = logit + w * parts[name].float()
         return logit
 
     def to_json(self) -> dict:

@@ -63,3 +63,16 @@ def test_a_readout_round_trips_through_json_and_refuses_what_it_cannot_mean():
         Readout({"fusion": 1.0}, 0.0, (1.0,))
     with pytest.raises(ValueError, match="finite"):
         Readout({"fusion": float("nan")}, 0.0)
+
+
+def test_a_readout_joins_in_float32_whatever_the_dtype_autocast_gave_its_parts():
+    """Under bf16 autocast the logits and features arrive in bf16; the join (weights fitted in float64, a probe
+    bias that may be large) is computed in float32, so it differs from the float32 join by the inputs' rounding
+    only."""
+    g = torch.Generator().manual_seed(5)
+    texture, fusion, signals = torch.randn(8, 27, generator=g), torch.randn(8, generator=g), torch.randn(8, generator=g)
+    readout = Readout({"fusion": 0.7, "signals": 1.3, "probe": 0.9}, -0.4, tuple([0.11] * 27), 7.5)
+    exact = readout({"fusion": fusion, "signals": signals}, texture)
+    half = readout({"fusion": fusion.bfloat16(), "signals": signals.bfloat16()}, texture.bfloat16())
+    assert exact.dtype == half.dtype == torch.float32
+    torch.testing.assert_close(half, exact, rtol=0, atol=0.1)
