@@ -32,7 +32,7 @@ def test_video_rows_takes_a_path_or_bytes_per_row_and_refuses_anything_else():
 
 
 @pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"the real DFDC sample is not on this machine ({SAMPLE})")
-def test_the_logged_pyfunc_scores_a_video_by_path_and_by_bytes_as_avff_predict_does(tmp_path):
+def test_the_logged_pyfunc_scores_a_video_by_path_and_by_bytes_as_avff_predict_does(tmp_path, monkeypatch):
     import mlflow
     import pandas as pd
 
@@ -44,6 +44,7 @@ def test_the_logged_pyfunc_scores_a_video_by_path_and_by_bytes_as_avff_predict_d
     cfg = get_config("tiny")
     ckpt = save_checkpoint(str(tmp_path / "ckpt"), AVFF(cfg), dataclasses.asdict(cfg), {})
     decision = Decision(0.45, "f1", 1.3, -0.2)
+    monkeypatch.chdir(tmp_path)  # nothing may land in the repo's ./mlruns (the experiment's default artifact root)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     mlflow.set_experiment("pyfunc-video")  # an earlier in-process flow's active experiment is not in this store
     try:
