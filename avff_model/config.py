@@ -57,6 +57,10 @@ class AVFFConfig:
     # only when the head sees the modalities it needs (sync: video and audio; texture: video)
     sync_branch: bool = True
     texture_branch: bool = True
+    # the texture branch also filters the colour left once each pixel's brightness is taken out (a pasted face's
+    # tint at its seam, signals.TextureBranch ``colour``); off everywhere: measured, it lifts face_blend within
+    # noise and costs visual_artifact and lip sync (docs/learning.md "A colour bank for the texture branch")
+    texture_colour: bool = False
     # the sync branch also reads the landmarks' mouth opening and width (signals.SyncBranch ``lips``);
     # False here so a checkpoint written before it existed (whose config lacks it) loads as it was; the presets turn it on
     sync_lips: bool = False

@@ -153,6 +153,7 @@ class AVFF(nn.Module):
                 peak=cfg.sync_peak,
                 pixels=cfg.sync_pixels,
                 lip_lags=cfg.sync_lip_lags,
+                colour=cfg.texture_colour,
             )
             if sync or texture
             else None
@@ -342,7 +343,7 @@ class AVFF(nn.Module):
         return noisy_or(stacked) if self.cfg.signal_fusion == "noisy_or" else stacked.sum(dim=1)
 
     def texture_features(self, feats: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """The texture branch's features (B, 3K+3): the tail of ``feats["signals"]``; None without the branch."""
+        """The texture branch's features (B, S), S = TextureBranch.out_dim: the tail of ``feats["signals"]``; None without the branch."""
         texture = self.signals.texture if self.signals is not None else None
         return feats["signals"][:, -texture.out_dim :] if texture is not None else None
 

@@ -10,7 +10,7 @@ A :class:`Readout` replaces the sum at scoring time by
     logit = w_fusion · fusion + w_signals · signals + w_probe · (texture @ probe + probe_bias) + bias
 
 where ``fusion`` and ``signals`` are the logits the model already joins (:meth:`AVFF.branch_logits`; the signal
-branches' noisy-OR with ``signal_fusion="noisy_or"``), ``texture`` the texture branch's features (B, 3K+3), and
+branches' noisy-OR with ``signal_fusion="noisy_or"``), ``texture`` the texture branch's features (B, S), and
 every number is fitted after training by :mod:`tasks.train.readout` (the probe on the train split, the join on
 val, where the calibration is fitted). A part the model lacks (no texture branch) has no weight. Nothing here
 learns by gradient: a Readout is plain numbers, stored in ``decision.json`` beside the checkpoint, not in the
@@ -42,7 +42,7 @@ def logit_parts(branches: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class Readout:
     weights: dict[str, float]  # part name (of PARTS) -> its weight in the join; a part absent here is unused
     bias: float
-    probe: tuple[float, ...] = ()  # (3K+3,) weights over the texture branch's features; () without the part
+    probe: tuple[float, ...] = ()  # (S,) weights over the texture branch's features; () without the part
     probe_bias: float = 0.0
 
     def __post_init__(self) -> None:
@@ -57,11 +57,11 @@ class Readout:
 
     def parts(self, branches: dict[str, torch.Tensor], texture: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """The join's inputs, each (B,): :func:`logit_parts` of ``branches``, and the probe of ``texture``
-        (B, 3K+3) when this readout has one."""
+        (B, S) when this readout has one."""
         out = logit_parts(branches)
         if texture is not None and self.probe:  # float32 even under autocast: the weights are fitted in float64
-            w = torch.tensor(self.probe, dtype=torch.float32, device=texture.device)  # (3K+3,)
-            out["probe"] = texture.float() @ w + self.probe_bias  # (B, 3K+3) @ (3K+3,) -> (B,)
+            w = torch.tensor(self.probe, dtype=torch.float32, device=texture.device)  # (S,)
+            out["probe"] = texture.float() @ w + self.probe_bias  # (B, S) @ (S,) -> (B,)
         return out
 
     def __call__(self, branches: dict[str, torch.Tensor], texture: torch.Tensor | None) -> torch.Tensor:

@@ -15,7 +15,8 @@ features with a structural prior, and add their logit to the fusion head's:
   learned weight before the head: on real faces the landmarks' opening follows speech where the
   mouth region's pixels barely do, and a learned sound channel fitted to 12 people did not carry to
   others (docs/results.md, "Real footage").
-- :class:`TextureBranch` (visual): a learned 3x3 filter bank on the grey frames, its log energy
+- :class:`TextureBranch` (visual): a learned 3x3 filter bank on the grey frames (and, with
+  ``colour``, another on the colour left once the brightness is taken out), its log energy
   inside the face ellipse and in the border around it, and the colour difference between the
   two. Blur, resampling and blending seams change the inside but not the border.
 
@@ -184,32 +185,48 @@ def face_ellipse(h: int, w: int, device: torch.device | None = None) -> torch.Te
 
 
 class TextureBranch(nn.Module):
-    """video (B, 3, T, H, W) -> (B, 3 * filters + 3): per filter, the log energy inside the face
-    ellipse, in the border, and their difference; then the inside-minus-border mean colour."""
+    """video (B, 3, T, H, W) -> (B, 3 * filters + 3), with ``colour`` (B, 6 * filters + 3): per filter, the
+    log energy inside the face ellipse, in the border, and their difference; then the inside-minus-border
+    mean colour. The grey bank filters the frames' brightness; the colour bank (``colour``) filters what is
+    left of each pixel once its brightness is taken out, where a pasted face's tint meets the skin around it
+    (a seam the grey frames do not show: docs/learning.md "A colour-blind texture branch")."""
 
-    def __init__(self, filters: int = 8):
+    def __init__(self, filters: int = 8, colour: bool = False):
         super().__init__()
         self.bank = nn.Conv2d(1, filters, kernel_size=3, padding=1, bias=False)
         with torch.no_grad():  # filter 0 starts as the Laplacian, the rest as small random filters
             self.bank.weight.normal_(0.0, 0.3)
             self.bank.weight[0, 0] = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
-        self.out_dim = 3 * filters + 3
+        self.colour = nn.Conv2d(3, filters, kernel_size=3, padding=1, bias=False) if colour else None
+        if self.colour is not None:
+            # filters 0-3 start as the vertical and horizontal edges of the red and the blue channel (the same
+            # filter on every channel would see nothing: the channels of a colour without brightness sum to 0)
+            with torch.no_grad():
+                self.colour.weight.normal_(0.0, 0.3)
+                edge = torch.tensor([[-1.0, -2.0, -1.0], [0.0, 0.0, 0.0], [1.0, 2.0, 1.0]]) / 4
+                for k, (channel, e) in enumerate([(0, edge), (0, edge.T), (2, edge), (2, edge.T)][:filters]):
+                    self.colour.weight[k] = 0.0
+                    self.colour.weight[k, channel] = e
+        self.out_dim = 3 * filters * (2 if colour else 1) + 3
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = video.shape
         inside = face_ellipse(h, w, video.device).to(video.dtype)  # (H, W)
         border = 1.0 - inside
-        grey = video.mean(dim=1).reshape(b * t, 1, h, w)  # (B T, 1, H, W)
-        energy = self.bank(grey)[..., 1:-1, 1:-1].pow(2).reshape(b, t, -1, h - 2, w - 2)  # (B, T, K, H-2, W-2)
+        frames = video.transpose(1, 2).reshape(b * t, c, h, w)  # (B T, 3, H, W)
+        grey = frames.mean(dim=1, keepdim=True)  # (B T, 1, H, W)
         inside_c, border_c = inside[1:-1, 1:-1], border[1:-1, 1:-1]
 
-        def log_mean(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-            return torch.log((x * m).sum(dim=(-2, -1)) / m.sum() + 1e-6).mean(dim=1)  # (B, K)
+        def log_energy(filtered: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            energy = filtered[..., 1:-1, 1:-1].pow(2).reshape(b, t, -1, h - 2, w - 2)  # (B, T, K, H-2, W-2)
+            return torch.log((energy * m).sum(dim=(-2, -1)) / m.sum() + 1e-6).mean(dim=1)  # (B, K)
 
-        e_in, e_out = log_mean(energy, inside_c), log_mean(energy, border_c)  # (B, K), (B, K)
+        banks = [self.bank(grey)] + ([self.colour(frames - grey)] if self.colour is not None else [])
+        energies = [(log_energy(f, inside_c), log_energy(f, border_c)) for f in banks]  # per bank (B, K) x 2
         colour_in = (video * inside).sum(dim=(-2, -1)).mean(dim=2) / inside.sum()  # (B, 3)
         colour_out = (video * border).sum(dim=(-2, -1)).mean(dim=2) / border.sum()  # (B, 3)
-        return torch.cat([e_in, e_out, e_in - e_out, colour_in - colour_out], dim=1)  # (B, 3K + 3)
+        parts = [p for e_in, e_out in energies for p in (e_in, e_out, e_in - e_out)]
+        return torch.cat([*parts, colour_in - colour_out], dim=1)  # (B, 3K + 3) or (B, 6K + 3)
 
 
 class SignalFeatures(nn.Module):
@@ -219,10 +236,10 @@ class SignalFeatures(nn.Module):
     """
 
     def __init__(self, n_mels: int, *, sync: bool, texture: bool, lips: bool = False, peak: bool = False,
-                 pixels: bool = True, lip_lags: bool = True):  # fmt: skip
+                 pixels: bool = True, lip_lags: bool = True, colour: bool = False):  # fmt: skip
         super().__init__()
         self.sync = SyncBranch(n_mels, lips=lips, peak=peak, pixels=pixels, lip_lags=lip_lags) if sync else None
-        self.texture = TextureBranch() if texture else None
+        self.texture = TextureBranch(colour=colour) if texture else None
         self.out_dim = (self.sync.out_dim if sync else 0) + (self.texture.out_dim if texture else 0)
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor, mouth: torch.Tensor | None = None,

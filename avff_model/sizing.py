@@ -60,8 +60,9 @@ def _signals(cfg: AVFFConfig) -> int:
             out += 2 * lags + 1 + dim
         if cfg.sync_lips:  # each lip channel's lagged correlation with the loudness: no weights
             out += (LIP_CHANNELS * (2 * lags + 1) if cfg.sync_lip_lags else 0) + (PEAK_FEATURES if cfg.sync_peak else 0)
-    if texture:
-        n, out = n + 9 * filters, out + 3 * filters + 3
+    if texture:  # the grey bank (1 channel in), with texture_colour the colour bank (3 in)
+        banks = 2 if cfg.texture_colour else 1
+        n, out = n + 9 * filters + (27 * filters if cfg.texture_colour else 0), out + 3 * filters * banks + 3
     return n + _mlp_head(out, cfg.signal_head_hidden) if out else 0
 
 
@@ -116,7 +117,8 @@ def _signals_bytes(cfg: AVFFConfig, batch: int) -> int:
     They work on full frames, so they grow with the pixels, not the tokens. Texture, per pixel
     of every frame: the filter bank's 16-bit input (2), the fp32 copy of its K outputs that
     ``pow`` keeps (4K; autocast runs ``pow`` in fp32), the squared energies and one masked copy
-    alive together (8K). Sync: the fp32 grey frames the mouth is cut from (4), then per frame a
+    alive together (8K); with ``texture_colour`` the colour bank again, on the frames and their brightness-free
+    copy (fp32, 24 more). Sync: the fp32 grey frames the mouth is cut from (4), then per frame a
     few hundred numbers (the pooled mouth, the mel bins, the two MLPs).
     """
     sees_video, sees_audio = cfg.fusion != "audio_only", cfg.fusion != "video_only"
@@ -124,7 +126,7 @@ def _signals_bytes(cfg: AVFFConfig, batch: int) -> int:
     out = 0
     if cfg.texture_branch and sees_video:
         filters = 8  # TextureBranch's default
-        out += pixels * (2 + 12 * filters)
+        out += pixels * (2 + 12 * filters) + (pixels * (24 + 12 * filters) if cfg.texture_colour else 0)
     if cfg.sync_branch and sees_video and sees_audio:
         hidden, dim = 32, 16  # SyncBranch's defaults
         out += 4 * pixels + 4 * batch * cfg.num_frames * (

@@ -54,7 +54,7 @@ COLUMNS = ("texture", "probe", "tex_all", "sig_all", "max_branch", "signals", "f
 
 @torch.no_grad()
 def features(model: AVFF, video: torch.Tensor, audio: torch.Tensor) -> dict[str, np.ndarray]:
-    """video (N, 3, T, H, W), audio (N, 1, F, Tm) -> texture features (N, 3K+3), every signal feature (N, D), the
+    """video (N, 3, T, H, W), audio (N, 1, F, Tm) -> texture features (N, S), every signal feature (N, D), the
     signal head's, the fusion head's and the model's logits (N,), batches of 32."""
     model.eval()
     out: dict[str, list] = {"texture": [], "features": [], "signals": [], "fusion": [], "model": []}

@@ -41,10 +41,10 @@ class Parts:
     keys: list[tuple[str, int, int]]  # (video_id, clip, face) per clip
     y: np.ndarray  # (N,) int64, FAKE = 1
     logits: dict[str, np.ndarray]  # "fusion", "signals" (when the model has signal branches) -> (N,) float64
-    texture: np.ndarray | None  # (N, 3K+3) float64, the texture branch's features; None without the branch
+    texture: np.ndarray | None  # (N, S) float64, the texture branch's features (TextureBranch.out_dim); None: no branch
 
 
-PROBE_CLIPS = 50_000  # the texture probe's train clips at most: 27 features need no more, the full DFDC has ~10x
+PROBE_CLIPS = 50_000  # the texture probe's train clips at most: 27 or 51 features need no more, the full DFDC has ~10x
 
 
 @torch.inference_mode()
@@ -61,12 +61,12 @@ def collect(model: AVFF, loader: Iterable[dict], *, device: torch.device, precis
         video = batch["video"].to(device)  # (B, 3, T, H, W)
         with autocast(device, precision):
             if texture_only:
-                tex, parts = model.signals.texture(video), {}  # (B, 3K+3)
+                tex, parts = model.signals.texture(video), {}  # (B, S): TextureBranch.out_dim
             else:
                 mouth = batch["mouth"].to(device) if "mouth" in batch else None  # (B, 4)
                 lips = batch["lips"].to(device) if "lips" in batch else None  # (B, T, 2)
                 feats = model.forward_features(video, batch["audio"].to(device), model.inputs, mouth, lips)
-                tex = model.texture_features(feats)  # (B, 3K+3) | None
+                tex = model.texture_features(feats)  # (B, S) | None
                 parts = logit_parts(model.branch_logits(feats))  # "fusion", "signals" -> (B,)
         for name, v in parts.items():
             logits.setdefault(name, []).append(v.float().cpu().numpy())

@@ -68,9 +68,10 @@ def test_paper_preset_matches_the_paper():
     assert cfg.video_grid == (8, 14, 14) and cfg.audio_grid == (8, 20) and cfg.num_slices == 8
 
 
+@pytest.mark.parametrize("colour", [False, True])
 @pytest.mark.parametrize("name", list_configs())
-def test_estimate_params_is_exact_for_every_preset(name):
-    cfg = get_config(name)
+def test_estimate_params_is_exact_for_every_preset(name, colour):
+    cfg = get_config(name, texture_colour=colour)
     with torch.device("meta"):  # no memory, no init cost: construction + counting only
         model = AVFF(cfg)
     assert sum(p.numel() for p in model.parameters()) == estimate_params(cfg)["total"]

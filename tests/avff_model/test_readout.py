@@ -42,11 +42,12 @@ def test_the_model_scores_the_readouts_join_of_its_own_logits_and_texture_featur
 
 
 def test_a_readout_that_does_not_fit_its_model_is_refused():
-    probe = tuple([0.1] * 27)
+    width = _model().signals.texture.out_dim  # 27: the grey bank's 24, then 3 colours
+    probe = tuple([0.1] * width)
     with pytest.raises(ValueError, match="no signal branches"):
         _model(sync_branch=False, texture_branch=False).set_readout(Readout({"fusion": 1.0, "signals": 1.0}, 0.0))
-    with pytest.raises(ValueError, match="texture probe has 26 weights; the model: 27"):
-        _model().set_readout(Readout({"fusion": 1.0, "probe": 1.0}, 0.0, probe[:26]))
+    with pytest.raises(ValueError, match=f"texture probe has {width - 1} weights; the model: {width}"):
+        _model().set_readout(Readout({"fusion": 1.0, "probe": 1.0}, 0.0, probe[:-1]))
     with pytest.raises(ValueError, match="no texture branch"):
         _model(texture_branch=False).set_readout(Readout({"fusion": 1.0, "probe": 1.0}, 0.0, probe))
     _model(texture_branch=False).set_readout(Readout({"fusion": 1.0, "signals": 2.0}, 0.0))  # fits: no probe

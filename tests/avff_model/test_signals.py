@@ -144,6 +144,31 @@ def test_texture_branch_sees_blur_inside_the_face_and_not_outside():
     assert math.isclose(lap_out[1].item(), lap_out[0].item(), rel_tol=0.05)  # the border does not change
 
 
+def test_texture_branch_with_colour_sees_a_tint_seam_the_grey_frames_do_not_show():
+    """A pasted face whose tint differs from the skin around it, at the same brightness (red up, green down by
+    the same amount, so every pixel's grey is unchanged): the grey bank's features stay exactly the same, the
+    colour bank's energy inside the face rises (the seam is inside the ellipse) and its border's does not."""
+    torch.manual_seed(0)
+    video = 0.1 * torch.randn(1, 3, T, H, H).repeat(2, 1, 1, 1, 1)  # two copies of one clip
+    rows = (torch.arange(H) + 0.5) / H - 0.5
+    pasted = ((rows[:, None] / 0.3) ** 2 + (rows[None, :] / 0.25) ** 2 <= 1.0).float()  # (H, W) inside the face
+    tinted = video.clone()
+    tinted[1, 0] += 0.8 * pasted
+    tinted[1, 1] -= 0.8 * pasted  # sample 1: tinted patch; its grey (the mean of the channels) is unchanged
+    torch.testing.assert_close(tinted.mean(dim=1), video.mean(dim=1))
+    k = 8
+    grey_only, both = TextureBranch(), TextureBranch(colour=True)
+    assert (grey_only.out_dim, both.out_dim) == (3 * k + 3, 6 * k + 3)
+    both.bank.load_state_dict(grey_only.bank.state_dict())
+    with torch.no_grad():
+        g, c = grey_only(tinted), both(tinted)  # (2, 3K + 3), (2, 6K + 3)
+    torch.testing.assert_close(g[1, : 3 * k], g[0, : 3 * k], rtol=1e-4, atol=1e-4)  # grey bank: blind to the tint
+    torch.testing.assert_close(c[:, : 3 * k], g[:, : 3 * k])  # the grey bank's features come first, unchanged
+    colour_in, colour_out = c[:, 3 * k : 4 * k], c[:, 4 * k : 5 * k]  # colour bank: inside, border
+    assert (colour_in[1, :2] > colour_in[0, :2] + 1.0).all()  # filters 0-1, the red channel's edges: the seam
+    torch.testing.assert_close(colour_out[1], colour_out[0], rtol=0.05, atol=0.05)  # the border is untouched
+
+
 def test_branches_follow_the_heads_modalities_and_add_to_the_logit():
     cfg = get_config("tiny")
     both, video_only, audio_only = (

@@ -166,7 +166,8 @@ def test_a_decision_with_a_readout_round_trips_and_every_loader_scores_with_it(t
 
     torch.manual_seed(2)
     model = AVFF(get_config("tiny", **CFG)).eval()
-    readout = Readout({"fusion": 0.5, "signals": 2.0, "probe": -1.0}, 0.3, tuple([0.05] * 27), 0.1)
+    width = model.signals.texture.out_dim
+    readout = Readout({"fusion": 0.5, "signals": 2.0, "probe": -1.0}, 0.3, tuple([0.05] * width), 0.1)
     decision = Decision(0.4, "f1", 1.2, -0.1, readout.to_json())
     assert "readout" not in Decision(0.4, "f1").to_json()
     config = dataclasses.asdict(model.cfg)
@@ -186,3 +187,20 @@ def test_a_decision_with_a_readout_round_trips_and_every_loader_scores_with_it(t
     for scorer in (load_model(directory, device="cpu"), pyfunc.scorer):
         assert scorer.model.readout == readout
         np.testing.assert_allclose(scorer.predict_proba(video, audio), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_written_before_the_colour_bank_loads_as_it_was_trained(model_and_inputs, tmp_path):
+    """A config saved before ``texture_colour`` existed (no such key) builds the grey-only texture branch its
+    weights were trained with, so they load and score the same; a config that turns it on gets the colour bank."""
+    torch.manual_seed(1)
+    old_model = AVFF(get_config("tiny", **CFG, texture_colour=False)).eval()
+    config = dataclasses.asdict(old_model.cfg)
+    del config["texture_colour"]  # as an older checkpoint's config.json was written
+    CheckpointStore(str(tmp_path / "checkpoints")).save("epoch-0001", old_model, config, {}, ("best",))
+    loaded = load_model(str(tmp_path / "checkpoints" / "best.json"), device="cpu")
+    assert loaded.model.signals.texture.colour is None and loaded.model.signals.texture.out_dim == 27
+    _, video, audio, _ = model_and_inputs
+    with torch.inference_mode():
+        expected = torch.sigmoid(old_model(torch.from_numpy(video), torch.from_numpy(audio)).float()).numpy()
+    np.testing.assert_allclose(loaded.predict_proba(video, audio), expected, rtol=1e-5, atol=1e-6)
+    assert AVFF(get_config("tiny", **CFG, texture_colour=True)).signals.texture.out_dim == 51
