@@ -310,6 +310,29 @@ def fanout_wall(run: dict) -> float:
     return max(end for _, end in spans) - min(start for start, _ in spans)
 
 
+def fanout_factors(run: dict, workers: int) -> dict[str, float]:
+    """What the workers' phase is made of: the units' CPU seconds ("unit_cpu_s"), the share of their wall time
+    they got a core ("share": CPU over wall, summed over units; below 1, something else ran on their cores),
+    and how full the W workers were over the phase ("occupancy": the units' wall seconds over W x the phase;
+    below 1, a worker waited between units). phase = unit_cpu_s / (share x W x occupancy), so the phase
+    efficiency of W workers against 1 is exactly the product of :func:`efficiency_factors`."""
+    unit_cpu = sum(rec["cpu_seconds"] for rec in run["records"])
+    unit_wall = sum(rec["seconds"] for rec in run["records"])
+    return {
+        "unit_cpu_s": unit_cpu,
+        "share": unit_cpu / unit_wall,
+        "occupancy": unit_wall / (workers * fanout_wall(run)),
+    }
+
+
+def efficiency_factors(one: dict, many: dict) -> dict[str, float]:
+    """Two :func:`fanout_factors` rows (1 worker, W workers, the same videos) -> the phase efficiency's factors:
+    "cpu" (the units' CPU for 1 worker over that for W: above 1 would be a saving), "share" and "occupancy"
+    (W's over 1's)."""
+    return {"cpu": one["unit_cpu_s"] / many["unit_cpu_s"], "share": many["share"] / one["share"],
+            "occupancy": many["occupancy"] / one["occupancy"]}  # fmt: skip
+
+
 def ray_table(one: Path, many: Path, out: Path, workers: list[int], n_videos: int) -> list[dict]:
     """Wall-clock rate of ``avff ingest --executor ray`` with W workers (shards: 2 per worker of the largest W),
     whole and marginal: the command's fixed start (Ray, the temporary Prefect server, imports: ~50 s) is paid
@@ -324,11 +347,13 @@ def ray_table(one: Path, many: Path, out: Path, workers: list[int], n_videos: in
                      "videos_per_s": videos_in(big) / big["wall"], "small_wall_s": small["wall"],
                      "marginal_videos_per_s": extra / (big["wall"] - small["wall"]),
                      "fanout_wall_s": phase, "fanout_videos_per_s": videos_in(big) / phase,
-                     "cpu_s_seen": big["cpu"], "load_avg": os.getloadavg()[0]})  # fmt: skip
+                     "cpu_s_seen": big["cpu"], "load_avg": os.getloadavg()[0], **fanout_factors(big, w)})  # fmt: skip
     for key in ("videos_per_s", "marginal_videos_per_s", "fanout_videos_per_s"):
         base = rows[0][key] / rows[0]["workers"]
         for row in rows:
             row[key.replace("videos_per_s", "efficiency")] = row[key] / (row["workers"] * base)
+    for row in rows:
+        row["factors"] = efficiency_factors(rows[0], row)
     return rows
 
 
@@ -395,6 +420,10 @@ def print_table(r: dict) -> None:
               f"(beyond the {row['small_wall_s']:.1f} s run of the first copies) {row['marginal_videos_per_s']:.3f} "
               f"videos/s, efficiency {row['marginal_efficiency']:.2f}; the workers' own phase (first unit's start "
               f"to last unit's end) {row['fanout_wall_s']:.1f} s, efficiency {row['fanout_efficiency']:.2f}")  # fmt: skip
+        if "factors" in row:
+            f = row["factors"]
+            print(f"  = units' CPU {f['cpu']:.2f} x their share of a core {f['share']:.2f} (CPU/wall "
+                  f"{row['share']:.2f}) x workers' occupancy {f['occupancy']:.2f} ({row['occupancy']:.2f})")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,7 +33,7 @@ from tasks.ingest import summary as ingest_summary
 from tasks.ingest.scan import refusal_counts
 from tasks.ingest.preprocess import PreprocessConfig, face_detector
 from tasks.ingest.video import keep_frame_memory
-from tasks.ingest.write_unit import WorkUnit, is_complete, process_unit
+from tasks.ingest.write_unit import WorkUnit, is_complete, largest_first, process_unit
 from tasks.ingest.identity import Embedded, cluster_faces, embed_videos, root_videos
 from tasks.ingest.splits import identity_groups, read_identities
 from tasks.ingest.settings import IngestSettings
@@ -247,7 +247,7 @@ def _run_ray(todo: list[WorkUnit], pre: PreprocessConfig, cfg: IngestSettings):
     left = {u.shard: u for u in todo}
     deaths: list[str] = []
     try:
-        for unit in todo:
+        for unit in largest_first(todo):  # the pool serves in submission order: no large unit left for last
             pool.submit(lambda a, u: a.write.options(retry_exceptions=True).remote(u), unit)
         while pool.has_next():
             try:

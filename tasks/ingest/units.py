@@ -67,6 +67,7 @@ def plan(
                 fingerprint(path),
                 e.manipulation,
                 paths.get(e.original) if e.original else None,
+                e.bytes,
             )  # fmt: skip
         )
     units = plan_units(videos, layout.shard, videos_per_shard)

@@ -39,6 +39,7 @@ class UnitVideo:
     fingerprint: str
     manipulation: str | None = None
     original_path: str | None = None  # the original's absolute path, when it is part of the dataset
+    bytes: int = 0  # the file's size at the scan: what orders the fan-out (:func:`largest_first`)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,14 @@ def plan_units(videos: list[UnitVideo], shard_for, videos_per_shard: int) -> lis
                 WorkUnit(split, part, chunk, shard_for(split, part, chunk), tuple(vs[i : i + videos_per_shard]))
             )
     return units
+
+
+def largest_first(units: list[WorkUnit]) -> list[WorkUnit]:
+    """The units in the order a pool of workers should take them: the most bytes of video first (ties keep the
+    plan's order). A pool hands units out first come, first served, so a large unit taken last runs alone while
+    the other workers idle: 5 units of 12, 4, 12, 8 and 12 videos on 2 workers kept them 0.82 busy in plan
+    order (docs/performance.md "Ray fan-out"); largest first is the classic longest-processing-time rule."""
+    return sorted(units, key=lambda u: (-sum(v.bytes for v in u.videos), -len(u.videos)))
 
 
 def read_record(shard: str) -> dict | None:

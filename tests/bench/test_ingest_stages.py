@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import math
 import os
 from pathlib import Path
 
@@ -135,3 +136,19 @@ def test_the_workers_phase_runs_from_the_first_units_start_to_the_last_units_end
     records = bench.read_records(tmp_path)
     assert [r["_span"] for r in records] == [(990.0, 1000.0), (991.0, 1003.0), (1006.0, 1015.0)]
     assert bench.fanout_wall({"records": records}) == pytest.approx(1015.0 - 990.0)
+
+
+def test_the_phase_efficiency_is_the_product_of_its_three_factors(bench):
+    """Units' CPU, their share of a core and the workers' occupancy multiply to the phase efficiency exactly,
+    so the bench's table says which of the three a second worker loses."""
+
+    def run(units: list[tuple[float, float, float]]) -> dict:  # (start, wall seconds, cpu seconds) per unit
+        return {"records": [{"_span": (t0, t0 + wall), "seconds": wall, "cpu_seconds": cpu} for t0, wall, cpu in units]}
+
+    one = run([(0.0, 10.0, 9.5), (10.0, 10.0, 9.5), (20.0, 10.0, 9.5), (30.0, 10.0, 9.5)])  # 1 worker, back to back
+    two = run([(0.0, 12.0, 10.0), (0.5, 12.0, 10.0), (13.0, 12.0, 10.0), (12.5, 12.0, 10.0)])  # 2 workers, a gap
+    f1, f2 = bench.fanout_factors(one, 1), bench.fanout_factors(two, 2)
+    assert f1 == pytest.approx({"unit_cpu_s": 38.0, "share": 0.95, "occupancy": 1.0})
+    assert f2["share"] == pytest.approx(40.0 / 48.0) and f2["occupancy"] == pytest.approx(48.0 / (2 * 25.0))
+    efficiency = bench.fanout_wall(one) / (2 * bench.fanout_wall(two))  # the same videos: rate(2) / (2 rate(1))
+    assert math.prod(bench.efficiency_factors(f1, f2).values()) == pytest.approx(efficiency)

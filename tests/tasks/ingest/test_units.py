@@ -24,7 +24,7 @@ from storage import fs
 from storage.shard_io import read_clips
 from tasks.ingest import units as steps
 from tasks.ingest.preprocess import PreprocessConfig, face_detector
-from tasks.ingest.write_unit import UnitVideo, WorkUnit, fingerprint, plan_units, process_unit
+from tasks.ingest.write_unit import UnitVideo, WorkUnit, fingerprint, largest_first, plan_units, process_unit
 
 PRE = PreprocessConfig(face_size=64)  # a 4 s video gives one 3.2 s clip
 
@@ -83,6 +83,29 @@ def test_plan_units_groups_by_split_and_part_sorts_by_id_and_chunks():
                                         layout.shard("train", "p1", 0), layout.shard("val", "p0", 0)]  # fmt: skip
     # the order the videos arrive in does not change the plan: shard names are stable across runs
     assert plan_units(videos[::-1], layout.shard, videos_per_shard=2) == units
+
+
+def test_a_pool_takes_the_largest_units_first_and_the_plan_keeps_each_files_size(tmp_path):
+    """Units ordered by their videos' bytes (the scan's sizes, carried by the plan), ties in plan order: two
+    workers taking 12, 4, 12, 8 and 12 equal videos in that order end 3 videos apart at best; largest first,
+    the last unit to start is the smallest."""
+
+    def unit(shard: str, sizes: list[int]) -> WorkUnit:
+        vs = tuple(UnitVideo(f"{shard}{i}", "", "", "p0", "REAL", "train", "g", None, "fp", bytes=b)
+                   for i, b in enumerate(sizes))  # fmt: skip
+        return WorkUnit("train", "p0", 0, shard, vs)
+
+    units = [unit("a", [10] * 12), unit("b", [10] * 4), unit("c", [10] * 12), unit("d", [10] * 8), unit("e", [10] * 12)]
+    assert [u.shard for u in largest_first(units)] == ["a", "c", "e", "d", "b"]
+    assert [u.shard for u in largest_first([unit("x", [5, 5]), unit("y", [30])])] == ["y", "x"]  # bytes, not count
+    for name, size in (("small", 1000), ("big", 5000)):
+        (tmp_path / f"{name}.mp4").write_bytes(b"\0" * size)
+    (tmp_path / "metadata.json").write_text(json.dumps({"small.mp4": {"label": "REAL"}, "big.mp4": {"label": "REAL"}}))
+    result = steps.scan(str(tmp_path))
+    units, _ = steps.plan(result, str(tmp_path), fs.IngestLayout(str(tmp_path / "out")), ratios=(1.0, 0.0, 0.0), folds=1,
+                    seed=0, videos_per_shard=1)  # fmt: skip
+    assert {v.video_id: v.bytes for u in units for v in u.videos} == {"small": 1000, "big": 5000}
+    assert [u.videos[0].video_id for u in largest_first(units)] == ["big", "small"]
 
 
 # --------------------------------------------------------------------------- process_unit
