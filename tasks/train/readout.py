@@ -52,7 +52,8 @@ def collect(model: AVFF, loader: Iterable[dict], *, device: torch.device, precis
             texture_only: bool = False, max_clips: int | None = None) -> Parts:  # fmt: skip
     """The logits the model joins and its texture features for every clip of ``loader`` (eval mode);
     ``texture_only``: the texture features alone (no encoder pass: what the probe's train split needs);
-    ``max_clips``: stop after the batch that reaches this many (the loader's first ones, in shard order)."""
+    ``max_clips``: stop after the batch that reaches this many (the loader's first ones: give a shuffled loader
+    for a spread of the split)."""
     model.eval()
     keys, ys, logits, texture = [], [], {}, []
     for batch in loader:

@@ -378,9 +378,10 @@ class Run:
 
     def loader(self, split: str, *, epoch: int, real_only: bool = False, train: bool = False,
                 augment: bool = False, keep_clips: frozenset[tuple[str, int]] | None = None,
-                statistics: Statistics | None = None):  # fmt: skip
+                statistics: Statistics | None = None, shuffle: bool | None = None):  # fmt: skip
         """One epoch's loader of a role as this process reads it; ``augment`` only ever reaches a ``train`` loader,
-        ``statistics`` (measured per clip as it is read: the batches' ``handmade``) an evaluation one."""
+        ``statistics`` (measured per clip as it is read: the batches' ``handmade``) an evaluation one. ``shuffle``
+        (default: ``train``): shards in a seeded order through the shuffle buffer, one pass unless ``train``."""
         cfg, view = self.cfg, self.data.view
         shards, keep_videos = split, None
         if view is not None:  # a CV fold: pooled shards, filtered by the fold's video ids
@@ -392,7 +393,8 @@ class Run:
             self.data.layout, shards,
             batch_size=cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size),
             num_workers=cfg.num_workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch,
-            samples_per_epoch=cfg.samples_per_epoch if train else None, real_only=real_only, shuffle=train,
+            samples_per_epoch=cfg.samples_per_epoch if train else None, real_only=real_only,
+            shuffle=train if shuffle is None else shuffle,
             pin_memory=self.device.type == "cuda", augment=clip_augment, keep_videos=keep_videos,
             keep_clips=keep_clips, drop_videos=self.data.held_out if split in HELD_OUT_OF else frozenset(),
             extra_layouts=self.extra_layouts if train else (), img_size=self.img_size, statistics=statistics,
@@ -616,7 +618,9 @@ class Run:
         model.load_state_dict(load_checkpoint(best).weights)
         has_texture = model.signals is not None and model.signals.texture is not None
         val = readout_fit.collect(model, self.loader("val", epoch=0), device=self.device, precision=self.precision)
-        train = (readout_fit.collect(model, self.loader("train", epoch=0), device=self.device,
+        # shuffled: with more train clips than PROBE_CLIPS the probe reads a seeded spread of them, not the first
+        # shards (the full DFDC's first 50,000 would be its first few parts)
+        train = (readout_fit.collect(model, self.loader("train", epoch=0, shuffle=True), device=self.device,
                                      precision=self.precision, texture_only=True, max_clips=readout_fit.PROBE_CLIPS)
                  if has_texture else None)  # fmt: skip
         readout, why = readout_fit.fit_readout(train, val)

@@ -132,6 +132,33 @@ def test_a_fitted_readout_is_kept_in_the_decision_scored_by_the_scorer_and_gated
     assert "## Read-out" not in Path(e2e.report_path).read_text()
 
 
+def test_the_texture_probe_reads_a_seeded_spread_of_the_train_split_when_it_is_capped(data, tmp_path, monkeypatch):
+    """With more train clips than PROBE_CLIPS, the probe's clips come from a shuffled pass (shards in a seeded
+    order, through the shuffle buffer), not the first shards' first clips; the same seed reads the same ones."""
+    from storage.shard_io import read_clips
+    from tasks.train import readout as readout_fit
+    from tasks.train.data import shard_urls
+
+    monkeypatch.setattr(readout_fit, "PROBE_CLIPS", 16)  # 2 batches of 8
+    seen, collect = [], readout_fit.collect
+
+    def spy(*args, **kw):
+        parts = collect(*args, **kw)
+        if kw.get("texture_only"):
+            seen.append([k[:2] for k in parts.keys])
+        return parts
+
+    monkeypatch.setattr(readout_fit, "collect", spy)
+    for name in ("a", "b"):
+        run_training(_settings(data, tmp_path / name, pretrain_epochs=0, epochs=1, readout="fitted"),
+                     log=InMemoryLogger())  # fmt: skip
+    in_order = [(c.meta.video_id, c.meta.clip) for url in shard_urls(fs.IngestLayout(data), "train")
+                for c in read_clips(url)]  # fmt: skip
+    assert len(in_order) > 16 and len(seen[0]) == 16
+    assert seen[0] != in_order[:16] and set(seen[0]) <= set(in_order)
+    assert seen[0] == seen[1]  # seeded
+
+
 class _Crash(Exception):
     pass
 
