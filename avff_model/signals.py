@@ -189,7 +189,8 @@ class TextureBranch(nn.Module):
     log energy inside the face ellipse, in the border, and their difference; then the inside-minus-border
     mean colour. The grey bank filters the frames' brightness; the colour bank (``colour``) filters what is
     left of each pixel once its brightness is taken out, where a pasted face's tint meets the skin around it
-    (a seam the grey frames do not show: docs/learning.md "A colour-blind texture branch")."""
+    (a seam the grey frames do not show; measured, not adopted: docs/learning.md "A colour bank for the texture
+    branch")."""
 
     def __init__(self, filters: int = 8, colour: bool = False):
         super().__init__()
@@ -213,15 +214,16 @@ class TextureBranch(nn.Module):
         b, c, t, h, w = video.shape
         inside = face_ellipse(h, w, video.device).to(video.dtype)  # (H, W)
         border = 1.0 - inside
-        frames = video.transpose(1, 2).reshape(b * t, c, h, w)  # (B T, 3, H, W)
-        grey = frames.mean(dim=1, keepdim=True)  # (B T, 1, H, W)
+        grey = video.mean(dim=1).reshape(b * t, 1, h, w)  # (B T, 1, H, W)
         inside_c, border_c = inside[1:-1, 1:-1], border[1:-1, 1:-1]
 
         def log_energy(filtered: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
             energy = filtered[..., 1:-1, 1:-1].pow(2).reshape(b, t, -1, h - 2, w - 2)  # (B, T, K, H-2, W-2)
             return torch.log((energy * m).sum(dim=(-2, -1)) / m.sum() + 1e-6).mean(dim=1)  # (B, K)
 
-        banks = [self.bank(grey)] + ([self.colour(frames - grey)] if self.colour is not None else [])
+        banks = [self.bank(grey)]
+        if self.colour is not None:  # each frame minus its brightness: (B T, 3, H, W)
+            banks.append(self.colour(video.transpose(1, 2).reshape(b * t, c, h, w) - grey))
         energies = [(log_energy(f, inside_c), log_energy(f, border_c)) for f in banks]  # per bank (B, K) x 2
         colour_in = (video * inside).sum(dim=(-2, -1)).mean(dim=2) / inside.sum()  # (B, 3)
         colour_out = (video * border).sum(dim=(-2, -1)).mean(dim=2) / border.sum()  # (B, 3)
