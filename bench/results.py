@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -85,13 +86,28 @@ def _ingest(data: Path, out: Path, ratios: tuple[float, float, float], search_se
                                    ratios=ratios, seed=seed, progress=False))  # fmt: skip
 
 
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created): what parallel ``--only-seed`` processes take
+    around the data they share, so one of them makes it and the others wait, then find it made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _pretrain(args, out: Path, seed: int) -> str:
     """Stage 1 for one seed on ``--pretrain-real`` identities of the pretrain pool -> encoders.safetensors."""
     encoders = out / f"seed{seed}" / "pretrain" / "encoders.safetensors"
     if not encoders.exists():
-        data = make_dfdc_sample(out / "pretrain_data", n_real=args.pretrain_real, parts=2, duration_s=args.duration,
-                                size=SIZE, seed=args.seed, manipulations=(), pool="pretrain")  # fmt: skip
-        _ingest(data, out / "pretrain_shards", ratios=(1.0, 0.0, 0.0), search_seed=False)  # reals only, all train
+        with exclusive(out / "pretrain.lock"):  # every seed's stage 1 reads the same pretrain data: made once
+            data = make_dfdc_sample(out / "pretrain_data", n_real=args.pretrain_real, parts=2,
+                                    duration_s=args.duration, size=SIZE, seed=args.seed, manipulations=(),
+                                    pool="pretrain")  # fmt: skip
+            _ingest(data, out / "pretrain_shards", ratios=(1.0, 0.0, 0.0), search_seed=False)  # reals only, all train
         settings = pretrain_settings(out / "pretrain_shards", encoders.parent, epochs=args.pretrain_epochs, seed=seed,
                                      w_sync=args.w_sync, overrides=_overrides(args.set).get("overrides"))  # fmt: skip
         run_training(settings, log=InMemoryLogger())

@@ -149,3 +149,29 @@ def test_the_command_at_its_smallest_sizes_from_the_repo_root_writes_scores_and_
         r.info.run_id for r in runs if r.data.tags.get("avff.experiment") == "benchmark"
     }
     assert all(r.info.artifact_uri.startswith((out / "seed0" / "mlartifacts").as_uri()) for r in runs)
+
+
+def test_parallel_seeds_make_their_shared_stage_1_data_one_at_a_time(tmp_path):
+    """Two holders of the pretrain lock never overlap: the second waits until the first lets go (parallel
+    --only-seed processes would otherwise write the same pretrain_data and pretrain_shards at once)."""
+    import threading
+    import time
+
+    spans, ready = [], threading.Event()
+
+    def hold(name: str) -> None:
+        with results.exclusive(tmp_path / "pretrain.lock"):
+            start = time.monotonic()
+            ready.set()
+            time.sleep(0.3)
+            spans.append((name, start, time.monotonic()))
+
+    first = threading.Thread(target=hold, args=("first",))
+    first.start()
+    ready.wait()
+    second = threading.Thread(target=hold, args=("second",))
+    second.start()
+    first.join()
+    second.join()
+    (a, a0, a1), (b, b0, b1) = sorted(spans, key=lambda x: x[1])
+    assert (a, b) == ("first", "second") and b0 >= a1
