@@ -30,7 +30,9 @@ its own CPU at exit (``getrusage(RUSAGE_SELF)``, after the server is stopped), s
 
 ``--ray-workers``: the same command with ``--executor ray --num-workers W`` (wall time; efficiency
 per worker = rate(W) / (W x rate(1))). Ray's raylet and workers are not all children the CLI
-waits for, so their CPU is not fully in getrusage: the table shows wall rates only.
+waits for, so their CPU is not fully in getrusage: the table shows wall rates only, and splits the
+workers' phase efficiency into the units' CPU x their share of a core x the workers' occupancy
+(:func:`fanout_factors`), which says whether a second worker loses to other processes or to waiting.
 Results go to bench/results/ingest.json, rewritten after every repetition.
 """
 
