@@ -60,9 +60,9 @@ def _signals(cfg: AVFFConfig) -> int:
             out += 2 * lags + 1 + dim
         if cfg.sync_lips:  # each lip channel's lagged correlation with the loudness: no weights
             out += (LIP_CHANNELS * (2 * lags + 1) if cfg.sync_lip_lags else 0) + (PEAK_FEATURES if cfg.sync_peak else 0)
-    if texture:  # the grey bank (1 channel in), with texture_colour the colour bank (3 in)
-        banks = 2 if cfg.texture_colour else 1
-        n, out = n + 9 * filters + (27 * filters if cfg.texture_colour else 0), out + 3 * filters * banks + 3
+    if texture:
+        banks = (1, 3) if cfg.texture_colour else (1,)  # input channels: the grey bank's, the colour bank's
+        n, out = n + sum(9 * c * filters for c in banks), out + 3 * filters * len(banks) + 3
     return n + _mlp_head(out, cfg.signal_head_hidden) if out else 0
 
 
